@@ -1,0 +1,44 @@
+"""`purifylab` command line (also `python -m core`).
+
+Each concept keeps its commands in its own module with a `register(app, groups)` function, so the
+top-level app stays a short list. Every command exits 0 on success and, on bad input, prints one
+line to stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from core.errors import PurifyLabError
+
+app = typer.Typer(
+    name="purifylab",
+    help="Attack and defend chest X-ray classifiers with diffusion purification.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+groups = {
+    "data": typer.Typer(help="Inspect and split data sets.", no_args_is_help=True),
+    "train": typer.Typer(help="Train classifiers and diffusion purifiers.", no_args_is_help=True),
+}
+for name, group in groups.items():
+    app.add_typer(group, name=name)
+
+
+def _register_commands() -> None:
+    from core.cli import data_commands, purify_commands
+
+    for module in (data_commands, purify_commands):
+        module.register(app, groups)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register_commands()
+    try:
+        app(args=argv, standalone_mode=True)
+    except PurifyLabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

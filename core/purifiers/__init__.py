@@ -1,0 +1,30 @@
+"""Purifiers by name: `create_purifier("ddpm", t_star=0.04)`; see base.py for the interface."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.purifiers.base import Purifier, PurifierConfig, parse_params
+from core.purifiers.simple import GaussianBlurPurifier, IdentityPurifier
+from core.registry import Registry
+
+PURIFIERS: Registry[Purifier] = Registry("purifier")
+
+for _cls, _doc in (
+    (IdentityPurifier, "no purification (the undefended baseline)"),
+    (GaussianBlurPurifier, "Gaussian blur baseline (sigma in pixels)"),
+):
+    PURIFIERS.register(_cls.name, _doc)(_cls)
+
+
+def create_purifier(name: str, **params: Any) -> Purifier:
+    """Build a purifier by name; `params` may be typed values or the CLI's `k=v` strings."""
+    cls = PURIFIERS.get(name)
+    return cls(parse_params(cls.config_type, params))
+
+
+def list_purifiers() -> dict[str, str]:
+    return PURIFIERS.describe()
+
+
+__all__ = ["PURIFIERS", "Purifier", "PurifierConfig", "create_purifier", "list_purifiers"]

@@ -1,0 +1,110 @@
+"""The one interface every purifier follows.
+
+A purifier maps images in [0, 1] (N, C, H, W) to purified images in [0, 1]. It is an `nn.Module`
+so that it can sit in front of a classifier as one differentiable model (see DefendedClassifier):
+
+* `forward(x, generator=None)` is the differentiable mode: gradients flow to `x` (diffusion
+  purifiers checkpoint each denoiser call so a white-box attack through the whole chain fits in
+  memory);
+* `purify(x, seed=0)` is the fast mode: no graph, and the same seed gives the same output.
+
+Parameters live in a typed dataclass (`config`), validated before any work starts, so the CLI, the
+evaluator and the app can pass `k=v` strings and get a one-line error for a bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from core.errors import PurifyLabError
+
+
+@dataclass(frozen=True)
+class PurifierConfig:
+    """Base for each purifier's parameters; subclasses add fields and override `validate`."""
+
+    def validate(self) -> None:
+        """Raise PurifyLabError naming the bad value and its allowed range."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+    """One-line error for a parameter outside [low, high] (or (low, high] with low_open)."""
+    ok = (value > low if low_open else value >= low) and value <= high
+    if not ok or value != value:  # value != value catches NaN
+        bracket = "(" if low_open else "["
+        raise PurifyLabError(f"{name}={value} is outside the allowed range {bracket}{low}, {high}]")
+
+
+def parse_params(config_type: type[PurifierConfig], params: dict[str, Any]) -> PurifierConfig:
+    """Build a config from `k=v` strings or values, converting each to its field's type."""
+    field_types = typing.get_type_hints(config_type)
+    converted = {}
+    for key, value in params.items():
+        if key not in field_types:
+            allowed = ", ".join(field_types) or "none"
+            raise PurifyLabError(f"unknown parameter '{key}' for this purifier; allowed: {allowed}")
+        converted[key] = _convert(key, value, field_types[key])
+    config = config_type(**converted)
+    config.validate()
+    return config
+
+
+def _convert(key: str, value: Any, field_type: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        if field_type is bool:
+            if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ValueError
+            return value.lower() in {"true", "1", "yes"}
+        if field_type in (int, float):
+            return field_type(value)
+        if field_type == (int | None):
+            return None if value.lower() == "none" else int(value)
+        if field_type == (float | None):
+            return None if value.lower() == "none" else float(value)
+    except ValueError:
+        raise PurifyLabError(f"parameter {key}='{value}' is not a valid {getattr(field_type, '__name__', field_type)}") from None
+    return value
+
+
+class Purifier(nn.Module):
+    """Base class: subclasses set `name`, `stochastic`, `config_type` and implement `forward`."""
+
+    name: ClassVar[str]
+    stochastic: ClassVar[bool] = False
+    config_type: ClassVar[type[PurifierConfig]] = PurifierConfig
+
+    def __init__(self, config: PurifierConfig | None = None):
+        super().__init__()
+        self.config = config if config is not None else self.config_type()
+        self.config.validate()
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def nfe(self) -> int:
+        """Denoiser calls per image at the current setting (0 for model-free purifiers)."""
+        return 0
+
+    @torch.inference_mode()
+    def purify(self, x: torch.Tensor, seed: int | None = 0) -> torch.Tensor:
+        from core.io import validate_image_tensor
+
+        x = validate_image_tensor(x, channels=x.shape[1] if x.ndim == 4 else 1)
+        generator = None
+        if self.stochastic and seed is not None:
+            generator = torch.Generator(device=x.device).manual_seed(seed)
+        return self(x, generator=generator).clamp(0, 1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"purifier": self.name, "stochastic": self.stochastic, "nfe": self.nfe(), **self.config.to_dict()}

@@ -1,0 +1,39 @@
+"""Model-free purifiers: the identity (no defense) and a Gaussian blur baseline.
+
+Blur stays in every table as a baseline so that gains are not credited to diffusion when plain
+low-pass filtering would have done as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.transforms.functional import gaussian_blur
+
+from core.purifiers.base import Purifier, PurifierConfig, check_range
+
+
+class IdentityPurifier(Purifier):
+    name = "none"
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return x
+
+
+@dataclass(frozen=True)
+class BlurConfig(PurifierConfig):
+    sigma: float = 1.5  # pixels at the model's resolution
+
+    def validate(self) -> None:
+        check_range("sigma", self.sigma, 0.0, 20.0, low_open=True)
+
+
+class GaussianBlurPurifier(Purifier):
+    name = "blur"
+    config_type = BlurConfig
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        sigma = self.config.sigma
+        kernel = 2 * int(3 * sigma + 0.5) + 1
+        return gaussian_blur(x, kernel_size=[kernel, kernel], sigma=[sigma, sigma])

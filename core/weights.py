@@ -1,0 +1,100 @@
+"""Safe weight files: safetensors only, each beside a JSON model card that pins its SHA-256.
+
+Pickle-based checkpoints can run code when loaded, so they are refused before a byte is parsed;
+a file whose hash differs from its card is refused too (tampered, truncated or swapped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from core.errors import PurifyLabError
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
+_PICKLE_MAGIC = b"\x80"  # pickle protocol 2+ opcode PROTO
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def card_path(weights_path: Path) -> Path:
+    return Path(weights_path).with_suffix(".json")
+
+
+def save_weights(module: torch.nn.Module, path: str | Path, card: dict[str, Any], fp16: bool = True) -> dict:
+    """Write `module`'s state dict as safetensors (fp16 floats by default) and its card beside it."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise PurifyLabError(f"weights must be saved as .safetensors, not '{path.suffix}'")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for key, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        if fp16 and tensor.is_floating_point():
+            tensor = tensor.half()
+        state[key] = tensor
+    save_file(state, str(path))
+    full_card = dict(card)
+    full_card.update(
+        file=path.name,
+        sha256=sha256_of(path),
+        file_size_bytes=path.stat().st_size,
+        parameter_count=sum(p.numel() for p in module.parameters()),
+        storage_dtype="float16" if fp16 else "float32",
+    )
+    card_path(path).write_text(json.dumps(full_card, indent=2, sort_keys=True) + "\n")
+    return full_card
+
+
+def read_card(weights_path: str | Path) -> dict:
+    path = card_path(Path(weights_path))
+    if not path.is_file():
+        raise PurifyLabError(f"no model card {path.name} beside {Path(weights_path).name}")
+    return json.loads(path.read_text())
+
+
+def _refuse_non_safetensors(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise PurifyLabError(f"refusing {path.name}: pickle-based weights can run code; use .safetensors")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
+        raise PurifyLabError(f"refusing {path.name}: it is a pickle/torch archive, not safetensors")
+    if path.suffix != ".safetensors":
+        raise PurifyLabError(f"weights must be a .safetensors file, got '{path.name}'")
+
+
+def load_state(path: str | Path, verify: bool = True) -> dict[str, torch.Tensor]:
+    """Load a safetensors state dict as float32, after checking its hash against its card."""
+    path = Path(path)
+    if not path.is_file():
+        raise PurifyLabError(f"weights file not found: {path}")
+    _refuse_non_safetensors(path)
+    if verify:
+        expected = read_card(path).get("sha256")
+        actual = sha256_of(path)
+        if expected != actual:
+            raise PurifyLabError(f"{path.name} does not match the SHA-256 in its model card: refusing to load it")
+    try:
+        state = load_file(str(path))
+    except Exception as error:  # safetensors raises several types for corrupt headers
+        raise PurifyLabError(f"{path.name} is not a valid safetensors file ({type(error).__name__})") from None
+    return {key: (t.float() if t.is_floating_point() else t) for key, t in state.items()}
+
+
+def load_weights(module: torch.nn.Module, path: str | Path, verify: bool = True) -> torch.nn.Module:
+    module.load_state_dict(load_state(path, verify=verify))
+    return module

@@ -1,0 +1,44 @@
+"""Shared fixtures: the real data in ../shared/data (skip cleanly when absent) and fixed seeds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PURIFYLAB_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set PURIFYLAB_DATA to the shared data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def xray_train_dir() -> Path:
+    """The Kermany train split: train/NORMAL|PNEUMONIA/*.jpeg, 224 px."""
+    return _require(SHARED_DATA / "chest_xray_pneumonia" / "train")
+
+
+@pytest.fixture(scope="session")
+def xray_paths(xray_train_dir: Path) -> dict[str, list[Path]]:
+    """A few real X-ray files per class, in a fixed order."""
+    return {
+        cls: sorted((xray_train_dir / cls).glob("*.jpeg"))[:8] for cls in ("NORMAL", "PNEUMONIA")
+    }
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
