@@ -1,0 +1,18 @@
+# Hugging Face Space (sdk: docker) or any container host: the Streamlit app on CPU.
+FROM python:3.11-slim
+
+RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
+RUN useradd -m -u 1000 user
+USER user
+ENV HOME=/home/user PATH=/home/user/.local/bin:$PATH PYTHONUNBUFFERED=1
+WORKDIR /home/user/app
+
+# CPU wheels of torch keep the image small; the engine is then installed as in scripts/install.sh,
+# with torchattacks last and without its stale requests pin.
+RUN pip install --no-cache-dir --user torch torchvision --index-url https://download.pytorch.org/whl/cpu
+COPY --chown=user . .
+RUN pip install --no-cache-dir --user -e . && pip install --no-cache-dir --user --no-deps "torchattacks==3.5.1"
+
+EXPOSE 8501
+HEALTHCHECK CMD curl --fail http://localhost:8501/_stcore/health || exit 1
+ENTRYPOINT ["streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0", "--server.headless=true"]

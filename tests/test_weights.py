@@ -1,0 +1,69 @@
+"""Weights are safetensors with a hash-pinned card; pickles and tampered files are refused unread."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from core.errors import PurifyLabError
+from core.weights import load_weights, read_card, save_weights
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3))
+
+
+def test_round_trip_keeps_outputs_within_fp16_tolerance(tmp_path):
+    model, path = _model(), tmp_path / "m.safetensors"
+    card = save_weights(model, path, {"architecture": "toy"})
+    assert card["sha256"] == read_card(path)["sha256"] and card["parameter_count"] == 4 * 9 + 4 + 2 * 4 * 9 + 2
+    assert card["storage_dtype"] == "float16"
+    clone = load_weights(_model(seed=1), path)
+    x = torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(clone(x), model(x), atol=2e-3, rtol=2e-3)
+    assert all(p.dtype == torch.float32 for p in clone.parameters())
+
+
+def test_tampered_file_is_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_weights(_model(), path, {})
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(PurifyLabError, match="SHA-256"):
+        load_weights(_model(), path)
+
+
+@pytest.mark.parametrize("name", ["m.pt", "m.safetensors"])
+def test_pickle_is_refused_and_never_unpickled(tmp_path, name):
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    path = tmp_path / name
+    path.write_bytes(pickle.dumps({"weight": Boom()}, protocol=4))
+    (tmp_path / "m.json").write_text(json.dumps({"sha256": "irrelevant"}))
+    with pytest.raises(PurifyLabError, match="pickle"):
+        load_weights(_model(), path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_torch_save_archive_is_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    torch.save(_model().state_dict(), path)
+    with pytest.raises(PurifyLabError, match="pickle"):
+        load_weights(_model(), path, verify=False)
+
+
+def test_missing_card_and_file_give_one_line_errors(tmp_path):
+    with pytest.raises(PurifyLabError, match="not found"):
+        load_weights(_model(), tmp_path / "absent.safetensors")
+    path = tmp_path / "m.safetensors"
+    save_weights(_model(), path, {})
+    path.with_suffix(".json").unlink()
+    with pytest.raises(PurifyLabError, match="no model card"):
+        load_weights(_model(), path)
