@@ -100,3 +100,9 @@ def load_state(path: str | Path, verify: bool = True) -> dict[str, torch.Tensor]
 def load_weights(module: torch.nn.Module, path: str | Path, verify: bool = True) -> torch.nn.Module:
     module.load_state_dict(load_state(path, verify=verify))
     return module
+
+
+def shipped_cards(weights_dir: Path | None = None) -> dict[str, dict]:
+    """Every model card in weights/, by file stem: what the app and the docs list as shipped."""
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}

@@ -1,0 +1,11 @@
+"""PurifyLab: `streamlit run app.py`. Declares the pages; each page calls `core`, never re-implements it."""
+
+import streamlit as st
+
+st.set_page_config(page_title="PurifyLab", page_icon="🩻", layout="wide")
+
+PAGES = {
+    "PurifyLab": [st.Page("pages/home.py", title="Home", icon="🏠", default=True)],
+}
+
+st.navigation(PAGES).run()
