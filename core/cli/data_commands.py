@@ -1,0 +1,54 @@
+"""`purifylab data describe` and `purifylab data split`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core.data import describe, load_dataset, make_splits
+
+
+def describe_command(
+    path: Annotated[Path, typer.Argument(help="Data folder or file (class folders, .npz, idx, .tar.gz).")],
+    split: Annotated[str | None, typer.Option(help="Split to read (npz key prefix or split folder).")] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the full summary as JSON.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Scan at most this many images, spread over classes.")] = None,
+) -> None:
+    """Counts per class, image sizes, modes, duplicate groups and undecodable files."""
+    summary = describe(path, split=split, limit=limit, progress=True)
+    typer.echo(summary.table())
+    if json_file is not None:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps(summary.to_dict(), indent=1) + "\n")
+        typer.echo(f"summary written to {json_file}")
+
+
+def split_command(
+    path: Annotated[Path, typer.Argument(help="Data folder or file to split.")],
+    out: Annotated[Path, typer.Option(help="Where to write the split (JSON).")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same split.")] = 0,
+    val: Annotated[float, typer.Option(help="Fraction of each class for validation.")] = 0.1,
+    test: Annotated[float, typer.Option(help="Fraction of each class for test.")] = 0.1,
+    split: Annotated[str | None, typer.Option(help="Split to read (npz key prefix or split folder).")] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Resize before comparing pixels; needed only for mixed image sizes.")
+    ] = None,
+) -> None:
+    """Remove pixel-identical duplicates, then split stratified per class and save the split."""
+    image_set = load_dataset(path, split=split, size=size, progress=True)
+    spec = make_splits(image_set, val=val, test=test, seed=seed)
+    spec.save(out)
+    counts = ", ".join(f"{name} {len(indices):,}" for name, indices in spec.indices.items())
+    typer.echo(
+        f"{len(image_set):,} images ({len(image_set.skipped)} undecodable skipped), "
+        f"{len(spec.duplicates_removed)} duplicates removed -> {counts}; "
+        f"data hash {spec.data_hash[:12]}; written to {out}"
+    )
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    groups["data"].command("describe")(describe_command)
+    groups["data"].command("split")(split_command)

@@ -1,0 +1,85 @@
+"""Optional on-disk cache of decoded pixels, so repeated training runs skip JPEG decoding.
+
+Entries are plain .npz files read with allow_pickle=False (no code can run on load). The key is a
+hash of the backing files (path, byte size, mtime), the item list and the load options: editing,
+adding or removing a file, or asking for another size, gives a new key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from core.data.imageset import ImageSet
+
+if TYPE_CHECKING:
+    from core.data.sources import Listing
+
+CACHE_FORMAT = 1
+# The documented place for it: git-ignored, at the repository root.
+REPO_CACHE_DIR = Path(__file__).resolve().parents[2] / ".data" / "cache"
+
+
+def cache_key(listing: Listing, *, size: int | None, channels: int | None) -> str:
+    files = []
+    for path in listing.backing_files:
+        stat = path.stat()
+        files.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    description = {
+        "format": CACHE_FORMAT,
+        "layout": listing.layout,
+        "location": listing.location,
+        "classes": listing.classes,
+        "files": files,
+        "items": hashlib.sha256("\n".join(item.source for item in listing.items).encode()).hexdigest(),
+        "size": size,
+        "channels": channels,
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def read_cache(cache_dir: Path, listing: Listing, *, size: int | None, channels: int | None) -> ImageSet | None:
+    """The cached ImageSet, or None when absent or unreadable (it is then simply rebuilt)."""
+    path = cache_dir / f"{cache_key(listing, size=size, channels=channels)}.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as entry:
+            resize = int(entry["resize"])
+            return ImageSet(
+                images=torch.from_numpy(entry["images"]),
+                labels=torch.from_numpy(entry["labels"]),
+                classes=tuple(str(c) for c in entry["classes"]),
+                sources=tuple(str(s) for s in entry["sources"]),
+                resize=None if resize < 0 else resize,
+                skipped=tuple(str(s) for s in entry["skipped"]),
+            )
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+
+
+def write_cache(
+    cache_dir: Path, listing: Listing, image_set: ImageSet, *, size: int | None, channels: int | None
+) -> Path:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{cache_key(listing, size=size, channels=channels)}.npz"
+    partial_path = path.with_suffix(f".{os.getpid()}.partial")
+    with open(partial_path, "wb") as handle:
+        np.savez(
+            handle,
+            images=image_set.images.numpy(),
+            labels=image_set.labels.numpy(),
+            classes=np.array(image_set.classes, dtype=str),
+            sources=np.array(image_set.sources, dtype=str),
+            skipped=np.array(image_set.skipped, dtype=str),
+            resize=np.int64(-1 if image_set.resize is None else image_set.resize),
+        )
+    os.replace(partial_path, path)  # atomic: a concurrent reader never sees half a file
+    return path

@@ -1,0 +1,341 @@
+"""Loaders per on-disk layout, all producing one `ImageSet`.
+
+Each layout is first turned into a `Listing` (class names plus, per item, a source string, a label
+and a way to open it as a PIL image); decoding, channel handling, resizing, skipping undecodable
+files and caching are then shared by every layout, so all of them behave the same way.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.data.cache import read_cache, write_cache
+from core.data.decode import Decoded, check_channels, check_size, decode, parallel_map
+from core.data.imageset import ImageSet
+from core.errors import PurifyLabError
+
+# torchvision's ImageFolder extensions.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
+# MedMNIST files carry no class names; these come from MedMNIST's INFO table, upper-cased to match
+# the folder names of the Kermany set they derive from (0 = NORMAL, 1 = PNEUMONIA).
+MEDMNIST_CLASS_NAMES = {"pneumoniamnist": ("NORMAL", "PNEUMONIA")}
+# MNIST idx files are named <prefix>-images-idx3-ubyte[.gz]; the prefix says which split they hold.
+IDX_SPLITS = {"train": "train", "t10k": "test"}
+EXPECTED_LAYOUTS = (
+    "a class-per-folder directory (CLASS/IMAGE files), a folder of split folders with split=,"
+    " a MedMNIST .npz, an MNIST *-images-idx3-ubyte[.gz] file, or a .tar.gz of [SPLIT/]CLASS/IMAGE files"
+)
+
+
+@dataclass(frozen=True)
+class Item:
+    source: str
+    label: int
+    open: Callable[[], Image.Image]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a path holds, before any pixel is decoded."""
+
+    layout: str  # "class folders", "tar archive", "MedMNIST npz", "MNIST idx"
+    location: str  # the folder, or file plus split, the items were taken from
+    classes: tuple[str, ...]
+    items: tuple[Item, ...]
+    backing_files: tuple[Path, ...]  # files on disk whose size and mtime key the cache
+
+    def limited(self, limit: int | None) -> Listing:
+        """At most `limit` items, taken round-robin over classes so that a small limit still has every class."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise PurifyLabError(f"limit must be a positive int or None, got {limit!r}")
+        if limit is None or limit >= len(self.items):
+            return self
+        queues = [[i for i, item in enumerate(self.items) if item.label == label] for label in range(len(self.classes))]
+        chosen: list[int] = []
+        depth = 0
+        while len(chosen) < limit:
+            for queue in queues:
+                if depth < len(queue) and len(chosen) < limit:
+                    chosen.append(queue[depth])
+            depth += 1
+        return replace(self, items=tuple(self.items[i] for i in sorted(chosen)))
+
+
+def is_image_file(path: Path | PurePosixPath) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+
+
+def _class_folders(directory: Path) -> list[Path]:
+    """Sub-folders holding image files directly, in torchvision ImageFolder's (sorted name) order."""
+    folders = [p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    holding_images = (p for p in folders if any(is_image_file(f) and f.is_file() for f in p.iterdir()))
+    return sorted(holding_images, key=lambda p: p.name)
+
+
+def _open_bytes(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+def _list_class_folders(root: Path) -> Listing:
+    folders = _class_folders(root)
+    items = []
+    files = []
+    for label, folder in enumerate(folders):
+        for file in _image_files(folder):
+            items.append(Item(f"{folder.name}/{file.name}", label, partial(Image.open, file)))
+            files.append(file)
+    return Listing("class folders", str(root), tuple(p.name for p in folders), tuple(items), tuple(files))
+
+
+def _choose_split(split: str | None, available: list[str], where: str) -> str:
+    if split is None:
+        if len(available) == 1:
+            return available[0]
+        raise PurifyLabError(f"{where} holds splits {', '.join(available)}; pass split= one of them")
+    if split not in available:
+        raise PurifyLabError(f"split '{split}' not found in {where}; available: {', '.join(available)}")
+    return split
+
+
+def _list_tar(path: Path, split: str | None) -> Listing:
+    """Reads member bytes in one pass through the archive: no extraction to disk."""
+    members: dict[PurePosixPath, bytes] = {}
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                name = PurePosixPath(member.name.removeprefix("./"))
+                if member.isfile() and is_image_file(name) and len(name.parts) >= 2:
+                    members[name] = archive.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise PurifyLabError(f"cannot read tar archive {path}: {error}") from None
+    if not members:
+        raise PurifyLabError(f"tar archive {path} holds no CLASS/IMAGE files; expected [SPLIT/]CLASS/IMAGE members")
+    splits = sorted({"/".join(name.parts[:-2]) for name in members})
+    if splits == [""]:
+        if split is not None:
+            raise PurifyLabError(f"tar archive {path} has no split folders; leave split unset")
+        chosen = ""
+    else:
+        chosen = _choose_split(split, [s for s in splits if s], str(path))
+    selected = sorted(
+        (name for name in members if "/".join(name.parts[:-2]) == chosen), key=lambda n: (n.parts[-2], n.name)
+    )
+    classes = tuple(sorted({name.parts[-2] for name in selected}))
+    label_of = {name: i for i, name in enumerate(classes)}
+    items = tuple(
+        Item(f"{path.name}:{name}", label_of[name.parts[-2]], partial(_open_bytes, members[name])) for name in selected
+    )
+    location = f"{path}:{chosen}" if chosen else str(path)
+    return Listing("tar archive", location, classes, items, (path,))
+
+
+def _labels_vector(labels: np.ndarray, where: str) -> np.ndarray:
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise PurifyLabError(f"{where} labels have shape {labels.shape}; only single-label (N,) or (N, 1) is supported")
+    if labels.size and labels.min() < 0:
+        raise PurifyLabError(f"{where} has negative labels; expected class indices 0..K-1")
+    return labels.astype(np.int64)
+
+
+def _list_npz(path: Path, split: str | None) -> Listing:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            prefixes = (k.removesuffix("_images") for k in keys if k.endswith("_images"))
+            splits = sorted(p for p in prefixes if f"{p}_labels" in keys)
+            if not splits:
+                raise PurifyLabError(f"{path} has no <split>_images / <split>_labels arrays (MedMNIST layout)")
+            chosen = _choose_split(split, splits, str(path))
+            images = archive[f"{chosen}_images"]
+            labels = {s: _labels_vector(archive[f"{s}_labels"], f"{path}:{s}") for s in splits}
+    except PurifyLabError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise PurifyLabError(f"cannot read {path} as a .npz archive: {error}") from None
+    class_count = 1 + max(int(vector.max(initial=0)) for vector in labels.values())  # same classes in every split
+    labels = labels[chosen]
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
+        raise PurifyLabError(
+            f"{path}:{chosen}_images must be uint8 (N, H, W) or (N, H, W, 1|3), got {images.dtype} {images.shape}"
+        )
+    if len(images) != len(labels):
+        raise PurifyLabError(f"{path}:{chosen} has {len(images)} images but {len(labels)} labels")
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = images[..., 0]
+    known = MEDMNIST_CLASS_NAMES.get(path.stem.split("_")[0])
+    classes = known if known and len(known) == class_count else tuple(str(i) for i in range(class_count))
+    items = tuple(
+        Item(f"{path.name}:{chosen}[{i}]", int(label), partial(Image.fromarray, images[i]))
+        for i, label in enumerate(labels)
+    )
+    return Listing("MedMNIST npz", f"{path}:{chosen}", classes, items, (path,))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file (the MNIST format: 2 zero bytes, a type code, a rank, big-endian uint32 dims, data) as uint8."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:
+        raise PurifyLabError(f"cannot read idx file {path}: {error}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise PurifyLabError(f"{path} is not an unsigned-byte idx file (expected magic 0x0000 08 <rank>)")
+    rank = data[3]
+    dims = np.frombuffer(data, dtype=">u4", count=rank, offset=4).astype(np.int64)
+    values = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * rank)
+    if values.size != int(np.prod(dims)):
+        raise PurifyLabError(f"{path} header says {tuple(dims)} but holds {values.size} values")
+    return values.reshape(tuple(dims))
+
+
+def _list_idx(path: Path, split: str | None) -> Listing:
+    prefix = path.name.split("-images-idx3-ubyte")[0]
+    file_split = IDX_SPLITS.get(prefix, prefix)
+    if split is not None and split != file_split:
+        raise PurifyLabError(f"{path.name} holds the '{file_split}' split, not '{split}'")
+    labels_path = path.with_name(path.name.replace("-images-idx3-ubyte", "-labels-idx1-ubyte"))
+    if not labels_path.is_file():
+        raise PurifyLabError(f"labels file {labels_path.name} not found beside {path.name}")
+    images = read_idx(path)
+    labels = read_idx(labels_path)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise PurifyLabError(
+            f"{path.name} {images.shape} and {labels_path.name} {labels.shape} are not (N, H, W) images with N labels"
+        )
+    classes = tuple(str(i) for i in range(int(labels.max(initial=0)) + 1))
+    items = tuple(
+        Item(f"{path.name}[{i}]", int(label), partial(Image.fromarray, images[i])) for i, label in enumerate(labels)
+    )
+    return Listing("MNIST idx", str(path), classes, items, (path, labels_path))
+
+
+def _file_lister(path: Path) -> Callable[[Path, str | None], Listing] | None:
+    name = path.name.lower()
+    if name.endswith(".npz"):
+        return _list_npz
+    if name.endswith((".tar.gz", ".tgz", ".tar")):
+        return _list_tar
+    if "-images-idx3-ubyte" in name:
+        return _list_idx
+    return None
+
+
+def _list_directory(directory: Path, split: str | None) -> Listing:
+    if split is not None and (directory / split).is_dir():
+        if not _class_folders(directory / split):
+            raise PurifyLabError(f"{directory / split} has no class folders with images; expected {EXPECTED_LAYOUTS}")
+        return _list_class_folders(directory / split)
+    if _class_folders(directory):
+        if split is not None:
+            raise PurifyLabError(f"{directory} holds class folders, not a '{split}' split folder; leave split unset")
+        return _list_class_folders(directory)
+    data_files = sorted(p for p in directory.iterdir() if p.is_file() and _file_lister(p))
+    if len(data_files) == 1:
+        return _file_lister(data_files[0])(data_files[0], split)
+    if len(data_files) > 1:
+        names = ", ".join(p.name for p in data_files)
+        raise PurifyLabError(f"{directory} holds several data files ({names}); pass one of them as the path")
+    split_folders = sorted(p.name for p in directory.iterdir() if p.is_dir() and _class_folders(p))
+    if split_folders:
+        _choose_split(split, split_folders, str(directory))  # raises: split missing or unknown
+    raise PurifyLabError(f"unknown data layout at {directory}; expected {EXPECTED_LAYOUTS}")
+
+
+def list_items(path: str | Path, split: str | None = None) -> Listing:
+    """Detect the layout at `path` and list its items without decoding any pixels."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return _list_directory(path, split)
+    if path.is_file():
+        lister = _file_lister(path)
+        if lister is None:
+            raise PurifyLabError(f"unknown data layout at {path}; expected {EXPECTED_LAYOUTS}")
+        return lister(path, split)
+    raise PurifyLabError(f"no data at {path}: the path does not exist")
+
+
+def _assemble(listing: Listing, decoded: list[Decoded], size: int | None) -> ImageSet:
+    kept = [(item, result) for item, result in zip(listing.items, decoded, strict=True) if result.error is None]
+    skipped = tuple(item.source for item, result in zip(listing.items, decoded, strict=True) if result.error)
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} undecodable file(s) in {listing.location}, e.g. {skipped[0]}", stacklevel=3
+        )
+    if not kept:
+        raise PurifyLabError(f"no decodable images in {listing.location} ({len(skipped)} files failed to decode)")
+    arrays = [result.pixels for _, result in kept]
+    if len({a.shape[0] for a in arrays}) > 1:  # grey and colour mixed under channels=None: colour wins
+        arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
+    shapes = sorted({a.shape[1:] for a in arrays})
+    if len(shapes) > 1:
+        examples = ", ".join(f"{w}x{h}" for h, w in shapes[:3])
+        raise PurifyLabError(
+            f"images in {listing.location} have {len(shapes)} different sizes ({examples}, ...); pass size= to resize"
+        )
+    return ImageSet(
+        images=torch.from_numpy(np.stack(arrays)),
+        labels=torch.tensor([item.label for item, _ in kept], dtype=torch.int64),
+        classes=listing.classes,
+        sources=tuple(item.source for item, _ in kept),
+        resize=size,
+        skipped=skipped,
+    )
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    split: str | None = None,
+    size: int | None = None,
+    channels: int | None = None,
+    limit: int | None = None,
+    progress: bool = False,
+    cache_dir: str | Path | None = None,
+) -> ImageSet:
+    """Load any supported layout at `path` into an `ImageSet`.
+
+    size: resize every image to size x size (antialiased bilinear) and record it; None keeps the
+    native size, which must then be the same for all images. channels: 1 (grey), 3 (RGB) or None
+    (grey content stays 1 channel, colour stays 3). limit: at most that many items, spread over
+    the classes. cache_dir: keep decoded pixels there (e.g. .data/cache, git-ignored) keyed by the
+    file list, sizes and mtimes and the load options, so repeated runs skip decoding.
+    """
+    check_size(size)
+    check_channels(channels)
+    listing = list_items(path, split).limited(limit)
+    if not listing.items:
+        raise PurifyLabError(f"no images found in {listing.location}; expected {EXPECTED_LAYOUTS}")
+    if cache_dir is not None:
+        cached = read_cache(Path(cache_dir), listing, size=size, channels=channels)
+        if cached is not None:
+            return cached
+    decoded = parallel_map(
+        lambda item: decode(item.open, channels=channels, size=size),
+        listing.items,
+        total=len(listing.items),
+        progress=progress,
+        description=f"decoding {Path(listing.location).name}",
+    )
+    image_set = _assemble(listing, decoded, size)
+    if cache_dir is not None:
+        write_cache(Path(cache_dir), listing, image_set, size=size, channels=channels)
+    return image_set

@@ -1,0 +1,177 @@
+"""Duplicate removal and deterministic stratified splits.
+
+Pixel-identical images in two splits leak the answer from training into evaluation (the Kermany
+train set has such groups), so `make_splits` removes duplicates before splitting, and the saved
+`SplitSpec` pins the exact data it was made from through a hash of the sorted source list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.data.imageset import ImageSet
+from core.errors import PurifyLabError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def pixel_digest(pixels: np.ndarray) -> str:
+    """Identity of decoded pixels: the shape plus the raw bytes, so a 28x28 and a 14x56 image never collide."""
+    digest = hashlib.sha256(repr(pixels.shape).encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    return digest.hexdigest()
+
+
+def group_duplicates(digests: Sequence[str]) -> list[list[int]]:
+    """Positions sharing a digest, groups of two or more, ordered by their first member."""
+    positions: dict[str, list[int]] = {}
+    for index, digest in enumerate(digests):
+        positions.setdefault(digest, []).append(index)
+    return sorted((group for group in positions.values() if len(group) > 1), key=lambda group: group[0])
+
+
+def find_duplicates(image_set: ImageSet) -> list[list[int]]:
+    """Groups of indices whose decoded pixels are identical."""
+    images = image_set.images.numpy()
+    return group_duplicates([pixel_digest(image) for image in images])
+
+
+def _first_of_each_group(image_set: ImageSet) -> tuple[np.ndarray, list[int]]:
+    """(indices kept, indices removed): every duplicate group keeps its first member."""
+    removed = sorted(index for group in find_duplicates(image_set) for index in group[1:])
+    dropped = set(removed)
+    return np.array([i for i in range(len(image_set)) if i not in dropped], dtype=np.int64), removed
+
+
+def dedupe(image_set: ImageSet) -> tuple[ImageSet, list[int]]:
+    """Keep the first member of every duplicate group; also return the removed indices."""
+    kept, removed = _first_of_each_group(image_set)
+    return image_set.subset(kept), removed
+
+
+def _largest_remainder(count: int, fractions: Sequence[float]) -> list[int]:
+    """Split `count` into integer parts proportional to `fractions` that add up to exactly `count`."""
+    exact = [count * f for f in fractions]
+    parts = [int(np.floor(x)) for x in exact]
+    by_remainder = sorted(range(len(fractions)), key=lambda i: (-(exact[i] - parts[i]), i))
+    for i in by_remainder[: count - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != len(SPLIT_NAMES) or any(not 0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise PurifyLabError(
+            f"fractions must be three numbers in [0, 1] for {'/'.join(SPLIT_NAMES)} adding up to 1, got {fractions}"
+        )
+    return fractions
+
+
+def stratified_split(
+    labels: Sequence[int] | np.ndarray | torch.Tensor, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Indices per split ("train", "val", "test"), each class divided in `fractions`; same seed, same split."""
+    fractions = _check_fractions(fractions)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLIT_NAMES}
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        bounds = np.cumsum([0, *_largest_remainder(len(members), fractions)])
+        for name, start, stop in zip(SPLIT_NAMES, bounds[:-1], bounds[1:], strict=True):
+            parts[name].append(members[start:stop])
+    return {
+        name: np.sort(np.concatenate(chunks)) if chunks else np.empty(0, np.int64) for name, chunks in parts.items()
+    }
+
+
+def data_hash(image_set: ImageSet) -> str:
+    """sha256 of the sorted source list: names the exact data a split or a model was made from."""
+    return hashlib.sha256("\n".join(sorted(image_set.sources)).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """A reproducible split: indices into the ImageSet whose `data_hash` matches, duplicates left out."""
+
+    seed: int
+    fractions: dict[str, float]
+    indices: dict[str, tuple[int, ...]]
+    data_hash: str
+    item_count: int
+    classes: tuple[str, ...]
+    duplicates_removed: tuple[int, ...]
+
+    def to_json(self) -> str:
+        """One line per field (and per split), so the file stays short and diffs stay readable."""
+        lines = []
+        for key, value in asdict(self).items():
+            if isinstance(value, dict):
+                inner = ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
+                lines.append(f"  {json.dumps(key)}: {{\n{inner}\n  }}")
+            else:
+                lines.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+        return "{\n" + ",\n".join(lines) + "\n}\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> SplitSpec:
+        try:
+            raw = json.loads(text)
+            return cls(
+                seed=int(raw["seed"]),
+                fractions={str(k): float(v) for k, v in raw["fractions"].items()},
+                indices={str(k): tuple(int(i) for i in v) for k, v in raw["indices"].items()},
+                data_hash=str(raw["data_hash"]),
+                item_count=int(raw["item_count"]),
+                classes=tuple(str(c) for c in raw["classes"]),
+                duplicates_removed=tuple(int(i) for i in raw["duplicates_removed"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise PurifyLabError(f"not a split file: {type(error).__name__} {error}") from None
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SplitSpec:
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise PurifyLabError(f"cannot read split file {path}: {error.strerror}") from None
+        return cls.from_json(text)
+
+    def apply(self, image_set: ImageSet) -> dict[str, ImageSet]:
+        """The split's ImageSets; refuses data other than the data the split was made from."""
+        if len(image_set) != self.item_count or data_hash(image_set) != self.data_hash:
+            raise PurifyLabError(
+                f"split was made for {self.item_count} items with data hash {self.data_hash[:12]}, "
+                f"got {len(image_set)} items with {data_hash(image_set)[:12]}; load the same data (and limit)"
+            )
+        return {name: image_set.subset(list(indices)) for name, indices in self.indices.items()}
+
+
+def make_splits(image_set: ImageSet, val: float = 0.1, test: float = 0.1, seed: int = 0) -> SplitSpec:
+    """Dedupe, then split stratified per class; indices refer to `image_set` itself."""
+    fractions = _check_fractions((1.0 - val - test, val, test))
+    kept, removed = _first_of_each_group(image_set)
+    parts = stratified_split(image_set.labels.numpy()[kept], fractions, seed)
+    return SplitSpec(
+        seed=seed,
+        fractions=dict(zip(SPLIT_NAMES, fractions, strict=True)),
+        indices={name: tuple(int(i) for i in kept[positions]) for name, positions in parts.items()},
+        data_hash=data_hash(image_set),
+        item_count=len(image_set),
+        classes=image_set.classes,
+        duplicates_removed=tuple(removed),
+    )
