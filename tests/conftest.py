@@ -11,7 +11,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PURIFYLAB_DATA", REPO_ROOT.parent / "shared" / "data"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tiny models: one thread avoids oversubscribing the 2-core CI machine (10-50x slower with 2 per process).
+torch.set_num_threads(1)
 
 
 def _require(path: Path) -> Path:

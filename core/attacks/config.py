@@ -1,0 +1,101 @@
+"""The attack's parameters as one typed, validated record.
+
+Budgets are in the [0, 1] pixel scale every core boundary uses (the papers' L-inf 0.03 and 8/255,
+L2 1 and 2), so a number in a table means the same thing whatever the model normalises to inside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import PurifyLabError
+
+NORMS = ("linf", "l2")
+
+# The largest L2 distance between two single-channel 224 px images in [0, 1] (all black vs all
+# white): a bigger L2 budget cannot mean anything at the project's resolutions.
+L2_EPS_MAX = 224.0
+MAX_STEPS = 100_000
+
+
+def _check(name: str, value: float, low: float, high: float, *, low_open: bool = False, note: str = "") -> None:
+    ok = (value > low if low_open else value >= low) and value <= high
+    if not ok or value != value:  # value != value catches NaN
+        bracket = "(" if low_open else "["
+        suffix = f" ({note})" if note else ""
+        raise PurifyLabError(f"{name}={value} is outside the allowed range {bracket}{low}, {high}]{suffix}")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One attack: its CLI name, threat budget and optimiser settings.
+
+    `alpha=None` resolves to Madry's 2.5 * eps / steps (eps / 4 at 10 steps), which reaches the
+    boundary of the ball from anywhere inside it. `restarts` and `eot_iter` apply only to attacks
+    that support them (a meaningless setting is refused rather than ignored).
+    """
+
+    name: str = "pgd"
+    norm: str = "linf"
+    eps: float = 0.03
+    steps: int = 10
+    alpha: float | None = None
+    restarts: int = 1
+    eot_iter: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from core.attacks.library import ATTACKS
+
+        spec = ATTACKS.get(self.name)
+        if self.norm not in NORMS:
+            raise PurifyLabError(f"norm '{self.norm}' is not supported; choose one of: {', '.join(NORMS)}")
+        if self.norm not in spec.norms:
+            others = [name for name in ATTACKS.names() if self.norm in ATTACKS.get(name).norms]
+            raise PurifyLabError(
+                f"attack '{self.name}' supports norm {'|'.join(spec.norms)} only, not {self.norm}; "
+                f"attacks for {self.norm}: {', '.join(others)}"
+            )
+        eps_max = 1.0 if self.norm == "linf" else L2_EPS_MAX
+        _check("eps", self.eps, 0.0, eps_max, note=f"{self.norm} budget in the [0, 1] pixel scale")
+        _check("steps", self.steps, 1, MAX_STEPS)
+        if self.alpha is not None:
+            _check("alpha", self.alpha, 0.0, eps_max, low_open=True, note="step size in the [0, 1] pixel scale")
+        _check("restarts", self.restarts, 1, 1000)
+        _check("eot_iter", self.eot_iter, 1, 1000)
+        _check("seed", self.seed, 0, 2**63 - 1)
+        if self.restarts > 1 and not spec.restarts:
+            raise PurifyLabError(f"restarts={self.restarts} does not apply to '{self.name}' (deterministic); use restarts=1")
+        if self.eot_iter > 1 and not spec.eot:
+            raise PurifyLabError(
+                f"eot_iter={self.eot_iter} does not apply to '{self.name}'; attacks with EOT: "
+                + ", ".join(name for name in ATTACKS.names() if ATTACKS.get(name).eot)
+            )
+
+    @property
+    def step_size(self) -> float:
+        return self.alpha if self.alpha is not None else 2.5 * self.eps / self.steps
+
+    @property
+    def bounded(self) -> bool:
+        """False for minimal-perturbation attacks (DeepFool, CW, EAD): they ignore eps."""
+        from core.attacks.library import ATTACKS
+
+        return ATTACKS.get(self.name).bounded
+
+    def resolved(self) -> dict[str, Any]:
+        """Every setting with defaults filled in: what the results store hashes and tables print."""
+        return {**dataclasses.asdict(self), "alpha": self.step_size, "bounded": self.bounded}
+
+    def budget(self) -> dict[str, Any]:
+        """The attacker's budget as reported beside each number (steps x EOT x restarts)."""
+        return {
+            "norm": self.norm,
+            "eps": self.eps if self.bounded else None,
+            "steps": self.steps,
+            "eot_iter": self.eot_iter,
+            "restarts": self.restarts,
+            "gradient_evaluations": self.steps * self.eot_iter * self.restarts,
+        }

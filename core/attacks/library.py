@@ -1,0 +1,203 @@
+"""Attacks by CLI name, each a thin configuration of a torchattacks 3.5.1 class.
+
+Two things are added around torchattacks, nothing is re-derived:
+
+* `SeededAttack` runs the attack under `torch.random.fork_rng` with the config's seed, so random
+  starts and Square's proposals repeat exactly and the caller's global RNG is left untouched; it
+  also freezes the model's parameters for the duration (CW and EAD call `.backward()`, which would
+  otherwise accumulate `.grad` on a shared, cached model) and keeps the model in eval mode.
+* `DLRReferenceLogits`: the DLR losses of APGD-T and AutoAttack read the 3rd and 4th largest
+  logits, which a 2-class model does not have (torchattacks raises IndexError). The adapter
+  appends reference logits one unit below the smallest real logit, so the argmax, the targeted
+  class and the success criterion are unchanged and DLR reduces to -margin / (|margin| + 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torchattacks
+from torchattacks.attack import Attack
+from torch import nn
+
+from core.registry import Registry
+
+if TYPE_CHECKING:
+    from core.attacks.config import AttackConfig
+
+DLR_MIN_CLASSES = 4
+TORCHATTACKS_NORM = {"linf": "Linf", "l2": "L2"}
+
+
+class DLRReferenceLogits(nn.Module):
+    """Pads logits to 4 columns with references below the smallest logit (see module docstring)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        # Only this wrapper's flag: torchattacks restores train mode on exit when it finds True.
+        self.training = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        missing = DLR_MIN_CLASSES - logits.shape[1]
+        if missing <= 0:
+            return logits
+        reference = logits.min(dim=1, keepdim=True).values - 1.0
+        return torch.cat([logits, reference.expand(-1, missing)], dim=1)
+
+
+@contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients while attacking; restores both afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        # Module by module: a wrapper's own flag must not overwrite a shared model's mode.
+        for module, mode in modes:
+            module.training = mode
+
+
+class SeededAttack(Attack):
+    """A torchattacks attack run with a fixed seed, frozen parameters and the model in eval mode."""
+
+    def __init__(self, inner: Attack, model: nn.Module, seed: int):
+        super().__init__(f"Seeded{inner.attack}", model)
+        self.inner = inner
+        self.seed = seed
+        self.set_model_training_mode(model_training=False, batchnorm_training=False, dropout_training=False)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # Around torchattacks' own __call__, whose exit would switch a wrapper (and with it the
+        # shared classifier) back to train mode when the wrapper's flag says so.
+        devices = [images.device.index or 0] if images.device.type == "cuda" else []
+        with frozen_eval(self.model), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            adversarial = super().__call__(images, labels)
+        return adversarial.detach().clamp(0.0, 1.0)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.inner(images, labels)
+
+
+Builder = Callable[[nn.Module, "AttackConfig", int], Attack]
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """How one CLI name maps onto torchattacks, and which settings mean something for it."""
+
+    build: Builder
+    norms: tuple[str, ...]
+    bounded: bool = True  # False: a minimal-perturbation attack that ignores eps
+    restarts: bool = False  # True: restarts > 1 is meaningful
+    eot: bool = False  # True: the attack itself takes eot_iter
+
+    def __call__(self, model: nn.Module, config: AttackConfig, num_classes: int) -> Attack:
+        return self.build(model, config, num_classes)
+
+
+ATTACKS: Registry[AttackSpec] = Registry("attack")
+
+
+def _with_restarts(attacks: list[Attack]) -> Attack:
+    """Restarts as torchattacks' MultiAttack: each run attacks only the images still classified right."""
+    return attacks[0] if len(attacks) == 1 else torchattacks.MultiAttack(attacks)
+
+
+def _pgd(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
+    attack_class = torchattacks.PGD if c.norm == "linf" else torchattacks.PGDL2
+    return _with_restarts([attack_class(model, eps=c.eps, alpha=c.step_size, steps=c.steps) for _ in range(c.restarts)])
+
+
+def _eotpgd(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
+    return _with_restarts(
+        [
+            torchattacks.EOTPGD(model, eps=c.eps, alpha=c.step_size, steps=c.steps, eot_iter=c.eot_iter)
+            for _ in range(c.restarts)
+        ]
+    )
+
+
+def _apgd(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
+    return torchattacks.APGD(
+        model, norm=TORCHATTACKS_NORM[c.norm], eps=c.eps, steps=c.steps, n_restarts=c.restarts,
+        seed=c.seed, loss="ce", eot_iter=c.eot_iter,
+    )  # fmt: skip
+
+
+def _apgdt(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
+    return torchattacks.APGDT(
+        DLRReferenceLogits(model), norm=TORCHATTACKS_NORM[c.norm], eps=c.eps, steps=c.steps,
+        n_restarts=c.restarts, seed=c.seed, eot_iter=c.eot_iter, n_classes=num_classes,
+    )  # fmt: skip
+
+
+def _autoattack(version: str) -> Builder:
+    def build(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
+        return torchattacks.AutoAttack(
+            DLRReferenceLogits(model), norm=TORCHATTACKS_NORM[c.norm], eps=c.eps, version=version,
+            n_classes=num_classes, seed=c.seed,
+        )  # fmt: skip
+
+    return build
+
+
+def _square(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
+    # Square is gradient-free: its "steps" are queries to the model.
+    return torchattacks.Square(
+        model, norm=TORCHATTACKS_NORM[c.norm], eps=c.eps, n_queries=c.steps, n_restarts=c.restarts, seed=c.seed
+    )
+
+
+def _ead(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
+    # torchattacks checks for early abort every max_iterations // 10 steps: needs >= 10 steps.
+    return torchattacks.EADEN(model, max_iterations=c.steps, abort_early=c.steps >= 10)
+
+
+_LINF, _L2, _BOTH = ("linf",), ("l2",), ("linf", "l2")
+
+for _name, _spec, _doc in (
+    ("fgsm", AttackSpec(lambda m, c, k: torchattacks.FGSM(m, eps=c.eps), _LINF), "FGSM, one signed-gradient step (L-inf)"),
+    ("pgd", AttackSpec(_pgd, _BOTH, restarts=True), "PGD with random start (L-inf; PGDL2 for l2)"),
+    ("pgdl2", AttackSpec(_pgd, _L2, restarts=True), "PGD under an L2 budget (torchattacks PGDL2)"),
+    ("eotpgd", AttackSpec(_eotpgd, _LINF, restarts=True, eot=True), "PGD on gradients averaged over eot_iter calls"),
+    ("apgd", AttackSpec(_apgd, _BOTH, restarts=True, eot=True), "Auto-PGD with cross-entropy loss (APGD-CE)"),
+    ("apgdt", AttackSpec(_apgdt, _BOTH, restarts=True, eot=True), "targeted Auto-PGD with the DLR loss (APGD-T)"),
+    ("autoattack", AttackSpec(_autoattack("standard"), _BOTH), "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square"),
+    ("autoattack-rand", AttackSpec(_autoattack("rand"), _BOTH), "AutoAttack rand: APGD-CE and APGD-DLR with EOT 20"),
+    ("square", AttackSpec(_square, _BOTH, restarts=True), "Square attack, score-based black-box (steps = queries)"),
+    (
+        "deepfool",
+        AttackSpec(lambda m, c, k: torchattacks.DeepFool(m, steps=c.steps), _L2, bounded=False),
+        "DeepFool, minimal L2 perturbation to the nearest boundary (ignores eps)",
+    ),
+    (
+        "cw",
+        AttackSpec(lambda m, c, k: torchattacks.CW(m, steps=c.steps), _L2, bounded=False),
+        "Carlini-Wagner L2, minimal perturbation (ignores eps)",
+    ),
+    ("ead", AttackSpec(_ead, _L2, bounded=False), "elastic-net attack EAD (L1 + L2, EN rule; ignores eps)"),
+):
+    ATTACKS.register(_name, _doc)(_spec)
+
+
+def create_attack(model: nn.Module, config: AttackConfig, num_classes: int = 2) -> Attack:
+    """The configured torchattacks attack on `model` (inputs in [0, 1]), seeded and eval-mode safe."""
+    inner = ATTACKS.get(config.name)(model, config, num_classes)
+    return SeededAttack(inner, model, config.seed)
+
+
+def list_attacks() -> dict[str, str]:
+    return ATTACKS.describe()

@@ -1,0 +1,168 @@
+"""Threat models: which model the attacker differentiates, and how a stochastic defense is scored.
+
+The five threat models of the issue and of Blau et al. (threat_model_agnostic_diffusion_defense.md):
+
+    grey      attack the classifier alone; the purifier is applied only at test time
+    transfer  attack a substitute model (black-box); evaluate on the defended target
+    bpda      attack classifier(BPDA(purifier)(x)): purifier forward, identity backward
+    bpda-eot  bpda, each step averaged over `eot` purifier draws (one batched forward)
+    white     exact gradients through the purifier's differentiable mode, EOT over `eot` draws
+
+Every number must be reported with its threat model: a grey-box number says nothing about an
+attacker who knows the defense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from core.attacks.config import AttackConfig
+from core.attacks.library import create_attack, frozen_eval
+from core.defended import DefendedClassifier
+from core.errors import PurifyLabError
+from core.io import validate_image_tensor
+from core.purifiers.base import Purifier
+
+THREAT_MODELS: dict[str, str] = {
+    "grey": "attacker sees the classifier only; the purifier is applied at test time",
+    "transfer": "examples crafted on a substitute model (black-box), evaluated on the defended target",
+    "bpda": "purifier forward, identity backward (BPDA)",
+    "bpda-eot": "BPDA with expectation over eot purifier draws per step",
+    "white": "exact gradients through the purifier's differentiable mode, EOT over eot draws",
+}
+_EOT_THREATS = ("bpda-eot", "white")
+
+
+def attacked_model(
+    threat: str,
+    classifier: nn.Module,
+    purifier: Purifier | None,
+    *,
+    substitute: nn.Module | None = None,
+    eot: int = 1,
+    seed: int = 0,
+) -> nn.Module:
+    """The model whose gradients the attacker follows under `threat`."""
+    if threat not in THREAT_MODELS:
+        raise PurifyLabError(f"unknown threat model '{threat}'; choose one of: {', '.join(THREAT_MODELS)}")
+    if eot != 1 and threat not in _EOT_THREATS:
+        raise PurifyLabError(f"eot={eot} does not apply to threat '{threat}'; it is used by {', '.join(_EOT_THREATS)}")
+    if threat == "grey":
+        return classifier
+    if threat == "transfer":
+        if substitute is None:
+            raise PurifyLabError("threat 'transfer' needs a substitute model to craft the examples on")
+        return substitute
+    if purifier is None:
+        raise PurifyLabError(f"threat '{threat}' attacks through the defense: give a purifier ('none' for no defense)")
+    if threat == "bpda":
+        return DefendedClassifier(purifier, classifier, eot=1, bpda=True, seed=seed)
+    if threat == "bpda-eot" and eot < 2:
+        raise PurifyLabError(f"threat 'bpda-eot' needs eot >= 2 purifier draws (got {eot}); use 'bpda' for one")
+    return DefendedClassifier(purifier, classifier, eot=eot, bpda=threat == "bpda-eot", seed=seed)
+
+
+def _num_classes(model: nn.Module, images: torch.Tensor) -> int:
+    """From one forward of the bare model (never the defended one: that would spend purifier draws)."""
+    with torch.no_grad(), frozen_eval(model):
+        return int(model(images[:1]).shape[1])
+
+
+def craft(
+    threat: str,
+    classifier: nn.Module,
+    purifier: Purifier | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    attack_config: AttackConfig,
+    *,
+    substitute: nn.Module | None = None,
+    eot: int = 1,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Adversarial images (same shape, in [0, 1]) for `threat`.
+
+    `seed` fixes the purifier draws the attacker sees; `attack_config.seed` fixes the attack's own
+    randomness (random starts, restarts, Square's proposals). `purifier` may be None for `grey`
+    and `transfer`, where the attacker never sees it.
+    """
+    images = validate_image_tensor(images, channels=images.shape[1] if images.ndim == 4 else 1)
+    if labels.shape != (images.shape[0],):
+        count = images.shape[0]
+        raise PurifyLabError(f"labels of shape {tuple(labels.shape)} do not fit {count} images; expected ({count},)")
+    model = attacked_model(threat, classifier, purifier, substitute=substitute, eot=eot, seed=seed)
+    bare_model = substitute if threat == "transfer" else classifier
+    attack = create_attack(model, attack_config, num_classes=_num_classes(bare_model, images))
+    return attack(images, labels)
+
+
+@dataclass(frozen=True)
+class DefendedScore:
+    """Accuracy of classifier(purifier(adv)) under the first draw and under every one of `redraws` draws.
+
+    `predictions` is (redraws, N); `probabilities` holds the first draw's class probabilities (N, K),
+    the input for AUROC and the other metrics.
+    """
+
+    one_shot_accuracy: float
+    worst_case_accuracy: float
+    redraws: int
+    n: int
+    predictions: torch.Tensor
+    probabilities: torch.Tensor
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "one_shot_accuracy": self.one_shot_accuracy,
+            "worst_case_accuracy": self.worst_case_accuracy,
+            "redraws": self.redraws,
+            "n": self.n,
+        }
+
+
+@torch.inference_mode()
+def evaluate_defended(
+    classifier: nn.Module,
+    purifier: Purifier,
+    adv: torch.Tensor,
+    labels: torch.Tensor,
+    redraws: int = 1,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> DefendedScore:
+    """Honest scoring of a stochastic defense: an image counts as robust in the worst case only if
+    it is classified correctly under every one of `redraws` independent purifier draws (draw k uses
+    seed + k). A deterministic purifier is evaluated once, since every draw would be the same."""
+    if redraws < 1:
+        raise PurifyLabError(f"redraws={redraws} is outside the allowed range [1, 1000]")
+    if adv.shape[0] != labels.shape[0]:
+        raise PurifyLabError(f"{adv.shape[0]} images but {labels.shape[0]} labels")
+    draws = redraws if purifier.stochastic else 1
+    predictions, first_probabilities = [], None
+    with frozen_eval(classifier), frozen_eval(purifier):
+        for draw in range(draws):
+            generator = None
+            if purifier.stochastic:
+                generator = torch.Generator(device=adv.device).manual_seed(seed + draw)
+            probabilities = torch.cat(
+                [
+                    classifier(purifier(batch, generator=generator).clamp(0.0, 1.0)).softmax(dim=1)
+                    for batch in adv.split(batch_size)
+                ]
+            )
+            predictions.append(probabilities.argmax(dim=1))
+            if first_probabilities is None:
+                first_probabilities = probabilities
+    stacked = torch.stack(predictions)
+    correct = stacked == labels.to(stacked.device)
+    return DefendedScore(
+        one_shot_accuracy=correct[0].float().mean().item(),
+        worst_case_accuracy=correct.all(dim=0).float().mean().item(),
+        redraws=draws,
+        n=int(labels.shape[0]),
+        predictions=stacked.cpu(),
+        probabilities=first_probabilities.cpu(),
+    )

@@ -1,0 +1,91 @@
+"""Purifier and classifier as one model, so every torchattacks attack goes through the defense.
+
+This is DiffPure's construction: the attacker differentiates `classifier(purifier(x))`. Two knobs
+give the threat models of Blau et al. (threat_model_agnostic_diffusion_defense.md):
+
+* `bpda=True` runs the purifier without a graph and passes gradients straight through
+  (identity backward, Athalye et al.'s BPDA), for purifiers too deep or non-differentiable to
+  back-propagate;
+* `eot > 1` draws the purifier's randomness `eot` times in one batched forward and averages the
+  class probabilities, so each attack step follows the expected prediction of a stochastic defense.
+
+The module owns a seeded generator: successive forwards draw fresh randomness, but the sequence
+of draws, and hence the attack, repeats exactly for the same seed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from core.errors import PurifyLabError
+from core.purifiers.base import Purifier
+
+MAX_EOT = 1000
+
+
+class _IdentityBackward(torch.autograd.Function):
+    """Forward: the purifier without a graph. Backward: the incoming gradient unchanged."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, purifier: Purifier, generator: torch.Generator | None) -> torch.Tensor:
+        return purifier(x, generator=generator).clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return grad_output, None, None
+
+
+def bpda_purify(purifier: Purifier, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """purifier(x) in the forward pass, d/dx treated as the identity in the backward pass."""
+    return _IdentityBackward.apply(x, purifier, generator)
+
+
+class DefendedClassifier(nn.Module):
+    """x in [0, 1] (N, C, H, W) -> logits (N, K) of classifier(purifier(x)); log mean probabilities when eot > 1."""
+
+    def __init__(self, purifier: Purifier, classifier: nn.Module, eot: int = 1, bpda: bool = False, seed: int = 0):
+        super().__init__()
+        if not 1 <= eot <= MAX_EOT:
+            raise PurifyLabError(f"eot={eot} is outside the allowed range [1, {MAX_EOT}]")
+        self.purifier = purifier
+        self.classifier = classifier
+        self.eot = int(eot)
+        self.bpda = bool(bpda)
+        self.seed = int(seed)
+        self._generator: torch.Generator | None = None
+
+    @property
+    def draws(self) -> int:
+        """Purifier draws per forward: a deterministic purifier gives the same output every time."""
+        return self.eot if self.purifier.stochastic else 1
+
+    def reset(self, seed: int | None = None) -> None:
+        """Restart the sequence of purifier draws (from `seed` if given)."""
+        if seed is not None:
+            self.seed = int(seed)
+        self._generator = None
+
+    def _generator_on(self, device: torch.device) -> torch.Generator | None:
+        if not self.purifier.stochastic:
+            return None
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generator
+
+    def purified(self, x: torch.Tensor) -> torch.Tensor:
+        generator = self._generator_on(x.device)
+        if self.bpda:
+            return bpda_purify(self.purifier, x, generator)
+        return self.purifier(x, generator=generator).clamp(0.0, 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        draws = self.draws
+        if draws == 1:
+            return self.classifier(self.purified(x))
+        repeated = x.repeat(draws, *([1] * (x.ndim - 1)))
+        log_probs = self.classifier(self.purified(repeated)).log_softmax(dim=1)
+        log_probs = log_probs.view(draws, x.shape[0], -1)
+        return torch.logsumexp(log_probs, dim=0) - math.log(draws)

@@ -1,0 +1,228 @@
+"""The results store: one SQLite row per evaluated cell, so tables regenerate from cache and an
+interrupted run resumes where it stopped.
+
+A cell is one number-producing unit of work (a model, purifier, attack, threat model and data
+slice). Its key is the SHA-256 of the canonical JSON of its resolved config, which must include the
+model card hashes, so retrained weights never reuse stale numbers. Each row also records what is
+needed to trust or reproduce it: git commit, seed, library versions and timings.
+
+SQLite in WAL mode with a busy timeout lets several processes (e.g. `accelerate launch` ranks)
+write at once; each `put` is one IMMEDIATE transaction, so a killed process leaves either the
+whole row or nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from core.errors import PurifyLabError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRACKED_LIBRARIES = ("torch", "timm", "diffusers", "torchattacks")
+BUSY_TIMEOUT_MS = 60_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    preset TEXT,
+    config TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    git_commit TEXT NOT NULL,
+    seed INTEGER,
+    versions TEXT NOT NULL,
+    seconds REAL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cells_preset ON cells (preset);
+"""
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PurifyLabError(f"value {value} cannot be stored; results must be finite numbers or null")
+    raise PurifyLabError(f"value of type {type(value).__name__} cannot be stored as JSON; convert it first")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, no NaN: the same config always gives the same bytes."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_plain, allow_nan=False)
+    except ValueError as error:
+        raise PurifyLabError(f"results must be finite numbers or null ({error})") from None
+
+
+def cell_key(cell_config: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(cell_config).encode()).hexdigest()
+
+
+@cache
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@cache
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@dataclass(frozen=True)
+class StoredCell:
+    key: str
+    preset: str | None
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    git_commit: str
+    seed: int | None
+    versions: dict[str, str]
+    seconds: float | None
+    created_at: str
+
+
+class ResultStore:
+    """SQLite store of evaluated cells; safe for several processes writing at once."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+            self._connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._connection.execute("PRAGMA journal_mode = WAL")
+            self._connection.execute("PRAGMA synchronous = NORMAL")
+            self._connection.executescript(_SCHEMA)
+        except (OSError, sqlite3.DatabaseError) as error:
+            raise PurifyLabError(f"cannot open the results store at {self.path}: {error}") from None
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def get(self, cell_config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The stored metrics of this exact cell, or None if it was never computed."""
+        row = self._connection.execute("SELECT metrics FROM cells WHERE key = ?", (cell_key(cell_config),)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, cell_config: Mapping[str, Any], metrics: Mapping[str, Any], seconds: float | None = None) -> str:
+        """Store (or replace) one cell atomically; returns its key."""
+        config_json, metrics_json = canonical_json(cell_config), canonical_json(metrics)
+        key = hashlib.sha256(config_json.encode()).hexdigest()
+        seed = cell_config.get("seed")
+        row = (
+            key,
+            cell_config.get("preset"),
+            config_json,
+            metrics_json,
+            git_commit(),
+            int(seed) if isinstance(seed, int) else None,
+            canonical_json(library_versions()),
+            seconds,
+            datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return key
+
+    def cells(self, preset: str | None = None) -> list[StoredCell]:
+        """Every stored cell (of one preset if given), oldest first."""
+        query = "SELECT * FROM cells"
+        params: tuple = ()
+        if preset is not None:
+            query, params = query + " WHERE preset = ?", (preset,)
+        rows = self._connection.execute(query + " ORDER BY created_at, rowid", params).fetchall()
+        return [
+            StoredCell(
+                key=row[0],
+                preset=row[1],
+                config=json.loads(row[2]),
+                metrics=json.loads(row[3]),
+                git_commit=row[4],
+                seed=row[5],
+                versions=json.loads(row[6]),
+                seconds=row[7],
+                created_at=row[8],
+            )
+            for row in rows
+        ]
+
+    def integrity_ok(self) -> bool:
+        return self._connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@dataclass(frozen=True)
+class CellRun:
+    """Metrics in the order of the cells given, and which of them were computed rather than reused."""
+
+    metrics: list[dict[str, Any]]
+    computed: list[str]
+    reused: list[str]
+
+
+def run_cells(
+    cells: Iterable[Mapping[str, Any]],
+    compute_fn: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    store: ResultStore,
+    progress: bool = True,
+) -> CellRun:
+    """Compute every cell not yet in `store`, storing each as soon as it finishes (so a killed run
+    loses at most the cell in flight), and return all metrics, stored or fresh."""
+    cells = list(cells)
+    metrics, computed, reused = [], [], []
+    for cell in tqdm(cells, desc="cells", unit="cell", disable=not progress):
+        key = cell_key(cell)
+        stored = store.get(cell)
+        if stored is not None:
+            metrics.append(stored)
+            reused.append(key)
+            continue
+        start = time.perf_counter()
+        fresh = dict(compute_fn(cell))
+        store.put(cell, fresh, seconds=time.perf_counter() - start)
+        # Read back what was stored, so fresh and cached runs return identical values (JSON round trip).
+        metrics.append(json.loads(canonical_json(fresh)))
+        computed.append(key)
+    return CellRun(metrics=metrics, computed=computed, reused=reused)

@@ -1,0 +1,181 @@
+"""Attacks by name (torchattacks underneath), their configuration and determinism, on a tiny CNN
+trained with a fixed seed on real PneumoniaMNIST X-rays (28 px)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core.attacks import ATTACKS, AttackConfig, create_attack, list_attacks
+from core.attacks.library import DLRReferenceLogits
+from core.errors import PurifyLabError
+
+SLOW_ATTACKS = {"autoattack", "autoattack-rand"}  # Square's 5000 queries: minutes on a shared CPU
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One thread: on a shared 2-core machine, two OpenMP threads per process run several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def xrays(shared_data) -> dict[str, torch.Tensor]:
+    data = np.load(shared_data / "pneumoniamnist_28" / "pneumoniamnist.npz")
+
+    def split(name: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.from_numpy(data[f"{name}_images"][:count]).float().div(255).unsqueeze(1)
+        return images, torch.from_numpy(data[f"{name}_labels"][:count, 0]).long()
+
+    (train_x, train_y), (val_x, val_y) = split("train", 1024), split("val", 48)
+    return {"train_x": train_x, "train_y": train_y, "x": val_x, "y": val_y}
+
+
+@pytest.fixture(scope="module")
+def model(xrays, single_thread) -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 49, 2),
+    )  # fmt: skip
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    order = torch.Generator().manual_seed(0)
+    for _ in range(120):
+        batch = torch.randint(0, len(xrays["train_x"]), (64,), generator=order)
+        loss = nn.functional.cross_entropy(net(xrays["train_x"][batch]), xrays["train_y"][batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    net.zero_grad(set_to_none=True)
+    return net.eval()
+
+
+def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(images).argmax(1) == labels).float().mean().item()
+
+
+def _one_step_config(name: str) -> AttackConfig:
+    norm = ATTACKS.get(name).norms[0]
+    return AttackConfig(name=name, norm=norm, eps=0.03 if norm == "linf" else 0.5, steps=1)
+
+
+def _check_budget(adversarial: torch.Tensor, images: torch.Tensor, config: AttackConfig) -> None:
+    assert adversarial.shape == images.shape and adversarial.dtype == torch.float32
+    assert adversarial.min() >= 0.0 and adversarial.max() <= 1.0
+    delta = (adversarial - images).flatten(1)
+    if config.bounded and config.norm == "linf":
+        assert delta.abs().max() <= config.eps + 1e-6
+    if config.bounded and config.norm == "l2":
+        assert delta.norm(dim=1).max() <= config.eps + 1e-4
+
+
+@pytest.mark.parametrize("name", sorted(set(ATTACKS.names()) - SLOW_ATTACKS))
+def test_every_attack_constructs_and_runs_within_its_budget(model, xrays, name: str) -> None:
+    images, labels = xrays["x"][:6], xrays["y"][:6]
+    config = _one_step_config(name)
+    adversarial = create_attack(model, config)(images, labels)
+    _check_budget(adversarial, images, config)
+    assert not model.training
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SLOW_ATTACKS))
+def test_autoattack_runs_on_a_two_class_model(model, xrays, name: str) -> None:
+    images, labels = xrays["x"][:4], xrays["y"][:4]
+    config = _one_step_config(name)
+    adversarial = create_attack(model, config)(images, labels)
+    _check_budget(adversarial, images, config)
+    assert _accuracy(model, adversarial, labels) <= _accuracy(model, images, labels)
+
+
+def test_every_registered_attack_is_described() -> None:
+    described = list_attacks()
+    expected = {"fgsm", "pgd", "pgdl2", "apgd", "apgdt", "autoattack", "autoattack-rand"}
+    assert expected | {"deepfool", "square", "cw", "ead", "eotpgd"} <= set(described)
+    assert all(described.values())
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "apgd"])
+def test_attacks_really_lower_an_undefended_models_accuracy(model, xrays, name: str) -> None:
+    images, labels = xrays["x"], xrays["y"]
+    clean = _accuracy(model, images, labels)
+    robust = _accuracy(model, create_attack(model, AttackConfig(name=name, eps=0.03, steps=10))(images, labels), labels)
+    assert clean >= 0.85
+    assert robust <= clean - 0.2, (clean, robust)
+
+
+def test_same_seed_same_examples_and_the_global_rng_is_untouched(model, xrays) -> None:
+    images, labels = xrays["x"][:8], xrays["y"][:8]
+    rng_before = torch.get_rng_state()
+    runs = [create_attack(model, AttackConfig(name="pgd", eps=0.05, steps=2, seed=11))(images, labels) for _ in range(2)]
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert torch.equal(runs[0], runs[1])
+    other_seed = create_attack(model, AttackConfig(name="pgd", eps=0.05, steps=2, seed=12))(images, labels)
+    assert not torch.equal(runs[0], other_seed)
+
+
+def test_attacks_leave_a_shared_model_as_they_found_it(model, xrays) -> None:
+    modes_seen: list[bool] = []
+    hook = model.register_forward_hook(lambda module, inputs, output: modes_seen.append(module.training))
+    model.train()
+    try:
+        create_attack(model, AttackConfig(name="cw", norm="l2", steps=2))(xrays["x"][:4], xrays["y"][:4])
+    finally:
+        hook.remove()
+        training_after = model.training
+        model.eval()
+    assert modes_seen and not any(modes_seen), "the attack must run the model in eval mode"
+    assert training_after, "the caller's train mode must be restored"
+    assert all(p.requires_grad and p.grad is None for p in model.parameters()), "no gradients may leak into the model"
+
+
+def test_restarts_and_step_size_resolve_from_the_config(model, xrays) -> None:
+    config = AttackConfig(name="pgd", eps=0.03, steps=10)
+    assert config.step_size == pytest.approx(0.0075)
+    assert config.resolved()["alpha"] == pytest.approx(0.0075)
+    assert config.budget()["gradient_evaluations"] == 10
+    restarted = AttackConfig(name="pgd", eps=0.03, steps=3, restarts=2)
+    assert restarted.budget()["gradient_evaluations"] == 6
+    adversarial = create_attack(model, restarted)(xrays["x"][:8], xrays["y"][:8])
+    _check_budget(adversarial, xrays["x"][:8], restarted)
+    assert AttackConfig(name="deepfool", norm="l2").budget()["eps"] is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"eps": 1.5}, r"eps=1.5 is outside the allowed range \[0.0, 1.0\]"),
+        ({"eps": -0.01}, r"eps=-0.01 is outside"),
+        ({"steps": 0}, r"steps=0 is outside the allowed range \[1, "),
+        ({"name": "fgsm", "norm": "l2"}, r"'fgsm' supports norm linf only, not l2"),
+        ({"norm": "l1"}, r"norm 'l1' is not supported; choose one of: linf, l2"),
+        ({"name": "pgd-l3"}, r"unknown attack 'pgd-l3'; choose one of: apgd"),
+        ({"name": "fgsm", "restarts": 3}, r"restarts=3 does not apply to 'fgsm'"),
+        ({"name": "pgd", "eot_iter": 4}, r"eot_iter=4 does not apply to 'pgd'"),
+        ({"alpha": 0.0}, r"alpha=0.0 is outside"),
+    ],
+)
+def test_bad_configurations_give_one_line_errors(fields: dict, message: str) -> None:
+    with pytest.raises(PurifyLabError, match=message) as error:
+        AttackConfig(**fields)
+    assert "\n" not in str(error.value)
+
+
+def test_l2_budgets_beyond_one_are_allowed() -> None:
+    assert AttackConfig(name="pgdl2", norm="l2", eps=2.0).eps == 2.0  # Blau et al.'s L2 eps = 2
+
+
+def test_dlr_reference_logits_keep_the_prediction(model, xrays) -> None:
+    padded = DLRReferenceLogits(model)
+    with torch.no_grad():
+        logits, padded_logits = model(xrays["x"]), padded(xrays["x"])
+    assert padded_logits.shape == (len(xrays["x"]), 4)
+    assert torch.equal(padded_logits[:, :2], logits)
+    assert torch.equal(padded_logits.argmax(1), logits.argmax(1))

@@ -1,0 +1,179 @@
+"""The SQLite results store: keys, provenance, concurrent writers, resume after SIGKILL, determinism."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from core.errors import PurifyLabError
+from core.results import ResultStore, canonical_json, cell_key, run_cells
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cell(index: int, preset: str = "demo") -> dict:
+    return {"preset": preset, "index": index, "attack": {"name": "pgd", "eps": 0.03}, "seed": 0, "classifier_sha256": "ab" * 32}
+
+
+def test_put_get_roundtrip_records_provenance(tmp_path: Path) -> None:
+    with ResultStore(tmp_path / "results.db") as store:
+        assert store.get(_cell(0)) is None
+        key = store.put(_cell(0), {"accuracy": 0.75, "n": 48}, seconds=1.5)
+        reordered = dict(reversed(list(_cell(0).items())))
+        assert store.get(reordered) == {"accuracy": 0.75, "n": 48}
+        assert key == cell_key(reordered) and len(key) == 64
+        store.put(_cell(1, preset="other"), {"accuracy": 0.5})
+        (row,) = store.cells("demo")
+        assert row.config == _cell(0) and row.seed == 0 and row.seconds == 1.5
+        assert set(row.versions) == {"torch", "timm", "diffusers", "torchattacks"}
+        assert row.git_commit == "unknown" or len(row.git_commit) == 40
+        assert row.created_at.startswith("20")
+        assert len(store.cells()) == 2
+        store.put(_cell(0), {"accuracy": 0.8, "n": 48})
+        assert store.get(_cell(0))["accuracy"] == 0.8 and len(store.cells()) == 2
+        mode = store._connection.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_keys_change_with_any_config_value_and_bad_values_are_refused(tmp_path: Path) -> None:
+    other_weights = {**_cell(0), "classifier_sha256": "cd" * 32}
+    assert cell_key(_cell(0)) != cell_key(other_weights)
+    assert canonical_json({"b": 1, "a": (1, 2)}) == '{"a":[1,2],"b":1}'
+    with ResultStore(tmp_path / "results.db") as store:
+        with pytest.raises(PurifyLabError, match="finite"):
+            store.put(_cell(0), {"accuracy": float("nan")})
+        with pytest.raises(PurifyLabError, match="cannot be stored as JSON"):
+            store.put(_cell(0), {"model": object()})
+        assert store.cells() == []
+
+
+def _write_cells(path: str, worker: int, count: int, start_together) -> None:
+    with ResultStore(path) as store:
+        start_together.wait(timeout=60)
+        for index in range(count):
+            store.put({"worker": worker, "index": index}, {"value": worker * 1000 + index})
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "results.db")
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    workers = [context.Process(target=_write_cells, args=(path, worker, 50, barrier)) for worker in (1, 2)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    with ResultStore(path) as store:
+        stored = {(cell.config["worker"], cell.config["index"]): cell.metrics["value"] for cell in store.cells()}
+        assert store.integrity_ok()
+    assert stored == {(w, i): w * 1000 + i for w in (1, 2) for i in range(50)}
+
+
+_SLOW_RUN = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from core.results import ResultStore, run_cells
+
+    def compute(cell):
+        time.sleep(0.2)
+        return {{"square": cell["index"] ** 2}}
+
+    run_cells([{{"index": i}} for i in range(20)], compute, ResultStore({path!r}), progress=False)
+    """
+)
+
+
+def test_a_killed_run_resumes_without_redoing_finished_cells(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    script = tmp_path / "slow_run.py"
+    script.write_text(_SLOW_RUN.format(root=str(REPO_ROOT), path=str(path)))
+    process = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 60
+        done = 0
+        while done < 4 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+            if path.exists():
+                with sqlite3.connect(path, timeout=30) as probe:
+                    try:
+                        done = probe.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+                    except sqlite3.OperationalError:  # table not created yet
+                        done = 0
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+    with ResultStore(path) as store:
+        finished_before = {cell.key for cell in store.cells()}
+        assert 4 <= len(finished_before) < 20
+        computed_now: list[int] = []
+
+        def compute(cell):
+            computed_now.append(cell["index"])
+            return {"square": cell["index"] ** 2}
+
+        run = run_cells([{"index": i} for i in range(20)], compute, store, progress=False)
+        assert set(run.reused) == finished_before
+        assert len(computed_now) == 20 - len(finished_before)
+        assert run.metrics == [{"square": i**2} for i in range(20)]
+        assert store.integrity_ok() and len(store.cells()) == 20
+
+
+def _attack_a_tiny_model(cell) -> dict:
+    """A real seeded computation: train a small classifier on PneumoniaMNIST, attack it with PGD."""
+    import numpy as np
+    import torch
+
+    from core.attacks import AttackConfig, create_attack
+
+    data = np.load(Path(cell["data"]) / "pneumoniamnist_28" / "pneumoniamnist.npz")
+    images = torch.from_numpy(data["train_images"][:288]).float().div(255).unsqueeze(1)
+    labels = torch.from_numpy(data["train_labels"][:288, 0]).long()
+    torch.manual_seed(cell["seed"])
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 2))
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(20):
+        loss = torch.nn.functional.cross_entropy(model(images[:256]), labels[:256])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    test_x, test_y = images[256:], labels[256:]
+    adversarial = create_attack(model, AttackConfig(name="pgd", eps=cell["eps"], steps=5, seed=cell["seed"]))(test_x, test_y)
+    with torch.no_grad():
+        return {
+            "clean_accuracy": (model(test_x).argmax(1) == test_y).float().mean().item(),
+            "robust_accuracy": (model(adversarial).argmax(1) == test_y).float().mean().item(),
+            "mean_logit": model(adversarial).mean().item(),
+        }
+
+
+def test_same_seed_gives_identical_stored_metrics(tmp_path: Path, shared_data: Path) -> None:
+    import torch
+
+    cells = [{"data": str(shared_data), "seed": 3, "eps": eps} for eps in (0.01, 0.05)]
+    runs = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared 2-core machine: one thread is several times faster
+    try:
+        for name in ("first.db", "second.db"):
+            with ResultStore(tmp_path / name) as store:
+                run_cells(cells, _attack_a_tiny_model, store, progress=False)
+                runs.append([(cell.key, canonical_json(cell.metrics)) for cell in store.cells()])
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[0] == runs[1]
+    small_eps, large_eps = (store_metrics for _, store_metrics in runs[0])
+    assert small_eps != large_eps, "different budgets must give different numbers"

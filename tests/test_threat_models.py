@@ -1,0 +1,243 @@
+"""Threat models, the defended model and the gradient-masking checks, on a tiny CNN trained on real
+PneumoniaMNIST X-rays (28 px) with a fixed seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core.attacks import (
+    THREAT_MODELS,
+    AttackConfig,
+    check_accuracy_collapse,
+    check_white_vs_bpda,
+    check_white_vs_transfer,
+    craft,
+    evaluate_defended,
+    undefended_accuracy_by_eps,
+)
+from core.defended import DefendedClassifier, bpda_purify
+from core.errors import PurifyLabError
+from core.purifiers import create_purifier
+from core.purifiers.base import Purifier, PurifierConfig
+
+
+def _xrays(shared_data, split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    data = np.load(shared_data / "pneumoniamnist_28" / "pneumoniamnist.npz")
+    images = torch.from_numpy(data[f"{split}_images"][:count]).float().div(255).unsqueeze(1)
+    return images, torch.from_numpy(data[f"{split}_labels"][:count, 0]).long()
+
+
+def _tiny_cnn(images: torch.Tensor, labels: torch.Tensor, seed: int, width: int = 8, steps: int = 120) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(2 * width * 49, 2),
+    )  # fmt: skip
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    order = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        batch = torch.randint(0, len(images), (64,), generator=order)
+        loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.zero_grad(set_to_none=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One thread: on a shared 2-core machine, two OpenMP threads per process run several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class Setup:
+    classifier: nn.Module
+    substitute: nn.Module
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+@pytest.fixture(scope="module")
+def setup(shared_data, single_thread) -> Setup:
+    train_images, train_labels = _xrays(shared_data, "train", 1024)
+    images, labels = _xrays(shared_data, "val", 48)
+    return Setup(
+        classifier=_tiny_cnn(train_images, train_labels, seed=0),
+        substitute=_tiny_cnn(train_images, train_labels, seed=1, width=6, steps=80),
+        images=images,
+        labels=labels,
+    )
+
+
+class GaussianNoisePurifier(Purifier):
+    """A real stochastic purifier (additive Gaussian noise), independent of trained weights."""
+
+    name = "test-gaussian-noise"
+    stochastic = True
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x + 0.1 * noise
+
+
+class QuantisePurifier(Purifier):
+    """8 grey levels with torch.round: zero gradient almost everywhere, the classic masking defense."""
+
+    name = "test-quantise"
+
+    def __init__(self) -> None:
+        super().__init__(PurifierConfig())
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.round(x * 7) / 7
+
+
+def _accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (classifier(images).argmax(1) == labels).float().mean().item()
+
+
+PURIFIERS = {"blur": lambda: create_purifier("blur", sigma=1.0), "noise": GaussianNoisePurifier}
+
+
+@pytest.mark.parametrize("purifier_name", sorted(PURIFIERS))
+@pytest.mark.parametrize("threat", sorted(THREAT_MODELS))
+def test_every_threat_model_crafts_examples_in_the_budget(setup: Setup, threat: str, purifier_name: str) -> None:
+    purifier = PURIFIERS[purifier_name]()
+    images, labels = setup.images[:12], setup.labels[:12]
+    config = AttackConfig(name="pgd", eps=0.05, steps=3)
+    eot = 2 if threat in ("bpda-eot", "white") else 1
+    adversarial = craft(threat, setup.classifier, purifier, images, labels, config, substitute=setup.substitute, eot=eot)
+    assert adversarial.shape == images.shape and adversarial.dtype == torch.float32
+    assert 0.0 <= adversarial.min() and adversarial.max() <= 1.0
+    assert (adversarial - images).abs().max() <= 0.05 + 1e-6
+    assert (adversarial - images).abs().max() > 0.01, "the attack moved no pixel"
+    assert not setup.classifier.training and not any(p.grad is not None for p in setup.classifier.parameters())
+
+
+def test_threat_model_arguments_are_checked(setup: Setup) -> None:
+    purifier = create_purifier("blur")
+    args = (setup.classifier, purifier, setup.images[:2], setup.labels[:2], AttackConfig(steps=1))
+    with pytest.raises(PurifyLabError, match="substitute"):
+        craft("transfer", *args)
+    with pytest.raises(PurifyLabError, match="eot >= 2"):
+        craft("bpda-eot", *args, eot=1)
+    with pytest.raises(PurifyLabError, match="does not apply to threat 'grey'"):
+        craft("grey", *args, eot=4)
+    with pytest.raises(PurifyLabError, match="unknown threat model 'black'"):
+        craft("black", *args)
+    with pytest.raises(PurifyLabError, match="give a purifier"):
+        craft("white", setup.classifier, None, *args[2:])
+    with pytest.raises(PurifyLabError, match="do not fit 2 images"):
+        craft("grey", setup.classifier, purifier, setup.images[:2], setup.labels[:3], args[-1])
+    with pytest.raises(PurifyLabError, match=r"expected \[0, 1\]"):
+        craft("grey", setup.classifier, purifier, setup.images[:2] * 255, setup.labels[:2], args[-1])
+
+
+def test_bpda_forward_is_the_purifier_and_backward_is_the_identity(setup: Setup) -> None:
+    purifier = create_purifier("blur", sigma=1.0)
+    x = setup.images[:4].clone().requires_grad_(True)
+    weights = torch.randn_like(x)
+    purified = bpda_purify(purifier, x)
+    assert torch.allclose(purified, purifier.purify(x.detach()))
+    (purified * weights).sum().backward()
+    assert torch.equal(x.grad, weights)
+
+    exact = x.detach().clone().requires_grad_(True)
+    (purifier(exact) * weights).sum().backward()
+    assert not torch.allclose(exact.grad, weights, atol=1e-3), "white-box gradients must go through the blur"
+
+
+def test_eot_draws_run_in_one_batched_forward_and_average_probabilities(setup: Setup) -> None:
+    purifier, x, eot = GaussianNoisePurifier(), setup.images[:5], 4
+    calls: list[int] = []
+    hook = setup.classifier.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    try:
+        defended = DefendedClassifier(purifier, setup.classifier, eot=eot, seed=3)
+        with torch.no_grad():
+            log_mean_probabilities = defended(x)
+    finally:
+        hook.remove()
+    assert calls == [5 * eot] and log_mean_probabilities.shape == (5, 2)
+
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        draws = setup.classifier(purifier(x.repeat(eot, 1, 1, 1), generator).clamp(0, 1)).softmax(1).view(eot, 5, 2)
+    assert torch.allclose(log_mean_probabilities.exp(), draws.mean(0), atol=1e-6)
+
+
+def test_defended_model_draws_fresh_but_reproducible_randomness(setup: Setup) -> None:
+    x = setup.images[:6]
+    first, second = (DefendedClassifier(GaussianNoisePurifier(), setup.classifier, seed=7) for _ in range(2))
+    with torch.no_grad():
+        a1, a2 = first(x), first(x)
+        b1, b2 = second(x), second(x)
+        assert not torch.equal(a1, a2), "successive forwards must draw new purifier noise"
+        assert torch.equal(a1, b1) and torch.equal(a2, b2)
+        first.reset()
+        assert torch.equal(first(x), a1)
+    deterministic = DefendedClassifier(create_purifier("blur"), setup.classifier, eot=8)
+    assert deterministic.draws == 1
+
+
+def test_same_seeds_give_identical_adversarial_examples(setup: Setup) -> None:
+    images, labels = setup.images[:8], setup.labels[:8]
+    config = AttackConfig(name="pgd", eps=0.05, steps=3, seed=5)
+    runs = [craft("white", setup.classifier, GaussianNoisePurifier(), images, labels, config, eot=2, seed=1) for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+    other = craft("white", setup.classifier, GaussianNoisePurifier(), images, labels, config, eot=2, seed=2)
+    assert not torch.equal(runs[0], other)
+
+
+def test_stochastic_defense_is_scored_one_shot_and_worst_case(setup: Setup) -> None:
+    images, labels = setup.images, setup.labels
+    adversarial = craft("grey", setup.classifier, None, images, labels, AttackConfig(eps=0.03, steps=5))
+    noisy = evaluate_defended(setup.classifier, GaussianNoisePurifier(), adversarial, labels, redraws=5, seed=0)
+    assert noisy.redraws == 5 and noisy.predictions.shape == (5, len(labels)) and noisy.probabilities.shape == (len(labels), 2)
+    assert noisy.worst_case_accuracy <= noisy.one_shot_accuracy
+    first_draw_alone = evaluate_defended(setup.classifier, GaussianNoisePurifier(), adversarial, labels, redraws=1, seed=0)
+    assert first_draw_alone.one_shot_accuracy == noisy.one_shot_accuracy
+    assert first_draw_alone.worst_case_accuracy == first_draw_alone.one_shot_accuracy
+
+    blurred = evaluate_defended(setup.classifier, create_purifier("blur"), adversarial, labels, redraws=5)
+    assert blurred.redraws == 1 and blurred.worst_case_accuracy == blurred.one_shot_accuracy
+
+
+def _robust_accuracy(setup: Setup, threat: str, purifier: Purifier, eps: float) -> float:
+    config = AttackConfig(name="pgd", eps=eps, steps=10)
+    adversarial = craft(threat, setup.classifier, purifier, setup.images, setup.labels, config, substitute=setup.substitute)
+    return evaluate_defended(setup.classifier, purifier, adversarial, setup.labels).one_shot_accuracy
+
+
+def test_masking_checks_flag_a_quantiser_and_pass_a_blur(setup: Setup) -> None:
+    masked = QuantisePurifier()
+    white, bpda, transfer = (_robust_accuracy(setup, threat, masked, 0.15) for threat in ("white", "bpda", "transfer"))
+    assert check_white_vs_bpda(white, bpda).flag is not None, (white, bpda)
+    assert check_white_vs_transfer(white, transfer).flag is not None, (white, transfer)
+
+    blur = create_purifier("blur", sigma=1.0)
+    white, bpda, transfer = (_robust_accuracy(setup, threat, blur, 0.15) for threat in ("white", "bpda", "transfer"))
+    assert check_white_vs_bpda(white, bpda).passed, (white, bpda)
+    assert check_white_vs_transfer(white, transfer).passed, (white, transfer)
+
+
+def test_collapse_check_passes_a_healthy_model_and_flags_masked_gradients(setup: Setup) -> None:
+    healthy = undefended_accuracy_by_eps(setup.classifier, setup.images, setup.labels, eps_values=(0.03, 0.3), steps=10)
+    assert healthy[0.3] <= 0.05 < _accuracy(setup.classifier, setup.images, setup.labels)
+    assert check_accuracy_collapse(healthy).passed
+
+    masked_model = DefendedClassifier(QuantisePurifier(), setup.classifier)
+    masked = undefended_accuracy_by_eps(masked_model, setup.images, setup.labels, eps_values=(0.3,), steps=10)
+    check = check_accuracy_collapse(masked)
+    assert check.flag is not None and "eps=0.3" in check.flag
