@@ -5,7 +5,11 @@ import streamlit as st
 st.set_page_config(page_title="PurifyLab", page_icon="🩻", layout="wide")
 
 PAGES = {
-    "PurifyLab": [st.Page("pages/home.py", title="Home", icon="🏠", default=True)],
+    "PurifyLab": [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/walkthrough.py", title="Clinician walkthrough", icon=":material/stethoscope:"),
+        st.Page("pages/lab.py", title="Attack & purify lab", icon=":material/science:"),
+    ],
 }
 
 st.navigation(PAGES).run()

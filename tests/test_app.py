@@ -20,3 +20,39 @@ def test_home_loads_and_says_what_the_lab_does(app):
     assert not app.exception
     assert app.title[0].value == "PurifyLab"
     assert any("not a diagnostic device" in md.value for md in app.markdown)
+
+
+def _badges(app) -> list[str]:
+    """The class names in the reading badges, in page order (Original, Adversarial, purified ...)."""
+    return [name for md in app.markdown for name in ("NORMAL", "PNEUMONIA") if f"**{name}**" in md.value]
+
+
+def test_lab_attack_flips_the_reading_of_a_real_xray_and_zero_budget_does_not(app, xray_paths):
+    app.switch_page("pages/lab.py").run()
+    assert not app.exception, app.exception
+    assert {"Sample X-ray", "Classifier", "Attack", "Threat model"} <= {element.label for element in app.selectbox}
+    real = [option for option in app.selectbox(key="sample").options if option.startswith("pneumonia")]
+    app.selectbox(key="sample").set_value(real[0]).run()
+    original, attacked = _badges(app)[:2]
+    assert original != attacked, "grey-box PGD at eps 0.03 should flip the undefended reading"
+    app.slider(key="eps").set_value(0.0).run()
+    assert not app.exception, app.exception
+    original, attacked = _badges(app)[:2]
+    assert original == attacked
+
+
+def test_lab_upload_of_a_hostile_file_shows_one_clear_error(app):
+    app.switch_page("pages/lab.py").run()
+    app.file_uploader(key="upload").set_value(("x.png", b"<html>not an image</html>", "image/png")).run()
+    assert not app.exception
+    assert any("cannot be used" in error.value for error in app.error)
+
+
+def test_walkthrough_steps_forward_to_the_purified_image(app, xray_paths):
+    app.switch_page("pages/walkthrough.py").run()
+    assert not app.exception, app.exception
+    for _ in range(3):
+        app.button(key="walkthrough_next").click().run()
+        assert not app.exception, app.exception
+    assert app.session_state["walkthrough_step"] == 3
+    assert any("not a diagnostic device" in md.value for md in app.markdown)

@@ -92,3 +92,35 @@ def test_home_renders_without_page_errors(server_url, page):
     assert not page.locator("[data-testid='stException']").count()
     page.screenshot(path=str(SHOTS / "home.png"), full_page=True)
     assert page.errors == []
+
+
+def _open(page, url: str, path: str) -> None:
+    page.goto(f"{url}/{path}")
+    _settle(page)
+    assert not page.locator("[data-testid='stException']").count(), f"exception on /{path}"
+
+
+def test_lab_upload_and_slider_then_screenshots(server_url, page, xray_paths, tmp_path):
+    _open(page, server_url, "lab")
+    page.screenshot(path=str(SHOTS / "lab.png"), full_page=True)
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(xray_paths["PNEUMONIA"][0]))
+    page.get_by_text("your upload").first.wait_for(timeout=120_000)
+    _settle(page)
+    slider = page.locator("[data-testid='stSlider']", has_text="Blur depth").get_by_role("slider")
+    slider.focus()
+    for _ in range(4):
+        slider.press("ArrowLeft")
+    _settle(page)
+    assert not page.locator("[data-testid='stException']").count()
+    page.screenshot(path=str(SHOTS / "lab_upload.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_walkthrough_renders_each_step(server_url, page):
+    _open(page, server_url, "walkthrough")
+    for step in range(4):
+        page.screenshot(path=str(SHOTS / f"walkthrough_{step + 1}.png"), full_page=True)
+        if step < 3:
+            page.get_by_role("button", name="Next ▶").click()
+            _settle(page)
+    assert page.errors == []

@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from core.purifiers.base import Purifier, PurifierConfig, parse_params
+from core.purifiers.cold import ColdBlurPurifier, ColdDirectPurifier, ColdReconPurifier
+from core.purifiers.ddim import DDIMPurifier
+from core.purifiers.ddpm import DDPMPurifier
+from core.purifiers.diffdefense import DiffDefensePurifier
+from core.purifiers.noise import NoisePurifier
 from core.purifiers.simple import GaussianBlurPurifier, IdentityPurifier
 from core.registry import Registry
 
@@ -13,6 +18,13 @@ PURIFIERS: Registry[Purifier] = Registry("purifier")
 for _cls, _doc in (
     (IdentityPurifier, "no purification (the undefended baseline)"),
     (GaussianBlurPurifier, "Gaussian blur baseline (sigma in pixels)"),
+    (NoisePurifier, "NoiseDefense: forward-process Gaussian noise at t*, no model"),
+    (DDPMPurifier, "DDPM purification: noise to t*, reverse DDPM chain (DiffPure-style)"),
+    (DDIMPurifier, "stochastic DDIM from depth T* with time-step skips (threat-model-agnostic, Alg. 2)"),
+    (DiffDefensePurifier, "DiffDefense: optimise the noise so the reverse chain reproduces the input (Alg. 1)"),
+    (ColdBlurPurifier, "cold diffusion, blurred only: D(x, depth)"),
+    (ColdDirectPurifier, "cold diffusion, direct reconstruction: R(D(x, depth), depth), 1 UNet call"),
+    (ColdReconPurifier, "cold diffusion, reconstruction: improved sampling from depth to 0 (steps UNet calls)"),
 ):
     PURIFIERS.register(_cls.name, _doc)(_cls)
 

@@ -1,0 +1,143 @@
+"""`purifylab train classifier`, `purifylab evaluate`, `purifylab attack` and `purifylab classifiers`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core.errors import PurifyLabError
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "chest_xray_pneumonia" / "train"
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise PurifyLabError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    @groups["train"].command("classifier")
+    def train_classifier_command(
+        model: Annotated[str, typer.Option("--model", help="classifier name (see 'purifylab classifiers')")],
+        preset: Annotated[str, typer.Option("--preset", help="tiny | cpu | gpu")] = "cpu",
+        data: Annotated[Path, typer.Option("--data", help="class-per-folder X-ray directory")] = DEFAULT_DATA_DIR,
+        out: Annotated[Path | None, typer.Option("--out", help="run folder (default runs/<model>)")] = None,
+        epochs: Annotated[int | None, typer.Option("--epochs", help="override the preset's epochs")] = None,
+        batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+        lr: Annotated[float | None, typer.Option("--lr")] = None,
+        seed: Annotated[int | None, typer.Option("--seed")] = None,
+        noise_augment: Annotated[float | None, typer.Option("--noise-augment", help="purifier-aware fine-tuning: max Gaussian noise std on noised/blurred copies")] = None,
+        temperature: Annotated[float | None, typer.Option("--temperature", help="distillation temperature")] = None,
+        max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop after this much wall-clock time")] = None,
+        threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")] = False,
+        ship: Annotated[bool, typer.Option("--ship", help="copy the result and its card into weights/")] = False,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    ) -> None:
+        """Train a classifier; writes RUN/<model>.safetensors (fp16) and its card with val metrics."""
+        from core.train.classifier import preset as make_preset
+        from core.train.classifier import train_classifier
+        from core.weights import WEIGHTS_DIR
+
+        config = make_preset(
+            preset, model, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, noise_augment=noise_augment,
+            temperature=temperature, max_minutes=max_minutes, threads=threads,
+        )
+        run_dir = out or Path("runs") / model
+        card = train_classifier(config, data, run_dir, progress=progress, resume=resume)
+        if not card:
+            return  # not the main process of a multi-GPU run
+        if ship:
+            for suffix in (".safetensors", ".json"):
+                shutil.copy2(run_dir / f"{model}{suffix}", WEIGHTS_DIR / f"{model}{suffix}")
+        typer.echo(json.dumps({"weights": str(run_dir / f"{model}.safetensors"), "val_metrics": card["val_metrics"]}, indent=2))
+
+    @app.command("evaluate")
+    def evaluate_command(
+        data: Annotated[Path, typer.Option("--data", help="class-per-folder X-ray directory")],
+        classifier: Annotated[str, typer.Option("--classifier", help="classifier name")] = "vit",
+        split: Annotated[str, typer.Option("--split", help="val | test | train (seed-0 split spec) | all")] = "all",
+        limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
+        batch_size: Annotated[int, typer.Option("--batch-size")] = 100,
+        purifier: Annotated[str, typer.Option("--purifier", help="purify every image first: NAME or NAME:k=v,... (see 'purifylab purifiers')")] = "none",
+        param: Annotated[list[str] | None, typer.Option("--param", help="purifier parameter k=v (repeatable)")] = None,
+        weights: Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of weights/<classifier>")] = None,
+        seed: Annotated[int, typer.Option("--seed", help="bootstrap, attack and purifier seed")] = 0,
+        attack: Annotated[str | None, typer.Option("--attack", help="attack name (fgsm, pgd, apgd, ...); omit for clean only")] = None,
+        eps: Annotated[float, typer.Option("--eps", help="budget in the [0, 1] pixel scale")] = 0.03,
+        norm: Annotated[str, typer.Option("--norm", help="linf | l2")] = "linf",
+        steps: Annotated[int, typer.Option("--steps", help="attack iterations")] = 10,
+        threat: Annotated[str, typer.Option("--threat", help="grey | transfer | bpda | bpda-eot | white")] = "grey",
+        eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)")] = 1,
+        redraws: Annotated[int, typer.Option("--redraws", help="test-time purifier draws; the worst case is reported")] = 1,
+        substitute: Annotated[str, typer.Option("--substitute", help="black-box model for --threat transfer")] = "substitute",
+        attack_batch_size: Annotated[int, typer.Option("--attack-batch-size", help="images per attack batch")] = 16,
+        threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
+        json_path: Annotated[Path | None, typer.Option("--json", help="also write the result here (and FILE.config.json beside it)")] = None,
+    ) -> None:
+        """Accuracy, balanced accuracy, AUROC, per-class sensitivity with 95 % bootstrap intervals;
+        with --attack also clean vs robust accuracy under the stated threat model."""
+        from core.cli.purify_commands import parse_param_options
+        from core.evaluate import EvaluationConfig, evaluate, format_report, parse_purifier_spec, write_json
+
+        _set_threads(threads)
+        if not data.is_dir():
+            raise PurifyLabError(f"--data {data} is not a directory")
+        purifier_name, purifier_params = parse_purifier_spec(purifier)
+        config = EvaluationConfig(
+            data=str(data), classifier=classifier, split=split, limit=limit, batch_size=batch_size, seed=seed,
+            weights=str(weights) if weights else None, purifier=purifier_name,
+            purifier_params={**purifier_params, **parse_param_options(param or [])},
+            attack=attack, norm=norm, eps=eps, steps=steps, threat=threat, eot=eot, redraws=redraws,
+            substitute=substitute, attack_batch_size=attack_batch_size,
+        )
+        config.attack_config()  # validate the attack before any data is read
+        result = evaluate(config, progress=attack is not None)
+        typer.echo(format_report(result))
+        if json_path is not None:
+            write_json(result, json_path)
+
+    @app.command("attack")
+    def attack_command(
+        image: Annotated[Path, typer.Argument(help="X-ray image (PNG, JPEG, DICOM, ...)")],
+        out: Annotated[Path, typer.Option("--out", help="adversarial PNG; its config goes to the same name .json")],
+        classifier: Annotated[str, typer.Option("--classifier", help="classifier name")] = "vit",
+        attack: Annotated[str, typer.Option("--attack", help="attack name")] = "pgd",
+        eps: Annotated[float, typer.Option("--eps", help="budget in the [0, 1] pixel scale")] = 0.03,
+        norm: Annotated[str, typer.Option("--norm", help="linf | l2")] = "linf",
+        steps: Annotated[int, typer.Option("--steps", help="attack iterations")] = 10,
+        threat: Annotated[str, typer.Option("--threat", help="grey | transfer | bpda | bpda-eot | white")] = "grey",
+        purifier: Annotated[str, typer.Option("--purifier", help="defense the attacker targets: NAME or NAME:k=v,...")] = "none",
+        eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)")] = 1,
+        weights: Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of weights/<classifier>")] = None,
+        seed: Annotated[int, typer.Option("--seed")] = 0,
+        threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
+    ) -> None:
+        """Attack one image (label = the model's own reading) and write the adversarial PNG."""
+        from core.evaluate import attack_image, parse_purifier_spec
+
+        _set_threads(threads)
+        purifier_name, purifier_params = parse_purifier_spec(purifier)
+        record = attack_image(
+            image, out, classifier=classifier, attack=attack, eps=eps, norm=norm, steps=steps, threat=threat,
+            purifier=purifier_name, purifier_params=purifier_params, eot=eot, weights=weights, seed=seed,
+        )
+        typer.echo(json.dumps(record, indent=2))
+
+    @app.command("classifiers")
+    def classifiers_command() -> None:
+        """List the classifiers and whether their weights are shipped."""
+        from core.models import list_classifiers, weights_path_for
+
+        for name, description in list_classifiers().items():
+            shipped = "shipped" if weights_path_for(name).is_file() else "not trained"
+            typer.echo(f"{name:<12} {shipped:<12} {description}")

@@ -1,0 +1,96 @@
+"""`purifylab purify`, `purifylab purifiers` and `purifylab train diffusion`.
+
+Every output file gets its resolved configuration beside it (FILE.json), so any purified image can
+be traced back to the purifier, parameters, seed and resize that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core.errors import PurifyLabError
+
+
+def parse_param_options(options: list[str]) -> dict[str, str]:
+    """`["t_star=0.1", "steps=5"]` -> {"t_star": "0.1", "steps": "5"}; one-line error otherwise."""
+    params: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise PurifyLabError(f"--param '{option}' is not of the form key=value")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: int, out: Path) -> dict:
+    """Purify one image file into a PNG and write the resolved config beside it; returns that config."""
+    from core.io import load_image, save_image, to_model_input
+    from core.purifiers import create_purifier
+
+    if out.suffix.lower() != ".png":
+        raise PurifyLabError(f"--out must be a .png file, got '{out.name}'")
+    purifier = create_purifier(purifier_name, **params)
+    loaded = load_image(image)
+    size = getattr(purifier, "image_size", None)  # model-free purifiers keep the native size
+    x = to_model_input(loaded, size) if size is not None else loaded.pixels[None]
+    purified = purifier.purify(x, seed=seed)
+    save_image(purified, out)
+    width, height = loaded.original_size
+    config = {
+        **purifier.describe(),
+        "seed": seed,
+        "input": str(image),
+        "input_format": loaded.format,
+        "input_size": [height, width],
+        "resized_to": [size, size] if size is not None else None,
+        "output": str(out),
+        "output_size": list(purified.shape[-2:]),
+    }
+    out.with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n")
+    return config
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    @app.command("purify")
+    def purify(
+        image: Annotated[Path, typer.Argument(help="X-ray image (PNG, JPEG, DICOM, ...)")],
+        out: Annotated[Path, typer.Option("--out", help="output PNG; its config goes to the same name .json")],
+        purifier: Annotated[str, typer.Option("--purifier", help="purifier name (see 'purifylab purifiers')")] = "ddpm",
+        param: Annotated[list[str] | None, typer.Option("--param", help="purifier parameter k=v (repeatable)")] = None,
+        seed: Annotated[int, typer.Option("--seed", help="seed for the purifier's noise")] = 0,
+    ) -> None:
+        """Purify one image and write it as a PNG (resized to the purifier's resolution)."""
+        config = purify_file(image, purifier, parse_param_options(param or []), seed, out)
+        typer.echo(json.dumps(config, indent=2))
+
+    @app.command("purifiers")
+    def purifiers() -> None:
+        """List the purifiers with their description and denoiser calls (NFE) at the defaults."""
+        from core.purifiers import create_purifier, list_purifiers
+
+        for name, description in list_purifiers().items():
+            try:
+                nfe = str(create_purifier(name).nfe())
+            except PurifyLabError:  # weights not trained/shipped yet
+                nfe = "n/a (weights missing)"
+            typer.echo(f"{name:<12} NFE {nfe:<6} {description}")
+
+    @groups["train"].command("diffusion")
+    def train_diffusion_command(
+        preset: Annotated[str, typer.Option("--preset", help="tiny | cpu | gpu")] = "cpu",
+        data: Annotated[Path | None, typer.Option("--data", help="X-ray folder (default: ../shared/data/chest_xray_pneumonia/train)")] = None,
+        out: Annotated[Path, typer.Option("--out", help="run folder: checkpoints, sample grids, log")] = Path("runs/ddpm"),
+        weights: Annotated[Path | None, typer.Option("--weights", help="final .safetensors (default weights/ddpm_unet.safetensors; OUT/ for --preset tiny)")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")] = False,
+        max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes")] = None,
+    ) -> None:
+        """Train the DDPM denoiser (epsilon prediction, EMA) and ship it with its card."""
+        from core.train.diffusion import DEFAULT_DATA_DIR, DiffusionTrainConfig, train_diffusion
+
+        config = DiffusionTrainConfig.preset(preset, resume=resume, max_minutes=max_minutes)
+        card = train_diffusion(config, data or DEFAULT_DATA_DIR, out, weights_path=weights)
+        typer.echo(json.dumps(card.get("quality", {}), indent=2))

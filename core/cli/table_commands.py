@@ -1,0 +1,94 @@
+"""`purifylab table PRESET` and `purifylab sweep tstar|depth`: robustness tables and curves from configs/.
+
+Both print Markdown to stdout and write CSV, JSON, plotly HTML and the resolved config beside it.
+Several GPUs: `accelerate launch -m core table PRESET` shards each cell's images over the processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core.errors import PurifyLabError
+
+
+def _threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise PurifyLabError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    @app.command("table")
+    def table_command(
+        preset: Annotated[str, typer.Argument(help="preset name in configs/ (e.g. quick, paper-table1) or a YAML path")],
+        limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
+        data: Annotated[Path | None, typer.Option("--data", help="override the preset's data folder")] = None,
+        store: Annotated[Path, typer.Option("--store", help="SQLite results store (cached, resumable)")] = Path("results/results.sqlite"),
+        out_dir: Annotated[Path | None, typer.Option("--out-dir", help="output folder (default results/<preset>)")] = None,
+        threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    ) -> None:
+        """Compute a preset's tables (reusing stored cells) and print them as Markdown."""
+        from core.tables import load_preset, run_preset
+
+        _threads(threads)
+        resolved = load_preset(preset).with_overrides(limit=limit, data=str(data) if data else None)
+        outcome = run_preset(resolved, store, out_dir, progress=progress)
+        if outcome.markdown:
+            typer.echo(outcome.markdown)
+            typer.echo(f"cells computed {len(outcome.computed)}, reused {len(outcome.reused)}; outputs: "
+                       + ", ".join(str(p) for p in outcome.paths.values()), err=True)
+
+    @app.command("presets")
+    def presets_command() -> None:
+        """List the table presets in configs/."""
+        from core.tables import list_presets, load_preset
+
+        for name in list_presets():
+            typer.echo(f"{name:<16} {load_preset(name).title}")
+
+    @app.command("sweep")
+    def sweep_command(
+        kind: Annotated[str, typer.Argument(help="tstar | depth")],
+        purifier: Annotated[str, typer.Option("--purifier", help="ddpm | ddim | noise | diffdefense (tstar); ddim | cold_* (depth)")],
+        values: Annotated[str, typer.Option("--values", help="comma-separated values, e.g. 0.01,0.02,0.04")],
+        classifier: Annotated[str, typer.Option("--classifier")] = "vit",
+        param: Annotated[list[str] | None, typer.Option("--param", help="other purifier parameter k=v (repeatable)")] = None,
+        attack: Annotated[str | None, typer.Option("--attack", help="attack name; omit for clean accuracy only")] = None,
+        eps: Annotated[float, typer.Option("--eps")] = 0.03,
+        norm: Annotated[str, typer.Option("--norm")] = "linf",
+        steps: Annotated[int, typer.Option("--steps")] = 10,
+        threat: Annotated[str, typer.Option("--threat")] = "grey",
+        eot: Annotated[int, typer.Option("--eot")] = 1,
+        redraws: Annotated[int, typer.Option("--redraws")] = 1,
+        data: Annotated[Path | None, typer.Option("--data")] = None,
+        split: Annotated[str, typer.Option("--split")] = "val",
+        limit: Annotated[int | None, typer.Option("--limit")] = None,
+        seed: Annotated[int, typer.Option("--seed")] = 0,
+        store: Annotated[Path, typer.Option("--store")] = Path("results/results.sqlite"),
+        out_dir: Annotated[Path | None, typer.Option("--out-dir")] = None,
+        threads: Annotated[int | None, typer.Option("--threads")] = None,
+    ) -> None:
+        """Accuracy vs t* or depth: CSV, plotly HTML and Markdown through the results store."""
+        from core.cli.purify_commands import parse_param_options
+        from core.sweeps import parse_values, sweep_preset
+        from core.tables import AttackRow, run_preset
+        from core.tables.preset import DEFAULT_DATA
+
+        _threads(threads)
+        row = AttackRow(label=f"{attack} {norm} {eps:g}", name=attack, norm=norm, eps=eps, steps=steps) if attack else None
+        preset = sweep_preset(
+            kind, purifier, parse_values(values), classifier=classifier, params=parse_param_options(param or []),
+            attack=row, threat=threat, data=str(data) if data else DEFAULT_DATA, split=split, limit=limit, seed=seed,
+            eot=eot, redraws=redraws,
+        )  # fmt: skip
+        outcome = run_preset(preset, store, out_dir)
+        if outcome.markdown:
+            typer.echo(outcome.markdown)

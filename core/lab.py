@@ -1,0 +1,86 @@
+"""One X-ray through attack and purification: the steps the app's lab and walkthrough show.
+
+Each step is its own function so the app can cache and time them separately (moving the t* slider
+re-runs the purification, not the attack). An uploaded image has no ground truth, so the attack
+targets the model's own reading: the question shown is "can the attacker flip what the model says?".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from core.attacks import AttackConfig, craft
+from core.metrics import CLASS_NAMES
+from core.purifiers import Purifier, create_purifier
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A classifier's answer for one image."""
+
+    probabilities: tuple[float, ...]
+
+    @property
+    def label(self) -> int:
+        return max(range(len(self.probabilities)), key=self.probabilities.__getitem__)
+
+    @property
+    def class_name(self) -> str:
+        return CLASS_NAMES[self.label]
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.label]
+
+
+@dataclass(frozen=True)
+class Timed:
+    image: torch.Tensor  # (1, C, S, S) float32 in [0, 1]
+    seconds: float
+
+
+@torch.inference_mode()
+def read(classifier: nn.Module, images: torch.Tensor) -> list[Reading]:
+    probabilities = classifier(images).softmax(dim=1)
+    return [Reading(tuple(float(p) for p in row)) for row in probabilities]
+
+
+def attack_image(
+    classifier: nn.Module,
+    image: torch.Tensor,
+    config: AttackConfig,
+    *,
+    threat: str = "grey",
+    purifier: Purifier | None = None,
+    substitute: nn.Module | None = None,
+    eot: int = 1,
+) -> Timed:
+    """Adversarial version of `image` that pushes `classifier` away from its own clean reading."""
+    start = time.perf_counter()
+    own_label = torch.tensor([read(classifier, image)[0].label])
+    purifier = purifier if purifier is not None else create_purifier("none")
+    adversarial = craft(
+        threat, classifier, purifier, image, own_label, config, substitute=substitute, eot=eot, seed=config.seed
+    )
+    return Timed(adversarial.detach(), time.perf_counter() - start)
+
+
+def purify_image(purifier: Purifier, image: torch.Tensor, seed: int = 0) -> Timed:
+    start = time.perf_counter()
+    purified = purifier.purify(image, seed=seed)
+    return Timed(purified, time.perf_counter() - start)
+
+
+def amplified_perturbation(clean: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
+    """|adversarial - clean| scaled so its largest value is 1: an invisible change made visible."""
+    difference = (adversarial - clean).abs()
+    return difference / difference.amax().clamp_min(1e-8)
+
+
+def perturbation_norms(clean: torch.Tensor, adversarial: torch.Tensor) -> dict[str, float]:
+    difference = (adversarial - clean).flatten()
+    return {"linf": float(difference.abs().max()), "l2": float(difference.norm())}

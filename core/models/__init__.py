@@ -1,0 +1,119 @@
+"""Classifier registry: `create_classifier("vit")` and friends, named by string everywhere.
+
+Every classifier takes float32 (N, 1, S, S) in [0, 1] and returns logits (N, 2) for
+(0 = NORMAL, 1 = PNEUMONIA); it exposes `image_size` and `card` (the JSON model card, or None for
+an untrained network). `pretrained=True` rebuilds the architecture recorded in the card of
+weights/<name>.safetensors and loads it after checking its SHA-256.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.errors import PurifyLabError
+from core.models.base import XrayClassifier
+from core.models.cnn import StudentCNN, SubstituteCNN
+from core.models.sevit import SEViT
+from core.models.vit import XrayViT
+from core.registry import Registry
+from core.weights import WEIGHTS_DIR, load_weights, read_card
+
+classifiers: Registry[XrayClassifier] = Registry("classifier")
+
+
+def weights_path_for(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def _resolve_weights(name: str, weights: str | Path | None) -> Path:
+    path = Path(weights) if weights is not None else weights_path_for(name)
+    if not path.is_file():
+        raise PurifyLabError(
+            f"weights for classifier '{name}' are missing ({path}); train them with "
+            f"`purifylab train classifier --model {name} --preset cpu` and copy runs/{name}/{name}.* into weights/"
+        )
+    return path
+
+
+def _architecture(card: dict, name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    architecture = dict(card.get("architecture") or {})
+    clashes = sorted(key for key, value in overrides.items() if key in architecture and architecture[key] != value)
+    if clashes:
+        raise PurifyLabError(
+            f"{', '.join(clashes)} differ from the trained '{name}' weights; pass pretrained=False to build a new network"
+        )
+    return {**architecture, **overrides}
+
+
+def _build(name: str, cls: type[XrayClassifier], pretrained: bool, weights: str | Path | None, overrides: dict) -> XrayClassifier:
+    if not pretrained and weights is None:
+        return cls(**overrides)
+    path = _resolve_weights(name, weights)
+    card = read_card(path)
+    model = cls(**_architecture(card, name, overrides))
+    load_weights(model, path)
+    model.card = card
+    return model.eval()
+
+
+@classifiers.register("vit", "Vision Transformer (timm), 1-channel, trained from scratch on chest X-rays")
+def vit(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
+    return _build("vit", XrayViT, pretrained, weights, overrides)
+
+
+@classifiers.register("vit_at", "the same ViT, PGD adversarially trained (L-inf, eps 0.03)")
+def vit_at(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
+    return _build("vit_at", XrayViT, pretrained, weights, overrides)
+
+
+@classifiers.register("student_cnn", "4-layer CNN distilled from the ViT's soft targets")
+def student_cnn(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
+    return _build("student_cnn", StudentCNN, pretrained, weights, overrides)
+
+
+@classifiers.register("substitute", "independent 3-layer CNN for black-box transfer attacks")
+def substitute(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
+    return _build("substitute", SubstituteCNN, pretrained, weights, overrides)
+
+
+@classifiers.register("sevit", "Self-Ensembling ViT: token-MLP heads on the first blocks of the frozen vit")
+def sevit(
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    backbone_weights: str | Path | None = None,
+    mlp_heads: int | None = None,
+    combine: str = "average",
+    token_dim: int | None = None,
+    hidden: int | None = None,
+    **vit_overrides,
+) -> XrayClassifier:
+    """The heads file must have been trained on the ViT it is loaded with (its card pins the ViT's SHA-256)."""
+    head_options = {key: value for key, value in dict(mlp_heads=mlp_heads, token_dim=token_dim, hidden=hidden).items() if value is not None}
+    if not pretrained and weights is None:
+        return SEViT(XrayViT(**vit_overrides), combine=combine, **head_options)
+    path = _resolve_weights("sevit", weights)
+    card = read_card(path)
+    backbone = create_classifier("vit", pretrained=True, weights=backbone_weights, **vit_overrides)
+    if card.get("backbone_sha256") != backbone.card["sha256"]:
+        raise PurifyLabError(
+            f"{path.name} was trained on a different vit (sha256 {str(card.get('backbone_sha256'))[:12]}); "
+            "retrain it with `purifylab train classifier --model sevit`"
+        )
+    architecture = _architecture(card, "sevit", head_options)
+    model = SEViT(backbone, architecture["mlp_heads"], combine, architecture["token_dim"], architecture["hidden"])
+    load_weights(model.heads, path)
+    model.card = card
+    return model.eval()
+
+
+def create_classifier(name: str, pretrained: bool = True, **overrides) -> XrayClassifier:
+    """Build a registered classifier; `weights=PATH` loads a specific safetensors file instead of weights/<name>."""
+    return classifiers.create(name, pretrained=pretrained, **overrides)
+
+
+def list_classifiers() -> dict[str, str]:
+    return classifiers.describe()
+
+
+__all__ = ["XrayClassifier", "XrayViT", "SEViT", "StudentCNN", "SubstituteCNN", "create_classifier", "list_classifiers", "weights_path_for"]

@@ -1,0 +1,48 @@
+"""What every classifier shares: the [0, 1] input contract, normalisation inside, a model card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.errors import PurifyLabError
+
+# Grey-level statistics of the Kermany X-rays (mean ~0.48, std ~0.24), rounded: normalising inside the
+# model keeps every public boundary in [0, 1], where attack budgets such as eps = 0.03 are defined.
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.25
+NUM_CLASSES = 2
+
+
+class XrayClassifier(nn.Module):
+    """Base for the registered classifiers: float32 (N, 1, S, S) in [0, 1] -> logits (N, 2).
+
+    `architecture` holds the constructor keywords, so a model card can rebuild the exact network.
+    """
+
+    def __init__(self, image_size: int, architecture: dict[str, Any]):
+        super().__init__()
+        self.image_size = int(image_size)
+        self.architecture = dict(architecture)
+        self.card: dict | None = None
+
+    def check_input(self, x: torch.Tensor) -> None:
+        expected = (1, self.image_size, self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise PurifyLabError(
+                f"input of shape {tuple(x.shape)} does not fit: this classifier takes (N, {expected[0]}, "
+                f"{expected[1]}, {expected[2]}) in [0, 1]; resize explicitly first"
+            )
+
+    @staticmethod
+    def normalise(x: torch.Tensor) -> torch.Tensor:
+        return (x - PIXEL_MEAN) / PIXEL_STD
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.logits(self.normalise(x))
+
+    def logits(self, x_normalised: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

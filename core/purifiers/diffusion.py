@@ -1,0 +1,139 @@
+"""What the DDPM-family purifiers share: the noise schedule, the shipped denoiser, and its calls.
+
+The schedule (T, betas) is part of the trained model, so it is read from the weights card and every
+purifier builds its diffusers scheduler from that one dict. Images cross into the model as [-1, 1]
+(the range the UNet was trained on) and come back as [0, 1]. In differentiable mode each denoiser
+call is checkpointed, so an attack through a whole reverse chain keeps one UNet's activations at a
+time instead of all of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from torch.utils.checkpoint import checkpoint
+
+from core.errors import PurifyLabError
+from core.purifiers.base import Purifier, PurifierConfig
+from core.purifiers.unet import load_shipped_unet
+from core.weights import WEIGHTS_DIR, card_path, read_card
+
+DDPM_WEIGHTS_STEM = "ddpm_unet"
+
+# Ho et al. (2020): T = 1000, betas linear from 1e-4 to 0.02; the training default too.
+DEFAULT_SCHEDULE: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+}
+
+
+def shipped_denoiser() -> tuple[UNet2DModel, dict]:
+    """The shipped noise-prediction UNet and its card (from this module's WEIGHTS_DIR), loaded once per process."""
+    return _load_denoiser(str(WEIGHTS_DIR))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_denoiser(weights_dir: str) -> tuple[UNet2DModel, dict]:
+    return load_shipped_unet(DDPM_WEIGHTS_STEM, Path(weights_dir))
+
+
+def shipped_schedule() -> dict[str, Any]:
+    """The schedule the shipped model was trained with; the default when no weights are present."""
+    weights = WEIGHTS_DIR / f"{DDPM_WEIGHTS_STEM}.safetensors"
+    if not card_path(weights).is_file():
+        return dict(DEFAULT_SCHEDULE)
+    return dict(read_card(weights).get("scheduler", DEFAULT_SCHEDULE))
+
+
+def ddpm_scheduler(schedule: dict[str, Any]) -> DDPMScheduler:
+    return DDPMScheduler(**schedule)
+
+
+def ddim_scheduler(schedule: dict[str, Any], stride: int) -> DDIMScheduler:
+    """A DDIM scheduler whose step goes from t to t - stride (diffusers derives it from T // n)."""
+    total = schedule["num_train_timesteps"]
+    scheduler = DDIMScheduler(**schedule)
+    scheduler.set_timesteps(max(1, total // stride))
+    if total // scheduler.num_inference_steps != stride:
+        raise PurifyLabError(
+            f"skip={stride} is not a DDIM stride for T={total}; use a value with T // (T // skip) == skip, e.g. a divisor of T"
+        )
+    return scheduler
+
+
+def start_timestep(fraction: float, total: int) -> int:
+    """The 0-based diffusers timestep for a depth given as a fraction of T (t* = 1 is pure noise)."""
+    return min(total - 1, max(0, round(fraction * total) - 1))
+
+
+def achievable_stride(start: int, steps: int, total: int) -> int:
+    """The smallest DDIM stride that reaches below t = 0 from `start` in at most `steps` steps."""
+    wanted = math.ceil((start + 1) / steps)
+    return total // max(1, total // wanted)
+
+
+def to_model_space(x: torch.Tensor) -> torch.Tensor:
+    return x * 2.0 - 1.0
+
+
+def to_image_space(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+class DiffusionPurifier(Purifier):
+    """A purifier that runs the shipped (or a given) noise-prediction UNet under a schedule.
+
+    Pass `unet` and `schedule` to use another model (tests use a tiny random UNet); otherwise the
+    shipped weights/ddpm_unet.safetensors and the schedule in its card are used.
+    """
+
+    stochastic = True
+
+    def __init__(
+        self,
+        config: PurifierConfig | None = None,
+        unet: UNet2DModel | None = None,
+        schedule: dict[str, Any] | None = None,
+    ):
+        super().__init__(config)
+        if unet is None:
+            unet, card = shipped_denoiser()
+            schedule = schedule or card.get("scheduler", DEFAULT_SCHEDULE)
+        self.unet = unet.eval().requires_grad_(False)
+        self.schedule = dict(schedule or DEFAULT_SCHEDULE)
+        self.num_train_timesteps = int(self.schedule["num_train_timesteps"])
+
+    @property
+    def image_size(self) -> int:
+        """The side length the denoiser was trained at; callers resize to it explicitly."""
+        return int(self.unet.config.sample_size)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        channels = self.unet.config.in_channels
+        if x.ndim != 4 or x.shape[1] != channels:
+            raise PurifyLabError(f"{self.name} expects images of shape (N, {channels}, H, W), got {tuple(x.shape)}")
+        multiple = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        if x.shape[-1] % multiple or x.shape[-2] % multiple:
+            raise PurifyLabError(
+                f"{self.name} needs H and W divisible by {multiple}, got {tuple(x.shape[-2:])}; resize to {self.image_size}"
+            )
+
+    def predict_noise(self, sample: torch.Tensor, timestep: int) -> torch.Tensor:
+        """One denoiser call; checkpointed when a graph is being recorded."""
+        t = torch.tensor(timestep, device=sample.device)
+        if torch.is_grad_enabled() and sample.requires_grad:
+            return checkpoint(self._unet_call, sample, t, use_reentrant=False)
+        return self._unet_call(sample, t)
+
+    def _unet_call(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.unet(sample, t).sample
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "image_size": self.image_size, "schedule": self.schedule}

@@ -1,0 +1,46 @@
+"""NoiseDefense (Ankile et al., ddpm_defense_pcam.md): the forward process q(x_t | x_0) alone.
+
+A model-free baseline: if Gaussian noise at t* already washes out the attack, the diffusion
+model's reverse chain is not what earns the robustness. Kept in every table beside `ddpm`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from core.purifiers.base import Purifier, PurifierConfig, check_range
+from core.purifiers.diffusion import ddpm_scheduler, shipped_schedule, start_timestep, to_image_space, to_model_space
+
+
+@dataclass(frozen=True)
+class NoiseConfig(PurifierConfig):
+    t_star: float = 0.04  # noise depth as a fraction of T (the paper's t* = 0.04)
+
+    def validate(self) -> None:
+        check_range("t_star", self.t_star, 0.0, 1.0, low_open=True)
+
+
+class NoisePurifier(Purifier):
+    """x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps in [-1, 1], mapped back to [0, 1]; no denoiser."""
+
+    name = "noise"
+    stochastic = True
+    config_type = NoiseConfig
+
+    def __init__(self, config: NoiseConfig | None = None, schedule: dict[str, Any] | None = None):
+        super().__init__(config)
+        self.schedule = dict(schedule or shipped_schedule())
+        self.scheduler = ddpm_scheduler(self.schedule)
+        self.timestep = start_timestep(self.config.t_star, int(self.schedule["num_train_timesteps"]))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        timesteps = torch.full((x.shape[0],), self.timestep, device=x.device, dtype=torch.long)
+        return to_image_space(self.scheduler.add_noise(to_model_space(x), noise, timesteps))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "timestep": self.timestep, "schedule": self.schedule}

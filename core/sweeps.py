@@ -1,0 +1,59 @@
+"""Accuracy against a purifier's depth: t* (ddpm_defense_pcam.md, Fig. 1) or depth (Blau et al., Fig. 4).
+
+A sweep is a one-sweep preset, so it goes through the same cells, results store, outputs and
+sharding as the tables: `purifylab sweep tstar --purifier ddpm --values 0.01,0.02,0.04 --attack pgd`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import PurifyLabError
+from core.tables.preset import DEFAULT_DATA, AttackRow, ModelSpec, Preset, SweepSpec
+from core.tables.runner import sweep_parameter
+
+
+def parse_values(text: str) -> tuple[float, ...]:
+    """'0.01,0.02,0.04' -> (0.01, 0.02, 0.04); one-line error otherwise."""
+    try:
+        values = tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise PurifyLabError(f"--values '{text}' must be comma-separated numbers, e.g. 0.01,0.02,0.04") from None
+    if not values:
+        raise PurifyLabError("--values is empty; give at least one number")
+    return values
+
+
+def sweep_preset(
+    kind: str,
+    purifier: str,
+    values: tuple[float, ...],
+    *,
+    classifier: str = "vit",
+    classifier_weights: str | None = None,
+    params: dict | None = None,
+    attack: AttackRow | None = None,
+    threat: str = "grey",
+    data: str | Path = DEFAULT_DATA,
+    split: str = "val",
+    limit: int | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    eot: int = 1,
+    redraws: int = 1,
+) -> Preset:
+    """The one-sweep preset `purifylab sweep` runs (named sweep-<kind>-<purifier>)."""
+    parameter = sweep_parameter(kind, purifier)
+    if parameter == "depth" and any(v != int(v) or v < 1 for v in values):
+        raise PurifyLabError(f"depth values must be whole blur levels >= 1, got {', '.join(f'{v:g}' for v in values)}")
+    name = f"sweep-{kind}-{purifier}"
+    spec = SweepSpec(
+        name=name, kind=kind, classifier=ModelSpec(classifier, classifier_weights), purifier=purifier,
+        values=tuple(values), params=dict(params or {}), attack=attack, threat=threat,
+    )  # fmt: skip
+    preset = Preset(
+        name=name, title=f"Accuracy vs {parameter} of {purifier} in front of {classifier}", data=str(data), split=split,
+        limit=limit, seed=seed, batch_size=batch_size, eot=eot, redraws=redraws, sweeps=(spec,),
+    )  # fmt: skip
+    preset.validate()
+    return preset

@@ -1,0 +1,76 @@
+"""Robustness tables, sweeps and detection ROCs from one preset file (configs/<name>.yaml).
+
+    preset = load_preset("paper-table1").with_overrides(limit=32)
+    outcome = run_preset(preset, store_path="results/results.sqlite", out_dir="results/paper-table1")
+    print(outcome.markdown)
+
+Cells go through the results store (cached, resumable); see runner.py for what a cell is and
+render.py for the outputs and the gradient-masking checks reported with every table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.results import ResultStore
+from core.tables.preset import (
+    AttackRow,
+    DetectionSpec,
+    ModelSpec,
+    Preset,
+    PurifierColumn,
+    SanitySpec,
+    SweepSpec,
+    TableSpec,
+    list_presets,
+    load_preset,
+    preset_from_dict,
+)
+from core.tables.render import write_outputs
+from core.tables.runner import PresetRunner
+
+DEFAULT_STORE = Path("results") / "results.sqlite"
+
+
+@dataclass(frozen=True)
+class TableOutcome:
+    markdown: str
+    paths: dict[str, Path]
+    records: list[dict]
+    computed: list[str]
+    reused: list[str]
+
+
+def run_preset(
+    preset: Preset, store_path: str | Path = DEFAULT_STORE, out_dir: str | Path | None = None, progress: bool = True
+) -> TableOutcome:
+    """Compute (or reuse) every cell of `preset` and write its outputs to out_dir (default results/<name>)."""
+    from core.evaluate import process_state
+
+    out_dir = Path(out_dir) if out_dir is not None else Path("results") / preset.name
+    state = process_state()
+    with ResultStore(store_path) as store:
+        runner = PresetRunner(preset, store, progress=progress and state.is_main_process)
+        records = runner.run()
+    paths = write_outputs(preset, records, out_dir) if state.is_main_process else {}
+    markdown = paths["markdown"].read_text() if paths else ""
+    return TableOutcome(markdown, paths, records, runner.last_computed, runner.last_reused)
+
+
+__all__ = [
+    "AttackRow",
+    "DetectionSpec",
+    "ModelSpec",
+    "Preset",
+    "PresetRunner",
+    "PurifierColumn",
+    "SanitySpec",
+    "SweepSpec",
+    "TableOutcome",
+    "TableSpec",
+    "list_presets",
+    "load_preset",
+    "preset_from_dict",
+    "run_preset",
+]

@@ -1,0 +1,257 @@
+"""Table presets: one YAML file in configs/ per table set, loaded into typed, validated dataclasses.
+
+A preset names everything that changes a number (data, split, limit, seed, models with optional
+weight files, attacks with budgets, purifiers with parameters, threat models, EOT and re-draws), so
+every cell is a pure function of its config and a table regenerates from the file alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.attacks import THREAT_MODELS, AttackConfig
+from core.errors import PurifyLabError
+
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+DEFAULT_DATA = str(Path(__file__).resolve().parents[3] / "shared" / "data" / "chest_xray_pneumonia" / "train")
+SWEEP_KINDS = ("tstar", "depth")
+
+
+def _build(cls: type, raw: Any, where: str):
+    """A dataclass from a YAML mapping, refusing unknown keys with a one-line message."""
+    if isinstance(raw, str) and cls in (ModelSpec,):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise PurifyLabError(f"{where} must be a mapping, got {type(raw).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise PurifyLabError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(names))}")
+    return cls(**raw)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered classifier; `weights` points at a specific safetensors file instead of weights/<name>."""
+
+    name: str
+    weights: str | None = None
+    label: str | None = None
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class AttackRow:
+    """One table row: 'Clean' (name None) or an attack with its budget (eps in the [0, 1] scale)."""
+
+    label: str
+    name: str | None = None
+    norm: str = "linf"
+    eps: float = 0.03
+    steps: int = 10
+    alpha: float | None = None
+    restarts: int = 1
+    eot_iter: int = 1
+
+    def attack_config(self, seed: int) -> AttackConfig | None:
+        if self.name is None:
+            return None
+        return AttackConfig(
+            name=self.name, norm=self.norm, eps=self.eps, steps=self.steps, alpha=self.alpha,
+            restarts=self.restarts, eot_iter=self.eot_iter, seed=seed,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PurifierColumn:
+    """One table column: a purifier with parameters, optionally on another classifier (e.g. vit_at)."""
+
+    label: str
+    purifier: str = "none"
+    params: dict = field(default_factory=dict)
+    classifier: str | None = None  # overrides the table's classifier for this column
+    classifier_weights: str | None = None
+    trained_on: str | None = None  # "norm:eps" the column's model was adversarially trained on; AwT leaves it out
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    caption: str
+    classifiers: tuple[ModelSpec, ...]
+    rows: tuple[AttackRow, ...]
+    columns: tuple[PurifierColumn, ...]
+    threats: tuple[str, ...] = ("grey",)
+    averages: bool = False  # add AwT / AoA (mean over attack rows) as Blau et al.'s Table 2
+    show_time: bool = False  # print seconds per image and NFE in each cell (DiffDefense Table 3)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Accuracy against one purifier parameter (t* or depth), as ddpm-defense Fig. 1 / Blau Fig. 4."""
+
+    name: str
+    kind: str
+    classifier: ModelSpec
+    purifier: str
+    values: tuple[float, ...]
+    params: dict = field(default_factory=dict)
+    attack: AttackRow | None = None
+    threat: str = "grey"
+
+
+@dataclass(frozen=True)
+class DetectionSpec:
+    """Attack detection ROC from DiffDefense's reconstruction error, with SEViT's consistency score."""
+
+    name: str
+    classifier: ModelSpec
+    purifier_params: dict = field(default_factory=dict)
+    attacks: tuple[AttackRow, ...] = ()
+    adaptive_weight: float = 0.0  # > 0: also a detector-aware PGD whose loss subtracts weight * reconstruction error
+    adaptive_steps: int = 10
+    adaptive_eps: float = 0.03
+    sevit: ModelSpec | None = None
+
+
+@dataclass(frozen=True)
+class SanitySpec:
+    collapse_eps: tuple[float, ...] = (0.03, 0.1, 0.3)
+    collapse_steps: int = 20
+    tolerance: float = 0.02
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    data: str = DEFAULT_DATA
+    split: str = "val"
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int = 16
+    bootstrap: int = 1000
+    redraws: int = 1
+    eot: int = 1
+    substitute: ModelSpec | None = None
+    tables: tuple[TableSpec, ...] = ()
+    sweeps: tuple[SweepSpec, ...] = ()
+    detection: tuple[DetectionSpec, ...] = ()
+    sanity: SanitySpec = SanitySpec()
+    notes: str = ""
+
+    def with_overrides(self, limit: int | None = None, data: str | None = None) -> Preset:
+        changes: dict[str, Any] = {}
+        if limit is not None:
+            if limit < 1:
+                raise PurifyLabError(f"--limit must be a positive number of images, got {limit}")
+            changes["limit"] = limit
+        if data is not None:
+            changes["data"] = str(data)
+        return dataclasses.replace(self, **changes)
+
+    def resolved(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Refuse bad settings before any model is loaded (attacks, threats, counts)."""
+        if self.redraws < 1 or self.eot < 1 or self.batch_size < 1:
+            raise PurifyLabError(f"redraws, eot and batch_size must be >= 1 (got {self.redraws}, {self.eot}, {self.batch_size})")
+        if not (self.tables or self.sweeps or self.detection):
+            raise PurifyLabError(f"preset '{self.name}' defines no tables, sweeps or detection runs")
+        for table in self.tables:
+            for threat in table.threats:
+                if threat not in THREAT_MODELS:
+                    raise PurifyLabError(f"table '{table.name}': unknown threat '{threat}'; choose from {', '.join(THREAT_MODELS)}")
+                if threat == "bpda-eot" and self.eot < 2:
+                    raise PurifyLabError(f"table '{table.name}' uses bpda-eot: set eot >= 2 in the preset (got {self.eot})")
+                if threat == "transfer" and self.substitute is None:
+                    raise PurifyLabError(f"table '{table.name}' uses transfer: name a substitute model in the preset")
+            for row in table.rows:
+                row.attack_config(self.seed)
+        for sweep in self.sweeps:
+            if sweep.kind not in SWEEP_KINDS:
+                raise PurifyLabError(f"sweep '{sweep.name}': kind '{sweep.kind}' is not one of {', '.join(SWEEP_KINDS)}")
+            if sweep.attack is not None:
+                sweep.attack.attack_config(self.seed)
+
+
+def _tuple(raw: Any, cls: type, where: str) -> tuple:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise PurifyLabError(f"{where} must be a list")
+    return tuple(_build(cls, item, f"{where}[{i}]") for i, item in enumerate(raw))
+
+
+def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
+    if not isinstance(raw, dict):
+        raise PurifyLabError(f"preset '{name}' must be a YAML mapping")
+    raw = dict(raw)
+    tables = []
+    for i, table in enumerate(raw.pop("tables", None) or []):
+        where = f"tables[{i}]"
+        if not isinstance(table, dict):
+            raise PurifyLabError(f"{where} must be a mapping")
+        table = dict(table)
+        table["classifiers"] = _tuple(table.get("classifiers"), ModelSpec, f"{where}.classifiers")
+        table["rows"] = _tuple(table.get("rows"), AttackRow, f"{where}.rows")
+        table["columns"] = _tuple(table.get("columns"), PurifierColumn, f"{where}.columns")
+        table["threats"] = tuple(table.get("threats", ("grey",)))
+        tables.append(_build(TableSpec, table, where))
+    sweeps = []
+    for i, sweep in enumerate(raw.pop("sweeps", None) or []):
+        where = f"sweeps[{i}]"
+        sweep = dict(sweep)
+        sweep["classifier"] = _build(ModelSpec, sweep.get("classifier", "vit"), f"{where}.classifier")
+        sweep["values"] = tuple(float(v) for v in sweep.get("values", ()))
+        if sweep.get("attack") is not None:
+            sweep["attack"] = _build(AttackRow, sweep["attack"], f"{where}.attack")
+        sweeps.append(_build(SweepSpec, sweep, where))
+    detection = []
+    for i, item in enumerate(raw.pop("detection", None) or []):
+        where = f"detection[{i}]"
+        item = dict(item)
+        item["classifier"] = _build(ModelSpec, item.get("classifier", "vit"), f"{where}.classifier")
+        item["attacks"] = _tuple(item.get("attacks"), AttackRow, f"{where}.attacks")
+        if item.get("sevit") is not None:
+            item["sevit"] = _build(ModelSpec, item["sevit"], f"{where}.sevit")
+        detection.append(_build(DetectionSpec, item, where))
+    if raw.get("substitute") is not None:
+        raw["substitute"] = _build(ModelSpec, raw["substitute"], "substitute")
+    if raw.get("sanity") is not None:
+        sanity = dict(raw["sanity"])
+        if "collapse_eps" in sanity:
+            sanity["collapse_eps"] = tuple(float(v) for v in sanity["collapse_eps"])
+        raw["sanity"] = _build(SanitySpec, sanity, "sanity")
+    raw.setdefault("name", name)
+    raw.setdefault("title", name)
+    preset = _build(Preset, {**raw, "tables": tuple(tables), "sweeps": tuple(sweeps), "detection": tuple(detection)}, f"preset '{name}'")
+    preset.validate()
+    return preset
+
+
+def list_presets(configs_dir: Path = CONFIGS_DIR) -> list[str]:
+    return sorted(path.stem for path in Path(configs_dir).glob("*.yaml"))
+
+
+def load_preset(name_or_path: str | Path, configs_dir: Path = CONFIGS_DIR) -> Preset:
+    """A preset by name (configs/<name>.yaml) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = Path(configs_dir) / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise PurifyLabError(f"preset '{name_or_path}' not found; choose one of: {', '.join(list_presets(configs_dir)) or 'none'}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise PurifyLabError(f"{path.name} is not valid YAML ({str(error).splitlines()[0]})") from None
+    return preset_from_dict(raw, path.stem)

@@ -1,0 +1,331 @@
+"""Tables, sanity checks and plots from computed cells: Markdown, CSV, JSON and plotly HTML.
+
+Every printed number carries its threat model: in the caption, and in the column header wherever a
+table mixes threat models. The gradient-masking checks (collapse, white >= transfer, white <= bpda)
+are computed from the same cells and shown both as a FLAG column and as a list under the tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core.attacks import THREAT_MODELS, SanityCheck, check_accuracy_collapse, check_not_weaker
+from core.tables.preset import Preset, TableSpec
+
+# The metrics of a cell that are measurements of this machine, not results: left out of `results`.
+TIMING_KEYS = ("timing",)
+CSV_FIELDS = (
+    "table", "classifier", "row", "column", "threat", "one_shot_accuracy", "worst_case_accuracy", "redraws",
+    "balanced_accuracy", "auroc", "accuracy_ci_low", "accuracy_ci_high", "n", "nfe", "gradient_evaluations",
+    "seconds_per_image", "peak_gpu_memory", "flags", "key",
+)  # fmt: skip
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def _accuracy_text(metrics: dict, show_time: bool) -> str:
+    text = _percent(metrics["one_shot_accuracy"])
+    if metrics.get("redraws", 1) > 1:
+        text += f" / {_percent(metrics['worst_case_accuracy'])}"
+    if show_time:
+        text += f" ({metrics['timing']['seconds_per_image']:.3f} s/img, NFE {metrics['nfe']})"
+    return text
+
+
+def _cells_of(records: Sequence[dict], table: str) -> list[dict]:
+    return [r for r in records if r.get("table") == table]
+
+
+def masking_checks(records: Sequence[dict], table: TableSpec, tolerance: float) -> list[tuple[dict, SanityCheck]]:
+    """white vs transfer and white vs bpda(-eot) for every (classifier, column, attack row) that has both."""
+    by_place = {(r["classifier"], r["column"], r["row"], r["threat"]): r for r in _cells_of(records, table.name)}
+    checks = []
+    for (classifier, column, row, threat), record in by_place.items():
+        if threat != "white" or record["config"]["attack"] is None:
+            continue
+        for weaker in ("transfer", "bpda", "bpda-eot"):
+            other = by_place.get((classifier, column, row, weaker))
+            if other is None:
+                continue
+            check = check_not_weaker("white", record["metrics"]["one_shot_accuracy"], weaker, other["metrics"]["one_shot_accuracy"], tolerance)
+            checks.append(({"table": table.name, "classifier": classifier, "column": column, "row": row}, check))
+    return checks
+
+
+def collapse_checks(records: Sequence[dict]) -> list[tuple[dict, SanityCheck]]:
+    checks = []
+    for record in records:
+        if "collapse" in record:
+            accuracy = {float(eps): value for eps, value in record["metrics"]["accuracy_by_eps"].items()}
+            checks.append(({"classifier": record["collapse"]}, check_accuracy_collapse(accuracy)))
+    return checks
+
+
+def _row_flags(checks: list[tuple[dict, SanityCheck]], table: str, classifier: str, row: str) -> str:
+    """The failed masking checks of one table row, as printed in its FLAG column."""
+    failed = [
+        f"FLAG {c.name} ({where['column']})" for where, c in checks
+        if not c.passed and (where.get("table"), where.get("classifier"), where.get("row")) == (table, classifier, row)
+    ]  # fmt: skip
+    return "; ".join(failed)
+
+
+def _is_training_threat(row, trained_on: str | None) -> bool:
+    """True when the row's norm matches and its eps is within 5 % of the 'norm:eps' a model was trained on
+    (L-inf 0.03 and 8/255 = 0.0314 are the same threat model)."""
+    if not trained_on:
+        return False
+    norm, _, eps = trained_on.partition(":")
+    return row.norm == norm and abs(row.eps - float(eps)) <= 0.05 * float(eps)
+
+
+def _averages(records: list[dict], table: TableSpec, classifier: str, column, threat: str) -> tuple[float | None, float | None]:
+    """(AwT, AoA): mean robust accuracy over attack rows, without / with the column's training threat."""
+    values, unseen = [], []
+    for row in table.rows:
+        if row.name is None:
+            continue
+        match = [r for r in records if (r["classifier"], r["column"], r["threat"], r["row"]) == (classifier, column.label, threat, row.label)]
+        if not match:
+            continue
+        accuracy = match[0]["metrics"]["one_shot_accuracy"]
+        values.append(accuracy)
+        if not _is_training_threat(row, column.trained_on):
+            unseen.append(accuracy)
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    return mean(unseen), mean(values)
+
+
+def _budget_text(row) -> str:
+    from core.attacks import ATTACKS
+
+    spec = ATTACKS.get(row.name)
+    eps = f" eps {row.eps:g}" if spec.bounded else " (minimal perturbation)"
+    steps = "" if row.name == "fgsm" else f", {row.steps} {'queries' if row.name == 'square' else 'steps'}"
+    return f"{row.label} = {row.name} {row.norm}{eps}{steps}"
+
+
+def table_caption(preset: Preset, table: TableSpec, records: list[dict]) -> str:
+    threats = "; ".join(f"{t}: {THREAT_MODELS[t]}" for t in table.threats)
+    n = records[0]["metrics"]["n"] if records else 0
+    budgets = ", ".join(_budget_text(row) for row in table.rows if row.name is not None)
+    eot = f"; EOT {preset.eot} purifier draws per attack step" if set(table.threats) & {"bpda-eot", "white"} else ""
+    stochastic = any(r["metrics"].get("redraws", 1) > 1 for r in records)
+    redraws = f"; cells 'a / b' = one-shot / worst of {preset.redraws} purifier draws" if stochastic else ""
+    data = "/".join(Path(preset.data).parts[-2:])
+    return (
+        f"{table.caption} Robust accuracy (%) on {n} images of split '{preset.split}' of {data}, "
+        f"seed {preset.seed}. Threat model - {threats}. Attacks: {budgets or 'none'}{eot}{redraws}."
+    )
+
+
+def markdown_tables(preset: Preset, records: list[dict], checks: list[tuple[dict, SanityCheck]]) -> str:
+    parts = [f"# {preset.title}", ""]
+    if preset.notes:
+        parts += [preset.notes.strip(), ""]
+    for table in preset.tables:
+        table_records = _cells_of(records, table.name)
+        table_checks = [(w, c) for w, c in checks if w.get("table") == table.name]
+        parts += [f"## {table.name}", "", table_caption(preset, table, table_records), ""]
+        several_threats = len(table.threats) > 1
+        for model in table.classifiers:
+            header_cells = [
+                f"{column.label} [{threat}]" if several_threats else column.label
+                for column in table.columns for threat in table.threats
+            ]  # fmt: skip
+            has_flags = any(w.get("classifier") == model.title for w, _ in table_checks)
+            header = ["Attack", *header_cells] + (["FLAG"] if has_flags else [])
+            parts += [f"**{model.title}**" + ("" if several_threats else f" ({table.threats[0]})"), ""]
+            parts += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for row in table.rows:
+                values = []
+                for column in table.columns:
+                    for threat in table.threats:
+                        match = [
+                            r for r in table_records
+                            if (r["classifier"], r["column"], r["threat"], r["row"]) == (model.title, column.label, threat, row.label)
+                        ]  # fmt: skip
+                        values.append(_accuracy_text(match[0]["metrics"], table.show_time) if match else "n/a")
+                flags = [_row_flags(table_checks, table.name, model.title, row.label) or "ok"] if has_flags else []
+                parts.append("| " + " | ".join([row.label, *values, *flags]) + " |")
+            if table.averages:
+                for index, name in ((0, "AwT"), (1, "AoA")):
+                    values = [
+                        _percent(_averages(table_records, table, model.title, column, threat)[index])
+                        for column in table.columns for threat in table.threats
+                    ]  # fmt: skip
+                    parts.append("| " + " | ".join([name, *values, *([""] if has_flags else [])]) + " |")
+            parts.append("")
+    return "\n".join(parts)
+
+
+def sanity_markdown(checks: list[tuple[dict, SanityCheck]]) -> str:
+    lines = ["## Sanity checks (gradient masking)", ""]
+    if not checks:
+        return "\n".join(lines + ["No check applies (no collapse run and no white/transfer/bpda pairs).", ""])
+    for where, check in checks:
+        place = ", ".join(f"{k} {v}" for k, v in where.items())
+        values = ", ".join(f"{k} {v:.3f}" for k, v in check.values.items())
+        status = "pass" if check.passed else f"FLAG: {check.flag}"
+        lines.append(f"- {check.name} ({place}): {values} -> {status}")
+    masking_pairs = any(w.get("table") for w, _ in checks)
+    if not masking_pairs:
+        lines.append("- white >= transfer and white <= bpda: not applicable (no table here pairs those threat models)")
+    return "\n".join(lines + [""])
+
+
+def sweep_markdown(records: list[dict]) -> str:
+    sweeps = sorted({r["sweep"] for r in records if "sweep" in r})
+    parts = []
+    for name in sweeps:
+        rows = [r for r in records if r.get("sweep") == name]
+        parameter, threat = rows[0]["parameter"], rows[0]["threat"]
+        labels = list(dict.fromkeys(r["row"] for r in rows))
+        parts += [f"## Sweep {name}: accuracy (%) vs {parameter} (attacked rows under threat '{threat}': {THREAT_MODELS[threat]})", ""]
+        parts += ["| " + " | ".join([parameter, *labels]) + " |", "|" + "---|" * (len(labels) + 1)]
+        for value in dict.fromkeys(r["value"] for r in rows):
+            values = [_accuracy_text(r["metrics"], False) for label in labels for r in rows if r["value"] == value and r["row"] == label]
+            parts.append("| " + " | ".join([f"{value:g}", *values]) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def detection_markdown(records: list[dict]) -> str:
+    rows = [r for r in records if "detection" in r]
+    if not rows:
+        return ""
+    parts = ["## Attack detection (AUROC, attacked = positive; grey-box attacks on the classifier)", ""]
+    parts += ["| Attack | DiffDefense reconstruction error | SEViT consistency | robust acc. after DiffDefense (%) |", "|---|---|---|---|"]
+    for r in rows:
+        m = r["metrics"]
+        sevit = f"{m['sevit']['auroc']:.3f}" if m.get("sevit") else "n/a"
+        parts.append(f"| {r['row']} | {m['reconstruction']['auroc']:.3f} | {sevit} | {_percent(m['purified_robust_accuracy'])} |")
+    return "\n".join(parts + [""])
+
+
+def csv_text(records: list[dict], checks: list[tuple[dict, SanityCheck]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        if "table" not in r and "sweep" not in r:
+            continue
+        m = r["metrics"]
+        budget = m.get("budget") or {}
+        writer.writerow({
+            "table": r.get("table") or f"sweep:{r['sweep']}",
+            "classifier": r.get("classifier") or r["config"]["classifier"]["name"],
+            "row": r["row"],
+            "column": r.get("column") or f"{r['parameter']}={r['value']}",
+            "threat": r["threat"],
+            "one_shot_accuracy": m["one_shot_accuracy"],
+            "worst_case_accuracy": m["worst_case_accuracy"],
+            "redraws": m["redraws"],
+            "balanced_accuracy": m["balanced_accuracy"],
+            "auroc": m["auroc"],
+            "accuracy_ci_low": m["confidence_95"].get("accuracy", [None, None])[0],
+            "accuracy_ci_high": m["confidence_95"].get("accuracy", [None, None])[1],
+            "n": m["n"],
+            "nfe": m["nfe"],
+            "gradient_evaluations": budget.get("gradient_evaluations"),
+            "seconds_per_image": m["timing"]["seconds_per_image"],
+            "peak_gpu_memory": m["timing"]["peak_gpu_memory"],
+            "flags": _row_flags(checks, r["table"], r["classifier"], r["row"]) if "table" in r else "",
+            "key": r["key"],
+        })  # fmt: skip
+    return buffer.getvalue()
+
+
+def json_document(preset: Preset, records: list[dict], checks: list[tuple[dict, SanityCheck]]) -> dict[str, Any]:
+    """Results (deterministic for a seed) apart from `measurements` (timings of this machine)."""
+    results, measurements = [], {}
+    for r in records:
+        metrics = {k: v for k, v in r["metrics"].items() if k not in TIMING_KEYS}
+        results.append({**{k: v for k, v in r.items() if k != "metrics"}, "metrics": metrics})
+        if "timing" in r["metrics"]:
+            measurements[r["key"]] = r["metrics"]["timing"]
+    return {
+        "preset": preset.name,
+        "title": preset.title,
+        "threat_models": THREAT_MODELS,
+        "results": results,
+        "sanity_checks": [{**where, **check.to_dict(), "passed": check.passed} for where, check in checks],
+        "measurements": measurements,
+    }
+
+
+def figure(preset: Preset, records: list[dict]):
+    """Grouped bars per table and classifier, lines per sweep, ROC curves per detection run."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    panels: list[tuple[str, list]] = []
+    for table in preset.tables:
+        for model in table.classifiers:
+            traces = []
+            for column in table.columns:
+                for threat in table.threats:
+                    rows = [r for r in _cells_of(records, table.name) if (r["classifier"], r["column"], r["threat"]) == (model.title, column.label, threat)]
+                    name = f"{column.label} [{threat}]"
+                    traces.append(go.Bar(name=name, x=[r["row"] for r in rows], y=[100 * r["metrics"]["one_shot_accuracy"] for r in rows], legendgroup=name))
+            panels.append((f"{table.name}: {model.title}", traces))
+    for name in dict.fromkeys(r["sweep"] for r in records if "sweep" in r):
+        rows = [r for r in records if r.get("sweep") == name]
+        traces = []
+        for label in dict.fromkeys(r["row"] for r in rows):
+            points = [r for r in rows if r["row"] == label]
+            traces.append(go.Scatter(name=f"{name}: {label}", x=[r["value"] for r in points], y=[100 * r["metrics"]["one_shot_accuracy"] for r in points], mode="lines+markers"))
+        panels.append((f"sweep {name} ({rows[0]['parameter']})", traces))
+    for name in dict.fromkeys(r["detection"] for r in records if "detection" in r):
+        traces = []
+        for r in (r for r in records if r.get("detection") == name):
+            for detector in ("reconstruction", "sevit"):
+                result = r["metrics"].get(detector)
+                if result:
+                    traces.append(go.Scatter(name=f"{r['row']} - {detector} (AUC {result['auroc']:.2f})", x=result["roc"]["fpr"], y=result["roc"]["tpr"], mode="lines"))
+        panels.append((f"detection ROC {name}", traces))
+    fig = make_subplots(rows=max(len(panels), 1), cols=1, subplot_titles=[title for title, _ in panels] or [preset.title])
+    for index, (_, traces) in enumerate(panels, start=1):
+        for trace in traces:
+            fig.add_trace(trace, row=index, col=1)
+    fig.update_layout(title=preset.title, barmode="group", height=max(350 * len(panels), 400), template="plotly_white")
+    fig.update_yaxes(title_text="accuracy (%) / TPR")
+    return fig
+
+
+def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[str, Path]:
+    """PRESET.md, .csv, .json, .html (and .png when kaleido is installed) and config.json in out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checks = collapse_checks(records)
+    for table in preset.tables:
+        checks += masking_checks(records, table, preset.sanity.tolerance)
+    markdown = "\n".join(filter(None, [markdown_tables(preset, records, checks), sweep_markdown(records), detection_markdown(records), sanity_markdown(checks)]))
+    paths = {
+        "markdown": out_dir / f"{preset.name}.md",
+        "csv": out_dir / f"{preset.name}.csv",
+        "json": out_dir / f"{preset.name}.json",
+        "html": out_dir / f"{preset.name}.html",
+        "config": out_dir / f"{preset.name}.config.json",
+    }
+    paths["markdown"].write_text(markdown)
+    paths["csv"].write_text(csv_text(records, checks))
+    paths["json"].write_text(json.dumps(json_document(preset, records, checks), indent=1, sort_keys=True) + "\n")
+    paths["config"].write_text(json.dumps(preset.resolved(), indent=1, sort_keys=True) + "\n")
+    fig = figure(preset, records)
+    fig.write_html(paths["html"], include_plotlyjs=True)
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        pass  # PNG export needs kaleido, which is optional
+    else:
+        paths["png"] = out_dir / f"{preset.name}.png"
+        fig.write_image(paths["png"])
+    return paths

@@ -1,0 +1,345 @@
+"""Cells of a preset: each a pure function of its config, computed once through the results store.
+
+A cell is one number-producing unit: (classifier, purifier, attack, threat, data slice, seed) for a
+table entry, one eps sweep of the undefended model for the collapse check, one purifier setting of a
+sweep, or one attack of a detection ROC. Its config carries the SHA-256 of every weight file it
+uses, so retrained weights never reuse stale numbers, and `run_cells` skips cells already stored.
+
+Loaded models, data and grey-box adversarial batches are memoised inside one `PresetRunner`: they
+are functions of the cell config too, so sharing them changes no number, only the time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.attacks import THREAT_MODELS, AttackConfig, craft
+from core.errors import PurifyLabError
+from core.evaluate import LoadedSplit, attack_budget, build_purifier, load_split, robust_run, run_metrics
+from core.metrics import auroc
+from core.models import create_classifier, weights_path_for
+from core.purifiers.cold import COLD_WEIGHTS_STEM
+from core.purifiers.diffusion import DDPM_WEIGHTS_STEM
+from core.results import ResultStore, canonical_json, run_cells
+from core.tables.preset import AttackRow, DetectionSpec, ModelSpec, Preset, PurifierColumn, SweepSpec, TableSpec
+from core.weights import WEIGHTS_DIR, card_path, read_card
+
+EOT_THREATS = ("bpda-eot", "white")
+# The shipped network each purifier reads (weights or schedule); its card hash joins the cell key.
+PURIFIER_WEIGHTS = {
+    "noise": DDPM_WEIGHTS_STEM, "ddpm": DDPM_WEIGHTS_STEM, "ddim": DDPM_WEIGHTS_STEM,
+    "diffdefense": DDPM_WEIGHTS_STEM, "cold_blur": COLD_WEIGHTS_STEM, "cold_direct": COLD_WEIGHTS_STEM,
+    "cold_recon": COLD_WEIGHTS_STEM,
+}  # fmt: skip
+SWEEP_PARAMETER = {
+    ("tstar", "ddpm"): "t_star", ("tstar", "ddim"): "t_star", ("tstar", "noise"): "t_star",
+    ("tstar", "diffdefense"): "t_start", ("depth", "ddim"): "t_star", ("depth", "cold_blur"): "depth",
+    ("depth", "cold_direct"): "depth", ("depth", "cold_recon"): "depth",
+}  # fmt: skip
+ROC_POINTS = 101
+
+
+def sweep_parameter(kind: str, purifier: str) -> str:
+    try:
+        return SWEEP_PARAMETER[(kind, purifier)]
+    except KeyError:
+        allowed = ", ".join(sorted(p for k, p in SWEEP_PARAMETER if k == kind))
+        raise PurifyLabError(f"a '{kind}' sweep does not apply to purifier '{purifier}'; use one of: {allowed}") from None
+
+
+def _weights_sha(path) -> str | None:
+    return read_card(path).get("sha256") if card_path(path).is_file() else None
+
+
+def model_identity(name: str, weights: str | None) -> dict[str, Any]:
+    path = weights if weights is not None else weights_path_for(name)
+    identity = {"name": name, "weights": weights, "sha256": _weights_sha(path)}
+    if name == "sevit":  # the heads sit on the shipped vit: its hash matters too
+        identity["backbone_sha256"] = _weights_sha(weights_path_for("vit"))
+    return identity
+
+
+def purifier_identity(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Name, fully resolved parameters (defaults filled in) and the hash of the network it runs."""
+    from core.purifiers import PURIFIERS
+    from core.purifiers.base import parse_params
+
+    config = parse_params(PURIFIERS.get(name).config_type, dict(params))
+    stem = PURIFIER_WEIGHTS.get(name)
+    sha = _weights_sha(WEIGHTS_DIR / f"{stem}.safetensors") if stem else None
+    return {"name": name, "params": config.to_dict(), "weights_sha256": sha}
+
+
+def roc_curve(negative_scores: np.ndarray, positive_scores: np.ndarray, points: int = ROC_POINTS) -> dict[str, list[float]]:
+    """False/true positive rates at `points` thresholds spanning all scores (positive = attacked)."""
+    scores = np.concatenate([negative_scores, positive_scores])
+    thresholds = np.unique(np.quantile(scores, np.linspace(0, 1, points)))[::-1]
+    fpr = [float((negative_scores >= t).mean()) for t in thresholds]
+    tpr = [float((positive_scores >= t).mean()) for t in thresholds]
+    return {"fpr": [0.0, *fpr, 1.0], "tpr": [0.0, *tpr, 1.0]}
+
+
+def detection_auroc(clean_scores: np.ndarray, attacked_scores: np.ndarray) -> float:
+    labels = np.concatenate([np.zeros(len(clean_scores)), np.ones(len(attacked_scores))])
+    return auroc(labels, np.concatenate([clean_scores, attacked_scores]))
+
+
+class PresetRunner:
+    """Builds the cells of a preset and computes them; `run()` returns every cell's metrics by key."""
+
+    def __init__(self, preset: Preset, store: ResultStore, progress: bool = True):
+        self.preset = preset
+        self.store = store
+        self.progress = progress
+        self._models: dict[tuple, torch.nn.Module] = {}
+        self._purifiers: dict[str, torch.nn.Module] = {}
+        self._data: dict[int, LoadedSplit] = {}
+        self._adversarial: dict = {}
+
+    # --- shared resources ------------------------------------------------------------------------
+    def model(self, name: str, weights: str | None = None) -> torch.nn.Module:
+        key = (name, weights)
+        if key not in self._models:
+            self._models[key] = create_classifier(name, pretrained=True, weights=weights).eval()
+        return self._models[key]
+
+    def purifier(self, identity: Mapping[str, Any]) -> torch.nn.Module:
+        key = canonical_json([identity["name"], identity["params"]])
+        if key not in self._purifiers:
+            self._purifiers[key] = build_purifier(identity["name"], identity["params"]).eval()
+        return self._purifiers[key]
+
+    def data(self, image_size: int) -> LoadedSplit:
+        if image_size not in self._data:
+            p = self.preset
+            self._data[image_size] = load_split(p.data, p.split, image_size, p.limit, progress=self.progress)
+        return self._data[image_size]
+
+    def _data_identity(self, image_size: int) -> dict[str, Any]:
+        p = self.preset
+        return {"path": p.data, "split": p.split, "limit": p.limit, "image_size": image_size, "hash": self.data(image_size).data_hash}
+
+    def _base(self, kind: str) -> dict[str, Any]:
+        """What every cell shares. The preset's name is left out on purpose: a cell's numbers depend only
+        on its config, so presets that share cells (quick and paper-table1 --limit 32) share them in the store."""
+        p = self.preset
+        return {"kind": kind, "seed": p.seed, "batch_size": p.batch_size, "bootstrap": p.bootstrap}
+
+    # --- cells -----------------------------------------------------------------------------------
+    def robust_cell(
+        self, model: ModelSpec | tuple[str, str | None], column: PurifierColumn | tuple[str, dict], row: AttackRow, threat: str
+    ) -> dict[str, Any]:
+        name, weights = (model.name, model.weights) if isinstance(model, ModelSpec) else model
+        purifier_name, params = (column.purifier, column.params) if isinstance(column, PurifierColumn) else column
+        attack = row.attack_config(self.preset.seed)
+        classifier = self.model(name, weights)
+        cell = {
+            **self._base("robust"),
+            "classifier": model_identity(name, weights),
+            "purifier": purifier_identity(purifier_name, params),
+            "attack": attack.resolved() if attack else None,
+            "threat": threat if attack else None,
+            "eot": self.preset.eot if attack and threat in EOT_THREATS else 1,
+            "redraws": self.preset.redraws,
+            "substitute": None,
+            "data": self._data_identity(classifier.image_size),
+        }
+        if attack and threat == "transfer":
+            sub = self.preset.substitute
+            cell["substitute"] = model_identity(sub.name, sub.weights)
+        return cell
+
+    def table_cells(self, table: TableSpec) -> list[tuple[dict, dict]]:
+        """(placement, cell config) for every entry of `table`; placement says where it is printed."""
+        entries = []
+        for model in table.classifiers:
+            for column in table.columns:
+                target = (column.classifier, column.classifier_weights) if column.classifier else (model.name, model.weights)
+                for threat in table.threats:
+                    for row in table.rows:
+                        placement = {"table": table.name, "classifier": model.title, "column": column.label, "threat": threat, "row": row.label}
+                        entries.append((placement, self.robust_cell(target, column, row, threat)))
+        return entries
+
+    def collapse_cell(self, model: ModelSpec) -> dict[str, Any]:
+        s = self.preset.sanity
+        return {
+            **self._base("collapse"),
+            "classifier": model_identity(model.name, model.weights),
+            "eps": list(s.collapse_eps),
+            "steps": s.collapse_steps,
+            "data": self._data_identity(self.model(model.name, model.weights).image_size),
+        }
+
+    def sweep_cells(self, sweep: SweepSpec) -> list[tuple[dict, dict]]:
+        parameter = sweep_parameter(sweep.kind, sweep.purifier)
+        rows = [AttackRow(label="Clean")]
+        if sweep.attack is not None:
+            rows.append(sweep.attack)
+        entries = []
+        for value in sweep.values:
+            typed = int(value) if parameter == "depth" else float(value)
+            column = (sweep.purifier, {**sweep.params, parameter: typed})
+            for row in rows:
+                placement = {"sweep": sweep.name, "parameter": parameter, "value": typed, "row": row.label, "threat": sweep.threat}
+                model = (sweep.classifier.name, sweep.classifier.weights)
+                entries.append((placement, self.robust_cell(model, column, row, sweep.threat)))
+        return entries
+
+    def detection_cells(self, spec: DetectionSpec) -> list[tuple[dict, dict]]:
+        classifier = self.model(spec.classifier.name, spec.classifier.weights)
+        base = {
+            **self._base("detection"),
+            "classifier": model_identity(spec.classifier.name, spec.classifier.weights),
+            "purifier": purifier_identity("diffdefense", spec.purifier_params),
+            "sevit": model_identity(spec.sevit.name, spec.sevit.weights) if spec.sevit else None,
+            "data": self._data_identity(classifier.image_size),
+        }
+        entries = []
+        for row in spec.attacks:
+            attack = row.attack_config(self.preset.seed)
+            entries.append(({"detection": spec.name, "row": row.label}, {**base, "attack": attack.resolved(), "adaptive_weight": 0.0}))
+        if spec.adaptive_weight > 0:
+            attack = AttackConfig(name="pgd", eps=spec.adaptive_eps, steps=spec.adaptive_steps, seed=self.preset.seed)
+            label = f"PGD detector-aware (lambda={spec.adaptive_weight})"
+            entries.append(({"detection": spec.name, "row": label}, {**base, "attack": attack.resolved(), "adaptive_weight": spec.adaptive_weight}))
+        return entries
+
+    def all_entries(self) -> list[tuple[dict, dict]]:
+        entries = []
+        collapse_models: dict[str, ModelSpec] = {}
+        for table in self.preset.tables:
+            entries += self.table_cells(table)
+            for model in table.classifiers:
+                collapse_models.setdefault(model.title, model)
+        for sweep in self.preset.sweeps:
+            entries += self.sweep_cells(sweep)
+        for spec in self.preset.detection:
+            entries += self.detection_cells(spec)
+        for title, model in collapse_models.items():
+            entries.append(({"collapse": title}, self.collapse_cell(model)))
+        return entries
+
+    # --- computation -----------------------------------------------------------------------------
+    def compute(self, cell: Mapping[str, Any]) -> dict[str, Any]:
+        kind = cell["kind"]
+        if kind == "robust":
+            return self._compute_robust(cell)
+        if kind == "collapse":
+            return self._compute_collapse(cell)
+        if kind == "detection":
+            return self._compute_detection(cell)
+        raise PurifyLabError(f"unknown cell kind '{kind}'")
+
+    def _attack(self, cell: Mapping[str, Any]) -> AttackConfig | None:
+        if cell["attack"] is None:
+            return None
+        fields = {k: cell["attack"][k] for k in ("name", "norm", "eps", "steps", "alpha", "restarts", "eot_iter", "seed")}
+        return AttackConfig(**fields)
+
+    def _compute_robust(self, cell: Mapping[str, Any]) -> dict[str, Any]:
+        spec = cell["classifier"]
+        classifier = self.model(spec["name"], spec["weights"])
+        purifier = self.purifier(cell["purifier"])
+        data = self.data(classifier.image_size)
+        attack = self._attack(cell)
+        threat = cell["threat"] or "grey"
+        substitute = None
+        if cell["substitute"] is not None:
+            substitute = self.model(cell["substitute"]["name"], cell["substitute"]["weights"])
+        cache_key = None
+        if attack is not None and threat in ("grey", "transfer"):
+            # Grey-box and transfer examples never see the purifier: one crafting serves every column.
+            cache_key = canonical_json([spec, cell["substitute"], cell["attack"], threat, cell["data"], cell["seed"], cell["batch_size"]])
+        run = robust_run(
+            classifier, purifier, data.images, data.labels, attack, threat, substitute=substitute, eot=cell["eot"],
+            redraws=cell["redraws"], seed=cell["seed"], batch_size=cell["batch_size"],
+            adversarial_cache=self._adversarial, cache_key=cache_key, progress=self.progress,
+        )  # fmt: skip
+        metrics = run_metrics(run, bootstrap=cell["bootstrap"], seed=cell["seed"])
+        return {
+            **metrics,
+            "nfe": purifier.nfe(),
+            "budget": attack_budget(attack, threat, cell["eot"]) if attack else None,
+            "timing": {"seconds_per_image": run.seconds / max(len(run.labels), 1), "peak_gpu_memory": run.peak_gpu_memory},
+        }
+
+    def _compute_collapse(self, cell: Mapping[str, Any]) -> dict[str, Any]:
+        spec = cell["classifier"]
+        classifier = self.model(spec["name"], spec["weights"])
+        data = self.data(classifier.image_size)
+        identity = build_purifier("none")
+        accuracy = {}
+        for eps in cell["eps"]:
+            attack = AttackConfig(name="pgd", norm="linf", eps=float(eps), steps=cell["steps"], seed=cell["seed"])
+            run = robust_run(classifier, identity, data.images, data.labels, attack, "grey", seed=cell["seed"], batch_size=cell["batch_size"])
+            accuracy[str(float(eps))] = run.one_shot_accuracy
+        return {"accuracy_by_eps": accuracy}
+
+    def _compute_detection(self, cell: Mapping[str, Any]) -> dict[str, Any]:
+        from core.tables.detection import detector_aware_pgd
+
+        spec = cell["classifier"]
+        classifier = self.model(spec["name"], spec["weights"])
+        purifier = self.purifier(cell["purifier"])
+        data = self.data(classifier.image_size)
+        attack = self._attack(cell)
+        sevit = self.model(cell["sevit"]["name"], cell["sevit"]["weights"]) if cell["sevit"] else None
+        seed, batch_size = cell["seed"], cell["batch_size"]
+        scores: dict[str, list[float]] = {"clean_reconstruction": [], "attacked_reconstruction": [], "clean_sevit": [], "attacked_sevit": []}
+        correct = []
+        for index, start in enumerate(range(0, data.images.shape[0], batch_size)):
+            x = data.images[start : start + batch_size].float().div(255.0)
+            y = data.labels[start : start + batch_size]
+            batch_attack = dataclasses.replace(attack, seed=attack.seed + index)
+            if cell["adaptive_weight"] > 0:
+                adversarial = detector_aware_pgd(classifier, purifier, x, y, batch_attack, cell["adaptive_weight"], seed=seed + index)
+            else:
+                adversarial = craft("grey", classifier, None, x, y, batch_attack)
+            purified, attacked_error = purifier.purify_with_score(adversarial, seed=seed + index)
+            _, clean_error = purifier.purify_with_score(x, seed=seed + index)
+            scores["clean_reconstruction"] += clean_error.tolist()
+            scores["attacked_reconstruction"] += attacked_error.tolist()
+            with torch.no_grad():
+                correct += (classifier(purified).argmax(1) == y).tolist()
+            if sevit is not None:
+                scores["clean_sevit"] += sevit.detection_score(x).tolist()
+                scores["attacked_sevit"] += sevit.detection_score(adversarial).tolist()
+        result: dict[str, Any] = {"n": len(correct), "purified_robust_accuracy": float(np.mean(correct))}
+        for detector in ("reconstruction", "sevit"):
+            clean, attacked = np.asarray(scores[f"clean_{detector}"]), np.asarray(scores[f"attacked_{detector}"])
+            if clean.size == 0:
+                result[detector] = None
+                continue
+            result[detector] = {"auroc": detection_auroc(clean, attacked), "roc": roc_curve(clean, attacked)}
+        return result
+
+    def _cost(self, cell: Mapping[str, Any]) -> int:
+        """Denoiser calls per image of the cell's purifier (0 without one)."""
+        identity = cell.get("purifier")
+        return self.purifier(identity).nfe() if identity else 0
+
+    def run(self) -> list[dict[str, Any]]:
+        """Every cell's placement, config key and metrics, computing only those not in the store."""
+        from core.results import cell_key
+
+        entries = self.all_entries()
+        unique: dict[str, dict] = {}
+        for _, cell in entries:
+            unique.setdefault(cell_key(cell), cell)
+        # Cheapest first (fewest denoiser calls), so an interrupted run has the most cells; order changes no number.
+        order = sorted(unique, key=lambda key: self._cost(unique[key]))
+        computed = run_cells([unique[key] for key in order], self.compute, self.store, progress=self.progress)
+        by_key = dict(zip(order, computed.metrics))
+        self.last_computed, self.last_reused = computed.computed, computed.reused
+        return [{**placement, "key": cell_key(cell), "config": json.loads(canonical_json(cell)), "metrics": by_key[cell_key(cell)]} for placement, cell in entries]
+
+
+def threat_description(threat: str | None) -> str:
+    return "no attack" if threat is None else THREAT_MODELS[threat]

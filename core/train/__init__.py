@@ -1,0 +1,1 @@
+"""Training loops: classifiers (core.train.classifier) and diffusion purifiers (core.train.diffusion)."""

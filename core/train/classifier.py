@@ -1,0 +1,470 @@
+"""Train the registered classifiers on a class-per-folder X-ray directory.
+
+One loop serves every model: plain supervised training (`vit`, `substitute`), distillation from a
+teacher's soft targets (`student_cnn`), SEViT heads on a frozen ViT (`sevit`) and PGD adversarial
+training (`vit_at`). It runs under HF Accelerate, so `accelerate launch -m core train classifier ...`
+spreads it over GPUs unchanged. Checkpoints are safetensors + JSON only (never pickles); a run
+resumes at the next epoch with identical optimizer state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision.transforms.functional import gaussian_blur
+from tqdm import tqdm
+
+from core.errors import PurifyLabError
+from core.evaluate import SPLIT_SEED, EvaluationConfig, evaluate, load_splits, predict_probabilities
+from core.metrics import classification_metrics
+from core.models import SEViT, XrayClassifier, create_classifier, list_classifiers
+from core.weights import load_weights, save_weights
+
+PRESETS = ("tiny", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "vit"
+    image_size: int = 128
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    class_weighting: bool = True  # NORMAL : PNEUMONIA is 1 : 2.9; weight the loss by inverse frequency
+    augment: bool = True
+    rotation_degrees: float = 7.0
+    shift: float = 0.05  # fraction of the image side
+    scale: float = 0.05
+    brightness: float = 0.1
+    contrast: float = 0.1
+    # Off by default: a chest X-ray has a side (heart on the patient's left, markers, tubes), so a
+    # mirrored radiograph is an anatomically different image, not the same one seen again.
+    horizontal_flip: bool = False
+    label_smoothing: float = 0.0
+    distill_from: str | None = None  # teacher classifier name: train on its soft targets
+    temperature: float = 1.0
+    adversarial_eps: float | None = None  # PGD L-inf budget in [0, 1] pixel scale
+    adversarial_steps: int = 3
+    adversarial_alpha: float = 0.01
+    init_from: str | None = None  # start from this registered classifier's shipped weights
+    # Teacher (distill_from), SEViT backbone and init_from come from weights/; False builds small
+    # untrained ones instead, for smoke tests of the loop where no matching weights exist.
+    use_shipped_weights: bool = True
+    noise_augment: float | None = None  # purifier-aware: max Gaussian noise std on noised/blurred copies
+    # Wall-clock budget: the cosine schedule anneals by whichever runs out first, steps or time, so a
+    # run cut short on a busy CPU still ends at a low learning rate; training stops when it is spent.
+    max_minutes: float | None = None
+    limit: int | None = None  # load only the first N images of each split (tests)
+    max_batches_per_epoch: int | None = None
+    threads: int | None = None  # torch CPU threads (None: leave torch's default)
+    model_options: dict[str, Any] = field(default_factory=dict)  # architecture overrides (tiny models)
+    preset: str = "custom"
+
+    def validate(self) -> None:
+        if self.model not in list_classifiers():
+            raise PurifyLabError(f"unknown classifier '{self.model}'; choose one of: {', '.join(list_classifiers())}")
+        positive = dict(image_size=self.image_size, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
+        for name, value in positive.items():
+            if not value > 0:
+                raise PurifyLabError(f"{name} must be > 0, got {value}")
+        if not 0 <= self.label_smoothing < 1:
+            raise PurifyLabError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.temperature <= 0:
+            raise PurifyLabError(f"temperature must be > 0, got {self.temperature}")
+        if self.adversarial_eps is not None and not 0 < self.adversarial_eps <= 0.3:
+            raise PurifyLabError(f"adversarial eps must be in (0, 0.3] ([0, 1] pixel scale), got {self.adversarial_eps}")
+        if self.noise_augment is not None and not 0 < self.noise_augment <= 0.5:
+            raise PurifyLabError(f"noise_augment std must be in (0, 0.5], got {self.noise_augment}")
+        for option in ("distill_from", "init_from"):
+            if getattr(self, option) is not None and getattr(self, option) not in list_classifiers():
+                raise PurifyLabError(f"{option}='{getattr(self, option)}' is not a classifier; choose one of: {', '.join(list_classifiers())}")
+        if self.model == "sevit" and (self.distill_from or self.adversarial_eps):
+            raise PurifyLabError("sevit trains only its heads on the frozen vit: no distillation or adversarial training")
+
+
+_TINY_ARCHITECTURE = {
+    "vit": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2),
+    "vit_at": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2),
+    "sevit": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_heads=2),
+    "student_cnn": dict(widths=(8, 16, 16, 16)),
+    "substitute": dict(widths=(8, 16, 16)),
+}
+_CPU = {
+    "vit": dict(epochs=40, batch_size=64, lr=1e-3, weight_decay=0.05, max_minutes=45),
+    "student_cnn": dict(epochs=8, batch_size=64, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, distill_from="vit", max_minutes=12),
+    "sevit": dict(epochs=6, batch_size=64, lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2, max_minutes=10),
+    "substitute": dict(epochs=8, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=0.5, seed=1, max_minutes=10),
+    "vit_at": dict(
+        epochs=4, batch_size=64, lr=2e-4, weight_decay=0.05, warmup_epochs=0.2, init_from="vit",
+        adversarial_eps=0.03, adversarial_steps=3, adversarial_alpha=0.01, max_minutes=20,
+    ),
+}
+_GPU = {
+    "vit": dict(epochs=150, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_epochs=5),
+    "student_cnn": dict(epochs=60, batch_size=128, lr=3e-3, weight_decay=1e-4, distill_from="vit"),
+    "sevit": dict(epochs=20, batch_size=128, lr=1e-3, weight_decay=1e-4),
+    "substitute": dict(epochs=60, batch_size=128, lr=2e-3, weight_decay=1e-4, seed=1),
+    "vit_at": dict(
+        epochs=60, batch_size=128, lr=5e-4, weight_decay=0.05, warmup_epochs=5,
+        adversarial_eps=0.03, adversarial_steps=10, adversarial_alpha=0.0075,
+    ),
+}
+
+
+def preset(name: str, model: str, **overrides) -> TrainConfig:
+    """"tiny": a few batches at 32 px (tests); "cpu": what ships from a 2-core CPU; "gpu": a full run."""
+    if name not in PRESETS:
+        raise PurifyLabError(f"preset '{name}' is unknown; choose one of: {', '.join(PRESETS)}")
+    if model not in list_classifiers():
+        raise PurifyLabError(f"unknown classifier '{model}'; choose one of: {', '.join(list_classifiers())}")
+    if name == "tiny":
+        base = dict(
+            image_size=32, epochs=2, batch_size=16, lr=3e-3, warmup_epochs=0.0, limit=64, max_batches_per_epoch=4,
+            model_options=_TINY_ARCHITECTURE[model], augment=True, use_shipped_weights=False,
+        )
+        if model == "student_cnn":
+            base["distill_from"] = "vit"
+        if model == "vit_at":
+            base.update(adversarial_eps=0.03, adversarial_steps=1, adversarial_alpha=0.03)
+    else:
+        base = dict((_CPU if name == "cpu" else _GPU)[model])
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise PurifyLabError(f"unknown training option(s) {', '.join(unknown)}")
+    config = TrainConfig(model=model, preset=name, **{**base, **{k: v for k, v in overrides.items() if v is not None}})
+    config.validate()
+    return config
+
+
+# ---------------------------------------------------------------------------------------- augmentation
+
+
+def augment_batch(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Small random affine (rotation, shift, scale) and brightness/contrast jitter, per image."""
+    n = x.shape[0]
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, generator=generator).to(x.device)
+
+    angle = uniform(-config.rotation_degrees, config.rotation_degrees) * math.pi / 180
+    scale = uniform(1 - config.scale, 1 + config.scale)
+    shift_x, shift_y = (uniform(-2 * config.shift, 2 * config.shift) for _ in range(2))  # grid spans [-1, 1]
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    if config.horizontal_flip:
+        flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0).to(x.device)
+        theta[:, :, 0] = theta[:, :, 0] * flip[:, None]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    brightness = uniform(-config.brightness, config.brightness).view(n, 1, 1, 1)
+    contrast = uniform(1 - config.contrast, 1 + config.contrast).view(n, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * contrast + mean + brightness).clamp(0, 1)
+
+
+def noise_blur_batch(x: torch.Tensor, max_std: float, generator: torch.Generator) -> torch.Tensor:
+    """Purifier-aware augmentation: a random half of the batch is blurred and/or Gaussian-noised, the
+    degradations a diffusion purifier leaves behind, so the classifier does not collapse on them."""
+    n = x.shape[0]
+    chosen = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    sigma = 0.3 + 1.2 * float(torch.rand(1, generator=generator))
+    kernel = 2 * int(3 * sigma + 0.5) + 1
+    blur = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    degraded = torch.where(blur.view(n, 1, 1, 1), gaussian_blur(x, [kernel, kernel], [sigma, sigma]), x)
+    std = (max_std * torch.rand(n, generator=generator)).to(x.device).view(n, 1, 1, 1)
+    noise = torch.randn(x.shape, generator=generator).to(x.device)
+    degraded = (degraded + std * noise).clamp(0, 1)
+    return torch.where(chosen.view(n, 1, 1, 1), degraded, x)
+
+
+# ------------------------------------------------------------------------------------ checkpointing
+
+
+def _save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Optimizer state as safetensors tensors + JSON hyper-parameters (no pickle)."""
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            tensors[f"{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    save_file(tensors, str(path))
+    path.with_suffix(".json").write_text(json.dumps(state["param_groups"]))
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    tensors = load_file(str(path))
+    entries: dict[int, dict[str, torch.Tensor]] = {}
+    for name, tensor in tensors.items():
+        index, key = name.split(".", 1)
+        entries.setdefault(int(index), {})[key] = tensor
+    optimizer.load_state_dict({"state": entries, "param_groups": json.loads(path.with_suffix(".json").read_text())})
+
+
+def _trainable(model: XrayClassifier) -> nn.Module:
+    """What the run learns and checkpoints: SEViT's heads only, otherwise the whole model."""
+    return model.heads if isinstance(model, SEViT) else model
+
+
+# ------------------------------------------------------------------------------------------ building
+
+
+def _build_model(config: TrainConfig) -> XrayClassifier:
+    options = dict(config.model_options)
+    if config.model == "sevit":
+        head_keys = {"mlp_heads", "token_dim", "hidden", "combine"}
+        head_options = {k: v for k, v in options.items() if k in head_keys}
+        vit_options = {k: v for k, v in options.items() if k not in head_keys}
+        if config.use_shipped_weights:
+            backbone = create_classifier("vit", pretrained=True)
+        else:
+            backbone = create_classifier("vit", pretrained=False, image_size=config.image_size, **vit_options)
+        return SEViT(backbone, **head_options)
+    if config.init_from is not None and config.use_shipped_weights:
+        model = create_classifier(config.init_from, pretrained=True)
+        if model.image_size != config.image_size or type(model) is not type(create_classifier(config.model, pretrained=False)):
+            raise PurifyLabError(f"init_from='{config.init_from}' does not share {config.model}'s architecture")
+        model.card = None
+        return model
+    return create_classifier(config.model, pretrained=False, image_size=config.image_size, **options)
+
+
+def _build_teacher(config: TrainConfig) -> XrayClassifier | None:
+    if config.distill_from is None:
+        return None
+    if config.use_shipped_weights:
+        teacher = create_classifier(config.distill_from, pretrained=True)
+    else:
+        teacher = create_classifier(config.distill_from, pretrained=False, image_size=config.image_size, **_TINY_ARCHITECTURE[config.distill_from])
+    if teacher.image_size != config.image_size:
+        raise PurifyLabError(f"teacher '{config.distill_from}' takes {teacher.image_size} px, the student {config.image_size} px")
+    return teacher.eval().requires_grad_(False)
+
+
+def _training_kind(config: TrainConfig) -> str:
+    kinds = []
+    if config.distill_from:
+        kinds.append(f"distilled from {config.distill_from} (T={config.temperature})")
+    if config.adversarial_eps:
+        kinds.append(
+            f"PGD adversarial training (L-inf eps {config.adversarial_eps}, {config.adversarial_steps} steps, "
+            f"alpha {config.adversarial_alpha})" + (f", fine-tuned from {config.init_from}" if config.init_from else "")
+        )
+    if config.model == "sevit":
+        kinds.append("heads trained on clean images over the frozen vit")
+    if config.noise_augment:
+        kinds.append(f"purifier-aware: noise-augmented (half of each batch blurred and/or Gaussian std <= {config.noise_augment})")
+    elif not config.adversarial_eps:
+        kinds.append("clean-trained")
+    return "; ".join(kinds)
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, progress: bool = True, resume: bool = False) -> dict:
+    """Train, keep the best epoch by validation balanced accuracy, and write out_dir/<model>.safetensors
+    (fp16) with its card, measured by core.evaluate on the validation split. Returns the card."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    config.validate()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    out_dir = Path(out_dir)
+    checkpoint_dir = out_dir / "checkpoint"
+    accelerator = Accelerator()
+    main = accelerator.is_main_process
+    set_seed(config.seed)
+
+    model = _build_model(config)
+    teacher = _build_teacher(config)
+    splits = load_splits(data_dir, ("train", "val"), config.image_size, config.limit, progress=progress and main)
+    train, val = splits["train"], splits["val"]
+    counts = torch.bincount(train.labels, minlength=len(train.classes)).float()
+    if (counts == 0).any():
+        raise PurifyLabError(f"the training split lacks a class (counts {counts.tolist()}); use more images")
+    class_weights = (counts.sum() / (len(counts) * counts)) if config.class_weighting else torch.ones_like(counts)
+
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(TensorDataset(train.images, train.labels), batch_size=config.batch_size, shuffle=True, drop_last=len(train.labels) > config.batch_size, generator=generator)
+    trainable = _trainable(model)
+    optimizer = torch.optim.AdamW([p for p in trainable.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if teacher is not None:
+        teacher = teacher.to(accelerator.device)
+    class_weights = class_weights.to(accelerator.device)
+    raw_model: XrayClassifier = accelerator.unwrap_model(model)
+
+    batches_per_epoch = len(loader) if config.max_batches_per_epoch is None else min(len(loader), config.max_batches_per_epoch)
+    total_steps = max(1, batches_per_epoch * config.epochs)
+    warmup_steps = int(config.warmup_epochs * batches_per_epoch)
+
+    def learning_rate(step: int) -> float:
+        if step < warmup_steps:
+            return config.lr * (step + 1) / warmup_steps
+        progress_fraction = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if config.max_minutes is not None:
+            progress_fraction = max(progress_fraction, elapsed() / (60 * config.max_minutes))
+        return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_fraction)))
+
+    attack = None
+    if config.adversarial_eps:
+        import torchattacks
+
+        # on the unwrapped model: input gradients need no cross-GPU synchronisation
+        attack = torchattacks.PGD(raw_model, eps=config.adversarial_eps, alpha=config.adversarial_alpha, steps=config.adversarial_steps, random_start=True)
+
+    history: list[dict] = []
+    start_epoch, step, best, seconds_before = 0, 0, {"balanced_accuracy": -1.0, "auroc": -1.0, "epoch": -1}, 0.0
+    if resume and (checkpoint_dir / "state.json").is_file():
+        state = json.loads((checkpoint_dir / "state.json").read_text())
+        load_weights(_trainable(raw_model), checkpoint_dir / "model.safetensors", verify=False)
+        _load_optimizer(optimizer, checkpoint_dir / "optimizer.safetensors")
+        start_epoch, step, best, history = state["epoch"] + 1, state["step"], state["best"], state["history"]
+        seconds_before = state["seconds"]
+        if main:
+            print(f"resuming {config.model} at epoch {start_epoch + 1}/{config.epochs}", flush=True)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
+
+    augment_generator = torch.Generator()
+    started = time.time()
+
+    def elapsed() -> float:
+        """Training seconds so far, including those before a resume."""
+        return seconds_before + time.time() - started
+
+    out_of_time = False
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        # Seeded per epoch, so a resumed run sees the same batches and augmentations as an uninterrupted one.
+        set_seed(config.seed + epoch)
+        generator.manual_seed(config.seed + epoch)
+        augment_generator.manual_seed(1000 * config.seed + epoch + 1)
+        running, seen = 0.0, 0
+        bar = tqdm(loader, total=batches_per_epoch, desc=f"{config.model} epoch {epoch + 1}/{config.epochs}", disable=not (progress and main), leave=False)
+        for batch_index, (images, labels) in enumerate(bar):
+            if batch_index >= batches_per_epoch:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step)
+            x = images.float().div(255.0)
+            if config.augment:
+                x = augment_batch(x, config, augment_generator)
+            if config.noise_augment:
+                x = noise_blur_batch(x, config.noise_augment, augment_generator)
+            loss = _loss(model, raw_model, teacher, attack, x, labels, class_weights, config)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            step += 1
+            running += float(loss.detach()) * len(labels)
+            seen += len(labels)
+            bar.set_postfix(loss=f"{running / seen:.4f}")
+            if config.max_minutes is not None and elapsed() > 60 * config.max_minutes:
+                out_of_time = True
+                break
+        bar.close()
+        record = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "lr": learning_rate(step), "batches": batch_index + 1}
+        if main:
+            probabilities = predict_probabilities(raw_model, val.images, batch_size=200)
+            metrics = classification_metrics(val.labels.numpy(), probabilities, bootstrap=0)
+            record.update(val_accuracy=metrics.accuracy, val_balanced_accuracy=metrics.balanced_accuracy, val_auroc=metrics.auroc)
+            record["seconds"] = round(elapsed(), 1)
+            history.append(record)
+            if (metrics.balanced_accuracy, metrics.auroc) > (best["balanced_accuracy"], best["auroc"]):
+                best = {"balanced_accuracy": metrics.balanced_accuracy, "auroc": metrics.auroc, "epoch": epoch + 1}
+                save_weights(_trainable(raw_model), out_dir / "best.safetensors", {"epoch": epoch + 1}, fp16=False)
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            save_weights(_trainable(raw_model), checkpoint_dir / "model.safetensors", {"epoch": epoch + 1}, fp16=False)
+            _save_optimizer(optimizer, checkpoint_dir / "optimizer.safetensors")
+            (checkpoint_dir / "state.json").write_text(json.dumps({"epoch": epoch, "step": step, "best": best, "seconds": elapsed(), "history": history}, indent=1))
+            print(json.dumps(record), flush=True)
+        accelerator.wait_for_everyone()
+        if out_of_time or (config.max_minutes is not None and elapsed() > 60 * config.max_minutes):
+            out_of_time = True
+            break
+    if not main:
+        return {}
+    return _publish(config, raw_model, data_dir, out_dir, history, best, out_of_time, elapsed(), train)
+
+
+def _loss(model, raw_model, teacher, attack, x, labels, class_weights, config: TrainConfig) -> torch.Tensor:
+    if isinstance(raw_model, SEViT):
+        members = model(x, members=True)[:-1]  # through the (possibly distributed) wrapper
+        return sum(F.cross_entropy(z, labels, weight=class_weights, label_smoothing=config.label_smoothing) for z in members) / len(members)
+    if attack is not None:
+        x = attack(x, labels)  # torchattacks runs the model in eval mode and restores train mode
+    logits = model(x)
+    if teacher is not None:
+        with torch.no_grad():
+            soft_targets = F.softmax(teacher(x) / config.temperature, dim=1)
+        log_student = F.log_softmax(logits / config.temperature, dim=1)
+        return F.kl_div(log_student, soft_targets, reduction="batchmean") * config.temperature**2
+    return F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=config.label_smoothing)
+
+
+def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time, seconds, train) -> dict:
+    """Best epoch -> fp16 <model>.safetensors + card; the card's val metrics come from core.evaluate on the saved file."""
+    load_weights(_trainable(model), out_dir / "best.safetensors")
+    name = config.model
+    target = out_dir / f"{name}.safetensors"
+    card = {
+        "name": name,
+        "architecture": model.architecture,
+        "model_class": type(model).__name__,
+        "image_size": model.image_size,
+        "input": "float32 (N, 1, S, S) in [0, 1]; normalisation inside the model",
+        "classes": list(train.classes),
+        "training_kind": _training_kind(config),
+        "training_config": asdict(config),
+        "data": {
+            "folder": Path(data_dir).name if Path(data_dir).name != "train" else "/".join(Path(data_dir).parts[-2:]),
+            "data_hash": train.data_hash,
+            "split": "deduplicated, stratified 80/10/10",
+            "split_seed": SPLIT_SEED,
+            "train_images": int(len(train.labels)),
+            "train_class_counts": torch.bincount(train.labels, minlength=len(train.classes)).tolist(),
+        },
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "stopped_by_time_budget": out_of_time,
+        "training_seconds": round(seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if isinstance(model, SEViT):
+        card.update(backbone="vit", backbone_sha256=(model.vit.card or {}).get("sha256"))
+    save_weights(_trainable(model), target, card, fp16=True)
+    measured = evaluate(
+        EvaluationConfig(data=str(data_dir), classifier=name, split="val", limit=config.limit, weights=str(target)),
+        model=_reload(config, model, target),
+    )
+    card["val_metrics"] = {key: measured[key] for key in ("n", "accuracy", "balanced_accuracy", "auroc", "sensitivity", "confidence_95")}
+    card["val_metrics"]["measured_by"] = "core.evaluate on the fp16 weights"
+    final = save_weights(_trainable(model), target, card, fp16=True)
+    (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+    return final
+
+
+def _reload(config: TrainConfig, model: XrayClassifier, path: Path) -> XrayClassifier:
+    """The saved fp16 file, loaded as users load it; SEViT's heads go back over the ViT they were trained on."""
+    if isinstance(model, SEViT):
+        load_weights(model.heads, path)
+        return model
+    return create_classifier(config.model, pretrained=True, weights=path)

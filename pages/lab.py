@@ -1,0 +1,110 @@
+"""Attack & purify lab: pick an X-ray, attack the classifier, purify, compare side by side."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.attacks import THREAT_MODELS
+from core.lab import amplified_perturbation, perturbation_norms, read
+from pages.common import (
+    available_classifiers, cached_attack, cached_purify, classifier, dataset_samples, decode_upload, gallery,
+    image_key, probability_chart, reading_badge, show_image,
+)
+from core.errors import PurifyLabError
+from core.purifiers.cold import ColdConfig
+from core.io import load_image, to_model_input
+
+DEFAULT_DEPTH = ColdConfig().depth
+ATTACKS = {"FGSM": "fgsm", "PGD": "pgd", "AutoPGD (APGD-CE)": "apgd"}
+
+st.title("Attack & purify lab")
+names = available_classifiers()
+if not names:
+    st.error("No trained classifier is shipped in weights/: train one with `purifylab train classifier`.")
+    st.stop()
+
+with st.sidebar:
+    st.header("Image")
+    sources = {**dataset_samples(), **gallery()}
+    choice = st.selectbox("Sample X-ray", list(sources), key="sample", disabled=not sources)
+    upload = st.file_uploader("…or upload your own (PNG, JPEG, DICOM)", key="upload",
+                              type=["png", "jpg", "jpeg", "dcm", "dicom", "bmp", "tif", "tiff", "webp", "gif"])
+    st.header("Classifier and attack")
+    classifier_name = st.selectbox("Classifier", names, key="classifier")
+    attack_label = st.selectbox("Attack", list(ATTACKS), index=1, key="attack")
+    eps = st.slider("Budget ε (L∞, pixel scale 0–1)", 0.0, 0.1, 0.03, 0.005, key="eps",
+                    help="Largest change allowed to any pixel; 0.03 is the papers' setting (about 8/255).")
+    threat = st.selectbox("Threat model", list(THREAT_MODELS), key="threat",
+                          format_func=lambda t: f"{t} — {THREAT_MODELS[t]}")
+
+model = classifier(classifier_name)
+size = model.image_size
+if upload is not None:
+    image = decode_upload(upload.getvalue(), size)
+    origin = "your upload (kept in memory only)"
+elif sources:
+    image = to_model_input(load_image(sources[choice]), size)
+    origin = choice
+else:
+    st.info("No sample images are available: upload an X-ray in the sidebar.")
+    st.stop()
+if image is None:
+    st.stop()
+
+key = image_key(image)
+attack = (("name", ATTACKS[attack_label]), ("eps", eps), ("steps", 1 if ATTACKS[attack_label] == "fgsm" else 10))
+defence = ("cold_blur", (("depth", st.session_state.get("depth", DEFAULT_DEPTH)),))
+with st.spinner("Attacking …"):
+    adversarial = cached_attack(key, image, classifier_name, attack, threat, *defence, 1 if threat in ("grey", "transfer", "bpda") else 4)
+
+clean_reading, adversarial_reading = read(model, image)[0], read(model, adversarial.image)[0]
+norms = perturbation_norms(image, adversarial.image)
+st.caption(f"Image: {origin} · model input {size}×{size} · threat model **{threat}**: {THREAT_MODELS[threat]}")
+
+top = st.columns(3)
+with top[0]:
+    show_image(image, "Original")
+    st.markdown(reading_badge(clean_reading))
+with top[1]:
+    show_image(adversarial.image, "Adversarial")
+    st.markdown(reading_badge(adversarial_reading))
+with top[2]:
+    show_image(amplified_perturbation(image, adversarial.image), "|perturbation| (amplified)")
+    st.markdown(f"L∞ {norms['linf']:.3f} · L2 {norms['l2']:.2f} · attack {adversarial.seconds:.2f} s")
+
+
+@st.fragment
+def purification_panel() -> None:
+    st.subheader("Purified (the adversarial image after the defence)")
+    controls = st.columns(3)
+    depth = controls[0].slider("Blur depth (cold diffusion)", 1, 20, DEFAULT_DEPTH, key="depth",
+                               help="How far the image is blurred before it is restored.")
+    t_star = controls[1].slider("t* (DDPM noise level, fraction of T)", 0.01, 0.3, 0.04, 0.01, key="t_star",
+                                help="How much noise is added before the DDPM removes it again.")
+    recon_steps = controls[2].slider("Reconstruction steps", 1, 20, 5, key="recon_steps")
+    variants = {
+        "Blurred": ("cold_blur", (("depth", depth),)),
+        "Reconstructed": ("cold_recon", (("depth", depth), ("steps", min(recon_steps, depth)))),
+        "Direct recon.": ("cold_direct", (("depth", depth),)),
+        "DDPM": ("ddpm", (("t_star", t_star),)),
+    }
+    readings = {"Original": clean_reading, "Adversarial": adversarial_reading}
+    columns = st.columns(len(variants))
+    for column, (label, (name, params)) in zip(columns, variants.items()):
+        try:
+            output = cached_purify(key, adversarial.image, name, params)
+        except PurifyLabError as error:  # e.g. that purifier's weights are not shipped
+            column.warning(f"{label}: {error}")
+            continue
+        reading = read(model, output.image)[0]
+        readings[label] = reading
+        with column:
+            show_image(output.image, label)
+            st.markdown(f"{reading_badge(reading)} · {output.seconds:.2f} s")
+    st.plotly_chart(probability_chart(readings), key="probabilities")
+
+
+purification_panel()
+st.info("Grey-box: the attacker above saw the classifier only (unless you chose another threat model). "
+        "An attacker who also differentiates through the purifier (bpda-eot, white) is much stronger — "
+        "see the robustness tables.")

@@ -1,0 +1,99 @@
+"""The `purifylab` CLI: real files in, exit 0; hostile files in, exit 2 with one line, fast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_io import encode, gradient, make_dicom, png_bomb
+
+from core.cli import main
+
+HOSTILE = {
+    "empty.png": lambda: b"",
+    "truncated.png": lambda: encode(Image.fromarray(gradient(64, 64)), "PNG")[:60],
+    "truncated.jpg": lambda: encode(Image.fromarray(gradient(64, 64)), "JPEG")[:200],
+    "page.png": lambda: b"<!DOCTYPE html><html><body>not an image</body></html>",
+    "noise.jpg": lambda: np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+    "bomb.png": lambda: png_bomb(30000, 30000),
+    "tiny.png": lambda: encode(Image.fromarray(np.zeros((3, 3), np.uint8)), "PNG"),
+}
+LEGITIMATE = {
+    "sixteen.png": lambda: encode(Image.fromarray((gradient(64, 64).astype(np.uint16) * 257)), "PNG"),
+    "rgba.png": lambda: encode(Image.fromarray(np.dstack([gradient(64, 64)] * 3 + [np.full((64, 64), 255, np.uint8)])), "PNG"),
+    "cmyk.jpg": lambda: encode(Image.fromarray(gradient(64, 64)).convert("CMYK"), "JPEG"),
+    "png_named.jpg": lambda: encode(Image.fromarray(gradient(64, 64)), "PNG"),
+    "scan.dcm": lambda: make_dicom((gradient(64, 64).astype(np.uint16) * 16), photometric="MONOCHROME1"),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _engine_imported():
+    """Time the refusal, not the one-off import of torch and diffusers."""
+    import core.io  # noqa: F401
+    import core.purifiers  # noqa: F401
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_file_gives_one_line_and_exit_2_fast(tmp_path, capsys, name):
+    path = tmp_path / name
+    path.write_bytes(HOSTILE[name]())
+    start = time.perf_counter()
+    code, out, err = run_cli(["purify", str(path), "--purifier", "none", "--out", str(tmp_path / "o.png")], capsys)
+    assert time.perf_counter() - start < 5
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("name", sorted(LEGITIMATE))
+def test_legitimate_variants_purify_and_write_config_beside(tmp_path, capsys, name):
+    path = tmp_path / name
+    path.write_bytes(LEGITIMATE[name]())
+    out = tmp_path / "o.png"
+    code, stdout, _ = run_cli(["purify", str(path), "--purifier", "none", "--out", str(out)], capsys)
+    assert code == 0
+    with Image.open(out) as written:
+        assert written.mode == "L" and min(written.size) >= 16
+    assert json.loads(out.with_suffix(".json").read_text())["purifier"] == "none"
+
+
+def test_real_xray_through_blur_keeps_size(xray_paths, tmp_path, capsys):
+    out = tmp_path / "blurred.png"
+    code, _, _ = run_cli(["purify", str(xray_paths["NORMAL"][0]), "--purifier", "blur", "--param", "sigma=2", "--out", str(out)], capsys)
+    assert code == 0
+    assert Image.open(out).size == (224, 224)
+
+
+def test_bad_parameter_is_named(tmp_path, xray_paths, capsys):
+    code, _, err = run_cli(["purify", str(xray_paths["NORMAL"][0]), "--purifier", "blur", "--param", "sigma=-3",
+                            "--out", str(tmp_path / "o.png")], capsys)
+    assert code == 2 and "sigma=-3.0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_data_describe_reports_kermany_counts_and_duplicates(xray_train_dir, capsys):
+    code, out, _ = run_cli(["data", "describe", str(xray_train_dir)], capsys)
+    assert code == 0
+    assert "1,341" in out and "3,875" in out and "duplicate groups: 24" in out
+
+
+def test_help_on_every_command(capsys):
+    for args in (["data"], ["data", "describe"], ["data", "split"], ["purify"], ["purifiers"], ["train"]):
+        code, out, _ = run_cli([*args, "--help"], capsys)
+        assert code == 0 and "Usage" in out, args
+
+
+def test_python_dash_m_core_entry_point():
+    result = subprocess.run([sys.executable, "-m", "core", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "purify" in result.stdout

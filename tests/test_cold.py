@@ -1,0 +1,226 @@
+"""Cold-diffusion deblurring: the blur degradation, the three purifiers and the restoration training."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.errors import PurifyLabError
+from core.io import load_image, to_model_input
+from core.purifiers import create_purifier
+from core.purifiers.base import parse_params
+from core.purifiers.blur_degradation import BlurDegradation, BlurSchedule, gaussian_blur_variance
+from core.purifiers.cold import (
+    COLD_WEIGHTS_STEM,
+    ColdBlurPurifier,
+    ColdDirectPurifier,
+    ColdReconConfig,
+    ColdReconPurifier,
+)
+from core.purifiers.unet import build_unet, load_shipped_unet
+from core.weights import WEIGHTS_DIR
+
+SCHEDULE = BlurSchedule(levels=20, sigma_step=0.06)
+
+
+def _xrays(xray_paths, size: int, count: int = 2) -> torch.Tensor:
+    paths = xray_paths["NORMAL"][: count // 2] + xray_paths["PNEUMONIA"][: count - count // 2]
+    return torch.cat([to_model_input(load_image(path), size) for path in paths])
+
+
+@pytest.fixture
+def tiny_unet():
+    torch.manual_seed(0)
+    return build_unet("tiny")
+
+
+@pytest.fixture
+def xrays(xray_paths) -> torch.Tensor:
+    return _xrays(xray_paths, 32)
+
+
+# ------------------------------------------------------------------------------------ degradation
+
+
+def test_blur_levels_compose_into_one_blur_of_summed_variance(xray_paths):
+    x = _xrays(xray_paths, 64)
+    degrade = BlurDegradation(SCHEDULE)
+    step_by_step = x
+    for level in range(1, 13):
+        step_by_step = gaussian_blur_variance(step_by_step, SCHEDULE.step_sigma(level) ** 2)
+    torch.testing.assert_close(step_by_step, degrade(x, 12), atol=2e-5, rtol=0)
+    # D(D(x, a), steps a+1..b) = D(x, b): continuing from a level matches blurring from scratch.
+    continued = degrade(x, 12)
+    for level in range(13, 21):
+        continued = gaussian_blur_variance(continued, SCHEDULE.step_sigma(level) ** 2)
+    torch.testing.assert_close(continued, degrade(x, 20), atol=2e-5, rtol=0)
+    assert SCHEDULE.variance(20) == pytest.approx(sum(SCHEDULE.step_sigma(i) ** 2 for i in range(1, 21)))
+
+
+def test_blur_removes_detail_monotonically_and_keeps_mean_and_range(xray_paths):
+    x = _xrays(xray_paths, 64)
+    degrade = BlurDegradation(SCHEDULE)
+    assert torch.equal(degrade(x, 0), x)
+    detail = [(degrade(x, t) - x).abs().mean().item() for t in (1, 5, 10, 20)]
+    assert detail == sorted(detail) and detail[0] > 0
+    blurred = degrade(x, 20)
+    assert blurred.shape == x.shape and 0 <= blurred.min() and blurred.max() <= 1
+    torch.testing.assert_close(blurred.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=2e-3, rtol=0)
+
+
+def test_per_image_levels_match_single_level_calls(xray_paths):
+    x = _xrays(xray_paths, 32, count=4)
+    degrade = BlurDegradation(SCHEDULE)
+    levels = torch.tensor([3, 20, 3, 0])
+    expected = torch.cat([degrade(x[i : i + 1], int(t)) for i, t in enumerate(levels)])
+    torch.testing.assert_close(degrade(x, levels), expected)
+
+
+def test_blur_level_outside_schedule_is_refused():
+    with pytest.raises(PurifyLabError, match="blur level=21"):
+        BlurDegradation(SCHEDULE)(torch.zeros(1, 1, 16, 16), 21)
+
+
+# ------------------------------------------------------------------------------------- purifiers
+
+
+def _purifiers(unet, depth: int = 20, steps: int | None = None):
+    return [
+        ColdBlurPurifier(parse_params(ColdBlurPurifier.config_type, {"depth": depth}), schedule=SCHEDULE),
+        ColdDirectPurifier(parse_params(ColdDirectPurifier.config_type, {"depth": depth}), unet=unet, schedule=SCHEDULE),
+        ColdReconPurifier(ColdReconConfig(depth=depth, steps=steps), unet=unet, schedule=SCHEDULE),
+    ]
+
+
+def test_purifiers_keep_shape_and_range_and_are_deterministic(tiny_unet, xrays):
+    for purifier in _purifiers(tiny_unet, depth=10, steps=4):
+        first, second = purifier.purify(xrays), purifier.purify(xrays, seed=123)
+        assert first.shape == xrays.shape and first.dtype == torch.float32, purifier.name
+        assert 0 <= first.min() and first.max() <= 1, purifier.name
+        assert torch.equal(first, second), purifier.name  # no noise anywhere: the seed changes nothing
+        assert not purifier.stochastic
+    odd = xrays[:, :, :31, :29]  # the UNet needs even sides: padded for the call, cropped back
+    assert _purifiers(tiny_unet)[1].purify(odd).shape == odd.shape
+
+
+def test_differentiable_mode_matches_fast_mode_and_reaches_the_input(tiny_unet, xrays):
+    for purifier in _purifiers(tiny_unet, depth=12, steps=3):
+        x = xrays.clone().requires_grad_(True)
+        out = purifier(x)
+        (out * torch.linspace(0, 1, out.numel()).view_as(out)).sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0, purifier.name
+        torch.testing.assert_close(out.detach(), purifier.purify(xrays), atol=1e-6, rtol=0)
+    assert not any(p.requires_grad for p in tiny_unet.parameters())  # the UNet stays frozen
+
+
+def test_direct_and_recon_use_the_unet_and_recon_differs_from_blur(tiny_unet, xrays):
+    blur, direct, recon = _purifiers(tiny_unet, depth=10)
+    blurred = blur.purify(xrays)
+    assert not torch.allclose(direct.purify(xrays), blurred)
+    assert not torch.allclose(recon.purify(xrays), blurred)
+
+
+def test_nfe_and_recon_levels(tiny_unet):
+    blur, direct, recon = _purifiers(tiny_unet, depth=20)
+    assert (blur.nfe(), direct.nfe(), recon.nfe()) == (0, 1, 20)
+    assert recon.levels() == list(range(20, -1, -1))
+    strided = ColdReconPurifier(ColdReconConfig(depth=20, steps=6), unet=tiny_unet, schedule=SCHEDULE)
+    assert strided.nfe() == 6
+    levels = strided.levels()
+    assert levels[0] == 20 and levels[-1] == 0 and len(set(levels)) == 7 and levels == sorted(levels, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("cold_blur", {"depth": "0"}, r"depth=0 is outside the allowed range \[1, 1000\]"),
+        ("cold_blur", {"depth": "21"}, r"depth=21 is outside the allowed range \[1, 20\]"),
+        ("cold_blur", {"depth": "deep"}, r"depth='deep' is not a valid int"),
+        ("cold_blur", {"steps": "4"}, r"unknown parameter 'steps'"),
+        ("cold_recon", {"depth": "5", "steps": "6"}, r"steps=6 is outside the allowed range \[1, 5\]"),
+        ("cold_recon", {"steps": "0"}, r"steps=0 is outside the allowed range \[1, 20\]"),
+    ],
+)
+def test_bad_parameters_give_one_line_errors(name, params, message):
+    with pytest.raises(PurifyLabError, match=message) as caught:
+        create_purifier(name, **params)
+    assert "\n" not in str(caught.value)
+
+
+def test_depth_above_a_models_schedule_is_refused(tiny_unet):
+    with pytest.raises(PurifyLabError, match=r"depth=9 is outside the allowed range \[1, 8\]"):
+        ColdDirectPurifier(parse_params(ColdDirectPurifier.config_type, {"depth": 9}), unet=tiny_unet, schedule=BlurSchedule(8, 0.1))
+
+
+# -------------------------------------------------------------------------------------- training
+
+
+@pytest.fixture
+def tiny_xray_folder(xray_paths, tmp_path) -> Path:
+    """16 real X-rays in the class-per-folder layout (the seed-0 split gives 12 train / 2 val / 2 test)."""
+    root = tmp_path / "xrays"
+    for cls, paths in xray_paths.items():
+        (root / cls).mkdir(parents=True)
+        for path in paths:
+            shutil.copy(path, root / cls / path.name)
+    return root
+
+
+def test_tiny_training_lowers_the_loss_and_ships_a_loadable_model(tiny_xray_folder, tmp_path, xrays):
+    from core.train.cold import ColdTrainConfig, train_cold
+
+    out = tmp_path / "run"
+    card = train_cold(ColdTrainConfig.preset("tiny"), tiny_xray_folder, out, progress=False, weights_path=out / "cold_unet.safetensors")
+    history = card["training"]["history"]
+    assert len(history) == 3 and history[-1]["train_l1"] < history[0]["train_l1"]
+    assert card["unet_size"] == "tiny" and card["blur_schedule"]["levels"] == 20
+    assert set(card["quality"]["psnr_db"]) == {"blurred", "direct", "recon"}
+    assert (out / "samples" / "epoch_003.png").is_file() and (out / "checkpoint" / "state.json").is_file()
+    assert not list(out.rglob("*.pt")) and not list(out.rglob("*.bin"))  # safetensors + JSON only
+    unet, loaded_card = load_shipped_unet(COLD_WEIGHTS_STEM, weights_dir=out)
+    assert BlurSchedule.from_dict(loaded_card["blur_schedule"]) == SCHEDULE
+    purified = ColdDirectPurifier(unet=unet, schedule=SCHEDULE).purify(xrays)
+    assert purified.shape == xrays.shape
+
+
+def test_training_config_errors_are_one_line():
+    from core.train.cold import ColdTrainConfig
+
+    with pytest.raises(PurifyLabError, match="crop_size=60 must be a multiple of 8"):
+        ColdTrainConfig.preset("cpu", crop_size=60)
+    with pytest.raises(PurifyLabError, match="unknown preset 'huge'"):
+        ColdTrainConfig.preset("huge")
+    assert ColdTrainConfig.preset("cpu", max_minutes=None).max_minutes == 45.0  # unset CLI options keep the preset
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / f"{COLD_WEIGHTS_STEM}.safetensors").is_file(), reason="no shipped cold_unet weights")
+def test_shipped_model_direct_reconstruction_beats_the_blurred_input(shared_data):
+    from core.evaluate import load_split
+    from core.train.diffusion import psnr
+
+    val = load_split(shared_data / "chest_xray_pneumonia" / "train", "val", 128, limit=16)
+    clean = val.images.float().div(255.0)
+    direct = create_purifier("cold_direct")
+    blurred = create_purifier("cold_blur").purify(clean)
+    restored = direct.purify(clean)
+    gain = psnr(clean, restored) - psnr(clean, blurred)
+    assert gain.mean() > 0.5 and (gain > 0).float().mean() >= 0.75
+
+
+def test_resumed_training_continues_exactly_where_it_stopped(tiny_xray_folder, tmp_path):
+    from core.train.cold import ColdTrainConfig, train_cold
+
+    def run(folder: str, **overrides) -> dict:
+        out = tmp_path / folder
+        config = ColdTrainConfig.preset("tiny", **overrides)
+        return train_cold(config, tiny_xray_folder, out, progress=False, weights_path=out / "cold_unet.safetensors")
+
+    straight = run("straight", epochs=2)
+    run("resumed", epochs=1)
+    resumed = run("resumed", epochs=2, resume=True)
+    losses = [[record["train_l1"] for record in card["training"]["history"]] for card in (straight, resumed)]
+    assert len(losses[1]) == 2 and losses[0] == losses[1]
+    assert straight["quality"] == resumed["quality"]

@@ -1,0 +1,119 @@
+"""Metrics against hand-computed values, and clean evaluation of a classifier on real X-rays."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from core.errors import PurifyLabError
+from core.evaluate import EvaluationConfig, evaluate, load_split, predict_probabilities
+from core.metrics import accuracy, auroc, balanced_accuracy, classification_metrics
+from core.models import create_classifier
+from core.weights import save_weights
+
+# Five images: NORMAL, NORMAL, PNEUMONIA x 3; predictions 0, 1, 1, 0, 1.
+LABELS = [0, 0, 1, 1, 1]
+PROBS = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.8, 0.2], [0.1, 0.9]])
+
+
+def test_metrics_match_hand_computation():
+    m = classification_metrics(LABELS, PROBS, bootstrap=0)
+    assert m.n == 5
+    assert m.accuracy == pytest.approx(3 / 5)
+    assert m.sensitivity == pytest.approx({"NORMAL": 1 / 2, "PNEUMONIA": 2 / 3})
+    assert m.balanced_accuracy == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # positive scores 0.7, 0.2, 0.9 vs negative 0.1, 0.6: 5 of 6 pairs ordered correctly
+    assert m.auroc == pytest.approx(5 / 6)
+
+
+def test_auroc_edge_cases():
+    assert auroc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.5)  # ties count half
+    assert auroc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert auroc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4]) == 0.0
+    assert np.isnan(auroc([1, 1], [0.2, 0.3]))
+    assert accuracy([0, 1], [0, 0]) == 0.5
+    assert balanced_accuracy([1, 1, 1, 0], [1, 1, 1, 1]) == 0.5  # always PNEUMONIA is chance
+
+
+def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    scores = np.clip(labels * 0.3 + rng.random(300) * 0.7, 0, 1)
+    probs = np.stack([1 - scores, scores], 1)
+    first = classification_metrics(labels, probs, bootstrap=500, seed=3)
+    again = classification_metrics(labels, probs, bootstrap=500, seed=3)
+    assert first.confidence_95 == again.confidence_95
+    for key in ("accuracy", "balanced_accuracy", "auroc"):
+        low, high = first.confidence_95[key]
+        assert low <= getattr(first, key) <= high and high - low < 0.2
+    json.dumps(first.to_dict())  # JSON-ready
+
+
+def test_metrics_refuse_mismatched_inputs():
+    with pytest.raises(PurifyLabError, match="probabilities"):
+        classification_metrics([0, 1], np.ones((3, 2)))
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(4, 8, 8, 8))
+    path = tmp_path_factory.mktemp("weights") / "student_cnn.safetensors"
+    save_weights(model, path, {"architecture": model.architecture})
+    return path
+
+
+def test_evaluate_on_real_xrays(xray_train_dir, tiny_weights, tmp_path):
+    config = EvaluationConfig(data=str(xray_train_dir), classifier="student_cnn", split="val", limit=24, weights=str(tiny_weights), bootstrap=200)
+    result = evaluate(config)
+    assert result["n"] == 24
+    assert result["classes"] == ["NORMAL", "PNEUMONIA"]
+    assert 0 <= result["balanced_accuracy"] <= 1 and 0 <= result["auroc"] <= 1
+    assert set(result["sensitivity"]) == {"NORMAL", "PNEUMONIA"}
+    assert result["classifier_sha256"] == json.loads(tiny_weights.with_suffix(".json").read_text())["sha256"]
+    assert result["seconds"] > 0 and len(result["data_hash"]) == 64
+    # the limited val split keeps both classes and never overlaps the training split
+    val = load_split(xray_train_dir, "val", 32, limit=24)
+    train = load_split(xray_train_dir, "train", 32)
+    assert set(val.labels.tolist()) == {0, 1}
+    train_bytes = {bytes(image.numpy()) for image in train.images}
+    assert not any(bytes(image.numpy()) in train_bytes for image in val.images)
+
+
+def test_evaluate_with_a_blur_purifier_changes_the_inputs(xray_train_dir, tiny_weights):
+    model = create_classifier("student_cnn", weights=tiny_weights)
+    images = load_split(xray_train_dir, "val", 32, limit=8).images
+    from core.purifiers import create_purifier
+
+    clean = predict_probabilities(model, images)
+    blurred = predict_probabilities(model, images, purifier=create_purifier("blur", sigma=2.0))
+    assert clean.shape == blurred.shape == (8, 2)
+    assert not np.allclose(clean, blurred)
+
+
+def test_evaluate_rejects_unknown_split(xray_train_dir, tiny_weights):
+    with pytest.raises(PurifyLabError, match="split"):
+        evaluate(EvaluationConfig(data=str(xray_train_dir), classifier="student_cnn", split="holdout", weights=str(tiny_weights)))
+
+
+def test_evaluate_command_writes_json(xray_train_dir, tiny_weights, tmp_path):
+    from core.cli import classifier_commands
+
+    app = typer.Typer()
+    groups = {"train": typer.Typer()}
+    app.add_typer(groups["train"], name="train")
+    classifier_commands.register(app, groups)
+    out = tmp_path / "result.json"
+    result = CliRunner().invoke(app, [
+        "evaluate", "--data", str(xray_train_dir), "--classifier", "student_cnn", "--weights", str(tiny_weights),
+        "--split", "test", "--limit", "16", "--json", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "balanced_accuracy" in result.output
+    written = json.loads(out.read_text())
+    assert written["n"] == 16 and written["config"]["split"] == "test"

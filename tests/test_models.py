@@ -1,0 +1,140 @@
+"""Classifier registry: construction and shapes of every model, input contract, weights safety."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.errors import PurifyLabError
+from core.models import SEViT, create_classifier, list_classifiers
+from core.weights import save_weights
+
+TINY = {
+    "vit": dict(image_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2),
+    "vit_at": dict(image_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2),
+    "sevit": dict(image_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_heads=2),
+    "student_cnn": dict(image_size=32, widths=(4, 8, 8, 8)),
+    "substitute": dict(image_size=32, widths=(4, 8, 8)),
+}
+
+
+def test_registry_lists_the_five_classifiers():
+    assert set(list_classifiers()) == set(TINY)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_every_classifier_maps_unit_images_to_two_logits(name):
+    model = create_classifier(name, pretrained=False, **TINY[name]).eval()
+    x = torch.rand(3, 1, 32, 32)
+    logits = model(x)
+    assert logits.shape == (3, 2)
+    assert torch.isfinite(logits).all()
+    assert model.image_size == 32 and model.card is None
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (2, 1, 64, 64), (1, 32, 32)])
+def test_wrong_input_shape_is_refused_with_a_message(shape):
+    model = create_classifier("vit", pretrained=False, **TINY["vit"])
+    with pytest.raises(PurifyLabError, match="resize explicitly"):
+        model(torch.rand(*shape))
+
+
+def test_default_sizes_fit_the_budgets():
+    vit = create_classifier("vit", pretrained=False)
+    student = create_classifier("student_cnn", pretrained=False)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert vit.image_size == 128
+    assert count(vit) * 2 <= 3e6  # <= 3 MB in fp16
+    assert count(student) * 10 <= count(vit)  # a tenth of the teacher or less
+
+
+def test_sevit_freezes_the_vit_and_combines_probabilities():
+    model = create_classifier("sevit", pretrained=False, **TINY["sevit"]).train()
+    assert isinstance(model, SEViT)
+    assert not any(p.requires_grad for p in model.vit.parameters())
+    assert all(p.requires_grad for p in model.heads.parameters())
+    assert not model.vit.training  # the frozen backbone never uses dropout
+    model.eval()
+    x = torch.rand(4, 1, 32, 32)
+    members = model.member_logits(x)
+    assert len(members) == 3  # two block heads + the ViT head
+    expected = torch.stack([m.softmax(1) for m in members]).mean(0)
+    assert torch.allclose(model(x).exp(), expected, atol=1e-6)
+    score = model.detection_score(x)
+    assert score.shape == (4,) and (score >= 0).all()
+
+
+def test_sevit_vote_follows_the_majority():
+    model = create_classifier("sevit", pretrained=False, combine="vote", **TINY["sevit"]).eval()
+    x = torch.rand(5, 1, 32, 32)
+    votes = torch.stack([m.argmax(1) for m in model.member_logits(x)])  # (3, N)
+    majority = (votes.sum(0) >= 2).long()
+    probabilities = model(x).exp()
+    assert torch.allclose(probabilities.sum(1), torch.ones(5))
+    assert torch.equal(probabilities.argmax(1), majority)
+
+
+def test_sevit_options_are_checked():
+    with pytest.raises(PurifyLabError, match="combine"):
+        create_classifier("sevit", pretrained=False, combine="max", **TINY["vit"])
+    with pytest.raises(PurifyLabError, match="mlp_heads"):
+        create_classifier("sevit", pretrained=False, mlp_heads=5, **TINY["vit"])
+
+
+def test_unknown_classifier_names_the_choices():
+    with pytest.raises(PurifyLabError, match="choose one of"):
+        create_classifier("resnet1000")
+
+
+def test_missing_weights_say_how_to_make_them(tmp_path):
+    with pytest.raises(PurifyLabError, match="purifylab train classifier --model vit"):
+        create_classifier("vit", weights=tmp_path / "absent.safetensors")
+
+
+@pytest.mark.parametrize("name", ["vit", "student_cnn", "substitute"])
+def test_safetensors_round_trip_keeps_the_logits(tmp_path, name):
+    model = create_classifier(name, pretrained=False, **TINY[name]).eval()
+    path = tmp_path / f"{name}.safetensors"
+    save_weights(model, path, {"architecture": model.architecture}, fp16=True)
+    loaded = create_classifier(name, weights=path)
+    assert loaded.card["sha256"] and not loaded.training
+    x = torch.rand(4, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=2e-2, rtol=1e-2)
+        # what remains is only fp16 rounding: the same model rounded to fp16 matches to float precision
+        assert torch.allclose(loaded(x), model.half().float()(x), atol=1e-5)
+
+
+def test_sevit_heads_load_only_over_the_vit_they_were_trained_on(tmp_path):
+    backbone_path = tmp_path / "vit.safetensors"
+    backbone = create_classifier("vit", pretrained=False, **TINY["vit"])
+    card = save_weights(backbone, backbone_path, {"architecture": backbone.architecture})
+    sevit = SEViT(create_classifier("vit", weights=backbone_path), mlp_heads=2)
+    heads_path = tmp_path / "sevit.safetensors"
+    save_weights(sevit.heads, heads_path, {"architecture": sevit.architecture, "backbone_sha256": card["sha256"]})
+    loaded = create_classifier("sevit", weights=heads_path, backbone_weights=backbone_path).eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), sevit.eval()(x), atol=1e-5)
+    other = tmp_path / "other.safetensors"
+    save_weights(create_classifier("vit", pretrained=False, **TINY["vit"]), other, {"architecture": backbone.architecture})
+    with pytest.raises(PurifyLabError, match="different vit"):
+        create_classifier("sevit", weights=heads_path, backbone_weights=other)
+
+
+def test_trained_architecture_cannot_be_overridden(tmp_path):
+    model = create_classifier("vit", pretrained=False, **TINY["vit"])
+    path = tmp_path / "vit.safetensors"
+    save_weights(model, path, {"architecture": model.architecture})
+    with pytest.raises(PurifyLabError, match="embed_dim"):
+        create_classifier("vit", weights=path, embed_dim=32)
+
+
+@pytest.mark.parametrize("filename", ["vit.pt", "vit.safetensors"])
+def test_pickled_weights_are_refused(tmp_path, filename):
+    model = create_classifier("vit", pretrained=False, **TINY["vit"])
+    path = tmp_path / filename
+    torch.save(model.state_dict(), path)  # a pickle, whatever its name says
+    path.with_suffix(".json").write_text('{"architecture": {}}')
+    with pytest.raises(PurifyLabError, match="refusing"):
+        create_classifier("vit", weights=path)

@@ -1,0 +1,267 @@
+"""DDPM-family purifiers (noise, ddpm, ddim, diffdefense) on real X-rays with a tiny seeded UNet."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import core.purifiers.diffusion as diffusion
+from core.cli import main
+from core.errors import PurifyLabError
+from core.io import load_image, to_model_input
+from core.purifiers import create_purifier, list_purifiers
+from core.purifiers.ddim import DDIMConfig, DDIMPurifier
+from core.purifiers.ddpm import DDPMConfig, DDPMPurifier
+from core.purifiers.diffdefense import DiffDefenseConfig, DiffDefensePurifier
+from core.purifiers.diffusion import DEFAULT_SCHEDULE
+from core.purifiers.noise import NoiseConfig, NoisePurifier
+from core.purifiers.unet import build_unet
+from core.weights import save_weights
+
+SIZE = 16  # tiny UNet: 2 levels, any even side works
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny UNets are dominated by per-op overhead; a second thread only adds sync cost on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_unet():
+    torch.manual_seed(0)
+    return build_unet("tiny", sample_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def xrays(xray_paths) -> torch.Tensor:
+    """Two real X-rays (one per class) at the tiny model's resolution."""
+    files = [xray_paths["NORMAL"][0], xray_paths["PNEUMONIA"][0]]
+    return torch.cat([to_model_input(load_image(path), SIZE) for path in files])
+
+
+def build(name: str, unet, **params):
+    classes = {"noise": NoisePurifier, "ddpm": DDPMPurifier, "ddim": DDIMPurifier, "diffdefense": DiffDefensePurifier}
+    cls = classes[name]
+    config = cls.config_type(**params)
+    if name == "noise":
+        return cls(config, schedule=DEFAULT_SCHEDULE)
+    return cls(config, unet=unet, schedule=DEFAULT_SCHEDULE)
+
+
+NAMES = ["noise", "ddpm", "ddim", "diffdefense"]
+
+
+def test_registered_with_descriptions():
+    names = list_purifiers()
+    for name in NAMES:
+        assert name in names and names[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_for_a_seed_and_keeps_shape_and_range(name, tiny_unet, xrays):
+    purifier = build(name, tiny_unet)
+    first, again, other = purifier.purify(xrays, seed=3), purifier.purify(xrays, seed=3), purifier.purify(xrays, seed=4)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)  # all four are stochastic: the seed matters
+    assert first.shape == xrays.shape and first.dtype == torch.float32
+    assert first.min() >= 0 and first.max() <= 1
+    assert not torch.equal(first, xrays)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_differentiable_mode_matches_fast_mode_and_gives_input_gradients(name, tiny_unet, xrays):
+    purifier = build(name, tiny_unet)
+    x = xrays.clone().requires_grad_(True)
+    out = purifier(x, generator=torch.Generator().manual_seed(5))
+    out.square().sum().backward()
+    assert torch.allclose(out.detach().clamp(0, 1), purifier.purify(xrays, seed=5), atol=1e-5)
+    assert x.grad is not None and x.grad.abs().sum() > 0 and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_differentiable_mode_recomputes_each_denoiser_call_in_backward(name, tiny_unet, xrays):
+    """Gradient checkpointing: each UNet call is run once forward and once more during backward."""
+    purifier = build(name, tiny_unet)
+    calls = []
+    handle = tiny_unet.conv_in.register_forward_pre_hook(lambda *_: calls.append(1))  # first layer: recomputation stops early
+    try:
+        out = purifier(xrays.clone().requires_grad_(True), generator=torch.Generator().manual_seed(0))
+        forward_calls = len(calls)
+        out.sum().backward()
+    finally:
+        handle.remove()
+    assert forward_calls == purifier.nfe()
+    assert len(calls) == 2 * purifier.nfe()
+
+
+def test_nfe_at_each_setting(tiny_unet):
+    assert build("noise", tiny_unet).nfe() == 0
+    assert build("ddpm", tiny_unet).nfe() == 10  # default: t* = 0.04, 10 strided steps
+    full = build("ddpm", tiny_unet, steps=None)
+    assert full.nfe() == 40 and full.timesteps == list(range(39, -1, -1))  # the paper's 40 steps
+    assert build("ddpm", tiny_unet, steps=1).timesteps == [39]
+    assert build("ddim", tiny_unet).timesteps == list(range(99, -1, -10))  # T* = 0.1, skip 10: 10 calls
+    assert build("ddim", tiny_unet, t_star=0.14, skip=10).nfe() == 14  # the paper's CIFAR-10 setting
+    assert build("diffdefense", tiny_unet).nfe() == 5 * 1 * 2  # L * R * DDIM steps
+    assert build("diffdefense", tiny_unet, L=3, R=2, steps=4).nfe() == 3 * 2 * 4
+
+
+def test_ddim_eta_controls_the_per_step_noise(tiny_unet, xrays):
+    """Same seed, same start noise: only sigma_t (eta) differs between the two walks."""
+    deterministic_walk = build("ddim", tiny_unet, eta=0.0)
+    noisy_walk = build("ddim", tiny_unet, eta=1.0)
+    assert not torch.equal(deterministic_walk.purify(xrays, seed=1), noisy_walk.purify(xrays, seed=1))
+
+
+def test_noise_level_grows_with_t_star(xrays):
+    weak = NoisePurifier(NoiseConfig(t_star=0.02), schedule=DEFAULT_SCHEDULE).purify(xrays, seed=0)
+    strong = NoisePurifier(NoiseConfig(t_star=0.3), schedule=DEFAULT_SCHEDULE).purify(xrays, seed=0)
+    assert (weak - xrays).abs().mean() < (strong - xrays).abs().mean()
+
+
+def test_diffdefense_lowers_its_reconstruction_loss(tiny_unet, xrays):
+    purifier = build("diffdefense", tiny_unet, L=6, lr=0.1)
+    result = purifier.reconstruct(xrays, torch.Generator().manual_seed(0))
+    assert len(result.loss_history) == 6
+    assert result.loss_history[-1] < 0.8 * result.loss_history[0]
+    assert torch.allclose(result.mse, (result.images - xrays).square().flatten(1).mean(1), atol=1e-3)
+    images, scores = purifier.purify_with_score(xrays, seed=0)
+    assert torch.equal(scores, purifier.reconstruction_error(xrays, seed=0)) and scores.shape == (2,)
+    assert torch.equal(images, purifier.purify(xrays, seed=0))
+
+
+def test_diffdefense_keeps_the_best_restart(tiny_unet, xrays):
+    one = build("diffdefense", tiny_unet, R=1).purify_with_score(xrays, seed=0)[1]
+    three = build("diffdefense", tiny_unet, R=3).purify_with_score(xrays, seed=0)[1]
+    assert (three <= one + 1e-7).all()  # restart 1 is the same draw; more restarts can only help
+
+
+@pytest.mark.parametrize(
+    ("config_type", "params", "message"),
+    [
+        (DDPMConfig, {"t_star": 0.0}, "t_star=0.0 is outside the allowed range (0.0, 1.0]"),
+        (DDPMConfig, {"t_star": 1.5}, "t_star=1.5"),
+        (DDPMConfig, {"steps": 0}, "steps=0 must be >= 1"),
+        (DDIMConfig, {"eta": 1.2}, "eta=1.2"),
+        (DDIMConfig, {"skip": 0}, "skip=0"),
+        (NoiseConfig, {"t_star": -0.1}, "t_star=-0.1"),
+        (DiffDefenseConfig, {"L": 0}, "L=0 must be >= 1"),
+        (DiffDefenseConfig, {"R": 0}, "R=0 must be >= 1"),
+        (DiffDefenseConfig, {"lr": 0.0}, "lr=0.0"),
+        (DiffDefenseConfig, {"optimizer": "rmsprop"}, "optimizer='rmsprop'"),
+    ],
+)
+def test_bad_parameters_give_one_line_errors(config_type, params, message):
+    with pytest.raises(PurifyLabError, match="^[^\n]*$") as error:
+        config_type(**params).validate()
+    assert message in str(error.value)
+
+
+def test_unreachable_ddim_stride_and_bad_input_shapes_are_refused(tiny_unet):
+    with pytest.raises(PurifyLabError, match="skip=300 is not a DDIM stride"):
+        build("ddim", tiny_unet, skip=300)
+    purifier = build("ddpm", tiny_unet)
+    with pytest.raises(PurifyLabError, match="expects images of shape"):
+        purifier.purify(torch.rand(1, 3, SIZE, SIZE))
+    with pytest.raises(PurifyLabError, match="divisible by 2"):
+        purifier.purify(torch.rand(1, 1, 15, 15))
+
+
+def test_string_parameters_are_parsed_and_checked():
+    purifier = create_purifier("noise", t_star="0.1")
+    assert purifier.config.t_star == 0.1
+    with pytest.raises(PurifyLabError, match="not a valid"):
+        create_purifier("noise", t_star="deep")
+    with pytest.raises(PurifyLabError, match="unknown parameter 'depth'"):
+        create_purifier("noise", depth="3")
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+@pytest.fixture()
+def tiny_weights_dir(tmp_path, monkeypatch, tiny_unet):
+    """A weights folder holding a tiny ddpm_unet, made the shipped one for this test."""
+    card = {"unet_size": "tiny", "unet_overrides": {"sample_size": SIZE}, "scheduler": DEFAULT_SCHEDULE}
+    save_weights(tiny_unet, tmp_path / "ddpm_unet.safetensors", card)
+    monkeypatch.setattr(diffusion, "WEIGHTS_DIR", tmp_path)
+    return tmp_path
+
+
+def run_cli(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code
+
+
+def test_cli_purify_none_keeps_native_size_and_writes_config(tmp_path, xray_paths, capsys):
+    out = tmp_path / "none.png"
+    assert run_cli(["purify", str(xray_paths["NORMAL"][0]), "--purifier", "none", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads(out.with_suffix(".json").read_text())
+    assert printed == written and written["purifier"] == "none" and written["resized_to"] is None
+    loaded = load_image(out)
+    original = load_image(xray_paths["NORMAL"][0])
+    assert loaded.original_size == original.original_size
+    assert (loaded.pixels - original.pixels).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_cli_purify_ddpm_resizes_to_the_model_and_records_params(tmp_path, xray_paths, tiny_weights_dir, capsys):
+    out = tmp_path / "ddpm.png"
+    argv = ["purify", str(xray_paths["PNEUMONIA"][0]), "--purifier", "ddpm", "--param", "t_star=0.1",
+            "--param", "steps=3", "--seed", "7", "--out", str(out)]
+    assert run_cli(argv) == 0
+    config = json.loads(out.with_suffix(".json").read_text())
+    assert config["t_star"] == 0.1 and config["nfe"] == 3 and config["seed"] == 7
+    assert config["resized_to"] == [SIZE, SIZE] and config["input_size"] == [224, 224]
+    assert load_image(out).original_size == (SIZE, SIZE)
+
+
+@pytest.mark.parametrize(
+    ("argv_tail", "expected"),
+    [
+        (["--purifier", "ddpm", "--param", "t_star=2"], "t_star=2.0 is outside"),
+        (["--purifier", "nope"], "unknown purifier 'nope'"),
+        (["--purifier", "ddpm", "--param", "t_star"], "not of the form key=value"),
+    ],
+)
+def test_cli_bad_parameters_exit_2_with_one_line(tmp_path, xray_paths, tiny_weights_dir, capsys, argv_tail, expected):
+    argv = ["purify", str(xray_paths["NORMAL"][0]), "--out", str(tmp_path / "o.png"), *argv_tail]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1
+
+
+def test_cli_bad_image_exits_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "scan.png"
+    bad.write_bytes(b"this is not an image at all")
+    assert run_cli(["purify", str(bad), "--purifier", "none", "--out", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cli_lists_purifiers_with_nfe(tiny_weights_dir, capsys):
+    assert run_cli(["purifiers"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "NFE 10" in lines["ddpm"] and "NFE 0" in lines["noise"] and "NFE 10" in lines["diffdefense"]
+
+
+def test_shipped_model_removes_the_noise_it_adds(xray_paths):
+    """The shipped denoiser's `ddpm` output is closer to the clean X-ray than the noised input it starts from."""
+    from core.train.diffusion import psnr
+
+    if not (diffusion.WEIGHTS_DIR / "ddpm_unet.safetensors").is_file():
+        pytest.skip("weights/ddpm_unet.safetensors is not trained yet")
+    purifier = create_purifier("ddpm")
+    assert purifier.schedule == diffusion.shipped_schedule()
+    x = torch.cat([to_model_input(load_image(xray_paths[c][1]), purifier.image_size) for c in ("NORMAL", "PNEUMONIA")])
+    noised = NoisePurifier(NoiseConfig(t_star=purifier.config.t_star), schedule=purifier.schedule).purify(x, seed=0)
+    purified = purifier.purify(x, seed=0)
+    assert (psnr(x, purified) > psnr(x, noised) + 3).all()

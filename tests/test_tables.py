@@ -1,0 +1,272 @@
+"""Tables from presets on a tiny student CNN trained here on real X-rays: outputs agree, the same
+seed gives the same table, an interrupted run resumes, and the masking checks raise their flags."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from core.errors import PurifyLabError
+from core.evaluate import load_split
+from core.models import create_classifier
+from core.purifiers import PURIFIERS
+from core.purifiers.base import Purifier, PurifierConfig
+from core.results import ResultStore, cell_key
+from core.sweeps import sweep_preset
+from core.tables import AttackRow, PresetRunner, list_presets, load_preset, preset_from_dict, run_preset
+from core.weights import save_weights
+
+IMAGE_SIZE = 32
+
+
+class QuantisePurifier(Purifier):
+    """8 grey levels with torch.round: zero gradient almost everywhere, the textbook masking defense."""
+
+    name = "test-quantise"
+
+    def __init__(self, config: PurifierConfig | None = None) -> None:
+        super().__init__(config)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.round(x * 7) / 7
+
+
+if QuantisePurifier.name not in PURIFIERS:
+    PURIFIERS.register(QuantisePurifier.name, "test only: quantisation that masks gradients")(QuantisePurifier)
+
+
+@pytest.fixture(scope="module")
+def weights(xray_train_dir, tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_classifier("student_cnn", pretrained=False, image_size=IMAGE_SIZE, widths=(8, 16, 16, 16))
+    train = load_split(xray_train_dir, "train", IMAGE_SIZE, limit=1024)
+    images, labels = train.images.float() / 255, train.labels
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    order = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(150):
+        batch = torch.randint(0, len(labels), (64,), generator=order)
+        loss = torch.nn.functional.cross_entropy(model(images[batch]), labels[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    path = tmp_path_factory.mktemp("weights") / "student_cnn.safetensors"
+    save_weights(model.eval(), path, {"architecture": model.architecture}, fp16=False)
+    return str(path)
+
+
+def _raw(data, weights, **changes) -> dict:
+    model = {"name": "student_cnn", "weights": weights, "label": "tiny-cnn"}
+    raw = {
+        "title": "tiny table",
+        "data": str(data), "split": "val", "limit": 16, "seed": 0, "batch_size": 8, "bootstrap": 50,
+        "redraws": 2, "eot": 2,
+        "tables": [
+            {
+                "name": "grey", "caption": "Grey-box table.", "classifiers": [model],
+                "rows": [{"label": "Clean"}, {"label": "FGSM", "name": "fgsm"}, {"label": "PGD", "name": "pgd", "steps": 3}],
+                "columns": [
+                    {"label": "Original"},
+                    {"label": "Blur", "purifier": "blur", "params": {"sigma": 1.0}, "trained_on": "linf:0.03"},
+                ],
+                "averages": True,
+            },
+            {
+                "name": "threats", "caption": "Threat models.", "classifiers": [model],
+                "rows": [{"label": "PGD", "name": "pgd", "steps": 3}],
+                "columns": [{"label": "Noise", "purifier": "noise", "params": {"t_star": 0.02}}],
+                "threats": ["grey", "bpda-eot", "white"],
+            },
+        ],
+        "sanity": {"collapse_eps": [0.03, 0.3], "collapse_steps": 5},
+    }  # fmt: skip
+    return {**raw, **changes}
+
+
+def _preset(data, weights, name="tiny", **changes):
+    return preset_from_dict(_raw(data, weights, **changes), name)
+
+
+def test_outputs_exist_and_agree(xray_train_dir, weights, tmp_path):
+    outcome = run_preset(_preset(xray_train_dir, weights), tmp_path / "store.sqlite", tmp_path / "out", progress=False)
+    paths = outcome.paths
+    assert {"markdown", "csv", "json", "html", "config"} <= set(paths) and all(p.is_file() for p in paths.values())
+    document = json.loads(paths["json"].read_text())
+    rows = list(csv.DictReader(paths["csv"].open()))
+    table_results = [r for r in document["results"] if "table" in r]
+    assert len(rows) == len(table_results) == 2 * 3 + 3
+    by_key = {r["key"]: r for r in table_results}
+    for row in rows:
+        metrics = by_key[row["key"]]["metrics"]
+        assert float(row["one_shot_accuracy"]) == pytest.approx(metrics["one_shot_accuracy"])
+        assert row["threat"] == by_key[row["key"]]["threat"]
+        assert f"{100 * metrics['one_shot_accuracy']:.2f}" in outcome.markdown
+    # the threat model is stated in the caption and, where a table mixes them, in the header
+    assert "attacker sees the classifier only" in outcome.markdown
+    assert "Noise [white]" in outcome.markdown and "Noise [bpda-eot]" in outcome.markdown
+    assert json.loads(paths["config"].read_text())["limit"] == 16
+    assert "plotly" in paths["html"].read_text()[:5000].lower()
+    # stochastic cells show one-shot / worst-of-2
+    noise = next(r for r in table_results if r["column"] == "Noise" and r["threat"] == "white")
+    assert noise["metrics"]["redraws"] == 2 and noise["metrics"]["worst_case_accuracy"] <= noise["metrics"]["one_shot_accuracy"]
+    assert "Sanity checks" in outcome.markdown and "white is not weaker than bpda-eot" in outcome.markdown
+    # AwT / AoA: the mean over attack rows; AwT leaves out the threat a column was trained on
+    attacked = [r["metrics"]["one_shot_accuracy"] for r in table_results if r["table"] == "grey" and r["column"] == "Original" and r["row"] != "Clean"]
+    mean = f"{100 * sum(attacked) / len(attacked):.2f}"
+    assert any(line.startswith(f"| AwT | {mean} | n/a") for line in outcome.markdown.splitlines())
+    assert any(line.startswith(f"| AoA | {mean} |") for line in outcome.markdown.splitlines())
+
+
+def test_same_seed_gives_identical_table_json(xray_train_dir, weights, tmp_path):
+    preset = _preset(xray_train_dir, weights)
+    first = run_preset(preset, tmp_path / "a.sqlite", tmp_path / "a", progress=False)
+    again = run_preset(preset, tmp_path / "b.sqlite", tmp_path / "b", progress=False)
+    assert again.computed and not again.reused  # a fresh store: everything recomputed
+    one, two = (json.loads(o.paths["json"].read_text()) for o in (first, again))
+    assert one["results"] == two["results"] and one["sanity_checks"] == two["sanity_checks"]
+
+
+def test_interrupted_run_resumes_without_recomputing(xray_train_dir, weights, tmp_path):
+    preset = _preset(xray_train_dir, weights)
+    store_path = tmp_path / "store.sqlite"
+    finished = []
+
+    with ResultStore(store_path) as store:
+        runner = PresetRunner(preset, store, progress=False)
+        real_compute = runner.compute
+
+        def compute_then_fail(cell):
+            if len(finished) == 4:
+                raise KeyboardInterrupt("simulated interruption")
+            metrics = real_compute(cell)
+            finished.append(cell_key(cell))
+            return metrics
+
+        runner.compute = compute_then_fail
+        with pytest.raises(KeyboardInterrupt):
+            runner.run()
+        assert len(store.cells()) == 4
+
+    recomputed = []
+    with ResultStore(store_path) as store:
+        runner = PresetRunner(preset, store, progress=False)
+        real_compute = runner.compute
+        runner.compute = lambda cell: recomputed.append(cell_key(cell)) or real_compute(cell)
+        records = runner.run()
+    assert not set(recomputed) & set(finished)
+    assert sorted(runner.last_reused) == sorted(finished)
+    assert len(recomputed) + len(finished) == len({r["key"] for r in records})
+
+
+def test_sanity_flags_appear_in_the_table(xray_train_dir, weights, tmp_path):
+    raw = _raw(xray_train_dir, weights)
+    raw["tables"] = [{
+        "name": "masking", "caption": "A gradient-masking defense.",
+        "classifiers": [{"name": "student_cnn", "weights": weights, "label": "tiny-cnn"}],
+        "rows": [{"label": "PGD", "name": "pgd", "eps": 0.1, "steps": 5}],
+        "columns": [{"label": "Quantise", "purifier": "test-quantise"}],
+        "threats": ["bpda", "white"],
+    }]  # fmt: skip
+    raw["sanity"] = {"collapse_eps": [0.001], "collapse_steps": 2}  # far too small to collapse: must flag
+    outcome = run_preset(preset_from_dict(raw, "masking"), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+    checks = json.loads(outcome.paths["json"].read_text())["sanity_checks"]
+    white_vs_bpda = next(c for c in checks if c["name"] == "white is not weaker than bpda")
+    collapse = next(c for c in checks if c["name"] == "undefended accuracy collapses at large eps")
+    assert not white_vs_bpda["passed"] and not collapse["passed"]
+    assert "| FLAG |" in outcome.markdown and "FLAG white is not weaker than bpda (Quantise)" in outcome.markdown
+    assert "FLAG" in outcome.paths["csv"].read_text()
+
+
+def test_shipped_presets_load_and_validate():
+    names = list_presets()
+    for name in ("quick", "paper-table1", "paper-table2", "ddpm-defense", "blau", "diffdefense"):
+        assert name in names
+        preset = load_preset(name)
+        assert preset.name == name and (preset.tables or preset.sweeps or preset.detection)
+    quick = load_preset("quick")
+    assert quick.limit == 32 and [m.name for m in quick.tables[0].classifiers] == ["vit"]
+    assert "blur" in {c.purifier for c in load_preset("paper-table1").tables[0].columns}
+
+
+def test_bad_presets_are_refused_in_one_line(tmp_path, xray_train_dir, weights):
+    with pytest.raises(PurifyLabError, match="not found"):
+        load_preset("no-such-preset")
+    raw = _raw(xray_train_dir, weights)
+    raw["tables"][0]["threats"] = ["grey", "telepathy"]
+    with pytest.raises(PurifyLabError, match="telepathy"):
+        preset_from_dict(raw, "bad")
+    raw = _raw(xray_train_dir, weights, colour="blue")
+    with pytest.raises(PurifyLabError, match="unknown key 'colour'"):
+        preset_from_dict(raw, "bad")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("tables: [unclosed")
+    with pytest.raises(PurifyLabError, match="not valid YAML"):
+        load_preset(broken)
+
+
+def test_sweep_writes_accuracy_against_the_parameter(xray_train_dir, weights, tmp_path):
+    preset = sweep_preset(
+        "tstar", "noise", (0.01, 0.05), classifier="student_cnn", classifier_weights=weights,
+        attack=AttackRow(label="PGD", name="pgd", steps=2), data=str(xray_train_dir), limit=8, batch_size=8,
+    )  # fmt: skip
+    outcome = run_preset(preset, tmp_path / "s.sqlite", tmp_path / "sweep", progress=False)
+    rows = list(csv.DictReader(outcome.paths["csv"].open()))
+    assert [r["column"] for r in rows] == ["t_star=0.01", "t_star=0.01", "t_star=0.05", "t_star=0.05"]
+    assert "accuracy (%) vs t_star" in outcome.markdown
+    with pytest.raises(PurifyLabError, match="does not apply"):
+        sweep_preset("depth", "noise", (1.0,))
+
+
+def test_detection_roc_and_the_detector_aware_attack(xray_train_dir, weights):
+    from core.purifiers.diffdefense import DiffDefenseConfig, DiffDefensePurifier
+    from core.purifiers.unet import build_unet
+    from core.tables.detection import detector_aware_pgd
+    from core.tables.runner import detection_auroc, roc_curve
+    from core.attacks import AttackConfig
+
+    separated = roc_curve(np.array([0.1, 0.2, 0.3]), np.array([0.5, 0.6]))
+    assert separated["fpr"][0] == 0.0 and separated["tpr"][-1] == 1.0
+    assert detection_auroc(np.array([0.1, 0.2, 0.3]), np.array([0.5, 0.6])) == 1.0
+    assert detection_auroc(np.array([0.5, 0.6]), np.array([0.1, 0.2])) == 0.0
+
+    torch.manual_seed(0)
+    purifier = DiffDefensePurifier(DiffDefenseConfig(L=2, steps=1), unet=build_unet("tiny", sample_size=IMAGE_SIZE))
+    classifier = create_classifier("student_cnn", weights=weights)
+    data = load_split(xray_train_dir, "val", IMAGE_SIZE, limit=6)
+    x, y = data.images.float() / 255, data.labels
+    attack = AttackConfig(name="pgd", eps=0.03, steps=2)
+    plain = detector_aware_pgd(classifier, purifier, x, y, attack, weight=0.0)
+    aware = detector_aware_pgd(classifier, purifier, x, y, attack, weight=1000.0)
+    for adversarial in (plain, aware):
+        assert (adversarial - x).abs().max() <= 0.03 + 1e-6 and 0 <= adversarial.min() and adversarial.max() <= 1
+    assert not torch.equal(plain, aware)  # the reconstruction term changes the attack
+    with pytest.raises(PurifyLabError, match="L-inf"):
+        detector_aware_pgd(classifier, purifier, x, y, AttackConfig(name="pgd", norm="l2", eps=1.0), weight=1.0)
+
+
+def test_table_command_prints_markdown_and_writes_outputs(xray_train_dir, weights, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from core.cli import table_commands
+
+    app = typer.Typer()
+    table_commands.register(app, {})
+    raw = _raw(xray_train_dir, weights)
+    raw["tables"] = raw["tables"][:1]
+    path = tmp_path / "cli-preset.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    args = ["table", str(path), "--limit", "8", "--store", str(tmp_path / "s.sqlite"), "--out-dir", str(tmp_path / "out"), "--no-progress"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "| Attack | Original | Blur |" in first.output and "on 8 images" in first.output
+    assert (tmp_path / "out" / "cli-preset.csv").is_file() and (tmp_path / "out" / "cli-preset.config.json").is_file()
+    again = CliRunner().invoke(app, args)
+    assert "computed 0" in again.output  # every cell from the store
+    missing = CliRunner().invoke(app, ["table", "no-such-preset"])
+    assert isinstance(missing.exception, PurifyLabError)

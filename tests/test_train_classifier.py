@@ -1,0 +1,112 @@
+"""Classifier training: a short real run lowers the loss, resume, distillation, SEViT heads, PGD, config checks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from core.errors import PurifyLabError
+from core.models import create_classifier
+from core.train.classifier import (
+    TrainConfig,
+    _load_optimizer,
+    _save_optimizer,
+    augment_batch,
+    noise_blur_batch,
+    preset,
+    train_classifier,
+)
+
+
+def _history(run_dir) -> list[dict]:
+    return json.loads((run_dir / "history.json").read_text())
+
+
+def test_short_cpu_run_on_real_xrays_lowers_the_loss(xray_train_dir, tmp_path):
+    config = preset("tiny", "substitute", epochs=6, augment=False, lr=3e-3)
+    card = train_classifier(config, xray_train_dir, tmp_path, progress=False)
+    losses = [epoch["train_loss"] for epoch in _history(tmp_path)]
+    assert losses[-1] < 0.8 * losses[0], losses
+    # the shipped file and its card: fp16 safetensors, val metrics measured on it, resolved config beside it
+    assert (tmp_path / "substitute.safetensors").is_file()
+    assert card["storage_dtype"] == "float16" and card["training_kind"] == "clean-trained"
+    assert card["val_metrics"]["n"] == 64 and 0 <= card["val_metrics"]["balanced_accuracy"] <= 1
+    assert card["data"]["split_seed"] == 0 and len(card["data"]["data_hash"]) == 64
+    assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 6
+    reloaded = create_classifier("substitute", weights=tmp_path / "substitute.safetensors")
+    assert reloaded.card["sha256"] == card["sha256"]
+
+
+def test_resume_continues_from_the_checkpoint(xray_train_dir, tmp_path):
+    config = preset("tiny", "vit", epochs=1)
+    train_classifier(config, xray_train_dir, tmp_path, progress=False)
+    train_classifier(replace(config, epochs=2), xray_train_dir, tmp_path, progress=False, resume=True)
+    history = _history(tmp_path)
+    assert [epoch["epoch"] for epoch in history] == [1, 2]
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1 and state["step"] == 8
+
+
+def test_optimizer_state_round_trips_without_pickle(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.rand(4, 3)).sum().backward()
+    optimizer.step()
+    _save_optimizer(optimizer, tmp_path / "optimizer.safetensors")
+    restored = torch.optim.AdamW(model.parameters(), lr=0.5)
+    _load_optimizer(restored, tmp_path / "optimizer.safetensors")
+    assert restored.param_groups[0]["lr"] == 0.1
+    for before, after in zip(optimizer.state.values(), restored.state.values()):
+        assert torch.equal(before["exp_avg_sq"], after["exp_avg_sq"])
+
+
+@pytest.mark.parametrize("model", ["student_cnn", "sevit", "vit_at"])
+def test_each_training_mode_runs_and_says_what_it_is(xray_train_dir, tmp_path, model):
+    config = preset("tiny", model, epochs=1, max_batches_per_epoch=2)
+    card = train_classifier(config, xray_train_dir, tmp_path, progress=False)
+    kind = card["training_kind"]
+    expected = {"student_cnn": "distilled from vit", "sevit": "frozen vit", "vit_at": "PGD adversarial"}[model]
+    assert expected in kind
+    assert card["val_metrics"]["n"] == 64
+
+
+def test_noise_augment_is_recorded_in_the_card(xray_train_dir, tmp_path):
+    config = preset("tiny", "student_cnn", epochs=1, max_batches_per_epoch=1, noise_augment=0.1)
+    card = train_classifier(config, xray_train_dir, tmp_path, progress=False)
+    assert "purifier-aware: noise-augmented" in card["training_kind"]
+
+
+def test_augmentation_is_small_and_keeps_the_side():
+    x = torch.zeros(8, 1, 32, 32)
+    x[..., :16] = 1.0  # bright left half: a flip would move it to the right
+    out = augment_batch(x, TrainConfig(), torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    assert (out[..., :16].mean((1, 2, 3)) > out[..., 16:].mean((1, 2, 3)) + 0.5).all()
+    still = TrainConfig(rotation_degrees=0, shift=0, scale=0, brightness=0, contrast=0)
+    assert torch.allclose(augment_batch(x, still, torch.Generator()), x, atol=1e-5)
+
+
+def test_noise_blur_degrades_about_half_the_batch():
+    x = torch.rand(64, 1, 16, 16)
+    out = noise_blur_batch(x, 0.1, torch.Generator().manual_seed(0))
+    changed = (out - x).abs().flatten(1).amax(1) > 1e-6
+    assert 16 <= int(changed.sum()) <= 48 and 0 <= out.min() and out.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [(dict(epochs=0), "epochs"), (dict(adversarial_eps=1.0), "eps"), (dict(noise_augment=2.0), "noise_augment"), (dict(colour=True), "unknown")],
+)
+def test_bad_settings_are_refused(overrides, message):
+    with pytest.raises(PurifyLabError, match=message):
+        preset("tiny", "vit", **overrides)
+
+
+def test_unknown_preset_and_model_are_refused():
+    with pytest.raises(PurifyLabError, match="preset"):
+        preset("huge", "vit")
+    with pytest.raises(PurifyLabError, match="classifier"):
+        preset("cpu", "resnet")

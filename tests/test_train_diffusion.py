@@ -1,0 +1,110 @@
+"""Diffusion training on real X-rays (tiny UNet, 32 px), its checkpoint/resume, card and metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from core.errors import PurifyLabError
+from core.purifiers.ddpm import DDPMPurifier
+from core.purifiers.unet import load_shipped_unet
+from core.train.diffusion import DiffusionTrainConfig, psnr, ssim, train_diffusion
+from core.weights import read_card
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny UNets are dominated by per-op overhead; a second thread only adds sync cost on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, xray_train_dir):
+    """Two epochs of the tiny preset on 64 real training X-rays, then a resumed third epoch."""
+    out = tmp_path_factory.mktemp("ddpm_run")
+    config = DiffusionTrainConfig.preset("tiny", epochs=2, max_steps=1000, limit=64)
+    first = train_diffusion(config, xray_train_dir, out, progress=False, weights_path=out / "ddpm_unet.safetensors")
+    resumed_config = DiffusionTrainConfig.preset("tiny", epochs=3, max_steps=1000, limit=64, resume=True)
+    card = train_diffusion(resumed_config, xray_train_dir, out, progress=False, weights_path=out / "ddpm_unet.safetensors")
+    return out, first, card
+
+
+@pytest.mark.slow
+def test_training_lowers_the_noise_prediction_loss(trained):
+    _, first, card = trained
+    losses = [record["train_loss"] for record in card["history"]]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert first["history"] == card["history"][:2]  # resume continued the same run
+
+
+@pytest.mark.slow
+def test_resume_continues_at_the_next_epoch_and_step(trained):
+    out, first, card = trained
+    assert card["epochs_completed"] == 3 and first["epochs_completed"] == 2
+    assert card["steps"] == card["history"][-1]["step"] == 3 * first["steps"] // 2
+    assert sorted(p.name for p in (out / "samples").glob("*.png")) == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
+    assert not list(out.rglob("*.pt")) and not list(out.rglob("*.bin"))  # safetensors only
+
+
+@pytest.mark.slow
+def test_card_describes_the_model_and_its_quality_and_loads_back(trained):
+    out, _, card = trained
+    assert read_card(out / "ddpm_unet.safetensors") == card
+    assert card["unet_size"] == "tiny" and card["storage_dtype"] == "float16"
+    assert card["scheduler"]["num_train_timesteps"] == 1000 and len(card["data"]["data_hash"]) == 64
+    quality = card["quality"]
+    assert quality["split"] == "val" and quality["t_star"] == 0.04 and quality["images"] == 4
+    assert 0 < quality["ssim"] <= 1 and quality["psnr"] > 5
+    unet, loaded_card = load_shipped_unet("ddpm_unet", out)
+    purifier = DDPMPurifier(unet=unet, schedule=loaded_card["scheduler"])
+    assert purifier.purify(torch.rand(1, 1, 32, 32), seed=0).shape == (1, 1, 32, 32)
+    assert json.loads((out / "config.json").read_text())["preset"] == "tiny"
+
+
+def test_psnr_and_ssim_on_real_xrays(xray_paths):
+    from core.io import load_image, to_model_input
+
+    x = torch.cat([to_model_input(load_image(p), 64) for p in xray_paths["NORMAL"][:2]])
+    noisy = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    noisier = (x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-5)
+    assert (ssim(x, noisier) < ssim(x, noisy)).all() and (ssim(x, noisy) < 1).all()
+    assert (psnr(x, noisier) < psnr(x, noisy)).all()
+    assert abs(float(psnr(x, noisy).mean()) - 26.0) < 1.0  # sigma 0.05 -> 10 log10(1 / 0.0025) = 26 dB
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"unet_size": "huge"}, "unknown UNet size 'huge'"),
+        ({"max_t_fraction": 0.0}, "max_t_fraction=0.0"),
+        ({"crop_size": 300}, "crop_size=300"),
+        ({"ema_decay": 1.0}, "ema_decay=1.0"),
+        ({"lr": -1.0}, "lr=-1.0"),
+    ],
+)
+def test_bad_training_config_is_refused(overrides, message):
+    with pytest.raises(PurifyLabError, match="^[^\n]*$") as error:
+        DiffusionTrainConfig.preset("cpu", **overrides)
+    assert message in str(error.value)
+    with pytest.raises(PurifyLabError, match="unknown preset"):
+        DiffusionTrainConfig.preset("huge")
+
+
+@pytest.mark.slow
+def test_cli_train_diffusion_tiny_preset(tmp_path, xray_train_dir, capsys):
+    from core.cli import main
+
+    weights = tmp_path / "ddpm_unet.safetensors"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "diffusion", "--preset", "tiny", "--data", str(xray_train_dir), "--out", str(tmp_path / "run"),
+              "--weights", str(weights)])
+    assert exit_info.value.code == 0
+    card = read_card(weights)
+    assert card["unet_size"] == "tiny" and card["training"]["preset"] == "tiny"
+    assert f'"psnr": {card["quality"]["psnr"]}' in capsys.readouterr().out
