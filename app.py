@@ -9,6 +9,7 @@ PAGES = {
         st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
         st.Page("pages/walkthrough.py", title="Clinician walkthrough", icon=":material/stethoscope:"),
         st.Page("pages/lab.py", title="Attack & purify lab", icon=":material/science:"),
+        st.Page("pages/tables.py", title="Robustness tables", icon=":material/table_chart:"),
     ],
 }
 

@@ -207,12 +207,17 @@ def run_cells(
     compute_fn: Callable[[Mapping[str, Any]], Mapping[str, Any]],
     store: ResultStore,
     progress: bool = True,
+    on_cell: Callable[[int, int], None] | None = None,
 ) -> CellRun:
     """Compute every cell not yet in `store`, storing each as soon as it finishes (so a killed run
-    loses at most the cell in flight), and return all metrics, stored or fresh."""
+    loses at most the cell in flight), and return all metrics, stored or fresh.
+
+    `on_cell(done, total)` is called after each cell: how a UI draws its own progress bar."""
     cells = list(cells)
     metrics, computed, reused = [], [], []
-    for cell in tqdm(cells, desc="cells", unit="cell", disable=not progress):
+    for done, cell in enumerate(tqdm(cells, desc="cells", unit="cell", disable=not progress), start=1):
+        if on_cell is not None and done > 1:
+            on_cell(done - 1, len(cells))
         key = cell_key(cell)
         stored = store.get(cell)
         if stored is not None:
@@ -225,4 +230,6 @@ def run_cells(
         # Read back what was stored, so fresh and cached runs return identical values (JSON round trip).
         metrics.append(json.loads(canonical_json(fresh)))
         computed.append(key)
+    if on_cell is not None and cells:
+        on_cell(len(cells), len(cells))
     return CellRun(metrics=metrics, computed=computed, reused=reused)

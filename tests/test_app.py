@@ -56,3 +56,10 @@ def test_walkthrough_steps_forward_to_the_purified_image(app, xray_paths):
         assert not app.exception, app.exception
     assert app.session_state["walkthrough_step"] == 3
     assert any("not a diagnostic device" in md.value for md in app.markdown)
+
+
+def test_tables_page_shows_a_stored_table_with_its_threat_model(app):
+    app.switch_page("pages/tables.py").run()
+    assert not app.exception, app.exception
+    assert app.button(key="regenerate") is not None
+    assert any("Threat model" in md.value or "grey" in md.value for md in app.markdown)

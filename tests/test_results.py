@@ -177,3 +177,13 @@ def test_same_seed_gives_identical_stored_metrics(tmp_path: Path, shared_data: P
     assert runs[0] == runs[1]
     small_eps, large_eps = (store_metrics for _, store_metrics in runs[0])
     assert small_eps != large_eps, "different budgets must give different numbers"
+
+
+def test_run_cells_reports_progress_after_every_cell(tmp_path):
+    from core.results import ResultStore, run_cells
+
+    seen = []
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        run_cells([{"i": i} for i in range(3)], lambda cell: {"v": cell["i"]}, store, progress=False,
+                  on_cell=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]

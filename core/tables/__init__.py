@@ -10,6 +10,7 @@ render.py for the outputs and the gradient-masking checks reported with every ta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,11 @@ class TableOutcome:
 
 
 def run_preset(
-    preset: Preset, store_path: str | Path = DEFAULT_STORE, out_dir: str | Path | None = None, progress: bool = True
+    preset: Preset,
+    store_path: str | Path = DEFAULT_STORE,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    on_cell: Callable[[int, int], None] | None = None,
 ) -> TableOutcome:
     """Compute (or reuse) every cell of `preset` and write its outputs to out_dir (default results/<name>)."""
     from core.evaluate import process_state
@@ -52,7 +57,7 @@ def run_preset(
     state = process_state()
     with ResultStore(store_path) as store:
         runner = PresetRunner(preset, store, progress=progress and state.is_main_process)
-        records = runner.run()
+        records = runner.run(on_cell=on_cell)
     paths = write_outputs(preset, records, out_dir) if state.is_main_process else {}
     markdown = paths["markdown"].read_text() if paths else ""
     return TableOutcome(markdown, paths, records, runner.last_computed, runner.last_reused)

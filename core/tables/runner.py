@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -325,7 +325,7 @@ class PresetRunner:
         identity = cell.get("purifier")
         return self.purifier(identity).nfe() if identity else 0
 
-    def run(self) -> list[dict[str, Any]]:
+    def run(self, on_cell: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
         """Every cell's placement, config key and metrics, computing only those not in the store."""
         from core.results import cell_key
 
@@ -335,7 +335,7 @@ class PresetRunner:
             unique.setdefault(cell_key(cell), cell)
         # Cheapest first (fewest denoiser calls), so an interrupted run has the most cells; order changes no number.
         order = sorted(unique, key=lambda key: self._cost(unique[key]))
-        computed = run_cells([unique[key] for key in order], self.compute, self.store, progress=self.progress)
+        computed = run_cells([unique[key] for key in order], self.compute, self.store, progress=self.progress, on_cell=on_cell)
         by_key = dict(zip(order, computed.metrics))
         self.last_computed, self.last_reused = computed.computed, computed.reused
         return [{**placement, "key": cell_key(cell), "config": json.loads(canonical_json(cell)), "metrics": by_key[cell_key(cell)]} for placement, cell in entries]
