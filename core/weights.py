@@ -69,14 +69,18 @@ def read_card(weights_path: str | Path) -> dict:
 
 
 def _refuse_non_safetensors(path: Path) -> None:
+    """safetensors = 8-byte little-endian header length, then a JSON header opening with '{'."""
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise PurifyLabError(f"refusing {path.name}: pickle-based weights can run code; use .safetensors")
     with open(path, "rb") as handle:
-        head = handle.read(8)
+        head = handle.read(9)
+    if len(head) == 9 and head[8:9] == b"{":
+        if path.suffix != ".safetensors":
+            raise PurifyLabError(f"weights must be a .safetensors file, got '{path.name}'")
+        return
     if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
         raise PurifyLabError(f"refusing {path.name}: it is a pickle/torch archive, not safetensors")
-    if path.suffix != ".safetensors":
-        raise PurifyLabError(f"weights must be a .safetensors file, got '{path.name}'")
+    raise PurifyLabError(f"{path.name} is not a valid safetensors file")
 
 
 def load_state(path: str | Path, verify: bool = True) -> dict[str, torch.Tensor]:

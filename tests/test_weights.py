@@ -67,3 +67,27 @@ def test_missing_card_and_file_give_one_line_errors(tmp_path):
     path.with_suffix(".json").unlink()
     with pytest.raises(PurifyLabError, match="no model card"):
         load_weights(_model(), path)
+
+
+def test_header_length_starting_with_the_pickle_byte_is_still_safetensors(tmp_path):
+    """A header of 0x780 bytes begins with 0x80, pickle's PROTO opcode: it must load all the same."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    for padding in range(400):
+        save_file({"w" * (padding + 1): torch.zeros(1)}, str(path))
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    from core.weights import load_state
+
+    assert list(load_state(path, verify=False)) == ["w" * (padding + 1)]
+
+
+def test_garbage_file_is_not_valid_safetensors(tmp_path):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(b"not weights at all")
+    from core.weights import load_state
+
+    with pytest.raises(PurifyLabError, match="not a valid safetensors"):
+        load_state(path, verify=False)

@@ -29,9 +29,9 @@ for name, group in groups.items():
 
 
 def _register_commands() -> None:
-    from core.cli import data_commands, purify_commands
+    from core.cli import classifier_commands, data_commands, purify_commands, table_commands
 
-    for module in (data_commands, purify_commands):
+    for module in (data_commands, classifier_commands, purify_commands, table_commands):
         module.register(app, groups)
 
 

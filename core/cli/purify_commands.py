@@ -94,3 +94,19 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         config = DiffusionTrainConfig.preset(preset, resume=resume, max_minutes=max_minutes)
         card = train_diffusion(config, data or DEFAULT_DATA_DIR, out, weights_path=weights)
         typer.echo(json.dumps(card.get("quality", {}), indent=2))
+
+    @groups["train"].command("cold")
+    def train_cold_command(
+        preset: Annotated[str, typer.Option("--preset", help="tiny | cpu | gpu")] = "cpu",
+        data: Annotated[Path | None, typer.Option("--data", help="X-ray folder (default: ../shared/data/chest_xray_pneumonia/train)")] = None,
+        out: Annotated[Path, typer.Option("--out", help="run folder: checkpoints, sample grids, log")] = Path("runs/cold"),
+        weights: Annotated[Path | None, typer.Option("--weights", help="final .safetensors (default weights/cold_unet.safetensors)")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")] = False,
+        max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes")] = None,
+    ) -> None:
+        """Train the cold-diffusion deblurring UNet (x0 prediction from blur, EMA) and ship it with its card."""
+        from core.train.cold import DEFAULT_DATA_DIR, ColdTrainConfig, train_cold
+
+        config = ColdTrainConfig.preset(preset, resume=resume, max_minutes=max_minutes)
+        card = train_cold(config, data or DEFAULT_DATA_DIR, out, weights_path=weights)
+        typer.echo(json.dumps(card.get("quality", {}), indent=2))
