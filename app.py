@@ -10,6 +10,7 @@ PAGES = {
         st.Page("pages/walkthrough.py", title="Clinician walkthrough", icon=":material/stethoscope:"),
         st.Page("pages/lab.py", title="Attack & purify lab", icon=":material/science:"),
         st.Page("pages/tables.py", title="Robustness tables", icon=":material/table_chart:"),
+        st.Page("pages/curves.py", title="Sweeps & detection", icon=":material/show_chart:"),
     ],
 }
 

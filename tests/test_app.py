@@ -63,3 +63,22 @@ def test_tables_page_shows_a_stored_table_with_its_threat_model(app):
     assert not app.exception, app.exception
     assert app.button(key="regenerate") is not None
     assert any("Threat model" in md.value or "grey" in md.value for md in app.markdown)
+
+
+def test_curves_page_draws_a_stored_sweep(app):
+    app.switch_page("pages/curves.py").run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="curve_choice").options
+
+
+def test_curves_figure_has_one_line_per_row():
+    import json
+
+    from core.tables.render import curves_figure
+
+    path = next(p for p in (Path(APP).parent / "results").glob("sweep-*/*.json") if not p.name.endswith(".config.json"))
+    document = json.loads(path.read_text())
+    figure = curves_figure(document).to_dict()
+    rows = {r["row"] for r in document["results"]}
+    assert len(figure["data"]) == len(rows)
+    assert all(0 <= y <= 100 for trace in figure["data"] for y in trace["y"])

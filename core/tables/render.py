@@ -264,7 +264,6 @@ def json_document(preset: Preset, records: list[dict], checks: list[tuple[dict, 
 def figure(preset: Preset, records: list[dict]):
     """Grouped bars per table and classifier, lines per sweep, ROC curves per detection run."""
     import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     panels: list[tuple[str, list]] = []
     for table in preset.tables:
@@ -276,6 +275,13 @@ def figure(preset: Preset, records: list[dict]):
                     name = f"{column.label} [{threat}]"
                     traces.append(go.Bar(name=name, x=[r["row"] for r in rows], y=[100 * r["metrics"]["one_shot_accuracy"] for r in rows], legendgroup=name))
             panels.append((f"{table.name}: {model.title}", traces))
+    return _assemble(preset.title, panels + _sweep_and_detection_panels(records))
+
+
+def _sweep_and_detection_panels(records: list[dict]) -> list[tuple[str, list]]:
+    import plotly.graph_objects as go
+
+    panels: list[tuple[str, list]] = []
     for name in dict.fromkeys(r["sweep"] for r in records if "sweep" in r):
         rows = [r for r in records if r.get("sweep") == name]
         traces = []
@@ -291,13 +297,24 @@ def figure(preset: Preset, records: list[dict]):
                 if result:
                     traces.append(go.Scatter(name=f"{r['row']} - {detector} (AUC {result['auroc']:.2f})", x=result["roc"]["fpr"], y=result["roc"]["tpr"], mode="lines"))
         panels.append((f"detection ROC {name}", traces))
-    fig = make_subplots(rows=max(len(panels), 1), cols=1, subplot_titles=[title for title, _ in panels] or [preset.title])
+    return panels
+
+
+def _assemble(title: str, panels: list[tuple[str, list]]):
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=max(len(panels), 1), cols=1, subplot_titles=[name for name, _ in panels] or [title])
     for index, (_, traces) in enumerate(panels, start=1):
         for trace in traces:
             fig.add_trace(trace, row=index, col=1)
-    fig.update_layout(title=preset.title, barmode="group", height=max(350 * len(panels), 400), template="plotly_white")
+    fig.update_layout(title=title, barmode="group", height=max(350 * len(panels), 400), template="plotly_white")
     fig.update_yaxes(title_text="accuracy (%) / TPR")
     return fig
+
+
+def curves_figure(document: dict[str, Any]):
+    """The sweeps and detection ROCs of a stored JSON document (what the app's curves page draws)."""
+    return _assemble(document["title"], _sweep_and_detection_panels(document["results"]))
 
 
 def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[str, Path]:
