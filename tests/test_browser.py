@@ -124,3 +124,11 @@ def test_walkthrough_renders_each_step(server_url, page):
             page.get_by_role("button", name="Next ▶").click()
             _settle(page)
     assert page.errors == []
+
+
+@pytest.mark.parametrize("path", ["tables", "curves"])
+def test_results_pages_render(server_url, page, path):
+    _open(page, server_url, path)
+    page.screenshot(path=str(SHOTS / f"{path}.png"), full_page=True)
+    assert page.errors == []
+
