@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import PurifyLabError
+from core.errors import PurifyLabError, check_range
 
 NORMS = ("linf", "l2")
 
@@ -18,14 +18,6 @@ NORMS = ("linf", "l2")
 # white): a bigger L2 budget cannot mean anything at the project's resolutions.
 L2_EPS_MAX = 224.0
 MAX_STEPS = 100_000
-
-
-def _check(name: str, value: float, low: float, high: float, *, low_open: bool = False, note: str = "") -> None:
-    ok = (value > low if low_open else value >= low) and value <= high
-    if not ok or value != value:  # value != value catches NaN
-        bracket = "(" if low_open else "["
-        suffix = f" ({note})" if note else ""
-        raise PurifyLabError(f"{name}={value} is outside the allowed range {bracket}{low}, {high}]{suffix}")
 
 
 @dataclass(frozen=True)
@@ -59,13 +51,13 @@ class AttackConfig:
                 f"attacks for {self.norm}: {', '.join(others)}"
             )
         eps_max = 1.0 if self.norm == "linf" else L2_EPS_MAX
-        _check("eps", self.eps, 0.0, eps_max, note=f"{self.norm} budget in the [0, 1] pixel scale")
-        _check("steps", self.steps, 1, MAX_STEPS)
+        check_range("eps", self.eps, 0.0, eps_max, note=f"{self.norm} budget in the [0, 1] pixel scale")
+        check_range("steps", self.steps, 1, MAX_STEPS)
         if self.alpha is not None:
-            _check("alpha", self.alpha, 0.0, eps_max, low_open=True, note="step size in the [0, 1] pixel scale")
-        _check("restarts", self.restarts, 1, 1000)
-        _check("eot_iter", self.eot_iter, 1, 1000)
-        _check("seed", self.seed, 0, 2**63 - 1)
+            check_range("alpha", self.alpha, 0.0, eps_max, low_open=True, note="step size in the [0, 1] pixel scale")
+        check_range("restarts", self.restarts, 1, 1000)
+        check_range("eot_iter", self.eot_iter, 1, 1000)
+        check_range("seed", self.seed, 0, 2**63 - 1)
         if self.restarts > 1 and not spec.restarts:
             raise PurifyLabError(f"restarts={self.restarts} does not apply to '{self.name}' (deterministic); use restarts=1")
         if self.eot_iter > 1 and not spec.eot:

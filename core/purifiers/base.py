@@ -36,14 +36,6 @@ class PurifierConfig:
         return dataclasses.asdict(self)
 
 
-def check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
-    """One-line error for a parameter outside [low, high] (or (low, high] with low_open)."""
-    ok = (value > low if low_open else value >= low) and value <= high
-    if not ok or value != value:  # value != value catches NaN
-        bracket = "(" if low_open else "["
-        raise PurifyLabError(f"{name}={value} is outside the allowed range {bracket}{low}, {high}]")
-
-
 def parse_params(config_type: type[PurifierConfig], params: dict[str, Any]) -> PurifierConfig:
     """Build a config from `k=v` strings or values, converting each to its field's type."""
     field_types = typing.get_type_hints(config_type)

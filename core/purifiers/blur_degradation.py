@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from scipy.special import ive
 from torch import nn
 
-from core.errors import PurifyLabError
-from core.purifiers.base import check_range
+from core.errors import PurifyLabError, check_range
 
 # Kernel radius in standard deviations: the discrete Gaussian's mass beyond 5 sigma is < 1e-6.
 _RADIUS_IN_SIGMAS = 5.0

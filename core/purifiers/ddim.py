@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from core.errors import PurifyLabError
-from core.purifiers.base import PurifierConfig, check_range
+from core.errors import PurifyLabError, check_range
+from core.purifiers.base import PurifierConfig
 from core.purifiers.diffusion import DiffusionPurifier, ddim_scheduler, start_timestep, to_image_space, to_model_space
 
 

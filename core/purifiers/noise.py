@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from core.purifiers.base import Purifier, PurifierConfig, check_range
+from core.purifiers.base import Purifier, PurifierConfig
+from core.errors import check_range
 from core.purifiers.diffusion import ddpm_scheduler, shipped_schedule, start_timestep, to_image_space, to_model_space
 
 

@@ -28,9 +28,8 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
-from core.errors import PurifyLabError
+from core.errors import PurifyLabError, check_range
 from core.evaluate import load_splits
-from core.purifiers.base import check_range
 from core.purifiers.blur_degradation import BlurDegradation, BlurSchedule
 from core.purifiers.cold import (
     COLD_WEIGHTS_STEM,
