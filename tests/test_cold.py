@@ -173,7 +173,7 @@ def test_tiny_training_lowers_the_loss_and_ships_a_loadable_model(tiny_xray_fold
     from core.train.cold import ColdTrainConfig, train_cold
 
     out = tmp_path / "run"
-    card = train_cold(ColdTrainConfig.preset("tiny"), tiny_xray_folder, out, progress=False, weights_path=out / "cold_unet.safetensors")
+    card = train_cold(ColdTrainConfig.from_preset("tiny"), tiny_xray_folder, out, progress=False, weights_path=out / "cold_unet.safetensors")
     history = card["training"]["history"]
     assert len(history) == 3 and history[-1]["train_l1"] < history[0]["train_l1"]
     assert card["unet_size"] == "tiny" and card["blur_schedule"]["levels"] == 20
@@ -190,10 +190,10 @@ def test_training_config_errors_are_one_line():
     from core.train.cold import ColdTrainConfig
 
     with pytest.raises(PurifyLabError, match="crop_size=60 must be a multiple of 8"):
-        ColdTrainConfig.preset("cpu", crop_size=60)
+        ColdTrainConfig.from_preset("cpu", crop_size=60)
     with pytest.raises(PurifyLabError, match="unknown preset 'huge'"):
-        ColdTrainConfig.preset("huge")
-    assert ColdTrainConfig.preset("cpu", max_minutes=None).max_minutes == 45.0  # unset CLI options keep the preset
+        ColdTrainConfig.from_preset("huge")
+    assert ColdTrainConfig.from_preset("cpu", max_minutes=None).max_minutes == 45.0  # unset CLI options keep the preset
 
 
 @pytest.mark.skipif(not (WEIGHTS_DIR / f"{COLD_WEIGHTS_STEM}.safetensors").is_file(), reason="no shipped cold_unet weights")
@@ -215,7 +215,7 @@ def test_resumed_training_continues_exactly_where_it_stopped(tiny_xray_folder, t
 
     def run(folder: str, **overrides) -> dict:
         out = tmp_path / folder
-        config = ColdTrainConfig.preset("tiny", **overrides)
+        config = ColdTrainConfig.from_preset("tiny", **overrides)
         return train_cold(config, tiny_xray_folder, out, progress=False, weights_path=out / "cold_unet.safetensors")
 
     straight = run("straight", epochs=2)

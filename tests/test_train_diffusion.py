@@ -27,9 +27,9 @@ def _one_thread():
 def trained(tmp_path_factory, xray_train_dir):
     """Two epochs of the tiny preset on 64 real training X-rays, then a resumed third epoch."""
     out = tmp_path_factory.mktemp("ddpm_run")
-    config = DiffusionTrainConfig.preset("tiny", epochs=2, max_steps=1000, limit=64)
+    config = DiffusionTrainConfig.from_preset("tiny", epochs=2, max_steps=1000, limit=64)
     first = train_diffusion(config, xray_train_dir, out, progress=False, weights_path=out / "ddpm_unet.safetensors")
-    resumed_config = DiffusionTrainConfig.preset("tiny", epochs=3, max_steps=1000, limit=64, resume=True)
+    resumed_config = DiffusionTrainConfig.from_preset("tiny", epochs=3, max_steps=1000, limit=64, resume=True)
     card = train_diffusion(resumed_config, xray_train_dir, out, progress=False, weights_path=out / "ddpm_unet.safetensors")
     return out, first, card
 
@@ -90,10 +90,10 @@ def test_psnr_and_ssim_on_real_xrays(xray_paths):
 )
 def test_bad_training_config_is_refused(overrides, message):
     with pytest.raises(PurifyLabError, match="^[^\n]*$") as error:
-        DiffusionTrainConfig.preset("cpu", **overrides)
+        DiffusionTrainConfig.from_preset("cpu", **overrides)
     assert message in str(error.value)
     with pytest.raises(PurifyLabError, match="unknown preset"):
-        DiffusionTrainConfig.preset("huge")
+        DiffusionTrainConfig.from_preset("huge")
 
 
 @pytest.mark.slow

@@ -28,6 +28,17 @@ for name, group in groups.items():
     app.add_typer(group, name=name)
 
 
+def set_threads(threads: int | None) -> None:
+    """--threads for any command: torch's intra-op threads (None keeps torch's default)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise PurifyLabError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _register_commands() -> None:
     from core.cli import classifier_commands, data_commands, purify_commands, table_commands
 

@@ -9,19 +9,10 @@ from typing import Annotated
 
 import typer
 
+from core.cli import set_threads
 from core.errors import PurifyLabError
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "chest_xray_pneumonia" / "train"
-
-
-def _set_threads(threads: int | None) -> None:
-    if threads is None:
-        return
-    if threads < 1:
-        raise PurifyLabError(f"--threads must be >= 1, got {threads}")
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -89,7 +80,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.cli.purify_commands import parse_param_options
         from core.evaluate import EvaluationConfig, evaluate, format_report, parse_purifier_spec, write_json
 
-        _set_threads(threads)
+        set_threads(threads)
         if not data.is_dir():
             raise PurifyLabError(f"--data {data} is not a directory")
         purifier_name, purifier_params = parse_purifier_spec(purifier)
@@ -125,7 +116,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Attack one image (label = the model's own reading) and write the adversarial PNG."""
         from core.evaluate import attack_image, parse_purifier_spec
 
-        _set_threads(threads)
+        set_threads(threads)
         purifier_name, purifier_params = parse_purifier_spec(purifier)
         record = attack_image(
             image, out, classifier=classifier, attack=attack, eps=eps, norm=norm, steps=steps, threat=threat,

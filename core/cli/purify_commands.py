@@ -91,7 +91,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Train the DDPM denoiser (epsilon prediction, EMA) and ship it with its card."""
         from core.train.diffusion import DEFAULT_DATA_DIR, DiffusionTrainConfig, train_diffusion
 
-        config = DiffusionTrainConfig.preset(preset, resume=resume, max_minutes=max_minutes)
+        config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes)
         card = train_diffusion(config, data or DEFAULT_DATA_DIR, out, weights_path=weights)
         typer.echo(json.dumps(card.get("quality", {}), indent=2))
 
@@ -107,6 +107,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Train the cold-diffusion deblurring UNet (x0 prediction from blur, EMA) and ship it with its card."""
         from core.train.cold import DEFAULT_DATA_DIR, ColdTrainConfig, train_cold
 
-        config = ColdTrainConfig.preset(preset, resume=resume, max_minutes=max_minutes)
+        config = ColdTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes)
         card = train_cold(config, data or DEFAULT_DATA_DIR, out, weights_path=weights)
         typer.echo(json.dumps(card.get("quality", {}), indent=2))

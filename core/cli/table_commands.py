@@ -11,17 +11,7 @@ from typing import Annotated
 
 import typer
 
-from core.errors import PurifyLabError
-
-
-def _threads(threads: int | None) -> None:
-    if threads is None:
-        return
-    if threads < 1:
-        raise PurifyLabError(f"--threads must be >= 1, got {threads}")
-    import torch
-
-    torch.set_num_threads(threads)
+from core.cli import set_threads
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -38,7 +28,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Compute a preset's tables (reusing stored cells) and print them as Markdown."""
         from core.tables import load_preset, run_preset
 
-        _threads(threads)
+        set_threads(threads)
         resolved = load_preset(preset).with_overrides(limit=limit, data=str(data) if data else None)
         outcome = run_preset(resolved, store, out_dir, progress=progress)
         if outcome.markdown:
@@ -82,7 +72,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.tables import AttackRow, run_preset
         from core.tables.preset import DEFAULT_DATA
 
-        _threads(threads)
+        set_threads(threads)
         row = AttackRow(label=f"{attack} {norm} {eps:g}", name=attack, norm=norm, eps=eps, steps=steps) if attack else None
         preset = sweep_preset(
             kind, purifier, parse_values(values), classifier=classifier, params=parse_param_options(param or []),

@@ -98,7 +98,7 @@ class ColdTrainConfig:
         check_range("eval_depth", self.eval_depth, 1, self.blur_levels)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> ColdTrainConfig:
+    def from_preset(cls, name: str, **overrides: Any) -> ColdTrainConfig:
         """tiny: seconds, for tests; cpu: the shipped 128-px model on one CPU core; gpu: whole images, longer.
 
         Overrides that are None are ignored, so CLI options left unset keep the preset's value.

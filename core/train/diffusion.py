@@ -94,7 +94,7 @@ class DiffusionTrainConfig:
         }
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> DiffusionTrainConfig:
+    def from_preset(cls, name: str, **overrides: Any) -> DiffusionTrainConfig:
         """tiny: seconds, for tests; cpu: the shipped CPU run (~1 h on one core); gpu: the full run."""
         presets = {
             "tiny": dict(unet_size="tiny", image_size=32, epochs=1, max_steps=8, batch_size=8, lr=1e-3,
