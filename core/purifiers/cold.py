@@ -79,6 +79,9 @@ class ColdBlurPurifier(Purifier):
     name = "cold_blur"
     config_type = ColdConfig
 
+    # The schedule's sigmas are pixels of the shipped model's 128-px input: resize to it first.
+    image_size = 128
+
     def __init__(self, config: ColdConfig | None = None, schedule: BlurSchedule | None = None):
         super().__init__(config)
         self.degrade = BlurDegradation(schedule if schedule is not None else shipped_blur_schedule())
@@ -102,6 +105,7 @@ class _ColdUNetPurifier(Purifier):
             unet, card = load_shipped_unet(COLD_WEIGHTS_STEM)
             schedule = BlurSchedule.from_dict(card["blur_schedule"])
         self.unet = unet.eval().requires_grad_(False)
+        self.image_size = unet.config.sample_size  # the resolution it was trained at (CLI and benchmarks resize to it)
         self.degrade = BlurDegradation(schedule)
         check_range("depth", self.config.depth, 1, self.degrade.schedule.levels)
 
