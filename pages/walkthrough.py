@@ -50,8 +50,9 @@ if step == 0:
         st.markdown(f"**The model's reading:** {reading_badge(clean)}")
         st.markdown(
             "The model is a *Vision Transformer*: a neural network that looks at the image in small "
-            "patches and weighs them against each other. It was trained by this project on 4,152 "
-            "pediatric chest X-rays. The percentage is its confidence, not a probability of disease."
+            f"patches and weighs them against each other. It was trained by this project on "
+            f"{model.card['data']['train_images']:,} pediatric chest X-rays. The percentage is its "
+            "confidence, not a probability of disease."
         )
 elif step == 1:
     cols = st.columns(3)

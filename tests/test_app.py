@@ -82,3 +82,15 @@ def test_curves_figure_has_one_line_per_row():
     rows = {r["row"] for r in document["results"]}
     assert len(figure["data"]) == len(rows)
     assert all(0 <= y <= 100 for trace in figure["data"] for y in trace["y"])
+
+
+@pytest.mark.slow
+def test_tables_page_regenerates_the_quick_table_beside_the_stored_one(xray_train_dir):
+    app = AppTest.from_file(APP, default_timeout=900)
+    app.switch_page("pages/tables.py").run()
+    app.button(key="regenerate").click().run()
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    regenerated = app.session_state["regenerated"]
+    assert "| Attack | Original |" in regenerated and "grey" in regenerated
+    assert any(md.value == "**Regenerated now**" for md in app.markdown)
