@@ -25,9 +25,16 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm import tqdm
 
 from core.errors import PurifyLabError
-from core.evaluate import SPLIT_SEED, EvaluationConfig, evaluate, load_splits, predict_probabilities
+from core.evaluate import (
+    SPLIT_SEED,
+    EvaluationConfig,
+    evaluate,
+    load_splits,
+    predict_probabilities,
+)
 from core.metrics import classification_metrics
 from core.models import SEViT, XrayClassifier, create_classifier, list_classifiers
+from core.train.checkpoint import optimizer_tensors, restore_optimizer
 from core.weights import load_weights, save_weights
 
 PRESETS = ("tiny", "cpu", "gpu")
@@ -196,22 +203,13 @@ def noise_blur_batch(x: torch.Tensor, max_std: float, generator: torch.Generator
 
 def _save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
     """Optimizer state as safetensors tensors + JSON hyper-parameters (no pickle)."""
-    state = optimizer.state_dict()
-    tensors = {}
-    for index, entry in state["state"].items():
-        for key, value in entry.items():
-            tensors[f"{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors, param_groups = optimizer_tensors(optimizer)
     save_file(tensors, str(path))
-    path.with_suffix(".json").write_text(json.dumps(state["param_groups"]))
+    path.with_suffix(".json").write_text(json.dumps(param_groups))
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
-    tensors = load_file(str(path))
-    entries: dict[int, dict[str, torch.Tensor]] = {}
-    for name, tensor in tensors.items():
-        index, key = name.split(".", 1)
-        entries.setdefault(int(index), {})[key] = tensor
-    optimizer.load_state_dict({"state": entries, "param_groups": json.loads(path.with_suffix(".json").read_text())})
+    restore_optimizer(optimizer, load_file(str(path)), json.loads(path.with_suffix(".json").read_text()))
 
 
 def _trainable(model: XrayClassifier) -> nn.Module:

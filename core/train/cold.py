@@ -40,6 +40,7 @@ from core.purifiers.cold import (
     restore,
 )
 from core.purifiers.unet import UNET_SPECS, build_unet
+from core.train.checkpoint import optimizer_tensors, restore_optimizer
 from core.train.diffusion import DEFAULT_DATA_DIR, psnr, ssim
 from core.weights import WEIGHTS_DIR, save_weights
 
@@ -167,14 +168,9 @@ def _save_checkpoint(directory: Path, unet, ema: EMAModel, optimizer: torch.opti
     names = [name for name, _ in unet.named_parameters()]
     save_file({k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}, str(directory / "model.safetensors"))
     save_file({n: p.detach().cpu().contiguous() for n, p in zip(names, ema.shadow_params)}, str(directory / "ema.safetensors"))
-    optimizer_state = optimizer.state_dict()
-    moments = {
-        f"{index}.{key}": torch.as_tensor(value).detach().cpu().contiguous()
-        for index, entry in optimizer_state["state"].items()
-        for key, value in entry.items()
-    }
+    moments, param_groups = optimizer_tensors(optimizer)
     save_file(moments, str(directory / "optimizer.safetensors"))
-    state = state | {"param_groups": optimizer_state["param_groups"], "ema_optimization_step": ema.optimization_step}
+    state = state | {"param_groups": param_groups, "ema_optimization_step": ema.optimization_step}
     (directory / "state.json").write_text(json.dumps(state, indent=1))
 
 
@@ -184,11 +180,7 @@ def _load_checkpoint(directory: Path, unet, ema: EMAModel, optimizer: torch.opti
     shadow = load_file(str(directory / "ema.safetensors"))
     ema.shadow_params = [shadow[name].to(p.device) for name, p in unet.named_parameters()]
     ema.optimization_step = state["ema_optimization_step"]
-    entries: dict[int, dict[str, torch.Tensor]] = {}
-    for name, tensor in load_file(str(directory / "optimizer.safetensors")).items():
-        index, key = name.split(".", 1)
-        entries.setdefault(int(index), {})[key] = tensor
-    optimizer.load_state_dict({"state": entries, "param_groups": state["param_groups"]})
+    restore_optimizer(optimizer, load_file(str(directory / "optimizer.safetensors")), state["param_groups"])
     return state
 
 

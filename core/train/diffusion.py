@@ -34,6 +34,7 @@ from core.errors import PurifyLabError
 from core.purifiers.ddpm import DDPMPurifier
 from core.purifiers.diffusion import DDPM_WEIGHTS_STEM, ddpm_scheduler
 from core.purifiers.unet import UNET_SPECS, build_unet
+from core.train.checkpoint import optimizer_tensors, restore_optimizer
 from core.weights import WEIGHTS_DIR, load_weights, save_weights
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "chest_xray_pneumonia" / "train"
@@ -148,13 +149,9 @@ def _save_checkpoint(directory: Path, unet, ema, optimizer, state: dict) -> None
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(unet, directory / "model.safetensors", {"step": state["step"]}, fp16=False)
     save_file({f"{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}, str(directory / "ema.safetensors"))
-    moments = {}
-    optimizer_state = optimizer.state_dict()
-    for index, entry in optimizer_state["state"].items():
-        for key, value in entry.items():
-            moments[f"{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    moments, param_groups = optimizer_tensors(optimizer)
     save_file(moments, str(directory / "optimizer.safetensors"))
-    loop_state = dict(state, ema_step=ema.optimization_step, param_groups=optimizer_state["param_groups"])
+    loop_state = dict(state, ema_step=ema.optimization_step, param_groups=param_groups)
     (directory / "state.json").write_text(json.dumps(loop_state, indent=1))
 
 
@@ -164,11 +161,7 @@ def _load_checkpoint(directory: Path, unet, ema, optimizer) -> dict:
     shadow = load_file(str(directory / "ema.safetensors"))
     ema.shadow_params = [shadow[f"{i}"].to(p.device) for i, p in enumerate(ema.shadow_params)]
     ema.optimization_step = state["ema_step"]
-    entries: dict[int, dict[str, torch.Tensor]] = {}
-    for name, tensor in load_file(str(directory / "optimizer.safetensors")).items():
-        index, key = name.split(".", 1)
-        entries.setdefault(int(index), {})[key] = tensor
-    optimizer.load_state_dict({"state": entries, "param_groups": state["param_groups"]})
+    restore_optimizer(optimizer, load_file(str(directory / "optimizer.safetensors")), state["param_groups"])
     return state
 
 
