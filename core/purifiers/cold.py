@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from torch.utils.checkpoint import checkpoint
 
-from core.purifiers.base import Purifier, PurifierConfig
 from core.errors import check_range
+from core.purifiers.base import Purifier, PurifierConfig
 from core.purifiers.blur_degradation import BlurDegradation, BlurSchedule
 from core.purifiers.unet import load_shipped_unet
 from core.weights import WEIGHTS_DIR, read_card

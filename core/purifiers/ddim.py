@@ -14,11 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from core.errors import PurifyLabError, check_range
 from core.purifiers.base import PurifierConfig
-from core.purifiers.diffusion import DiffusionPurifier, ddim_scheduler, start_timestep, to_image_space, to_model_space
+from core.purifiers.diffusion import (
+    DiffusionPurifier,
+    ddim_scheduler,
+    forward_noise,
+    start_timestep,
+    to_image_space,
+)
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,7 @@ class DDIMPurifier(DiffusionPurifier):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         self.check_input(x)
-        noise = randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        start = torch.full((x.shape[0],), self.start, device=x.device, dtype=torch.long)
-        sample = self.scheduler.add_noise(to_model_space(x), noise, start)
+        sample = forward_noise(self.scheduler, x, self.start, generator)
         for t in self.timesteps:
             noise_prediction = self.predict_noise(sample, t)
             sample = self.scheduler.step(

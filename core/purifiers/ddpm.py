@@ -13,11 +13,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from core.errors import PurifyLabError, check_range
 from core.purifiers.base import PurifierConfig
-from core.purifiers.diffusion import DiffusionPurifier, ddpm_scheduler, start_timestep, to_image_space, to_model_space
+from core.purifiers.diffusion import (
+    DiffusionPurifier,
+    ddpm_scheduler,
+    forward_noise,
+    start_timestep,
+    to_image_space,
+)
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,7 @@ class DDPMPurifier(DiffusionPurifier):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         self.check_input(x)
-        noise = randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        start = torch.full((x.shape[0],), self.start, device=x.device, dtype=torch.long)
-        sample = self.scheduler.add_noise(to_model_space(x), noise, start)
+        sample = forward_noise(self.scheduler, x, self.start, generator)
         for t in self.timesteps:
             noise_prediction = self.predict_noise(sample, t)
             sample = self.scheduler.step(noise_prediction, t, sample, generator=generator).prev_sample

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from core.errors import PurifyLabError, check_range
 from core.purifiers.base import PurifierConfig
@@ -30,8 +29,8 @@ from core.purifiers.diffusion import (
     DiffusionPurifier,
     achievable_stride,
     ddim_scheduler,
+    forward_noise,
     start_timestep,
-    to_model_space,
 )
 
 OPTIMIZERS = ("adam", "sgd")
@@ -129,9 +128,7 @@ class DiffDefensePurifier(DiffusionPurifier):
         return self.purify_with_score(x, seed)[1]
 
     def _initial_noise(self, target: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        noise = randn_tensor(target.shape, generator=generator, device=target.device, dtype=target.dtype)
-        start = torch.full((target.shape[0],), self.start, device=target.device, dtype=torch.long)
-        return self.scheduler.add_noise(to_model_space(target), noise, start)
+        return forward_noise(self.scheduler, target, self.start, generator)
 
     def _optimizer(self, z: torch.Tensor) -> torch.optim.Optimizer:
         if self.config.optimizer == "adam":

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers.utils.torch_utils import randn_tensor
 from torch.utils.checkpoint import checkpoint
 
 from core.errors import PurifyLabError
@@ -85,6 +86,16 @@ def to_model_space(x: torch.Tensor) -> torch.Tensor:
 
 def to_image_space(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def forward_noise(scheduler: DDPMScheduler | DDIMScheduler, x: torch.Tensor, timestep: int, generator: torch.Generator | None) -> torch.Tensor:
+    """A draw of q(x_t | x_0) for images in [0, 1], returned in the model's [-1, 1] space.
+
+    Every DDPM-family purifier starts here; all randomness comes from `generator`, never the global RNG.
+    """
+    noise = randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    timesteps = torch.full((x.shape[0],), timestep, device=x.device, dtype=torch.long)
+    return scheduler.add_noise(to_model_space(x), noise, timesteps)
 
 
 class DiffusionPurifier(Purifier):

@@ -10,11 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
-from core.purifiers.base import Purifier, PurifierConfig
 from core.errors import check_range
-from core.purifiers.diffusion import ddpm_scheduler, shipped_schedule, start_timestep, to_image_space, to_model_space
+from core.purifiers.base import Purifier, PurifierConfig
+from core.purifiers.diffusion import (
+    ddpm_scheduler,
+    forward_noise,
+    shipped_schedule,
+    start_timestep,
+    to_image_space,
+)
 
 
 @dataclass(frozen=True)
@@ -39,9 +44,7 @@ class NoisePurifier(Purifier):
         self.timestep = start_timestep(self.config.t_star, int(self.schedule["num_train_timesteps"]))
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        timesteps = torch.full((x.shape[0],), self.timestep, device=x.device, dtype=torch.long)
-        return to_image_space(self.scheduler.add_noise(to_model_space(x), noise, timesteps))
+        return to_image_space(forward_noise(self.scheduler, x, self.timestep, generator))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "timestep": self.timestep, "schedule": self.schedule}

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from core.purifiers.base import Purifier, PurifierConfig
 from core.errors import check_range
+from core.purifiers.base import Purifier, PurifierConfig
 
 
 class IdentityPurifier(Purifier):
