@@ -73,6 +73,14 @@ def test_each_training_mode_runs_and_says_what_it_is(xray_train_dir, tmp_path, m
     assert card["val_metrics"]["n"] == 64
 
 
+def test_adversarial_budget_ramps_up_and_the_best_epoch_is_a_full_budget_one(xray_train_dir, tmp_path):
+    config = preset("tiny", "vit_at", epochs=3, max_batches_per_epoch=2, adversarial_warmup_epochs=2)
+    card = train_classifier(config, xray_train_dir, tmp_path, progress=False)
+    budgets = [epoch["adversarial_eps"] for epoch in _history(tmp_path)]
+    assert budgets[0] < budgets[1] == budgets[2] == pytest.approx(config.adversarial_eps)
+    assert card["best_epoch"] >= 2
+
+
 def test_noise_augment_is_recorded_in_the_card(xray_train_dir, tmp_path):
     config = preset("tiny", "student_cnn", epochs=1, max_batches_per_epoch=1, noise_augment=0.1)
     card = train_classifier(config, xray_train_dir, tmp_path, progress=False)
@@ -98,7 +106,8 @@ def test_noise_blur_degrades_about_half_the_batch():
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [(dict(epochs=0), "epochs"), (dict(adversarial_eps=1.0), "eps"), (dict(noise_augment=2.0), "noise_augment"), (dict(colour=True), "unknown")],
+    [(dict(epochs=0), "epochs"), (dict(adversarial_eps=1.0), "eps"), (dict(noise_augment=2.0), "noise_augment"),
+     (dict(adversarial_warmup_epochs=5, epochs=3), "adversarial_warmup_epochs"), (dict(colour=True), "unknown")],
 )
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(PurifyLabError, match=message):
