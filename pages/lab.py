@@ -32,7 +32,7 @@ with st.sidebar:
     st.header("Classifier and attack")
     classifier_name = st.selectbox("Classifier", names, key="classifier")
     attack_label = st.selectbox("Attack", list(ATTACKS), index=1, key="attack")
-    eps = st.slider("Budget ε (L∞, pixel scale 0–1)", 0.0, 0.1, 0.03, 0.005, key="eps",
+    eps = st.slider("Budget ε (L∞, pixel scale 0–1)", 0.0, 0.1, 0.03, 0.005, key="eps", format="%.3f",
                     help="Largest change allowed to any pixel; 0.03 is the papers' setting (about 8/255).")
     threat = st.selectbox("Threat model", list(THREAT_MODELS), key="threat",
                           format_func=lambda t: f"{t} — {THREAT_MODELS[t]}")
@@ -57,6 +57,7 @@ defence = ("cold_blur", (("depth", st.session_state.get("depth", DEFAULT_DEPTH))
 with st.spinner("Attacking …"):
     adversarial = cached_attack(key, image, classifier_name, attack, threat, *defence, 1 if threat in ("grey", "transfer", "bpda") else 4)
 
+adversarial_key = image_key(adversarial.image)  # purifications are of this image, not of the clean one
 clean_reading, adversarial_reading = read(model, image)[0], read(model, adversarial.image)[0]
 norms = perturbation_norms(image, adversarial.image)
 st.caption(f"Image: {origin} · model input {size}×{size} · threat model **{threat}**: {THREAT_MODELS[threat]}")
@@ -92,7 +93,7 @@ def purification_panel() -> None:
     columns = st.columns(len(variants))
     for column, (label, (name, params)) in zip(columns, variants.items()):
         try:
-            output = cached_purify(key, adversarial.image, name, params)
+            output = cached_purify(adversarial_key, adversarial.image, name, params)
         except PurifyLabError as error:  # e.g. that purifier's weights are not shipped
             column.warning(f"{label}: {error}")
             continue

@@ -41,6 +41,27 @@ def test_lab_attack_flips_the_reading_of_a_real_xray_and_zero_budget_does_not(ap
     assert original == attacked
 
 
+def _purified_readings(app) -> list[str]:
+    """The purified panels' readings with their confidence, timings stripped, in page order."""
+    badges = [md.value for md in app.markdown if ("**NORMAL**" in md.value or "**PNEUMONIA**" in md.value)]
+    return [badge.rsplit(" · ", 1)[0] for badge in badges if badge.endswith(" s")]
+
+
+def test_lab_purifies_the_image_attacked_now_not_a_cached_earlier_one(app):
+    """Purifications are cached by the attacked image: moving eps must change what is purified
+    (a cache keyed by the clean image kept showing the eps = 0 purifications)."""
+    app.switch_page("pages/lab.py").run()
+    real = [option for option in app.selectbox(key="sample").options if option.startswith("pneumonia")]
+    app.selectbox(key="sample").set_value(real[0]).run()
+    app.slider(key="eps").set_value(0.0).run()
+    unattacked = _purified_readings(app)
+    app.slider(key="eps").set_value(0.03).run()
+    attacked = _purified_readings(app)
+    assert not app.exception, app.exception
+    assert len(unattacked) == len(attacked) >= 3
+    assert unattacked != attacked, "the purified panels did not change with the attack"
+
+
 def test_lab_upload_of_a_hostile_file_shows_one_clear_error(app):
     app.switch_page("pages/lab.py").run()
     app.file_uploader(key="upload").set_value(("x.png", b"<html>not an image</html>", "image/png")).run()
