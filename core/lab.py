@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from core.attacks import AttackConfig, craft
+from core.io import validate_image_tensor
 from core.metrics import CLASS_NAMES
 from core.purifiers import Purifier, create_purifier
 
@@ -45,6 +46,7 @@ class Timed:
 
 @torch.inference_mode()
 def read(classifier: nn.Module, images: torch.Tensor) -> list[Reading]:
+    images = validate_image_tensor(images, channels=images.shape[1] if images.ndim == 4 else 1)
     probabilities = classifier(images).softmax(dim=1)
     return [Reading(tuple(float(p) for p in row)) for row in probabilities]
 

@@ -7,35 +7,17 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
+from hostile_files import HOSTILE, LEGITIMATE
 from PIL import Image
-from test_io import encode, gradient, make_dicom, png_bomb
 
 from core.cli import main
-
-HOSTILE = {
-    "empty.png": lambda: b"",
-    "truncated.png": lambda: encode(Image.fromarray(gradient(64, 64)), "PNG")[:60],
-    "truncated.jpg": lambda: encode(Image.fromarray(gradient(64, 64)), "JPEG")[:200],
-    "page.png": lambda: b"<!DOCTYPE html><html><body>not an image</body></html>",
-    "noise.jpg": lambda: np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
-    "bomb.png": lambda: png_bomb(30000, 30000),
-    "tiny.png": lambda: encode(Image.fromarray(np.zeros((3, 3), np.uint8)), "PNG"),
-}
-LEGITIMATE = {
-    "sixteen.png": lambda: encode(Image.fromarray((gradient(64, 64).astype(np.uint16) * 257)), "PNG"),
-    "rgba.png": lambda: encode(Image.fromarray(np.dstack([gradient(64, 64)] * 3 + [np.full((64, 64), 255, np.uint8)])), "PNG"),
-    "cmyk.jpg": lambda: encode(Image.fromarray(gradient(64, 64)).convert("CMYK"), "JPEG"),
-    "png_named.jpg": lambda: encode(Image.fromarray(gradient(64, 64)), "PNG"),
-    "scan.dcm": lambda: make_dicom((gradient(64, 64).astype(np.uint16) * 16), photometric="MONOCHROME1"),
-}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _engine_imported():
     """Time the refusal, not the one-off import of torch and diffusers."""
-    import core.io  # noqa: F401
+    import core.io
     import core.purifiers  # noqa: F401
 
 

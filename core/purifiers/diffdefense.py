@@ -116,7 +116,7 @@ class DiffDefensePurifier(DiffusionPurifier):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         images = self.reconstruct(x, generator).images
-        return x + (images - x).detach()  # BPDA: identity gradient through the optimisation
+        return images.detach() + (x - x.detach())  # BPDA: identity gradient, value exactly `images`
 
     def purify_with_score(self, x: torch.Tensor, seed: int | None = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstructions, per-image MSE): the MSE is DiffDefense's attack-detection score."""

@@ -1,0 +1,81 @@
+"""One catalogue of malformed, hostile and awkward-but-legitimate files, built in memory.
+
+The CLI, the Python API and the app are all tested against this same list, so a file added here is
+tried through every door a user can bring it in by.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.uid import JPEGLSLossless, RLELossless
+from test_io import DICOM_RAMP, encode, gradient, make_dicom, png_bomb, png_chunk
+
+
+def _animated_gif() -> bytes:
+    frames = [Image.fromarray(gradient(64, 64)), Image.fromarray(255 - gradient(64, 64))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def _rle_dicom() -> bytes:
+    """A really compressed DICOM (RLE Lossless, which pydicom decodes natively)."""
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(DICOM_RAMP)))
+    dataset.compress(RLELossless)
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _nan_dicom() -> bytes:
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(DICOM_RAMP, with_pixels=False)))
+    values = DICOM_RAMP.astype(np.float32)
+    values[3, 3] = np.inf
+    dataset.BitsAllocated = 32
+    for keyword in ("BitsStored", "HighBit", "PixelRepresentation"):
+        delattr(dataset, keyword)
+    dataset.FloatPixelData = values.tobytes()
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares its size and then ends: huge dimensions cost nothing to send."""
+    import struct
+
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+
+
+# name -> bytes; each must be refused with one line, quickly, and nothing written.
+HOSTILE = {
+    "empty.png": lambda: b"",
+    "truncated.png": lambda: encode(Image.fromarray(gradient(64, 64)), "PNG")[:60],
+    "truncated.jpg": lambda: encode(Image.fromarray(gradient(64, 64)), "JPEG")[:200],
+    "page.png": lambda: b"<!DOCTYPE html><html><body>not an image</body></html>",
+    "script.jpg": lambda: b"#!/bin/sh\nrm -rf /\n",
+    "noise.jpg": lambda: np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+    "bomb.png": lambda: png_bomb(30000, 30000),
+    "wide.png": lambda: _png_header_only(2**31 - 1, 1),
+    "one_pixel.png": lambda: encode(Image.fromarray(np.zeros((1, 1), np.uint8)), "PNG"),
+    "tiny.png": lambda: encode(Image.fromarray(np.zeros((3, 3), np.uint8)), "PNG"),
+    "no_pixels.dcm": lambda: make_dicom(DICOM_RAMP, with_pixels=False),
+    "jpeg_ls.dcm": lambda: make_dicom(DICOM_RAMP, transfer_syntax=JPEGLSLossless),
+    "inf_pixels.dcm": _nan_dicom,
+}
+
+# name -> bytes; each must load and give a valid result.
+LEGITIMATE = {
+    "sixteen.png": lambda: encode(Image.fromarray(gradient(64, 64).astype(np.uint16) * 257), "PNG"),
+    "rgba.png": lambda: encode(Image.fromarray(np.dstack([gradient(64, 64)] * 3 + [np.full((64, 64), 255, np.uint8)])), "PNG"),
+    "cmyk.jpg": lambda: encode(Image.fromarray(gradient(64, 64)).convert("CMYK"), "JPEG"),
+    "palette.png": lambda: encode(Image.fromarray(gradient(64, 64)).convert("P"), "PNG"),
+    "animated.gif": _animated_gif,
+    "png_named.jpg": lambda: encode(Image.fromarray(gradient(64, 64)), "PNG"),
+    "monochrome1.dcm": lambda: make_dicom(DICOM_RAMP, photometric="MONOCHROME1"),
+    "rle_compressed.dcm": _rle_dicom,
+}
