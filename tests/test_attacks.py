@@ -3,9 +3,9 @@ trained with a fixed seed on real PneumoniaMNIST X-rays (28 px)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from tiny_models import pneumoniamnist, tiny_cnn
 from torch import nn
 
 from core.attacks import ATTACKS, AttackConfig, create_attack, list_attacks
@@ -26,34 +26,13 @@ def single_thread():
 
 @pytest.fixture(scope="module")
 def xrays(shared_data) -> dict[str, torch.Tensor]:
-    data = np.load(shared_data / "pneumoniamnist_28" / "pneumoniamnist.npz")
-
-    def split(name: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images = torch.from_numpy(data[f"{name}_images"][:count]).float().div(255).unsqueeze(1)
-        return images, torch.from_numpy(data[f"{name}_labels"][:count, 0]).long()
-
-    (train_x, train_y), (val_x, val_y) = split("train", 1024), split("val", 48)
+    (train_x, train_y), (val_x, val_y) = pneumoniamnist(shared_data, "train", 1024), pneumoniamnist(shared_data, "val", 48)
     return {"train_x": train_x, "train_y": train_y, "x": val_x, "y": val_y}
 
 
 @pytest.fixture(scope="module")
 def model(xrays, single_thread) -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 49, 2),
-    )  # fmt: skip
-    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
-    order = torch.Generator().manual_seed(0)
-    for _ in range(120):
-        batch = torch.randint(0, len(xrays["train_x"]), (64,), generator=order)
-        loss = nn.functional.cross_entropy(net(xrays["train_x"][batch]), xrays["train_y"][batch])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    net.zero_grad(set_to_none=True)
-    return net.eval()
+    return tiny_cnn(xrays["train_x"], xrays["train_y"], seed=0)
 
 
 def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -179,3 +158,9 @@ def test_dlr_reference_logits_keep_the_prediction(model, xrays) -> None:
     assert padded_logits.shape == (len(xrays["x"]), 4)
     assert torch.equal(padded_logits[:, :2], logits)
     assert torch.equal(padded_logits.argmax(1), logits.argmax(1))
+
+
+def test_fgsm_is_one_step_whatever_steps_says():
+    """The CLI's default of 10 steps must not be reported as FGSM's budget."""
+    config = AttackConfig(name="fgsm", eps=0.03, steps=10)
+    assert config.steps == 1 and config.budget()["gradient_evaluations"] == 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 import torch
+from tiny_models import pneumoniamnist, tiny_cnn
 from torch import nn
 
 from core.attacks import (
@@ -24,31 +24,6 @@ from core.defended import DefendedClassifier, bpda_purify
 from core.errors import PurifyLabError
 from core.purifiers import create_purifier
 from core.purifiers.base import Purifier, PurifierConfig
-
-
-def _xrays(shared_data, split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    data = np.load(shared_data / "pneumoniamnist_28" / "pneumoniamnist.npz")
-    images = torch.from_numpy(data[f"{split}_images"][:count]).float().div(255).unsqueeze(1)
-    return images, torch.from_numpy(data[f"{split}_labels"][:count, 0]).long()
-
-
-def _tiny_cnn(images: torch.Tensor, labels: torch.Tensor, seed: int, width: int = 8, steps: int = 120) -> nn.Module:
-    torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(2 * width * 49, 2),
-    )  # fmt: skip
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    order = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        batch = torch.randint(0, len(images), (64,), generator=order)
-        loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.zero_grad(set_to_none=True)
-    return model.eval()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,11 +45,11 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(shared_data, single_thread) -> Setup:
-    train_images, train_labels = _xrays(shared_data, "train", 1024)
-    images, labels = _xrays(shared_data, "val", 48)
+    train_images, train_labels = pneumoniamnist(shared_data, "train", 1024)
+    images, labels = pneumoniamnist(shared_data, "val", 48)
     return Setup(
-        classifier=_tiny_cnn(train_images, train_labels, seed=0),
-        substitute=_tiny_cnn(train_images, train_labels, seed=1, width=6, steps=80),
+        classifier=tiny_cnn(train_images, train_labels, seed=0),
+        substitute=tiny_cnn(train_images, train_labels, seed=1, width=6, steps=80),
         images=images,
         labels=labels,
     )

@@ -42,6 +42,8 @@ class AttackConfig:
         from core.attacks.library import ATTACKS
 
         spec = ATTACKS.get(self.name)
+        if spec.single_step:  # FGSM is one step: a CLI default of 10 must not be reported as its budget
+            object.__setattr__(self, "steps", 1)
         if self.norm not in NORMS:
             raise PurifyLabError(f"norm '{self.norm}' is not supported; choose one of: {', '.join(NORMS)}")
         if self.norm not in spec.norms:

@@ -103,6 +103,7 @@ class AttackSpec:
     bounded: bool = True  # False: a minimal-perturbation attack that ignores eps
     restarts: bool = False  # True: restarts > 1 is meaningful
     eot: bool = False  # True: the attack itself takes eot_iter
+    single_step: bool = False  # True: one gradient step whatever `steps` says (FGSM)
 
     def __call__(self, model: nn.Module, config: AttackConfig, num_classes: int) -> Attack:
         return self.build(model, config, num_classes)
@@ -169,7 +170,7 @@ def _ead(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
 _LINF, _L2, _BOTH = ("linf",), ("l2",), ("linf", "l2")
 
 for _name, _spec, _doc in (
-    ("fgsm", AttackSpec(lambda m, c, k: torchattacks.FGSM(m, eps=c.eps), _LINF), "FGSM, one signed-gradient step (L-inf)"),
+    ("fgsm", AttackSpec(lambda m, c, k: torchattacks.FGSM(m, eps=c.eps), _LINF, single_step=True), "FGSM, one signed-gradient step (L-inf)"),
     ("pgd", AttackSpec(_pgd, _BOTH, restarts=True), "PGD with random start (L-inf; PGDL2 for l2)"),
     ("pgdl2", AttackSpec(_pgd, _L2, restarts=True), "PGD under an L2 budget (torchattacks PGDL2)"),
     ("eotpgd", AttackSpec(_eotpgd, _LINF, restarts=True, eot=True), "PGD on gradients averaged over eot_iter calls"),
