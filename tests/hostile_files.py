@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.uid import JPEGLSLossless, RLELossless
-from test_io import DICOM_RAMP, encode, gradient, make_dicom, png_bomb, png_chunk
+from test_io import DICOM_RAMP, encode, float_dicom, gradient, make_dicom, png_bomb, png_chunk
 
 
 def _animated_gif() -> bytes:
@@ -31,17 +31,10 @@ def _rle_dicom() -> bytes:
     return buffer.getvalue()
 
 
-def _nan_dicom() -> bytes:
-    dataset = pydicom.dcmread(io.BytesIO(make_dicom(DICOM_RAMP, with_pixels=False)))
+def _inf_dicom() -> bytes:
     values = DICOM_RAMP.astype(np.float32)
     values[3, 3] = np.inf
-    dataset.BitsAllocated = 32
-    for keyword in ("BitsStored", "HighBit", "PixelRepresentation"):
-        delattr(dataset, keyword)
-    dataset.FloatPixelData = values.tobytes()
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return float_dicom(values)
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -65,7 +58,7 @@ HOSTILE = {
     "tiny.png": lambda: encode(Image.fromarray(np.zeros((3, 3), np.uint8)), "PNG"),
     "no_pixels.dcm": lambda: make_dicom(DICOM_RAMP, with_pixels=False),
     "jpeg_ls.dcm": lambda: make_dicom(DICOM_RAMP, transfer_syntax=JPEGLSLossless),
-    "inf_pixels.dcm": _nan_dicom,
+    "inf_pixels.dcm": _inf_dicom,
 }
 
 # name -> bytes; each must load and give a valid result.

@@ -344,18 +344,22 @@ def test_dicom_with_an_undecodable_compressed_syntax_names_it():
     assert "JPEG-LS" in message and "1.2.840.10008.1.2.4.80" in message
 
 
-def test_dicom_float_pixels_with_nan_are_refused():
-    data = make_dicom(DICOM_RAMP, with_pixels=False)
-    dataset = pydicom.dcmread(io.BytesIO(data))
-    values = DICOM_RAMP.astype(np.float32)
-    values[3, 3] = np.nan
+def float_dicom(values: np.ndarray) -> bytes:
+    """A DICOM with 32-bit float pixels (FloatPixelData), e.g. holding NaN or Inf."""
+    dataset = pydicom.dcmread(io.BytesIO(make_dicom(values, with_pixels=False)))
     dataset.BitsAllocated = 32
     for keyword in ("BitsStored", "HighBit", "PixelRepresentation"):
         delattr(dataset, keyword)
-    dataset.FloatPixelData = values.tobytes()
+    dataset.FloatPixelData = values.astype(np.float32).tobytes()
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
-    refused(buffer.getvalue(), "NaN or Inf")
+    return buffer.getvalue()
+
+
+def test_dicom_float_pixels_with_nan_are_refused():
+    values = DICOM_RAMP.astype(np.float32)
+    values[3, 3] = np.nan
+    refused(float_dicom(values), "NaN or Inf")
 
 
 def test_dicom_patient_tags_never_leave_the_loader(capfd):
