@@ -7,9 +7,11 @@ USER user
 ENV HOME=/home/user PATH=/home/user/.local/bin:$PATH PYTHONUNBUFFERED=1
 WORKDIR /home/user/app
 
-# CPU wheels of torch keep the image small; the engine is then installed as in scripts/install.sh,
-# with torchattacks last and without its stale requests pin.
-RUN pip install --no-cache-dir --user torch torchvision --index-url https://download.pytorch.org/whl/cpu
+# As scripts/install.sh: current pip and setuptools first (the base image's have advisories), CPU
+# wheels of the tested torch release (a small image), the engine, then torchattacks without its
+# stale requests pin.
+RUN pip install --no-cache-dir --user --upgrade pip setuptools \
+ && pip install --no-cache-dir --user "torch==2.14.1" "torchvision==0.29.1" --index-url https://download.pytorch.org/whl/cpu
 COPY --chown=user . .
 RUN pip install --no-cache-dir --user -e . && pip install --no-cache-dir --user --no-deps "torchattacks==3.5.1"
 
