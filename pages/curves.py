@@ -25,6 +25,8 @@ for path in sorted(RESULTS_DIR.glob("*/*.json")):
     if path.name.endswith(".config.json"):
         continue
     document = json.loads(path.read_text())
+    if not isinstance(document, dict):  # other reports (e.g. input-shift) share results/
+        continue
     if any("sweep" in r or "detection" in r for r in document.get("results", [])):
         documents[document["title"]] = (path, document)
 

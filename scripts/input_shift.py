@@ -81,7 +81,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--store", default=str(REPO_ROOT / "results/results.sqlite"))
     parser.add_argument("--out-dir", default=str(REPO_ROOT / "results/input-shift"))
+    parser.add_argument("--columns", default=None, help="comma-separated purifier names to keep (default: all)")
     args = parser.parse_args()
+    columns = COLUMNS
+    if args.columns:
+        keep = set(args.columns.split(","))
+        unknown = keep - {name for _, name, _ in COLUMNS}
+        if unknown:
+            parser.error(f"unknown column purifier(s): {', '.join(sorted(unknown))}")
+        columns = [column for column in COLUMNS if column[1] in keep]
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -92,7 +100,7 @@ def main() -> None:
         {"kind": "input-shift", "column": label, "purifier": name, "params": params, "classifier": classifier,
          "classifier_sha256": cards[classifier]["sha256"], "data": data.data_hash, "split": args.split,
          "n": len(data.labels), "seed": args.seed, "batch_size": args.batch_size}
-        for label, name, params in COLUMNS for classifier in classifiers
+        for label, name, params in columns for classifier in classifiers
     ]  # fmt: skip
     purified: dict[str, torch.Tensor] = {}
 
@@ -110,23 +118,24 @@ def main() -> None:
     results = [{"cell": cell, "metrics": metrics} for cell, metrics in zip(cells, run.metrics)]
 
     by = {(r["cell"]["column"], r["cell"]["classifier"]): r["metrics"] for r in results}
-    header = "| classifier | " + " | ".join(label for label, _, _ in COLUMNS) + " |"
+    header = "| classifier | " + " | ".join(label for label, _, _ in columns) + " |"
     lines = [
         f"Balanced accuracy on clean {args.split} X-rays (n = {len(data.labels)}) after each degradation or purifier "
         "at its default setting; AUROC in brackets. No attack.",
         "",
         header,
-        "|" + "---|" * (len(COLUMNS) + 1),
+        "|" + "---|" * (len(columns) + 1),
     ]
     for classifier in classifiers:
-        cells_text = [f"{by[(label, classifier)]['balanced_accuracy']:.3f} ({by[(label, classifier)]['auroc']:.3f})" for label, _, _ in COLUMNS]
+        cells_text = [f"{by[(label, classifier)]['balanced_accuracy']:.3f} ({by[(label, classifier)]['auroc']:.3f})" for label, _, _ in columns]
         lines.append(f"| {classifier} | " + " | ".join(cells_text) + " |")
     markdown = "\n".join(lines) + "\n"
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "input-shift.md").write_text(markdown)
-    (out / "input-shift.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    (out / "input-shift.config.json").write_text(json.dumps({**vars(args), "columns": COLUMNS, "classifiers": classifiers, "image_size": IMAGE_SIZE}, indent=1) + "\n")
+    document = {"title": f"Clean accuracy after each degradation or purifier ({args.split}, n = {len(data.labels)})", "results": results}
+    (out / "input-shift.json").write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+    (out / "input-shift.config.json").write_text(json.dumps({**vars(args), "columns": columns, "classifiers": classifiers, "image_size": IMAGE_SIZE}, indent=1) + "\n")
     print(markdown)
     print(f"cells computed {len(run.computed)}, reused {len(run.reused)}", file=sys.stderr)
 
