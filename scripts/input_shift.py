@@ -50,8 +50,8 @@ COLUMNS = [
 IMAGE_SIZE = 128
 
 
-def purified_images(name: str, params: dict, images: torch.Tensor, data_hash: str, seed: int, batch_size: int) -> torch.Tensor:
-    """The purifier's outputs for `images` (uint8), computed once and cached on disk."""
+def purified_images(name: str, params: dict, images: torch.Tensor, data_hash: str, seed: int, batch_size: int) -> tuple[torch.Tensor, int]:
+    """The purifier's outputs for `images` (uint8), computed once and cached on disk, and its NFE."""
     purifier = create_purifier(name, **params)
     weights = {stem: card["sha256"] for stem, card in shipped_cards().items() if stem in ("ddpm_unet", "cold_unet")}
     identity = canonical_json({"purifier": purifier.describe(), "data": data_hash, "n": len(images), "seed": seed,
@@ -60,7 +60,7 @@ def purified_images(name: str, params: dict, images: torch.Tensor, data_hash: st
     if cache.is_file():
         stored = load_file(cache)
         if bytes(stored["identity"].tolist()).decode() == identity:
-            return stored["images"].float()
+            return stored["images"].float(), purifier.nfe()
     outputs = []
     for start in tqdm(range(0, len(images), batch_size), desc=name, unit="batch", leave=False):
         batch = images[start : start + batch_size].float().div(255.0)
@@ -68,7 +68,7 @@ def purified_images(name: str, params: dict, images: torch.Tensor, data_hash: st
     result = torch.cat(outputs)
     cache.parent.mkdir(parents=True, exist_ok=True)
     save_file({"images": result, "identity": torch.tensor(list(identity.encode()), dtype=torch.uint8)}, cache)
-    return result.float()
+    return result.float(), purifier.nfe()
 
 
 def main() -> None:
@@ -102,16 +102,17 @@ def main() -> None:
          "n": len(data.labels), "seed": args.seed, "batch_size": args.batch_size}
         for label, name, params in columns for classifier in classifiers
     ]  # fmt: skip
-    purified: dict[str, torch.Tensor] = {}
+    purified: dict[str, tuple[torch.Tensor, int]] = {}
 
     def compute(cell) -> dict:
         if cell["column"] not in purified:
             purified.clear()  # one purifier's outputs in memory at a time
             purified[cell["column"]] = purified_images(cell["purifier"], cell["params"], data.images, data.data_hash, args.seed, args.batch_size)
         model = create_classifier(cell["classifier"])
-        probabilities = predict_probabilities(model, purified[cell["column"]])
+        images, nfe = purified[cell["column"]]
+        probabilities = predict_probabilities(model, images)
         metrics = classification_metrics(data.labels.numpy(), probabilities, bootstrap=1000, seed=args.seed).to_dict()
-        return {**metrics, "nfe": create_purifier(cell["purifier"], **cell["params"]).nfe()}
+        return {**metrics, "nfe": nfe}
 
     with ResultStore(args.store) as store:
         run = run_cells(cells, compute, store)
