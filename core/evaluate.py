@@ -38,7 +38,7 @@ SPLIT_SEED = 0
 
 @dataclass(frozen=True)
 class LoadedSplit:
-    images: torch.Tensor  # uint8 (N, 1, S, S)
+    images: torch.Tensor  # uint8 (N, C, S, S)
     labels: torch.Tensor  # int64 (N,)
     classes: tuple[str, ...]
     data_hash: str
@@ -46,9 +46,11 @@ class LoadedSplit:
 
 
 def load_splits(
-    data_dir: str | Path, splits: tuple[str, ...], image_size: int, limit: int | None = None, progress: bool = False
+    data_dir: str | Path, splits: tuple[str, ...], image_size: int, limit: int | None = None, progress: bool = False,
+    *, channels: int = 1,
 ) -> dict[str, LoadedSplit]:
-    """Images of splits of the seed-0 split spec ("all" = every image), resized explicitly to image_size.
+    """Images of splits of the seed-0 split spec ("all" = every image), resized explicitly to image_size,
+    as `channels` (1 = grey, 3 = RGB).
 
     The folder is decoded once for all requested splits; `limit` keeps N evenly spaced images of
     each split, so a limited run sees a class-balanced-as-the-split subset of the same split.
@@ -60,7 +62,7 @@ def load_splits(
         raise PurifyLabError(f"split '{unknown[0]}' is unknown; choose one of: {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise PurifyLabError(f"limit must be a positive number of images, got {limit}")
-    image_set = load_dataset(data_dir, size=image_size, channels=1, progress=progress, cache_dir=REPO_CACHE_DIR)
+    image_set = load_dataset(data_dir, size=image_size, channels=channels, progress=progress, cache_dir=REPO_CACHE_DIR)
     spec = make_splits(image_set, val=VAL_FRACTION, test=TEST_FRACTION, seed=SPLIT_SEED)
     loaded = {}
     for split in splits:
@@ -75,8 +77,10 @@ def load_splits(
     return loaded
 
 
-def load_split(data_dir: str | Path, split: str, image_size: int, limit: int | None = None, progress: bool = False) -> LoadedSplit:
-    return load_splits(data_dir, (split,), image_size, limit, progress)[split]
+def load_split(
+    data_dir: str | Path, split: str, image_size: int, limit: int | None = None, progress: bool = False, *, channels: int = 1
+) -> LoadedSplit:
+    return load_splits(data_dir, (split,), image_size, limit, progress, channels=channels)[split]
 
 
 @torch.inference_mode()
@@ -136,11 +140,13 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
     if config.attack is not None:
         return evaluate_attack(config, model, progress=progress)
     purifier = None if config.purifier == "none" else create_purifier(config.purifier, **config.purifier_params)
-    data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress)
+    data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress, channels=model.in_channels)
     started = time.perf_counter()
     probabilities = predict_probabilities(model, data.images, config.batch_size, purifier, config.seed)
     seconds = time.perf_counter() - started
-    metrics = classification_metrics(data.labels.numpy(), probabilities, bootstrap=config.bootstrap, seed=config.seed)
+    metrics = classification_metrics(
+        data.labels.numpy(), probabilities, bootstrap=config.bootstrap, seed=config.seed, class_names=data.classes
+    )
     card = model.card or {}
     return {
         "config": asdict(config),
@@ -313,9 +319,9 @@ def robust_run(
     )
 
 
-def run_metrics(run: RobustRun, bootstrap: int = 1000, seed: int = 0) -> dict:
+def run_metrics(run: RobustRun, bootstrap: int = 1000, seed: int = 0, class_names: tuple[str, ...] | None = None) -> dict:
     """The classification metrics of the first draw plus one-shot and worst-case accuracy."""
-    metrics = classification_metrics(run.labels, run.probabilities, bootstrap=bootstrap, seed=seed).to_dict()
+    metrics = classification_metrics(run.labels, run.probabilities, bootstrap=bootstrap, seed=seed, class_names=class_names).to_dict()
     return {
         **metrics,
         "one_shot_accuracy": run.one_shot_accuracy,
@@ -349,14 +355,14 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
     substitute = None
     if config.threat == "transfer":
         substitute = create_classifier(config.substitute, pretrained=True, weights=config.substitute_weights)
-    data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress)
+    data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress, channels=model.in_channels)
     options = dict(redraws=config.redraws, seed=config.seed, batch_size=config.attack_batch_size, progress=progress)
     clean = robust_run(model, purifier, data.images, data.labels, None, config.threat, **options)
     adversarial = robust_run(
         model, purifier, data.images, data.labels, attack, config.threat, substitute=substitute, eot=config.eot, **options
     )
-    clean_metrics = run_metrics(clean, config.bootstrap, config.seed)
-    robust_metrics = run_metrics(adversarial, config.bootstrap, config.seed)
+    clean_metrics = run_metrics(clean, config.bootstrap, config.seed, data.classes)
+    robust_metrics = run_metrics(adversarial, config.bootstrap, config.seed, data.classes)
     card = model.card or {}
     peaks = [value for value in (clean.peak_gpu_memory, adversarial.peak_gpu_memory) if value is not None]
     return {

@@ -2,11 +2,13 @@
 
 Plain accuracy rewards always answering PNEUMONIA (74 %), so balanced accuracy, AUROC and per-class
 sensitivity are reported beside it. AUROC is the Mann-Whitney rank statistic (ties get average ranks),
-computed for all bootstrap resamples at once.
+computed for all bootstrap resamples at once; with more than two classes (MNIST, CIFAR-10) it is the
+macro average of the one-vs-rest AUROCs.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -51,6 +53,16 @@ def _auroc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
         return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
+def _class_auroc(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Binary: AUROC of the class-1 probability. K classes: mean one-vs-rest AUROC over the classes present."""
+    if probabilities.shape[-1] == 2:
+        return _auroc(labels, probabilities[..., 1])
+    per_class = np.stack([_auroc((labels == c).astype(np.int64), probabilities[..., c]) for c in range(probabilities.shape[-1])], -1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample without some class: NaN, left out
+        return np.nanmean(per_class, -1)
+
+
 def accuracy(labels, predictions) -> float:
     return float(np.mean(np.asarray(labels) == np.asarray(predictions)))
 
@@ -67,29 +79,33 @@ def auroc(labels, scores) -> float:
 
 
 def classification_metrics(
-    labels, probabilities, bootstrap: int = 1000, seed: int = 0, class_names: tuple[str, ...] = CLASS_NAMES
+    labels, probabilities, bootstrap: int = 1000, seed: int = 0, class_names: tuple[str, ...] | None = None
 ) -> ClassificationMetrics:
-    """Metrics from labels (n,) and class probabilities (n, 2); 95 % percentile bootstrap intervals."""
+    """Metrics from labels (n,) and class probabilities (n, K); 95 % percentile bootstrap intervals.
+
+    class_names defaults to (NORMAL, PNEUMONIA) for two columns and to "0".."K-1" otherwise."""
     labels = np.asarray(labels, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
+    if class_names is None:
+        columns = probabilities.shape[-1] if probabilities.ndim == 2 else 2
+        class_names = CLASS_NAMES if columns == 2 else tuple(str(c) for c in range(columns))
     if labels.ndim != 1 or probabilities.shape != (labels.size, len(class_names)) or labels.size == 0:
         raise PurifyLabError(
             f"need labels (n,) and probabilities (n, {len(class_names)}) with n >= 1; got {labels.shape} and {probabilities.shape}"
         )
     predictions = probabilities.argmax(1)
-    scores = probabilities[:, 1]
     recall = _per_class_recall(labels, predictions, len(class_names))
     intervals: dict[str, list[float]] = {}
     if bootstrap > 0:
         rng = np.random.default_rng(seed)
         index = rng.integers(0, labels.size, size=(bootstrap, labels.size))
-        boot_labels, boot_predictions, boot_scores = labels[index], predictions[index], scores[index]
+        boot_labels, boot_predictions = labels[index], predictions[index]
         boot_recall = _per_class_recall(boot_labels, boot_predictions, len(class_names))
         present = np.stack([(boot_labels == c).any(-1) for c in range(len(class_names))], -1)
         resampled = {
             "accuracy": (boot_labels == boot_predictions).mean(-1),
             "balanced_accuracy": np.where(present, boot_recall, 0).sum(-1) / np.maximum(present.sum(-1), 1),
-            "auroc": _auroc(boot_labels, boot_scores),
+            "auroc": _class_auroc(boot_labels, probabilities[index]),
         }
         for cls, name in enumerate(class_names):
             resampled[f"sensitivity_{name}"] = np.where(present[:, cls], boot_recall[:, cls], np.nan)
@@ -100,7 +116,7 @@ def classification_metrics(
         n=int(labels.size),
         accuracy=accuracy(labels, predictions),
         balanced_accuracy=balanced_accuracy(labels, predictions, len(class_names)),
-        auroc=auroc(labels, scores),
+        auroc=float(_class_auroc(labels, probabilities)),
         sensitivity={name: float(recall[cls]) for cls, name in enumerate(class_names)},
         confidence_95=intervals,
         bootstrap_samples=int(bootstrap),

@@ -54,6 +54,27 @@ def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
     json.dumps(first.to_dict())  # JSON-ready
 
 
+def test_ten_class_metrics_average_one_vs_rest_aurocs():
+    # Three classes: class 0 perfectly separated, class 1 always inverted, class 2 all ties.
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.array([
+        [0.9, 0.05, 0.05], [0.8, 0.1, 0.1],
+        [0.1, 0.0, 0.9], [0.1, 0.05, 0.85],
+        [0.3, 0.4, 0.3], [0.3, 0.4, 0.3],
+    ])
+    m = classification_metrics(labels, probs, bootstrap=200, seed=0)
+    class_0 = 1.0
+    class_1 = auroc(labels == 1, probs[:, 1])
+    class_2 = auroc(labels == 2, probs[:, 2])
+    assert m.auroc == pytest.approx((class_0 + class_1 + class_2) / 3)
+    assert list(m.sensitivity) == ["0", "1", "2"]  # generic names without class_names
+    assert m.accuracy == pytest.approx(2 / 6)
+    low, high = m.confidence_95["auroc"]
+    assert 0 <= low <= high <= 1
+    named = classification_metrics(labels, probs, bootstrap=0, class_names=("a", "b", "c"))
+    assert list(named.sensitivity) == ["a", "b", "c"]
+
+
 def test_metrics_refuse_mismatched_inputs():
     with pytest.raises(PurifyLabError, match="probabilities"):
         classification_metrics([0, 1], np.ones((3, 2)))
@@ -117,3 +138,12 @@ def test_evaluate_command_writes_json(xray_train_dir, tiny_weights, tmp_path):
     assert "balanced_accuracy" in result.output
     written = json.loads(out.read_text())
     assert written["n"] == 16 and written["config"]["split"] == "test"
+
+
+def test_mnist_and_cifar_splits_load_with_their_channels(shared_data):
+    """The papers' own data sets: 10,000 test images each, carved 80/10/10 by the same seed-0 spec."""
+    mnist = load_split(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz", "val", 28, limit=20)
+    assert mnist.images.shape == (20, 1, 28, 28) and mnist.classes == tuple("0123456789")
+    cifar = load_split(shared_data / "cifar10_test_jpeg_q75" / "cifar10_test_jpegs.tar.gz", "val", 32, limit=20, channels=3)
+    assert cifar.images.shape == (20, 3, 32, 32) and len(cifar.classes) == 10 and cifar.classes[0] == "airplane"
+    assert cifar.labels.unique().numel() > 5

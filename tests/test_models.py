@@ -16,10 +16,30 @@ TINY = {
     "student_cnn": dict(image_size=32, widths=(4, 8, 8, 8)),
     "substitute": dict(image_size=32, widths=(4, 8, 8)),
 }
+# The papers' own data sets: (channels, classes, side) of each model's input and output.
+OTHER_DATA = {"mnist_cnn": (1, 10, 28), "mnist_cnn_at": (1, 10, 28), "cifar10_cnn": (3, 10, 32), "cifar10_cnn_at": (3, 10, 32)}
 
 
-def test_registry_lists_the_five_classifiers():
-    assert set(list_classifiers()) == set(TINY)
+def test_registry_lists_the_xray_and_paper_dataset_classifiers():
+    assert set(list_classifiers()) == set(TINY) | set(OTHER_DATA)
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_DATA))
+def test_mnist_and_cifar_models_take_their_channels_and_answer_ten_classes(name):
+    channels, classes, side = OTHER_DATA[name]
+    model = create_classifier(name, pretrained=False).eval()
+    assert (model.in_channels, model.num_classes, model.image_size) == (channels, classes, side)
+    assert model(torch.rand(2, channels, side, side)).shape == (2, classes)
+    with pytest.raises(PurifyLabError, match=f"takes \\(N, {channels}, {side}, {side}\\)"):
+        model(torch.rand(2, 4 - channels, side, side))
+
+
+def test_channels_and_classes_travel_in_the_card(tmp_path):
+    model = create_classifier("cifar10_cnn", pretrained=False, widths=(4, 8))
+    save_weights(model, tmp_path / "c.safetensors", {"architecture": model.architecture})
+    rebuilt = create_classifier("cifar10_cnn", weights=tmp_path / "c.safetensors")
+    assert rebuilt.architecture == model.architecture
+    assert (rebuilt.in_channels, rebuilt.num_classes) == (3, 10)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

@@ -194,6 +194,30 @@ def tiny_weights_dir(tmp_path, monkeypatch, tiny_unet):
     return tmp_path
 
 
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "diffdefense"])
+def test_a_named_denoiser_is_loaded_and_runs_on_colour_images(tmp_path, monkeypatch, name):
+    """`denoiser=` picks another shipped UNet (the MNIST / CIFAR-10 re-runs), here a 3-channel one."""
+    torch.manual_seed(0)
+    rgb = build_unet("tiny", sample_size=SIZE, in_channels=3, out_channels=3)
+    card = {"unet_size": "tiny", "unet_overrides": {"sample_size": SIZE, "in_channels": 3, "out_channels": 3}, "scheduler": DEFAULT_SCHEDULE}
+    save_weights(rgb, tmp_path / "ddpm_unet_rgb.safetensors", card)
+    monkeypatch.setattr(diffusion, "WEIGHTS_DIR", tmp_path)
+    purifier = create_purifier(name, denoiser="ddpm_unet_rgb")
+    x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    first, again = purifier.purify(x, seed=3), purifier.purify(x, seed=3)
+    assert first.shape == x.shape and torch.equal(first, again)
+    assert 0 <= float(first.min()) and float(first.max()) <= 1
+    with pytest.raises(PurifyLabError, match="expects images of shape \\(N, 3"):
+        purifier.purify(torch.rand(2, 1, SIZE, SIZE))
+
+
+def test_denoiser_names_are_checked_before_loading():
+    with pytest.raises(PurifyLabError, match="file stem in weights/"):
+        create_purifier("ddpm", denoiser="../vit")
+    with pytest.raises(PurifyLabError, match="missing"):
+        create_purifier("ddim", denoiser="ddpm_unet_nowhere")
+
+
 def run_cli(argv: list[str]) -> int:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,13 +185,39 @@ def test_sanity_flags_appear_in_the_table(xray_train_dir, weights, tmp_path):
 
 def test_shipped_presets_load_and_validate():
     names = list_presets()
-    for name in ("quick", "paper-table1", "paper-table2", "ddpm-defense", "blau", "diffdefense"):
+    for name in ("quick", "paper-table1", "paper-table2", "ddpm-defense", "blau", "diffdefense", "mnist-diffdefense", "cifar10-blau"):
         assert name in names
         preset = load_preset(name)
         assert preset.name == name and (preset.tables or preset.sweeps or preset.detection)
     quick = load_preset("quick")
     assert quick.limit == 32 and [m.name for m in quick.tables[0].classifiers] == ["vit"]
     assert "blur" in {c.purifier for c in load_preset("paper-table1").tables[0].columns}
+    # The papers' own data sets: a relative data path in a preset is relative to the repository.
+    mnist = load_preset("mnist-diffdefense")
+    assert mnist.data.endswith("mnist/t10k-images-idx3-ubyte.gz") and Path(mnist.data).is_absolute()
+    assert load_preset("cifar10-blau").tables[0].columns[1].params["denoiser"] == "ddpm_unet_cifar10"
+
+
+def test_command_line_overrides_are_validated_like_the_preset():
+    blau = load_preset("blau")
+    assert blau.with_overrides(limit=8, eot=4).eot == 4 and blau.eot == 20
+    with pytest.raises(PurifyLabError, match="bpda-eot: set eot >= 2"):
+        blau.with_overrides(eot=1)
+    with pytest.raises(PurifyLabError, match="--limit must be a positive"):
+        blau.with_overrides(limit=0)
+
+
+def test_a_purifier_cell_names_its_network_by_hash_not_by_file_name():
+    """Spelling out the default denoiser keeps a stored cell's key; another denoiser changes it."""
+    from core.tables.runner import purifier_identity
+
+    implicit = purifier_identity("ddpm", {"t_star": 0.04})
+    explicit = purifier_identity("ddpm", {"t_star": 0.04, "denoiser": "ddpm_unet"})
+    other = purifier_identity("ddpm", {"t_star": 0.04, "denoiser": "ddpm_unet_mnist"})
+    assert implicit == explicit and "denoiser" not in implicit["params"]
+    assert other["params"] == implicit["params"]
+    if implicit["weights_sha256"] is not None and other["weights_sha256"] is not None:
+        assert other["weights_sha256"] != implicit["weights_sha256"]
 
 
 def test_bad_presets_are_refused_in_one_line(tmp_path, xray_train_dir, weights):

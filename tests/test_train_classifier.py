@@ -119,3 +119,14 @@ def test_unknown_preset_and_model_are_refused():
         preset("huge", "vit")
     with pytest.raises(PurifyLabError, match="classifier"):
         preset("cpu", "resnet")
+
+
+def test_ten_class_colour_training_on_cifar(shared_data, tmp_path):
+    """The CIFAR-10 re-run's classifier: RGB in, ten classes out, class names from the archive in the card."""
+    data = shared_data / "cifar10_test_jpeg_q75" / "cifar10_test_jpegs.tar.gz"
+    config = preset("tiny", "cifar10_cnn", epochs=1, max_batches_per_epoch=2, limit=200)
+    card = train_classifier(config, data, tmp_path, progress=False)
+    assert card["architecture"]["in_channels"] == 3 and card["architecture"]["num_classes"] == 10
+    assert card["classes"][0] == "airplane" and len(card["val_metrics"]["sensitivity"]) == 10
+    model = create_classifier("cifar10_cnn", weights=tmp_path / "cifar10_cnn.safetensors")
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)

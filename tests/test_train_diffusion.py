@@ -108,3 +108,17 @@ def test_cli_train_diffusion_tiny_preset(tmp_path, xray_train_dir, capsys):
     card = read_card(weights)
     assert card["unet_size"] == "tiny" and card["training"]["preset"] == "tiny"
     assert f'"psnr": {card["quality"]["psnr"]}' in capsys.readouterr().out
+
+
+
+def test_cifar10_preset_trains_an_rgb_denoiser_that_ships_under_its_own_name(shared_data, tmp_path):
+    """Two steps of the shipped `cifar10` preset: a 3-channel UNet, its card, loadable as `denoiser=`."""
+    config = DiffusionTrainConfig.from_preset("cifar10", epochs=1, max_steps=2, limit=32, eval_images=4, batch_size=8)
+    assert config.weights_stem == "ddpm_unet_cifar10"
+    data = shared_data / "cifar10_test_jpeg_q75" / "cifar10_test_jpegs.tar.gz"
+    card = train_diffusion(config, data, tmp_path, progress=False, weights_path=tmp_path / "ddpm_unet_cifar10.safetensors")
+    assert card["unet_size"] == "cifar10" and card["steps"] == 2 and card["quality"]["psnr"] > 0
+    unet, _ = load_shipped_unet("ddpm_unet_cifar10", tmp_path)
+    assert unet.config.in_channels == 3 and unet.config.sample_size == 32
+    purified = DDPMPurifier(unet=unet, schedule=card["scheduler"]).purify(torch.rand(2, 3, 32, 32), seed=0)
+    assert purified.shape == (2, 3, 32, 32)

@@ -12,7 +12,6 @@ import typer
 from core.cli import set_threads
 from core.errors import PurifyLabError
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "chest_xray_pneumonia" / "train"
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -20,7 +19,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def train_classifier_command(
         model: Annotated[str, typer.Option("--model", help="classifier name (see 'purifylab classifiers')")],
         preset: Annotated[str, typer.Option("--preset", help="tiny | cpu | gpu")] = "cpu",
-        data: Annotated[Path, typer.Option("--data", help="class-per-folder X-ray directory")] = DEFAULT_DATA_DIR,
+        data: Annotated[Path | None, typer.Option("--data", help="data set (default: the model's: X-rays, or MNIST / CIFAR-10 for mnist_* / cifar10_*)")] = None,
         out: Annotated[Path | None, typer.Option("--out", help="run folder (default runs/<model>)")] = None,
         epochs: Annotated[int | None, typer.Option("--epochs", help="override the preset's epochs")] = None,
         batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
@@ -35,6 +34,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     ) -> None:
         """Train a classifier; writes RUN/<model>.safetensors (fp16) and its card with val metrics."""
+        from core.data.locations import default_data_for
         from core.train.classifier import preset as make_preset
         from core.train.classifier import train_classifier
         from core.weights import WEIGHTS_DIR
@@ -44,7 +44,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             temperature=temperature, max_minutes=max_minutes, threads=threads,
         )
         run_dir = out or Path("runs") / model
-        card = train_classifier(config, data, run_dir, progress=progress, resume=resume)
+        card = train_classifier(config, data or default_data_for(model), run_dir, progress=progress, resume=resume)
         if not card:
             return  # not the main process of a multi-GPU run
         if ship:
@@ -54,7 +54,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @app.command("evaluate")
     def evaluate_command(
-        data: Annotated[Path, typer.Option("--data", help="class-per-folder X-ray directory")],
+        data: Annotated[Path, typer.Option("--data", help="class-per-folder directory, .tar.gz, MedMNIST .npz or MNIST idx file")],
         classifier: Annotated[str, typer.Option("--classifier", help="classifier name")] = "vit",
         split: Annotated[str, typer.Option("--split", help="val | test | train (seed-0 split spec) | all")] = "all",
         limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
@@ -81,8 +81,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.evaluate import EvaluationConfig, evaluate, format_report, parse_purifier_spec, write_json
 
         set_threads(threads)
-        if not data.is_dir():
-            raise PurifyLabError(f"--data {data} is not a directory")
+        if not data.exists():
+            raise PurifyLabError(f"--data {data} does not exist")
         purifier_name, purifier_params = parse_purifier_spec(purifier)
         config = EvaluationConfig(
             data=str(data), classifier=classifier, split=split, limit=limit, batch_size=batch_size, seed=seed,

@@ -81,18 +81,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @groups["train"].command("diffusion")
     def train_diffusion_command(
-        preset: Annotated[str, typer.Option("--preset", help="tiny | cpu | gpu")] = "cpu",
-        data: Annotated[Path | None, typer.Option("--data", help="X-ray folder (default: ../shared/data/chest_xray_pneumonia/train)")] = None,
-        out: Annotated[Path, typer.Option("--out", help="run folder: checkpoints, sample grids, log")] = Path("runs/ddpm"),
-        weights: Annotated[Path | None, typer.Option("--weights", help="final .safetensors (default weights/ddpm_unet.safetensors; OUT/ for --preset tiny)")] = None,
+        preset: Annotated[str, typer.Option("--preset", help="tiny | cpu | gpu (X-rays) | mnist | cifar10")] = "cpu",
+        data: Annotated[Path | None, typer.Option("--data", help="data set (default: the preset's, e.g. ../shared/data/chest_xray_pneumonia/train)")] = None,
+        out: Annotated[Path | None, typer.Option("--out", help="run folder: checkpoints, sample grids, log (default runs/ddpm or runs/ddpm_<preset>)")] = None,
+        weights: Annotated[Path | None, typer.Option("--weights", help="final .safetensors (default weights/ddpm_unet[_<preset>].safetensors; OUT/ for --preset tiny)")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")] = False,
         max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes")] = None,
     ) -> None:
         """Train the DDPM denoiser (epsilon prediction, EMA) and ship it with its card."""
-        from core.train.diffusion import DEFAULT_DATA_DIR, DiffusionTrainConfig, train_diffusion
+        from core.data.locations import default_data_for
+        from core.train.diffusion import DiffusionTrainConfig, train_diffusion
 
         config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes)
-        card = train_diffusion(config, data or DEFAULT_DATA_DIR, out, weights_path=weights)
+        run_dir = out or Path("runs") / ("ddpm" if preset in ("tiny", "cpu", "gpu") else f"ddpm_{preset}")
+        card = train_diffusion(config, data or default_data_for(preset), run_dir, weights_path=weights)
         typer.echo(json.dumps(card.get("quality", {}), indent=2))
 
     @groups["train"].command("cold")

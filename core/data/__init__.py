@@ -4,6 +4,7 @@ from core.data.cache import REPO_CACHE_DIR
 from core.data.decode import prepare_image
 from core.data.describe import DatasetSummary, describe
 from core.data.imageset import ImageSet, ImageSetDataset
+from core.data.locations import CIFAR10_FILE, MNIST_FILE, XRAY_TRAIN_DIR, default_data_for
 from core.data.sources import list_items, load_dataset, read_idx
 from core.data.splits import (
     SplitSpec,
@@ -15,6 +16,10 @@ from core.data.splits import (
 )
 
 __all__ = [
+    "CIFAR10_FILE",
+    "MNIST_FILE",
+    "XRAY_TRAIN_DIR",
+    "default_data_for",
     "REPO_CACHE_DIR",
     "DatasetSummary",
     "ImageSet",

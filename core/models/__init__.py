@@ -1,8 +1,9 @@
 """Classifier registry: `create_classifier("vit")` and friends, named by string everywhere.
 
-Every classifier takes float32 (N, 1, S, S) in [0, 1] and returns logits (N, 2) for
-(0 = NORMAL, 1 = PNEUMONIA); it exposes `image_size` and `card` (the JSON model card, or None for
-an untrained network). `pretrained=True` rebuilds the architecture recorded in the card of
+Every X-ray classifier takes float32 (N, 1, S, S) in [0, 1] and returns logits (N, 2) for
+(0 = NORMAL, 1 = PNEUMONIA); `mnist_cnn*` and `cifar10_cnn` are the papers' own settings (10 digits,
+10 CIFAR classes in RGB). Each exposes `image_size`, `in_channels`, `num_classes` and `card` (the
+JSON model card, or None for an untrained network). `pretrained=True` rebuilds the architecture recorded in the card of
 weights/<name>.safetensors and loads it after checking its SHA-256.
 """
 
@@ -46,9 +47,12 @@ def _architecture(card: dict, name: str, overrides: dict[str, Any]) -> dict[str,
     return {**architecture, **overrides}
 
 
-def _build(name: str, cls: type[XrayClassifier], pretrained: bool, weights: str | Path | None, overrides: dict) -> XrayClassifier:
+def _build(
+    name: str, cls: type[XrayClassifier], pretrained: bool, weights: str | Path | None, overrides: dict, defaults: dict | None = None
+) -> XrayClassifier:
+    """A new network from `defaults` + `overrides`, or the trained one its card describes (+ checked overrides)."""
     if not pretrained and weights is None:
-        return cls(**overrides)
+        return cls(**{**(defaults or {}), **overrides})
     path = _resolve_weights(name, weights)
     card = read_card(path)
     model = cls(**_architecture(card, name, overrides))
@@ -75,6 +79,32 @@ def student_cnn(pretrained: bool = True, weights: str | Path | None = None, **ov
 @classifiers.register("substitute", "independent 3-layer CNN for black-box transfer attacks")
 def substitute(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
     return _build("substitute", SubstituteCNN, pretrained, weights, overrides)
+
+
+# The papers' own data sets, for our re-runs of their settings (not X-rays): DiffDefense's MNIST and
+# Blau et al.'s CIFAR-10, each carved 80/10/10 from the 10,000 test images we have.
+MNIST_CNN = dict(image_size=28, widths=(32, 64, 128), dropout=0.1, in_channels=1, num_classes=10)
+CIFAR10_CNN = dict(image_size=32, widths=(64, 128, 256), dropout=0.2, in_channels=3, num_classes=10)
+
+
+@classifiers.register("mnist_cnn", "3-layer CNN on MNIST digits (28 px): DiffDefense's setting")
+def mnist_cnn(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
+    return _build("mnist_cnn", StudentCNN, pretrained, weights, overrides, MNIST_CNN)
+
+
+@classifiers.register("mnist_cnn_at", "the same MNIST CNN, PGD adversarially trained (L-inf, eps 0.3)")
+def mnist_cnn_at(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
+    return _build("mnist_cnn_at", StudentCNN, pretrained, weights, overrides, MNIST_CNN)
+
+
+@classifiers.register("cifar10_cnn", "3-layer CNN on CIFAR-10 (32 px RGB): Blau et al.'s data set")
+def cifar10_cnn(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
+    return _build("cifar10_cnn", StudentCNN, pretrained, weights, overrides, CIFAR10_CNN)
+
+
+@classifiers.register("cifar10_cnn_at", "the same CIFAR-10 CNN, PGD adversarially trained (L-inf, eps 8/255)")
+def cifar10_cnn_at(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
+    return _build("cifar10_cnn_at", StudentCNN, pretrained, weights, overrides, CIFAR10_CNN)
 
 
 @classifiers.register("sevit", "Self-Ensembling ViT: token-MLP heads on the first blocks of the frozen vit")

@@ -17,19 +17,23 @@ NUM_CLASSES = 2
 
 
 class XrayClassifier(nn.Module):
-    """Base for the registered classifiers: float32 (N, 1, S, S) in [0, 1] -> logits (N, 2).
+    """Base for the registered classifiers: float32 (N, C, S, S) in [0, 1] -> logits (N, K).
 
-    `architecture` holds the constructor keywords, so a model card can rebuild the exact network.
+    The X-ray models take C = 1 and answer K = 2 (NORMAL, PNEUMONIA); the MNIST and CIFAR-10 models
+    of the papers' own settings take 1 or 3 channels and answer 10 classes. `architecture` holds the
+    constructor keywords, so a model card can rebuild the exact network.
     """
 
-    def __init__(self, image_size: int, architecture: dict[str, Any]):
+    def __init__(self, image_size: int, architecture: dict[str, Any], in_channels: int = 1, num_classes: int = NUM_CLASSES):
         super().__init__()
         self.image_size = int(image_size)
-        self.architecture = dict(architecture)
+        self.in_channels = int(in_channels)
+        self.num_classes = int(num_classes)
+        self.architecture = dict(architecture, in_channels=self.in_channels, num_classes=self.num_classes)
         self.card: dict | None = None
 
     def check_input(self, x: torch.Tensor) -> None:
-        expected = (1, self.image_size, self.image_size)
+        expected = (self.in_channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise PurifyLabError(
                 f"input of shape {tuple(x.shape)} does not fit: this classifier takes (N, {expected[0]}, "

@@ -18,10 +18,12 @@ class StudentCNN(XrayClassifier):
 
     Strided convolutions instead of pooling keep a training epoch on one CPU core to about a minute."""
 
-    def __init__(self, image_size: int = 128, widths: tuple[int, ...] = (16, 32, 64, 64), dropout: float = 0.2):
-        super().__init__(image_size, dict(image_size=image_size, widths=list(widths), dropout=dropout))
+    def __init__(
+        self, image_size: int = 128, widths: tuple[int, ...] = (16, 32, 64, 64), dropout: float = 0.2,
+        in_channels: int = 1, num_classes: int = NUM_CLASSES,
+    ):
+        super().__init__(image_size, dict(image_size=image_size, widths=list(widths), dropout=dropout), in_channels, num_classes)
         layers: list[nn.Module] = []
-        in_channels = 1
         for width in widths:
             layers += [
                 nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
@@ -30,7 +32,7 @@ class StudentCNN(XrayClassifier):
             ]
             in_channels = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_channels, NUM_CLASSES))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_channels, num_classes))
 
     def logits(self, x_normalised: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x_normalised))
@@ -39,15 +41,17 @@ class StudentCNN(XrayClassifier):
 class SubstituteCNN(XrayClassifier):
     """Three 5x5 strided conv blocks with GELU and group norm, max pool head: the black-box 'classifier B'."""
 
-    def __init__(self, image_size: int = 128, widths: tuple[int, ...] = (16, 32, 64), dropout: float = 0.3):
-        super().__init__(image_size, dict(image_size=image_size, widths=list(widths), dropout=dropout))
+    def __init__(
+        self, image_size: int = 128, widths: tuple[int, ...] = (16, 32, 64), dropout: float = 0.3,
+        in_channels: int = 1, num_classes: int = NUM_CLASSES,
+    ):
+        super().__init__(image_size, dict(image_size=image_size, widths=list(widths), dropout=dropout), in_channels, num_classes)
         layers: list[nn.Module] = []
-        in_channels = 1
         for width in widths:
             layers += [nn.Conv2d(in_channels, width, 5, stride=2, padding=2), nn.GroupNorm(4, width), nn.GELU()]
             in_channels = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_channels, NUM_CLASSES))
+        self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_channels, num_classes))
 
     def logits(self, x_normalised: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x_normalised))

@@ -22,13 +22,16 @@ class TokenMLPHead(nn.Module):
     """Classifier on all patch tokens of one block: a per-token projection keeps where things are,
     so the head is ~70 k parameters instead of the paper's flattened 625 M."""
 
-    def __init__(self, num_tokens: int, embed_dim: int, token_dim: int = 16, hidden: int = 64, dropout: float = 0.2):
+    def __init__(
+        self, num_tokens: int, embed_dim: int, token_dim: int = 16, hidden: int = 64, dropout: float = 0.2,
+        num_classes: int = NUM_CLASSES,
+    ):
         super().__init__()
         self.norm = nn.LayerNorm(embed_dim)
         self.project = nn.Linear(embed_dim, token_dim)
         self.classify = nn.Sequential(
             nn.GELU(), nn.Flatten(), nn.Linear(num_tokens * token_dim, hidden), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(hidden, NUM_CLASSES),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -50,7 +53,7 @@ class SEViT(XrayClassifier):
             raise PurifyLabError(f"mlp_heads={mlp_heads} must be between 1 and the ViT depth {vit.depth}")
         super().__init__(vit.image_size, dict(
             mlp_heads=mlp_heads, combine=combine, token_dim=token_dim, hidden=hidden, vit=vit.architecture,
-        ))
+        ), vit.in_channels, vit.num_classes)
         self.combine = combine
         self.vit = vit
         self.vit.requires_grad_(False)
@@ -58,7 +61,7 @@ class SEViT(XrayClassifier):
         embed_dim = self.vit.vit.embed_dim
         # Named by the block they read ("block1.project.weight", ...), so a weights file says what it holds.
         self.heads = nn.ModuleDict(
-            {f"block{index + 1}": TokenMLPHead(num_tokens, embed_dim, token_dim, hidden) for index in range(mlp_heads)}
+            {f"block{index + 1}": TokenMLPHead(num_tokens, embed_dim, token_dim, hidden, num_classes=vit.num_classes) for index in range(mlp_heads)}
         )
 
     def train(self, mode: bool = True) -> SEViT:
@@ -73,14 +76,14 @@ class SEViT(XrayClassifier):
         return [head(block_tokens) for head, block_tokens in zip(self.heads.values(), tokens, strict=True)] + [final]
 
     def forward(self, x: torch.Tensor, members: bool = False) -> torch.Tensor:
-        """Ensemble logits (N, 2); members=True gives every member's logits (K+1, N, 2) for training the heads."""
+        """Ensemble logits (N, K); members=True gives every member's logits (M+1, N, K) for training the heads."""
         if members:
             return torch.stack(self.member_logits(x))
-        probabilities = torch.stack([F.softmax(z, dim=1) for z in self.member_logits(x)])  # (K+1, N, 2)
+        probabilities = torch.stack([F.softmax(z, dim=1) for z in self.member_logits(x)])  # (M+1, N, K)
         mean = probabilities.mean(0)
         if self.combine == "average":
             return torch.log(mean.clamp_min(1e-12))
-        votes = F.one_hot(probabilities.argmax(2), NUM_CLASSES).sum(0).to(mean.dtype)
+        votes = F.one_hot(probabilities.argmax(2), self.num_classes).sum(0).to(mean.dtype)
         score = votes + mean
         return torch.log(score / score.sum(1, keepdim=True))
 

@@ -23,13 +23,15 @@ class XrayViT(XrayClassifier):
         mlp_ratio: float = 4.0,
         drop_rate: float = 0.1,
         drop_path_rate: float = 0.1,
+        in_channels: int = 1,
+        num_classes: int = NUM_CLASSES,
     ):
         super().__init__(image_size, dict(
             image_size=image_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
             num_heads=num_heads, mlp_ratio=mlp_ratio, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-        ))
+        ), in_channels, num_classes)
         self.vit = VisionTransformer(
-            img_size=image_size, patch_size=patch_size, in_chans=1, num_classes=NUM_CLASSES,
+            img_size=image_size, patch_size=patch_size, in_chans=in_channels, num_classes=num_classes,
             embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
             drop_rate=drop_rate, drop_path_rate=drop_path_rate,
         )

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from core.errors import PurifyLabError, check_range
-from core.purifiers.base import PurifierConfig
 from core.purifiers.diffusion import (
+    DiffusionConfig,
     DiffusionPurifier,
     ddim_scheduler,
     forward_noise,
@@ -27,12 +27,13 @@ from core.purifiers.diffusion import (
 
 
 @dataclass(frozen=True)
-class DDIMConfig(PurifierConfig):
+class DDIMConfig(DiffusionConfig):
     t_star: float = 0.1  # maximum depth T* as a fraction of T
     skip: int = 10  # time-step stride of the sub-sequence
     eta: float = 1.0  # sigma_t scale: 1 = DDPM-like noise per step, 0 = deterministic DDIM
 
     def validate(self) -> None:
+        super().validate()
         check_range("t_star", self.t_star, 0.0, 1.0, low_open=True)
         check_range("eta", self.eta, 0.0, 1.0)
         if self.skip < 1:

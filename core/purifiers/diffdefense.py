@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 import torch
 
 from core.errors import PurifyLabError, check_range
-from core.purifiers.base import PurifierConfig
 from core.purifiers.diffusion import (
+    DiffusionConfig,
     DiffusionPurifier,
     achievable_stride,
     ddim_scheduler,
@@ -38,7 +38,7 @@ STEP_DECAY = 0.1  # the paper's Delta
 
 
 @dataclass(frozen=True)
-class DiffDefenseConfig(PurifierConfig):
+class DiffDefenseConfig(DiffusionConfig):
     t_start: float = 0.1  # depth of the optimised noise z, as a fraction of T
     steps: int = 2  # deterministic DDIM steps from t_start to 0 per reconstruction
     L: int = 5  # gradient-descent iterations (the paper's L)
@@ -47,6 +47,7 @@ class DiffDefenseConfig(PurifierConfig):
     optimizer: str = "adam"
 
     def validate(self) -> None:
+        super().validate()
         check_range("t_start", self.t_start, 0.0, 1.0, low_open=True)
         check_range("lr", self.lr, 0.0, 10.0, low_open=True)
         for name, value in (("steps", self.steps), ("L", self.L), ("R", self.R)):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +37,29 @@ DEFAULT_SCHEDULE: dict[str, Any] = {
 }
 
 
-def shipped_denoiser() -> tuple[UNet2DModel, dict]:
-    """The shipped noise-prediction UNet and its card (from this module's WEIGHTS_DIR), loaded once per process."""
-    return _load_denoiser(str(WEIGHTS_DIR))
+@dataclass(frozen=True)
+class DiffusionConfig(PurifierConfig):
+    """Parameters every denoiser-driven purifier shares: which shipped UNet it runs.
+
+    The X-ray model is the default; `ddpm_unet_mnist` / `ddpm_unet_cifar10` are the papers' own data
+    sets' models. Result cells identify the network by its SHA-256, not by this name.
+    """
+
+    denoiser: str = DDPM_WEIGHTS_STEM  # weights/<denoiser>.safetensors
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[a-z0-9_]+", self.denoiser):
+            raise PurifyLabError(f"denoiser='{self.denoiser}' must be a file stem in weights/ (letters, digits, _)")
+
+
+def shipped_denoiser(stem: str = DDPM_WEIGHTS_STEM) -> tuple[UNet2DModel, dict]:
+    """A shipped noise-prediction UNet and its card (from this module's WEIGHTS_DIR), loaded once per process."""
+    return _load_denoiser(stem, str(WEIGHTS_DIR))
 
 
 @functools.lru_cache(maxsize=4)
-def _load_denoiser(weights_dir: str) -> tuple[UNet2DModel, dict]:
-    return load_shipped_unet(DDPM_WEIGHTS_STEM, Path(weights_dir))
+def _load_denoiser(stem: str, weights_dir: str) -> tuple[UNet2DModel, dict]:
+    return load_shipped_unet(stem, Path(weights_dir))
 
 
 def shipped_schedule() -> dict[str, Any]:
@@ -102,7 +119,7 @@ class DiffusionPurifier(Purifier):
     """A purifier that runs the shipped (or a given) noise-prediction UNet under a schedule.
 
     Pass `unet` and `schedule` to use another model (tests use a tiny random UNet); otherwise the
-    shipped weights/ddpm_unet.safetensors and the schedule in its card are used.
+    shipped weights/<config.denoiser>.safetensors and the schedule in its card are used.
     """
 
     stochastic = True
@@ -115,7 +132,7 @@ class DiffusionPurifier(Purifier):
     ):
         super().__init__(config)
         if unet is None:
-            unet, card = shipped_denoiser()
+            unet, card = shipped_denoiser(self.config.denoiser)
             schedule = schedule or card.get("scheduler", DEFAULT_SCHEDULE)
         self.unet = unet.eval().requires_grad_(False)
         self.schedule = dict(schedule or DEFAULT_SCHEDULE)

@@ -37,6 +37,14 @@ UNET_SPECS: dict[str, UNetSpec] = {
         ("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
         ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
     ),
+    # The papers' own data sets (DiffDefense's MNIST, Blau et al.'s CIFAR-10): 28 / 32 px, attention
+    # at the coarsest of three levels; small, so that DiffDefense (L x R x steps UNet passes with
+    # gradients per image) runs its tables on a CPU, and all shipped weights stay within 20 MB.
+    "mnist": UNetSpec(28, (16, 32, 32), ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"), ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
+    "cifar10": UNetSpec(
+        32, (16, 32, 32), ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"), ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        in_channels=3, out_channels=3,
+    ),
 }
 
 

@@ -15,10 +15,11 @@ from typing import Any
 import yaml
 
 from core.attacks import THREAT_MODELS, AttackConfig
+from core.data.locations import XRAY_TRAIN_DIR
 from core.errors import PurifyLabError
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
-DEFAULT_DATA = str(Path(__file__).resolve().parents[3] / "shared" / "data" / "chest_xray_pneumonia" / "train")
+DEFAULT_DATA = str(XRAY_TRAIN_DIR)
 SWEEP_KINDS = ("tstar", "depth")
 
 
@@ -148,7 +149,8 @@ class Preset:
     sanity: SanitySpec = SanitySpec()
     notes: str = ""
 
-    def with_overrides(self, limit: int | None = None, data: str | None = None) -> Preset:
+    def with_overrides(self, limit: int | None = None, data: str | None = None, eot: int | None = None) -> Preset:
+        """The preset with the command line's changes; the resolved preset written beside the outputs records them."""
         changes: dict[str, Any] = {}
         if limit is not None:
             if limit < 1:
@@ -156,7 +158,11 @@ class Preset:
             changes["limit"] = limit
         if data is not None:
             changes["data"] = str(data)
-        return dataclasses.replace(self, **changes)
+        if eot is not None:
+            changes["eot"] = eot
+        preset = dataclasses.replace(self, **changes)
+        preset.validate()
+        return preset
 
     def resolved(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -232,6 +238,8 @@ def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
         if "collapse_eps" in sanity:
             sanity["collapse_eps"] = tuple(float(v) for v in sanity["collapse_eps"])
         raw["sanity"] = _build(SanitySpec, sanity, "sanity")
+    if raw.get("data") is not None:  # a relative path in a committed preset is relative to the repository
+        raw["data"] = str((CONFIGS_DIR.parent / str(raw["data"])).resolve())
     raw.setdefault("name", name)
     raw.setdefault("title", name)
     preset = _build(Preset, {**raw, "tables": tuple(tables), "sweeps": tuple(sweeps), "detection": tuple(detection)}, f"preset '{name}'")

@@ -70,10 +70,11 @@ def purifier_identity(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     from core.purifiers import PURIFIERS
     from core.purifiers.base import parse_params
 
-    config = parse_params(PURIFIERS.get(name).config_type, dict(params))
-    stem = PURIFIER_WEIGHTS.get(name)
+    resolved = parse_params(PURIFIERS.get(name).config_type, dict(params)).to_dict()
+    # The network is identified by its hash, so naming the default denoiser changes no cell key.
+    stem = resolved.pop("denoiser", PURIFIER_WEIGHTS.get(name))
     sha = _weights_sha(WEIGHTS_DIR / f"{stem}.safetensors") if stem else None
-    return {"name": name, "params": config.to_dict(), "weights_sha256": sha}
+    return {"name": name, "params": resolved, "weights_sha256": sha}
 
 
 def roc_curve(negative_scores: np.ndarray, positive_scores: np.ndarray, points: int = ROC_POINTS) -> dict[str, list[float]]:
@@ -99,7 +100,7 @@ class PresetRunner:
         self.progress = progress
         self._models: dict[tuple, torch.nn.Module] = {}
         self._purifiers: dict[str, torch.nn.Module] = {}
-        self._data: dict[int, LoadedSplit] = {}
+        self._data: dict[tuple[int, int], LoadedSplit] = {}
         self._adversarial: dict = {}
 
     # --- shared resources ------------------------------------------------------------------------
@@ -115,15 +116,20 @@ class PresetRunner:
             self._purifiers[key] = build_purifier(identity["name"], identity["params"]).eval()
         return self._purifiers[key]
 
-    def data(self, image_size: int) -> LoadedSplit:
-        if image_size not in self._data:
+    def data(self, classifier: torch.nn.Module) -> LoadedSplit:
+        """The preset's split at the classifier's input size and channels, decoded once per shape."""
+        key = (classifier.image_size, classifier.in_channels)
+        if key not in self._data:
             p = self.preset
-            self._data[image_size] = load_split(p.data, p.split, image_size, p.limit, progress=self.progress)
-        return self._data[image_size]
+            self._data[key] = load_split(p.data, p.split, key[0], p.limit, progress=self.progress, channels=key[1])
+        return self._data[key]
 
-    def _data_identity(self, image_size: int) -> dict[str, Any]:
+    def _data_identity(self, classifier: torch.nn.Module) -> dict[str, Any]:
         p = self.preset
-        return {"path": p.data, "split": p.split, "limit": p.limit, "image_size": image_size, "hash": self.data(image_size).data_hash}
+        identity = {"path": p.data, "split": p.split, "limit": p.limit, "image_size": classifier.image_size, "hash": self.data(classifier).data_hash}
+        if classifier.in_channels != 1:  # grey is the X-ray default, which cells stored before colour existed assume
+            identity["channels"] = classifier.in_channels
+        return identity
 
     def _base(self, kind: str) -> dict[str, Any]:
         """What every cell shares. The preset's name is left out on purpose: a cell's numbers depend only
@@ -148,7 +154,7 @@ class PresetRunner:
             "eot": self.preset.eot if attack and threat in EOT_THREATS else 1,
             "redraws": self.preset.redraws,
             "substitute": None,
-            "data": self._data_identity(classifier.image_size),
+            "data": self._data_identity(classifier),
         }
         if attack and threat == "transfer":
             sub = self.preset.substitute
@@ -174,7 +180,7 @@ class PresetRunner:
             "classifier": model_identity(model.name, model.weights),
             "eps": list(s.collapse_eps),
             "steps": s.collapse_steps,
-            "data": self._data_identity(self.model(model.name, model.weights).image_size),
+            "data": self._data_identity(self.model(model.name, model.weights)),
         }
 
     def sweep_cells(self, sweep: SweepSpec) -> list[tuple[dict, dict]]:
@@ -199,7 +205,7 @@ class PresetRunner:
             "classifier": model_identity(spec.classifier.name, spec.classifier.weights),
             "purifier": purifier_identity("diffdefense", spec.purifier_params),
             "sevit": model_identity(spec.sevit.name, spec.sevit.weights) if spec.sevit else None,
-            "data": self._data_identity(classifier.image_size),
+            "data": self._data_identity(classifier),
         }
         entries = []
         for row in spec.attacks:
@@ -247,7 +253,7 @@ class PresetRunner:
         spec = cell["classifier"]
         classifier = self.model(spec["name"], spec["weights"])
         purifier = self.purifier(cell["purifier"])
-        data = self.data(classifier.image_size)
+        data = self.data(classifier)
         attack = self._attack(cell)
         threat = cell["threat"] or "grey"
         substitute = None
@@ -262,7 +268,7 @@ class PresetRunner:
             redraws=cell["redraws"], seed=cell["seed"], batch_size=cell["batch_size"],
             adversarial_cache=self._adversarial, cache_key=cache_key, progress=self.progress,
         )  # fmt: skip
-        metrics = run_metrics(run, bootstrap=cell["bootstrap"], seed=cell["seed"])
+        metrics = run_metrics(run, bootstrap=cell["bootstrap"], seed=cell["seed"], class_names=data.classes)
         return {
             **metrics,
             "nfe": purifier.nfe(),
@@ -273,7 +279,7 @@ class PresetRunner:
     def _compute_collapse(self, cell: Mapping[str, Any]) -> dict[str, Any]:
         spec = cell["classifier"]
         classifier = self.model(spec["name"], spec["weights"])
-        data = self.data(classifier.image_size)
+        data = self.data(classifier)
         identity = build_purifier("none")
         accuracy = {}
         for eps in cell["eps"]:
@@ -288,7 +294,7 @@ class PresetRunner:
         spec = cell["classifier"]
         classifier = self.model(spec["name"], spec["weights"])
         purifier = self.purifier(cell["purifier"])
-        data = self.data(classifier.image_size)
+        data = self.data(classifier)
         attack = self._attack(cell)
         sevit = self.model(cell["sevit"]["name"], cell["sevit"]["weights"]) if cell["sevit"] else None
         seed, batch_size = cell["seed"], cell["batch_size"]

@@ -113,7 +113,21 @@ _TINY_ARCHITECTURE = {
     "sevit": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_heads=2),
     "student_cnn": dict(widths=(8, 16, 16, 16)),
     "substitute": dict(widths=(8, 16, 16)),
+    "mnist_cnn": dict(widths=(8, 16, 16)),
+    "mnist_cnn_at": dict(widths=(8, 16, 16)),
+    "cifar10_cnn": dict(widths=(8, 16, 16)),
+    "cifar10_cnn_at": dict(widths=(8, 16, 16)),
 }
+# The papers' own data sets (see core.models): 8,000 training images each; digits are not mirrored,
+# CIFAR photographs are (the standard flip-and-shift augmentation).
+_MNIST = dict(image_size=28, class_weighting=False, rotation_degrees=10.0, shift=0.08, brightness=0.0, contrast=0.0)
+_CIFAR10 = dict(image_size=32, class_weighting=False, horizontal_flip=True, rotation_degrees=0.0, shift=0.1, scale=0.1)
+_CIFAR10_AT = dict(
+    _CIFAR10, init_from="cifar10_cnn", adversarial_eps=8 / 255, adversarial_steps=3, adversarial_alpha=3 / 255, adversarial_warmup_epochs=1,
+)
+_MNIST_AT = dict(
+    _MNIST, init_from="mnist_cnn", adversarial_eps=0.3, adversarial_steps=7, adversarial_alpha=0.1, adversarial_warmup_epochs=2,
+)
 _CPU = {
     "vit": dict(epochs=40, batch_size=64, lr=1e-3, weight_decay=0.05, max_minutes=45),
     "student_cnn": dict(epochs=8, batch_size=64, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, distill_from="vit", max_minutes=12),
@@ -123,6 +137,10 @@ _CPU = {
         epochs=12, batch_size=64, lr=1.5e-4, weight_decay=0.05, warmup_epochs=0.2, init_from="vit",
         adversarial_eps=0.03, adversarial_steps=3, adversarial_alpha=0.01, adversarial_warmup_epochs=3, max_minutes=80,
     ),
+    "mnist_cnn": dict(_MNIST, epochs=15, batch_size=128, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, max_minutes=8),
+    "mnist_cnn_at": dict(_MNIST_AT, epochs=10, batch_size=128, lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2, max_minutes=15),
+    "cifar10_cnn": dict(_CIFAR10, epochs=40, batch_size=128, lr=3e-3, weight_decay=5e-4, warmup_epochs=1, max_minutes=15),
+    "cifar10_cnn_at": dict(_CIFAR10_AT, epochs=8, batch_size=128, lr=1e-3, weight_decay=5e-4, warmup_epochs=0.2, max_minutes=15),
 }
 _GPU = {
     "vit": dict(epochs=150, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_epochs=5),
@@ -133,6 +151,10 @@ _GPU = {
         epochs=60, batch_size=128, lr=5e-4, weight_decay=0.05, warmup_epochs=5,
         adversarial_eps=0.03, adversarial_steps=10, adversarial_alpha=0.0075, adversarial_warmup_epochs=5,
     ),
+    "mnist_cnn": dict(_MNIST, epochs=40, batch_size=128, lr=3e-3, weight_decay=1e-4, warmup_epochs=1),
+    "mnist_cnn_at": dict(_MNIST_AT, epochs=40, batch_size=128, lr=1e-3, weight_decay=1e-4, warmup_epochs=1, adversarial_steps=20, adversarial_alpha=0.04),
+    "cifar10_cnn": dict(_CIFAR10, epochs=150, batch_size=128, lr=3e-3, weight_decay=5e-4, warmup_epochs=5),
+    "cifar10_cnn_at": dict(_CIFAR10_AT, epochs=60, batch_size=128, lr=1e-3, weight_decay=5e-4, warmup_epochs=2, adversarial_steps=10, adversarial_alpha=2 / 255),
 }
 
 
@@ -150,6 +172,8 @@ def preset(name: str, model: str, **overrides) -> TrainConfig:
         if model == "student_cnn":
             base["distill_from"] = "vit"
         if model == "vit_at":
+            base.update(adversarial_eps=0.03, adversarial_steps=1, adversarial_alpha=0.03)
+        if model in ("mnist_cnn_at", "cifar10_cnn_at"):
             base.update(adversarial_eps=0.03, adversarial_steps=1, adversarial_alpha=0.03)
     else:
         base = dict((_CPU if name == "cpu" else _GPU)[model])
@@ -295,7 +319,9 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
 
     model = _build_model(config)
     teacher = _build_teacher(config)
-    splits = load_splits(data_dir, ("train", "val"), config.image_size, config.limit, progress=progress and main)
+    splits = load_splits(
+        data_dir, ("train", "val"), config.image_size, config.limit, progress=progress and main, channels=model.in_channels
+    )
     train, val = splits["train"], splits["val"]
     counts = torch.bincount(train.labels, minlength=len(train.classes)).float()
     if (counts == 0).any():
@@ -391,7 +417,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             record["adversarial_eps"] = attack.eps
         if main:
             probabilities = predict_probabilities(raw_model, val.images, batch_size=200)
-            metrics = classification_metrics(val.labels.numpy(), probabilities, bootstrap=0)
+            metrics = classification_metrics(val.labels.numpy(), probabilities, bootstrap=0, class_names=val.classes)
             record.update(val_accuracy=metrics.accuracy, val_balanced_accuracy=metrics.balanced_accuracy, val_auroc=metrics.auroc)
             record["seconds"] = round(elapsed(), 1)
             history.append(record)

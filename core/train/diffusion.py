@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
+from core.data.locations import XRAY_TRAIN_DIR
 from core.errors import PurifyLabError
 from core.purifiers.ddpm import DDPMPurifier
 from core.purifiers.diffusion import DDPM_WEIGHTS_STEM, ddpm_scheduler
@@ -37,8 +38,8 @@ from core.purifiers.unet import UNET_SPECS, build_unet
 from core.train.checkpoint import optimizer_tensors, restore_optimizer
 from core.weights import WEIGHTS_DIR, load_weights, save_weights
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "chest_xray_pneumonia" / "train"
-PRESETS = ("tiny", "cpu", "gpu")
+DEFAULT_DATA_DIR = XRAY_TRAIN_DIR
+PRESETS = ("tiny", "cpu", "gpu", "mnist", "cifar10")
 GRID_IMAGES = 8
 
 
@@ -64,6 +65,7 @@ class DiffusionTrainConfig:
     limit: int | None = None  # images per split (tests)
     threads: int | None = None  # torch CPU threads (None: torch's default)
     resume: bool = False
+    weights_stem: str = DDPM_WEIGHTS_STEM  # ships as weights/<weights_stem>.safetensors
     preset: str = "custom"
 
     def validate(self) -> None:
@@ -96,7 +98,8 @@ class DiffusionTrainConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> DiffusionTrainConfig:
-        """tiny: seconds, for tests; cpu: the shipped CPU run (~1 h on one core); gpu: the full run."""
+        """tiny: seconds, for tests; cpu: the shipped CPU run (~1 h on one core); gpu: the full run;
+        mnist / cifar10: the denoisers of the DiffDefense and Blau et al. re-runs on those data sets."""
         presets = {
             "tiny": dict(unet_size="tiny", image_size=32, epochs=1, max_steps=8, batch_size=8, lr=1e-3,
                          warmup_steps=0, ema_decay=0.9, eval_images=4, limit=32),
@@ -104,6 +107,11 @@ class DiffusionTrainConfig:
                         lr=5e-4, warmup_steps=100, ema_decay=0.999, max_t_fraction=0.25, threads=1),
             "gpu": dict(unet_size="small", image_size=128, epochs=200, batch_size=64, lr=2e-4, warmup_steps=500,
                         ema_decay=0.9995, eval_images=256),
+            # Whole images (they are small); t up to 0.3 T covers DiffDefense's and Blau's starting depths.
+            "mnist": dict(unet_size="mnist", image_size=28, epochs=40, max_minutes=15.0, batch_size=64, lr=1e-3,
+                          warmup_steps=100, ema_decay=0.995, max_t_fraction=0.3, weights_stem="ddpm_unet_mnist", threads=1),
+            "cifar10": dict(unet_size="cifar10", image_size=32, epochs=40, max_minutes=20.0, batch_size=64, lr=1e-3,
+                            warmup_steps=100, ema_decay=0.995, max_t_fraction=0.3, weights_stem="ddpm_unet_cifar10", threads=1),
         }
         if name not in presets:
             raise PurifyLabError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
@@ -226,8 +234,9 @@ def train_diffusion(
     progress: bool = True,
     weights_path: str | Path | None = None,
 ) -> dict:
-    """Train, then write `weights_path` (default weights/ddpm_unet.safetensors, or out_dir/ for the tiny
-    preset; fp16 EMA weights) with its card; returns the card. `out_dir` holds the checkpoint, per-epoch grids and config."""
+    """Train, then write `weights_path` (default weights/<weights_stem>.safetensors, or out_dir/ for the
+    tiny preset; fp16 EMA weights) with its card; returns the card. `out_dir` holds the checkpoint,
+    per-epoch grids and config."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
@@ -239,14 +248,15 @@ def train_diffusion(
         torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
     if weights_path is None:  # a tiny test run must never replace the shipped model
-        weights_path = (out_dir if config.preset == "tiny" else WEIGHTS_DIR) / f"{DDPM_WEIGHTS_STEM}.safetensors"
+        weights_path = (out_dir if config.preset == "tiny" else WEIGHTS_DIR) / f"{config.weights_stem}.safetensors"
     weights_path = Path(weights_path)
     checkpoint_dir = out_dir / "checkpoint"
     accelerator = Accelerator()
     main = accelerator.is_main_process
     set_seed(config.seed)
 
-    splits = load_splits(data_dir, ("train", "val"), config.image_size, config.limit, progress=progress and main)
+    channels = UNET_SPECS[config.unet_size].in_channels
+    splits = load_splits(data_dir, ("train", "val"), config.image_size, config.limit, progress=progress and main, channels=channels)
     train, val = splits["train"], splits["val"]
     unet_overrides = {"sample_size": config.image_size} if config.image_size != UNET_SPECS[config.unet_size].sample_size else {}
     unet = build_unet(config.unet_size, **unet_overrides)

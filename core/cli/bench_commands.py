@@ -1,0 +1,75 @@
+"""`purifylab bench` (also `python -m benchmarks`): the performance suite in benchmarks/, see BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core.errors import PurifyLabError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(name.strip() for name in value.split(",") if name.strip())
+
+
+def _suite():
+    """The suite sits beside core/ in a source checkout; it is not installed with the engine."""
+    if not (REPO_ROOT / "benchmarks" / "suite.py").is_file():
+        raise PurifyLabError(f"purifylab bench needs the source checkout's benchmarks/ folder (not found in {REPO_ROOT})")
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks import report, settings, suite
+
+    return settings, suite, report
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    @app.command("bench")
+    def bench_command(
+        preset: Annotated[str | None, typer.Option("--preset", help="cpu | gpu | smoke (tiny models); default: cpu, or gpu with --device cuda")] = None,
+        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda")] = None,
+        out: Annotated[Path | None, typer.Option("--out", help="JSON report (default results/benchmarks/bench_<preset>.json)")] = None,
+        sections: Annotated[str | None, typer.Option("--sections", help="comma-separated: purify,attack,train,app")] = None,
+        purifiers: Annotated[str | None, typer.Option("--purifiers", help="comma-separated purifiers (default: every registered one)")] = None,
+        data: Annotated[Path | None, typer.Option("--data", help="X-ray folder (default ../shared/data/chest_xray_pneumonia/train; random images if absent)")] = None,
+        threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
+        purify_batch: Annotated[int | None, typer.Option("--purify-batch", help="large batch for purification")] = None,
+        train_batch: Annotated[int | None, typer.Option("--train-batch", help="large batch for training steps")] = None,
+        warmup: Annotated[int | None, typer.Option("--warmup", help="untimed runs before timing (purify, train, app)")] = None,
+        repeats: Annotated[int | None, typer.Option("--repeats", help="timed runs, median reported (purify, train)")] = None,
+        attack_steps: Annotated[int | None, typer.Option("--attack-steps", help="PGD / APGD steps on the classifier alone")] = None,
+        attack_batch: Annotated[int | None, typer.Option("--attack-batch", help="large batch, attacks on the classifier alone")] = None,
+        chain_purifiers: Annotated[str | None, typer.Option("--chain-purifiers", help="purifiers to attack through (default ddpm,ddim,cold_recon)")] = None,
+        chain_threats: Annotated[str | None, typer.Option("--chain-threats", help="bpda | bpda-eot | white, comma-separated")] = None,
+        chain_steps: Annotated[int | None, typer.Option("--chain-steps", help="attack steps through a purifier")] = None,
+        chain_eot: Annotated[int | None, typer.Option("--chain-eot", help="EOT draws per step through a stochastic purifier")] = None,
+        chain_batch: Annotated[int | None, typer.Option("--chain-batch", help="large batch, attacks through a purifier")] = None,
+        naive_attack_images: Annotated[int | None, typer.Option("--naive-attack-images", help="time the naive (one image at a time) attacks on at most N images of a batch")] = None,
+        bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="CUDA: bf16 autocast on our path")] = None,
+        channels_last: Annotated[bool | None, typer.Option("--channels-last/--no-channels-last", help="CUDA: NHWC convolutions")] = None,
+        compile_models: Annotated[bool | None, typer.Option("--compile/--no-compile", help="CUDA: torch.compile the networks")] = None,
+        cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="CUDA: compile mode reduce-overhead (needs --compile)")] = None,
+    ) -> None:
+        """Measure throughput of purifiers, attacks, training and the app path against a naive reference."""
+        settings_module, suite, report = _suite()
+        chosen = preset or ("gpu" if device == "cuda" else "cpu")
+        settings = settings_module.BenchSettings.from_preset(
+            chosen, device=device, threads=threads, sections=_names(sections), purifiers=_names(purifiers),
+            purify_batch=purify_batch, train_batch=train_batch, warmup=warmup, repeats=repeats, attack_steps=attack_steps,
+            attack_batch=attack_batch, chain_purifiers=_names(chain_purifiers), chain_threats=_names(chain_threats),
+            chain_steps=chain_steps, chain_eot=chain_eot, chain_batch=chain_batch, naive_attack_images=naive_attack_images,
+            bf16=bf16, channels_last=channels_last, compile=compile_models, cuda_graphs=cuda_graphs,
+        )  # fmt: skip
+
+        def log(line: str) -> None:
+            typer.echo(line, err=True)
+
+        result = suite.run_suite(settings, data, log)
+        path = suite.write_report(result, out or Path("results") / "benchmarks" / f"bench_{chosen}.json")
+        typer.echo(report.markdown(result))
+        typer.echo(f"report: {path}", err=True)

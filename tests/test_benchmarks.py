@@ -1,0 +1,127 @@
+"""The performance suite (benchmarks/, `purifylab bench`) in its smoke preset: tiny seeded models, every
+section and every registered purifier, in seconds. Checks the report's schema and that our path and
+the naive reference agree; nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.cli import main
+from core.purifiers import list_purifiers
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SPEED_KEYS = {"images_per_s", "latency_s", "images", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    """One smoke run through the CLI, with two GPU switches on: a CPU run must report them skipped."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "smoke", "--bf16", "--compile", "--out", str(out)])
+    assert exit_info.value.code in (0, None)
+    return json.loads(out.read_text())
+
+
+def test_report_names_where_and_how_it_was_measured(report):
+    assert report["schema"] == "purifylab-bench/1"
+    assert set(report["git"]) == {"commit", "dirty"}
+    assert {"cpu", "cpu_count", "torch_threads", "load_average", "gpu"} <= set(report["hardware"])
+    assert report["hardware"]["gpu"] is None
+    assert {"python", "torch", "diffusers", "timm", "torchattacks"} <= set(report["versions"])
+    assert report["settings"]["preset"] == "smoke" and report["settings"]["tiny"] is True
+    assert report["optimisations"] == {
+        "bf16": "skipped: no CUDA", "channels_last": "off", "compile": "skipped: no CUDA", "cuda_graphs": "off",
+    }  # fmt: skip
+    assert set(report["sections"]) == {"purify", "attack", "train", "app"}
+
+
+def test_every_figure_has_ours_naive_and_speedup(report):
+    for rows in report["sections"].values():
+        for row in rows:
+            assert SPEED_KEYS <= set(row["ours"]) and SPEED_KEYS <= set(row["naive"])
+            assert row["ours"]["images_per_s"] > 0 and row["naive"]["images_per_s"] > 0
+            assert row["speedup"] == pytest.approx(row["ours"]["images_per_s"] / row["naive"]["images_per_s"], rel=1e-2)
+
+
+def test_every_purifier_at_batch_1_and_the_large_batch_matches_the_naive_loop(report):
+    rows = {(row["name"], row["batch"]): row for row in report["sections"]["purify"]}
+    assert set(rows) == {(name, batch) for name in list_purifiers() for batch in (1, 2)}
+    for (name, batch), row in rows.items():
+        check = row["check"]
+        if batch == 1 or not row["stochastic"]:  # same noise draws: pixels comparable
+            assert check["max_abs_diff"] <= 1e-4, (name, batch)
+        else:
+            assert check["max_abs_diff"] is None
+        assert check["prediction_agreement"] == 1.0 and check["within_0_5_points"], (name, batch)
+        assert row["mfu"] is None  # no GPU, no peak to compare against
+    assert rows[("ddpm", 1)]["nfe"] == 10 and rows[("ddpm", 1)]["flops_per_image"] > 0
+    assert rows[("ddpm", 1)]["gflops_per_s"] > 0
+
+
+def test_attacks_on_the_classifier_and_through_purifiers(report):
+    rows = report["sections"]["attack"]
+    alone = [row for row in rows if row["purifier"] is None]
+    assert {(row["attack"], row["batch"]) for row in alone} == {("pgd", 1), ("pgd", 2), ("apgd", 1), ("apgd", 2)}
+    for row in alone:
+        if row["batch"] == 1:
+            assert row["check"]["max_abs_diff"] == 0.0  # the same attack from the same random start
+    chained = {(row["purifier"], row["threat"], row["attack"]) for row in rows if row["purifier"]}
+    settings = report["settings"]
+    assert chained == {(p, t, a) for p in settings["chain_purifiers"] for t in settings["chain_threats"] for a in ("pgd", "apgd")}
+    for row in rows:
+        if row["purifier"] == "ddpm" and row["threat"] == "bpda-eot":
+            assert row["eot"] == settings["chain_eot"] and row["gradient_evaluations_per_image"] == row["steps"] * row["eot"]
+
+
+def test_training_and_app_paths_agree(report):
+    assert {(row["name"], row["batch"]) for row in report["sections"]["train"]} == {
+        ("ddpm_unet", 1), ("ddpm_unet", 2), ("vit", 1), ("vit", 2),
+    }  # fmt: skip
+    for row in report["sections"]["train"]:
+        assert row["check"]["loss_abs_diff"] <= 1e-6 and row["flops_per_image"] > 0
+    assert [row["name"] for row in report["sections"]["app"]] == ["step", "slider"]
+    for row in report["sections"]["app"]:
+        assert row["check"]["readings_agree"] and row["check"]["max_abs_diff_probabilities"] <= 1e-6
+    assert report["checks_passed"] == {"purify": True, "attack": True, "app": True}
+
+
+def test_markdown_tables_render_from_the_report(report):
+    from benchmarks.report import markdown
+
+    text = markdown(report)
+    for title in ("Purification", "Attacks", "Training", "App CPU path"):
+        assert title in text
+    assert "| ddpm | 10 | 1 |" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sections", "purify,nope"], "unknown section(s) nope"),
+        (["--purifiers", "ddpm,nope"], "unknown purifier 'nope'"),
+        (["--chain-eot", "1"], "chain_eot=1 is outside the allowed range [2, 1000]"),
+        (["--cuda-graphs"], "cuda_graphs needs compile"),
+        (["--device", "tpu"], "device 'tpu' is not one of: cpu, cuda"),
+    ],
+)
+def test_bad_settings_give_one_line_and_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "smoke", *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_python_m_benchmarks_is_the_same_command(monkeypatch, capsys):
+    """In-process (`runpy`), as a subprocess would only add the import of torch."""
+    monkeypatch.setattr(sys, "argv", ["benchmarks", "--preset", "smoke", "--sections", "nope"])
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("benchmarks", run_name="__main__")
+    assert exit_info.value.code == 2 and "unknown section(s) nope" in capsys.readouterr().err
