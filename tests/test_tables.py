@@ -216,8 +216,8 @@ def test_a_purifier_cell_names_its_network_by_hash_not_by_file_name():
     other = purifier_identity("ddpm", {"t_star": 0.04, "denoiser": "ddpm_unet_mnist"})
     assert implicit == explicit and "denoiser" not in implicit["params"]
     assert other["params"] == implicit["params"]
-    if implicit["weights_sha256"] is not None and other["weights_sha256"] is not None:
-        assert other["weights_sha256"] != implicit["weights_sha256"]
+    assert None not in (implicit["weights_sha256"], other["weights_sha256"])  # both are shipped
+    assert other["weights_sha256"] != implicit["weights_sha256"]
 
 
 def test_bad_presets_are_refused_in_one_line(tmp_path, xray_train_dir, weights):
