@@ -164,9 +164,12 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
 def format_report(result: dict) -> str:
     intervals = result["confidence_95"]
 
-    def line(key: str, value: float) -> str:
-        low, high = intervals.get(key, [float("nan"), float("nan")])
-        return f"{key:<22} {value:.4f}  [{low:.4f}, {high:.4f}]"
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    def line(key: str, value: float | None) -> str:
+        low, high = intervals.get(key, [None, None])
+        return f"{key:<22} {number(value)}  [{number(low)}, {number(high)}]"
 
     rows = [
         f"classifier {result['config']['classifier']}  purifier {result['config']['purifier']}  "

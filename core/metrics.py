@@ -24,9 +24,9 @@ class ClassificationMetrics:
     n: int
     accuracy: float
     balanced_accuracy: float
-    auroc: float
+    auroc: float | None  # None: undefined (a single class present)
     sensitivity: dict[str, float]
-    confidence_95: dict[str, list[float]] = field(default_factory=dict)
+    confidence_95: dict[str, list[float | None]] = field(default_factory=dict)
     bootstrap_samples: int = 0
 
     def to_dict(self) -> dict:
@@ -61,6 +61,11 @@ def _class_auroc(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample without some class: NaN, left out
         return np.nanmean(per_class, -1)
+
+
+def _defined(value: float) -> float | None:
+    """NaN (a statistic undefined on these labels) as None, so results stay valid JSON."""
+    return float(value) if np.isfinite(value) else None
 
 
 def accuracy(labels, predictions) -> float:
@@ -111,12 +116,12 @@ def classification_metrics(
             resampled[f"sensitivity_{name}"] = np.where(present[:, cls], boot_recall[:, cls], np.nan)
         for key, values in resampled.items():
             low, high = np.nanpercentile(values, [2.5, 97.5]) if np.isfinite(values).any() else (np.nan, np.nan)
-            intervals[key] = [float(low), float(high)]
+            intervals[key] = [_defined(low), _defined(high)]
     return ClassificationMetrics(
         n=int(labels.size),
         accuracy=accuracy(labels, predictions),
         balanced_accuracy=balanced_accuracy(labels, predictions, len(class_names)),
-        auroc=float(_class_auroc(labels, probabilities)),
+        auroc=_defined(_class_auroc(labels, probabilities)),
         sensitivity={name: float(recall[cls]) for cls, name in enumerate(class_names)},
         confidence_95=intervals,
         bootstrap_samples=int(bootstrap),

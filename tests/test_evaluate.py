@@ -35,7 +35,7 @@ def test_auroc_edge_cases():
     assert auroc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.5)  # ties count half
     assert auroc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
     assert auroc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4]) == 0.0
-    assert np.isnan(auroc([1, 1], [0.2, 0.3]))
+    assert np.isnan(auroc([1, 1], [0.2, 0.3]))  # the raw statistic; classification_metrics reports None
     assert accuracy([0, 1], [0, 0]) == 0.5
     assert balanced_accuracy([1, 1, 1, 0], [1, 1, 1, 1]) == 0.5  # always PNEUMONIA is chance
 
@@ -73,6 +73,15 @@ def test_ten_class_metrics_average_one_vs_rest_aurocs():
     assert 0 <= low <= high <= 1
     named = classification_metrics(labels, probs, bootstrap=0, class_names=("a", "b", "c"))
     assert list(named.sensitivity) == ["a", "b", "c"]
+
+
+def test_undefined_statistics_are_none_and_survive_the_results_store():
+    """One class present: AUROC and that class's missing-class intervals are undefined, stored as null."""
+    from core.results import canonical_json
+
+    m = classification_metrics([1, 1, 1], np.array([[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]]), bootstrap=50)
+    assert m.auroc is None and m.confidence_95["sensitivity_NORMAL"] == [None, None]
+    canonical_json(m.to_dict())  # no NaN reaches the store
 
 
 def test_metrics_refuse_mismatched_inputs():

@@ -208,16 +208,21 @@ def test_command_line_overrides_are_validated_like_the_preset():
 
 
 def test_a_purifier_cell_names_its_network_by_hash_not_by_file_name():
-    """Spelling out the default denoiser keeps a stored cell's key; another denoiser changes it."""
+    """Spelling out the default denoiser keeps a stored cell's key; another denoiser changes it and
+    stays in the parameters the runner builds the purifier from."""
     from core.tables.runner import purifier_identity
 
     implicit = purifier_identity("ddpm", {"t_star": 0.04})
     explicit = purifier_identity("ddpm", {"t_star": 0.04, "denoiser": "ddpm_unet"})
     other = purifier_identity("ddpm", {"t_star": 0.04, "denoiser": "ddpm_unet_mnist"})
     assert implicit == explicit and "denoiser" not in implicit["params"]
-    assert other["params"] == implicit["params"]
+    assert other["params"] == {**implicit["params"], "denoiser": "ddpm_unet_mnist"}
     assert None not in (implicit["weights_sha256"], other["weights_sha256"])  # both are shipped
     assert other["weights_sha256"] != implicit["weights_sha256"]
+    # what the runner builds from a cell: the named network (28-px MNIST), not the X-ray default
+    from core.evaluate import build_purifier
+
+    assert build_purifier(other["name"], other["params"]).image_size == 28
 
 
 def test_bad_presets_are_refused_in_one_line(tmp_path, xray_train_dir, weights):

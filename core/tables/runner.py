@@ -71,8 +71,9 @@ def purifier_identity(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     from core.purifiers.base import parse_params
 
     resolved = parse_params(PURIFIERS.get(name).config_type, dict(params)).to_dict()
-    # The network is identified by its hash, so naming the default denoiser changes no cell key.
-    stem = resolved.pop("denoiser", PURIFIER_WEIGHTS.get(name))
+    stem = resolved.get("denoiser", PURIFIER_WEIGHTS.get(name))
+    if stem == PURIFIER_WEIGHTS.get(name):  # the default network is implied: cells stored before
+        resolved.pop("denoiser", None)  # named denoisers existed keep their keys
     sha = _weights_sha(WEIGHTS_DIR / f"{stem}.safetensors") if stem else None
     return {"name": name, "params": resolved, "weights_sha256": sha}
 

@@ -424,9 +424,10 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             # An adversarial run picks among epochs trained at the full budget; a ramp epoch is only
             # kept as the fallback until the first full-budget epoch replaces it.
             full_budget = attack is None or epoch + 1 >= config.adversarial_warmup_epochs
-            better = (metrics.balanced_accuracy, metrics.auroc) > (best["balanced_accuracy"], best["auroc"])
+            auroc = -1.0 if metrics.auroc is None else metrics.auroc  # undefined on a one-class split
+            better = (metrics.balanced_accuracy, auroc) > (best["balanced_accuracy"], best["auroc"])
             if not full_budget or not best.get("full_budget") or better:
-                best = {"balanced_accuracy": metrics.balanced_accuracy, "auroc": metrics.auroc, "epoch": epoch + 1, "full_budget": full_budget}
+                best = {"balanced_accuracy": metrics.balanced_accuracy, "auroc": auroc, "epoch": epoch + 1, "full_budget": full_budget}
                 save_weights(_trainable(raw_model), out_dir / "best.safetensors", {"epoch": epoch + 1}, fp16=False)
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
             save_weights(_trainable(raw_model), checkpoint_dir / "model.safetensors", {"epoch": epoch + 1}, fp16=False)
