@@ -15,6 +15,7 @@ import streamlit as st
 import torch
 
 from core.attacks import AttackConfig
+from core.data.locations import DATASET_LABELS, dataset_of
 from core.errors import PurifyLabError
 from core.io import load_image, to_model_input, to_pil
 from core.lab import Reading, Timed, attack_image, purify_image
@@ -36,6 +37,7 @@ def shipped_models_table() -> list[dict]:
         rows.append(
             {
                 "name": stem,
+                "trained on": DATASET_LABELS[dataset_of(stem)],
                 "kind": card.get("kind", ""),
                 "parameters": card.get("parameter_count"),
                 "size (MB)": round(card.get("file_size_bytes", 0) / 1e6, 2),

@@ -20,6 +20,10 @@ def test_home_loads_and_says_what_the_lab_does(app):
     assert not app.exception
     assert app.title[0].value == "PurifyLab"
     assert any("not a diagnostic device" in md.value for md in app.markdown)
+    # the shipped-models table says which models are X-ray models and which are paper re-runs
+    models = app.dataframe[0].value
+    trained_on = dict(zip(models["name"], models["trained on"], strict=True))
+    assert trained_on["vit"] == "chest X-rays" and trained_on["ddpm_unet_mnist"] == "MNIST digits (paper re-run)"
 
 
 def _badges(app) -> list[str]:

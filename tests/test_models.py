@@ -34,6 +34,14 @@ def test_mnist_and_cifar_models_take_their_channels_and_answer_ten_classes(name)
         model(torch.rand(2, 4 - channels, side, side))
 
 
+def test_every_name_maps_to_its_data_set():
+    from core.data.locations import CIFAR10_FILE, MNIST_FILE, XRAY_TRAIN_DIR, default_data_for
+
+    assert default_data_for("mnist_cnn_at") == default_data_for("ddpm_unet_mnist") == MNIST_FILE
+    assert default_data_for("cifar10") == default_data_for("cifar10_cnn") == CIFAR10_FILE
+    assert default_data_for("vit") == default_data_for("cpu") == XRAY_TRAIN_DIR
+
+
 def test_channels_and_classes_travel_in_the_card(tmp_path):
     model = create_classifier("cifar10_cnn", pretrained=False, widths=(4, 8))
     save_weights(model, tmp_path / "c.safetensors", {"architecture": model.architecture})

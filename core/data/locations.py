@@ -14,10 +14,15 @@ MNIST_FILE = SHARED_DATA_DIR / "mnist" / "t10k-images-idx3-ubyte.gz"
 CIFAR10_FILE = SHARED_DATA_DIR / "cifar10_test_jpeg_q75" / "cifar10_test_jpegs.tar.gz"
 
 
+DATASET_FILES = {"xray": XRAY_TRAIN_DIR, "mnist": MNIST_FILE, "cifar10": CIFAR10_FILE}
+DATASET_LABELS = {"xray": "chest X-rays", "mnist": "MNIST digits (paper re-run)", "cifar10": "CIFAR-10 (paper re-run)"}
+
+
+def dataset_of(name: str) -> str:
+    """Which data set a model, weights file or training preset belongs to, from its name."""
+    return "mnist" if "mnist" in name else "cifar10" if "cifar10" in name else "xray"
+
+
 def default_data_for(name: str) -> Path:
-    """The data set a model or training preset is trained on by default, from its name."""
-    if name.startswith("mnist"):
-        return MNIST_FILE
-    if name.startswith("cifar10"):
-        return CIFAR10_FILE
-    return XRAY_TRAIN_DIR
+    """The data set a model or training preset is trained on by default."""
+    return DATASET_FILES[dataset_of(name)]
