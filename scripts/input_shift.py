@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from core.data import REPO_CACHE_DIR  # noqa: E402
+from core.data.locations import dataset_of  # noqa: E402
 from core.evaluate import load_split, predict_probabilities  # noqa: E402
 from core.metrics import classification_metrics  # noqa: E402
 from core.models import create_classifier, list_classifiers  # noqa: E402
@@ -95,7 +96,7 @@ def main() -> None:
 
     data = load_split(args.data, args.split, IMAGE_SIZE, limit=args.limit)
     cards = shipped_cards()
-    classifiers = [name for name in list_classifiers() if name in cards]
+    classifiers = [name for name in list_classifiers() if name in cards and dataset_of(name) == "xray"]
     cells = [
         {"kind": "input-shift", "column": label, "purifier": name, "params": params, "classifier": classifier,
          "classifier_sha256": cards[classifier]["sha256"], "data": data.data_hash, "split": args.split,
