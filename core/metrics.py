@@ -58,7 +58,7 @@ def _class_auroc(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     if probabilities.shape[-1] == 2:
         return _auroc(labels, probabilities[..., 1])
     per_class = np.stack([_auroc((labels == c).astype(np.int64), probabilities[..., c]) for c in range(probabilities.shape[-1])], -1)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample without some class: NaN, left out
         return np.nanmean(per_class, -1)
 

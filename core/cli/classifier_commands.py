@@ -13,7 +13,6 @@ from core.cli import set_threads
 from core.errors import PurifyLabError
 
 
-
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @groups["train"].command("classifier")
     def train_classifier_command(

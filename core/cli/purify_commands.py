@@ -89,11 +89,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes")] = None,
     ) -> None:
         """Train the DDPM denoiser (epsilon prediction, EMA) and ship it with its card."""
-        from core.data.locations import default_data_for
+        from core.data.locations import dataset_of, default_data_for
         from core.train.diffusion import DiffusionTrainConfig, train_diffusion
 
         config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes)
-        run_dir = out or Path("runs") / ("ddpm" if preset in ("tiny", "cpu", "gpu") else f"ddpm_{preset}")
+        run_dir = out or Path("runs") / ("ddpm" if dataset_of(preset) == "xray" else f"ddpm_{preset}")
         card = train_diffusion(config, data or default_data_for(preset), run_dir, weights_path=weights)
         typer.echo(json.dumps(card.get("quality", {}), indent=2))
 
@@ -107,8 +107,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes")] = None,
     ) -> None:
         """Train the cold-diffusion deblurring UNet (x0 prediction from blur, EMA) and ship it with its card."""
-        from core.train.cold import DEFAULT_DATA_DIR, ColdTrainConfig, train_cold
+        from core.data.locations import XRAY_TRAIN_DIR
+        from core.train.cold import ColdTrainConfig, train_cold
 
         config = ColdTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes)
-        card = train_cold(config, data or DEFAULT_DATA_DIR, out, weights_path=weights)
+        card = train_cold(config, data or XRAY_TRAIN_DIR, out, weights_path=weights)
         typer.echo(json.dumps(card.get("quality", {}), indent=2))

@@ -87,24 +87,20 @@ MNIST_CNN = dict(image_size=28, widths=(32, 64, 128), dropout=0.1, in_channels=1
 CIFAR10_CNN = dict(image_size=32, widths=(64, 128, 256), dropout=0.2, in_channels=3, num_classes=10)
 
 
-@classifiers.register("mnist_cnn", "3-layer CNN on MNIST digits (28 px): DiffDefense's setting")
-def mnist_cnn(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-    return _build("mnist_cnn", StudentCNN, pretrained, weights, overrides, MNIST_CNN)
+def _paper_cnn(name: str, defaults: dict):
+    def factory(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
+        return _build(name, StudentCNN, pretrained, weights, overrides, defaults)
+
+    return factory
 
 
-@classifiers.register("mnist_cnn_at", "the same MNIST CNN, PGD adversarially trained (L-inf, eps 0.3)")
-def mnist_cnn_at(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-    return _build("mnist_cnn_at", StudentCNN, pretrained, weights, overrides, MNIST_CNN)
-
-
-@classifiers.register("cifar10_cnn", "3-layer CNN on CIFAR-10 (32 px RGB): Blau et al.'s data set")
-def cifar10_cnn(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-    return _build("cifar10_cnn", StudentCNN, pretrained, weights, overrides, CIFAR10_CNN)
-
-
-@classifiers.register("cifar10_cnn_at", "the same CIFAR-10 CNN, PGD adversarially trained (L-inf, eps 8/255)")
-def cifar10_cnn_at(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-    return _build("cifar10_cnn_at", StudentCNN, pretrained, weights, overrides, CIFAR10_CNN)
+for _name, _defaults, _description in (
+    ("mnist_cnn", MNIST_CNN, "3-layer CNN on MNIST digits (28 px): DiffDefense's setting"),
+    ("mnist_cnn_at", MNIST_CNN, "the same MNIST CNN, PGD adversarially trained (L-inf, eps 0.3)"),
+    ("cifar10_cnn", CIFAR10_CNN, "3-layer CNN on CIFAR-10 (32 px RGB): Blau et al.'s data set"),
+    ("cifar10_cnn_at", CIFAR10_CNN, "the same CIFAR-10 CNN, PGD adversarially trained (L-inf, eps 8/255)"),
+):
+    classifiers.register(_name, _description)(_paper_cnn(_name, _defaults))
 
 
 @classifiers.register("sevit", "Self-Ensembling ViT: token-MLP heads on the first blocks of the frozen vit")

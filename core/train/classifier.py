@@ -171,9 +171,7 @@ def preset(name: str, model: str, **overrides) -> TrainConfig:
         )
         if model == "student_cnn":
             base["distill_from"] = "vit"
-        if model == "vit_at":
-            base.update(adversarial_eps=0.03, adversarial_steps=1, adversarial_alpha=0.03)
-        if model in ("mnist_cnn_at", "cifar10_cnn_at"):
+        if model.endswith("_at"):
             base.update(adversarial_eps=0.03, adversarial_steps=1, adversarial_alpha=0.03)
     else:
         base = dict((_CPU if name == "cpu" else _GPU)[model])

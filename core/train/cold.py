@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
+from core.data.locations import XRAY_TRAIN_DIR
 from core.errors import PurifyLabError, check_range
 from core.evaluate import load_splits
 from core.purifiers.blur_degradation import BlurDegradation, BlurSchedule
@@ -41,7 +42,7 @@ from core.purifiers.cold import (
 )
 from core.purifiers.unet import UNET_SPECS, build_unet
 from core.train.checkpoint import optimizer_tensors, restore_optimizer
-from core.train.diffusion import DEFAULT_DATA_DIR, psnr, ssim
+from core.train.diffusion import psnr, ssim
 from core.weights import WEIGHTS_DIR, save_weights
 
 COLD_PRESETS = ("tiny", "cpu", "gpu")
@@ -216,7 +217,7 @@ def _ema_copy(unet, ema: EMAModel):
 
 def train_cold(
     config: ColdTrainConfig,
-    data_dir: str | Path = DEFAULT_DATA_DIR,
+    data_dir: str | Path = XRAY_TRAIN_DIR,
     out_dir: str | Path = Path("runs/cold"),
     progress: bool = True,
     weights_path: str | Path | None = None,

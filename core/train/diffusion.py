@@ -38,7 +38,6 @@ from core.purifiers.unet import UNET_SPECS, build_unet
 from core.train.checkpoint import optimizer_tensors, restore_optimizer
 from core.weights import WEIGHTS_DIR, load_weights, save_weights
 
-DEFAULT_DATA_DIR = XRAY_TRAIN_DIR
 PRESETS = ("tiny", "cpu", "gpu", "mnist", "cifar10")
 GRID_IMAGES = 8
 
@@ -229,7 +228,7 @@ def _save_grid(unet, schedule: dict, images: torch.Tensor, path: Path, seed: int
 
 def train_diffusion(
     config: DiffusionTrainConfig,
-    data_dir: str | Path = DEFAULT_DATA_DIR,
+    data_dir: str | Path = XRAY_TRAIN_DIR,
     out_dir: str | Path = Path("runs/ddpm"),
     progress: bool = True,
     weights_path: str | Path | None = None,
@@ -357,4 +356,4 @@ def _publish(config, unet, ema, val, train, state, weights_path: Path, unet_over
     return save_weights(averaged, weights_path, card, fp16=True)
 
 
-__all__ = ["DEFAULT_DATA_DIR", "DiffusionTrainConfig", "psnr", "reconstruction_quality", "ssim", "train_diffusion"]
+__all__ = ["DiffusionTrainConfig", "psnr", "reconstruction_quality", "ssim", "train_diffusion"]
