@@ -29,11 +29,16 @@ class Timing:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "images_per_s": round(self.images_per_s, 4),
+            "images_per_s": significant(self.images_per_s),
             "latency_s": round(self.median, 5),  # median seconds per run of `images` images
             "images": self.images,
             "seconds": [round(s, 5) for s in self.seconds],
         }
+
+
+def significant(value: float, digits: int = 4) -> float:
+    """Rounded to significant digits, not decimals: a slow path's 0.0123 img/s or a 0.016x speedup keeps its precision."""
+    return float(f"{value:.{digits}g}")
 
 
 def synchronize(device: torch.device) -> None:
@@ -65,7 +70,7 @@ def count_flops(work: Callable[[], Any]) -> int:
 
 def compare(ours: Timing, naive: Timing) -> dict[str, Any]:
     """Both timings and speedup = ours images/s / naive images/s."""
-    return {"ours": ours.to_dict(), "naive": naive.to_dict(), "speedup": round(ours.images_per_s / naive.images_per_s, 3)}
+    return {"ours": ours.to_dict(), "naive": naive.to_dict(), "speedup": significant(ours.images_per_s / naive.images_per_s)}
 
 
 def utilisation(flops_per_image: int | None, images_per_s: float, peak_tflops: float | None) -> dict[str, Any]:

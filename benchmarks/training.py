@@ -1,7 +1,7 @@
 """Training: images/s of one optimiser step of the DDPM UNet and of the ViT, at batch 1 and the large batch.
 
-Each step is the body of the engine's training loop (core/train/diffusion.py: epsilon-prediction
-MSE on q(x_t | x_0), AdamW; core/train/classifier.py: the shipped augmentation, cross-entropy,
+Each step is the body of the engine's training loop with its own losses (the DDPM UNet:
+`core.train.diffusion.denoising_loss`, AdamW; the ViT: the shipped augmentation, cross-entropy,
 AdamW), on 128-px images (the diffusion CPU preset's 64-px crops are not used). Ours and naive start
 from identical copies of the weights; ours is the same step with the GPU optimisations switched on,
 so on a CPU the two are the same code and the speedup is ~1 by construction. The check compares both
@@ -25,6 +25,7 @@ from benchmarks.optimise import optimise
 from benchmarks.timing import compare, count_flops, utilisation
 from core.purifiers.diffusion import ddpm_scheduler
 from core.train.classifier import TrainConfig, augment_batch
+from core.train.diffusion import denoising_loss
 
 # The engine's gpu-preset learning rates; only throughput is measured here, not convergence.
 UNET_LR, VIT_LR = 2e-4, 1e-3
@@ -38,11 +39,7 @@ def unet_loss(schedule: dict[str, Any], seed: int) -> Loss:
     max_t = max(1, round(MAX_T_FRACTION * scheduler.config.num_train_timesteps))
 
     def loss(unet: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        generator = torch.Generator(device=images.device).manual_seed(seed)
-        x = images * 2.0 - 1.0
-        noise = torch.randn(x.shape, generator=generator, device=x.device)
-        timesteps = torch.randint(0, max_t, (x.shape[0],), generator=generator, device=x.device)
-        return F.mse_loss(unet(scheduler.add_noise(x, noise, timesteps), timesteps).sample, noise)
+        return denoising_loss(unet, scheduler, images, max_t, torch.Generator(device=images.device).manual_seed(seed))
 
     return loss
 

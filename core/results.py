@@ -30,9 +30,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from core.data.locations import REPO_ROOT
 from core.errors import PurifyLabError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TRACKED_LIBRARIES = ("torch", "timm", "diffusers", "torchattacks")
 BUSY_TIMEOUT_MS = 60_000
 

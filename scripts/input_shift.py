@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from core.data import REPO_CACHE_DIR  # noqa: E402
-from core.data.locations import dataset_of  # noqa: E402
+from core.data.locations import dataset_of, portable_path  # noqa: E402
 from core.evaluate import load_split, predict_probabilities  # noqa: E402
 from core.metrics import classification_metrics  # noqa: E402
 from core.models import create_classifier, list_classifiers  # noqa: E402
@@ -137,7 +137,7 @@ def main() -> None:
     (out / "input-shift.md").write_text(markdown)
     document = {"title": f"Clean accuracy after each degradation or purifier ({args.split}, n = {len(data.labels)})", "results": results}
     (out / "input-shift.json").write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
-    (out / "input-shift.config.json").write_text(json.dumps({**vars(args), "columns": columns, "classifiers": classifiers, "image_size": IMAGE_SIZE}, indent=1) + "\n")
+    (out / "input-shift.config.json").write_text(json.dumps({**vars(args), "data": portable_path(args.data), "store": portable_path(args.store), "out_dir": portable_path(args.out_dir), "columns": columns, "classifiers": classifiers, "image_size": IMAGE_SIZE}, indent=1) + "\n")
     print(markdown)
     print(f"cells computed {len(run.computed)}, reused {len(run.reused)}", file=sys.stderr)
 

@@ -185,7 +185,8 @@ def test_sanity_flags_appear_in_the_table(xray_train_dir, weights, tmp_path):
 
 def test_shipped_presets_load_and_validate():
     names = list_presets()
-    for name in ("quick", "paper-table1", "paper-table2", "ddpm-defense", "blau", "diffdefense", "mnist-diffdefense", "cifar10-blau"):
+    for name in ("quick", "paper-table1", "paper-table2", "ddpm-defense", "blau", "diffdefense", "mnist-diffdefense", "cifar10-blau",
+                 "greybox-target"):
         assert name in names
         preset = load_preset(name)
         assert preset.name == name and (preset.tables or preset.sweeps or preset.detection)
@@ -205,6 +206,35 @@ def test_command_line_overrides_are_validated_like_the_preset():
         blau.with_overrides(eot=1)
     with pytest.raises(PurifyLabError, match="--limit must be a positive"):
         blau.with_overrides(limit=0)
+    with pytest.raises(PurifyLabError, match="--only depht: preset 'blau' has table1, table2, depth"):
+        blau.with_overrides(only=["depht"])
+
+
+def test_only_part_of_a_preset_computes_the_same_cells_the_whole_preset_would(tmp_path):
+    """`--only` is for a CPU computing part of a GPU-sized preset: a later full run must reuse its cells."""
+    from core.results import ResultStore, cell_key
+
+    blau = load_preset("blau").with_overrides(limit=4, eot=2)
+    part = blau.with_overrides(only=["table1", "depth"])
+    assert [t.name for t in part.tables] == ["table1"] and [s.name for s in part.sweeps] == ["depth"]
+    assert "Part of the preset only (table1, depth of table1, table2, depth)" in part.notes
+    with ResultStore(tmp_path / "store.sqlite") as store:
+        keys = {name: {cell_key(cell) for _, cell in PresetRunner(preset, store, progress=False).all_entries()}
+                for name, preset in (("whole", blau), ("part", part))}  # fmt: skip
+    assert keys["part"] < keys["whole"]
+
+
+def test_a_cell_names_its_images_by_content_so_the_store_serves_any_checkout(xray_train_dir, tmp_path):
+    """The same images reached by another path (another clone, another mount) keep every cell's key."""
+    from core.results import ResultStore, cell_key
+
+    elsewhere = tmp_path / "mounted-elsewhere"
+    elsewhere.symlink_to(xray_train_dir, target_is_directory=True)
+    quick = load_preset("quick").with_overrides(limit=4)
+    with ResultStore(tmp_path / "store.sqlite") as store:
+        keys = [[cell_key(cell) for _, cell in PresetRunner(preset, store, progress=False).all_entries()]
+                for preset in (quick, quick.with_overrides(data=str(elsewhere)))]  # fmt: skip
+    assert keys[0] == keys[1] and len(keys[0]) > 1
 
 
 def test_a_purifier_cell_names_its_network_by_hash_not_by_file_name():

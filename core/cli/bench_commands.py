@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 
+from core.data.locations import REPO_ROOT
 from core.errors import PurifyLabError
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:

@@ -21,6 +21,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
         eot: Annotated[int | None, typer.Option("--eot", help="purifier draws per attack step for bpda-eot / white (default: the preset's); fewer is a weaker attack, for a CPU")] = None,
         data: Annotated[Path | None, typer.Option("--data", help="override the preset's data folder")] = None,
+        only: Annotated[str | None, typer.Option("--only", help="comma-separated names of the tables / sweeps / detection runs to compute (default: all)")] = None,
         store: Annotated[Path, typer.Option("--store", help="SQLite results store (cached, resumable)")] = Path("results/results.sqlite"),
         out_dir: Annotated[Path | None, typer.Option("--out-dir", help="output folder (default results/<preset>)")] = None,
         threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
@@ -30,7 +31,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.tables import load_preset, run_preset
 
         set_threads(threads)
-        resolved = load_preset(preset).with_overrides(limit=limit, data=str(data) if data else None, eot=eot)
+        resolved = load_preset(preset).with_overrides(
+            limit=limit, data=str(data) if data else None, eot=eot, only=only.split(",") if only else None
+        )
         outcome = run_preset(resolved, store, out_dir, progress=progress)
         if outcome.markdown:
             typer.echo(outcome.markdown)

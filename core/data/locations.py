@@ -6,9 +6,11 @@ settings, used only by models and presets whose names start with `mnist` / `cifa
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-SHARED_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 XRAY_TRAIN_DIR = SHARED_DATA_DIR / "chest_xray_pneumonia" / "train"
 MNIST_FILE = SHARED_DATA_DIR / "mnist" / "t10k-images-idx3-ubyte.gz"
 CIFAR10_FILE = SHARED_DATA_DIR / "cifar10_test_jpeg_q75" / "cifar10_test_jpegs.tar.gz"
@@ -26,3 +28,12 @@ def dataset_of(name: str) -> str:
 def default_data_for(name: str) -> Path:
     """The data set a model or training preset is trained on by default."""
     return DATASET_FILES[dataset_of(name)]
+
+
+def portable_path(path: str | Path) -> str:
+    """A data path as committed outputs record it: relative to the repository when it sits beside it
+    (../shared/data/...), so a result file reads the same on every checkout; absolute otherwise."""
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(REPO_ROOT.parent):
+        return os.path.relpath(resolved, REPO_ROOT)
+    return str(resolved)

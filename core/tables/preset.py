@@ -8,6 +8,7 @@ every cell is a pure function of its config and a table regenerates from the fil
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,9 +150,17 @@ class Preset:
     sanity: SanitySpec = SanitySpec()
     notes: str = ""
 
-    def with_overrides(self, limit: int | None = None, data: str | None = None, eot: int | None = None) -> Preset:
-        """The preset with the command line's changes; the resolved preset written beside the outputs records them."""
+    def with_overrides(
+        self, limit: int | None = None, data: str | None = None, eot: int | None = None, only: Sequence[str] | None = None
+    ) -> Preset:
+        """The preset with the command line's changes; the resolved preset written beside the outputs records them.
+
+        `only` keeps the named tables, sweeps and detection runs, so a CPU can compute part of a GPU-sized preset;
+        its cells are the same cells the whole preset would compute, so a later full run reuses them.
+        """
         changes: dict[str, Any] = {}
+        if only:
+            changes.update(self._only(only))
         if limit is not None:
             if limit < 1:
                 raise PurifyLabError(f"--limit must be a positive number of images, got {limit}")
@@ -163,6 +172,16 @@ class Preset:
         preset = dataclasses.replace(self, **changes)
         preset.validate()
         return preset
+
+    def _only(self, names: Sequence[str]) -> dict[str, Any]:
+        parts = {"tables": self.tables, "sweeps": self.sweeps, "detection": self.detection}
+        known = [part.name for group in parts.values() for part in group]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise PurifyLabError(f"--only {','.join(unknown)}: preset '{self.name}' has {', '.join(known)}")
+        kept = {key: tuple(part for part in group if part.name in names) for key, group in parts.items()}
+        note = f"Part of the preset only ({', '.join(names)} of {', '.join(known)})."
+        return {**kept, "notes": f"{self.notes.strip()}\n\n{note}".strip()}
 
     def resolved(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.attacks import THREAT_MODELS, SanityCheck, check_accuracy_collapse, check_not_weaker
+from core.data.locations import portable_path
 from core.tables.preset import Preset, TableSpec
 
 # The metrics of a cell that are measurements of this machine, not results: left out of `results`.
@@ -335,7 +336,8 @@ def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[st
     paths["markdown"].write_text(markdown)
     paths["csv"].write_text(csv_text(records, checks))
     paths["json"].write_text(json.dumps(json_document(preset, records, checks), indent=1, sort_keys=True) + "\n")
-    paths["config"].write_text(json.dumps(preset.resolved(), indent=1, sort_keys=True) + "\n")
+    config = preset.resolved() | {"data": portable_path(preset.data)}
+    paths["config"].write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
     fig = figure(preset, records)
     fig.write_html(paths["html"], include_plotlyjs="cdn")  # 4.8 MB lighter; the app draws from the JSON
     try:

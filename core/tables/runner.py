@@ -126,8 +126,9 @@ class PresetRunner:
         return self._data[key]
 
     def _data_identity(self, classifier: torch.nn.Module) -> dict[str, Any]:
+        """The images a cell sees, by content: no path, so the committed store serves any checkout."""
         p = self.preset
-        identity = {"path": p.data, "split": p.split, "limit": p.limit, "image_size": classifier.image_size, "hash": self.data(classifier).data_hash}
+        identity = {"split": p.split, "limit": p.limit, "image_size": classifier.image_size, "hash": self.data(classifier).data_hash}
         if classifier.in_channels != 1:  # grey is the X-ray default, which cells stored before colour existed assume
             identity["channels"] = classifier.in_channels
         return identity

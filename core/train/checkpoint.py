@@ -1,4 +1,4 @@
-"""Optimizer state without pickle: moments as flat safetensors tensors, hyper-parameters as JSON.
+"""Training checkpoints without pickle: tensors as safetensors, hyper-parameters and counters as JSON.
 
 `torch.save` of an optimizer pickles it; a checkpoint that resumes training must not be a file that
 can run code when loaded, so every trainer (classifier, DDPM, cold diffusion) goes through here.
@@ -6,7 +6,12 @@ can run code when loaded, so every trainer (classifier, DDPM, cold diffusion) go
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
+
 import torch
+from safetensors.torch import load_file, save_file
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -26,3 +31,34 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
         index, key = name.split(".", 1)
         entries.setdefault(int(index), {})[key] = tensor
     optimizer.load_state_dict({"state": entries, "param_groups": param_groups})
+
+
+def save_ema_checkpoint(directory: Path, model: torch.nn.Module, ema, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """A denoiser's resumable state (DDPM and cold diffusion): model, EMA shadow weights and optimizer
+    moments as safetensors, the loop's counters and history as JSON."""
+    directory.mkdir(parents=True, exist_ok=True)
+    names = [name for name, _ in model.named_parameters()]
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
+    save_file({n: p.detach().cpu().contiguous() for n, p in zip(names, ema.shadow_params, strict=True)}, str(directory / "ema.safetensors"))
+    moments, param_groups = optimizer_tensors(optimizer)
+    save_file(moments, str(directory / "optimizer.safetensors"))
+    state = state | {"param_groups": param_groups, "ema_optimization_step": ema.optimization_step}
+    (directory / "state.json").write_text(json.dumps(state, indent=1))
+
+
+def load_ema_checkpoint(directory: Path, model: torch.nn.Module, ema, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore what `save_ema_checkpoint` wrote into model, ema and optimizer; returns the loop state."""
+    state = json.loads((directory / "state.json").read_text())
+    model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    shadow = load_file(str(directory / "ema.safetensors"))
+    ema.shadow_params = [shadow[name].to(p.device) for name, p in model.named_parameters()]
+    ema.optimization_step = state["ema_optimization_step"]
+    restore_optimizer(optimizer, load_file(str(directory / "optimizer.safetensors")), state["param_groups"])
+    return state
+
+
+def ema_copy(model: torch.nn.Module, ema) -> torch.nn.Module:
+    """A detached copy of the model carrying the EMA weights (what is evaluated and shipped)."""
+    averaged = copy.deepcopy(model)
+    ema.copy_to(averaged.parameters())
+    return averaged.eval().requires_grad_(False)

@@ -419,9 +419,9 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             record.update(val_accuracy=metrics.accuracy, val_balanced_accuracy=metrics.balanced_accuracy, val_auroc=metrics.auroc)
             record["seconds"] = round(elapsed(), 1)
             history.append(record)
-            # An adversarial run picks among epochs trained at the full budget; a ramp epoch is only
-            # kept as the fallback until the first full-budget epoch replaces it.
-            full_budget = attack is None or epoch + 1 >= config.adversarial_warmup_epochs
+            # An adversarial run picks among epochs trained wholly at the full budget (the ramp ended
+            # before the epoch began); a ramp epoch is only the fallback until the first of those replaces it.
+            full_budget = attack is None or epoch >= config.adversarial_warmup_epochs
             auroc = -1.0 if metrics.auroc is None else metrics.auroc  # undefined on a one-class split
             better = (metrics.balanced_accuracy, auroc) > (best["balanced_accuracy"], best["auroc"])
             if not full_budget or not best.get("full_budget") or better:

@@ -12,7 +12,6 @@ JSON only, so a stopped run resumes at the next epoch with the same optimizer an
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -23,7 +22,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
@@ -41,7 +39,7 @@ from core.purifiers.cold import (
     restore,
 )
 from core.purifiers.unet import UNET_SPECS, build_unet
-from core.train.checkpoint import optimizer_tensors, restore_optimizer
+from core.train.checkpoint import ema_copy, load_ema_checkpoint, save_ema_checkpoint
 from core.train.diffusion import psnr, ssim
 from core.weights import WEIGHTS_DIR, save_weights
 
@@ -160,31 +158,6 @@ def save_sample_grid(unet, schedule: BlurSchedule, images: torch.Tensor, depth: 
     return path
 
 
-# ------------------------------------------------------------------------------------- checkpoints
-
-
-def _save_checkpoint(directory: Path, unet, ema: EMAModel, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Model, EMA shadow weights and Adam moments as safetensors; counters and history as JSON."""
-    directory.mkdir(parents=True, exist_ok=True)
-    names = [name for name, _ in unet.named_parameters()]
-    save_file({k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}, str(directory / "model.safetensors"))
-    save_file({n: p.detach().cpu().contiguous() for n, p in zip(names, ema.shadow_params)}, str(directory / "ema.safetensors"))
-    moments, param_groups = optimizer_tensors(optimizer)
-    save_file(moments, str(directory / "optimizer.safetensors"))
-    state = state | {"param_groups": param_groups, "ema_optimization_step": ema.optimization_step}
-    (directory / "state.json").write_text(json.dumps(state, indent=1))
-
-
-def _load_checkpoint(directory: Path, unet, ema: EMAModel, optimizer: torch.optim.Optimizer) -> dict:
-    state = json.loads((directory / "state.json").read_text())
-    unet.load_state_dict(load_file(str(directory / "model.safetensors")))
-    shadow = load_file(str(directory / "ema.safetensors"))
-    ema.shadow_params = [shadow[name].to(p.device) for name, p in unet.named_parameters()]
-    ema.optimization_step = state["ema_optimization_step"]
-    restore_optimizer(optimizer, load_file(str(directory / "optimizer.safetensors")), state["param_groups"])
-    return state
-
-
 # ---------------------------------------------------------------------------------------- training
 
 
@@ -206,13 +179,6 @@ class _EpochSampler(Sampler[int]):
         if self.epoch_images is not None:
             order = order.repeat(math.ceil(self.epoch_images / self.count))[: self.epoch_images]
         return iter(order.tolist())
-
-
-def _ema_copy(unet, ema: EMAModel):
-    """A detached copy of the UNet carrying the EMA weights (what is evaluated and shipped)."""
-    shadow = copy.deepcopy(unet)
-    ema.copy_to(shadow.parameters())
-    return shadow.eval().requires_grad_(False)
 
 
 def train_cold(
@@ -249,7 +215,7 @@ def train_cold(
     ema = EMAModel(unet.parameters(), decay=config.ema_decay)
     state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": []}
     if config.resume and (checkpoint_dir / "state.json").is_file():
-        state = _load_checkpoint(checkpoint_dir, unet, ema, optimizer)
+        state = load_ema_checkpoint(checkpoint_dir, unet, ema, optimizer)
         if main:
             print(f"resuming cold UNet training at epoch {state['epoch'] + 1}", flush=True)
     unet, optimizer = accelerator.prepare(unet, optimizer)
@@ -296,7 +262,7 @@ def train_cold(
         bar.close()
         epoch += 1
         if main:
-            shadow = _ema_copy(raw_unet, ema)
+            shadow = ema_copy(raw_unet, ema)
             direct = ColdDirectPurifier(ColdConfig(depth=config.eval_depth), unet=shadow, schedule=schedule)
             val_psnr = float(psnr(val_images, direct.purify(val_images)).mean())
             save_sample_grid(shadow, schedule, val_images[:_GRID_IMAGES], config.eval_depth, out_dir / "samples" / f"epoch_{epoch:03d}.png")
@@ -305,12 +271,12 @@ def train_cold(
                 "val_psnr_direct_db": round(val_psnr, 3), "seconds": round(time.time() - started, 1),
             }
             history.append(record)
-            _save_checkpoint(checkpoint_dir, raw_unet, ema, optimizer, {"epoch": epoch, "step": step, "seconds": record["seconds"], "history": history})
+            save_ema_checkpoint(checkpoint_dir, raw_unet, ema, optimizer, {"epoch": epoch, "step": step, "seconds": record["seconds"], "history": history})
             print(json.dumps(record), flush=True)
         accelerator.wait_for_everyone()
     if not main:
         return {}
-    return _publish(config, _ema_copy(raw_unet, ema), train, val_images, data_dir, weights_path, history, out_of_time)
+    return _publish(config, ema_copy(raw_unet, ema), train, val_images, data_dir, weights_path, history, out_of_time)
 
 
 def _publish(config: ColdTrainConfig, unet, train, val_images: torch.Tensor, data_dir, weights_path: Path, history, out_of_time) -> dict:

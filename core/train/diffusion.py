@@ -17,7 +17,6 @@ Two CPU economies, both recorded in the card:
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -26,7 +25,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
@@ -35,8 +33,8 @@ from core.errors import PurifyLabError
 from core.purifiers.ddpm import DDPMPurifier
 from core.purifiers.diffusion import DDPM_WEIGHTS_STEM, ddpm_scheduler
 from core.purifiers.unet import UNET_SPECS, build_unet
-from core.train.checkpoint import optimizer_tensors, restore_optimizer
-from core.weights import WEIGHTS_DIR, load_weights, save_weights
+from core.train.checkpoint import ema_copy, load_ema_checkpoint, save_ema_checkpoint
+from core.weights import WEIGHTS_DIR, save_weights
 
 PRESETS = ("tiny", "cpu", "gpu", "mnist", "cifar10")
 GRID_IMAGES = 8
@@ -148,43 +146,22 @@ def ssim(reference: torch.Tensor, image: torch.Tensor, window: int = 11, sigma: 
     return score.flatten(1).mean(1)
 
 
-# ------------------------------------------------------------------------------------ checkpointing
-
-
-def _save_checkpoint(directory: Path, unet, ema, optimizer, state: dict) -> None:
-    """Model, EMA shadow, optimizer moments (safetensors) and loop state (JSON): no pickle."""
-    directory.mkdir(parents=True, exist_ok=True)
-    save_weights(unet, directory / "model.safetensors", {"step": state["step"]}, fp16=False)
-    save_file({f"{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}, str(directory / "ema.safetensors"))
-    moments, param_groups = optimizer_tensors(optimizer)
-    save_file(moments, str(directory / "optimizer.safetensors"))
-    loop_state = dict(state, ema_step=ema.optimization_step, param_groups=param_groups)
-    (directory / "state.json").write_text(json.dumps(loop_state, indent=1))
-
-
-def _load_checkpoint(directory: Path, unet, ema, optimizer) -> dict:
-    state = json.loads((directory / "state.json").read_text())
-    load_weights(unet, directory / "model.safetensors")
-    shadow = load_file(str(directory / "ema.safetensors"))
-    ema.shadow_params = [shadow[f"{i}"].to(p.device) for i, p in enumerate(ema.shadow_params)]
-    ema.optimization_step = state["ema_step"]
-    restore_optimizer(optimizer, load_file(str(directory / "optimizer.safetensors")), state["param_groups"])
-    return state
-
-
 # ------------------------------------------------------------------------------------ training
+
+
+def denoising_loss(unet, scheduler, images: torch.Tensor, max_t: int, generator: torch.Generator) -> torch.Tensor:
+    """The DDPM objective on [0, 1] images: MSE between the noise added by q(x_t | x_0) at a uniform
+    t < max_t and the UNet's prediction of it (epsilon parameterisation, model space [-1, 1])."""
+    x = images * 2.0 - 1.0
+    noise = torch.randn(x.shape, generator=generator, device=x.device)
+    timesteps = torch.randint(0, max_t, (x.shape[0],), generator=generator, device=x.device)
+    return F.mse_loss(unet(scheduler.add_noise(x, noise, timesteps), timesteps).sample, noise)
 
 
 def _random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     side = images.shape[-1]
     offsets = torch.randint(0, side - size + 1, (images.shape[0], 2), generator=generator).tolist()
     return torch.stack([img[:, top : top + size, left : left + size] for img, (top, left) in zip(images, offsets, strict=True)])
-
-
-def _ema_copy(unet, ema):
-    averaged = copy.deepcopy(unet).eval().requires_grad_(False)
-    ema.copy_to(averaged.parameters())
-    return averaged
 
 
 @torch.inference_mode()
@@ -269,7 +246,7 @@ def train_diffusion(
                         drop_last=len(train.images) > config.batch_size, generator=loader_generator)
     state = {"epoch": -1, "step": 0, "history": [], "seconds": 0.0}
     if config.resume and (checkpoint_dir / "state.json").is_file():
-        state = _load_checkpoint(checkpoint_dir, unet, ema, optimizer)
+        state = load_ema_checkpoint(checkpoint_dir, unet, ema, optimizer)
         if main:
             print(f"resuming at epoch {state['epoch'] + 2}, step {state['step']}", flush=True)
     unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
@@ -295,10 +272,7 @@ def train_diffusion(
         for (images,) in bar:
             if config.crop_size is not None:
                 images = _random_crops(images, config.crop_size, crop_generator)
-            x = images.float().div(255.0) * 2.0 - 1.0
-            noise = torch.randn(x.shape, generator=noise_generator, device=x.device)
-            timesteps = torch.randint(0, max_t, (x.shape[0],), generator=noise_generator, device=x.device)
-            loss = F.mse_loss(unet(scheduler.add_noise(x, noise, timesteps), timesteps).sample, noise)
+            loss = denoising_loss(unet, scheduler, images.float().div(255.0), max_t, noise_generator)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
             optimizer.zero_grad(set_to_none=True)
@@ -306,8 +280,8 @@ def train_diffusion(
             optimizer.step()
             ema.step(raw_unet.parameters())
             step += 1
-            running += float(loss.detach()) * len(x)
-            seen += len(x)
+            running += float(loss.detach()) * len(images)
+            seen += len(images)
             bar.set_postfix(loss=f"{running / seen:.4f}")
             out_of_time = config.max_minutes is not None and time.time() - started > 60 * config.max_minutes
             if out_of_time or (config.max_steps is not None and step >= config.max_steps):
@@ -315,12 +289,12 @@ def train_diffusion(
                 break
         bar.close()
         if main:
-            averaged = _ema_copy(raw_unet, ema).to("cpu")
+            averaged = ema_copy(raw_unet, ema).to("cpu")
             grid_psnr = _save_grid(averaged, config.schedule, grid_images, out_dir / "samples" / f"epoch_{epoch + 1:03d}.png", config.seed)
             record = {"epoch": epoch + 1, "step": step, "train_loss": round(running / max(seen, 1), 5),
                       "grid_psnr": round(grid_psnr, 3), "seconds": round(base_seconds + time.time() - started, 1)}
             state = {"epoch": epoch, "step": step, "history": state["history"] + [record], "seconds": base_seconds + time.time() - started}
-            _save_checkpoint(checkpoint_dir, raw_unet, ema, optimizer, state)
+            save_ema_checkpoint(checkpoint_dir, raw_unet, ema, optimizer, state)
             print(json.dumps(record), flush=True)
         accelerator.wait_for_everyone()
         if stopped:
@@ -332,7 +306,7 @@ def train_diffusion(
 
 
 def _publish(config, unet, ema, val, train, state, weights_path: Path, unet_overrides: dict) -> dict:
-    averaged = _ema_copy(unet, ema).to("cpu")
+    averaged = ema_copy(unet, ema).to("cpu")
     eval_indices = torch.linspace(0, len(val.images) - 1, min(config.eval_images, len(val.images))).long()
     quality = reconstruction_quality(averaged, config.schedule, val.images[eval_indices], seed=config.seed)
     card = {
