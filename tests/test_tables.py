@@ -217,7 +217,7 @@ def test_only_part_of_a_preset_computes_the_same_cells_the_whole_preset_would(tm
     blau = load_preset("blau").with_overrides(limit=4, eot=2)
     part = blau.with_overrides(only=["table1", "depth"])
     assert [t.name for t in part.tables] == ["table1"] and [s.name for s in part.sweeps] == ["depth"]
-    assert "Part of the preset only (table1, depth of table1, table2, depth)" in part.notes
+    assert "Part of the preset only: table1, depth (the whole preset: table1, table2, depth)" in part.notes
     with ResultStore(tmp_path / "store.sqlite") as store:
         keys = {name: {cell_key(cell) for _, cell in PresetRunner(preset, store, progress=False).all_entries()}
                 for name, preset in (("whole", blau), ("part", part))}  # fmt: skip

@@ -180,7 +180,7 @@ class Preset:
         if unknown:
             raise PurifyLabError(f"--only {','.join(unknown)}: preset '{self.name}' has {', '.join(known)}")
         kept = {key: tuple(part for part in group if part.name in names) for key, group in parts.items()}
-        note = f"Part of the preset only ({', '.join(names)} of {', '.join(known)})."
+        note = f"Part of the preset only: {', '.join(names)} (the whole preset: {', '.join(known)})."
         return {**kept, "notes": f"{self.notes.strip()}\n\n{note}".strip()}
 
     def resolved(self) -> dict[str, Any]:
