@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from core.data import REPO_CACHE_DIR  # noqa: E402
-from core.data.locations import dataset_of, portable_path  # noqa: E402
+from core.data.locations import XRAY_TRAIN_DIR, dataset_of, portable_path  # noqa: E402
 from core.evaluate import load_split, predict_probabilities  # noqa: E402
 from core.metrics import classification_metrics  # noqa: E402
 from core.models import create_classifier, list_classifiers  # noqa: E402
@@ -74,7 +74,7 @@ def purified_images(name: str, params: dict, images: torch.Tensor, data_hash: st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared/data/chest_xray_pneumonia/train"))
+    parser.add_argument("--data", default=str(XRAY_TRAIN_DIR))
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)

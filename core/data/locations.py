@@ -31,8 +31,8 @@ def default_data_for(name: str) -> Path:
 
 
 def portable_path(path: str | Path) -> str:
-    """A data path as committed outputs record it: relative to the repository when it sits beside it
-    (../shared/data/...), so a result file reads the same on every checkout; absolute otherwise."""
+    """A path as committed outputs record it: relative to the repository when it sits in or beside it
+    (../shared/data/..., results/...), so a result file reads the same on every checkout; absolute otherwise."""
     resolved = Path(path).resolve()
     if resolved.is_relative_to(REPO_ROOT.parent):
         return os.path.relpath(resolved, REPO_ROOT)
