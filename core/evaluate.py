@@ -23,65 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.data.loading import LoadedSplit, load_split
 from core.attacks import THREAT_MODELS, AttackConfig, craft, evaluate_defended
 from core.errors import PurifyLabError
 from core.metrics import classification_metrics
 from core.models import XrayClassifier, create_classifier
 from core.purifiers import Purifier, create_purifier
-
-SPLITS = ("train", "val", "test", "all")
-# The one split used across the project: deduplicated, stratified 80/10/10, seed 0.
-VAL_FRACTION = 0.1
-TEST_FRACTION = 0.1
-SPLIT_SEED = 0
-
-
-@dataclass(frozen=True)
-class LoadedSplit:
-    images: torch.Tensor  # uint8 (N, C, S, S)
-    labels: torch.Tensor  # int64 (N,)
-    classes: tuple[str, ...]
-    data_hash: str
-    split: str
-
-
-def load_splits(
-    data_dir: str | Path, splits: tuple[str, ...], image_size: int, limit: int | None = None, progress: bool = False,
-    *, channels: int = 1,
-) -> dict[str, LoadedSplit]:
-    """Images of splits of the seed-0 split spec ("all" = every image), resized explicitly to image_size,
-    as `channels` (1 = grey, 3 = RGB).
-
-    The folder is decoded once for all requested splits; `limit` keeps N evenly spaced images of
-    each split, so a limited run sees a class-balanced-as-the-split subset of the same split.
-    """
-    from core.data import REPO_CACHE_DIR, load_dataset, make_splits
-
-    unknown = [split for split in splits if split not in SPLITS]
-    if unknown:
-        raise PurifyLabError(f"split '{unknown[0]}' is unknown; choose one of: {', '.join(SPLITS)}")
-    if limit is not None and limit < 1:
-        raise PurifyLabError(f"limit must be a positive number of images, got {limit}")
-    image_set = load_dataset(data_dir, size=image_size, channels=channels, progress=progress, cache_dir=REPO_CACHE_DIR)
-    spec = make_splits(image_set, val=VAL_FRACTION, test=TEST_FRACTION, seed=SPLIT_SEED)
-    loaded = {}
-    for split in splits:
-        indices = np.arange(len(image_set)) if split == "all" else np.asarray(spec.indices[split])
-        if limit is not None and limit < indices.size:
-            # Evenly spaced through the (class-ordered) split, so a limited subset keeps both classes.
-            indices = indices[np.linspace(0, indices.size - 1, limit).round().astype(np.int64)]
-        if indices.size == 0:
-            raise PurifyLabError(f"split '{split}' of {data_dir} holds no images")
-        subset = image_set.subset(indices)
-        loaded[split] = LoadedSplit(subset.images, subset.labels, subset.classes, spec.data_hash, split)
-    return loaded
-
-
-def load_split(
-    data_dir: str | Path, split: str, image_size: int, limit: int | None = None, progress: bool = False, *, channels: int = 1
-) -> LoadedSplit:
-    return load_splits(data_dir, (split,), image_size, limit, progress, channels=channels)[split]
-
 
 @torch.inference_mode()
 def predict_probabilities(
@@ -106,7 +53,9 @@ def predict_probabilities(
 class EvaluationConfig:
     data: str
     classifier: str = "vit"
-    split: str = "val"
+    # None: "val" when `data` is the folder the classifier was trained on (its patient-disjoint
+    # validation part), else "all"; never images the model was trained on.
+    split: str | None = None
     limit: int | None = None
     batch_size: int = 100
     bootstrap: int = 1000
@@ -139,6 +88,7 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
         model = create_classifier(config.classifier, pretrained=True, weights=config.weights)
     if config.attack is not None:
         return evaluate_attack(config, model, progress=progress)
+    config = resolve_split(config, model)
     purifier = None if config.purifier == "none" else create_purifier(config.purifier, **config.purifier_params)
     data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress, channels=model.in_channels)
     started = time.perf_counter()
@@ -151,6 +101,7 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
     return {
         "config": asdict(config),
         **metrics.to_dict(),
+        "data": describe_data(config, data),
         "classes": list(data.classes),
         "data_hash": data.data_hash,
         "image_size": model.image_size,
@@ -159,6 +110,25 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
         "seconds": round(seconds, 3),
         "images_per_second": round(len(data.labels) / max(seconds, 1e-9), 1),
     }
+
+
+def resolve_split(config: EvaluationConfig, model: XrayClassifier) -> EvaluationConfig:
+    """The config with its split named: the model's own training folder is read only on its
+    validation part; any other folder whole."""
+    from core.data import data_hash_of_folder
+
+    trained_on = ((model.card or {}).get("data") or {}).get("data_hash")
+    own_folder = trained_on is not None and trained_on == data_hash_of_folder(config.data)
+    if config.split is None:
+        return dataclasses.replace(config, split="val" if own_folder else "all")
+    return config
+
+
+def describe_data(config: EvaluationConfig, data: LoadedSplit) -> dict:
+    """Which images a figure comes from, in words a reader can check."""
+    from core.data.locations import portable_path
+
+    return {"folder": portable_path(config.data), "split": config.split, "n": int(len(data.labels)), "data_hash": data.data_hash}
 
 
 def format_report(result: dict) -> str:
@@ -171,14 +141,17 @@ def format_report(result: dict) -> str:
         low, high = intervals.get(key, [None, None])
         return f"{key:<22} {number(value)}  [{number(low)}, {number(high)}]"
 
+    data = result.get("data") or {"folder": result["config"]["data"], "split": result["config"]["split"]}
     rows = [
         f"classifier {result['config']['classifier']}  purifier {result['config']['purifier']}  "
-        f"split {result['config']['split']}  n {result['n']}",
+        f"data {data['folder']} split {data['split']}  n {result['n']}",
         line("accuracy", result["accuracy"]),
         line("balanced_accuracy", result["balanced_accuracy"]),
         line("auroc", result["auroc"]),
     ]
     rows += [line(f"sensitivity_{name}", value) for name, value in result["sensitivity"].items()]
+    if result.get("ece") is not None:
+        rows.append(f"{'ece':<22} {result['ece']:.4f}")
     if "robust_accuracy" in result:
         threat, budget = result["threat_model"], result["budget"]
         rows += [
@@ -358,6 +331,7 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
     substitute = None
     if config.threat == "transfer":
         substitute = create_classifier(config.substitute, pretrained=True, weights=config.substitute_weights)
+    config = resolve_split(config, model)
     data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress, channels=model.in_channels)
     options = dict(redraws=config.redraws, seed=config.seed, batch_size=config.attack_batch_size, progress=progress)
     clean = robust_run(model, purifier, data.images, data.labels, None, config.threat, **options)
@@ -370,13 +344,16 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
     peaks = [value for value in (clean.peak_gpu_memory, adversarial.peak_gpu_memory) if value is not None]
     return {
         "config": asdict(config),
-        **{key: clean_metrics[key] for key in ("n", "accuracy", "balanced_accuracy", "auroc", "sensitivity", "confidence_95", "bootstrap_samples")},
+        **{key: clean_metrics[key] for key in ("n", "accuracy", "balanced_accuracy", "auroc", "sensitivity", "specificity", "ece", "confidence_95", "bootstrap_samples")},
+        "clean_balanced_accuracy": clean_metrics["balanced_accuracy"],
+        "robust_balanced_accuracy": robust_metrics["balanced_accuracy"],
         "clean_accuracy": clean_metrics["accuracy"],
         "clean_accuracy_worst_of_k": clean_metrics["worst_case_accuracy"],
         "robust_accuracy": robust_metrics["one_shot_accuracy"],
         "robust_accuracy_worst_of_k": robust_metrics["worst_case_accuracy"],
         "redraws": robust_metrics["redraws"],
         "robust": {key: robust_metrics[key] for key in ("balanced_accuracy", "auroc", "sensitivity", "confidence_95")},
+        "data": describe_data(config, data),
         "threat_model": {"name": config.threat, "description": THREAT_MODELS[config.threat], "eot": config.eot},
         "attack": attack.resolved(),
         "budget": attack_budget(attack, config.threat, config.eot),

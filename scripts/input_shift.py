@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from core.data import REPO_CACHE_DIR  # noqa: E402
 from core.data.locations import XRAY_TRAIN_DIR, dataset_of, portable_path  # noqa: E402
-from core.evaluate import load_split, predict_probabilities  # noqa: E402
+from core.data.loading import load_split  # noqa: E402
+from core.evaluate import predict_probabilities  # noqa: E402
 from core.metrics import classification_metrics  # noqa: E402
 from core.models import create_classifier, list_classifiers  # noqa: E402
 from core.purifiers import create_purifier  # noqa: E402

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core.evaluate import load_split
+from core.data.loading import load_split
 from core.io import save_image
 from core.purifiers import create_purifier
 from core.weights import WEIGHTS_DIR, read_card, sha256_of

@@ -33,6 +33,12 @@ def xray_train_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def xray_test_dir() -> Path:
+    """The public half of the official test cohort (other patients): where figures are reported."""
+    return _require(SHARED_DATA / "chest_xray_pneumonia" / "test")
+
+
+@pytest.fixture(scope="session")
 def xray_paths(xray_train_dir: Path) -> dict[str, list[Path]]:
     """A few real X-ray files per class, in a fixed order."""
     return {

@@ -198,7 +198,7 @@ def test_training_config_errors_are_one_line():
 
 @pytest.mark.skipif(not (WEIGHTS_DIR / f"{COLD_WEIGHTS_STEM}.safetensors").is_file(), reason="no shipped cold_unet weights")
 def test_shipped_model_direct_reconstruction_beats_the_blurred_input(shared_data):
-    from core.evaluate import load_split
+    from core.data.loading import load_split
     from core.train.diffusion import psnr
 
     val = load_split(shared_data / "chest_xray_pneumonia" / "train", "val", 128, limit=16)

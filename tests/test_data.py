@@ -33,6 +33,9 @@ from core.data import (
     read_idx,
     stratified_split,
 )
+from core.data.groups import group_images, kermany_patient
+from core.data.loading import load_splits
+from core.data.splits import stratified_group_split
 from core.errors import PurifyLabError
 
 
@@ -319,9 +322,66 @@ def test_make_splits_keeps_duplicates_out_and_round_trips(pneumonia_val: ImageSe
     assert {n: len(p) for n, p in parts.items()} == {n: len(v) for n, v in spec.indices.items()}
     with pytest.raises(PurifyLabError, match="split was made for"):
         loaded.apply(pneumonia_val)
-    (tmp_path / "bad.json").write_text('{"seed": 0}')
+    (tmp_path / "bad.json").write_text('{"seed": 0, "format": 2}')
     with pytest.raises(PurifyLabError, match="not a split file"):
         SplitSpec.load(tmp_path / "bad.json")
+    old = json.loads(spec.to_json())
+    del old["format"], old["grouping"], old["group_count"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(PurifyLabError, match="made image by image"):
+        SplitSpec.load(tmp_path / "old.json")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    patients=st.lists(st.tuples(st.integers(0, 1), st.integers(1, 12)), min_size=3, max_size=120),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_group_split_never_puts_a_group_on_two_sides(patients: list[tuple[int, int]], seed: int) -> None:
+    labels = np.array([label for label, count in patients for _ in range(count)])
+    groups = [f"p{index}" for index, (_, count) in enumerate(patients) for _ in range(count)]
+    parts = stratified_group_split(labels, groups, (0.7, 0.3, 0.0), seed=seed)
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(labels.size))
+    assert parts["test"].size == 0
+    sides = [{groups[i] for i in parts[name]} for name in ("train", "val")]
+    assert not sides[0] & sides[1]
+    assert stratified_group_split(labels, groups, (0.7, 0.3, 0.0), seed=seed)["val"].tolist() == parts["val"].tolist()
+
+
+def test_kermany_file_names_give_patients() -> None:
+    assert kermany_patient("PNEUMONIA/person1_bacteria_1.jpeg") == "PNEUMONIA/person1"
+    assert kermany_patient("PNEUMONIA/person1_virus_12.jpeg") == "PNEUMONIA/person1"
+    assert kermany_patient("PNEUMONIA/person1000_virus_1681_2.jpeg") == "PNEUMONIA/person1000"
+    assert kermany_patient("NORMAL/IM-0115-0001.jpeg") == "NORMAL/IM-0115"
+    assert kermany_patient("NORMAL/IM-0429-0001-0002.jpeg") == "NORMAL/IM-0429"
+    assert kermany_patient("NORMAL/NORMAL2-IM-1234-0001.jpeg") == "NORMAL/NORMAL2-IM-1234"
+    assert kermany_patient("NORMAL/scan_7.png") is None
+
+
+def test_groups_csv_wins_and_unknown_names_warn(tmp_path: Path) -> None:
+    for name in ("a1.png", "a2.png", "b1.png"):
+        _save_png(tmp_path / "NORMAL" / name, _noise(len(name), (8, 8)))
+    sources = ["NORMAL/a1.png", "NORMAL/a2.png", "NORMAL/b1.png"]
+    with pytest.warns(UserWarning, match="each image is its own group"):
+        assert group_images(sources, tmp_path).rule == "one group per image"
+    (tmp_path / "groups.csv").write_text("path,group\nNORMAL/a1.png,A\nNORMAL/a2.png,A\nNORMAL/b1.png,B\n")
+    grouping = group_images(sources, tmp_path)
+    assert grouping.ids == ("A", "A", "B") and grouping.rule == "groups.csv"
+    (tmp_path / "groups.csv").write_text("path,group\nNORMAL/a1.png,A\n")
+    with pytest.raises(PurifyLabError, match="names no group for 2"):
+        group_images(sources, tmp_path)
+
+
+def test_the_project_split_of_the_kermany_train_folder_keeps_patients_apart(xray_train_dir: Path) -> None:
+    splits = load_splits(xray_train_dir, ("train", "val"), 16)
+    patients = {name: {kermany_patient(source) for source in split.sources} for name, split in splits.items()}
+    assert None not in patients["train"] | patients["val"]
+    assert not patients["train"] & patients["val"]
+    assert len(splits["val"].labels) / (len(splits["train"].labels) + len(splits["val"].labels)) == pytest.approx(0.15, abs=0.01)
+    normal_share = [float((split.labels == 0).float().mean()) for split in splits.values()]
+    assert abs(normal_share[0] - normal_share[1]) < 0.02
+    with pytest.raises(PurifyLabError, match="separate test folder"):
+        load_splits(xray_train_dir, ("test",), 16)
 
 
 # --- describe and the CLI ---------------------------------------------------------------------

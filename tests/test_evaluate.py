@@ -11,7 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from core.errors import PurifyLabError
-from core.evaluate import EvaluationConfig, evaluate, load_split, predict_probabilities
+from core.data.loading import load_split
+from core.evaluate import EvaluationConfig, evaluate, predict_probabilities
 from core.metrics import accuracy, auroc, balanced_accuracy, classification_metrics
 from core.models import create_classifier
 from core.weights import save_weights
@@ -131,26 +132,33 @@ def test_evaluate_rejects_unknown_split(xray_train_dir, tiny_weights):
         evaluate(EvaluationConfig(data=str(xray_train_dir), classifier="student_cnn", split="holdout", weights=str(tiny_weights)))
 
 
-def test_evaluate_command_writes_json(xray_train_dir, tiny_weights, tmp_path):
+def test_evaluate_command_names_its_split_and_never_defaults_to_training_images(xray_train_dir, xray_test_dir, tiny_weights, tmp_path):
     from core.cli import classifier_commands
+    from core.data import data_hash_of_folder
 
     app = typer.Typer()
     groups = {"train": typer.Typer()}
     app.add_typer(groups["train"], name="train")
     classifier_commands.register(app, groups)
-    out = tmp_path / "result.json"
-    result = CliRunner().invoke(app, [
-        "evaluate", "--data", str(xray_train_dir), "--classifier", "student_cnn", "--weights", str(tiny_weights),
-        "--split", "test", "--limit", "16", "--json", str(out),
-    ])
-    assert result.exit_code == 0, result.output
-    assert "balanced_accuracy" in result.output
-    written = json.loads(out.read_text())
-    assert written["n"] == 16 and written["config"]["split"] == "test"
+    # a card that says the model was trained on the train folder
+    card = json.loads(tiny_weights.with_suffix(".json").read_text())
+    trained = tmp_path / "student_cnn.safetensors"
+    trained.write_bytes(tiny_weights.read_bytes())
+    trained.with_suffix(".json").write_text(json.dumps({**card, "data": {"data_hash": data_hash_of_folder(xray_train_dir)}}))
+    for folder, expected in ((xray_train_dir, "val"), (xray_test_dir, "all")):
+        out = tmp_path / f"{expected}.json"
+        result = CliRunner().invoke(app, [
+            "evaluate", "--data", str(folder), "--classifier", "student_cnn", "--weights", str(trained), "--limit", "16", "--json", str(out),
+        ])
+        assert result.exit_code == 0, result.output
+        assert f"split {expected}" in result.output and "balanced_accuracy" in result.output
+        written = json.loads(out.read_text())
+        assert written["n"] == 16 and written["config"]["split"] == expected == written["data"]["split"]
+        assert written["data"]["folder"].endswith(f"chest_xray_pneumonia/{folder.name}")
 
 
 def test_mnist_and_cifar_splits_load_with_their_channels(shared_data):
-    """The papers' own data sets: 10,000 test images each, carved 80/10/10 by the same seed-0 spec."""
+    """The papers' own data sets: 10,000 test images each, carved 80/10/10 image by image (no patients)."""
     mnist = load_split(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz", "val", 28, limit=20)
     assert mnist.images.shape == (20, 1, 28, 28) and mnist.classes == tuple("0123456789")
     cifar = load_split(shared_data / "cifar10_test_jpeg_q75" / "cifar10_test_jpegs.tar.gz", "val", 32, limit=20, channels=3)

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from core.attacks import THREAT_MODELS
 from core.errors import PurifyLabError
-from core.evaluate import EvaluationConfig, evaluate, load_split, parse_purifier_spec
+from core.data.loading import load_split
+from core.evaluate import EvaluationConfig, evaluate, parse_purifier_spec
 from core.models import create_classifier
 from core.weights import save_weights
 

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from core.errors import PurifyLabError
-from core.evaluate import load_split
+from core.data.loading import load_split
 from core.models import create_classifier
 from core.purifiers import PURIFIERS
 from core.purifiers.base import Purifier, PurifierConfig
@@ -224,12 +224,12 @@ def test_only_part_of_a_preset_computes_the_same_cells_the_whole_preset_would(tm
     assert keys["part"] < keys["whole"]
 
 
-def test_a_cell_names_its_images_by_content_so_the_store_serves_any_checkout(xray_train_dir, tmp_path):
+def test_a_cell_names_its_images_by_content_so_the_store_serves_any_checkout(xray_test_dir, tmp_path):
     """The same images reached by another path (another clone, another mount) keep every cell's key."""
     from core.results import ResultStore, cell_key
 
     elsewhere = tmp_path / "mounted-elsewhere"
-    elsewhere.symlink_to(xray_train_dir, target_is_directory=True)
+    elsewhere.symlink_to(xray_test_dir, target_is_directory=True)
     quick = load_preset("quick").with_overrides(limit=4)
     with ResultStore(tmp_path / "store.sqlite") as store:
         keys = [[cell_key(cell) for _, cell in PresetRunner(preset, store, progress=False).all_entries()]

@@ -26,6 +26,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         seed: Annotated[int | None, typer.Option("--seed")] = None,
         noise_augment: Annotated[float | None, typer.Option("--noise-augment", help="purifier-aware fine-tuning: max Gaussian noise std on noised/blurred copies")] = None,
         temperature: Annotated[float | None, typer.Option("--temperature", help="distillation temperature")] = None,
+        distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher classifier (student_cnn's preset names one)")] = None,
         max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop after this much wall-clock time")] = None,
         threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")] = False,
@@ -40,7 +41,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         config = make_preset(
             preset, model, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, noise_augment=noise_augment,
-            temperature=temperature, max_minutes=max_minutes, threads=threads,
+            temperature=temperature, distill_from=distill_from, max_minutes=max_minutes, threads=threads,
         )
         run_dir = out or Path("runs") / model
         card = train_classifier(config, data or default_data_for(model), run_dir, progress=progress, resume=resume)
@@ -49,13 +50,17 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if ship:
             for suffix in (".safetensors", ".json"):
                 shutil.copy2(run_dir / f"{model}{suffix}", WEIGHTS_DIR / f"{model}{suffix}")
-        typer.echo(json.dumps({"weights": str(run_dir / f"{model}.safetensors"), "val_metrics": card["val_metrics"]}, indent=2))
+        summary = {key: card[key] for key in ("calibration", "val_metrics", "test_metrics") if key in card}
+        typer.echo(json.dumps({"weights": str(run_dir / f"{model}.safetensors"), **summary}, indent=2))
 
     @app.command("evaluate")
     def evaluate_command(
         data: Annotated[Path, typer.Option("--data", help="class-per-folder directory, .tar.gz, MedMNIST .npz or MNIST idx file")],
         classifier: Annotated[str, typer.Option("--classifier", help="classifier name")] = "vit",
-        split: Annotated[str, typer.Option("--split", help="val | test | train (seed-0 split spec) | all")] = "all",
+        split: Annotated[
+            str | None,
+            typer.Option("--split", help="val | train (the patient split of a training folder) | all; default: val of the model's training folder, else all"),
+        ] = None,
         limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
         batch_size: Annotated[int, typer.Option("--batch-size")] = 100,
         purifier: Annotated[str, typer.Option("--purifier", help="purify every image first: NAME or NAME:k=v,... (see 'purifylab purifiers')")] = "none",

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from core.data import describe, load_dataset, make_splits
+from core.data.groups import group_images
 
 
 def describe_command(
@@ -30,21 +31,24 @@ def split_command(
     path: Annotated[Path, typer.Argument(help="Data folder or file to split.")],
     out: Annotated[Path, typer.Option(help="Where to write the split (JSON).")],
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same split.")] = 0,
-    val: Annotated[float, typer.Option(help="Fraction of each class for validation.")] = 0.1,
-    test: Annotated[float, typer.Option(help="Fraction of each class for test.")] = 0.1,
+    val: Annotated[float, typer.Option(help="Fraction of each class for validation (whole patients).")] = 0.1,
+    test: Annotated[float, typer.Option(help="Fraction of each class for test (whole patients).")] = 0.1,
     split: Annotated[str | None, typer.Option(help="Split to read (npz key prefix or split folder).")] = None,
     size: Annotated[
         int | None, typer.Option(help="Resize before comparing pixels; needed only for mixed image sizes.")
     ] = None,
 ) -> None:
-    """Remove pixel-identical duplicates, then split stratified per class and save the split."""
+    """Remove pixel-identical duplicates, then split whole patients stratified per class and save the split.
+
+    Patients come from a groups.csv (path,group) in the folder, else the Kermany file names, else
+    each image is its own group (with a warning)."""
     image_set = load_dataset(path, split=split, size=size, progress=True)
-    spec = make_splits(image_set, val=val, test=test, seed=seed)
+    spec = make_splits(image_set, val=val, test=test, seed=seed, grouping=group_images(image_set.sources, path))
     spec.save(out)
     counts = ", ".join(f"{name} {len(indices):,}" for name, indices in spec.indices.items())
     typer.echo(
         f"{len(image_set):,} images ({len(image_set.skipped)} undecodable skipped), "
-        f"{len(spec.duplicates_removed)} duplicates removed -> {counts}; "
+        f"{len(spec.duplicates_removed)} duplicates removed, {spec.group_count:,} groups ({spec.grouping}) -> {counts}; "
         f"data hash {spec.data_hash[:12]}; written to {out}"
     )
 

@@ -9,6 +9,7 @@ from core.data.sources import list_items, load_dataset, read_idx
 from core.data.splits import (
     SplitSpec,
     data_hash,
+    data_hash_of_folder,
     dedupe,
     find_duplicates,
     make_splits,
@@ -26,6 +27,7 @@ __all__ = [
     "ImageSetDataset",
     "SplitSpec",
     "data_hash",
+    "data_hash_of_folder",
     "dedupe",
     "describe",
     "find_duplicates",

@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA_DIR = Path(os.environ.get("PURIFYLAB_DATA", REPO_ROOT.parent / "shared" / "data"))
 XRAY_TRAIN_DIR = SHARED_DATA_DIR / "chest_xray_pneumonia" / "train"
+# The official test cohort (other patients): where X-ray figures are reported, never where choices are made.
+XRAY_TEST_DIR = SHARED_DATA_DIR / "chest_xray_pneumonia" / "test"
 MNIST_FILE = SHARED_DATA_DIR / "mnist" / "t10k-images-idx3-ubyte.gz"
 CIFAR10_FILE = SHARED_DATA_DIR / "cifar10_test_jpeg_q75" / "cifar10_test_jpegs.tar.gz"
 
@@ -28,6 +30,12 @@ def dataset_of(name: str) -> str:
 def default_data_for(name: str) -> Path:
     """The data set a model or training preset is trained on by default."""
     return DATASET_FILES[dataset_of(name)]
+
+
+def report_data_for(name: str) -> Path | None:
+    """Where a model's figures are reported: the X-ray test cohort when it is here; None for the
+    papers' sets, whose reporting split is carved from the one file (split "val")."""
+    return XRAY_TEST_DIR if dataset_of(name) == "xray" and XRAY_TEST_DIR.is_dir() else None
 
 
 def portable_path(path: str | Path) -> str:

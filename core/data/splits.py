@@ -1,8 +1,10 @@
-"""Duplicate removal and deterministic stratified splits.
+"""Duplicate removal and deterministic stratified splits by patient.
 
-Pixel-identical images in two splits leak the answer from training into evaluation (the Kermany
-train set has such groups), so `make_splits` removes duplicates before splitting, and the saved
-`SplitSpec` pins the exact data it was made from through a hash of the sorted source list.
+Two images of one patient on both sides of a split leak the answer from training into evaluation
+(the Kermany train folder holds up to 30 images per child), and so do pixel-identical images. So
+`make_splits` removes duplicates, then assigns whole groups (patients, see `core.data.groups`) to
+the splits, stratified by class; the saved `SplitSpec` pins the exact data it was made from
+through a hash of the sorted source list.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
 from core.data.imageset import ImageSet
 from core.errors import PurifyLabError
 
 SPLIT_NAMES = ("train", "val", "test")
+# Version 2 splits by patient; version-1 files (by image, before patients were known) are refused.
+SPLIT_FORMAT = 2
 
 
 def pixel_digest(pixels: np.ndarray) -> str:
@@ -93,14 +98,58 @@ def stratified_split(
     }
 
 
+def stratified_group_split(
+    labels: Sequence[int] | np.ndarray | torch.Tensor,
+    groups: Sequence[str],
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Indices per split with every group on one side and each class near `fractions`.
+
+    The greedy rule of scikit-learn's StratifiedGroupKFold, written out for three unequal parts
+    (sklearn is not a dependency): groups are shuffled by `seed`, taken largest first, and each
+    goes to the split that most lacks its classes, splits of fraction 0 getting none.
+    """
+    fractions = _check_fractions(fractions)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(groups) != labels.size:
+        raise PurifyLabError(f"{labels.size} labels but {len(groups)} group ids")
+    names, group_index = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    class_count = int(labels.max()) + 1 if labels.size else 0
+    counts = np.zeros((len(names), class_count), dtype=np.int64)
+    np.add.at(counts, (group_index, labels), 1)
+    target = np.outer(fractions, counts.sum(axis=0)).astype(np.float64)
+    allocated = np.zeros_like(target)
+    open_splits = np.array([f > 0 for f in fractions])
+    order = np.random.default_rng(seed).permutation(len(names))
+    order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]
+    split_of_group = np.empty(len(names), dtype=np.int64)
+    for group in order:
+        need = (target - allocated) @ counts[group]
+        need[~open_splits] = -np.inf
+        chosen = int(np.argmax(need))
+        split_of_group[group] = chosen
+        allocated[chosen] += counts[group]
+    split_of_item = split_of_group[group_index]
+    return {name: np.flatnonzero(split_of_item == i) for i, name in enumerate(SPLIT_NAMES)}
+
+
 def data_hash(image_set: ImageSet) -> str:
     """sha256 of the sorted source list: names the exact data a split or a model was made from."""
     return hashlib.sha256("\n".join(sorted(image_set.sources)).encode()).hexdigest()
 
 
+def data_hash_of_folder(path: str | Path) -> str:
+    """`data_hash` from the file list alone, without decoding a pixel (a cheap identity check)."""
+    from core.data.sources import list_items
+
+    return hashlib.sha256("\n".join(sorted(item.source for item in list_items(path, None).items)).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class SplitSpec:
-    """A reproducible split: indices into the ImageSet whose `data_hash` matches, duplicates left out."""
+    """A reproducible split: indices into the ImageSet whose `data_hash` matches, duplicates left out,
+    no group (patient) on two sides."""
 
     seed: int
     fractions: dict[str, float]
@@ -109,6 +158,9 @@ class SplitSpec:
     item_count: int
     classes: tuple[str, ...]
     duplicates_removed: tuple[int, ...]
+    grouping: str  # how group ids were derived (core.data.groups)
+    group_count: int
+    format: int = SPLIT_FORMAT
 
     def to_json(self) -> str:
         """One line per field (and per split), so the file stays short and diffs stay readable."""
@@ -125,6 +177,11 @@ class SplitSpec:
     def from_json(cls, text: str) -> SplitSpec:
         try:
             raw = json.loads(text)
+            if raw.get("format", 1) != SPLIT_FORMAT:
+                raise PurifyLabError(
+                    f"this split file (format {raw.get('format', 1)}) was made image by image, so one patient can sit on "
+                    "both sides; make a new one by patient with `purifylab data split`"
+                )
             return cls(
                 seed=int(raw["seed"]),
                 fractions={str(k): float(v) for k, v in raw["fractions"].items()},
@@ -133,6 +190,8 @@ class SplitSpec:
                 item_count=int(raw["item_count"]),
                 classes=tuple(str(c) for c in raw["classes"]),
                 duplicates_removed=tuple(int(i) for i in raw["duplicates_removed"]),
+                grouping=str(raw["grouping"]),
+                group_count=int(raw["group_count"]),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise PurifyLabError(f"not a split file: {type(error).__name__} {error}") from None
@@ -161,11 +220,22 @@ class SplitSpec:
         return {name: image_set.subset(list(indices)) for name, indices in self.indices.items()}
 
 
-def make_splits(image_set: ImageSet, val: float = 0.1, test: float = 0.1, seed: int = 0) -> SplitSpec:
-    """Dedupe, then split stratified per class; indices refer to `image_set` itself."""
+def make_splits(
+    image_set: ImageSet, val: float = 0.1, test: float = 0.1, seed: int = 0, grouping: Grouping | None = None
+) -> SplitSpec:
+    """Dedupe, then split whole groups stratified per class; indices refer to `image_set` itself.
+
+    `grouping` defaults to the file-name rule over the image set's sources (`core.data.groups`)."""
     fractions = _check_fractions((1.0 - val - test, val, test))
+    grouping = grouping if grouping is not None else group_images(image_set.sources)
     kept, removed = _first_of_each_group(image_set)
-    parts = stratified_split(image_set.labels.numpy()[kept], fractions, seed)
+    kept_groups = [grouping.ids[i] for i in kept]
+    kept_labels = image_set.labels.numpy()[kept]
+    if grouping.rule == ONE_GROUP_PER_IMAGE:
+        # The same thing for singleton groups, kept so that image-level splits made before stay identical.
+        parts = stratified_split(kept_labels, fractions, seed)
+    else:
+        parts = stratified_group_split(kept_labels, kept_groups, fractions, seed)
     return SplitSpec(
         seed=seed,
         fractions=dict(zip(SPLIT_NAMES, fractions, strict=True)),
@@ -174,4 +244,6 @@ def make_splits(image_set: ImageSet, val: float = 0.1, test: float = 0.1, seed: 
         item_count=len(image_set),
         classes=image_set.classes,
         duplicates_removed=tuple(removed),
+        grouping=grouping.rule,
+        group_count=len(set(kept_groups)),
     )

@@ -16,11 +16,11 @@ from typing import Any
 import yaml
 
 from core.attacks import THREAT_MODELS, AttackConfig
-from core.data.locations import XRAY_TRAIN_DIR
+from core.data.locations import XRAY_TEST_DIR
 from core.errors import PurifyLabError
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
-DEFAULT_DATA = str(XRAY_TRAIN_DIR)
+DEFAULT_DATA = str(XRAY_TEST_DIR)  # X-ray tables report on the test cohort
 SWEEP_KINDS = ("tstar", "depth")
 
 

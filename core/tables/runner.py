@@ -21,7 +21,8 @@ import torch
 
 from core.attacks import THREAT_MODELS, AttackConfig, craft
 from core.errors import PurifyLabError
-from core.evaluate import LoadedSplit, attack_budget, build_purifier, load_split, robust_run, run_metrics
+from core.data.loading import LoadedSplit, load_split
+from core.evaluate import attack_budget, build_purifier, robust_run, run_metrics
 from core.metrics import auroc
 from core.models import create_classifier, weights_path_for
 from core.purifiers.cold import COLD_WEIGHTS_STEM

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from core.data.locations import XRAY_TRAIN_DIR
 from core.errors import PurifyLabError, check_range
-from core.evaluate import load_splits
+from core.data.loading import load_splits
 from core.purifiers.blur_degradation import BlurDegradation, BlurSchedule
 from core.purifiers.cold import (
     COLD_WEIGHTS_STEM,

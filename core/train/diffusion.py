@@ -217,7 +217,7 @@ def train_diffusion(
     from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
 
-    from core.evaluate import load_splits
+    from core.data.loading import load_splits
 
     config.validate()
     if config.threads is not None:

@@ -1,0 +1,72 @@
+"""Which images belong to one patient, so that a split never puts a patient on two sides.
+
+Three sources, in order: a `groups.csv` (columns path, group) shipped at the data set's root; the
+Kermany file-name rule; otherwise each image is its own group, with a warning, because a split
+that cannot see patients can leak them.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from core.errors import PurifyLabError
+
+GROUPS_FILE = "groups.csv"
+ONE_GROUP_PER_IMAGE = "one group per image"
+# Kermany et al.: PNEUMONIA files are personN_{bacteria|virus}_M[_K].jpeg (patient personN); NORMAL
+# files are [NORMAL2-]IM-NNNN-MMMM[-KKKK].jpeg (patient [NORMAL2-]IM-NNNN).
+_KERMANY = (re.compile(r"^(person\d+)_(?:bacteria|virus)_\d+(?:_\d+)?$"), re.compile(r"^((?:NORMAL\d+-)?IM-\d+)(?:-\d+){1,2}$"))
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """A group id per image (aligned with the image set's sources) and the rule that gave them."""
+
+    ids: tuple[str, ...]
+    rule: str  # GROUPS_FILE, "kermany file names" or ONE_GROUP_PER_IMAGE
+
+
+def kermany_patient(source: str) -> str | None:
+    """The patient id in a Kermany file name (class folder kept, since the series differ), or None."""
+    path = PurePosixPath(source)
+    for pattern in _KERMANY:
+        match = pattern.match(path.stem)
+        if match:
+            return f"{path.parent.name}/{match.group(1)}"
+    return None
+
+
+def _read_groups_file(path: Path, sources: Sequence[str]) -> tuple[str, ...]:
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise PurifyLabError(f"cannot read {path}: {error}") from None
+    if rows and not {"path", "group"} <= set(rows[0]):
+        raise PurifyLabError(f"{path} must have the columns path,group; it has {','.join(rows[0])}")
+    group_of = {row["path"]: row["group"] for row in rows}
+    missing = [source for source in sources if source not in group_of]
+    if missing:
+        raise PurifyLabError(f"{path} names no group for {len(missing)} image(s), e.g. {missing[0]}")
+    return tuple(group_of[source] for source in sources)
+
+
+def group_images(sources: Sequence[str], root: str | Path | None = None) -> Grouping:
+    """Group ids for `sources` (paths relative to `root`, as an ImageSet records them)."""
+    groups_file = Path(root) / GROUPS_FILE if root is not None and Path(root).is_dir() else None
+    if groups_file is not None and groups_file.is_file():
+        return Grouping(_read_groups_file(groups_file, sources), GROUPS_FILE)
+    patients = [kermany_patient(source) for source in sources]
+    if sources and all(patient is not None for patient in patients):
+        return Grouping(tuple(patients), "kermany file names")
+    warnings.warn(
+        f"no patient ids for these {len(sources)} images (no {GROUPS_FILE}, file names not in a known pattern): "
+        "each image is its own group, so a patient with several images may sit on both sides of a split",
+        stacklevel=2,
+    )
+    return Grouping(tuple(sources), ONE_GROUP_PER_IMAGE)

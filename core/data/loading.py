@@ -1,0 +1,85 @@
+"""The project's split of a data folder, loaded: what trainers, evaluation and tables all read.
+
+A folder of patients (the Kermany train folder, whose test cohort is a folder of its own) is cut
+by patient into train 85 % / val 15 %: validation is where epochs, thresholds, temperatures and t*
+are chosen, and the separate test folder, read whole as split "all", is where figures are reported.
+The papers' MNIST and CIFAR-10 sets, single images carved from one test set, keep 80/10/10.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.data.cache import REPO_CACHE_DIR
+from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
+from core.data.imageset import ImageSet
+from core.data.sources import load_dataset
+from core.data.splits import SplitSpec, make_splits
+from core.errors import PurifyLabError
+
+SPLITS = ("train", "val", "test", "all")
+SPLIT_SEED = 0
+PATIENT_FRACTIONS = {"val": 0.15, "test": 0.0}
+IMAGE_FRACTIONS = {"val": 0.1, "test": 0.1}
+
+
+@dataclass(frozen=True)
+class LoadedSplit:
+    images: torch.Tensor  # uint8 (N, C, S, S); `floats()` gives the [0, 1] core boundary
+    labels: torch.Tensor  # int64 (N,)
+    classes: tuple[str, ...]
+    data_hash: str  # of the whole folder the split was cut from
+    split: str
+    sources: tuple[str, ...] = ()
+
+    def floats(self) -> torch.Tensor:
+        """The images as float32 in [0, 1], NCHW."""
+        return self.images.float().div(255.0)
+
+
+def project_split(image_set: ImageSet, grouping: Grouping) -> SplitSpec:
+    """The one split used across the project (seed 0): by patient where patients are known."""
+    by_image = grouping.rule == ONE_GROUP_PER_IMAGE
+    fractions = IMAGE_FRACTIONS if by_image else PATIENT_FRACTIONS
+    return make_splits(image_set, val=fractions["val"], test=fractions["test"], seed=SPLIT_SEED, grouping=grouping)
+
+
+def load_splits(
+    data_dir: str | Path, splits: tuple[str, ...], image_size: int, limit: int | None = None, progress: bool = False,
+    *, channels: int = 1,
+) -> dict[str, LoadedSplit]:
+    """Images of splits of the project split ("all" = every image), resized explicitly to image_size,
+    as `channels` (1 = grey, 3 = RGB).
+
+    The folder is decoded once for all requested splits; `limit` keeps N evenly spaced images of
+    each split, so a limited run sees a class-balanced-as-the-split subset of the same split.
+    """
+    unknown = [split for split in splits if split not in SPLITS]
+    if unknown:
+        raise PurifyLabError(f"split '{unknown[0]}' is unknown; choose one of: {', '.join(SPLITS)}")
+    if limit is not None and limit < 1:
+        raise PurifyLabError(f"limit must be a positive number of images, got {limit}")
+    image_set = load_dataset(data_dir, size=image_size, channels=channels, progress=progress, cache_dir=REPO_CACHE_DIR)
+    spec = project_split(image_set, group_images(image_set.sources, data_dir))
+    loaded = {}
+    for split in splits:
+        indices = np.arange(len(image_set)) if split == "all" else np.asarray(spec.indices[split])
+        if limit is not None and limit < indices.size:
+            # Evenly spaced through the (class-ordered) split, so a limited subset keeps both classes.
+            indices = indices[np.linspace(0, indices.size - 1, limit).round().astype(np.int64)]
+        if indices.size == 0:
+            hint = "; a patient folder is cut train/val only: evaluate a separate test folder with split 'all'" if split == "test" else ""
+            raise PurifyLabError(f"split '{split}' of {data_dir} holds no images{hint}")
+        subset = image_set.subset(indices)
+        loaded[split] = LoadedSplit(subset.images, subset.labels, subset.classes, spec.data_hash, split, subset.sources)
+    return loaded
+
+
+def load_split(
+    data_dir: str | Path, split: str, image_size: int, limit: int | None = None, progress: bool = False, *, channels: int = 1
+) -> LoadedSplit:
+    return load_splits(data_dir, (split,), image_size, limit, progress, channels=channels)[split]
