@@ -1,7 +1,11 @@
-"""Classification metrics for the imbalanced (1 : 2.9) X-ray task, with seeded bootstrap intervals.
+"""Classification metrics for the imbalanced (1 : 2.9) X-ray task, with 95 % intervals.
 
-Plain accuracy rewards always answering PNEUMONIA (74 %), so balanced accuracy, AUROC and per-class
-sensitivity are reported beside it. AUROC is the Mann-Whitney rank statistic (ties get average ranks),
+Plain accuracy rewards always answering PNEUMONIA (74 %), so balanced accuracy, AUROC, per-class
+sensitivity and the expected calibration error are reported beside it. Proportions (accuracy,
+each class's sensitivity) get exact Clopper-Pearson intervals, which stay honest at small n where a
+bootstrap of 8 correct answers collapses to [1, 1]; balanced accuracy gets the mean of per-class
+Clopper-Pearson bounds at 97.5 % each (Bonferroni, so at least 95 % together); AUROC gets a seeded
+percentile bootstrap. AUROC is the Mann-Whitney rank statistic (ties get average ranks),
 computed for all bootstrap resamples at once; with more than two classes (MNIST, CIFAR-10) it is the
 macro average of the one-vs-rest AUROCs.
 """
@@ -12,7 +16,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import beta, rankdata
 
 from core.errors import PurifyLabError
 
@@ -28,6 +32,8 @@ class ClassificationMetrics:
     sensitivity: dict[str, float]
     confidence_95: dict[str, list[float | None]] = field(default_factory=dict)
     bootstrap_samples: int = 0
+    specificity: float | None = None  # two classes: recall of class 0 (NORMAL), the negatives
+    ece: float | None = None  # expected calibration error of the top-class confidence, 15 bins
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +74,29 @@ def _defined(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact binomial interval for a proportion; (0, 1) when there are no trials."""
+    if trials == 0:
+        return 0.0, 1.0
+    tail = (1 - confidence) / 2
+    low = 0.0 if successes == 0 else float(beta.ppf(tail, successes, trials - successes + 1))
+    high = 1.0 if successes == trials else float(beta.ppf(1 - tail, successes + 1, trials - successes))
+    return low, high
+
+
+def expected_calibration_error(labels, probabilities, bins: int = 15) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by their share of images."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
+    confidence, correct = probabilities.max(1), probabilities.argmax(1) == labels
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)
+
+
 def accuracy(labels, predictions) -> float:
     return float(np.mean(np.asarray(labels) == np.asarray(predictions)))
 
@@ -86,7 +115,7 @@ def auroc(labels, scores) -> float:
 def classification_metrics(
     labels, probabilities, bootstrap: int = 1000, seed: int = 0, class_names: tuple[str, ...] | None = None
 ) -> ClassificationMetrics:
-    """Metrics from labels (n,) and class probabilities (n, K); 95 % percentile bootstrap intervals.
+    """Metrics from labels (n,) and class probabilities (n, K), with the 95 % intervals of the module doc.
 
     class_names defaults to (NORMAL, PNEUMONIA) for two columns and to "0".."K-1" otherwise."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -100,23 +129,23 @@ def classification_metrics(
         )
     predictions = probabilities.argmax(1)
     recall = _per_class_recall(labels, predictions, len(class_names))
-    intervals: dict[str, list[float]] = {}
+    present = [c for c in range(len(class_names)) if (labels == c).any()]
+    intervals: dict[str, list[float | None]] = {"accuracy": list(clopper_pearson(int((labels == predictions).sum()), labels.size))}
+    per_class_confidence = 1 - 0.05 / max(len(present), 1)
+    bounds = []
+    for cls, name in enumerate(class_names):
+        members = labels == cls
+        hits = int((members & (predictions == cls)).sum())
+        intervals[f"sensitivity_{name}"] = list(clopper_pearson(hits, int(members.sum()))) if members.any() else [None, None]
+        if members.any():
+            bounds.append(clopper_pearson(hits, int(members.sum()), per_class_confidence))
+    intervals["balanced_accuracy"] = [float(np.mean([b[0] for b in bounds])), float(np.mean([b[1] for b in bounds]))]
     if bootstrap > 0:
         rng = np.random.default_rng(seed)
         index = rng.integers(0, labels.size, size=(bootstrap, labels.size))
-        boot_labels, boot_predictions = labels[index], predictions[index]
-        boot_recall = _per_class_recall(boot_labels, boot_predictions, len(class_names))
-        present = np.stack([(boot_labels == c).any(-1) for c in range(len(class_names))], -1)
-        resampled = {
-            "accuracy": (boot_labels == boot_predictions).mean(-1),
-            "balanced_accuracy": np.where(present, boot_recall, 0).sum(-1) / np.maximum(present.sum(-1), 1),
-            "auroc": _class_auroc(boot_labels, probabilities[index]),
-        }
-        for cls, name in enumerate(class_names):
-            resampled[f"sensitivity_{name}"] = np.where(present[:, cls], boot_recall[:, cls], np.nan)
-        for key, values in resampled.items():
-            low, high = np.nanpercentile(values, [2.5, 97.5]) if np.isfinite(values).any() else (np.nan, np.nan)
-            intervals[key] = [_defined(low), _defined(high)]
+        values = _class_auroc(labels[index], probabilities[index])
+        low, high = np.nanpercentile(values, [2.5, 97.5]) if np.isfinite(values).any() else (np.nan, np.nan)
+        intervals["auroc"] = [_defined(low), _defined(high)]
     return ClassificationMetrics(
         n=int(labels.size),
         accuracy=accuracy(labels, predictions),
@@ -125,4 +154,6 @@ def classification_metrics(
         sensitivity={name: float(recall[cls]) for cls, name in enumerate(class_names)},
         confidence_95=intervals,
         bootstrap_samples=int(bootstrap),
+        specificity=float(recall[0]) if len(class_names) == 2 and (labels == 0).any() else None,
+        ece=expected_calibration_error(labels, probabilities),
     )

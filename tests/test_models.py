@@ -12,6 +12,7 @@ from core.weights import save_weights
 TINY = {
     "vit": dict(image_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2),
     "vit_at": dict(image_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2),
+    "resnet": dict(image_size=32, widths=(4, 8, 8, 8), layers=(1, 1, 1, 1)),
     "sevit": dict(image_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_heads=2),
     "student_cnn": dict(image_size=32, widths=(4, 8, 8, 8)),
     "substitute": dict(image_size=32, widths=(4, 8, 8)),
@@ -166,3 +167,22 @@ def test_pickled_weights_are_refused(tmp_path, filename):
     path.with_suffix(".json").write_text('{"architecture": {}}')
     with pytest.raises(PurifyLabError, match="refusing"):
         create_classifier("vit", weights=path)
+
+
+def test_calibration_divides_by_the_temperature_and_moves_the_decision_to_the_threshold(tmp_path):
+    torch.manual_seed(0)
+    model = create_classifier("student_cnn", pretrained=False, **TINY["student_cnn"]).eval()
+    x = torch.rand(64, 1, 32, 32)
+    raw = model(x)
+    model.calibrate(2.0, 0.8)
+    calibrated = model(x)
+    scaled = torch.softmax(raw / 2.0, dim=1)[:, 1]
+    assert torch.equal(calibrated.argmax(1), (scaled > 0.8).long())
+    assert torch.allclose(calibrated[:, 1] - calibrated[:, 0], (raw[:, 1] - raw[:, 0]) / 2.0 - torch.log(torch.tensor(4.0)), atol=1e-5)
+    save_weights(model, tmp_path / "s.safetensors", {"architecture": model.architecture, "calibration": {"temperature": 2.0, "threshold": 0.8}})
+    reloaded = create_classifier("student_cnn", weights=tmp_path / "s.safetensors")
+    assert (reloaded.temperature, reloaded.threshold) == (2.0, 0.8)
+    with pytest.raises(PurifyLabError, match="temperature must be > 0"):
+        model.calibrate(0.0)
+    with pytest.raises(PurifyLabError, match="threshold"):
+        create_classifier("mnist_cnn", pretrained=False).calibrate(1.0, 0.5)

@@ -15,6 +15,7 @@ from typing import Any
 from core.errors import PurifyLabError
 from core.models.base import XrayClassifier
 from core.models.cnn import StudentCNN, SubstituteCNN
+from core.models.resnet import XrayResNet
 from core.models.sevit import SEViT
 from core.models.vit import XrayViT
 from core.registry import Registry
@@ -57,13 +58,25 @@ def _build(
     card = read_card(path)
     model = cls(**_architecture(card, name, overrides))
     load_weights(model, path)
+    return _with_card(model, card)
+
+
+def _with_card(model: XrayClassifier, card: dict) -> XrayClassifier:
+    """The card's facts applied to the loaded network: the card itself and its calibration, if any."""
     model.card = card
+    calibration = card.get("calibration") or {}
+    model.calibrate(calibration.get("temperature", 1.0), calibration.get("threshold"))
     return model.eval()
 
 
 @classifiers.register("vit", "Vision Transformer (timm), 1-channel, trained from scratch on chest X-rays")
 def vit(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
     return _build("vit", XrayViT, pretrained, weights, overrides)
+
+
+@classifiers.register("resnet", "ResNet-18 layout (timm) at quarter width, 1-channel, trained from scratch on chest X-rays")
+def resnet(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
+    return _build("resnet", XrayResNet, pretrained, weights, overrides)
 
 
 @classifiers.register("vit_at", "the same ViT, PGD adversarially trained (L-inf, eps 0.03)")
@@ -129,8 +142,7 @@ def sevit(
     architecture = _architecture(card, "sevit", head_options)
     model = SEViT(backbone, architecture["mlp_heads"], combine, architecture["token_dim"], architecture["hidden"])
     load_weights(model.heads, path)
-    model.card = card
-    return model.eval()
+    return _with_card(model, card)
 
 
 def create_classifier(name: str, pretrained: bool = True, **overrides) -> XrayClassifier:
@@ -142,4 +154,4 @@ def list_classifiers() -> dict[str, str]:
     return classifiers.describe()
 
 
-__all__ = ["XrayClassifier", "XrayViT", "SEViT", "StudentCNN", "SubstituteCNN", "create_classifier", "list_classifiers", "weights_path_for"]
+__all__ = ["XrayClassifier", "XrayViT", "XrayResNet", "SEViT", "StudentCNN", "SubstituteCNN", "create_classifier", "list_classifiers", "weights_path_for"]

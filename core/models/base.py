@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -31,6 +32,27 @@ class XrayClassifier(nn.Module):
         self.num_classes = int(num_classes)
         self.architecture = dict(architecture, in_channels=self.in_channels, num_classes=self.num_classes)
         self.card: dict | None = None
+        self.temperature = 1.0
+        self.threshold: float | None = None
+
+    def calibrate(self, temperature: float = 1.0, threshold: float | None = None) -> None:
+        """Post-hoc calibration chosen on validation, applied inside `forward` so that every consumer
+        (attacks, purifier evaluation, the app) reads the same decision: logits are divided by
+        `temperature`, and for two classes class 1's logit is shifted so that argmax answers class 1
+        exactly when its temperature-scaled probability exceeds `threshold`."""
+        if not temperature > 0:
+            raise PurifyLabError(f"temperature must be > 0, got {temperature}")
+        if threshold is not None and (self.num_classes != 2 or not 0 < threshold < 1):
+            raise PurifyLabError(f"a decision threshold needs two classes and a value in (0, 1), got {threshold}")
+        self.temperature, self.threshold = float(temperature), None if threshold is None else float(threshold)
+
+    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits / self.temperature
+        if self.threshold is None:
+            return logits
+        shift = torch.zeros(self.num_classes, dtype=logits.dtype, device=logits.device)
+        shift[1] = math.log(self.threshold / (1 - self.threshold))
+        return logits - shift
 
     def check_input(self, x: torch.Tensor) -> None:
         expected = (self.in_channels, self.image_size, self.image_size)
@@ -46,7 +68,7 @@ class XrayClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        return self.logits(self.normalise(x))
+        return self.calibrated(self.logits(self.normalise(x)))
 
     def logits(self, x_normalised: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

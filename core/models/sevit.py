@@ -82,10 +82,10 @@ class SEViT(XrayClassifier):
         probabilities = torch.stack([F.softmax(z, dim=1) for z in self.member_logits(x)])  # (M+1, N, K)
         mean = probabilities.mean(0)
         if self.combine == "average":
-            return torch.log(mean.clamp_min(1e-12))
+            return self.calibrated(torch.log(mean.clamp_min(1e-12)))
         votes = F.one_hot(probabilities.argmax(2), self.num_classes).sum(0).to(mean.dtype)
         score = votes + mean
-        return torch.log(score / score.sum(1, keepdim=True))
+        return self.calibrated(torch.log(score / score.sum(1, keepdim=True)))
 
     @torch.no_grad()
     def detection_score(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,14 +24,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms.functional import gaussian_blur
 from tqdm import tqdm
 
+from core.calibration import balanced_threshold, fit_temperature
+from core.data.loading import PATIENT_FRACTIONS, SPLIT_SEED, load_splits
+from core.data.locations import report_data_for
 from core.errors import PurifyLabError
-from core.evaluate import (
-    SPLIT_SEED,
-    EvaluationConfig,
-    evaluate,
-    load_splits,
-    predict_probabilities,
-)
+from core.evaluate import EvaluationConfig, evaluate, predict_probabilities
 from core.metrics import classification_metrics
 from core.models import SEViT, XrayClassifier, create_classifier, list_classifiers
 from core.train.checkpoint import optimizer_tensors, restore_optimizer
@@ -57,6 +54,13 @@ class TrainConfig:
     scale: float = 0.05
     brightness: float = 0.1
     contrast: float = 0.1
+    # Acquisition shift (another hospital, device, period): random resized crops keeping at least
+    # `crop_area` of the image (1 = off, then `scale` zooms), gamma in [e^-g, e^g], a blur or sharpen
+    # on `blur_sharpen` of the images, Gaussian noise of std up to `noise`.
+    crop_area: float = 1.0
+    gamma: float = 0.0
+    blur_sharpen: float = 0.0
+    noise: float = 0.0
     # Off by default: a chest X-ray has a side (heart on the patient's left, markers, tubes), so a
     # mirrored radiograph is an anatomically different image, not the same one seen again.
     horizontal_flip: bool = False
@@ -74,6 +78,10 @@ class TrainConfig:
     # untrained ones instead, for smoke tests of the loop where no matching weights exist.
     use_shipped_weights: bool = True
     noise_augment: float | None = None  # purifier-aware: max Gaussian noise std on noised/blurred copies
+    # "best": the epoch of best validation balanced accuracy; "last": a fixed schedule, for when
+    # validation (same cohort as training) says little about a new cohort and jumps between epochs.
+    select_epoch: str = "best"
+    calibrate: bool = True  # fit a temperature and a decision threshold on validation (two classes)
     # Wall-clock budget: the cosine schedule anneals by whichever runs out first, steps or time, so a
     # run cut short on a busy CPU still ends at a low learning rate; training stops when it is spent.
     max_minutes: float | None = None
@@ -98,6 +106,13 @@ class TrainConfig:
             raise PurifyLabError(f"adversarial eps must be in (0, 0.3] ([0, 1] pixel scale), got {self.adversarial_eps}")
         if not 0 <= self.adversarial_warmup_epochs < self.epochs:
             raise PurifyLabError(f"adversarial_warmup_epochs must be in [0, epochs={self.epochs}), got {self.adversarial_warmup_epochs}")
+        if self.select_epoch not in ("best", "last"):
+            raise PurifyLabError(f"select_epoch must be 'best' or 'last', got '{self.select_epoch}'")
+        if not 0 < self.crop_area <= 1:
+            raise PurifyLabError(f"crop_area must be in (0, 1], got {self.crop_area}")
+        for name in ("gamma", "blur_sharpen", "noise"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise PurifyLabError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.noise_augment is not None and not 0 < self.noise_augment <= 0.5:
             raise PurifyLabError(f"noise_augment std must be in (0, 0.5], got {self.noise_augment}")
         for option in ("distill_from", "init_from"):
@@ -109,6 +124,7 @@ class TrainConfig:
 
 _TINY_ARCHITECTURE = {
     "vit": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2),
+    "resnet": dict(widths=(4, 8, 8, 8), layers=(1, 1, 1, 1)),
     "vit_at": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2),
     "sevit": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_heads=2),
     "student_cnn": dict(widths=(8, 16, 16, 16)),
@@ -128,14 +144,21 @@ _CIFAR10_AT = dict(
 _MNIST_AT = dict(
     _MNIST, init_from="mnist_cnn", adversarial_eps=0.3, adversarial_steps=7, adversarial_alpha=0.1, adversarial_warmup_epochs=2,
 )
+# X-rays from another cohort (the official test patients) differ in exposure, cropping, sharpness
+# and noise: augment for that, train a fixed schedule and keep its last epoch (see select_epoch).
+_SHIFT = dict(
+    crop_area=0.6, rotation_degrees=10.0, shift=0.0, brightness=0.15, contrast=0.2, gamma=0.3, blur_sharpen=0.3,
+    noise=0.03, select_epoch="last",
+)
 _CPU = {
-    "vit": dict(epochs=40, batch_size=64, lr=1e-3, weight_decay=0.05, max_minutes=45),
-    "student_cnn": dict(epochs=8, batch_size=64, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, distill_from="vit", max_minutes=12),
-    "sevit": dict(epochs=6, batch_size=64, lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2, max_minutes=10),
-    "substitute": dict(epochs=8, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=0.5, seed=1, max_minutes=10),
+    "vit": dict(_SHIFT, epochs=40, batch_size=64, lr=1e-3, weight_decay=0.05, label_smoothing=0.1, max_minutes=45),
+    "resnet": dict(_SHIFT, epochs=16, batch_size=64, lr=2e-3, weight_decay=5e-4, label_smoothing=0.1, max_minutes=40),
+    "student_cnn": dict(_SHIFT, epochs=12, batch_size=64, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, distill_from="resnet", temperature=2.0, max_minutes=20),
+    "sevit": dict(_SHIFT, epochs=6, batch_size=64, lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2, max_minutes=15),
+    "substitute": dict(_SHIFT, epochs=12, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=0.5, seed=1, max_minutes=15),
     "vit_at": dict(
-        epochs=12, batch_size=64, lr=1.5e-4, weight_decay=0.05, warmup_epochs=0.2, init_from="vit",
-        adversarial_eps=0.03, adversarial_steps=3, adversarial_alpha=0.01, adversarial_warmup_epochs=3, max_minutes=80,
+        _SHIFT, epochs=8, batch_size=64, lr=1.5e-4, weight_decay=0.05, warmup_epochs=0.2, init_from="vit",
+        adversarial_eps=0.03, adversarial_steps=3, adversarial_alpha=0.01, adversarial_warmup_epochs=2, max_minutes=45,
     ),
     "mnist_cnn": dict(_MNIST, epochs=15, batch_size=128, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, max_minutes=8),
     "mnist_cnn_at": dict(_MNIST_AT, epochs=10, batch_size=128, lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2, max_minutes=15),
@@ -143,12 +166,13 @@ _CPU = {
     "cifar10_cnn_at": dict(_CIFAR10_AT, epochs=8, batch_size=128, lr=1e-3, weight_decay=5e-4, warmup_epochs=0.2, max_minutes=15),
 }
 _GPU = {
-    "vit": dict(epochs=150, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_epochs=5),
-    "student_cnn": dict(epochs=60, batch_size=128, lr=3e-3, weight_decay=1e-4, distill_from="vit"),
-    "sevit": dict(epochs=20, batch_size=128, lr=1e-3, weight_decay=1e-4),
-    "substitute": dict(epochs=60, batch_size=128, lr=2e-3, weight_decay=1e-4, seed=1),
+    "vit": dict(_SHIFT, epochs=150, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_epochs=5, label_smoothing=0.1),
+    "resnet": dict(_SHIFT, epochs=60, batch_size=128, lr=2e-3, weight_decay=5e-4, warmup_epochs=2, label_smoothing=0.1),
+    "student_cnn": dict(_SHIFT, epochs=60, batch_size=128, lr=3e-3, weight_decay=1e-4, distill_from="resnet", temperature=2.0),
+    "sevit": dict(_SHIFT, epochs=20, batch_size=128, lr=1e-3, weight_decay=1e-4),
+    "substitute": dict(_SHIFT, epochs=60, batch_size=128, lr=2e-3, weight_decay=1e-4, seed=1),
     "vit_at": dict(
-        epochs=60, batch_size=128, lr=5e-4, weight_decay=0.05, warmup_epochs=5,
+        _SHIFT, epochs=60, batch_size=128, lr=5e-4, weight_decay=0.05, warmup_epochs=5,
         adversarial_eps=0.03, adversarial_steps=10, adversarial_alpha=0.0075, adversarial_warmup_epochs=5,
     ),
     "mnist_cnn": dict(_MNIST, epochs=40, batch_size=128, lr=3e-3, weight_decay=1e-4, warmup_epochs=1),
@@ -188,17 +212,25 @@ def preset(name: str, model: str, **overrides) -> TrainConfig:
 
 
 def augment_batch(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
-    """Small random affine (rotation, shift, scale) and brightness/contrast jitter, per image."""
+    """Per image: a random affine (rotation, shift, and a random resized crop or a zoom), then
+    brightness, contrast and gamma jitter, an occasional blur or sharpen, and Gaussian noise."""
     n = x.shape[0]
 
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(n, generator=generator).to(x.device)
 
     angle = uniform(-config.rotation_degrees, config.rotation_degrees) * math.pi / 180
-    scale = uniform(1 - config.scale, 1 + config.scale)
-    shift_x, shift_y = (uniform(-2 * config.shift, 2 * config.shift) for _ in range(2))  # grid spans [-1, 1]
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    if config.crop_area < 1:
+        area = uniform(config.crop_area, 1.0)
+        ratio = torch.exp(uniform(-math.log(4 / 3), math.log(4 / 3)))
+        scale_x, scale_y = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
+    else:
+        scale_x = scale_y = 1 / uniform(1 - config.scale, 1 + config.scale)
+    # the grid spans [-1, 1]: a crop of side s may move by up to 1 - s and stay inside the image
+    shift_x = uniform(-1.0, 1.0) * (1 - scale_x) + uniform(-2 * config.shift, 2 * config.shift)
+    shift_y = uniform(-1.0, 1.0) * (1 - scale_y) + uniform(-2 * config.shift, 2 * config.shift)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos * scale_x, -sin * scale_y, shift_x], 1), torch.stack([sin * scale_x, cos * scale_y, shift_y], 1)], 1)
     if config.horizontal_flip:
         flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0).to(x.device)
         theta[:, :, 0] = theta[:, :, 0] * flip[:, None]
@@ -207,7 +239,18 @@ def augment_batch(x: torch.Tensor, config: TrainConfig, generator: torch.Generat
     brightness = uniform(-config.brightness, config.brightness).view(n, 1, 1, 1)
     contrast = uniform(1 - config.contrast, 1 + config.contrast).view(n, 1, 1, 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return ((x - mean) * contrast + mean + brightness).clamp(0, 1)
+    x = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
+    if config.gamma > 0:
+        x = x.clamp_min(1e-6) ** torch.exp(uniform(-config.gamma, config.gamma)).view(n, 1, 1, 1)
+    if config.blur_sharpen > 0:
+        blurred = gaussian_blur(x, [5, 5], [0.3 + 0.9 * float(torch.rand(1, generator=generator))] * 2)
+        amount = uniform(-1.0, 1.0).view(n, 1, 1, 1)  # < 0 blurs towards `blurred`, > 0 sharpens away from it
+        chosen = (torch.rand(n, generator=generator) < config.blur_sharpen).to(x.device).view(n, 1, 1, 1)
+        x = torch.where(chosen, (x + amount * (x - blurred)).clamp(0, 1), x)
+    if config.noise > 0:
+        std = uniform(0.0, config.noise).view(n, 1, 1, 1)
+        x = (x + std * torch.randn(x.shape, generator=generator).to(x.device)).clamp(0, 1)
+    return x
 
 
 def noise_blur_batch(x: torch.Tensor, max_std: float, generator: torch.Generator) -> torch.Tensor:
@@ -424,7 +467,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             full_budget = attack is None or epoch >= config.adversarial_warmup_epochs
             auroc = -1.0 if metrics.auroc is None else metrics.auroc  # undefined on a one-class split
             better = (metrics.balanced_accuracy, auroc) > (best["balanced_accuracy"], best["auroc"])
-            if not full_budget or not best.get("full_budget") or better:
+            if config.select_epoch == "last" or not full_budget or not best.get("full_budget") or better:
                 best = {"balanced_accuracy": metrics.balanced_accuracy, "auroc": auroc, "epoch": epoch + 1, "full_budget": full_budget}
                 save_weights(_trainable(raw_model), out_dir / "best.safetensors", {"epoch": epoch + 1}, fp16=False)
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -438,7 +481,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             break
     if not main:
         return {}
-    return _publish(config, raw_model, data_dir, out_dir, history, best, out_of_time, elapsed(), train)
+    return _publish(config, raw_model, data_dir, out_dir, history, best, out_of_time, elapsed(), train, val)
 
 
 def _loss(model, raw_model, teacher, attack, x, labels, class_weights, config: TrainConfig) -> torch.Tensor:
@@ -456,11 +499,46 @@ def _loss(model, raw_model, teacher, attack, x, labels, class_weights, config: T
     return F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=config.label_smoothing)
 
 
-def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time, seconds, train) -> dict:
-    """Best epoch -> fp16 <model>.safetensors + card; the card's val metrics come from core.evaluate on the saved file."""
+def _fit_calibration(model: XrayClassifier, val) -> dict:
+    """Temperature (NLL) and then decision threshold (balanced accuracy) on the validation split."""
+    model.calibrate(1.0, None)
+    with torch.inference_mode():
+        logits = torch.cat([model(chunk.float().div(255.0)) for chunk in val.images.split(200)]).float()
+    temperature = fit_temperature(logits, val.labels)
+    probabilities = torch.softmax(logits / temperature, dim=1)[:, 1].numpy()
+    threshold = balanced_threshold(probabilities, val.labels.numpy())
+    return {
+        "temperature": round(temperature, 4),
+        "threshold": round(threshold, 4),
+        "fitted_on": f"val ({len(val.labels)} images, patients disjoint from train)",
+    }
+
+
+CARD_METRICS = ("n", "accuracy", "balanced_accuracy", "auroc", "sensitivity", "specificity", "ece", "confidence_95")
+
+
+def measure_card_metrics(name: str, weights: Path, data_dir: str | Path, limit: int | None = None, model: XrayClassifier | None = None) -> dict:
+    """`val_metrics` (the split choices were made on) and `test_metrics` (the reporting cohort, when
+    it is here), measured by core.evaluate on the saved file, as `purifylab evaluate` reproduces them."""
+    metrics = {}
+    report_dir = report_data_for(name)
+    for key, data, split in (("val_metrics", data_dir, "val"), ("test_metrics", report_dir, "all")):
+        if data is None:
+            continue
+        measured = evaluate(EvaluationConfig(data=str(data), classifier=name, split=split, limit=limit, weights=str(weights)), model=model)
+        metrics[key] = {metric: measured[metric] for metric in CARD_METRICS}
+        metrics[key].update(data=measured["data"], measured_by="core.evaluate on the fp16 weights")
+    return metrics
+
+
+def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time, seconds, train, val) -> dict:
+    """Best (or last) epoch -> calibration on val -> fp16 <model>.safetensors + card with val and test metrics."""
     load_weights(_trainable(model), out_dir / "best.safetensors")
     name = config.model
     target = out_dir / f"{name}.safetensors"
+    calibration = _fit_calibration(model, val) if config.calibrate and model.num_classes == 2 else None
+    if calibration is not None:
+        model.calibrate(calibration["temperature"], calibration["threshold"])
     card = {
         "name": name,
         "architecture": model.architecture,
@@ -470,29 +548,28 @@ def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time,
         "classes": list(train.classes),
         "training_kind": _training_kind(config),
         "training_config": asdict(config),
+        "calibration": calibration,
         "data": {
             "folder": Path(data_dir).name if Path(data_dir).name != "train" else "/".join(Path(data_dir).parts[-2:]),
             "data_hash": train.data_hash,
-            "split": "deduplicated, stratified 80/10/10",
+            "split": f"deduplicated; by patient, stratified, val {PATIENT_FRACTIONS['val']:.0%} (core.data.loading)",
             "split_seed": SPLIT_SEED,
             "train_images": int(len(train.labels)),
             "train_class_counts": torch.bincount(train.labels, minlength=len(train.classes)).tolist(),
+            "val_images": int(len(val.labels)),
         },
-        "best_epoch": best["epoch"],
+        "selected_epoch": best["epoch"],
+        "epoch_selection": config.select_epoch,
         "epochs_run": len(history),
         "stopped_by_time_budget": out_of_time,
         "training_seconds": round(seconds, 1),
+        "training_minutes": round(seconds / 60, 1),
         "torch_threads": torch.get_num_threads(),
     }
     if isinstance(model, SEViT):
         card.update(backbone="vit", backbone_sha256=(model.vit.card or {}).get("sha256"))
     save_weights(_trainable(model), target, card, fp16=True)
-    measured = evaluate(
-        EvaluationConfig(data=str(data_dir), classifier=name, split="val", limit=config.limit, weights=str(target)),
-        model=_reload(config, model, target),
-    )
-    card["val_metrics"] = {key: measured[key] for key in ("n", "accuracy", "balanced_accuracy", "auroc", "sensitivity", "confidence_95")}
-    card["val_metrics"]["measured_by"] = "core.evaluate on the fp16 weights"
+    card.update(measure_card_metrics(name, target, data_dir, config.limit, model=_reload(config, model, target)))
     final = save_weights(_trainable(model), target, card, fp16=True)
     (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     return final

@@ -1,0 +1,67 @@
+"""Temperature and threshold chosen on validation, and the exact intervals reported beside them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.calibration import balanced_threshold, fit_temperature
+from core.errors import PurifyLabError
+from core.metrics import classification_metrics, clopper_pearson, expected_calibration_error
+
+
+def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
+    generator = torch.Generator().manual_seed(0)
+    logits = 3.0 * torch.randn(4000, 2, generator=generator)
+    # labels drawn from softmax(logits / 3): the NLL-optimal temperature is 3
+    labels = torch.bernoulli(torch.softmax(logits / 3.0, dim=1)[:, 1], generator=generator).long()
+    assert fit_temperature(logits, labels) == pytest.approx(3.0, rel=0.1)
+    with pytest.raises(PurifyLabError, match="need logits"):
+        fit_temperature(logits, labels[:10])
+
+
+def test_balanced_threshold_takes_the_middle_of_the_best_run():
+    # 0.2 and 0.3 are NORMAL, 0.7 and 0.9 PNEUMONIA: any cut between 0.3 and 0.7 is perfect; the
+    # middle in log-odds of the run (0.3, 0.7) is 0.5
+    probabilities = np.array([0.2, 0.3, 0.7, 0.9])
+    labels = np.array([0, 0, 1, 1])
+    assert balanced_threshold(probabilities, labels) == pytest.approx(0.5, abs=1e-6)
+    # imbalanced classes: the balanced-accuracy cut, not the accuracy one
+    probabilities = np.array([0.55, 0.6, 0.65, 0.9, 0.95, 0.97, 0.98, 0.99])
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    threshold = balanced_threshold(probabilities, labels)
+    assert 0.65 < threshold < 0.9
+    with pytest.raises(PurifyLabError, match="both classes"):
+        balanced_threshold(probabilities, np.ones(8, dtype=np.int64))
+
+
+def test_clopper_pearson_matches_hand_computed_values():
+    # 8 of 8 correct: the lower bound solves p^8 = 0.025, i.e. 0.025 ** (1/8)
+    low, high = clopper_pearson(8, 8)
+    assert low == pytest.approx(0.025 ** (1 / 8)) and high == 1.0
+    low, high = clopper_pearson(0, 10)
+    assert low == 0.0 and high == pytest.approx(1 - 0.025 ** (1 / 10))
+    assert clopper_pearson(0, 0) == (0.0, 1.0)
+
+
+def test_small_samples_get_honest_intervals_not_one_to_one():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    probabilities = np.stack([1 - labels, labels], 1).astype(float) * 0.9 + 0.05
+    metrics = classification_metrics(labels, probabilities, bootstrap=200)
+    assert metrics.accuracy == metrics.balanced_accuracy == 1.0
+    assert metrics.confidence_95["accuracy"][0] < 0.7
+    assert metrics.confidence_95["balanced_accuracy"][0] < 0.5
+    assert metrics.specificity == 1.0
+    assert metrics.ece == pytest.approx(0.05)
+
+
+def test_expected_calibration_error_of_a_calibrated_and_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, 20000)
+    correct = rng.uniform(size=confidence.size) < confidence
+    labels = np.where(correct, 1, 0)
+    probabilities = np.stack([1 - confidence, confidence], 1)
+    assert expected_calibration_error(labels, probabilities) < 0.02
+    overconfident = np.stack([np.zeros_like(confidence), np.ones_like(confidence)], 1)
+    assert expected_calibration_error(labels, overconfident) == pytest.approx(1 - labels.mean(), abs=1e-9)
