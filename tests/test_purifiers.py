@@ -17,6 +17,7 @@ from core.purifiers.ddpm import DDPMConfig, DDPMPurifier
 from core.purifiers.diffdefense import DiffDefenseConfig, DiffDefensePurifier
 from core.purifiers.diffusion import DEFAULT_SCHEDULE
 from core.purifiers.noise import NoiseConfig, NoisePurifier
+from core.purifiers.one_shot import OneShotPurifier
 from core.purifiers.unet import build_unet
 from core.weights import save_weights
 
@@ -46,7 +47,9 @@ def xrays(xray_paths) -> torch.Tensor:
 
 
 def build(name: str, unet, **params):
-    classes = {"noise": NoisePurifier, "ddpm": DDPMPurifier, "ddim": DDIMPurifier, "diffdefense": DiffDefensePurifier}
+    classes = {
+        "noise": NoisePurifier, "ddpm": DDPMPurifier, "ddim": DDIMPurifier, "diffdefense": DiffDefensePurifier, "one_shot": OneShotPurifier,
+    }
     cls = classes[name]
     config = cls.config_type(**params)
     if name == "noise":
@@ -54,7 +57,7 @@ def build(name: str, unet, **params):
     return cls(config, unet=unet, schedule=DEFAULT_SCHEDULE)
 
 
-NAMES = ["noise", "ddpm", "ddim", "diffdefense"]
+NAMES = ["noise", "ddpm", "ddim", "diffdefense", "one_shot"]
 
 
 def test_registered_with_descriptions():
@@ -68,7 +71,7 @@ def test_deterministic_for_a_seed_and_keeps_shape_and_range(name, tiny_unet, xra
     purifier = build(name, tiny_unet)
     first, again, other = purifier.purify(xrays, seed=3), purifier.purify(xrays, seed=3), purifier.purify(xrays, seed=4)
     assert torch.equal(first, again)
-    assert not torch.equal(first, other)  # all four are stochastic: the seed matters
+    assert not torch.equal(first, other)  # all are stochastic: the seed matters
     assert first.shape == xrays.shape and first.dtype == torch.float32
     assert first.min() >= 0 and first.max() <= 1
     assert not torch.equal(first, xrays)
@@ -84,7 +87,7 @@ def test_differentiable_mode_matches_fast_mode_and_gives_input_gradients(name, t
     assert x.grad is not None and x.grad.abs().sum() > 0 and torch.isfinite(x.grad).all()
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "one_shot"])
 def test_differentiable_mode_recomputes_each_denoiser_call_in_backward(name, tiny_unet, xrays):
     """Gradient checkpointing: each UNet call is run once forward and once more during backward."""
     purifier = build(name, tiny_unet)
@@ -102,6 +105,7 @@ def test_differentiable_mode_recomputes_each_denoiser_call_in_backward(name, tin
 
 def test_nfe_at_each_setting(tiny_unet):
     assert build("noise", tiny_unet).nfe() == 0
+    assert build("one_shot", tiny_unet).nfe() == 1
     assert build("ddpm", tiny_unet).nfe() == 10  # default: t* = 0.04, 10 strided steps
     full = build("ddpm", tiny_unet, steps=None)
     assert full.nfe() == 40 and full.timesteps == list(range(39, -1, -1))  # the paper's 40 steps
@@ -110,6 +114,23 @@ def test_nfe_at_each_setting(tiny_unet):
     assert build("ddim", tiny_unet, t_star=0.14, skip=10).nfe() == 14  # the paper's CIFAR-10 setting
     assert build("diffdefense", tiny_unet).nfe() == 5 * 1 * 2  # L * R * DDIM steps
     assert build("diffdefense", tiny_unet, L=3, R=2, steps=4).nfe() == 3 * 2 * 4
+
+
+def test_one_shot_is_tweedies_estimate_and_matches_pixel_noise_to_its_timestep(tiny_unet, xrays):
+    purifier = build("one_shot", tiny_unet, t_star=0.1)
+    alpha_bar = float(purifier.alphas_cumprod[purifier.start])
+    noise = torch.randn(xrays.shape, generator=torch.Generator().manual_seed(1))
+    sample = alpha_bar**0.5 * (2 * xrays - 1) + (1 - alpha_bar) ** 0.5 * noise
+    # E[x0 | xt] inverts the forward process exactly where the predicted noise is the true one
+    expected = (sample - (1 - alpha_bar) ** 0.5 * tiny_unet(sample, purifier.start).sample) / alpha_bar**0.5
+    assert torch.allclose(purifier.tweedie(sample, purifier.start), expected, atol=1e-6)
+    for sigma in (0.12, 0.25, 0.5):
+        t = purifier.timestep_for_sigma(sigma)
+        ratio = (1 - purifier.alphas_cumprod) / purifier.alphas_cumprod
+        assert abs(float(ratio[t]) - 4 * sigma**2) <= float((ratio[1:] - ratio[:-1]).abs().max())
+    assert purifier.timestep_for_sigma(0.12) < purifier.timestep_for_sigma(0.25) < purifier.timestep_for_sigma(0.5)
+    denoised = purifier.denoise_pixel_noise(xrays + 0.25 * noise, 0.25)
+    assert denoised.shape == xrays.shape and 0 <= float(denoised.min()) and float(denoised.max()) <= 1
 
 
 def test_ddim_eta_controls_the_per_step_noise(tiny_unet, xrays):

@@ -10,6 +10,7 @@ from core.purifiers.ddim import DDIMPurifier
 from core.purifiers.ddpm import DDPMPurifier
 from core.purifiers.diffdefense import DiffDefensePurifier
 from core.purifiers.noise import NoisePurifier
+from core.purifiers.one_shot import OneShotPurifier
 from core.purifiers.simple import GaussianBlurPurifier, IdentityPurifier
 from core.registry import Registry
 
@@ -20,6 +21,7 @@ for _cls, _doc in (
     (GaussianBlurPurifier, "Gaussian blur baseline (sigma in pixels)"),
     (NoisePurifier, "NoiseDefense: forward-process Gaussian noise at t*, no model"),
     (DDPMPurifier, "DDPM purification: noise to t*, reverse DDPM chain (DiffPure-style)"),
+    (OneShotPurifier, "one-shot denoiser: noise to t*, one UNet call, Tweedie's x0 estimate (Carlini et al. 2023)"),
     (DDIMPurifier, "stochastic DDIM from depth T* with time-step skips (threat-model-agnostic, Alg. 2)"),
     (DiffDefensePurifier, "DiffDefense: optimise the noise so the reverse chain reproduces the input (Alg. 1)"),
     (ColdBlurPurifier, "cold diffusion, blurred only: D(x, depth)"),

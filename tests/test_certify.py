@@ -1,0 +1,97 @@
+"""Denoised smoothing's CERTIFY against hand-computed cases, and the certify command end to end."""
+
+from __future__ import annotations
+
+import json
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+import torch
+
+from core.certify import (
+    ABSTAIN,
+    CertifyConfig,
+    certified_accuracy,
+    certified_balanced_accuracy,
+    certify_images,
+    lower_confidence_bound,
+)
+from core.errors import PurifyLabError
+from core.models import create_classifier
+from core.purifiers.diffusion import DEFAULT_SCHEDULE
+from core.purifiers.one_shot import OneShotPurifier
+from core.purifiers.unet import build_unet
+
+SIZE = 16
+
+
+def _always(label: int):
+    """A real (tiny) classifier whose weights are zero and whose bias makes `label` win on every input."""
+    model = create_classifier("student_cnn", pretrained=False, image_size=SIZE, widths=(4, 4, 4, 4))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.head[-1].bias[label] = 1.0
+    return model.eval()
+
+
+def test_lower_confidence_bound_by_hand():
+    # all n draws agree: the one-sided bound solves p^n = alpha
+    assert lower_confidence_bound(100, 100, 0.001) == pytest.approx(0.001 ** (1 / 100))
+    assert lower_confidence_bound(0, 100, 0.001) == 0.0
+
+
+def test_a_unanimous_classifier_is_certified_at_the_hand_computed_radius():
+    torch.manual_seed(0)
+    denoiser = OneShotPurifier(unet=build_unet("tiny", sample_size=SIZE), schedule=DEFAULT_SCHEDULE)
+    images = torch.rand(4, 1, SIZE, SIZE)
+    labels = torch.tensor([1, 1, 0, 0])
+    config = CertifyConfig(sigma=0.25, n0=10, n=100, alpha=0.001, batch_size=40)
+    result = certify_images(_always(1), denoiser, images, labels, config)
+    radius = 0.25 * NormalDist().inv_cdf(0.001 ** (1 / 100))  # 0.375
+    assert [row["prediction"] for row in result["per_image"]] == [1, 1, 1, 1]
+    assert all(row["radius"] == pytest.approx(radius, abs=1e-6) for row in result["per_image"])
+    assert result["certified_accuracy"]["0.25"] == 0.5 and result["certified_accuracy"]["0.5"] == 0.0
+    assert result["certified_balanced_accuracy"]["0.25"] == 0.5  # class 1 fully, class 0 not at all
+    # one draw can never certify at alpha 0.001: abstain
+    single = certify_images(_always(1), denoiser, images[:1], labels[:1], CertifyConfig(sigma=0.25, n0=1, n=1))
+    assert single["per_image"][0] == {"label": 1, "prediction": ABSTAIN, "radius": None} and single["abstained"] == 1
+
+
+def test_certified_accuracy_counts_abstentions_as_wrong():
+    predictions, radii, labels = np.array([1, 0, ABSTAIN, 1]), np.array([0.6, 0.3, -1.0, 0.1]), np.array([1, 0, 0, 0])
+    assert certified_accuracy(predictions, radii, labels, 0.0) == 0.5
+    assert certified_accuracy(predictions, radii, labels, 0.5) == 0.25
+    assert certified_balanced_accuracy(predictions, radii, labels, 0.25) == pytest.approx((1.0 + 1 / 3) / 2)
+
+
+@pytest.mark.parametrize("params, message", [(dict(sigma=0.0), "sigma"), (dict(n=0), "n must be"), (dict(alpha=0.7), "alpha")])
+def test_bad_settings_are_refused(params, message):
+    with pytest.raises(PurifyLabError, match=message):
+        CertifyConfig(**params).validate()
+
+
+def test_certify_command_refuses_bad_input_before_loading_anything(tmp_path, capsys):
+    from core.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["certify", "--data", str(tmp_path / "nowhere"), "--sigma", "0.25"])
+    assert exit_info.value.code == 2 and "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["certify", "--data", str(tmp_path), "--sigma", "-1"])
+    assert exit_info.value.code == 2 and "sigma" in capsys.readouterr().err
+
+
+def test_certify_command_on_real_test_xrays(xray_test_dir, tmp_path, capsys):
+    from core.cli import main
+
+    out = tmp_path / "certify.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["certify", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--n", "8", "--n0", "2", "--alpha", "0.1",
+              "--limit", "2", "--batch-size", "8", "--json", str(out)])
+    assert exit_info.value.code == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 8 and result["sigma"] == 0.25 and result["data"]["split"] == "all" and len(result["per_image"]) == 2
+    assert set(result["certified_accuracy"]) >= {"0.25", "0.5", "1.0"} and "radius_units" in result
+    assert json.loads(out.with_name("certify.config.json").read_text())["classifier"] == "student_cnn"
