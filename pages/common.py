@@ -7,7 +7,7 @@ Nothing here computes; it asks `core` and formats the answer. Models are cached 
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -20,37 +20,55 @@ from core.errors import PurifyLabError
 from core.io import load_image, to_model_input, to_pil
 from core.lab import Reading, Timed, attack_image, purify_image
 from core.metrics import CLASS_NAMES
-from core.models import create_classifier
+from core.models import create_classifier, list_classifiers
 from core.purifiers import create_purifier
 from core.weights import WEIGHTS_DIR, shipped_cards
 
 GALLERY_DIR = Path(__file__).resolve().parents[1] / "assets" / "gallery"
-DATA_DIR = Path(os.environ.get("PURIFYLAB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+REAL_GALLERY_DIR = GALLERY_DIR / "real"
 CLASS_COLOURS = {"NORMAL": "#2e7d32", "PNEUMONIA": "#c62828"}
+# The X-ray classifiers the pages offer, the one that generalises best to new patients first.
+XRAY_CLASSIFIERS = ("resnet", "vit", "sevit", "student_cnn", "vit_at", "substitute")
+
+
+def _with_interval(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "–"
+    low, high = (metrics.get("confidence_95") or {}).get(key) or (None, None)
+    return f"{value:.3f} [{low:.2f}, {high:.2f}]" if low is not None and high is not None else f"{value:.3f}"
 
 
 @st.cache_data(show_spinner=False)
-def shipped_models_table() -> list[dict]:
-    rows = []
+def shipped_models_table() -> dict[str, list[dict]]:
+    """Rows per data set: X-ray classifiers with their test-cohort and validation figures side by side."""
+    tables: dict[str, list[dict]] = {}
     for stem, card in shipped_cards().items():
-        metrics = card.get("val_metrics") or card.get("metrics") or {}
-        rows.append(
-            {
-                "name": stem,
-                "trained on": DATASET_LABELS[dataset_of(stem)],
-                "kind": card.get("kind", ""),
-                "parameters": card.get("parameter_count"),
-                "size (MB)": round(card.get("file_size_bytes", 0) / 1e6, 2),
-                "val balanced acc.": metrics.get("balanced_accuracy"),
-                "val AUROC": metrics.get("auroc"),
-                "notes": card.get("summary", ""),
-            }
-        )
-    return rows
+        dataset = dataset_of(stem)
+        test, val = card.get("test_metrics") or {}, card.get("val_metrics") or {}
+        row = {"model": stem, "what": card.get("training_kind") or card.get("kind") or "", "parameters": card.get("parameter_count")}
+        if test:
+            row.update({
+                "test balanced acc. [95 % CI]": _with_interval(test, "balanced_accuracy"),
+                "test AUROC": _with_interval(test, "auroc"),
+                "test sensitivity": round(test["sensitivity"].get("PNEUMONIA", 0.0), 3),
+                "test specificity": round(test.get("specificity") or 0.0, 3),
+                "test ECE": round(test.get("ece") or 0.0, 3),
+                "val balanced acc.": round(val.get("balanced_accuracy") or 0.0, 3),
+                "training (min)": card.get("training_minutes"),
+            })
+        elif val:
+            row["val balanced acc." if dataset == "xray" else "val accuracy"] = round(
+                val.get("balanced_accuracy" if dataset == "xray" else "accuracy") or 0.0, 3
+            )
+        row["size (MB)"] = round(card.get("file_size_bytes", 0) / 1e6, 2)
+        group = DATASET_LABELS[dataset] if stem in list_classifiers() else "diffusion denoisers (the purifiers' networks)"
+        tables.setdefault(group, []).append({key: value for key, value in row.items() if value not in (None, "")})
+    return tables
 
 
 def available_classifiers() -> list[str]:
-    return [name for name in ("vit", "sevit", "student_cnn", "vit_at", "substitute") if (WEIGHTS_DIR / f"{name}.safetensors").is_file()]
+    return [name for name in XRAY_CLASSIFIERS if (WEIGHTS_DIR / f"{name}.safetensors").is_file()]
 
 
 @st.cache_resource(show_spinner="Loading the classifier ...")
@@ -92,19 +110,28 @@ def decode_upload(data: bytes, size: int) -> torch.Tensor | None:
         return None
 
 
-def gallery() -> dict[str, Path]:
-    """Synthetic X-rays made by the project's own cold-diffusion model (scripts/make_gallery.py)."""
-    return {f"synthetic #{path.stem.rsplit('_', 1)[-1]}": path for path in sorted(GALLERY_DIR.glob("synthetic_*.png"))}
-
-
-def dataset_samples(limit_per_class: int = 6) -> dict[str, Path]:
-    """Real X-rays from a configured data directory (never shipped with the app)."""
-    folder = DATA_DIR / "chest_xray_pneumonia" / "train"
-    samples = {}
-    for class_name in CLASS_NAMES:
-        for path in sorted((folder / class_name).glob("*.jpeg"))[:limit_per_class]:
-            samples[f"{class_name.lower()} · {path.name}"] = path
+@st.cache_data(show_spinner=False)
+def gallery() -> dict[str, tuple[Path, str | None]]:
+    """Shipped sample X-rays with their true class: real test-cohort X-rays (CC BY 4.0, never trained
+    or tuned on; scripts/make_real_gallery.py) first, then synthetic ones (true class None)."""
+    samples: dict[str, tuple[Path, str | None]] = {}
+    record = REAL_GALLERY_DIR / "gallery.json"
+    if record.is_file():
+        for entry in json.loads(record.read_text())["images"]:
+            number = entry["file"].rsplit("_", 1)[-1].removesuffix(".png")
+            samples[f"real {entry['class'].lower()} #{number}"] = (REAL_GALLERY_DIR / entry["file"], entry["class"])
+    for path in sorted(GALLERY_DIR.glob("synthetic_*.png")):
+        samples[f"synthetic #{path.stem.rsplit('_', 1)[-1]} (no true label)"] = (path, None)
     return samples
+
+
+def gallery_attribution() -> str:
+    record = REAL_GALLERY_DIR / "gallery.json"
+    return json.loads(record.read_text())["attribution"] if record.is_file() else ""
+
+
+def true_label_note(true_class: str | None) -> str:
+    return f"true label: **{true_class}**" if true_class else "true label: unknown"
 
 
 def show_image(image: torch.Tensor, caption: str) -> None:

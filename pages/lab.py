@@ -7,8 +7,8 @@ import streamlit as st
 from core.attacks import THREAT_MODELS
 from core.lab import amplified_perturbation, perturbation_norms, read
 from pages.common import (
-    available_classifiers, cached_attack, cached_purify, classifier, dataset_samples, decode_upload, gallery,
-    image_key, probability_chart, reading_badge, show_image,
+    available_classifiers, cached_attack, cached_purify, classifier, decode_upload, gallery, gallery_attribution,
+    image_key, probability_chart, reading_badge, show_image, true_label_note,
 )
 from core.errors import PurifyLabError
 from core.purifiers.cold import ColdConfig
@@ -25,8 +25,9 @@ if not names:
 
 with st.sidebar:
     st.header("Image")
-    sources = {**dataset_samples(), **gallery()}
+    sources = gallery()
     choice = st.selectbox("Sample X-ray", list(sources), key="sample", disabled=not sources)
+    st.caption(gallery_attribution())
     upload = st.file_uploader("…or upload your own (PNG, JPEG, DICOM)", key="upload",
                               type=["png", "jpg", "jpeg", "dcm", "dicom", "bmp", "tif", "tiff", "webp", "gif"])
     st.header("Classifier and attack")
@@ -39,11 +40,13 @@ with st.sidebar:
 
 model = classifier(classifier_name)
 size = model.image_size
+true_class = None
 if upload is not None:
     image = decode_upload(upload.getvalue(), size)
     origin = "your upload (kept in memory only)"
 elif sources:
-    image = to_model_input(load_image(sources[choice]), size)
+    path, true_class = sources[choice]
+    image = to_model_input(load_image(path), size)
     origin = choice
 else:
     st.info("No sample images are available: upload an X-ray in the sidebar.")
@@ -60,7 +63,7 @@ with st.spinner("Attacking …"):
 adversarial_key = image_key(adversarial.image)  # purifications are of this image, not of the clean one
 clean_reading, adversarial_reading = read(model, image)[0], read(model, adversarial.image)[0]
 norms = perturbation_norms(image, adversarial.image)
-st.caption(f"Image: {origin} · model input {size}×{size} · threat model **{threat}**: {THREAT_MODELS[threat]}")
+st.caption(f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · threat model **{threat}**: {THREAT_MODELS[threat]}")
 
 top = st.columns(3)
 with top[0]:

@@ -8,8 +8,8 @@ from core.lab import amplified_perturbation, perturbation_norms, read
 from core.io import load_image, to_model_input
 from core.purifiers.cold import ColdConfig
 from pages.common import (
-    available_classifiers, cached_attack, cached_purify, classifier, dataset_samples, gallery, image_key,
-    reading_badge, show_image,
+    available_classifiers, cached_attack, cached_purify, classifier, gallery, gallery_attribution, image_key,
+    reading_badge, show_image, true_label_note,
 )
 
 DEFENCE = ("cold_blur", (("depth", ColdConfig().depth),))
@@ -20,15 +20,17 @@ st.title("Clinician walkthrough")
 st.caption("A guided story in four steps. No maths needed; every term is explained where it appears.")
 
 names = available_classifiers()
-samples = {**dataset_samples(limit_per_class=3), **gallery()}
+samples = gallery()
 if "vit" not in names or not samples:
     st.error("The walkthrough needs the shipped `vit` classifier and at least one sample image.")
     st.stop()
 
 step = st.session_state.setdefault("walkthrough_step", 0)
 choice = st.selectbox("X-ray used in this story", list(samples), key="walkthrough_sample")
+st.caption(gallery_attribution())
+path, true_class = samples[choice]
 model = classifier("vit")
-image = to_model_input(load_image(samples[choice]), model.image_size)
+image = to_model_input(load_image(path), model.image_size)
 key = image_key(image)
 clean = read(model, image)[0]
 
@@ -47,7 +49,7 @@ if step == 0:
     with left:
         show_image(image, "The X-ray as the model sees it")
     with right:
-        st.markdown(f"**The model's reading:** {reading_badge(clean)}")
+        st.markdown(f"**The model's reading:** {reading_badge(clean)} ({true_label_note(true_class)})")
         st.markdown(
             "The model is a *Vision Transformer*: a neural network that looks at the image in small "
             f"patches and weighs them against each other. It was trained by this project on "

@@ -109,17 +109,13 @@ def canary_dicom(gray, canary: str) -> bytes:
 
 
 def plan(sessions: int, rounds: int, data_dir: Path, canary: str) -> list[Job]:
-    """Distinct real X-rays (alternating classes, none of the lab's own samples, so an upload is never
-    mistaken for the sample it replaces) and distinct ε; odd jobs go up as canary DICOMs."""
+    """Distinct real X-rays from the train folder (alternating classes; the lab's own gallery comes from
+    the test cohort, so an upload is never mistaken for the sample it replaces) and distinct ε; odd
+    jobs go up as canary DICOMs."""
     import numpy as np
     from PIL import Image
 
-    sys.path.insert(0, str(REPO))
-    from pages.common import dataset_samples
-
-    samples = {path.name for path in dataset_samples().values()}
-    per_class = [[p for p in sorted((data_dir / cls).glob("*.jpeg")) if p.name not in samples]
-                 for cls in ("NORMAL", "PNEUMONIA")]
+    per_class = [sorted((data_dir / cls).glob("*.jpeg")) for cls in ("NORMAL", "PNEUMONIA")]
     jobs = []
     for index in range(sessions * rounds):
         data = per_class[index % 2][index // 2].read_bytes()
