@@ -16,5 +16,6 @@ COPY --chown=user . .
 RUN pip install --no-cache-dir --user -e . && pip install --no-cache-dir --user --no-deps "torchattacks==3.5.1"
 
 EXPOSE 8501
+# Inside the Spaces iframe (HTTPS) uploads need a cross-site XSRF cookie; the XSRF check stays on.
 HEALTHCHECK CMD curl --fail http://localhost:8501/_stcore/health || exit 1
-ENTRYPOINT ["streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0", "--server.headless=true"]
+ENTRYPOINT ["streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0", "--server.headless=true", "--server.xsrfCookieSameSite=none"]

@@ -1,12 +1,12 @@
 """Clean accuracy of every shipped classifier on blurred, noised and purified X-rays.
 
 A classifier trained on clean images can collapse on the images a purifier hands it, so before any
-attack we measure each (classifier, purifier) pair on clean validation images. Each purifier runs
+attack we measure each (classifier, purifier) pair on clean X-rays of the test cohort. Each purifier runs
 once; its outputs are cached (safetensors under results/cache/) and every classifier reads them, so
 retraining one classifier recomputes only that classifier's cells. Cells go through the results
 store, so a killed run resumes.
 
-    python scripts/input_shift.py --limit 519 --threads 2
+    python scripts/input_shift.py --threads 2
 writes results/input-shift/input-shift.{md,json} and the resolved config beside them.
 """
 
@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from core.data import REPO_CACHE_DIR  # noqa: E402
-from core.data.locations import XRAY_TRAIN_DIR, dataset_of, portable_path  # noqa: E402
+from core.data.locations import XRAY_TEST_DIR, dataset_of, portable_path  # noqa: E402
 from core.data.loading import load_split  # noqa: E402
 from core.evaluate import predict_probabilities  # noqa: E402
 from core.metrics import classification_metrics  # noqa: E402
@@ -75,8 +75,8 @@ def purified_images(name: str, params: dict, images: torch.Tensor, data_hash: st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(XRAY_TRAIN_DIR))
-    parser.add_argument("--split", default="val")
+    parser.add_argument("--data", default=str(XRAY_TEST_DIR))
+    parser.add_argument("--split", default="all")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -123,7 +123,7 @@ def main() -> None:
     by = {(r["cell"]["column"], r["cell"]["classifier"]): r["metrics"] for r in results}
     header = "| classifier | " + " | ".join(label for label, _, _ in columns) + " |"
     lines = [
-        f"Balanced accuracy on clean {args.split} X-rays (n = {len(data.labels)}) after each degradation or purifier "
+        f"Balanced accuracy on clean X-rays of {portable_path(args.data)} ({args.split}, n = {len(data.labels)}) after each degradation or purifier "
         "at its default setting; AUROC in brackets. No attack.",
         "",
         header,

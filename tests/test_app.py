@@ -123,3 +123,14 @@ def test_tables_page_regenerates_the_quick_table_beside_the_stored_one(xray_trai
     regenerated = app.session_state["regenerated"]
     assert "| Attack | Original |" in regenerated and "grey" in regenerated
     assert any(md.value == "**Regenerated now**" for md in app.markdown)
+
+
+def test_space_only_settings_stay_in_the_dockerfile():
+    """The HTTPS-only cross-site XSRF cookie belongs to the Space; locally it would break uploads over
+    plain HTTP. The file watcher is off when serving."""
+    import tomllib
+
+    root = Path(APP).parent
+    config = tomllib.loads((root / ".streamlit" / "config.toml").read_text())
+    assert "xsrfCookieSameSite" not in config["server"] and config["server"]["fileWatcherType"] == "none"
+    assert "--server.xsrfCookieSameSite=none" in (root / "Dockerfile").read_text()

@@ -63,7 +63,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         eot: Annotated[int, typer.Option("--eot")] = 1,
         redraws: Annotated[int, typer.Option("--redraws")] = 1,
         data: Annotated[Path | None, typer.Option("--data")] = None,
-        split: Annotated[str, typer.Option("--split")] = "val",
+        split: Annotated[str, typer.Option("--split", help="all (the default data: the test cohort) | val (of a training folder)")] = "all",
         limit: Annotated[int | None, typer.Option("--limit")] = None,
         seed: Annotated[int, typer.Option("--seed")] = 0,
         store: Annotated[Path, typer.Option("--store")] = Path("results/results.sqlite"),

@@ -136,7 +136,7 @@ class Preset:
     name: str
     title: str
     data: str = DEFAULT_DATA
-    split: str = "val"
+    split: str = "all"  # with DEFAULT_DATA: the whole test cohort
     limit: int | None = None
     seed: int = 0
     batch_size: int = 16
