@@ -39,6 +39,31 @@ class Reading:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """What a purified reading means, against the clean reading and, when known, the true class."""
+
+    restored: bool  # the purified image reads as the clean one did
+    correct: bool | None  # the purified reading is the true class (None: no true label)
+    text: str
+
+
+def verdict(clean: Reading, attacked: Reading, purified: Reading, true_class: str | None = None) -> Verdict:
+    """'reading restored' / 'not restored' / 'attack had no effect', in words a clinician can act on."""
+    restored = purified.label == clean.label
+    if attacked.label == clean.label:
+        text = "the attack did not change the reading; " + ("purification kept it" if restored else "purification changed it")
+    else:
+        text = "reading restored" if restored else f"not restored: still {purified.class_name}"
+    correct = None if true_class is None else purified.class_name == true_class
+    if true_class is not None:
+        if clean.class_name != true_class:
+            text += f" (the true label is {true_class}: the model was wrong before any attack)"
+        else:
+            text += " (matches the true label)" if correct else f" (the true label is {true_class})"
+    return Verdict(restored, correct, text)
+
+
+@dataclass(frozen=True)
 class Timed:
     image: torch.Tensor  # (1, C, S, S) float32 in [0, 1]
     seconds: float

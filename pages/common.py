@@ -18,7 +18,7 @@ from core.attacks import AttackConfig
 from core.data.locations import DATASET_LABELS, dataset_of
 from core.errors import PurifyLabError
 from core.io import load_image, to_model_input, to_pil
-from core.lab import Reading, Timed, attack_image, purify_image
+from core.lab import Reading, Timed, Verdict, attack_image, purify_image
 from core.metrics import CLASS_NAMES
 from core.models import create_classifier, list_classifiers
 from core.purifiers import create_purifier
@@ -141,6 +141,11 @@ def show_image(image: torch.Tensor, caption: str) -> None:
 def reading_badge(reading: Reading) -> str:
     colour = "green" if reading.class_name == "NORMAL" else "red"
     return f":{colour}[**{reading.class_name}**] · {reading.confidence:.0%}"
+
+
+def verdict_line(result: Verdict) -> str:
+    colour = "green" if result.restored and result.correct is not False else "orange" if result.restored else "red"
+    return f":{colour}[{result.text}]"
 
 
 def probability_chart(readings: dict[str, Reading]) -> go.Figure:

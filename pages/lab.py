@@ -5,10 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from core.attacks import THREAT_MODELS
-from core.lab import amplified_perturbation, perturbation_norms, read
+from core.lab import amplified_perturbation, perturbation_norms, read, verdict
 from pages.common import (
     available_classifiers, cached_attack, cached_purify, classifier, decode_upload, gallery, gallery_attribution,
-    image_key, probability_chart, reading_badge, show_image, true_label_note,
+    image_key, probability_chart, reading_badge, show_image, true_label_note, verdict_line,
 )
 from core.errors import PurifyLabError
 from core.purifiers.cold import ColdConfig
@@ -105,6 +105,7 @@ def purification_panel() -> None:
         with column:
             show_image(output.image, label)
             st.markdown(f"{reading_badge(reading)} · {output.seconds:.2f} s")
+            st.markdown(verdict_line(verdict(clean_reading, adversarial_reading, reading, true_class)))
     st.plotly_chart(probability_chart(readings), key="probabilities")
 
 

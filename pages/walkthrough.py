@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.lab import amplified_perturbation, perturbation_norms, read
+from core.lab import amplified_perturbation, perturbation_norms, read, verdict
 from core.io import load_image, to_model_input
 from core.purifiers.cold import ColdConfig
 from pages.common import (
     available_classifiers, cached_attack, cached_purify, classifier, gallery, gallery_attribution, image_key,
-    reading_badge, show_image, true_label_note,
+    reading_badge, show_image, true_label_note, verdict_line,
 )
 
 DEFENCE = ("cold_blur", (("depth", ColdConfig().depth),))
-ATTACK = (("name", "pgd"), ("eps", 0.03), ("steps", 10))
-STEPS = ("The X-ray", "An invisible attack", "The purified image", "What this does and does not show")
+# The two budgets of the DDPM-defense and Defensive Diffusion papers: 2/255 is hard to see on a
+# screen, 8/255 (about 0.03) leaves visible grain and banding on close inspection.
+BUDGETS = {"2/255 (subtle)": 2 / 255, "8/255 (the papers' 0.03)": 8 / 255}
+VISIBILITY = {
+    "2/255 (subtle)": "On a normal screen the two images on the left are hard to tell apart:",
+    "8/255 (the papers' 0.03)": "Look closely: the attacked image is grainier, with faint banding, although",
+}
+STEPS = ("The X-ray", "A small, targeted attack", "The purified image", "What this does and does not show")
 
 st.title("Clinician walkthrough")
 st.caption("A guided story in four steps. No maths needed; every term is explained where it appears.")
@@ -34,6 +40,9 @@ image = to_model_input(load_image(path), model.image_size)
 key = image_key(image)
 clean = read(model, image)[0]
 
+budget = st.radio("Attack budget", list(BUDGETS), index=1, horizontal=True, key="walkthrough_budget",
+                  help="The largest change the attacker may make to any pixel, on the 0-255 grey scale.")
+ATTACK = (("name", "pgd"), ("eps", BUDGETS[budget]), ("steps", 10))
 st.progress((step + 1) / len(STEPS), text=f"Step {step + 1} of {len(STEPS)}: {STEPS[step]}")
 
 if step >= 1:
@@ -67,11 +76,13 @@ elif step == 1:
     with cols[2]:
         show_image(amplified_perturbation(image, adversarial.image), "The change, amplified")
     norms = perturbation_norms(image, adversarial.image)
+    flipped = attacked.label != clean.label
+    effect = f"Yet the model now reads {reading_badge(attacked)}." if flipped else (
+        f"This time the model still reads {reading_badge(attacked)}: the attack failed on this X-ray.")
     st.markdown(
-        f"The two images on the left look the same to a person: no pixel moved by more than "
-        f"**{norms['linf'] * 100:.0f}%** of the grey scale. Yet the model now reads "
-        f"{reading_badge(attacked)}. An *adversarial attack* is a tiny, deliberately computed change "
-        "that exploits how the network weighs pixels; the heat map on the right shows where it was made."
+        f"{VISIBILITY[budget]} no pixel moved by more than **{norms['linf'] * 255:.0f} of 255** grey levels. "
+        f"{effect} An *adversarial attack* is a small, deliberately computed change that exploits how the "
+        "network weighs pixels; the map on the right shows where it was made (brighter = larger change)."
     )
 elif step == 2:
     cols = st.columns(3)
@@ -81,10 +92,13 @@ elif step == 2:
         with column:
             show_image(img, caption)
             st.markdown(reading_badge(reading))
+    outcome = verdict(clean, attacked, restored, true_class)
+    st.markdown(f"**Verdict:** {verdict_line(outcome)}")
+    worked = "washed out the engineered change" if outcome.restored else "did **not** undo the attack on this X-ray"
     st.markdown(
-        "*Purification* blurs the attacked image just enough to wash out the engineered change, before "
-        "the model reads it (a cold-diffusion model can then restore detail: see the lab). "
-        f"After purification the model reads {reading_badge(restored)}."
+        "*Purification* blurs the attacked image before the model reads it, to wash out the engineered "
+        f"change (a cold-diffusion model can then restore detail: see the lab). Here it {worked}: the "
+        f"model reads {reading_badge(restored)} after purification."
     )
 else:
     st.markdown(

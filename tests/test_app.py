@@ -68,6 +68,9 @@ def test_lab_purifies_the_image_attacked_now_not_a_cached_earlier_one(app):
     assert not app.exception, app.exception
     assert len(unattacked) == len(attacked) >= 3
     assert unattacked != attacked, "the purified panels did not change with the attack"
+    # every purified panel says whether the reading came back, against the true label of the gallery X-ray
+    verdicts = [md.value for md in app.markdown if "restored" in md.value or "did not change" in md.value]
+    assert len(verdicts) == len(attacked) and all("true label" in v for v in verdicts)
 
 
 def test_lab_upload_of_a_hostile_file_shows_one_clear_error(app):
@@ -80,9 +83,14 @@ def test_lab_upload_of_a_hostile_file_shows_one_clear_error(app):
 def test_walkthrough_steps_forward_to_the_purified_image(app, xray_paths):
     app.switch_page("pages/walkthrough.py").run()
     assert not app.exception, app.exception
-    for _ in range(3):
+    assert app.selectbox(key="walkthrough_sample").value.startswith("real normal")
+    assert any("true label: **NORMAL**" in md.value for md in app.markdown)
+    for _ in range(2):
         app.button(key="walkthrough_next").click().run()
         assert not app.exception, app.exception
+    verdicts = [md.value for md in app.markdown if md.value.startswith("**Verdict:**")]
+    assert len(verdicts) == 1 and ("restored" in verdicts[0] or "did not change" in verdicts[0])
+    app.button(key="walkthrough_next").click().run()
     assert app.session_state["walkthrough_step"] == 3
     assert any("not a diagnostic device" in md.value for md in app.markdown)
 

@@ -1,0 +1,30 @@
+"""The verdicts the app prints under every purified panel."""
+
+from __future__ import annotations
+
+from core.lab import Reading, verdict
+
+NORMAL, PNEUMONIA = Reading((0.9, 0.1)), Reading((0.2, 0.8))
+
+
+def test_a_flipped_reading_brought_back_is_restored():
+    result = verdict(NORMAL, PNEUMONIA, NORMAL, "NORMAL")
+    assert result.restored and result.correct and result.text == "reading restored (matches the true label)"
+
+
+def test_a_flipped_reading_left_flipped_is_not_restored():
+    result = verdict(NORMAL, PNEUMONIA, PNEUMONIA, "NORMAL")
+    assert not result.restored and result.correct is False
+    assert result.text == "not restored: still PNEUMONIA (the true label is NORMAL)"
+
+
+def test_a_wrong_clean_reading_is_said_even_when_restored():
+    result = verdict(PNEUMONIA, NORMAL, PNEUMONIA, "NORMAL")
+    assert result.restored and result.correct is False
+    assert "the model was wrong before any attack" in result.text
+
+
+def test_an_attack_without_effect_and_an_unknown_label():
+    result = verdict(NORMAL, NORMAL, PNEUMONIA)
+    assert not result.restored and result.correct is None
+    assert result.text == "the attack did not change the reading; purification changed it"
