@@ -8,7 +8,7 @@ from core.attacks import THREAT_MODELS
 from core.lab import amplified_perturbation, perturbation_norms, read, verdict
 from pages.common import (
     available_classifiers, cached_attack, cached_purify, classifier, decode_upload, gallery, gallery_attribution,
-    image_key, probability_chart, reading_badge, show_image, true_label_note, verdict_line,
+    image_key, probability_chart, purifier, reading_badge, show_image, true_label_note, verdict_line,
 )
 from core.errors import PurifyLabError
 from core.purifiers.cold import ColdConfig
@@ -83,20 +83,31 @@ def purification_panel() -> None:
     controls = st.columns(3)
     depth = controls[0].slider("Blur depth (cold diffusion)", 1, 20, DEFAULT_DEPTH, key="depth",
                                help="How far the image is blurred before it is restored.")
-    t_star = controls[1].slider("t* (DDPM noise level, fraction of T)", 0.01, 0.3, 0.04, 0.01, key="t_star",
-                                help="How much noise is added before the DDPM removes it again.")
+    t_star = controls[1].slider("t* (diffusion noise level, fraction of T)", 0.01, 0.25, 0.04, 0.01, key="t_star",
+                                help="How much noise the DDPM-family purifiers add before removing it again.")
     recon_steps = controls[2].slider("Reconstruction steps", 1, 20, 5, key="recon_steps")
     variants = {
         "Blurred": ("cold_blur", (("depth", depth),)),
-        "Reconstructed": ("cold_recon", (("depth", depth), ("steps", min(recon_steps, depth)))),
         "Direct recon.": ("cold_direct", (("depth", depth),)),
+        "One-shot DDPM": ("one_shot", (("t_star", t_star),)),
+        "Reconstructed": ("cold_recon", (("depth", depth), ("steps", min(recon_steps, depth)))),
         "DDPM": ("ddpm", (("t_star", t_star),)),
+        "DDIM": ("ddim", (("t_star", max(t_star, 0.01)),)),
+        "DiffDefense": ("diffdefense", (("t_start", t_star),)),
     }
+    costs = {label: purifier(name, params).nfe() for label, (name, params) in variants.items()}
+    chosen = st.multiselect(
+        "Purifiers to run (cost in denoiser calls; about 0.1 s each on 2 CPU cores)", list(variants),
+        default=list(variants)[:3], key="purifiers", format_func=lambda label: f"{label} ({costs[label]} calls)",
+        help="The heavy ones run only when you add them here.",
+    )
     readings = {"Original": clean_reading, "Adversarial": adversarial_reading}
-    columns = st.columns(len(variants))
-    for column, (label, (name, params)) in zip(columns, variants.items()):
+    columns = st.columns(max(len(chosen), 1))
+    for column, label in zip(columns, chosen):
+        name, params = variants[label]
         try:
-            output = cached_purify(adversarial_key, adversarial.image, name, params)
+            with column, st.spinner(f"{label}: {costs[label]} denoiser calls …"):
+                output = cached_purify(adversarial_key, adversarial.image, name, params)
         except PurifyLabError as error:  # e.g. that purifier's weights are not shipped
             column.warning(f"{label}: {error}")
             continue
@@ -110,6 +121,6 @@ def purification_panel() -> None:
 
 
 purification_panel()
-st.info("Grey-box: the attacker above saw the classifier only (unless you chose another threat model). "
-        "An attacker who also differentiates through the purifier (bpda-eot, white) is much stronger — "
-        "see the robustness tables.")
+st.info(f"The attacker above targeted the classifier through `{defence[0]}` under the **{threat}** threat model "
+        "(grey: it saw the classifier only). An attacker who also differentiates through the purifier "
+        "(bpda-eot, white) is much stronger — see the robustness tables.")

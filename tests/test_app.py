@@ -73,6 +73,17 @@ def test_lab_purifies_the_image_attacked_now_not_a_cached_earlier_one(app):
     assert len(verdicts) == len(attacked) and all("true label" in v for v in verdicts)
 
 
+def test_lab_offers_every_purifier_and_runs_a_heavy_one_only_when_added(app):
+    app.switch_page("pages/lab.py").run()
+    chooser = app.multiselect(key="purifiers")
+    offered = {option.rsplit(" (", 1)[0] for option in chooser.options}  # options read "DDIM (4 calls)"
+    assert {"Blurred", "One-shot DDPM", "DDPM", "DDIM", "DiffDefense", "Reconstructed"} <= offered
+    assert "DDIM" not in chooser.value and len(_purified_readings(app)) == len(chooser.value)
+    chooser.set_value([*chooser.value, "DDIM"]).run()
+    assert not app.exception, app.exception
+    assert len(_purified_readings(app)) == len(app.multiselect(key="purifiers").value)
+
+
 def test_lab_upload_of_a_hostile_file_shows_one_clear_error(app):
     app.switch_page("pages/lab.py").run()
     app.file_uploader(key="upload").set_value(("x.png", b"<html>not an image</html>", "image/png")).run()
