@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.data.locations import dataset_of
 from core.tables.render import curves_figure
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
@@ -21,7 +22,8 @@ st.markdown(
 )
 
 documents = {}
-for path in sorted(RESULTS_DIR.glob("*/*.json")):
+# X-ray runs first, then the papers' MNIST and CIFAR-10 re-runs
+for path in sorted(RESULTS_DIR.glob("*/*.json"), key=lambda p: (dataset_of(p.parent.name) != "xray", p.parent.name)):
     if path.name.endswith(".config.json"):
         continue
     document = json.loads(path.read_text())

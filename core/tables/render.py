@@ -11,6 +11,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +267,7 @@ def figure(preset: Preset, records: list[dict]):
     """Grouped bars per table and classifier, lines per sweep, ROC curves per detection run."""
     import plotly.graph_objects as go
 
-    panels: list[tuple[str, list]] = []
+    panels: list[Panel] = []
     for table in preset.tables:
         for model in table.classifiers:
             traces = []
@@ -275,41 +276,55 @@ def figure(preset: Preset, records: list[dict]):
                     rows = [r for r in _cells_of(records, table.name) if (r["classifier"], r["column"], r["threat"]) == (model.title, column.label, threat)]
                     name = f"{column.label} [{threat}]"
                     traces.append(go.Bar(name=name, x=[r["row"] for r in rows], y=[100 * r["metrics"]["one_shot_accuracy"] for r in rows], legendgroup=name))
-            panels.append((f"{table.name}: {model.title}", traces))
+            panels.append(Panel(f"{table.name}: {model.title}", traces, "attack", "accuracy (%)"))
     return _assemble(preset.title, panels + _sweep_and_detection_panels(records))
 
 
-def _sweep_and_detection_panels(records: list[dict]) -> list[tuple[str, list]]:
+# A sweep's parameter as an axis title a reader understands.
+PARAMETER_TITLES = {"t_star": "t* (noise level, fraction of T)", "depth": "blur depth (cold-diffusion level)", "t_start": "t_start (fraction of T)"}
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    traces: list
+    x_title: str
+    y_title: str
+
+
+def _sweep_and_detection_panels(records: list[dict]) -> list[Panel]:
     import plotly.graph_objects as go
 
-    panels: list[tuple[str, list]] = []
+    panels: list[Panel] = []
     for name in dict.fromkeys(r["sweep"] for r in records if "sweep" in r):
         rows = [r for r in records if r.get("sweep") == name]
         traces = []
         for label in dict.fromkeys(r["row"] for r in rows):
             points = [r for r in rows if r["row"] == label]
-            traces.append(go.Scatter(name=f"{name}: {label}", x=[r["value"] for r in points], y=[100 * r["metrics"]["one_shot_accuracy"] for r in points], mode="lines+markers"))
-        panels.append((f"sweep {name} ({rows[0]['parameter']})", traces))
+            traces.append(go.Scatter(name=label, x=[r["value"] for r in points], y=[100 * r["metrics"]["one_shot_accuracy"] for r in points], mode="lines+markers"))
+        parameter = rows[0]["parameter"]
+        panels.append(Panel(f"sweep {name}", traces, PARAMETER_TITLES.get(parameter, parameter), "accuracy (%)"))
     for name in dict.fromkeys(r["detection"] for r in records if "detection" in r):
         traces = []
         for r in (r for r in records if r.get("detection") == name):
             for detector in ("reconstruction", "sevit"):
                 result = r["metrics"].get(detector)
                 if result:
-                    traces.append(go.Scatter(name=f"{r['row']} - {detector} (AUC {result['auroc']:.2f})", x=result["roc"]["fpr"], y=result["roc"]["tpr"], mode="lines"))
-        panels.append((f"detection ROC {name}", traces))
+                    traces.append(go.Scatter(name=f"{r['row']}, {detector} score (AUC {result['auroc']:.2f})", x=result["roc"]["fpr"], y=result["roc"]["tpr"], mode="lines"))
+        panels.append(Panel(f"detection ROC {name}", traces, "false positive rate (clean images flagged)", "true positive rate (attacks caught)"))
     return panels
 
 
-def _assemble(title: str, panels: list[tuple[str, list]]):
+def _assemble(title: str, panels: list[Panel]):
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=max(len(panels), 1), cols=1, subplot_titles=[name for name, _ in panels] or [title])
-    for index, (_, traces) in enumerate(panels, start=1):
-        for trace in traces:
+    fig = make_subplots(rows=max(len(panels), 1), cols=1, subplot_titles=[panel.title for panel in panels] or [title])
+    for index, panel in enumerate(panels, start=1):
+        for trace in panel.traces:
             fig.add_trace(trace, row=index, col=1)
+        fig.update_xaxes(title_text=panel.x_title, row=index, col=1)
+        fig.update_yaxes(title_text=panel.y_title, row=index, col=1)
     fig.update_layout(title=title, barmode="group", height=max(350 * len(panels), 400), template="plotly_white")
-    fig.update_yaxes(title_text="accuracy (%) / TPR")
     return fig
 
 
