@@ -36,10 +36,18 @@ else:
 st.divider()
 st.subheader("Regenerate the quick table")
 st.caption(
-    "Recomputes `quick` (Table 1 for the ViT, 32 validation X-rays, grey-box) from scratch in a fresh "
-    "results store — about 3 minutes on 2 CPU cores. It needs the data set; cancel with the button."
+    "Recomputes `quick` (Table 1 for the ViT, 32 X-rays of the test cohort, grey-box) from scratch in a "
+    "fresh results store — about 3 minutes on 2 CPU cores; cancel with the button."
 )
-if st.button("Regenerate", key="regenerate", type="primary"):
+quick = load_preset("quick")
+data_missing = not Path(quick.data).is_dir()
+if data_missing:
+    st.warning(
+        f"Regenerating needs the Kermany test X-rays, which are not shipped with the app: expected at "
+        f"`{quick.data}`. Set the environment variable `PURIFYLAB_DATA` to the folder that holds "
+        "`chest_xray_pneumonia/test` and restart the app."
+    )
+if st.button("Regenerate", key="regenerate", type="primary", disabled=data_missing):
     st.button("Cancel", key="cancel_regenerate")  # any click reruns the page, which stops this run
     with st.status("Computing the quick table …", expanded=True) as status, tempfile.TemporaryDirectory() as scratch:
         bar = st.progress(0.0, text="starting")
@@ -48,7 +56,7 @@ if st.button("Regenerate", key="regenerate", type="primary"):
             bar.progress(done / total, text=f"{done}/{total} cells")
 
         try:
-            outcome = run_preset(load_preset("quick"), store_path=Path(scratch) / "results.sqlite",
+            outcome = run_preset(quick, store_path=Path(scratch) / "results.sqlite",
                                  out_dir=Path(scratch) / "quick", progress=False, on_cell=on_cell)
         except PurifyLabError as error:  # a missing data set or weights: say why, keep the page alive
             status.update(label="Regeneration failed", state="error")
