@@ -405,11 +405,9 @@ def attack_image(
 
     Writes `out` (PNG, at the model's resolution) and its resolved config beside it (`out`.json).
     """
-    from core.io import load_image, save_image, to_model_input
+    from core.io import check_output_png, load_image, save_image, to_model_input
 
-    out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise PurifyLabError(f"--out must be a .png file, got '{out.name}'")
+    out = check_output_png(out)
     if threat == "transfer":
         raise PurifyLabError("threat 'transfer' needs a data set to measure transfer; use 'purifylab evaluate --threat transfer'")
     config = AttackConfig(name=attack, norm=norm, eps=eps, steps=steps, seed=seed)

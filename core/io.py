@@ -630,13 +630,21 @@ def encode_png(tensor: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def save_image(tensor: torch.Tensor, path: str | PathLike) -> Path:
-    """Write an image tensor as an 8-bit grayscale PNG; the name must end in .png."""
+def check_output_png(path: str | PathLike) -> Path:
+    """Refuse an output name before any compute: it must end in .png, not be a folder, and sit in an
+    existing folder (so a long attack never ends in a traceback at the write)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise PurifyLabError(f"save_image writes PNG files; use a .png name (got '{path.suffix}')")
-    png = encode_png(tensor)
+        raise PurifyLabError(f"the output must be a .png file, got '{path.name}'")
+    if path.is_dir():
+        raise PurifyLabError(f"the output {path} is a folder; name a .png file inside it")
     if not path.parent.is_dir():
-        raise PurifyLabError("output folder does not exist; create it first")
-    path.write_bytes(png)
+        raise PurifyLabError(f"the output folder {path.parent} does not exist; create it first")
+    return path
+
+
+def save_image(tensor: torch.Tensor, path: str | PathLike) -> Path:
+    """Write an image tensor as an 8-bit grayscale PNG; the name must end in .png."""
+    path = check_output_png(path)
+    path.write_bytes(encode_png(tensor))
     return path

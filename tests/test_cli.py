@@ -79,3 +79,10 @@ def test_help_on_every_command(capsys):
 def test_python_dash_m_core_entry_point():
     result = subprocess.run([sys.executable, "-m", "core", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "purify" in result.stdout
+
+
+def test_an_output_that_is_a_folder_is_refused_before_any_compute(tmp_path, xray_paths, capsys):
+    (tmp_path / "out.png").mkdir()
+    for command in (["purify", str(xray_paths["NORMAL"][0]), "--purifier", "ddpm"], ["attack", str(xray_paths["NORMAL"][0])]):
+        code, _, err = run_cli([*command, "--out", str(tmp_path / "out.png")], capsys)
+        assert code == 2 and "is a folder" in err and len(err.strip().splitlines()) == 1

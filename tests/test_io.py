@@ -484,11 +484,14 @@ def test_saving_refuses_bad_tensors_and_names(tmp_path):
     for bad in bad_values:
         with pytest.raises(PurifyLabError, match="NaN|expected \\[0, 1\\]"):
             save_image(bad, tmp_path / "bad.png")
-    with pytest.raises(PurifyLabError, match="use a .png name"):
+    with pytest.raises(PurifyLabError, match="must be a .png file"):
         save_image(torch.rand(1, 20, 20), tmp_path / "out.jpg")
-    with pytest.raises(PurifyLabError, match="output folder does not exist"):
+    with pytest.raises(PurifyLabError, match="output folder .* does not exist"):
         save_image(torch.rand(1, 20, 20), tmp_path / "missing" / "out.png")
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "out.png").mkdir()
+    with pytest.raises(PurifyLabError, match="is a folder"):
+        save_image(torch.rand(1, 20, 20), tmp_path / "out.png")
 
 
 @pytest.mark.parametrize(

@@ -28,11 +28,10 @@ def parse_param_options(options: list[str]) -> dict[str, str]:
 
 def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: int, out: Path) -> dict:
     """Purify one image file into a PNG and write the resolved config beside it; returns that config."""
-    from core.io import load_image, save_image, to_model_input
+    from core.io import check_output_png, load_image, save_image, to_model_input
     from core.purifiers import create_purifier
 
-    if out.suffix.lower() != ".png":
-        raise PurifyLabError(f"--out must be a .png file, got '{out.name}'")
+    check_output_png(out)
     purifier = create_purifier(purifier_name, **params)
     loaded = load_image(image)
     size = getattr(purifier, "image_size", None)  # model-free purifiers keep the native size
