@@ -86,3 +86,8 @@ def test_an_output_that_is_a_folder_is_refused_before_any_compute(tmp_path, xray
     for command in (["purify", str(xray_paths["NORMAL"][0]), "--purifier", "ddpm"], ["attack", str(xray_paths["NORMAL"][0])]):
         code, _, err = run_cli([*command, "--out", str(tmp_path / "out.png")], capsys)
         assert code == 2 and "is a folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_version(capsys):
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.startswith("purifylab ")

@@ -28,6 +28,24 @@ for name, group in groups.items():
     app.add_typer(group, name=name)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"purifylab {version('purifylab')}")
+        except PackageNotFoundError:
+            typer.echo("purifylab (not installed as a package: run from the source tree)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+) -> None:
+    """Attack and defend chest X-ray classifiers with diffusion purification."""
+
+
 def set_threads(threads: int | None) -> None:
     """--threads for any command: torch's intra-op threads (None keeps torch's default)."""
     if threads is None:

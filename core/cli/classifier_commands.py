@@ -79,8 +79,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
         json_path: Annotated[Path | None, typer.Option("--json", help="also write the result here (and FILE.config.json beside it)")] = None,
     ) -> None:
-        """Accuracy, balanced accuracy, AUROC, per-class sensitivity with 95 % bootstrap intervals;
-        with --attack also clean vs robust accuracy under the stated threat model."""
+        """Accuracy, balanced accuracy, AUROC, sensitivity, specificity and calibration error with 95 %
+        intervals, on a named split; with --attack also clean vs robust accuracy under the stated threat model."""
         from core.cli.purify_commands import parse_param_options
         from core.evaluate import EvaluationConfig, evaluate, format_report, parse_purifier_spec, write_json
 
