@@ -151,7 +151,9 @@ _SHIFT = dict(
     noise=0.03, select_epoch="last",
 )
 _CPU = {
-    "vit": dict(_SHIFT, epochs=40, batch_size=64, lr=1e-3, weight_decay=0.05, label_smoothing=0.1, max_minutes=45),
+    # DeiT-style: the ViT learns from the CNN's soft targets (a convolutional teacher makes a ViT far
+    # more data-efficient); measured on val against the same ViT trained on labels alone (TRAINING.md).
+    "vit": dict(_SHIFT, epochs=40, batch_size=64, lr=1e-3, weight_decay=0.05, distill_from="resnet", temperature=2.0, max_minutes=45),
     "resnet": dict(_SHIFT, epochs=16, batch_size=64, lr=2e-3, weight_decay=5e-4, label_smoothing=0.1, max_minutes=40),
     "student_cnn": dict(_SHIFT, epochs=12, batch_size=64, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, distill_from="resnet", temperature=2.0, max_minutes=20),
     "sevit": dict(_SHIFT, epochs=6, batch_size=64, lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2, max_minutes=15),
@@ -166,7 +168,7 @@ _CPU = {
     "cifar10_cnn_at": dict(_CIFAR10_AT, epochs=8, batch_size=128, lr=1e-3, weight_decay=5e-4, warmup_epochs=0.2, max_minutes=15),
 }
 _GPU = {
-    "vit": dict(_SHIFT, epochs=150, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_epochs=5, label_smoothing=0.1),
+    "vit": dict(_SHIFT, epochs=150, batch_size=128, lr=1e-3, weight_decay=0.05, warmup_epochs=5, distill_from="resnet", temperature=2.0),
     "resnet": dict(_SHIFT, epochs=60, batch_size=128, lr=2e-3, weight_decay=5e-4, warmup_epochs=2, label_smoothing=0.1),
     "student_cnn": dict(_SHIFT, epochs=60, batch_size=128, lr=3e-3, weight_decay=1e-4, distill_from="resnet", temperature=2.0),
     "sevit": dict(_SHIFT, epochs=20, batch_size=128, lr=1e-3, weight_decay=1e-4),
@@ -319,6 +321,7 @@ def _build_teacher(config: TrainConfig) -> XrayClassifier | None:
         teacher = create_classifier(config.distill_from, pretrained=False, image_size=config.image_size, **_TINY_ARCHITECTURE[config.distill_from])
     if teacher.image_size != config.image_size:
         raise PurifyLabError(f"teacher '{config.distill_from}' takes {teacher.image_size} px, the student {config.image_size} px")
+    teacher.calibrate(1.0, None)  # soft targets are the network's own beliefs, not its calibrated decision rule
     return teacher.eval().requires_grad_(False)
 
 
