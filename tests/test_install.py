@@ -128,3 +128,12 @@ def test_advisory_file_is_well_formed():
         assert entry["source"].startswith("https://"), where
     covered = {canonicalize_name(e["package"]) for e in doc["advisories"]}
     assert {"requests", "urllib3", "pillow", "torch", "pip", "setuptools"} <= covered
+
+
+def test_a_missing_torchattacks_is_one_line_naming_the_install_step():
+    code = "import sys; sys.modules['torchattacks'] = None\nfrom core.cli import main\nmain(['evaluate', '--data', '.', '--attack', 'pgd'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: torchattacks is not installed: run `pip install --no-deps torchattacks==3.5.1` (scripts/install.sh does this step)"
+    ]

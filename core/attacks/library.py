@@ -20,11 +20,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torchattacks
-from torchattacks.attack import Attack
 from torch import nn
 
+from core.errors import PurifyLabError
 from core.registry import Registry
+
+try:
+    import torchattacks
+    from torchattacks.attack import Attack
+except ImportError:  # installed apart from the engine, see scripts/install.sh
+    raise PurifyLabError(
+        "torchattacks is not installed: run `pip install --no-deps torchattacks==3.5.1` (scripts/install.sh does this step)"
+    ) from None
 
 if TYPE_CHECKING:
     from core.attacks.config import AttackConfig
