@@ -91,3 +91,14 @@ def test_an_output_that_is_a_folder_is_refused_before_any_compute(tmp_path, xray
 def test_version(capsys):
     code, out, _ = run_cli(["--version"], capsys)
     assert code == 0 and out.startswith("purifylab ")
+
+
+def test_help_imports_no_torch():
+    """--help and the command list load no heavy library (torch alone takes 2-5 s on 2 busy cores)."""
+    import subprocess
+    import sys
+
+    code = "import sys\nfrom core.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint(sorted(m for m in ('torch', 'diffusers', 'torchattacks', 'pydicom') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -25,7 +25,6 @@ from core.data import (
     SplitSpec,
     data_hash,
     dedupe,
-    describe,
     find_duplicates,
     load_dataset,
     make_splits,
@@ -33,6 +32,7 @@ from core.data import (
     read_idx,
     stratified_split,
 )
+from core.data.describe import describe
 from core.data.groups import group_images, kermany_patient
 from core.data.loading import load_splits
 from core.data.splits import stratified_group_split

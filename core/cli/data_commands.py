@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from core.data import describe, load_dataset, make_splits
-from core.data.groups import group_images
 
 
 def describe_command(
@@ -19,6 +17,7 @@ def describe_command(
     limit: Annotated[int | None, typer.Option(help="Scan at most this many images, spread over classes.")] = None,
 ) -> None:
     """Counts per class, image sizes, modes, duplicate groups and undecodable files."""
+    from core.data.describe import describe
     summary = describe(path, split=split, limit=limit, progress=True)
     typer.echo(summary.table())
     if json_file is not None:
@@ -42,6 +41,8 @@ def split_command(
 
     Patients come from a groups.csv (path,group) in the folder, else the Kermany file names, else
     each image is its own group (with a warning)."""
+    from core.data import load_dataset, make_splits
+    from core.data.groups import group_images
     image_set = load_dataset(path, split=split, size=size, progress=True)
     spec = make_splits(image_set, val=val, test=test, seed=seed, grouping=group_images(image_set.sources, path))
     spec.save(out)

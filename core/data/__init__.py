@@ -1,40 +1,39 @@
-"""Data layer: every supported layout -> one `ImageSet`; duplicates, reproducible splits, summaries."""
+"""Data layer: every supported layout -> one `ImageSet`; duplicates, reproducible splits, summaries.
 
-from core.data.cache import REPO_CACHE_DIR
-from core.data.decode import prepare_image
-from core.data.describe import DatasetSummary, describe
-from core.data.imageset import ImageSet, ImageSetDataset
-from core.data.locations import CIFAR10_FILE, MNIST_FILE, XRAY_TRAIN_DIR, default_data_for
-from core.data.sources import list_items, load_dataset, read_idx
-from core.data.splits import (
-    SplitSpec,
-    data_hash,
-    data_hash_of_folder,
-    dedupe,
-    find_duplicates,
-    make_splits,
-    stratified_split,
-)
+Names are imported on first use (PEP 562), so `core.data.locations` (paths only) costs no torch
+import: `purifylab --help` and input refusals stay fast. The `describe` function shares its name
+with its module: import it from `core.data.describe`.
+"""
 
-__all__ = [
-    "CIFAR10_FILE",
-    "MNIST_FILE",
-    "XRAY_TRAIN_DIR",
-    "default_data_for",
-    "REPO_CACHE_DIR",
-    "DatasetSummary",
-    "ImageSet",
-    "ImageSetDataset",
-    "SplitSpec",
-    "data_hash",
-    "data_hash_of_folder",
-    "dedupe",
-    "describe",
-    "find_duplicates",
-    "list_items",
-    "load_dataset",
-    "make_splits",
-    "prepare_image",
-    "read_idx",
-    "stratified_split",
-]
+from importlib import import_module
+
+_WHERE = {
+    "REPO_CACHE_DIR": "cache",
+    "prepare_image": "decode",
+    "DatasetSummary": "describe",
+    "ImageSet": "imageset",
+    "ImageSetDataset": "imageset",
+    "CIFAR10_FILE": "locations",
+    "MNIST_FILE": "locations",
+    "XRAY_TEST_DIR": "locations",
+    "XRAY_TRAIN_DIR": "locations",
+    "default_data_for": "locations",
+    "list_items": "sources",
+    "load_dataset": "sources",
+    "read_idx": "sources",
+    "SplitSpec": "splits",
+    "data_hash": "splits",
+    "data_hash_of_folder": "splits",
+    "dedupe": "splits",
+    "find_duplicates": "splits",
+    "make_splits": "splits",
+    "stratified_split": "splits",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'core.data' has no attribute '{name}'")
+    return getattr(import_module(f"core.data.{_WHERE[name]}"), name)
