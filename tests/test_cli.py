@@ -102,3 +102,17 @@ def test_help_imports_no_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_bad_file_is_refused_before_diffusers_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.png").write_text("<html>not an image</html>")
+    code = (
+        "import sys\nfrom core.cli import main\ntry:\n"
+        f"    main(['purify', {str(tmp_path / 'bad.png')!r}, '--purifier', 'ddpm', '--out', {str(tmp_path / 'o.png')!r}])\n"
+        "except SystemExit as exit:\n    print(exit.code, 'diffusers' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "2 False" and "not an image" in done.stderr

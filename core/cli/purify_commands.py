@@ -29,11 +29,12 @@ def parse_param_options(options: list[str]) -> dict[str, str]:
 def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: int, out: Path) -> dict:
     """Purify one image file into a PNG and write the resolved config beside it; returns that config."""
     from core.io import check_output_png, load_image, save_image, to_model_input
-    from core.purifiers import create_purifier
 
     check_output_png(out)
+    loaded = load_image(image)  # a bad file is refused before diffusers is imported and weights loaded
+    from core.purifiers import create_purifier
+
     purifier = create_purifier(purifier_name, **params)
-    loaded = load_image(image)
     size = getattr(purifier, "image_size", None)  # model-free purifiers keep the native size
     x = to_model_input(loaded, size) if size is not None else loaded.pixels[None]
     purified = purifier.purify(x, seed=seed)
