@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import PurifyLabError, check_range
+from core.errors import PurifyLabError
 from core.purifiers.diffusion import (
-    DiffusionConfig,
     DiffusionPurifier,
+    NoiseDepthConfig,
     ddpm_scheduler,
     forward_noise,
     start_timestep,
@@ -26,13 +26,11 @@ from core.purifiers.diffusion import (
 
 
 @dataclass(frozen=True)
-class DDPMConfig(DiffusionConfig):
-    t_star: float = 0.04  # starting depth as a fraction of T
+class DDPMConfig(NoiseDepthConfig):
     steps: int | None = 10  # reverse steps, evenly spaced from t* to 0; None = every timestep
 
     def validate(self) -> None:
         super().validate()
-        check_range("t_star", self.t_star, 0.0, 1.0, low_open=True)
         if self.steps is not None and self.steps < 1:
             raise PurifyLabError(f"steps={self.steps} must be >= 1 (or None for every timestep)")
 

@@ -21,7 +21,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from torch.utils.checkpoint import checkpoint
 
-from core.errors import PurifyLabError
+from core.errors import PurifyLabError, check_range
 from core.purifiers.base import Purifier, PurifierConfig
 from core.purifiers.unet import load_shipped_unet
 from core.weights import WEIGHTS_DIR, card_path, read_card
@@ -50,6 +50,17 @@ class DiffusionConfig(PurifierConfig):
     def validate(self) -> None:
         if not re.fullmatch(r"[a-z0-9_]+", self.denoiser):
             raise PurifyLabError(f"denoiser='{self.denoiser}' must be a file stem in weights/ (letters, digits, _)")
+
+
+@dataclass(frozen=True)
+class NoiseDepthConfig(DiffusionConfig):
+    """A denoiser-driven purifier that first noises its input to depth t*."""
+
+    t_star: float = 0.04  # depth as a fraction of T
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("t_star", self.t_star, 0.0, 1.0, low_open=True)
 
 
 def shipped_denoiser(stem: str = DDPM_WEIGHTS_STEM) -> tuple[UNet2DModel, dict]:

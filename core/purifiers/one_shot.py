@@ -14,10 +14,9 @@ from typing import Any
 
 import torch
 
-from core.errors import check_range
 from core.purifiers.diffusion import (
-    DiffusionConfig,
     DiffusionPurifier,
+    NoiseDepthConfig,
     ddpm_scheduler,
     forward_noise,
     start_timestep,
@@ -27,12 +26,8 @@ from core.purifiers.diffusion import (
 
 
 @dataclass(frozen=True)
-class OneShotConfig(DiffusionConfig):
-    t_star: float = 0.1  # noise depth as a fraction of T
-
-    def validate(self) -> None:
-        super().validate()
-        check_range("t_star", self.t_star, 0.0, 1.0, low_open=True)
+class OneShotConfig(NoiseDepthConfig):
+    t_star: float = 0.1
 
 
 class OneShotPurifier(DiffusionPurifier):
