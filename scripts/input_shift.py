@@ -45,6 +45,7 @@ COLUMNS = [
     ("cold_blur", "cold_blur", {}),
     ("cold_direct", "cold_direct", {}),
     ("cold_recon", "cold_recon", {}),
+    ("one_shot", "one_shot", {}),
     ("ddpm", "ddpm", {}),
     ("ddim", "ddim", {}),
     ("diffdefense", "diffdefense", {}),
