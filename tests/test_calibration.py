@@ -8,7 +8,7 @@ import torch
 
 from core.calibration import balanced_threshold, fit_temperature
 from core.errors import PurifyLabError
-from core.metrics import classification_metrics, clopper_pearson, expected_calibration_error
+from core.metrics import balanced_accuracy, classification_metrics, clopper_pearson, expected_calibration_error
 
 
 def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
@@ -21,13 +21,33 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
         fit_temperature(logits, labels[:10])
 
 
-def test_balanced_threshold_takes_the_middle_of_the_best_run():
-    # 0.2 and 0.3 are NORMAL, 0.7 and 0.9 PNEUMONIA: any cut between 0.3 and 0.7 is perfect; the
-    # middle in log-odds of the run (0.3, 0.7) is 0.5
+def test_balanced_threshold_keeps_the_default_unless_validation_justifies_a_move():
+    # a perfect separation at 0.5: nothing to move
     probabilities = np.array([0.2, 0.3, 0.7, 0.9])
     labels = np.array([0, 0, 1, 1])
-    assert balanced_threshold(probabilities, labels) == pytest.approx(0.5, abs=1e-6)
-    # imbalanced classes: the balanced-accuracy cut, not the accuracy one
+    assert balanced_threshold(probabilities, labels) == 0.5
+    # overlapping classes: the default is kept when it scores within one standard error of the exact
+    # maximum, else the near-best cut closest to it is taken, never simply the exact maximum
+    labels = np.repeat([0, 1], 100)
+    kept = moved = 0
+    for seed, high_normal in enumerate((0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)):
+        rng = np.random.default_rng(seed)
+        probabilities = np.where(labels == 1, rng.uniform(0.3, 1.0, 200), rng.uniform(0.0, high_normal, 200))
+        cuts = np.unique(probabilities)
+        scores = np.array([balanced_accuracy(labels, probabilities > c) for c in cuts])
+        best = int(np.argmax(scores))
+        specificity, sensitivity = (probabilities[:100] <= cuts[best]).mean(), (probabilities[100:] > cuts[best]).mean()
+        floor = scores[best] - 0.5 * np.sqrt(specificity * (1 - specificity) / 100 + sensitivity * (1 - sensitivity) / 100)
+        threshold = balanced_threshold(probabilities, labels)
+        assert balanced_accuracy(labels, probabilities > threshold) >= floor - 1e-9
+        assert abs(threshold - 0.5) <= abs(cuts[best] - 0.5) + 1e-9
+        if balanced_accuracy(labels, probabilities > 0.5) >= floor:
+            assert threshold == 0.5
+            kept += 1
+        else:
+            moved += 1
+    assert kept and moved  # both branches were exercised
+    # far from the default (every score above 0.5): the nearest near-best cut, not the exact maximum
     probabilities = np.array([0.55, 0.6, 0.65, 0.9, 0.95, 0.97, 0.98, 0.99])
     labels = np.array([0, 0, 0, 1, 1, 1, 1, 1])
     threshold = balanced_threshold(probabilities, labels)

@@ -53,6 +53,21 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         summary = {key: card[key] for key in ("calibration", "val_metrics", "test_metrics") if key in card}
         typer.echo(json.dumps({"weights": str(run_dir / f"{model}.safetensors"), **summary}, indent=2))
 
+    @groups["train"].command("calibrate")
+    def calibrate_command(
+        model: Annotated[str, typer.Option("--model", help="classifier name")],
+        weights: Annotated[Path | None, typer.Option("--weights", help="weights file (default: weights/<model>.safetensors)")] = None,
+        data: Annotated[Path | None, typer.Option("--data", help="the folder it was trained on (default: the model's)")] = None,
+    ) -> None:
+        """Refit temperature and decision threshold on val and re-measure the card (weights unchanged)."""
+        from core.data.locations import default_data_for
+        from core.models import weights_path_for
+        from core.train.classifier import recalibrate
+
+        card = recalibrate(model, weights or weights_path_for(model), data or default_data_for(model))
+        summary = {key: card[key] for key in ("calibration", "val_metrics", "test_metrics") if key in card}
+        typer.echo(json.dumps(summary, indent=2))
+
     @app.command("evaluate")
     def evaluate_command(
         data: Annotated[Path, typer.Option("--data", help="class-per-folder directory, .tar.gz, MedMNIST .npz or MNIST idx file")],

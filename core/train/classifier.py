@@ -32,7 +32,7 @@ from core.evaluate import EvaluationConfig, evaluate, predict_probabilities
 from core.metrics import classification_metrics
 from core.models import SEViT, XrayClassifier, create_classifier, list_classifiers
 from core.train.checkpoint import optimizer_tensors, restore_optimizer
-from core.weights import load_weights, save_weights
+from core.weights import card_path, load_weights, read_card, save_weights
 
 PRESETS = ("tiny", "cpu", "gpu")
 
@@ -532,6 +532,20 @@ def measure_card_metrics(name: str, weights: Path, data_dir: str | Path, limit: 
         metrics[key] = {metric: measured[metric] for metric in CARD_METRICS}
         metrics[key].update(data=measured["data"], measured_by="core.evaluate on the fp16 weights")
     return metrics
+
+
+def recalibrate(name: str, weights: Path, data_dir: str | Path) -> dict:
+    """Fit a trained classifier's temperature and threshold again on val (the current rule) and
+    re-measure its card's figures; the weights file, and so its SHA-256, stay as they are."""
+    weights = Path(weights)
+    model = create_classifier(name, weights=weights)
+    val = load_splits(data_dir, ("val",), model.image_size, channels=model.in_channels)["val"]
+    calibration = _fit_calibration(model, val)
+    model.calibrate(calibration["temperature"], calibration["threshold"])
+    card = {**read_card(weights), "calibration": calibration}
+    card.update(measure_card_metrics(name, weights, data_dir, model=model))
+    card_path(weights).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    return card
 
 
 def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time, seconds, train, val) -> dict:
