@@ -91,3 +91,31 @@ def test_garbage_file_is_not_valid_safetensors(tmp_path):
 
     with pytest.raises(PurifyLabError, match="not a valid safetensors"):
         load_state(path, verify=False)
+
+
+def test_shipped_weights_fit_the_budget_and_xray_cards_report_val_and_test():
+    from core.data.locations import dataset_of
+    from core.models import list_classifiers
+    from core.weights import WEIGHTS_DIR, shipped_cards
+
+    assert sum(path.stat().st_size for path in WEIGHTS_DIR.iterdir()) <= 20 * 10**6
+    cards = shipped_cards()
+    for name in (n for n in list_classifiers() if n in cards and dataset_of(n) == "xray"):
+        card = cards[name]
+        assert card["val_metrics"]["data"]["split"] == "val", name
+        assert card["test_metrics"]["data"]["folder"].endswith("chest_xray_pneumonia/test"), name
+        assert 0 < card["calibration"]["threshold"] < 1 and card["calibration"]["temperature"] > 0, name
+
+
+@pytest.mark.parametrize("name", ["resnet", pytest.param("vit", marks=pytest.mark.slow), pytest.param("student_cnn", marks=pytest.mark.slow),
+                                  pytest.param("sevit", marks=pytest.mark.slow), pytest.param("substitute", marks=pytest.mark.slow),
+                                  pytest.param("vit_at", marks=pytest.mark.slow)])
+def test_evaluate_on_the_test_cohort_reproduces_the_card(name, xray_test_dir):
+    from core.evaluate import EvaluationConfig, evaluate
+    from core.weights import shipped_cards
+
+    card = shipped_cards()[name]["test_metrics"]
+    measured = evaluate(EvaluationConfig(data=str(xray_test_dir), classifier=name))
+    assert measured["data"]["split"] == "all" and measured["n"] == card["n"] == 301
+    for key in ("accuracy", "balanced_accuracy", "auroc", "specificity", "ece"):
+        assert measured[key] == pytest.approx(card[key], abs=1e-9), key
