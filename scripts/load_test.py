@@ -59,7 +59,7 @@ SERVER_FLAGS = ["--server.headless=true", "--server.address=127.0.0.1", "--brows
 SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
 BUSY = "[data-testid='stApp']:not([data-test-script-state='notRunning'])"
 NO_SKELETON = "document.querySelectorAll(\"[data-testid='stSkeleton']\").length === 0"
-PANELS = ("Original", "Adversarial", "Blurred", "Reconstructed", "Direct recon.", "DDPM")
+PANELS = ("Original", "Adversarial", "Blurred", "Direct recon.", "One-shot DDPM")  # the lab's default purifiers
 PICTURE_TOLERANCE = 0.03  # mean |Δ| in [0, 1] of the served JPEG vs the engine's image; other X-rays are ~0.1+
 
 
@@ -271,7 +271,7 @@ async def drive(browser, base: str, session: int, jobs: list[Job], log: SessionL
         async def open_lab() -> float:
             await page.goto(base)  # from the home page: a deep link makes the frontend probe /lab/_stcore/* (404)
             await settle(page, action_ms)
-            await page.get_by_role("link", name="Attack & purify lab").click()
+            await page.get_by_role("link", name="Attack & purify lab", exact=True).click()  # the sidebar's, not home's "start here"
             await page.wait_for_selector("[data-testid='stSlider']", timeout=action_ms)
             return await settle(page, action_ms)
 
@@ -338,13 +338,12 @@ def engine_views(shown: list[tuple[Job, dict]]) -> list[dict]:
     views = []
     for job, page in shown:
         values = {label.split()[0]: value for label, value in page["sliders"].items()}
-        eps, depth, steps, t_star = values["Budget"], int(values["Blur"]), int(values["Reconstruction"]), values["t*"]
+        eps, depth, t_star = values["Budget"], int(values["Blur"]), values["t*"]
         image = to_model_input(load_image(job.data), model.image_size)
         blur = create_purifier("cold_blur", depth=depth)
         adversarial = attack_image(model, image, AttackConfig(name="pgd", eps=eps, steps=10), threat="grey",
                                    purifier=blur, eot=1).image
-        purifiers = [blur, create_purifier("cold_recon", depth=depth, steps=min(steps, depth)),
-                     create_purifier("cold_direct", depth=depth), create_purifier("ddpm", t_star=t_star)]
+        purifiers = [blur, create_purifier("cold_direct", depth=depth), create_purifier("one_shot", t_star=t_star)]
         images = [image, adversarial, *(purify_image(p, adversarial, seed=0).image for p in purifiers)]
         readings = [read(model, x)[0] for x in images]
         norms = perturbation_norms(image, adversarial)
