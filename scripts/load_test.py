@@ -61,6 +61,11 @@ BUSY = "[data-testid='stApp']:not([data-test-script-state='notRunning'])"
 NO_SKELETON = "document.querySelectorAll(\"[data-testid='stSkeleton']\").length === 0"
 PANELS = ("Original", "Adversarial", "Blurred", "Direct recon.", "One-shot DDPM")  # the lab's default purifiers
 PICTURE_TOLERANCE = 0.03  # mean |Δ| in [0, 1] of the served JPEG vs the engine's image; other X-rays are ~0.1+
+# The server and this check run the same attack in different processes: float noise can flip a few
+# of PGD's sign() steps (measured: L2 2.92 on the page vs 2.903 recomputed, a one-shot reading 84 %
+# vs 82 %). Cross-talk shows another session's image and readings, far outside these margins.
+PERCENT_TOLERANCE = 3
+L2_RELATIVE_TOLERANCE = 0.01
 
 
 @dataclass
@@ -356,7 +361,7 @@ def engine_views(shown: list[tuple[Job, dict]]) -> list[dict]:
 
 
 def mismatches(page: dict, own: dict, everyone: list[dict]) -> list[str]:
-    """Why `page` is not `own`'s result (1 point of rounding allowed on percentages), or []."""
+    """Why `page` is not `own`'s result (within the float-noise margins above), or []."""
     problems = []
     if abs(own["eps"] - own["job"].eps) > 1e-9:
         problems.append(f"ε shown is {own['eps']}, this session set {own['job'].eps}")
@@ -365,9 +370,9 @@ def mismatches(page: dict, own: dict, everyone: list[dict]) -> list[str]:
     if len(page["badges"]) != len(PANELS):
         problems.append(f"{len(page['badges'])} readings shown, {len(PANELS)} expected")
     for panel, (name, percent), (own_name, own_percent) in zip(PANELS, page["badges"], own["badges"]):
-        if name != own_name or abs(percent - own_percent) > 1:
+        if name != own_name or abs(percent - own_percent) > PERCENT_TOLERANCE:
             problems.append(f"{panel}: shows {name} {percent}%, engine gives {own_name} {own_percent}%")
-    if page["linf"] is None or abs(page["linf"] - own["linf"]) > 0.0015 or abs(page["l2"] - own["l2"]) > 0.015:
+    if page["linf"] is None or abs(page["linf"] - own["linf"]) > 0.0015 or abs(page["l2"] - own["l2"]) > max(0.015, L2_RELATIVE_TOLERANCE * own["l2"]):
         problems.append(f"norms shown L∞ {page['linf']} L2 {page['l2']}, engine {own['linf']:.4f} {own['l2']:.3f}")
     distances = [float(abs(page["picture"] - view["picture"]).mean()) if page["picture"].shape == view["picture"].shape
                  else math.inf for view in everyone]
