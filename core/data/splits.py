@@ -134,16 +134,20 @@ def stratified_group_split(
     return {name: np.flatnonzero(split_of_item == i) for i, name in enumerate(SPLIT_NAMES)}
 
 
+def _hash_sources(sources) -> str:
+    return hashlib.sha256("\n".join(sorted(sources)).encode()).hexdigest()
+
+
 def data_hash(image_set: ImageSet) -> str:
     """sha256 of the sorted source list: names the exact data a split or a model was made from."""
-    return hashlib.sha256("\n".join(sorted(image_set.sources)).encode()).hexdigest()
+    return _hash_sources(image_set.sources)
 
 
 def data_hash_of_folder(path: str | Path) -> str:
     """`data_hash` from the file list alone, without decoding a pixel (a cheap identity check)."""
     from core.data.sources import list_items
 
-    return hashlib.sha256("\n".join(sorted(item.source for item in list_items(path, None).items)).encode()).hexdigest()
+    return _hash_sources(item.source for item in list_items(path, None).items)
 
 
 @dataclass(frozen=True)
