@@ -1,7 +1,8 @@
 """Certified robustness by diffusion denoised smoothing (Cohen et al. 2019; Carlini et al. 2023).
 
 The smoothed classifier answers the class that f(denoise(x + sigma * eps)) returns most often under
-Gaussian noise eps. CERTIFY estimates that class on n0 draws, then lower-bounds its probability p_A
+Gaussian noise eps (or f(clamp(x + sigma * eps)) without a denoiser, for a noise-trained f).
+CERTIFY estimates that class on n0 draws, then lower-bounds its probability p_A
 on n fresh draws with a one-sided Clopper-Pearson bound at level alpha; when p_A > 1/2 no L2
 perturbation of norm below sigma * Phi^-1(p_A) can change the smoothed answer, whatever the
 attacker knows. Radii are L2 norms in [0, 1] pixels at the classifier's input resolution.
@@ -52,24 +53,29 @@ def certified_radius(p_lower: float, sigma: float) -> float | None:
 
 @torch.inference_mode()
 def smoothed_counts(
-    classifier: XrayClassifier, denoiser: OneShotPurifier, image: torch.Tensor, draws: int, config: CertifyConfig,
+    classifier: XrayClassifier, denoiser: OneShotPurifier | None, image: torch.Tensor, draws: int, config: CertifyConfig,
     generator: torch.Generator,
 ) -> np.ndarray:
-    """How often each class wins over `draws` noisy, denoised copies of one image (1, C, H, W)."""
+    """How often each class wins over `draws` noisy, denoised copies of one image (1, C, H, W).
+
+    Without a denoiser the noisy copies, clamped to [0, 1], go straight to a classifier trained
+    under that noise (Cohen et al.'s original smoothing); the clamp is part of the base classifier,
+    so the certificate still holds."""
     counts = np.zeros(classifier.num_classes, dtype=np.int64)
     remaining = draws
     while remaining > 0:
         size = min(config.batch_size, remaining)
         batch = image.expand(size, -1, -1, -1)
         noisy = batch + config.sigma * torch.randn(batch.shape, generator=generator, device=batch.device)
-        predictions = classifier(denoiser.denoise_pixel_noise(noisy, config.sigma)).argmax(1)
+        inputs = noisy.clamp(0.0, 1.0) if denoiser is None else denoiser.denoise_pixel_noise(noisy, config.sigma)
+        predictions = classifier(inputs).argmax(1)
         counts += np.bincount(predictions.cpu().numpy(), minlength=classifier.num_classes)
         remaining -= size
     return counts
 
 
 def certify_image(
-    classifier: XrayClassifier, denoiser: OneShotPurifier, image: torch.Tensor, config: CertifyConfig, seed: int
+    classifier: XrayClassifier, denoiser: OneShotPurifier | None, image: torch.Tensor, config: CertifyConfig, seed: int
 ) -> tuple[int, float | None]:
     """Cohen et al.'s CERTIFY for one image: (class, radius), or (ABSTAIN, None)."""
     generator = torch.Generator(device=image.device).manual_seed(seed)
@@ -91,7 +97,7 @@ def certified_balanced_accuracy(predictions: np.ndarray, radii: np.ndarray, labe
 
 
 def certify_images(
-    classifier: XrayClassifier, denoiser: OneShotPurifier, images: torch.Tensor, labels: torch.Tensor, config: CertifyConfig,
+    classifier: XrayClassifier, denoiser: OneShotPurifier | None, images: torch.Tensor, labels: torch.Tensor, config: CertifyConfig,
     progress: bool = False,
 ) -> dict:
     """CERTIFY over a set of images (float [0, 1] or uint8, NCHW): per-image answers and the curves."""

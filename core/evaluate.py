@@ -302,8 +302,16 @@ def run_metrics(run: RobustRun, bootstrap: int = 1000, seed: int = 0, class_name
         **metrics,
         "one_shot_accuracy": run.one_shot_accuracy,
         "worst_case_accuracy": run.worst_case_accuracy,
+        "worst_case_balanced_accuracy": worst_case_balanced_accuracy(run.correct, run.labels),
         "redraws": int(run.correct.shape[0]),
     }
+
+
+def worst_case_balanced_accuracy(correct: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over classes of the share of images right under every purifier draw (rows of `correct`)."""
+    always = np.asarray(correct).all(axis=0)
+    labels = np.asarray(labels)
+    return float(np.mean([always[labels == c].mean() for c in np.unique(labels)]))
 
 
 def attack_budget(attack: AttackConfig, threat: str, eot: int) -> dict:

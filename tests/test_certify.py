@@ -95,3 +95,13 @@ def test_certify_command_on_real_test_xrays(xray_test_dir, tmp_path, capsys):
     assert result["n"] == 8 and result["sigma"] == 0.25 and result["data"]["split"] == "all" and len(result["per_image"]) == 2
     assert set(result["certified_accuracy"]) >= {"0.25", "0.5", "1.0"} and "radius_units" in result
     assert json.loads(out.with_name("certify.config.json").read_text())["classifier"] == "student_cnn"
+
+
+def test_without_a_denoiser_the_noisy_copies_go_straight_to_the_noise_trained_classifier():
+    images = torch.rand(2, 1, SIZE, SIZE)
+    config = CertifyConfig(sigma=0.5, n0=10, n=100, alpha=0.001, batch_size=64)
+    result = certify_images(_always(0), None, images, torch.tensor([0, 1]), config)
+    radius = 0.5 * NormalDist().inv_cdf(0.001 ** (1 / 100))  # 0.75: twice the sigma-0.25 case above
+    assert [row["prediction"] for row in result["per_image"]] == [0, 0]
+    assert result["per_image"][0]["radius"] == pytest.approx(radius, abs=1e-6)
+    assert result["certified_accuracy"]["0.5"] == 0.5 and result["certified_balanced_accuracy"]["0.5"] == 0.5

@@ -13,6 +13,7 @@ TINY = {
     "vit": dict(image_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2),
     "vit_at": dict(image_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2),
     "resnet": dict(image_size=32, widths=(4, 8, 8, 8), layers=(1, 1, 1, 1)),
+    "resnet_smooth": dict(image_size=32, widths=(4, 8, 8, 8), layers=(1, 1, 1, 1)),
     "sevit": dict(image_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_heads=2),
     "student_cnn": dict(image_size=32, widths=(4, 8, 8, 8)),
     "substitute": dict(image_size=32, widths=(4, 8, 8)),

@@ -146,6 +146,18 @@ def test_noise_level_grows_with_t_star(xrays):
     assert (weak - xrays).abs().mean() < (strong - xrays).abs().mean()
 
 
+def test_gaussian_noise_is_smoothing_noise_of_the_stated_std_with_an_exact_gradient():
+    grey = torch.full((4, 1, 64, 64), 0.5, requires_grad=True)
+    purifier = create_purifier("gaussian", sigma=0.1)
+    noisy = purifier.purify(grey.detach(), seed=0)
+    assert torch.equal(noisy, purifier.purify(grey.detach(), seed=0)) and not torch.equal(noisy, purifier.purify(grey.detach(), seed=1))
+    assert (noisy - 0.5).std().item() == pytest.approx(0.1, rel=0.05) and noisy.min() >= 0 and noisy.max() <= 1
+    purifier(grey).sum().backward()  # clamping never bites at 0.5 +- 5 sigma: the gradient is the identity
+    assert torch.equal(grey.grad, torch.ones_like(grey))
+    with pytest.raises(PurifyLabError, match="sigma=0.0"):
+        create_purifier("gaussian", sigma=0.0)
+
+
 def test_diffdefense_lowers_its_reconstruction_loss(tiny_unet, xrays):
     purifier = build("diffdefense", tiny_unet, L=6, lr=0.1)
     result = purifier.reconstruct(xrays, torch.Generator().manual_seed(0))

@@ -186,7 +186,7 @@ def test_sanity_flags_appear_in_the_table(xray_train_dir, weights, tmp_path):
 def test_shipped_presets_load_and_validate():
     names = list_presets()
     for name in ("quick", "paper-table1", "paper-table2", "ddpm-defense", "blau", "diffdefense", "mnist-diffdefense", "cifar10-blau",
-                 "greybox-target"):
+                 "greybox-target", "adaptive"):
         assert name in names
         preset = load_preset(name)
         assert preset.name == name and (preset.tables or preset.sweeps or preset.detection)
@@ -332,3 +332,45 @@ def test_table_command_prints_markdown_and_writes_outputs(xray_train_dir, weight
     assert "computed 0" in again.output  # every cell from the store
     missing = CliRunner().invoke(app, ["table", "no-such-preset"])
     assert isinstance(missing.exception, PurifyLabError)
+
+
+def test_an_adaptive_table_prints_balanced_accuracy_and_runs_only_the_columns_threats(xray_train_dir, weights, tmp_path):
+    raw = _raw(xray_train_dir, weights)
+    raw["tables"] = [{
+        "name": "adaptive", "caption": "Balanced accuracy per threat.", "metric": "balanced_accuracy",
+        "classifiers": [{"name": "student_cnn", "weights": weights, "label": "tiny-cnn"}],
+        "rows": [{"label": "Clean"}, {"label": "PGD", "name": "pgd", "eps": 0.03, "steps": 3}],
+        "columns": [
+            {"label": "Original", "threats": ["grey"]},
+            {"label": "Noise", "purifier": "gaussian", "params": {"sigma": 0.1}},
+        ],
+        "threats": ["grey", "white"],
+    }]  # fmt: skip
+    preset = preset_from_dict(raw, "adaptive-tiny")
+    placements = [p for p, _ in PresetRunner(preset, ResultStore(tmp_path / "s.sqlite"), progress=False).table_cells(preset.tables[0])]
+    assert {(p["column"], p["threat"]) for p in placements} == {("Original", "grey"), ("Noise", "grey"), ("Noise", "white")}
+    outcome = run_preset(preset, tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+    assert "Robust balanced accuracy (%) [95 % interval" in outcome.markdown
+    noise_row = next(line for line in outcome.markdown.splitlines() if line.startswith("| PGD"))
+    cells = [cell.strip() for cell in noise_row.strip("|").split("|")]
+    assert cells[2] == "n/a"  # Original was never attacked white-box: its column says so
+    low_high = cells[3].split("[")[1].split("]")[0].split(", ")
+    assert float(low_high[0]) <= float(cells[3].split(" ")[0]) <= float(low_high[1]) and " / " in cells[3]
+    checks = json.loads(outcome.paths["json"].read_text())["sanity_checks"]
+    assert any(c["name"] == "white is not weaker than grey" for c in checks)
+
+
+def test_a_column_may_name_a_committed_defense_and_bad_column_threats_are_refused(xray_train_dir, weights):
+    from core.defense import load_defense
+
+    recommended = load_defense("recommended")
+    raw = _raw(xray_train_dir, weights)
+    raw["tables"][1]["columns"] = [{"label": "Recommended", "defense": "recommended"}]
+    column = preset_from_dict(raw, "named").tables[1].columns[0]
+    assert (column.classifier, column.purifier, column.params) == (recommended.classifier, recommended.purifier, recommended.params)
+    raw["tables"][1]["columns"] = [{"label": "Noise", "purifier": "noise", "threats": ["transfer"]}]
+    with pytest.raises(PurifyLabError, match="not all in the table's"):
+        preset_from_dict(raw, "bad")
+    raw["tables"][1]["columns"] = [{"label": "Noise", "defense": "no-such-defense"}]
+    with pytest.raises(PurifyLabError, match="defense 'no-such-defense' not found; choose one of: recommended"):
+        preset_from_dict(raw, "bad")

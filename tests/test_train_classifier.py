@@ -85,12 +85,15 @@ def test_optimizer_state_round_trips_without_pickle(tmp_path):
         assert torch.equal(before["exp_avg_sq"], after["exp_avg_sq"])
 
 
-@pytest.mark.parametrize("model", ["student_cnn", "sevit", "vit_at"])
+@pytest.mark.parametrize("model", ["student_cnn", "sevit", "vit_at", "resnet_smooth"])
 def test_each_training_mode_runs_and_says_what_it_is(xray_train_dir, tmp_path, model):
     config = preset("tiny", model, epochs=1, max_batches_per_epoch=2)
     card = train_classifier(config, xray_train_dir, tmp_path, progress=False)
     kind = card["training_kind"]
-    expected = {"student_cnn": "distilled from vit", "sevit": "frozen vit", "vit_at": "PGD adversarial"}[model]
+    expected = {
+        "student_cnn": "distilled from vit", "sevit": "frozen vit", "vit_at": "PGD adversarial",
+        "resnet_smooth": "under Gaussian noise of std 0.25 (randomized smoothing)",
+    }[model]
     assert expected in kind
     assert card["val_metrics"]["n"] == 64
 
@@ -129,6 +132,7 @@ def test_noise_blur_degrades_about_half_the_batch():
 @pytest.mark.parametrize(
     "overrides, message",
     [(dict(epochs=0), "epochs"), (dict(adversarial_eps=1.0), "eps"), (dict(noise_augment=2.0), "noise_augment"),
+     (dict(smoothing_sigma=0.0), "smoothing_sigma"),
      (dict(adversarial_warmup_epochs=5, epochs=3), "adversarial_warmup_epochs"), (dict(colour=True), "unknown")],
 )
 def test_bad_settings_are_refused(overrides, message):

@@ -18,17 +18,30 @@ def certify_command(
     alpha: Annotated[float, typer.Option("--alpha", help="the certificate fails with probability <= alpha")] = 0.001,
     split: Annotated[str | None, typer.Option("--split", help="val | all (default: as purifylab evaluate)")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
-    denoiser: Annotated[str, typer.Option("--denoiser", help="shipped noise-prediction UNet")] = "ddpm_unet",
+    denoiser: Annotated[
+        str, typer.Option("--denoiser", help="shipped noise-prediction UNet, or 'none' for a noise-trained classifier (resnet_smooth)")
+    ] = "ddpm_unet",
+    defense: Annotated[
+        str | None, typer.Option("--defense", help="a named defense (configs/defenses/): its classifier and its gaussian sigma, no denoiser")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="noise draws per forward pass")] = 250,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the result here (and FILE.config.json beside it)")] = None,
 ) -> None:
-    """Certified accuracy vs L2 radius of classifier(one-shot denoise(x + sigma * noise)) (Cohen et al.'s CERTIFY)."""
+    """Certified accuracy vs L2 radius of classifier(one-shot denoise(x + sigma * noise)), or of a
+    noise-trained classifier(x + sigma * noise) with --denoiser none (Cohen et al.'s CERTIFY)."""
     from core.certify import CertifyConfig
     from core.cli import set_threads
     from core.errors import PurifyLabError
 
+    if defense is not None:
+        from core.defense import load_defense
+
+        chosen = load_defense(defense)
+        if chosen.purifier != "gaussian":
+            raise PurifyLabError(f"defense '{defense}' purifies with '{chosen.purifier}'; certify needs a gaussian-noise defense")
+        classifier, sigma, denoiser = chosen.classifier, float(chosen.params.get("sigma", sigma)), "none"
     config = CertifyConfig(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed)
     config.validate()
     if not data.exists():
@@ -46,12 +59,13 @@ def certify_command(
     model = create_classifier(classifier)
     resolved = resolve_split(EvaluationConfig(data=str(data), classifier=classifier, split=split, limit=limit), model)
     images = load_split(data, resolved.split, model.image_size, limit, channels=model.in_channels)
-    result = certify_images(model, create_purifier("one_shot", denoiser=denoiser), images.images, images.labels, config, progress=True)
+    smoother = None if denoiser == "none" else create_purifier("one_shot", denoiser=denoiser)
+    result = certify_images(model, smoother, images.images, images.labels, config, progress=True)
     result.update(
-        classifier=classifier, classifier_sha256=(model.card or {}).get("sha256"), denoiser=denoiser,
+        classifier=classifier, classifier_sha256=(model.card or {}).get("sha256"), denoiser=denoiser, defense=defense,
         data={"folder": portable_path(data), "split": resolved.split, "n": int(len(images.labels)), "data_hash": images.data_hash},
     )
-    result["config"].update(classifier=classifier, denoiser=denoiser, data=portable_path(data), split=resolved.split, limit=limit)
+    result["config"].update(classifier=classifier, denoiser=denoiser, defense=defense, data=portable_path(data), split=resolved.split, limit=limit)
     lines = [f"{'L2 radius':>9}  certified acc.  certified balanced acc.  (sigma {sigma}, n {n}, alpha {alpha}, {result['images']} images)"]
     for radius, value in result["certified_accuracy"].items():
         lines.append(f"{radius:>9}  {value:14.4f}  {result['certified_balanced_accuracy'][radius]:23.4f}")

@@ -93,12 +93,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         attack_batch_size: Annotated[int, typer.Option("--attack-batch-size", help="images per attack batch")] = 16,
         threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
         json_path: Annotated[Path | None, typer.Option("--json", help="also write the result here (and FILE.config.json beside it)")] = None,
+        defense: Annotated[
+            str | None, typer.Option("--defense", help="a named defense (configs/defenses/, e.g. recommended): sets --classifier and --purifier")
+        ] = None,
     ) -> None:
         """Accuracy, balanced accuracy, AUROC, sensitivity, specificity and calibration error with 95 %
         intervals, on a named split; with --attack also clean vs robust accuracy under the stated threat model."""
         from core.cli.purify_commands import parse_param_options
         from core.evaluate import EvaluationConfig, evaluate, format_report, parse_purifier_spec, write_json
 
+        if defense is not None:
+            from core.defense import load_defense
+
+            chosen = load_defense(defense)
+            classifier, purifier = chosen.classifier, chosen.purifier_spec
         set_threads(threads)
         if not data.exists():
             raise PurifyLabError(f"--data {data} does not exist")

@@ -79,6 +79,11 @@ def resnet(pretrained: bool = True, weights: str | Path | None = None, **overrid
     return _build("resnet", XrayResNet, pretrained, weights, overrides)
 
 
+@classifiers.register("resnet_smooth", "the resnet fine-tuned under Gaussian noise (std 0.25) for randomized smoothing")
+def resnet_smooth(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
+    return _build("resnet_smooth", XrayResNet, pretrained, weights, overrides)
+
+
 @classifiers.register("vit_at", "the same ViT, PGD adversarially trained (L-inf, eps 0.03)")
 def vit_at(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
     return _build("vit_at", XrayViT, pretrained, weights, overrides)

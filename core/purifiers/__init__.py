@@ -11,7 +11,7 @@ from core.purifiers.ddpm import DDPMPurifier
 from core.purifiers.diffdefense import DiffDefensePurifier
 from core.purifiers.noise import NoisePurifier
 from core.purifiers.one_shot import OneShotPurifier
-from core.purifiers.simple import GaussianBlurPurifier, IdentityPurifier
+from core.purifiers.simple import GaussianBlurPurifier, GaussianNoisePurifier, IdentityPurifier
 from core.registry import Registry
 
 PURIFIERS: Registry[Purifier] = Registry("purifier")
@@ -19,6 +19,7 @@ PURIFIERS: Registry[Purifier] = Registry("purifier")
 for _cls, _doc in (
     (IdentityPurifier, "no purification (the undefended baseline)"),
     (GaussianBlurPurifier, "Gaussian blur baseline (sigma in pixels)"),
+    (GaussianNoisePurifier, "randomized smoothing's noise: x + N(0, sigma^2) in [0, 1] pixels, no model (Cohen et al. 2019)"),
     (NoisePurifier, "NoiseDefense: forward-process Gaussian noise at t*, no model"),
     (DDPMPurifier, "DDPM purification: noise to t*, reverse DDPM chain (DiffPure-style)"),
     (OneShotPurifier, "one-shot denoiser: noise to t*, one UNet call, Tweedie's x0 estimate (Carlini et al. 2023)"),

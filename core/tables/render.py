@@ -28,14 +28,29 @@ CSV_FIELDS = (
 )  # fmt: skip
 
 
+# An attacker who sees more of the defense must do at least as well (white <= BPDA+EOT <= grey).
+NOT_WEAKER_THAN = {"white": ("transfer", "bpda", "bpda-eot", "grey"), "bpda-eot": ("grey",)}
+_METRIC_TITLES = {
+    "accuracy": "Robust accuracy (%)",
+    "balanced_accuracy": "Robust balanced accuracy (%) [95 % interval: Bonferroni mean of per-class Clopper-Pearson bounds]",
+}
+
+
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
-def _accuracy_text(metrics: dict, show_time: bool) -> str:
-    text = _percent(metrics["one_shot_accuracy"])
-    if metrics.get("redraws", 1) > 1:
-        text += f" / {_percent(metrics['worst_case_accuracy'])}"
+def _accuracy_text(metrics: dict, show_time: bool, metric: str = "accuracy") -> str:
+    if metric == "balanced_accuracy":
+        low, high = metrics["confidence_95"]["balanced_accuracy"]
+        text = f"{_percent(metrics['balanced_accuracy'])} [{_percent(low)}, {_percent(high)}]"
+        worst = metrics.get("worst_case_balanced_accuracy")
+        if metrics.get("redraws", 1) > 1 and worst is not None:
+            text += f" / {_percent(worst)}"
+    else:
+        text = _percent(metrics["one_shot_accuracy"])
+        if metrics.get("redraws", 1) > 1:
+            text += f" / {_percent(metrics['worst_case_accuracy'])}"
     if show_time:
         text += f" ({metrics['timing']['seconds_per_image']:.3f} s/img, NFE {metrics['nfe']})"
     return text
@@ -46,17 +61,18 @@ def _cells_of(records: Sequence[dict], table: str) -> list[dict]:
 
 
 def masking_checks(records: Sequence[dict], table: TableSpec, tolerance: float) -> list[tuple[dict, SanityCheck]]:
-    """white vs transfer and white vs bpda(-eot) for every (classifier, column, attack row) that has both."""
+    """Every attacker with more access against each with less (`NOT_WEAKER_THAN`), for every
+    (classifier, column, attack row) that has both."""
     by_place = {(r["classifier"], r["column"], r["row"], r["threat"]): r for r in _cells_of(records, table.name)}
     checks = []
     for (classifier, column, row, threat), record in by_place.items():
-        if threat != "white" or record["config"]["attack"] is None:
+        if threat not in NOT_WEAKER_THAN or record["config"]["attack"] is None:
             continue
-        for weaker in ("transfer", "bpda", "bpda-eot"):
+        for weaker in NOT_WEAKER_THAN[threat]:
             other = by_place.get((classifier, column, row, weaker))
             if other is None:
                 continue
-            check = check_not_weaker("white", record["metrics"]["one_shot_accuracy"], weaker, other["metrics"]["one_shot_accuracy"], tolerance)
+            check = check_not_weaker(threat, record["metrics"]["one_shot_accuracy"], weaker, other["metrics"]["one_shot_accuracy"], tolerance)
             checks.append(({"table": table.name, "classifier": classifier, "column": column, "row": row}, check))
     return checks
 
@@ -123,7 +139,7 @@ def table_caption(preset: Preset, table: TableSpec, records: list[dict]) -> str:
     redraws = f"; cells 'a / b' = one-shot / worst of {preset.redraws} purifier draws" if stochastic else ""
     data = "/".join(Path(preset.data).parts[-2:])
     return (
-        f"{table.caption} Robust accuracy (%) on {n} images of split '{preset.split}' of {data}, "
+        f"{table.caption} {_METRIC_TITLES[table.metric]} on {n} images of split '{preset.split}' of {data}, "
         f"seed {preset.seed}. Threat model - {threats}. Attacks: {budgets or 'none'}{eot}{redraws}."
     )
 
@@ -154,7 +170,7 @@ def markdown_tables(preset: Preset, records: list[dict], checks: list[tuple[dict
                             r for r in table_records
                             if (r["classifier"], r["column"], r["threat"], r["row"]) == (model.title, column.label, threat, row.label)
                         ]  # fmt: skip
-                        values.append(_accuracy_text(match[0]["metrics"], table.show_time) if match else "n/a")
+                        values.append(_accuracy_text(match[0]["metrics"], table.show_time, table.metric) if match else "n/a")
                 flags = [_row_flags(table_checks, table.name, model.title, row.label) or "ok"] if has_flags else []
                 parts.append("| " + " | ".join([row.label, *values, *flags]) + " |")
             if table.averages:

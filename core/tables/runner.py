@@ -170,7 +170,7 @@ class PresetRunner:
         for model in table.classifiers:
             for column in table.columns:
                 target = (column.classifier, column.classifier_weights) if column.classifier else (model.name, model.weights)
-                for threat in table.threats:
+                for threat in column.threats or table.threats:
                     for row in table.rows:
                         placement = {"table": table.name, "classifier": model.title, "column": column.label, "threat": threat, "row": row.label}
                         entries.append((placement, self.robust_cell(target, column, row, threat)))

@@ -31,6 +31,7 @@ from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, evaluate, predict_probabilities
 from core.metrics import classification_metrics
 from core.models import SEViT, XrayClassifier, create_classifier, list_classifiers
+from core.purifiers.simple import gaussian_noise
 from core.train.checkpoint import optimizer_tensors, restore_optimizer
 from core.weights import card_path, load_weights, read_card, save_weights
 
@@ -78,6 +79,10 @@ class TrainConfig:
     # untrained ones instead, for smoke tests of the loop where no matching weights exist.
     use_shipped_weights: bool = True
     noise_augment: float | None = None  # purifier-aware: max Gaussian noise std on noised/blurred copies
+    # Randomized smoothing (Cohen et al. 2019): every training image under the same Gaussian noise
+    # (std in [0, 1] pixels, clamped) that the `gaussian` purifier adds at test time, so the smoothed
+    # classifier's vote, and its certificate, rest on a network that has learnt to read noisy X-rays.
+    smoothing_sigma: float | None = None
     # "best": the epoch of best validation balanced accuracy; "last": a fixed schedule, for when
     # validation (same cohort as training) says little about a new cohort and jumps between epochs.
     select_epoch: str = "best"
@@ -115,6 +120,8 @@ class TrainConfig:
                 raise PurifyLabError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.noise_augment is not None and not 0 < self.noise_augment <= 0.5:
             raise PurifyLabError(f"noise_augment std must be in (0, 0.5], got {self.noise_augment}")
+        if self.smoothing_sigma is not None and not 0 < self.smoothing_sigma <= 1:
+            raise PurifyLabError(f"smoothing_sigma must be in (0, 1], got {self.smoothing_sigma}")
         for option in ("distill_from", "init_from"):
             if getattr(self, option) is not None and getattr(self, option) not in list_classifiers():
                 raise PurifyLabError(f"{option}='{getattr(self, option)}' is not a classifier; choose one of: {', '.join(list_classifiers())}")
@@ -125,6 +132,7 @@ class TrainConfig:
 _TINY_ARCHITECTURE = {
     "vit": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2),
     "resnet": dict(widths=(4, 8, 8, 8), layers=(1, 1, 1, 1)),
+    "resnet_smooth": dict(widths=(4, 8, 8, 8), layers=(1, 1, 1, 1)),
     "vit_at": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2),
     "sevit": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_heads=2),
     "student_cnn": dict(widths=(8, 16, 16, 16)),
@@ -158,6 +166,10 @@ _CPU = {
     "student_cnn": dict(_SHIFT, epochs=12, batch_size=64, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, distill_from="resnet", temperature=2.0, max_minutes=20),
     "sevit": dict(_SHIFT, epochs=6, batch_size=64, lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2, max_minutes=15),
     "substitute": dict(_SHIFT, epochs=12, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=0.5, seed=1, max_minutes=15),
+    "resnet_smooth": dict(
+        _SHIFT, epochs=5, batch_size=64, lr=1e-3, weight_decay=5e-4, warmup_epochs=0.2, label_smoothing=0.1,
+        init_from="resnet", smoothing_sigma=0.25, max_minutes=40,
+    ),
     "vit_at": dict(
         _SHIFT, epochs=8, batch_size=64, lr=1.5e-4, weight_decay=0.05, warmup_epochs=0.2, init_from="vit",
         adversarial_eps=0.03, adversarial_steps=3, adversarial_alpha=0.01, adversarial_warmup_epochs=2, max_minutes=45,
@@ -172,6 +184,7 @@ _GPU = {
     "resnet": dict(_SHIFT, epochs=60, batch_size=128, lr=2e-3, weight_decay=5e-4, warmup_epochs=2, label_smoothing=0.1),
     "student_cnn": dict(_SHIFT, epochs=60, batch_size=128, lr=3e-3, weight_decay=1e-4, distill_from="resnet", temperature=2.0),
     "sevit": dict(_SHIFT, epochs=20, batch_size=128, lr=1e-3, weight_decay=1e-4),
+    "resnet_smooth": dict(_SHIFT, epochs=60, batch_size=128, lr=2e-3, weight_decay=5e-4, warmup_epochs=2, label_smoothing=0.1, smoothing_sigma=0.25),
     "substitute": dict(_SHIFT, epochs=60, batch_size=128, lr=2e-3, weight_decay=1e-4, seed=1),
     "vit_at": dict(
         _SHIFT, epochs=60, batch_size=128, lr=5e-4, weight_decay=0.05, warmup_epochs=5,
@@ -199,6 +212,8 @@ def preset(name: str, model: str, **overrides) -> TrainConfig:
             base["distill_from"] = "vit"
         if model.endswith("_at"):
             base.update(adversarial_eps=0.03, adversarial_steps=1, adversarial_alpha=0.03)
+        if model == "resnet_smooth":
+            base["smoothing_sigma"] = 0.25
     else:
         base = dict((_CPU if name == "cpu" else _GPU)[model])
     known = {f.name for f in fields(TrainConfig)}
@@ -336,9 +351,11 @@ def _training_kind(config: TrainConfig) -> str:
         )
     if config.model == "sevit":
         kinds.append("heads trained on clean images over the frozen vit")
+    if config.smoothing_sigma:
+        kinds.append(f"under Gaussian noise of std {config.smoothing_sigma} (randomized smoothing)")
     if config.noise_augment:
         kinds.append(f"purifier-aware: noise-augmented (half of each batch blurred and/or Gaussian std <= {config.noise_augment})")
-    elif not config.adversarial_eps:
+    elif not config.adversarial_eps and not config.smoothing_sigma:
         kinds.append("clean-trained")
     return "; ".join(kinds)
 
@@ -444,6 +461,8 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
                 x = augment_batch(x, config, augment_generator)
             if config.noise_augment:
                 x = noise_blur_batch(x, config.noise_augment, augment_generator)
+            if config.smoothing_sigma:
+                x = gaussian_noise(x, config.smoothing_sigma, augment_generator)
             loss = _loss(model, raw_model, teacher, attack, x, labels, class_weights, config)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)

@@ -1,0 +1,50 @@
+"""Named defenses: a classifier and a purifier chosen together on validation, in one committed file.
+
+`configs/defenses/<name>.yaml` is the single place where "the recommended defense" is written down;
+the CLI (`--defense NAME`), the app's default panel and the README read it, so the defense a user
+gets is the one that was measured. The file also says why it was chosen, on which split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.errors import PurifyLabError
+
+DEFENSES_DIR = Path(__file__).resolve().parents[1] / "configs" / "defenses"
+
+
+@dataclass(frozen=True)
+class Defense:
+    name: str
+    classifier: str
+    purifier: str
+    params: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    chosen_on: str = ""  # the validation evidence, in one sentence
+
+    @property
+    def purifier_spec(self) -> str:
+        """The CLI's NAME:k=v,... form of the purifier."""
+        params = ",".join(f"{key}={value}" for key, value in self.params.items())
+        return f"{self.purifier}:{params}" if params else self.purifier
+
+
+def list_defenses(directory: Path = DEFENSES_DIR) -> list[str]:
+    return sorted(path.stem for path in Path(directory).glob("*.yaml"))
+
+
+def load_defense(name: str, directory: Path = DEFENSES_DIR) -> Defense:
+    """The defense `configs/defenses/<name>.yaml`; a one-line error names the choices."""
+    path = Path(directory) / f"{name}.yaml"
+    if not path.is_file():
+        raise PurifyLabError(f"defense '{name}' not found; choose one of: {', '.join(list_defenses(directory)) or 'none'}")
+    raw = yaml.safe_load(path.read_text())
+    known = set(Defense.__dataclass_fields__) - {"name"}
+    if not isinstance(raw, dict) or not {"classifier", "purifier"} <= set(raw) or set(raw) - known:
+        raise PurifyLabError(f"{path.name} must be a mapping with classifier, purifier and optionally {', '.join(sorted(known - {'classifier', 'purifier'}))}")
+    return Defense(name=name, **raw)
