@@ -129,3 +129,19 @@ def certify_images(
             str(r): certified_balanced_accuracy(predictions_array, radii_array, labels_array, r) for r in REPORTED_RADII
         },
     }
+
+
+def certified_curve(result: dict, radii: np.ndarray | None = None) -> dict[str, list[float]]:
+    """Certified accuracy and balanced accuracy against L2 radius, from a certify result's per-image answers."""
+    rows = result["per_image"]
+    labels = np.array([row["label"] for row in rows])
+    predictions = np.array([row["prediction"] for row in rows])
+    image_radii = np.array([-1.0 if row["radius"] is None else row["radius"] for row in rows])
+    if radii is None:
+        radii = np.linspace(0.0, max(1.0, float(image_radii.max(initial=0.0))), 101)
+    return {
+        "radius": [float(r) for r in radii],
+        "certified_accuracy": [certified_accuracy(predictions, image_radii, labels, float(r)) for r in radii],
+        "certified_balanced_accuracy": [certified_balanced_accuracy(predictions, image_radii, labels, float(r)) for r in radii],
+    }
+

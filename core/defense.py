@@ -34,13 +34,13 @@ class Defense:
         return f"{self.purifier}:{params}" if params else self.purifier
 
 
-def list_defenses(directory: Path = DEFENSES_DIR) -> list[str]:
-    return sorted(path.stem for path in Path(directory).glob("*.yaml"))
+def list_defenses(directory: Path | None = None) -> list[str]:
+    return sorted(path.stem for path in Path(directory or DEFENSES_DIR).glob("*.yaml"))
 
 
-def load_defense(name: str, directory: Path = DEFENSES_DIR) -> Defense:
+def load_defense(name: str, directory: Path | None = None) -> Defense:
     """The defense `configs/defenses/<name>.yaml`; a one-line error names the choices."""
-    path = Path(directory) / f"{name}.yaml"
+    path = Path(directory or DEFENSES_DIR) / f"{name}.yaml"
     if not path.is_file():
         raise PurifyLabError(f"defense '{name}' not found; choose one of: {', '.join(list_defenses(directory)) or 'none'}")
     raw = yaml.safe_load(path.read_text())

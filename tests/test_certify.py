@@ -14,6 +14,7 @@ from core.certify import (
     CertifyConfig,
     certified_accuracy,
     certified_balanced_accuracy,
+    certified_curve,
     certify_images,
     lower_confidence_bound,
 )
@@ -95,6 +96,7 @@ def test_certify_command_on_real_test_xrays(xray_test_dir, tmp_path, capsys):
     assert result["n"] == 8 and result["sigma"] == 0.25 and result["data"]["split"] == "all" and len(result["per_image"]) == 2
     assert set(result["certified_accuracy"]) >= {"0.25", "0.5", "1.0"} and "radius_units" in result
     assert json.loads(out.with_name("certify.config.json").read_text())["classifier"] == "student_cnn"
+    assert "certified balanced accuracy" in (tmp_path / "certified_curve.html").read_text()
 
 
 def test_without_a_denoiser_the_noisy_copies_go_straight_to_the_noise_trained_classifier():
@@ -105,3 +107,5 @@ def test_without_a_denoiser_the_noisy_copies_go_straight_to_the_noise_trained_cl
     assert [row["prediction"] for row in result["per_image"]] == [0, 0]
     assert result["per_image"][0]["radius"] == pytest.approx(radius, abs=1e-6)
     assert result["certified_accuracy"]["0.5"] == 0.5 and result["certified_balanced_accuracy"]["0.5"] == 0.5
+    curve = certified_curve(result, np.array([0.0, 0.7, 0.8]))
+    assert curve["certified_accuracy"] == [0.5, 0.5, 0.0] and curve["certified_balanced_accuracy"] == [0.5, 0.5, 0.0]

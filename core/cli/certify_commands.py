@@ -72,8 +72,23 @@ def certify_command(
     typer.echo("\n".join(lines))
     if json_path is not None:
         write_json(result, json_path)
-        typer.echo(f"written to {json_path}")
+        curve = write_curve(json_path.parent)
+        typer.echo(f"written to {json_path}; every certify result in its folder drawn in {curve}")
     typer.echo(json.dumps({"abstained": result["abstained"]}))
+
+
+def write_curve(folder: Path) -> Path:
+    """certified_curve.html in `folder`: one line per certify result (*.json with per-image radii) there."""
+    from core.tables.render import certified_figure
+
+    results = []
+    for path in sorted(folder.glob("*.json")):
+        document = json.loads(path.read_text())
+        if isinstance(document, dict) and "per_image" in document and "sigma" in document:
+            results.append(document)
+    out = folder / "certified_curve.html"
+    certified_figure(results).write_html(out, include_plotlyjs="cdn")
+    return out
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:

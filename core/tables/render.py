@@ -349,6 +349,24 @@ def curves_figure(document: dict[str, Any]):
     return _assemble(document["title"], _sweep_and_detection_panels(document["results"]))
 
 
+def certified_figure(results: Sequence[dict[str, Any]]):
+    """Certified balanced accuracy against L2 radius, one line per certify result (sigma)."""
+    import plotly.graph_objects as go
+
+    from core.certify import certified_curve
+
+    fig = go.Figure()
+    for result in sorted(results, key=lambda r: r["sigma"]):
+        curve = certified_curve(result)
+        name = f"{result.get('classifier', '?')}, sigma {result['sigma']:g} (n {result['n']}, {result['images']} X-rays)"
+        fig.add_trace(go.Scatter(x=curve["radius"], y=[100 * v for v in curve["certified_balanced_accuracy"]], mode="lines", name=name))
+    fig.update_xaxes(title_text="L2 radius ([0, 1] pixels at the classifier's 128 px input)")
+    fig.update_yaxes(title_text="certified balanced accuracy (%)", range=[0, 100])
+    fig.update_layout(title="Certified robustness (randomized smoothing, CERTIFY): no attack within the radius can change these answers",
+                      template="plotly_white", height=450)
+    return fig
+
+
 def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[str, Path]:
     """PRESET.md, .csv, .json, .html (and .png when kaleido is installed) and config.json in out_dir."""
     out_dir = Path(out_dir)

@@ -1,0 +1,41 @@
+"""Named defenses: the committed recommended file, its CLI form, and refusals in one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.defense import Defense, list_defenses, load_defense
+from core.errors import PurifyLabError
+from core.models import list_classifiers
+from core.purifiers import create_purifier
+
+
+def test_the_recommended_defense_names_a_registered_classifier_and_a_buildable_purifier():
+    defense = load_defense("recommended")
+    assert "recommended" in list_defenses() and defense.classifier in list_classifiers()
+    purifier = create_purifier(defense.purifier, **defense.params)
+    assert purifier.name == defense.purifier and defense.chosen_on and defense.description
+
+
+def test_purifier_spec_is_the_cli_form():
+    assert Defense("d", "resnet", "gaussian", {"sigma": 0.25}).purifier_spec == "gaussian:sigma=0.25"
+    assert Defense("d", "resnet", "none").purifier_spec == "none"
+
+
+def test_unknown_and_malformed_defenses_are_refused_in_one_line(tmp_path):
+    with pytest.raises(PurifyLabError, match="^defense 'nope' not found; choose one of: none$"):
+        load_defense("nope", tmp_path)
+    (tmp_path / "bad.yaml").write_text("classifier: resnet\nweights: x\n")
+    with pytest.raises(PurifyLabError, match="^bad.yaml must be a mapping with classifier, purifier"):
+        load_defense("bad", tmp_path)
+
+
+def test_certify_refuses_a_defense_that_is_not_smoothing_noise(tmp_path, capsys, monkeypatch):
+    import core.defense
+    from core.cli import main
+
+    (tmp_path / "blurry.yaml").write_text("classifier: resnet\npurifier: blur\n")
+    monkeypatch.setattr(core.defense, "DEFENSES_DIR", tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["certify", "--data", str(tmp_path), "--defense", "blurry"])
+    assert exit_info.value.code == 2 and "certify needs a gaussian-noise defense" in capsys.readouterr().err
