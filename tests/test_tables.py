@@ -374,3 +374,21 @@ def test_a_column_may_name_a_committed_defense_and_bad_column_threats_are_refuse
     raw["tables"][1]["columns"] = [{"label": "Noise", "defense": "no-such-defense"}]
     with pytest.raises(PurifyLabError, match="defense 'no-such-defense' not found; choose one of: recommended"):
         preset_from_dict(raw, "bad")
+
+
+def test_a_convergence_table_flags_an_attack_that_has_not_levelled_off(xray_train_dir, weights, tmp_path):
+    raw = _raw(xray_train_dir, weights, redraws=1, eot=1)
+    raw["tables"] = [{
+        "name": "convergence", "caption": "Steps.", "convergence": True,
+        "classifiers": [{"name": "student_cnn", "weights": weights, "label": "tiny-cnn"}],
+        "rows": [
+            {"label": "tiny 1", "name": "pgd", "eps": 0.0001, "steps": 1}, {"label": "tiny 3", "name": "pgd", "eps": 0.0001, "steps": 3},
+            {"label": "big 1", "name": "pgd", "eps": 0.3, "steps": 1, "alpha": 0.001}, {"label": "big 20", "name": "pgd", "eps": 0.3, "steps": 20},
+        ],
+        "columns": [{"label": "Original"}],
+    }]  # fmt: skip
+    outcome = run_preset(preset_from_dict(raw, "convergence-tiny"), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+    checks = {c["values"]["more_budget"] != c["values"]["less_budget"]: c for c in json.loads(outcome.paths["json"].read_text())["sanity_checks"]
+              if c["name"] == "grey attack converged in steps"}
+    assert checks[False]["flag"] is None  # eps 1e-4 changes nothing whatever the steps
+    assert "has not converged in steps" in checks[True]["flag"] and "FLAG grey attack converged in steps (Original)" in outcome.markdown

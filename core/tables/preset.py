@@ -105,6 +105,9 @@ class TableSpec:
     # "balanced_accuracy": each cell prints balanced accuracy with its 95 % interval, for the
     # imbalanced X-ray cohort (1 : 1.6 on test), where plain accuracy rewards answering PNEUMONIA.
     metric: str = "accuracy"
+    # Check that the attack has converged: rows of one attack differing only in steps or in
+    # eot_iter must level off (render.convergence_checks).
+    convergence: bool = False
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,42 @@ def masking_checks(records: Sequence[dict], table: TableSpec, tolerance: float) 
     return checks
 
 
+def convergence_checks(records: Sequence[dict], table: TableSpec, tolerance: float) -> list[tuple[dict, SanityCheck]]:
+    """In a `convergence` table, rows of one attack (name, norm, eps) form a series over steps (same
+    EOT) and a series over EOT draws (same steps); the two largest budgets of each series must agree
+    within the tolerance, or one image of n, whichever is larger. Checked on the attack's own metric."""
+    if not table.convergence:
+        return []
+    rows = [row for row in table.rows if row.name is not None]
+    checks = []
+    for key, varied in ((lambda r: (r.name, r.norm, r.eps, r.eot_iter), "steps"), (lambda r: (r.name, r.norm, r.eps, r.steps), "eot_iter")):
+        series: dict[tuple, list] = {}
+        for row in rows:
+            series.setdefault(key(row), []).append(row)
+        for members in series.values():
+            if len(members) < 2:
+                continue
+            second, last = sorted(members, key=lambda r: getattr(r, varied))[-2:]
+            for record in _cells_of(records, table.name):
+                if record["row"] != last.label:
+                    continue
+                other = next((r for r in _cells_of(records, table.name) if r["row"] == second.label
+                              and (r["classifier"], r["column"], r["threat"]) == (record["classifier"], record["column"], record["threat"])), None)
+                if other is None:
+                    continue
+                metric = table.metric if table.metric == "balanced_accuracy" else "one_shot_accuracy"
+                more, fewer = record["metrics"][metric], other["metrics"][metric]
+                allowed = max(tolerance, 1.0 / record["metrics"]["n"])
+                what = "EOT draws" if varied == "eot_iter" else "steps"
+                flag = None
+                if abs(more - fewer) > allowed:
+                    flag = f"{last.label} leaves {more:.3f} but {second.label} {fewer:.3f}: the attack has not converged in {what}; add more"
+                values = {"more_budget": more, "less_budget": fewer, "tolerance": allowed}
+                where = {"table": table.name, "classifier": record["classifier"], "column": record["column"], "row": last.label}
+                checks.append((where, SanityCheck(f"{record['threat']} attack converged in {what}", values, flag)))
+    return checks
+
+
 def collapse_checks(records: Sequence[dict]) -> list[tuple[dict, SanityCheck]]:
     checks = []
     for record in records:
@@ -374,6 +410,7 @@ def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[st
     checks = collapse_checks(records)
     for table in preset.tables:
         checks += masking_checks(records, table, preset.sanity.tolerance)
+        checks += convergence_checks(records, table, preset.sanity.tolerance)
     markdown = "\n".join(filter(None, [markdown_tables(preset, records, checks), sweep_markdown(records), detection_markdown(records), sanity_markdown(checks)]))
     paths = {
         "markdown": out_dir / f"{preset.name}.md",
