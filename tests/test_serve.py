@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -134,3 +135,12 @@ def test_a_huge_file_and_an_unknown_name_are_refused(client, tmp_path):
         client.predict(None, "real normal #1", "no_such_model", api_name="/classify")
     with pytest.raises(AppError, match="not in the list of choices"):
         client.predict(None, "real normal #1", "vit", "pgd", 0.03, "no_such_purifier", api_name="/attack_and_purify")
+
+
+def test_the_readme_client_snippet_runs(client):
+    readme = (REPO_ROOT / "README.md").read_text()
+    snippet = re.search(r"### Serving it.*?```python\n(.*?)```", readme, re.S).group(1)
+    snippet = snippet.replace('"http://127.0.0.1:7860/"', repr(client.src)).replace('"xray.png"', repr(str(SAMPLE)))
+    names: dict = {}
+    exec(compile(snippet, "README.md", "exec"), names)
+    assert names["verdict"] and _probabilities(names["reading"])
