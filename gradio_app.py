@@ -72,11 +72,11 @@ def _one_line_errors(handler):
 
 
 @_one_line_errors
-def classify(upload: str | None, sample: str | None, classifier: str) -> dict[str, float]:
-    """The classifier's calibrated probabilities for the X-ray."""
+def classify(upload: str | None, sample: str | None, classifier: str):
+    """The X-ray as the classifier sees it and its calibrated probabilities."""
     model = _classifier(classifier)
     image, _ = _image(upload, sample, model.image_size)
-    return _label(read(model, image)[0])
+    return to_pil(image), _label(read(model, image)[0])
 
 
 def _attack(upload, sample, classifier, attack, eps):
@@ -112,7 +112,7 @@ def attack_and_purify(upload: str | None, sample: str | None, classifier: str, a
     purified = purify_image(defence, adversarial).image
     clean, attacked, restored = read(model, torch.cat([image, adversarial, purified]))
     return (
-        to_pil(adversarial), to_pil(purified), _label(clean), _label(attacked), _label(restored),
+        to_pil(image), to_pil(adversarial), to_pil(purified), _label(clean), _label(attacked), _label(restored),
         verdict(clean, attacked, restored, true_class).text,
     )
 
@@ -139,8 +139,8 @@ def build() -> gr.Blocks:
             buttons = [gr.Button(text, variant=variant) for text, variant in (
                 ("Classify", "secondary"), ("Attack", "secondary"), ("Purify", "secondary"), ("Attack, then purify", "primary"))]
         with gr.Row():
-            attacked_image = gr.Image(label="Attacked", type="pil", format="png", image_mode="L")
-            purified_image = gr.Image(label="Purified", type="pil", format="png", image_mode="L")
+            original_image, attacked_image, purified_image = (
+                gr.Image(label=what, type="pil", format="png", image_mode="L") for what in ("Original", "Attacked", "Purified"))
         with gr.Row():
             clean_reading, attacked_reading, purified_reading = (
                 gr.Label(label=f"Reading: {what}", num_top_classes=2) for what in ("original", "attacked", "purified"))
@@ -148,11 +148,11 @@ def build() -> gr.Blocks:
 
         source = [upload, sample, classifier]
         events = (
-            (classify, source, [clean_reading]),
+            (classify, source, [original_image, clean_reading]),
             (attack, [*source, attack_name, eps], [attacked_image, clean_reading, attacked_reading]),
             (purify, [*source, purifier], [purified_image, purified_reading]),
             (attack_and_purify, [*source, attack_name, eps, purifier],
-             [attacked_image, purified_image, clean_reading, attacked_reading, purified_reading, verdict_text]),
+             [original_image, attacked_image, purified_image, clean_reading, attacked_reading, purified_reading, verdict_text]),
         )
         for button, (handler, inputs, outputs) in zip(buttons, events, strict=True):
             button.click(handler, inputs, outputs, api_name=handler.__name__)
@@ -162,7 +162,8 @@ def build() -> gr.Blocks:
 def launch(host: str | None = None, port: int | None = None, concurrency: int = DEFAULT_CONCURRENCY) -> None:
     """Serve with a bounded queue; host/port None take gradio's defaults (GRADIO_SERVER_NAME/PORT on a Space)."""
     demo = build().queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)
-    demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, show_error=True, ssr_mode=False)
+    demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, show_error=True, ssr_mode=False,
+                run_history=False)  # no X-ray kept in the browser's run history
 
 
 if __name__ == "__main__":

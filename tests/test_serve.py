@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ SAMPLE = REPO_ROOT / "assets" / "gallery" / "real" / "pneumonia_1.png"
 ENV = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
 START_TIMEOUT_S = 240  # importing gradio, torch and diffusers takes 40 s on a loaded 2-core machine
 
-pytestmark = pytest.mark.slow  # a server start and a dozen requests: 1-2 minutes on 2 busy cores
+pytestmark = pytest.mark.slow  # two server starts and a dozen requests: about 100 s on 2 busy cores
 
 
 def _free_port() -> int:
@@ -44,19 +46,26 @@ def _connect(port: int, server: subprocess.Popen, log: Path) -> Client:
             time.sleep(1)
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory) -> Client:
-    """`python -m core serve` on a free local port, and a gradio_client connected to it."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
+@contextmanager
+def _server(command: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[Client]:
+    """The app started by `command` from the repository root, and a gradio_client connected to it."""
     with log.open("w") as sink:
-        server = subprocess.Popen([sys.executable, "-m", "core", "serve", "--port", str(port), "--threads", "1"],
-                                  cwd=REPO_ROOT, env=ENV, stdout=sink, stderr=subprocess.STDOUT)
+        server = subprocess.Popen([sys.executable, *command], cwd=REPO_ROOT, env={**ENV, **(env or {})},
+                                  stdout=sink, stderr=subprocess.STDOUT)
     try:
         yield _connect(port, server, log)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory) -> Iterator[Client]:
+    """`python -m core serve` on a free local port."""
+    port = _free_port()
+    command = ["-m", "core", "serve", "--port", str(port), "--threads", "1"]
+    with _server(command, port, tmp_path_factory.mktemp("serve") / "server.log") as connected:
+        yield connected
 
 
 def _probabilities(label: dict) -> dict[str, float]:
@@ -79,7 +88,9 @@ def test_every_endpoint_is_named(client):
 
 
 def test_classify_a_gallery_sample(client):
-    _probabilities(client.predict(None, "real normal #1", "vit", api_name="/classify"))
+    image, reading = client.predict(None, "real normal #1", "vit", api_name="/classify")
+    assert np.array_equal(_pixels(image), _pixels(REPO_ROOT / "assets" / "gallery" / "real" / "normal_1.png"))
+    _probabilities(reading)
 
 
 def test_attack_an_upload_stays_within_eps_and_flips_the_reading(client):
@@ -103,7 +114,7 @@ def test_attack_and_purify_gives_three_readings_and_a_verdict(client):
     *images, clean, attacked, purified, verdict = client.predict(
         None, "real pneumonia #1", "vit", "fgsm", 0.03, "cold_direct", api_name="/attack_and_purify"
     )
-    assert [_pixels(image).shape for image in images] == [(128, 128)] * 2
+    assert [_pixels(image).shape for image in images] == [(128, 128)] * 3
     for reading in (clean, attacked, purified):
         _probabilities(reading)
     assert "restored" in verdict or "did not change" in verdict
@@ -144,3 +155,12 @@ def test_the_readme_client_snippet_runs(client):
     names: dict = {}
     exec(compile(snippet, "README.md", "exec"), names)
     assert names["verdict"] and _probabilities(names["reading"])
+
+
+def test_the_space_entry_file_serves_where_the_space_says(client, tmp_path):
+    # A Gradio Space runs `python gradio_app.py` and names the address in the environment.
+    port = _free_port()
+    where = {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
+    with _server(["gradio_app.py"], port, tmp_path / "space.log", where) as space:
+        _, reading = space.predict(None, "real normal #1", "vit", api_name="/classify")
+    assert reading == client.predict(None, "real normal #1", "vit", api_name="/classify")[1]
