@@ -9,6 +9,7 @@ only turns files into tensors, tensors into images and PurifyLabError into a one
 from __future__ import annotations
 
 import os
+import signal
 from functools import lru_cache, wraps
 
 import gradio as gr
@@ -26,7 +27,8 @@ from core.purifiers import create_purifier, list_purifiers
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff", ".webp", ".gif"]
 DEFAULT_CONCURRENCY = 2  # one job per core on the 2-core machines this runs on; the rest wait in the queue
 QUEUE_SIZE = 32  # beyond this a request is refused at once ("queue is full") instead of waiting minutes
-UPLOAD_LIFETIME_S = 600  # uploads and outputs are deleted from gradio's cache after 10 minutes
+UPLOAD_LIFETIME_S = 600  # gradio writes uploads and outputs to its cache folder; each is deleted after 10 minutes
+CACHE_SWEEP_S = 60  # how often gradio looks for cached files older than that
 
 
 @lru_cache(maxsize=None)
@@ -121,10 +123,10 @@ def build() -> gr.Blocks:
     """The interface; each button is an API endpoint named after its function."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # an X-ray server does not phone home
     samples, classifiers, attacks, purifiers = list(gallery()), shipped_xray_classifiers(), _linf_attacks(), list(list_purifiers())
-    with gr.Blocks(title="PurifyLab", analytics_enabled=False, delete_cache=(UPLOAD_LIFETIME_S, UPLOAD_LIFETIME_S)) as demo:
+    with gr.Blocks(title="PurifyLab", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, UPLOAD_LIFETIME_S)) as demo:
         gr.Markdown("# PurifyLab\nAttack a chest X-ray classifier, then purify the attack away. "
-                    "A research tool, not a diagnostic device. Uploads are kept only in this server's cache, "
-                    f"deleted after {UPLOAD_LIFETIME_S // 60} minutes.")
+                    "A research tool, not a diagnostic device. This server keeps uploads and results in its "
+                    f"cache folder for {UPLOAD_LIFETIME_S // 60} minutes, then deletes them.")
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="Upload an X-ray (PNG, JPEG, DICOM, ...)", file_types=UPLOAD_TYPES, type="filepath")
@@ -162,6 +164,7 @@ def build() -> gr.Blocks:
 def launch(host: str | None = None, port: int | None = None, concurrency: int = DEFAULT_CONCURRENCY) -> None:
     """Serve with a bounded queue; host/port None take gradio's defaults (GRADIO_SERVER_NAME/PORT on a Space)."""
     demo = build().queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a container stop closes as Ctrl-C does: cache emptied
     demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, show_error=True, ssr_mode=False,
                 run_history=False)  # no X-ray kept in the browser's run history
 

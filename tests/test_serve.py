@@ -55,17 +55,18 @@ def _server(command: list[str], port: int, log: Path, env: dict[str, str] | None
     try:
         yield _connect(port, server, log)
     finally:
-        server.terminate()
+        server.terminate()  # SIGTERM, as a container stop sends
         server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[Client]:
-    """`python -m core serve` on a free local port."""
-    port = _free_port()
+    """`python -m core serve` on a free local port; no upload or output outlives its shutdown."""
+    port, cache = _free_port(), tmp_path_factory.mktemp("gradio-cache")
     command = ["-m", "core", "serve", "--port", str(port), "--threads", "1"]
-    with _server(command, port, tmp_path_factory.mktemp("serve") / "server.log") as connected:
+    with _server(command, port, tmp_path_factory.mktemp("serve") / "server.log", {"GRADIO_TEMP_DIR": str(cache)}) as connected:
         yield connected
+    assert [path for path in cache.rglob("*") if path.is_file() and path.stat().st_size] == []
 
 
 def _probabilities(label: dict) -> dict[str, float]:
@@ -160,7 +161,7 @@ def test_the_readme_client_snippet_runs(client):
 def test_the_space_entry_file_serves_where_the_space_says(client, tmp_path):
     # A Gradio Space runs `python gradio_app.py` and names the address in the environment.
     port = _free_port()
-    where = {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
+    where = {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_TEMP_DIR": str(tmp_path / "cache")}
     with _server(["gradio_app.py"], port, tmp_path / "space.log", where) as space:
         _, reading = space.predict(None, "real normal #1", "vit", api_name="/classify")
     assert reading == client.predict(None, "real normal #1", "vit", api_name="/classify")[1]
