@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-from functools import lru_cache, wraps
+from functools import cache, wraps
 
 import gradio as gr
 import torch
@@ -31,12 +31,12 @@ UPLOAD_LIFETIME_S = 600  # gradio writes uploads and outputs to its cache folder
 CACHE_SWEEP_S = 60  # how often gradio looks for cached files older than that
 
 
-@lru_cache(maxsize=None)
+@cache
 def _classifier(name: str) -> torch.nn.Module:
     return create_classifier(name).eval()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _purifier(name: str):
     return create_purifier(name).eval()
 

@@ -13,7 +13,7 @@ import streamlit as st
 import torch
 
 from core.attacks import AttackConfig
-from core.data.gallery import gallery as gallery_samples, gallery_attribution
+from core.data.gallery import gallery as gallery_samples
 from core.data.locations import DATASET_LABELS, dataset_of
 from core.errors import PurifyLabError
 from core.io import load_image, to_model_input, to_pil

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -40,7 +41,7 @@ def _connect(port: int, server: subprocess.Popen, log: Path) -> Client:
     while True:
         try:
             return Client(f"http://127.0.0.1:{port}/", verbose=False)
-        except Exception:  # not listening yet (httpx's connection error, or the app's config not served yet)
+        except (httpx.HTTPError, ValueError):  # not listening yet, or its config not served yet
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"server did not answer within {START_TIMEOUT_S} s:\n{log.read_text()[-2000:]}")
             time.sleep(1)
@@ -151,7 +152,7 @@ def test_a_huge_file_and_an_unknown_name_are_refused(client, tmp_path):
 
 def test_the_readme_client_snippet_runs(client):
     readme = (REPO_ROOT / "README.md").read_text()
-    snippet = re.search(r"### Serving it.*?```python\n(.*?)```", readme, re.S).group(1)
+    snippet = re.search(r"### Serving it.*?```python\n(.*?)```", readme, re.DOTALL).group(1)
     snippet = snippet.replace('"http://127.0.0.1:7860/"', repr(client.src)).replace('"xray.png"', repr(str(SAMPLE)))
     names: dict = {}
     exec(compile(snippet, "README.md", "exec"), names)
