@@ -7,29 +7,26 @@ Nothing here computes; it asks `core` and formats the answer. Models are cached 
 from __future__ import annotations
 
 import hashlib
-import json
-from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
 import torch
 
 from core.attacks import AttackConfig
+from core.data.gallery import gallery as gallery_samples
 from core.data.locations import DATASET_LABELS, dataset_of
 from core.errors import PurifyLabError
 from core.io import load_image, to_model_input, to_pil
 from core.lab import Reading, Timed, Verdict, attack_image, purify_image
 from core.metrics import CLASS_NAMES
-from core.models import create_classifier, list_classifiers
+from core.models import create_classifier, list_classifiers, shipped_xray_classifiers
 from core.purifiers import create_purifier
-from core.weights import WEIGHTS_DIR, shipped_cards
+from core.weights import shipped_cards
 
-GALLERY_DIR = Path(__file__).resolve().parents[1] / "assets" / "gallery"
-REAL_GALLERY_DIR = GALLERY_DIR / "real"
 CLASS_COLOURS = {"NORMAL": "#2e7d32", "PNEUMONIA": "#c62828"}
-# The X-ray classifiers the pages offer: the papers' ViT first (the lab's default), then `resnet`,
-# which generalises best to new patients but reads blurred purifier outputs at chance (README).
-XRAY_CLASSIFIERS = ("vit", "resnet", "sevit", "student_cnn", "vit_at", "substitute")
+# Shared with the Gradio server (gradio_app.py): the gallery and the X-ray classifiers it offers.
+gallery = st.cache_data(show_spinner=False)(gallery_samples)
+available_classifiers = shipped_xray_classifiers
 
 
 def _with_interval(metrics: dict, key: str) -> str:
@@ -66,10 +63,6 @@ def shipped_models_table() -> dict[str, list[dict]]:
         group = DATASET_LABELS[dataset] if stem in list_classifiers() else "diffusion denoisers (the purifiers' networks)"
         tables.setdefault(group, []).append({key: value for key, value in row.items() if value not in (None, "")})
     return tables
-
-
-def available_classifiers() -> list[str]:
-    return [name for name in XRAY_CLASSIFIERS if (WEIGHTS_DIR / f"{name}.safetensors").is_file()]
 
 
 @st.cache_resource(show_spinner="Loading the classifier ...")
@@ -109,26 +102,6 @@ def decode_upload(data: bytes, size: int) -> torch.Tensor | None:
     except PurifyLabError as error:
         st.error(f"This file cannot be used: {error}")
         return None
-
-
-@st.cache_data(show_spinner=False)
-def gallery() -> dict[str, tuple[Path, str | None]]:
-    """Shipped sample X-rays with their true class: real test-cohort X-rays (CC BY 4.0, never trained
-    or tuned on; scripts/make_real_gallery.py) first, then synthetic ones (true class None)."""
-    samples: dict[str, tuple[Path, str | None]] = {}
-    record = REAL_GALLERY_DIR / "gallery.json"
-    if record.is_file():
-        for entry in json.loads(record.read_text())["images"]:
-            number = entry["file"].rsplit("_", 1)[-1].removesuffix(".png")
-            samples[f"real {entry['class'].lower()} #{number}"] = (REAL_GALLERY_DIR / entry["file"], entry["class"])
-    for path in sorted(GALLERY_DIR.glob("synthetic_*.png")):
-        samples[f"synthetic #{path.stem.rsplit('_', 1)[-1]} (no true label)"] = (path, None)
-    return samples
-
-
-def gallery_attribution() -> str:
-    record = REAL_GALLERY_DIR / "gallery.json"
-    return json.loads(record.read_text())["attribution"] if record.is_file() else ""
 
 
 def true_label_note(true_class: str | None) -> str:

@@ -7,9 +7,10 @@ import streamlit as st
 from core.attacks import THREAT_MODELS
 from core.lab import amplified_perturbation, perturbation_norms, read, verdict
 from pages.common import (
-    available_classifiers, cached_attack, cached_purify, classifier, decode_upload, gallery, gallery_attribution,
-    image_key, probability_chart, purifier, reading_badge, show_image, true_label_note, verdict_line,
+    available_classifiers, cached_attack, cached_purify, classifier, decode_upload, gallery, image_key,
+    probability_chart, purifier, reading_badge, show_image, true_label_note, verdict_line,
 )
+from core.data.gallery import gallery_attribution
 from core.errors import PurifyLabError
 from core.purifiers.cold import ColdConfig
 from core.io import load_image, to_model_input

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.data.gallery import gallery_attribution
 from core.lab import amplified_perturbation, perturbation_norms, read, verdict
 from core.io import load_image, to_model_input
 from core.purifiers.cold import ColdConfig
 from pages.common import (
-    available_classifiers, cached_attack, cached_purify, classifier, gallery, gallery_attribution, image_key,
+    available_classifiers, cached_attack, cached_purify, classifier, gallery, image_key,
     reading_badge, show_image, true_label_note, verdict_line,
 )
 

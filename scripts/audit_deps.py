@@ -1,8 +1,12 @@
 """Audit the installed distributions of this interpreter for known vulnerabilities.
 
-    .venv/bin/python scripts/audit_deps.py            # the venv's installed set; exit 1 on any finding
+    .venv/bin/python scripts/audit_deps.py            # the venv's installed set
     .venv/bin/python scripts/audit_deps.py --offline  # skip pip-audit, offline sources only
     .venv/bin/python scripts/audit_deps.py --check requests==2.25.1   # an explicit set instead
+
+Exit 0: verified, a live advisory service looked up every package and found nothing; 1: known
+vulnerabilities; 3: NOT VERIFIED, nothing known but some packages were looked up in no live
+service (they are named), so the absence of findings is not a clean bill.
 
 First it asks real pip-audit (PyPI's JSON API, then OSV). Its verdict is used when a service
 answers; where none answers (a closed network: CI here reaches only the package index), the
@@ -33,6 +37,7 @@ from packaging.version import InvalidVersion, Version
 ADVISORIES = Path(__file__).with_name("advisories.json")
 SERVICES = ("pypi", "osv")  # pip-audit's vulnerability services, tried in this order
 PIP_AUDIT_TIMEOUT_S = 90  # per service; a closed network fails in seconds, this only caps a hang
+NOT_VERIFIED = 3  # exit status: no finding, but not every package was looked up in a live source
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,16 @@ def installed() -> dict[str, str]:
         if name and canonicalize_name(name) not in found:
             found[canonicalize_name(name)] = dist.version
     return dict(sorted(found.items()))
+
+
+def editable() -> set[str]:
+    """Canonical names of editable installs: local source (this project), on no advisory service."""
+    found = set()
+    for dist in metadata.distributions():
+        origin = json.loads(dist.read_text("direct_url.json") or "{}")
+        if origin.get("dir_info", {}).get("editable") and dist.metadata["Name"]:
+            found.add(canonicalize_name(dist.metadata["Name"]))
+    return found
 
 
 def _parse_specs(texts: list[str]) -> list[tuple[str, SpecifierSet]]:
@@ -213,24 +228,31 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(packages)} installed distributions")
 
     findings: list[Finding] = []
-    offline_for = packages
+    offline_for = packages  # the packages no live service looked up
+    live = None
+    why = "--check audits an explicit set offline" if args.check else "--offline asked no live source"
     if not args.check and not args.offline:
+        why = "no live advisory source answered"
         version = pip_audit_version()
         if version is None:
             print("pip-audit: not installed (test extra); using the offline sources")
         else:
             notes = []
             for service in SERVICES:
-                answered, live, skipped, note = pip_audit(service)
+                answered, found, skipped, note = pip_audit(service)
                 notes.append(note)
                 if answered:
-                    findings += live
+                    findings += found
                     offline_for = {name: packages[name] for name in skipped if name in packages}
+                    live = f"pip-audit/{service}"
                     print(f"pip-audit {version}: {note}")
                     break
             else:
                 print(f"pip-audit {version}: no vulnerability service answered ({'; '.join(notes)}); "
                       "falling back to the offline sources")
+    local = sorted(editable() & set(offline_for)) if not args.check else []
+    offline_for = {name: offline_for[name] for name in offline_for if name not in local}
+    unchecked: list[str] = []
     if offline_for:
         sources = offline_sources(args.advisories)
         if len(sources) == 1:
@@ -242,18 +264,34 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(source.advisories)} packages{extra}")
         offline, unparsable = check(offline_for, sources)
         findings += offline
-        covered = sorted(set(offline_for) & set().union(*(s.advisories for s in sources)))
-        print(f"Checked offline: {len(offline_for)} packages, {len(covered)} of them named in an offline source")
+        named = set().union(*(s.advisories for s in sources))
+        unchecked = sorted(set(offline_for) - named)
+        print(f"Checked offline: {len(offline_for)} packages, {len(offline_for) - len(unchecked)} of them named "
+              "in an offline source")
         if unparsable:
             print(f"Not checked (version not PEP 440): {', '.join(unparsable)}")
+    if local:
+        print(f"Not looked up (editable installs, this machine's own source): {', '.join(local)}")
+    if live is not None:
+        why = f"{live} could not look up {len(offline_for)} package(s)"
+    return verdict(findings, live, why, offline_for, unchecked)
 
+
+def verdict(findings: list[Finding], live: str | None, why: str, offline_for: dict[str, str], unchecked: list[str]) -> int:
+    """Print the verdict; a clean result counts only where a live service looked every package up."""
     if findings:
         print(f"FINDINGS: {len(findings)} known vulnerabilities in {len({f.package for f in findings})} package(s)")
         for finding in findings:
             print(f"  {finding.line()}")
         return 1
-    print("Findings: none")
-    return 0
+    if not offline_for:
+        print(f"Findings: none (verified: {live} looked up every package)")
+        return 0
+    print(f"NOT VERIFIED: {why}; no known vulnerability in the offline snapshots, which are not live feeds "
+          f"and name only {len(offline_for) - len(unchecked)} of these {len(offline_for)} packages")
+    if unchecked:
+        print(f"Could not check {len(unchecked)} package(s) (in no source): {', '.join(unchecked)}")
+    return NOT_VERIFIED
 
 
 if __name__ == "__main__":

@@ -88,6 +88,11 @@ def test_an_output_that_is_a_folder_is_refused_before_any_compute(tmp_path, xray
         assert code == 2 and "is a folder" in err and len(err.strip().splitlines()) == 1
 
 
+def test_serve_refuses_a_bad_option_before_importing_gradio(capsys):
+    code, _, err = run_cli(["serve", "--concurrency", "0"], capsys)
+    assert code == 2 and err.strip() == "error: --concurrency=0 is outside the allowed range [1, 64]"
+
+
 def test_version(capsys):
     code, out, _ = run_cli(["--version"], capsys)
     assert code == 0 and out.startswith("purifylab ")
@@ -98,7 +103,7 @@ def test_help_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys\nfrom core.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint(sorted(m for m in ('torch', 'diffusers', 'torchattacks', 'pydicom') if m in sys.modules))"
+    code = "import sys\nfrom core.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint(sorted(m for m in ('torch', 'diffusers', 'torchattacks', 'pydicom', 'gradio') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -59,12 +59,39 @@ def audit():
     sys.modules.pop("audit_deps", None)
 
 
-def test_audit_of_the_installed_set_is_clean():
+def test_audit_of_the_installed_set_finds_nothing_and_says_whether_that_is_verified():
     result = subprocess.run([sys.executable, str(AUDIT)], check=False, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Findings: none" in result.stdout
-    # Either a live service answered, or the report names the offline snapshots and their dates.
-    assert "packages audited" in result.stdout or "compiled 20" in result.stdout, result.stdout
+    assert result.returncode in (0, 3), result.stdout + result.stderr
+    if result.returncode == 0:  # a live service looked every package up
+        assert "Findings: none (verified: pip-audit/" in result.stdout
+    else:  # a closed network (CI here): the offline snapshots, named with their dates, and no green
+        assert "NOT VERIFIED: no live advisory source answered" in result.stdout, result.stdout
+        assert "compiled 20" in result.stdout and "Could not check" in result.stdout
+        assert "Findings: none" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "verdict"),
+    [
+        ((False, [], set(), "pypi: unreachable"), 3, "NOT VERIFIED: no live advisory source answered;"),
+        ((True, [], {"left-pad-xyz"}, "pypi: 1 of 2 packages audited"), 3, "NOT VERIFIED: pip-audit/pypi could not look up 1 package(s);"),
+        ((True, [], set(), "pypi: 2 of 2 packages audited"), 0, "Findings: none (verified: pip-audit/pypi looked up every package)"),
+    ],
+)
+def test_audit_is_green_only_when_a_live_service_looked_every_package_up(audit, monkeypatch, capsys, answer, status, verdict):
+    monkeypatch.setattr(audit, "installed", lambda: {"requests": version("requests"), "left-pad-xyz": "1.0"})
+    monkeypatch.setattr(audit, "pip_audit", lambda service: answer)
+    monkeypatch.setattr(audit, "editable", set)
+    assert audit.main([]) == status
+    out = capsys.readouterr().out
+    assert verdict in out
+    if status == 3:  # the package no source names is listed as not checked
+        assert "Could not check 1 package(s) (in no source): left-pad-xyz" in out
+
+
+def test_an_explicit_clean_set_is_not_verified_either(audit, capsys):
+    assert audit.main(["--check", f"requests=={version('requests')}"]) == 3
+    assert "NOT VERIFIED: --check audits an explicit set offline;" in capsys.readouterr().out
 
 
 def test_audit_flags_the_requests_that_torchattacks_pins(audit):

@@ -159,4 +159,14 @@ def list_classifiers() -> dict[str, str]:
     return classifiers.describe()
 
 
-__all__ = ["XrayClassifier", "XrayViT", "XrayResNet", "SEViT", "StudentCNN", "SubstituteCNN", "create_classifier", "list_classifiers", "weights_path_for"]
+# The X-ray classifiers the apps offer: the papers' ViT first (the default), then `resnet`, which
+# generalises best to new patients but reads blurred purifier outputs at chance (README).
+XRAY_CLASSIFIERS = ("vit", "resnet", "sevit", "student_cnn", "vit_at", "substitute")
+
+
+def shipped_xray_classifiers() -> list[str]:
+    """The X-ray classifiers whose weights are in weights/, in XRAY_CLASSIFIERS order."""
+    return [name for name in XRAY_CLASSIFIERS if weights_path_for(name).is_file()]
+
+
+__all__ = ["XrayClassifier", "XrayViT", "XrayResNet", "SEViT", "StudentCNN", "SubstituteCNN", "create_classifier", "list_classifiers", "shipped_xray_classifiers", "weights_path_for", "XRAY_CLASSIFIERS"]

@@ -1,0 +1,31 @@
+"""`purifylab serve`: the Gradio app (gradio_app.py, outside core: the engine holds no UI code)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from core.cli import set_threads
+from core.errors import PurifyLabError, check_range
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    @app.command("serve")
+    def serve(
+        host: Annotated[str, typer.Option("--host", help="address to listen on (0.0.0.0 for every interface)")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", help="TCP port")] = 7860,
+        concurrency: Annotated[int, typer.Option("--concurrency", help="requests computed at once; the rest wait in the queue")] = 2,
+        threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
+    ) -> None:
+        """Serve classify / attack / purify in a browser and as an API for gradio_client (queued)."""
+        check_range("--port", port, 1, 65535)
+        check_range("--concurrency", concurrency, 1, 64)
+        set_threads(threads)
+        try:
+            from gradio_app import launch
+        except ModuleNotFoundError as error:
+            if error.name != "gradio_app":
+                raise
+            raise PurifyLabError("gradio_app.py is not importable: run `purifylab serve` from the repository root") from None
+        launch(host, port, concurrency)
