@@ -124,7 +124,7 @@ def test_bad_inputs_are_refused_before_torch_is_imported(tmp_path):
     cases = {
         "not an image": [["purify", bad, "--purifier", "ddpm", "--out", str(tmp_path / "o.png")], ["attack", bad, "--out", str(tmp_path / "o.png")]],
         "is a folder": [["purify", good, "--out", folder], ["attack", good, "--out", folder], ["evaluate", "--data", str(tmp_path), "--json", folder],
-                        ["certify", "--data", str(tmp_path), "--json", folder]],
+                        ["certify", "--data", str(tmp_path), "--json", folder], ["data", "split", str(tmp_path), "--out", folder]],
         "does not exist": [["evaluate", "--data", missing], ["certify", "--data", missing], ["table", "quick", "--data", missing]],
         "--device must be": [["purify", good, "--out", str(tmp_path / "o.png"), "--device", "tpu"]],
     }  # fmt: skip

@@ -26,13 +26,14 @@ def check_data(path: Path, option: str = "--data") -> Path:
     return path
 
 
-def check_output_file(path: Path | None, option: str) -> Path | None:
-    """An output file's name must not be a folder, and its folder must exist (None: no output)."""
+def check_output_file(path: Path | None, option: str, *, creates_folder: bool = False) -> Path | None:
+    """An output file's name must not be a folder, and its folder must exist unless the command
+    creates it (None: no output)."""
     if path is None:
         return None
     if path.is_dir():
         raise PurifyLabError(f"{option} {path} is a folder; name a file inside it")
-    if not path.parent.is_dir():
+    if not creates_folder and not path.parent.is_dir():
         raise PurifyLabError(f"the folder of {option} {path} does not exist; create it first")
     return path
 
