@@ -5,6 +5,8 @@
 # `pip check` reports (tests/test_install.py holds exactly that). A new Python 3.11 venv starts with
 # pip 23.2 and setuptools 65.5, both with known advisories, so both are upgraded first
 # (scripts/audit_deps.py audits the result).
+# The DICOM decoder plugins (python-gdcm, pylibjpeg and its openjpeg/rle plugins, pyjpegls) come with
+# `-e .`; they pin nothing that `pip check` would report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=""

@@ -109,15 +109,48 @@ def test_help_imports_no_torch():
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_a_bad_file_is_refused_before_diffusers_is_imported(tmp_path):
-    import subprocess
-    import sys
-
-    (tmp_path / "bad.png").write_text("<html>not an image</html>")
+def _refusal_in_a_fresh_process(args: list[str]) -> tuple[str, str]:
+    """(last stdout line: exit code and the heavy modules imported, stderr) of main(args) in a new process."""
     code = (
         "import sys\nfrom core.cli import main\ntry:\n"
-        f"    main(['purify', {str(tmp_path / 'bad.png')!r}, '--purifier', 'ddpm', '--out', {str(tmp_path / 'o.png')!r}])\n"
-        "except SystemExit as exit:\n    print(exit.code, 'diffusers' in sys.modules)"
+        f"    main({args!r})\n"
+        "except SystemExit as exit:\n"
+        "    print(exit.code, sorted(m for m in ('torch', 'diffusers', 'torchattacks') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip().splitlines()[-1] == "2 False" and "not an image" in done.stderr
+    return done.stdout.strip().splitlines()[-1], done.stderr
+
+
+def test_bad_inputs_are_refused_before_torch_is_imported(tmp_path):
+    (tmp_path / "bad.png").write_text("<html>not an image</html>")
+    (tmp_path / "good.png").write_bytes(_grey_png())
+    (tmp_path / "folder.png").mkdir()
+    bad, good, folder, missing = (str(tmp_path / name) for name in ("bad.png", "good.png", "folder.png", "missing"))
+    cases = {
+        "not an image": [["purify", bad, "--purifier", "ddpm", "--out", str(tmp_path / "o.png")], ["attack", bad, "--out", str(tmp_path / "o.png")]],
+        "is a folder": [["purify", good, "--out", folder], ["attack", good, "--out", folder], ["evaluate", "--data", str(tmp_path), "--json", folder],
+                        ["certify", "--data", str(tmp_path), "--json", folder], ["data", "split", str(tmp_path), "--out", folder]],
+        "does not exist": [["evaluate", "--data", missing], ["certify", "--data", missing], ["table", "quick", "--data", missing]],
+        "--device must be": [["purify", good, "--out", str(tmp_path / "o.png"), "--device", "tpu"]],
+    }  # fmt: skip
+    for message, commands in cases.items():
+        for args in commands:
+            outcome, stderr = _refusal_in_a_fresh_process(args)
+            assert outcome == "2 []", (args, outcome, stderr)
+            assert message in stderr and len(stderr.strip().splitlines()) == 1, (args, stderr)
+
+
+def _grey_png() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 128).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("command", "keys"), [("classifiers", {"name", "shipped", "description"}),
+                                               ("purifiers", {"name", "nfe", "description"}), ("presets", {"name", "title"})])
+def test_listing_commands_print_json(capsys, command, keys):
+    code, out, _ = run_cli([command, "--json"], capsys)
+    rows = json.loads(out)
+    assert code == 0 and rows and all(set(row) == keys for row in rows)

@@ -86,3 +86,22 @@ def test_sigkilled_table_run_resumes_and_matches_an_uninterrupted_run(xray_train
     killed_table, fresh_table = (json.loads((folder / "kill.json").read_text()) for folder in (out, fresh_out))
     assert killed_table["results"] == fresh_table["results"]
     assert resumed.stdout == uninterrupted.stdout  # the printed Markdown table, digit for digit
+
+
+def test_ctrl_c_says_how_to_resume_and_leaves_a_sound_store(xray_train_dir, tmp_path):
+    config = tmp_path / "interrupt.yaml"
+    config.write_text(yaml.safe_dump(_preset(xray_train_dir)))
+    store, out = tmp_path / "interrupted.sqlite", tmp_path / "interrupted"
+    process = subprocess.Popen(_table(config, store, out), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while _stored_cells(store) < 1 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr[-500:]
+    assert stderr.strip().splitlines()[-1] == f"interrupted: finished cells are kept in {store}; rerun the same command to resume"
+    with ResultStore(store) as opened:
+        assert opened.integrity_ok() and len(opened.cells()) >= 1

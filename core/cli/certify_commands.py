@@ -28,11 +28,17 @@ def certify_command(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the result here (and FILE.config.json beside it)")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default cpu)")] = None,
 ) -> None:
     """Certified accuracy vs L2 radius of classifier(one-shot denoise(x + sigma * noise)), or of a
     noise-trained classifier(x + sigma * noise) with --denoiser none (Cohen et al.'s CERTIFY)."""
-    from core.certify import CertifyConfig
     from core.cli import set_threads
+    from core.cli.preflight import check_data, check_output_file, use_device
+
+    check_data(data)
+    check_output_file(json_path, "--json")
+    use_device(device)
+    from core.certify import CertifyConfig
     from core.errors import PurifyLabError
 
     if defense is not None:
@@ -44,10 +50,6 @@ def certify_command(
         classifier, sigma, denoiser = chosen.classifier, float(chosen.params.get("sigma", sigma)), "none"
     config = CertifyConfig(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed)
     config.validate()
-    if not data.exists():
-        raise PurifyLabError(f"--data {data} does not exist")
-    if json_path is not None and json_path.is_dir():
-        raise PurifyLabError(f"--json {json_path} is a directory; name a file")
     set_threads(threads)
     from core.certify import certify_images
     from core.data.loading import load_split
@@ -56,11 +58,12 @@ def certify_command(
     from core.models import create_classifier
     from core.purifiers import create_purifier
 
+    target = "cpu" if device in (None, "cpu") else "cuda"  # cuda:N is cuda once CUDA_VISIBLE_DEVICES=N
     model = create_classifier(classifier)
     resolved = resolve_split(EvaluationConfig(data=str(data), classifier=classifier, split=split, limit=limit), model)
     images = load_split(data, resolved.split, model.image_size, limit, channels=model.in_channels)
-    smoother = None if denoiser == "none" else create_purifier("one_shot", denoiser=denoiser)
-    result = certify_images(model, smoother, images.images, images.labels, config, progress=True)
+    smoother = None if denoiser == "none" else create_purifier("one_shot", denoiser=denoiser).to(target)
+    result = certify_images(model.to(target), smoother, images.images.to(target), images.labels, config, progress=True)
     result.update(
         classifier=classifier, classifier_sha256=(model.card or {}).get("sha256"), denoiser=denoiser, defense=defense,
         data={"folder": portable_path(data), "split": resolved.split, "n": int(len(images.labels)), "data_hash": images.data_hash},

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from core.cli import set_threads
-from core.errors import PurifyLabError
+from core.cli.preflight import check_data, check_output_file, check_output_folder, resume_hint, use_device
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -32,8 +32,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")] = False,
         ship: Annotated[bool, typer.Option("--ship", help="copy the result and its card into weights/")] = False,
         progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
     ) -> None:
         """Train a classifier; writes RUN/<model>.safetensors (fp16) and its card with val metrics."""
+        if data is not None:
+            check_data(data)
+        check_output_folder(out, "--out")
+        use_device(device)
         from core.data.locations import default_data_for
         from core.train.classifier import preset as make_preset
         from core.train.classifier import train_classifier
@@ -96,9 +101,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         defense: Annotated[
             str | None, typer.Option("--defense", help="a named defense (configs/defenses/, e.g. recommended): sets --classifier and --purifier")
         ] = None,
+        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
     ) -> None:
         """Accuracy, balanced accuracy, AUROC, sensitivity, specificity and calibration error with 95 %
         intervals, on a named split; with --attack also clean vs robust accuracy under the stated threat model."""
+        check_data(data)
+        check_output_file(json_path, "--json")
+        use_device(device)
         from core.cli.purify_commands import parse_param_options
         from core.evaluate import EvaluationConfig, evaluate, format_report, parse_purifier_spec, write_json
 
@@ -108,8 +117,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             chosen = load_defense(defense)
             classifier, purifier = chosen.classifier, chosen.purifier_spec
         set_threads(threads)
-        if not data.exists():
-            raise PurifyLabError(f"--data {data} does not exist")
         purifier_name, purifier_params = parse_purifier_spec(purifier)
         config = EvaluationConfig(
             data=str(data), classifier=classifier, split=split, limit=limit, batch_size=batch_size, seed=seed,
@@ -119,7 +126,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             substitute=substitute, attack_batch_size=attack_batch_size,
         )
         config.attack_config()  # validate the attack before any data is read
-        result = evaluate(config, progress=attack is not None)
+        with resume_hint("evaluate keeps no partial results, so a rerun starts over; `purifylab table` resumes cell by cell"):
+            result = evaluate(config, progress=attack is not None)
         typer.echo(format_report(result))
         if json_path is not None:
             write_json(result, json_path)
@@ -141,6 +149,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
     ) -> None:
         """Attack one image (label = the model's own reading) and write the adversarial PNG."""
+        from core.image_file import check_output_png, decode_image
+
+        check_output_png(out)
+        decode_image(image)  # a bad file is refused before torch is imported
         from core.evaluate import attack_image, parse_purifier_spec
 
         set_threads(threads)
@@ -152,10 +164,19 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         typer.echo(json.dumps(record, indent=2))
 
     @app.command("classifiers")
-    def classifiers_command() -> None:
+    def classifiers_command(
+        as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of a table")] = False,
+    ) -> None:
         """List the classifiers and whether their weights are shipped."""
         from core.models import list_classifiers, weights_path_for
 
-        for name, description in list_classifiers().items():
-            shipped = "shipped" if weights_path_for(name).is_file() else "not trained"
-            typer.echo(f"{name:<12} {shipped:<12} {description}")
+        rows = [
+            {"name": name, "shipped": weights_path_for(name).is_file(), "description": description}
+            for name, description in list_classifiers().items()
+        ]
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        for row in rows:
+            shipped = "shipped" if row["shipped"] else "not trained"
+            typer.echo(f"{row['name']:<12} {shipped:<12} {row['description']}")

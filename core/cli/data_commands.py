@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from core.cli.preflight import check_data, check_output_file
 
 
 def describe_command(
@@ -17,6 +18,8 @@ def describe_command(
     limit: Annotated[int | None, typer.Option(help="Scan at most this many images, spread over classes.")] = None,
 ) -> None:
     """Counts per class, image sizes, modes, duplicate groups and undecodable files."""
+    check_data(path, "PATH")
+    check_output_file(json_file, "--json", creates_folder=True)
     from core.data.describe import describe
     summary = describe(path, split=split, limit=limit, progress=True)
     typer.echo(summary.table())
@@ -41,6 +44,8 @@ def split_command(
 
     Patients come from a groups.csv (path,group) in the folder, else the Kermany file names, else
     each image is its own group (with a warning)."""
+    check_data(path, "PATH")
+    check_output_file(out, "--out", creates_folder=True)
     from core.data import load_dataset, make_splits
     from core.data.groups import group_images
     image_set = load_dataset(path, split=split, size=size, progress=True)

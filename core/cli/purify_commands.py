@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from core.cli.preflight import check_data, check_output_folder, use_device
 from core.errors import PurifyLabError
 
 
@@ -26,18 +27,24 @@ def parse_param_options(options: list[str]) -> dict[str, str]:
     return params
 
 
-def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: int, out: Path) -> dict:
+def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: int, out: Path, device: str | None = None) -> dict:
     """Purify one image file into a PNG and write the resolved config beside it; returns that config."""
-    from core.io import check_output_png, load_image, save_image, to_model_input
+    from core.image_file import check_output_png, decode_image
 
     check_output_png(out)
-    loaded = load_image(image)  # a bad file is refused before diffusers is imported and weights loaded
+    loaded = decode_image(image)  # a bad file is refused before torch and diffusers are imported
+    use_device(device)
+    device = "cpu" if device in (None, "cpu") else "cuda"  # cuda:N is cuda once CUDA_VISIBLE_DEVICES=N
+    import torch
+
+    from core.io import save_image, to_model_input
     from core.purifiers import create_purifier
 
-    purifier = create_purifier(purifier_name, **params)
+    purifier = create_purifier(purifier_name, **params).to(device)
     size = getattr(purifier, "image_size", None)  # model-free purifiers keep the native size
-    x = to_model_input(loaded, size) if size is not None else loaded.pixels[None]
-    purified = purifier.purify(x, seed=seed)
+    pixels = torch.from_numpy(loaded.pixels)[None, None]
+    x = to_model_input(pixels, size) if size is not None else pixels
+    purified = purifier.purify(x.to(device), seed=seed).cpu()
     save_image(purified, out)
     width, height = loaded.original_size
     config = {
@@ -62,22 +69,32 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         purifier: Annotated[str, typer.Option("--purifier", help="purifier name (see 'purifylab purifiers')")] = "ddpm",
         param: Annotated[list[str] | None, typer.Option("--param", help="purifier parameter k=v (repeatable)")] = None,
         seed: Annotated[int, typer.Option("--seed", help="seed for the purifier's noise")] = 0,
+        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default cpu)")] = None,
     ) -> None:
         """Purify one image and write it as a PNG (resized to the purifier's resolution)."""
-        config = purify_file(image, purifier, parse_param_options(param or []), seed, out)
+        config = purify_file(image, purifier, parse_param_options(param or []), seed, out, device)
         typer.echo(json.dumps(config, indent=2))
 
     @app.command("purifiers")
-    def purifiers() -> None:
+    def purifiers(
+        as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of a table")] = False,
+    ) -> None:
         """List the purifiers with their description and denoiser calls (NFE) at the defaults."""
         from core.purifiers import create_purifier, list_purifiers
 
+        rows = []
         for name, description in list_purifiers().items():
             try:
-                nfe = str(create_purifier(name).nfe())
+                nfe = create_purifier(name).nfe()
             except PurifyLabError:  # weights not trained/shipped yet
-                nfe = "n/a (weights missing)"
-            typer.echo(f"{name:<12} NFE {nfe:<6} {description}")
+                nfe = None
+            rows.append({"name": name, "nfe": nfe, "description": description})
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        for row in rows:
+            nfe = "n/a (weights missing)" if row["nfe"] is None else str(row["nfe"])
+            typer.echo(f"{row['name']:<12} NFE {nfe:<6} {row['description']}")
 
     @groups["train"].command("diffusion")
     def train_diffusion_command(
@@ -87,8 +104,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         weights: Annotated[Path | None, typer.Option("--weights", help="final .safetensors (default weights/ddpm_unet[_<preset>].safetensors; OUT/ for --preset tiny)")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")] = False,
         max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes")] = None,
+        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
     ) -> None:
         """Train the DDPM denoiser (epsilon prediction, EMA) and ship it with its card."""
+        if data is not None:
+            check_data(data)
+        check_output_folder(out, "--out")
+        use_device(device)
         from core.data.locations import dataset_of, default_data_for
         from core.train.diffusion import DiffusionTrainConfig, train_diffusion
 
@@ -105,8 +127,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         weights: Annotated[Path | None, typer.Option("--weights", help="final .safetensors (default weights/cold_unet.safetensors)")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")] = False,
         max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes")] = None,
+        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
     ) -> None:
         """Train the cold-diffusion deblurring UNet (x0 prediction from blur, EMA) and ship it with its card."""
+        if data is not None:
+            check_data(data)
+        check_output_folder(out, "--out")
+        use_device(device)
         from core.data.locations import XRAY_TRAIN_DIR
         from core.train.cold import ColdTrainConfig, train_cold
 

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from core.cli import set_threads
+from core.cli.preflight import check_data, check_output_folder, resume_hint, use_device
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -26,27 +27,41 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         out_dir: Annotated[Path | None, typer.Option("--out-dir", help="output folder (default results/<preset>)")] = None,
         threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
     ) -> None:
         """Compute a preset's tables (reusing stored cells) and print them as Markdown."""
+        if data is not None:
+            check_data(data)
+        check_output_folder(out_dir, "--out-dir")
+        use_device(device)
         from core.tables import load_preset, run_preset
 
         set_threads(threads)
         resolved = load_preset(preset).with_overrides(
             limit=limit, data=str(data) if data else None, eot=eot, only=only.split(",") if only else None
         )
-        outcome = run_preset(resolved, store, out_dir, progress=progress)
+        with resume_hint(f"finished cells are kept in {store}; rerun the same command to resume"):
+            outcome = run_preset(resolved, store, out_dir, progress=progress)
         if outcome.markdown:
             typer.echo(outcome.markdown)
             typer.echo(f"cells computed {len(outcome.computed)}, reused {len(outcome.reused)}; outputs: "
                        + ", ".join(str(p) for p in outcome.paths.values()), err=True)
 
     @app.command("presets")
-    def presets_command() -> None:
+    def presets_command(
+        as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of a table")] = False,
+    ) -> None:
         """List the table presets in configs/."""
+        import json
+
         from core.tables import list_presets, load_preset
 
-        for name in list_presets():
-            typer.echo(f"{name:<16} {load_preset(name).title}")
+        rows = [{"name": name, "title": load_preset(name).title} for name in list_presets()]
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        for row in rows:
+            typer.echo(f"{row['name']:<16} {row['title']}")
 
     @app.command("sweep")
     def sweep_command(
@@ -69,8 +84,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         store: Annotated[Path, typer.Option("--store")] = Path("results/results.sqlite"),
         out_dir: Annotated[Path | None, typer.Option("--out-dir")] = None,
         threads: Annotated[int | None, typer.Option("--threads")] = None,
+        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
     ) -> None:
         """Accuracy vs t* or depth: CSV, plotly HTML and Markdown through the results store."""
+        if data is not None:
+            check_data(data)
+        check_output_folder(out_dir, "--out-dir")
+        use_device(device)
         from core.cli.purify_commands import parse_param_options
         from core.sweeps import parse_values, sweep_preset
         from core.tables import AttackRow, run_preset
@@ -83,6 +103,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             attack=row, threat=threat, data=str(data) if data else DEFAULT_DATA, split=split, limit=limit, seed=seed,
             eot=eot, redraws=redraws,
         )  # fmt: skip
-        outcome = run_preset(preset, store, out_dir)
+        with resume_hint(f"finished cells are kept in {store}; rerun the same command to resume"):
+            outcome = run_preset(preset, store, out_dir)
         if outcome.markdown:
             typer.echo(outcome.markdown)

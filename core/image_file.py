@@ -1,0 +1,352 @@
+"""Untrusted image files to float pixels in [0, 1], without torch.
+
+The CLI refuses a bad file through this module before it imports torch (seconds on a busy machine);
+`core.io.load_image` wraps it into tensors for the app and the API.
+
+Privacy and safety rules this module keeps:
+- nothing is written to disk while loading, and neither pixel data nor file names are logged or
+  put into messages (a file's name is used only for its extension, to explain a mismatch);
+- the format comes from the content (magic bytes), never from the extension;
+- sizes are checked from the header before any pixel is decoded (decompression bombs);
+- DICOM files are read with an allow-list of technical tags only (`core.dicom`), so patient tags
+  (name, ID, birth date, ...) are never parsed into memory, let alone returned or echoed in errors.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps
+
+from core.errors import PurifyLabError
+
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+MAX_PIXELS = 25_000_000  # above the largest chest X-ray detectors (~15 MP), far below a bomb
+MIN_SIDE = 16
+
+# ITU-R 601-2 luma, the weights Pillow's convert("L") uses, so DICOM colour matches other formats.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
+
+# Errors Pillow raises for malformed or unsupported content (UnidentifiedImageError is an OSError;
+# SyntaxError is how several plugins report a bad header; fuzzing showed TypeError, IndexError and
+# KeyError from the GIF and TIFF plugins on cut frames and missing tags). `_pillow_guard` wraps only
+# Pillow calls, so catching these cannot hide a bug of ours.
+_PILLOW_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    TypeError,
+    IndexError,
+    KeyError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+# Used only to explain a content/extension mismatch in the notes, never to pick a decoder.
+_EXTENSIONS = {
+    "PNG": {".png", ".apng"},
+    "JPEG": {".jpg", ".jpeg", ".jpe", ".jfif"},
+    "GIF": {".gif"},
+    "BMP": {".bmp", ".dib"},
+    "TIFF": {".tif", ".tiff"},
+    "WEBP": {".webp"},
+    "DICOM": {".dcm", ".dicom", ".dic"},
+}
+
+ImageSource = bytes | bytearray | memoryview | str | PathLike | BinaryIO
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedImage:
+    """One grayscale channel as float32 (H, W) in [0, 1], finite.
+
+    `original_size` is (width, height) as decoded (after EXIF orientation). `notes` are technical
+    remarks on conversions applied; they never contain patient data.
+    """
+
+    pixels: np.ndarray
+    format: str
+    original_size: tuple[int, int]
+    notes: tuple[str, ...] = ()
+
+
+def decode_image(
+    source: ImageSource,
+    *,
+    name: str | None = None,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_pixels: int = MAX_PIXELS,
+) -> DecodedImage:
+    """Decode PNG, JPEG, BMP, TIFF, WebP, GIF or DICOM into float32 (H, W) pixels in [0, 1].
+
+    `source` is bytes, a path or a binary file object; `name` (defaults to the path's or the file
+    object's name) is only used for its extension, to explain a content/extension mismatch.
+    Any malformed, oversized, undersized or unsupported input raises `PurifyLabError`.
+    Pillow's own decompression-bomb guard (`Image.MAX_IMAGE_PIXELS`) applies too.
+    """
+    for label, limit in (("max_bytes", max_bytes), ("max_pixels", max_pixels)):
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < MIN_SIDE**2:
+            raise PurifyLabError(f"{label} must be an integer >= {MIN_SIDE**2}; got {limit!r}")
+    data, name = _read_source(source, name, max_bytes)
+    extension = _known_extension(name)
+    image_format = _sniff_format(data)
+    if image_format is None:
+        raise PurifyLabError(_unrecognised_message(data, extension))
+    if image_format == "DICOM":
+        from core.dicom import decode_dicom  # pydicom costs its import only when a DICOM comes in
+
+        pixels, notes = decode_dicom(data, max_pixels=max_pixels)
+    else:
+        pixels, notes = _decode_with_pillow(data, image_format, max_pixels=max_pixels)
+    if extension and extension not in _EXTENSIONS[image_format]:
+        notes = [f"content is {image_format}; the '{extension}' extension was ignored", *notes]
+    pixels = _finite_unit(pixels)
+    height, width = pixels.shape
+    return DecodedImage(pixels=pixels, format=image_format, original_size=(width, height), notes=tuple(notes))
+
+
+def _known_extension(name: str | None) -> str:
+    """The name's extension if it is a known image extension; anything else might carry identifiers."""
+    extension = Path(name).suffix.lower() if name else ""
+    return extension if any(extension in known for known in _EXTENSIONS.values()) else ""
+
+
+def _read_source(source: ImageSource, name: str | None, max_bytes: int) -> tuple[bytes, str | None]:
+    """Read at most max_bytes + 1 bytes, so an oversized upload is refused without reading it all."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source[: max_bytes + 1])
+    elif isinstance(source, (str, PathLike)):
+        path = Path(source)
+        name = name or path.name
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(max_bytes + 1)
+        except FileNotFoundError:
+            raise PurifyLabError("image file not found (check the path)") from None
+        except IsADirectoryError:
+            raise PurifyLabError("image path is a folder; expected an image file") from None
+        except OSError as exc:
+            raise PurifyLabError(f"could not read the image file: {exc.strerror or 'I/O error'}") from None
+    elif hasattr(source, "read"):
+        name = name or _file_object_name(source)
+        data = source.read(max_bytes + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise PurifyLabError("image file object must be opened in binary mode ('rb')")
+        data = bytes(data)
+    else:
+        raise PurifyLabError(
+            f"image source must be bytes, a path or a binary file object; got {type(source).__name__}"
+        )
+    if not data:
+        raise PurifyLabError("image is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise PurifyLabError(f"image file is larger than the {max_bytes:,}-byte limit")
+    return data, name
+
+
+def _file_object_name(source: object) -> str | None:
+    candidate = getattr(source, "name", None)
+    return candidate if isinstance(candidate, str) else None
+
+
+def _sniff_format(data: bytes) -> str | None:
+    """Identify the container from its content; the extension is never trusted.
+
+    The `DICM` marker comes first: a DICOM preamble is free-form and often holds a TIFF header
+    (dual-personality files), so it must not be read as one. A data set with no preamble and no
+    file meta is recognised by its first element, or failing that by a force-read that finds
+    image-module elements (`core.dicom`); text is never force-read.
+    """
+    if data[128:132] == b"DICM":
+        return "DICOM"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if data.startswith(b"BM"):
+        return "BMP"
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return "TIFF"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "WEBP"
+    if _is_mostly_text(data[:512].lstrip()):
+        return None
+    from core.dicom import is_bare_dataset
+
+    return "DICOM" if is_bare_dataset(data) else None
+
+
+def _unrecognised_message(data: bytes, extension: str) -> str:
+    named = f" (the name says '{extension}')" if extension else ""
+    head = data[:512].lstrip()
+    if head[:1] == b"<" or _is_mostly_text(head):
+        return f"content looks like text or HTML, not an image{named}; upload a PNG, JPEG or DICOM file"
+    return (
+        f"unrecognised image format{named}; supported: PNG, JPEG, BMP, TIFF, WebP, GIF, DICOM"
+    )
+
+
+def _is_mostly_text(head: bytes) -> bool:
+    if not head:
+        return False
+    printable = sum(32 <= byte < 127 or byte in (9, 10, 13) for byte in head)
+    return printable / len(head) > 0.95
+
+
+def check_dimensions(width: int, height: int, max_pixels: int) -> None:
+    """Runs on header values, before any pixel is decoded."""
+    if width * height > max_pixels:
+        raise PurifyLabError(
+            f"image is {width} x {height} = {width * height:,} pixels; the limit is {max_pixels:,}"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise PurifyLabError(
+            f"image is {width} x {height} pixels; each side must be at least {MIN_SIDE} px"
+        )
+
+
+@contextmanager
+def _pillow_guard(image_format: str) -> Iterator[None]:
+    """Turn Pillow's errors on malformed content into one-line messages; wrap only Pillow calls."""
+    try:
+        yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        limit = Image.MAX_IMAGE_PIXELS
+        raise PurifyLabError(
+            f"image declares more pixels than Pillow's {limit:,}-pixel limit (possible decompression bomb)"
+        ) from None
+    except _PILLOW_DECODE_ERRORS as exc:
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise PurifyLabError(
+            f"could not decode the {image_format} image (truncated or corrupt): {reason}"
+        ) from exc
+
+
+def _decode_with_pillow(data: bytes, image_format: str, *, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    with warnings.catch_warnings():
+        # Pillow warns about corrupt EXIF or TIFF tags it skips; uploads should not spam stderr.
+        warnings.simplefilter("ignore")
+        # It only warns for images just above its bomb limit: make that fatal too.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _pillow_guard(image_format):
+            image = Image.open(io.BytesIO(data), formats=[image_format])
+        with image:
+            check_dimensions(*image.size, max_pixels=max_pixels)
+            with _pillow_guard(image_format):
+                frame_count = getattr(image, "n_frames", 1)
+                image.seek(0)
+                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+                image.load()
+                oriented = ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
+            pixels, conversion_notes = _pillow_to_luminance(oriented)
+    notes = [f"animated: first frame of {frame_count}"] if frame_count > 1 else []
+    if orientation in range(2, 9):
+        notes.append("EXIF rotation applied")
+    return pixels, notes + conversion_notes
+
+
+def _pillow_to_luminance(image: Image.Image) -> tuple[np.ndarray, list[str]]:
+    """One float luminance channel in [0, 1] from any Pillow mode, noting each lossy step."""
+    notes = []
+    if image.mode in ("P", "PA"):
+        has_alpha = image.mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+        notes.append("palette expanded")
+    elif image.mode == "CMYK":
+        image = image.convert("RGB")
+        notes.append("CMYK converted")
+
+    if image.mode.startswith("I;16"):
+        notes.append("16-bit rescaled")
+        return _to_unit_float(np.asarray(image), 65535), notes
+    if image.mode in ("I", "F"):
+        return _scale_wide_values(np.asarray(image, dtype=np.float64), image.mode, notes)
+    if image.mode == "LAB":
+        notes.append("LAB lightness channel used")
+        return _to_unit_float(np.asarray(image.getchannel("L")), 255), notes
+
+    alpha = np.asarray(image.getchannel("A")) if image.mode in ("RGBA", "LA") else None
+    colour_mode = image.mode
+    if colour_mode not in ("1", "L", "LA"):
+        try:
+            rgb = image.convert("RGB")
+        except ValueError:
+            raise PurifyLabError(f"unsupported colour mode {colour_mode}") from None
+        if _channels_differ(rgb):
+            notes.append("colour converted to luminance")
+        image = rgb
+    luminance = _to_unit_float(np.asarray(image if image.mode == "L" else image.convert("L")), 255)
+    if alpha is not None:
+        if alpha.min() == 255:
+            notes.append("alpha dropped")
+        else:
+            luminance *= alpha.astype(np.float32) / np.float32(255)
+            notes.append(f"{colour_mode} flattened on black")
+    return luminance, notes
+
+
+def _to_unit_float(values: np.ndarray, white: int) -> np.ndarray:
+    scaled = values.astype(np.float32)
+    scaled *= np.float32(1.0 / white)
+    return scaled
+
+
+def _channels_differ(rgb: Image.Image) -> bool:
+    red, green, blue = (np.asarray(band) for band in rgb.split())
+    return not (np.array_equal(red, green) and np.array_equal(green, blue))
+
+
+def _scale_wide_values(values: np.ndarray, mode: str, notes: list[str]) -> tuple[np.ndarray, list[str]]:
+    """32-bit integer or float images have no fixed white level: keep float data already in
+    [0, 1], min-max scale the rest (16-bit files open as I;16, never as I)."""
+    if not np.isfinite(values).all():
+        raise PurifyLabError("image contains NaN or Inf pixels")
+    if mode == "F" and values.min() >= 0.0 and values.max() <= 1.0:
+        return values, notes
+    notes.append(f"{'32-bit integer' if mode == 'I' else 'floating-point'} values min-max scaled")
+    return min_max(values), notes
+
+
+def min_max(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
+
+
+def _finite_unit(pixels: np.ndarray) -> np.ndarray:
+    """Last line of defence for every decoder: float32, finite, clamped against rounding."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    if not np.isfinite(pixels).all():
+        raise PurifyLabError("image contains NaN or Inf pixels")
+    np.clip(pixels, 0.0, 1.0, out=pixels)
+    return pixels
+
+
+def check_output_png(path: str | PathLike) -> Path:
+    """Refuse an output name before any compute: it must end in .png, not be a folder, and sit in an
+    existing folder (so a long attack never ends in a traceback at the write)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise PurifyLabError(f"the output must be a .png file, got '{path.name}'")
+    if path.is_dir():
+        raise PurifyLabError(f"the output {path} is a folder; name a .png file inside it")
+    if not path.parent.is_dir():
+        raise PurifyLabError(f"the output folder {path.parent} does not exist; create it first")
+    return path
+
