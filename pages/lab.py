@@ -36,7 +36,7 @@ with st.sidebar:
     eps = st.slider("Budget ε (L∞, pixel scale 0–1)", 0.0, 0.1, 0.03, 0.005, key="eps", format="%.3f",
                     help="Largest change allowed to any pixel; 0.03 is the papers' setting (about 8/255).")
     threat = st.selectbox("Threat model", list(THREAT_MODELS), key="threat",
-                          format_func=lambda t: f"{t} — {THREAT_MODELS[t]}")
+                          format_func=lambda t: f"{t} — {THREAT_MODELS[t].description}")
 
 model = classifier(classifier_name)
 size = model.image_size
@@ -58,12 +58,12 @@ key = image_key(image)
 attack = (("name", ATTACKS[attack_label]), ("eps", eps), ("steps", 1 if ATTACKS[attack_label] == "fgsm" else 10))
 defence = ("cold_blur", (("depth", st.session_state.get("depth", DEFAULT_DEPTH)),))
 with st.spinner("Attacking …"):
-    adversarial = cached_attack(key, image, classifier_name, attack, threat, *defence, 1 if threat in ("grey", "transfer", "bpda") else 4)
+    adversarial = cached_attack(key, image, classifier_name, attack, threat, *defence, THREAT_MODELS[threat].draws_per_step(4))
 
 adversarial_key = image_key(adversarial.image)  # purifications are of this image, not of the clean one
 clean_reading, adversarial_reading = read(model, image)[0], read(model, adversarial.image)[0]
 norms = perturbation_norms(image, adversarial.image)
-st.caption(f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · threat model **{threat}**: {THREAT_MODELS[threat]}")
+st.caption(f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · threat model **{threat}**: {THREAT_MODELS[threat].description}")
 
 top = st.columns(3)
 with top[0]:

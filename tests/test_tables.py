@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from core.attacks import AttackConfig
 from core.errors import PurifyLabError
 from core.data.loading import load_split
 from core.models import create_classifier
@@ -250,9 +251,9 @@ def test_a_purifier_cell_names_its_network_by_hash_not_by_file_name():
     assert None not in (implicit["weights_sha256"], other["weights_sha256"])  # both are shipped
     assert other["weights_sha256"] != implicit["weights_sha256"]
     # what the runner builds from a cell: the named network (28-px MNIST), not the X-ray default
-    from core.evaluate import build_purifier
+    from core.purifiers import create_purifier
 
-    assert build_purifier(other["name"], other["params"]).image_size == 28
+    assert create_purifier(other["name"], **other["params"]).image_size == 28
 
 
 def test_bad_presets_are_refused_in_one_line(tmp_path, xray_train_dir, weights):
@@ -274,7 +275,7 @@ def test_bad_presets_are_refused_in_one_line(tmp_path, xray_train_dir, weights):
 def test_sweep_writes_accuracy_against_the_parameter(xray_train_dir, weights, tmp_path):
     preset = sweep_preset(
         "tstar", "noise", (0.01, 0.05), classifier="student_cnn", classifier_weights=weights,
-        attack=AttackRow(label="PGD", name="pgd", steps=2), data=str(xray_train_dir), limit=8, batch_size=8,
+        attack=AttackRow("PGD", AttackConfig(name="pgd", steps=2)), data=str(xray_train_dir), limit=8, batch_size=8,
     )  # fmt: skip
     outcome = run_preset(preset, tmp_path / "s.sqlite", tmp_path / "sweep", progress=False)
     rows = list(csv.DictReader(outcome.paths["csv"].open()))

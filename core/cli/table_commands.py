@@ -73,11 +73,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Accuracy vs t* or depth: CSV, plotly HTML and Markdown through the results store."""
         from core.cli.purify_commands import parse_param_options
         from core.sweeps import parse_values, sweep_preset
+        from core.attacks import AttackConfig
         from core.tables import AttackRow, run_preset
         from core.tables.preset import DEFAULT_DATA
 
         set_threads(threads)
-        row = AttackRow(label=f"{attack} {norm} {eps:g}", name=attack, norm=norm, eps=eps, steps=steps) if attack else None
+        row = AttackRow(f"{attack} {norm} {eps:g}", AttackConfig(name=attack, norm=norm, eps=eps, steps=steps, seed=seed)) if attack else None
         preset = sweep_preset(
             kind, purifier, parse_values(values), classifier=classifier, params=parse_param_options(param or []),
             attack=row, threat=threat, data=str(data) if data else DEFAULT_DATA, split=split, limit=limit, seed=seed,

@@ -40,6 +40,23 @@ class LoadedSplit:
         """The images as float32 in [0, 1], NCHW."""
         return self.images.float().div(255.0)
 
+    def describe(self, folder: str | Path) -> dict:
+        """Which images a figure comes from, in words a reader can check."""
+        from core.data.locations import portable_path
+
+        return {"folder": portable_path(folder), "split": self.split, "n": int(len(self.labels)), "data_hash": self.data_hash}
+
+
+def resolve_split(folder: str | Path, split: str | None, card: dict | None) -> str:
+    """`split`, or when None: "val" if `folder` is the one the card's model was trained on (never
+    read its training images), else "all"."""
+    if split is not None:
+        return split
+    from core.data.splits import data_hash_of_folder
+
+    trained_on = ((card or {}).get("data") or {}).get("data_hash")
+    return "val" if trained_on is not None and trained_on == data_hash_of_folder(folder) else "all"
+
 
 def project_split(image_set: ImageSet, grouping: Grouping) -> SplitSpec:
     """The one split used across the project (seed 0): by patient where patients are known."""

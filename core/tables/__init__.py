@@ -51,7 +51,7 @@ def run_preset(
     on_cell: Callable[[int, int], None] | None = None,
 ) -> TableOutcome:
     """Compute (or reuse) every cell of `preset` and write its outputs to out_dir (default results/<name>)."""
-    from core.evaluate import process_state
+    from core.attacks.robust import process_state
 
     out_dir = Path(out_dir) if out_dir is not None else Path("results") / preset.name
     state = process_state()

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from core.attacks import THREAT_MODELS, AttackConfig
+from core.attacks import AttackConfig, threat_model
 from core.data.locations import XRAY_TEST_DIR
 from core.errors import PurifyLabError
 
@@ -52,24 +52,40 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class AttackRow:
-    """One table row: 'Clean' (name None) or an attack with its budget (eps in the [0, 1] scale)."""
+    """One table row: 'Clean' (attack None) or an attack. In YAML the row is flat (label plus the
+    AttackConfig fields but seed: every attack of a preset is seeded by the preset's seed)."""
 
     label: str
-    name: str | None = None
-    norm: str = "linf"
-    eps: float = 0.03
-    steps: int = 10
-    alpha: float | None = None
-    restarts: int = 1
-    eot_iter: int = 1
+    attack: AttackConfig | None = None
+
+    @property
+    def name(self) -> str | None:
+        return None if self.attack is None else self.attack.name
 
     def attack_config(self, seed: int) -> AttackConfig | None:
-        if self.name is None:
-            return None
-        return AttackConfig(
-            name=self.name, norm=self.norm, eps=self.eps, steps=self.steps, alpha=self.alpha,
-            restarts=self.restarts, eot_iter=self.eot_iter, seed=seed,
-        )  # fmt: skip
+        """The row's attack under the preset's seed."""
+        return None if self.attack is None else dataclasses.replace(self.attack, seed=seed)
+
+    def flat(self) -> dict[str, Any]:
+        """The row as YAML writes it (a clean row shows AttackConfig's defaults with name None)."""
+        fields = dataclasses.asdict(self.attack if self.attack is not None else AttackConfig())
+        fields.pop("seed")
+        return {"label": self.label, **fields, "name": self.name}
+
+
+def attack_row(raw: Any, where: str) -> AttackRow:
+    """A row from its flat YAML mapping, refusing unknown keys with a one-line message."""
+    if not isinstance(raw, dict):
+        raise PurifyLabError(f"{where} must be a mapping, got {type(raw).__name__}")
+    allowed = {"label"} | {f.name for f in dataclasses.fields(AttackConfig)} - {"seed"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown or "label" not in raw:
+        problem = f"unknown key '{unknown[0]}'" if unknown else "no label"
+        raise PurifyLabError(f"{where}: {problem}; allowed: {', '.join(sorted(allowed))}")
+    fields = {key: value for key, value in raw.items() if key != "label"}
+    if fields.get("name") is None:
+        return AttackRow(raw["label"])
+    return AttackRow(raw["label"], AttackConfig(**fields))
 
 
 @dataclass(frozen=True)
@@ -184,7 +200,14 @@ class Preset:
         return {**kept, "notes": f"{self.notes.strip()}\n\n{note}".strip()}
 
     def resolved(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Everything, as the YAML spells it (attack rows flat)."""
+
+        def factory(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            if [key for key, _ in pairs] == ["label", "attack"]:  # an AttackRow
+                return AttackRow(pairs[0][1], None if pairs[1][1] is None else AttackConfig(**pairs[1][1])).flat()
+            return dict(pairs)
+
+        return dataclasses.asdict(self, dict_factory=factory)
 
     def validate(self) -> None:
         """Refuse bad settings before any model is loaded (attacks, threats, counts)."""
@@ -194,19 +217,15 @@ class Preset:
             raise PurifyLabError(f"preset '{self.name}' defines no tables, sweeps or detection runs")
         for table in self.tables:
             for threat in table.threats:
-                if threat not in THREAT_MODELS:
-                    raise PurifyLabError(f"table '{table.name}': unknown threat '{threat}'; choose from {', '.join(THREAT_MODELS)}")
+                threat_model(threat)
                 if threat == "bpda-eot" and self.eot < 2:
                     raise PurifyLabError(f"table '{table.name}' uses bpda-eot: set eot >= 2 in the preset (got {self.eot})")
-                if threat == "transfer" and self.substitute is None:
+                if threat_model(threat).needs_substitute and self.substitute is None:
                     raise PurifyLabError(f"table '{table.name}' uses transfer: name a substitute model in the preset")
-            for row in table.rows:
-                row.attack_config(self.seed)
         for sweep in self.sweeps:
+            threat_model(sweep.threat)
             if sweep.kind not in SWEEP_KINDS:
                 raise PurifyLabError(f"sweep '{sweep.name}': kind '{sweep.kind}' is not one of {', '.join(SWEEP_KINDS)}")
-            if sweep.attack is not None:
-                sweep.attack.attack_config(self.seed)
 
 
 def _tuple(raw: Any, cls: type, where: str) -> tuple:
@@ -215,6 +234,14 @@ def _tuple(raw: Any, cls: type, where: str) -> tuple:
     if not isinstance(raw, list):
         raise PurifyLabError(f"{where} must be a list")
     return tuple(_build(cls, item, f"{where}[{i}]") for i, item in enumerate(raw))
+
+
+def _rows(raw: Any, where: str) -> tuple[AttackRow, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise PurifyLabError(f"{where} must be a list")
+    return tuple(attack_row(item, f"{where}[{i}]") for i, item in enumerate(raw))
 
 
 def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
@@ -228,7 +255,7 @@ def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
             raise PurifyLabError(f"{where} must be a mapping")
         table = dict(table)
         table["classifiers"] = _tuple(table.get("classifiers"), ModelSpec, f"{where}.classifiers")
-        table["rows"] = _tuple(table.get("rows"), AttackRow, f"{where}.rows")
+        table["rows"] = _rows(table.get("rows"), f"{where}.rows")
         table["columns"] = _tuple(table.get("columns"), PurifierColumn, f"{where}.columns")
         table["threats"] = tuple(table.get("threats", ("grey",)))
         tables.append(_build(TableSpec, table, where))
@@ -239,14 +266,14 @@ def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
         sweep["classifier"] = _build(ModelSpec, sweep.get("classifier", "vit"), f"{where}.classifier")
         sweep["values"] = tuple(float(v) for v in sweep.get("values", ()))
         if sweep.get("attack") is not None:
-            sweep["attack"] = _build(AttackRow, sweep["attack"], f"{where}.attack")
+            sweep["attack"] = attack_row(sweep["attack"], f"{where}.attack")
         sweeps.append(_build(SweepSpec, sweep, where))
     detection = []
     for i, item in enumerate(raw.pop("detection", None) or []):
         where = f"detection[{i}]"
         item = dict(item)
         item["classifier"] = _build(ModelSpec, item.get("classifier", "vit"), f"{where}.classifier")
-        item["attacks"] = _tuple(item.get("attacks"), AttackRow, f"{where}.attacks")
+        item["attacks"] = _rows(item.get("attacks"), f"{where}.attacks")
         if item.get("sevit") is not None:
             item["sevit"] = _build(ModelSpec, item["sevit"], f"{where}.sevit")
         detection.append(_build(DetectionSpec, item, where))
