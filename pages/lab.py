@@ -11,6 +11,7 @@ from pages.common import (
     image_key, probability_chart, purifier, reading_badge, show_image, true_label_note, verdict_line,
 )
 from core.errors import PurifyLabError
+from core.purifiers import PURIFIERS
 from core.purifiers.cold import ColdConfig
 from core.io import load_image, to_model_input
 
@@ -86,14 +87,15 @@ def purification_panel() -> None:
     t_star = controls[1].slider("t* (diffusion noise level, fraction of T)", 0.01, 0.25, 0.04, 0.01, key="t_star",
                                 help="How much noise the DDPM-family purifiers add before removing it again.")
     recon_steps = controls[2].slider("Reconstruction steps", 1, 20, 5, key="recon_steps")
+    def knob(name: str) -> tuple[str, float]:
+        """The slider a purifier reads, under the field name its class declares: t* if it has one, else depth."""
+        sweeps = PURIFIERS.get(name).sweeps
+        return (sweeps["tstar"], t_star) if "tstar" in sweeps else (sweeps["depth"], depth)
+
     variants = {
-        "Blurred": ("cold_blur", (("depth", depth),)),
-        "Direct recon.": ("cold_direct", (("depth", depth),)),
-        "One-shot DDPM": ("one_shot", (("t_star", t_star),)),
-        "Reconstructed": ("cold_recon", (("depth", depth), ("steps", min(recon_steps, depth)))),
-        "DDPM": ("ddpm", (("t_star", t_star),)),
-        "DDIM": ("ddim", (("t_star", max(t_star, 0.01)),)),
-        "DiffDefense": ("diffdefense", (("t_start", t_star),)),
+        PURIFIERS.get(name).display_name: (name, (knob(name), *extra))
+        for name, extra in (("cold_blur", ()), ("cold_direct", ()), ("one_shot", ()), ("cold_recon", (("steps", min(recon_steps, depth)),)),
+                            ("ddpm", ()), ("ddim", ()), ("diffdefense", ()))
     }
     costs = {label: purifier(name, params).nfe() for label, (name, params) in variants.items()}
     chosen = st.multiselect(

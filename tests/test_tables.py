@@ -30,6 +30,7 @@ class QuantisePurifier(Purifier):
     """8 grey levels with torch.round: zero gradient almost everywhere, the textbook masking defense."""
 
     name = "test-quantise"
+    display_name = "Quantised (test)"
 
     def __init__(self, config: PurifierConfig | None = None) -> None:
         super().__init__(config)
@@ -333,3 +334,21 @@ def test_table_command_prints_markdown_and_writes_outputs(xray_train_dir, weight
     assert "computed 0" in again.output  # every cell from the store
     missing = CliRunner().invoke(app, ["table", "no-such-preset"])
     assert isinstance(missing.exception, PurifyLabError)
+
+
+def test_purifier_facts_live_on_the_purifier_classes():
+    """Display name, default network and sweep fields are declared by each purifier; the tables read them."""
+    import dataclasses
+
+    from core.tables.runner import sweep_parameter
+    from core.weights import WEIGHTS_DIR
+
+    for name in PURIFIERS.names():
+        cls = PURIFIERS.get(name)
+        assert cls.display_name
+        fields = {f.name for f in dataclasses.fields(cls.config_type)}
+        for kind, field in cls.sweeps.items():
+            assert field in fields and sweep_parameter(kind, name) == field
+        assert cls.weights is None or (WEIGHTS_DIR / f"{cls.weights}.safetensors").is_file()
+    with pytest.raises(PurifyLabError, match="does not apply to purifier 'blur'; use one of: .*cold_blur"):
+        sweep_parameter("depth", "blur")

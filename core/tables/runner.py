@@ -25,33 +25,21 @@ from core.errors import PurifyLabError
 from core.data.loading import LoadedSplit, load_split
 from core.metrics import auroc
 from core.models import create_classifier, weights_path_for
-from core.purifiers import create_purifier
-from core.purifiers.cold import COLD_WEIGHTS_STEM
-from core.purifiers.diffusion import DDPM_WEIGHTS_STEM
+from core.purifiers import PURIFIERS, create_purifier
 from core.results import ResultStore, canonical_json, run_cells
 from core.tables.preset import AttackRow, DetectionSpec, ModelSpec, Preset, PurifierColumn, SweepSpec, TableSpec
 from core.weights import WEIGHTS_DIR, card_path, read_card
 
-# The shipped network each purifier reads (weights or schedule); its card hash joins the cell key.
-PURIFIER_WEIGHTS = {
-    "noise": DDPM_WEIGHTS_STEM, "ddpm": DDPM_WEIGHTS_STEM, "ddim": DDPM_WEIGHTS_STEM,
-    "diffdefense": DDPM_WEIGHTS_STEM, "cold_blur": COLD_WEIGHTS_STEM, "cold_direct": COLD_WEIGHTS_STEM,
-    "cold_recon": COLD_WEIGHTS_STEM,
-}  # fmt: skip
-SWEEP_PARAMETER = {
-    ("tstar", "ddpm"): "t_star", ("tstar", "ddim"): "t_star", ("tstar", "noise"): "t_star",
-    ("tstar", "diffdefense"): "t_start", ("depth", "ddim"): "t_star", ("depth", "cold_blur"): "depth",
-    ("depth", "cold_direct"): "depth", ("depth", "cold_recon"): "depth",
-}  # fmt: skip
 ROC_POINTS = 101
 
 
 def sweep_parameter(kind: str, purifier: str) -> str:
-    try:
-        return SWEEP_PARAMETER[(kind, purifier)]
-    except KeyError:
-        allowed = ", ".join(sorted(p for k, p in SWEEP_PARAMETER if k == kind))
-        raise PurifyLabError(f"a '{kind}' sweep does not apply to purifier '{purifier}'; use one of: {allowed}") from None
+    """The config field a `kind` sweep varies on `purifier`, as the purifier class declares it."""
+    parameter = PURIFIERS.get(purifier).sweeps.get(kind)
+    if parameter is None:
+        allowed = ", ".join(name for name in PURIFIERS.names() if kind in PURIFIERS.get(name).sweeps)
+        raise PurifyLabError(f"a '{kind}' sweep does not apply to purifier '{purifier}'; use one of: {allowed}")
+    return parameter
 
 
 def _weights_sha(path) -> str | None:
@@ -68,12 +56,12 @@ def model_identity(name: str, weights: str | None) -> dict[str, Any]:
 
 def purifier_identity(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Name, fully resolved parameters (defaults filled in) and the hash of the network it runs."""
-    from core.purifiers import PURIFIERS
     from core.purifiers.base import parse_params
 
-    resolved = parse_params(PURIFIERS.get(name).config_type, dict(params)).to_dict()
-    stem = resolved.get("denoiser", PURIFIER_WEIGHTS.get(name))
-    if stem == PURIFIER_WEIGHTS.get(name):  # the default network is implied: cells stored before
+    cls = PURIFIERS.get(name)
+    resolved = parse_params(cls.config_type, dict(params)).to_dict()
+    stem = resolved.get("denoiser", cls.weights)
+    if stem == cls.weights:  # the default network is implied: cells stored before
         resolved.pop("denoiser", None)  # named denoisers existed keep their keys
     sha = _weights_sha(WEIGHTS_DIR / f"{stem}.safetensors") if stem else None
     return {"name": name, "params": resolved, "weights_sha256": sha}
