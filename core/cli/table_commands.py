@@ -22,19 +22,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         eot: Annotated[int | None, typer.Option("--eot", help="purifier draws per attack step for bpda-eot / white (default: the preset's); fewer is a weaker attack, for a CPU")] = None,
         data: Annotated[Path | None, typer.Option("--data", help="override the preset's data folder")] = None,
         only: Annotated[str | None, typer.Option("--only", help="comma-separated names of the tables / sweeps / detection runs to compute (default: all)")] = None,
-        store: Annotated[Path, typer.Option("--store", help="SQLite results store (cached, resumable)")] = Path("results/results.sqlite"),
-        out_dir: Annotated[Path | None, typer.Option("--out-dir", help="output folder (default results/<preset>)")] = None,
+        store: Annotated[Path | None, typer.Option("--store", help="SQLite results store, cached and resumable (default: results/results.sqlite of the repository, or in $PURIFYLAB_RESULTS)")] = None,
+        out_dir: Annotated[Path | None, typer.Option("--out-dir", help="output folder (default: <results>/<preset>)")] = None,
         threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     ) -> None:
         """Compute a preset's tables (reusing stored cells) and print them as Markdown."""
+        from core.paths import RESULTS_STORE
         from core.tables import load_preset, run_preset
 
         set_threads(threads)
         resolved = load_preset(preset).with_overrides(
             limit=limit, data=str(data) if data else None, eot=eot, only=only.split(",") if only else None
         )
-        outcome = run_preset(resolved, store, out_dir, progress=progress)
+        outcome = run_preset(resolved, store or RESULTS_STORE, out_dir, progress=progress)
         if outcome.markdown:
             typer.echo(outcome.markdown)
             typer.echo(f"cells computed {len(outcome.computed)}, reused {len(outcome.reused)}; outputs: "
@@ -66,7 +67,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         split: Annotated[str, typer.Option("--split", help="all (the default data: the test cohort) | val (of a training folder)")] = "all",
         limit: Annotated[int | None, typer.Option("--limit")] = None,
         seed: Annotated[int, typer.Option("--seed")] = 0,
-        store: Annotated[Path, typer.Option("--store")] = Path("results/results.sqlite"),
+        store: Annotated[Path | None, typer.Option("--store", help="default: results/results.sqlite, as for 'table'")] = None,
         out_dir: Annotated[Path | None, typer.Option("--out-dir")] = None,
         threads: Annotated[int | None, typer.Option("--threads")] = None,
     ) -> None:
@@ -74,6 +75,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.cli.purify_commands import parse_param_options
         from core.sweeps import parse_values, sweep_preset
         from core.attacks import AttackConfig
+        from core.paths import RESULTS_STORE
         from core.tables import AttackRow, run_preset
         from core.tables.preset import DEFAULT_DATA
 
@@ -84,6 +86,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             attack=row, threat=threat, data=str(data) if data else DEFAULT_DATA, split=split, limit=limit, seed=seed,
             eot=eot, redraws=redraws,
         )  # fmt: skip
-        outcome = run_preset(preset, store, out_dir)
+        outcome = run_preset(preset, store or RESULTS_STORE, out_dir)
         if outcome.markdown:
             typer.echo(outcome.markdown)

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.data.cache import REPO_CACHE_DIR
 from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
 from core.data.imageset import ImageSet
 from core.data.sources import load_dataset
 from core.data.splits import SplitSpec, make_splits
 from core.errors import PurifyLabError
+from core.paths import CACHE_DIR
 
 SPLITS = ("train", "val", "test", "all")
 SPLIT_SEED = 0
@@ -80,7 +80,7 @@ def load_splits(
         raise PurifyLabError(f"split '{unknown[0]}' is unknown; choose one of: {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise PurifyLabError(f"limit must be a positive number of images, got {limit}")
-    image_set = load_dataset(data_dir, size=image_size, channels=channels, progress=progress, cache_dir=REPO_CACHE_DIR)
+    image_set = load_dataset(data_dir, size=image_size, channels=channels, progress=progress, cache_dir=CACHE_DIR)
     spec = project_split(image_set, group_images(image_set.sources, data_dir))
     loaded = {}
     for split in splits:

@@ -18,14 +18,16 @@ import yaml
 from core.attacks import AttackConfig, threat_model
 from core.data.locations import XRAY_TEST_DIR
 from core.errors import PurifyLabError
+from core.paths import CONFIGS_DIR, DATA_DIR
 
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_DATA = str(XRAY_TEST_DIR)  # X-ray tables report on the test cohort
 SWEEP_KINDS = ("tstar", "depth")
 
 
 def _build(cls: type, raw: Any, where: str):
     """A dataclass from a YAML mapping, refusing unknown keys with a one-line message."""
+    if cls is AttackRow:  # flat in YAML, an AttackConfig inside
+        return attack_row(raw, where)
     if isinstance(raw, str) and cls in (ModelSpec,):
         raw = {"name": raw}
     if not isinstance(raw, dict):
@@ -236,14 +238,6 @@ def _tuple(raw: Any, cls: type, where: str) -> tuple:
     return tuple(_build(cls, item, f"{where}[{i}]") for i, item in enumerate(raw))
 
 
-def _rows(raw: Any, where: str) -> tuple[AttackRow, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise PurifyLabError(f"{where} must be a list")
-    return tuple(attack_row(item, f"{where}[{i}]") for i, item in enumerate(raw))
-
-
 def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
     if not isinstance(raw, dict):
         raise PurifyLabError(f"preset '{name}' must be a YAML mapping")
@@ -255,7 +249,7 @@ def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
             raise PurifyLabError(f"{where} must be a mapping")
         table = dict(table)
         table["classifiers"] = _tuple(table.get("classifiers"), ModelSpec, f"{where}.classifiers")
-        table["rows"] = _rows(table.get("rows"), f"{where}.rows")
+        table["rows"] = _tuple(table.get("rows"), AttackRow, f"{where}.rows")
         table["columns"] = _tuple(table.get("columns"), PurifierColumn, f"{where}.columns")
         table["threats"] = tuple(table.get("threats", ("grey",)))
         tables.append(_build(TableSpec, table, where))
@@ -266,14 +260,14 @@ def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
         sweep["classifier"] = _build(ModelSpec, sweep.get("classifier", "vit"), f"{where}.classifier")
         sweep["values"] = tuple(float(v) for v in sweep.get("values", ()))
         if sweep.get("attack") is not None:
-            sweep["attack"] = attack_row(sweep["attack"], f"{where}.attack")
+            sweep["attack"] = _build(AttackRow, sweep["attack"], f"{where}.attack")
         sweeps.append(_build(SweepSpec, sweep, where))
     detection = []
     for i, item in enumerate(raw.pop("detection", None) or []):
         where = f"detection[{i}]"
         item = dict(item)
         item["classifier"] = _build(ModelSpec, item.get("classifier", "vit"), f"{where}.classifier")
-        item["attacks"] = _rows(item.get("attacks"), f"{where}.attacks")
+        item["attacks"] = _tuple(item.get("attacks"), AttackRow, f"{where}.attacks")
         if item.get("sevit") is not None:
             item["sevit"] = _build(ModelSpec, item["sevit"], f"{where}.sevit")
         detection.append(_build(DetectionSpec, item, where))
@@ -284,8 +278,8 @@ def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
         if "collapse_eps" in sanity:
             sanity["collapse_eps"] = tuple(float(v) for v in sanity["collapse_eps"])
         raw["sanity"] = _build(SanitySpec, sanity, "sanity")
-    if raw.get("data") is not None:  # a relative path in a committed preset is relative to the repository
-        raw["data"] = str((CONFIGS_DIR.parent / str(raw["data"])).resolve())
+    if raw.get("data") is not None:  # a relative path is inside the data folder (PURIFYLAB_DATA)
+        raw["data"] = str((DATA_DIR / str(raw["data"])).resolve())
     raw.setdefault("name", name)
     raw.setdefault("title", name)
     preset = _build(Preset, {**raw, "tables": tuple(tables), "sweeps": tuple(sweeps), "detection": tuple(detection)}, f"preset '{name}'")
