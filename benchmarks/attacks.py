@@ -20,16 +20,14 @@ from benchmarks.models import CLASSIFIER, build_purifier
 from benchmarks.naive import NaiveDefended, naive_attack, naive_reference
 from benchmarks.settings import ATTACKS
 from benchmarks.timing import compare
-from core.attacks import AttackConfig, craft
-
-EOT_THREATS = ("bpda-eot", "white")
+from core.attacks import AttackConfig, craft, threat_model
 
 
 def run(ctx: Context) -> list[dict[str, Any]]:
     s = ctx.settings
     runs = [(attack, "grey", None, s.attack_steps, 1, batch) for attack in ATTACKS for batch in ctx.batches(s.attack_batch)]
     runs += [
-        (attack, threat, purifier, s.chain_steps, s.chain_eot if threat in EOT_THREATS else 1, batch)
+        (attack, threat, purifier, s.chain_steps, threat_model(threat).draws_per_step(s.chain_eot), batch)
         for purifier in s.chain_purifiers for threat in s.chain_threats for attack in ATTACKS
         for batch in ctx.batches(s.chain_batch)
     ]  # fmt: skip

@@ -31,7 +31,7 @@ OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "evaluate
 
 def time_evaluate(classifier: str, data: Path, cache_dir: Path) -> tuple[float, dict]:
     """Wall seconds of one evaluate call (model build, data load, inference, bootstrap) and its result."""
-    with mock.patch("core.data.loading.REPO_CACHE_DIR", cache_dir):
+    with mock.patch("core.data.loading.CACHE_DIR", cache_dir):
         started = time.perf_counter()
         result = evaluate(EvaluationConfig(data=str(data), classifier=classifier))
         return time.perf_counter() - started, result

@@ -16,7 +16,6 @@ from core.purifiers import PURIFIERS
 
 SECTIONS = ("purify", "attack", "train", "app")
 ATTACKS = ("pgd", "apgd")  # PGD-10 and APGD (cross-entropy), the two attacks
-CHAIN_THREATS = ("bpda", "bpda-eot", "white")  # threat models that attack through the purifier
 DEVICES = ("cpu", "cuda")
 
 
@@ -76,9 +75,12 @@ class BenchSettings:
             raise PurifyLabError(f"unknown section(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(SECTIONS)}")
         for name in (*(self.purifiers or ()), *self.chain_purifiers):
             PURIFIERS.get(name)  # one-line error naming the registered ones
-        bad_threats = [name for name in self.chain_threats if name not in CHAIN_THREATS]
+        from core.attacks.threats import THREAT_MODELS, threat_model
+
+        chain = [name for name, threat in THREAT_MODELS.items() if threat.goes_through_purifier]
+        bad_threats = [name for name in self.chain_threats if not threat_model(name).goes_through_purifier]
         if bad_threats:
-            raise PurifyLabError(f"chain threat(s) {', '.join(bad_threats)} not one of: {', '.join(CHAIN_THREATS)}")
+            raise PurifyLabError(f"chain threat(s) {', '.join(bad_threats)} not one of: {', '.join(chain)}")
         for name in ("purify_batch", "train_batch", "repeats", "attack_steps", "attack_batch", "chain_steps",
                      "chain_batch", "attack_repeats", "app_threads", "app_repeats"):
             check_range(name, getattr(self, name), 1, 100_000)

@@ -122,6 +122,12 @@ def to_model_input(image: LoadedImage | torch.Tensor, size: int) -> torch.Tensor
     The aspect ratio is NOT kept: the Kermany X-rays were already squashed to 224 x 224 this way,
     so padding or cropping here would show the models a geometry they were never trained on.
     Antialiased bilinear keeps downscaling from aliasing fine rib and lung texture.
+
+    Data sets are resized by `core.data.decode.prepare_image` (Pillow, on the stored 8-bit pixels,
+    cached): what every shipped card and table cell was measured on. Both are antialiased bilinear
+    and agree to within one 8-bit grey level (tests/test_io.py); this one stays separate because it
+    resizes the decoded float image, so 16-bit DICOM keeps its precision, and moving the data sets
+    onto it would change the shipped figures.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise PurifyLabError(f"size must be a positive integer; got {size!r}")

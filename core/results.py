@@ -30,7 +30,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from core.data.locations import REPO_ROOT
+from core.paths import REPO_ROOT
 from core.errors import PurifyLabError
 
 TRACKED_LIBRARIES = ("torch", "timm", "diffusers", "torchattacks")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.errors import PurifyLabError
+from core.paths import WEIGHTS_DIR
 
-# The shipped weights live in the repository (an editable install); PURIFYLAB_WEIGHTS points elsewhere.
-WEIGHTS_DIR = Path(os.environ.get("PURIFYLAB_WEIGHTS", Path(__file__).resolve().parents[1] / "weights"))
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
 _PICKLE_MAGIC = b"\x80"  # pickle protocol 2+ opcode PROTO

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from core.attacks import AttackConfig
+from core.attacks import THREAT_MODELS, AttackConfig
 from core.data.gallery import gallery as gallery_samples
 from core.data.locations import DATASET_LABELS, dataset_of
 from core.errors import PurifyLabError
@@ -83,7 +83,7 @@ def image_key(image: torch.Tensor) -> str:
 def cached_attack(key: str, _image: torch.Tensor, classifier_name: str, attack: tuple, threat: str,
                   purifier_name: str, purifier_params: tuple, eot: int) -> Timed:
     """Attack once per (image, classifier, attack, threat); `_image` is identified by `key`."""
-    substitute = classifier("substitute") if threat == "transfer" else None
+    substitute = classifier("substitute") if THREAT_MODELS[threat].needs_substitute else None
     return attack_image(
         classifier(classifier_name), _image, AttackConfig(**dict(attack)), threat=threat,
         purifier=purifier(purifier_name, purifier_params), substitute=substitute, eot=eot,

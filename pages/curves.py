@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import streamlit as st
 
 from core.data.locations import dataset_of
+from core.paths import RESULTS_DIR
 from core.tables.render import curves_figure
 
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 
 st.title("Sweeps & detection")
 st.markdown(

@@ -12,6 +12,7 @@ from pages.common import (
 )
 from core.data.gallery import gallery_attribution
 from core.errors import PurifyLabError
+from core.purifiers import PURIFIERS
 from core.purifiers.cold import ColdConfig
 from core.io import load_image, to_model_input
 
@@ -37,7 +38,7 @@ with st.sidebar:
     eps = st.slider("Budget ε (L∞, pixel scale 0–1)", 0.0, 0.1, 0.03, 0.005, key="eps", format="%.3f",
                     help="Largest change allowed to any pixel; 0.03 is the papers' setting (about 8/255).")
     threat = st.selectbox("Threat model", list(THREAT_MODELS), key="threat",
-                          format_func=lambda t: f"{t} — {THREAT_MODELS[t]}")
+                          format_func=lambda t: f"{t} — {THREAT_MODELS[t].description}")
 
 model = classifier(classifier_name)
 size = model.image_size
@@ -59,12 +60,12 @@ key = image_key(image)
 attack = (("name", ATTACKS[attack_label]), ("eps", eps), ("steps", 1 if ATTACKS[attack_label] == "fgsm" else 10))
 defence = ("cold_blur", (("depth", st.session_state.get("depth", DEFAULT_DEPTH)),))
 with st.spinner("Attacking …"):
-    adversarial = cached_attack(key, image, classifier_name, attack, threat, *defence, 1 if threat in ("grey", "transfer", "bpda") else 4)
+    adversarial = cached_attack(key, image, classifier_name, attack, threat, *defence, THREAT_MODELS[threat].draws_per_step(4))
 
 adversarial_key = image_key(adversarial.image)  # purifications are of this image, not of the clean one
 clean_reading, adversarial_reading = read(model, image)[0], read(model, adversarial.image)[0]
 norms = perturbation_norms(image, adversarial.image)
-st.caption(f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · threat model **{threat}**: {THREAT_MODELS[threat]}")
+st.caption(f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · threat model **{threat}**: {THREAT_MODELS[threat].description}")
 
 top = st.columns(3)
 with top[0]:
@@ -87,14 +88,15 @@ def purification_panel() -> None:
     t_star = controls[1].slider("t* (diffusion noise level, fraction of T)", 0.01, 0.25, 0.04, 0.01, key="t_star",
                                 help="How much noise the DDPM-family purifiers add before removing it again.")
     recon_steps = controls[2].slider("Reconstruction steps", 1, 20, 5, key="recon_steps")
+    def knob(name: str) -> tuple[str, float]:
+        """The slider a purifier reads, under the field name its class declares: t* if it has one, else depth."""
+        sweeps = PURIFIERS.get(name).sweeps
+        return (sweeps["tstar"], t_star) if "tstar" in sweeps else (sweeps["depth"], depth)
+
     variants = {
-        "Blurred": ("cold_blur", (("depth", depth),)),
-        "Direct recon.": ("cold_direct", (("depth", depth),)),
-        "One-shot DDPM": ("one_shot", (("t_star", t_star),)),
-        "Reconstructed": ("cold_recon", (("depth", depth), ("steps", min(recon_steps, depth)))),
-        "DDPM": ("ddpm", (("t_star", t_star),)),
-        "DDIM": ("ddim", (("t_star", max(t_star, 0.01)),)),
-        "DiffDefense": ("diffdefense", (("t_start", t_star),)),
+        PURIFIERS.get(name).display_name: (name, (knob(name), *extra))
+        for name, extra in (("cold_blur", ()), ("cold_direct", ()), ("one_shot", ()), ("cold_recon", (("steps", min(recon_steps, depth)),)),
+                            ("ddpm", ()), ("ddim", ()), ("diffdefense", ()))
     }
     costs = {label: purifier(name, params).nfe() for label, (name, params) in variants.items()}
     chosen = st.multiselect(

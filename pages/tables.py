@@ -8,9 +8,9 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import PurifyLabError
+from core.paths import RESULTS_DIR
 from core.tables import load_preset, run_preset
 
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 
 st.title("Robustness tables")
 st.markdown(

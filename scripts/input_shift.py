@@ -25,11 +25,11 @@ from tqdm.auto import tqdm
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from core.data import REPO_CACHE_DIR  # noqa: E402
 from core.data.locations import XRAY_TEST_DIR, dataset_of, portable_path  # noqa: E402
 from core.data.loading import load_split  # noqa: E402
 from core.evaluate import predict_probabilities  # noqa: E402
 from core.metrics import classification_metrics  # noqa: E402
+from core.paths import CACHE_DIR, RESULTS_DIR, RESULTS_STORE  # noqa: E402
 from core.models import create_classifier, list_classifiers  # noqa: E402
 from core.purifiers import create_purifier  # noqa: E402
 from core.results import ResultStore, canonical_json, run_cells  # noqa: E402
@@ -59,7 +59,7 @@ def purified_images(name: str, params: dict, images: torch.Tensor, data_hash: st
     weights = {stem: card["sha256"] for stem, card in shipped_cards().items() if stem in ("ddpm_unet", "cold_unet")}
     identity = canonical_json({"purifier": purifier.describe(), "data": data_hash, "n": len(images), "seed": seed,
                                "weights": weights, "batch_size": batch_size})
-    cache = Path(REPO_CACHE_DIR) / "input-shift" / f"{name}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.safetensors"
+    cache = CACHE_DIR / "input-shift" / f"{name}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.safetensors"
     if cache.is_file():
         stored = load_file(cache)
         if bytes(stored["identity"].tolist()).decode() == identity:
@@ -82,8 +82,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--store", default=str(REPO_ROOT / "results/results.sqlite"))
-    parser.add_argument("--out-dir", default=str(REPO_ROOT / "results/input-shift"))
+    parser.add_argument("--store", default=str(RESULTS_STORE))
+    parser.add_argument("--out-dir", default=str(RESULTS_DIR / "input-shift"))
     parser.add_argument("--columns", default=None, help="comma-separated purifier names to keep (default: all)")
     args = parser.parse_args()
     columns = COLUMNS

@@ -45,8 +45,10 @@ from pathlib import Path
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from core.data.locations import XRAY_TRAIN_DIR
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("PURIFYLAB_DATA", REPO.parent / "shared" / "data")) / "chest_xray_pneumonia" / "train"
+DATA = XRAY_TRAIN_DIR
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

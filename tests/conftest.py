@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("PURIFYLAB_DATA", REPO_ROOT.parent / "shared" / "data"))
+from core.paths import DATA_DIR as SHARED_DATA
 
 # Tiny models: one thread avoids oversubscribing the 2-core CI machine (10-50x slower with 2 per process).
 torch.set_num_threads(1)

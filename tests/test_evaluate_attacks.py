@@ -9,10 +9,11 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from core.attacks import THREAT_MODELS
+from core.attacks import THREAT_MODELS, AttackConfig
 from core.errors import PurifyLabError
 from core.data.loading import load_split
-from core.evaluate import EvaluationConfig, evaluate, parse_purifier_spec
+from core.cli.purify_commands import parse_purifier_spec
+from core.evaluate import EvaluationConfig, evaluate
 from core.models import create_classifier
 from core.weights import save_weights
 
@@ -50,17 +51,18 @@ def tiny(xray_train_dir, tmp_path_factory):
 def _config(xray_train_dir, tiny, **changes) -> EvaluationConfig:
     base = dict(
         data=str(xray_train_dir), classifier="student_cnn", weights=str(tiny["classifier"]), split="val", limit=16,
-        bootstrap=100, attack="pgd", eps=0.03, steps=3, attack_batch_size=8, substitute_weights=str(tiny["substitute"]),
+        bootstrap=100, attack=AttackConfig(name="pgd", eps=0.03, steps=3), attack_batch_size=8,
+        substitute_weights=str(tiny["substitute"]),
     )  # fmt: skip
     return EvaluationConfig(**{**base, **changes})
 
 
 @pytest.mark.parametrize("threat", sorted(THREAT_MODELS))
 def test_every_threat_model_reports_clean_and_robust_accuracy(xray_train_dir, tiny, threat):
-    eot = 2 if threat in ("bpda-eot", "white") else 1
+    eot = THREAT_MODELS[threat].draws_per_step(2)
     result = evaluate(_config(xray_train_dir, tiny, threat=threat, eot=eot, purifier="noise", purifier_params={"t_star": 0.02}, redraws=2))
     assert result["n"] == 16 and result["threat_model"]["name"] == threat
-    assert result["threat_model"]["description"] == THREAT_MODELS[threat]
+    assert result["threat_model"]["description"] == THREAT_MODELS[threat].description
     assert 0 <= result["robust_accuracy_worst_of_k"] <= result["robust_accuracy"] <= 1
     assert result["redraws"] == 2  # noise is stochastic: two test-time draws
     assert result["clean_accuracy"] == result["accuracy"]
@@ -71,7 +73,7 @@ def test_every_threat_model_reports_clean_and_robust_accuracy(xray_train_dir, ti
 
 
 def test_attack_lowers_the_accuracy_of_an_undefended_model(xray_train_dir, tiny):
-    result = evaluate(_config(xray_train_dir, tiny, limit=32, steps=10, eps=0.05))
+    result = evaluate(_config(xray_train_dir, tiny, limit=32, attack=AttackConfig(name="pgd", eps=0.05, steps=10)))
     assert result["clean_accuracy"] >= 0.6, "the tiny model must have learned something for this test to mean anything"
     assert result["robust_accuracy"] <= result["clean_accuracy"] - 0.3
     assert result["robust_accuracy_worst_of_k"] == result["robust_accuracy"]  # deterministic: one draw
@@ -107,7 +109,7 @@ def test_evaluate_command_with_attack_writes_json_and_config(xray_train_dir, tin
     assert written["purifier"]["purifier"] == "blur" and written["purifier"]["sigma"] == 1.0
     assert written["budget"]["eps"] == 0.03 and written["attack"]["name"] == "fgsm"
     config = json.loads((tmp_path / "robust.config.json").read_text())
-    assert config["attack"] == "fgsm" and config["purifier_params"] == {"sigma": "1.0"}
+    assert config["attack"]["name"] == "fgsm" and config["purifier_params"] == {"sigma": "1.0"}
 
 
 def test_evaluate_command_refuses_a_bad_threat_in_one_line(xray_train_dir, tiny):

@@ -145,6 +145,17 @@ def test_real_xrays_load_as_224_grayscale_matching_pillow(xray_paths):
         assert result.pixels.std() > 0.05  # a real radiograph, not a blank
 
 
+def test_serving_resize_agrees_with_the_data_set_resize_within_one_grey_level(xray_paths):
+    """The two resizes (see core.io.to_model_input) feed models the same pixels up to 8-bit rounding."""
+    from core.data.decode import prepare_image
+
+    for path in xray_paths["NORMAL"][:2] + xray_paths["PNEUMONIA"][:2]:
+        for size in (64, 128, 224):
+            served = to_model_input(load_image(path), size)[0].numpy()
+            trained = prepare_image(Image.open(path), channels=1, size=size).astype(np.float32) / 255.0
+            assert np.abs(served - trained).max() <= 1.0 / 255.0
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "BMP", "TIFF", "WEBP", "GIF"])
 def test_lossless_formats_keep_the_grey_levels(fmt):
     ramp = gradient()

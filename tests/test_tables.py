@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from core.attacks import AttackConfig
 from core.errors import PurifyLabError
 from core.data.loading import load_split
 from core.models import create_classifier
@@ -29,6 +30,7 @@ class QuantisePurifier(Purifier):
     """8 grey levels with torch.round: zero gradient almost everywhere, the textbook masking defense."""
 
     name = "test-quantise"
+    display_name = "Quantised (test)"
 
     def __init__(self, config: PurifierConfig | None = None) -> None:
         super().__init__(config)
@@ -250,9 +252,9 @@ def test_a_purifier_cell_names_its_network_by_hash_not_by_file_name():
     assert None not in (implicit["weights_sha256"], other["weights_sha256"])  # both are shipped
     assert other["weights_sha256"] != implicit["weights_sha256"]
     # what the runner builds from a cell: the named network (28-px MNIST), not the X-ray default
-    from core.evaluate import build_purifier
+    from core.purifiers import create_purifier
 
-    assert build_purifier(other["name"], other["params"]).image_size == 28
+    assert create_purifier(other["name"], **other["params"]).image_size == 28
 
 
 def test_bad_presets_are_refused_in_one_line(tmp_path, xray_train_dir, weights):
@@ -274,7 +276,7 @@ def test_bad_presets_are_refused_in_one_line(tmp_path, xray_train_dir, weights):
 def test_sweep_writes_accuracy_against_the_parameter(xray_train_dir, weights, tmp_path):
     preset = sweep_preset(
         "tstar", "noise", (0.01, 0.05), classifier="student_cnn", classifier_weights=weights,
-        attack=AttackRow(label="PGD", name="pgd", steps=2), data=str(xray_train_dir), limit=8, batch_size=8,
+        attack=AttackRow("PGD", AttackConfig(name="pgd", steps=2)), data=str(xray_train_dir), limit=8, batch_size=8,
     )  # fmt: skip
     outcome = run_preset(preset, tmp_path / "s.sqlite", tmp_path / "sweep", progress=False)
     rows = list(csv.DictReader(outcome.paths["csv"].open()))
@@ -392,3 +394,21 @@ def test_a_convergence_table_flags_an_attack_that_has_not_levelled_off(xray_trai
               if c["name"] == "grey attack converged in steps"}
     assert checks[False]["flag"] is None  # eps 1e-4 changes nothing whatever the steps
     assert "has not converged in steps" in checks[True]["flag"] and "FLAG grey attack converged in steps (Original)" in outcome.markdown
+
+
+def test_purifier_facts_live_on_the_purifier_classes():
+    """Display name, default network and sweep fields are declared by each purifier; the tables read them."""
+    import dataclasses
+
+    from core.tables.runner import sweep_parameter
+    from core.weights import WEIGHTS_DIR
+
+    for name in PURIFIERS.names():
+        cls = PURIFIERS.get(name)
+        assert cls.display_name
+        fields = {f.name for f in dataclasses.fields(cls.config_type)}
+        for kind, field in cls.sweeps.items():
+            assert field in fields and sweep_parameter(kind, name) == field
+        assert cls.weights is None or (WEIGHTS_DIR / f"{cls.weights}.safetensors").is_file()
+    with pytest.raises(PurifyLabError, match="does not apply to purifier 'blur'; use one of: .*cold_blur"):
+        sweep_parameter("depth", "blur")

@@ -216,3 +216,47 @@ def test_collapse_check_passes_a_healthy_model_and_flags_masked_gradients(setup:
     masked = undefended_accuracy_by_eps(masked_model, setup.images, setup.labels, eps_values=(0.3,), steps=10)
     check = check_accuracy_collapse(masked)
     assert check.flag is not None and "eps=0.3" in check.flag
+
+
+def test_an_unknown_threat_is_refused_in_one_line_naming_the_choices() -> None:
+    from core.attacks import threat_model
+    from core.evaluate import EvaluationConfig
+
+    refusals = [
+        lambda: threat_model("psychic"),
+        lambda: EvaluationConfig(data=".", attack=AttackConfig(), threat="psychic"),
+        lambda: craft("psychic", nn.Identity(), None, torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), AttackConfig()),
+    ]
+    for refuse in refusals:
+        with pytest.raises(PurifyLabError) as error:
+            refuse()
+        message = str(error.value)
+        assert "\n" not in message and "psychic" in message and all(name in message for name in THREAT_MODELS)
+
+
+def test_every_place_reads_the_threat_flags_from_the_registry(setup: Setup) -> None:
+    """EOT budgets, eot refusals, table captions and the benchmark's chain threats agree with the flags."""
+    from benchmarks.settings import BenchSettings
+    from core.attacks import attacked_model
+    from core.attacks.robust import attack_budget
+    from core.tables import AttackRow, PurifierColumn, TableSpec, preset_from_dict
+    from core.tables.render import table_caption
+
+    purifier = create_purifier("blur", sigma=1.0)
+    preset = preset_from_dict({"tables": [{"name": "t", "caption": "c", "classifiers": ["vit"], "columns": [{"label": "x"}]}], "eot": 3}, "p")
+    for name, threat in THREAT_MODELS.items():
+        assert attack_budget(AttackConfig(), name, eot=3)["threat_eot"] == (3 if threat.uses_eot else 1)
+        if not threat.uses_eot:
+            with pytest.raises(PurifyLabError, match="does not apply"):
+                attacked_model(name, setup.classifier, purifier, eot=2)
+        elif threat.goes_through_purifier:
+            assert attacked_model(name, setup.classifier, purifier, eot=2) is not setup.classifier
+        table = TableSpec("t", "c", (), (AttackRow("PGD", AttackConfig()),), (PurifierColumn("x"),), threats=(name,))
+        assert ("EOT 3" in table_caption(preset, table, [])) == threat.uses_eot
+        assert threat.description in table_caption(preset, table, [])
+        chain = BenchSettings(chain_threats=(name,), chain_eot=2)
+        if threat.goes_through_purifier:
+            chain.validate()
+        else:
+            with pytest.raises(PurifyLabError, match="not one of"):
+                chain.validate()

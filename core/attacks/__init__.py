@@ -3,6 +3,8 @@
     config = AttackConfig(name="pgd", norm="linf", eps=0.03, steps=10)
     adv = craft("white", classifier, purifier, images, labels, config, eot=8)
     score = evaluate_defended(classifier, purifier, adv, labels, redraws=5)
+
+The sharded data-set run (`robust_run`, `evaluate_attack`) is in `core.attacks.robust`.
 """
 
 from core.attacks.config import NORMS, AttackConfig
@@ -15,7 +17,16 @@ from core.attacks.sanity import (
     check_white_vs_transfer,
     undefended_accuracy_by_eps,
 )
-from core.attacks.threats import THREAT_MODELS, DefendedScore, attacked_model, craft, evaluate_defended
+from core.attacks.threats import (
+    THREAT_MODELS,
+    DefendedScore,
+    ThreatModel,
+    attacked_model,
+    craft,
+    evaluate_defended,
+    threat_descriptions,
+    threat_model,
+)
 
 __all__ = [
     "ATTACKS",
@@ -24,6 +35,7 @@ __all__ = [
     "AttackConfig",
     "DefendedScore",
     "SanityCheck",
+    "ThreatModel",
     "attacked_model",
     "check_accuracy_collapse",
     "check_not_weaker",
@@ -33,5 +45,7 @@ __all__ = [
     "create_attack",
     "evaluate_defended",
     "list_attacks",
+    "threat_descriptions",
+    "threat_model",
     "undefended_accuracy_by_eps",
 ]

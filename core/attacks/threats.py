@@ -26,14 +26,49 @@ from core.errors import PurifyLabError
 from core.io import validate_image_tensor
 from core.purifiers.base import Purifier
 
-THREAT_MODELS: dict[str, str] = {
-    "grey": "attacker sees the classifier only; the purifier is applied at test time",
-    "transfer": "examples crafted on a substitute model (black-box), evaluated on the defended target",
-    "bpda": "purifier forward, identity backward (BPDA)",
-    "bpda-eot": "BPDA with expectation over eot purifier draws per step",
-    "white": "exact gradients through the purifier's differentiable mode, EOT over eot draws",
+@dataclass(frozen=True)
+class ThreatModel:
+    """What the attacker sees under one threat model; every caller asks these flags, none re-spells them."""
+
+    name: str
+    description: str
+    goes_through_purifier: bool  # the attacker differentiates (or approximates) the purifier
+    uses_eot: bool  # each attack step averages over `eot` purifier draws
+    needs_substitute: bool  # examples are crafted on a black-box substitute model
+    # Threat models that see less of the defense: this attacker must leave no higher robust
+    # accuracy than any of them (white <= BPDA+EOT <= grey), or the table flags gradient masking.
+    not_weaker_than: tuple[str, ...] = ()
+
+    def draws_per_step(self, eot: int) -> int:
+        """Purifier draws the attacker spends per gradient step."""
+        return eot if self.uses_eot else 1
+
+
+THREAT_MODELS: dict[str, ThreatModel] = {
+    threat.name: threat
+    for threat in (
+        ThreatModel("grey", "attacker sees the classifier only; the purifier is applied at test time", False, False, False),
+        ThreatModel("transfer", "examples crafted on a substitute model (black-box), evaluated on the defended target", False, False, True),
+        ThreatModel("bpda", "purifier forward, identity backward (BPDA)", True, False, False),
+        ThreatModel("bpda-eot", "BPDA with expectation over eot purifier draws per step", True, True, False, ("grey",)),
+        ThreatModel(
+            "white", "exact gradients through the purifier's differentiable mode, EOT over eot draws", True, True, False,
+            ("transfer", "bpda", "bpda-eot", "grey"),
+        ),
+    )
 }
-_EOT_THREATS = ("bpda-eot", "white")
+
+
+def threat_model(name: str) -> ThreatModel:
+    """The registered threat model called `name`, or a one-line error listing the choices."""
+    try:
+        return THREAT_MODELS[name]
+    except (KeyError, TypeError):
+        raise PurifyLabError(f"unknown threat model '{name}'; choose one of: {', '.join(THREAT_MODELS)}") from None
+
+
+def threat_descriptions() -> dict[str, str]:
+    return {name: threat.description for name, threat in THREAT_MODELS.items()}
 
 
 def attacked_model(
@@ -46,13 +81,13 @@ def attacked_model(
     seed: int = 0,
 ) -> nn.Module:
     """The model whose gradients the attacker follows under `threat`."""
-    if threat not in THREAT_MODELS:
-        raise PurifyLabError(f"unknown threat model '{threat}'; choose one of: {', '.join(THREAT_MODELS)}")
-    if eot != 1 and threat not in _EOT_THREATS:
-        raise PurifyLabError(f"eot={eot} does not apply to threat '{threat}'; it is used by {', '.join(_EOT_THREATS)}")
-    if threat == "grey":
-        return classifier
-    if threat == "transfer":
+    spec = threat_model(threat)
+    if eot != 1 and not spec.uses_eot:
+        users = [name for name, other in THREAT_MODELS.items() if other.uses_eot]
+        raise PurifyLabError(f"eot={eot} does not apply to threat '{threat}'; it is used by {', '.join(users)}")
+    if not spec.goes_through_purifier:
+        if not spec.needs_substitute:
+            return classifier
         if substitute is None:
             raise PurifyLabError("threat 'transfer' needs a substitute model to craft the examples on")
         return substitute
@@ -94,7 +129,7 @@ def craft(
         count = images.shape[0]
         raise PurifyLabError(f"labels of shape {tuple(labels.shape)} do not fit {count} images; expected ({count},)")
     model = attacked_model(threat, classifier, purifier, substitute=substitute, eot=eot, seed=seed)
-    bare_model = substitute if threat == "transfer" else classifier
+    bare_model = substitute if threat_model(threat).needs_substitute else classifier
     attack = create_attack(model, attack_config, num_classes=_num_classes(bare_model, images))
     return attack(images, labels)
 

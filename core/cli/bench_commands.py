@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from core.data.locations import REPO_ROOT
 from core.errors import PurifyLabError
 
 
@@ -17,12 +15,11 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 
 
 def _suite():
-    """The suite sits beside core/ in a source checkout; it is not installed with the engine."""
-    if not (REPO_ROOT / "benchmarks" / "suite.py").is_file():
-        raise PurifyLabError(f"purifylab bench needs the source checkout's benchmarks/ folder (not found in {REPO_ROOT})")
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from benchmarks import report, settings, suite
+    """The `benchmarks` package, installed beside `core` (pyproject) or found in the source checkout."""
+    try:
+        from benchmarks import report, settings, suite
+    except ImportError as error:
+        raise PurifyLabError(f"purifylab bench needs the benchmarks package ({error}); install the project with `pip install -e .`") from None
 
     return settings, suite, report
 
@@ -55,6 +52,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="CUDA: compile mode reduce-overhead (needs --compile)")] = None,
     ) -> None:
         """Measure throughput of purifiers, attacks, training and the app path against a naive reference."""
+        from core.paths import RESULTS_DIR
+
         settings_module, suite, report = _suite()
         chosen = preset or ("gpu" if device == "cuda" else "cpu")
         settings = settings_module.BenchSettings.from_preset(
@@ -69,6 +68,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             typer.echo(line, err=True)
 
         result = suite.run_suite(settings, data, log)
-        path = suite.write_report(result, out or Path("results") / "benchmarks" / f"bench_{chosen}.json")
+        path = suite.write_report(result, out or RESULTS_DIR / "benchmarks" / f"bench_{chosen}.json")
         typer.echo(report.markdown(result))
         typer.echo(f"report: {path}", err=True)

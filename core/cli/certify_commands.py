@@ -52,23 +52,23 @@ def certify_command(
     config.validate()
     set_threads(threads)
     from core.certify import certify_images
-    from core.data.loading import load_split
+    from core.cli.reporting import write_json
+    from core.data.loading import load_split, resolve_split
     from core.data.locations import portable_path
-    from core.evaluate import EvaluationConfig, resolve_split, write_json
     from core.models import create_classifier
     from core.purifiers import create_purifier
 
     target = "cpu" if device in (None, "cpu") else "cuda"  # cuda:N is cuda once CUDA_VISIBLE_DEVICES=N
     model = create_classifier(classifier)
-    resolved = resolve_split(EvaluationConfig(data=str(data), classifier=classifier, split=split, limit=limit), model)
-    images = load_split(data, resolved.split, model.image_size, limit, channels=model.in_channels)
+    split = resolve_split(data, split, model.card)
+    images = load_split(data, split, model.image_size, limit, channels=model.in_channels)
     smoother = None if denoiser == "none" else create_purifier("one_shot", denoiser=denoiser).to(target)
     result = certify_images(model.to(target), smoother, images.images.to(target), images.labels, config, progress=True)
     result.update(
         classifier=classifier, classifier_sha256=(model.card or {}).get("sha256"), denoiser=denoiser, defense=defense,
-        data={"folder": portable_path(data), "split": resolved.split, "n": int(len(images.labels)), "data_hash": images.data_hash},
+        data={"folder": portable_path(data), "split": split, "n": int(len(images.labels)), "data_hash": images.data_hash},
     )
-    result["config"].update(classifier=classifier, denoiser=denoiser, defense=defense, data=portable_path(data), split=resolved.split, limit=limit)
+    result["config"].update(classifier=classifier, denoiser=denoiser, defense=defense, data=portable_path(data), split=split, limit=limit)
     lines = [f"{'L2 radius':>9}  certified acc.  certified balanced acc.  (sigma {sigma}, n {n}, alpha {alpha}, {result['images']} images)"]
     for radius, value in result["certified_accuracy"].items():
         lines.append(f"{radius:>9}  {value:14.4f}  {result['certified_balanced_accuracy'][radius]:23.4f}")

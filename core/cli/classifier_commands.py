@@ -5,12 +5,72 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from core.cli import set_threads
 from core.cli.preflight import check_data, check_output_file, check_output_folder, resume_hint, use_device
+
+if TYPE_CHECKING:
+    from core.attacks import AttackConfig
+
+
+def _attack_config(name: str, norm: str, eps: float, steps: int, seed: int) -> AttackConfig:
+    from core.attacks import AttackConfig
+
+    return AttackConfig(name=name, norm=norm, eps=eps, steps=steps, seed=seed)
+
+
+def attack_file(
+    image: Path, out: Path, attack: AttackConfig, *, classifier: str = "vit", threat: str = "grey",
+    purifier: str = "none", purifier_params: dict | None = None, eot: int = 1, weights: Path | None = None,
+) -> dict:
+    """Attack one image file with `core.lab.attack_image` and write the adversarial PNG (at the model's
+    resolution) with its resolved config beside it (`out`.json); returns that config."""
+    import torch
+
+    from core.attacks import evaluate_defended, threat_model
+    from core.attacks.robust import attack_budget
+    from core.io import check_output_png, load_image, save_image, to_model_input
+
+    out = check_output_png(out)
+    spec = threat_model(threat)
+    if spec.needs_substitute:
+        raise PurifyLabError(f"threat '{threat}' needs a data set to measure transfer; use 'purifylab evaluate --threat {threat}'")
+    loaded = load_image(image)
+    from core.lab import attack_image, read
+    from core.models import create_classifier
+    from core.purifiers import create_purifier
+
+    model = create_classifier(classifier, pretrained=True, weights=weights)
+    defense = create_purifier(purifier, **(purifier_params or {}))
+    x = to_model_input(loaded, model.image_size)
+    label = torch.tensor([read(model, x)[0].label])
+    adversarial = attack_image(model, x, attack, threat=threat, purifier=defense, eot=eot).image
+    clean, attacked = (evaluate_defended(model, defense, batch, label, seed=attack.seed) for batch in (x, adversarial))
+    save_image(adversarial, out)
+    width, height = loaded.original_size
+    record = {
+        "input": str(image),
+        "input_size": [height, width],
+        "resized_to": [model.image_size, model.image_size],
+        "output": str(out),
+        "classifier": classifier,
+        "classifier_sha256": (model.card or {}).get("sha256"),
+        "purifier": defense.describe(),
+        "threat_model": {"name": spec.name, "description": spec.description, "eot": eot},
+        "attack": attack.resolved(),
+        "budget": attack_budget(attack, threat, eot),
+        "label": int(label[0]),
+        "clean_probabilities": [round(float(p), 6) for p in clean.probabilities[0]],
+        "adversarial_probabilities": [round(float(p), 6) for p in attacked.probabilities[0]],
+        "flipped": bool(attacked.predictions[0, 0] != label[0]),
+        "linf_distance": float((adversarial - x).abs().max()),
+        "l2_distance": float((adversarial - x).flatten().norm()),
+    }
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -108,8 +168,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_data(data)
         check_output_file(json_path, "--json")
         use_device(device)
-        from core.cli.purify_commands import parse_param_options
-        from core.evaluate import EvaluationConfig, evaluate, format_report, parse_purifier_spec, write_json
+        from core.cli.purify_commands import parse_param_options, parse_purifier_spec
+        from core.cli.reporting import format_report, write_json
+        from core.evaluate import EvaluationConfig, evaluate
 
         if defense is not None:
             from core.defense import load_defense
@@ -118,14 +179,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             classifier, purifier = chosen.classifier, chosen.purifier_spec
         set_threads(threads)
         purifier_name, purifier_params = parse_purifier_spec(purifier)
-        config = EvaluationConfig(
+        config = EvaluationConfig(  # validates the attack and threat before any data is read
             data=str(data), classifier=classifier, split=split, limit=limit, batch_size=batch_size, seed=seed,
             weights=str(weights) if weights else None, purifier=purifier_name,
             purifier_params={**purifier_params, **parse_param_options(param or [])},
-            attack=attack, norm=norm, eps=eps, steps=steps, threat=threat, eot=eot, redraws=redraws,
-            substitute=substitute, attack_batch_size=attack_batch_size,
+            attack=_attack_config(attack, norm, eps, steps, seed) if attack else None, threat=threat, eot=eot,
+            redraws=redraws, substitute=substitute, attack_batch_size=attack_batch_size,
         )
-        config.attack_config()  # validate the attack before any data is read
         with resume_hint("evaluate keeps no partial results, so a rerun starts over; `purifylab table` resumes cell by cell"):
             result = evaluate(config, progress=attack is not None)
         typer.echo(format_report(result))
@@ -153,13 +213,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         check_output_png(out)
         decode_image(image)  # a bad file is refused before torch is imported
-        from core.evaluate import attack_image, parse_purifier_spec
+        from core.cli.purify_commands import parse_purifier_spec
 
         set_threads(threads)
         purifier_name, purifier_params = parse_purifier_spec(purifier)
-        record = attack_image(
-            image, out, classifier=classifier, attack=attack, eps=eps, norm=norm, steps=steps, threat=threat,
-            purifier=purifier_name, purifier_params=purifier_params, eot=eot, weights=weights, seed=seed,
+        record = attack_file(
+            image, out, _attack_config(attack, norm, eps, steps, seed), classifier=classifier, threat=threat,
+            purifier=purifier_name, purifier_params=purifier_params, eot=eot, weights=weights,
         )
         typer.echo(json.dumps(record, indent=2))
 

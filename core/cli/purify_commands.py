@@ -16,15 +16,24 @@ from core.cli.preflight import check_data, check_output_folder, use_device
 from core.errors import PurifyLabError
 
 
-def parse_param_options(options: list[str]) -> dict[str, str]:
+def parse_param_options(options: list[str], where: str = "--param") -> dict[str, str]:
     """`["t_star=0.1", "steps=5"]` -> {"t_star": "0.1", "steps": "5"}; one-line error otherwise."""
     params: dict[str, str] = {}
     for option in options:
         key, sep, value = option.partition("=")
         if not sep or not key.strip():
-            raise PurifyLabError(f"--param '{option}' is not of the form key=value")
+            raise PurifyLabError(f"{where} '{option}' is not of the form key=value")
         params[key.strip()] = value.strip()
     return params
+
+
+def parse_purifier_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """'ddpm:t_star=0.04,steps=5' -> ('ddpm', {'t_star': '0.04', 'steps': '5'})."""
+    name, _, rest = spec.partition(":")
+    if not name.strip():
+        raise PurifyLabError(f"purifier '{spec}' has no name; write NAME or NAME:k=v,...")
+    items = [part.strip() for part in rest.split(",") if part.strip()]
+    return name.strip(), parse_param_options(items, where=f"purifier parameter in '{spec}'")
 
 
 def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: int, out: Path, device: str | None = None) -> dict:

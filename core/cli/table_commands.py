@@ -23,8 +23,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         eot: Annotated[int | None, typer.Option("--eot", help="purifier draws per attack step for bpda-eot / white (default: the preset's); fewer is a weaker attack, for a CPU")] = None,
         data: Annotated[Path | None, typer.Option("--data", help="override the preset's data folder")] = None,
         only: Annotated[str | None, typer.Option("--only", help="comma-separated names of the tables / sweeps / detection runs to compute (default: all)")] = None,
-        store: Annotated[Path, typer.Option("--store", help="SQLite results store (cached, resumable)")] = Path("results/results.sqlite"),
-        out_dir: Annotated[Path | None, typer.Option("--out-dir", help="output folder (default results/<preset>)")] = None,
+        store: Annotated[Path | None, typer.Option("--store", help="SQLite results store, cached and resumable (default: results/results.sqlite of the repository, or in $PURIFYLAB_RESULTS)")] = None,
+        out_dir: Annotated[Path | None, typer.Option("--out-dir", help="output folder (default: <results>/<preset>)")] = None,
         threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
         device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
@@ -34,14 +34,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             check_data(data)
         check_output_folder(out_dir, "--out-dir")
         use_device(device)
+        from core.paths import RESULTS_STORE
         from core.tables import load_preset, run_preset
 
         set_threads(threads)
         resolved = load_preset(preset).with_overrides(
             limit=limit, data=str(data) if data else None, eot=eot, only=only.split(",") if only else None
         )
-        with resume_hint(f"finished cells are kept in {store}; rerun the same command to resume"):
-            outcome = run_preset(resolved, store, out_dir, progress=progress)
+        with resume_hint(f"finished cells are kept in {store or RESULTS_STORE}; rerun the same command to resume"):
+            outcome = run_preset(resolved, store or RESULTS_STORE, out_dir, progress=progress)
         if outcome.markdown:
             typer.echo(outcome.markdown)
             typer.echo(f"cells computed {len(outcome.computed)}, reused {len(outcome.reused)}; outputs: "
@@ -81,7 +82,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         split: Annotated[str, typer.Option("--split", help="all (the default data: the test cohort) | val (of a training folder)")] = "all",
         limit: Annotated[int | None, typer.Option("--limit")] = None,
         seed: Annotated[int, typer.Option("--seed")] = 0,
-        store: Annotated[Path, typer.Option("--store")] = Path("results/results.sqlite"),
+        store: Annotated[Path | None, typer.Option("--store", help="default: results/results.sqlite, as for 'table'")] = None,
         out_dir: Annotated[Path | None, typer.Option("--out-dir")] = None,
         threads: Annotated[int | None, typer.Option("--threads")] = None,
         device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
@@ -93,17 +94,19 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         use_device(device)
         from core.cli.purify_commands import parse_param_options
         from core.sweeps import parse_values, sweep_preset
+        from core.attacks import AttackConfig
+        from core.paths import RESULTS_STORE
         from core.tables import AttackRow, run_preset
         from core.tables.preset import DEFAULT_DATA
 
         set_threads(threads)
-        row = AttackRow(label=f"{attack} {norm} {eps:g}", name=attack, norm=norm, eps=eps, steps=steps) if attack else None
+        row = AttackRow(f"{attack} {norm} {eps:g}", AttackConfig(name=attack, norm=norm, eps=eps, steps=steps, seed=seed)) if attack else None
         preset = sweep_preset(
             kind, purifier, parse_values(values), classifier=classifier, params=parse_param_options(param or []),
             attack=row, threat=threat, data=str(data) if data else DEFAULT_DATA, split=split, limit=limit, seed=seed,
             eot=eot, redraws=redraws,
         )  # fmt: skip
-        with resume_hint(f"finished cells are kept in {store}; rerun the same command to resume"):
-            outcome = run_preset(preset, store, out_dir)
+        with resume_hint(f"finished cells are kept in {store or RESULTS_STORE}; rerun the same command to resume"):
+            outcome = run_preset(preset, store or RESULTS_STORE, out_dir)
         if outcome.markdown:
             typer.echo(outcome.markdown)

@@ -8,7 +8,6 @@ with its module: import it from `core.data.describe`.
 from importlib import import_module
 
 _WHERE = {
-    "REPO_CACHE_DIR": "cache",
     "prepare_image": "decode",
     "DatasetSummary": "describe",
     "ImageSet": "imageset",

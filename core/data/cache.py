@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from core.data.sources import Listing
 
 CACHE_FORMAT = 1
-# The documented place for it: git-ignored, at the repository root.
-REPO_CACHE_DIR = Path(__file__).resolve().parents[2] / ".data" / "cache"
 
 
 def cache_key(listing: Listing, *, size: int | None, channels: int | None) -> str:

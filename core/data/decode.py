@@ -64,7 +64,8 @@ def prepare_image(image: Image.Image, *, channels: int | None = None, size: int 
     """PIL image -> uint8 (C, H, W).
 
     channels=None keeps grey content at 1 channel and colour at 3; resizing to size x size (aspect
-    ratio not kept) happens only when `size` is given, after the channel conversion.
+    ratio not kept) happens only when `size` is given, after the channel conversion. Serving resizes
+    with `core.io.to_model_input`; see there why the two stay apart and how closely they agree.
     """
     check_channels(channels)
     check_size(size)

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.data.cache import REPO_CACHE_DIR
 from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
 from core.data.imageset import ImageSet
 from core.data.sources import load_dataset
 from core.data.splits import SplitSpec, make_splits
 from core.errors import PurifyLabError
+from core.paths import CACHE_DIR
 
 SPLITS = ("train", "val", "test", "all")
 SPLIT_SEED = 0
@@ -39,6 +39,23 @@ class LoadedSplit:
     def floats(self) -> torch.Tensor:
         """The images as float32 in [0, 1], NCHW."""
         return self.images.float().div(255.0)
+
+    def describe(self, folder: str | Path) -> dict:
+        """Which images a figure comes from, in words a reader can check."""
+        from core.data.locations import portable_path
+
+        return {"folder": portable_path(folder), "split": self.split, "n": int(len(self.labels)), "data_hash": self.data_hash}
+
+
+def resolve_split(folder: str | Path, split: str | None, card: dict | None) -> str:
+    """`split`, or when None: "val" if `folder` is the one the card's model was trained on (never
+    read its training images), else "all"."""
+    if split is not None:
+        return split
+    from core.data.splits import data_hash_of_folder
+
+    trained_on = ((card or {}).get("data") or {}).get("data_hash")
+    return "val" if trained_on is not None and trained_on == data_hash_of_folder(folder) else "all"
 
 
 def project_split(image_set: ImageSet, grouping: Grouping) -> SplitSpec:
@@ -63,7 +80,7 @@ def load_splits(
         raise PurifyLabError(f"split '{unknown[0]}' is unknown; choose one of: {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise PurifyLabError(f"limit must be a positive number of images, got {limit}")
-    image_set = load_dataset(data_dir, size=image_size, channels=channels, progress=progress, cache_dir=REPO_CACHE_DIR)
+    image_set = load_dataset(data_dir, size=image_size, channels=channels, progress=progress, cache_dir=CACHE_DIR)
     spec = project_split(image_set, group_images(image_set.sources, data_dir))
     loaded = {}
     for split in splits:

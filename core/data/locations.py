@@ -1,4 +1,4 @@
-"""Where the development data sets sit (../shared/data beside the repository), named once.
+"""The development data sets inside the data folder (`core.paths.DATA_DIR`), named once.
 
 The X-ray set is the product's; MNIST and CIFAR-10 are the DiffDefense and Blau et al. papers' own
 settings, used only by models and presets whose names start with `mnist` / `cifar10`.
@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA_DIR = Path(os.environ.get("PURIFYLAB_DATA", REPO_ROOT.parent / "shared" / "data"))
-XRAY_TRAIN_DIR = SHARED_DATA_DIR / "chest_xray_pneumonia" / "train"
+from core.paths import DATA_DIR, REPO_ROOT
+
+XRAY_TRAIN_DIR = DATA_DIR / "chest_xray_pneumonia" / "train"
 # The official test cohort (other patients): where X-ray figures are reported, never where choices are made.
-XRAY_TEST_DIR = SHARED_DATA_DIR / "chest_xray_pneumonia" / "test"
-MNIST_FILE = SHARED_DATA_DIR / "mnist" / "t10k-images-idx3-ubyte.gz"
-CIFAR10_FILE = SHARED_DATA_DIR / "cifar10_test_jpeg_q75" / "cifar10_test_jpegs.tar.gz"
+XRAY_TEST_DIR = DATA_DIR / "chest_xray_pneumonia" / "test"
+MNIST_FILE = DATA_DIR / "mnist" / "t10k-images-idx3-ubyte.gz"
+CIFAR10_FILE = DATA_DIR / "cifar10_test_jpeg_q75" / "cifar10_test_jpegs.tar.gz"
 
 
 DATASET_FILES = {"xray": XRAY_TRAIN_DIR, "mnist": MNIST_FILE, "cifar10": CIFAR10_FILE}

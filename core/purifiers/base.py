@@ -27,7 +27,11 @@ from core.errors import PurifyLabError
 
 @dataclass(frozen=True)
 class PurifierConfig:
-    """Base for each purifier's parameters; subclasses add fields and override `validate`."""
+    """Base for each purifier's parameters; subclasses add fields and override `validate`, which runs
+    once, when the config is built (so a config that exists is a valid one)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         """Raise PurifyLabError naming the bad value and its allowed range."""
@@ -45,9 +49,7 @@ def parse_params(config_type: type[PurifierConfig], params: dict[str, Any]) -> P
             allowed = ", ".join(field_types) or "none"
             raise PurifyLabError(f"unknown parameter '{key}' for this purifier; allowed: {allowed}")
         converted[key] = _convert(key, value, field_types[key])
-    config = config_type(**converted)
-    config.validate()
-    return config
+    return config_type(**converted)
 
 
 def _convert(key: str, value: Any, field_type: Any) -> Any:
@@ -70,16 +72,23 @@ def _convert(key: str, value: Any, field_type: Any) -> Any:
 
 
 class Purifier(nn.Module):
-    """Base class: subclasses set `name`, `stochastic`, `config_type` and implement `forward`."""
+    """Base class: subclasses set `name`, `display_name`, `stochastic`, `config_type` and implement `forward`.
+
+    `weights` names the shipped network (weights/<stem>.safetensors) the purifier reads by default,
+    weights or noise schedule: its card hash joins every table cell's key. `sweeps` maps a sweep kind
+    ("tstar", "depth") to the config field that sweep varies.
+    """
 
     name: ClassVar[str]
+    display_name: ClassVar[str]
     stochastic: ClassVar[bool] = False
     config_type: ClassVar[type[PurifierConfig]] = PurifierConfig
+    weights: ClassVar[str | None] = None
+    sweeps: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: PurifierConfig | None = None):
         super().__init__()
         self.config = config if config is not None else self.config_type()
-        self.config.validate()
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError

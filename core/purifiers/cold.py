@@ -77,6 +77,9 @@ class ColdBlurPurifier(Purifier):
     """Blurred: D(x, depth), the forward process of the deblurring model only."""
 
     name = "cold_blur"
+    display_name = "Blurred"
+    weights = COLD_WEIGHTS_STEM  # its blur schedule
+    sweeps = {"depth": "depth"}
     config_type = ColdConfig
 
     # The schedule's sigmas are pixels of the shipped model's 128-px input: resize to it first.
@@ -93,6 +96,9 @@ class ColdBlurPurifier(Purifier):
 
 class _ColdUNetPurifier(Purifier):
     """Shared set-up: the frozen restoration UNet (shipped, or given for tests) and its schedule."""
+
+    weights = COLD_WEIGHTS_STEM
+    sweeps = {"depth": "depth"}
 
     def __init__(
         self,
@@ -128,6 +134,7 @@ class ColdDirectPurifier(_ColdUNetPurifier):
     """Direct reconstruction: R(D(x, depth), depth) in one restoration call."""
 
     name = "cold_direct"
+    display_name = "Direct recon."
     config_type = ColdConfig
 
     def nfe(self) -> int:
@@ -142,6 +149,7 @@ class ColdReconPurifier(_ColdUNetPurifier):
     """Reconstruction: cold-diffusion improved sampling from D(x, depth) down to level 0."""
 
     name = "cold_recon"
+    display_name = "Reconstructed"
     config_type = ColdReconConfig
 
     def nfe(self) -> int:

@@ -42,6 +42,8 @@ class DDIMConfig(DiffusionConfig):
 
 class DDIMPurifier(DiffusionPurifier):
     name = "ddim"
+    display_name = "DDIM"
+    sweeps = {"tstar": "t_star", "depth": "t_star"}
     config_type = DDIMConfig
 
     def __init__(self, config: DDIMConfig | None = None, unet=None, schedule: dict[str, Any] | None = None):

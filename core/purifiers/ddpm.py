@@ -37,6 +37,8 @@ class DDPMConfig(NoiseDepthConfig):
 
 class DDPMPurifier(DiffusionPurifier):
     name = "ddpm"
+    display_name = "DDPM"
+    sweeps = {"tstar": "t_star"}
     config_type = DDPMConfig
 
     def __init__(self, config: DDPMConfig | None = None, unet=None, schedule: dict[str, Any] | None = None):

@@ -66,6 +66,8 @@ class Reconstruction:
 
 class DiffDefensePurifier(DiffusionPurifier):
     name = "diffdefense"
+    display_name = "DiffDefense"
+    sweeps = {"tstar": "t_start"}
     config_type = DiffDefenseConfig
     exact_gradients: ClassVar[bool] = False
 

@@ -134,6 +134,7 @@ class DiffusionPurifier(Purifier):
     """
 
     stochastic = True
+    weights = DDPM_WEIGHTS_STEM
 
     def __init__(
         self,

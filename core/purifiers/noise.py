@@ -14,6 +14,7 @@ import torch
 from core.errors import check_range
 from core.purifiers.base import Purifier, PurifierConfig
 from core.purifiers.diffusion import (
+    DDPM_WEIGHTS_STEM,
     ddpm_scheduler,
     forward_noise,
     shipped_schedule,
@@ -34,6 +35,9 @@ class NoisePurifier(Purifier):
     """x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps in [-1, 1], mapped back to [0, 1]; no denoiser."""
 
     name = "noise"
+    display_name = "Noise"
+    weights = DDPM_WEIGHTS_STEM  # its noise schedule
+    sweeps = {"tstar": "t_star"}
     stochastic = True
     config_type = NoiseConfig
 

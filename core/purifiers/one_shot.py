@@ -32,6 +32,8 @@ class OneShotConfig(NoiseDepthConfig):
 
 class OneShotPurifier(DiffusionPurifier):
     name = "one_shot"
+    display_name = "One-shot DDPM"
+    sweeps = {"tstar": "t_star"}
     config_type = OneShotConfig
 
     def __init__(self, config: OneShotConfig | None = None, unet=None, schedule: dict[str, Any] | None = None):

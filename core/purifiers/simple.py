@@ -17,6 +17,7 @@ from core.purifiers.base import Purifier, PurifierConfig
 
 class IdentityPurifier(Purifier):
     name = "none"
+    display_name = "No purification"
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return x
@@ -32,6 +33,7 @@ class BlurConfig(PurifierConfig):
 
 class GaussianBlurPurifier(Purifier):
     name = "blur"
+    display_name = "Gaussian blur"
     config_type = BlurConfig
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -60,6 +62,7 @@ class GaussianNoisePurifier(Purifier):
     noise (`resnet_smooth`) reads the result; the gradient through it is exact (the identity)."""
 
     name = "gaussian"
+    display_name = "Smoothing noise"
     stochastic = True
     config_type = GaussianNoiseConfig
 

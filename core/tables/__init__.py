@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.paths import RESULTS_DIR, RESULTS_STORE
 from core.results import ResultStore
 from core.tables.preset import (
     AttackRow,
@@ -31,9 +32,6 @@ from core.tables.preset import (
 from core.tables.render import write_outputs
 from core.tables.runner import PresetRunner
 
-DEFAULT_STORE = Path("results") / "results.sqlite"
-
-
 @dataclass(frozen=True)
 class TableOutcome:
     markdown: str
@@ -45,15 +43,15 @@ class TableOutcome:
 
 def run_preset(
     preset: Preset,
-    store_path: str | Path = DEFAULT_STORE,
+    store_path: str | Path = RESULTS_STORE,
     out_dir: str | Path | None = None,
     progress: bool = True,
     on_cell: Callable[[int, int], None] | None = None,
 ) -> TableOutcome:
-    """Compute (or reuse) every cell of `preset` and write its outputs to out_dir (default results/<name>)."""
-    from core.evaluate import process_state
+    """Compute (or reuse) every cell of `preset` and write its outputs to out_dir (default RESULTS_DIR/<name>)."""
+    from core.attacks.robust import process_state
 
-    out_dir = Path(out_dir) if out_dir is not None else Path("results") / preset.name
+    out_dir = Path(out_dir) if out_dir is not None else RESULTS_DIR / preset.name
     state = process_state()
     with ResultStore(store_path) as store:
         runner = PresetRunner(preset, store, progress=progress and state.is_main_process)

@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from core.attacks import THREAT_MODELS, AttackConfig
+from core.attacks import AttackConfig, threat_model
 from core.data.locations import XRAY_TEST_DIR
 from core.errors import PurifyLabError
+from core.paths import CONFIGS_DIR, DATA_DIR
 
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_DATA = str(XRAY_TEST_DIR)  # X-ray tables report on the test cohort
 SWEEP_KINDS = ("tstar", "depth")
 TABLE_METRICS = ("accuracy", "balanced_accuracy")
@@ -27,6 +27,8 @@ TABLE_METRICS = ("accuracy", "balanced_accuracy")
 
 def _build(cls: type, raw: Any, where: str):
     """A dataclass from a YAML mapping, refusing unknown keys with a one-line message."""
+    if cls is AttackRow:  # flat in YAML, an AttackConfig inside
+        return attack_row(raw, where)
     if isinstance(raw, str) and cls in (ModelSpec,):
         raw = {"name": raw}
     if not isinstance(raw, dict):
@@ -53,24 +55,40 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class AttackRow:
-    """One table row: 'Clean' (name None) or an attack with its budget (eps in the [0, 1] scale)."""
+    """One table row: 'Clean' (attack None) or an attack. In YAML the row is flat (label plus the
+    AttackConfig fields but seed: every attack of a preset is seeded by the preset's seed)."""
 
     label: str
-    name: str | None = None
-    norm: str = "linf"
-    eps: float = 0.03
-    steps: int = 10
-    alpha: float | None = None
-    restarts: int = 1
-    eot_iter: int = 1
+    attack: AttackConfig | None = None
+
+    @property
+    def name(self) -> str | None:
+        return None if self.attack is None else self.attack.name
 
     def attack_config(self, seed: int) -> AttackConfig | None:
-        if self.name is None:
-            return None
-        return AttackConfig(
-            name=self.name, norm=self.norm, eps=self.eps, steps=self.steps, alpha=self.alpha,
-            restarts=self.restarts, eot_iter=self.eot_iter, seed=seed,
-        )  # fmt: skip
+        """The row's attack under the preset's seed."""
+        return None if self.attack is None else dataclasses.replace(self.attack, seed=seed)
+
+    def flat(self) -> dict[str, Any]:
+        """The row as YAML writes it (a clean row shows AttackConfig's defaults with name None)."""
+        fields = dataclasses.asdict(self.attack if self.attack is not None else AttackConfig())
+        fields.pop("seed")
+        return {"label": self.label, **fields, "name": self.name}
+
+
+def attack_row(raw: Any, where: str) -> AttackRow:
+    """A row from its flat YAML mapping, refusing unknown keys with a one-line message."""
+    if not isinstance(raw, dict):
+        raise PurifyLabError(f"{where} must be a mapping, got {type(raw).__name__}")
+    allowed = {"label"} | {f.name for f in dataclasses.fields(AttackConfig)} - {"seed"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown or "label" not in raw:
+        problem = f"unknown key '{unknown[0]}'" if unknown else "no label"
+        raise PurifyLabError(f"{where}: {problem}; allowed: {', '.join(sorted(allowed))}")
+    fields = {key: value for key, value in raw.items() if key != "label"}
+    if fields.get("name") is None:
+        return AttackRow(raw["label"])
+    return AttackRow(raw["label"], AttackConfig(**fields))
 
 
 @dataclass(frozen=True)
@@ -198,7 +216,14 @@ class Preset:
         return {**kept, "notes": f"{self.notes.strip()}\n\n{note}".strip()}
 
     def resolved(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Everything, as the YAML spells it (attack rows flat)."""
+
+        def factory(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            if [key for key, _ in pairs] == ["label", "attack"]:  # an AttackRow
+                return AttackRow(pairs[0][1], None if pairs[1][1] is None else AttackConfig(**pairs[1][1])).flat()
+            return dict(pairs)
+
+        return dataclasses.asdict(self, dict_factory=factory)
 
     def validate(self) -> None:
         """Refuse bad settings before any model is loaded (attacks, threats, counts)."""
@@ -210,22 +235,18 @@ class Preset:
             if table.metric not in TABLE_METRICS:
                 raise PurifyLabError(f"table '{table.name}': metric '{table.metric}' is not one of {', '.join(TABLE_METRICS)}")
             for threat in table.threats:
-                if threat not in THREAT_MODELS:
-                    raise PurifyLabError(f"table '{table.name}': unknown threat '{threat}'; choose from {', '.join(THREAT_MODELS)}")
+                threat_model(threat)
                 if threat == "bpda-eot" and self.eot < 2:
                     raise PurifyLabError(f"table '{table.name}' uses bpda-eot: set eot >= 2 in the preset (got {self.eot})")
-                if threat == "transfer" and self.substitute is None:
+                if threat_model(threat).needs_substitute and self.substitute is None:
                     raise PurifyLabError(f"table '{table.name}' uses transfer: name a substitute model in the preset")
             for column in table.columns:
                 if column.threats is not None and not set(column.threats) <= set(table.threats):
                     raise PurifyLabError(f"table '{table.name}', column '{column.label}': threats {list(column.threats)} not all in the table's {list(table.threats)}")
-            for row in table.rows:
-                row.attack_config(self.seed)
         for sweep in self.sweeps:
+            threat_model(sweep.threat)
             if sweep.kind not in SWEEP_KINDS:
                 raise PurifyLabError(f"sweep '{sweep.name}': kind '{sweep.kind}' is not one of {', '.join(SWEEP_KINDS)}")
-            if sweep.attack is not None:
-                sweep.attack.attack_config(self.seed)
 
 
 def _tuple(raw: Any, cls: type, where: str) -> tuple:
@@ -287,8 +308,8 @@ def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
         if "collapse_eps" in sanity:
             sanity["collapse_eps"] = tuple(float(v) for v in sanity["collapse_eps"])
         raw["sanity"] = _build(SanitySpec, sanity, "sanity")
-    if raw.get("data") is not None:  # a relative path in a committed preset is relative to the repository
-        raw["data"] = str((CONFIGS_DIR.parent / str(raw["data"])).resolve())
+    if raw.get("data") is not None:  # a relative path is inside the data folder (PURIFYLAB_DATA)
+        raw["data"] = str((DATA_DIR / str(raw["data"])).resolve())
     raw.setdefault("name", name)
     raw.setdefault("title", name)
     preset = _build(Preset, {**raw, "tables": tuple(tables), "sweeps": tuple(sweeps), "detection": tuple(detection)}, f"preset '{name}'")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.attacks import THREAT_MODELS, SanityCheck, check_accuracy_collapse, check_not_weaker
+from core.attacks import SanityCheck, check_accuracy_collapse, check_not_weaker, threat_descriptions, threat_model
 from core.data.locations import portable_path
 from core.tables.preset import Preset, TableSpec
 
@@ -28,8 +28,6 @@ CSV_FIELDS = (
 )  # fmt: skip
 
 
-# An attacker who sees more of the defense must do at least as well (white <= BPDA+EOT <= grey).
-NOT_WEAKER_THAN = {"white": ("transfer", "bpda", "bpda-eot", "grey"), "bpda-eot": ("grey",)}
 _METRIC_TITLES = {
     "accuracy": "Robust accuracy (%)",
     "balanced_accuracy": "Robust balanced accuracy (%) [95 % interval: Bonferroni mean of per-class Clopper-Pearson bounds]",
@@ -61,14 +59,14 @@ def _cells_of(records: Sequence[dict], table: str) -> list[dict]:
 
 
 def masking_checks(records: Sequence[dict], table: TableSpec, tolerance: float) -> list[tuple[dict, SanityCheck]]:
-    """Every attacker with more access against each with less (`NOT_WEAKER_THAN`), for every
-    (classifier, column, attack row) that has both."""
+    """Every attacker with more access against each with less (`ThreatModel.not_weaker_than`), for
+    every (classifier, column, attack row) that has both."""
     by_place = {(r["classifier"], r["column"], r["row"], r["threat"]): r for r in _cells_of(records, table.name)}
     checks = []
     for (classifier, column, row, threat), record in by_place.items():
-        if threat not in NOT_WEAKER_THAN or record["config"]["attack"] is None:
+        if record["config"]["attack"] is None:
             continue
-        for weaker in NOT_WEAKER_THAN[threat]:
+        for weaker in threat_model(threat).not_weaker_than:
             other = by_place.get((classifier, column, row, weaker))
             if other is None:
                 continue
@@ -83,16 +81,16 @@ def convergence_checks(records: Sequence[dict], table: TableSpec, tolerance: flo
     within the tolerance, or one image of n, whichever is larger. Checked on the attack's own metric."""
     if not table.convergence:
         return []
-    rows = [row for row in table.rows if row.name is not None]
+    rows = [row for row in table.rows if row.attack is not None]
     checks = []
-    for key, varied in ((lambda r: (r.name, r.norm, r.eps, r.eot_iter), "steps"), (lambda r: (r.name, r.norm, r.eps, r.steps), "eot_iter")):
+    for key, varied in ((lambda a: (a.name, a.norm, a.eps, a.eot_iter), "steps"), (lambda a: (a.name, a.norm, a.eps, a.steps), "eot_iter")):
         series: dict[tuple, list] = {}
         for row in rows:
-            series.setdefault(key(row), []).append(row)
+            series.setdefault(key(row.attack), []).append(row)
         for members in series.values():
             if len(members) < 2:
                 continue
-            second, last = sorted(members, key=lambda r: getattr(r, varied))[-2:]
+            second, last = sorted(members, key=lambda r: getattr(r.attack, varied))[-2:]
             for record in _cells_of(records, table.name):
                 if record["row"] != last.label:
                     continue
@@ -137,7 +135,7 @@ def _is_training_threat(row, trained_on: str | None) -> bool:
     if not trained_on:
         return False
     norm, _, eps = trained_on.partition(":")
-    return row.norm == norm and abs(row.eps - float(eps)) <= 0.05 * float(eps)
+    return row.attack.norm == norm and abs(row.attack.eps - float(eps)) <= 0.05 * float(eps)
 
 
 def _averages(records: list[dict], table: TableSpec, classifier: str, column, threat: str) -> tuple[float | None, float | None]:
@@ -160,17 +158,18 @@ def _averages(records: list[dict], table: TableSpec, classifier: str, column, th
 def _budget_text(row) -> str:
     from core.attacks import ATTACKS
 
-    spec = ATTACKS.get(row.name)
-    eps = f" eps {row.eps:g}" if spec.bounded else " (minimal perturbation)"
-    steps = "" if row.name == "fgsm" else f", {row.steps} {'queries' if row.name == 'square' else 'steps'}"
-    return f"{row.label} = {row.name} {row.norm}{eps}{steps}"
+    attack = row.attack
+    spec = ATTACKS.get(attack.name)
+    eps = f" eps {attack.eps:g}" if spec.bounded else " (minimal perturbation)"
+    steps = "" if spec.single_step else f", {attack.steps} {'queries' if attack.name == 'square' else 'steps'}"
+    return f"{row.label} = {attack.name} {attack.norm}{eps}{steps}"
 
 
 def table_caption(preset: Preset, table: TableSpec, records: list[dict]) -> str:
-    threats = "; ".join(f"{t}: {THREAT_MODELS[t]}" for t in table.threats)
+    threats = "; ".join(f"{t}: {threat_model(t).description}" for t in table.threats)
     n = records[0]["metrics"]["n"] if records else 0
     budgets = ", ".join(_budget_text(row) for row in table.rows if row.name is not None)
-    eot = f"; EOT {preset.eot} purifier draws per attack step" if set(table.threats) & {"bpda-eot", "white"} else ""
+    eot = f"; EOT {preset.eot} purifier draws per attack step" if any(threat_model(t).uses_eot for t in table.threats) else ""
     stochastic = any(r["metrics"].get("redraws", 1) > 1 for r in records)
     redraws = f"; cells 'a / b' = one-shot / worst of {preset.redraws} purifier draws" if stochastic else ""
     data = "/".join(Path(preset.data).parts[-2:])
@@ -242,7 +241,7 @@ def sweep_markdown(records: list[dict]) -> str:
         rows = [r for r in records if r.get("sweep") == name]
         parameter, threat = rows[0]["parameter"], rows[0]["threat"]
         labels = list(dict.fromkeys(r["row"] for r in rows))
-        parts += [f"## Sweep {name}: accuracy (%) vs {parameter} (attacked rows under threat '{threat}': {THREAT_MODELS[threat]})", ""]
+        parts += [f"## Sweep {name}: accuracy (%) vs {parameter} (attacked rows under threat '{threat}': {threat_model(threat).description})", ""]
         parts += ["| " + " | ".join([parameter, *labels]) + " |", "|" + "---|" * (len(labels) + 1)]
         for value in dict.fromkeys(r["value"] for r in rows):
             values = [_accuracy_text(r["metrics"], False) for label in labels for r in rows if r["value"] == value and r["row"] == label]
@@ -308,7 +307,7 @@ def json_document(preset: Preset, records: list[dict], checks: list[tuple[dict, 
     return {
         "preset": preset.name,
         "title": preset.title,
-        "threat_models": THREAT_MODELS,
+        "threat_models": threat_descriptions(),
         "results": results,
         "sanity_checks": [{**where, **check.to_dict(), "passed": check.passed} for where, check in checks],
         "measurements": measurements,

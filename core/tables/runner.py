@@ -19,39 +19,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.attacks import THREAT_MODELS, AttackConfig, craft
+from core.attacks import AttackConfig, craft, threat_model
+from core.attacks.robust import attack_budget, robust_run, run_metrics
 from core.errors import PurifyLabError
 from core.data.loading import LoadedSplit, load_split
-from core.evaluate import attack_budget, build_purifier, robust_run, run_metrics
 from core.metrics import auroc
 from core.models import create_classifier, weights_path_for
-from core.purifiers.cold import COLD_WEIGHTS_STEM
-from core.purifiers.diffusion import DDPM_WEIGHTS_STEM
+from core.purifiers import PURIFIERS, create_purifier
 from core.results import ResultStore, canonical_json, run_cells
 from core.tables.preset import AttackRow, DetectionSpec, ModelSpec, Preset, PurifierColumn, SweepSpec, TableSpec
 from core.weights import WEIGHTS_DIR, card_path, read_card
 
-EOT_THREATS = ("bpda-eot", "white")
-# The shipped network each purifier reads (weights or schedule); its card hash joins the cell key.
-PURIFIER_WEIGHTS = {
-    "noise": DDPM_WEIGHTS_STEM, "ddpm": DDPM_WEIGHTS_STEM, "ddim": DDPM_WEIGHTS_STEM,
-    "diffdefense": DDPM_WEIGHTS_STEM, "cold_blur": COLD_WEIGHTS_STEM, "cold_direct": COLD_WEIGHTS_STEM,
-    "cold_recon": COLD_WEIGHTS_STEM,
-}  # fmt: skip
-SWEEP_PARAMETER = {
-    ("tstar", "ddpm"): "t_star", ("tstar", "ddim"): "t_star", ("tstar", "noise"): "t_star",
-    ("tstar", "diffdefense"): "t_start", ("depth", "ddim"): "t_star", ("depth", "cold_blur"): "depth",
-    ("depth", "cold_direct"): "depth", ("depth", "cold_recon"): "depth",
-}  # fmt: skip
 ROC_POINTS = 101
 
 
 def sweep_parameter(kind: str, purifier: str) -> str:
-    try:
-        return SWEEP_PARAMETER[(kind, purifier)]
-    except KeyError:
-        allowed = ", ".join(sorted(p for k, p in SWEEP_PARAMETER if k == kind))
-        raise PurifyLabError(f"a '{kind}' sweep does not apply to purifier '{purifier}'; use one of: {allowed}") from None
+    """The config field a `kind` sweep varies on `purifier`, as the purifier class declares it."""
+    parameter = PURIFIERS.get(purifier).sweeps.get(kind)
+    if parameter is None:
+        allowed = ", ".join(name for name in PURIFIERS.names() if kind in PURIFIERS.get(name).sweeps)
+        raise PurifyLabError(f"a '{kind}' sweep does not apply to purifier '{purifier}'; use one of: {allowed}")
+    return parameter
 
 
 def _weights_sha(path) -> str | None:
@@ -68,12 +56,12 @@ def model_identity(name: str, weights: str | None) -> dict[str, Any]:
 
 def purifier_identity(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Name, fully resolved parameters (defaults filled in) and the hash of the network it runs."""
-    from core.purifiers import PURIFIERS
     from core.purifiers.base import parse_params
 
-    resolved = parse_params(PURIFIERS.get(name).config_type, dict(params)).to_dict()
-    stem = resolved.get("denoiser", PURIFIER_WEIGHTS.get(name))
-    if stem == PURIFIER_WEIGHTS.get(name):  # the default network is implied: cells stored before
+    cls = PURIFIERS.get(name)
+    resolved = parse_params(cls.config_type, dict(params)).to_dict()
+    stem = resolved.get("denoiser", cls.weights)
+    if stem == cls.weights:  # the default network is implied: cells stored before
         resolved.pop("denoiser", None)  # named denoisers existed keep their keys
     sha = _weights_sha(WEIGHTS_DIR / f"{stem}.safetensors") if stem else None
     return {"name": name, "params": resolved, "weights_sha256": sha}
@@ -115,7 +103,7 @@ class PresetRunner:
     def purifier(self, identity: Mapping[str, Any]) -> torch.nn.Module:
         key = canonical_json([identity["name"], identity["params"]])
         if key not in self._purifiers:
-            self._purifiers[key] = build_purifier(identity["name"], identity["params"]).eval()
+            self._purifiers[key] = create_purifier(identity["name"], **identity["params"]).eval()
         return self._purifiers[key]
 
     def data(self, classifier: torch.nn.Module) -> LoadedSplit:
@@ -154,12 +142,12 @@ class PresetRunner:
             "purifier": purifier_identity(purifier_name, params),
             "attack": attack.resolved() if attack else None,
             "threat": threat if attack else None,
-            "eot": self.preset.eot if attack and threat in EOT_THREATS else 1,
+            "eot": threat_model(threat).draws_per_step(self.preset.eot) if attack else 1,
             "redraws": self.preset.redraws,
             "substitute": None,
             "data": self._data_identity(classifier),
         }
-        if attack and threat == "transfer":
+        if attack and threat_model(threat).needs_substitute:
             sub = self.preset.substitute
             cell["substitute"] = model_identity(sub.name, sub.weights)
         return cell
@@ -263,7 +251,7 @@ class PresetRunner:
         if cell["substitute"] is not None:
             substitute = self.model(cell["substitute"]["name"], cell["substitute"]["weights"])
         cache_key = None
-        if attack is not None and threat in ("grey", "transfer"):
+        if attack is not None and not threat_model(threat).goes_through_purifier:
             # Grey-box and transfer examples never see the purifier: one crafting serves every column.
             cache_key = canonical_json([spec, cell["substitute"], cell["attack"], threat, cell["data"], cell["seed"], cell["batch_size"]])
         run = robust_run(
@@ -283,7 +271,7 @@ class PresetRunner:
         spec = cell["classifier"]
         classifier = self.model(spec["name"], spec["weights"])
         data = self.data(classifier)
-        identity = build_purifier("none")
+        identity = create_purifier("none")
         accuracy = {}
         for eps in cell["eps"]:
             attack = AttackConfig(name="pgd", norm="linf", eps=float(eps), steps=cell["steps"], seed=cell["seed"])
@@ -351,4 +339,4 @@ class PresetRunner:
 
 
 def threat_description(threat: str | None) -> str:
-    return "no attack" if threat is None else THREAT_MODELS[threat]
+    return "no attack" if threat is None else threat_model(threat).description

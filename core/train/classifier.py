@@ -9,12 +9,13 @@ resumes at the next epoch with identical optimizer state.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,9 @@ from core.models import SEViT, XrayClassifier, create_classifier, list_classifie
 from core.purifiers.simple import gaussian_noise
 from core.train.checkpoint import optimizer_tensors, restore_optimizer
 from core.weights import card_path, load_weights, read_card, save_weights
+
+if TYPE_CHECKING:
+    from core.attacks import AttackConfig
 
 PRESETS = ("tiny", "cpu", "gpu")
 
@@ -411,12 +415,11 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             progress_fraction = max(progress_fraction, elapsed() / (60 * config.max_minutes))
         return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_fraction)))
 
-    attack = None
+    attack = None  # the base budget; each step's attack is ramped and seeded from it (_ramped_attack)
     if config.adversarial_eps:
-        import torchattacks
+        from core.attacks import AttackConfig  # only here: training without attacks never imports torchattacks
 
-        # on the unwrapped model: input gradients need no cross-GPU synchronisation
-        attack = torchattacks.PGD(raw_model, eps=config.adversarial_eps, alpha=config.adversarial_alpha, steps=config.adversarial_steps, random_start=True)
+        attack = AttackConfig(name="pgd", eps=config.adversarial_eps, alpha=config.adversarial_alpha, steps=config.adversarial_steps, seed=config.seed)
 
     history: list[dict] = []
     start_epoch, step, best, seconds_before = 0, 0, {"balanced_accuracy": -1.0, "auroc": -1.0, "epoch": -1}, 0.0
@@ -453,9 +456,10 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
                 break
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step)
+            step_attack = None
             if attack is not None:
                 ramp = min(1.0, (step + 1) / max(1.0, config.adversarial_warmup_epochs * batches_per_epoch))
-                attack.eps, attack.alpha = config.adversarial_eps * ramp, config.adversarial_alpha * ramp
+                step_attack = _ramped_attack(raw_model, attack, ramp, step)
             x = images.float().div(255.0)
             if config.augment:
                 x = augment_batch(x, config, augment_generator)
@@ -463,7 +467,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
                 x = noise_blur_batch(x, config.noise_augment, augment_generator)
             if config.smoothing_sigma:
                 x = gaussian_noise(x, config.smoothing_sigma, augment_generator)
-            loss = _loss(model, raw_model, teacher, attack, x, labels, class_weights, config)
+            loss = _loss(model, raw_model, teacher, step_attack, x, labels, class_weights, config)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
@@ -477,7 +481,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
         bar.close()
         record = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "lr": learning_rate(step), "batches": batch_index + 1}
         if attack is not None:
-            record["adversarial_eps"] = attack.eps
+            record["adversarial_eps"] = attack.eps * ramp
         if main:
             probabilities = predict_probabilities(raw_model, val.images, batch_size=200)
             metrics = classification_metrics(val.labels.numpy(), probabilities, bootstrap=0, class_names=val.classes)
@@ -506,12 +510,21 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
     return _publish(config, raw_model, data_dir, out_dir, history, best, out_of_time, elapsed(), train, val)
 
 
+def _ramped_attack(raw_model: nn.Module, base: AttackConfig, ramp: float, step: int):
+    """PGD at `ramp` times the base budget through the attack registry, seeded per step so a resumed
+    run crafts the same examples; on the unwrapped model (no cross-GPU sync for input gradients)."""
+    from core.attacks import create_attack
+
+    ramped = dataclasses.replace(base, eps=base.eps * ramp, alpha=base.step_size * ramp, seed=base.seed + step)
+    return create_attack(raw_model, ramped, num_classes=raw_model.num_classes)
+
+
 def _loss(model, raw_model, teacher, attack, x, labels, class_weights, config: TrainConfig) -> torch.Tensor:
     if isinstance(raw_model, SEViT):
         members = model(x, members=True)[:-1]  # through the (possibly distributed) wrapper
         return sum(F.cross_entropy(z, labels, weight=class_weights, label_smoothing=config.label_smoothing) for z in members) / len(members)
     if attack is not None:
-        x = attack(x, labels)  # torchattacks runs the model in eval mode and restores train mode
+        x = attack(x, labels)  # the attack runs the model in eval mode and restores train mode
     logits = model(x)
     if teacher is not None:
         with torch.no_grad():

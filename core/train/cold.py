@@ -2,7 +2,7 @@
 
 As in Bansal et al. ("Cold Diffusion"), R is trained to predict the clean image x0 from its blur at
 a random level t in 1..T, with an L1 loss. The run uses the project's one split (seed 0, deduplicated,
-80/10/10, core.evaluate.load_splits): train images for learning, the first validation images for the
+80/10/10, core.data.loading.load_splits): train images for learning, the first validation images for the
 per-epoch PNG grid (input / blurred / direct / recon) and for the card's PSNR/SSIM.
 
 It runs under HF Accelerate (`accelerate launch -m core train cold ...` spreads it over GPUs),
@@ -295,7 +295,7 @@ def _publish(config: ColdTrainConfig, unet, train, val_images: torch.Tensor, dat
         "data": {
             "folder": "/".join(data_path.parts[-2:]) if data_path.name == "train" else data_path.name,
             "data_hash": train.data_hash,
-            "split": "deduplicated, stratified 80/10/10, seed 0 (core.evaluate.load_splits); trained on train",
+            "split": "deduplicated, stratified 80/10/10, seed 0 (core.data.loading.load_splits); trained on train",
             "train_images": int(len(train.images)),
         },
         "training": {

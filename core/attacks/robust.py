@@ -1,0 +1,217 @@
+"""Robust accuracy: classifier(purifier(x_adv)) over a data set, sharded over processes.
+
+`robust_run` cuts the data into fixed batches and seeds each batch from its index, so the numbers
+do not depend on how the batches are spread over processes: under `accelerate launch` each process
+takes a contiguous share of the batches (`PartialState.split_between_processes`) and the shares are
+merged with `gather_object`; a single process needs nothing extra. `evaluate_attack` is the
+adversarial half of `core.evaluate.evaluate`; the tables call `robust_run` cell by cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import MutableMapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from core.attacks.config import AttackConfig
+from core.attacks.threats import craft, evaluate_defended, threat_model
+from core.data.loading import load_split, resolve_split
+from core.errors import PurifyLabError
+from core.metrics import classification_metrics
+from core.models import XrayClassifier, create_classifier
+from core.purifiers import Purifier, create_purifier
+
+if TYPE_CHECKING:
+    from core.evaluate import EvaluationConfig
+
+# Offsets keep the attacker's purifier draws apart from the test-time draws: an attacker who had
+# optimised against the exact noise used at test time would overstate the attack.
+ATTACKER_SEED_OFFSET = 1_000_003
+
+
+@dataclass(frozen=True)
+class RobustRun:
+    """Per-image results of one (classifier, purifier, attack, threat) evaluation, in data order.
+
+    `correct` is (draws, N): one row per test-time purifier draw (1 for a deterministic purifier);
+    `probabilities` (N, 2) are those of the first draw.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    correct: np.ndarray
+    seconds: float
+    peak_gpu_memory: int | None
+
+    @property
+    def one_shot_accuracy(self) -> float:
+        return float(self.correct[0].mean())
+
+    @property
+    def worst_case_accuracy(self) -> float:
+        return float(self.correct.all(axis=0).mean())
+
+
+def process_state():
+    """The accelerate process state: one process unless started by `accelerate launch` / torchrun
+    (several GPUs, or several CPU processes over gloo when there is no GPU)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def robust_run(
+    classifier: torch.nn.Module,
+    purifier: Purifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    attack: AttackConfig | None,
+    threat: str = "grey",
+    *,
+    substitute: torch.nn.Module | None = None,
+    eot: int = 1,
+    redraws: int = 1,
+    seed: int = 0,
+    batch_size: int = 16,
+    adversarial_cache: MutableMapping | None = None,
+    cache_key: str | None = None,
+    progress: bool = False,
+) -> RobustRun:
+    """classifier(purifier(x_adv)) for every image, where x_adv = x when `attack` is None.
+
+    Batch b uses attack seed `attack.seed + b`, attacker draws from `seed + offset + b` and test-time
+    draws from `seed + b * redraws`, so a run is a pure function of its arguments whatever the number
+    of processes. `adversarial_cache[(cache_key, b)]` reuses adversarial batches between cells that
+    share them (grey-box and transfer examples do not depend on the purifier).
+    """
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    spec = threat_model(threat)
+    if batch_size < 1:
+        raise PurifyLabError(f"batch size must be >= 1, got {batch_size}")
+    if attack is not None and spec.name == "white" and not getattr(purifier, "exact_gradients", True):
+        # Its forward already passes gradients straight through: a 'white' number would be a BPDA one.
+        raise PurifyLabError(f"purifier '{purifier.name}' has no exact gradients; attack it with threat 'bpda' or 'bpda-eot'")
+    state = process_state()
+    device = state.device
+    classifier = classifier.to(device)
+    purifier = purifier.to(device)
+    substitute = substitute.to(device) if substitute is not None else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    starts = list(range(0, images.shape[0], batch_size))
+    started = time.perf_counter()
+    mine: list[tuple[int, np.ndarray, np.ndarray]] = []
+    with state.split_between_processes(list(enumerate(starts))) as shard:
+        for index, start in tqdm(shard, desc="batches", unit="batch", leave=False, disable=not (progress and state.is_main_process)):
+            x = images[start : start + batch_size].to(device)
+            x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+            y = labels[start : start + batch_size].to(device)
+            adversarial = x
+            if attack is not None:
+                key = (cache_key, index)
+                if adversarial_cache is not None and cache_key is not None and key in adversarial_cache:
+                    adversarial = adversarial_cache[key].to(device)
+                else:
+                    batch_attack = dataclasses.replace(attack, seed=attack.seed + index)
+                    adversarial = craft(
+                        threat, classifier, purifier, x, y, batch_attack, substitute=substitute, eot=eot,
+                        seed=seed + ATTACKER_SEED_OFFSET + index,
+                    )
+                    if adversarial_cache is not None and cache_key is not None:
+                        adversarial_cache[key] = adversarial.cpu()
+            score = evaluate_defended(classifier, purifier, adversarial, y, redraws=redraws, seed=seed + index * redraws, batch_size=batch_size)
+            correct = (score.predictions == y.cpu()).numpy()
+            mine.append((index, score.probabilities.numpy(), correct))
+    shards = gather_object(mine) if state.num_processes > 1 else mine
+    shards = sorted(shards, key=lambda item: item[0])
+    peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    return RobustRun(
+        labels=labels.numpy(),
+        probabilities=np.concatenate([item[1] for item in shards]),
+        correct=np.concatenate([item[2] for item in shards], axis=1),
+        seconds=time.perf_counter() - started,
+        peak_gpu_memory=peak,
+    )
+
+
+def run_metrics(run: RobustRun, bootstrap: int = 1000, seed: int = 0, class_names: tuple[str, ...] | None = None) -> dict:
+    """The classification metrics of the first draw plus one-shot and worst-case accuracy."""
+    metrics = classification_metrics(run.labels, run.probabilities, bootstrap=bootstrap, seed=seed, class_names=class_names).to_dict()
+    return {
+        **metrics,
+        "one_shot_accuracy": run.one_shot_accuracy,
+        "worst_case_accuracy": run.worst_case_accuracy,
+        "worst_case_balanced_accuracy": worst_case_balanced_accuracy(run.correct, run.labels),
+        "redraws": int(run.correct.shape[0]),
+    }
+
+
+def worst_case_balanced_accuracy(correct: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over classes of the share of images right under every purifier draw (rows of `correct`)."""
+    always = np.asarray(correct).all(axis=0)
+    labels = np.asarray(labels)
+    return float(np.mean([always[labels == c].mean() for c in np.unique(labels)]))
+
+
+def attack_budget(attack: AttackConfig, threat: str, eot: int) -> dict:
+    """AttackConfig.budget() with the threat's purifier draws per step folded into the gradient count."""
+    budget = attack.budget()
+    draws = threat_model(threat).draws_per_step(eot)
+    return {**budget, "threat_eot": draws, "gradient_evaluations": budget["gradient_evaluations"] * draws}
+
+
+def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: bool = False) -> dict:
+    """Clean and adversarial figures of classifier(purifier(.)) under one attack and threat model."""
+    attack = config.attack
+    if attack is None:
+        raise PurifyLabError("evaluate_attack needs an attack (config.attack)")
+    threat = threat_model(config.threat)
+    purifier = create_purifier(config.purifier, **config.purifier_params)
+    substitute = None
+    if threat.needs_substitute:
+        substitute = create_classifier(config.substitute, pretrained=True, weights=config.substitute_weights)
+    config = dataclasses.replace(config, split=resolve_split(config.data, config.split, model.card))
+    data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress, channels=model.in_channels)
+    options = dict(redraws=config.redraws, seed=config.seed, batch_size=config.attack_batch_size, progress=progress)
+    clean = robust_run(model, purifier, data.images, data.labels, None, config.threat, **options)
+    adversarial = robust_run(
+        model, purifier, data.images, data.labels, attack, config.threat, substitute=substitute, eot=config.eot, **options
+    )
+    clean_metrics = run_metrics(clean, config.bootstrap, config.seed, data.classes)
+    robust_metrics = run_metrics(adversarial, config.bootstrap, config.seed, data.classes)
+    card = model.card or {}
+    peaks = [value for value in (clean.peak_gpu_memory, adversarial.peak_gpu_memory) if value is not None]
+    return {
+        "config": asdict(config),
+        **{key: clean_metrics[key] for key in ("n", "accuracy", "balanced_accuracy", "auroc", "sensitivity", "specificity", "ece", "confidence_95", "bootstrap_samples")},
+        "clean_balanced_accuracy": clean_metrics["balanced_accuracy"],
+        "robust_balanced_accuracy": robust_metrics["balanced_accuracy"],
+        "clean_accuracy": clean_metrics["accuracy"],
+        "clean_accuracy_worst_of_k": clean_metrics["worst_case_accuracy"],
+        "robust_accuracy": robust_metrics["one_shot_accuracy"],
+        "robust_accuracy_worst_of_k": robust_metrics["worst_case_accuracy"],
+        "redraws": robust_metrics["redraws"],
+        "robust": {key: robust_metrics[key] for key in ("balanced_accuracy", "auroc", "sensitivity", "confidence_95")},
+        "data": data.describe(config.data),
+        "threat_model": {"name": threat.name, "description": threat.description, "eot": config.eot},
+        "attack": attack.resolved(),
+        "budget": attack_budget(attack, config.threat, config.eot),
+        "seconds_per_image": round(adversarial.seconds / max(len(data.labels), 1), 4),
+        "nfe": purifier.nfe(),
+        "peak_gpu_memory": max(peaks) if peaks else None,
+        "classes": list(data.classes),
+        "data_hash": data.data_hash,
+        "image_size": model.image_size,
+        "classifier_sha256": card.get("sha256"),
+        "substitute_sha256": (substitute.card or {}).get("sha256") if substitute is not None else None,
+        "purifier": purifier.describe(),
+        "seconds": round(clean.seconds + adversarial.seconds, 3),
+        "images_per_second": round(len(data.labels) / max(adversarial.seconds, 1e-9), 1),
+    }
