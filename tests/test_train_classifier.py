@@ -96,6 +96,9 @@ def test_each_training_mode_runs_and_says_what_it_is(xray_train_dir, tmp_path, m
     }[model]
     assert expected in kind
     assert card["val_metrics"]["n"] == 64
+    if model == "resnet_smooth":  # calibrated and measured under the noise it reads through
+        assert card["reads_through"] == {"purifier": "gaussian", "params": {"sigma": 0.25}}
+        assert "read through gaussian" in card["calibration"]["fitted_on"]
 
 
 def test_adversarial_budget_ramps_up_and_the_best_epoch_is_a_full_budget_one(xray_train_dir, tmp_path):

@@ -32,6 +32,7 @@ from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, evaluate, predict_probabilities
 from core.metrics import classification_metrics
 from core.models import SEViT, XrayClassifier, create_classifier, list_classifiers
+from core.purifiers import create_purifier
 from core.purifiers.simple import gaussian_noise
 from core.train.checkpoint import optimizer_tensors, restore_optimizer
 from core.weights import card_path, load_weights, read_card, save_weights
@@ -534,33 +535,51 @@ def _loss(model, raw_model, teacher, attack, x, labels, class_weights, config: T
     return F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=config.label_smoothing)
 
 
-def _fit_calibration(model: XrayClassifier, val) -> dict:
-    """Temperature (NLL) and then decision threshold (balanced accuracy) on the validation split."""
+def reads_through(training_config: dict) -> dict | None:
+    """The purifier a classifier was trained to read through (its operating condition), or None:
+    a smoothing-trained model reads X-rays under the `gaussian` noise it was trained under, so its
+    temperature, threshold and card figures are measured there too."""
+    sigma = training_config.get("smoothing_sigma")
+    return {"purifier": "gaussian", "params": {"sigma": sigma}} if sigma else None
+
+
+def _fit_calibration(model: XrayClassifier, val, through: dict | None = None) -> dict:
+    """Temperature (NLL) and then decision threshold (balanced accuracy) on the validation split,
+    read through `through` (a purifier spec, seeded per chunk) when the model has one."""
     model.calibrate(1.0, None)
+    purifier = create_purifier(through["purifier"], **through["params"]) if through else None
     with torch.inference_mode():
-        logits = torch.cat([model(chunk.float().div(255.0)) for chunk in val.images.split(200)]).float()
+        chunks = [chunk.float().div(255.0) for chunk in val.images.split(200)]
+        if purifier is not None:
+            chunks = [purifier.purify(chunk, seed=index) for index, chunk in enumerate(chunks)]
+        logits = torch.cat([model(chunk) for chunk in chunks]).float()
     temperature = fit_temperature(logits, val.labels)
     probabilities = torch.softmax(logits / temperature, dim=1)[:, 1].numpy()
     threshold = balanced_threshold(probabilities, val.labels.numpy())
     return {
         "temperature": round(temperature, 4),
         "threshold": round(threshold, 4),
-        "fitted_on": f"val ({len(val.labels)} images, patients disjoint from train)",
+        "fitted_on": f"val ({len(val.labels)} images, patients disjoint from train)" + (f", read through {through['purifier']} {through['params']}" if through else ""),
     }
 
 
 CARD_METRICS = ("n", "accuracy", "balanced_accuracy", "auroc", "sensitivity", "specificity", "ece", "confidence_95")
 
 
-def measure_card_metrics(name: str, weights: Path, data_dir: str | Path, limit: int | None = None, model: XrayClassifier | None = None) -> dict:
+def measure_card_metrics(
+    name: str, weights: Path, data_dir: str | Path, limit: int | None = None, model: XrayClassifier | None = None, through: dict | None = None
+) -> dict:
     """`val_metrics` (the split choices were made on) and `test_metrics` (the reporting cohort, when
-    it is here), measured by core.evaluate on the saved file, as `purifylab evaluate` reproduces them."""
+    it is here), measured by core.evaluate on the saved file, as `purifylab evaluate` reproduces them
+    (with `--purifier` the model's `reads_through`, when it has one)."""
     metrics = {}
     report_dir = report_data_for(name)
+    purifier = dict(purifier=through["purifier"], purifier_params=dict(through["params"])) if through else {}
     for key, data, split in (("val_metrics", data_dir, "val"), ("test_metrics", report_dir, "all")):
         if data is None:
             continue
-        measured = evaluate(EvaluationConfig(data=str(data), classifier=name, split=split, limit=limit, weights=str(weights)), model=model)
+        config = EvaluationConfig(data=str(data), classifier=name, split=split, limit=limit, weights=str(weights), **purifier)
+        measured = evaluate(config, model=model)
         metrics[key] = {metric: measured[metric] for metric in CARD_METRICS}
         metrics[key].update(data=measured["data"], measured_by="core.evaluate on the fp16 weights")
     return metrics
@@ -572,10 +591,12 @@ def recalibrate(name: str, weights: Path, data_dir: str | Path) -> dict:
     weights = Path(weights)
     model = create_classifier(name, weights=weights)
     val = load_splits(data_dir, ("val",), model.image_size, channels=model.in_channels)["val"]
-    calibration = _fit_calibration(model, val)
+    card = read_card(weights)
+    through = reads_through(card.get("training_config", {}))
+    calibration = _fit_calibration(model, val, through)
     model.calibrate(calibration["temperature"], calibration["threshold"])
-    card = {**read_card(weights), "calibration": calibration}
-    card.update(measure_card_metrics(name, weights, data_dir, model=model))
+    card = {**card, "calibration": calibration, "reads_through": through}
+    card.update(measure_card_metrics(name, weights, data_dir, model=model, through=through))
     card_path(weights).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     return card
 
@@ -585,7 +606,8 @@ def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time,
     load_weights(_trainable(model), out_dir / "best.safetensors")
     name = config.model
     target = out_dir / f"{name}.safetensors"
-    calibration = _fit_calibration(model, val) if config.calibrate and model.num_classes == 2 else None
+    through = reads_through(asdict(config))
+    calibration = _fit_calibration(model, val, through) if config.calibrate and model.num_classes == 2 else None
     if calibration is not None:
         model.calibrate(calibration["temperature"], calibration["threshold"])
     card = {
@@ -598,6 +620,7 @@ def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time,
         "training_kind": _training_kind(config),
         "training_config": asdict(config),
         "calibration": calibration,
+        "reads_through": through,
         "data": {
             "folder": Path(data_dir).name if Path(data_dir).name != "train" else "/".join(Path(data_dir).parts[-2:]),
             "data_hash": train.data_hash,
@@ -618,7 +641,7 @@ def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time,
     if isinstance(model, SEViT):
         card.update(backbone="vit", backbone_sha256=(model.vit.card or {}).get("sha256"))
     save_weights(_trainable(model), target, card, fp16=True)
-    card.update(measure_card_metrics(name, target, data_dir, config.limit, model=_reload(config, model, target)))
+    card.update(measure_card_metrics(name, target, data_dir, config.limit, model=_reload(config, model, target), through=through))
     final = save_weights(_trainable(model), target, card, fp16=True)
     (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     return final
