@@ -11,6 +11,7 @@ import typer
 
 from core.cli import set_threads
 from core.cli.preflight import check_data, check_output_file, check_output_folder, resume_hint, use_device
+from core.errors import PurifyLabError
 
 if TYPE_CHECKING:
     from core.attacks import AttackConfig
