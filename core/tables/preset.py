@@ -127,6 +127,10 @@ class TableSpec:
     # eot_iter must level off (render.convergence_checks).
     convergence: bool = False
 
+    def placements(self) -> list[tuple[PurifierColumn, str]]:
+        """(column, threat) for every printed column: each column under the threats it is attacked with."""
+        return [(column, threat) for column in self.columns for threat in self.threats if column.threats is None or threat in column.threats]
+
 
 @dataclass(frozen=True)
 class SweepSpec:

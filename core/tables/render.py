@@ -189,31 +189,24 @@ def markdown_tables(preset: Preset, records: list[dict], checks: list[tuple[dict
         parts += [f"## {table.name}", "", table_caption(preset, table, table_records), ""]
         several_threats = len(table.threats) > 1
         for model in table.classifiers:
-            header_cells = [
-                f"{column.label} [{threat}]" if several_threats else column.label
-                for column in table.columns for threat in table.threats
-            ]  # fmt: skip
+            header_cells = [f"{column.label} [{threat}]" if several_threats else column.label for column, threat in table.placements()]
             has_flags = any(w.get("classifier") == model.title for w, _ in table_checks)
             header = ["Attack", *header_cells] + (["FLAG"] if has_flags else [])
             parts += [f"**{model.title}**" + ("" if several_threats else f" ({table.threats[0]})"), ""]
             parts += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             for row in table.rows:
                 values = []
-                for column in table.columns:
-                    for threat in table.threats:
-                        match = [
-                            r for r in table_records
-                            if (r["classifier"], r["column"], r["threat"], r["row"]) == (model.title, column.label, threat, row.label)
-                        ]  # fmt: skip
-                        values.append(_accuracy_text(match[0]["metrics"], table.show_time, table.metric) if match else "n/a")
+                for column, threat in table.placements():
+                    match = [
+                        r for r in table_records
+                        if (r["classifier"], r["column"], r["threat"], r["row"]) == (model.title, column.label, threat, row.label)
+                    ]  # fmt: skip
+                    values.append(_accuracy_text(match[0]["metrics"], table.show_time, table.metric) if match else "n/a")
                 flags = [_row_flags(table_checks, table.name, model.title, row.label) or "ok"] if has_flags else []
                 parts.append("| " + " | ".join([row.label, *values, *flags]) + " |")
             if table.averages:
                 for index, name in ((0, "AwT"), (1, "AoA")):
-                    values = [
-                        _percent(_averages(table_records, table, model.title, column, threat)[index])
-                        for column in table.columns for threat in table.threats
-                    ]  # fmt: skip
+                    values = [_percent(_averages(table_records, table, model.title, column, threat)[index]) for column, threat in table.placements()]
                     parts.append("| " + " | ".join([name, *values, *([""] if has_flags else [])]) + " |")
             parts.append("")
     return "\n".join(parts)
@@ -322,11 +315,10 @@ def figure(preset: Preset, records: list[dict]):
     for table in preset.tables:
         for model in table.classifiers:
             traces = []
-            for column in table.columns:
-                for threat in table.threats:
-                    rows = [r for r in _cells_of(records, table.name) if (r["classifier"], r["column"], r["threat"]) == (model.title, column.label, threat)]
-                    name = f"{column.label} [{threat}]"
-                    traces.append(go.Bar(name=name, x=[r["row"] for r in rows], y=[100 * r["metrics"]["one_shot_accuracy"] for r in rows], legendgroup=name))
+            for column, threat in table.placements():
+                rows = [r for r in _cells_of(records, table.name) if (r["classifier"], r["column"], r["threat"]) == (model.title, column.label, threat)]
+                name = f"{column.label} [{threat}]"
+                traces.append(go.Bar(name=name, x=[r["row"] for r in rows], y=[100 * r["metrics"]["one_shot_accuracy"] for r in rows], legendgroup=name))
             panels.append(Panel(f"{table.name}: {model.title}", traces, "attack", "accuracy (%)"))
     return _assemble(preset.title, panels + _sweep_and_detection_panels(records))
 

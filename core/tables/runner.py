@@ -159,12 +159,11 @@ class PresetRunner:
         """(placement, cell config) for every entry of `table`; placement says where it is printed."""
         entries = []
         for model in table.classifiers:
-            for column in table.columns:
+            for column, threat in table.placements():
                 target = (column.classifier, column.classifier_weights) if column.classifier else (model.name, model.weights)
-                for threat in column.threats or table.threats:
-                    for row in table.rows:
-                        placement = {"table": table.name, "classifier": model.title, "column": column.label, "threat": threat, "row": row.label}
-                        entries.append((placement, self.robust_cell(target, column, row, threat)))
+                for row in table.rows:
+                    placement = {"table": table.name, "classifier": model.title, "column": column.label, "threat": threat, "row": row.label}
+                    entries.append((placement, self.robust_cell(target, column, row, threat)))
         return entries
 
     def collapse_cell(self, model: ModelSpec) -> dict[str, Any]:
