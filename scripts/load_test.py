@@ -46,6 +46,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's core and pages, not an installed copy's
 DATA = Path(os.environ.get("PURIFYLAB_DATA", REPO.parent / "shared" / "data")) / "chest_xray_pneumonia" / "train"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -335,8 +336,6 @@ def engine_views(shown: list[tuple[Job, dict]]) -> list[dict]:
     from core.lab import attack_image, perturbation_norms, purify_image, read
     from core.models import create_classifier
     from core.purifiers import create_purifier
-
-    sys.path.insert(0, str(REPO))
     from pages.common import available_classifiers
 
     model = create_classifier(available_classifiers()[0]).eval()
