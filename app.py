@@ -2,7 +2,10 @@
 
 import streamlit as st
 
+from pages.common import warm_up
+
 st.set_page_config(page_title="PurifyLab", page_icon="🩻", layout="wide")
+warm_up()
 
 PAGES = {
     "PurifyLab": [

@@ -111,3 +111,17 @@ def amplified_perturbation(clean: torch.Tensor, adversarial: torch.Tensor) -> to
 def perturbation_norms(clean: torch.Tensor, adversarial: torch.Tensor) -> dict[str, float]:
     difference = (adversarial - clean).flatten()
     return {"linf": float(difference.abs().max()), "l2": float(difference.norm())}
+
+
+def session_report(facts: dict[str, str], readings: dict[str, Reading], verdicts: dict[str, Verdict]) -> str:
+    """A one-page Markdown record of one lab session's readings, to keep or share.
+
+    It holds only what the caller passes: settings and readings, never a file name or image data,
+    so an upload's identifiers cannot end up in it."""
+    lines = ["# PurifyLab session report", "", "Research tool, not a diagnostic device.", ""]
+    lines += [f"- **{name}:** {value}" for name, value in facts.items()]
+    lines += ["", "| panel | reading | confidence | verdict |", "|---|---|---|---|"]
+    for panel, reading in readings.items():
+        outcome = verdicts[panel].text if panel in verdicts else "–"
+        lines.append(f"| {panel} | {reading.class_name} | {reading.confidence:.0%} | {outcome} |")
+    return "\n".join(lines) + "\n"

@@ -7,6 +7,9 @@ Nothing here computes; it asks `core` and formats the answer. Models are cached 
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+from collections.abc import Callable
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -17,16 +20,36 @@ from core.data.gallery import gallery as gallery_samples
 from core.data.locations import DATASET_LABELS, dataset_of
 from core.errors import PurifyLabError
 from core.io import load_image, to_model_input, to_pil
-from core.lab import Reading, Timed, Verdict, attack_image, purify_image
+from core.jobs import CallCost, JobQueue, timed_calls
+from core.lab import Reading, Timed, Verdict, attack_image, purify_image, read
 from core.metrics import CLASS_NAMES
 from core.models import create_classifier, list_classifiers, shipped_xray_classifiers
 from core.purifiers import create_purifier
+from core.defense import load_defense
+from core.purifiers import PURIFIERS
+from core.purifiers.cold import ColdConfig
 from core.weights import shipped_cards
 
 CLASS_COLOURS = {"NORMAL": "#2e7d32", "PNEUMONIA": "#c62828"}
 # Shared with the Gradio server (gradio_app.py): the gallery and the X-ray classifiers it offers.
 gallery = st.cache_data(show_spinner=False)(gallery_samples)
 available_classifiers = shipped_xray_classifiers
+# The recommended defense (configs/defenses/recommended.yaml): its classifier is the lab's default
+# and its purifier the first default panel, beside two light papers' purifiers for comparison.
+RECOMMENDED = load_defense("recommended")
+RECOMMENDED_PANEL = "Recommended: " + PURIFIERS.get(RECOMMENDED.purifier).display_name.lower()
+DEFAULT_DEFENSE = (RECOMMENDED_PANEL, "Blurred", "One-shot DDPM")
+DEFAULT_DEPTH, DEFAULT_T_STAR, DEFAULT_RECON_STEPS = ColdConfig().depth, 0.04, 5
+# A job with more denoiser calls than this waits for a click and for its turn in the shared line.
+LIGHT_CALLS = 1
+# Seconds per 128-px denoiser call on 2 CPU cores (BENCHMARKS.md) until this server has measured its own.
+FIRST_GUESS_CALL_S = 0.15
+HEAVY_RESULTS_KEPT = 16
+
+# One torch thread per visitor's job unless the operator says otherwise: every session runs in its own
+# thread, and two-thread jobs from a few visitors oversubscribe a 2-core CPU many times over.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)
 
 
 def _with_interval(metrics: dict, key: str) -> str:
@@ -70,9 +93,42 @@ def classifier(name: str) -> torch.nn.Module:
     return create_classifier(name).eval()
 
 
+def purifier_variants(depth: int, t_star: float, recon_steps: int) -> dict[str, tuple[str, tuple]]:
+    """The lab's purifiers by display name: registry name and parameters at the current sliders (each
+    reads t* if its class sweeps one, else the depth), the recommended defense at its committed setting."""
+
+    def knob(name: str) -> tuple[str, float]:
+        sweeps = PURIFIERS.get(name).sweeps
+        return (sweeps["tstar"], t_star) if "tstar" in sweeps else (sweeps["depth"], depth)
+
+    variants = {RECOMMENDED_PANEL: (RECOMMENDED.purifier, tuple(sorted(RECOMMENDED.params.items())))}
+    for name, extra in (("cold_blur", ()), ("cold_direct", ()), ("one_shot", ()), ("cold_recon", (("steps", min(recon_steps, depth)),)),
+                        ("ddpm", ()), ("ddim", ()), ("diffdefense", ())):
+        variants[PURIFIERS.get(name).display_name] = (name, (knob(name), *extra))
+    return variants
+
+
 @st.cache_resource(show_spinner="Loading the purifier ...", max_entries=32)
 def purifier(name: str, params: tuple[tuple[str, object], ...] = ()):
     return create_purifier(name, **dict(params)).eval()
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> threading.Thread:
+    """Once per server process, in the background: import and load the lab's default classifier and
+    defense and run each once, so the first visitor's lab does not wait for them after the home page."""
+
+    def load() -> None:
+        model = classifier(available_classifiers()[0])
+        sample = torch.rand(1, model.in_channels, model.image_size, model.image_size)
+        read(model, sample)
+        variants = purifier_variants(DEFAULT_DEPTH, DEFAULT_T_STAR, DEFAULT_RECON_STEPS)
+        for label in DEFAULT_DEFENSE:
+            purify_image(purifier(*variants[label]), sample)
+
+    thread = threading.Thread(target=load, name="purifylab-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def image_key(image: torch.Tensor) -> str:
@@ -92,7 +148,60 @@ def cached_attack(key: str, _image: torch.Tensor, classifier_name: str, attack: 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def cached_purify(key: str, _image: torch.Tensor, purifier_name: str, params: tuple, seed: int = 0) -> Timed:
-    return purify_image(purifier(purifier_name, params), _image, seed=seed)
+    model = purifier(purifier_name, params)
+    with timed_calls(model, call_cost(), purifier_name):
+        return purify_image(model, _image, seed=seed)
+
+
+@st.cache_resource
+def heavy_jobs() -> JobQueue:
+    """The process-wide line for heavy jobs: one at a time, so light work from everyone keeps a core."""
+    return JobQueue(slots=1)
+
+
+@st.cache_resource
+def call_cost(work: str = "purify") -> CallCost:
+    """Measured seconds per denoiser call, kept apart for purifications and attacks (an attack's call
+    also pays for the classifier's backward), so one never skews the other's first estimate."""
+    return CallCost(FIRST_GUESS_CALL_S)
+
+
+def estimate_text(cost: CallCost, kind: str, calls: int) -> str:
+    """The cost of a heavy job before it starts: its denoiser calls, their time here, the line ahead."""
+    seconds = cost.estimate(kind, calls)
+    waiting = heavy_jobs().busy()
+    queue = f", after {waiting} heavy job(s) already running or waiting" if waiting else ""
+    return f"{calls} denoiser calls, about {max(seconds, 1):.0f} s{queue}"
+
+
+def heavy_job(label: str, cost: CallCost, kind: str, calls: int, module: torch.nn.Module,
+              compute: Callable[[], Timed]) -> Timed:
+    """Run `compute` in its turn in the shared line, showing the place in line, then the progress in
+    denoiser calls of `module`; the time per call is recorded in `cost` under `kind` for the next estimate."""
+    bar = st.progress(0.0, text=f"{label}: starting")
+
+    def waiting(ahead: int) -> None:
+        bar.progress(0.0, text=f"{label}: waiting for the CPU, {ahead} heavy job(s) ahead of yours")
+
+    def progressed(done: int) -> None:
+        done = min(done, calls)
+        left = cost.estimate(kind, calls - done)
+        bar.progress(done / max(calls, 1), text=f"{label}: {done} of about {calls} denoiser calls, about {left:.0f} s left")
+
+    with heavy_jobs().turn(on_wait=waiting), timed_calls(module, cost, kind, progressed):
+        result = compute()
+    bar.empty()
+    return result
+
+
+def session_result(job_key: tuple, make: Callable[[], Timed]) -> Timed:
+    """This visitor's result of a heavy job, made once: kept in the session's memory (the last few)."""
+    store = st.session_state.setdefault("heavy_results", {})
+    if job_key not in store:
+        store[job_key] = make()
+        while len(store) > HEAVY_RESULTS_KEPT:
+            store.pop(next(iter(store)))
+    return store[job_key]
 
 
 def decode_upload(data: bytes, size: int) -> torch.Tensor | None:

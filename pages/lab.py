@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import streamlit as st
 
-from core.attacks import THREAT_MODELS
-from core.lab import amplified_perturbation, perturbation_norms, read, verdict
-from pages.common import (
-    available_classifiers, cached_attack, cached_purify, classifier, decode_upload, gallery, image_key,
-    probability_chart, purifier, reading_badge, show_image, true_label_note, verdict_line,
-)
+from core.attacks import THREAT_MODELS, AttackConfig
 from core.data.gallery import gallery_attribution
 from core.errors import PurifyLabError
-from core.purifiers import PURIFIERS
-from core.purifiers.cold import ColdConfig
-from core.io import load_image, to_model_input
+from core.io import encode_png, load_image, to_model_input
+from core.jobs import attack_calls
+from core.lab import amplified_perturbation, attack_image, perturbation_norms, purify_image, read, session_report, verdict
+from pages.common import (
+    DEFAULT_DEFENSE, DEFAULT_DEPTH, DEFAULT_RECON_STEPS, DEFAULT_T_STAR, LIGHT_CALLS, RECOMMENDED, available_classifiers,
+    cached_attack, cached_purify, call_cost, classifier, decode_upload, estimate_text, gallery, heavy_job, image_key,
+    probability_chart, purifier, purifier_variants, reading_badge, session_result, show_image, true_label_note, verdict_line,
+)
 
-DEFAULT_DEPTH = ColdConfig().depth
 ATTACKS = {"FGSM": "fgsm", "PGD": "pgd", "AutoPGD (APGD-CE)": "apgd"}
+ADAPTIVE = tuple(name for name, spec in THREAT_MODELS.items() if spec.goes_through_purifier)  # bpda, bpda-eot, white
+EOT_DRAWS = 4
+DEFAULT_TARGET = "One-shot DDPM"
+
+
+def current_variants() -> dict[str, tuple[str, tuple]]:
+    """The purifiers at the purification panel's slider values (set further down the page)."""
+    state = st.session_state
+    return purifier_variants(state.get("depth", DEFAULT_DEPTH), state.get("t_star", DEFAULT_T_STAR),
+                             state.get("recon_steps", DEFAULT_RECON_STEPS))
+
 
 st.title("Attack & purify lab")
 names = available_classifiers()
@@ -25,20 +37,31 @@ if not names:
     st.error("No trained classifier is shipped in weights/: train one with `purifylab train classifier`.")
     st.stop()
 
+st.caption("The image, the attack and its budget are set here; the classifier, the threat model and the "
+           "attacker's target are in the sidebar (on a phone: the » button at the top left).")
+sources = gallery()
+with st.expander("Image and attack", expanded=True):
+    image_column, attack_column = st.columns(2)
+    with image_column:
+        choice = st.selectbox("Sample X-ray", list(sources), key="sample", disabled=not sources)
+        st.caption(gallery_attribution())
+        upload = st.file_uploader("…or upload your own (PNG, JPEG, DICOM)", key="upload",
+                                  type=["png", "jpg", "jpeg", "dcm", "dicom", "bmp", "tif", "tiff", "webp", "gif"])
+    with attack_column:
+        attack_label = st.selectbox("Attack", list(ATTACKS), index=1, key="attack")
+        eps = st.slider("Budget ε (L∞, pixel scale 0–1)", 0.0, 0.1, 0.03, 0.005, key="eps", format="%.3f",
+                        help="Largest change allowed to any pixel; 0.03 is the papers' setting (about 8/255).")
 with st.sidebar:
-    st.header("Image")
-    sources = gallery()
-    choice = st.selectbox("Sample X-ray", list(sources), key="sample", disabled=not sources)
-    st.caption(gallery_attribution())
-    upload = st.file_uploader("…or upload your own (PNG, JPEG, DICOM)", key="upload",
-                              type=["png", "jpg", "jpeg", "dcm", "dicom", "bmp", "tif", "tiff", "webp", "gif"])
-    st.header("Classifier and attack")
-    classifier_name = st.selectbox("Classifier", names, key="classifier")
-    attack_label = st.selectbox("Attack", list(ATTACKS), index=1, key="attack")
-    eps = st.slider("Budget ε (L∞, pixel scale 0–1)", 0.0, 0.1, 0.03, 0.005, key="eps", format="%.3f",
-                    help="Largest change allowed to any pixel; 0.03 is the papers' setting (about 8/255).")
+    st.header("Classifier and threat model")
+    classifier_name = st.selectbox("Classifier", names, key="classifier", index=names.index(RECOMMENDED.classifier) if RECOMMENDED.classifier in names else 0,
+                                   help=f"Default: the recommended defense's classifier, {RECOMMENDED.classifier} ({RECOMMENDED.description}).")
     threat = st.selectbox("Threat model", list(THREAT_MODELS), key="threat",
                           format_func=lambda t: f"{t} — {THREAT_MODELS[t].description}")
+    variants = current_variants()
+    target_label = st.selectbox(
+        "Purifier the attacker differentiates through", list(variants), index=list(variants).index(DEFAULT_TARGET),
+        key="target", disabled=threat not in ADAPTIVE,
+        help="Only the adaptive threat models (bpda, bpda-eot, white) see a purifier; they cost many denoiser calls.")
 
 model = classifier(classifier_name)
 size = model.image_size
@@ -51,21 +74,44 @@ elif sources:
     image = to_model_input(load_image(path), size)
     origin = choice
 else:
-    st.info("No sample images are available: upload an X-ray in the sidebar.")
+    st.info("No sample images are available: upload an X-ray above.")
     st.stop()
 if image is None:
     st.stop()
 
 key = image_key(image)
-attack = (("name", ATTACKS[attack_label]), ("eps", eps), ("steps", 1 if ATTACKS[attack_label] == "fgsm" else 10))
-defence = ("cold_blur", (("depth", st.session_state.get("depth", DEFAULT_DEPTH)),))
-with st.spinner("Attacking …"):
-    adversarial = cached_attack(key, image, classifier_name, attack, threat, *defence, THREAT_MODELS[threat].draws_per_step(4))
+steps = 1 if ATTACKS[attack_label] == "fgsm" else 10
+attack = (("name", ATTACKS[attack_label]), ("eps", eps), ("steps", steps))
+eot = THREAT_MODELS[threat].draws_per_step(EOT_DRAWS)
+target = variants[target_label] if threat in ADAPTIVE else variants["Blurred"]  # grey, transfer: never seen
+seen = f"differentiated through **{target_label}**" if threat in ADAPTIVE else "saw no purifier"
+clean_reading = read(model, image)[0]
+st.caption(f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · threat model **{threat}**: "
+           f"{THREAT_MODELS[threat].description} · the attacker {seen}")
+
+calls = attack_calls(threat, purifier(*target).nfe(), steps, eot)
+if calls <= LIGHT_CALLS:
+    with st.spinner("Attacking …"):
+        adversarial = cached_attack(key, image, classifier_name, attack, threat, *target, eot)
+else:
+    job = ("attack", key, classifier_name, attack, threat, target, eot)
+    attack_kind = f"{threat} attack through {target[0]}"
+    asked = st.session_state.setdefault("asked_attacks", set())
+    if job not in asked and job not in st.session_state.get("heavy_results", {}):
+        st.info(f"The **{threat}** attacker differentiates through {target_label}: {estimate_text(call_cost('attack'), attack_kind, calls)} on this "
+                "server. It runs when you ask, so the page stays usable meanwhile.")
+        if not st.button(f"Run the {threat} attack", key="run_attack", type="primary"):
+            show_image(image, "Original")
+            st.markdown(reading_badge(clean_reading))
+            st.stop()
+        asked.add(job)
+    adversarial = session_result(job, lambda: heavy_job(
+        f"{threat} attack through {target_label}", call_cost("attack"), attack_kind, calls, purifier(*target),
+        lambda: attack_image(model, image, AttackConfig(**dict(attack)), threat=threat, purifier=purifier(*target), eot=eot)))
 
 adversarial_key = image_key(adversarial.image)  # purifications are of this image, not of the clean one
-clean_reading, adversarial_reading = read(model, image)[0], read(model, adversarial.image)[0]
+adversarial_reading = read(model, adversarial.image)[0]
 norms = perturbation_norms(image, adversarial.image)
-st.caption(f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · threat model **{threat}**: {THREAT_MODELS[threat].description}")
 
 top = st.columns(3)
 with top[0]:
@@ -74,9 +120,26 @@ with top[0]:
 with top[1]:
     show_image(adversarial.image, "Adversarial")
     st.markdown(reading_badge(adversarial_reading))
+    st.download_button("Attacked image (PNG)", encode_png(adversarial.image), file_name="attacked.png",
+                       mime="image/png", key="download_attacked", on_click="ignore")
 with top[2]:
     show_image(amplified_perturbation(image, adversarial.image), "|perturbation| (amplified)")
     st.markdown(f"L∞ {norms['linf']:.3f} · L2 {norms['l2']:.2f} · attack {adversarial.seconds:.2f} s")
+
+
+def purified(label: str, name: str, params: tuple):
+    """One panel's purification: light ones at once (cached for everyone), heavy ones in the shared line."""
+    cost = purifier(name, params).nfe()
+    if cost <= LIGHT_CALLS:
+        return cached_purify(adversarial_key, adversarial.image, name, params)
+    return session_result(("purify", adversarial_key, name, params), lambda: heavy_job(
+        label, call_cost(), name, cost, purifier(name, params), lambda: purify_image(purifier(name, params), adversarial.image)))
+
+
+def attacker_note(label: str) -> str:
+    if threat not in ADAPTIVE:
+        return f"{threat}: the attacker saw no purifier"
+    return f"{threat}: the attacker differentiated through {'this purifier' if label == target_label else target_label}"
 
 
 @st.fragment
@@ -85,45 +148,52 @@ def purification_panel() -> None:
     controls = st.columns(3)
     depth = controls[0].slider("Blur depth (cold diffusion)", 1, 20, DEFAULT_DEPTH, key="depth",
                                help="How far the image is blurred before it is restored.")
-    t_star = controls[1].slider("t* (diffusion noise level, fraction of T)", 0.01, 0.25, 0.04, 0.01, key="t_star",
+    t_star = controls[1].slider("t* (diffusion noise level, fraction of T)", 0.01, 0.25, DEFAULT_T_STAR, 0.01, key="t_star",
                                 help="How much noise the DDPM-family purifiers add before removing it again.")
-    recon_steps = controls[2].slider("Reconstruction steps", 1, 20, 5, key="recon_steps")
-    def knob(name: str) -> tuple[str, float]:
-        """The slider a purifier reads, under the field name its class declares: t* if it has one, else depth."""
-        sweeps = PURIFIERS.get(name).sweeps
-        return (sweeps["tstar"], t_star) if "tstar" in sweeps else (sweeps["depth"], depth)
-
-    variants = {
-        PURIFIERS.get(name).display_name: (name, (knob(name), *extra))
-        for name, extra in (("cold_blur", ()), ("cold_direct", ()), ("one_shot", ()), ("cold_recon", (("steps", min(recon_steps, depth)),)),
-                            ("ddpm", ()), ("ddim", ()), ("diffdefense", ()))
-    }
+    recon_steps = controls[2].slider("Reconstruction steps", 1, 20, DEFAULT_RECON_STEPS, key="recon_steps")
+    variants = purifier_variants(depth, t_star, recon_steps)
     costs = {label: purifier(name, params).nfe() for label, (name, params) in variants.items()}
     chosen = st.multiselect(
-        "Purifiers to run (cost in denoiser calls; about 0.1 s each on 2 CPU cores)", list(variants),
-        default=list(variants)[:3], key="purifiers", format_func=lambda label: f"{label} ({costs[label]} calls)",
-        help="The heavy ones run only when you add them here.",
+        "Purifiers to run", list(variants), default=list(DEFAULT_DEFENSE), key="purifiers",
+        format_func=lambda label: f"{label} ({costs[label]} denoiser calls)" if costs[label] > LIGHT_CALLS else label,
+        help="The heavy ones (more than one denoiser call) run only when you add them here, one visitor's at a "
+             "time in a line shared by everyone on this server.",
     )
+    heavy = [label for label in variants if costs[label] > LIGHT_CALLS]
+    st.caption("Cost of the heavy ones here, measured on this server: " + "; ".join(
+        f"{label}: {estimate_text(call_cost(), variants[label][0], costs[label])}" for label in heavy))
     readings = {"Original": clean_reading, "Adversarial": adversarial_reading}
+    verdicts = {}
     columns = st.columns(max(len(chosen), 1))
     for column, label in zip(columns, chosen):
-        name, params = variants[label]
-        try:
-            with column, st.spinner(f"{label}: {costs[label]} denoiser calls …"):
-                output = cached_purify(adversarial_key, adversarial.image, name, params)
-        except PurifyLabError as error:  # e.g. that purifier's weights are not shipped
-            column.warning(f"{label}: {error}")
-            continue
-        reading = read(model, output.image)[0]
-        readings[label] = reading
         with column:
+            try:
+                output = purified(label, *variants[label])
+            except PurifyLabError as error:  # e.g. that purifier's weights are not shipped
+                st.warning(f"{label}: {error}")
+                continue
+            readings[label] = reading = read(model, output.image)[0]
+            verdicts[label] = outcome = verdict(clean_reading, adversarial_reading, reading, true_class)
             show_image(output.image, label)
             st.markdown(f"{reading_badge(reading)} · {output.seconds:.2f} s")
-            st.markdown(verdict_line(verdict(clean_reading, adversarial_reading, reading, true_class)))
+            st.markdown(verdict_line(outcome))
+            st.caption(attacker_note(label))
+            st.download_button("PNG", encode_png(output.image), file_name=f"purified_{variants[label][0]}.png",
+                               mime="image/png", key=f"download_{variants[label][0]}", on_click="ignore")
     st.plotly_chart(probability_chart(readings), key="probabilities")
+    facts = {
+        "generated (UTC)": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "image": "an upload (not named here)" if upload is not None else origin,
+        "true label": true_class or "unknown",
+        "classifier": classifier_name,
+        "attack": f"{attack_label}, ε = {eps:.3f} (L∞), {steps} step(s)",
+        "threat model": f"{threat}: {THREAT_MODELS[threat].description}; the attacker {seen.replace('**', '')}",
+    }
+    st.download_button("Report of these readings (Markdown)", session_report(facts, readings, verdicts),
+                       file_name="purifylab_report.md", mime="text/markdown", key="download_report", on_click="ignore")
 
 
 purification_panel()
-st.info(f"The attacker above targeted the classifier through `{defence[0]}` under the **{threat}** threat model "
-        "(grey: it saw the classifier only). An attacker who also differentiates through the purifier "
-        "(bpda-eot, white) is much stronger — see the robustness tables.")
+if threat not in ADAPTIVE:
+    st.info(f"The attacker above saw only the classifier (**{threat}**). An attacker who also differentiates "
+            "through the purifier (bpda-eot, white: choose one in the sidebar) is much stronger — see the robustness tables.")

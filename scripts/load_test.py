@@ -46,6 +46,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from core.data.locations import XRAY_TRAIN_DIR
+from pages.common import DEFAULT_DEFENSE
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = XRAY_TRAIN_DIR
@@ -61,7 +62,7 @@ SERVER_FLAGS = ["--server.headless=true", "--server.address=127.0.0.1", "--brows
 SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
 BUSY = "[data-testid='stApp']:not([data-test-script-state='notRunning'])"
 NO_SKELETON = "document.querySelectorAll(\"[data-testid='stSkeleton']\").length === 0"
-PANELS = ("Original", "Adversarial", "Blurred", "Direct recon.", "One-shot DDPM")  # the lab's default purifiers
+PANELS = ("Original", "Adversarial", *DEFAULT_DEFENSE)  # the lab's default purifiers
 PICTURE_TOLERANCE = 0.03  # mean |Δ| in [0, 1] of the served JPEG vs the engine's image; other X-rays are ~0.1+
 # The server and this check run the same attack in different processes: float noise can flip a few
 # of PGD's sign() steps (measured: L2 2.92 on the page vs 2.903 recomputed, a one-shot reading 84 %
@@ -329,7 +330,7 @@ async def browse(base: str, jobs: list[Job], logs: list[SessionLog], scratch: Pa
 
 def engine_views(shown: list[tuple[Job, dict]]) -> list[dict]:
     """What `core` gives for each job at the slider values its session showed (the lab's defaults:
-    its first classifier, PGD-10, grey-box), formatted the way the page formats it."""
+    the recommended defense's classifier, PGD-10, grey-box), formatted the way the page formats it."""
     import numpy as np
 
     from core.attacks import AttackConfig
@@ -337,11 +338,9 @@ def engine_views(shown: list[tuple[Job, dict]]) -> list[dict]:
     from core.lab import attack_image, perturbation_norms, purify_image, read
     from core.models import create_classifier
     from core.purifiers import create_purifier
+    from pages.common import DEFAULT_RECON_STEPS, RECOMMENDED, purifier_variants
 
-    sys.path.insert(0, str(REPO))
-    from pages.common import available_classifiers
-
-    model = create_classifier(available_classifiers()[0]).eval()
+    model = create_classifier(RECOMMENDED.classifier).eval()
     views = []
     for job, page in shown:
         values = {label.split()[0]: value for label, value in page["sliders"].items()}
@@ -350,7 +349,8 @@ def engine_views(shown: list[tuple[Job, dict]]) -> list[dict]:
         blur = create_purifier("cold_blur", depth=depth)
         adversarial = attack_image(model, image, AttackConfig(name="pgd", eps=eps, steps=10), threat="grey",
                                    purifier=blur, eot=1).image
-        purifiers = [blur, create_purifier("cold_direct", depth=depth), create_purifier("one_shot", t_star=t_star)]
+        variants = purifier_variants(depth, t_star, DEFAULT_RECON_STEPS)
+        purifiers = [create_purifier(variants[label][0], **dict(variants[label][1])) for label in DEFAULT_DEFENSE]
         images = [image, adversarial, *(purify_image(p, adversarial, seed=0).image for p in purifiers)]
         readings = [read(model, x)[0] for x in images]
         norms = perturbation_norms(image, adversarial)

@@ -82,6 +82,24 @@ def test_lab_offers_every_purifier_and_runs_a_heavy_one_only_when_added(app):
     chooser.set_value([*chooser.value, "DDIM"]).run()
     assert not app.exception, app.exception
     assert len(_purified_readings(app)) == len(app.multiselect(key="purifiers").value)
+    assert any("DDIM: 4 denoiser calls, about" in caption.value for caption in app.caption)
+
+
+def test_lab_runs_an_adaptive_attack_only_when_asked_and_says_what_the_attacker_saw(app):
+    from pages.common import DEFAULT_DEFENSE
+
+    app.switch_page("pages/lab.py").run()
+    assert tuple(app.multiselect(key="purifiers").value) == DEFAULT_DEFENSE
+    app.selectbox(key="attack").set_value("FGSM").run()
+    app.selectbox(key="threat").set_value("bpda-eot").run()
+    assert not app.exception, app.exception
+    assert any("denoiser calls, about" in info.value for info in app.info)
+    assert not _purified_readings(app), "an adaptive attack ran before it was asked for"
+    app.button(key="run_attack").click().run()
+    assert not app.exception, app.exception
+    notes = [caption.value for caption in app.caption if caption.value.startswith("bpda-eot:")]
+    assert "bpda-eot: the attacker differentiated through this purifier" in notes  # the One-shot DDPM panel
+    assert len(notes) == len(_purified_readings(app)) == 3
 
 
 def test_lab_upload_of_a_hostile_file_shows_one_clear_error(app):

@@ -28,3 +28,16 @@ def test_an_attack_without_effect_and_an_unknown_label():
     result = verdict(NORMAL, NORMAL, PNEUMONIA)
     assert not result.restored and result.correct is None
     assert result.text == "the attack did not change the reading; purification changed it"
+
+
+def test_session_report_holds_the_settings_and_every_panels_reading_and_verdict():
+    from core.lab import session_report
+
+    report = session_report(
+        {"image": "real normal #1", "true label": "NORMAL", "threat model": "grey"},
+        {"Original": NORMAL, "Adversarial": PNEUMONIA, "DDPM": NORMAL},
+        {"DDPM": verdict(NORMAL, PNEUMONIA, NORMAL, "NORMAL")},
+    )
+    assert "- **true label:** NORMAL" in report and "not a diagnostic device" in report
+    assert "| Adversarial | PNEUMONIA | 80% | – |" in report
+    assert "| DDPM | NORMAL | 90% | reading restored (matches the true label) |" in report

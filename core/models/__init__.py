@@ -161,7 +161,7 @@ def list_classifiers() -> dict[str, str]:
 
 # The X-ray classifiers the apps offer: the papers' ViT first (the default), then `resnet`, which
 # generalises best to new patients but reads blurred purifier outputs at chance (README).
-XRAY_CLASSIFIERS = ("vit", "resnet", "sevit", "student_cnn", "vit_at", "substitute")
+XRAY_CLASSIFIERS = ("vit", "resnet", "resnet_smooth", "sevit", "student_cnn", "vit_at", "substitute")
 
 
 def shipped_xray_classifiers() -> list[str]:
