@@ -114,7 +114,12 @@ def attack_and_purify(upload: str | None, sample: str | None, classifier: str, a
     purified = purify_image(defence, adversarial).image
     clean, attacked, restored = read(model, torch.cat([image, adversarial, purified]))
     return (
-        to_pil(image), to_pil(adversarial), to_pil(purified), _label(clean), _label(attacked), _label(restored),
+        to_pil(image),
+        to_pil(adversarial),
+        to_pil(purified),
+        _label(clean),
+        _label(attacked),
+        _label(restored),
         verdict(clean, attacked, restored, true_class).text,
     )
 
@@ -124,9 +129,11 @@ def build() -> gr.Blocks:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # an X-ray server does not phone home
     samples, classifiers, attacks, purifiers = list(gallery()), shipped_xray_classifiers(), _linf_attacks(), list(list_purifiers())
     with gr.Blocks(title="PurifyLab", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, UPLOAD_LIFETIME_S)) as demo:
-        gr.Markdown("# PurifyLab\nAttack a chest X-ray classifier, then purify the attack away. "
-                    "A research tool, not a diagnostic device. This server keeps uploads and results in its "
-                    f"cache folder for {UPLOAD_LIFETIME_S // 60} minutes, then deletes them.")
+        gr.Markdown(
+            "# PurifyLab\nAttack a chest X-ray classifier, then purify the attack away. "
+            "A research tool, not a diagnostic device. This server keeps uploads and results in its "
+            f"cache folder for {UPLOAD_LIFETIME_S // 60} minutes, then deletes them."
+        )
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="Upload an X-ray (PNG, JPEG, DICOM, ...)", file_types=UPLOAD_TYPES, type="filepath")
@@ -138,14 +145,18 @@ def build() -> gr.Blocks:
                 eps = gr.Slider(0.0, 0.1, value=0.03, step=0.005, label="Budget ε (L∞, pixel scale 0–1)")
                 purifier = gr.Dropdown(purifiers, value="cold_direct", label="Purifier")
         with gr.Row():
-            buttons = [gr.Button(text, variant=variant) for text, variant in (
-                ("Classify", "secondary"), ("Attack", "secondary"), ("Purify", "secondary"), ("Attack, then purify", "primary"))]
+            buttons = [
+                gr.Button(text, variant=variant)
+                for text, variant in (("Classify", "secondary"), ("Attack", "secondary"), ("Purify", "secondary"), ("Attack, then purify", "primary"))
+            ]
         with gr.Row():
             original_image, attacked_image, purified_image = (
-                gr.Image(label=what, type="pil", format="png", image_mode="L") for what in ("Original", "Attacked", "Purified"))
+                gr.Image(label=what, type="pil", format="png", image_mode="L") for what in ("Original", "Attacked", "Purified")
+            )
         with gr.Row():
             clean_reading, attacked_reading, purified_reading = (
-                gr.Label(label=f"Reading: {what}", num_top_classes=2) for what in ("original", "attacked", "purified"))
+                gr.Label(label=f"Reading: {what}", num_top_classes=2) for what in ("original", "attacked", "purified")
+            )
         verdict_text = gr.Textbox(label="Verdict", interactive=False)
 
         source = [upload, sample, classifier]
@@ -153,8 +164,11 @@ def build() -> gr.Blocks:
             (classify, source, [original_image, clean_reading]),
             (attack, [*source, attack_name, eps], [attacked_image, clean_reading, attacked_reading]),
             (purify, [*source, purifier], [purified_image, purified_reading]),
-            (attack_and_purify, [*source, attack_name, eps, purifier],
-             [original_image, attacked_image, purified_image, clean_reading, attacked_reading, purified_reading, verdict_text]),
+            (
+                attack_and_purify,
+                [*source, attack_name, eps, purifier],
+                [original_image, attacked_image, purified_image, clean_reading, attacked_reading, purified_reading, verdict_text],
+            ),
         )
         for button, (handler, inputs, outputs) in zip(buttons, events, strict=True):
             button.click(handler, inputs, outputs, api_name=handler.__name__)
@@ -165,8 +179,9 @@ def launch(host: str | None = None, port: int | None = None, concurrency: int = 
     """Serve with a bounded queue; host/port None take gradio's defaults (GRADIO_SERVER_NAME/PORT on a Space)."""
     demo = build().queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a container stop closes as Ctrl-C does: cache emptied
-    demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, show_error=True, ssr_mode=False,
-                run_history=False)  # no X-ray kept in the browser's run history
+    demo.launch(
+        server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, show_error=True, ssr_mode=False, run_history=False
+    )  # no X-ray kept in the browser's run history
 
 
 if __name__ == "__main__":

@@ -34,8 +34,10 @@ def run(ctx: Context) -> list[dict[str, Any]]:
     rows = []
     for attack, threat, purifier, steps, eot, batch in runs:
         row = measure(ctx, attack, threat, purifier, steps, eot, batch)
-        ctx.log(f"attack {row['name']:<28} batch {batch:<3} ours {row['ours']['images_per_s']:.4f} img/s, "
-                f"naive {row['naive']['images_per_s']:.4f} img/s, speedup {row['speedup']}")
+        ctx.log(
+            f"attack {row['name']:<28} batch {batch:<3} ours {row['ours']['images_per_s']:.4f} img/s, "
+            f"naive {row['naive']['images_per_s']:.4f} img/s, speedup {row['speedup']}"
+        )
         rows.append(row)
     return rows
 

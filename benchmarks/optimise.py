@@ -21,10 +21,7 @@ NO_CUDA = "skipped: no CUDA"
 
 def status(optimisations: Optimisations, device: torch.device) -> dict[str, str]:
     """What each switch did in this run: "on", "off", or why it was skipped."""
-    return {
-        name: "off" if not enabled else "on" if device.type == "cuda" else NO_CUDA
-        for name, enabled in dataclasses.asdict(optimisations).items()
-    }
+    return {name: "off" if not enabled else "on" if device.type == "cuda" else NO_CUDA for name, enabled in dataclasses.asdict(optimisations).items()}
 
 
 def optimise(networks: Iterable[nn.Module], optimisations: Optimisations, device: torch.device) -> None:

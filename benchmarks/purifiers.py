@@ -30,8 +30,10 @@ def run(ctx: Context) -> list[dict[str, Any]]:
         flops = count_flops(partial(naive_purify, reference, ctx.images[:1], ctx.settings.seed))
         for batch in ctx.batches(ctx.settings.purify_batch):
             row = measure(ctx, name, purifier, reference, batch, flops)
-            ctx.log(f"purify {name:<12} batch {batch:<3} ours {row['ours']['images_per_s']:.3f} img/s, "
-                    f"naive {row['naive']['images_per_s']:.3f} img/s, speedup {row['speedup']}")
+            ctx.log(
+                f"purify {name:<12} batch {batch:<3} ours {row['ours']['images_per_s']:.3f} img/s, "
+                f"naive {row['naive']['images_per_s']:.3f} img/s, speedup {row['speedup']}"
+            )
             rows.append(row)
     return rows
 

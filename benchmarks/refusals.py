@@ -76,7 +76,13 @@ def _run(args: list[str]) -> dict:
     cpu_seconds = _children_cpu_s() - cpu_before
     lines = done.stderr.strip().splitlines()
     one_line = done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ")
-    return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3), "exit": done.returncode, "one_line": one_line, "message": lines[-1] if lines else ""}
+    return {
+        "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu_seconds, 3),
+        "exit": done.returncode,
+        "one_line": one_line,
+        "message": lines[-1] if lines else "",
+    }
 
 
 def _children_cpu_s() -> float:
@@ -96,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         for label, args in cases.items():
             runs = [_run(args) for _ in range(options.repeats)]
             results[label] = max(runs, key=lambda run: run["seconds"])
-            print(f"{results[label]['seconds']:6.2f} s  CPU {results[label]['cpu_seconds']:5.2f} s  {'ok ' if results[label]['one_line'] else 'BAD'}  {label}", flush=True)
+            print(
+                f"{results[label]['seconds']:6.2f} s  CPU {results[label]['cpu_seconds']:5.2f} s  {'ok ' if results[label]['one_line'] else 'BAD'}  {label}",
+                flush=True,
+            )
     slowest = max(results.items(), key=lambda item: item[1]["seconds"])
     report = {
         "cpu_count": os.cpu_count(),
@@ -111,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"max {report['max_s']:.2f} s ({slowest[0]}), max CPU {report['max_cpu_s']:.2f} s, load average {report['load_average_before']} -> "
-          f"{report['load_average_after']}; all one line, exit 2: {report['all_one_line_exit_2']}; report: {options.out}")
+    print(
+        f"max {report['max_s']:.2f} s ({slowest[0]}), max CPU {report['max_cpu_s']:.2f} s, load average {report['load_average_before']} -> "
+        f"{report['load_average_after']}; all one line, exit 2: {report['all_one_line_exit_2']}; report: {options.out}"
+    )
     return 0 if report["all_one_line_exit_2"] else 1
 
 

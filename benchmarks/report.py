@@ -1,6 +1,6 @@
 """A report as the Markdown tables of BENCHMARKS.md: every speed figure beside its naive reference and settings.
 
-    .venv/bin/python -m benchmarks.report results/benchmarks/bench_cpu.json
+.venv/bin/python -m benchmarks.report results/benchmarks/bench_cpu.json
 """
 
 from __future__ import annotations
@@ -43,13 +43,17 @@ def header(report: dict[str, Any]) -> list[str]:
     load = [values[0] for values in (hardware["load_average"], hardware.get("load_average_end")) if values]
     return [
         f"Device `{s['device']}`: {machine}; 1-min load average at start / end: {' / '.join(f'{x:.2f}' for x in load) or 'n/a'}.",
-        (f"torch {versions['torch']}, diffusers {versions['diffusers']}, timm {versions['timm']}, "
-         f"torchattacks {versions['torchattacks']}; commit `{commit[:12]}`{dirty}; {report['created']}; {report['seconds']} s"),
+        (
+            f"torch {versions['torch']}, diffusers {versions['diffusers']}, timm {versions['timm']}, "
+            f"torchattacks {versions['torchattacks']}; commit `{commit[:12]}`{dirty}; {report['created']}; {report['seconds']} s"
+        ),
         f"Models: {report['models']}. Images: {report['images']['source']}, {report['images']['size']} px.",
         f"Optimisations: {optimisations}.",
-        (f"Timing: {s['warmup']} warm-up + median of {s['repeats']} runs (attacks: {s['attack_warmup']} + {s['attack_repeats']}); "
-         f"naive attacks timed on {naive_images} of a batch. "
-         f"Accuracy checks within {report['accuracy_tolerance_points']} point: {report['checks_passed']}."),
+        (
+            f"Timing: {s['warmup']} warm-up + median of {s['repeats']} runs (attacks: {s['attack_warmup']} + {s['attack_repeats']}); "
+            f"naive attacks timed on {naive_images} of a batch. "
+            f"Accuracy checks within {report['accuracy_tolerance_points']} point: {report['checks_passed']}."
+        ),
     ]
 
 
@@ -67,25 +71,27 @@ def markdown(report: dict[str, Any]) -> str:
             ["purifier", "NFE", "batch", "ours img/s", "naive img/s", "speedup", "ours s/batch", "GFLOP/s", "MFU",
              "max abs diff", "acc. ours / naive % (n)"], rows)]  # fmt: skip
     if "attack" in sections:
-        rows = [
-            [row["name"], str(row["batch"]), f"{row['steps']} x {row['eot']}", *_speed(row), _accuracy(row["check"])]
-            for row in sections["attack"]
-        ]
+        rows = [[row["name"], str(row["batch"]), f"{row['steps']} x {row['eot']}", *_speed(row), _accuracy(row["check"])] for row in sections["attack"]]
         lines += ["", f"Attacks (L-inf eps {report['settings']['eps']}; steps x EOT draws per image)", "", *_table(
             ["attack", "batch", "steps x EOT", "ours img/s", "naive img/s", "speedup", "acc. under attack ours / naive % (n)"],
             rows)]  # fmt: skip
     if "train" in sections:
         rows = [
-            [row["name"], str(row["batch"]), *_speed(row), _number(row["gflops_per_s"]), _number(row["mfu"]),
-             f"{row['check']['loss_abs_diff']:.1e}"]
+            [row["name"], str(row["batch"]), *_speed(row), _number(row["gflops_per_s"]), _number(row["mfu"]), f"{row['check']['loss_abs_diff']:.1e}"]
             for row in sections["train"]
         ]
         lines += ["", "Training (one AdamW step, 128 px unless tiny)", "", *_table(
             ["model", "batch", "ours img/s", "naive img/s", "speedup", "GFLOP/s", "MFU", "loss diff"], rows)]  # fmt: skip
     if "app" in sections:
         rows = [
-            [f"{row['name']}: {row['what']}", str(row["threads"]), _number(row["ours"]["latency_s"]),
-             _number(row["naive"]["latency_s"]), f"{row['speedup']:.2f}x", str(row["check"]["readings_agree"])]
+            [
+                f"{row['name']}: {row['what']}",
+                str(row["threads"]),
+                _number(row["ours"]["latency_s"]),
+                _number(row["naive"]["latency_s"]),
+                f"{row['speedup']:.2f}x",
+                str(row["check"]["readings_agree"]),
+            ]
             for row in sections["app"]
         ]
         lines += ["", "App CPU path (one X-ray)", "", *_table(

@@ -81,8 +81,18 @@ class BenchSettings:
         bad_threats = [name for name in self.chain_threats if not threat_model(name).goes_through_purifier]
         if bad_threats:
             raise PurifyLabError(f"chain threat(s) {', '.join(bad_threats)} not one of: {', '.join(chain)}")
-        for name in ("purify_batch", "train_batch", "repeats", "attack_steps", "attack_batch", "chain_steps",
-                     "chain_batch", "attack_repeats", "app_threads", "app_repeats"):
+        for name in (
+            "purify_batch",
+            "train_batch",
+            "repeats",
+            "attack_steps",
+            "attack_batch",
+            "chain_steps",
+            "chain_batch",
+            "attack_repeats",
+            "app_threads",
+            "app_repeats",
+        ):
             check_range(name, getattr(self, name), 1, 100_000)
         for name in ("warmup", "attack_warmup"):
             check_range(name, getattr(self, name), 0, 1000)
@@ -121,8 +131,7 @@ class BenchSettings:
             raise PurifyLabError(f"unknown bench setting(s) {', '.join(unknown)}")
         preset = dict(PRESETS[name])
         optimisations = replace(preset.pop("optimisations", Optimisations()), **{k: v for k, v in given.items() if k in switches})
-        settings = replace(cls(), preset=name, optimisations=optimisations,
-                           **(preset | {k: v for k, v in given.items() if k not in switches}))
+        settings = replace(cls(), preset=name, optimisations=optimisations, **(preset | {k: v for k, v in given.items() if k not in switches}))
         settings.validate()
         return settings
 
@@ -130,13 +139,36 @@ class BenchSettings:
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(device="cpu", threads=2),  # the field defaults are the CPU sizes
     "gpu": dict(
-        device="cuda", threads=None, purify_batch=64, train_batch=64, warmup=3, repeats=5, attack_batch=64,
-        chain_steps=10, chain_eot=20, chain_batch=16, attack_warmup=1, attack_repeats=2, naive_attack_images=1,
+        device="cuda",
+        threads=None,
+        purify_batch=64,
+        train_batch=64,
+        warmup=3,
+        repeats=5,
+        attack_batch=64,
+        chain_steps=10,
+        chain_eot=20,
+        chain_batch=16,
+        attack_warmup=1,
+        attack_repeats=2,
+        naive_attack_images=1,
         optimisations=Optimisations(bf16=True, channels_last=True, compile=True),
     ),
     "smoke": dict(
-        device="cpu", threads=1, tiny=True, purify_batch=2, train_batch=2, warmup=0, repeats=1, attack_steps=2,
-        attack_batch=2, chain_purifiers=("ddpm", "cold_direct"), chain_steps=1, chain_eot=2, chain_batch=2, app_threads=1,
+        device="cpu",
+        threads=1,
+        tiny=True,
+        purify_batch=2,
+        train_batch=2,
+        warmup=0,
+        repeats=1,
+        attack_steps=2,
+        attack_batch=2,
+        chain_purifiers=("ddpm", "cold_direct"),
+        chain_steps=1,
+        chain_eot=2,
+        chain_batch=2,
+        app_threads=1,
         app_repeats=1,
     ),
 }

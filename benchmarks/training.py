@@ -96,8 +96,10 @@ def run(ctx: Context) -> list[dict[str, Any]]:
         flops = step_flops(base, lr, loss_fn, ctx.images[:1], ctx.labels[:1])
         for batch in ctx.batches(ctx.settings.train_batch):
             row = measure(ctx, name, base, loss_fn, lr, batch, flops)
-            ctx.log(f"train  {name:<12} batch {batch:<3} ours {row['ours']['images_per_s']:.3f} img/s, "
-                    f"naive {row['naive']['images_per_s']:.3f} img/s, speedup {row['speedup']}")
+            ctx.log(
+                f"train  {name:<12} batch {batch:<3} ours {row['ours']['images_per_s']:.3f} img/s, "
+                f"naive {row['naive']['images_per_s']:.3f} img/s, speedup {row['speedup']}"
+            )
             rows.append(row)
     return rows
 
@@ -110,9 +112,7 @@ def measure(ctx: Context, name: str, base: nn.Module, loss_fn: Loss, lr: float, 
     ours_loss = eval_loss(ours_model, loss_fn, images, labels, ctx.precision())
     naive_loss = eval_loss(naive_model, loss_fn, images, labels, contextlib.nullcontext())
     ours_timing, _ = ctx.time(lambda: train_step(ours_model, ours_optimizer, loss_fn, images, labels, ctx.precision()), batch)
-    naive_timing, _ = ctx.time(
-        lambda: train_step(naive_model, naive_optimizer, loss_fn, images, labels, contextlib.nullcontext()), batch
-    )
+    naive_timing, _ = ctx.time(lambda: train_step(naive_model, naive_optimizer, loss_fn, images, labels, contextlib.nullcontext()), batch)
     return {
         "section": "train",
         "name": name,

@@ -46,7 +46,7 @@ def time_step(classifier: str, purifier: str, params: dict, image: torch.Tensor,
     x = image.clone().requires_grad_(grad)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
     started = time.perf_counter()
-    with autocast, (nullcontext() if grad else torch.inference_mode()):
+    with autocast, nullcontext() if grad else torch.inference_mode():
         loss = model(x).log_softmax(1)[:, 0].sum()
         if grad:
             loss.backward()

@@ -53,7 +53,11 @@ def certified_radius(p_lower: float, sigma: float) -> float | None:
 
 @torch.inference_mode()
 def smoothed_counts(
-    classifier: XrayClassifier, denoiser: OneShotPurifier | None, image: torch.Tensor, draws: int, config: CertifyConfig,
+    classifier: XrayClassifier,
+    denoiser: OneShotPurifier | None,
+    image: torch.Tensor,
+    draws: int,
+    config: CertifyConfig,
     generator: torch.Generator,
 ) -> np.ndarray:
     """How often each class wins over `draws` noisy, denoised copies of one image (1, C, H, W).
@@ -97,7 +101,11 @@ def certified_balanced_accuracy(predictions: np.ndarray, radii: np.ndarray, labe
 
 
 def certify_images(
-    classifier: XrayClassifier, denoiser: OneShotPurifier | None, images: torch.Tensor, labels: torch.Tensor, config: CertifyConfig,
+    classifier: XrayClassifier,
+    denoiser: OneShotPurifier | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: CertifyConfig,
     progress: bool = False,
 ) -> dict:
     """CERTIFY over a set of images (float [0, 1] or uint8, NCHW): per-image answers and the curves."""
@@ -125,9 +133,7 @@ def certify_images(
         ],
         "abstained": int((predictions_array == ABSTAIN).sum()),
         "certified_accuracy": {str(r): certified_accuracy(predictions_array, radii_array, labels_array, r) for r in REPORTED_RADII},
-        "certified_balanced_accuracy": {
-            str(r): certified_balanced_accuracy(predictions_array, radii_array, labels_array, r) for r in REPORTED_RADII
-        },
+        "certified_balanced_accuracy": {str(r): certified_balanced_accuracy(predictions_array, radii_array, labels_array, r) for r in REPORTED_RADII},
     }
 
 
@@ -144,4 +150,3 @@ def certified_curve(result: dict, radii: np.ndarray | None = None) -> dict[str, 
         "certified_accuracy": [certified_accuracy(predictions, image_radii, labels, float(r)) for r in radii],
         "certified_balanced_accuracy": [certified_balanced_accuracy(predictions, image_radii, labels, float(r)) for r in radii],
     }
-

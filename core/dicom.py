@@ -201,9 +201,7 @@ def _require_decoder(transfer_syntax: UID) -> None:
         raise PurifyLabError(f"DICOM transfer syntax {label} is not supported") from None
     if not decoder.is_available:
         plugins = ", ".join(dep.split(" - ")[0] for dep in decoder.missing_dependencies)
-        raise PurifyLabError(
-            f"DICOM pixel data use {label}, which cannot be decoded here; it needs one of: {plugins}"
-        )
+        raise PurifyLabError(f"DICOM pixel data use {label}, which cannot be decoded here; it needs one of: {plugins}")
 
 
 def _require_twelve_bit_jpeg_decoder(transfer_syntax: UID, dataset: pydicom.Dataset) -> None:
@@ -213,8 +211,7 @@ def _require_twelve_bit_jpeg_decoder(transfer_syntax: UID, dataset: pydicom.Data
 
     if transfer_syntax == JPEGExtended12Bit and int(dataset.get("BitsStored") or 8) > 8 and find_spec("libjpeg") is None:
         raise PurifyLabError(
-            "DICOM pixel data are 12-bit JPEG extended, which only the GPL-3.0 decoder pylibjpeg-libjpeg reads: "
-            "pip install 'purifylab[dicom-gpl]'"
+            "DICOM pixel data are 12-bit JPEG extended, which only the GPL-3.0 decoder pylibjpeg-libjpeg reads: pip install 'purifylab[dicom-gpl]'"
         )
 
 
@@ -278,4 +275,3 @@ def _dicom_colour(frame: np.ndarray, dataset: pydicom.Dataset, photometric: str,
     notes.append("colour converted to luminance")
     rgb = frame.astype(np.float64) / np.iinfo(frame.dtype).max
     return rgb @ LUMA_WEIGHTS
-

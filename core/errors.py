@@ -15,4 +15,3 @@ def check_range(name: str, value: float, low: float, high: float, *, low_open: b
         bracket = "(" if low_open else "["
         suffix = f" ({note})" if note else ""
         raise PurifyLabError(f"{name}={value} is outside the allowed range {bracket}{low}, {high}]{suffix}")
-

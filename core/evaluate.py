@@ -27,9 +27,7 @@ if TYPE_CHECKING:
 
 
 @torch.inference_mode()
-def predict_probabilities(
-    model: XrayClassifier, images: torch.Tensor, batch_size: int = 100, purifier: Purifier | None = None, seed: int = 0
-) -> np.ndarray:
+def predict_probabilities(model: XrayClassifier, images: torch.Tensor, batch_size: int = 100, purifier: Purifier | None = None, seed: int = 0) -> np.ndarray:
     """Class probabilities (N, 2) for uint8 or [0, 1] float images, in batches, purified first if asked."""
     if batch_size < 1:
         raise PurifyLabError(f"batch size must be >= 1, got {batch_size}")
@@ -91,9 +89,7 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
     started = time.perf_counter()
     probabilities = predict_probabilities(model, data.images, config.batch_size, purifier, config.seed)
     seconds = time.perf_counter() - started
-    metrics = classification_metrics(
-        data.labels.numpy(), probabilities, bootstrap=config.bootstrap, seed=config.seed, class_names=data.classes
-    )
+    metrics = classification_metrics(data.labels.numpy(), probabilities, bootstrap=config.bootstrap, seed=config.seed, class_names=data.classes)
     card = model.card or {}
     return {
         "config": asdict(config),

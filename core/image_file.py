@@ -147,9 +147,7 @@ def _read_source(source: ImageSource, name: str | None, max_bytes: int) -> tuple
             raise PurifyLabError("image file object must be opened in binary mode ('rb')")
         data = bytes(data)
     else:
-        raise PurifyLabError(
-            f"image source must be bytes, a path or a binary file object; got {type(source).__name__}"
-        )
+        raise PurifyLabError(f"image source must be bytes, a path or a binary file object; got {type(source).__name__}")
     if not data:
         raise PurifyLabError("image is empty (0 bytes)")
     if len(data) > max_bytes:
@@ -196,9 +194,7 @@ def _unrecognised_message(data: bytes, extension: str) -> str:
     head = data[:512].lstrip()
     if head[:1] == b"<" or _is_mostly_text(head):
         return f"content looks like text or HTML, not an image{named}; upload a PNG, JPEG or DICOM file"
-    return (
-        f"unrecognised image format{named}; supported: PNG, JPEG, BMP, TIFF, WebP, GIF, DICOM"
-    )
+    return f"unrecognised image format{named}; supported: PNG, JPEG, BMP, TIFF, WebP, GIF, DICOM"
 
 
 def _is_mostly_text(head: bytes) -> bool:
@@ -211,13 +207,9 @@ def _is_mostly_text(head: bytes) -> bool:
 def check_dimensions(width: int, height: int, max_pixels: int) -> None:
     """Runs on header values, before any pixel is decoded."""
     if width * height > max_pixels:
-        raise PurifyLabError(
-            f"image is {width} x {height} = {width * height:,} pixels; the limit is {max_pixels:,}"
-        )
+        raise PurifyLabError(f"image is {width} x {height} = {width * height:,} pixels; the limit is {max_pixels:,}")
     if min(width, height) < MIN_SIDE:
-        raise PurifyLabError(
-            f"image is {width} x {height} pixels; each side must be at least {MIN_SIDE} px"
-        )
+        raise PurifyLabError(f"image is {width} x {height} pixels; each side must be at least {MIN_SIDE} px")
 
 
 @contextmanager
@@ -227,14 +219,10 @@ def _pillow_guard(image_format: str) -> Iterator[None]:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         limit = Image.MAX_IMAGE_PIXELS
-        raise PurifyLabError(
-            f"image declares more pixels than Pillow's {limit:,}-pixel limit (possible decompression bomb)"
-        ) from None
+        raise PurifyLabError(f"image declares more pixels than Pillow's {limit:,}-pixel limit (possible decompression bomb)") from None
     except _PILLOW_DECODE_ERRORS as exc:
         reason = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise PurifyLabError(
-            f"could not decode the {image_format} image (truncated or corrupt): {reason}"
-        ) from exc
+        raise PurifyLabError(f"could not decode the {image_format} image (truncated or corrupt): {reason}") from exc
 
 
 def _decode_with_pillow(data: bytes, image_format: str, *, max_pixels: int) -> tuple[np.ndarray, list[str]]:
@@ -349,4 +337,3 @@ def check_output_png(path: str | PathLike) -> Path:
     if not path.parent.is_dir():
         raise PurifyLabError(f"the output folder {path.parent} does not exist; create it first")
     return path
-

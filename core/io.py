@@ -83,9 +83,7 @@ def validate_image_tensor(x: torch.Tensor, channels: int = 1) -> torch.Tensor:
     if x.ndim != 4:
         raise PurifyLabError(f"image must be 4-D (N, C, H, W); got shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise PurifyLabError(
-            f"image dtype is {x.dtype}; expected float32 in [0, 1] (divide 8-bit images by 255)"
-        )
+        raise PurifyLabError(f"image dtype is {x.dtype}; expected float32 in [0, 1] (divide 8-bit images by 255)")
     if x.shape[1] != channels:
         raise PurifyLabError(f"image has {x.shape[1]} channels; expected {channels}")
     if x.numel() == 0:
@@ -110,9 +108,7 @@ def _as_batch_of_one(image: LoadedImage | torch.Tensor) -> torch.Tensor:
     elif tensor.ndim == 3:
         tensor = tensor[None]
     if tensor.ndim != 4 or tensor.shape[0] != 1:
-        raise PurifyLabError(
-            f"expected one image shaped (H, W), (1, H, W) or (1, 1, H, W); got {tuple(tensor.shape)}"
-        )
+        raise PurifyLabError(f"expected one image shaped (H, W), (1, H, W) or (1, 1, H, W); got {tuple(tensor.shape)}")
     return validate_image_tensor(tensor, channels=1)
 
 
@@ -157,4 +153,3 @@ def save_image(tensor: torch.Tensor, path: str | PathLike) -> Path:
     path = check_output_png(path)
     path.write_bytes(encode_png(tensor))
     return path
-

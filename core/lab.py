@@ -90,9 +90,7 @@ def attack_image(
     start = time.perf_counter()
     own_label = torch.tensor([read(classifier, image)[0].label])
     purifier = purifier if purifier is not None else create_purifier("none")
-    adversarial = craft(
-        threat, classifier, purifier, image, own_label, config, substitute=substitute, eot=eot, seed=config.seed
-    )
+    adversarial = craft(threat, classifier, purifier, image, own_label, config, substitute=substitute, eot=eot, seed=config.seed)
     return Timed(adversarial.detach(), time.perf_counter() - start)
 
 

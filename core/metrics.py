@@ -112,9 +112,7 @@ def auroc(labels, scores) -> float:
     return float(_auroc(np.asarray(labels), np.asarray(scores, dtype=np.float64)))
 
 
-def classification_metrics(
-    labels, probabilities, bootstrap: int = 1000, seed: int = 0, class_names: tuple[str, ...] | None = None
-) -> ClassificationMetrics:
+def classification_metrics(labels, probabilities, bootstrap: int = 1000, seed: int = 0, class_names: tuple[str, ...] | None = None) -> ClassificationMetrics:
     """Metrics from labels (n,) and class probabilities (n, K), with the 95 % intervals of the module doc.
 
     class_names defaults to (NORMAL, PNEUMONIA) for two columns and to "0".."K-1" otherwise."""
@@ -124,9 +122,7 @@ def classification_metrics(
         columns = probabilities.shape[-1] if probabilities.ndim == 2 else 2
         class_names = CLASS_NAMES if columns == 2 else tuple(str(c) for c in range(columns))
     if labels.ndim != 1 or probabilities.shape != (labels.size, len(class_names)) or labels.size == 0:
-        raise PurifyLabError(
-            f"need labels (n,) and probabilities (n, {len(class_names)}) with n >= 1; got {labels.shape} and {probabilities.shape}"
-        )
+        raise PurifyLabError(f"need labels (n,) and probabilities (n, {len(class_names)}) with n >= 1; got {labels.shape} and {probabilities.shape}")
     predictions = probabilities.argmax(1)
     recall = _per_class_recall(labels, predictions, len(class_names))
     present = [c for c in range(len(class_names)) if (labels == c).any()]

@@ -35,9 +35,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise PurifyLabError(
-                f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}"
-            ) from None
+            raise PurifyLabError(f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}") from None
 
     def create(self, name: str, **kwargs) -> T:
         return self.get(name)(**kwargs)

@@ -30,8 +30,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from core.paths import REPO_ROOT
 from core.errors import PurifyLabError
+from core.paths import REPO_ROOT
 
 TRACKED_LIBRARIES = ("torch", "timm", "diffusers", "torchattacks")
 BUSY_TIMEOUT_MS = 60_000
@@ -79,9 +79,7 @@ def cell_key(cell_config: Mapping[str, Any]) -> str:
 @cache
 def git_commit() -> str:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -18,15 +18,14 @@ import torch
 from core.attacks import THREAT_MODELS, AttackConfig
 from core.data.gallery import gallery as gallery_samples
 from core.data.locations import DATASET_LABELS, dataset_of
+from core.defense import load_defense
 from core.errors import PurifyLabError
 from core.io import load_image, to_model_input, to_pil
 from core.jobs import CallCost, JobQueue, timed_calls
 from core.lab import Reading, Timed, Verdict, attack_image, purify_image, read
 from core.metrics import CLASS_NAMES
 from core.models import create_classifier, list_classifiers, shipped_xray_classifiers
-from core.purifiers import create_purifier
-from core.defense import load_defense
-from core.purifiers import PURIFIERS
+from core.purifiers import PURIFIERS, create_purifier
 from core.purifiers.cold import ColdConfig
 from core.weights import shipped_cards
 
@@ -69,15 +68,17 @@ def shipped_models_table() -> dict[str, list[dict]]:
         test, val = card.get("test_metrics") or {}, card.get("val_metrics") or {}
         row = {"model": stem, "what": card.get("training_kind") or card.get("kind") or "", "parameters": card.get("parameter_count")}
         if test:
-            row.update({
-                "test balanced acc. [95 % CI]": _with_interval(test, "balanced_accuracy"),
-                "test AUROC": _with_interval(test, "auroc"),
-                "test sensitivity": round(test["sensitivity"].get("PNEUMONIA", 0.0), 3),
-                "test specificity": round(test.get("specificity") or 0.0, 3),
-                "test ECE": round(test.get("ece") or 0.0, 3),
-                "val balanced acc.": round(val.get("balanced_accuracy") or 0.0, 3),
-                "training (min)": card.get("training_minutes"),
-            })
+            row.update(
+                {
+                    "test balanced acc. [95 % CI]": _with_interval(test, "balanced_accuracy"),
+                    "test AUROC": _with_interval(test, "auroc"),
+                    "test sensitivity": round(test["sensitivity"].get("PNEUMONIA", 0.0), 3),
+                    "test specificity": round(test.get("specificity") or 0.0, 3),
+                    "test ECE": round(test.get("ece") or 0.0, 3),
+                    "val balanced acc.": round(val.get("balanced_accuracy") or 0.0, 3),
+                    "training (min)": card.get("training_minutes"),
+                }
+            )
         elif val:
             row["val balanced acc." if dataset == "xray" else "val accuracy"] = round(
                 val.get("balanced_accuracy" if dataset == "xray" else "accuracy") or 0.0, 3
@@ -102,8 +103,15 @@ def purifier_variants(depth: int, t_star: float, recon_steps: int) -> dict[str, 
         return (sweeps["tstar"], t_star) if "tstar" in sweeps else (sweeps["depth"], depth)
 
     variants = {RECOMMENDED_PANEL: (RECOMMENDED.purifier, tuple(sorted(RECOMMENDED.params.items())))}
-    for name, extra in (("cold_blur", ()), ("cold_direct", ()), ("one_shot", ()), ("cold_recon", (("steps", min(recon_steps, depth)),)),
-                        ("ddpm", ()), ("ddim", ()), ("diffdefense", ())):
+    for name, extra in (
+        ("cold_blur", ()),
+        ("cold_direct", ()),
+        ("one_shot", ()),
+        ("cold_recon", (("steps", min(recon_steps, depth)),)),
+        ("ddpm", ()),
+        ("ddim", ()),
+        ("diffdefense", ()),
+    ):
         variants[PURIFIERS.get(name).display_name] = (name, (knob(name), *extra))
     return variants
 
@@ -136,13 +144,19 @@ def image_key(image: torch.Tensor) -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_attack(key: str, _image: torch.Tensor, classifier_name: str, attack: tuple, threat: str,
-                  purifier_name: str, purifier_params: tuple, eot: int) -> Timed:
+def cached_attack(
+    key: str, _image: torch.Tensor, classifier_name: str, attack: tuple, threat: str, purifier_name: str, purifier_params: tuple, eot: int
+) -> Timed:
     """Attack once per (image, classifier, attack, threat); `_image` is identified by `key`."""
     substitute = classifier("substitute") if THREAT_MODELS[threat].needs_substitute else None
     return attack_image(
-        classifier(classifier_name), _image, AttackConfig(**dict(attack)), threat=threat,
-        purifier=purifier(purifier_name, purifier_params), substitute=substitute, eot=eot,
+        classifier(classifier_name),
+        _image,
+        AttackConfig(**dict(attack)),
+        threat=threat,
+        purifier=purifier(purifier_name, purifier_params),
+        substitute=substitute,
+        eot=eot,
     )
 
 
@@ -174,8 +188,7 @@ def estimate_text(cost: CallCost, kind: str, calls: int) -> str:
     return f"{calls} denoiser calls, about {max(seconds, 1):.0f} s{queue}"
 
 
-def heavy_job(label: str, cost: CallCost, kind: str, calls: int, module: torch.nn.Module,
-              compute: Callable[[], Timed]) -> Timed:
+def heavy_job(label: str, cost: CallCost, kind: str, calls: int, module: torch.nn.Module, compute: Callable[[], Timed]) -> Timed:
     """Run `compute` in its turn in the shared line, showing the place in line, then the progress in
     denoiser calls of `module`; the time per call is recorded in `cost` under `kind` for the next estimate."""
     bar = st.progress(0.0, text=f"{label}: starting")
@@ -236,9 +249,13 @@ def probability_chart(readings: dict[str, Reading]) -> go.Figure:
     figure = go.Figure()
     for index, class_name in enumerate(CLASS_NAMES):
         figure.add_bar(
-            name=class_name, x=list(readings), y=[r.probabilities[index] for r in readings.values()],
-            marker_color=CLASS_COLOURS[class_name], text=[f"{r.probabilities[index]:.0%}" for r in readings.values()],
+            name=class_name,
+            x=list(readings),
+            y=[r.probabilities[index] for r in readings.values()],
+            marker_color=CLASS_COLOURS[class_name],
+            text=[f"{r.probabilities[index]:.0%}" for r in readings.values()],
         )
-    figure.update_layout(barmode="group", yaxis=dict(range=[0, 1], title="probability"), height=320,
-                         margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.12))
+    figure.update_layout(
+        barmode="group", yaxis=dict(range=[0, 1], title="probability"), height=320, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.12)
+    )
     return figure

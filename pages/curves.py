@@ -10,7 +10,6 @@ from core.data.locations import dataset_of
 from core.paths import RESULTS_DIR
 from core.tables.render import curves_figure
 
-
 st.title("Sweeps & detection")
 st.markdown(
     "How much purification is enough? Each curve shows accuracy as the purifier's strength grows "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import streamlit as st
 
@@ -13,9 +13,30 @@ from core.io import encode_png, load_image, to_model_input
 from core.jobs import attack_calls
 from core.lab import amplified_perturbation, attack_image, perturbation_norms, purify_image, read, session_report, verdict
 from pages.common import (
-    DEFAULT_DEFENSE, DEFAULT_DEPTH, DEFAULT_RECON_STEPS, DEFAULT_T_STAR, LIGHT_CALLS, RECOMMENDED, available_classifiers,
-    cached_attack, cached_purify, call_cost, classifier, decode_upload, estimate_text, gallery, heavy_job, image_key,
-    probability_chart, purifier, purifier_variants, reading_badge, session_result, show_image, true_label_note, verdict_line,
+    DEFAULT_DEFENSE,
+    DEFAULT_DEPTH,
+    DEFAULT_RECON_STEPS,
+    DEFAULT_T_STAR,
+    LIGHT_CALLS,
+    RECOMMENDED,
+    available_classifiers,
+    cached_attack,
+    cached_purify,
+    call_cost,
+    classifier,
+    decode_upload,
+    estimate_text,
+    gallery,
+    heavy_job,
+    image_key,
+    probability_chart,
+    purifier,
+    purifier_variants,
+    reading_badge,
+    session_result,
+    show_image,
+    true_label_note,
+    verdict_line,
 )
 
 ATTACKS = {"FGSM": "fgsm", "PGD": "pgd", "AutoPGD (APGD-CE)": "apgd"}
@@ -27,8 +48,7 @@ DEFAULT_TARGET = "One-shot DDPM"
 def current_variants() -> dict[str, tuple[str, tuple]]:
     """The purifiers at the purification panel's slider values (set further down the page)."""
     state = st.session_state
-    return purifier_variants(state.get("depth", DEFAULT_DEPTH), state.get("t_star", DEFAULT_T_STAR),
-                             state.get("recon_steps", DEFAULT_RECON_STEPS))
+    return purifier_variants(state.get("depth", DEFAULT_DEPTH), state.get("t_star", DEFAULT_T_STAR), state.get("recon_steps", DEFAULT_RECON_STEPS))
 
 
 st.title("Attack & purify lab")
@@ -37,31 +57,50 @@ if not names:
     st.error("No trained classifier is shipped in weights/: train one with `purifylab train classifier`.")
     st.stop()
 
-st.caption("The image, the attack and its budget are set here; the classifier, the threat model and the "
-           "attacker's target are in the sidebar (on a phone: the » button at the top left).")
+st.caption(
+    "The image, the attack and its budget are set here; the classifier, the threat model and the "
+    "attacker's target are in the sidebar (on a phone: the » button at the top left)."
+)
 sources = gallery()
 with st.expander("Image and attack", expanded=True):
     image_column, attack_column = st.columns(2)
     with image_column:
         choice = st.selectbox("Sample X-ray", list(sources), key="sample", disabled=not sources)
         st.caption(gallery_attribution())
-        upload = st.file_uploader("…or upload your own (PNG, JPEG, DICOM)", key="upload",
-                                  type=["png", "jpg", "jpeg", "dcm", "dicom", "bmp", "tif", "tiff", "webp", "gif"])
+        upload = st.file_uploader(
+            "…or upload your own (PNG, JPEG, DICOM)", key="upload", type=["png", "jpg", "jpeg", "dcm", "dicom", "bmp", "tif", "tiff", "webp", "gif"]
+        )
     with attack_column:
         attack_label = st.selectbox("Attack", list(ATTACKS), index=1, key="attack")
-        eps = st.slider("Budget ε (L∞, pixel scale 0–1)", 0.0, 0.1, 0.03, 0.005, key="eps", format="%.3f",
-                        help="Largest change allowed to any pixel; 0.03 is the papers' setting (about 8/255).")
+        eps = st.slider(
+            "Budget ε (L∞, pixel scale 0–1)",
+            0.0,
+            0.1,
+            0.03,
+            0.005,
+            key="eps",
+            format="%.3f",
+            help="Largest change allowed to any pixel; 0.03 is the papers' setting (about 8/255).",
+        )
 with st.sidebar:
     st.header("Classifier and threat model")
-    classifier_name = st.selectbox("Classifier", names, key="classifier", index=names.index(RECOMMENDED.classifier) if RECOMMENDED.classifier in names else 0,
-                                   help=f"Default: the recommended defense's classifier, {RECOMMENDED.classifier} ({RECOMMENDED.description}).")
-    threat = st.selectbox("Threat model", list(THREAT_MODELS), key="threat",
-                          format_func=lambda t: f"{t} — {THREAT_MODELS[t].description}")
+    classifier_name = st.selectbox(
+        "Classifier",
+        names,
+        key="classifier",
+        index=names.index(RECOMMENDED.classifier) if RECOMMENDED.classifier in names else 0,
+        help=f"Default: the recommended defense's classifier, {RECOMMENDED.classifier} ({RECOMMENDED.description}).",
+    )
+    threat = st.selectbox("Threat model", list(THREAT_MODELS), key="threat", format_func=lambda t: f"{t} — {THREAT_MODELS[t].description}")
     variants = current_variants()
     target_label = st.selectbox(
-        "Purifier the attacker differentiates through", list(variants), index=list(variants).index(DEFAULT_TARGET),
-        key="target", disabled=threat not in ADAPTIVE,
-        help="Only the adaptive threat models (bpda, bpda-eot, white) see a purifier; they cost many denoiser calls.")
+        "Purifier the attacker differentiates through",
+        list(variants),
+        index=list(variants).index(DEFAULT_TARGET),
+        key="target",
+        disabled=threat not in ADAPTIVE,
+        help="Only the adaptive threat models (bpda, bpda-eot, white) see a purifier; they cost many denoiser calls.",
+    )
 
 model = classifier(classifier_name)
 size = model.image_size
@@ -86,8 +125,10 @@ eot = THREAT_MODELS[threat].draws_per_step(EOT_DRAWS)
 target = variants[target_label] if threat in ADAPTIVE else variants["Blurred"]  # grey, transfer: never seen
 seen = f"differentiated through **{target_label}**" if threat in ADAPTIVE else "saw no purifier"
 clean_reading = read(model, image)[0]
-st.caption(f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · threat model **{threat}**: "
-           f"{THREAT_MODELS[threat].description} · the attacker {seen}")
+st.caption(
+    f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · threat model **{threat}**: "
+    f"{THREAT_MODELS[threat].description} · the attacker {seen}"
+)
 
 calls = attack_calls(threat, purifier(*target).nfe(), steps, eot)
 if calls <= LIGHT_CALLS:
@@ -98,16 +139,26 @@ else:
     attack_kind = f"{threat} attack through {target[0]}"
     asked = st.session_state.setdefault("asked_attacks", set())
     if job not in asked and job not in st.session_state.get("heavy_results", {}):
-        st.info(f"The **{threat}** attacker differentiates through {target_label}: {estimate_text(call_cost('attack'), attack_kind, calls)} on this "
-                "server. It runs when you ask, so the page stays usable meanwhile.")
+        st.info(
+            f"The **{threat}** attacker differentiates through {target_label}: {estimate_text(call_cost('attack'), attack_kind, calls)} on this "
+            "server. It runs when you ask, so the page stays usable meanwhile."
+        )
         if not st.button(f"Run the {threat} attack", key="run_attack", type="primary"):
             show_image(image, "Original")
             st.markdown(reading_badge(clean_reading))
             st.stop()
         asked.add(job)
-    adversarial = session_result(job, lambda: heavy_job(
-        f"{threat} attack through {target_label}", call_cost("attack"), attack_kind, calls, purifier(*target),
-        lambda: attack_image(model, image, AttackConfig(**dict(attack)), threat=threat, purifier=purifier(*target), eot=eot)))
+    adversarial = session_result(
+        job,
+        lambda: heavy_job(
+            f"{threat} attack through {target_label}",
+            call_cost("attack"),
+            attack_kind,
+            calls,
+            purifier(*target),
+            lambda: attack_image(model, image, AttackConfig(**dict(attack)), threat=threat, purifier=purifier(*target), eot=eot),
+        ),
+    )
 
 adversarial_key = image_key(adversarial.image)  # purifications are of this image, not of the clean one
 adversarial_reading = read(model, adversarial.image)[0]
@@ -120,8 +171,9 @@ with top[0]:
 with top[1]:
     show_image(adversarial.image, "Adversarial")
     st.markdown(reading_badge(adversarial_reading))
-    st.download_button("Attacked image (PNG)", encode_png(adversarial.image), file_name="attacked.png",
-                       mime="image/png", key="download_attacked", on_click="ignore")
+    st.download_button(
+        "Attacked image (PNG)", encode_png(adversarial.image), file_name="attacked.png", mime="image/png", key="download_attacked", on_click="ignore"
+    )
 with top[2]:
     show_image(amplified_perturbation(image, adversarial.image), "|perturbation| (amplified)")
     st.markdown(f"L∞ {norms['linf']:.3f} · L2 {norms['l2']:.2f} · attack {adversarial.seconds:.2f} s")
@@ -132,8 +184,10 @@ def purified(label: str, name: str, params: tuple):
     cost = purifier(name, params).nfe()
     if cost <= LIGHT_CALLS:
         return cached_purify(adversarial_key, adversarial.image, name, params)
-    return session_result(("purify", adversarial_key, name, params), lambda: heavy_job(
-        label, call_cost(), name, cost, purifier(name, params), lambda: purify_image(purifier(name, params), adversarial.image)))
+    return session_result(
+        ("purify", adversarial_key, name, params),
+        lambda: heavy_job(label, call_cost(), name, cost, purifier(name, params), lambda: purify_image(purifier(name, params), adversarial.image)),
+    )
 
 
 def attacker_note(label: str) -> str:
@@ -146,26 +200,37 @@ def attacker_note(label: str) -> str:
 def purification_panel() -> None:
     st.subheader("Purified (the adversarial image after the defence)")
     controls = st.columns(3)
-    depth = controls[0].slider("Blur depth (cold diffusion)", 1, 20, DEFAULT_DEPTH, key="depth",
-                               help="How far the image is blurred before it is restored.")
-    t_star = controls[1].slider("t* (diffusion noise level, fraction of T)", 0.01, 0.25, DEFAULT_T_STAR, 0.01, key="t_star",
-                                help="How much noise the DDPM-family purifiers add before removing it again.")
+    depth = controls[0].slider("Blur depth (cold diffusion)", 1, 20, DEFAULT_DEPTH, key="depth", help="How far the image is blurred before it is restored.")
+    t_star = controls[1].slider(
+        "t* (diffusion noise level, fraction of T)",
+        0.01,
+        0.25,
+        DEFAULT_T_STAR,
+        0.01,
+        key="t_star",
+        help="How much noise the DDPM-family purifiers add before removing it again.",
+    )
     recon_steps = controls[2].slider("Reconstruction steps", 1, 20, DEFAULT_RECON_STEPS, key="recon_steps")
     variants = purifier_variants(depth, t_star, recon_steps)
     costs = {label: purifier(name, params).nfe() for label, (name, params) in variants.items()}
     chosen = st.multiselect(
-        "Purifiers to run", list(variants), default=list(DEFAULT_DEFENSE), key="purifiers",
+        "Purifiers to run",
+        list(variants),
+        default=list(DEFAULT_DEFENSE),
+        key="purifiers",
         format_func=lambda label: f"{label} ({costs[label]} denoiser calls)" if costs[label] > LIGHT_CALLS else label,
         help="The heavy ones (more than one denoiser call) run only when you add them here, one visitor's at a "
-             "time in a line shared by everyone on this server.",
+        "time in a line shared by everyone on this server.",
     )
     heavy = [label for label in variants if costs[label] > LIGHT_CALLS]
-    st.caption("Cost of the heavy ones here, measured on this server: " + "; ".join(
-        f"{label}: {estimate_text(call_cost(), variants[label][0], costs[label])}" for label in heavy))
+    st.caption(
+        "Cost of the heavy ones here, measured on this server: "
+        + "; ".join(f"{label}: {estimate_text(call_cost(), variants[label][0], costs[label])}" for label in heavy)
+    )
     readings = {"Original": clean_reading, "Adversarial": adversarial_reading}
     verdicts = {}
     columns = st.columns(max(len(chosen), 1))
-    for column, label in zip(columns, chosen):
+    for column, label in zip(columns, chosen, strict=False):
         with column:
             try:
                 output = purified(label, *variants[label])
@@ -178,22 +243,36 @@ def purification_panel() -> None:
             st.markdown(f"{reading_badge(reading)} · {output.seconds:.2f} s")
             st.markdown(verdict_line(outcome))
             st.caption(attacker_note(label))
-            st.download_button("PNG", encode_png(output.image), file_name=f"purified_{variants[label][0]}.png",
-                               mime="image/png", key=f"download_{variants[label][0]}", on_click="ignore")
+            st.download_button(
+                "PNG",
+                encode_png(output.image),
+                file_name=f"purified_{variants[label][0]}.png",
+                mime="image/png",
+                key=f"download_{variants[label][0]}",
+                on_click="ignore",
+            )
     st.plotly_chart(probability_chart(readings), key="probabilities")
     facts = {
-        "generated (UTC)": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "generated (UTC)": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "image": "an upload (not named here)" if upload is not None else origin,
         "true label": true_class or "unknown",
         "classifier": classifier_name,
         "attack": f"{attack_label}, ε = {eps:.3f} (L∞), {steps} step(s)",
         "threat model": f"{threat}: {THREAT_MODELS[threat].description}; the attacker {seen.replace('**', '')}",
     }
-    st.download_button("Report of these readings (Markdown)", session_report(facts, readings, verdicts),
-                       file_name="purifylab_report.md", mime="text/markdown", key="download_report", on_click="ignore")
+    st.download_button(
+        "Report of these readings (Markdown)",
+        session_report(facts, readings, verdicts),
+        file_name="purifylab_report.md",
+        mime="text/markdown",
+        key="download_report",
+        on_click="ignore",
+    )
 
 
 purification_panel()
 if threat not in ADAPTIVE:
-    st.info(f"The attacker above saw only the classifier (**{threat}**). An attacker who also differentiates "
-            "through the purifier (bpda-eot, white: choose one in the sidebar) is much stronger — see the robustness tables.")
+    st.info(
+        f"The attacker above saw only the classifier (**{threat}**). An attacker who also differentiates "
+        "through the purifier (bpda-eot, white: choose one in the sidebar) is much stronger — see the robustness tables."
+    )

@@ -11,7 +11,6 @@ from core.errors import PurifyLabError
 from core.paths import RESULTS_DIR
 from core.tables import load_preset, run_preset
 
-
 st.title("Robustness tables")
 st.markdown(
     "Each table states its **threat model** in its caption: *grey* means the attacker saw the "
@@ -56,8 +55,7 @@ if st.button("Regenerate", key="regenerate", type="primary", disabled=data_missi
             bar.progress(done / total, text=f"{done}/{total} cells")
 
         try:
-            outcome = run_preset(quick, store_path=Path(scratch) / "results.sqlite",
-                                 out_dir=Path(scratch) / "quick", progress=False, on_cell=on_cell)
+            outcome = run_preset(quick, store_path=Path(scratch) / "results.sqlite", out_dir=Path(scratch) / "quick", progress=False, on_cell=on_cell)
         except PurifyLabError as error:  # a missing data set or weights: say why, keep the page alive
             status.update(label="Regeneration failed", state="error")
             st.error(f"Could not regenerate: {error}")

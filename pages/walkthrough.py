@@ -5,12 +5,20 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data.gallery import gallery_attribution
-from core.lab import amplified_perturbation, perturbation_norms, read, verdict
 from core.io import load_image, to_model_input
+from core.lab import amplified_perturbation, perturbation_norms, read, verdict
 from core.purifiers.cold import ColdConfig
 from pages.common import (
-    available_classifiers, cached_attack, cached_purify, classifier, gallery, image_key,
-    reading_badge, show_image, true_label_note, verdict_line,
+    available_classifiers,
+    cached_attack,
+    cached_purify,
+    classifier,
+    gallery,
+    image_key,
+    reading_badge,
+    show_image,
+    true_label_note,
+    verdict_line,
 )
 
 DEFENCE = ("cold_blur", (("depth", ColdConfig().depth),))
@@ -41,8 +49,14 @@ image = to_model_input(load_image(path), model.image_size)
 key = image_key(image)
 clean = read(model, image)[0]
 
-budget = st.radio("Attack budget", list(BUDGETS), index=1, horizontal=True, key="walkthrough_budget",
-                  help="The largest change the attacker may make to any pixel, on the 0-255 grey scale.")
+budget = st.radio(
+    "Attack budget",
+    list(BUDGETS),
+    index=1,
+    horizontal=True,
+    key="walkthrough_budget",
+    help="The largest change the attacker may make to any pixel, on the 0-255 grey scale.",
+)
 ATTACK = (("name", "pgd"), ("eps", BUDGETS[budget]), ("steps", 10))
 st.progress((step + 1) / len(STEPS), text=f"Step {step + 1} of {len(STEPS)}: {STEPS[step]}")
 
@@ -78,8 +92,11 @@ elif step == 1:
         show_image(amplified_perturbation(image, adversarial.image), "The change, amplified")
     norms = perturbation_norms(image, adversarial.image)
     flipped = attacked.label != clean.label
-    effect = f"Yet the model now reads {reading_badge(attacked)}." if flipped else (
-        f"This time the model still reads {reading_badge(attacked)}: the attack failed on this X-ray.")
+    effect = (
+        f"Yet the model now reads {reading_badge(attacked)}."
+        if flipped
+        else (f"This time the model still reads {reading_badge(attacked)}: the attack failed on this X-ray.")
+    )
     st.markdown(
         f"{VISIBILITY[budget]} no pixel moved by more than **{norms['linf'] * 255:.0f} of 255** grey levels. "
         f"{effect} An *adversarial attack* is a small, deliberately computed change that exploits how the "
@@ -88,7 +105,7 @@ elif step == 1:
 elif step == 2:
     cols = st.columns(3)
     for column, (img, caption, reading) in zip(
-        cols, ((image, "Original", clean), (adversarial.image, "Attacked", attacked), (purified.image, "Purified", restored))
+        cols, ((image, "Original", clean), (adversarial.image, "Attacked", attacked), (purified.image, "Purified", restored)), strict=True
     ):
         with column:
             show_image(img, caption)

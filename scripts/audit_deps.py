@@ -151,9 +151,7 @@ def check(packages: dict[str, str], sources: list[Source]) -> tuple[list[Finding
             for entry in source.advisories.get(canonicalize_name(name), []):
                 hit = next((spec for spec, parsed in entry["specs"] if parsed.contains(version, prereleases=True)), None)
                 if hit is not None:
-                    findings.append(
-                        Finding(name, text, entry["id"], hit or "all versions", entry["fixed"], entry["summary"], source.name)
-                    )
+                    findings.append(Finding(name, text, entry["id"], hit or "all versions", entry["fixed"], entry["summary"], source.name))
     return findings, unparsable
 
 
@@ -172,8 +170,24 @@ def pip_audit(service: str, timeout: float = PIP_AUDIT_TIMEOUT_S) -> tuple[bool,
     vulnerabilities found" even when every package was skipped because the service could not be
     reached, so "answered" means: at least one package was actually looked up.
     """
-    cmd = [sys.executable, "-m", "pip_audit", "-s", service, "-f", "json", "--progress-spinner", "off",
-           "--skip-editable", "--aliases", "on", "--desc", "off", "--timeout", "15"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip_audit",
+        "-s",
+        service,
+        "-f",
+        "json",
+        "--progress-spinner",
+        "off",
+        "--skip-editable",
+        "--aliases",
+        "on",
+        "--desc",
+        "off",
+        "--timeout",
+        "15",
+    ]
     try:
         run = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -193,8 +207,15 @@ def pip_audit(service: str, timeout: float = PIP_AUDIT_TIMEOUT_S) -> tuple[bool,
         why = "the service said 'not found' for every one" if "not found" in reason.lower() else (reason[:120] or "none audited")
         return False, [], skipped, f"{service}: 0 of {len(deps)} packages looked up ({why})"
     findings = [
-        Finding(dep["name"], dep["version"], " ".join([vuln["id"], *(f"({a})" for a in vuln.get("aliases", []))]),
-                "see advisory", ", ".join(vuln.get("fix_versions", [])), "", f"pip-audit/{service}")
+        Finding(
+            dep["name"],
+            dep["version"],
+            " ".join([vuln["id"], *(f"({a})" for a in vuln.get("aliases", []))]),
+            "see advisory",
+            ", ".join(vuln.get("fix_versions", [])),
+            "",
+            f"pip-audit/{service}",
+        )
         for dep in audited
         for vuln in dep["vulns"]
     ]
@@ -211,8 +232,13 @@ def pip_audit_version() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--offline", action="store_true", help="do not try pip-audit's online services")
-    parser.add_argument("--check", action="append", metavar="NAME==VERSION", default=[],
-                        help="audit this explicit set instead of the installed one (offline sources); repeatable")
+    parser.add_argument(
+        "--check",
+        action="append",
+        metavar="NAME==VERSION",
+        default=[],
+        help="audit this explicit set instead of the installed one (offline sources); repeatable",
+    )
     parser.add_argument("--advisories", type=Path, default=ADVISORIES, help="curated advisory file")
     args = parser.parse_args(argv)
 
@@ -224,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Dependency audit of an explicit set of {len(packages)} package(s)")
     else:
         packages = installed()
-        print(f"Dependency audit of {sys.executable} (Python {sys.version.split()[0]}): "
-              f"{len(packages)} installed distributions")
+        print(f"Dependency audit of {sys.executable} (Python {sys.version.split()[0]}): {len(packages)} installed distributions")
 
     findings: list[Finding] = []
     offline_for = packages  # the packages no live service looked up
@@ -248,8 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"pip-audit {version}: {note}")
                     break
             else:
-                print(f"pip-audit {version}: no vulnerability service answered ({'; '.join(notes)}); "
-                      "falling back to the offline sources")
+                print(f"pip-audit {version}: no vulnerability service answered ({'; '.join(notes)}); falling back to the offline sources")
     local = sorted(editable() & set(offline_for)) if not args.check else []
     offline_for = {name: offline_for[name] for name in offline_for if name not in local}
     unchecked: list[str] = []
@@ -260,14 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         print("Offline sources (snapshots, not live feeds):")
         for source in sources:
             extra = f", {source.skipped} unparsable specifiers ignored" if source.skipped else ""
-            print(f"  {source.name} ({source.dated}): {source.size} advisories for "
-                  f"{len(source.advisories)} packages{extra}")
+            print(f"  {source.name} ({source.dated}): {source.size} advisories for {len(source.advisories)} packages{extra}")
         offline, unparsable = check(offline_for, sources)
         findings += offline
         named = set().union(*(s.advisories for s in sources))
         unchecked = sorted(set(offline_for) - named)
-        print(f"Checked offline: {len(offline_for)} packages, {len(offline_for) - len(unchecked)} of them named "
-              "in an offline source")
+        print(f"Checked offline: {len(offline_for)} packages, {len(offline_for) - len(unchecked)} of them named in an offline source")
         if unparsable:
             print(f"Not checked (version not PEP 440): {', '.join(unparsable)}")
     if local:
@@ -287,8 +309,10 @@ def verdict(findings: list[Finding], live: str | None, why: str, offline_for: di
     if not offline_for:
         print(f"Findings: none (verified: {live} looked up every package)")
         return 0
-    print(f"NOT VERIFIED: {why}; no known vulnerability in the offline snapshots, which are not live feeds "
-          f"and name only {len(offline_for) - len(unchecked)} of these {len(offline_for)} packages")
+    print(
+        f"NOT VERIFIED: {why}; no known vulnerability in the offline snapshots, which are not live feeds "
+        f"and name only {len(offline_for) - len(unchecked)} of these {len(offline_for)} packages"
+    )
     if unchecked:
         print(f"Could not check {len(unchecked)} package(s) (in no source): {', '.join(unchecked)}")
     return NOT_VERIFIED

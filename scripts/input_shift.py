@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from core.data.locations import XRAY_TEST_DIR, dataset_of, portable_path  # noqa: E402
 from core.data.loading import load_split  # noqa: E402
+from core.data.locations import XRAY_TEST_DIR, dataset_of, portable_path  # noqa: E402
 from core.evaluate import predict_probabilities  # noqa: E402
 from core.metrics import classification_metrics  # noqa: E402
-from core.paths import CACHE_DIR, RESULTS_DIR, RESULTS_STORE  # noqa: E402
 from core.models import create_classifier, list_classifiers  # noqa: E402
+from core.paths import CACHE_DIR, RESULTS_DIR, RESULTS_STORE  # noqa: E402
 from core.purifiers import create_purifier  # noqa: E402
 from core.results import ResultStore, canonical_json, run_cells  # noqa: E402
 from core.weights import shipped_cards  # noqa: E402
@@ -57,8 +57,9 @@ def purified_images(name: str, params: dict, images: torch.Tensor, data_hash: st
     """The purifier's outputs for `images` (uint8), computed once and cached on disk, and its NFE."""
     purifier = create_purifier(name, **params)
     weights = {stem: card["sha256"] for stem, card in shipped_cards().items() if stem in ("ddpm_unet", "cold_unet")}
-    identity = canonical_json({"purifier": purifier.describe(), "data": data_hash, "n": len(images), "seed": seed,
-                               "weights": weights, "batch_size": batch_size})
+    identity = canonical_json(
+        {"purifier": purifier.describe(), "data": data_hash, "n": len(images), "seed": seed, "weights": weights, "batch_size": batch_size}
+    )
     cache = CACHE_DIR / "input-shift" / f"{name}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.safetensors"
     if cache.is_file():
         stored = load_file(cache)
@@ -119,7 +120,7 @@ def main() -> None:
 
     with ResultStore(args.store) as store:
         run = run_cells(cells, compute, store)
-    results = [{"cell": cell, "metrics": metrics} for cell, metrics in zip(cells, run.metrics)]
+    results = [{"cell": cell, "metrics": metrics} for cell, metrics in zip(cells, run.metrics, strict=True)]
 
     by = {(r["cell"]["column"], r["cell"]["classifier"]): r["metrics"] for r in results}
     header = "| classifier | " + " | ".join(label for label, _, _ in columns) + " |"
@@ -139,7 +140,21 @@ def main() -> None:
     (out / "input-shift.md").write_text(markdown)
     document = {"title": f"Clean accuracy after each degradation or purifier ({args.split}, n = {len(data.labels)})", "results": results}
     (out / "input-shift.json").write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
-    (out / "input-shift.config.json").write_text(json.dumps({**vars(args), "data": portable_path(args.data), "store": portable_path(args.store), "out_dir": portable_path(args.out_dir), "columns": columns, "classifiers": classifiers, "image_size": IMAGE_SIZE}, indent=1) + "\n")
+    (out / "input-shift.config.json").write_text(
+        json.dumps(
+            {
+                **vars(args),
+                "data": portable_path(args.data),
+                "store": portable_path(args.store),
+                "out_dir": portable_path(args.out_dir),
+                "columns": columns,
+                "classifiers": classifiers,
+                "image_size": IMAGE_SIZE,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(markdown)
     print(f"cells computed {len(run.computed)}, reused {len(run.reused)}", file=sys.stderr)
 

@@ -5,7 +5,8 @@
 One headless Chromium (Debian's, Playwright cannot download one here), one context per session, all
 driven concurrently with asyncio against 127.0.0.1 only. Each session opens the lab, uploads its own
 real X-ray (every other one as a DICOM) and then sets its own ε, so every session asks for different
-work at the same time, and what it finally shows depends on a setting changed after the image. Cross-talk is judged against the engine itself, not against the page: after
+work at the same time, and what it finally shows depends on a setting changed after the image.
+Cross-talk is judged against the engine itself, not against the page: after
 the server has stopped, this script recomputes each session's image, attack and purifications with
 `core` at the slider values that session showed, and a session counts as cross-talk when its
 readings, perturbation norms or "Original" picture (fetched from the server and matched to the
@@ -52,13 +53,17 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = XRAY_TRAIN_DIR
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 EPS_STEP = 0.005  # the lab's ε slider step; 0.03 (its default) is left out so every session moves it
 EPS_VALUES = [round(EPS_STEP * k, 3) for k in range(1, 21) if k != 6]
-SERVER_FLAGS = ["--server.headless=true", "--server.address=127.0.0.1", "--browser.gatherUsageStats=false",
-                "--server.fileWatcherType=none"]
+SERVER_FLAGS = ["--server.headless=true", "--server.address=127.0.0.1", "--browser.gatherUsageStats=false", "--server.fileWatcherType=none"]
 SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
 BUSY = "[data-testid='stApp']:not([data-test-script-state='notRunning'])"
 NO_SKELETON = "document.querySelectorAll(\"[data-testid='stSkeleton']\").length === 0"
@@ -137,6 +142,7 @@ def plan(sessions: int, rounds: int, data_dir: Path, canary: str) -> list[Job]:
 
 # ---- the server and its memory ----------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -147,7 +153,11 @@ def start_server(port: int, log: list[str]) -> subprocess.Popen:
     """The app as a Space runs it; no file watcher (the checkout's .venv overflows inotify)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", f"--server.port={port}", *SERVER_FLAGS],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     process.reader = threading.Thread(target=lambda: log.extend(process.stdout), daemon=True)  # in memory only
@@ -198,6 +208,7 @@ def memory_mb(pid: int, field_name: str) -> float:
 
 # ---- privacy: files before and after -------------------------------------------------------
 
+
 def list_files(roots: list[Path]) -> set[str]:
     found = set()
     for root in roots:
@@ -216,6 +227,7 @@ def contains(path: Path, text: str) -> bool:
 
 
 # ---- the browser sessions ----------------------------------------------------------------------
+
 
 async def settle(page, timeout_ms: float) -> float:
     """Wait until no run is in flight for a second (a queued rerun may follow); the moment it settled."""
@@ -256,7 +268,8 @@ async def displayed(page, context) -> dict:
     response = await context.request.get(await original.locator("img").get_attribute("src"))
     return {
         "badges": [(name, int(percent.rstrip("%"))) for name, percent in badges],
-        "linf": float(norms.split()[1]) if norms else None, "l2": float(norms.split()[4]) if norms else None,
+        "linf": float(norms.split()[1]) if norms else None,
+        "l2": float(norms.split()[4]) if norms else None,
         "origin": next((c for c in captions if c.startswith("Image:")), ""),
         "sliders": await sliders(page),
         "picture": np.asarray(Image.open(io.BytesIO(await response.body())).convert("L"), dtype=np.float32) / 255,
@@ -268,14 +281,14 @@ async def drive(browser, base: str, session: int, jobs: list[Job], log: SessionL
     context.set_default_timeout(action_ms)  # ten page loads at once on one core take longer than Playwright's 30 s
     page = await context.new_page()
     page.on("pageerror", lambda error: log.errors.append(f"session {session}: page error: {error}"))
-    page.on("console", lambda m: m.type == "error" and log.errors.append(
-        f"session {session}: console error: {m.text} {m.location.get('url')}"))
+    page.on("console", lambda m: m.type == "error" and log.errors.append(f"session {session}: console error: {m.text} {m.location.get('url')}"))
 
     async def timed(action: str, work) -> None:
         start = time.perf_counter()
         log.latencies.append((action, await work - start))
 
     try:
+
         async def open_lab() -> float:
             await page.goto(base)  # from the home page: a deep link makes the frontend probe /lab/_stcore/* (404)
             await settle(page, action_ms)
@@ -315,18 +328,18 @@ async def browse(base: str, jobs: list[Job], logs: list[SessionLog], scratch: Pa
 
     os.environ["TMPDIR"] = str(scratch)  # the Playwright driver puts the browser profile in its temp dir
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, env={**os.environ, "HOME": str(scratch)})
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env={**os.environ, "HOME": str(scratch)})
         try:
-            await asyncio.gather(*(
-                drive(browser, base, index, [job for job in jobs if job.session == index], log, action_ms)
-                for index, log in enumerate(logs)))
+            await asyncio.gather(
+                *(drive(browser, base, index, [job for job in jobs if job.session == index], log, action_ms) for index, log in enumerate(logs))
+            )
             return f"Chromium {browser.version}"
         finally:
             await browser.close()
 
 
 # ---- the engine's own answer, and the comparison ---------------------------------------------
+
 
 def engine_views(shown: list[tuple[Job, dict]]) -> list[dict]:
     """What `core` gives for each job at the slider values its session showed (the lab's defaults:
@@ -347,18 +360,22 @@ def engine_views(shown: list[tuple[Job, dict]]) -> list[dict]:
         eps, depth, t_star = values["Budget"], int(values["Blur"]), values["t*"]
         image = to_model_input(load_image(job.data), model.image_size)
         blur = create_purifier("cold_blur", depth=depth)
-        adversarial = attack_image(model, image, AttackConfig(name="pgd", eps=eps, steps=10), threat="grey",
-                                   purifier=blur, eot=1).image
+        adversarial = attack_image(model, image, AttackConfig(name="pgd", eps=eps, steps=10), threat="grey", purifier=blur, eot=1).image
         variants = purifier_variants(depth, t_star, DEFAULT_RECON_STEPS)
         purifiers = [create_purifier(variants[label][0], **dict(variants[label][1])) for label in DEFAULT_DEFENSE]
         images = [image, adversarial, *(purify_image(p, adversarial, seed=0).image for p in purifiers)]
         readings = [read(model, x)[0] for x in images]
         norms = perturbation_norms(image, adversarial)
-        views.append({
-            "badges": [(r.class_name, int(f"{r.confidence:.0%}".rstrip("%"))) for r in readings],
-            "linf": norms["linf"], "l2": norms["l2"], "eps": eps, "job": job,
-            "picture": np.asarray(to_pil(image).convert("L"), dtype=np.float32) / 255,
-        })
+        views.append(
+            {
+                "badges": [(r.class_name, int(f"{r.confidence:.0%}".rstrip("%"))) for r in readings],
+                "linf": norms["linf"],
+                "l2": norms["l2"],
+                "eps": eps,
+                "job": job,
+                "picture": np.asarray(to_pil(image).convert("L"), dtype=np.float32) / 255,
+            }
+        )
     return views
 
 
@@ -371,17 +388,15 @@ def mismatches(page: dict, own: dict, everyone: list[dict]) -> list[str]:
         problems.append(f"caption is not the grey-box view of an upload: {page['origin'][:60]!r}")
     if len(page["badges"]) != len(PANELS):
         problems.append(f"{len(page['badges'])} readings shown, {len(PANELS)} expected")
-    for panel, (name, percent), (own_name, own_percent) in zip(PANELS, page["badges"], own["badges"]):
+    for panel, (name, percent), (own_name, own_percent) in zip(PANELS, page["badges"], own["badges"], strict=False):
         if name != own_name or abs(percent - own_percent) > PERCENT_TOLERANCE:
             problems.append(f"{panel}: shows {name} {percent}%, engine gives {own_name} {own_percent}%")
     if page["linf"] is None or abs(page["linf"] - own["linf"]) > 0.0015 or abs(page["l2"] - own["l2"]) > max(0.015, L2_RELATIVE_TOLERANCE * own["l2"]):
         problems.append(f"norms shown L∞ {page['linf']} L2 {page['l2']}, engine {own['linf']:.4f} {own['l2']:.3f}")
-    distances = [float(abs(page["picture"] - view["picture"]).mean()) if page["picture"].shape == view["picture"].shape
-                 else math.inf for view in everyone]
+    distances = [float(abs(page["picture"] - view["picture"]).mean()) if page["picture"].shape == view["picture"].shape else math.inf for view in everyone]
     nearest = min(range(len(everyone)), key=distances.__getitem__)
     if everyone[nearest] is not own or distances[nearest] > PICTURE_TOLERANCE:
-        problems.append(f"Original picture is nearest to job of session {everyone[nearest]['job'].session} "
-                        f"(mean |Δ| {distances[nearest]:.3f})")
+        problems.append(f"Original picture is nearest to job of session {everyone[nearest]['job'].session} (mean |Δ| {distances[nearest]:.3f})")
     return problems
 
 
@@ -397,8 +412,7 @@ def summary(seconds: list[float]) -> dict:
 def versions() -> dict:
     from importlib.metadata import version
 
-    return {name: version(name) for name in ("streamlit", "torch", "playwright", "pydicom", "numpy", "pillow")} | {
-        "python": platform.python_version()}
+    return {name: version(name) for name in ("streamlit", "torch", "playwright", "pydicom", "numpy", "pillow")} | {"python": platform.python_version()}
 
 
 def git_commit() -> str:
@@ -453,8 +467,7 @@ def main() -> int:
             server, base = start_server(port, server_log), f"http://127.0.0.1:{port}"
             memory["rss_before_mb"] = memory_mb(server.pid, "VmRSS")
         try:
-            browser_version = asyncio.run(asyncio.wait_for(
-                browse(base, jobs, logs, scratch, args.action_timeout * 1000), args.timeout * 0.7))
+            browser_version = asyncio.run(asyncio.wait_for(browse(base, jobs, logs, scratch, args.action_timeout * 1000), args.timeout * 0.7))
         except TimeoutError:
             errors.append(f"timeout: the sessions did not finish within {args.timeout * 0.7:.0f} s")
         if server is not None:
@@ -466,43 +479,59 @@ def main() -> int:
     shown = [item for log in logs for item in log.shown]
     views = engine_views(shown)
     cross_talk = []
-    for (job, page), own in zip(shown, views):
+    for (job, page), own in zip(shown, views, strict=True):
         if problems := mismatches(page, own, views):
             cross_talk.append({"session": job.session, "round": job.round, "eps": job.eps, "problems": problems})
     errors += [error for log in logs for error in log.errors]
-    errors += [f"session {job.session} round {job.round}: no result read" for job in jobs
-               if not any(job is done for done, _ in shown)]
-    new_files = sorted(path for path in list_files(roots) - before
-                       if path != str(out) and not path.startswith(str(scratch) + os.sep))
+    errors += [f"session {job.session} round {job.round}: no result read" for job in jobs if not any(job is done for done, _ in shown)]
+    new_files = sorted(path for path in list_files(roots) - before if path != str(out) and not path.startswith(str(scratch) + os.sep))
     shutil.rmtree(scratch, ignore_errors=True)
     with_canary = [path for path in new_files if contains(Path(path), canary)]
     latencies = [item for log in logs for item in log.latencies]
     import torch
 
     report = {
-        "sessions": args.sessions, "rounds": args.rounds, "uploads": len(shown), "server": args.url or " ".join(["streamlit run app.py", *SERVER_FLAGS]),
-        "errors": errors, "error_count": len(errors), "cross_talk": len(cross_talk), "cross_talk_details": cross_talk,
-        "eps_per_job": [job.eps for job in jobs], "dicom_uploads": sum(job.mime == "application/dicom" for job in jobs),
+        "sessions": args.sessions,
+        "rounds": args.rounds,
+        "uploads": len(shown),
+        "server": args.url or " ".join(["streamlit run app.py", *SERVER_FLAGS]),
+        "errors": errors,
+        "error_count": len(errors),
+        "cross_talk": len(cross_talk),
+        "cross_talk_details": cross_talk,
+        "eps_per_job": [job.eps for job in jobs],
+        "dicom_uploads": sum(job.mime == "application/dicom" for job in jobs),
         "latency_note": "seconds from an action to its page settling (no run in flight for 1 s), every session at once; "
-                        "open = home page, then the lab link (includes loading the models); eps = ε moved after the upload",
+        "open = home page, then the lab link (includes loading the models); eps = ε moved after the upload",
         "latency_s": {"all": summary([s for _, s in latencies])}
         | {action: summary([s for a, s in latencies if a == action]) for action in ("open", "eps", "upload")},
         "wall_s": {"sessions_and_server": round(browse_seconds, 1), "total": round(time.perf_counter() - started, 1)},
         "server_memory": memory or None,
         "privacy": {
-            "new_files": new_files, "new_files_with_canary": with_canary, "roots": [str(root) for root in roots],
+            "new_files": new_files,
+            "new_files_with_canary": with_canary,
+            "roots": [str(root) for root in roots],
             "excluded": [str(out), f"{scratch}{os.sep} (the browser's profile, temp dir and $HOME)", "__pycache__/"],
             "canary_in_server_log": None if args.url else any(canary in line for line in server_log),
             "server_log_lines": None if args.url else len(server_log),
         },
-        "machine": {"cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
-                    "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
-        "git_commit": git_commit(), "versions": versions() | {"chromium": browser_version},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0)),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+        "git_commit": git_commit(),
+        "versions": versions() | {"chromium": browser_version},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("sessions", "error_count", "cross_talk", "latency_s", "server_memory")}
-                     | {"new_files": len(new_files), "canary_in_server_log": report["privacy"]["canary_in_server_log"]}))
+    print(
+        json.dumps(
+            {k: report[k] for k in ("sessions", "error_count", "cross_talk", "latency_s", "server_memory")}
+            | {"new_files": len(new_files), "canary_in_server_log": report["privacy"]["canary_in_server_log"]}
+        )
+    )
     watchdog.cancel()
     return 0 if not errors and not cross_talk and not new_files and not report["privacy"]["canary_in_server_log"] else 1
 

@@ -56,10 +56,16 @@ def main() -> None:
             image = sampler.purify(image, seed=args.seed * 1000 + index * args.rounds + round_index)
         save_image(image, OUT_DIR / f"synthetic_{index + 1}.png")
     config = {
-        "generator": f"{args.rounds} SDEdit rounds of the shipped DDPM", **sampler.describe(), "rounds": args.rounds,
+        "generator": f"{args.rounds} SDEdit rounds of the shipped DDPM",
+        **sampler.describe(),
+        "rounds": args.rounds,
         "start": "mean of the training split's X-rays + low-frequency Gaussian field",
-        "strength": args.strength, "seed": args.seed, "count": args.count, "image_size": size,
-        "ddpm_unet_sha256": sha256_of(WEIGHTS_DIR / "ddpm_unet.safetensors"), "training_data_hash": train.data_hash,
+        "strength": args.strength,
+        "seed": args.seed,
+        "count": args.count,
+        "image_size": size,
+        "ddpm_unet_sha256": sha256_of(WEIGHTS_DIR / "ddpm_unet.safetensors"),
+        "training_data_hash": train.data_hash,
         "note": "synthetic images made by PurifyLab's own model; not real patients, not for diagnosis",
     }
     (OUT_DIR / "gallery.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -51,8 +51,12 @@ def main() -> None:
             save_image(to_model_input(load_image(source), args.size), OUT_DIR / name)
             entries.append({"file": name, "label": label, "class": class_name, "source": f"{class_name}/{source.name}"})
     record = {
-        "attribution": ATTRIBUTION, "license": "CC BY 4.0", "source_folder": portable_path(args.data), "image_size": args.size,
-        "selection": f"{args.count} per class, one per patient, evenly spaced through the sorted file names", "images": entries,
+        "attribution": ATTRIBUTION,
+        "license": "CC BY 4.0",
+        "source_folder": portable_path(args.data),
+        "image_size": args.size,
+        "selection": f"{args.count} per class, one per patient, evenly spaced through the sorted file names",
+        "images": entries,
     }
     (OUT_DIR / "gallery.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"{len(entries)} images written to {OUT_DIR}")

@@ -39,9 +39,7 @@ def xray_test_dir() -> Path:
 @pytest.fixture(scope="session")
 def xray_paths(xray_train_dir: Path) -> dict[str, list[Path]]:
     """A few real X-ray files per class, in a fixed order."""
-    return {
-        cls: sorted((xray_train_dir / cls).glob("*.jpeg"))[:8] for cls in ("NORMAL", "PNEUMONIA")
-    }
+    return {cls: sorted((xray_train_dir / cls).glob("*.jpeg"))[:8] for cls in ("NORMAL", "PNEUMONIA")}
 
 
 @pytest.fixture(autouse=True)

@@ -89,8 +89,27 @@ def test_certify_command_on_real_test_xrays(xray_test_dir, tmp_path, capsys):
 
     out = tmp_path / "certify.json"
     with pytest.raises(SystemExit) as exit_info:
-        main(["certify", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--n", "8", "--n0", "2", "--alpha", "0.1",
-              "--limit", "2", "--batch-size", "8", "--json", str(out)])
+        main(
+            [
+                "certify",
+                "--data",
+                str(xray_test_dir),
+                "--classifier",
+                "student_cnn",
+                "--n",
+                "8",
+                "--n0",
+                "2",
+                "--alpha",
+                "0.1",
+                "--limit",
+                "2",
+                "--batch-size",
+                "8",
+                "--json",
+                str(out),
+            ]
+        )
     assert exit_info.value.code == 0
     result = json.loads(out.read_text())
     assert result["n"] == 8 and result["sigma"] == 0.25 and result["data"]["split"] == "all" and len(result["per_image"]) == 2

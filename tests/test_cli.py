@@ -59,8 +59,7 @@ def test_real_xray_through_blur_keeps_size(xray_paths, tmp_path, capsys):
 
 
 def test_bad_parameter_is_named(tmp_path, xray_paths, capsys):
-    code, _, err = run_cli(["purify", str(xray_paths["NORMAL"][0]), "--purifier", "blur", "--param", "sigma=-3",
-                            "--out", str(tmp_path / "o.png")], capsys)
+    code, _, err = run_cli(["purify", str(xray_paths["NORMAL"][0]), "--purifier", "blur", "--param", "sigma=-3", "--out", str(tmp_path / "o.png")], capsys)
     assert code == 2 and "sigma=-3.0" in err and len(err.strip().splitlines()) == 1
 
 
@@ -103,7 +102,18 @@ def test_help_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys\nfrom core.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint(sorted(m for m in ('torch', 'diffusers', 'torchattacks', 'pydicom', 'gradio') if m in sys.modules))"
+    heavy = "('torch', 'diffusers', 'torchattacks', 'pydicom', 'gradio')"
+    code = "\n".join(
+        [
+            "import sys",
+            "from core.cli import main",
+            "try:",
+            "    main(['--help'])",
+            "except SystemExit:",
+            "    pass",
+            f"print(sorted(m for m in {heavy} if m in sys.modules))",
+        ]
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
@@ -148,8 +158,9 @@ def _grey_png() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(("command", "keys"), [("classifiers", {"name", "shipped", "description"}),
-                                               ("purifiers", {"name", "nfe", "description"}), ("presets", {"name", "title"})])
+@pytest.mark.parametrize(
+    ("command", "keys"), [("classifiers", {"name", "shipped", "description"}), ("purifiers", {"name", "nfe", "description"}), ("presets", {"name", "title"})]
+)
 def test_listing_commands_print_json(capsys, command, keys):
     code, out, _ = run_cli([command, "--json"], capsys)
     rows = json.loads(out)

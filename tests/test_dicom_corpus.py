@@ -167,4 +167,3 @@ def test_twelve_bit_jpeg_names_the_optional_gpl_decoder_when_it_is_missing():
     else:
         with pytest.raises(PurifyLabError, match=r"^DICOM pixel data are 12-bit JPEG extended, .*'purifylab\[dicom-gpl\]'$"):
             load_image(FOLDER / "JPGExtended.dcm")
-

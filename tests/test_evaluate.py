@@ -10,8 +10,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from core.errors import PurifyLabError
 from core.data.loading import load_split
+from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, evaluate, predict_probabilities
 from core.metrics import accuracy, auroc, balanced_accuracy, classification_metrics
 from core.models import create_classifier
@@ -58,11 +58,16 @@ def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
 def test_ten_class_metrics_average_one_vs_rest_aurocs():
     # Three classes: class 0 perfectly separated, class 1 always inverted, class 2 all ties.
     labels = np.array([0, 0, 1, 1, 2, 2])
-    probs = np.array([
-        [0.9, 0.05, 0.05], [0.8, 0.1, 0.1],
-        [0.1, 0.0, 0.9], [0.1, 0.05, 0.85],
-        [0.3, 0.4, 0.3], [0.3, 0.4, 0.3],
-    ])
+    probs = np.array(
+        [
+            [0.9, 0.05, 0.05],
+            [0.8, 0.1, 0.1],
+            [0.1, 0.0, 0.9],
+            [0.1, 0.05, 0.85],
+            [0.3, 0.4, 0.3],
+            [0.3, 0.4, 0.3],
+        ]
+    )
     m = classification_metrics(labels, probs, bootstrap=200, seed=0)
     class_0 = 1.0
     class_1 = auroc(labels == 1, probs[:, 1])
@@ -147,9 +152,22 @@ def test_evaluate_command_names_its_split_and_never_defaults_to_training_images(
     trained.with_suffix(".json").write_text(json.dumps({**card, "data": {"data_hash": data_hash_of_folder(xray_train_dir)}}))
     for folder, expected in ((xray_train_dir, "val"), (xray_test_dir, "all")):
         out = tmp_path / f"{expected}.json"
-        result = CliRunner().invoke(app, [
-            "evaluate", "--data", str(folder), "--classifier", "student_cnn", "--weights", str(trained), "--limit", "16", "--json", str(out),
-        ])
+        result = CliRunner().invoke(
+            app,
+            [
+                "evaluate",
+                "--data",
+                str(folder),
+                "--classifier",
+                "student_cnn",
+                "--weights",
+                str(trained),
+                "--limit",
+                "16",
+                "--json",
+                str(out),
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert f"split {expected}" in result.output and "balanced_accuracy" in result.output
         written = json.loads(out.read_text())

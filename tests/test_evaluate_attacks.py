@@ -10,9 +10,9 @@ import typer
 from typer.testing import CliRunner
 
 from core.attacks import THREAT_MODELS, AttackConfig
-from core.errors import PurifyLabError
-from core.data.loading import load_split
 from core.cli.purify_commands import parse_purifier_spec
+from core.data.loading import load_split
+from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, evaluate
 from core.models import create_classifier
 from core.weights import save_weights

@@ -105,9 +105,7 @@ def test_audit_flags_the_requests_that_torchattacks_pins(audit):
 
 
 def test_audit_cli_exits_non_zero_on_a_finding():
-    result = subprocess.run(
-        [sys.executable, str(AUDIT), "--check", "requests==2.25.1"], check=False, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, str(AUDIT), "--check", "requests==2.25.1"], check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "requests 2.25.1: CVE-2023-32681" in result.stdout
 

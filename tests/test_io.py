@@ -16,8 +16,8 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
-    ExplicitVRLittleEndian,
     JPEG2000MC,
+    ExplicitVRLittleEndian,
     JPEGLSLossless,
     SecondaryCaptureImageStorage,
     generate_uid,
@@ -58,12 +58,7 @@ def png_bomb(width: int, height: int) -> bytes:
     """A valid IHDR declaring width x height grayscale and a tiny zlib stream: a few hundred bytes."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     rows = zlib.compress(b"\0" * (width + 1) * 4, 9)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", rows)
-        + png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
 
 
 def make_dicom(
@@ -306,9 +301,7 @@ def test_dicom_window_centre_width_is_applied():
 
 def test_dicom_rescale_is_applied_before_the_window():
     # HU = 2 * stored - 1000: window [-1000, 1000] HU covers stored 0 .. 1000
-    result = load_image(
-        make_dicom(DICOM_RAMP, RescaleSlope=2, RescaleIntercept=-1000, WindowCenter=0, WindowWidth=2000)
-    )
+    result = load_image(make_dicom(DICOM_RAMP, RescaleSlope=2, RescaleIntercept=-1000, WindowCenter=0, WindowWidth=2000))
     assert "DICOM rescale slope/intercept applied" in result.notes
     row, stored = result.pixels[0, 0].numpy(), DICOM_RAMP[0]
     assert row[stored == 512][0] == pytest.approx(0.512, abs=0.01)
@@ -387,9 +380,7 @@ def test_dicom_patient_tags_never_leave_the_loader(capfd):
     for secret in ("Doe", "Jane", "DOE-123456", "19800101"):
         assert secret not in exposed
         assert secret not in captured.out + captured.err
-    assert {f.name for f in outputs[0].__dataclass_fields__.values()} == {
-        "pixels", "format", "original_size", "notes"
-    }
+    assert {f.name for f in outputs[0].__dataclass_fields__.values()} == {"pixels", "format", "original_size", "notes"}
 
 
 # ---------------------------------------------------------------- hostile input

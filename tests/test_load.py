@@ -28,9 +28,12 @@ def test_ten_concurrent_lab_sessions_get_their_own_results_and_leave_no_trace(xr
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (apt-get install chromium)")
     run = subprocess.run(
-        [sys.executable, "scripts/load_test.py", "--sessions", "10", "--data", str(xray_train_dir),
-         "--out", str(REPORT), "--timeout", "1500"],
-        cwd=REPO, capture_output=True, text=True, timeout=1600, check=False,
+        [sys.executable, "scripts/load_test.py", "--sessions", "10", "--data", str(xray_train_dir), "--out", str(REPORT), "--timeout", "1500"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1600,
+        check=False,
     )
     assert REPORT.is_file(), run.stdout[-2000:] + run.stderr[-4000:]
     report = json.loads(REPORT.read_text())

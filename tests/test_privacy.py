@@ -39,8 +39,7 @@ load_test = _load_script()
 @pytest.fixture()
 def every_log(caplog):
     """caplog at DEBUG on the root logger and on every logger that does not propagate (Streamlit's own)."""
-    loggers = [logger for logger in logging.Logger.manager.loggerDict.values()
-               if isinstance(logger, logging.Logger) and not logger.propagate]
+    loggers = [logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger) and not logger.propagate]
     caplog.set_level(logging.DEBUG)
     for logger in loggers:
         caplog.set_level(logging.DEBUG, logger=logger.name)
@@ -54,8 +53,7 @@ def test_upload_session_leaves_no_file_and_no_identifier_in_logs(xray_paths, eve
     canary = f"PLCANARY{uuid.uuid4().hex[:16]}"
     jpeg = xray_paths["PNEUMONIA"][0].read_bytes()
     gray = np.asarray(Image.open(io.BytesIO(jpeg)).convert("L"))
-    uploads = [(f"{canary}.jpeg", jpeg, "image/jpeg"),
-               (f"{canary}.dcm", load_test.canary_dicom(gray, canary), "application/dicom")]
+    uploads = [(f"{canary}.jpeg", jpeg, "image/jpeg"), (f"{canary}.dcm", load_test.canary_dicom(gray, canary), "application/dicom")]
     # Listed by name, Python's __pycache__ bytecode excepted (load_test.list_files): the interpreter
     # compiles modules imported for the first time. The test framework itself adds nothing here:
     # capfd's buffers are unnamed temporary files and caplog keeps records in memory.

@@ -48,7 +48,11 @@ def xrays(xray_paths) -> torch.Tensor:
 
 def build(name: str, unet, **params):
     classes = {
-        "noise": NoisePurifier, "ddpm": DDPMPurifier, "ddim": DDIMPurifier, "diffdefense": DiffDefensePurifier, "one_shot": OneShotPurifier,
+        "noise": NoisePurifier,
+        "ddpm": DDPMPurifier,
+        "ddim": DDIMPurifier,
+        "diffdefense": DiffDefensePurifier,
+        "one_shot": OneShotPurifier,
     }
     cls = classes[name]
     config = cls.config_type(**params)
@@ -271,8 +275,7 @@ def test_cli_purify_none_keeps_native_size_and_writes_config(tmp_path, xray_path
 
 def test_cli_purify_ddpm_resizes_to_the_model_and_records_params(tmp_path, xray_paths, tiny_weights_dir, capsys):
     out = tmp_path / "ddpm.png"
-    argv = ["purify", str(xray_paths["PNEUMONIA"][0]), "--purifier", "ddpm", "--param", "t_star=0.1",
-            "--param", "steps=3", "--seed", "7", "--out", str(out)]
+    argv = ["purify", str(xray_paths["PNEUMONIA"][0]), "--purifier", "ddpm", "--param", "t_star=0.1", "--param", "steps=3", "--seed", "7", "--out", str(out)]
     assert run_cli(argv) == 0
     config = json.loads(out.with_suffix(".json").read_text())
     assert config["t_star"] == 0.1 and config["nfe"] == 3 and config["seed"] == 7

@@ -184,6 +184,5 @@ def test_run_cells_reports_progress_after_every_cell(tmp_path):
 
     seen = []
     with ResultStore(tmp_path / "r.sqlite") as store:
-        run_cells([{"i": i} for i in range(3)], lambda cell: {"v": cell["i"]}, store, progress=False,
-                  on_cell=lambda done, total: seen.append((done, total)))
+        run_cells([{"i": i} for i in range(3)], lambda cell: {"v": cell["i"]}, store, progress=False, on_cell=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 3), (2, 3), (3, 3)]

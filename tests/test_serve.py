@@ -51,8 +51,7 @@ def _connect(port: int, server: subprocess.Popen, log: Path) -> Client:
 def _server(command: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[Client]:
     """The app started by `command` from the repository root, and a gradio_client connected to it."""
     with log.open("w") as sink:
-        server = subprocess.Popen([sys.executable, *command], cwd=REPO_ROOT, env={**ENV, **(env or {})},
-                                  stdout=sink, stderr=subprocess.STDOUT)
+        server = subprocess.Popen([sys.executable, *command], cwd=REPO_ROOT, env={**ENV, **(env or {})}, stdout=sink, stderr=subprocess.STDOUT)
     try:
         yield _connect(port, server, log)
     finally:
@@ -113,9 +112,7 @@ def test_purify_changes_the_image(client):
 
 
 def test_attack_and_purify_gives_three_readings_and_a_verdict(client):
-    *images, clean, attacked, purified, verdict = client.predict(
-        None, "real pneumonia #1", "vit", "fgsm", 0.03, "cold_direct", api_name="/attack_and_purify"
-    )
+    *images, clean, attacked, purified, verdict = client.predict(None, "real pneumonia #1", "vit", "fgsm", 0.03, "cold_direct", api_name="/attack_and_purify")
     assert [_pixels(image).shape for image in images] == [(128, 128)] * 3
     for reading in (clean, attacked, purified):
         _probabilities(reading)

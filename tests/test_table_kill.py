@@ -38,8 +38,7 @@ def _preset(data: Path) -> dict:
 
 
 def _table(config: Path, store: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "core", "table", str(config), "--store", str(store), "--out-dir", str(out),
-            "--threads", "1", "--no-progress"]
+    return [sys.executable, "-m", "core", "table", str(config), "--store", str(store), "--out-dir", str(out), "--threads", "1", "--no-progress"]
 
 
 def _stored_cells(store: Path) -> int:

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from core.attacks import AttackConfig
-from core.errors import PurifyLabError
 from core.data.loading import load_split
+from core.errors import PurifyLabError
 from core.models import create_classifier
 from core.purifiers import PURIFIERS
 from core.purifiers.base import Purifier, PurifierConfig
@@ -187,8 +187,18 @@ def test_sanity_flags_appear_in_the_table(xray_train_dir, weights, tmp_path):
 
 def test_shipped_presets_load_and_validate():
     names = list_presets()
-    for name in ("quick", "paper-table1", "paper-table2", "ddpm-defense", "blau", "diffdefense", "mnist-diffdefense", "cifar10-blau",
-                 "greybox-target", "adaptive"):
+    for name in (
+        "quick",
+        "paper-table1",
+        "paper-table2",
+        "ddpm-defense",
+        "blau",
+        "diffdefense",
+        "mnist-diffdefense",
+        "cifar10-blau",
+        "greybox-target",
+        "adaptive",
+    ):
         assert name in names
         preset = load_preset(name)
         assert preset.name == name and (preset.tables or preset.sweeps or preset.detection)
@@ -287,11 +297,11 @@ def test_sweep_writes_accuracy_against_the_parameter(xray_train_dir, weights, tm
 
 
 def test_detection_roc_and_the_detector_aware_attack(xray_train_dir, weights):
+    from core.attacks import AttackConfig
     from core.purifiers.diffdefense import DiffDefenseConfig, DiffDefensePurifier
     from core.purifiers.unet import build_unet
     from core.tables.detection import detector_aware_pgd
     from core.tables.runner import detection_auroc, roc_curve
-    from core.attacks import AttackConfig
 
     separated = roc_curve(np.array([0.1, 0.2, 0.3]), np.array([0.5, 0.6]))
     assert separated["fpr"][0] == 0.0 and separated["tpr"][-1] == 1.0
@@ -390,8 +400,11 @@ def test_a_convergence_table_flags_an_attack_that_has_not_levelled_off(xray_trai
         "columns": [{"label": "Original"}],
     }]  # fmt: skip
     outcome = run_preset(preset_from_dict(raw, "convergence-tiny"), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
-    checks = {c["values"]["more_budget"] != c["values"]["less_budget"]: c for c in json.loads(outcome.paths["json"].read_text())["sanity_checks"]
-              if c["name"] == "grey attack converged in steps"}
+    checks = {
+        c["values"]["more_budget"] != c["values"]["less_budget"]: c
+        for c in json.loads(outcome.paths["json"].read_text())["sanity_checks"]
+        if c["name"] == "grey attack converged in steps"
+    }
     assert checks[False]["flag"] is None  # eps 1e-4 changes nothing whatever the steps
     assert "has not converged in steps" in checks[True]["flag"] and "FLAG grey attack converged in steps (Original)" in outcome.markdown
 

@@ -81,7 +81,7 @@ def test_optimizer_state_round_trips_without_pickle(tmp_path):
     restored = torch.optim.AdamW(model.parameters(), lr=0.5)
     _load_optimizer(restored, tmp_path / "optimizer.safetensors")
     assert restored.param_groups[0]["lr"] == 0.1
-    for before, after in zip(optimizer.state.values(), restored.state.values()):
+    for before, after in zip(optimizer.state.values(), restored.state.values(), strict=True):
         assert torch.equal(before["exp_avg_sq"], after["exp_avg_sq"])
 
 
@@ -91,7 +91,9 @@ def test_each_training_mode_runs_and_says_what_it_is(xray_train_dir, tmp_path, m
     card = train_classifier(config, xray_train_dir, tmp_path, progress=False)
     kind = card["training_kind"]
     expected = {
-        "student_cnn": "distilled from vit", "sevit": "frozen vit", "vit_at": "PGD adversarial",
+        "student_cnn": "distilled from vit",
+        "sevit": "frozen vit",
+        "vit_at": "PGD adversarial",
         "resnet_smooth": "under Gaussian noise of std 0.25 (randomized smoothing)",
     }[model]
     assert expected in kind
@@ -134,9 +136,14 @@ def test_noise_blur_degrades_about_half_the_batch():
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [(dict(epochs=0), "epochs"), (dict(adversarial_eps=1.0), "eps"), (dict(noise_augment=2.0), "noise_augment"),
-     (dict(smoothing_sigma=0.0), "smoothing_sigma"),
-     (dict(adversarial_warmup_epochs=5, epochs=3), "adversarial_warmup_epochs"), (dict(colour=True), "unknown")],
+    [
+        (dict(epochs=0), "epochs"),
+        (dict(adversarial_eps=1.0), "eps"),
+        (dict(noise_augment=2.0), "noise_augment"),
+        (dict(smoothing_sigma=0.0), "smoothing_sigma"),
+        (dict(adversarial_warmup_epochs=5, epochs=3), "adversarial_warmup_epochs"),
+        (dict(colour=True), "unknown"),
+    ],
 )
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(PurifyLabError, match=message):

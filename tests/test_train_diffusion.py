@@ -102,13 +102,11 @@ def test_cli_train_diffusion_tiny_preset(tmp_path, xray_train_dir, capsys):
 
     weights = tmp_path / "ddpm_unet.safetensors"
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "diffusion", "--preset", "tiny", "--data", str(xray_train_dir), "--out", str(tmp_path / "run"),
-              "--weights", str(weights)])
+        main(["train", "diffusion", "--preset", "tiny", "--data", str(xray_train_dir), "--out", str(tmp_path / "run"), "--weights", str(weights)])
     assert exit_info.value.code == 0
     card = read_card(weights)
     assert card["unet_size"] == "tiny" and card["training"]["preset"] == "tiny"
     assert f'"psnr": {card["quality"]["psnr"]}' in capsys.readouterr().out
-
 
 
 def test_cifar10_preset_trains_an_rgb_denoiser_that_ships_under_its_own_name(shared_data, tmp_path):

@@ -107,9 +107,18 @@ def test_shipped_weights_fit_the_budget_and_xray_cards_report_val_and_test():
         assert 0 < card["calibration"]["threshold"] < 1 and card["calibration"]["temperature"] > 0, name
 
 
-@pytest.mark.parametrize("name", ["resnet", pytest.param("vit", marks=pytest.mark.slow), pytest.param("student_cnn", marks=pytest.mark.slow),
-                                  pytest.param("sevit", marks=pytest.mark.slow), pytest.param("substitute", marks=pytest.mark.slow),
-                                  pytest.param("vit_at", marks=pytest.mark.slow), pytest.param("resnet_smooth", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "resnet",
+        pytest.param("vit", marks=pytest.mark.slow),
+        pytest.param("student_cnn", marks=pytest.mark.slow),
+        pytest.param("sevit", marks=pytest.mark.slow),
+        pytest.param("substitute", marks=pytest.mark.slow),
+        pytest.param("vit_at", marks=pytest.mark.slow),
+        pytest.param("resnet_smooth", marks=pytest.mark.slow),
+    ],
+)
 def test_evaluate_on_the_test_cohort_reproduces_the_card(name, xray_test_dir):
     from core.evaluate import EvaluationConfig, evaluate
     from core.weights import shipped_cards

@@ -49,8 +49,7 @@ class AttackConfig:
         if self.norm not in spec.norms:
             others = [name for name in ATTACKS.names() if self.norm in ATTACKS.get(name).norms]
             raise PurifyLabError(
-                f"attack '{self.name}' supports norm {'|'.join(spec.norms)} only, not {self.norm}; "
-                f"attacks for {self.norm}: {', '.join(others)}"
+                f"attack '{self.name}' supports norm {'|'.join(spec.norms)} only, not {self.norm}; attacks for {self.norm}: {', '.join(others)}"
             )
         eps_max = 1.0 if self.norm == "linf" else L2_EPS_MAX
         check_range("eps", self.eps, 0.0, eps_max, note=f"{self.norm} budget in the [0, 1] pixel scale")

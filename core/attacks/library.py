@@ -29,9 +29,7 @@ try:
     import torchattacks
     from torchattacks.attack import Attack
 except ImportError:  # installed apart from the engine, see scripts/install.sh
-    raise PurifyLabError(
-        "torchattacks is not installed: run `pip install --no-deps torchattacks==3.5.1` (scripts/install.sh does this step)"
-    ) from None
+    raise PurifyLabError("torchattacks is not installed: run `pip install --no-deps torchattacks==3.5.1` (scripts/install.sh does this step)") from None
 
 if TYPE_CHECKING:
     from core.attacks.config import AttackConfig
@@ -130,12 +128,7 @@ def _pgd(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
 
 
 def _eotpgd(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
-    return _with_restarts(
-        [
-            torchattacks.EOTPGD(model, eps=c.eps, alpha=c.step_size, steps=c.steps, eot_iter=c.eot_iter)
-            for _ in range(c.restarts)
-        ]
-    )
+    return _with_restarts([torchattacks.EOTPGD(model, eps=c.eps, alpha=c.step_size, steps=c.steps, eot_iter=c.eot_iter) for _ in range(c.restarts)])
 
 
 def _apgd(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
@@ -164,9 +157,7 @@ def _autoattack(version: str) -> Builder:
 
 def _square(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
     # Square is gradient-free: its "steps" are queries to the model.
-    return torchattacks.Square(
-        model, norm=TORCHATTACKS_NORM[c.norm], eps=c.eps, n_queries=c.steps, n_restarts=c.restarts, seed=c.seed
-    )
+    return torchattacks.Square(model, norm=TORCHATTACKS_NORM[c.norm], eps=c.eps, n_queries=c.steps, n_restarts=c.restarts, seed=c.seed)
 
 
 def _ead(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:

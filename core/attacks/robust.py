@@ -121,7 +121,14 @@ def robust_run(
                 else:
                     batch_attack = dataclasses.replace(attack, seed=attack.seed + index)
                     adversarial = craft(
-                        threat, classifier, purifier, x, y, batch_attack, substitute=substitute, eot=eot,
+                        threat,
+                        classifier,
+                        purifier,
+                        x,
+                        y,
+                        batch_attack,
+                        substitute=substitute,
+                        eot=eot,
                         seed=seed + ATTACKER_SEED_OFFSET + index,
                     )
                     if adversarial_cache is not None and cache_key is not None:
@@ -181,16 +188,17 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
     data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress, channels=model.in_channels)
     options = dict(redraws=config.redraws, seed=config.seed, batch_size=config.attack_batch_size, progress=progress)
     clean = robust_run(model, purifier, data.images, data.labels, None, config.threat, **options)
-    adversarial = robust_run(
-        model, purifier, data.images, data.labels, attack, config.threat, substitute=substitute, eot=config.eot, **options
-    )
+    adversarial = robust_run(model, purifier, data.images, data.labels, attack, config.threat, substitute=substitute, eot=config.eot, **options)
     clean_metrics = run_metrics(clean, config.bootstrap, config.seed, data.classes)
     robust_metrics = run_metrics(adversarial, config.bootstrap, config.seed, data.classes)
     card = model.card or {}
     peaks = [value for value in (clean.peak_gpu_memory, adversarial.peak_gpu_memory) if value is not None]
     return {
         "config": asdict(config),
-        **{key: clean_metrics[key] for key in ("n", "accuracy", "balanced_accuracy", "auroc", "sensitivity", "specificity", "ece", "confidence_95", "bootstrap_samples")},
+        **{
+            key: clean_metrics[key]
+            for key in ("n", "accuracy", "balanced_accuracy", "auroc", "sensitivity", "specificity", "ece", "confidence_95", "bootstrap_samples")
+        },
         "clean_balanced_accuracy": clean_metrics["balanced_accuracy"],
         "robust_balanced_accuracy": robust_metrics["balanced_accuracy"],
         "clean_accuracy": clean_metrics["accuracy"],

@@ -39,9 +39,7 @@ class SanityCheck:
         return asdict(self)
 
 
-def check_accuracy_collapse(
-    accuracy_by_eps: dict[float, float], max_accuracy: float = COLLAPSE_MAX_ACCURACY
-) -> SanityCheck:
+def check_accuracy_collapse(accuracy_by_eps: dict[float, float], max_accuracy: float = COLLAPSE_MAX_ACCURACY) -> SanityCheck:
     """An undefended model must fall to ~0 accuracy at the largest eps; else the attack is broken."""
     if not accuracy_by_eps:
         raise PurifyLabError("accuracy_by_eps is empty; give the undefended accuracy at one eps at least")
@@ -57,9 +55,7 @@ def check_accuracy_collapse(
     return SanityCheck("undefended accuracy collapses at large eps", values, flag)
 
 
-def check_not_weaker(
-    strong_name: str, strong_accuracy: float, weak_name: str, weak_accuracy: float, tolerance: float = DEFAULT_TOLERANCE
-) -> SanityCheck:
+def check_not_weaker(strong_name: str, strong_accuracy: float, weak_name: str, weak_accuracy: float, tolerance: float = DEFAULT_TOLERANCE) -> SanityCheck:
     """The attacker with more access (`strong`) must leave no higher robust accuracy than `weak`."""
     values = {f"{strong_name}_accuracy": strong_accuracy, f"{weak_name}_accuracy": weak_accuracy, "tolerance": tolerance}
     flag = None
@@ -71,9 +67,7 @@ def check_not_weaker(
     return SanityCheck(f"{strong_name} is not weaker than {weak_name}", values, flag)
 
 
-def check_white_vs_transfer(
-    white_accuracy: float, transfer_accuracy: float, tolerance: float = DEFAULT_TOLERANCE
-) -> SanityCheck:
+def check_white_vs_transfer(white_accuracy: float, transfer_accuracy: float, tolerance: float = DEFAULT_TOLERANCE) -> SanityCheck:
     return check_not_weaker("white", white_accuracy, "transfer", transfer_accuracy, tolerance)
 
 

@@ -26,6 +26,7 @@ from core.errors import PurifyLabError
 from core.io import validate_image_tensor
 from core.purifiers.base import Purifier
 
+
 @dataclass(frozen=True)
 class ThreatModel:
     """What the attacker sees under one threat model; every caller asks these flags, none re-spells them."""
@@ -52,7 +53,11 @@ THREAT_MODELS: dict[str, ThreatModel] = {
         ThreatModel("bpda", "purifier forward, identity backward (BPDA)", True, False, False),
         ThreatModel("bpda-eot", "BPDA with expectation over eot purifier draws per step", True, True, False, ("grey",)),
         ThreatModel(
-            "white", "exact gradients through the purifier's differentiable mode, EOT over eot draws", True, True, False,
+            "white",
+            "exact gradients through the purifier's differentiable mode, EOT over eot draws",
+            True,
+            True,
+            False,
             ("transfer", "bpda", "bpda-eot", "grey"),
         ),
     )
@@ -182,12 +187,7 @@ def evaluate_defended(
             generator = None
             if purifier.stochastic:
                 generator = torch.Generator(device=adv.device).manual_seed(seed + draw)
-            probabilities = torch.cat(
-                [
-                    classifier(purifier(batch, generator=generator).clamp(0.0, 1.0)).softmax(dim=1)
-                    for batch in adv.split(batch_size)
-                ]
-            )
+            probabilities = torch.cat([classifier(purifier(batch, generator=generator).clamp(0.0, 1.0)).softmax(dim=1) for batch in adv.split(batch_size)])
             predictions.append(probabilities.argmax(dim=1))
             if first_probabilities is None:
                 first_probabilities = probabilities

@@ -59,11 +59,23 @@ def set_threads(threads: int | None) -> None:
 
 def _register_commands() -> None:
     from core.cli import (
-        bench_commands, certify_commands, classifier_commands, data_commands, purify_commands, serve_commands, table_commands,
+        bench_commands,
+        certify_commands,
+        classifier_commands,
+        data_commands,
+        purify_commands,
+        serve_commands,
+        table_commands,
     )
 
     for module in (
-        data_commands, classifier_commands, certify_commands, purify_commands, table_commands, bench_commands, serve_commands,
+        data_commands,
+        classifier_commands,
+        certify_commands,
+        purify_commands,
+        table_commands,
+        bench_commands,
+        serve_commands,
     ):
         module.register(app, groups)
 

@@ -32,7 +32,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         out: Annotated[Path | None, typer.Option("--out", help="JSON report (default results/benchmarks/bench_<preset>.json)")] = None,
         sections: Annotated[str | None, typer.Option("--sections", help="comma-separated: purify,attack,train,app")] = None,
         purifiers: Annotated[str | None, typer.Option("--purifiers", help="comma-separated purifiers (default: every registered one)")] = None,
-        data: Annotated[Path | None, typer.Option("--data", help="X-ray folder (default ../shared/data/chest_xray_pneumonia/train; random images if absent)")] = None,
+        data: Annotated[
+            Path | None, typer.Option("--data", help="X-ray folder (default ../shared/data/chest_xray_pneumonia/train; random images if absent)")
+        ] = None,
         threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
         purify_batch: Annotated[int | None, typer.Option("--purify-batch", help="large batch for purification")] = None,
         train_batch: Annotated[int | None, typer.Option("--train-batch", help="large batch for training steps")] = None,
@@ -45,7 +47,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         chain_steps: Annotated[int | None, typer.Option("--chain-steps", help="attack steps through a purifier")] = None,
         chain_eot: Annotated[int | None, typer.Option("--chain-eot", help="EOT draws per step through a stochastic purifier")] = None,
         chain_batch: Annotated[int | None, typer.Option("--chain-batch", help="large batch, attacks through a purifier")] = None,
-        naive_attack_images: Annotated[int | None, typer.Option("--naive-attack-images", help="time the naive (one image at a time) attacks on at most N images of a batch")] = None,
+        naive_attack_images: Annotated[
+            int | None, typer.Option("--naive-attack-images", help="time the naive (one image at a time) attacks on at most N images of a batch")
+        ] = None,
         bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="CUDA: bf16 autocast on our path")] = None,
         channels_last: Annotated[bool | None, typer.Option("--channels-last/--no-channels-last", help="CUDA: NHWC convolutions")] = None,
         compile_models: Annotated[bool | None, typer.Option("--compile/--no-compile", help="CUDA: torch.compile the networks")] = None,

@@ -65,7 +65,10 @@ def certify_command(
     smoother = None if denoiser == "none" else create_purifier("one_shot", denoiser=denoiser).to(target)
     result = certify_images(model.to(target), smoother, images.images.to(target), images.labels, config, progress=True)
     result.update(
-        classifier=classifier, classifier_sha256=(model.card or {}).get("sha256"), denoiser=denoiser, defense=defense,
+        classifier=classifier,
+        classifier_sha256=(model.card or {}).get("sha256"),
+        denoiser=denoiser,
+        defense=defense,
         data={"folder": portable_path(data), "split": split, "n": int(len(images.labels)), "data_hash": images.data_hash},
     )
     result["config"].update(classifier=classifier, denoiser=denoiser, defense=defense, data=portable_path(data), split=split, limit=limit)

@@ -24,8 +24,16 @@ def _attack_config(name: str, norm: str, eps: float, steps: int, seed: int) -> A
 
 
 def attack_file(
-    image: Path, out: Path, attack: AttackConfig, *, classifier: str = "vit", threat: str = "grey",
-    purifier: str = "none", purifier_params: dict | None = None, eot: int = 1, weights: Path | None = None,
+    image: Path,
+    out: Path,
+    attack: AttackConfig,
+    *,
+    classifier: str = "vit",
+    threat: str = "grey",
+    purifier: str = "none",
+    purifier_params: dict | None = None,
+    eot: int = 1,
+    weights: Path | None = None,
 ) -> dict:
     """Attack one image file with `core.lab.attack_image` and write the adversarial PNG (at the model's
     resolution) with its resolved config beside it (`out`.json); returns that config."""
@@ -79,13 +87,17 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def train_classifier_command(
         model: Annotated[str, typer.Option("--model", help="classifier name (see 'purifylab classifiers')")],
         preset: Annotated[str, typer.Option("--preset", help="tiny | cpu | gpu")] = "cpu",
-        data: Annotated[Path | None, typer.Option("--data", help="data set (default: the model's: X-rays, or MNIST / CIFAR-10 for mnist_* / cifar10_*)")] = None,
+        data: Annotated[
+            Path | None, typer.Option("--data", help="data set (default: the model's: X-rays, or MNIST / CIFAR-10 for mnist_* / cifar10_*)")
+        ] = None,
         out: Annotated[Path | None, typer.Option("--out", help="run folder (default runs/<model>)")] = None,
         epochs: Annotated[int | None, typer.Option("--epochs", help="override the preset's epochs")] = None,
         batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
         lr: Annotated[float | None, typer.Option("--lr")] = None,
         seed: Annotated[int | None, typer.Option("--seed")] = None,
-        noise_augment: Annotated[float | None, typer.Option("--noise-augment", help="purifier-aware fine-tuning: max Gaussian noise std on noised/blurred copies")] = None,
+        noise_augment: Annotated[
+            float | None, typer.Option("--noise-augment", help="purifier-aware fine-tuning: max Gaussian noise std on noised/blurred copies")
+        ] = None,
         temperature: Annotated[float | None, typer.Option("--temperature", help="distillation temperature")] = None,
         distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher classifier (student_cnn's preset names one)")] = None,
         max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop after this much wall-clock time")] = None,
@@ -106,8 +118,17 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.weights import WEIGHTS_DIR
 
         config = make_preset(
-            preset, model, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, noise_augment=noise_augment,
-            temperature=temperature, distill_from=distill_from, max_minutes=max_minutes, threads=threads,
+            preset,
+            model,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            noise_augment=noise_augment,
+            temperature=temperature,
+            distill_from=distill_from,
+            max_minutes=max_minutes,
+            threads=threads,
         )
         run_dir = out or Path("runs") / model
         card = train_classifier(config, data or default_data_for(model), run_dir, progress=progress, resume=resume)
@@ -181,11 +202,21 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         set_threads(threads)
         purifier_name, purifier_params = parse_purifier_spec(purifier)
         config = EvaluationConfig(  # validates the attack and threat before any data is read
-            data=str(data), classifier=classifier, split=split, limit=limit, batch_size=batch_size, seed=seed,
-            weights=str(weights) if weights else None, purifier=purifier_name,
+            data=str(data),
+            classifier=classifier,
+            split=split,
+            limit=limit,
+            batch_size=batch_size,
+            seed=seed,
+            weights=str(weights) if weights else None,
+            purifier=purifier_name,
             purifier_params={**purifier_params, **parse_param_options(param or [])},
-            attack=_attack_config(attack, norm, eps, steps, seed) if attack else None, threat=threat, eot=eot,
-            redraws=redraws, substitute=substitute, attack_batch_size=attack_batch_size,
+            attack=_attack_config(attack, norm, eps, steps, seed) if attack else None,
+            threat=threat,
+            eot=eot,
+            redraws=redraws,
+            substitute=substitute,
+            attack_batch_size=attack_batch_size,
         )
         with resume_hint("evaluate keeps no partial results, so a rerun starts over; `purifylab table` resumes cell by cell"):
             result = evaluate(config, progress=attack is not None)
@@ -219,8 +250,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         set_threads(threads)
         purifier_name, purifier_params = parse_purifier_spec(purifier)
         record = attack_file(
-            image, out, _attack_config(attack, norm, eps, steps, seed), classifier=classifier, threat=threat,
-            purifier=purifier_name, purifier_params=purifier_params, eot=eot, weights=weights,
+            image,
+            out,
+            _attack_config(attack, norm, eps, steps, seed),
+            classifier=classifier,
+            threat=threat,
+            purifier=purifier_name,
+            purifier_params=purifier_params,
+            eot=eot,
+            weights=weights,
         )
         typer.echo(json.dumps(record, indent=2))
 
@@ -231,10 +269,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """List the classifiers and whether their weights are shipped."""
         from core.models import list_classifiers, weights_path_for
 
-        rows = [
-            {"name": name, "shipped": weights_path_for(name).is_file(), "description": description}
-            for name, description in list_classifiers().items()
-        ]
+        rows = [{"name": name, "shipped": weights_path_for(name).is_file(), "description": description} for name, description in list_classifiers().items()]
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return

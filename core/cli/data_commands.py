@@ -21,6 +21,7 @@ def describe_command(
     check_data(path, "PATH")
     check_output_file(json_file, "--json", creates_folder=True)
     from core.data.describe import describe
+
     summary = describe(path, split=split, limit=limit, progress=True)
     typer.echo(summary.table())
     if json_file is not None:
@@ -36,9 +37,7 @@ def split_command(
     val: Annotated[float, typer.Option(help="Fraction of each class for validation (whole patients).")] = 0.1,
     test: Annotated[float, typer.Option(help="Fraction of each class for test (whole patients).")] = 0.1,
     split: Annotated[str | None, typer.Option(help="Split to read (npz key prefix or split folder).")] = None,
-    size: Annotated[
-        int | None, typer.Option(help="Resize before comparing pixels; needed only for mixed image sizes.")
-    ] = None,
+    size: Annotated[int | None, typer.Option(help="Resize before comparing pixels; needed only for mixed image sizes.")] = None,
 ) -> None:
     """Remove pixel-identical duplicates, then split whole patients stratified per class and save the split.
 
@@ -48,6 +47,7 @@ def split_command(
     check_output_file(out, "--out", creates_folder=True)
     from core.data import load_dataset, make_splits
     from core.data.groups import group_images
+
     image_set = load_dataset(path, split=split, size=size, progress=True)
     spec = make_splits(image_set, val=val, test=test, seed=seed, grouping=group_images(image_set.sources, path))
     spec.save(out)

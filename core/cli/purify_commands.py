@@ -110,7 +110,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         preset: Annotated[str, typer.Option("--preset", help="tiny | cpu | gpu (X-rays) | mnist | cifar10")] = "cpu",
         data: Annotated[Path | None, typer.Option("--data", help="data set (default: the preset's, e.g. ../shared/data/chest_xray_pneumonia/train)")] = None,
         out: Annotated[Path | None, typer.Option("--out", help="run folder: checkpoints, sample grids, log (default runs/ddpm or runs/ddpm_<preset>)")] = None,
-        weights: Annotated[Path | None, typer.Option("--weights", help="final .safetensors (default weights/ddpm_unet[_<preset>].safetensors; OUT/ for --preset tiny)")] = None,
+        weights: Annotated[
+            Path | None, typer.Option("--weights", help="final .safetensors (default weights/ddpm_unet[_<preset>].safetensors; OUT/ for --preset tiny)")
+        ] = None,
         resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")] = False,
         max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes")] = None,
         device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,

@@ -19,8 +19,7 @@ def format_report(result: dict) -> str:
 
     data = result.get("data") or {"folder": result["config"]["data"], "split": result["config"]["split"]}
     rows = [
-        f"classifier {result['config']['classifier']}  purifier {result['config']['purifier']}  "
-        f"data {data['folder']} split {data['split']}  n {result['n']}",
+        f"classifier {result['config']['classifier']}  purifier {result['config']['purifier']}  data {data['folder']} split {data['split']}  n {result['n']}",
         line("accuracy", result["accuracy"]),
         line("balanced_accuracy", result["balanced_accuracy"]),
         line("auroc", result["auroc"]),

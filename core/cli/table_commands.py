@@ -20,10 +20,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def table_command(
         preset: Annotated[str, typer.Argument(help="preset name in configs/ (e.g. quick, paper-table1) or a YAML path")],
         limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
-        eot: Annotated[int | None, typer.Option("--eot", help="purifier draws per attack step for bpda-eot / white (default: the preset's); fewer is a weaker attack, for a CPU")] = None,
+        eot: Annotated[
+            int | None,
+            typer.Option("--eot", help="purifier draws per attack step for bpda-eot / white (default: the preset's); fewer is a weaker attack, for a CPU"),
+        ] = None,
         data: Annotated[Path | None, typer.Option("--data", help="override the preset's data folder")] = None,
-        only: Annotated[str | None, typer.Option("--only", help="comma-separated names of the tables / sweeps / detection runs to compute (default: all)")] = None,
-        store: Annotated[Path | None, typer.Option("--store", help="SQLite results store, cached and resumable (default: results/results.sqlite of the repository, or in $PURIFYLAB_RESULTS)")] = None,
+        only: Annotated[
+            str | None, typer.Option("--only", help="comma-separated names of the tables / sweeps / detection runs to compute (default: all)")
+        ] = None,
+        store: Annotated[
+            Path | None,
+            typer.Option(
+                "--store", help="SQLite results store, cached and resumable (default: results/results.sqlite of the repository, or in $PURIFYLAB_RESULTS)"
+            ),
+        ] = None,
         out_dir: Annotated[Path | None, typer.Option("--out-dir", help="output folder (default: <results>/<preset>)")] = None,
         threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -38,15 +48,14 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.tables import load_preset, run_preset
 
         set_threads(threads)
-        resolved = load_preset(preset).with_overrides(
-            limit=limit, data=str(data) if data else None, eot=eot, only=only.split(",") if only else None
-        )
+        resolved = load_preset(preset).with_overrides(limit=limit, data=str(data) if data else None, eot=eot, only=only.split(",") if only else None)
         with resume_hint(f"finished cells are kept in {store or RESULTS_STORE}; rerun the same command to resume"):
             outcome = run_preset(resolved, store or RESULTS_STORE, out_dir, progress=progress)
         if outcome.markdown:
             typer.echo(outcome.markdown)
-            typer.echo(f"cells computed {len(outcome.computed)}, reused {len(outcome.reused)}; outputs: "
-                       + ", ".join(str(p) for p in outcome.paths.values()), err=True)
+            typer.echo(
+                f"cells computed {len(outcome.computed)}, reused {len(outcome.reused)}; outputs: " + ", ".join(str(p) for p in outcome.paths.values()), err=True
+            )
 
     @app.command("presets")
     def presets_command(
@@ -92,10 +101,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             check_data(data)
         check_output_folder(out_dir, "--out-dir")
         use_device(device)
-        from core.cli.purify_commands import parse_param_options
-        from core.sweeps import parse_values, sweep_preset
         from core.attacks import AttackConfig
+        from core.cli.purify_commands import parse_param_options
         from core.paths import RESULTS_STORE
+        from core.sweeps import parse_values, sweep_preset
         from core.tables import AttackRow, run_preset
         from core.tables.preset import DEFAULT_DATA
 

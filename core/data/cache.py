@@ -63,9 +63,7 @@ def read_cache(cache_dir: Path, listing: Listing, *, size: int | None, channels:
         return None
 
 
-def write_cache(
-    cache_dir: Path, listing: Listing, image_set: ImageSet, *, size: int | None, channels: int | None
-) -> Path:
+def write_cache(cache_dir: Path, listing: Listing, image_set: ImageSet, *, size: int | None, channels: int | None) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{cache_key(listing, size=size, channels=channels)}.npz"
     partial_path = path.with_suffix(f".{os.getpid()}.partial")

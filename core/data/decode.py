@@ -104,9 +104,7 @@ def decode(open_image: Callable[[], Image.Image], *, channels: int | None, size:
         return Decoded(None, None, None, f"{type(error).__name__}: {error}")
 
 
-def parallel_map(
-    function: Callable[[T], R], items: Iterable[T], *, total: int, progress: bool, description: str
-) -> list[R]:
+def parallel_map(function: Callable[[T], R], items: Iterable[T], *, total: int, progress: bool, description: str) -> list[R]:
     """`function` over `items` in order on a thread pool: Pillow releases the GIL while decoding."""
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:

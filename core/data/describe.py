@@ -31,9 +31,7 @@ def _facts(item: Item) -> _Facts:
     decoded = decode(item.open, channels=None, size=None)
     if decoded.error is not None:
         return _Facts(None, None, None, None, decoded.error)
-    return _Facts(
-        decoded.original_size, decoded.original_mode, decoded.pixels.shape[0], pixel_digest(decoded.pixels), None
-    )
+    return _Facts(decoded.original_size, decoded.original_mode, decoded.pixels.shape[0], pixel_digest(decoded.pixels), None)
 
 
 @dataclass(frozen=True)
@@ -89,9 +87,7 @@ class DatasetSummary:
         return "\n".join(lines)
 
 
-def describe(
-    path: str | Path, *, split: str | None = None, limit: int | None = None, progress: bool = False
-) -> DatasetSummary:
+def describe(path: str | Path, *, split: str | None = None, limit: int | None = None, progress: bool = False) -> DatasetSummary:
     """Scan every image at `path` (any layout load_dataset reads) and summarise it."""
     listing = list_items(path, split).limited(limit)
     facts = parallel_map(_facts, listing.items, total=len(listing.items), progress=progress, description="scanning")
@@ -113,7 +109,5 @@ def describe(
         channels=(max(fact.channels for _, fact in good) if good else None),
         duplicate_groups=tuple(tuple(item.source for item in group) for group in groups),
         duplicates_across_classes=sum(len({item.label for item in group}) > 1 for group in groups),
-        undecodable=tuple(
-            (item.source, fact.error) for item, fact in zip(listing.items, facts, strict=True) if fact.error
-        ),
+        undecodable=tuple((item.source, fact.error) for item, fact in zip(listing.items, facts, strict=True) if fact.error),
     )

@@ -29,20 +29,14 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise PurifyLabError(
-                f"ImageSet images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
-            )
+            raise PurifyLabError(f"ImageSet images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         count = self.images.shape[0]
         if self.labels.dtype != torch.int64 or tuple(self.labels.shape) != (count,):
-            raise PurifyLabError(
-                f"ImageSet labels must be int64 of shape ({count},), got {self.labels.dtype} {tuple(self.labels.shape)}"
-            )
+            raise PurifyLabError(f"ImageSet labels must be int64 of shape ({count},), got {self.labels.dtype} {tuple(self.labels.shape)}")
         if len(self.sources) != count:
             raise PurifyLabError(f"ImageSet has {count} images but {len(self.sources)} sources")
         if count and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(self.classes):
-            raise PurifyLabError(
-                f"ImageSet labels must lie in [0, {len(self.classes) - 1}] for classes {list(self.classes)}"
-            )
+            raise PurifyLabError(f"ImageSet labels must lie in [0, {len(self.classes) - 1}] for classes {list(self.classes)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -66,8 +66,13 @@ def project_split(image_set: ImageSet, grouping: Grouping) -> SplitSpec:
 
 
 def load_splits(
-    data_dir: str | Path, splits: tuple[str, ...], image_size: int, limit: int | None = None, progress: bool = False,
-    *, channels: int = 1,
+    data_dir: str | Path,
+    splits: tuple[str, ...],
+    image_size: int,
+    limit: int | None = None,
+    progress: bool = False,
+    *,
+    channels: int = 1,
 ) -> dict[str, LoadedSplit]:
     """Images of splits of the project split ("all" = every image), resized explicitly to image_size,
     as `channels` (1 = grey, 3 = RGB).
@@ -96,7 +101,5 @@ def load_splits(
     return loaded
 
 
-def load_split(
-    data_dir: str | Path, split: str, image_size: int, limit: int | None = None, progress: bool = False, *, channels: int = 1
-) -> LoadedSplit:
+def load_split(data_dir: str | Path, split: str, image_size: int, limit: int | None = None, progress: bool = False, *, channels: int = 1) -> LoadedSplit:
     return load_splits(data_dir, (split,), image_size, limit, progress, channels=channels)[split]

@@ -133,14 +133,10 @@ def _list_tar(path: Path, split: str | None) -> Listing:
         chosen = ""
     else:
         chosen = _choose_split(split, [s for s in splits if s], str(path))
-    selected = sorted(
-        (name for name in members if "/".join(name.parts[:-2]) == chosen), key=lambda n: (n.parts[-2], n.name)
-    )
+    selected = sorted((name for name in members if "/".join(name.parts[:-2]) == chosen), key=lambda n: (n.parts[-2], n.name))
     classes = tuple(sorted({name.parts[-2] for name in selected}))
     label_of = {name: i for i, name in enumerate(classes)}
-    items = tuple(
-        Item(f"{path.name}:{name}", label_of[name.parts[-2]], partial(_open_bytes, members[name])) for name in selected
-    )
+    items = tuple(Item(f"{path.name}:{name}", label_of[name.parts[-2]], partial(_open_bytes, members[name])) for name in selected)
     location = f"{path}:{chosen}" if chosen else str(path)
     return Listing("tar archive", location, classes, items, (path,))
 
@@ -173,19 +169,14 @@ def _list_npz(path: Path, split: str | None) -> Listing:
     class_count = 1 + max(int(vector.max(initial=0)) for vector in labels.values())  # same classes in every split
     labels = labels[chosen]
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
-        raise PurifyLabError(
-            f"{path}:{chosen}_images must be uint8 (N, H, W) or (N, H, W, 1|3), got {images.dtype} {images.shape}"
-        )
+        raise PurifyLabError(f"{path}:{chosen}_images must be uint8 (N, H, W) or (N, H, W, 1|3), got {images.dtype} {images.shape}")
     if len(images) != len(labels):
         raise PurifyLabError(f"{path}:{chosen} has {len(images)} images but {len(labels)} labels")
     if images.ndim == 4 and images.shape[3] == 1:
         images = images[..., 0]
     known = MEDMNIST_CLASS_NAMES.get(path.stem.split("_")[0])
     classes = known if known and len(known) == class_count else tuple(str(i) for i in range(class_count))
-    items = tuple(
-        Item(f"{path.name}:{chosen}[{i}]", int(label), partial(Image.fromarray, images[i]))
-        for i, label in enumerate(labels)
-    )
+    items = tuple(Item(f"{path.name}:{chosen}[{i}]", int(label), partial(Image.fromarray, images[i])) for i, label in enumerate(labels))
     return Listing("MedMNIST npz", f"{path}:{chosen}", classes, items, (path,))
 
 
@@ -218,13 +209,9 @@ def _list_idx(path: Path, split: str | None) -> Listing:
     images = read_idx(path)
     labels = read_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise PurifyLabError(
-            f"{path.name} {images.shape} and {labels_path.name} {labels.shape} are not (N, H, W) images with N labels"
-        )
+        raise PurifyLabError(f"{path.name} {images.shape} and {labels_path.name} {labels.shape} are not (N, H, W) images with N labels")
     classes = tuple(str(i) for i in range(int(labels.max(initial=0)) + 1))
-    items = tuple(
-        Item(f"{path.name}[{i}]", int(label), partial(Image.fromarray, images[i])) for i, label in enumerate(labels)
-    )
+    items = tuple(Item(f"{path.name}[{i}]", int(label), partial(Image.fromarray, images[i])) for i, label in enumerate(labels))
     return Listing("MNIST idx", str(path), classes, items, (path, labels_path))
 
 
@@ -277,9 +264,7 @@ def _assemble(listing: Listing, decoded: list[Decoded], size: int | None) -> Ima
     kept = [(item, result) for item, result in zip(listing.items, decoded, strict=True) if result.error is None]
     skipped = tuple(item.source for item, result in zip(listing.items, decoded, strict=True) if result.error)
     if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} undecodable file(s) in {listing.location}, e.g. {skipped[0]}", stacklevel=3
-        )
+        warnings.warn(f"skipped {len(skipped)} undecodable file(s) in {listing.location}, e.g. {skipped[0]}", stacklevel=3)
     if not kept:
         raise PurifyLabError(f"no decodable images in {listing.location} ({len(skipped)} files failed to decode)")
     arrays = [result.pixels for _, result in kept]
@@ -288,9 +273,7 @@ def _assemble(listing: Listing, decoded: list[Decoded], size: int | None) -> Ima
     shapes = sorted({a.shape[1:] for a in arrays})
     if len(shapes) > 1:
         examples = ", ".join(f"{w}x{h}" for h, w in shapes[:3])
-        raise PurifyLabError(
-            f"images in {listing.location} have {len(shapes)} different sizes ({examples}, ...); pass size= to resize"
-        )
+        raise PurifyLabError(f"images in {listing.location} have {len(shapes)} different sizes ({examples}, ...); pass size= to resize")
     return ImageSet(
         images=torch.from_numpy(np.stack(arrays)),
         labels=torch.tensor([item.label for item, _ in kept], dtype=torch.int64),

@@ -74,15 +74,11 @@ def _largest_remainder(count: int, fractions: Sequence[float]) -> list[int]:
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
     fractions = tuple(float(f) for f in fractions)
     if len(fractions) != len(SPLIT_NAMES) or any(not 0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise PurifyLabError(
-            f"fractions must be three numbers in [0, 1] for {'/'.join(SPLIT_NAMES)} adding up to 1, got {fractions}"
-        )
+        raise PurifyLabError(f"fractions must be three numbers in [0, 1] for {'/'.join(SPLIT_NAMES)} adding up to 1, got {fractions}")
     return fractions
 
 
-def stratified_split(
-    labels: Sequence[int] | np.ndarray | torch.Tensor, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-) -> dict[str, np.ndarray]:
+def stratified_split(labels: Sequence[int] | np.ndarray | torch.Tensor, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> dict[str, np.ndarray]:
     """Indices per split ("train", "val", "test"), each class divided in `fractions`; same seed, same split."""
     fractions = _check_fractions(fractions)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -93,9 +89,7 @@ def stratified_split(
         bounds = np.cumsum([0, *_largest_remainder(len(members), fractions)])
         for name, start, stop in zip(SPLIT_NAMES, bounds[:-1], bounds[1:], strict=True):
             parts[name].append(members[start:stop])
-    return {
-        name: np.sort(np.concatenate(chunks)) if chunks else np.empty(0, np.int64) for name, chunks in parts.items()
-    }
+    return {name: np.sort(np.concatenate(chunks)) if chunks else np.empty(0, np.int64) for name, chunks in parts.items()}
 
 
 def stratified_group_split(
@@ -224,9 +218,7 @@ class SplitSpec:
         return {name: image_set.subset(list(indices)) for name, indices in self.indices.items()}
 
 
-def make_splits(
-    image_set: ImageSet, val: float = 0.1, test: float = 0.1, seed: int = 0, grouping: Grouping | None = None
-) -> SplitSpec:
+def make_splits(image_set: ImageSet, val: float = 0.1, test: float = 0.1, seed: int = 0, grouping: Grouping | None = None) -> SplitSpec:
     """Dedupe, then split whole groups stratified per class; indices refer to `image_set` itself.
 
     `grouping` defaults to the file-name rule over the image set's sources (`core.data.groups`)."""

@@ -42,15 +42,11 @@ def _architecture(card: dict, name: str, overrides: dict[str, Any]) -> dict[str,
     architecture = dict(card.get("architecture") or {})
     clashes = sorted(key for key, value in overrides.items() if key in architecture and architecture[key] != value)
     if clashes:
-        raise PurifyLabError(
-            f"{', '.join(clashes)} differ from the trained '{name}' weights; pass pretrained=False to build a new network"
-        )
+        raise PurifyLabError(f"{', '.join(clashes)} differ from the trained '{name}' weights; pass pretrained=False to build a new network")
     return {**architecture, **overrides}
 
 
-def _build(
-    name: str, cls: type[XrayClassifier], pretrained: bool, weights: str | Path | None, overrides: dict, defaults: dict | None = None
-) -> XrayClassifier:
+def _build(name: str, cls: type[XrayClassifier], pretrained: bool, weights: str | Path | None, overrides: dict, defaults: dict | None = None) -> XrayClassifier:
     """A new network from `defaults` + `overrides`, or the trained one its card describes (+ checked overrides)."""
     if not pretrained and weights is None:
         return cls(**{**(defaults or {}), **overrides})
@@ -169,4 +165,16 @@ def shipped_xray_classifiers() -> list[str]:
     return [name for name in XRAY_CLASSIFIERS if weights_path_for(name).is_file()]
 
 
-__all__ = ["XrayClassifier", "XrayViT", "XrayResNet", "SEViT", "StudentCNN", "SubstituteCNN", "create_classifier", "list_classifiers", "shipped_xray_classifiers", "weights_path_for", "XRAY_CLASSIFIERS"]
+__all__ = [
+    "XrayClassifier",
+    "XrayViT",
+    "XrayResNet",
+    "SEViT",
+    "StudentCNN",
+    "SubstituteCNN",
+    "create_classifier",
+    "list_classifiers",
+    "shipped_xray_classifiers",
+    "weights_path_for",
+    "XRAY_CLASSIFIERS",
+]

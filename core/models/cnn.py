@@ -19,8 +19,12 @@ class StudentCNN(XrayClassifier):
     Strided convolutions instead of pooling keep a training epoch on one CPU core to about a minute."""
 
     def __init__(
-        self, image_size: int = 128, widths: tuple[int, ...] = (16, 32, 64, 64), dropout: float = 0.2,
-        in_channels: int = 1, num_classes: int = NUM_CLASSES,
+        self,
+        image_size: int = 128,
+        widths: tuple[int, ...] = (16, 32, 64, 64),
+        dropout: float = 0.2,
+        in_channels: int = 1,
+        num_classes: int = NUM_CLASSES,
     ):
         super().__init__(image_size, dict(image_size=image_size, widths=list(widths), dropout=dropout), in_channels, num_classes)
         layers: list[nn.Module] = []
@@ -42,8 +46,12 @@ class SubstituteCNN(XrayClassifier):
     """Three 5x5 strided conv blocks with GELU and group norm, max pool head: the black-box 'classifier B'."""
 
     def __init__(
-        self, image_size: int = 128, widths: tuple[int, ...] = (16, 32, 64), dropout: float = 0.3,
-        in_channels: int = 1, num_classes: int = NUM_CLASSES,
+        self,
+        image_size: int = 128,
+        widths: tuple[int, ...] = (16, 32, 64),
+        dropout: float = 0.3,
+        in_channels: int = 1,
+        num_classes: int = NUM_CLASSES,
     ):
         super().__init__(image_size, dict(image_size=image_size, widths=list(widths), dropout=dropout), in_channels, num_classes)
         layers: list[nn.Module] = []

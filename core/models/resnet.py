@@ -25,12 +25,27 @@ class XrayResNet(XrayClassifier):
         in_channels: int = 1,
         num_classes: int = NUM_CLASSES,
     ):
-        super().__init__(image_size, dict(
-            image_size=image_size, widths=list(widths), layers=list(layers), drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-        ), in_channels, num_classes)
+        super().__init__(
+            image_size,
+            dict(
+                image_size=image_size,
+                widths=list(widths),
+                layers=list(layers),
+                drop_rate=drop_rate,
+                drop_path_rate=drop_path_rate,
+            ),
+            in_channels,
+            num_classes,
+        )
         self.resnet = ResNet(
-            BasicBlock, tuple(layers), num_classes=num_classes, in_chans=in_channels, channels=tuple(widths),
-            stem_width=widths[0], drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+            BasicBlock,
+            tuple(layers),
+            num_classes=num_classes,
+            in_chans=in_channels,
+            channels=tuple(widths),
+            stem_width=widths[0],
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
         )
 
     def logits(self, x_normalised: torch.Tensor) -> torch.Tensor:

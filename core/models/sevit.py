@@ -23,14 +23,23 @@ class TokenMLPHead(nn.Module):
     so the head is ~70 k parameters instead of the paper's flattened 625 M."""
 
     def __init__(
-        self, num_tokens: int, embed_dim: int, token_dim: int = 16, hidden: int = 64, dropout: float = 0.2,
+        self,
+        num_tokens: int,
+        embed_dim: int,
+        token_dim: int = 16,
+        hidden: int = 64,
+        dropout: float = 0.2,
         num_classes: int = NUM_CLASSES,
     ):
         super().__init__()
         self.norm = nn.LayerNorm(embed_dim)
         self.project = nn.Linear(embed_dim, token_dim)
         self.classify = nn.Sequential(
-            nn.GELU(), nn.Flatten(), nn.Linear(num_tokens * token_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.GELU(),
+            nn.Flatten(),
+            nn.Linear(num_tokens * token_dim, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
 
@@ -51,9 +60,18 @@ class SEViT(XrayClassifier):
             raise PurifyLabError(f"combine='{combine}' is not a SEViT rule; choose one of: {', '.join(COMBINE_RULES)}")
         if not 1 <= mlp_heads <= vit.depth:
             raise PurifyLabError(f"mlp_heads={mlp_heads} must be between 1 and the ViT depth {vit.depth}")
-        super().__init__(vit.image_size, dict(
-            mlp_heads=mlp_heads, combine=combine, token_dim=token_dim, hidden=hidden, vit=vit.architecture,
-        ), vit.in_channels, vit.num_classes)
+        super().__init__(
+            vit.image_size,
+            dict(
+                mlp_heads=mlp_heads,
+                combine=combine,
+                token_dim=token_dim,
+                hidden=hidden,
+                vit=vit.architecture,
+            ),
+            vit.in_channels,
+            vit.num_classes,
+        )
         self.combine = combine
         self.vit = vit
         self.vit.requires_grad_(False)
@@ -92,7 +110,5 @@ class SEViT(XrayClassifier):
         """Per image, the mean KL(final head || block head): large when the members disagree (ROC-ready)."""
         members = self.member_logits(x)
         final = F.log_softmax(members[-1], dim=1)
-        divergences = [
-            F.kl_div(F.log_softmax(z, dim=1), final, log_target=True, reduction="none").sum(1) for z in members[:-1]
-        ]
+        divergences = [F.kl_div(F.log_softmax(z, dim=1), final, log_target=True, reduction="none").sum(1) for z in members[:-1]]
         return torch.stack(divergences).mean(0)

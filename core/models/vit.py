@@ -26,14 +26,32 @@ class XrayViT(XrayClassifier):
         in_channels: int = 1,
         num_classes: int = NUM_CLASSES,
     ):
-        super().__init__(image_size, dict(
-            image_size=image_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
-            num_heads=num_heads, mlp_ratio=mlp_ratio, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-        ), in_channels, num_classes)
+        super().__init__(
+            image_size,
+            dict(
+                image_size=image_size,
+                patch_size=patch_size,
+                embed_dim=embed_dim,
+                depth=depth,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                drop_rate=drop_rate,
+                drop_path_rate=drop_path_rate,
+            ),
+            in_channels,
+            num_classes,
+        )
         self.vit = VisionTransformer(
-            img_size=image_size, patch_size=patch_size, in_chans=in_channels, num_classes=num_classes,
-            embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+            img_size=image_size,
+            patch_size=patch_size,
+            in_chans=in_channels,
+            num_classes=num_classes,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
         )
 
     @property
@@ -47,6 +65,8 @@ class XrayViT(XrayClassifier):
         """Final logits and the patch tokens (N, L, D) after each of the first `blocks` blocks, in one pass."""
         self.check_input(x)
         final, intermediates = self.vit.forward_intermediates(
-            self.normalise(x), indices=list(range(blocks)), output_fmt="NLC",
+            self.normalise(x),
+            indices=list(range(blocks)),
+            output_fmt="NLC",
         )
         return self.vit.forward_head(final), intermediates

@@ -162,7 +162,7 @@ class ColdReconPurifier(_ColdUNetPurifier):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         levels = self.levels()
         x_t = self.degrade(x, levels[0])
-        for level, next_level in zip(levels[:-1], levels[1:]):
+        for level, next_level in zip(levels[:-1], levels[1:], strict=True):
             x0_estimate = self._restore(x_t, level)
             x_t = x_t - self.degrade(x0_estimate, level) + self.degrade(x0_estimate, next_level)
         return x_t.clamp(0, 1)

@@ -63,9 +63,7 @@ class DDIMPurifier(DiffusionPurifier):
         sample = forward_noise(self.scheduler, x, self.start, generator)
         for t in self.timesteps:
             noise_prediction = self.predict_noise(sample, t)
-            sample = self.scheduler.step(
-                noise_prediction, t, sample, eta=self.config.eta, generator=generator
-            ).prev_sample
+            sample = self.scheduler.step(noise_prediction, t, sample, eta=self.config.eta, generator=generator).prev_sample
         return to_image_space(sample)
 
     def describe(self) -> dict[str, Any]:

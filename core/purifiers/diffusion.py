@@ -91,9 +91,7 @@ def ddim_scheduler(schedule: dict[str, Any], stride: int) -> DDIMScheduler:
     scheduler = DDIMScheduler(**schedule)
     scheduler.set_timesteps(max(1, total // stride))
     if total // scheduler.num_inference_steps != stride:
-        raise PurifyLabError(
-            f"skip={stride} is not a DDIM stride for T={total}; use a value with T // (T // skip) == skip, e.g. a divisor of T"
-        )
+        raise PurifyLabError(f"skip={stride} is not a DDIM stride for T={total}; use a value with T // (T // skip) == skip, e.g. a divisor of T")
     return scheduler
 
 
@@ -161,9 +159,7 @@ class DiffusionPurifier(Purifier):
             raise PurifyLabError(f"{self.name} expects images of shape (N, {channels}, H, W), got {tuple(x.shape)}")
         multiple = 2 ** (len(self.unet.config.block_out_channels) - 1)
         if x.shape[-1] % multiple or x.shape[-2] % multiple:
-            raise PurifyLabError(
-                f"{self.name} needs H and W divisible by {multiple}, got {tuple(x.shape[-2:])}; resize to {self.image_size}"
-            )
+            raise PurifyLabError(f"{self.name} needs H and W divisible by {multiple}, got {tuple(x.shape[-2:])}; resize to {self.image_size}")
 
     def predict_noise(self, sample: torch.Tensor, timestep: int) -> torch.Tensor:
         """One denoiser call; checkpointed when a graph is being recorded."""

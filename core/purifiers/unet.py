@@ -42,8 +42,12 @@ UNET_SPECS: dict[str, UNetSpec] = {
     # gradients per image) runs its tables on a CPU, and all shipped weights stay within 20 MB.
     "mnist": UNetSpec(28, (16, 32, 32), ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"), ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
     "cifar10": UNetSpec(
-        32, (16, 32, 32), ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"), ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        in_channels=3, out_channels=3,
+        32,
+        (16, 32, 32),
+        ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        in_channels=3,
+        out_channels=3,
     ),
 }
 
@@ -60,9 +64,7 @@ def load_shipped_unet(file_stem: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[
     """Load weights/<file_stem>.safetensors into the UNet its card describes (sha256-verified)."""
     path = weights_dir / f"{file_stem}.safetensors"
     if not path.is_file():
-        raise PurifyLabError(
-            f"purifier weights {path.name} are missing; train them with 'purifylab train' (see docs/TRAINING.md)"
-        )
+        raise PurifyLabError(f"purifier weights {path.name} are missing; train them with 'purifylab train' (see docs/TRAINING.md)")
     card = read_card(path)
     unet = build_unet(card["unet_size"], **card.get("unet_overrides", {}))
     load_weights(unet, path)

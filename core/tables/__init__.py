@@ -32,6 +32,7 @@ from core.tables.preset import (
 from core.tables.render import write_outputs
 from core.tables.runner import PresetRunner
 
+
 @dataclass(frozen=True)
 class TableOutcome:
     markdown: str

@@ -186,9 +186,7 @@ class Preset:
     sanity: SanitySpec = SanitySpec()
     notes: str = ""
 
-    def with_overrides(
-        self, limit: int | None = None, data: str | None = None, eot: int | None = None, only: Sequence[str] | None = None
-    ) -> Preset:
+    def with_overrides(self, limit: int | None = None, data: str | None = None, eot: int | None = None, only: Sequence[str] | None = None) -> Preset:
         """The preset with the command line's changes; the resolved preset written beside the outputs records them.
 
         `only` keeps the named tables, sweeps and detection runs, so a CPU can compute part of a GPU-sized preset;
@@ -246,7 +244,9 @@ class Preset:
                     raise PurifyLabError(f"table '{table.name}' uses transfer: name a substitute model in the preset")
             for column in table.columns:
                 if column.threats is not None and not set(column.threats) <= set(table.threats):
-                    raise PurifyLabError(f"table '{table.name}', column '{column.label}': threats {list(column.threats)} not all in the table's {list(table.threats)}")
+                    raise PurifyLabError(
+                        f"table '{table.name}', column '{column.label}': threats {list(column.threats)} not all in the table's {list(table.threats)}"
+                    )
         for sweep in self.sweeps:
             threat_model(sweep.threat)
             if sweep.kind not in SWEEP_KINDS:

@@ -94,8 +94,15 @@ def convergence_checks(records: Sequence[dict], table: TableSpec, tolerance: flo
             for record in _cells_of(records, table.name):
                 if record["row"] != last.label:
                     continue
-                other = next((r for r in _cells_of(records, table.name) if r["row"] == second.label
-                              and (r["classifier"], r["column"], r["threat"]) == (record["classifier"], record["column"], record["threat"])), None)
+                other = next(
+                    (
+                        r
+                        for r in _cells_of(records, table.name)
+                        if r["row"] == second.label
+                        and (r["classifier"], r["column"], r["threat"]) == (record["classifier"], record["column"], record["threat"])
+                    ),
+                    None,
+                )
                 if other is None:
                     continue
                 metric = table.metric if table.metric == "balanced_accuracy" else "one_shot_accuracy"
@@ -344,7 +351,9 @@ def _sweep_and_detection_panels(records: list[dict]) -> list[Panel]:
         traces = []
         for label in dict.fromkeys(r["row"] for r in rows):
             points = [r for r in rows if r["row"] == label]
-            traces.append(go.Scatter(name=label, x=[r["value"] for r in points], y=[100 * r["metrics"]["one_shot_accuracy"] for r in points], mode="lines+markers"))
+            traces.append(
+                go.Scatter(name=label, x=[r["value"] for r in points], y=[100 * r["metrics"]["one_shot_accuracy"] for r in points], mode="lines+markers")
+            )
         parameter = rows[0]["parameter"]
         panels.append(Panel(f"sweep {name}", traces, PARAMETER_TITLES.get(parameter, parameter), "accuracy (%)"))
     for name in dict.fromkeys(r["detection"] for r in records if "detection" in r):
@@ -353,7 +362,11 @@ def _sweep_and_detection_panels(records: list[dict]) -> list[Panel]:
             for detector in ("reconstruction", "sevit"):
                 result = r["metrics"].get(detector)
                 if result:
-                    traces.append(go.Scatter(name=f"{r['row']}, {detector} score (AUC {result['auroc']:.2f})", x=result["roc"]["fpr"], y=result["roc"]["tpr"], mode="lines"))
+                    traces.append(
+                        go.Scatter(
+                            name=f"{r['row']}, {detector} score (AUC {result['auroc']:.2f})", x=result["roc"]["fpr"], y=result["roc"]["tpr"], mode="lines"
+                        )
+                    )
         panels.append(Panel(f"detection ROC {name}", traces, "false positive rate (clean images flagged)", "true positive rate (attacks caught)"))
     return panels
 
@@ -389,8 +402,9 @@ def certified_figure(results: Sequence[dict[str, Any]]):
         fig.add_trace(go.Scatter(x=curve["radius"], y=[100 * v for v in curve["certified_balanced_accuracy"]], mode="lines", name=name))
     fig.update_xaxes(title_text="L2 radius ([0, 1] pixels at the classifier's 128 px input)")
     fig.update_yaxes(title_text="certified balanced accuracy (%)", range=[0, 100])
-    fig.update_layout(title="Certified robustness (randomized smoothing, CERTIFY): no attack within the radius can change these answers",
-                      template="plotly_white", height=450)
+    fig.update_layout(
+        title="Certified robustness (randomized smoothing, CERTIFY): no attack within the radius can change these answers", template="plotly_white", height=450
+    )
     return fig
 
 
@@ -402,7 +416,9 @@ def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[st
     for table in preset.tables:
         checks += masking_checks(records, table, preset.sanity.tolerance)
         checks += convergence_checks(records, table, preset.sanity.tolerance)
-    markdown = "\n".join(filter(None, [markdown_tables(preset, records, checks), sweep_markdown(records), detection_markdown(records), sanity_markdown(checks)]))
+    markdown = "\n".join(
+        filter(None, [markdown_tables(preset, records, checks), sweep_markdown(records), detection_markdown(records), sanity_markdown(checks)])
+    )
     paths = {
         "markdown": out_dir / f"{preset.name}.md",
         "csv": out_dir / f"{preset.name}.csv",

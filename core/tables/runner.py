@@ -21,8 +21,8 @@ import torch
 
 from core.attacks import AttackConfig, craft, threat_model
 from core.attacks.robust import attack_budget, robust_run, run_metrics
-from core.errors import PurifyLabError
 from core.data.loading import LoadedSplit, load_split
+from core.errors import PurifyLabError
 from core.metrics import auroc
 from core.models import create_classifier, weights_path_for
 from core.purifiers import PURIFIERS, create_purifier
@@ -132,9 +132,7 @@ class PresetRunner:
         return {"kind": kind, "seed": p.seed, "batch_size": p.batch_size, "bootstrap": p.bootstrap}
 
     # --- cells -----------------------------------------------------------------------------------
-    def robust_cell(
-        self, model: ModelSpec | tuple[str, str | None], column: PurifierColumn | tuple[str, dict], row: AttackRow, threat: str
-    ) -> dict[str, Any]:
+    def robust_cell(self, model: ModelSpec | tuple[str, str | None], column: PurifierColumn | tuple[str, dict], row: AttackRow, threat: str) -> dict[str, Any]:
         name, weights = (model.name, model.weights) if isinstance(model, ModelSpec) else model
         purifier_name, params = (column.purifier, column.params) if isinstance(column, PurifierColumn) else column
         attack = row.attack_config(self.preset.seed)
@@ -335,9 +333,11 @@ class PresetRunner:
         # Cheapest first (fewest denoiser calls), so an interrupted run has the most cells; order changes no number.
         order = sorted(unique, key=lambda key: self._cost(unique[key]))
         computed = run_cells([unique[key] for key in order], self.compute, self.store, progress=self.progress, on_cell=on_cell)
-        by_key = dict(zip(order, computed.metrics))
+        by_key = dict(zip(order, computed.metrics, strict=True))
         self.last_computed, self.last_reused = computed.computed, computed.reused
-        return [{**placement, "key": cell_key(cell), "config": json.loads(canonical_json(cell)), "metrics": by_key[cell_key(cell)]} for placement, cell in entries]
+        return [
+            {**placement, "key": cell_key(cell), "config": json.loads(canonical_json(cell)), "metrics": by_key[cell_key(cell)]} for placement, cell in entries
+        ]
 
 
 def threat_description(threat: str | None) -> str:

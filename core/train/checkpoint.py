@@ -17,11 +17,7 @@ from safetensors.torch import load_file, save_file
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """({"<param index>.<key>": tensor}, param_groups): the first for safetensors, the second for JSON."""
     state = optimizer.state_dict()
-    tensors = {
-        f"{index}.{key}": torch.as_tensor(value).detach().cpu().contiguous()
-        for index, entry in state["state"].items()
-        for key, value in entry.items()
-    }
+    tensors = {f"{index}.{key}": torch.as_tensor(value).detach().cpu().contiguous() for index, entry in state["state"].items() for key, value in entry.items()}
     return tensors, state["param_groups"]
 
 

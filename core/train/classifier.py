@@ -152,32 +152,69 @@ _TINY_ARCHITECTURE = {
 _MNIST = dict(image_size=28, class_weighting=False, rotation_degrees=10.0, shift=0.08, brightness=0.0, contrast=0.0)
 _CIFAR10 = dict(image_size=32, class_weighting=False, horizontal_flip=True, rotation_degrees=0.0, shift=0.1, scale=0.1)
 _CIFAR10_AT = dict(
-    _CIFAR10, init_from="cifar10_cnn", adversarial_eps=8 / 255, adversarial_steps=3, adversarial_alpha=3 / 255, adversarial_warmup_epochs=1,
+    _CIFAR10,
+    init_from="cifar10_cnn",
+    adversarial_eps=8 / 255,
+    adversarial_steps=3,
+    adversarial_alpha=3 / 255,
+    adversarial_warmup_epochs=1,
 )
 _MNIST_AT = dict(
-    _MNIST, init_from="mnist_cnn", adversarial_eps=0.3, adversarial_steps=7, adversarial_alpha=0.1, adversarial_warmup_epochs=2,
+    _MNIST,
+    init_from="mnist_cnn",
+    adversarial_eps=0.3,
+    adversarial_steps=7,
+    adversarial_alpha=0.1,
+    adversarial_warmup_epochs=2,
 )
 # X-rays from another cohort (the official test patients) differ in exposure, cropping, sharpness
 # and noise: augment for that, train a fixed schedule and keep its last epoch (see select_epoch).
 _SHIFT = dict(
-    crop_area=0.6, rotation_degrees=10.0, shift=0.0, brightness=0.15, contrast=0.2, gamma=0.3, blur_sharpen=0.3,
-    noise=0.03, select_epoch="last",
+    crop_area=0.6,
+    rotation_degrees=10.0,
+    shift=0.0,
+    brightness=0.15,
+    contrast=0.2,
+    gamma=0.3,
+    blur_sharpen=0.3,
+    noise=0.03,
+    select_epoch="last",
 )
 _CPU = {
     # Labels only: distilling from resnet (DeiT-style, --distill-from resnet --temperature 2) was tried
     # and lost on val AUROC, 0.975 vs 0.976 (docs/TRAINING.md).
     "vit": dict(_SHIFT, epochs=40, batch_size=64, lr=1e-3, weight_decay=0.05, label_smoothing=0.1, max_minutes=45),
     "resnet": dict(_SHIFT, epochs=16, batch_size=64, lr=2e-3, weight_decay=5e-4, label_smoothing=0.1, max_minutes=40),
-    "student_cnn": dict(_SHIFT, epochs=12, batch_size=64, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, distill_from="resnet", temperature=2.0, max_minutes=20),
+    "student_cnn": dict(
+        _SHIFT, epochs=12, batch_size=64, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, distill_from="resnet", temperature=2.0, max_minutes=20
+    ),
     "sevit": dict(_SHIFT, epochs=6, batch_size=64, lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2, max_minutes=15),
     "substitute": dict(_SHIFT, epochs=12, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=0.5, seed=1, max_minutes=15),
     "resnet_smooth": dict(
-        _SHIFT, epochs=5, batch_size=64, lr=1e-3, weight_decay=5e-4, warmup_epochs=0.2, label_smoothing=0.1,
-        init_from="resnet", smoothing_sigma=0.25, max_minutes=40,
+        _SHIFT,
+        epochs=5,
+        batch_size=64,
+        lr=1e-3,
+        weight_decay=5e-4,
+        warmup_epochs=0.2,
+        label_smoothing=0.1,
+        init_from="resnet",
+        smoothing_sigma=0.25,
+        max_minutes=40,
     ),
     "vit_at": dict(
-        _SHIFT, epochs=8, batch_size=64, lr=1.5e-4, weight_decay=0.05, warmup_epochs=0.2, init_from="vit",
-        adversarial_eps=0.03, adversarial_steps=3, adversarial_alpha=0.01, adversarial_warmup_epochs=2, max_minutes=45,
+        _SHIFT,
+        epochs=8,
+        batch_size=64,
+        lr=1.5e-4,
+        weight_decay=0.05,
+        warmup_epochs=0.2,
+        init_from="vit",
+        adversarial_eps=0.03,
+        adversarial_steps=3,
+        adversarial_alpha=0.01,
+        adversarial_warmup_epochs=2,
+        max_minutes=45,
     ),
     "mnist_cnn": dict(_MNIST, epochs=15, batch_size=128, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, max_minutes=8),
     "mnist_cnn_at": dict(_MNIST_AT, epochs=10, batch_size=128, lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2, max_minutes=15),
@@ -192,26 +229,44 @@ _GPU = {
     "resnet_smooth": dict(_SHIFT, epochs=60, batch_size=128, lr=2e-3, weight_decay=5e-4, warmup_epochs=2, label_smoothing=0.1, smoothing_sigma=0.25),
     "substitute": dict(_SHIFT, epochs=60, batch_size=128, lr=2e-3, weight_decay=1e-4, seed=1),
     "vit_at": dict(
-        _SHIFT, epochs=60, batch_size=128, lr=5e-4, weight_decay=0.05, warmup_epochs=5,
-        adversarial_eps=0.03, adversarial_steps=10, adversarial_alpha=0.0075, adversarial_warmup_epochs=5,
+        _SHIFT,
+        epochs=60,
+        batch_size=128,
+        lr=5e-4,
+        weight_decay=0.05,
+        warmup_epochs=5,
+        adversarial_eps=0.03,
+        adversarial_steps=10,
+        adversarial_alpha=0.0075,
+        adversarial_warmup_epochs=5,
     ),
     "mnist_cnn": dict(_MNIST, epochs=40, batch_size=128, lr=3e-3, weight_decay=1e-4, warmup_epochs=1),
     "mnist_cnn_at": dict(_MNIST_AT, epochs=40, batch_size=128, lr=1e-3, weight_decay=1e-4, warmup_epochs=1, adversarial_steps=20, adversarial_alpha=0.04),
     "cifar10_cnn": dict(_CIFAR10, epochs=150, batch_size=128, lr=3e-3, weight_decay=5e-4, warmup_epochs=5),
-    "cifar10_cnn_at": dict(_CIFAR10_AT, epochs=60, batch_size=128, lr=1e-3, weight_decay=5e-4, warmup_epochs=2, adversarial_steps=10, adversarial_alpha=2 / 255),
+    "cifar10_cnn_at": dict(
+        _CIFAR10_AT, epochs=60, batch_size=128, lr=1e-3, weight_decay=5e-4, warmup_epochs=2, adversarial_steps=10, adversarial_alpha=2 / 255
+    ),
 }
 
 
 def preset(name: str, model: str, **overrides) -> TrainConfig:
-    """"tiny": a few batches at 32 px (tests); "cpu": what ships from a 2-core CPU; "gpu": a full run."""
+    """ "tiny": a few batches at 32 px (tests); "cpu": what ships from a 2-core CPU; "gpu": a full run."""
     if name not in PRESETS:
         raise PurifyLabError(f"preset '{name}' is unknown; choose one of: {', '.join(PRESETS)}")
     if model not in list_classifiers():
         raise PurifyLabError(f"unknown classifier '{model}'; choose one of: {', '.join(list_classifiers())}")
     if name == "tiny":
         base = dict(
-            image_size=32, epochs=2, batch_size=16, lr=3e-3, warmup_epochs=0.0, limit=64, max_batches_per_epoch=4,
-            model_options=_TINY_ARCHITECTURE[model], augment=True, use_shipped_weights=False,
+            image_size=32,
+            epochs=2,
+            batch_size=16,
+            lr=3e-3,
+            warmup_epochs=0.0,
+            limit=64,
+            max_batches_per_epoch=4,
+            model_options=_TINY_ARCHITECTURE[model],
+            augment=True,
+            use_shipped_weights=False,
         )
         if model == "student_cnn":
             base["distill_from"] = "vit"
@@ -385,9 +440,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
 
     model = _build_model(config)
     teacher = _build_teacher(config)
-    splits = load_splits(
-        data_dir, ("train", "val"), config.image_size, config.limit, progress=progress and main, channels=model.in_channels
-    )
+    splits = load_splits(data_dir, ("train", "val"), config.image_size, config.limit, progress=progress and main, channels=model.in_channels)
     train, val = splits["train"], splits["val"]
     counts = torch.bincount(train.labels, minlength=len(train.classes)).float()
     if (counts == 0).any():
@@ -395,7 +448,13 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
     class_weights = (counts.sum() / (len(counts) * counts)) if config.class_weighting else torch.ones_like(counts)
 
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(TensorDataset(train.images, train.labels), batch_size=config.batch_size, shuffle=True, drop_last=len(train.labels) > config.batch_size, generator=generator)
+    loader = DataLoader(
+        TensorDataset(train.images, train.labels),
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(train.labels) > config.batch_size,
+        generator=generator,
+    )
     trainable = _trainable(model)
     optimizer = torch.optim.AdamW([p for p in trainable.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -500,7 +559,9 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
             save_weights(_trainable(raw_model), checkpoint_dir / "model.safetensors", {"epoch": epoch + 1}, fp16=False)
             _save_optimizer(optimizer, checkpoint_dir / "optimizer.safetensors")
-            (checkpoint_dir / "state.json").write_text(json.dumps({"epoch": epoch, "step": step, "best": best, "seconds": elapsed(), "history": history}, indent=1))
+            (checkpoint_dir / "state.json").write_text(
+                json.dumps({"epoch": epoch, "step": step, "best": best, "seconds": elapsed(), "history": history}, indent=1)
+            )
             print(json.dumps(record), flush=True)
         accelerator.wait_for_everyone()
         if out_of_time or (config.max_minutes is not None and elapsed() > 60 * config.max_minutes):
@@ -559,7 +620,8 @@ def _fit_calibration(model: XrayClassifier, val, through: dict | None = None) ->
     return {
         "temperature": round(temperature, 4),
         "threshold": round(threshold, 4),
-        "fitted_on": f"val ({len(val.labels)} images, patients disjoint from train)" + (f", read through {through['purifier']} {through['params']}" if through else ""),
+        "fitted_on": f"val ({len(val.labels)} images, patients disjoint from train)"
+        + (f", read through {through['purifier']} {through['params']}" if through else ""),
     }
 
 

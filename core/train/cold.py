@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
+from core.data.loading import load_splits
 from core.data.locations import XRAY_TRAIN_DIR
 from core.errors import PurifyLabError, check_range
-from core.data.loading import load_splits
 from core.purifiers.blur_degradation import BlurDegradation, BlurSchedule
 from core.purifiers.cold import (
     COLD_WEIGHTS_STEM,
@@ -105,12 +105,28 @@ class ColdTrainConfig:
         """
         presets = {
             "tiny": dict(
-                unet_size="tiny", image_size=32, epochs=3, epoch_images=32, batch_size=8, lr=2e-3,
-                ema_decay=0.9, val_images=2, eval_depth=4,
+                unet_size="tiny",
+                image_size=32,
+                epochs=3,
+                epoch_images=32,
+                batch_size=8,
+                lr=2e-3,
+                ema_decay=0.9,
+                val_images=2,
+                eval_depth=4,
             ),
             "cpu": dict(
-                unet_size="small", image_size=128, crop_size=64, epochs=1000, epoch_images=2048, batch_size=16,
-                lr=5e-4, ema_decay=0.995, max_minutes=45.0, val_images=64, threads=1,
+                unet_size="small",
+                image_size=128,
+                crop_size=64,
+                epochs=1000,
+                epoch_images=2048,
+                batch_size=16,
+                lr=5e-4,
+                ema_decay=0.995,
+                max_minutes=45.0,
+                val_images=64,
+                threads=1,
             ),
             "gpu": dict(unet_size="small", image_size=128, epochs=200, batch_size=64, lr=2e-4, ema_decay=0.999, val_images=256),
         }
@@ -127,9 +143,7 @@ class ColdTrainConfig:
 
 
 @torch.no_grad()
-def reconstruction_quality(
-    unet, schedule: BlurSchedule, images: torch.Tensor, depth: int, batch_size: int = 16
-) -> dict[str, dict[str, float]]:
+def reconstruction_quality(unet, schedule: BlurSchedule, images: torch.Tensor, depth: int, batch_size: int = 16) -> dict[str, dict[str, float]]:
     """Mean PSNR/SSIM against the clean images of blurred, direct and recon outputs at `depth`."""
     outputs = _variants(unet, schedule, images, depth, batch_size)
     return {
@@ -267,8 +281,11 @@ def train_cold(
             val_psnr = float(psnr(val_images, direct.purify(val_images)).mean())
             save_sample_grid(shadow, schedule, val_images[:_GRID_IMAGES], config.eval_depth, out_dir / "samples" / f"epoch_{epoch:03d}.png")
             record = {
-                "epoch": epoch, "step": step, "train_l1": round(running / max(seen, 1), 5),
-                "val_psnr_direct_db": round(val_psnr, 3), "seconds": round(time.time() - started, 1),
+                "epoch": epoch,
+                "step": step,
+                "train_l1": round(running / max(seen, 1), 5),
+                "val_psnr_direct_db": round(val_psnr, 3),
+                "seconds": round(time.time() - started, 1),
             }
             history.append(record)
             save_ema_checkpoint(checkpoint_dir, raw_unet, ema, optimizer, {"epoch": epoch, "step": step, "seconds": record["seconds"], "history": history})

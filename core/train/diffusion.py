@@ -98,17 +98,48 @@ class DiffusionTrainConfig:
         """tiny: seconds, for tests; cpu: the shipped CPU run (~1 h on one core); gpu: the full run;
         mnist / cifar10: the denoisers of the DiffDefense and Blau et al. re-runs on those data sets."""
         presets = {
-            "tiny": dict(unet_size="tiny", image_size=32, epochs=1, max_steps=8, batch_size=8, lr=1e-3,
-                         warmup_steps=0, ema_decay=0.9, eval_images=4, limit=32),
-            "cpu": dict(unet_size="small", image_size=128, crop_size=64, epochs=20, max_minutes=60.0, batch_size=16,
-                        lr=5e-4, warmup_steps=100, ema_decay=0.999, max_t_fraction=0.25, threads=1),
-            "gpu": dict(unet_size="small", image_size=128, epochs=200, batch_size=64, lr=2e-4, warmup_steps=500,
-                        ema_decay=0.9995, eval_images=256),
+            "tiny": dict(unet_size="tiny", image_size=32, epochs=1, max_steps=8, batch_size=8, lr=1e-3, warmup_steps=0, ema_decay=0.9, eval_images=4, limit=32),
+            "cpu": dict(
+                unet_size="small",
+                image_size=128,
+                crop_size=64,
+                epochs=20,
+                max_minutes=60.0,
+                batch_size=16,
+                lr=5e-4,
+                warmup_steps=100,
+                ema_decay=0.999,
+                max_t_fraction=0.25,
+                threads=1,
+            ),
+            "gpu": dict(unet_size="small", image_size=128, epochs=200, batch_size=64, lr=2e-4, warmup_steps=500, ema_decay=0.9995, eval_images=256),
             # Whole images (they are small); t up to 0.3 T covers DiffDefense's and Blau's starting depths.
-            "mnist": dict(unet_size="mnist", image_size=28, epochs=40, max_minutes=15.0, batch_size=64, lr=1e-3,
-                          warmup_steps=100, ema_decay=0.995, max_t_fraction=0.3, weights_stem="ddpm_unet_mnist", threads=1),
-            "cifar10": dict(unet_size="cifar10", image_size=32, epochs=40, max_minutes=20.0, batch_size=64, lr=1e-3,
-                            warmup_steps=100, ema_decay=0.995, max_t_fraction=0.3, weights_stem="ddpm_unet_cifar10", threads=1),
+            "mnist": dict(
+                unet_size="mnist",
+                image_size=28,
+                epochs=40,
+                max_minutes=15.0,
+                batch_size=64,
+                lr=1e-3,
+                warmup_steps=100,
+                ema_decay=0.995,
+                max_t_fraction=0.3,
+                weights_stem="ddpm_unet_mnist",
+                threads=1,
+            ),
+            "cifar10": dict(
+                unet_size="cifar10",
+                image_size=32,
+                epochs=40,
+                max_minutes=20.0,
+                batch_size=64,
+                lr=1e-3,
+                warmup_steps=100,
+                ema_decay=0.995,
+                max_t_fraction=0.3,
+                weights_stem="ddpm_unet_cifar10",
+                threads=1,
+            ),
         }
         if name not in presets:
             raise PurifyLabError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
@@ -242,8 +273,9 @@ def train_diffusion(
     max_t = config.num_train_timesteps if config.max_t_fraction is None else max(1, round(config.max_t_fraction * config.num_train_timesteps))
 
     loader_generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(TensorDataset(train.images), batch_size=config.batch_size, shuffle=True,
-                        drop_last=len(train.images) > config.batch_size, generator=loader_generator)
+    loader = DataLoader(
+        TensorDataset(train.images), batch_size=config.batch_size, shuffle=True, drop_last=len(train.images) > config.batch_size, generator=loader_generator
+    )
     state = {"epoch": -1, "step": 0, "history": [], "seconds": 0.0}
     if config.resume and (checkpoint_dir / "state.json").is_file():
         state = load_ema_checkpoint(checkpoint_dir, unet, ema, optimizer)
@@ -291,8 +323,13 @@ def train_diffusion(
         if main:
             averaged = ema_copy(raw_unet, ema).to("cpu")
             grid_psnr = _save_grid(averaged, config.schedule, grid_images, out_dir / "samples" / f"epoch_{epoch + 1:03d}.png", config.seed)
-            record = {"epoch": epoch + 1, "step": step, "train_loss": round(running / max(seen, 1), 5),
-                      "grid_psnr": round(grid_psnr, 3), "seconds": round(base_seconds + time.time() - started, 1)}
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                "train_loss": round(running / max(seen, 1), 5),
+                "grid_psnr": round(grid_psnr, 3),
+                "seconds": round(base_seconds + time.time() - started, 1),
+            }
             state = {"epoch": epoch, "step": step, "history": state["history"] + [record], "seconds": base_seconds + time.time() - started}
             save_ema_checkpoint(checkpoint_dir, raw_unet, ema, optimizer, state)
             print(json.dumps(record), flush=True)
