@@ -8,9 +8,9 @@ import streamlit as st
 
 from core.data.locations import dataset_of
 from core.paths import RESULTS_DIR
-from core.tables.render import curves_figure
+from core.tables.render import certified_figure, curves_figure
 
-st.title("Sweeps & detection")
+st.title("Sweeps, detection & certified robustness")
 st.markdown(
     "How much purification is enough? Each curve shows accuracy as the purifier's strength grows "
     "(*t\\**: how much noise the DDPM adds and removes; *depth*: how far the image is blurred), on clean "
@@ -18,6 +18,17 @@ st.markdown(
     "Detection curves (ROC) show how well an attacked image can be told apart from a clean one; "
     "AUC = 1 is perfect, 0.5 is chance."
 )
+
+certified = [json.loads(path.read_text()) for path in sorted((RESULTS_DIR / "certify").glob("*.json"))]
+certified = [result for result in certified if isinstance(result, dict) and "per_image" in result]
+if certified:
+    st.subheader("Certified robustness (no attacker can do better)")
+    st.caption(
+        "Randomized smoothing, Cohen et al.'s CERTIFY: within the L2 radius (in [0, 1] pixels at the "
+        "classifier's 128 px input) no perturbation, whatever the attacker knows, changes these answers. "
+        "Commands and wall times: results/certify/README.md."
+    )
+    st.plotly_chart(certified_figure(certified), key="certified")
 
 documents = {}
 # X-ray runs first, then the papers' MNIST and CIFAR-10 re-runs

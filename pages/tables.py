@@ -23,7 +23,14 @@ stored = {path.stem: path for path in sorted(RESULTS_DIR.glob("*/*.md"))}
 if not stored:
     st.info("No table has been committed yet: run `purifylab table quick`.")
 else:
-    name = st.selectbox("Stored table", list(stored), key="table_choice")
+    # The adaptive table leads: grey-box tables only measure the weakest attacker.
+    leading = [name for name in ("adaptive", "adaptive-convergence", "defense-selection") if name in stored]
+    name = st.selectbox(
+        "Stored table",
+        leading + [n for n in stored if n not in leading],
+        key="table_choice",
+        help="adaptive: every defense against grey-box, BPDA+EOT and white-box attackers; the rest are the papers' grey-box protocols.",
+    )
     path = stored[name]
     st.markdown(path.read_text())
     downloads = st.columns(3)
