@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -92,3 +93,16 @@ def hardware(device: torch.device) -> dict[str, object]:
             "bf16_dense_peak_tflops": bf16_peak_tflops(properties.name),
         }
     return info
+
+
+def write_cpu_report(path: Path, rows: list[dict], threads: int, **extra: object) -> None:
+    """A standalone CPU benchmark's JSON: when, at which commit, on what, with which versions, and its rows."""
+    from datetime import UTC, datetime
+
+    report = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), "git": git_commit(), "hardware": hardware(torch.device("cpu")),
+        "versions": versions(), **extra, "threads": threads, "rows": rows,
+    }  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {path}")

@@ -11,16 +11,14 @@ does. The JSON goes to results/benchmarks/evaluate_test_cpu.json.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
 
 import torch
 
-from benchmarks.environment import git_commit, hardware, versions
+from benchmarks.environment import write_cpu_report
 from core.data.locations import XRAY_TEST_DIR, dataset_of, portable_path
 from core.evaluate import EvaluationConfig, evaluate
 from core.models import list_classifiers
@@ -56,13 +54,7 @@ def main() -> None:
                 "balanced_accuracy": result["balanced_accuracy"], "under_60_s": cold < 60,
             })  # fmt: skip
             print(f"{classifier:<12} n {result['n']}  cold {cold:6.1f} s  warm {warm:6.1f} s  balanced acc. {result['balanced_accuracy']:.4f}")
-    report = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"), "git": git_commit(), "hardware": hardware(torch.device("cpu")),
-        "versions": versions(), "data": portable_path(args.data), "threads": args.threads, "rows": rows,
-    }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {args.out}")
+    write_cpu_report(args.out, rows, args.threads, data=portable_path(args.data))
 
 
 if __name__ == "__main__":

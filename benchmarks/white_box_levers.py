@@ -20,16 +20,14 @@ on a shared 2-core machine they move with it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from contextlib import nullcontext
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from benchmarks.environment import git_commit, hardware, versions
+from benchmarks.environment import write_cpu_report
 from core.data.loading import load_split
 from core.data.locations import XRAY_TEST_DIR
 from core.defended import DefendedClassifier
@@ -80,13 +78,7 @@ def main() -> None:
             "load_average_1min": round(os.getloadavg()[0], 2),
         })  # fmt: skip
         print(f"{label:<58} {seconds:8.2f} s/step  PGD-20 EOT {EOT}: {per_cell:7.1f} s/image, {per_cell * 64 / 60:6.1f} min / 64")
-    report = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"), "git": git_commit(), "hardware": hardware(torch.device("cpu")),
-        "versions": versions(), "threads": args.threads, "rows": rows,
-    }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {args.out}")
+    write_cpu_report(args.out, rows, args.threads)
 
 
 if __name__ == "__main__":
