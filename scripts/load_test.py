@@ -47,9 +47,9 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from core.data.locations import XRAY_TRAIN_DIR
-from pages.common import DEFAULT_DEFENSE
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the pages package of this checkout, for the engine-side check
 DATA = XRAY_TRAIN_DIR
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -67,7 +67,7 @@ SERVER_FLAGS = ["--server.headless=true", "--server.address=127.0.0.1", "--brows
 SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
 BUSY = "[data-testid='stApp']:not([data-test-script-state='notRunning'])"
 NO_SKELETON = "document.querySelectorAll(\"[data-testid='stSkeleton']\").length === 0"
-PANELS = ("Original", "Adversarial", *DEFAULT_DEFENSE)  # the lab's default purifiers
+PANEL_HEADS = ("Original", "Adversarial")  # then the lab's default purifiers, pages.common.DEFAULT_DEFENSE
 PICTURE_TOLERANCE = 0.03  # mean |Δ| in [0, 1] of the served JPEG vs the engine's image; other X-rays are ~0.1+
 # The server and this check run the same attack in different processes: float noise can flip a few
 # of PGD's sign() steps (measured: L2 2.92 on the page vs 2.903 recomputed, a one-shot reading 84 %
@@ -351,7 +351,7 @@ def engine_views(shown: list[tuple[Job, dict]]) -> list[dict]:
     from core.lab import attack_image, perturbation_norms, purify_image, read
     from core.models import create_classifier
     from core.purifiers import create_purifier
-    from pages.common import DEFAULT_RECON_STEPS, RECOMMENDED, purifier_variants
+    from pages.common import DEFAULT_DEFENSE, DEFAULT_RECON_STEPS, RECOMMENDED, purifier_variants
 
     model = create_classifier(RECOMMENDED.classifier).eval()
     views = []
@@ -386,9 +386,12 @@ def mismatches(page: dict, own: dict, everyone: list[dict]) -> list[str]:
         problems.append(f"ε shown is {own['eps']}, this session set {own['job'].eps}")
     if "your upload" not in page["origin"] or "threat model grey" not in page["origin"]:
         problems.append(f"caption is not the grey-box view of an upload: {page['origin'][:60]!r}")
-    if len(page["badges"]) != len(PANELS):
-        problems.append(f"{len(page['badges'])} readings shown, {len(PANELS)} expected")
-    for panel, (name, percent), (own_name, own_percent) in zip(PANELS, page["badges"], own["badges"], strict=False):
+    from pages.common import DEFAULT_DEFENSE
+
+    panels = (*PANEL_HEADS, *DEFAULT_DEFENSE)
+    if len(page["badges"]) != len(panels):
+        problems.append(f"{len(page['badges'])} readings shown, {len(panels)} expected")
+    for panel, (name, percent), (own_name, own_percent) in zip(panels, page["badges"], own["badges"], strict=False):
         if name != own_name or abs(percent - own_percent) > PERCENT_TOLERANCE:
             problems.append(f"{panel}: shows {name} {percent}%, engine gives {own_name} {own_percent}%")
     if page["linf"] is None or abs(page["linf"] - own["linf"]) > 0.0015 or abs(page["l2"] - own["l2"]) > max(0.015, L2_RELATIVE_TOLERANCE * own["l2"]):

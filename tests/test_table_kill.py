@@ -91,7 +91,12 @@ def test_ctrl_c_says_how_to_resume_and_leaves_a_sound_store(xray_train_dir, tmp_
     config = tmp_path / "interrupt.yaml"
     config.write_text(yaml.safe_dump(_preset(xray_train_dir)))
     store, out = tmp_path / "interrupted.sqlite", tmp_path / "interrupted"
-    process = subprocess.Popen(_table(config, store, out), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a shell's background job (`pytest ... &`) inherits it
+    # ignored, and Python then never raises KeyboardInterrupt.
+    process = subprocess.Popen(
+        _table(config, store, out), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         while _stored_cells(store) < 1 and time.monotonic() < deadline and process.poll() is None:
