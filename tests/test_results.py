@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import sqlite3
@@ -56,23 +55,27 @@ def test_keys_change_with_any_config_value_and_bad_values_are_refused(tmp_path: 
         assert store.cells() == []
 
 
-def _write_cells(path: str, worker: int, count: int, start_together) -> None:
-    with ResultStore(path) as store:
-        start_together.wait(timeout=60)
-        for index in range(count):
-            store.put({"worker": worker, "index": index}, {"value": worker * 1000 + index})
+_WRITER = """
+import sys, time
+from pathlib import Path
+from core.results import ResultStore
+path, worker, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+with ResultStore(path) as store:
+    while not go.exists():
+        time.sleep(0.01)
+    for index in range(50):
+        store.put({"worker": worker, "index": index}, {"value": worker * 1000 + index})
+"""
 
 
 def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
-    path = str(tmp_path / "results.db")
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(2)
-    workers = [context.Process(target=_write_cells, args=(path, worker, 50, barrier)) for worker in (1, 2)]
+    # Plain interpreters, not multiprocessing's spawn: spawn re-imports the parent's __main__, which
+    # after an AppTest can be the app itself (its warm-up thread then aborts the child at exit).
+    path, go = str(tmp_path / "results.db"), tmp_path / "go"
+    workers = [subprocess.Popen([sys.executable, "-c", _WRITER, path, str(worker), str(go)]) for worker in (1, 2)]
+    go.touch()  # both open the store first, then write at once
     for process in workers:
-        process.start()
-    for process in workers:
-        process.join(timeout=120)
-        assert process.exitcode == 0
+        assert process.wait(timeout=120) == 0
     with ResultStore(path) as store:
         stored = {(cell.config["worker"], cell.config["index"]): cell.metrics["value"] for cell in store.cells()}
         assert store.integrity_ok()
