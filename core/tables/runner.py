@@ -48,8 +48,9 @@ def _weights_sha(path) -> str | None:
 
 def model_identity(name: str, weights: str | None) -> dict[str, Any]:
     path = weights if weights is not None else weights_path_for(name)
-    identity = {"name": name, "weights": weights, "sha256": _weights_sha(path)}
-    calibration = read_card(path).get("calibration") if card_path(path).is_file() else None
+    card = read_card(path) if card_path(path).is_file() else {}
+    identity = {"name": name, "weights": weights, "sha256": card.get("sha256")}
+    calibration = card.get("calibration")
     if calibration:  # applied on load: refitting it (`train calibrate`) changes every reading
         identity["calibration"] = {key: calibration[key] for key in ("temperature", "threshold")}
     if name == "sevit":  # the heads sit on the shipped vit: its hash matters too
