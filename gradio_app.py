@@ -29,16 +29,17 @@ DEFAULT_CONCURRENCY = 2  # one job per core on the 2-core machines this runs on;
 QUEUE_SIZE = 32  # beyond this a request is refused at once ("queue is full") instead of waiting minutes
 UPLOAD_LIFETIME_S = 600  # gradio writes uploads and outputs to its cache folder; each is deleted after 10 minutes
 CACHE_SWEEP_S = 60  # how often gradio looks for cached files older than that
+_device = torch.device("cpu")  # `purifylab serve --device` sets it before the first request
 
 
 @cache
 def _classifier(name: str) -> torch.nn.Module:
-    return create_classifier(name).eval()
+    return create_classifier(name).eval().to(_device)
 
 
 @cache
 def _purifier(name: str):
-    return create_purifier(name).eval()
+    return create_purifier(name).eval().to(_device)
 
 
 def _linf_attacks() -> list[str]:
@@ -49,11 +50,11 @@ def _linf_attacks() -> list[str]:
 def _image(upload: str | None, sample: str | None, size: int) -> tuple[torch.Tensor, str | None]:
     """The uploaded file (it wins) or the gallery sample as model input, with its true class if known."""
     if upload:
-        return to_model_input(load_image(upload), size), None
+        return to_model_input(load_image(upload), size).to(_device), None
     if not sample:  # the dropdown refuses a name that is not a sample
         raise PurifyLabError("upload an X-ray or choose a sample")
     path, true_class = gallery()[sample]
-    return to_model_input(load_image(path), size), true_class
+    return to_model_input(load_image(path), size).to(_device), true_class
 
 
 def _label(reading: Reading) -> dict[str, float]:
@@ -175,8 +176,10 @@ def build() -> gr.Blocks:
     return demo
 
 
-def launch(host: str | None = None, port: int | None = None, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+def launch(host: str | None = None, port: int | None = None, concurrency: int = DEFAULT_CONCURRENCY, device: str = "cpu") -> None:
     """Serve with a bounded queue; host/port None take gradio's defaults (GRADIO_SERVER_NAME/PORT on a Space)."""
+    global _device
+    _device = torch.device(device)
     demo = build().queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a container stop closes as Ctrl-C does: cache emptied
     demo.launch(

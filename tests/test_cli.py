@@ -139,13 +139,36 @@ def test_bad_inputs_are_refused_before_torch_is_imported(tmp_path):
         "is a folder": [["purify", good, "--out", folder], ["attack", good, "--out", folder], ["evaluate", "--data", str(tmp_path), "--json", folder],
                         ["certify", "--data", str(tmp_path), "--json", folder], ["data", "split", str(tmp_path), "--out", folder]],
         "does not exist": [["evaluate", "--data", missing], ["certify", "--data", missing], ["table", "quick", "--data", missing]],
-        "--device must be": [["purify", good, "--out", str(tmp_path / "o.png"), "--device", "tpu"]],
+        "--device must be": [["purify", good, "--out", str(tmp_path / "o.png"), "--device", "tpu"],
+                             ["attack", good, "--out", str(tmp_path / "o.png"), "--device", "tpu"],
+                             ["train", "calibrate", "--model", "vit", "--device", "tpu"]],
     }  # fmt: skip
     for message, commands in cases.items():
         for args in commands:
             outcome, stderr = _refusal_in_a_fresh_process(args)
             assert outcome == "2 []", (args, outcome, stderr)
             assert message in stderr and len(stderr.strip().splitlines()) == 1, (args, stderr)
+
+
+def test_every_command_that_computes_takes_device():
+    import typer.main
+
+    from core.cli import _register_commands, app
+
+    _register_commands()
+    commands = {}
+
+    def collect(command, path=()):
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            collect(sub, (*path, name))
+        if not getattr(command, "commands", None):
+            commands[" ".join(path)] = {option for parameter in command.params for option in parameter.opts}
+
+    collect(typer.main.get_command(app))
+    listings = {"classifiers", "purifiers", "presets", "data describe", "data split"}  # read files, no model
+    assert listings < set(commands)
+    missing = [name for name, options in commands.items() if name not in listings and "--device" not in options]
+    assert not missing, missing
 
 
 def _grey_png() -> bytes:

@@ -34,6 +34,7 @@ def attack_file(
     purifier_params: dict | None = None,
     eot: int = 1,
     weights: Path | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Attack one image file with `core.lab.attack_image` and write the adversarial PNG (at the model's
     resolution) with its resolved config beside it (`out`.json); returns that config."""
@@ -52,13 +53,13 @@ def attack_file(
     from core.models import create_classifier
     from core.purifiers import create_purifier
 
-    model = create_classifier(classifier, pretrained=True, weights=weights)
-    defense = create_purifier(purifier, **(purifier_params or {}))
-    x = to_model_input(loaded, model.image_size)
-    label = torch.tensor([read(model, x)[0].label])
+    model = create_classifier(classifier, pretrained=True, weights=weights).to(device)
+    defense = create_purifier(purifier, **(purifier_params or {})).to(device)
+    x = to_model_input(loaded, model.image_size).to(device)
+    label = torch.tensor([read(model, x)[0].label], device=device)
     adversarial = attack_image(model, x, attack, threat=threat, purifier=defense, eot=eot).image
     clean, attacked = (evaluate_defended(model, defense, batch, label, seed=attack.seed) for batch in (x, adversarial))
-    save_image(adversarial, out)
+    save_image(adversarial.cpu(), out)
     width, height = loaded.original_size
     record = {
         "input": str(image),
@@ -72,6 +73,7 @@ def attack_file(
         "attack": attack.resolved(),
         "budget": attack_budget(attack, threat, eot),
         "label": int(label[0]),
+        "device": device,
         "clean_probabilities": [round(float(p), 6) for p in clean.probabilities[0]],
         "adversarial_probabilities": [round(float(p), 6) for p in attacked.probabilities[0]],
         "flipped": bool(attacked.predictions[0, 0] != label[0]),
@@ -145,8 +147,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         model: Annotated[str, typer.Option("--model", help="classifier name")],
         weights: Annotated[Path | None, typer.Option("--weights", help="weights file (default: weights/<model>.safetensors)")] = None,
         data: Annotated[Path | None, typer.Option("--data", help="the folder it was trained on (default: the model's)")] = None,
+        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
     ) -> None:
         """Refit temperature and decision threshold on val and re-measure the card (weights unchanged)."""
+        if data is not None:
+            check_data(data)
+        use_device(device)
         from core.data.locations import default_data_for
         from core.models import weights_path_for
         from core.train.classifier import recalibrate
@@ -239,12 +245,14 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         weights: Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of weights/<classifier>")] = None,
         seed: Annotated[int, typer.Option("--seed")] = 0,
         threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
+        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default cpu)")] = None,
     ) -> None:
         """Attack one image (label = the model's own reading) and write the adversarial PNG."""
         from core.image_file import check_output_png, decode_image
 
         check_output_png(out)
         decode_image(image)  # a bad file is refused before torch is imported
+        use_device(device)
         from core.cli.purify_commands import parse_purifier_spec
 
         set_threads(threads)
@@ -259,6 +267,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             purifier_params=purifier_params,
             eot=eot,
             weights=weights,
+            device="cpu" if device in (None, "cpu") else "cuda",  # cuda:N is cuda once CUDA_VISIBLE_DEVICES=N
         )
         typer.echo(json.dumps(record, indent=2))
 
