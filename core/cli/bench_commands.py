@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from core.cli.options import Threads
 from core.errors import PurifyLabError
 
 
@@ -35,7 +36,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         data: Annotated[
             Path | None, typer.Option("--data", help="X-ray folder (default ../shared/data/chest_xray_pneumonia/train; random images if absent)")
         ] = None,
-        threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
+        threads: Threads = None,
         purify_batch: Annotated[int | None, typer.Option("--purify-batch", help="large batch for purification")] = None,
         train_batch: Annotated[int | None, typer.Option("--train-batch", help="large batch for training steps")] = None,
         warmup: Annotated[int | None, typer.Option("--warmup", help="untimed runs before timing (purify, train, app)")] = None,

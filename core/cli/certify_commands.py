@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from core.cli.options import DeviceDefaultCpu, Threads
+
 
 def certify_command(
     data: Annotated[Path, typer.Option("--data", help="class-per-folder directory (e.g. ../shared/data/chest_xray_pneumonia/test)")],
@@ -26,9 +28,9 @@ def certify_command(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="noise draws per forward pass")] = 250,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
+    threads: Threads = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the result here (and FILE.config.json beside it)")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default cpu)")] = None,
+    device: DeviceDefaultCpu = None,
 ) -> None:
     """Certified accuracy vs L2 radius of classifier(one-shot denoise(x + sigma * noise)), or of a
     noise-trained classifier(x + sigma * noise) with --denoiser none (Cohen et al.'s CERTIFY)."""
@@ -37,7 +39,7 @@ def certify_command(
 
     check_data(data)
     check_output_file(json_path, "--json")
-    use_device(device)
+    target = use_device(device)
     from core.certify import CertifyConfig
     from core.errors import PurifyLabError
 
@@ -58,7 +60,6 @@ def certify_command(
     from core.models import create_classifier
     from core.purifiers import create_purifier
 
-    target = "cpu" if device in (None, "cpu") else "cuda"  # cuda:N is cuda once CUDA_VISIBLE_DEVICES=N
     model = create_classifier(classifier)
     split = resolve_split(data, split, model.card)
     images = load_split(data, split, model.image_size, limit, channels=model.in_channels)

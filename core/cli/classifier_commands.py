@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from core.cli import set_threads
+from core.cli.options import Device, DeviceDefaultCpu, MaxMinutes, Progress, Resume, Threads
 from core.cli.preflight import check_data, check_output_file, check_output_folder, resume_hint, use_device
 from core.errors import PurifyLabError
 
@@ -102,12 +103,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ] = None,
         temperature: Annotated[float | None, typer.Option("--temperature", help="distillation temperature")] = None,
         distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher classifier (student_cnn's preset names one)")] = None,
-        max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop after this much wall-clock time")] = None,
-        threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")] = False,
+        max_minutes: MaxMinutes = None,
+        threads: Threads = None,
+        resume: Resume = False,
         ship: Annotated[bool, typer.Option("--ship", help="copy the result and its card into weights/")] = False,
-        progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
-        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
+        progress: Progress = True,
+        device: Device = None,
     ) -> None:
         """Train a classifier; writes RUN/<model>.safetensors (fp16) and its card with val metrics."""
         if data is not None:
@@ -147,7 +148,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         model: Annotated[str, typer.Option("--model", help="classifier name")],
         weights: Annotated[Path | None, typer.Option("--weights", help="weights file (default: weights/<model>.safetensors)")] = None,
         data: Annotated[Path | None, typer.Option("--data", help="the folder it was trained on (default: the model's)")] = None,
-        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
+        device: Device = None,
     ) -> None:
         """Refit temperature and decision threshold on val and re-measure the card (weights unchanged)."""
         if data is not None:
@@ -184,12 +185,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         redraws: Annotated[int, typer.Option("--redraws", help="test-time purifier draws; the worst case is reported")] = 1,
         substitute: Annotated[str, typer.Option("--substitute", help="black-box model for --threat transfer")] = "substitute",
         attack_batch_size: Annotated[int, typer.Option("--attack-batch-size", help="images per attack batch")] = 16,
-        threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
+        threads: Threads = None,
         json_path: Annotated[Path | None, typer.Option("--json", help="also write the result here (and FILE.config.json beside it)")] = None,
         defense: Annotated[
             str | None, typer.Option("--defense", help="a named defense (configs/defenses/, e.g. recommended): sets --classifier and --purifier")
         ] = None,
-        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
+        device: Device = None,
     ) -> None:
         """Accuracy, balanced accuracy, AUROC, sensitivity, specificity and calibration error with 95 %
         intervals, on a named split; with --attack also clean vs robust accuracy under the stated threat model."""
@@ -244,15 +245,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)")] = 1,
         weights: Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of weights/<classifier>")] = None,
         seed: Annotated[int, typer.Option("--seed")] = 0,
-        threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
-        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default cpu)")] = None,
+        threads: Threads = None,
+        device: DeviceDefaultCpu = None,
     ) -> None:
         """Attack one image (label = the model's own reading) and write the adversarial PNG."""
         from core.image_file import check_output_png, decode_image
 
         check_output_png(out)
         decode_image(image)  # a bad file is refused before torch is imported
-        use_device(device)
+        placement = use_device(device)
         from core.cli.purify_commands import parse_purifier_spec
 
         set_threads(threads)
@@ -267,7 +268,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             purifier_params=purifier_params,
             eot=eot,
             weights=weights,
-            device="cpu" if device in (None, "cpu") else "cuda",  # cuda:N is cuda once CUDA_VISIBLE_DEVICES=N
+            device=placement,
         )
         typer.echo(json.dumps(record, indent=2))
 

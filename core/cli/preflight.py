@@ -45,25 +45,27 @@ def check_output_folder(path: Path | None, option: str) -> Path | None:
     return path
 
 
-def use_device(device: str | None) -> None:
+def use_device(device: str | None) -> str:
     """--device for any command that computes: cpu hides CUDA, cuda[:N] insists on it (None: auto).
 
     Set through CUDA_VISIBLE_DEVICES before torch starts CUDA, so every layer (accelerate included)
-    follows it without being passed a device.
+    follows it without being passed a device. Returns where a command that places its own tensors
+    puts them: "cpu" unless a CUDA device was asked for ("cuda": cuda:N is cuda once it is the only one).
     """
     if device is None:
-        return
+        return "cpu"
     if not _DEVICE.match(device):
         raise PurifyLabError(f"--device must be cpu, cuda or cuda:N; got '{device}'")
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        return
+        return "cpu"
     if ":" in device:
         os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
     import torch
 
     if not torch.cuda.is_available():
         raise PurifyLabError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    return "cuda"
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from core.cli.options import Device, DeviceDefaultCpu, MaxMinutes, Resume
 from core.cli.preflight import check_data, check_output_folder, use_device
 from core.errors import PurifyLabError
 
@@ -42,8 +43,7 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
 
     check_output_png(out)
     loaded = decode_image(image)  # a bad file is refused before torch and diffusers are imported
-    use_device(device)
-    device = "cpu" if device in (None, "cpu") else "cuda"  # cuda:N is cuda once CUDA_VISIBLE_DEVICES=N
+    device = use_device(device)
     import torch
 
     from core.io import save_image, to_model_input
@@ -78,7 +78,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         purifier: Annotated[str, typer.Option("--purifier", help="purifier name (see 'purifylab purifiers')")] = "ddpm",
         param: Annotated[list[str] | None, typer.Option("--param", help="purifier parameter k=v (repeatable)")] = None,
         seed: Annotated[int, typer.Option("--seed", help="seed for the purifier's noise")] = 0,
-        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default cpu)")] = None,
+        device: DeviceDefaultCpu = None,
     ) -> None:
         """Purify one image and write it as a PNG (resized to the purifier's resolution)."""
         config = purify_file(image, purifier, parse_param_options(param or []), seed, out, device)
@@ -113,9 +113,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         weights: Annotated[
             Path | None, typer.Option("--weights", help="final .safetensors (default weights/ddpm_unet[_<preset>].safetensors; OUT/ for --preset tiny)")
         ] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")] = False,
-        max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes")] = None,
-        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
+        resume: Resume = False,
+        max_minutes: MaxMinutes = None,
+        device: Device = None,
     ) -> None:
         """Train the DDPM denoiser (epsilon prediction, EMA) and ship it with its card."""
         if data is not None:
@@ -136,9 +136,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         data: Annotated[Path | None, typer.Option("--data", help="X-ray folder (default: ../shared/data/chest_xray_pneumonia/train)")] = None,
         out: Annotated[Path, typer.Option("--out", help="run folder: checkpoints, sample grids, log")] = Path("runs/cold"),
         weights: Annotated[Path | None, typer.Option("--weights", help="final .safetensors (default weights/cold_unet.safetensors)")] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")] = False,
-        max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes")] = None,
-        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
+        resume: Resume = False,
+        max_minutes: MaxMinutes = None,
+        device: Device = None,
     ) -> None:
         """Train the cold-diffusion deblurring UNet (x0 prediction from blur, EMA) and ship it with its card."""
         if data is not None:

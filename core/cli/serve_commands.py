@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from core.cli import set_threads
+from core.cli.options import DeviceDefaultCpu, Threads
 from core.cli.preflight import use_device
 from core.errors import PurifyLabError, check_range
 
@@ -17,13 +18,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         host: Annotated[str, typer.Option("--host", help="address to listen on (0.0.0.0 for every interface)")] = "127.0.0.1",
         port: Annotated[int, typer.Option("--port", help="TCP port")] = 7860,
         concurrency: Annotated[int, typer.Option("--concurrency", help="requests computed at once; the rest wait in the queue")] = 2,
-        threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
-        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default cpu)")] = None,
+        threads: Threads = None,
+        device: DeviceDefaultCpu = None,
     ) -> None:
         """Serve classify / attack / purify in a browser and as an API for gradio_client (queued)."""
         check_range("--port", port, 1, 65535)
         check_range("--concurrency", concurrency, 1, 64)
-        use_device(device)
+        placement = use_device(device)
         set_threads(threads)
         try:
             from gradio_app import launch
@@ -31,4 +32,4 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             if error.name != "gradio_app":
                 raise
             raise PurifyLabError("gradio_app.py is not importable: run `purifylab serve` from the repository root") from None
-        launch(host, port, concurrency, device="cpu" if device in (None, "cpu") else "cuda")  # cuda:N is cuda once CUDA_VISIBLE_DEVICES=N
+        launch(host, port, concurrency, device=placement)

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from core.cli import set_threads
+from core.cli.options import Device, Progress, Threads
 from core.cli.preflight import check_data, check_output_folder, resume_hint, use_device
 
 
@@ -35,9 +36,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             ),
         ] = None,
         out_dir: Annotated[Path | None, typer.Option("--out-dir", help="output folder (default: <results>/<preset>)")] = None,
-        threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads")] = None,
-        progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
-        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
+        threads: Threads = None,
+        progress: Progress = True,
+        device: Device = None,
     ) -> None:
         """Compute a preset's tables (reusing stored cells) and print them as Markdown."""
         if data is not None:
@@ -94,7 +95,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         store: Annotated[Path | None, typer.Option("--store", help="default: results/results.sqlite, as for 'table'")] = None,
         out_dir: Annotated[Path | None, typer.Option("--out-dir")] = None,
         threads: Annotated[int | None, typer.Option("--threads")] = None,
-        device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")] = None,
+        device: Device = None,
     ) -> None:
         """Accuracy vs t* or depth: CSV, plotly HTML and Markdown through the results store."""
         if data is not None:
