@@ -3,6 +3,10 @@
 A network trained with class-weighted cross-entropy is over-confident ("100 %") and its argmax
 rule need not be the one that balances sensitivity and specificity. Both are chosen on the
 patient-disjoint validation split, never on test, and stored in the model card.
+
+The shown probability is the one after the threshold (the model moves its class-1 logit so that
+argmax is the decision), so the temperature is fitted twice: once to choose the threshold, once more
+with that decision held fixed, so that "80 %" after the move still means right about 4 times in 5.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     def nll(temperatures: np.ndarray) -> np.ndarray:
         return np.array([float(F.cross_entropy(logits / t, labels)) for t in temperatures])
 
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 61))
+    grid = np.exp(np.linspace(np.log(1e-3), np.log(1e3), 121))  # an adversarially trained model needed 0.014
     best = grid[int(np.argmin(nll(grid)))]
     fine = best * np.exp(np.linspace(-0.1, 0.1, 41))
     return float(fine[int(np.argmin(nll(fine)))])
@@ -63,3 +67,28 @@ def balanced_threshold(positive_probability: np.ndarray, labels: np.ndarray, def
     near_best = candidates[values >= floor]
     chosen = near_best[np.argmin(np.abs(near_best - target))]
     return float(1 / (1 + np.exp(-chosen)))
+
+
+THRESHOLD_LOG_ODDS = (-700.0, 30.0)  # a float holds t down to 1e-304, but 1 - t only down to 1e-13 exactly
+
+
+def fit_binary_calibration(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(temperature, threshold) for `XrayClassifier.calibrate` from validation logits of two classes.
+
+    The threshold is chosen on the temperature-scaled probabilities; the decision boundary it sets on
+    the raw margin (class-1 minus class-0 logit) is then kept while the temperature is refitted to
+    the margin measured from that boundary, and the threshold re-expressed at the new temperature:
+    the same decisions, calibrated probabilities on both sides of the boundary."""
+    logits = logits.double()
+    if logits.ndim != 2 or logits.shape[1] != 2:
+        raise PurifyLabError(f"need logits (n, 2) of a two-class model, got {tuple(logits.shape)}")
+    first = fit_temperature(logits, labels)
+    threshold = balanced_threshold(torch.softmax(logits / first, dim=1)[:, 1].numpy(), labels.numpy())
+    boundary = first * float(np.log(threshold / (1 - threshold)))
+    margin = logits[:, 1] - logits[:, 0] - boundary
+    temperature = fit_temperature(torch.stack([torch.zeros_like(margin), margin], dim=1), labels)
+    # A model whose margins barely vary wants a tiny temperature, and the threshold then lands at
+    # 1 - 1e-20 (a float rounds it to 1) or 1e-400 (to 0): keep it where a float holds its log-odds.
+    low, high = THRESHOLD_LOG_ODDS
+    temperature = max(temperature, boundary / high, boundary / low)
+    return temperature, float(1 / (1 + np.exp(-boundary / temperature)))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.calibration import balanced_threshold, fit_temperature
+from core.calibration import balanced_threshold, fit_binary_calibration, fit_temperature
 from core.errors import PurifyLabError
 from core.metrics import balanced_accuracy, classification_metrics, clopper_pearson, expected_calibration_error
 
@@ -54,6 +54,28 @@ def test_balanced_threshold_keeps_the_default_unless_validation_justifies_a_move
     assert 0.65 < threshold < 0.9
     with pytest.raises(PurifyLabError, match="both classes"):
         balanced_threshold(probabilities, np.ones(8, dtype=np.int64))
+
+
+def test_binary_calibration_keeps_the_decision_and_calibrates_what_is_shown():
+    # true class-1 probability sigmoid(margin - 2): the natural cut sits at margin 2, not 0, so the
+    # threshold moves and a temperature fitted only before the move leaves the shown numbers off
+    generator = torch.Generator().manual_seed(0)
+    margin = 4.0 * torch.randn(6000, generator=generator) + 2.0
+    labels = torch.bernoulli(torch.sigmoid(margin - 2.0), generator=generator).long()
+    logits = torch.stack([torch.zeros_like(margin), margin], 1)
+    temperature, threshold = fit_binary_calibration(logits, labels)
+    first = fit_temperature(logits, labels)
+    first_threshold = balanced_threshold(torch.softmax(logits / first, 1)[:, 1].numpy(), labels.numpy())
+
+    def shown(t: float, cut: float) -> np.ndarray:  # what XrayClassifier.calibrate(t, cut) outputs
+        return torch.softmax(logits / t - torch.tensor([0.0, float(np.log(cut / (1 - cut)))]), 1).numpy()
+
+    before, after = shown(first, first_threshold), shown(temperature, threshold)
+    assert np.array_equal(before.argmax(1), after.argmax(1))  # the same decisions
+    assert expected_calibration_error(labels.numpy(), after) < 0.02 < expected_calibration_error(labels.numpy(), before)
+    assert temperature == pytest.approx(1.0, rel=0.1)  # the margin was already on the right scale
+    with pytest.raises(PurifyLabError, match="two-class"):
+        fit_binary_calibration(torch.zeros(4, 3), torch.zeros(4).long())
 
 
 def test_clopper_pearson_matches_hand_computed_values():

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms.functional import gaussian_blur
 from tqdm import tqdm
 
-from core.calibration import balanced_threshold, fit_temperature
+from core.calibration import fit_binary_calibration
 from core.data.loading import PATIENT_FRACTIONS, SPLIT_SEED, load_splits
 from core.data.locations import report_data_for
 from core.errors import PurifyLabError
@@ -605,8 +605,9 @@ def reads_through(training_config: dict) -> dict | None:
 
 
 def _fit_calibration(model: XrayClassifier, val, through: dict | None = None) -> dict:
-    """Temperature (NLL) and then decision threshold (balanced accuracy) on the validation split,
-    read through `through` (a purifier spec, seeded per chunk) when the model has one."""
+    """Temperature (NLL), decision threshold (balanced accuracy) and the temperature again with that
+    decision fixed (core.calibration), on the validation split, read through `through` (a purifier
+    spec, seeded per chunk) when the model has one."""
     model.calibrate(1.0, None)
     purifier = create_purifier(through["purifier"], **through["params"]) if through else None
     with torch.inference_mode():
@@ -614,12 +615,10 @@ def _fit_calibration(model: XrayClassifier, val, through: dict | None = None) ->
         if purifier is not None:
             chunks = [purifier.purify(chunk, seed=index) for index, chunk in enumerate(chunks)]
         logits = torch.cat([model(chunk) for chunk in chunks]).float()
-    temperature = fit_temperature(logits, val.labels)
-    probabilities = torch.softmax(logits / temperature, dim=1)[:, 1].numpy()
-    threshold = balanced_threshold(probabilities, val.labels.numpy())
+    temperature, threshold = fit_binary_calibration(logits, val.labels)
     return {
-        "temperature": round(temperature, 4),
-        "threshold": round(threshold, 4),
+        "temperature": float(f"{temperature:.6g}"),  # significant digits: a temperature can be 0.014
+        "threshold": threshold,  # unrounded: it can sit at 1e-46 or 1 - 1e-13
         "fitted_on": f"val ({len(val.labels)} images, patients disjoint from train)"
         + (f", read through {through['purifier']} {through['params']}" if through else ""),
     }
