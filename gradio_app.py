@@ -18,13 +18,13 @@ import torch
 from core.attacks import ATTACKS, AttackConfig
 from core.data.gallery import gallery, gallery_attribution
 from core.errors import PurifyLabError
+from core.image_file import UPLOAD_EXTENSIONS
 from core.io import MAX_UPLOAD_BYTES, load_image, to_model_input, to_pil
 from core.lab import Reading, attack_image, purify_image, read, verdict
 from core.metrics import CLASS_NAMES
 from core.models import create_classifier, shipped_xray_classifiers
 from core.purifiers import create_purifier, list_purifiers
 
-UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff", ".webp", ".gif"]
 DEFAULT_CONCURRENCY = 2  # one job per core on the 2-core machines this runs on; the rest wait in the queue
 QUEUE_SIZE = 32  # beyond this a request is refused at once ("queue is full") instead of waiting minutes
 UPLOAD_LIFETIME_S = 600  # gradio writes uploads and outputs to its cache folder; each is deleted after 10 minutes
@@ -137,7 +137,7 @@ def build() -> gr.Blocks:
         )
         with gr.Row():
             with gr.Column():
-                upload = gr.File(label="Upload an X-ray (PNG, JPEG, DICOM, ...)", file_types=UPLOAD_TYPES, type="filepath")
+                upload = gr.File(label="Upload an X-ray (PNG, JPEG, DICOM, ...)", file_types=list(UPLOAD_EXTENSIONS), type="filepath")
                 sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="…or a sample X-ray (used when nothing is uploaded)")
                 gr.Markdown(gallery_attribution())
             with gr.Column():

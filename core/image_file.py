@@ -65,6 +65,8 @@ _EXTENSIONS = {
     "WEBP": {".webp"},
     "DICOM": {".dcm", ".dicom", ".dic"},
 }
+# What an upload field offers: every extension of a format the loader decodes.
+UPLOAD_EXTENSIONS = tuple(sorted(extension for known in _EXTENSIONS.values() for extension in known))
 
 ImageSource = bytes | bytearray | memoryview | str | PathLike | BinaryIO
 

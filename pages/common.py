@@ -14,12 +14,14 @@ from collections.abc import Callable
 import plotly.graph_objects as go
 import streamlit as st
 import torch
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from core.attacks import THREAT_MODELS, AttackConfig
 from core.data.gallery import gallery as gallery_samples
 from core.data.locations import DATASET_LABELS, dataset_of
 from core.defense import load_defense
 from core.errors import PurifyLabError
+from core.image_file import UPLOAD_EXTENSIONS
 from core.io import load_image, to_model_input, to_pil
 from core.jobs import CallCost, JobQueue, timed_calls
 from core.lab import Reading, Timed, Verdict, attack_image, purify_image, read
@@ -215,6 +217,11 @@ def session_result(job_key: tuple, make: Callable[[], Timed]) -> Timed:
         while len(store) > HEAVY_RESULTS_KEPT:
             store.pop(next(iter(store)))
     return store[job_key]
+
+
+def upload_field(key: str) -> UploadedFile | None:
+    """The one upload control of the app's pages (the formats the loader decodes)."""
+    return st.file_uploader("…or upload your own (PNG, JPEG, DICOM)", key=key, type=[extension.lstrip(".") for extension in UPLOAD_EXTENSIONS])
 
 
 def decode_upload(data: bytes, size: int) -> torch.Tensor | None:

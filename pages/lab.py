@@ -36,6 +36,7 @@ from pages.common import (
     session_result,
     show_image,
     true_label_note,
+    upload_field,
     verdict_line,
 )
 
@@ -67,9 +68,7 @@ with st.expander("Image and attack", expanded=True):
     with image_column:
         choice = st.selectbox("Sample X-ray", list(sources), key="sample", disabled=not sources)
         st.caption(gallery_attribution())
-        upload = st.file_uploader(
-            "…or upload your own (PNG, JPEG, DICOM)", key="upload", type=["png", "jpg", "jpeg", "dcm", "dicom", "bmp", "tif", "tiff", "webp", "gif"]
-        )
+        upload = upload_field("upload")
     with attack_column:
         attack_label = st.selectbox("Attack", list(ATTACKS), index=1, key="attack")
         eps = st.slider(

@@ -13,11 +13,13 @@ from pages.common import (
     cached_attack,
     cached_purify,
     classifier,
+    decode_upload,
     gallery,
     image_key,
     reading_badge,
     show_image,
     true_label_note,
+    upload_field,
     verdict_line,
 )
 
@@ -43,9 +45,15 @@ if "vit" not in names or not samples:
 step = st.session_state.setdefault("walkthrough_step", 0)
 choice = st.selectbox("X-ray used in this story", list(samples), key="walkthrough_sample")
 st.caption(gallery_attribution())
-path, true_class = samples[choice]
+upload = upload_field("walkthrough_upload")
 model = classifier("vit")
-image = to_model_input(load_image(path), model.image_size)
+if upload is not None:  # its true label is unknown: the story asks whether the attack flips the model's own reading
+    image, true_class = decode_upload(upload.getvalue(), model.image_size), None
+    if image is None:
+        st.stop()
+else:
+    path, true_class = samples[choice]
+    image = to_model_input(load_image(path), model.image_size)
 key = image_key(image)
 clean = read(model, image)[0]
 

@@ -124,6 +124,16 @@ def test_walkthrough_steps_forward_to_the_purified_image(app, xray_paths):
     assert any("not a diagnostic device" in md.value for md in app.markdown)
 
 
+def test_walkthrough_tells_the_story_of_an_upload(app, xray_paths):
+    app.switch_page("pages/walkthrough.py").run()
+    app.file_uploader(key="walkthrough_upload").set_value(("mine.jpeg", xray_paths["NORMAL"][0].read_bytes(), "image/jpeg")).run()
+    assert not app.exception, app.exception
+    assert any("true label: unknown" in md.value for md in app.markdown)
+    app.file_uploader(key="walkthrough_upload").set_value(("x.png", b"<html>not an image</html>", "image/png")).run()
+    assert not app.exception
+    assert any("cannot be used" in error.value for error in app.error)
+
+
 def test_tables_page_shows_a_stored_table_with_its_threat_model(app):
     app.switch_page("pages/tables.py").run()
     assert not app.exception, app.exception
