@@ -409,6 +409,27 @@ def test_a_convergence_table_flags_an_attack_that_has_not_levelled_off(xray_trai
     assert "has not converged in steps" in checks[True]["flag"] and "FLAG grey attack converged in steps (Original)" in outcome.markdown
 
 
+def test_minimal_perturbation_attacks_report_their_norms_and_a_stalled_one_is_flagged(xray_train_dir, weights, tmp_path):
+    raw = _raw(xray_train_dir, weights, redraws=1, eot=1)
+    raw["tables"] = [{
+        "name": "minimal", "caption": "Unbounded attacks.",
+        "classifiers": [{"name": "student_cnn", "weights": weights, "label": "tiny-cnn"}],
+        "rows": [{"label": "DeepFool", "name": "deepfool", "norm": "l2", "steps": 50}, {"label": "CW 1 step", "name": "cw", "norm": "l2", "steps": 1}],
+        "columns": [{"label": "Original"}, {"label": "Blur", "purifier": "blur", "params": {"sigma": 1.0}}],
+    }]  # fmt: skip
+    outcome = run_preset(preset_from_dict(raw, "minimal-tiny"), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+    cells = {(r["row"], r["column"]): r for r in outcome.records if r.get("table") == "minimal"}
+    deepfool = cells[("DeepFool", "Original")]["metrics"]
+    assert deepfool["one_shot_accuracy"] <= 0.10 and deepfool["perturbation"]["success_rate"] >= 0.9
+    assert 0 < deepfool["perturbation"]["l2_median"] <= deepfool["perturbation"]["l2_max"]
+    assert cells[("CW 1 step", "Original")]["metrics"]["one_shot_accuracy"] > 0.10
+    checks = {c["values"]["undefended_accuracy"] <= 0.10: c for c in json.loads(outcome.paths["json"].read_text())["sanity_checks"] if "minimal" in c["name"]}
+    assert checks[True]["flag"] is None and "has not converged" in checks[False]["flag"]  # the Blur column is a defense: not checked
+    assert "FLAG CW 1 step (minimal perturbation) converged (Original)" in outcome.markdown
+    # grey-box: both columns were attacked with the same images, so they share one line
+    assert "- DeepFool against Original [grey], Blur [grey]: success " in outcome.markdown
+
+
 def test_purifier_facts_live_on_the_purifier_classes():
     """Display name, default network and sweep fields are declared by each purifier; the tables read them."""
     import dataclasses

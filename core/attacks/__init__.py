@@ -12,6 +12,7 @@ from core.attacks.library import ATTACKS, create_attack, list_attacks
 from core.attacks.sanity import (
     SanityCheck,
     check_accuracy_collapse,
+    check_minimal_attack_converged,
     check_not_weaker,
     check_white_vs_bpda,
     check_white_vs_transfer,
@@ -38,6 +39,7 @@ __all__ = [
     "ThreatModel",
     "attacked_model",
     "check_accuracy_collapse",
+    "check_minimal_attack_converged",
     "check_not_weaker",
     "check_white_vs_bpda",
     "check_white_vs_transfer",

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from core.attacks.config import AttackConfig
+from core.attacks.library import frozen_eval
 from core.attacks.threats import craft, evaluate_defended, threat_model
 from core.data.loading import load_split, resolve_split
 from core.errors import PurifyLabError
@@ -47,6 +48,7 @@ class RobustRun:
     correct: np.ndarray
     seconds: float
     peak_gpu_memory: int | None
+    perturbation: Perturbation | None = None  # None without an attack
 
     @property
     def one_shot_accuracy(self) -> float:
@@ -55,6 +57,43 @@ class RobustRun:
     @property
     def worst_case_accuracy(self) -> float:
         return float(self.correct.all(axis=0).mean())
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """What the attack did to each image, before any purifier: its size and whether it fooled the
+    classifier alone. A minimal-perturbation attack (DeepFool, CW, EAD) has no eps, so its norms and
+    success rate are the only evidence that it converged."""
+
+    l2: np.ndarray  # (N,) L2 norm of x_adv - x, [0, 1] pixel scale
+    linf: np.ndarray  # (N,)
+    clean_correct: np.ndarray  # (N,) the classifier alone read x correctly
+    fooled: np.ndarray  # (N,) ... and misreads x_adv
+
+    @staticmethod
+    def of(classifier: torch.nn.Module, x: torch.Tensor, adversarial: torch.Tensor, labels: torch.Tensor) -> Perturbation:
+        delta = (adversarial - x).flatten(1)
+        with torch.no_grad(), frozen_eval(classifier):
+            clean_correct = classifier(x).argmax(1) == labels
+            fooled = clean_correct & (classifier(adversarial).argmax(1) != labels)
+        as_numpy = lambda t: t.detach().cpu().numpy()  # noqa: E731
+        return Perturbation(as_numpy(delta.norm(dim=1)), as_numpy(delta.abs().amax(dim=1)), as_numpy(clean_correct), as_numpy(fooled))
+
+    @staticmethod
+    def concatenate(parts: list[Perturbation]) -> Perturbation:
+        return Perturbation(*(np.concatenate([getattr(part, name) for part in parts]) for name in ("l2", "linf", "clean_correct", "fooled")))
+
+    def summary(self) -> dict[str, float | None]:
+        """Median and max norms, and the success rate: of the images the classifier read correctly,
+        the share the attack made it misread (None when it read none correctly)."""
+        correct = int(self.clean_correct.sum())
+        return {
+            "l2_median": float(np.median(self.l2)),
+            "l2_max": float(self.l2.max()),
+            "linf_median": float(np.median(self.linf)),
+            "linf_max": float(self.linf.max()),
+            "success_rate": float(self.fooled.sum() / correct) if correct else None,
+        }
 
 
 def process_state():
@@ -107,13 +146,13 @@ def robust_run(
         torch.cuda.reset_peak_memory_stats(device)
     starts = list(range(0, images.shape[0], batch_size))
     started = time.perf_counter()
-    mine: list[tuple[int, np.ndarray, np.ndarray]] = []
+    mine: list[tuple[int, np.ndarray, np.ndarray, Perturbation | None]] = []
     with state.split_between_processes(list(enumerate(starts))) as shard:
         for index, start in tqdm(shard, desc="batches", unit="batch", leave=False, disable=not (progress and state.is_main_process)):
             x = images[start : start + batch_size].to(device)
             x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
             y = labels[start : start + batch_size].to(device)
-            adversarial = x
+            adversarial, perturbation = x, None
             if attack is not None:
                 key = (cache_key, index)
                 if adversarial_cache is not None and cache_key is not None and key in adversarial_cache:
@@ -133,9 +172,10 @@ def robust_run(
                     )
                     if adversarial_cache is not None and cache_key is not None:
                         adversarial_cache[key] = adversarial.cpu()
+                perturbation = Perturbation.of(classifier, x, adversarial, y)
             score = evaluate_defended(classifier, purifier, adversarial, y, redraws=redraws, seed=seed + index * redraws, batch_size=batch_size)
             correct = (score.predictions == y.cpu()).numpy()
-            mine.append((index, score.probabilities.numpy(), correct))
+            mine.append((index, score.probabilities.numpy(), correct, perturbation))
     shards = gather_object(mine) if state.num_processes > 1 else mine
     shards = sorted(shards, key=lambda item: item[0])
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
@@ -145,6 +185,7 @@ def robust_run(
         correct=np.concatenate([item[2] for item in shards], axis=1),
         seconds=time.perf_counter() - started,
         peak_gpu_memory=peak,
+        perturbation=Perturbation.concatenate([item[3] for item in shards]) if attack is not None and shards else None,
     )
 
 
@@ -157,6 +198,7 @@ def run_metrics(run: RobustRun, bootstrap: int = 1000, seed: int = 0, class_name
         "worst_case_accuracy": run.worst_case_accuracy,
         "worst_case_balanced_accuracy": worst_case_balanced_accuracy(run.correct, run.labels),
         "redraws": int(run.correct.shape[0]),
+        **({"perturbation": run.perturbation.summary()} if run.perturbation is not None else {}),
     }
 
 

@@ -21,6 +21,9 @@ from core.attacks.library import create_attack, frozen_eval
 from core.errors import PurifyLabError
 
 COLLAPSE_MAX_ACCURACY = 0.05
+# A minimal-perturbation attack (DeepFool, CW, EAD) has no budget to run out of: on an undefended
+# model it should succeed almost always, so more than this accuracy left means it stopped early.
+MINIMAL_ATTACK_MAX_ACCURACY = 0.10
 # Sampling noise between two attacks on the same n images: an inversion smaller than this is not a flag.
 DEFAULT_TOLERANCE = 0.02
 
@@ -53,6 +56,17 @@ def check_accuracy_collapse(accuracy_by_eps: dict[float, float], max_accuracy: f
         )
     values = {f"accuracy@eps={eps}": acc for eps, acc in sorted(accuracy_by_eps.items())}
     return SanityCheck("undefended accuracy collapses at large eps", values, flag)
+
+
+def check_minimal_attack_converged(attack: str, accuracy: float, max_accuracy: float = MINIMAL_ATTACK_MAX_ACCURACY) -> SanityCheck:
+    """An unbounded attack must take an undefended model below `max_accuracy`."""
+    flag = None
+    if accuracy > max_accuracy:
+        flag = (
+            f"{attack} leaves the undefended model at {accuracy:.3f} accuracy, above {max_accuracy}: an attack without "
+            f"a budget that fails this often has not converged (more steps, or a larger overshoot), so its row says nothing"
+        )
+    return SanityCheck(f"{attack} (minimal perturbation) converged", {"undefended_accuracy": accuracy, "max_accuracy": max_accuracy}, flag)
 
 
 def check_not_weaker(strong_name: str, strong_accuracy: float, weak_name: str, weak_accuracy: float, tolerance: float = DEFAULT_TOLERANCE) -> SanityCheck:

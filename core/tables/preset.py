@@ -109,6 +109,11 @@ class PurifierColumn:
         if self.threats is not None:
             object.__setattr__(self, "threats", tuple(self.threats))
 
+    @property
+    def undefended(self) -> bool:
+        """The table's own classifier with nothing in front of it."""
+        return self.purifier == "none" and self.classifier is None and self.trained_on is None
+
 
 @dataclass(frozen=True)
 class TableSpec:

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.attacks import SanityCheck, check_accuracy_collapse, check_not_weaker, threat_descriptions, threat_model
+from core.attacks import (
+    ATTACKS,
+    SanityCheck,
+    check_accuracy_collapse,
+    check_minimal_attack_converged,
+    check_not_weaker,
+    threat_descriptions,
+    threat_model,
+)
 from core.data.locations import portable_path
 from core.tables.preset import Preset, TableSpec
 
@@ -118,6 +126,51 @@ def convergence_checks(records: Sequence[dict], table: TableSpec, tolerance: flo
     return checks
 
 
+def _minimal_rows(table: TableSpec) -> list:
+    """The rows of attacks without a budget (DeepFool, CW, EAD)."""
+    return [row for row in table.rows if row.attack is not None and not ATTACKS.get(row.attack.name).bounded]
+
+
+def minimal_attack_checks(records: Sequence[dict], table: TableSpec) -> list[tuple[dict, SanityCheck]]:
+    """Every minimal-perturbation attack row must take each undefended column below 10 %."""
+    undefended = {column.label for column in table.columns if column.undefended}
+    rows = {row.label for row in _minimal_rows(table)}
+    checks = []
+    for record in _cells_of(records, table.name):
+        if record["row"] in rows and record["column"] in undefended:
+            where = {"table": table.name, "classifier": record["classifier"], "column": record["column"], "row": record["row"]}
+            checks.append((where, check_minimal_attack_converged(record["row"], record["metrics"]["one_shot_accuracy"])))
+    return checks
+
+
+def perturbation_lines(records: Sequence[dict], table: TableSpec, classifier: str) -> list[str]:
+    """Under a table with minimal-perturbation rows: how large each attack's changes were and how often
+    it fooled the classifier alone, per row; columns that share the same adversarial images share a line."""
+    lines = []
+    for row in _minimal_rows(table):
+        summaries: dict[str, list[str]] = {}
+        for record in _cells_of(records, table.name):
+            if (record["classifier"], record["row"]) != (classifier, row.label):
+                continue
+            found = record["metrics"].get("perturbation")
+            text = "norms not recorded (cell computed before they were)"
+            if found is not None:
+                success = "n/a" if found["success_rate"] is None else f"{100 * found['success_rate']:.1f} %"
+                text = (
+                    f"success {success}, L2 median {found['l2_median']:.3f} (max {found['l2_max']:.3f}), "
+                    f"L-inf median {found['linf_median']:.3f} (max {found['linf_max']:.3f})"
+                )
+            summaries.setdefault(text, []).append(f"{record['column']} [{record['threat']}]")
+        lines += [f"- {row.label} against {', '.join(places)}: {text}" for text, places in summaries.items()]
+    if not lines:
+        return []
+    header = (
+        "Minimal-perturbation attacks, before any purifier (success = share of the images the classifier "
+        "read correctly that it misreads after the attack; norms on the [0, 1] pixel scale):"
+    )
+    return [header, "", *lines, ""]
+
+
 def collapse_checks(records: Sequence[dict]) -> list[tuple[dict, SanityCheck]]:
     checks = []
     for record in records:
@@ -216,6 +269,7 @@ def markdown_tables(preset: Preset, records: list[dict], checks: list[tuple[dict
                     values = [_percent(_averages(table_records, table, model.title, column, threat)[index]) for column, threat in table.placements()]
                     parts.append("| " + " | ".join([name, *values, *([""] if has_flags else [])]) + " |")
             parts.append("")
+            parts += perturbation_lines(table_records, table, model.title)
     return "\n".join(parts)
 
 
@@ -416,6 +470,7 @@ def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[st
     for table in preset.tables:
         checks += masking_checks(records, table, preset.sanity.tolerance)
         checks += convergence_checks(records, table, preset.sanity.tolerance)
+        checks += minimal_attack_checks(records, table)
     markdown = "\n".join(
         filter(None, [markdown_tables(preset, records, checks), sweep_markdown(records), detection_markdown(records), sanity_markdown(checks)])
     )

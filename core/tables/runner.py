@@ -152,6 +152,8 @@ class PresetRunner:
         if attack and threat_model(threat).needs_substitute:
             sub = self.preset.substitute
             cell["substitute"] = model_identity(sub.name, sub.weights)
+        if attack and not attack.bounded:  # its norms are its result: a cell stored before they were recorded is not reused
+            cell["reports"] = ["perturbation"]
         return cell
 
     def table_cells(self, table: TableSpec) -> list[tuple[dict, dict]]:
