@@ -29,7 +29,7 @@ def row(name: str, card: dict) -> str:
         f"| `{name}` | {card['parameter_count']:,} | {card.get('training_minutes', '')} | "
         f"{val['balanced_accuracy']:.3f} | {interval(test, 'balanced_accuracy')} | {val['auroc']:.3f} | {interval(test, 'auroc')} | "
         f"{test['sensitivity']['PNEUMONIA']:.3f} | {test['specificity']:.3f} | {val['ece']:.3f} / {test['ece']:.3f} | "
-        f"{calibration.get('temperature', '')} / {calibration.get('threshold', '')} |"
+        f"{calibration.get('temperature', 0):.4g} / {calibration.get('threshold', 0):.4g} |"
     )
 
 

@@ -186,7 +186,7 @@ _CPU = {
     "vit": dict(_SHIFT, epochs=40, batch_size=64, lr=1e-3, weight_decay=0.05, label_smoothing=0.1, max_minutes=45),
     "resnet": dict(_SHIFT, epochs=16, batch_size=64, lr=2e-3, weight_decay=5e-4, label_smoothing=0.1, max_minutes=40),
     "student_cnn": dict(
-        _SHIFT, epochs=12, batch_size=64, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, distill_from="resnet", temperature=2.0, max_minutes=20
+        _SHIFT, epochs=30, batch_size=64, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, distill_from="resnet", temperature=2.0, max_minutes=45
     ),
     "sevit": dict(_SHIFT, epochs=6, batch_size=64, lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2, max_minutes=15),
     "substitute": dict(_SHIFT, epochs=12, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=0.5, seed=1, max_minutes=15),
