@@ -28,7 +28,7 @@ from core.purifiers.blur_degradation import BlurDegradation
 from core.purifiers.cold import ColdDirectPurifier, ColdReconPurifier
 from core.purifiers.ddim import DDIMPurifier
 from core.purifiers.ddpm import DDPMPurifier
-from core.purifiers.diffdefense import STEP_DECAY, DiffDefenseConfig, DiffDefensePurifier
+from core.purifiers.diffdefense import STEP_DECAY, DiffDefenseConfig, DiffDefensePaperConfig, DiffDefensePaperPurifier, DiffDefensePurifier
 
 Reference = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 
@@ -101,12 +101,41 @@ def diffdefense_loop(
     return best
 
 
+def diffdefense_paper_loop(
+    unet: UNet2DModel, scheduler: DDPMScheduler, timesteps: list[int], config: DiffDefensePaperConfig,
+    x: torch.Tensor, generator: torch.Generator | None,
+) -> torch.Tensor:  # fmt: skip
+    """Algorithm 1 as published: z ~ N(0, I), the stochastic chain, plain gradient steps, each restart's
+    last reconstruction, the best restart kept."""
+    best_error, best = math.inf, x
+    with torch.enable_grad():
+        for _ in range(config.R):
+            z = torch.randn(x.shape, generator=generator, device=x.device).requires_grad_(True)
+            for iteration in range(1, config.L + 1):
+                sample = z
+                for t in timesteps:
+                    sample = scheduler.step(unet(sample, t).sample, t, sample, generator=generator).prev_sample
+                reconstruction = (sample + 1) / 2
+                error = (reconstruction - x).pow(2).mean()
+                if iteration == config.L:
+                    if error.item() < best_error:
+                        best_error, best = error.item(), reconstruction.detach().clamp(0, 1)
+                    break
+                error.backward()
+                with torch.no_grad():
+                    z -= config.lr * STEP_DECAY ** (iteration / math.ceil(0.8 * config.L)) * z.grad
+                z.grad = None
+    return best
+
+
 def naive_reference(purifier: Purifier) -> Reference:
     """The hand-written loop for `purifier`'s setting, on `purifier`'s own denoiser (give it the naive copy)."""
     if isinstance(purifier, DDPMPurifier):
         return partial(ddpm_loop, purifier.unet, purifier.scheduler, purifier.start)
     if isinstance(purifier, DDIMPurifier):
         return partial(ddim_loop, purifier.unet, purifier.scheduler, purifier.start, purifier.timesteps, purifier.config.eta)
+    if isinstance(purifier, DiffDefensePaperPurifier):  # before its parent class
+        return partial(diffdefense_paper_loop, purifier.unet, purifier.scheduler, purifier.timesteps, purifier.config)
     if isinstance(purifier, DiffDefensePurifier):
         return partial(diffdefense_loop, purifier.unet, purifier.scheduler, purifier.start, purifier.timesteps, purifier.config)
     if isinstance(purifier, ColdReconPurifier):

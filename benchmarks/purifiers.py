@@ -24,8 +24,9 @@ from core.purifiers import Purifier, list_purifiers
 def run(ctx: Context) -> list[dict[str, Any]]:
     rows = []
     for name in ctx.settings.purifiers or tuple(list_purifiers()):
-        purifier = build_purifier(name, ctx.models)
-        reference = naive_reference(build_purifier(name, ctx.naive))
+        params = ctx.settings.purifier_params.get(name, {})
+        purifier = build_purifier(name, ctx.models, **params)
+        reference = naive_reference(build_purifier(name, ctx.naive, **params))
         # Counted on the naive path: the same operations, and never through a compiled graph.
         flops = count_flops(partial(naive_purify, reference, ctx.images[:1], ctx.settings.seed))
         for batch in ctx.batches(ctx.settings.purify_batch):

@@ -40,6 +40,8 @@ class BenchSettings:
     threads: int | None = 2  # torch intra-op threads (None: torch's default)
     sections: tuple[str, ...] = SECTIONS
     purifiers: tuple[str, ...] | None = None  # None: every registered purifier
+    # Settings other than a purifier's defaults, by name (the smoke preset shortens the longest chain).
+    purifier_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     tiny: bool = False  # tiny seeded untrained models instead of the shipped weights (smoke test)
     seed: int = 0
     # Purification and training: `warmup` untimed runs, then `repeats` timed ones at batch 1 and at the large batch.
@@ -73,7 +75,7 @@ class BenchSettings:
         unknown = [name for name in self.sections if name not in SECTIONS]
         if unknown or not self.sections:
             raise PurifyLabError(f"unknown section(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(SECTIONS)}")
-        for name in (*(self.purifiers or ()), *self.chain_purifiers):
+        for name in (*(self.purifiers or ()), *self.chain_purifiers, *self.purifier_params):
             PURIFIERS.get(name)  # one-line error naming the registered ones
         from core.attacks.threats import THREAT_MODELS, threat_model
 
@@ -165,6 +167,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         attack_steps=2,
         attack_batch=2,
         chain_purifiers=("ddpm", "cold_direct"),
+        purifier_params={"diffdefense_paper": {"t_start": 0.01}},  # 10 of its default 100 steps: seconds, not minutes
         chain_steps=1,
         chain_eot=2,
         chain_batch=2,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from core.io import load_image, to_model_input
 from core.purifiers import create_purifier, list_purifiers
 from core.purifiers.ddim import DDIMConfig, DDIMPurifier
 from core.purifiers.ddpm import DDPMConfig, DDPMPurifier
-from core.purifiers.diffdefense import DiffDefenseConfig, DiffDefensePurifier
+from core.purifiers.diffdefense import DiffDefenseConfig, DiffDefensePaperConfig, DiffDefensePaperPurifier, DiffDefensePurifier
 from core.purifiers.diffusion import DEFAULT_SCHEDULE
 from core.purifiers.noise import NoiseConfig, NoisePurifier
 from core.purifiers.one_shot import OneShotPurifier
@@ -52,6 +53,7 @@ def build(name: str, unet, **params):
         "ddpm": DDPMPurifier,
         "ddim": DDIMPurifier,
         "diffdefense": DiffDefensePurifier,
+        "diffdefense_paper": DiffDefensePaperPurifier,
         "one_shot": OneShotPurifier,
     }
     cls = classes[name]
@@ -61,7 +63,7 @@ def build(name: str, unet, **params):
     return cls(config, unet=unet, schedule=DEFAULT_SCHEDULE)
 
 
-NAMES = ["noise", "ddpm", "ddim", "diffdefense", "one_shot"]
+NAMES = ["noise", "ddpm", "ddim", "diffdefense", "diffdefense_paper", "one_shot"]
 
 
 def test_registered_with_descriptions():
@@ -179,6 +181,40 @@ def test_diffdefense_keeps_the_best_restart(tiny_unet, xrays):
     assert (three <= one + 1e-7).all()  # restart 1 is the same draw; more restarts can only help
 
 
+def test_diffdefense_as_published_matches_a_hand_computed_two_step_case(tiny_unet, xrays):
+    """Algorithm 1 written out by hand for T* = 2 steps (t = 1, 0), L = 2, R = 1: z ~ N(0, I), Eq. 2
+    with sigma_t = sqrt(beta_t) and fresh noise at t > 0, one gradient step at eta^0 Delta^(1/ceil(0.8 L)),
+    and the second (last) reconstruction returned, whether or not it is the better one."""
+    config = DiffDefensePaperConfig(t_start=0.002, L=2, R=1, lr=50.0)
+    purifier = DiffDefensePaperPurifier(config, unet=tiny_unet, schedule=DEFAULT_SCHEDULE)
+    assert purifier.timesteps == [1, 0] and purifier.nfe() == 4
+    result = purifier.reconstruct(xrays, torch.Generator().manual_seed(0))
+
+    betas = torch.linspace(DEFAULT_SCHEDULE["beta_start"], DEFAULT_SCHEDULE["beta_end"], DEFAULT_SCHEDULE["num_train_timesteps"])
+    alphas = 1 - betas
+    alpha_bars = torch.cumprod(alphas, 0)
+    generator = torch.Generator().manual_seed(0)
+
+    def chain(z: torch.Tensor) -> torch.Tensor:
+        for t in (1, 0):
+            eps = tiny_unet(z, torch.tensor(t)).sample
+            z = (z - betas[t] / (1 - alpha_bars[t]).sqrt() * eps) / alphas[t].sqrt()
+            if t > 0:
+                z = z + betas[t].sqrt() * torch.randn(z.shape, generator=generator)
+        return (z + 1) / 2
+
+    z = torch.randn(xrays.shape, generator=generator).requires_grad_(True)
+    first = (chain(z) - xrays).pow(2).flatten(1).mean(1)
+    first.sum().backward()
+    z = z.detach() - 50.0 * 0.1 ** (1 / math.ceil(0.8 * 2)) * z.grad
+    with torch.no_grad():
+        second = chain(z)
+    second_mse = (second - xrays).pow(2).flatten(1).mean(1)
+    assert result.loss_history == pytest.approx([float(first.detach().mean()), float(second_mse.mean())], rel=1e-4)
+    assert torch.allclose(result.images, second.clamp(0, 1), atol=1e-4)
+    assert torch.allclose(result.mse, second_mse, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("config_type", "params", "message"),
     [
@@ -192,6 +228,8 @@ def test_diffdefense_keeps_the_best_restart(tiny_unet, xrays):
         (DiffDefenseConfig, {"R": 0}, "R=0 must be >= 1"),
         (DiffDefenseConfig, {"lr": 0.0}, "lr=0.0"),
         (DiffDefenseConfig, {"optimizer": "rmsprop"}, "optimizer='rmsprop'"),
+        (DiffDefensePaperConfig, {"steps": 0}, "steps=0 must be >= 1"),
+        (DiffDefensePaperConfig, {"lr": -1.0}, "lr=-1.0"),
     ],
 )
 def test_bad_parameters_give_one_line_errors(config_type, params, message):

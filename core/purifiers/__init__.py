@@ -8,7 +8,7 @@ from core.purifiers.base import Purifier, PurifierConfig, parse_params
 from core.purifiers.cold import ColdBlurPurifier, ColdDirectPurifier, ColdReconPurifier
 from core.purifiers.ddim import DDIMPurifier
 from core.purifiers.ddpm import DDPMPurifier
-from core.purifiers.diffdefense import DiffDefensePurifier
+from core.purifiers.diffdefense import DiffDefensePaperPurifier, DiffDefensePurifier
 from core.purifiers.noise import NoisePurifier
 from core.purifiers.one_shot import OneShotPurifier
 from core.purifiers.simple import GaussianBlurPurifier, GaussianNoisePurifier, IdentityPurifier
@@ -24,7 +24,8 @@ for _cls, _doc in (
     (DDPMPurifier, "DDPM purification: noise to t*, reverse DDPM chain (DiffPure-style)"),
     (OneShotPurifier, "one-shot denoiser: noise to t*, one UNet call, Tweedie's x0 estimate (Carlini et al. 2023)"),
     (DDIMPurifier, "stochastic DDIM from depth T* with time-step skips (threat-model-agnostic, Alg. 2)"),
-    (DiffDefensePurifier, "DiffDefense: optimise the noise so the reverse chain reproduces the input (Alg. 1)"),
+    (DiffDefensePurifier, "DiffDefense, affordable: optimise the noise so a short DDIM chain reproduces the input"),
+    (DiffDefensePaperPurifier, "DiffDefense as published (Alg. 1): z ~ N(0, I), stochastic chain from T*, gradient steps"),
     (ColdBlurPurifier, "cold diffusion, blurred only: D(x, depth)"),
     (ColdDirectPurifier, "cold diffusion, direct reconstruction: R(D(x, depth), depth), 1 UNet call"),
     (ColdReconPurifier, "cold diffusion, reconstruction: improved sampling from depth to 0 (steps UNet calls)"),

@@ -3,12 +3,15 @@
 Find the z whose reverse diffusion G(z) reproduces the (possibly attacked) input, by L steps of
 gradient descent on MSE(G(z), x) with a step size decayed by Delta = 0.1 over ceil(0.8 L) steps,
 from R random starts; return the reconstruction with the lowest error. A model trained on clean
-X-rays reproduces clean images more easily than attacked ones, so the error is also an attack-
+images reproduces clean images more easily than attacked ones, so the error is also an attack-
 detection score (`purify_with_score`).
 
-To keep every iteration affordable G is a short deterministic DDIM chain (eta = 0) from depth
-t_start, and z starts from q(z | x) at that depth: the paper's z ~ N(0, I) is the same draw at
-t_start = T, where the prior no longer depends on x.
+Two variants. `diffdefense_paper` is Algorithm 1 as published: z_T* ~ N(0, I), the stochastic
+reverse chain of Eq. 2 (sigma_t = sqrt(beta_t), fresh noise every step and iteration, no
+clipping), plain gradient steps, the last iteration's reconstruction of each restart and the best
+restart per image. `diffdefense` is the affordable one: G is a short deterministic DDIM chain
+(eta = 0) from depth t_start, z starts from q(z | x) at that depth (the paper's N(0, I) is the same
+draw at t_start = T, where the prior no longer depends on x), Adam, and the best iteration is kept.
 
 Gradients: differentiating through L inner optimisation steps is not affordable, so `forward`
 returns the reconstruction with a straight-through (BPDA, identity) gradient to the input; attacks
@@ -22,8 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+from diffusers import DDPMScheduler
+from diffusers.utils.torch_utils import randn_tensor
 
 from core.errors import PurifyLabError, check_range
+from core.purifiers.ddpm import reverse_timesteps
 from core.purifiers.diffusion import (
     DiffusionConfig,
     DiffusionPurifier,
@@ -57,6 +63,23 @@ class DiffDefenseConfig(DiffusionConfig):
             raise PurifyLabError(f"optimizer='{self.optimizer}' is not one of: {', '.join(OPTIMIZERS)}")
 
 
+@dataclass(frozen=True)
+class DiffDefensePaperConfig(DiffusionConfig):
+    t_start: float = 0.1  # T*, the depth z is drawn at, as a fraction of T
+    steps: int | None = None  # reverse steps from T* to 0; None = every one, as the paper
+    L: int = 5
+    R: int = 1
+    lr: float = 100.0  # eta^0, not given in the paper; on MSE (a mean over pixels) a step needs a large one
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("t_start", self.t_start, 0.0, 1.0, low_open=True)
+        check_range("lr", self.lr, 0.0, 1e6, low_open=True)
+        for name, value in (("L", self.L), ("R", self.R), ("steps", 1 if self.steps is None else self.steps)):
+            if value < 1:
+                raise PurifyLabError(f"{name}={value} must be >= 1")
+
+
 @dataclass
 class Reconstruction:
     images: torch.Tensor  # best reconstruction per image, [0, 1]
@@ -70,6 +93,7 @@ class DiffDefensePurifier(DiffusionPurifier):
     sweeps = {"tstar": "t_start"}
     config_type = DiffDefenseConfig
     exact_gradients: ClassVar[bool] = False
+    keep_best_iteration: ClassVar[bool] = True  # the paper keeps the last iteration of each restart
 
     def __init__(self, config: DiffDefenseConfig | None = None, unet=None, schedule: dict[str, Any] | None = None):
         super().__init__(config, unet=unet, schedule=schedule)
@@ -82,7 +106,7 @@ class DiffDefensePurifier(DiffusionPurifier):
         """Forward denoiser calls per image (each but the last iteration's also runs one backward)."""
         return self.config.R * self.config.L * len(self.timesteps)
 
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """G(z): the deterministic DDIM chain from t_start, in [-1, 1]."""
         sample = z
         for t in self.timesteps:
@@ -101,13 +125,13 @@ class DiffDefensePurifier(DiffusionPurifier):
                 z = self._initial_noise(target, generator).requires_grad_(True)
                 optimizer = self._optimizer(z)
                 for iteration in range(1, self.config.L + 1):
-                    unclamped = (self.generate(z) + 1.0) / 2.0  # no clamp: keep gradients at black borders
+                    unclamped = (self.generate(z, generator) + 1.0) / 2.0  # no clamp: keep gradients at black borders
                     mse = (unclamped - target).pow(2).flatten(1).mean(1)
-                    images = unclamped.detach().clamp(0.0, 1.0)
-                    improved = mse.detach() < best_mse
-                    best_mse = torch.where(improved, mse.detach(), best_mse)
-                    best_images = torch.where(improved[:, None, None, None], images, best_images)
                     history.append(float(mse.detach().mean()))
+                    if self.keep_best_iteration or iteration == self.config.L:
+                        improved = mse.detach() < best_mse
+                        best_mse = torch.where(improved, mse.detach(), best_mse)
+                        best_images = torch.where(improved[:, None, None, None], unclamped.detach().clamp(0.0, 1.0), best_images)
                     if iteration == self.config.L:
                         break
                     for group in optimizer.param_groups:
@@ -140,3 +164,33 @@ class DiffDefensePurifier(DiffusionPurifier):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "timesteps": self.timesteps, "gradients": "bpda"}
+
+
+class DiffDefensePaperPurifier(DiffDefensePurifier):
+    """Algorithm 1 as published (see the module docstring); `steps` strides the chain for a CPU."""
+
+    name = "diffdefense_paper"
+    display_name = "DiffDefense (as published)"
+    config_type = DiffDefensePaperConfig
+    keep_best_iteration = False
+
+    def __init__(self, config: DiffDefensePaperConfig | None = None, unet=None, schedule: dict[str, Any] | None = None):
+        DiffusionPurifier.__init__(self, config, unet=unet, schedule=schedule)
+        self.start = start_timestep(self.config.t_start, self.num_train_timesteps)
+        self.timesteps = reverse_timesteps(self.start, self.config.steps)
+        # Eq. 2: the posterior mean without clipping x0, plus sqrt(beta_t) n
+        self.scheduler = DDPMScheduler(**self.schedule, variance_type="fixed_large", clip_sample=False)
+        self.scheduler.set_timesteps(timesteps=self.timesteps)
+
+    def generate(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """G(z): the stochastic reverse chain from T*, a fresh noise draw at every step, in [-1, 1]."""
+        sample = z
+        for t in self.timesteps:
+            sample = self.scheduler.step(self.predict_noise(sample, t), t, sample, generator=generator).prev_sample
+        return sample
+
+    def _initial_noise(self, target: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return randn_tensor(target.shape, generator=generator, device=target.device, dtype=target.dtype)
+
+    def _optimizer(self, z: torch.Tensor) -> torch.optim.Optimizer:
+        return torch.optim.SGD([z], lr=self.config.lr)  # z <- z - eta^i grad, line 10
