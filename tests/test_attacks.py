@@ -100,6 +100,28 @@ def test_same_seed_same_examples_and_the_global_rng_is_untouched(model, xrays) -
     assert not torch.equal(runs[0], other_seed)
 
 
+def test_concurrent_attacks_get_the_examples_of_their_own_seeds(model, xrays) -> None:
+    """App visitors attack in threads of one process, and random starts come from torch's one global
+    RNG: each attack must still get exactly what it gets alone (a lab session once showed another's)."""
+    import threading
+
+    images, labels = xrays["x"][:4], xrays["y"][:4]
+    attack = lambda seed: create_attack(model, AttackConfig(name="pgd", eps=0.05, steps=3, seed=seed))(images, labels)  # noqa: E731
+    alone = {seed: attack(seed) for seed in range(6)}
+    together, start = {}, threading.Barrier(6)
+
+    def run(seed: int) -> None:
+        start.wait()
+        together[seed] = attack(seed)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(torch.equal(together[seed], alone[seed]) for seed in range(6))
+
+
 def test_attacks_leave_a_shared_model_as_they_found_it(model, xrays) -> None:
     modes_seen: list[bool] = []
     hook = model.register_forward_hook(lambda module, inputs, output: modes_seen.append(module.training))

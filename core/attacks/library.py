@@ -3,9 +3,11 @@
 Two things are added around torchattacks, nothing is re-derived:
 
 * `SeededAttack` runs the attack under `torch.random.fork_rng` with the config's seed, so random
-  starts and Square's proposals repeat exactly and the caller's global RNG is left untouched; it
-  also freezes the model's parameters for the duration (CW and EAD call `.backward()`, which would
-  otherwise accumulate `.grad` on a shared, cached model) and keeps the model in eval mode.
+  starts and Square's proposals repeat exactly and the caller's global RNG is left untouched; the
+  global RNG is one per process, so attacks hold a process-wide lock while they use it (two app
+  visitors attacking at once would otherwise draw from each other's seeds); it also freezes the
+  model's parameters for the duration (CW and EAD call `.backward()`, which would otherwise
+  accumulate `.grad` on a shared, cached model) and keeps the model in eval mode.
 * `DLRReferenceLogits`: the DLR losses of APGD-T and AutoAttack read the 3rd and 4th largest
   logits, which a 2-class model does not have (torchattacks raises IndexError). The adapter
   appends reference logits one unit below the smallest real logit, so the argmax, the targeted
@@ -14,6 +16,7 @@ Two things are added around torchattacks, nothing is re-derived:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +77,10 @@ def frozen_eval(model: nn.Module) -> Iterator[None]:
             module.training = mode
 
 
+# torchattacks draws random starts from torch's global RNG: one per process, shared by threads.
+_GLOBAL_RNG = threading.RLock()
+
+
 class SeededAttack(Attack):
     """A torchattacks attack run with a fixed seed, frozen parameters and the model in eval mode."""
 
@@ -87,7 +94,7 @@ class SeededAttack(Attack):
         # Around torchattacks' own __call__, whose exit would switch a wrapper (and with it the
         # shared classifier) back to train mode when the wrapper's flag says so.
         devices = [images.device.index or 0] if images.device.type == "cuda" else []
-        with frozen_eval(self.model), torch.random.fork_rng(devices=devices):
+        with _GLOBAL_RNG, frozen_eval(self.model), torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
             adversarial = super().__call__(images, labels)
         return adversarial.detach().clamp(0.0, 1.0)
