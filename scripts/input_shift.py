@@ -33,6 +33,7 @@ from core.models import create_classifier, list_classifiers  # noqa: E402
 from core.paths import CACHE_DIR, RESULTS_DIR, RESULTS_STORE  # noqa: E402
 from core.purifiers import create_purifier  # noqa: E402
 from core.results import ResultStore, canonical_json, run_cells  # noqa: E402
+from core.tables.runner import model_identity  # noqa: E402  (weights and calibration: a refit re-reads)
 from core.weights import shipped_cards  # noqa: E402
 
 # (column label, purifier name, parameters): the degradations first, then every purifier at its default.
@@ -102,7 +103,7 @@ def main() -> None:
     classifiers = [name for name in list_classifiers() if name in cards and dataset_of(name) == "xray"]
     cells = [
         {"kind": "input-shift", "column": label, "purifier": name, "params": params, "classifier": classifier,
-         "classifier_sha256": cards[classifier]["sha256"], "data": data.data_hash, "split": args.split,
+         "classifier_identity": model_identity(classifier, None), "data": data.data_hash, "split": args.split,
          "n": len(data.labels), "seed": args.seed, "batch_size": args.batch_size}
         for label, name, params in columns for classifier in classifiers
     ]  # fmt: skip
