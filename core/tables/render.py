@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from core.attacks import (
-    ATTACKS,
     SanityCheck,
     check_accuracy_collapse,
     check_minimal_attack_converged,
@@ -128,7 +127,7 @@ def convergence_checks(records: Sequence[dict], table: TableSpec, tolerance: flo
 
 def _minimal_rows(table: TableSpec) -> list:
     """The rows of attacks without a budget (DeepFool, CW, EAD)."""
-    return [row for row in table.rows if row.attack is not None and not ATTACKS.get(row.attack.name).bounded]
+    return [row for row in table.rows if row.attack is not None and not row.attack.bounded]
 
 
 def minimal_attack_checks(records: Sequence[dict], table: TableSpec) -> list[tuple[dict, SanityCheck]]:
@@ -152,14 +151,12 @@ def perturbation_lines(records: Sequence[dict], table: TableSpec, classifier: st
         for record in _cells_of(records, table.name):
             if (record["classifier"], record["row"]) != (classifier, row.label):
                 continue
-            found = record["metrics"].get("perturbation")
-            text = "norms not recorded (cell computed before they were)"
-            if found is not None:
-                success = "n/a" if found["success_rate"] is None else f"{100 * found['success_rate']:.1f} %"
-                text = (
-                    f"success {success}, L2 median {found['l2_median']:.3f} (max {found['l2_max']:.3f}), "
-                    f"L-inf median {found['linf_median']:.3f} (max {found['linf_max']:.3f})"
-                )
+            found = record["metrics"]["perturbation"]  # always there: these cells carry reports: [perturbation]
+            success = "n/a" if found["success_rate"] is None else f"{100 * found['success_rate']:.1f} %"
+            text = (
+                f"success {success}, L2 median {found['l2_median']:.3f} (max {found['l2_max']:.3f}), "
+                f"L-inf median {found['linf_median']:.3f} (max {found['linf_max']:.3f})"
+            )
             summaries.setdefault(text, []).append(f"{record['column']} [{record['threat']}]")
         lines += [f"- {row.label} against {', '.join(places)}: {text}" for text, places in summaries.items()]
     if not lines:
