@@ -126,7 +126,7 @@ def robust_run(
     Batch b uses attack seed `attack.seed + b`, attacker draws from `seed + offset + b` and test-time
     draws from `seed + b * redraws`, so a run is a pure function of its arguments whatever the number
     of processes. `adversarial_cache[(cache_key, b)]` reuses adversarial batches between cells that
-    share them (grey-box and transfer examples do not depend on the purifier).
+    share them (grey-box and transfer examples do not depend on the purifier), with their perturbation.
     """
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
@@ -156,7 +156,8 @@ def robust_run(
             if attack is not None:
                 key = (cache_key, index)
                 if adversarial_cache is not None and cache_key is not None and key in adversarial_cache:
-                    adversarial = adversarial_cache[key].to(device)
+                    adversarial, perturbation = adversarial_cache[key]
+                    adversarial = adversarial.to(device)
                 else:
                     batch_attack = dataclasses.replace(attack, seed=attack.seed + index)
                     adversarial = craft(
@@ -170,9 +171,9 @@ def robust_run(
                         eot=eot,
                         seed=seed + ATTACKER_SEED_OFFSET + index,
                     )
+                    perturbation = Perturbation.of(classifier, x, adversarial, y)
                     if adversarial_cache is not None and cache_key is not None:
-                        adversarial_cache[key] = adversarial.cpu()
-                perturbation = Perturbation.of(classifier, x, adversarial, y)
+                        adversarial_cache[key] = (adversarial.cpu(), perturbation)
             score = evaluate_defended(classifier, purifier, adversarial, y, redraws=redraws, seed=seed + index * redraws, batch_size=batch_size)
             correct = (score.predictions == y.cpu()).numpy()
             mine.append((index, score.probabilities.numpy(), correct, perturbation))
