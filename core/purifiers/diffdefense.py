@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from core.errors import PurifyLabError, check_range
@@ -35,6 +35,7 @@ from core.purifiers.diffusion import (
     DiffusionPurifier,
     achievable_stride,
     ddim_scheduler,
+    ddpm_scheduler,
     forward_noise,
     start_timestep,
 )
@@ -98,9 +99,12 @@ class DiffDefensePurifier(DiffusionPurifier):
     def __init__(self, config: DiffDefenseConfig | None = None, unet=None, schedule: dict[str, Any] | None = None):
         super().__init__(config, unet=unet, schedule=schedule)
         self.start = start_timestep(self.config.t_start, self.num_train_timesteps)
+        self.scheduler, self.timesteps = self._chain()
+
+    def _chain(self) -> tuple[DDIMScheduler, list[int]]:
+        """G's scheduler and timesteps: deterministic DDIM from t_start in `steps` strides."""
         stride = achievable_stride(self.start, self.config.steps, self.num_train_timesteps)
-        self.scheduler = ddim_scheduler(self.schedule, stride)
-        self.timesteps = list(range(self.start, -1, -stride))
+        return ddim_scheduler(self.schedule, stride), list(range(self.start, -1, -stride))
 
     def nfe(self) -> int:
         """Forward denoiser calls per image (each but the last iteration's also runs one backward)."""
@@ -174,13 +178,12 @@ class DiffDefensePaperPurifier(DiffDefensePurifier):
     config_type = DiffDefensePaperConfig
     keep_best_iteration = False
 
-    def __init__(self, config: DiffDefensePaperConfig | None = None, unet=None, schedule: dict[str, Any] | None = None):
-        DiffusionPurifier.__init__(self, config, unet=unet, schedule=schedule)
-        self.start = start_timestep(self.config.t_start, self.num_train_timesteps)
-        self.timesteps = reverse_timesteps(self.start, self.config.steps)
-        # Eq. 2: the posterior mean without clipping x0, plus sqrt(beta_t) n
-        self.scheduler = DDPMScheduler(**self.schedule, variance_type="fixed_large", clip_sample=False)
-        self.scheduler.set_timesteps(timesteps=self.timesteps)
+    def _chain(self) -> tuple[DDPMScheduler, list[int]]:
+        """Eq. 2: the DDPM posterior mean without clipping x0, plus sqrt(beta_t) n, at every step from T*."""
+        timesteps = reverse_timesteps(self.start, self.config.steps)
+        scheduler = ddpm_scheduler(self.schedule, variance_type="fixed_large", clip_sample=False)
+        scheduler.set_timesteps(timesteps=timesteps)
+        return scheduler, timesteps
 
     def generate(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """G(z): the stochastic reverse chain from T*, a fresh noise draw at every step, in [-1, 1]."""

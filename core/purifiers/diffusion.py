@@ -81,8 +81,9 @@ def shipped_schedule() -> dict[str, Any]:
     return dict(read_card(weights).get("scheduler", DEFAULT_SCHEDULE))
 
 
-def ddpm_scheduler(schedule: dict[str, Any]) -> DDPMScheduler:
-    return DDPMScheduler(**schedule)
+def ddpm_scheduler(schedule: dict[str, Any], **options: Any) -> DDPMScheduler:
+    """The shipped schedule, with DDPMScheduler `options` (e.g. its variance type) on top."""
+    return DDPMScheduler(**schedule, **options)
 
 
 def ddim_scheduler(schedule: dict[str, Any], stride: int) -> DDIMScheduler:
