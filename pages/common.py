@@ -10,6 +10,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -224,13 +225,20 @@ def upload_field(key: str) -> UploadedFile | None:
     return st.file_uploader("…or upload your own (PNG, JPEG, DICOM)", key=key, type=[extension.lstrip(".") for extension in UPLOAD_EXTENSIONS])
 
 
-def decode_upload(data: bytes, size: int) -> torch.Tensor | None:
-    """An uploaded file as the model's input, or None after showing the one-line reason."""
-    try:
-        return to_model_input(load_image(data), size)
-    except PurifyLabError as error:
-        st.error(f"This file cannot be used: {error}")
-        return None
+def chosen_image(upload: UploadedFile | None, sample: tuple[Path, str | None] | None, size: int) -> tuple[torch.Tensor, str | None]:
+    """The upload (it wins; its true label is unknown) or the gallery sample, as the model's input with
+    its true label. A file that cannot be used gets its one-line reason and the page stops there."""
+    if upload is not None:
+        try:
+            return to_model_input(load_image(upload.getvalue()), size), None
+        except PurifyLabError as error:
+            st.error(f"This file cannot be used: {error}")
+            st.stop()
+    if sample is None:
+        st.info("No sample images are available: upload an X-ray above.")
+        st.stop()
+    path, true_class = sample
+    return to_model_input(load_image(path), size), true_class
 
 
 def true_label_note(true_class: str | None) -> str:

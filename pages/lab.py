@@ -9,7 +9,7 @@ import streamlit as st
 from core.attacks import THREAT_MODELS, AttackConfig
 from core.data.gallery import gallery_attribution
 from core.errors import PurifyLabError
-from core.io import encode_png, load_image, to_model_input
+from core.io import encode_png
 from core.jobs import attack_calls
 from core.lab import amplified_perturbation, attack_image, perturbation_norms, purify_image, read, session_report, verdict
 from pages.common import (
@@ -23,8 +23,8 @@ from pages.common import (
     cached_attack,
     cached_purify,
     call_cost,
+    chosen_image,
     classifier,
-    decode_upload,
     estimate_text,
     gallery,
     heavy_job,
@@ -103,19 +103,8 @@ with st.sidebar:
 
 model = classifier(classifier_name)
 size = model.image_size
-true_class = None
-if upload is not None:
-    image = decode_upload(upload.getvalue(), size)
-    origin = "your upload (kept in memory only)"
-elif sources:
-    path, true_class = sources[choice]
-    image = to_model_input(load_image(path), size)
-    origin = choice
-else:
-    st.info("No sample images are available: upload an X-ray above.")
-    st.stop()
-if image is None:
-    st.stop()
+image, true_class = chosen_image(upload, sources.get(choice), size)
+origin = "your upload (kept in memory only)" if upload is not None else choice
 
 key = image_key(image)
 steps = 1 if ATTACKS[attack_label] == "fgsm" else 10

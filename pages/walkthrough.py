@@ -5,15 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data.gallery import gallery_attribution
-from core.io import load_image, to_model_input
 from core.lab import amplified_perturbation, perturbation_norms, read, verdict
 from core.purifiers.cold import ColdConfig
 from pages.common import (
     available_classifiers,
     cached_attack,
     cached_purify,
+    chosen_image,
     classifier,
-    decode_upload,
     gallery,
     image_key,
     reading_badge,
@@ -47,13 +46,7 @@ choice = st.selectbox("X-ray used in this story", list(samples), key="walkthroug
 st.caption(gallery_attribution())
 upload = upload_field("walkthrough_upload")
 model = classifier("vit")
-if upload is not None:  # its true label is unknown: the story asks whether the attack flips the model's own reading
-    image, true_class = decode_upload(upload.getvalue(), model.image_size), None
-    if image is None:
-        st.stop()
-else:
-    path, true_class = samples[choice]
-    image = to_model_input(load_image(path), model.image_size)
+image, true_class = chosen_image(upload, samples[choice], model.image_size)  # an upload's: unknown
 key = image_key(image)
 clean = read(model, image)[0]
 
