@@ -14,6 +14,7 @@ attacker who knows the defense.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -153,6 +154,7 @@ class DefendedScore:
     n: int
     predictions: torch.Tensor
     probabilities: torch.Tensor
+    purify_seconds: float = 0.0  # wall time inside the purifier alone, over every draw
 
     def to_dict(self) -> dict[str, float | int]:
         return {
@@ -181,13 +183,21 @@ def evaluate_defended(
     if adv.shape[0] != labels.shape[0]:
         raise PurifyLabError(f"{adv.shape[0]} images but {labels.shape[0]} labels")
     draws = redraws if purifier.stochastic else 1
-    predictions, first_probabilities = [], None
+    predictions, first_probabilities, purify_seconds = [], None, 0.0
     with frozen_eval(classifier), frozen_eval(purifier):
         for draw in range(draws):
             generator = None
             if purifier.stochastic:
                 generator = torch.Generator(device=adv.device).manual_seed(seed + draw)
-            probabilities = torch.cat([classifier(purifier(batch, generator=generator).clamp(0.0, 1.0)).softmax(dim=1) for batch in adv.split(batch_size)])
+            parts = []
+            for batch in adv.split(batch_size):
+                started = time.perf_counter()
+                purified = purifier(batch, generator=generator).clamp(0.0, 1.0)
+                if purified.is_cuda:
+                    torch.cuda.synchronize(purified.device)
+                purify_seconds += time.perf_counter() - started
+                parts.append(classifier(purified).softmax(dim=1))
+            probabilities = torch.cat(parts)
             predictions.append(probabilities.argmax(dim=1))
             if first_probabilities is None:
                 first_probabilities = probabilities
@@ -200,4 +210,5 @@ def evaluate_defended(
         n=int(labels.shape[0]),
         predictions=stacked.cpu(),
         probabilities=first_probabilities.cpu(),
+        purify_seconds=purify_seconds,
     )
