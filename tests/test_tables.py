@@ -21,6 +21,7 @@ from core.purifiers.base import Purifier, PurifierConfig
 from core.results import ResultStore, cell_key
 from core.sweeps import sweep_preset
 from core.tables import AttackRow, PresetRunner, list_presets, load_preset, preset_from_dict, run_preset
+from core.tables.verdict import Verdict
 from core.weights import save_weights
 
 IMAGE_SIZE = 32
@@ -446,3 +447,42 @@ def test_purifier_facts_live_on_the_purifier_classes():
         assert cls.weights is None or (WEIGHTS_DIR / f"{cls.weights}.safetensors").is_file()
     with pytest.raises(PurifyLabError, match="does not apply to purifier 'blur'; use one of: .*cold_blur"):
         sweep_parameter("depth", "blur")
+
+
+def test_paper_claims_get_a_verdict_from_the_cell_interval_and_show_time_splits_purification(xray_train_dir, weights, tmp_path):
+    raw = _raw(xray_train_dir, weights, redraws=1, eot=1)
+    raw["tables"] = [{
+        "name": "claims", "caption": "Claims.", "classifiers": [{"name": "student_cnn", "weights": weights, "label": "tiny-cnn"}],
+        "rows": [{"label": "Clean"}, {"label": "FGSM", "name": "fgsm"}],
+        "columns": [{"label": "Original"}, {"label": "Blur", "purifier": "blur", "params": {"sigma": 1.0}}],
+        "show_time": True,
+        "claims": [{"row": "Clean", "column": "Original", "value": 100.0}, {"row": "FGSM", "column": "Blur", "value": 0.0}],
+    }]  # fmt: skip
+    outcome = run_preset(preset_from_dict(raw, "claims-tiny"), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+    cells = {(r["row"], r["column"]): r["metrics"] for r in outcome.records if r.get("table") == "claims"}
+    expected = []
+    for (row, column), paper in ((("Clean", "Original"), 1.0), (("FGSM", "Blur"), 0.0)):
+        low, high = cells[(row, column)]["confidence_95"]["accuracy"]
+        expected.append(Verdict(paper, cells[(row, column)]["one_shot_accuracy"], low, high).word)
+        assert f"| {row} | {column} | {100 * paper:.2f} | " in outcome.markdown
+    verdicts = [v["verdict"] for v in json.loads(outcome.paths["json"].read_text())["verdicts"]]
+    assert verdicts == expected and all(word in outcome.markdown for word in expected)
+    timing = cells[("FGSM", "Blur")]["timing"]
+    assert 0 < timing["purify_seconds_per_image"] < timing["seconds_per_image"] and timing["attack_seconds_per_image"] > 0
+    assert timing["purify_seconds_per_image_batch1"] > 0 and "at batch 1" in outcome.markdown
+    # the FGSM examples were crafted once and reused by the Blur column: it still reports what they cost
+    assert cells[("FGSM", "Original")]["timing"]["attack_seconds_per_image"] == timing["attack_seconds_per_image"]
+
+
+def test_a_verdict_confirms_only_inside_a_narrow_interval():
+    assert Verdict(0.90, 0.91, 0.86, 0.95).word == "confirms"
+    assert Verdict(0.90, 0.91, 0.80, 0.97).word.startswith("cannot decide")
+    assert Verdict(0.95, 0.07, 0.02, 0.14).word == "refutes (ours lower)"
+    assert Verdict(0.05, 0.50, 0.40, 0.60).word == "refutes (ours higher)"
+
+
+def test_a_claim_on_a_cell_the_table_lacks_is_refused(xray_train_dir, weights):
+    raw = _raw(xray_train_dir, weights)
+    raw["tables"][0]["claims"] = [{"row": "PGD 0.3", "column": "Original", "value": 95.0}]
+    with pytest.raises(PurifyLabError, match="claim \\(PGD 0.3, Original\\) names no cell"):
+        preset_from_dict(raw, "bad-claim")

@@ -116,6 +116,17 @@ class PurifierColumn:
 
 
 @dataclass(frozen=True)
+class PaperClaim:
+    """A figure the paper prints for one cell of the table (percent), which the re-run is judged against."""
+
+    row: str
+    column: str
+    value: float
+    threat: str | None = None  # None: the table's first threat model
+    classifier: str | None = None  # a classifier's title; None: the table's first classifier
+
+
+@dataclass(frozen=True)
 class TableSpec:
     name: str
     caption: str
@@ -131,6 +142,7 @@ class TableSpec:
     # Check that the attack has converged: rows of one attack differing only in steps or in
     # eot_iter must level off (render.convergence_checks).
     convergence: bool = False
+    claims: tuple[PaperClaim, ...] = ()  # the paper's figures, for the verdict list under the table
 
     def placements(self) -> list[tuple[PurifierColumn, str]]:
         """(column, threat) for every printed column: each column under the threats it is attacked with."""
@@ -247,6 +259,16 @@ class Preset:
                     raise PurifyLabError(f"table '{table.name}' uses bpda-eot: set eot >= 2 in the preset (got {self.eot})")
                 if threat_model(threat).needs_substitute and self.substitute is None:
                     raise PurifyLabError(f"table '{table.name}' uses transfer: name a substitute model in the preset")
+            rows, columns = {row.label for row in table.rows}, {column.label for column in table.columns}
+            titles = {model.title for model in table.classifiers}
+            for claim in table.claims:
+                if claim.row not in rows or claim.column not in columns or (claim.classifier is not None and claim.classifier not in titles):
+                    raise PurifyLabError(
+                        f"table '{table.name}': claim ({claim.row}, {claim.column}) names no cell; rows: {', '.join(sorted(rows))}; "
+                        f"columns: {', '.join(sorted(columns))}"
+                    )
+                if claim.threat is not None and claim.threat not in table.threats:
+                    raise PurifyLabError(f"table '{table.name}': claim threat '{claim.threat}' is not one of {list(table.threats)}")
             for column in table.columns:
                 if column.threats is not None and not set(column.threats) <= set(table.threats):
                     raise PurifyLabError(
@@ -291,6 +313,7 @@ def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
         table["rows"] = _tuple(table.get("rows"), AttackRow, f"{where}.rows")
         table["columns"] = _tuple([_named_defense(c) for c in table.get("columns") or []], PurifierColumn, f"{where}.columns")
         table["threats"] = tuple(table.get("threats", ("grey",)))
+        table["claims"] = _tuple(table.get("claims"), PaperClaim, f"{where}.claims")
         tables.append(_build(TableSpec, table, where))
     sweeps = []
     for i, sweep in enumerate(raw.pop("sweeps", None) or []):

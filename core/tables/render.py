@@ -8,6 +8,7 @@ are computed from the same cells and shown both as a FLAG column and as a list u
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Sequence
@@ -24,7 +25,8 @@ from core.attacks import (
     threat_model,
 )
 from core.data.locations import portable_path
-from core.tables.preset import Preset, TableSpec
+from core.tables.preset import PaperClaim, Preset, TableSpec
+from core.tables.verdict import DECISIVE_WIDTH, Verdict
 
 # The metrics of a cell that are measurements of this machine, not results: left out of `results`.
 TIMING_KEYS = ("timing",)
@@ -57,7 +59,20 @@ def _accuracy_text(metrics: dict, show_time: bool, metric: str = "accuracy") -> 
         if metrics.get("redraws", 1) > 1:
             text += f" / {_percent(metrics['worst_case_accuracy'])}"
     if show_time:
-        text += f" ({metrics['timing']['seconds_per_image']:.3f} s/img, NFE {metrics['nfe']})"
+        text += f" ({_time_text(metrics['timing'])}; NFE {metrics['nfe']})"
+    return text
+
+
+def _time_text(timing: dict) -> str:
+    """Purification alone per image, batched and (when measured) one at a time; the attack apart.
+    Cells stored before the split carry only the whole cell's time, and say so."""
+    if "purify_seconds_per_image" not in timing:
+        return f"{timing['seconds_per_image']:.3f} s/img attack + purification"
+    text = f"purify {timing['purify_seconds_per_image']:.3f} s/img at batch {timing['purify_batch']}"
+    if "purify_seconds_per_image_batch1" in timing:
+        text += f", {timing['purify_seconds_per_image_batch1']:.3f} at batch 1"
+    if timing["attack_seconds_per_image"]:
+        text += f"; attack {timing['attack_seconds_per_image']:.3f} s/img"
     return text
 
 
@@ -267,7 +282,43 @@ def markdown_tables(preset: Preset, records: list[dict], checks: list[tuple[dict
                     parts.append("| " + " | ".join([name, *values, *([""] if has_flags else [])]) + " |")
             parts.append("")
             parts += perturbation_lines(table_records, table, model.title)
+        parts += verdict_lines(table, table_records)
     return "\n".join(parts)
+
+
+def verdicts(table: TableSpec, records: list[dict]) -> list[tuple[PaperClaim, Verdict | None]]:
+    """Each of the table's paper claims with the verdict of its cell (None: the cell was not computed)."""
+    interval = "balanced_accuracy" if table.metric == "balanced_accuracy" else "accuracy"
+    value = "balanced_accuracy" if table.metric == "balanced_accuracy" else "one_shot_accuracy"
+    judged = []
+    for claim in table.claims:
+        place = (claim.classifier or table.classifiers[0].title, claim.column, claim.threat or table.threats[0], claim.row)
+        match = [r for r in records if (r["classifier"], r["column"], r["threat"], r["row"]) == place]
+        if not match:
+            judged.append((claim, None))
+            continue
+        metrics = match[0]["metrics"]
+        low, high = metrics["confidence_95"][interval]
+        judged.append((claim, Verdict(claim.value / 100.0, metrics[value], low, high)))
+    return judged
+
+
+def verdict_lines(table: TableSpec, records: list[dict]) -> list[str]:
+    judged = verdicts(table, records)
+    if not judged:
+        return []
+    lines = [
+        f"Against the paper's figures (the cell's 95 % interval; a figure inside it confirms only if the interval spans at most "
+        f"{100 * DECISIVE_WIDTH:.0f} points, one outside it is refuted):",
+        "",
+        "| Attack | Column | Paper | Ours [95 % interval] | Verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for claim, verdict in judged:
+        ours = "not computed" if verdict is None else f"{_percent(verdict.ours)} [{_percent(verdict.low)}, {_percent(verdict.high)}]"
+        word = "cannot decide (cell not computed)" if verdict is None else verdict.word
+        lines.append(f"| {claim.row} | {claim.column} | {claim.value:.2f} | {ours} | {word} |")
+    return lines + [""]
 
 
 def sanity_markdown(checks: list[tuple[dict, SanityCheck]]) -> str:
@@ -361,6 +412,17 @@ def json_document(preset: Preset, records: list[dict], checks: list[tuple[dict, 
         "threat_models": threat_descriptions(),
         "results": results,
         "sanity_checks": [{**where, **check.to_dict(), "passed": check.passed} for where, check in checks],
+        "verdicts": [
+            {
+                "table": table.name,
+                **dataclasses.asdict(claim),
+                "ours": verdict and verdict.ours,
+                "interval": verdict and [verdict.low, verdict.high],
+                "verdict": verdict.word if verdict else "not computed",
+            }
+            for table in preset.tables
+            for claim, verdict in verdicts(table, _cells_of(records, table.name))
+        ],
         "measurements": measurements,
     }
 
