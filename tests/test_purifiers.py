@@ -215,6 +215,28 @@ def test_diffdefense_as_published_matches_a_hand_computed_two_step_case(tiny_une
     assert torch.allclose(result.mse, second_mse, rtol=1e-4)
 
 
+def test_a_strided_published_chain_adds_the_stride_posterior_noise_not_sqrt_beta(tiny_unet, xrays):
+    """T* = 4 in 2 steps (t = 4, 0): the stride's DDPM posterior, x0 unclipped, noise of variance
+    (1 - abar_0) / (1 - abar_4) * beta_stride; then t = 0 without noise. sqrt(beta_stride) would leave
+    noise of its size in the output."""
+    purifier = DiffDefensePaperPurifier(DiffDefensePaperConfig(t_start=0.005, steps=2), unet=tiny_unet, schedule=DEFAULT_SCHEDULE)
+    assert purifier.timesteps == [4, 0]
+    z = torch.randn(xrays.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = purifier.generate(z, torch.Generator().manual_seed(0))
+        betas = torch.linspace(DEFAULT_SCHEDULE["beta_start"], DEFAULT_SCHEDULE["beta_end"], DEFAULT_SCHEDULE["num_train_timesteps"])
+        abar = torch.cumprod(1 - betas, 0)
+        generator = torch.Generator().manual_seed(0)
+        sample = z
+        for t, prev_abar in ((4, abar[0]), (0, torch.tensor(1.0))):
+            beta = 1 - abar[t] / prev_abar
+            x0 = (sample - (1 - abar[t]).sqrt() * tiny_unet(sample, torch.tensor(t)).sample) / abar[t].sqrt()
+            sample = prev_abar.sqrt() * beta / (1 - abar[t]) * x0 + (1 - beta).sqrt() * (1 - prev_abar) / (1 - abar[t]) * sample
+            if t > 0:
+                sample = sample + ((1 - prev_abar) / (1 - abar[t]) * beta).sqrt() * torch.randn(z.shape, generator=generator)
+    assert torch.allclose(ours, sample, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("config_type", "params", "message"),
     [

@@ -179,9 +179,15 @@ class DiffDefensePaperPurifier(DiffDefensePurifier):
     keep_best_iteration = False
 
     def _chain(self) -> tuple[DDPMScheduler, list[int]]:
-        """Eq. 2: the DDPM posterior mean without clipping x0, plus sqrt(beta_t) n, at every step from T*."""
+        """Eq. 2: the DDPM posterior mean without clipping x0, plus sigma_t n, at every step from T*.
+
+        sigma_t = sqrt(beta_t) as published when every step is run. Over a stride its analogue, the
+        stride's beta, would leave noise of that size in the last step's output (sqrt(0.2) for a
+        100-step stride), so a strided chain takes the stride's posterior variance instead.
+        """
         timesteps = reverse_timesteps(self.start, self.config.steps)
-        scheduler = ddpm_scheduler(self.schedule, variance_type="fixed_large", clip_sample=False)
+        variance = "fixed_large" if len(timesteps) == self.start + 1 else "fixed_small"
+        scheduler = ddpm_scheduler(self.schedule, variance_type=variance, clip_sample=False)
         scheduler.set_timesteps(timesteps=timesteps)
         return scheduler, timesteps
 
