@@ -25,6 +25,7 @@ from core.attacks import (
     threat_model,
 )
 from core.data.locations import portable_path
+from core.metrics import clopper_pearson
 from core.tables.preset import PaperClaim, Preset, TableSpec
 from core.tables.verdict import DECISIVE_WIDTH, Verdict
 
@@ -288,8 +289,6 @@ def markdown_tables(preset: Preset, records: list[dict], checks: list[tuple[dict
 
 def verdicts(table: TableSpec, records: list[dict]) -> list[tuple[PaperClaim, Verdict | None]]:
     """Each of the table's paper claims with the verdict of its cell (None: the cell was not computed)."""
-    interval = "balanced_accuracy" if table.metric == "balanced_accuracy" else "accuracy"
-    value = "balanced_accuracy" if table.metric == "balanced_accuracy" else "one_shot_accuracy"
     judged = []
     for claim in table.claims:
         place = (claim.classifier or table.classifiers[0].title, claim.column, claim.threat or table.threats[0], claim.row)
@@ -298,8 +297,12 @@ def verdicts(table: TableSpec, records: list[dict]) -> list[tuple[PaperClaim, Ve
             judged.append((claim, None))
             continue
         metrics = match[0]["metrics"]
-        low, high = metrics["confidence_95"][interval]
-        judged.append((claim, Verdict(claim.value / 100.0, metrics[value], low, high)))
+        if table.metric == "balanced_accuracy":
+            ours, (low, high) = metrics["balanced_accuracy"], metrics["confidence_95"]["balanced_accuracy"]
+        else:  # exact, from the count: cells stored before accuracy had a Clopper-Pearson interval carry a bootstrap one
+            ours = metrics["one_shot_accuracy"]
+            low, high = clopper_pearson(round(ours * metrics["n"]), metrics["n"])
+        judged.append((claim, Verdict(claim.value / 100.0, ours, low, high)))
     return judged
 
 
@@ -308,7 +311,7 @@ def verdict_lines(table: TableSpec, records: list[dict]) -> list[str]:
     if not judged:
         return []
     lines = [
-        f"Against the paper's figures (the cell's 95 % interval; a figure inside it confirms only if the interval spans at most "
+        f"Against the paper's figures (the cell's exact 95 % interval; a figure inside it confirms only if the interval spans at most "
         f"{100 * DECISIVE_WIDTH:.0f} points, one outside it is refuted):",
         "",
         "| Attack | Column | Paper | Ours [95 % interval] | Verdict |",
@@ -317,7 +320,8 @@ def verdict_lines(table: TableSpec, records: list[dict]) -> list[str]:
     for claim, verdict in judged:
         ours = "not computed" if verdict is None else f"{_percent(verdict.ours)} [{_percent(verdict.low)}, {_percent(verdict.high)}]"
         word = "cannot decide (cell not computed)" if verdict is None else verdict.word
-        lines.append(f"| {claim.row} | {claim.column} | {claim.value:.2f} | {ours} | {word} |")
+        column = f"{claim.column} [{claim.threat or table.threats[0]}]" if len(table.threats) > 1 else claim.column
+        lines.append(f"| {claim.row} | {column} | {claim.value:.2f} | {ours} | {word} |")
     return lines + [""]
 
 
