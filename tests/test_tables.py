@@ -417,6 +417,7 @@ def test_minimal_perturbation_attacks_report_their_norms_and_a_stalled_one_is_fl
         "classifiers": [{"name": "student_cnn", "weights": weights, "label": "tiny-cnn"}],
         "rows": [{"label": "DeepFool", "name": "deepfool", "norm": "l2", "steps": 50}, {"label": "CW 1 step", "name": "cw", "norm": "l2", "steps": 1}],
         "columns": [{"label": "Original"}, {"label": "Blur", "purifier": "blur", "params": {"sigma": 1.0}}],
+        "claims": [{"row": "CW 1 step", "column": "Original", "value": 0.0}],
     }]  # fmt: skip
     outcome = run_preset(preset_from_dict(raw, "minimal-tiny"), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
     cells = {(r["row"], r["column"]): r for r in outcome.records if r.get("table") == "minimal"}
@@ -427,6 +428,7 @@ def test_minimal_perturbation_attacks_report_their_norms_and_a_stalled_one_is_fl
     checks = {c["values"]["undefended_accuracy"] <= 0.10: c for c in json.loads(outcome.paths["json"].read_text())["sanity_checks"] if "minimal" in c["name"]}
     assert checks[True]["flag"] is None and "has not converged" in checks[False]["flag"]  # the Blur column is a defense: not checked
     assert "FLAG CW 1 step (minimal perturbation) converged (Original)" in outcome.markdown
+    assert "| CW 1 step | Original | 0.00 | " in outcome.markdown and "; the row is FLAGged |" in outcome.markdown  # the flag voids the verdict
     # grey-box: both columns were attacked with the same images, so they share one line
     assert "- DeepFool against Original [grey], Blur [grey]: success " in outcome.markdown
 

@@ -283,7 +283,7 @@ def markdown_tables(preset: Preset, records: list[dict], checks: list[tuple[dict
                     parts.append("| " + " | ".join([name, *values, *([""] if has_flags else [])]) + " |")
             parts.append("")
             parts += perturbation_lines(table_records, table, model.title)
-        parts += verdict_lines(table, table_records)
+        parts += verdict_lines(table, table_records, table_checks)
     return "\n".join(parts)
 
 
@@ -306,7 +306,8 @@ def verdicts(table: TableSpec, records: list[dict]) -> list[tuple[PaperClaim, Ve
     return judged
 
 
-def verdict_lines(table: TableSpec, records: list[dict]) -> list[str]:
+def verdict_lines(table: TableSpec, records: list[dict], checks: list[tuple[dict, SanityCheck]]) -> list[str]:
+    """The verdict list; a claim on a FLAGged row says so, since the flag voids what the row shows."""
     judged = verdicts(table, records)
     if not judged:
         return []
@@ -320,6 +321,8 @@ def verdict_lines(table: TableSpec, records: list[dict]) -> list[str]:
     for claim, verdict in judged:
         ours = "not computed" if verdict is None else f"{_percent(verdict.ours)} [{_percent(verdict.low)}, {_percent(verdict.high)}]"
         word = "cannot decide (cell not computed)" if verdict is None else verdict.word
+        if _row_flags(checks, table.name, claim.classifier or table.classifiers[0].title, claim.row):
+            word += "; the row is FLAGged"
         column = f"{claim.column} [{claim.threat or table.threats[0]}]" if len(table.threats) > 1 else claim.column
         lines.append(f"| {claim.row} | {column} | {claim.value:.2f} | {ours} | {word} |")
     return lines + [""]
