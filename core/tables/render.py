@@ -324,6 +324,8 @@ def verdict_lines(table: TableSpec, records: list[dict], checks: list[tuple[dict
         if _row_flags(checks, table.name, claim.classifier or table.classifiers[0].title, claim.row):
             word += "; the row is FLAGged"
         column = f"{claim.column} [{claim.threat or table.threats[0]}]" if len(table.threats) > 1 else claim.column
+        if len(table.classifiers) > 1:
+            column = f"{claim.classifier or table.classifiers[0].title}: {column}"
         lines.append(f"| {claim.row} | {column} | {claim.value:.2f} | {ours} | {word} |")
     return lines + [""]
 
