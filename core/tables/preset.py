@@ -125,6 +125,10 @@ class PaperClaim:
     threat: str | None = None  # None: the table's first threat model
     classifier: str | None = None  # a classifier's title; None: the table's first classifier
 
+    def place(self, table: TableSpec) -> tuple[str, str, str, str]:
+        """(classifier title, column, threat, row) of the claimed cell, the table's defaults filled in."""
+        return (self.classifier or table.classifiers[0].title, self.column, self.threat or table.threats[0], self.row)
+
 
 @dataclass(frozen=True)
 class TableSpec:

@@ -81,6 +81,12 @@ def _cells_of(records: Sequence[dict], table: str) -> list[dict]:
     return [r for r in records if r.get("table") == table]
 
 
+def _cell_at(records: Sequence[dict], classifier: str, column: str, threat: str, row: str) -> dict | None:
+    """The table cell printed at (classifier, column, threat, row), or None if it was not computed."""
+    place = (classifier, column, threat, row)
+    return next((r for r in records if (r["classifier"], r["column"], r["threat"], r["row"]) == place), None)
+
+
 def masking_checks(records: Sequence[dict], table: TableSpec, tolerance: float) -> list[tuple[dict, SanityCheck]]:
     """Every attacker with more access against each with less (`ThreatModel.not_weaker_than`), for
     every (classifier, column, attack row) that has both."""
@@ -217,10 +223,10 @@ def _averages(records: list[dict], table: TableSpec, classifier: str, column, th
     for row in table.rows:
         if row.name is None:
             continue
-        match = [r for r in records if (r["classifier"], r["column"], r["threat"], r["row"]) == (classifier, column.label, threat, row.label)]
-        if not match:
+        cell = _cell_at(records, classifier, column.label, threat, row.label)
+        if cell is None:
             continue
-        accuracy = match[0]["metrics"]["one_shot_accuracy"]
+        accuracy = cell["metrics"]["one_shot_accuracy"]
         values.append(accuracy)
         if not _is_training_threat(row, column.trained_on):
             unseen.append(accuracy)
@@ -270,11 +276,8 @@ def markdown_tables(preset: Preset, records: list[dict], checks: list[tuple[dict
             for row in table.rows:
                 values = []
                 for column, threat in table.placements():
-                    match = [
-                        r for r in table_records
-                        if (r["classifier"], r["column"], r["threat"], r["row"]) == (model.title, column.label, threat, row.label)
-                    ]  # fmt: skip
-                    values.append(_accuracy_text(match[0]["metrics"], table.show_time, table.metric) if match else "n/a")
+                    cell = _cell_at(table_records, model.title, column.label, threat, row.label)
+                    values.append(_accuracy_text(cell["metrics"], table.show_time, table.metric) if cell else "n/a")
                 flags = [_row_flags(table_checks, table.name, model.title, row.label) or "ok"] if has_flags else []
                 parts.append("| " + " | ".join([row.label, *values, *flags]) + " |")
             if table.averages:
@@ -291,12 +294,11 @@ def verdicts(table: TableSpec, records: list[dict]) -> list[tuple[PaperClaim, Ve
     """Each of the table's paper claims with the verdict of its cell (None: the cell was not computed)."""
     judged = []
     for claim in table.claims:
-        place = (claim.classifier or table.classifiers[0].title, claim.column, claim.threat or table.threats[0], claim.row)
-        match = [r for r in records if (r["classifier"], r["column"], r["threat"], r["row"]) == place]
-        if not match:
+        cell = _cell_at(records, *claim.place(table))
+        if cell is None:
             judged.append((claim, None))
             continue
-        metrics = match[0]["metrics"]
+        metrics = cell["metrics"]
         if table.metric == "balanced_accuracy":
             ours, (low, high) = metrics["balanced_accuracy"], metrics["confidence_95"]["balanced_accuracy"]
         else:  # exact, from the count: cells stored before accuracy had a Clopper-Pearson interval carry a bootstrap one
@@ -321,11 +323,12 @@ def verdict_lines(table: TableSpec, records: list[dict], checks: list[tuple[dict
     for claim, verdict in judged:
         ours = "not computed" if verdict is None else f"{_percent(verdict.ours)} [{_percent(verdict.low)}, {_percent(verdict.high)}]"
         word = "cannot decide (cell not computed)" if verdict is None else verdict.word
-        if _row_flags(checks, table.name, claim.classifier or table.classifiers[0].title, claim.row):
+        classifier, _, threat, _ = claim.place(table)
+        if _row_flags(checks, table.name, classifier, claim.row):
             word += "; the row is FLAGged"
-        column = f"{claim.column} [{claim.threat or table.threats[0]}]" if len(table.threats) > 1 else claim.column
+        column = f"{claim.column} [{threat}]" if len(table.threats) > 1 else claim.column
         if len(table.classifiers) > 1:
-            column = f"{claim.classifier or table.classifiers[0].title}: {column}"
+            column = f"{classifier}: {column}"
         lines.append(f"| {claim.row} | {column} | {claim.value:.2f} | {ours} | {word} |")
     return lines + [""]
 
