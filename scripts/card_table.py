@@ -26,7 +26,7 @@ def row(name: str, card: dict) -> str:
     val, test = card["val_metrics"], card["test_metrics"]
     calibration = card.get("calibration") or {}
     return (
-        f"| `{name}` | {card['parameter_count']:,} | {card.get('training_minutes', '')} | "
+        f"| `{name}` | {card['parameter_count']:,} | {card.get('training_minutes', '')}{' (GPU)' if 'training_device' in card else ''} | "
         f"{val['balanced_accuracy']:.3f} | {interval(test, 'balanced_accuracy')} | {val['auroc']:.3f} | {interval(test, 'auroc')} | "
         f"{test['sensitivity']['PNEUMONIA']:.3f} | {test['specificity']:.3f} | {val['ece']:.3f} / {test['ece']:.3f} | "
         f"{calibration.get('temperature', 0):.4g} / {calibration.get('threshold', 0):.4g} |"
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--runs", nargs="*", type=Path, default=[], help="extra cards (runs that were not shipped)")
     args = parser.parse_args()
     print(
-        "| model | parameters | training (CPU min) | val bal. acc. | test bal. acc. [95 % CI] | val AUROC | test AUROC [95 % CI] "
+        "| model | parameters | training (min; CPU unless GPU) | val bal. acc. | test bal. acc. [95 % CI] | val AUROC | test AUROC [95 % CI] "
         "| test sensitivity | test specificity | ECE val / test | temperature / threshold |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")

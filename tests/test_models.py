@@ -11,7 +11,7 @@ from core.weights import save_weights
 
 TINY = {
     "vit": dict(image_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2),
-    "vit_at": dict(image_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2),
+    "resnet_at": dict(image_size=32, widths=(4, 8, 8, 8), layers=(1, 1, 1, 1)),
     "resnet": dict(image_size=32, widths=(4, 8, 8, 8), layers=(1, 1, 1, 1)),
     "resnet_smooth": dict(image_size=32, widths=(4, 8, 8, 8), layers=(1, 1, 1, 1)),
     "sevit": dict(image_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_heads=2),

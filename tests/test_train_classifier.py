@@ -85,7 +85,7 @@ def test_optimizer_state_round_trips_without_pickle(tmp_path):
         assert torch.equal(before["exp_avg_sq"], after["exp_avg_sq"])
 
 
-@pytest.mark.parametrize("model", ["student_cnn", "sevit", "vit_at", "resnet_smooth"])
+@pytest.mark.parametrize("model", ["student_cnn", "sevit", "resnet_at", "resnet_smooth"])
 def test_each_training_mode_runs_and_says_what_it_is(xray_train_dir, tmp_path, model):
     config = preset("tiny", model, epochs=1, max_batches_per_epoch=2)
     card = train_classifier(config, xray_train_dir, tmp_path, progress=False)
@@ -93,7 +93,7 @@ def test_each_training_mode_runs_and_says_what_it_is(xray_train_dir, tmp_path, m
     expected = {
         "student_cnn": "distilled from vit",
         "sevit": "frozen vit",
-        "vit_at": "PGD adversarial",
+        "resnet_at": "PGD adversarial",
         "resnet_smooth": "under Gaussian noise of std 0.25 (randomized smoothing)",
     }[model]
     assert expected in kind
@@ -104,7 +104,7 @@ def test_each_training_mode_runs_and_says_what_it_is(xray_train_dir, tmp_path, m
 
 
 def test_adversarial_budget_ramps_up_and_the_best_epoch_is_a_full_budget_one(xray_train_dir, tmp_path):
-    config = preset("tiny", "vit_at", epochs=3, max_batches_per_epoch=2, adversarial_warmup_epochs=2)
+    config = preset("tiny", "resnet_at", epochs=3, max_batches_per_epoch=2, adversarial_warmup_epochs=2)
     card = train_classifier(config, xray_train_dir, tmp_path, progress=False)
     budgets = [epoch["adversarial_eps"] for epoch in _history(tmp_path)]
     assert budgets[0] < budgets[1] == budgets[2] == pytest.approx(config.adversarial_eps)

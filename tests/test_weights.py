@@ -115,7 +115,7 @@ def test_shipped_weights_fit_the_budget_and_xray_cards_report_val_and_test():
         pytest.param("student_cnn", marks=pytest.mark.slow),
         pytest.param("sevit", marks=pytest.mark.slow),
         pytest.param("substitute", marks=pytest.mark.slow),
-        pytest.param("vit_at", marks=pytest.mark.slow),
+        pytest.param("resnet_at", marks=pytest.mark.slow),
         pytest.param("resnet_smooth", marks=pytest.mark.slow),
     ],
 )

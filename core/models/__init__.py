@@ -80,9 +80,9 @@ def resnet_smooth(pretrained: bool = True, weights: str | Path | None = None, **
     return _build("resnet_smooth", XrayResNet, pretrained, weights, overrides)
 
 
-@classifiers.register("vit_at", "the same ViT, PGD adversarially trained (L-inf, eps 0.03)")
-def vit_at(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-    return _build("vit_at", XrayViT, pretrained, weights, overrides)
+@classifiers.register("resnet_at", "the resnet's layout, PGD-10 adversarially trained (L-inf, eps 0.03) from scratch")
+def resnet_at(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
+    return _build("resnet_at", XrayResNet, pretrained, weights, overrides)
 
 
 @classifiers.register("student_cnn", "4-layer CNN distilled from the ViT's soft targets")
@@ -157,7 +157,7 @@ def list_classifiers() -> dict[str, str]:
 
 # The X-ray classifiers the apps offer: the papers' ViT first (the default), then `resnet`, which
 # generalises best to new patients but reads blurred purifier outputs at chance (README).
-XRAY_CLASSIFIERS = ("vit", "resnet", "resnet_smooth", "sevit", "student_cnn", "vit_at", "substitute")
+XRAY_CLASSIFIERS = ("vit", "resnet", "resnet_smooth", "sevit", "student_cnn", "resnet_at", "substitute")
 
 
 def shipped_xray_classifiers() -> list[str]:

@@ -93,7 +93,7 @@ def attack_row(raw: Any, where: str) -> AttackRow:
 
 @dataclass(frozen=True)
 class PurifierColumn:
-    """One table column: a purifier with parameters, optionally on another classifier (e.g. vit_at)."""
+    """One table column: a purifier with parameters, optionally on another classifier (e.g. resnet_at)."""
 
     label: str
     purifier: str = "none"

@@ -2,7 +2,7 @@
 
 One loop serves every model: plain supervised training (`vit`, `substitute`), distillation from a
 teacher's soft targets (`student_cnn`), SEViT heads on a frozen ViT (`sevit`) and PGD adversarial
-training (`vit_at`). It runs under HF Accelerate, so `accelerate launch -m core train classifier ...`
+training (`resnet_at`). It runs under HF Accelerate, so `accelerate launch -m core train classifier ...`
 spreads it over GPUs unchanged. Checkpoints are safetensors + JSON only (never pickles); a run
 resumes at the next epoch with identical optimizer state.
 """
@@ -138,7 +138,7 @@ _TINY_ARCHITECTURE = {
     "vit": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2),
     "resnet": dict(widths=(4, 8, 8, 8), layers=(1, 1, 1, 1)),
     "resnet_smooth": dict(widths=(4, 8, 8, 8), layers=(1, 1, 1, 1)),
-    "vit_at": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2),
+    "resnet_at": dict(widths=(4, 8, 8, 8), layers=(1, 1, 1, 1)),
     "sevit": dict(patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_heads=2),
     "student_cnn": dict(widths=(8, 16, 16, 16)),
     "substitute": dict(widths=(8, 16, 16)),
@@ -202,19 +202,21 @@ _CPU = {
         smoothing_sigma=0.25,
         max_minutes=40,
     ),
-    "vit_at": dict(
+    # Untested at this scale on a CPU: PGD-10 costs 11 passes per batch, so the shipped model is the
+    # gpu preset's run (docs/TRAINING.md); this is the same recipe cut to what 2 cores finish in ~1 h.
+    "resnet_at": dict(
         _SHIFT,
-        epochs=8,
+        epochs=6,
         batch_size=64,
-        lr=1.5e-4,
-        weight_decay=0.05,
-        warmup_epochs=0.2,
-        init_from="vit",
+        lr=2e-3,
+        weight_decay=5e-4,
+        warmup_epochs=0.5,
+        label_smoothing=0.1,
         adversarial_eps=0.03,
-        adversarial_steps=3,
-        adversarial_alpha=0.01,
+        adversarial_steps=5,
+        adversarial_alpha=0.012,
         adversarial_warmup_epochs=2,
-        max_minutes=45,
+        max_minutes=60,
     ),
     "mnist_cnn": dict(_MNIST, epochs=15, batch_size=128, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, max_minutes=8),
     "mnist_cnn_at": dict(_MNIST_AT, epochs=10, batch_size=128, lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2, max_minutes=15),
@@ -228,13 +230,16 @@ _GPU = {
     "sevit": dict(_SHIFT, epochs=20, batch_size=128, lr=1e-3, weight_decay=1e-4),
     "resnet_smooth": dict(_SHIFT, epochs=60, batch_size=128, lr=2e-3, weight_decay=5e-4, warmup_epochs=2, label_smoothing=0.1, smoothing_sigma=0.25),
     "substitute": dict(_SHIFT, epochs=60, batch_size=128, lr=2e-3, weight_decay=1e-4, seed=1),
-    "vit_at": dict(
+    # The shipped run: 28 epochs in 4 minutes on one H200 shared with six other jobs (the cosine
+    # schedule annealed by time); ViT adversarial training collapsed to one class in the same run.
+    "resnet_at": dict(
         _SHIFT,
-        epochs=60,
+        epochs=28,
         batch_size=128,
-        lr=5e-4,
-        weight_decay=0.05,
-        warmup_epochs=5,
+        lr=2e-3,
+        weight_decay=5e-4,
+        warmup_epochs=2,
+        label_smoothing=0.1,
         adversarial_eps=0.03,
         adversarial_steps=10,
         adversarial_alpha=0.0075,
@@ -609,12 +614,14 @@ def _fit_calibration(model: XrayClassifier, val, through: dict | None = None) ->
     decision fixed (core.calibration), on the validation split, read through `through` (a purifier
     spec, seeded per chunk) when the model has one."""
     model.calibrate(1.0, None)
-    purifier = create_purifier(through["purifier"], **through["params"]) if through else None
+    model.eval()  # batch-norm statistics and dropout as at inference, whatever state training left
+    device = next(model.parameters()).device  # the device it trained on: a GPU run calibrates there
+    purifier = create_purifier(through["purifier"], **through["params"]).to(device) if through else None
     with torch.inference_mode():
-        chunks = [chunk.float().div(255.0) for chunk in val.images.split(200)]
+        chunks = [chunk.to(device).float().div(255.0) for chunk in val.images.split(200)]
         if purifier is not None:
             chunks = [purifier.purify(chunk, seed=index) for index, chunk in enumerate(chunks)]
-        logits = torch.cat([model(chunk) for chunk in chunks]).float()
+        logits = torch.cat([model(chunk) for chunk in chunks]).float().cpu()
     temperature, threshold = fit_binary_calibration(logits, val.labels)
     return {
         "temperature": float(f"{temperature:.6g}"),  # significant digits: a temperature can be 0.014
