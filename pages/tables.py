@@ -19,12 +19,17 @@ st.markdown(
     "measured by `purifylab table PRESET`; the sanity checks under each table flag gradient masking."
 )
 
-stored = {path.stem: path for path in sorted(RESULTS_DIR.glob("*/*.md"))}
+# One entry per results folder (two folders may hold the same preset at two scales, e.g. adaptive
+# on all 301 X-rays and adaptive-limit64); the file named after its folder wins inside one.
+stored: dict[str, Path] = {}
+for path in sorted(RESULTS_DIR.glob("*/*.md")):
+    if path.parent.name not in stored or path.stem == path.parent.name:
+        stored[path.parent.name] = path
 if not stored:
     st.info("No table has been committed yet: run `purifylab table quick`.")
 else:
     # The adaptive table leads: grey-box tables only measure the weakest attacker.
-    leading = [name for name in ("adaptive", "adaptive-convergence", "defense-selection") if name in stored]
+    leading = [name for name in ("adaptive", "adaptive-limit64", "adaptive-convergence", "defense-selection") if name in stored]
     name = st.selectbox(
         "Stored table",
         leading + [n for n in stored if n not in leading],

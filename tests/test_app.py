@@ -39,8 +39,12 @@ def test_lab_attack_flips_the_reading_of_a_real_xray_and_zero_budget_does_not(ap
     app.switch_page("pages/lab.py").run()
     assert not app.exception, app.exception
     assert {"Sample X-ray", "Classifier", "Attack", "Threat model"} <= {element.label for element in app.selectbox}
+    from core.defense import load_defense
+
+    assert app.selectbox(key="classifier").value == load_defense("recommended").classifier  # the lab opens on it
     real = [option for option in app.selectbox(key="sample").options if option.startswith("real pneumonia")]
-    app.selectbox(key="sample").set_value(real[0]).run()
+    app.selectbox(key="sample").set_value(real[0])
+    app.selectbox(key="classifier").set_value("resnet").run()  # undefended: the attack must get through
     original, attacked = _badges(app)[:2]
     assert original != attacked, "grey-box PGD at eps 0.03 should flip the undefended reading"
     app.slider(key="eps").set_value(0.0).run()

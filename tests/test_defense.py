@@ -35,7 +35,13 @@ def test_certify_refuses_a_defense_that_is_not_smoothing_noise(tmp_path, capsys,
     from core.cli import main
 
     (tmp_path / "blurry.yaml").write_text("classifier: resnet\npurifier: blur\n")
+    (tmp_path / "smooth.yaml").write_text("classifier: resnet_smooth\npurifier: gaussian\nparams: {sigma: 0.25}\n")
     monkeypatch.setattr(core.defense, "DEFENSES_DIR", tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         main(["certify", "--data", str(tmp_path), "--defense", "blurry"])
-    assert exit_info.value.code == 2 and "certify needs a gaussian-noise defense" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "certify needs a gaussian-noise defense (smooth)" in capsys.readouterr().err
+
+
+def test_the_committed_smoothing_defense_is_the_certifiable_one():
+    smoothing = load_defense("smoothing")
+    assert smoothing.purifier == "gaussian" and 0 < smoothing.params["sigma"] <= 0.5 and smoothing.classifier in list_classifiers()

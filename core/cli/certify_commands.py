@@ -44,11 +44,14 @@ def certify_command(
     from core.errors import PurifyLabError
 
     if defense is not None:
-        from core.defense import load_defense
+        from core.defense import list_defenses, load_defense
 
         chosen = load_defense(defense)
         if chosen.purifier != "gaussian":
-            raise PurifyLabError(f"defense '{defense}' purifies with '{chosen.purifier}'; certify needs a gaussian-noise defense")
+            smoothing = [name for name in list_defenses() if load_defense(name).purifier == "gaussian"]
+            raise PurifyLabError(
+                f"defense '{defense}' purifies with '{chosen.purifier}'; certify needs a gaussian-noise defense ({', '.join(smoothing) or 'none here'})"
+            )
         classifier, sigma, denoiser = chosen.classifier, float(chosen.params.get("sigma", sigma)), "none"
     config = CertifyConfig(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed)
     config.validate()
