@@ -143,6 +143,8 @@ def test_tables_page_shows_a_stored_table_with_its_threat_model(app):
     assert not app.exception, app.exception
     assert app.button(key="regenerate") is not None
     assert any("Threat model" in md.value or "grey" in md.value for md in app.markdown)
+    # one entry per results folder: the full adaptive table leads, its CPU-sized run beside it
+    assert app.selectbox(key="table_choice").options[:2] == ["adaptive", "adaptive-limit64"]
 
 
 def test_curves_page_draws_a_stored_sweep(app):
