@@ -12,6 +12,7 @@ from core.errors import PurifyLabError
 from core.models import create_classifier
 from core.train.classifier import (
     TrainConfig,
+    _fit_calibration,
     _load_optimizer,
     _save_optimizer,
     augment_batch,
@@ -166,3 +167,16 @@ def test_ten_class_colour_training_on_cifar(shared_data, tmp_path):
     assert card["classes"][0] == "airplane" and len(card["val_metrics"]["sensitivity"]) == 10
     model = create_classifier("cifar10_cnn", weights=tmp_path / "cifar10_cnn.safetensors")
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_calibration_reads_the_model_as_at_inference_whatever_mode_training_left(xray_train_dir):
+    """A model handed over in train mode (batch-norm on batch statistics) must calibrate exactly as
+    the same model in eval mode: the shipped temperature and threshold are fitted on what users see."""
+    from core.data.loading import load_split
+
+    torch.manual_seed(0)
+    model = create_classifier("resnet", pretrained=False, image_size=32, widths=(4, 8, 8, 8), layers=(1, 1, 1, 1))
+    val = load_split(xray_train_dir, "val", 32, limit=48)
+    in_train_mode = _fit_calibration(model.train(), val)
+    in_eval_mode = _fit_calibration(model.eval(), val)
+    assert in_train_mode == in_eval_mode and not model.training
