@@ -139,6 +139,7 @@ def test_bad_inputs_are_refused_before_torch_is_imported(tmp_path):
         "is a folder": [["purify", good, "--out", folder], ["attack", good, "--out", folder], ["evaluate", "--data", str(tmp_path), "--json", folder],
                         ["certify", "--data", str(tmp_path), "--json", folder], ["data", "split", str(tmp_path), "--out", folder]],
         "does not exist": [["evaluate", "--data", missing], ["certify", "--data", missing], ["table", "quick", "--data", missing]],
+        "defense 'nope' not found": [["evaluate", "--data", str(tmp_path), "--defense", "nope"], ["certify", "--data", str(tmp_path), "--defense", "nope"]],
         "--device must be": [["purify", good, "--out", str(tmp_path / "o.png"), "--device", "tpu"],
                              ["attack", good, "--out", str(tmp_path / "o.png"), "--device", "tpu"],
                              ["train", "calibrate", "--model", "vit", "--device", "tpu"]],

@@ -36,14 +36,11 @@ def certify_command(
     noise-trained classifier(x + sigma * noise) with --denoiser none (Cohen et al.'s CERTIFY)."""
     from core.cli import set_threads
     from core.cli.preflight import check_data, check_output_file, use_device
+    from core.errors import PurifyLabError
 
     check_data(data)
     check_output_file(json_path, "--json")
-    target = use_device(device)
-    from core.certify import CertifyConfig
-    from core.errors import PurifyLabError
-
-    if defense is not None:
+    if defense is not None:  # before torch is imported: a refusal costs no import
         from core.defense import list_defenses, load_defense
 
         chosen = load_defense(defense)
@@ -53,6 +50,9 @@ def certify_command(
                 f"defense '{defense}' purifies with '{chosen.purifier}'; certify needs a gaussian-noise defense ({', '.join(smoothing) or 'none here'})"
             )
         classifier, sigma, denoiser = chosen.classifier, float(chosen.params.get("sigma", sigma)), "none"
+    target = use_device(device)
+    from core.certify import CertifyConfig
+
     config = CertifyConfig(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed)
     config.validate()
     set_threads(threads)

@@ -196,16 +196,16 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         intervals, on a named split; with --attack also clean vs robust accuracy under the stated threat model."""
         check_data(data)
         check_output_file(json_path, "--json")
+        if defense is not None:  # before torch is imported: an unknown name is refused at once
+            from core.defense import load_defense
+
+            chosen = load_defense(defense)
+            classifier, purifier = chosen.classifier, chosen.purifier_spec
         use_device(device)
         from core.cli.purify_commands import parse_param_options, parse_purifier_spec
         from core.cli.reporting import format_report, write_json
         from core.evaluate import EvaluationConfig, evaluate
 
-        if defense is not None:
-            from core.defense import load_defense
-
-            chosen = load_defense(defense)
-            classifier, purifier = chosen.classifier, chosen.purifier_spec
         set_threads(threads)
         purifier_name, purifier_params = parse_purifier_spec(purifier)
         config = EvaluationConfig(  # validates the attack and threat before any data is read
