@@ -289,9 +289,13 @@ class PresetRunner:
             "peak_gpu_memory": run.peak_gpu_memory,
         }
         if len(batch1_images):
+            device = next(purifier.parameters(), torch.empty(0)).device  # where robust_run put it
+            images = batch1_images.to(device).float().div(255.0)
             started = time.perf_counter()
-            for index, image in enumerate(batch1_images.float().div(255.0).split(1)):
+            for index, image in enumerate(images.split(1)):
                 purifier.purify(image, seed=index)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             timing["purify_seconds_per_image_batch1"] = (time.perf_counter() - started) / len(batch1_images)
         return timing
 
