@@ -1,11 +1,28 @@
 """PurifyLab: `streamlit run app.py`. Declares the pages; each page calls `core`, never re-implements it."""
 
+import threading
+
 import streamlit as st
 
-from pages.common import warm_up
-
 st.set_page_config(page_title="PurifyLab", page_icon="🩻", layout="wide")
-warm_up()
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up_in_background() -> threading.Thread:
+    """Once per server process: import the engine (torch, seconds) and load the first pages' models in
+    a thread, so the home page renders at once and the walkthrough and lab find them ready."""
+
+    def load() -> None:
+        from pages.common import warm_up
+
+        warm_up()
+
+    thread = threading.Thread(target=load, name="purifylab-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+warm_up_in_background()
 
 PAGES = {
     "PurifyLab": [

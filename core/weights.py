@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from core.errors import PurifyLabError
 from core.paths import WEIGHTS_DIR
+
+if TYPE_CHECKING:  # torch and safetensors load only with weights: reading a card (the app's home page) needs neither
+    import torch
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
@@ -36,6 +36,8 @@ def card_path(weights_path: Path) -> Path:
 
 def save_weights(module: torch.nn.Module, path: str | Path, card: dict[str, Any], fp16: bool = True) -> dict:
     """Write `module`'s state dict as safetensors (fp16 floats by default) and its card beside it."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     if path.suffix != ".safetensors":
         raise PurifyLabError(f"weights must be saved as .safetensors, not '{path.suffix}'")
@@ -83,6 +85,8 @@ def _refuse_non_safetensors(path: Path) -> None:
 
 def load_state(path: str | Path, verify: bool = True) -> dict[str, torch.Tensor]:
     """Load a safetensors state dict as float32, after checking its hash against its card."""
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise PurifyLabError(f"weights file not found: {path}")

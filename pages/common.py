@@ -12,14 +12,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 import torch
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from core.attacks import THREAT_MODELS, AttackConfig
 from core.data.gallery import gallery as gallery_samples
-from core.data.locations import DATASET_LABELS, dataset_of
 from core.defense import load_defense
 from core.errors import PurifyLabError
 from core.image_file import UPLOAD_EXTENSIONS
@@ -27,20 +25,24 @@ from core.io import load_image, to_model_input, to_pil
 from core.jobs import CallCost, JobQueue, timed_calls
 from core.lab import Reading, Timed, Verdict, attack_image, purify_image, read
 from core.metrics import CLASS_NAMES
-from core.models import create_classifier, list_classifiers, shipped_xray_classifiers
-from core.purifiers import PURIFIERS, create_purifier
+from core.models import create_classifier, shipped_xray_classifiers
+from core.purifiers import PURIFIERS, create_purifier, planned_calls
 from core.purifiers.cold import ColdConfig
-from core.weights import shipped_cards
 
-CLASS_COLOURS = {"NORMAL": "#2e7d32", "PNEUMONIA": "#c62828"}
 # Shared with the Gradio server (gradio_app.py): the gallery and the X-ray classifiers it offers.
 gallery = st.cache_data(show_spinner=False)(gallery_samples)
 available_classifiers = shipped_xray_classifiers
 # The recommended defense (configs/defenses/recommended.yaml): its classifier is the lab's default
-# and its purifier the first default panel, beside two light papers' purifiers for comparison.
+# and its purifier the first default panel, beside the papers' model-free "Blurred". The diffusion
+# panels are one pick away: they need diffusers, seconds to import, which a first render never waits for.
 RECOMMENDED = load_defense("recommended")
 RECOMMENDED_PANEL = "Recommended: " + PURIFIERS.get(RECOMMENDED.purifier).display_name.lower()
-DEFAULT_DEFENSE = (RECOMMENDED_PANEL, "Blurred", "One-shot DDPM")
+DEFAULT_DEFENSE = (RECOMMENDED_PANEL, "Blurred")
+WARMED_PANELS = ("One-shot DDPM",)  # loaded in the background after a first page has rendered
+# Set when a page of this process has rendered: the diffusion stack's import (seconds of the GIL)
+# would otherwise slow the first visitor's first page. Waited for at most PREFETCH_AFTER_S.
+PAGE_RENDERED = threading.Event()
+PREFETCH_AFTER_S = 20.0
 DEFAULT_DEPTH, DEFAULT_T_STAR, DEFAULT_RECON_STEPS = ColdConfig().depth, 0.04, 5
 # A job with more denoiser calls than this waits for a click and for its turn in the shared line.
 LIGHT_CALLS = 1
@@ -52,44 +54,6 @@ HEAVY_RESULTS_KEPT = 16
 # thread, and two-thread jobs from a few visitors oversubscribe a 2-core CPU many times over.
 if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(1)
-
-
-def _with_interval(metrics: dict, key: str) -> str:
-    value = metrics.get(key)
-    if value is None:
-        return "–"
-    low, high = (metrics.get("confidence_95") or {}).get(key) or (None, None)
-    return f"{value:.3f} [{low:.2f}, {high:.2f}]" if low is not None and high is not None else f"{value:.3f}"
-
-
-@st.cache_data(show_spinner=False)
-def shipped_models_table() -> dict[str, list[dict]]:
-    """Rows per data set: X-ray classifiers with their test-cohort and validation figures side by side."""
-    tables: dict[str, list[dict]] = {}
-    for stem, card in shipped_cards().items():
-        dataset = dataset_of(stem)
-        test, val = card.get("test_metrics") or {}, card.get("val_metrics") or {}
-        row = {"model": stem, "what": card.get("training_kind") or card.get("kind") or "", "parameters": card.get("parameter_count")}
-        if test:
-            row.update(
-                {
-                    "test balanced acc. [95 % CI]": _with_interval(test, "balanced_accuracy"),
-                    "test AUROC": _with_interval(test, "auroc"),
-                    "test sensitivity": round(test["sensitivity"].get("PNEUMONIA", 0.0), 3),
-                    "test specificity": round(test.get("specificity") or 0.0, 3),
-                    "test ECE": round(test.get("ece") or 0.0, 3),
-                    "val balanced acc.": round(val.get("balanced_accuracy") or 0.0, 3),
-                    "training (min)": card.get("training_minutes"),
-                }
-            )
-        elif val:
-            row["val balanced acc." if dataset == "xray" else "val accuracy"] = round(
-                val.get("balanced_accuracy" if dataset == "xray" else "accuracy") or 0.0, 3
-            )
-        row["size (MB)"] = round(card.get("file_size_bytes", 0) / 1e6, 2)
-        group = DATASET_LABELS[dataset] if stem in list_classifiers() else "diffusion denoisers (the purifiers' networks)"
-        tables.setdefault(group, []).append({key: value for key, value in row.items() if value not in (None, "")})
-    return tables
 
 
 @st.cache_resource(show_spinner="Loading the classifier ...")
@@ -124,22 +88,26 @@ def purifier(name: str, params: tuple[tuple[str, object], ...] = ()):
     return create_purifier(name, **dict(params)).eval()
 
 
-@st.cache_resource(show_spinner=False)
-def warm_up() -> threading.Thread:
-    """Once per server process, in the background: import and load the lab's default classifier and
-    defense and run each once, so the first visitor's lab does not wait for them after the home page."""
+def warm_up() -> None:
+    """Load and run once what the walkthrough and the lab show first; once a page has rendered, the
+    diffusion stack, so a first visitor waits for neither (app.py runs it once per server process, in
+    the background)."""
+    shipped = available_classifiers()
+    for name in [name for name in dict.fromkeys((RECOMMENDED.classifier, "vit")) if name in shipped]:
+        model = classifier(name)
+        read(model, torch.rand(1, model.in_channels, model.image_size, model.image_size))
+    sample = torch.rand(1, 1, 128, 128)
+    variants = purifier_variants(DEFAULT_DEPTH, DEFAULT_T_STAR, DEFAULT_RECON_STEPS)
+    for label in DEFAULT_DEFENSE:
+        purify_image(purifier(*variants[label]), sample)
+    PAGE_RENDERED.wait(PREFETCH_AFTER_S)
+    for label in WARMED_PANELS:
+        purify_image(purifier(*variants[label]), sample)
 
-    def load() -> None:
-        model = classifier(available_classifiers()[0])
-        sample = torch.rand(1, model.in_channels, model.image_size, model.image_size)
-        read(model, sample)
-        variants = purifier_variants(DEFAULT_DEPTH, DEFAULT_T_STAR, DEFAULT_RECON_STEPS)
-        for label in DEFAULT_DEFENSE:
-            purify_image(purifier(*variants[label]), sample)
 
-    thread = threading.Thread(target=load, name="purifylab-warm-up", daemon=True)
-    thread.start()
-    return thread
+def denoiser_calls(name: str, params: tuple[tuple[str, object], ...] = ()) -> int:
+    """A purifier's denoiser calls per image, known without loading it."""
+    return planned_calls(name, **dict(params))
 
 
 def image_key(image: torch.Tensor) -> str:
@@ -259,18 +227,9 @@ def verdict_line(result: Verdict) -> str:
     return f":{colour}[{result.text}]"
 
 
-def probability_chart(readings: dict[str, Reading]) -> go.Figure:
-    """Grouped bars: P(NORMAL) and P(PNEUMONIA) for each panel."""
-    figure = go.Figure()
-    for index, class_name in enumerate(CLASS_NAMES):
-        figure.add_bar(
-            name=class_name,
-            x=list(readings),
-            y=[r.probabilities[index] for r in readings.values()],
-            marker_color=CLASS_COLOURS[class_name],
-            text=[f"{r.probabilities[index]:.0%}" for r in readings.values()],
-        )
-    figure.update_layout(
-        barmode="group", yaxis=dict(range=[0, 1], title="probability"), height=320, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.12)
-    )
-    return figure
+def probability_table(readings: dict[str, Reading]) -> str:
+    """Every panel's class probabilities side by side, as a Markdown table: a chart here cost the
+    browser 2-3 s per render on a 2-core machine."""
+    header = "| panel | " + " | ".join(f"P({name})" for name in CLASS_NAMES) + " |"
+    rows = [f"| {label} | " + " | ".join(f"{p:.0%}" for p in reading.probabilities) + " |" for label, reading in readings.items()]
+    return "\n".join([header, "|---|" + "---:|" * len(CLASS_NAMES), *rows])

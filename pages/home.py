@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.data.locations import DATASET_LABELS
-from pages.common import shipped_models_table
+from pages.model_table import shipped_models_table
 
 st.title("PurifyLab")
 st.markdown(

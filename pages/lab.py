@@ -18,6 +18,7 @@ from pages.common import (
     DEFAULT_RECON_STEPS,
     DEFAULT_T_STAR,
     LIGHT_CALLS,
+    PAGE_RENDERED,
     RECOMMENDED,
     available_classifiers,
     cached_attack,
@@ -25,11 +26,12 @@ from pages.common import (
     call_cost,
     chosen_image,
     classifier,
+    denoiser_calls,
     estimate_text,
     gallery,
     heavy_job,
     image_key,
-    probability_chart,
+    probability_table,
     purifier,
     purifier_variants,
     reading_badge,
@@ -118,7 +120,7 @@ st.caption(
     f"{THREAT_MODELS[threat].description} · the attacker {seen}"
 )
 
-calls = attack_calls(threat, purifier(*target).nfe(), steps, eot)
+calls = attack_calls(threat, denoiser_calls(*target), steps, eot)
 if calls <= LIGHT_CALLS:
     with st.spinner("Attacking …"):
         adversarial = cached_attack(key, image, classifier_name, attack, threat, *target, eot)
@@ -169,7 +171,7 @@ with top[2]:
 
 def purified(label: str, name: str, params: tuple):
     """One panel's purification: light ones at once (cached for everyone), heavy ones in the shared line."""
-    cost = purifier(name, params).nfe()
+    cost = denoiser_calls(name, params)
     if cost <= LIGHT_CALLS:
         return cached_purify(adversarial_key, adversarial.image, name, params)
     return session_result(
@@ -200,7 +202,7 @@ def purification_panel() -> None:
     )
     recon_steps = controls[2].slider("Reconstruction steps", 1, 20, DEFAULT_RECON_STEPS, key="recon_steps")
     variants = purifier_variants(depth, t_star, recon_steps)
-    costs = {label: purifier(name, params).nfe() for label, (name, params) in variants.items()}
+    costs = {label: denoiser_calls(name, params) for label, (name, params) in variants.items()}
     chosen = st.multiselect(
         "Purifiers to run",
         list(variants),
@@ -215,6 +217,8 @@ def purification_panel() -> None:
         "Cost of the heavy ones here, measured on this server: "
         + "; ".join(f"{label}: {estimate_text(call_cost(), variants[label][0], costs[label])}" for label in heavy)
     )
+    if threat in ADAPTIVE and target_label not in chosen:  # the purifier the attacker saw is always shown
+        chosen = [*chosen, target_label]
     readings = {"Original": clean_reading, "Adversarial": adversarial_reading}
     verdicts = {}
     columns = st.columns(max(len(chosen), 1))
@@ -239,7 +243,7 @@ def purification_panel() -> None:
                 key=f"download_{variants[label][0]}",
                 on_click="ignore",
             )
-    st.plotly_chart(probability_chart(readings), key="probabilities")
+    st.markdown(probability_table(readings))
     facts = {
         "generated (UTC)": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "image": "an upload (not named here)" if upload is not None else origin,
@@ -264,3 +268,4 @@ if threat not in ADAPTIVE:
         f"The attacker above saw only the classifier (**{threat}**). An attacker who also differentiates "
         "through the purifier (bpda-eot, white: choose one in the sidebar) is much stronger — see the robustness tables."
     )
+PAGE_RENDERED.set()

@@ -8,6 +8,7 @@ from core.data.gallery import gallery_attribution
 from core.lab import amplified_perturbation, perturbation_norms, read, verdict
 from core.purifiers.cold import ColdConfig
 from pages.common import (
+    PAGE_RENDERED,
     available_classifiers,
     cached_attack,
     cached_purify,
@@ -136,3 +137,4 @@ if back.button("◀ Back", disabled=step == 0, key="walkthrough_back"):
 if forward.button("Next ▶", disabled=step == len(STEPS) - 1, key="walkthrough_next"):
     st.session_state.walkthrough_step = step + 1
     st.rerun()
+PAGE_RENDERED.set()

@@ -61,6 +61,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+INTERACTIONS = ("open", "upload", "eps")
 EPS_STEP = 0.005  # the lab's ε slider step; 0.03 (its default) is left out so every session moves it
 EPS_VALUES = [round(EPS_STEP * k, 3) for k in range(1, 21) if k != 6]
 SERVER_FLAGS = ["--server.headless=true", "--server.address=127.0.0.1", "--browser.gatherUsageStats=false", "--server.fileWatcherType=none"]
@@ -206,6 +207,15 @@ def memory_mb(pid: int, field_name: str) -> float:
     return round(total / 1024, 1)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes and of their reaped children."""
+    total = 0
+    for member in pids:
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return round(total / os.sysconf("SC_CLK_TCK"), 1)
+
+
 # ---- privacy: files before and after -------------------------------------------------------
 
 
@@ -290,11 +300,15 @@ async def drive(browser, base: str, session: int, jobs: list[Job], log: SessionL
     try:
 
         async def open_lab() -> float:
+            """Home, then the lab at once; each part is also logged on its own ("home", "lab")."""
+            start = time.perf_counter()
             await page.goto(base)  # from the home page: a deep link makes the frontend probe /lab/_stcore/* (404)
-            await settle(page, action_ms)
+            home = await settle(page, action_ms)
             await page.get_by_role("link", name="Attack & purify lab", exact=True).click()  # the sidebar's, not home's "start here"
             await page.wait_for_selector("[data-testid='stSlider']", timeout=action_ms)
-            return await settle(page, action_ms)
+            lab = await settle(page, action_ms)
+            log.latencies.extend([("home", home - start), ("lab", lab - home)])
+            return lab
 
         async def set_eps(eps: float) -> float:
             slider = page.locator("[data-testid='stSlider']", has_text="Budget").get_by_role("slider")
@@ -323,7 +337,9 @@ async def drive(browser, base: str, session: int, jobs: list[Job], log: SessionL
         await context.close()
 
 
-async def browse(base: str, jobs: list[Job], logs: list[SessionLog], scratch: Path, action_ms: float) -> str:
+async def browse(base: str, jobs: list[Job], logs: list[SessionLog], scratch: Path, action_ms: float, server: int | None) -> tuple[str, float]:
+    """Every session at once; returns the browser version and the CPU seconds the browsers used (they
+    share this machine's cores with the server: a visitor on their own machine would not wait for them)."""
     from playwright.async_api import async_playwright
 
     os.environ["TMPDIR"] = str(scratch)  # the Playwright driver puts the browser profile in its temp dir
@@ -333,7 +349,8 @@ async def browse(base: str, jobs: list[Job], logs: list[SessionLog], scratch: Pa
             await asyncio.gather(
                 *(drive(browser, base, index, [job for job in jobs if job.session == index], log, action_ms) for index, log in enumerate(logs))
             )
-            return f"Chromium {browser.version}"
+            skip = {os.getpid(), *(process_tree(server) if server else [])}
+            return f"Chromium {browser.version}", cpu_seconds([pid for pid in process_tree(os.getpid()) if pid not in skip])
         finally:
             await browser.close()
 
@@ -461,7 +478,7 @@ def main() -> int:
     logs = [SessionLog() for _ in range(args.sessions)]
     errors: list[str] = []
     memory: dict = {}
-    browser_version = None
+    browser_version, browser_cpu, cpu = None, None, None
     try:
         if args.url:
             base = args.url.rstrip("/")
@@ -470,11 +487,14 @@ def main() -> int:
             server, base = start_server(port, server_log), f"http://127.0.0.1:{port}"
             memory["rss_before_mb"] = memory_mb(server.pid, "VmRSS")
         try:
-            browser_version = asyncio.run(asyncio.wait_for(browse(base, jobs, logs, scratch, args.action_timeout * 1000), args.timeout * 0.7))
+            browser_version, browser_cpu = asyncio.run(
+                asyncio.wait_for(browse(base, jobs, logs, scratch, args.action_timeout * 1000, server and server.pid), args.timeout * 0.7)
+            )
         except TimeoutError:
             errors.append(f"timeout: the sessions did not finish within {args.timeout * 0.7:.0f} s")
         if server is not None:
             memory |= {"rss_after_mb": memory_mb(server.pid, "VmRSS"), "peak_rss_mb": memory_mb(server.pid, "VmHWM")}
+            cpu = {"server": cpu_seconds(process_tree(server.pid)), "browsers": browser_cpu}
     finally:
         stop_server(server)
     browse_seconds = time.perf_counter() - started
@@ -505,11 +525,13 @@ def main() -> int:
         "eps_per_job": [job.eps for job in jobs],
         "dicom_uploads": sum(job.mime == "application/dicom" for job in jobs),
         "latency_note": "seconds from an action to its page settling (no run in flight for 1 s), every session at once; "
-        "open = home page, then the lab link (includes loading the models); eps = ε moved after the upload",
-        "latency_s": {"all": summary([s for _, s in latencies])}
-        | {action: summary([s for a, s in latencies if a == action]) for action in ("open", "eps", "upload")},
+        "open = home page, then the lab link (includes loading the models), home and lab its two parts; "
+        "eps = ε moved after the upload; all = open, upload and eps",
+        "latency_s": {"all": summary([s for a, s in latencies if a in INTERACTIONS])}
+        | {action: summary([s for a, s in latencies if a == action]) for action in ("open", "home", "lab", "upload", "eps")},
         "wall_s": {"sessions_and_server": round(browse_seconds, 1), "total": round(time.perf_counter() - started, 1)},
         "server_memory": memory or None,
+        "cpu_s": cpu,
         "privacy": {
             "new_files": new_files,
             "new_files_with_canary": with_canary,
@@ -531,7 +553,7 @@ def main() -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(
         json.dumps(
-            {k: report[k] for k in ("sessions", "error_count", "cross_talk", "latency_s", "server_memory")}
+            {k: report[k] for k in ("sessions", "error_count", "cross_talk", "latency_s", "server_memory", "cpu_s")}
             | {"new_files": len(new_files), "canary_in_server_log": report["privacy"]["canary_in_server_log"]}
         )
     )

@@ -12,7 +12,7 @@ import core.purifiers.diffusion as diffusion
 from core.cli import main
 from core.errors import PurifyLabError
 from core.io import load_image, to_model_input
-from core.purifiers import create_purifier, list_purifiers
+from core.purifiers import create_purifier, list_purifiers, planned_calls
 from core.purifiers.ddim import DDIMConfig, DDIMPurifier
 from core.purifiers.ddpm import DDPMConfig, DDPMPurifier
 from core.purifiers.diffdefense import DiffDefenseConfig, DiffDefensePaperConfig, DiffDefensePaperPurifier, DiffDefensePurifier
@@ -120,6 +120,27 @@ def test_nfe_at_each_setting(tiny_unet):
     assert build("ddim", tiny_unet, t_star=0.14, skip=10).nfe() == 14  # the paper's CIFAR-10 setting
     assert build("diffdefense", tiny_unet).nfe() == 5 * 1 * 2  # L * R * DDIM steps
     assert build("diffdefense", tiny_unet, L=3, R=2, steps=4).nfe() == 3 * 2 * 4
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("none", {}),
+        ("noise", {"t_star": 0.1}),
+        ("one_shot", {"t_star": 0.16}),
+        ("ddpm", {"t_star": 0.08}),
+        ("ddpm", {"t_star": 0.04, "steps": None}),
+        ("ddim", {"t_star": 0.14, "skip": 10}),
+        ("diffdefense", {"L": 3, "R": 2, "steps": 4}),
+        ("diffdefense_paper", {"steps": 7}),
+        ("cold_blur", {"depth": 10}),
+        ("cold_direct", {}),
+        ("cold_recon", {"depth": 12, "steps": 5}),
+    ],
+)
+def test_planned_calls_match_the_built_purifier(name, params):
+    """The app prices a job from the name and params alone; the built (shipped) purifier must agree."""
+    assert planned_calls(name, **params) == create_purifier(name, **params).nfe()
 
 
 def test_one_shot_is_tweedies_estimate_and_matches_pixel_noise_to_its_timestep(tiny_unet, xrays):

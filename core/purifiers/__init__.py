@@ -39,8 +39,16 @@ def create_purifier(name: str, **params: Any) -> Purifier:
     return cls(parse_params(cls.config_type, params))
 
 
+def planned_calls(name: str, **params: Any) -> int:
+    """Denoiser calls per image of the shipped purifier `name` at `params`, without building it: the
+    app prices a job (and the lab lists its purifiers) before any weights or diffusers load."""
+    cls = PURIFIERS.get(name)
+    config = parse_params(cls.config_type, params)
+    return cls.calls(config, cls.shipped_timesteps(config))
+
+
 def list_purifiers() -> dict[str, str]:
     return PURIFIERS.describe()
 
 
-__all__ = ["PURIFIERS", "Purifier", "PurifierConfig", "create_purifier", "list_purifiers"]
+__all__ = ["PURIFIERS", "Purifier", "PurifierConfig", "create_purifier", "list_purifiers", "planned_calls"]

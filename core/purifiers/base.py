@@ -85,6 +85,7 @@ class Purifier(nn.Module):
     config_type: ClassVar[type[PurifierConfig]] = PurifierConfig
     weights: ClassVar[str | None] = None
     sweeps: ClassVar[dict[str, str]] = {}
+    num_train_timesteps: int = 0  # T of the noise schedule; 0 for purifiers without one
 
     def __init__(self, config: PurifierConfig | None = None):
         super().__init__()
@@ -93,9 +94,22 @@ class Purifier(nn.Module):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def nfe(self) -> int:
-        """Denoiser calls per image at the current setting (0 for model-free purifiers)."""
+    @classmethod
+    def calls(cls, config: PurifierConfig, num_train_timesteps: int) -> int:
+        """Denoiser calls per image for `config` on a T-step schedule (0 for model-free purifiers).
+
+        A fact of the class and its config, so a job is priced before any weights or diffusers load.
+        """
         return 0
+
+    @classmethod
+    def shipped_timesteps(cls, config: PurifierConfig) -> int:
+        """T of the schedule the shipped weights that `config` names were trained with (0: none)."""
+        return 0
+
+    def nfe(self) -> int:
+        """Denoiser calls per image at the current setting."""
+        return self.calls(self.config, self.num_train_timesteps)
 
     @torch.inference_mode()
     def purify(self, x: torch.Tensor, seed: int | None = 0) -> torch.Tensor:

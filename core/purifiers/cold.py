@@ -16,10 +16,10 @@ holds the blur schedule it was trained with, which the purifiers read back.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DModel
 from torch.utils.checkpoint import checkpoint
 
 from core.errors import check_range
@@ -27,6 +27,9 @@ from core.purifiers.base import Purifier, PurifierConfig
 from core.purifiers.blur_degradation import BlurDegradation, BlurSchedule
 from core.purifiers.unet import load_shipped_unet
 from core.weights import WEIGHTS_DIR, read_card
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 COLD_WEIGHTS_STEM = "cold_unet"
 
@@ -137,7 +140,8 @@ class ColdDirectPurifier(_ColdUNetPurifier):
     display_name = "Direct recon."
     config_type = ColdConfig
 
-    def nfe(self) -> int:
+    @classmethod
+    def calls(cls, config: ColdConfig, num_train_timesteps: int) -> int:
         return 1
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -152,8 +156,9 @@ class ColdReconPurifier(_ColdUNetPurifier):
     display_name = "Reconstructed"
     config_type = ColdReconConfig
 
-    def nfe(self) -> int:
-        return self.config.steps if self.config.steps is not None else self.config.depth
+    @classmethod
+    def calls(cls, config: ColdReconConfig, num_train_timesteps: int) -> int:
+        return config.steps if config.steps is not None else config.depth
 
     def levels(self) -> list[int]:
         """depth, ..., 0 in `nfe()` even strides (distinct after rounding, since steps <= depth)."""

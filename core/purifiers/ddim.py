@@ -52,11 +52,12 @@ class DDIMPurifier(DiffusionPurifier):
             raise PurifyLabError(f"skip={self.config.skip} is outside the allowed range [1, {self.num_train_timesteps}]")
         self.scheduler = ddim_scheduler(self.schedule, self.config.skip)
         self.start = start_timestep(self.config.t_star, self.num_train_timesteps)
-        # The last step goes from t < skip to "t = -1", where DDIM uses alpha_bar = 1: the clean image.
-        self.timesteps = list(range(self.start, -1, -self.config.skip))
+        self.timesteps = self.chain(self.config, self.num_train_timesteps)
 
-    def nfe(self) -> int:
-        return len(self.timesteps)
+    @classmethod
+    def chain(cls, config: DDIMConfig, num_train_timesteps: int) -> list[int]:
+        # The last step goes from t < skip to "t = -1", where DDIM uses alpha_bar = 1: the clean image.
+        return list(range(start_timestep(config.t_star, num_train_timesteps), -1, -config.skip))
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         self.check_input(x)

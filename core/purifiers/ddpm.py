@@ -44,12 +44,13 @@ class DDPMPurifier(DiffusionPurifier):
     def __init__(self, config: DDPMConfig | None = None, unet=None, schedule: dict[str, Any] | None = None):
         super().__init__(config, unet=unet, schedule=schedule)
         self.start = start_timestep(self.config.t_star, self.num_train_timesteps)
-        self.timesteps = reverse_timesteps(self.start, self.config.steps)
+        self.timesteps = self.chain(self.config, self.num_train_timesteps)
         self.scheduler = ddpm_scheduler(self.schedule)
         self.scheduler.set_timesteps(timesteps=self.timesteps)
 
-    def nfe(self) -> int:
-        return len(self.timesteps)
+    @classmethod
+    def chain(cls, config: DDPMConfig, num_train_timesteps: int) -> list[int]:
+        return reverse_timesteps(start_timestep(config.t_star, num_train_timesteps), config.steps)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         self.check_input(x)

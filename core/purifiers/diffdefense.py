@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
-from diffusers.utils.torch_utils import randn_tensor
 
 from core.errors import PurifyLabError, check_range
 from core.purifiers.ddpm import reverse_timesteps
@@ -39,6 +37,9 @@ from core.purifiers.diffusion import (
     forward_noise,
     start_timestep,
 )
+
+if TYPE_CHECKING:
+    from diffusers import DDIMScheduler, DDPMScheduler
 
 OPTIMIZERS = ("adam", "sgd")
 STEP_DECAY = 0.1  # the paper's Delta
@@ -101,14 +102,25 @@ class DiffDefensePurifier(DiffusionPurifier):
         self.start = start_timestep(self.config.t_start, self.num_train_timesteps)
         self.scheduler, self.timesteps = self._chain()
 
-    def _chain(self) -> tuple[DDIMScheduler, list[int]]:
-        """G's scheduler and timesteps: deterministic DDIM from t_start in `steps` strides."""
-        stride = achievable_stride(self.start, self.config.steps, self.num_train_timesteps)
-        return ddim_scheduler(self.schedule, stride), list(range(self.start, -1, -stride))
+    @classmethod
+    def stride(cls, config: DiffDefenseConfig, num_train_timesteps: int) -> int:
+        return achievable_stride(start_timestep(config.t_start, num_train_timesteps), config.steps, num_train_timesteps)
 
-    def nfe(self) -> int:
+    @classmethod
+    def chain(cls, config: DiffDefenseConfig, num_train_timesteps: int) -> list[int]:
+        """G's timesteps: deterministic DDIM from t_start in `steps` strides."""
+        start = start_timestep(config.t_start, num_train_timesteps)
+        return list(range(start, -1, -cls.stride(config, num_train_timesteps)))
+
+    @classmethod
+    def calls(cls, config: DiffDefenseConfig, num_train_timesteps: int) -> int:
         """Forward denoiser calls per image (each but the last iteration's also runs one backward)."""
-        return self.config.R * self.config.L * len(self.timesteps)
+        return config.R * config.L * len(cls.chain(config, num_train_timesteps))
+
+    def _chain(self) -> tuple[DDIMScheduler, list[int]]:
+        """G's scheduler and timesteps."""
+        stride = self.stride(self.config, self.num_train_timesteps)
+        return ddim_scheduler(self.schedule, stride), self.chain(self.config, self.num_train_timesteps)
 
     def generate(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """G(z): the deterministic DDIM chain from t_start, in [-1, 1]."""
@@ -185,11 +197,15 @@ class DiffDefensePaperPurifier(DiffDefensePurifier):
         stride's beta, would leave noise of that size in the last step's output (sqrt(0.2) for a
         100-step stride), so a strided chain takes the stride's posterior variance instead.
         """
-        timesteps = reverse_timesteps(self.start, self.config.steps)
+        timesteps = self.chain(self.config, self.num_train_timesteps)
         variance = "fixed_large" if len(timesteps) == self.start + 1 else "fixed_small"
         scheduler = ddpm_scheduler(self.schedule, variance_type=variance, clip_sample=False)
         scheduler.set_timesteps(timesteps=timesteps)
         return scheduler, timesteps
+
+    @classmethod
+    def chain(cls, config: DiffDefensePaperConfig, num_train_timesteps: int) -> list[int]:
+        return reverse_timesteps(start_timestep(config.t_start, num_train_timesteps), config.steps)
 
     def generate(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """G(z): the stochastic reverse chain from T*, a fresh noise draw at every step, in [-1, 1]."""
@@ -199,6 +215,8 @@ class DiffDefensePaperPurifier(DiffDefensePurifier):
         return sample
 
     def _initial_noise(self, target: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        from diffusers.utils.torch_utils import randn_tensor
+
         return randn_tensor(target.shape, generator=generator, device=target.device, dtype=target.dtype)
 
     def _optimizer(self, z: torch.Tensor) -> torch.optim.Optimizer:

@@ -14,17 +14,18 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
-from diffusers.utils.torch_utils import randn_tensor
 from torch.utils.checkpoint import checkpoint
 
 from core.errors import PurifyLabError, check_range
 from core.purifiers.base import Purifier, PurifierConfig
 from core.purifiers.unet import load_shipped_unet
 from core.weights import WEIGHTS_DIR, card_path, read_card
+
+if TYPE_CHECKING:  # diffusers costs seconds to import (torch._dynamo, its transformers): only the purifiers that run a UNet pay for it.
+    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 DDPM_WEIGHTS_STEM = "ddpm_unet"
 
@@ -73,9 +74,9 @@ def _load_denoiser(stem: str, weights_dir: str) -> tuple[UNet2DModel, dict]:
     return load_shipped_unet(stem, Path(weights_dir))
 
 
-def shipped_schedule() -> dict[str, Any]:
+def shipped_schedule(stem: str = DDPM_WEIGHTS_STEM) -> dict[str, Any]:
     """The schedule the shipped model was trained with; the default when no weights are present."""
-    weights = WEIGHTS_DIR / f"{DDPM_WEIGHTS_STEM}.safetensors"
+    weights = WEIGHTS_DIR / f"{stem}.safetensors"
     if not card_path(weights).is_file():
         return dict(DEFAULT_SCHEDULE)
     return dict(read_card(weights).get("scheduler", DEFAULT_SCHEDULE))
@@ -83,11 +84,15 @@ def shipped_schedule() -> dict[str, Any]:
 
 def ddpm_scheduler(schedule: dict[str, Any], **options: Any) -> DDPMScheduler:
     """The shipped schedule, with DDPMScheduler `options` (e.g. its variance type) on top."""
+    from diffusers import DDPMScheduler
+
     return DDPMScheduler(**schedule, **options)
 
 
 def ddim_scheduler(schedule: dict[str, Any], stride: int) -> DDIMScheduler:
     """A DDIM scheduler whose step goes from t to t - stride (diffusers derives it from T // n)."""
+    from diffusers import DDIMScheduler
+
     total = schedule["num_train_timesteps"]
     scheduler = DDIMScheduler(**schedule)
     scheduler.set_timesteps(max(1, total // stride))
@@ -120,6 +125,8 @@ def forward_noise(scheduler: DDPMScheduler | DDIMScheduler, x: torch.Tensor, tim
 
     Every DDPM-family purifier starts here; all randomness comes from `generator`, never the global RNG.
     """
+    from diffusers.utils.torch_utils import randn_tensor
+
     noise = randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     timesteps = torch.full((x.shape[0],), timestep, device=x.device, dtype=torch.long)
     return scheduler.add_noise(to_model_space(x), noise, timesteps)
@@ -148,6 +155,19 @@ class DiffusionPurifier(Purifier):
         self.unet = unet.eval().requires_grad_(False)
         self.schedule = dict(schedule or DEFAULT_SCHEDULE)
         self.num_train_timesteps = int(self.schedule["num_train_timesteps"])
+
+    @classmethod
+    def chain(cls, config: DiffusionConfig, num_train_timesteps: int) -> list[int]:
+        """The timesteps the reverse chain visits, one denoiser call each."""
+        return []
+
+    @classmethod
+    def calls(cls, config: DiffusionConfig, num_train_timesteps: int) -> int:
+        return len(cls.chain(config, num_train_timesteps))
+
+    @classmethod
+    def shipped_timesteps(cls, config: DiffusionConfig) -> int:
+        return int(shipped_schedule(config.denoiser)["num_train_timesteps"])
 
     @property
     def image_size(self) -> int:

@@ -42,7 +42,8 @@ class OneShotPurifier(DiffusionPurifier):
         self.alphas_cumprod = self.scheduler.alphas_cumprod.double()
         self.start = start_timestep(self.config.t_star, self.num_train_timesteps)
 
-    def nfe(self) -> int:
+    @classmethod
+    def calls(cls, config: OneShotConfig, num_train_timesteps: int) -> int:
         return 1
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from diffusers import UNet2DModel
+from typing import TYPE_CHECKING
 
 from core.errors import PurifyLabError
 from core.weights import WEIGHTS_DIR, load_weights, read_card
+
+if TYPE_CHECKING:  # diffusers costs seconds to import (torch._dynamo, its transformers): only the purifiers that run a UNet pay for it.
+    from diffusers import UNet2DModel
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ def build_unet(size: str = "small", **overrides) -> UNet2DModel:
     """A fresh UNet2DModel from a named spec; `overrides` replace spec fields (e.g. sample_size)."""
     if size not in UNET_SPECS:
         raise PurifyLabError(f"unknown UNet size '{size}'; choose one of: {', '.join(UNET_SPECS)}")
+    from diffusers import UNet2DModel
+
     spec = asdict(UNET_SPECS[size]) | overrides
     return UNet2DModel(**spec)
 
