@@ -186,3 +186,49 @@ def test_fgsm_is_one_step_whatever_steps_says():
     """The CLI's default of 10 steps must not be reported as FGSM's budget."""
     config = AttackConfig(name="fgsm", eps=0.03, steps=10)
     assert config.steps == 1 and config.budget()["gradient_evaluations"] == 1
+
+
+def _saturated_linear_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A seeded 3-class linear model on binary 8x8 images (every pixel at 0 or 1, as most of an MNIST
+    digit), each image labelled with the model's own reading."""
+    generator = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.randn(3, 64, generator=generator))
+        model[1].bias.zero_()
+    images = (torch.rand(32, 1, 8, 8, generator=generator) > 0.5).float()
+    with torch.no_grad():
+        labels = model(images).argmax(1)
+    return model.eval(), images, labels
+
+
+def test_deepfool_crosses_the_boundary_where_clipping_stalls_torchattacks() -> None:
+    """torchattacks' DeepFool loses the clipped share of each step at saturated pixels and only
+    approaches the boundary; ours moves the free pixels and crosses it, staying inside [0, 1]."""
+    import torchattacks
+
+    model, images, labels = _saturated_linear_problem()
+    stalled = torchattacks.DeepFool(model, steps=50)(images, labels)
+    assert _accuracy(model, stalled, labels) > 0.5
+    adversarial = create_attack(model, AttackConfig(name="deepfool", norm="l2", steps=50))(images, labels)
+    assert _accuracy(model, adversarial, labels) == 0.0
+    assert adversarial.min() >= 0.0 and adversarial.max() <= 1.0
+
+
+def test_deepfool_step_on_a_linear_model_is_the_distance_to_the_boundary() -> None:
+    """Hand check, two classes, no pixel at a bound: one step of length (1.02)(|f1 - f0| + 1e-4) / ||w1 - w0||."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[0.5, -0.5, 0.25, 0.0], [-0.5, 0.5, 0.0, 0.25]]))
+        model[1].bias.copy_(torch.tensor([0.1, 0.0]))
+    image = torch.full((1, 1, 2, 2), 0.5)  # logits 0.225 and 0.125: class 0 by 0.1
+    adversarial = create_attack(model, AttackConfig(name="deepfool", norm="l2", steps=1))(image, torch.tensor([0]))
+    w = torch.tensor([-1.0, 1.0, -0.25, 0.25])  # w1 - w0
+    expected = 1.02 * (0.1 + 1e-4) / w.norm() ** 2 * w
+    assert torch.allclose((adversarial - image).flatten(), expected, atol=1e-6)
+    assert model(adversarial).argmax(1).item() == 1
+
+
+def test_a_revised_attack_gets_new_cell_keys_and_the_others_keep_theirs() -> None:
+    assert AttackConfig(name="deepfool", norm="l2").resolved()["revision"] == 1
+    assert "revision" not in AttackConfig(name="pgd", eps=0.03).resolved()

@@ -80,7 +80,10 @@ class AttackConfig:
 
     def resolved(self) -> dict[str, Any]:
         """Every setting with defaults filled in: what the results store hashes and tables print."""
-        return {**dataclasses.asdict(self), "alpha": self.step_size, "bounded": self.bounded}
+        from core.attacks.library import ATTACKS
+
+        revision = ATTACKS.get(self.name).revision  # only when raised: every older cell keeps its key
+        return {**dataclasses.asdict(self), "alpha": self.step_size, "bounded": self.bounded} | ({"revision": revision} if revision else {})
 
     def budget(self) -> dict[str, Any]:
         """The attacker's budget as reported beside each number (steps x EOT x restarts)."""

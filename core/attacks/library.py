@@ -103,6 +103,43 @@ class SeededAttack(Attack):
         return self.inner(images, labels)
 
 
+class BoxDeepFool(torchattacks.DeepFool):
+    """DeepFool whose linear step moves only pixels that can move inside [0, 1]; batched.
+
+    torchattacks' DeepFool steps towards the nearest linearised boundary and then clips to [0, 1].
+    Where that step points out of the box (a saturated pixel, most of an MNIST digit), clipping
+    removes its share, the boundary is approached geometrically and never crossed: on the shipped
+    MNIST CNN 70 % of 64 digits survived 50 or 200 steps. Here every class's gradient is masked to
+    the coordinates free to move its way before the nearest boundary and the step are computed, so
+    the step (with overshoot) crosses it as DeepFool intends.
+    """
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        adversarial = images.clone().detach().to(self.device)
+        labels = labels.to(self.device)
+        rows = torch.arange(len(labels), device=self.device)
+        for _ in range(self.steps):
+            adversarial.requires_grad_(True)
+            logits = self.get_logits(adversarial)
+            active = logits.argmax(1) == labels
+            if not active.any():
+                break
+            classes = logits.shape[1]
+            gradients = torch.stack([torch.autograd.grad(logits[:, k].sum(), adversarial, retain_graph=k < classes - 1)[0] for k in range(classes)], 1)
+            adversarial = adversarial.detach()
+            gap = (logits - logits.gather(1, labels[:, None])).detach()  # f_k - f_label, < 0 while correct
+            direction = gradients - gradients[rows, labels][:, None]  # w_k - w_label
+            point = adversarial[:, None]
+            direction = direction * (((direction > 0) & (point < 1)) | ((direction < 0) & (point > 0)))
+            norm = direction.flatten(2).norm(dim=2)
+            distance = (gap.abs() + 1e-4) / norm.clamp_min(1e-12)
+            distance[rows, labels] = float("inf")
+            nearest = distance.argmin(1)
+            step = distance[rows, nearest, None, None, None] * direction[rows, nearest] / norm[rows, nearest, None, None, None].clamp_min(1e-12)
+            adversarial = torch.where(active[:, None, None, None], adversarial + (1 + self.overshoot) * step, adversarial).clamp(0, 1)
+        return adversarial.detach()
+
+
 Builder = Callable[[nn.Module, "AttackConfig", int], Attack]
 
 
@@ -116,6 +153,7 @@ class AttackSpec:
     restarts: bool = False  # True: restarts > 1 is meaningful
     eot: bool = False  # True: the attack itself takes eot_iter
     single_step: bool = False  # True: one gradient step whatever `steps` says (FGSM)
+    revision: int = 0  # raised when the implementation changes, so stored results are recomputed
 
     def __call__(self, model: nn.Module, config: AttackConfig, num_classes: int) -> Attack:
         return self.build(model, config, num_classes)
@@ -186,7 +224,7 @@ for _name, _spec, _doc in (
     ("square", AttackSpec(_square, _BOTH, restarts=True), "Square attack, score-based black-box (steps = queries)"),
     (
         "deepfool",
-        AttackSpec(lambda m, c, k: torchattacks.DeepFool(m, steps=c.steps), _L2, bounded=False),
+        AttackSpec(lambda m, c, k: BoxDeepFool(m, steps=c.steps), _L2, bounded=False, revision=1),
         "DeepFool, minimal L2 perturbation to the nearest boundary (ignores eps)",
     ),
     (
