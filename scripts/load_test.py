@@ -68,6 +68,8 @@ SERVER_FLAGS = ["--server.headless=true", "--server.address=127.0.0.1", "--brows
 SETTLED = "[data-testid='stApp'][data-test-script-state='notRunning']"
 BUSY = "[data-testid='stApp']:not([data-test-script-state='notRunning'])"
 NO_SKELETON = "document.querySelectorAll(\"[data-testid='stSkeleton']\").length === 0"
+MEDIA_PATH = "/media/"
+SHOWN_IMAGES = "[data-testid='stMain'] [data-testid='stImage'] img"
 PANEL_HEADS = ("Original", "Adversarial")  # then the lab's default purifiers, pages.common.DEFAULT_DEFENSE
 PICTURE_TOLERANCE = 0.03  # mean |Δ| in [0, 1] of the served JPEG vs the engine's image; other X-rays are ~0.1+
 # The server and this check run the same attack in different processes: float noise can flip a few
@@ -93,6 +95,7 @@ class Job:
 class SessionLog:
     errors: list[str] = field(default_factory=list)
     latencies: list[tuple[str, float]] = field(default_factory=list)
+    superseded_media: list[str] = field(default_factory=list)
     shown: list[tuple[Job, dict]] = field(default_factory=list)
 
 
@@ -291,7 +294,17 @@ async def drive(browser, base: str, session: int, jobs: list[Job], log: SessionL
     context.set_default_timeout(action_ms)  # ten page loads at once on one core take longer than Playwright's 30 s
     page = await context.new_page()
     page.on("pageerror", lambda error: log.errors.append(f"session {session}: page error: {error}"))
-    page.on("console", lambda m: m.type == "error" and log.errors.append(f"session {session}: console error: {m.text} {m.location.get('url')}"))
+
+    def console(message) -> None:
+        if message.type != "error":
+            return
+        text = f"session {session}: console error: {message.text} {message.location.get('url')}"
+        # Streamlit drops a run's images when the next run of that session ends: an image of a run
+        # that a quicker rerun has superseded can 404 (streamlit/streamlit#9264 and older). Counted
+        # apart; an image missing from the settled page is an error (checked after every round).
+        (log.superseded_media if MEDIA_PATH in text else log.errors).append(text)
+
+    page.on("console", console)
 
     async def timed(action: str, work) -> None:
         start = time.perf_counter()
@@ -330,6 +343,8 @@ async def drive(browser, base: str, session: int, jobs: list[Job], log: SessionL
             for test_id in ("stException", "stAlertContentError", "stAlertContentWarning"):
                 if count := await page.locator(f"[data-testid='{test_id}']").count():
                     log.errors.append(f"session {session} round {job.round}: {count} × {test_id}")
+            if missing := await page.eval_on_selector_all(SHOWN_IMAGES, "images => images.filter(i => !(i.complete && i.naturalWidth > 0)).length"):
+                log.errors.append(f"session {session} round {job.round}: {missing} image(s) not shown on the settled page")
             log.shown.append((job, await displayed(page, context)))
     except (PlaywrightError, ValueError, OSError) as error:  # a timeout or a failed step: the others go on
         log.errors.append(f"session {session}: {type(error).__name__}: {str(error).splitlines()[0]}")
@@ -520,6 +535,7 @@ def main() -> int:
         "server": args.url or " ".join(["streamlit run app.py", *SERVER_FLAGS]),
         "errors": errors,
         "error_count": len(errors),
+        "superseded_media_404": sum(len(log.superseded_media) for log in logs),
         "cross_talk": len(cross_talk),
         "cross_talk_details": cross_talk,
         "eps_per_job": [job.eps for job in jobs],
@@ -553,7 +569,7 @@ def main() -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(
         json.dumps(
-            {k: report[k] for k in ("sessions", "error_count", "cross_talk", "latency_s", "server_memory", "cpu_s")}
+            {k: report[k] for k in ("sessions", "error_count", "superseded_media_404", "cross_talk", "latency_s", "server_memory", "cpu_s")}
             | {"new_files": len(new_files), "canary_in_server_log": report["privacy"]["canary_in_server_log"]}
         )
     )

@@ -139,12 +139,14 @@ def _verdicts(page) -> list[str]:
 def test_lab_upload_and_slider_then_screenshots(server_url, page, xray_paths, tmp_path):
     _open(page, server_url, "lab")
     page.screenshot(path=str(SHOTS / "lab.png"), full_page=True)
-    assert len(_verdicts(page)) == 3 and all("true label" in text for text in _verdicts(page))  # gallery X-ray
+    from pages.common import DEFAULT_DEFENSE
+
+    assert len(_verdicts(page)) == len(DEFAULT_DEFENSE) and all("true label" in text for text in _verdicts(page))  # gallery X-ray
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(xray_paths["PNEUMONIA"][0]))
     page.get_by_text("your upload").first.wait_for(timeout=120_000)
     _settle(page)
     verdicts = _verdicts(page)  # an upload has no true label: the verdict is against the clean reading only
-    assert len(verdicts) == 3 and not any("true label" in text for text in verdicts), verdicts
+    assert len(verdicts) == len(DEFAULT_DEFENSE) and not any("true label" in text for text in verdicts), verdicts
     assert page.get_by_text("Report of these readings (Markdown)").count() == 1
     slider = page.locator("[data-testid='stSlider']", has_text="Blur depth").get_by_role("slider")
     slider.focus()
