@@ -204,7 +204,7 @@ def purification_panel() -> None:
     variants = purifier_variants(depth, t_star, recon_steps)
     costs = {label: denoiser_calls(name, params) for label, (name, params) in variants.items()}
     chosen = st.multiselect(
-        "Purifiers to run",
+        "Purifiers to run (add the diffusion ones here: One-shot DDPM, DDPM, DDIM, DiffDefense, cold-diffusion reconstructions)",
         list(variants),
         default=list(DEFAULT_DEFENSE),
         key="purifiers",
