@@ -17,5 +17,6 @@ RUN pip install --no-cache-dir --user -e . && pip install --no-cache-dir --user 
 
 EXPOSE 8501
 # Inside the Spaces iframe (HTTPS) uploads need a cross-site XSRF cookie; the XSRF check stays on.
+# `python app.py` is `streamlit run app.py` with the engine's imports started before the first visitor.
 HEALTHCHECK CMD curl --fail http://localhost:8501/_stcore/health || exit 1
-ENTRYPOINT ["streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0", "--server.headless=true", "--server.xsrfCookieSameSite=none"]
+ENTRYPOINT ["python", "app.py", "--server.port=8501", "--server.address=0.0.0.0", "--server.headless=true", "--server.xsrfCookieSameSite=none"]

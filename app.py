@@ -1,28 +1,25 @@
-"""PurifyLab: `streamlit run app.py`. Declares the pages; each page calls `core`, never re-implements it."""
+"""PurifyLab: `streamlit run app.py`. Declares the pages; each page calls `core`, never re-implements it.
 
-import threading
+`python app.py [Streamlit options]` serves the same app from this process after starting the
+engine's imports, so they are under way before the first visitor arrives (the Space runs it so).
+"""
+
+import sys
 
 import streamlit as st
+from streamlit import runtime
+
+from pages.startup import start_warm_up
+
+if __name__ == "__main__" and not runtime.exists():  # `python app.py`, not Streamlit running this script
+    from streamlit.web import cli
+
+    start_warm_up()
+    sys.argv = ["streamlit", "run", __file__, *sys.argv[1:]]
+    sys.exit(cli.main())
 
 st.set_page_config(page_title="PurifyLab", page_icon="🩻", layout="wide")
-
-
-@st.cache_resource(show_spinner=False)
-def warm_up_in_background() -> threading.Thread:
-    """Once per server process: import the engine (torch, seconds) and load the first pages' models in
-    a thread, so the home page renders at once and the walkthrough and lab find them ready."""
-
-    def load() -> None:
-        from pages.common import warm_up
-
-        warm_up()
-
-    thread = threading.Thread(target=load, name="purifylab-warm-up", daemon=True)
-    thread.start()
-    return thread
-
-
-warm_up_in_background()
+start_warm_up()
 
 PAGES = {
     "PurifyLab": [

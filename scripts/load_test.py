@@ -156,7 +156,7 @@ def free_port() -> int:
 def start_server(port: int, log: list[str]) -> subprocess.Popen:
     """The app as a Space runs it; no file watcher (the checkout's .venv overflows inotify)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", f"--server.port={port}", *SERVER_FLAGS],
+        [sys.executable, "app.py", f"--server.port={port}", *SERVER_FLAGS],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -532,7 +532,7 @@ def main() -> int:
         "sessions": args.sessions,
         "rounds": args.rounds,
         "uploads": len(shown),
-        "server": args.url or " ".join(["streamlit run app.py", *SERVER_FLAGS]),
+        "server": args.url or " ".join(["python app.py", *SERVER_FLAGS]),
         "errors": errors,
         "error_count": len(errors),
         "superseded_media_404": sum(len(log.superseded_media) for log in logs),

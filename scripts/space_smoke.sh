@@ -10,7 +10,7 @@ trap 'kill "${server:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 git clone -q "$repo" "$work/app"
 cd "$work/app"
 bash scripts/install.sh
-PURIFYLAB_DATA="$work/no-data" .venv/bin/streamlit run app.py --server.headless true \
+PURIFYLAB_DATA="$work/no-data" .venv/bin/python app.py --server.headless true \
   --server.address 127.0.0.1 --server.port "$port" > "$work/server.log" 2>&1 &
 server=$!
 for _ in $(seq 90); do

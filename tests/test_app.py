@@ -187,3 +187,14 @@ def test_space_only_settings_stay_in_the_dockerfile():
     config = tomllib.loads((root / ".streamlit" / "config.toml").read_text())
     assert "xsrfCookieSameSite" not in config["server"] and config["server"]["fileWatcherType"] == "none"
     assert "--server.xsrfCookieSameSite=none" in (root / "Dockerfile").read_text()
+
+
+def test_the_engine_warm_up_starts_once_however_many_visitors_arrive_at_once():
+    """Each page run asks for it (and `python app.py` before any visitor): one thread per process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pages.startup import start_warm_up
+
+    with ThreadPoolExecutor(8) as pool:
+        threads = set(pool.map(lambda _: start_warm_up(), range(8)))
+    assert len(threads) == 1 and threads == {start_warm_up()}
