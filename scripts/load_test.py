@@ -192,10 +192,14 @@ def stop_server(process: subprocess.Popen | None) -> None:
 
 
 def process_tree(pid: int) -> list[int]:
+    """The process and its descendants; threads and processes that end while this runs are skipped."""
     pids, index = [pid], 0
     while index < len(pids):
         for children in Path(f"/proc/{pids[index]}/task").glob("*/children"):
-            pids += [int(child) for child in children.read_text().split()]
+            try:
+                pids += [int(child) for child in children.read_text().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
         index += 1
     return pids
 
@@ -211,10 +215,14 @@ def memory_mb(pid: int, field_name: str) -> float:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes and of their reaped children."""
+    """User + system CPU time of these processes and of their reaped children. A process that ended
+    since it was listed (Chromium starts and ends helpers all the time) is skipped."""
     total = 0
     for member in pids:
-        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
         total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
     return round(total / os.sysconf("SC_CLK_TCK"), 1)
 
