@@ -131,10 +131,13 @@ else:
     )
 
 back, _, forward = st.columns([1, 4, 1])
-if back.button("◀ Back", disabled=step == 0, key="walkthrough_back"):
-    st.session_state.walkthrough_step = step - 1
-    st.rerun()
-if forward.button("Next ▶", disabled=step == len(STEPS) - 1, key="walkthrough_next"):
-    st.session_state.walkthrough_step = step + 1
-    st.rerun()
+
+
+def go(offset: int) -> None:
+    """A button's callback runs before the next run: one run per click, showing the new step."""
+    st.session_state.walkthrough_step = min(max(st.session_state.walkthrough_step + offset, 0), len(STEPS) - 1)
+
+
+back.button("◀ Back", disabled=step == 0, key="walkthrough_back", on_click=go, args=(-1,))
+forward.button("Next ▶", disabled=step == len(STEPS) - 1, key="walkthrough_next", on_click=go, args=(1,))
 PAGE_RENDERED.set()
