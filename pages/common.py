@@ -90,8 +90,8 @@ def purifier(name: str, params: tuple[tuple[str, object], ...] = ()):
 
 def warm_up() -> None:
     """Load and run once what the walkthrough and the lab show first; once a page has rendered, the
-    diffusion stack, so a first visitor waits for neither (app.py runs it once per server process, in
-    the background)."""
+    diffusion stack, so a first visitor waits for neither (`pages.startup` runs it once per server
+    process, in the background)."""
     shipped = available_classifiers()
     for name in [name for name in dict.fromkeys((RECOMMENDED.classifier, "vit")) if name in shipped]:
         model = classifier(name)

@@ -76,10 +76,16 @@ def _load_denoiser(stem: str, weights_dir: str) -> tuple[UNet2DModel, dict]:
 
 def shipped_schedule(stem: str = DDPM_WEIGHTS_STEM) -> dict[str, Any]:
     """The schedule the shipped model was trained with; the default when no weights are present."""
-    weights = WEIGHTS_DIR / f"{stem}.safetensors"
+    return dict(_card_schedule(stem, str(WEIGHTS_DIR)))
+
+
+@functools.lru_cache(maxsize=8)
+def _card_schedule(stem: str, weights_dir: str) -> dict[str, Any]:
+    """Read once per process: the app prices every purifier from it on every page run."""
+    weights = Path(weights_dir) / f"{stem}.safetensors"
     if not card_path(weights).is_file():
-        return dict(DEFAULT_SCHEDULE)
-    return dict(read_card(weights).get("scheduler", DEFAULT_SCHEDULE))
+        return DEFAULT_SCHEDULE
+    return read_card(weights).get("scheduler", DEFAULT_SCHEDULE)
 
 
 def ddpm_scheduler(schedule: dict[str, Any], **options: Any) -> DDPMScheduler:
