@@ -18,6 +18,7 @@ from core.train.classifier import (
     augment_batch,
     noise_blur_batch,
     preset,
+    purified_half_batch,
     train_classifier,
 )
 
@@ -118,6 +119,26 @@ def test_noise_augment_is_recorded_in_the_card(xray_train_dir, tmp_path):
     assert "purifier-aware: noise-augmented" in card["training_kind"]
 
 
+def test_purified_half_reads_about_half_the_batch_through_the_purifier():
+    from core.purifiers import create_purifier
+
+    x = torch.rand(64, 1, 16, 16)
+    blur = create_purifier("blur", sigma=1.5)
+    out = purified_half_batch(x, blur, torch.Generator().manual_seed(0), seed=0)
+    purified = blur.purify(x)
+    is_purified = (out - purified).abs().flatten(1).amax(1) < 1e-6
+    is_clean = (out - x).abs().flatten(1).amax(1) == 0
+    assert (is_purified ^ is_clean).all() and 16 <= int(is_purified.sum()) <= 48
+
+
+def test_purifier_aware_fine_tuning_is_recorded_in_the_card(xray_train_dir, tmp_path):
+    through = {"purifier": "blur", "params": {"sigma": 1.5}}
+    config = preset("tiny", "substitute", epochs=1, max_batches_per_epoch=1, purified_half=through)
+    card = train_classifier(config, xray_train_dir, tmp_path, progress=False)
+    assert card["training_kind"] == "purifier-aware: half of each batch read through blur {'sigma': 1.5}"
+    assert card["training_config"]["purified_half"] == through
+
+
 def test_augmentation_is_small_and_keeps_the_side():
     x = torch.zeros(8, 1, 32, 32)
     x[..., :16] = 1.0  # bright left half: a flip would move it to the right
@@ -142,6 +163,7 @@ def test_noise_blur_degrades_about_half_the_batch():
         (dict(adversarial_eps=1.0), "eps"),
         (dict(noise_augment=2.0), "noise_augment"),
         (dict(smoothing_sigma=0.0), "smoothing_sigma"),
+        (dict(purified_half={"purifier": "blur"}), "purified_half"),
         (dict(adversarial_warmup_epochs=5, epochs=3), "adversarial_warmup_epochs"),
         (dict(colour=True), "unknown"),
     ],

@@ -12,6 +12,7 @@ import typer
 from core.cli import set_threads
 from core.cli.options import Device, DeviceDefaultCpu, MaxMinutes, Progress, Resume, Threads
 from core.cli.preflight import check_data, check_output_file, check_output_folder, resume_hint, use_device
+from core.cli.purify_commands import parse_purifier_spec
 from core.errors import PurifyLabError
 
 if TYPE_CHECKING:
@@ -85,6 +86,16 @@ def attack_file(
     return record
 
 
+def _purifier_dict(spec: str | None) -> dict | None:
+    """'ddim:t_star=0.14' -> {'purifier': 'ddim', 'params': {'t_star': 0.14}}, checked by building its config."""
+    if spec is None:
+        return None
+    from core.purifiers import purifier_config
+
+    name, params = parse_purifier_spec(spec)
+    return {"purifier": name, "params": purifier_config(name, **params).to_dict()}
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @groups["train"].command("classifier")
     def train_classifier_command(
@@ -103,6 +114,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ] = None,
         temperature: Annotated[float | None, typer.Option("--temperature", help="distillation temperature")] = None,
         distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher classifier (student_cnn's preset names one)")] = None,
+        init_from: Annotated[str | None, typer.Option("--init-from", help="start from this classifier's shipped weights")] = None,
+        purified_half: Annotated[
+            str | None,
+            typer.Option("--purified-half", help="purifier-aware: NAME:k=v,... purifies a random half of each batch (a fresh draw per step)"),
+        ] = None,
         max_minutes: MaxMinutes = None,
         threads: Threads = None,
         resume: Resume = False,
@@ -130,6 +146,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             noise_augment=noise_augment,
             temperature=temperature,
             distill_from=distill_from,
+            init_from=init_from,
+            purified_half=_purifier_dict(purified_half),
             max_minutes=max_minutes,
             threads=threads,
         )

@@ -15,6 +15,7 @@ from typing import Any
 from core.errors import PurifyLabError
 from core.models.base import XrayClassifier
 from core.models.cnn import StudentCNN, SubstituteCNN
+from core.models.convnet import GroupConvNet
 from core.models.resnet import XrayResNet
 from core.models.sevit import SEViT
 from core.models.vit import XrayViT
@@ -98,23 +99,23 @@ def substitute(pretrained: bool = True, weights: str | Path | None = None, **ove
 # The papers' own data sets, for our re-runs of their settings (not X-rays): DiffDefense's MNIST and
 # Blau et al.'s CIFAR-10, each carved 80/10/10 from the 10,000 test images we have.
 MNIST_CNN = dict(image_size=28, widths=(32, 64, 128), dropout=0.1, in_channels=1, num_classes=10)
-CIFAR10_CNN = dict(image_size=32, widths=(64, 128, 256), dropout=0.2, in_channels=3, num_classes=10)
+CIFAR10_CNN = dict(image_size=32, widths=(32, 128, 128), stem_width=24, in_channels=3, num_classes=10)
 
 
-def _paper_cnn(name: str, defaults: dict):
+def _paper_cnn(name: str, cls: type[XrayClassifier], defaults: dict):
     def factory(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-        return _build(name, StudentCNN, pretrained, weights, overrides, defaults)
+        return _build(name, cls, pretrained, weights, overrides, defaults)
 
     return factory
 
 
-for _name, _defaults, _description in (
-    ("mnist_cnn", MNIST_CNN, "3-layer CNN on MNIST digits (28 px): DiffDefense's setting"),
-    ("mnist_cnn_at", MNIST_CNN, "the same MNIST CNN, PGD adversarially trained (L-inf, eps 0.3)"),
-    ("cifar10_cnn", CIFAR10_CNN, "3-layer CNN on CIFAR-10 (32 px RGB): Blau et al.'s data set"),
-    ("cifar10_cnn_at", CIFAR10_CNN, "the same CIFAR-10 CNN, PGD adversarially trained (L-inf, eps 8/255)"),
+for _name, _cls, _defaults, _description in (
+    ("mnist_cnn", StudentCNN, MNIST_CNN, "3-layer CNN on MNIST digits (28 px): DiffDefense's setting"),
+    ("mnist_cnn_at", StudentCNN, MNIST_CNN, "the same MNIST CNN, PGD adversarially trained (L-inf, eps 0.3)"),
+    ("cifar10_cnn", GroupConvNet, CIFAR10_CNN, "6-conv CNN (airbench layout) on CIFAR-10 (32 px RGB): Blau et al.'s data set"),
+    ("cifar10_cnn_at", GroupConvNet, CIFAR10_CNN, "the same CIFAR-10 CNN, PGD adversarially trained (L-inf, eps 8/255)"),
 ):
-    classifiers.register(_name, _description)(_paper_cnn(_name, _defaults))
+    classifiers.register(_name, _description)(_paper_cnn(_name, _cls, _defaults))
 
 
 @classifiers.register("sevit", "Self-Ensembling ViT: token-MLP heads on the first blocks of the frozen vit")
@@ -171,6 +172,7 @@ __all__ = [
     "XrayResNet",
     "SEViT",
     "StudentCNN",
+    "GroupConvNet",
     "SubstituteCNN",
     "create_classifier",
     "list_classifiers",

@@ -39,11 +39,16 @@ def create_purifier(name: str, **params: Any) -> Purifier:
     return cls(parse_params(cls.config_type, params))
 
 
+def purifier_config(name: str, **params: Any) -> PurifierConfig:
+    """The typed, checked settings of purifier `name` at `params`, without building it (no weights load)."""
+    return parse_params(PURIFIERS.get(name).config_type, params)
+
+
 def planned_calls(name: str, **params: Any) -> int:
     """Denoiser calls per image of the shipped purifier `name` at `params`, without building it: the
     app prices a job (and the lab lists its purifiers) before any weights or diffusers load."""
     cls = PURIFIERS.get(name)
-    config = parse_params(cls.config_type, params)
+    config = purifier_config(name, **params)
     return cls.calls(config, cls.shipped_timesteps(config))
 
 
@@ -51,4 +56,4 @@ def list_purifiers() -> dict[str, str]:
     return PURIFIERS.describe()
 
 
-__all__ = ["PURIFIERS", "Purifier", "PurifierConfig", "create_purifier", "list_purifiers", "planned_calls"]
+__all__ = ["PURIFIERS", "Purifier", "PurifierConfig", "create_purifier", "list_purifiers", "planned_calls", "purifier_config"]

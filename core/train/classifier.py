@@ -26,8 +26,8 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm import tqdm
 
 from core.calibration import fit_binary_calibration
-from core.data.loading import PATIENT_FRACTIONS, SPLIT_SEED, load_splits
-from core.data.locations import report_data_for
+from core.data.loading import IMAGE_FRACTIONS, PATIENT_FRACTIONS, SPLIT_SEED, load_splits
+from core.data.locations import dataset_of, report_data_for
 from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, evaluate, predict_probabilities
 from core.metrics import classification_metrics
@@ -84,6 +84,10 @@ class TrainConfig:
     # untrained ones instead, for smoke tests of the loop where no matching weights exist.
     use_shipped_weights: bool = True
     noise_augment: float | None = None  # purifier-aware: max Gaussian noise std on noised/blurred copies
+    # Purifier-aware, with the purifier itself: {"purifier": NAME, "params": {...}}; a random half of
+    # each batch is replaced by its output (a fresh draw, no gradient), so that the classifier reads
+    # purified images as well as clean ones instead of losing accuracy to the purifier's smoothing.
+    purified_half: dict[str, Any] | None = None
     # Randomized smoothing (Cohen et al. 2019): every training image under the same Gaussian noise
     # (std in [0, 1] pixels, clamped) that the `gaussian` purifier adds at test time, so the smoothed
     # classifier's vote, and its certificate, rest on a network that has learnt to read noisy X-rays.
@@ -125,6 +129,8 @@ class TrainConfig:
                 raise PurifyLabError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.noise_augment is not None and not 0 < self.noise_augment <= 0.5:
             raise PurifyLabError(f"noise_augment std must be in (0, 0.5], got {self.noise_augment}")
+        if self.purified_half is not None and set(self.purified_half) != {"purifier", "params"}:
+            raise PurifyLabError(f"purified_half must be {{'purifier': NAME, 'params': {{...}}}}, got {self.purified_half}")
         if self.smoothing_sigma is not None and not 0 < self.smoothing_sigma <= 1:
             raise PurifyLabError(f"smoothing_sigma must be in (0, 1], got {self.smoothing_sigma}")
         for option in ("distill_from", "init_from"):
@@ -220,7 +226,7 @@ _CPU = {
     ),
     "mnist_cnn": dict(_MNIST, epochs=15, batch_size=128, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, max_minutes=8),
     "mnist_cnn_at": dict(_MNIST_AT, epochs=10, batch_size=128, lr=1e-3, weight_decay=1e-4, warmup_epochs=0.2, max_minutes=15),
-    "cifar10_cnn": dict(_CIFAR10, epochs=40, batch_size=128, lr=3e-3, weight_decay=5e-4, warmup_epochs=1, max_minutes=15),
+    "cifar10_cnn": dict(_CIFAR10, epochs=60, batch_size=128, lr=3e-3, weight_decay=0.05, label_smoothing=0.2, warmup_epochs=1, max_minutes=40),
     "cifar10_cnn_at": dict(_CIFAR10_AT, epochs=8, batch_size=128, lr=1e-3, weight_decay=5e-4, warmup_epochs=0.2, max_minutes=15),
 }
 _GPU = {
@@ -335,6 +341,16 @@ def augment_batch(x: torch.Tensor, config: TrainConfig, generator: torch.Generat
     return x
 
 
+def purified_half_batch(x: torch.Tensor, purifier, generator: torch.Generator, seed: int) -> torch.Tensor:
+    """A random half of the batch replaced by its purified copy (seeded per step: a resumed run redraws the same)."""
+    chosen = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+    if not chosen.any():
+        return x
+    x = x.clone()
+    x[chosen] = purifier.purify(x[chosen], seed=seed)
+    return x
+
+
 def noise_blur_batch(x: torch.Tensor, max_std: float, generator: torch.Generator) -> torch.Tensor:
     """Purifier-aware augmentation: a random half of the batch is blurred and/or Gaussian-noised, the
     degradations a diffusion purifier leaves behind, so the classifier does not collapse on them."""
@@ -418,9 +434,13 @@ def _training_kind(config: TrainConfig) -> str:
         kinds.append("heads trained on clean images over the frozen vit")
     if config.smoothing_sigma:
         kinds.append(f"under Gaussian noise of std {config.smoothing_sigma} (randomized smoothing)")
+    if config.purified_half:
+        kinds.append(f"purifier-aware: half of each batch read through {config.purified_half['purifier']} {config.purified_half['params']}")
+    if config.init_from and not config.adversarial_eps:
+        kinds.append(f"fine-tuned from {config.init_from}")
     if config.noise_augment:
         kinds.append(f"purifier-aware: noise-augmented (half of each batch blurred and/or Gaussian std <= {config.noise_augment})")
-    elif not config.adversarial_eps and not config.smoothing_sigma:
+    elif not config.adversarial_eps and not config.smoothing_sigma and not config.purified_half:
         kinds.append("clean-trained")
     return "; ".join(kinds)
 
@@ -486,6 +506,10 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
 
         attack = AttackConfig(name="pgd", eps=config.adversarial_eps, alpha=config.adversarial_alpha, steps=config.adversarial_steps, seed=config.seed)
 
+    purifier = None
+    if config.purified_half:
+        purifier = create_purifier(config.purified_half["purifier"], **config.purified_half["params"]).to(accelerator.device)
+
     history: list[dict] = []
     start_epoch, step, best, seconds_before = 0, 0, {"balanced_accuracy": -1.0, "auroc": -1.0, "epoch": -1}, 0.0
     if resume and (checkpoint_dir / "state.json").is_file():
@@ -528,6 +552,8 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             x = images.float().div(255.0)
             if config.augment:
                 x = augment_batch(x, config, augment_generator)
+            if purifier is not None:
+                x = purified_half_batch(x, purifier, augment_generator, seed=config.seed + step)
             if config.noise_augment:
                 x = noise_blur_batch(x, config.noise_augment, augment_generator)
             if config.smoothing_sigma:
@@ -692,7 +718,7 @@ def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time,
         "data": {
             "folder": Path(data_dir).name if Path(data_dir).name != "train" else "/".join(Path(data_dir).parts[-2:]),
             "data_hash": train.data_hash,
-            "split": f"deduplicated; by patient, stratified, val {PATIENT_FRACTIONS['val']:.0%} (core.data.loading)",
+            "split": _split_words(name),
             "split_seed": SPLIT_SEED,
             "train_images": int(len(train.labels)),
             "train_class_counts": torch.bincount(train.labels, minlength=len(train.classes)).tolist(),
@@ -713,6 +739,13 @@ def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time,
     final = save_weights(_trainable(model), target, card, fp16=True)
     (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     return final
+
+
+def _split_words(name: str) -> str:
+    """How the model's data set was cut: X-rays by patient, the papers' sets (no patients) by image."""
+    if dataset_of(name) == "xray":
+        return f"deduplicated; by patient, stratified, val {PATIENT_FRACTIONS['val']:.0%} (core.data.loading)"
+    return f"deduplicated; by image, stratified, val {IMAGE_FRACTIONS['val']:.0%}, test {IMAGE_FRACTIONS['test']:.0%} (core.data.loading)"
 
 
 def _reload(config: TrainConfig, model: XrayClassifier, path: Path) -> XrayClassifier:

@@ -132,7 +132,7 @@ class DiffusionTrainConfig:
                 unet_size="cifar10",
                 image_size=32,
                 epochs=40,
-                max_minutes=20.0,
+                max_minutes=80.0,
                 batch_size=64,
                 lr=1e-3,
                 warmup_steps=100,
