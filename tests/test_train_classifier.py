@@ -37,6 +37,7 @@ def test_short_cpu_run_on_real_xrays_lowers_the_loss(xray_train_dir, tmp_path):
     assert card["storage_dtype"] == "float16" and card["training_kind"] == "clean-trained"
     assert card["val_metrics"]["n"] == 64 and 0 <= card["val_metrics"]["balanced_accuracy"] <= 1
     assert card["data"]["split_seed"] == 0 and len(card["data"]["data_hash"]) == 64
+    assert card["data"]["split"].startswith("deduplicated; by patient")
     assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 6
     reloaded = create_classifier("substitute", weights=tmp_path / "substitute.safetensors")
     assert reloaded.card["sha256"] == card["sha256"]
@@ -187,6 +188,7 @@ def test_ten_class_colour_training_on_cifar(shared_data, tmp_path):
     card = train_classifier(config, data, tmp_path, progress=False)
     assert card["architecture"]["in_channels"] == 3 and card["architecture"]["num_classes"] == 10
     assert card["classes"][0] == "airplane" and len(card["val_metrics"]["sensitivity"]) == 10
+    assert card["data"]["split"].startswith("deduplicated; by image")  # CIFAR-10 has no patients
     model = create_classifier("cifar10_cnn", weights=tmp_path / "cifar10_cnn.safetensors")
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 

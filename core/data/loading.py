@@ -35,6 +35,7 @@ class LoadedSplit:
     data_hash: str  # of the whole folder the split was cut from
     split: str
     sources: tuple[str, ...] = ()
+    cut: str = ""  # how the folder was split, in words (cards quote it)
 
     def floats(self) -> torch.Tensor:
         """The images as float32 in [0, 1], NCHW."""
@@ -65,6 +66,13 @@ def project_split(image_set: ImageSet, grouping: Grouping) -> SplitSpec:
     return make_splits(image_set, val=fractions["val"], test=fractions["test"], seed=SPLIT_SEED, grouping=grouping)
 
 
+def describe_cut(grouping: Grouping) -> str:
+    """`project_split` in words: by patient (val only; the test cohort is its own folder), or by image."""
+    if grouping.rule == ONE_GROUP_PER_IMAGE:
+        return f"deduplicated; by image, stratified, val {IMAGE_FRACTIONS['val']:.0%}, test {IMAGE_FRACTIONS['test']:.0%} (core.data.loading)"
+    return f"deduplicated; by patient, stratified, val {PATIENT_FRACTIONS['val']:.0%} (core.data.loading)"
+
+
 def load_splits(
     data_dir: str | Path,
     splits: tuple[str, ...],
@@ -86,7 +94,8 @@ def load_splits(
     if limit is not None and limit < 1:
         raise PurifyLabError(f"limit must be a positive number of images, got {limit}")
     image_set = load_dataset(data_dir, size=image_size, channels=channels, progress=progress, cache_dir=CACHE_DIR)
-    spec = project_split(image_set, group_images(image_set.sources, data_dir))
+    grouping = group_images(image_set.sources, data_dir)
+    spec = project_split(image_set, grouping)
     loaded = {}
     for split in splits:
         indices = np.arange(len(image_set)) if split == "all" else np.asarray(spec.indices[split])
@@ -97,7 +106,7 @@ def load_splits(
             hint = "; a patient folder is cut train/val only: evaluate a separate test folder with split 'all'" if split == "test" else ""
             raise PurifyLabError(f"split '{split}' of {data_dir} holds no images{hint}")
         subset = image_set.subset(indices)
-        loaded[split] = LoadedSplit(subset.images, subset.labels, subset.classes, spec.data_hash, split, subset.sources)
+        loaded[split] = LoadedSplit(subset.images, subset.labels, subset.classes, spec.data_hash, split, subset.sources, describe_cut(grouping))
     return loaded
 
 

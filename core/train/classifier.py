@@ -26,8 +26,8 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm import tqdm
 
 from core.calibration import fit_binary_calibration
-from core.data.loading import IMAGE_FRACTIONS, PATIENT_FRACTIONS, SPLIT_SEED, load_splits
-from core.data.locations import dataset_of, report_data_for
+from core.data.loading import SPLIT_SEED, load_splits
+from core.data.locations import report_data_for
 from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, evaluate, predict_probabilities
 from core.metrics import classification_metrics
@@ -718,7 +718,7 @@ def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time,
         "data": {
             "folder": Path(data_dir).name if Path(data_dir).name != "train" else "/".join(Path(data_dir).parts[-2:]),
             "data_hash": train.data_hash,
-            "split": _split_words(name),
+            "split": train.cut,
             "split_seed": SPLIT_SEED,
             "train_images": int(len(train.labels)),
             "train_class_counts": torch.bincount(train.labels, minlength=len(train.classes)).tolist(),
@@ -739,13 +739,6 @@ def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time,
     final = save_weights(_trainable(model), target, card, fp16=True)
     (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     return final
-
-
-def _split_words(name: str) -> str:
-    """How the model's data set was cut: X-rays by patient, the papers' sets (no patients) by image."""
-    if dataset_of(name) == "xray":
-        return f"deduplicated; by patient, stratified, val {PATIENT_FRACTIONS['val']:.0%} (core.data.loading)"
-    return f"deduplicated; by image, stratified, val {IMAGE_FRACTIONS['val']:.0%}, test {IMAGE_FRACTIONS['test']:.0%} (core.data.loading)"
 
 
 def _reload(config: TrainConfig, model: XrayClassifier, path: Path) -> XrayClassifier:
