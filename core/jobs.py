@@ -18,10 +18,11 @@ from contextlib import contextmanager
 
 from torch import nn
 
-# Denoiser forwards per attack step and purifier draw: BPDA runs the purifier forward only; the
-# white-box gradient runs it forward and again for the checkpointed backward (whose own time the
-# per-call cost measured for that kind of job includes).
-_CALLS_PER_DRAW = {"grey": 0, "transfer": 0, "bpda": 1, "bpda-eot": 1, "white": 2}
+# Denoiser forwards per attack step and purifier draw, as `count_calls` counts them: BPDA and the
+# white-box gradient run each call forward once. A checkpointed backward runs it again, but that
+# recomputation stops before the UNet's last layer (nothing there is saved), so it is never counted:
+# its time, like the backward's, is in the per-call cost measured for that kind of job.
+_CALLS_PER_DRAW = {"grey": 0, "transfer": 0, "bpda": 1, "bpda-eot": 1, "white": 1}
 
 
 class JobQueue:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from core.jobs import CallCost, JobQueue, attack_calls, count_calls, timed_calls
+from core.purifiers.base import recomputed_in_backward
 from core.purifiers.ddpm import DDPMConfig, DDPMPurifier
 from core.purifiers.diffusion import DEFAULT_SCHEDULE
 from core.purifiers.unet import build_unet
@@ -87,7 +88,18 @@ def test_cost_uses_this_kinds_measurements_then_any_then_the_first_guess():
 def test_attack_cost_counts_denoiser_forwards_under_each_threat():
     assert attack_calls("grey", 10, steps=10, eot=1) == attack_calls("transfer", 10, 10, 1) == 0
     assert attack_calls("bpda-eot", 1, steps=10, eot=4) == 40
-    assert attack_calls("white", 10, steps=10, eot=4) == 800
+    assert attack_calls("white", 10, steps=10, eot=4) == 400
+
+
+@pytest.mark.parametrize("side", [SIZE, 8 * SIZE])  # a graph kept whole, and one large enough to be checkpointed
+def test_attack_cost_is_what_the_app_counts_during_a_white_box_gradient(ddpm, side):
+    """The progress bar counts forwards against this prediction; a checkpoint's recomputation is not one."""
+    images = torch.rand(1, 1, side, side)
+    assert recomputed_in_backward(ddpm.graph_calls(), images.numel()) == (side > SIZE)
+    counted = []
+    with count_calls(ddpm, counted.append):
+        ddpm(images.clone().requires_grad_(True), generator=torch.Generator().manual_seed(0)).sum().backward()
+    assert len(counted) == attack_calls("white", ddpm.nfe(), steps=1, eot=1)
 
 
 def test_calls_are_counted_per_thread_and_timed(ddpm):

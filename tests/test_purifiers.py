@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import core.purifiers.base as base
 import core.purifiers.diffusion as diffusion
 from core.cli import main
 from core.errors import PurifyLabError
@@ -93,20 +94,35 @@ def test_differentiable_mode_matches_fast_mode_and_gives_input_gradients(name, t
     assert x.grad is not None and x.grad.abs().sum() > 0 and torch.isfinite(x.grad).all()
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "one_shot"])
-def test_differentiable_mode_recomputes_each_denoiser_call_in_backward(name, tiny_unet, xrays):
-    """Gradient checkpointing: each UNet call is run once forward and once more during backward."""
-    purifier = build(name, tiny_unet)
+def denoiser_calls_forward_and_backward(purifier, unet, xrays) -> tuple[int, int]:
+    """UNet calls during a differentiable forward, and in all after its backward."""
     calls = []
-    handle = tiny_unet.conv_in.register_forward_pre_hook(lambda *_: calls.append(1))  # first layer: recomputation stops early
+    handle = unet.conv_in.register_forward_pre_hook(lambda *_: calls.append(1))  # first layer: recomputation stops early
     try:
         out = purifier(xrays.clone().requires_grad_(True), generator=torch.Generator().manual_seed(0))
         forward_calls = len(calls)
         out.sum().backward()
     finally:
         handle.remove()
-    assert forward_calls == purifier.nfe()
-    assert len(calls) == 2 * purifier.nfe()
+    return forward_calls, len(calls)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_a_large_graph_recomputes_each_denoiser_call_in_backward(name, tiny_unet, xrays, monkeypatch):
+    """Gradient checkpointing: past the size limit each UNet call runs once forward and once more in backward."""
+    monkeypatch.setattr(base, "CHECKPOINT_ABOVE_ELEMENT_CALLS", 0)
+    purifier = build(name, tiny_unet)
+    assert denoiser_calls_forward_and_backward(purifier, tiny_unet, xrays) == (purifier.nfe(), 2 * purifier.nfe())
+
+
+@pytest.mark.parametrize("name", ["ddpm", "one_shot"])
+def test_a_small_graph_or_a_single_call_is_not_recomputed(name, tiny_unet, xrays, monkeypatch):
+    """Below the limit (two 16-px X-rays), or with one call at any size, checkpointing would only add a forward."""
+    if name == "one_shot":
+        monkeypatch.setattr(base, "CHECKPOINT_ABOVE_ELEMENT_CALLS", 0)
+    purifier = build(name, tiny_unet)
+    assert purifier.graph_calls() * xrays.numel() <= base.CHECKPOINT_ABOVE_ELEMENT_CALLS or name == "one_shot"
+    assert denoiser_calls_forward_and_backward(purifier, tiny_unet, xrays) == (purifier.nfe(), purifier.nfe())
 
 
 def test_nfe_at_each_setting(tiny_unet):
@@ -120,6 +136,7 @@ def test_nfe_at_each_setting(tiny_unet):
     assert build("ddim", tiny_unet, t_star=0.14, skip=10).nfe() == 14  # the paper's CIFAR-10 setting
     assert build("diffdefense", tiny_unet).nfe() == 5 * 1 * 2  # L * R * DDIM steps
     assert build("diffdefense", tiny_unet, L=3, R=2, steps=4).nfe() == 3 * 2 * 4
+    assert build("diffdefense", tiny_unet, L=3, R=2, steps=4).graph_calls() == 4  # one reconstruction per backward
 
 
 @pytest.mark.parametrize(

@@ -121,12 +121,12 @@ class _ColdUNetPurifier(Purifier):
     def _restore(self, x_t: torch.Tensor, level: int) -> torch.Tensor:
         """R(x_t, level) clamped to [0, 1]; channels are restored one by one (the UNet is grey).
 
-        With autograd on, the call is checkpointed so a white-box attack through a long chain
+        With autograd on, a long chain's calls are checkpointed so a white-box attack through it
         stores one UNet's activations at a time.
         """
         batch, channels, height, width = x_t.shape
         grey = x_t.reshape(batch * channels, 1, height, width)
-        if torch.is_grad_enabled():
+        if self.checkpoints(grey):
             restored = checkpoint(restore, self.unet, grey, level, use_reentrant=False)
         else:
             restored = restore(self.unet, grey, level)

@@ -117,6 +117,10 @@ class DiffDefensePurifier(DiffusionPurifier):
         """Forward denoiser calls per image (each but the last iteration's also runs one backward)."""
         return config.R * config.L * len(cls.chain(config, num_train_timesteps))
 
+    def graph_calls(self) -> int:
+        """One reconstruction's chain: each iteration's graph is freed by its own backward."""
+        return len(self.timesteps)
+
     def _chain(self) -> tuple[DDIMScheduler, list[int]]:
         """G's scheduler and timesteps."""
         stride = self.stride(self.config, self.num_train_timesteps)

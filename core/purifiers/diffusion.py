@@ -2,9 +2,9 @@
 
 The schedule (T, betas) is part of the trained model, so it is read from the weights card and every
 purifier builds its diffusers scheduler from that one dict. Images cross into the model as [-1, 1]
-(the range the UNet was trained on) and come back as [0, 1]. In differentiable mode each denoiser
-call is checkpointed, so an attack through a whole reverse chain keeps one UNet's activations at a
-time instead of all of them.
+(the range the UNet was trained on) and come back as [0, 1]. In differentiable mode a long chain
+checkpoints each denoiser call (`Purifier.checkpoints`), so an attack through a whole reverse chain
+keeps one UNet's activations at a time instead of all of them.
 """
 
 from __future__ import annotations
@@ -189,9 +189,9 @@ class DiffusionPurifier(Purifier):
             raise PurifyLabError(f"{self.name} needs H and W divisible by {multiple}, got {tuple(x.shape[-2:])}; resize to {self.image_size}")
 
     def predict_noise(self, sample: torch.Tensor, timestep: int) -> torch.Tensor:
-        """One denoiser call; checkpointed when a graph is being recorded."""
+        """One denoiser call; checkpointed when a large graph is being recorded."""
         t = torch.tensor(timestep, device=sample.device)
-        if torch.is_grad_enabled() and sample.requires_grad:
+        if sample.requires_grad and self.checkpoints(sample):
             return checkpoint(self._unet_call, sample, t, use_reentrant=False)
         return self._unet_call(sample, t)
 
