@@ -208,8 +208,8 @@ _CPU = {
         smoothing_sigma=0.25,
         max_minutes=40,
     ),
-    # Untested at this scale on a CPU: PGD-10 costs 11 passes per batch, so the shipped model is the
-    # gpu preset's run (docs/TRAINING.md); this is the same recipe cut to what 2 cores finish in ~1 h.
+    # PGD-10 costs 11 passes per batch, so the shipped model is the gpu preset's run; this is the same
+    # recipe cut to what 2 cores finish in ~1 h (session 13's CPU runs: docs/TRAINING.md).
     "resnet_at": dict(
         _SHIFT,
         epochs=6,
