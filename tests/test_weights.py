@@ -129,5 +129,8 @@ def test_evaluate_on_the_test_cohort_reproduces_the_card(name, xray_test_dir):
     config = EvaluationConfig(data=str(xray_test_dir), classifier=name, purifier=through["purifier"], purifier_params=through["params"])
     measured = evaluate(config)
     assert measured["data"]["split"] == "all" and measured["n"] == card["n"] == 301
-    for key in ("accuracy", "balanced_accuracy", "auroc", "specificity", "ece"):
+    for key in ("accuracy", "balanced_accuracy", "auroc", "specificity"):
         assert measured[key] == pytest.approx(card[key], abs=1e-9), key
+    # ECE averages float32 probabilities, whose last bits differ between CPU models (5e-9 seen on an
+    # AMD EPYC against the card's machine): equal to 1e-6, far below its third reported decimal.
+    assert measured["ece"] == pytest.approx(card["ece"], abs=1e-6)
