@@ -125,3 +125,17 @@ def test_python_m_benchmarks_is_the_same_command(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_module("benchmarks", run_name="__main__")
     assert exit_info.value.code == 2 and "unknown section(s) nope" in capsys.readouterr().err
+
+
+def test_diffdefense_batch1_times_every_table3_column_at_each_thread_count(tmp_path, monkeypatch):
+    """The MNIST latency benchmark builds its purifiers from the preset's Table 3, not a copy of it."""
+    from benchmarks import diffdefense_batch1
+    from core.tables import load_preset
+
+    out = tmp_path / "batch1.json"
+    monkeypatch.setattr(sys, "argv", ["diffdefense_batch1", "--threads", "1", "--digits", "2", "--out", str(out)])
+    diffdefense_batch1.main()
+    rows = json.loads(out.read_text())["rows"]
+    table3 = next(table for table in load_preset("mnist-diffdefense").tables if table.name == "table3")
+    assert [row["column"] for row in rows] == [column.label for column in table3.columns]
+    assert all(row["threads"] == 1 and row["digits"] == 2 and row["median_seconds_per_digit"] > 0 for row in rows)
