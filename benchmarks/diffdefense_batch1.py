@@ -11,13 +11,14 @@ idle machine at a chosen thread count, and records the load average beside each 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
-import time
 from pathlib import Path
 
 import torch
 
 from benchmarks.environment import write_cpu_report
+from benchmarks.timing import time_runs
 from core.data.loading import load_split
 from core.purifiers import create_purifier
 from core.tables import load_preset
@@ -27,14 +28,10 @@ PAPER_SECONDS = 0.28
 
 
 def seconds_per_digit(purifier: torch.nn.Module, digits: torch.Tensor) -> float:
-    """Median over digits of one purification, after one untimed warm-up digit."""
-    purifier.purify(digits[:1], seed=0)
-    times = []
-    for index, digit in enumerate(digits.split(1)):
-        started = time.perf_counter()
-        purifier.purify(digit, seed=index)
-        times.append(time.perf_counter() - started)
-    return float(torch.tensor(times).median())
+    """Median over digits of one purification, each run the next digit, after one untimed warm-up."""
+    next_digit = itertools.cycle(digits.split(1)).__next__
+    timing, _ = time_runs(lambda: purifier.purify(next_digit()), 1, warmup=1, repeats=len(digits), device=torch.device("cpu"))
+    return timing.median
 
 
 def main() -> None:
@@ -46,12 +43,13 @@ def main() -> None:
     thread_counts = [int(count) for count in args.threads.split(",")]
     preset = load_preset("mnist-diffdefense")
     table3 = next(table for table in preset.tables if table.name == "table3")
-    digits = load_split(preset.data, preset.split, 28, limit=args.digits).floats()
+    purifiers = [create_purifier(column.purifier, **column.params).eval() for column in table3.columns]
+    digits = load_split(preset.data, preset.split, purifiers[0].image_size, limit=args.digits).floats()
     rows = []
     for threads in thread_counts:
         torch.set_num_threads(threads)
-        for column in table3.columns:
-            seconds = seconds_per_digit(create_purifier(column.purifier, **column.params).eval(), digits)
+        for column, purifier in zip(table3.columns, purifiers, strict=True):
+            seconds = seconds_per_digit(purifier, digits)
             rows.append({
                 "column": column.label, "threads": threads, "purifier": column.purifier, "params": column.params, "digits": len(digits),
                 "median_seconds_per_digit": round(seconds, 3), "paper_seconds": PAPER_SECONDS,
