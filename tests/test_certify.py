@@ -118,6 +118,27 @@ def test_certify_command_on_real_test_xrays(xray_test_dir, tmp_path, capsys):
     assert "certified balanced accuracy" in (tmp_path / "certified_curve.html").read_text()
 
 
+def test_certify_command_certifies_a_given_weights_file(xray_test_dir, tmp_path):
+    """--weights: a candidate is certified before it ships; the result names the file it measured."""
+    from core.cli import main
+    from core.models import create_classifier
+    from core.weights import save_weights
+
+    model = create_classifier("student_cnn")
+    with torch.no_grad():
+        next(model.parameters()).mul_(0.5)  # another network than the shipped one
+    candidate = tmp_path / "candidate" / "student_cnn.safetensors"
+    card = save_weights(model, candidate, {key: value for key, value in model.card.items() if key != "sha256"})
+    assert card["sha256"] != model.card["sha256"]
+    out = tmp_path / "certify.json"
+    args = ["certify", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--weights", str(candidate)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--n", "8", "--n0", "2", "--alpha", "0.1", "--limit", "1", "--denoiser", "none", "--json", str(out)])
+    assert exit_info.value.code == 0
+    assert json.loads(out.read_text())["classifier_sha256"] == card["sha256"]
+    assert json.loads(out.with_name("certify.config.json").read_text())["weights"].endswith("candidate/student_cnn.safetensors")
+
+
 def test_without_a_denoiser_the_noisy_copies_go_straight_to_the_noise_trained_classifier():
     images = torch.rand(2, 1, SIZE, SIZE)
     config = CertifyConfig(sigma=0.5, n0=10, n=100, alpha=0.001, batch_size=64)

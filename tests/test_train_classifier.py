@@ -106,6 +106,20 @@ def test_each_training_mode_runs_and_says_what_it_is(xray_train_dir, tmp_path, m
         assert "read through gaussian" in card["calibration"]["fitted_on"]
 
 
+def test_cli_smoothing_sigma_sets_the_noise_the_model_trains_and_is_calibrated_under(xray_train_dir, tmp_path, capsys):
+    from core.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "classifier", "--model", "resnet_smooth", "--preset", "tiny", "--epochs", "1", "--smoothing-sigma", "0.5"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--data", str(xray_train_dir), "--out", str(run), "--no-progress", "--device", "cpu"])
+    assert exit_info.value.code == 0
+    card = json.loads((run / "resnet_smooth.json").read_text())
+    assert card["training_config"]["smoothing_sigma"] == 0.5 and "std 0.5 (randomized smoothing)" in card["training_kind"]
+    assert card["reads_through"] == {"purifier": "gaussian", "params": {"sigma": 0.5}}
+    assert '"val_metrics"' in capsys.readouterr().out
+
+
 def test_adversarial_budget_ramps_up_and_the_best_epoch_is_a_full_budget_one(xray_train_dir, tmp_path):
     config = preset("tiny", "resnet_at", epochs=3, max_batches_per_epoch=2, adversarial_warmup_epochs=2)
     card = train_classifier(config, xray_train_dir, tmp_path, progress=False)

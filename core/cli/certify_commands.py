@@ -26,6 +26,7 @@ def certify_command(
     defense: Annotated[
         str | None, typer.Option("--defense", help="a named defense (configs/defenses/): its classifier and its gaussian sigma, no denoiser")
     ] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of the shipped one (its card beside it)")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="noise draws per forward pass")] = 250,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads: Threads = None,
@@ -63,7 +64,7 @@ def certify_command(
     from core.models import create_classifier
     from core.purifiers import create_purifier
 
-    model = create_classifier(classifier)
+    model = create_classifier(classifier, weights=weights)
     split = resolve_split(data, split, model.card)
     images = load_split(data, split, model.image_size, limit, channels=model.in_channels)
     smoother = None if denoiser == "none" else create_purifier("one_shot", denoiser=denoiser).to(target)
@@ -75,7 +76,15 @@ def certify_command(
         defense=defense,
         data={"folder": portable_path(data), "split": split, "n": int(len(images.labels)), "data_hash": images.data_hash},
     )
-    result["config"].update(classifier=classifier, denoiser=denoiser, defense=defense, data=portable_path(data), split=split, limit=limit)
+    result["config"].update(
+        classifier=classifier,
+        weights=None if weights is None else portable_path(weights),
+        denoiser=denoiser,
+        defense=defense,
+        data=portable_path(data),
+        split=split,
+        limit=limit,
+    )
     lines = [f"{'L2 radius':>9}  certified acc.  certified balanced acc.  (sigma {sigma}, n {n}, alpha {alpha}, {result['images']} images)"]
     for radius, value in result["certified_accuracy"].items():
         lines.append(f"{radius:>9}  {value:14.4f}  {result['certified_balanced_accuracy'][radius]:23.4f}")

@@ -119,6 +119,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             str | None,
             typer.Option("--purified-half", help="purifier-aware: NAME:k=v,... purifies a random half of each batch (a fresh draw per step)"),
         ] = None,
+        smoothing_sigma: Annotated[
+            float | None, typer.Option("--smoothing-sigma", help="randomized smoothing: train under Gaussian noise of this std ([0, 1] pixels)")
+        ] = None,
         max_minutes: MaxMinutes = None,
         threads: Threads = None,
         resume: Resume = False,
@@ -148,6 +151,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             distill_from=distill_from,
             init_from=init_from,
             purified_half=_purifier_dict(purified_half),
+            smoothing_sigma=smoothing_sigma,
             max_minutes=max_minutes,
             threads=threads,
         )

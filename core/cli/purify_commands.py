@@ -113,6 +113,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         weights: Annotated[
             Path | None, typer.Option("--weights", help="final .safetensors (default weights/ddpm_unet[_<preset>].safetensors; OUT/ for --preset tiny)")
         ] = None,
+        epochs: Annotated[int | None, typer.Option("--epochs", help="override the preset's epochs")] = None,
         resume: Resume = False,
         max_minutes: MaxMinutes = None,
         device: Device = None,
@@ -125,7 +126,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.data.locations import dataset_of, default_data_for
         from core.train.diffusion import DiffusionTrainConfig, train_diffusion
 
-        config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes)
+        config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
         run_dir = out or Path("runs") / ("ddpm" if dataset_of(preset) == "xray" else f"ddpm_{preset}")
         card = train_diffusion(config, data or default_data_for(preset), run_dir, weights_path=weights)
         typer.echo(json.dumps(card.get("quality", {}), indent=2))
