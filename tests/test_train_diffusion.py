@@ -101,23 +101,9 @@ def test_cli_train_diffusion_tiny_preset(tmp_path, xray_train_dir, capsys):
     from core.cli import main
 
     weights = tmp_path / "ddpm_unet.safetensors"
+    args = ["train", "diffusion", "--preset", "tiny", "--epochs", "2", "--data", str(xray_train_dir)]
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                "train",
-                "diffusion",
-                "--preset",
-                "tiny",
-                "--epochs",
-                "2",
-                "--data",
-                str(xray_train_dir),
-                "--out",
-                str(tmp_path / "run"),
-                "--weights",
-                str(weights),
-            ]
-        )
+        main([*args, "--out", str(tmp_path / "run"), "--weights", str(weights)])
     assert exit_info.value.code == 0
     card = read_card(weights)
     assert card["unet_size"] == "tiny" and card["training"]["preset"] == "tiny" and card["training"]["epochs"] == 2

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from core.cli.options import DeviceDefaultCpu, Threads
+from core.cli.options import ClassifierWeights, DeviceDefaultCpu, Threads
 
 
 def certify_command(
@@ -26,7 +26,7 @@ def certify_command(
     defense: Annotated[
         str | None, typer.Option("--defense", help="a named defense (configs/defenses/): its classifier and its gaussian sigma, no denoiser")
     ] = None,
-    weights: Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of the shipped one (its card beside it)")] = None,
+    weights: ClassifierWeights = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="noise draws per forward pass")] = 250,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads: Threads = None,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from core.cli import set_threads
-from core.cli.options import Device, DeviceDefaultCpu, MaxMinutes, Progress, Resume, Threads
+from core.cli.options import ClassifierWeights, Device, DeviceDefaultCpu, MaxMinutes, Progress, Resume, Threads
 from core.cli.preflight import check_data, check_output_file, check_output_folder, resume_hint, use_device
 from core.cli.purify_commands import parse_purifier_spec
 from core.errors import PurifyLabError
@@ -196,7 +196,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         batch_size: Annotated[int, typer.Option("--batch-size")] = 100,
         purifier: Annotated[str, typer.Option("--purifier", help="purify every image first: NAME or NAME:k=v,... (see 'purifylab purifiers')")] = "none",
         param: Annotated[list[str] | None, typer.Option("--param", help="purifier parameter k=v (repeatable)")] = None,
-        weights: Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of weights/<classifier>")] = None,
+        weights: ClassifierWeights = None,
         seed: Annotated[int, typer.Option("--seed", help="bootstrap, attack and purifier seed")] = 0,
         attack: Annotated[str | None, typer.Option("--attack", help="attack name (fgsm, pgd, apgd, ...); omit for clean only")] = None,
         eps: Annotated[float, typer.Option("--eps", help="budget in the [0, 1] pixel scale")] = 0.03,
@@ -265,7 +265,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         threat: Annotated[str, typer.Option("--threat", help="grey | transfer | bpda | bpda-eot | white")] = "grey",
         purifier: Annotated[str, typer.Option("--purifier", help="defense the attacker targets: NAME or NAME:k=v,...")] = "none",
         eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)")] = 1,
-        weights: Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of weights/<classifier>")] = None,
+        weights: ClassifierWeights = None,
         seed: Annotated[int, typer.Option("--seed")] = 0,
         threads: Threads = None,
         device: DeviceDefaultCpu = None,

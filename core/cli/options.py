@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,3 +13,4 @@ Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU thread
 Resume = Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")]
 MaxMinutes = Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes of wall-clock time")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress")]
+ClassifierWeights = Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of weights/<classifier> (its card beside it)")]
