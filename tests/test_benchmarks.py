@@ -139,3 +139,16 @@ def test_diffdefense_batch1_times_every_table3_column_at_each_thread_count(tmp_p
     table3 = next(table for table in load_preset("mnist-diffdefense").tables if table.name == "table3")
     assert [row["column"] for row in rows] == [column.label for column in table3.columns]
     assert all(row["threads"] == 1 and row["digits"] == 2 and row["median_seconds_per_digit"] > 0 for row in rows)
+
+
+@pytest.mark.slow  # inductor compiles the MNIST UNet's forward and backward graphs: about half a minute
+def test_diffdefense_batch1_compiled_path_reconstructs_the_same_digits(tmp_path, monkeypatch):
+    """`--compile` adds the compiled time, its compile warm-up and how far its reconstructions move from eager ones."""
+    from benchmarks import diffdefense_batch1
+
+    out = tmp_path / "batch1.json"
+    monkeypatch.setattr(sys, "argv", ["diffdefense_batch1", "--threads", "1", "--digits", "1", "--compile", "--out", str(out)])
+    diffdefense_batch1.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert all(row["compiled_median_seconds_per_digit"] > 0 and row["compile_seconds"] > 0 for row in rows)
+    assert all(row["compiled_max_pixel_difference"] < 1e-3 for row in rows)  # fused kernels round differently, nothing more

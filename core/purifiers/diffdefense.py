@@ -145,14 +145,16 @@ class DiffDefensePurifier(DiffusionPurifier):
                 z = self._initial_noise(target, generator).requires_grad_(True)
                 optimizer = self._optimizer(z)
                 for iteration in range(1, self.config.L + 1):
-                    unclamped = (self.generate(z, generator) + 1.0) / 2.0  # no clamp: keep gradients at black borders
+                    last = iteration == self.config.L
+                    with torch.set_grad_enabled(not last):  # the last iteration takes no step: no graph to record
+                        unclamped = (self.generate(z, generator) + 1.0) / 2.0  # no clamp: keep gradients at black borders
                     mse = (unclamped - target).pow(2).flatten(1).mean(1)
                     history.append(float(mse.detach().mean()))
-                    if self.keep_best_iteration or iteration == self.config.L:
+                    if self.keep_best_iteration or last:
                         improved = mse.detach() < best_mse
                         best_mse = torch.where(improved, mse.detach(), best_mse)
                         best_images = torch.where(improved[:, None, None, None], unclamped.detach().clamp(0.0, 1.0), best_images)
-                    if iteration == self.config.L:
+                    if last:
                         break
                     for group in optimizer.param_groups:
                         group["lr"] = self.config.lr * STEP_DECAY ** (iteration / math.ceil(0.8 * self.config.L))
