@@ -11,7 +11,7 @@ import typer
 
 from core.cli import set_threads
 from core.cli.options import ClassifierWeights, Device, DeviceDefaultCpu, MaxMinutes, Progress, Resume, Threads
-from core.cli.preflight import check_data, check_output_file, check_output_folder, resume_hint, use_device
+from core.cli.preflight import check_data, check_output_file, check_run, resume_hint, use_device
 from core.cli.purify_commands import parse_purifier_spec
 from core.errors import PurifyLabError
 
@@ -130,10 +130,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         device: Device = None,
     ) -> None:
         """Train a classifier; writes RUN/<model>.safetensors (fp16) and its card with val metrics."""
-        if data is not None:
-            check_data(data)
-        check_output_folder(out, "--out")
-        use_device(device)
+        check_run(data, out, "--out", device)
         from core.data.locations import default_data_for
         from core.train.classifier import preset as make_preset
         from core.train.classifier import train_classifier

@@ -14,3 +14,7 @@ Resume = Annotated[bool, typer.Option("--resume", help="continue from the run fo
 MaxMinutes = Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes of wall-clock time")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress")]
 ClassifierWeights = Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of weights/<classifier> (its card beside it)")]
+ResultsStore = Annotated[
+    Path | None,
+    typer.Option("--store", help="SQLite results store, cached and resumable (default: results/results.sqlite of the repository, or in $PURIFYLAB_RESULTS)"),
+]

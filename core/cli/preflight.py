@@ -45,6 +45,14 @@ def check_output_folder(path: Path | None, option: str) -> Path | None:
     return path
 
 
+def check_run(data: Path | None, out: Path | None, out_option: str, device: str | None) -> str:
+    """What a command that reads a data folder and writes an output folder checks first; returns use_device's answer."""
+    if data is not None:
+        check_data(data)
+    check_output_folder(out, out_option)
+    return use_device(device)
+
+
 def use_device(device: str | None) -> str:
     """--device for any command that computes: cpu hides CUDA, cuda[:N] insists on it (None: auto).
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from core.cli.options import Device, DeviceDefaultCpu, MaxMinutes, Resume
-from core.cli.preflight import check_data, check_output_folder, use_device
+from core.cli.preflight import check_run, use_device
 from core.errors import PurifyLabError
 
 
@@ -119,10 +119,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         device: Device = None,
     ) -> None:
         """Train the DDPM denoiser (epsilon prediction, EMA) and ship it with its card."""
-        if data is not None:
-            check_data(data)
-        check_output_folder(out, "--out")
-        use_device(device)
+        check_run(data, out, "--out", device)
         from core.data.locations import dataset_of, default_data_for
         from core.train.diffusion import DiffusionTrainConfig, train_diffusion
 
@@ -142,10 +139,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         device: Device = None,
     ) -> None:
         """Train the cold-diffusion deblurring UNet (x0 prediction from blur, EMA) and ship it with its card."""
-        if data is not None:
-            check_data(data)
-        check_output_folder(out, "--out")
-        use_device(device)
+        check_run(data, out, "--out", device)
         from core.data.locations import XRAY_TRAIN_DIR
         from core.train.cold import ColdTrainConfig, train_cold
 

@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 
 from core.cli import set_threads
-from core.cli.options import Device, Progress, Threads
-from core.cli.preflight import check_data, check_output_folder, resume_hint, use_device
+from core.cli.options import Device, Progress, ResultsStore, Threads
+from core.cli.preflight import check_run, resume_hint
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -29,22 +29,14 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         only: Annotated[
             str | None, typer.Option("--only", help="comma-separated names of the tables / sweeps / detection runs to compute (default: all)")
         ] = None,
-        store: Annotated[
-            Path | None,
-            typer.Option(
-                "--store", help="SQLite results store, cached and resumable (default: results/results.sqlite of the repository, or in $PURIFYLAB_RESULTS)"
-            ),
-        ] = None,
+        store: ResultsStore = None,
         out_dir: Annotated[Path | None, typer.Option("--out-dir", help="output folder (default: <results>/<preset>)")] = None,
         threads: Threads = None,
         progress: Progress = True,
         device: Device = None,
     ) -> None:
         """Compute a preset's tables (reusing stored cells) and print them as Markdown."""
-        if data is not None:
-            check_data(data)
-        check_output_folder(out_dir, "--out-dir")
-        use_device(device)
+        check_run(data, out_dir, "--out-dir", device)
         from core.paths import RESULTS_STORE
         from core.tables import load_preset, run_preset
 
@@ -92,16 +84,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         split: Annotated[str, typer.Option("--split", help="all (the default data: the test cohort) | val (of a training folder)")] = "all",
         limit: Annotated[int | None, typer.Option("--limit")] = None,
         seed: Annotated[int, typer.Option("--seed")] = 0,
-        store: Annotated[Path | None, typer.Option("--store", help="default: results/results.sqlite, as for 'table'")] = None,
+        store: ResultsStore = None,
         out_dir: Annotated[Path | None, typer.Option("--out-dir")] = None,
-        threads: Annotated[int | None, typer.Option("--threads")] = None,
+        threads: Threads = None,
         device: Device = None,
     ) -> None:
         """Accuracy vs t* or depth: CSV, plotly HTML and Markdown through the results store."""
-        if data is not None:
-            check_data(data)
-        check_output_folder(out_dir, "--out-dir")
-        use_device(device)
+        check_run(data, out_dir, "--out-dir", device)
         from core.attacks import AttackConfig
         from core.cli.purify_commands import parse_param_options
         from core.paths import RESULTS_STORE
