@@ -1,4 +1,4 @@
-"""Classifier training: a short real run lowers the loss, resume, distillation, SEViT heads, PGD, config checks."""
+"""Classifier training: a short real run lowers the loss, resume, distillation, SEViT heads, PGD, TRADES, config checks."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from core.attacks import AttackConfig, create_attack
 from core.errors import PurifyLabError
 from core.models import create_classifier
 from core.train.classifier import (
     TrainConfig,
     _fit_calibration,
     _load_optimizer,
+    _loss,
     _save_optimizer,
     augment_batch,
     noise_blur_batch,
@@ -128,6 +132,36 @@ def test_adversarial_budget_ramps_up_and_the_best_epoch_is_a_full_budget_one(xra
     assert card["selected_epoch"] == 3  # the only epoch trained wholly at the full budget (epoch 2 ends the ramp)
 
 
+def test_trades_loss_is_clean_cross_entropy_plus_beta_times_kl_to_the_tpgd_example():
+    """TRADES written out by hand on a seeded linear model: CE(f(x), y) + beta * KL(f(x) || f(x')),
+    x' from TPGD, the adversary that maximises that KL within the L-inf ball."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    x, labels = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 1, 0])
+    attack = create_attack(model, AttackConfig(name="tpgd", eps=0.03, alpha=0.01, steps=3, seed=0))
+    config = TrainConfig(model="resnet_at", adversarial_eps=0.03, trades_beta=6.0)
+    loss = _loss(model, model, None, attack, x, labels, None, config)
+
+    adversarial = attack(x, labels)  # the same draw: the attack is seeded per call
+    assert (adversarial - x).abs().max() <= 0.03 + 1e-6 and not torch.equal(adversarial, x)
+    clean, attacked = model(x), model(adversarial)
+    kl = (F.softmax(clean, 1) * (F.log_softmax(clean, 1) - F.log_softmax(attacked, 1))).sum(1).mean()
+    assert kl > 0
+    assert loss.item() == pytest.approx((F.cross_entropy(clean, labels) + 6.0 * kl).item(), rel=1e-5)
+
+
+def test_cli_trades_beta_trains_with_trades_and_says_so(xray_train_dir, tmp_path):
+    from core.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "classifier", "--model", "resnet_at", "--preset", "tiny", "--epochs", "1", "--trades-beta", "6"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--data", str(xray_train_dir), "--out", str(run), "--no-progress", "--device", "cpu"])
+    assert exit_info.value.code == 0
+    card = json.loads((run / "resnet_at.json").read_text())
+    assert card["training_config"]["trades_beta"] == 6.0 and card["training_kind"].startswith("TRADES adversarial training (beta 6.0, L-inf eps 0.03")
+
+
 def test_noise_augment_is_recorded_in_the_card(xray_train_dir, tmp_path):
     config = preset("tiny", "student_cnn", epochs=1, max_batches_per_epoch=1, noise_augment=0.1)
     card = train_classifier(config, xray_train_dir, tmp_path, progress=False)
@@ -180,6 +214,7 @@ def test_noise_blur_degrades_about_half_the_batch():
         (dict(smoothing_sigma=0.0), "smoothing_sigma"),
         (dict(purified_half={"purifier": "blur"}), "purified_half"),
         (dict(adversarial_warmup_epochs=5, epochs=3), "adversarial_warmup_epochs"),
+        (dict(trades_beta=6.0), "trades_beta"),
         (dict(colour=True), "unknown"),
     ],
 )

@@ -217,6 +217,11 @@ for _name, _spec, _doc in (
     ("pgd", AttackSpec(_pgd, _BOTH, restarts=True), "PGD with random start (L-inf; PGDL2 for l2)"),
     ("pgdl2", AttackSpec(_pgd, _L2, restarts=True), "PGD under an L2 budget (torchattacks PGDL2)"),
     ("eotpgd", AttackSpec(_eotpgd, _LINF, restarts=True, eot=True), "PGD on gradients averaged over eot_iter calls"),
+    (
+        "tpgd",
+        AttackSpec(lambda m, c, k: torchattacks.TPGD(m, eps=c.eps, alpha=c.step_size, steps=c.steps), _LINF),
+        "TRADES' adversary: PGD on the KL divergence from the clean prediction, labels unused (L-inf)",
+    ),
     ("apgd", AttackSpec(_apgd, _BOTH, restarts=True, eot=True), "Auto-PGD with cross-entropy loss (APGD-CE)"),
     ("apgdt", AttackSpec(_apgdt, _BOTH, restarts=True, eot=True), "targeted Auto-PGD with the DLR loss (APGD-T)"),
     ("autoattack", AttackSpec(_autoattack("standard"), _BOTH), "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square"),

@@ -122,6 +122,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         smoothing_sigma: Annotated[
             float | None, typer.Option("--smoothing-sigma", help="randomized smoothing: train under Gaussian noise of this std ([0, 1] pixels)")
         ] = None,
+        trades_beta: Annotated[
+            float | None, typer.Option("--trades-beta", help="adversarial models: TRADES with this beta instead of PGD training (the paper: 6)")
+        ] = None,
         max_minutes: MaxMinutes = None,
         threads: Threads = None,
         resume: Resume = False,
@@ -149,6 +152,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             init_from=init_from,
             purified_half=_purifier_dict(purified_half),
             smoothing_sigma=smoothing_sigma,
+            trades_beta=trades_beta,
             max_minutes=max_minutes,
             threads=threads,
         )

@@ -76,6 +76,10 @@ class TrainConfig:
     adversarial_eps: float | None = None  # PGD L-inf budget in [0, 1] pixel scale
     adversarial_steps: int = 3
     adversarial_alpha: float = 0.01
+    # TRADES (Zhang et al., ICML 2019) instead of PGD training: clean cross-entropy + beta * KL(clean ||
+    # adversarial), the adversary maximising that KL (`tpgd`). The clean term keeps the loss on clean
+    # images that plain PGD training drops; beta trades it against robustness (the paper: 6).
+    trades_beta: float | None = None
     # Ramp eps (and alpha) linearly from 0 over this many epochs: a ViT hit with the full budget at
     # once collapsed to predicting one class (measured: val balanced accuracy 0.5 from epoch 2).
     adversarial_warmup_epochs: float = 0.0
@@ -118,6 +122,8 @@ class TrainConfig:
             raise PurifyLabError(f"temperature must be > 0, got {self.temperature}")
         if self.adversarial_eps is not None and not 0 < self.adversarial_eps <= 0.3:
             raise PurifyLabError(f"adversarial eps must be in (0, 0.3] ([0, 1] pixel scale), got {self.adversarial_eps}")
+        if self.trades_beta is not None and not (self.adversarial_eps and 0 < self.trades_beta <= 100 and not self.distill_from):
+            raise PurifyLabError(f"trades_beta must be in (0, 100] and needs adversarial_eps without distill_from, got {self.trades_beta}")
         if not 0 <= self.adversarial_warmup_epochs < self.epochs:
             raise PurifyLabError(f"adversarial_warmup_epochs must be in [0, epochs={self.epochs}), got {self.adversarial_warmup_epochs}")
         if self.select_epoch not in ("best", "last"):
@@ -426,8 +432,9 @@ def _training_kind(config: TrainConfig) -> str:
     if config.distill_from:
         kinds.append(f"distilled from {config.distill_from} (T={config.temperature})")
     if config.adversarial_eps:
+        method = f"TRADES adversarial training (beta {config.trades_beta}, " if config.trades_beta else "PGD adversarial training ("
         kinds.append(
-            f"PGD adversarial training (L-inf eps {config.adversarial_eps}, {config.adversarial_steps} steps, "
+            f"{method}L-inf eps {config.adversarial_eps}, {config.adversarial_steps} steps, "
             f"alpha {config.adversarial_alpha})" + (f", fine-tuned from {config.init_from}" if config.init_from else "")
         )
     if config.model == "sevit":
@@ -504,7 +511,8 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
     if config.adversarial_eps:
         from core.attacks import AttackConfig  # only here: training without attacks never imports torchattacks
 
-        attack = AttackConfig(name="pgd", eps=config.adversarial_eps, alpha=config.adversarial_alpha, steps=config.adversarial_steps, seed=config.seed)
+        method = "tpgd" if config.trades_beta else "pgd"
+        attack = AttackConfig(name=method, eps=config.adversarial_eps, alpha=config.adversarial_alpha, steps=config.adversarial_steps, seed=config.seed)
 
     purifier = None
     if config.purified_half:
@@ -604,8 +612,9 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
 
 
 def _ramped_attack(raw_model: nn.Module, base: AttackConfig, ramp: float, step: int):
-    """PGD at `ramp` times the base budget through the attack registry, seeded per step so a resumed
-    run crafts the same examples; on the unwrapped model (no cross-GPU sync for input gradients)."""
+    """The training attack (PGD, or TRADES' TPGD) at `ramp` times the base budget, through the attack
+    registry, seeded per step so a resumed run crafts the same examples; on the unwrapped model (no
+    cross-GPU sync for input gradients)."""
     from core.attacks import create_attack
 
     ramped = dataclasses.replace(base, eps=base.eps * ramp, alpha=base.step_size * ramp, seed=base.seed + step)
@@ -616,6 +625,12 @@ def _loss(model, raw_model, teacher, attack, x, labels, class_weights, config: T
     if isinstance(raw_model, SEViT):
         members = model(x, members=True)[:-1]  # through the (possibly distributed) wrapper
         return sum(F.cross_entropy(z, labels, weight=class_weights, label_smoothing=config.label_smoothing) for z in members) / len(members)
+    if attack is not None and config.trades_beta:
+        adversarial = attack(x, labels)
+        clean_logits = model(x)
+        natural = F.cross_entropy(clean_logits, labels, weight=class_weights, label_smoothing=config.label_smoothing)
+        robust = F.kl_div(F.log_softmax(model(adversarial), dim=1), F.softmax(clean_logits, dim=1), reduction="batchmean")
+        return natural + config.trades_beta * robust
     if attack is not None:
         x = attack(x, labels)  # the attack runs the model in eval mode and restores train mode
     logits = model(x)
