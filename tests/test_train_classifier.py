@@ -110,15 +110,19 @@ def test_each_training_mode_runs_and_says_what_it_is(xray_train_dir, tmp_path, m
         assert "read through gaussian" in card["calibration"]["fitted_on"]
 
 
-def test_cli_smoothing_sigma_sets_the_noise_the_model_trains_and_is_calibrated_under(xray_train_dir, tmp_path, capsys):
+def _train_tiny_through_the_cli(model: str, options: list[str], data, run) -> dict:
+    """`purifylab train classifier --preset tiny --epochs 1` with `options` on real X-rays; the card it wrote."""
     from core.cli import main
 
-    run = tmp_path / "run"
-    args = ["train", "classifier", "--model", "resnet_smooth", "--preset", "tiny", "--epochs", "1", "--smoothing-sigma", "0.5"]
+    args = ["train", "classifier", "--model", model, "--preset", "tiny", "--epochs", "1", *options]
     with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--data", str(xray_train_dir), "--out", str(run), "--no-progress", "--device", "cpu"])
+        main([*args, "--data", str(data), "--out", str(run), "--no-progress", "--device", "cpu"])
     assert exit_info.value.code == 0
-    card = json.loads((run / "resnet_smooth.json").read_text())
+    return json.loads((run / f"{model}.json").read_text())
+
+
+def test_cli_smoothing_sigma_sets_the_noise_the_model_trains_and_is_calibrated_under(xray_train_dir, tmp_path, capsys):
+    card = _train_tiny_through_the_cli("resnet_smooth", ["--smoothing-sigma", "0.5"], xray_train_dir, tmp_path / "run")
     assert card["training_config"]["smoothing_sigma"] == 0.5 and "std 0.5 (randomized smoothing)" in card["training_kind"]
     assert card["reads_through"] == {"purifier": "gaussian", "params": {"sigma": 0.5}}
     assert '"val_metrics"' in capsys.readouterr().out
@@ -151,14 +155,7 @@ def test_trades_loss_is_clean_cross_entropy_plus_beta_times_kl_to_the_tpgd_examp
 
 
 def test_cli_trades_beta_trains_with_trades_and_says_so(xray_train_dir, tmp_path):
-    from core.cli import main
-
-    run = tmp_path / "run"
-    args = ["train", "classifier", "--model", "resnet_at", "--preset", "tiny", "--epochs", "1", "--trades-beta", "6"]
-    with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--data", str(xray_train_dir), "--out", str(run), "--no-progress", "--device", "cpu"])
-    assert exit_info.value.code == 0
-    card = json.loads((run / "resnet_at.json").read_text())
+    card = _train_tiny_through_the_cli("resnet_at", ["--trades-beta", "6"], xray_train_dir, tmp_path / "run")
     assert card["training_config"]["trades_beta"] == 6.0 and card["training_kind"].startswith("TRADES adversarial training (beta 6.0, L-inf eps 0.03")
 
 
