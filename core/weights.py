@@ -112,3 +112,12 @@ def shipped_cards(weights_dir: Path | None = None) -> dict[str, dict]:
     """Every model card in weights/, by file stem: what the app and the docs list as shipped."""
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+
+
+def training_time(card: dict) -> str:
+    """Training minutes as the card says, marked "(GPU)" where `training_device` records a lent GPU:
+    a GPU minute is not a CPU minute, and the app and the docs must not read them alike."""
+    minutes = card.get("training_minutes")
+    if minutes is None:
+        return ""
+    return f"{minutes} (GPU)" if "training_device" in card else f"{minutes}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data.locations import DATASET_LABELS, dataset_of
-from core.weights import shipped_cards
+from core.weights import shipped_cards, training_time
 
 
 def _with_interval(metrics: dict, key: str) -> str:
@@ -36,7 +36,7 @@ def shipped_models_table() -> dict[str, list[dict]]:
                     "test specificity": round(test.get("specificity") or 0.0, 3),
                     "test ECE": round(test.get("ece") or 0.0, 3),
                     "val balanced acc.": round(val.get("balanced_accuracy") or 0.0, 3),
-                    "training (min)": card.get("training_minutes"),
+                    "training (min)": training_time(card),
                 }
             )
         elif val:

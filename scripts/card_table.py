@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.data.locations import dataset_of
 from core.models import list_classifiers
-from core.weights import shipped_cards
+from core.weights import shipped_cards, training_time
 
 
 def interval(metrics: dict, key: str) -> str:
@@ -26,7 +26,7 @@ def row(name: str, card: dict) -> str:
     val, test = card["val_metrics"], card["test_metrics"]
     calibration = card.get("calibration") or {}
     return (
-        f"| `{name}` | {card['parameter_count']:,} | {card.get('training_minutes', '')}{' (GPU)' if 'training_device' in card else ''} | "
+        f"| `{name}` | {card['parameter_count']:,} | {training_time(card)} | "
         f"{val['balanced_accuracy']:.3f} | {interval(test, 'balanced_accuracy')} | {val['auroc']:.3f} | {interval(test, 'auroc')} | "
         f"{test['sensitivity']['PNEUMONIA']:.3f} | {test['specificity']:.3f} | {val['ece']:.3f} / {test['ece']:.3f} | "
         f"{calibration.get('temperature', 0):.4g} / {calibration.get('threshold', 0):.4g} |"

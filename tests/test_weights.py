@@ -107,6 +107,16 @@ def test_shipped_weights_fit_the_budget_and_xray_cards_report_val_and_test():
         assert 0 < card["calibration"]["threshold"] < 1 and card["calibration"]["temperature"] > 0, name
 
 
+def test_training_time_marks_gpu_minutes():
+    from core.weights import shipped_cards, training_time
+
+    assert training_time({"training_minutes": 40.2}) == "40.2"
+    assert training_time({"training_minutes": 0.9, "training_device": "one H200"}) == "0.9 (GPU)"
+    assert training_time({}) == ""
+    cards = shipped_cards()  # the shipped GPU-trained cards say where they trained
+    assert all(training_time(cards[name]).endswith("(GPU)") for name in ("resnet_at", "resnet_smooth", "sevit", "student_cnn"))
+
+
 @pytest.mark.parametrize(
     "name",
     [
