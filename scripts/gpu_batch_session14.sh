@@ -14,13 +14,13 @@
 #                 rule (a gain beyond the validation interval): neither shipped.
 # Test figures are measured for every candidate but never read by the rules.
 set -u
+source scripts/gpu_common.sh
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 SIM=${SIM:-0}            # 1: a CPU dry run at toy scale
 T0=$(date +%s)
 OUTDIR=${OUT:-/tmp/out}; mkdir -p "$OUTDIR"
 if [ "$SIM" = 0 ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
-  export PYTHONPATH=/tmp/site:$PWD
+  install_wheels .whl
   PY=python3; DEV=cuda
   XMIN=5.2; CMIN=3.6; AMIN=1.2; DMIN=5.2; VLIM=""; CLIM=300; TLIM=""; TABLE_END=545; TABLE_LIMIT=200; KILL_AT=565
 else
@@ -32,20 +32,11 @@ X=$PURIFYLAB_DATA/chest_xray_pneumonia
 CF=$PURIFYLAB_DATA/cifar10_test_jpeg_q75/cifar10_test_jpegs.tar.gz
 R=$PWD/runs_gpu; mkdir -p $R
 CLI="$PY -m core"
-log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a $R/timeline.txt; }
-finish() {
-  log "packing"
-  nvidia-smi --query-gpu=name,memory.used --format=csv > $R/nvidia-smi.txt 2>&1
-  find $R \( -name checkpoint -o -name samples \) -type d -prune -exec rm -rf {} + 2>/dev/null
-  rm -f $R/*/best.safetensors
-  (cd $PWD && find runs_gpu -name '*.safetensors' | tar czf "$OUTDIR/gpu14_weights.tgz" -T -)
-  tar czf "$OUTDIR/gpu14_logs.tgz" --exclude='*.safetensors' -C $PWD runs_gpu
-  cp $R/timeline.txt "$OUTDIR/timeline.txt"
-  ls -la "$OUTDIR"
-}
+TIMELINE=$R/timeline.txt
+finish() { pack_runs $R gpu14; }
 trap finish EXIT
 
-log "start on $DEV"; $PY -c "import torch;print(torch.__version__, torch.cuda.is_available())" | tee -a $R/timeline.txt
+log "start on $DEV"; $PY -c "import torch;print(torch.__version__, torch.cuda.is_available())" | tee -a $TIMELINE
 # Fail fast: every import the batch needs, then decode the data once into .data/cache for all jobs.
 $PY - <<'EOF' || exit 4
 import os, torch, torchattacks, diffusers, timm, accelerate
@@ -83,7 +74,7 @@ train smooth_s25_init --model resnet_smooth --preset gpu --epochs 30 --init-from
   best=$($PY -c "
 import json,sys
 acc={r: json.load(open(f'$R/{r}/cifar10_cnn.json'))['val_metrics']['accuracy'] for r in ('cifar_gpu','cifar_cpu150')}
-print(max(acc, key=acc.get)); print(acc, file=sys.stderr)" 2>>$R/timeline.txt)
+print(max(acc, key=acc.get)); print(acc, file=sys.stderr)" 2>>$TIMELINE)
   log "cifar10_cnn chosen on val: $best"
   cp $R/$best/cifar10_cnn.safetensors $R/$best/cifar10_cnn.json weights/ && echo $best > $R/cifar_chosen.txt
   train cifar_at --model cifar10_cnn_at --preset gpu --max-minutes $AMIN --out $R/cifar_at

@@ -20,13 +20,13 @@
 #  resnet_at:          session 14's rule: highest val (clean BA + white-box PGD-20 8/255 BA), ship if it
 #                      beats the shipped 0.944 + 0.789 with val clean BA >= 0.92.
 set -u
+source scripts/gpu_common.sh
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 SIM=${SIM:-0}
 T0=$(date +%s)
 OUTDIR=${OUT:-/tmp/out}; mkdir -p "$OUTDIR"
 if [ "$SIM" = 0 ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl16/*.whl || exit 3
-  export PYTHONPATH=/tmp/site:$PWD
+  install_wheels .whl16
   PY=python3; DEV=cuda; MIN=5.5; TRAIN_LIM=""; LIM=""; KILL_AT=${KILL_AT:-540}
 else
   PY=${PY:-.venv/bin/python}; DEV=cpu; MIN=0.05; TRAIN_LIM="--epochs 6"; LIM="--limit 8"; KILL_AT=100000
@@ -35,20 +35,11 @@ export PURIFYLAB_DATA=$PWD/.gpudata
 X=$PURIFYLAB_DATA/chest_xray_pneumonia
 R=$PWD/runs_gpu16; mkdir -p $R/eval
 CLI="$PY -m core"
-log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a $R/timeline.txt; }
-finish() {
-  log "packing"
-  nvidia-smi --query-gpu=name,memory.used --format=csv > $R/nvidia-smi.txt 2>&1
-  find $R -name checkpoint -type d -prune -exec rm -rf {} + 2>/dev/null
-  rm -f $R/*/best.safetensors
-  (cd $PWD && find runs_gpu16 -name '*.safetensors' | tar czf "$OUTDIR/gpu16_weights.tgz" -T -)
-  tar czf "$OUTDIR/gpu16_logs.tgz" --exclude='*.safetensors' -C $PWD runs_gpu16
-  cp $R/timeline.txt "$OUTDIR/timeline.txt"
-  ls -la "$OUTDIR"
-}
+TIMELINE=$R/timeline.txt
+finish() { pack_runs $R gpu16; }
 trap finish EXIT
 
-log "start on $DEV"; $PY -c "import torch;print(torch.__version__, torch.cuda.is_available())" | tee -a $R/timeline.txt
+log "start on $DEV"; $PY -c "import torch;print(torch.__version__, torch.cuda.is_available())" | tee -a $TIMELINE
 # Fail fast: every import the batch needs, then decode the data once into .data/cache for all jobs.
 $PY - <<'EOF' || exit 4
 import os, torch, torchattacks, timm

@@ -5,16 +5,16 @@
 # Carry: .whl (diffusers, plotly, torchattacks) and .gpudata2 (the X-ray test folder only).
 # SIM=1: a CPU dry run on 2 X-rays into a scratch store.
 set -u
+source scripts/gpu_common.sh
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 T0=$(date +%s); OUTDIR=${OUT:-/tmp/out}; mkdir -p "$OUTDIR"
 if [ "${SIM:-0}" = 0 ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
-  export PYTHONPATH=/tmp/site:$PWD; PY=python3; DEV=cuda; LIM1="--limit 32"; LIM2=""; STORE=results/results.sqlite
+  install_wheels .whl; PY=python3; DEV=cuda; LIM1="--limit 32"; LIM2=""; STORE=results/results.sqlite
 else
   PY=${PY:-.venv/bin/python}; DEV=cpu; LIM1="--limit 2"; LIM2="--limit 2"; STORE=/tmp/sim16.sqlite
 fi
 export PURIFYLAB_DATA=$PWD/.gpudata2
-log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUTDIR/timeline.txt"; }
+TIMELINE=$OUTDIR/timeline.txt
 finish() {
   $PY -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.close()" $STORE
   cp $STORE "$OUTDIR/results.sqlite"; tar czf "$OUTDIR/tables16.tgz" -C /tmp tables16 2>/dev/null; log "packed"

@@ -5,8 +5,9 @@
 # Carry: .whl (diffusers, torchattacks) and .gpudata2 (the X-ray test folder only).
 set -u
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
-export PYTHONPATH=/tmp/site:$PWD PURIFYLAB_DATA=$PWD/.gpudata2
+source scripts/gpu_common.sh
+install_wheels .whl
+export PURIFYLAB_DATA=$PWD/.gpudata2
 T0=$(date +%s); END=${END:-180}
 for eps in 0.03137 0.00784; do
   left=$(( END - ($(date +%s) - T0) )); [ $left -gt 20 ] || break
