@@ -10,6 +10,7 @@ import torch
 
 import core.purifiers.base as base
 import core.purifiers.diffusion as diffusion
+import core.purifiers.unet as unet_module
 from core.cli import main
 from core.errors import PurifyLabError
 from core.io import load_image, to_model_input
@@ -20,7 +21,7 @@ from core.purifiers.diffdefense import DiffDefenseConfig, DiffDefensePaperConfig
 from core.purifiers.diffusion import DEFAULT_SCHEDULE
 from core.purifiers.noise import NoiseConfig, NoisePurifier
 from core.purifiers.one_shot import OneShotPurifier
-from core.purifiers.unet import build_unet
+from core.purifiers.unet import build_unet, call_unet
 from core.weights import save_weights
 
 SIZE = 16  # tiny UNet: 2 levels, any even side works
@@ -122,6 +123,31 @@ def test_a_small_graph_or_a_single_call_is_not_recomputed(name, limit, tiny_unet
     purifier = build(name, tiny_unet)
     assert not base.recomputed_in_backward(purifier.graph_calls(), xrays.numel())
     assert denoiser_calls_forward_and_backward(purifier, tiny_unet, xrays) == (purifier.nfe(), purifier.nfe())
+
+
+def test_cpu_unet_calls_run_in_micro_batches_with_the_same_output_and_gradient(tiny_unet, xrays, monkeypatch):
+    """Past CPU_MICRO_BATCH_PIXELS a CPU call is cut into chunks (the caches' size); the UNet
+    normalises per image, so outputs, per-row timesteps and input gradients are those of one call."""
+    rows = xrays.repeat(3, 1, 1, 1)  # 6 rows, 3 chunks of 2 below
+    purifier = build("one_shot", tiny_unet, t_star=0.2)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = rows.clone().requires_grad_(True)
+        purified = purifier(x, generator=torch.Generator().manual_seed(0))
+        purified.sum().backward()
+        return purified.detach(), x.grad, call_unet(tiny_unet, rows, torch.arange(6) * 100).detach()
+
+    whole = run()
+    monkeypatch.setattr(unet_module, "CPU_MICRO_BATCH_PIXELS", 2 * SIZE * SIZE)
+    sizes: list[int] = []
+    handle = tiny_unet.register_forward_hook(lambda module, args, output: sizes.append(args[0].shape[0]))
+    try:
+        chunked = run()
+    finally:
+        handle.remove()
+    assert sizes == [2, 2, 2, 2, 2, 2]  # the purifier's call, then call_unet's
+    for one_call, in_chunks in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(in_chunks, one_call, atol=1e-6, rtol=1e-5)
 
 
 def test_nfe_at_each_setting(tiny_unet):

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from core.errors import check_range
 from core.purifiers.base import Purifier, PurifierConfig
 from core.purifiers.blur_degradation import BlurDegradation, BlurSchedule
-from core.purifiers.unet import load_shipped_unet
+from core.purifiers.unet import call_unet, load_shipped_unet
 from core.weights import WEIGHTS_DIR, read_card
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def restore(unet: UNet2DModel, x_t: torch.Tensor, level: int | torch.Tensor) -> 
     height, width = x_t.shape[-2:]
     pad_h, pad_w = -height % factor, -width % factor
     model_input = F.pad(x_t, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w else x_t
-    prediction = unet(model_input * 2 - 1, timesteps).sample[..., :height, :width]
+    prediction = call_unet(unet, model_input * 2 - 1, timesteps)[..., :height, :width]
     return (prediction + 1) / 2
 
 

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from core.errors import PurifyLabError, check_range
 from core.purifiers.base import Purifier, PurifierConfig
-from core.purifiers.unet import load_shipped_unet
+from core.purifiers.unet import call_unet, load_shipped_unet
 from core.weights import WEIGHTS_DIR, card_path, read_card
 
 if TYPE_CHECKING:  # diffusers costs seconds to import (torch._dynamo, its transformers): only the purifiers that run a UNet pay for it.
@@ -196,7 +196,7 @@ class DiffusionPurifier(Purifier):
         return self._unet_call(sample, t)
 
     def _unet_call(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.unet(sample, t).sample
+        return call_unet(self.unet, sample, t)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "image_size": self.image_size, "schedule": self.schedule}
