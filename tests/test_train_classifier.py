@@ -128,6 +128,11 @@ def test_cli_smoothing_sigma_sets_the_noise_the_model_trains_and_is_calibrated_u
     assert '"val_metrics"' in capsys.readouterr().out
 
 
+def test_cli_image_size_sets_the_resolution_the_model_trains_and_is_measured_at(xray_train_dir, tmp_path):
+    card = _train_tiny_through_the_cli("substitute", ["--image-size", "48"], xray_train_dir, tmp_path / "run")
+    assert card["training_config"]["image_size"] == card["image_size"] == 48
+
+
 def test_adversarial_budget_ramps_up_and_the_best_epoch_is_a_full_budget_one(xray_train_dir, tmp_path):
     config = preset("tiny", "resnet_at", epochs=3, max_batches_per_epoch=2, adversarial_warmup_epochs=2)
     card = train_classifier(config, xray_train_dir, tmp_path, progress=False)

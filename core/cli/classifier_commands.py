@@ -109,6 +109,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
         lr: Annotated[float | None, typer.Option("--lr")] = None,
         seed: Annotated[int | None, typer.Option("--seed")] = None,
+        image_size: Annotated[
+            int | None, typer.Option("--image-size", help="input side in pixels (X-rays: 128, the purifiers' size; 224, the files' size)")
+        ] = None,
         noise_augment: Annotated[
             float | None, typer.Option("--noise-augment", help="purifier-aware fine-tuning: max Gaussian noise std on noised/blurred copies")
         ] = None,
@@ -146,6 +149,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             batch_size=batch_size,
             lr=lr,
             seed=seed,
+            image_size=image_size,
             noise_augment=noise_augment,
             temperature=temperature,
             distill_from=distill_from,
