@@ -152,3 +152,13 @@ def test_diffdefense_batch1_compiled_path_reconstructs_the_same_digits(tmp_path,
     rows = json.loads(out.read_text())["rows"]
     assert all(row["compiled_median_seconds_per_digit"] > 0 and row["compile_seconds"] > 0 for row in rows)
     assert all(row["compiled_max_pixel_difference"] < 1e-3 for row in rows)  # fused kernels round differently, nothing more
+
+
+def test_micro_batch_benchmark_times_whole_calls_and_restores_the_chunk_sizes():
+    from benchmarks.micro_batch import whole_calls
+    from core import micro_batch
+
+    before = dict(micro_batch.PIXELS)
+    with whole_calls():
+        assert min(micro_batch.PIXELS.values()) >= 2**62 and set(micro_batch.PIXELS) == set(before)
+    assert micro_batch.PIXELS == before

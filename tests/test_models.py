@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import core.micro_batch as micro_batch
 from core.errors import PurifyLabError
 from core.models import SEViT, create_classifier, list_classifiers
 from core.weights import save_weights
@@ -60,6 +61,33 @@ def test_every_classifier_maps_unit_images_to_two_logits(name):
     assert logits.shape == (3, 2)
     assert torch.isfinite(logits).all()
     assert model.image_size == 32 and model.card is None
+
+
+@pytest.mark.parametrize("name", ["resnet", "vit"])
+def test_eval_calls_run_in_micro_batches_on_a_cpu_with_the_logits_and_gradient_of_one_call(name, monkeypatch):
+    """Past `micro_batch.PIXELS` an eval-mode call is cut into chunks; in training mode it is not,
+    since BatchNorm's statistics are the whole batch's."""
+    torch.manual_seed(0)
+    model = create_classifier(name, pretrained=False, **TINY[name]).eval()
+    x = torch.rand(7, 1, 32, 32)
+
+    def logits_and_gradient() -> tuple[torch.Tensor, torch.Tensor]:
+        rows = x.clone().requires_grad_(True)
+        logits = model(rows)
+        logits[:, 1].sum().backward()
+        return logits.detach(), rows.grad
+
+    whole = logits_and_gradient()
+    monkeypatch.setitem(micro_batch.PIXELS, "classifier", 3 * 32 * 32)
+    sizes: list[int] = []
+    model_logits = model.logits
+    monkeypatch.setattr(model, "logits", lambda rows: sizes.append(rows.shape[0]) or model_logits(rows))
+    chunked = logits_and_gradient()
+    model.train()
+    model(x)
+    assert sizes == [3, 3, 1, 7]
+    for one_call, in_chunks in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(in_chunks, one_call, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 32, 32), (2, 1, 64, 64), (1, 32, 32)])

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+import core.micro_batch as micro_batch
 import core.purifiers.base as base
 import core.purifiers.diffusion as diffusion
-import core.purifiers.unet as unet_module
 from core.cli import main
 from core.errors import PurifyLabError
 from core.io import load_image, to_model_input
@@ -126,7 +126,7 @@ def test_a_small_graph_or_a_single_call_is_not_recomputed(name, limit, tiny_unet
 
 
 def test_cpu_unet_calls_run_in_micro_batches_with_the_same_output_and_gradient(tiny_unet, xrays, monkeypatch):
-    """Past CPU_MICRO_BATCH_PIXELS a CPU call is cut into chunks (the caches' size); the UNet
+    """Past `micro_batch.PIXELS` a CPU call is cut into chunks (the caches' size); the UNet
     normalises per image, so outputs, per-row timesteps and input gradients are those of one call."""
     rows = xrays.repeat(3, 1, 1, 1)  # 6 rows, 3 chunks of 2 below
     purifier = build("one_shot", tiny_unet, t_star=0.2)
@@ -138,7 +138,7 @@ def test_cpu_unet_calls_run_in_micro_batches_with_the_same_output_and_gradient(t
         return purified.detach(), x.grad, call_unet(tiny_unet, rows, torch.arange(6) * 100).detach()
 
     whole = run()
-    monkeypatch.setattr(unet_module, "CPU_MICRO_BATCH_PIXELS", 2 * SIZE * SIZE)
+    monkeypatch.setitem(micro_batch.PIXELS, "unet", 2 * SIZE * SIZE)
     sizes: list[int] = []
     handle = tiny_unet.register_forward_hook(lambda module, args, output: sizes.append(args[0].shape[0]))
     try:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from core.errors import PurifyLabError
+from core.micro_batch import in_micro_batches
 
 # Grey-level statistics of the Kermany X-rays (mean ~0.48, std ~0.24), rounded: normalising inside the
 # model keeps every public boundary in [0, 1], where attack budgets such as eps = 0.03 are defined.
@@ -68,7 +69,10 @@ class XrayClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        return self.calibrated(self.logits(self.normalise(x)))
+        x = self.normalise(x)
+        if self.training:  # BatchNorm's batch statistics need the whole batch
+            return self.calibrated(self.logits(x))
+        return self.calibrated(in_micro_batches(self.logits, "classifier", x))
 
     def logits(self, x_normalised: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -13,17 +13,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from core.errors import PurifyLabError
+from core.micro_batch import in_micro_batches
 from core.weights import WEIGHTS_DIR, load_weights, read_card
 
 if TYPE_CHECKING:  # diffusers costs seconds to import (torch._dynamo, its transformers): only the purifiers that run a UNet pay for it.
     from diffusers import UNet2DModel
-
-# On a CPU a UNet call over many images at once is bound by memory traffic, not arithmetic: at 128 px
-# the activations of a whole attack batch (16 X-rays x 8 EOT draws) outgrow the caches, and one
-# exact white-box step cost 3.6 s per X-ray against 1.3 s in chunks of 4 (BENCHMARKS.md, "UNet calls
-# in micro-batches"). So calls on CPU tensors run in chunks of at most this many pixels; on a GPU,
-# whole. The result is the same: the UNet normalises per image (GroupNorm), nothing mixes images.
-CPU_MICRO_BATCH_PIXELS = 4 * 128 * 128
 
 
 @dataclass(frozen=True)
@@ -74,12 +68,9 @@ def build_unet(size: str = "small", **overrides) -> UNet2DModel:
 
 
 def call_unet(unet: UNet2DModel, sample: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """`unet(sample, timesteps).sample`, in micro-batches when `sample` is on a CPU."""
-    rows = max(1, CPU_MICRO_BATCH_PIXELS // (sample.shape[-2] * sample.shape[-1]))
-    if sample.device.type != "cpu" or sample.shape[0] <= rows:
-        return unet(sample, timesteps).sample
+    """`unet(sample, timesteps).sample`, in micro-batches when `sample` is on a CPU (`core.micro_batch`)."""
     per_row = timesteps.reshape(-1).expand(sample.shape[0])
-    return torch.cat([unet(part, steps).sample for part, steps in zip(sample.split(rows), per_row.split(rows), strict=True)])
+    return in_micro_batches(lambda part, steps: unet(part, steps).sample, "unet", sample, per_row)
 
 
 def load_shipped_unet(file_stem: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[UNet2DModel, dict]:
