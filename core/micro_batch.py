@@ -2,12 +2,12 @@
 
 On a CPU a call over many images at once is bound by memory traffic, not arithmetic: the
 activations of a whole attack batch (16 X-rays x 8 EOT draws at 128 px) or of a certificate's 250
-noisy copies outgrow the caches. Measured on the 2-core AMD EPYC, one torch thread (BENCHMARKS.md,
-"Network calls in micro-batches"): an exact white-box step through `one_shot` + `resnet` took 3.57 s
-per X-ray with whole calls and 1.33 s with the UNet in chunks of 4; `resnet` scoring 250 X-rays
-1.24 s whole and 0.64 s in chunks of 16. So each chunk holds at most the pixels below, and calls
-on a GPU run whole. Nothing mixes images in eval mode (GroupNorm, attention, BatchNorm's running
-statistics), so the result is that of one call.
+noisy copies outgrow the caches, and their fresh allocations page-fault. Measured on the idle 2-core
+AMD EPYC, one torch thread (`python -m benchmarks.micro_batch`, BENCHMARKS.md): an exact white-box
+step through `one_shot` + `resnet` on 16 X-rays took 37.5 s with whole calls and 15.3 s in
+micro-batches; scoring 100 purified X-rays 13.1 s and 6.5 s. So each chunk holds at most the pixels
+below, and calls on a GPU run whole. Nothing mixes images in eval mode (GroupNorm, attention,
+BatchNorm's running statistics), so the result is that of one call.
 """
 
 from __future__ import annotations
