@@ -70,9 +70,9 @@ class XrayClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         x = self.normalise(x)
-        if self.training:  # BatchNorm's batch statistics need the whole batch
-            return self.calibrated(self.logits(x))
-        return self.calibrated(in_micro_batches(self.logits, "classifier", x))
+        # In training mode BatchNorm's batch statistics need the whole batch in one call.
+        logits = self.logits(x) if self.training else in_micro_batches(self.logits, "classifier", x)
+        return self.calibrated(logits)
 
     def logits(self, x_normalised: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
