@@ -159,6 +159,37 @@ def test_trades_loss_is_clean_cross_entropy_plus_beta_times_kl_to_the_tpgd_examp
     assert loss.item() == pytest.approx((F.cross_entropy(clean, labels) + 6.0 * kl).item(), rel=1e-5)
 
 
+def test_robust_distillation_pulls_the_attacked_student_to_the_clean_teacher():
+    """ARD written out by hand on seeded linear models: T^2 KL(teacher(x) / T || student(x') / T), x'
+    the student's PGD example and the teacher reading the clean x; with a clean share w, (1 - w) times
+    that plus w times the same KL on the student's clean reading."""
+    torch.manual_seed(0)
+    student, teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    x, labels = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 1, 0])
+    attack = create_attack(student, AttackConfig(name="pgd", eps=0.03, alpha=0.01, steps=3, seed=0))
+    adversarial = attack(x, labels)  # seeded per call: the draw _loss gets
+    assert not torch.equal(adversarial, x)
+
+    @torch.no_grad()
+    def kl(student_input: torch.Tensor, temperature: float) -> float:
+        targets = F.softmax(teacher(x) / temperature, 1)
+        return float((targets * (targets.log() - F.log_softmax(student(student_input) / temperature, 1))).sum(1).mean()) * temperature**2
+
+    config = TrainConfig(model="resnet_at", adversarial_eps=0.03, distill_from="resnet", temperature=2.0)
+    assert _loss(student, student, teacher, attack, x, labels, None, config).item() == pytest.approx(kl(adversarial, 2.0), rel=1e-5)
+    assert kl(adversarial, 2.0) != pytest.approx(kl(x, 2.0), rel=1e-3)  # the two readings differ: the test can tell them apart
+    mixed = replace(config, distill_clean_weight=0.25)
+    expected = 0.75 * kl(adversarial, 2.0) + 0.25 * kl(x, 2.0)
+    assert _loss(student, student, teacher, attack, x, labels, None, mixed).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_cli_distill_clean_weight_trains_a_robust_student_and_says_so(xray_train_dir, tmp_path):
+    options = ["--distill-from", "resnet", "--distill-clean-weight", "0.5"]
+    card = _train_tiny_through_the_cli("resnet_at", options, xray_train_dir, tmp_path / "run")
+    assert card["training_config"]["distill_clean_weight"] == 0.5
+    assert "robustly (ARD: attacked student, clean teacher) distilled from resnet (T=1.0, clean share 0.5)" in card["training_kind"]
+
+
 def test_cli_trades_beta_trains_with_trades_and_says_so(xray_train_dir, tmp_path):
     card = _train_tiny_through_the_cli("resnet_at", ["--trades-beta", "6"], xray_train_dir, tmp_path / "run")
     assert card["training_config"]["trades_beta"] == 6.0 and card["training_kind"].startswith("TRADES adversarial training (beta 6.0, L-inf eps 0.03")
@@ -217,6 +248,7 @@ def test_noise_blur_degrades_about_half_the_batch():
         (dict(purified_half={"purifier": "blur"}), "purified_half"),
         (dict(adversarial_warmup_epochs=5, epochs=3), "adversarial_warmup_epochs"),
         (dict(trades_beta=6.0), "trades_beta"),
+        (dict(distill_clean_weight=0.5), "distill_clean_weight"),
         (dict(colour=True), "unknown"),
     ],
 )

@@ -116,7 +116,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             float | None, typer.Option("--noise-augment", help="purifier-aware fine-tuning: max Gaussian noise std on noised/blurred copies")
         ] = None,
         temperature: Annotated[float | None, typer.Option("--temperature", help="distillation temperature")] = None,
-        distill_from: Annotated[str | None, typer.Option("--distill-from", help="teacher classifier (student_cnn's preset names one)")] = None,
+        distill_from: Annotated[
+            str | None, typer.Option("--distill-from", help="teacher classifier (student_cnn's preset names one; with an adversarial model: ARD)")
+        ] = None,
+        distill_clean_weight: Annotated[
+            float | None, typer.Option("--distill-clean-weight", help="robust distillation: share of the loss on the student's clean reading")
+        ] = None,
         init_from: Annotated[str | None, typer.Option("--init-from", help="start from this classifier's shipped weights")] = None,
         purified_half: Annotated[
             str | None,
@@ -153,6 +158,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             noise_augment=noise_augment,
             temperature=temperature,
             distill_from=distill_from,
+            distill_clean_weight=distill_clean_weight,
             init_from=init_from,
             purified_half=_purifier_dict(purified_half),
             smoothing_sigma=smoothing_sigma,

@@ -73,6 +73,11 @@ class TrainConfig:
     label_smoothing: float = 0.0
     distill_from: str | None = None  # teacher classifier name: train on its soft targets
     temperature: float = 1.0
+    # With an adversarial budget, distillation is robust distillation (ARD, Goldblum et al., AAAI 2020):
+    # the student's reading of the attacked image is pulled to the teacher's reading of the clean one,
+    # so a clean teacher that reads new patients well lends that reading to a robust student. This
+    # weight moves part of the loss to the student's clean reading against the same targets.
+    distill_clean_weight: float = 0.0
     adversarial_eps: float | None = None  # PGD L-inf budget in [0, 1] pixel scale
     adversarial_steps: int = 3
     adversarial_alpha: float = 0.01
@@ -116,6 +121,8 @@ class TrainConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise PurifyLabError(f"{name} must be > 0, got {value}")
+        if not 0 <= self.distill_clean_weight < 1 or (self.distill_clean_weight and not (self.distill_from and self.adversarial_eps)):
+            raise PurifyLabError(f"distill_clean_weight must be in [0, 1) and needs distill_from with adversarial_eps, got {self.distill_clean_weight}")
         if not 0 <= self.label_smoothing < 1:
             raise PurifyLabError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.temperature <= 0:
@@ -430,7 +437,9 @@ def _build_teacher(config: TrainConfig) -> XrayClassifier | None:
 def _training_kind(config: TrainConfig) -> str:
     kinds = []
     if config.distill_from:
-        kinds.append(f"distilled from {config.distill_from} (T={config.temperature})")
+        robust = "robustly (ARD: attacked student, clean teacher) " if config.adversarial_eps else ""
+        clean_part = f", clean share {config.distill_clean_weight}" if config.distill_clean_weight else ""
+        kinds.append(f"{robust}distilled from {config.distill_from} (T={config.temperature}{clean_part})")
     if config.adversarial_eps:
         method = f"TRADES adversarial training (beta {config.trades_beta}, " if config.trades_beta else "PGD adversarial training ("
         kinds.append(
@@ -631,15 +640,22 @@ def _loss(model, raw_model, teacher, attack, x, labels, class_weights, config: T
         natural = F.cross_entropy(clean_logits, labels, weight=class_weights, label_smoothing=config.label_smoothing)
         robust = F.kl_div(F.log_softmax(model(adversarial), dim=1), F.softmax(clean_logits, dim=1), reduction="batchmean")
         return natural + config.trades_beta * robust
+    clean = x
     if attack is not None:
         x = attack(x, labels)  # the attack runs the model in eval mode and restores train mode
     logits = model(x)
-    if teacher is not None:
-        with torch.no_grad():
-            soft_targets = F.softmax(teacher(x) / config.temperature, dim=1)
-        log_student = F.log_softmax(logits / config.temperature, dim=1)
+    if teacher is None:
+        return F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=config.label_smoothing)
+    with torch.no_grad():
+        soft_targets = F.softmax(teacher(clean) / config.temperature, dim=1)  # the teacher reads the clean image
+
+    def distillation(student_logits: torch.Tensor) -> torch.Tensor:
+        log_student = F.log_softmax(student_logits / config.temperature, dim=1)
         return F.kl_div(log_student, soft_targets, reduction="batchmean") * config.temperature**2
-    return F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=config.label_smoothing)
+
+    if not config.distill_clean_weight:
+        return distillation(logits)
+    return (1 - config.distill_clean_weight) * distillation(logits) + config.distill_clean_weight * distillation(model(clean))
 
 
 def reads_through(training_config: dict) -> dict | None:
