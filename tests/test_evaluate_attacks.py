@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import typer
 from typer.testing import CliRunner
 
 from core.attacks import THREAT_MODELS, AttackConfig
+from core.attacks.robust import RobustRun, majority_correct, run_metrics
 from core.cli.purify_commands import parse_purifier_spec
 from core.data.loading import load_split
 from core.errors import PurifyLabError
@@ -65,6 +67,8 @@ def test_every_threat_model_reports_clean_and_robust_accuracy(xray_train_dir, ti
     assert result["threat_model"]["description"] == THREAT_MODELS[threat].description
     assert 0 <= result["robust_accuracy_worst_of_k"] <= result["robust_accuracy"] <= 1
     assert result["redraws"] == 2  # noise is stochastic: two test-time draws
+    # two draws: a strict majority is both, so the vote is the worst case
+    assert result["robust_accuracy_majority_of_k"] == result["robust_accuracy_worst_of_k"]
     assert result["clean_accuracy"] == result["accuracy"]
     assert result["budget"]["gradient_evaluations"] == 3 * eot
     assert result["nfe"] == 0 and result["peak_gpu_memory"] is None and result["seconds_per_image"] > 0
@@ -77,6 +81,20 @@ def test_attack_lowers_the_accuracy_of_an_undefended_model(xray_train_dir, tiny)
     assert result["clean_accuracy"] >= 0.6, "the tiny model must have learned something for this test to mean anything"
     assert result["robust_accuracy"] <= result["clean_accuracy"] - 0.3
     assert result["robust_accuracy_worst_of_k"] == result["robust_accuracy"]  # deterministic: one draw
+    assert result["robust_accuracy_majority_of_k"] == result["robust_accuracy"]
+    assert result["robust_balanced_accuracy_majority_of_k"] == pytest.approx(result["robust_balanced_accuracy"])
+
+
+def test_majority_of_k_is_right_under_more_than_half_of_the_draws():
+    """Five images, three draws, by hand: right 3/3, 2/3, 1/3, 0/3 and 2/3 times."""
+    correct = np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 1], [1, 0, 0, 0, 1]], dtype=bool)
+    labels = np.array([0, 0, 1, 1, 1])
+    run = RobustRun(labels=labels, probabilities=np.full((5, 2), 0.5), correct=correct, seconds=1.0, peak_gpu_memory=None)
+    assert majority_correct(correct).tolist() == [True, True, False, False, True]
+    assert run.majority_accuracy == pytest.approx(3 / 5) and run.worst_case_accuracy == pytest.approx(1 / 5)
+    metrics = run_metrics(run, bootstrap=10)
+    assert metrics["majority_balanced_accuracy"] == pytest.approx((2 / 2 + 1 / 3) / 2)
+    assert metrics["worst_case_balanced_accuracy"] == pytest.approx((1 / 2 + 0 / 3) / 2)
 
 
 def test_same_seed_gives_identical_numbers(xray_train_dir, tiny):

@@ -61,6 +61,12 @@ class RobustRun:
     def worst_case_accuracy(self) -> float:
         return float(self.correct.all(axis=0).mean())
 
+    @property
+    def majority_accuracy(self) -> float:
+        """Right under more than half of the draws: DensePure's majority vote over the same draws (exact
+        for two classes; for more, a lower bound on the plurality vote)."""
+        return float(majority_correct(self.correct).mean())
+
 
 @dataclass(frozen=True)
 class Perturbation:
@@ -206,6 +212,8 @@ def run_metrics(run: RobustRun, bootstrap: int = 1000, seed: int = 0, class_name
         "one_shot_accuracy": run.one_shot_accuracy,
         "worst_case_accuracy": run.worst_case_accuracy,
         "worst_case_balanced_accuracy": worst_case_balanced_accuracy(run.correct, run.labels),
+        "majority_accuracy": run.majority_accuracy,
+        "majority_balanced_accuracy": _balanced(majority_correct(run.correct), run.labels),
         "redraws": int(run.correct.shape[0]),
         **({"perturbation": run.perturbation.summary()} if run.perturbation is not None else {}),
     }
@@ -213,9 +221,18 @@ def run_metrics(run: RobustRun, bootstrap: int = 1000, seed: int = 0, class_name
 
 def worst_case_balanced_accuracy(correct: np.ndarray, labels: np.ndarray) -> float:
     """Mean over classes of the share of images right under every purifier draw (rows of `correct`)."""
-    always = np.asarray(correct).all(axis=0)
+    return _balanced(np.asarray(correct).all(axis=0), labels)
+
+
+def majority_correct(correct: np.ndarray) -> np.ndarray:
+    """Per image: right under more than half of the purifier draws (rows of `correct`)."""
+    correct = np.asarray(correct)
+    return 2 * correct.sum(axis=0) > correct.shape[0]
+
+
+def _balanced(right: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels)
-    return float(np.mean([always[labels == c].mean() for c in np.unique(labels)]))
+    return float(np.mean([right[labels == c].mean() for c in np.unique(labels)]))
 
 
 def attack_budget(attack: AttackConfig, threat: str, eot: int) -> dict:
@@ -256,6 +273,10 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
         "clean_accuracy_worst_of_k": clean_metrics["worst_case_accuracy"],
         "robust_accuracy": robust_metrics["one_shot_accuracy"],
         "robust_accuracy_worst_of_k": robust_metrics["worst_case_accuracy"],
+        # DensePure's majority vote over the same k draws (the attacker still follows their mean).
+        "clean_balanced_accuracy_majority_of_k": clean_metrics["majority_balanced_accuracy"],
+        "robust_accuracy_majority_of_k": robust_metrics["majority_accuracy"],
+        "robust_balanced_accuracy_majority_of_k": robust_metrics["majority_balanced_accuracy"],
         "redraws": robust_metrics["redraws"],
         "robust": {key: robust_metrics[key] for key in ("balanced_accuracy", "auroc", "sensitivity", "confidence_95")},
         "data": data.describe(config.data),

@@ -35,6 +35,7 @@ def format_report(result: dict) -> str:
             f"{'clean_accuracy':<22} {result['clean_accuracy']:.4f}",
             f"{'robust_accuracy':<22} {result['robust_accuracy']:.4f}  (one draw)",
             f"{'robust_worst_of_k':<22} {result['robust_accuracy_worst_of_k']:.4f}  (k={result['redraws']})",
+            f"{'robust_majority_of_k':<22} {result['robust_accuracy_majority_of_k']:.4f}  (right under > k/2 draws: DensePure's vote)",
             f"seconds/image {result['seconds_per_image']}  nfe {result['nfe']}",
         ]
     rows.append(f"seconds {result['seconds']:.2f} ({result['images_per_second']} images/s)")
