@@ -114,7 +114,9 @@ def test_training_time_marks_gpu_minutes():
     assert training_time({"training_minutes": 0.9, "training_device": "one H200"}) == "0.9 (GPU)"
     assert training_time({}) == ""
     cards = shipped_cards()  # the shipped GPU-trained cards say where they trained
-    assert all(training_time(cards[name]).endswith("(GPU)") for name in ("resnet_at", "resnet_smooth", "sevit", "student_cnn"))
+    assert all(training_time(cards[name]).endswith("(GPU)") for name in ("resnet_smooth", "sevit", "student_cnn"))
+    # resnet_at was fine-tuned on the CPU (session 18) from the GPU-trained model: CPU minutes, and its start named
+    assert not training_time(cards["resnet_at"]).endswith("(GPU)") and cards["resnet_at"]["training_config"]["init_from"] == "resnet_at"
 
 
 @pytest.mark.parametrize(
