@@ -23,7 +23,7 @@ from core.attacks.library import frozen_eval
 from core.attacks.threats import craft, evaluate_defended, threat_model
 from core.data.loading import load_split, resolve_split
 from core.errors import PurifyLabError
-from core.metrics import classification_metrics
+from core.metrics import balanced_accuracy, classification_metrics
 from core.models import XrayClassifier, create_classifier
 from core.purifiers import Purifier, create_purifier
 
@@ -231,8 +231,9 @@ def majority_correct(correct: np.ndarray) -> np.ndarray:
 
 
 def _balanced(right: np.ndarray, labels: np.ndarray) -> float:
+    """core.metrics' balanced accuracy of a per-image right/wrong mask (a wrong answer as class -1)."""
     labels = np.asarray(labels)
-    return float(np.mean([right[labels == c].mean() for c in np.unique(labels)]))
+    return balanced_accuracy(labels, np.where(right, labels, -1), num_classes=int(labels.max()) + 1)
 
 
 def attack_budget(attack: AttackConfig, threat: str, eot: int) -> dict:
