@@ -347,6 +347,22 @@ def test_table_command_prints_markdown_and_writes_outputs(xray_train_dir, weight
     assert isinstance(missing.exception, PurifyLabError)
 
 
+def test_white_box_cells_through_a_purifier_that_keeps_saturated_pixels_are_re_keyed(xray_train_dir, weights, tmp_path):
+    """Their gradient changed with clamp_to_unit, so the store must not serve their old results;
+    every other cell keeps its key (a network purifier's output never sits exactly on 0 or 1 in range)."""
+    from core.attacks import AttackConfig
+    from core.tables import AttackRow
+
+    runner = PresetRunner(_preset(xray_train_dir, weights), ResultStore(tmp_path / "s.sqlite"), progress=False)
+    row, model = AttackRow("PGD", AttackConfig(steps=3)), ("student_cnn", weights)
+    marked = {
+        (purifier, threat): "gradient" in runner.robust_cell(model, (purifier, {}), row, threat)
+        for purifier in ("none", "blur", "gaussian", "noise")
+        for threat in ("grey", "bpda-eot", "white")
+    }
+    assert {key for key, mark in marked.items() if mark} == {("none", "white"), ("blur", "white")}
+
+
 def test_an_adaptive_table_prints_balanced_accuracy_and_runs_only_the_columns_threats(xray_train_dir, weights, tmp_path):
     raw = _raw(xray_train_dir, weights)
     raw["tables"] = [{

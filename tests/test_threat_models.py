@@ -20,7 +20,7 @@ from core.attacks import (
     evaluate_defended,
     undefended_accuracy_by_eps,
 )
-from core.defended import DefendedClassifier, bpda_purify
+from core.defended import DefendedClassifier, bpda_purify, clamp_to_unit
 from core.errors import PurifyLabError
 from core.purifiers import create_purifier
 from core.purifiers.base import Purifier, PurifierConfig
@@ -132,6 +132,26 @@ def test_bpda_forward_is_the_purifier_and_backward_is_the_identity(setup: Setup)
     exact = x.detach().clone().requires_grad_(True)
     (purifier(exact) * weights).sum().backward()
     assert not torch.allclose(exact.grad, weights, atol=1e-3), "white-box gradients must go through the blur"
+
+
+def test_white_box_gradient_reaches_saturated_pixels(setup: Setup) -> None:
+    """Through the identity the attacker's gradient is the classifier's own, at 0 and 1 included
+    (torch.clamp would zero it there); values outside [0, 1] are clamped and get none."""
+    x = setup.images[:4].clone()
+    x[:, :, :6] = 0.0
+    x[:, :, -6:] = 1.0
+    defended = DefendedClassifier(create_purifier("none"), setup.classifier)
+    through, alone = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    defended(through).logsumexp(dim=1).sum().backward()
+    setup.classifier(alone).logsumexp(dim=1).sum().backward()
+    assert torch.equal(through.grad, alone.grad)
+    assert through.grad[:, :, :6].abs().sum() > 0 and through.grad[:, :, -6:].abs().sum() > 0
+
+    outside = torch.tensor([-0.5, 0.0, 0.25, 1.0, 1.5], requires_grad=True)
+    clamped = clamp_to_unit(outside)
+    clamped.sum().backward()
+    assert clamped.tolist() == [0.0, 0.0, 0.25, 1.0, 1.0]
+    assert outside.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
 
 
 def test_eot_draws_run_in_one_batched_forward_and_average_probabilities(setup: Setup) -> None:

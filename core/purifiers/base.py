@@ -99,6 +99,9 @@ class Purifier(nn.Module):
     weights: ClassVar[str | None] = None
     sweeps: ClassVar[dict[str, str]] = {}
     num_train_timesteps: int = 0  # T of the noise schedule; 0 for purifiers without one
+    # Whether its output sits exactly on 0 or 1 where the input does (identity, linear filters): before
+    # session 19 the white-box gradient was zero at such pixels (core.defended.clamp_to_unit).
+    keeps_saturated_pixels: ClassVar[bool] = False
 
     def __init__(self, config: PurifierConfig | None = None):
         super().__init__()

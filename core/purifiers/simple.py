@@ -18,6 +18,7 @@ from core.purifiers.base import Purifier, PurifierConfig
 class IdentityPurifier(Purifier):
     name = "none"
     display_name = "No purification"
+    keeps_saturated_pixels = True
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return x
@@ -35,6 +36,7 @@ class GaussianBlurPurifier(Purifier):
     name = "blur"
     display_name = "Gaussian blur"
     config_type = BlurConfig
+    keeps_saturated_pixels = True
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         sigma = self.config.sigma

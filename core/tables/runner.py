@@ -155,6 +155,8 @@ class PresetRunner:
         if attack and threat_model(threat).needs_substitute:
             sub = self.preset.substitute
             cell["substitute"] = model_identity(sub.name, sub.weights)
+        if attack and threat == "white" and PURIFIERS.get(purifier_name).keeps_saturated_pixels:
+            cell["gradient"] = "through saturated pixels"  # cells from before clamp_to_unit are not reused
         if attack and not attack.bounded:  # its norms are its result: a cell stored before they were recorded is not reused
             cell["reports"] = ["perturbation"]
         return cell
