@@ -195,6 +195,30 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         summary = {key: card[key] for key in ("calibration", "val_metrics", "test_metrics") if key in card}
         typer.echo(json.dumps(summary, indent=2))
 
+    @groups["train"].command("soup")
+    def soup_command(
+        model: Annotated[str, typer.Option("--model", help="classifier name")],
+        members: Annotated[list[Path], typer.Option("--weights", help="a member's weights file (give two or more, fine-tuned from one start)")],
+        out: Annotated[Path, typer.Option("--out", help="run folder for <model>.safetensors and its card")],
+        data: Annotated[Path | None, typer.Option("--data", help="the folder they were trained on (default: the model's)")] = None,
+        ship: Annotated[bool, typer.Option("--ship", help="copy the result and its card into weights/")] = False,
+        device: Device = None,
+    ) -> None:
+        """Average fine-tuned classifiers weight by weight (a model soup), then calibrate it on val."""
+        for member in members:
+            check_data(member, "--weights")
+        check_run(data, out, "--out", device)
+        from core.data.locations import default_data_for
+        from core.train.soup import make_soup
+        from core.weights import WEIGHTS_DIR
+
+        card = make_soup(model, members, out, data or default_data_for(model))
+        if ship:
+            for suffix in (".safetensors", ".json"):
+                shutil.copy2(out / f"{model}{suffix}", WEIGHTS_DIR / f"{model}{suffix}")
+        summary = {key: card[key] for key in ("calibration", "val_metrics", "test_metrics") if key in card}
+        typer.echo(json.dumps({"weights": str(out / f"{model}.safetensors"), **summary}, indent=2))
+
     @app.command("evaluate")
     def evaluate_command(
         data: Annotated[Path, typer.Option("--data", help="class-per-folder directory, .tar.gz, MedMNIST .npz or MNIST idx file")],

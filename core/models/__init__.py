@@ -53,6 +53,8 @@ def _build(name: str, cls: type[XrayClassifier], pretrained: bool, weights: str 
         return cls(**{**(defaults or {}), **overrides})
     path = _resolve_weights(name, weights)
     card = read_card(path)
+    if card.get("model_class", cls.__name__) != cls.__name__:
+        raise PurifyLabError(f"{path.name} holds a {card['model_class']} (its card: '{card.get('name')}'), not the {cls.__name__} of '{name}'")
     model = cls(**_architecture(card, name, overrides))
     load_weights(model, path)
     return _with_card(model, card)

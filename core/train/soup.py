@@ -1,0 +1,59 @@
+"""Uniform weight soups (Wortsman et al., ICML 2022): classifiers fine-tuned from one start, averaged
+weight by weight, batch-norm statistics included.
+
+A soup costs one model's size and one forward where an ensemble of the same members costs k of each,
+and it needs no data beyond the validation split that recalibrates it. It only works for members
+that share a start: their weights then stay in one basin, where the average is a model too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from core.errors import PurifyLabError
+from core.models import create_classifier
+from core.weights import load_state, read_card, save_weights, sha256_of, training_time
+
+# Card fields that describe one trained file: a soup measures and hashes its own.
+_PER_FILE = ("calibration", "val_metrics", "test_metrics", "sha256", "file", "file_size_bytes", "selected_epoch", "epochs_run")
+
+
+def soup_state(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The mean of every floating tensor of `states`; integer buffers (batch counts) from the first."""
+    if len(states) < 2:
+        raise PurifyLabError(f"a soup needs at least two members, got {len(states)}")
+    first = states[0]
+    for index, state in enumerate(states[1:], start=2):
+        if state.keys() != first.keys():
+            raise PurifyLabError(f"member {index} has other tensors than member 1: not the same architecture")
+        mismatched = next((key for key in first if state[key].shape != first[key].shape), None)
+        if mismatched is not None:
+            raise PurifyLabError(f"member {index}'s '{mismatched}' is {tuple(state[mismatched].shape)}, member 1's {tuple(first[mismatched].shape)}")
+    return {key: sum(state[key] for state in states) / len(states) if tensor.is_floating_point() else tensor for key, tensor in first.items()}
+
+
+def make_soup(name: str, members: Sequence[Path], out_dir: Path, data_dir: str | Path) -> dict:
+    """OUT/<name>.safetensors: the soup of `members` (weights files of classifier `name`), its card
+    from the first member's, then temperature and threshold fitted on val and every figure measured."""
+    from core.train.classifier import recalibrate
+
+    members = [Path(member) for member in members]
+    model = create_classifier(name, weights=members[0])  # the architecture its card names (a tiny preset's too)
+    model.load_state_dict(soup_state([load_state(member) for member in members]))
+    cards = [read_card(member) for member in members]
+    card = {key: value for key, value in cards[0].items() if key not in _PER_FILE}
+    card["soup_of"] = [
+        {"file": member.name, "sha256": sha256_of(member), "training_kind": member_card.get("training_kind"), "training_minutes": training_time(member_card)}
+        for member, member_card in zip(members, cards, strict=True)
+    ]
+    card["training_kind"] = f"uniform weight soup of {len(members)} {name} models from one start (soup_of); training_config is the first member's"
+    cpu_minutes = [member_card.get("training_minutes", 0.0) for member_card in cards if "training_device" not in member_card]
+    card["training_minutes"] = round(sum(cpu_minutes), 1)  # CPU minutes; a GPU-trained member's stay in soup_of
+    card["training_seconds"] = round(sum(member_card.get("training_seconds", 0.0) for member_card in cards if "training_device" not in member_card), 1)
+    card.pop("training_device", None)
+    target = Path(out_dir) / f"{name}.safetensors"
+    save_weights(model, target, card)
+    return recalibrate(name, target, data_dir)

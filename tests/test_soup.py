@@ -1,0 +1,78 @@
+"""Model soups: the average is the hand-computed one, the CLI writes a calibrated card naming its members, bad members are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from core.cli import main
+from core.errors import PurifyLabError
+from core.train.soup import soup_state
+from core.weights import load_state
+
+
+def test_floating_tensors_are_averaged_and_batch_counts_kept():
+    first = {"w": torch.tensor([1.0, 2.0]), "running_mean": torch.tensor([3.0]), "num_batches_tracked": torch.tensor(5)}
+    second = {"w": torch.tensor([3.0, 5.0]), "running_mean": torch.tensor([6.0]), "num_batches_tracked": torch.tensor(9)}
+    soup = soup_state([first, second])
+    assert soup["w"].tolist() == [2.0, 3.5] and soup["running_mean"].tolist() == [4.5]
+    assert soup["num_batches_tracked"].item() == 5
+
+
+def test_members_that_do_not_fit_together_are_refused_in_one_line():
+    base = {"w": torch.zeros(2)}
+    refusals = {
+        "at least two members": [base],
+        "other tensors": [base, {"v": torch.zeros(2)}],
+        "member 2's 'w' is (3,), member 1's (2,)": [base, {"w": torch.zeros(3)}],
+    }
+    for message, states in refusals.items():
+        with pytest.raises(PurifyLabError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+            soup_state(states)
+        assert "\n" not in str(error.value)
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return int(exit_info.value.code or 0), capsys.readouterr().err
+
+
+def _train_tiny(model: str, seed: int, data, run, capsys) -> None:
+    args = ["train", "classifier", "--model", model, "--preset", "tiny", "--epochs", "1", "--seed", str(seed)]
+    code, err = _cli([*args, "--data", str(data), "--out", str(run), "--no-progress", "--device", "cpu"], capsys)
+    assert code == 0, err
+
+
+def test_cli_soup_is_the_members_mean_calibrated_on_val(xray_train_dir, tmp_path, capsys):
+    members = []
+    for seed in (0, 1):
+        _train_tiny("substitute", seed, xray_train_dir, tmp_path / f"m{seed}", capsys)
+        members.append(tmp_path / f"m{seed}" / "substitute.safetensors")
+    args = ["train", "soup", "--model", "substitute", "--weights", str(members[0]), "--weights", str(members[1])]
+    code, err = _cli([*args, "--data", str(xray_train_dir), "--out", str(tmp_path / "soup"), "--device", "cpu"], capsys)
+    assert code == 0, err
+
+    soup_file = tmp_path / "soup" / "substitute.safetensors"
+    card = json.loads(soup_file.with_suffix(".json").read_text())
+    states = [load_state(member) for member in members]
+    for key, tensor in load_state(soup_file).items():
+        if tensor.is_floating_point():  # stored as fp16, like every shipped file
+            torch.testing.assert_close(tensor, (states[0][key] + states[1][key]) / 2, atol=2e-3, rtol=1e-3)
+    member_cards = [json.loads(member.with_suffix(".json").read_text()) for member in members]
+    assert [member["sha256"] for member in card["soup_of"]] == [member_card["sha256"] for member_card in member_cards]
+    assert card["calibration"]["fitted_on"].startswith("val") and card["val_metrics"]["data"]["split"] == "val"
+    assert card["test_metrics"]["data"]["split"] == "all" and card["training_kind"].startswith("uniform weight soup of 2 substitute")
+    assert card["training_minutes"] == round(sum(member_card["training_minutes"] for member_card in member_cards), 1)
+
+
+def test_cli_soup_refuses_a_missing_member_and_another_architecture(xray_train_dir, tmp_path, capsys):
+    _train_tiny("student_cnn", 0, xray_train_dir, tmp_path / "student", capsys)
+    student = tmp_path / "student" / "student_cnn.safetensors"
+    for members in ([student, tmp_path / "absent.safetensors"], [student, student]):
+        args = ["train", "soup", "--model", "substitute", *[part for member in members for part in ("--weights", str(member))]]
+        code, err = _cli([*args, "--data", str(xray_train_dir), "--out", str(tmp_path / "soup"), "--device", "cpu"], capsys)
+        assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "soup" / "substitute.safetensors").exists()
