@@ -115,8 +115,10 @@ def test_training_time_marks_gpu_minutes():
     assert training_time({}) == ""
     cards = shipped_cards()  # the shipped GPU-trained cards say where they trained
     assert all(training_time(cards[name]).endswith("(GPU)") for name in ("resnet_smooth", "sevit", "student_cnn"))
-    # resnet_at was fine-tuned on the CPU (session 18) from the GPU-trained model: CPU minutes, and its start named
+    # resnet_at is a soup (session 19) of CPU fine-tunes and the GPU-trained model they started from:
+    # CPU minutes on the card, each member's own minutes (GPU marked) in soup_of
     assert not training_time(cards["resnet_at"]).endswith("(GPU)") and cards["resnet_at"]["training_config"]["init_from"] == "resnet_at"
+    assert [member["training_minutes"].endswith("(GPU)") for member in cards["resnet_at"]["soup_of"]] == [False, False, True]
 
 
 @pytest.mark.parametrize(
