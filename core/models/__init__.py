@@ -83,7 +83,7 @@ def resnet_smooth(pretrained: bool = True, weights: str | Path | None = None, **
     return _build("resnet_smooth", XrayResNet, pretrained, weights, overrides)
 
 
-@classifiers.register("resnet_at", "the resnet's layout, PGD-10 adversarially trained (L-inf, eps 0.03) from scratch")
+@classifiers.register("resnet_at", "the resnet's layout, PGD adversarially trained (L-inf, eps 0.03); shipped as a weight soup (its card)")
 def resnet_at(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
     return _build("resnet_at", XrayResNet, pretrained, weights, overrides)
 
