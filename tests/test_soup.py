@@ -76,3 +76,9 @@ def test_cli_soup_refuses_a_missing_member_and_another_architecture(xray_train_d
         code, err = _cli([*args, "--data", str(xray_train_dir), "--out", str(tmp_path / "soup"), "--device", "cpu"], capsys)
         assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "soup" / "substitute.safetensors").exists()
+    # a soup written over one of its members would lose that member: refused, the member intact
+    before = student.read_bytes()
+    args = ["train", "soup", "--model", "student_cnn", "--weights", str(student), "--weights", str(student)]
+    code, err = _cli([*args, "--data", str(xray_train_dir), "--out", str(student.parent), "--device", "cpu"], capsys)
+    assert code == 2 and "would overwrite the member" in err and len(err.strip().splitlines()) == 1, err
+    assert student.read_bytes() == before

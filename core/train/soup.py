@@ -41,6 +41,9 @@ def make_soup(name: str, members: Sequence[Path], out_dir: Path, data_dir: str |
     from core.train.classifier import recalibrate
 
     members = [Path(member) for member in members]
+    target = Path(out_dir) / f"{name}.safetensors"
+    if any(target.resolve() == member.resolve() for member in members):
+        raise PurifyLabError(f"--out {out_dir} would overwrite the member {target}; write the soup to another folder")
     model = create_classifier(name, weights=members[0])  # the architecture its card names (a tiny preset's too)
     model.load_state_dict(soup_state([load_state(member) for member in members]))
     cards = [read_card(member) for member in members]
@@ -54,6 +57,5 @@ def make_soup(name: str, members: Sequence[Path], out_dir: Path, data_dir: str |
     card["training_minutes"] = round(sum(cpu_minutes), 1)  # CPU minutes; a GPU-trained member's stay in soup_of
     card["training_seconds"] = round(sum(member_card.get("training_seconds", 0.0) for member_card in cards if "training_device" not in member_card), 1)
     card.pop("training_device", None)
-    target = Path(out_dir) / f"{name}.safetensors"
     save_weights(model, target, card)
     return recalibrate(name, target, data_dir)
