@@ -25,6 +25,19 @@ def _attack_config(name: str, norm: str, eps: float, steps: int, seed: int) -> A
     return AttackConfig(name=name, norm=norm, eps=eps, steps=steps, seed=seed)
 
 
+def _report_card(card: dict, run_dir: Path | None = None, model: str = "", ship: bool = False) -> None:
+    """Print a card's calibration and figures (with its weights file when written to `run_dir`), after
+    copying the file and its card into weights/ if `ship`."""
+    if ship:
+        from core.weights import WEIGHTS_DIR
+
+        for suffix in (".safetensors", ".json"):
+            shutil.copy2(run_dir / f"{model}{suffix}", WEIGHTS_DIR / f"{model}{suffix}")
+    summary = {key: card[key] for key in ("calibration", "val_metrics", "test_metrics") if key in card}
+    weights = {"weights": str(run_dir / f"{model}.safetensors")} if run_dir is not None else {}
+    typer.echo(json.dumps({**weights, **summary}, indent=2))
+
+
 def attack_file(
     image: Path,
     out: Path,
@@ -145,7 +158,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.data.locations import default_data_for
         from core.train.classifier import preset as make_preset
         from core.train.classifier import train_classifier
-        from core.weights import WEIGHTS_DIR
 
         config = make_preset(
             preset,
@@ -170,11 +182,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         card = train_classifier(config, data or default_data_for(model), run_dir, progress=progress, resume=resume)
         if not card:
             return  # not the main process of a multi-GPU run
-        if ship:
-            for suffix in (".safetensors", ".json"):
-                shutil.copy2(run_dir / f"{model}{suffix}", WEIGHTS_DIR / f"{model}{suffix}")
-        summary = {key: card[key] for key in ("calibration", "val_metrics", "test_metrics") if key in card}
-        typer.echo(json.dumps({"weights": str(run_dir / f"{model}.safetensors"), **summary}, indent=2))
+        _report_card(card, run_dir, model, ship)
 
     @groups["train"].command("calibrate")
     def calibrate_command(
@@ -191,9 +199,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.models import weights_path_for
         from core.train.classifier import recalibrate
 
-        card = recalibrate(model, weights or weights_path_for(model), data or default_data_for(model))
-        summary = {key: card[key] for key in ("calibration", "val_metrics", "test_metrics") if key in card}
-        typer.echo(json.dumps(summary, indent=2))
+        _report_card(recalibrate(model, weights or weights_path_for(model), data or default_data_for(model)))
 
     @groups["train"].command("soup")
     def soup_command(
@@ -210,14 +216,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_run(data, out, "--out", device)
         from core.data.locations import default_data_for
         from core.train.soup import make_soup
-        from core.weights import WEIGHTS_DIR
 
-        card = make_soup(model, members, out, data or default_data_for(model))
-        if ship:
-            for suffix in (".safetensors", ".json"):
-                shutil.copy2(out / f"{model}{suffix}", WEIGHTS_DIR / f"{model}{suffix}")
-        summary = {key: card[key] for key in ("calibration", "val_metrics", "test_metrics") if key in card}
-        typer.echo(json.dumps({"weights": str(out / f"{model}.safetensors"), **summary}, indent=2))
+        _report_card(make_soup(model, members, out, data or default_data_for(model)), out, model, ship)
 
     @app.command("evaluate")
     def evaluate_command(

@@ -15,7 +15,7 @@ import torch
 
 from core.errors import PurifyLabError
 from core.models import create_classifier
-from core.weights import load_state, read_card, save_weights, sha256_of, training_time
+from core.weights import load_state, read_card, save_weights, training_time
 
 # Card fields that describe one trained file: a soup measures and hashes its own.
 _PER_FILE = ("calibration", "val_metrics", "test_metrics", "sha256", "file", "file_size_bytes", "selected_epoch", "epochs_run")
@@ -48,14 +48,20 @@ def make_soup(name: str, members: Sequence[Path], out_dir: Path, data_dir: str |
     model.load_state_dict(soup_state([load_state(member) for member in members]))
     cards = [read_card(member) for member in members]
     card = {key: value for key, value in cards[0].items() if key not in _PER_FILE}
+    # each member's sha256 was checked against its file by load_state above
     card["soup_of"] = [
-        {"file": member.name, "sha256": sha256_of(member), "training_kind": member_card.get("training_kind"), "training_minutes": training_time(member_card)}
+        {
+            "file": member.name,
+            "sha256": member_card["sha256"],
+            "training_kind": member_card.get("training_kind"),
+            "training_minutes": training_time(member_card),
+        }
         for member, member_card in zip(members, cards, strict=True)
     ]
     card["training_kind"] = f"uniform weight soup of {len(members)} {name} models from one start (soup_of); training_config is the first member's"
-    cpu_minutes = [member_card.get("training_minutes", 0.0) for member_card in cards if "training_device" not in member_card]
-    card["training_minutes"] = round(sum(cpu_minutes), 1)  # CPU minutes; a GPU-trained member's stay in soup_of
-    card["training_seconds"] = round(sum(member_card.get("training_seconds", 0.0) for member_card in cards if "training_device" not in member_card), 1)
+    cpu_cards = [member_card for member_card in cards if "training_device" not in member_card]  # a GPU member's minutes stay in soup_of
+    card["training_minutes"] = round(sum(member_card.get("training_minutes", 0.0) for member_card in cpu_cards), 1)
+    card["training_seconds"] = round(sum(member_card.get("training_seconds", 0.0) for member_card in cpu_cards), 1)
     card.pop("training_device", None)
     save_weights(model, target, card)
     return recalibrate(name, target, data_dir)
