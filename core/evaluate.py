@@ -86,6 +86,7 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
     config = dataclasses.replace(config, split=resolve_split(config.data, config.split, model.card))
     purifier = None if config.purifier == "none" else create_purifier(config.purifier, **config.purifier_params)
     data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress, channels=model.in_channels)
+    model.check_classes(data.classes, f"--data {config.data}")
     started = time.perf_counter()
     probabilities = predict_probabilities(model, data.images, config.batch_size, purifier, config.seed)
     seconds = time.perf_counter() - started

@@ -29,7 +29,7 @@ class ClassificationMetrics:
     accuracy: float
     balanced_accuracy: float
     auroc: float | None  # None: undefined (a single class present)
-    sensitivity: dict[str, float]
+    sensitivity: dict[str, float | None]  # None: the class is absent, its recall undefined
     confidence_95: dict[str, list[float | None]] = field(default_factory=dict)
     bootstrap_samples: int = 0
     specificity: float | None = None  # two classes: recall of class 0 (NORMAL), the negatives
@@ -147,7 +147,7 @@ def classification_metrics(labels, probabilities, bootstrap: int = 1000, seed: i
         accuracy=accuracy(labels, predictions),
         balanced_accuracy=balanced_accuracy(labels, predictions, len(class_names)),
         auroc=_defined(_class_auroc(labels, probabilities)),
-        sensitivity={name: float(recall[cls]) for cls, name in enumerate(class_names)},
+        sensitivity={name: float(recall[cls]) if (labels == cls).any() else None for cls, name in enumerate(class_names)},
         confidence_95=intervals,
         bootstrap_samples=int(bootstrap),
         specificity=float(recall[0]) if len(class_names) == 2 and (labels == 0).any() else None,

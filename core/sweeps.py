@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.errors import PurifyLabError
+from core.purifiers import PURIFIERS
 from core.tables.preset import DEFAULT_DATA, AttackRow, ModelSpec, Preset, SweepSpec
 from core.tables.runner import sweep_parameter
 
@@ -43,7 +44,12 @@ def sweep_preset(
     redraws: int = 1,
 ) -> Preset:
     """The one-sweep preset `purifylab sweep` runs (named sweep-<kind>-<purifier>)."""
+    kinds = sorted({name for purifier_name in PURIFIERS.names() for name in PURIFIERS.get(purifier_name).sweeps})
+    if kind not in kinds:
+        raise PurifyLabError(f"sweep '{kind}' is unknown; choose one of: {', '.join(kinds)}")
     parameter = sweep_parameter(kind, purifier)
+    if parameter in (params or {}):
+        raise PurifyLabError(f"--param {parameter} is what the {kind} sweep varies; give its values with --values")
     if parameter == "depth" and any(v != int(v) or v < 1 for v in values):
         raise PurifyLabError(f"depth values must be whole blur levels >= 1, got {', '.join(f'{v:g}' for v in values)}")
     name = f"sweep-{kind}-{purifier}"

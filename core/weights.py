@@ -65,7 +65,13 @@ def read_card(weights_path: str | Path) -> dict:
     path = card_path(Path(weights_path))
     if not path.is_file():
         raise PurifyLabError(f"no model card {path.name} beside {Path(weights_path).name}")
-    return json.loads(path.read_text())
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise PurifyLabError(f"model card {path} is not readable JSON ({error})") from None
+    if not isinstance(card, dict):
+        raise PurifyLabError(f"model card {path} is not a JSON object")
+    return card
 
 
 def _refuse_non_safetensors(path: Path) -> None:
@@ -121,3 +127,27 @@ def training_time(card: dict) -> str:
     if minutes is None:
         return ""
     return f"{minutes} (GPU)" if "training_device" in card else f"{minutes}"
+
+
+def plain_training(card: dict) -> str:
+    """A model's training in a few plain words, from its card's config: a table row has no room for
+    `training_kind`, the full record (a soup's names its members, not that they were adversarially trained)."""
+    config = card.get("training_config") if "classes" in card else None  # a denoiser's card names its kind
+    if not config:
+        return card.get("kind") or ""
+    if config.get("adversarial_eps"):
+        method = "TRADES" if config.get("trades_beta") else "PGD"
+        parts = [f"adversarial training ({method} L-inf {config['adversarial_eps']:.3g})"]
+    elif config.get("smoothing_sigma"):
+        parts = [f"trained under Gaussian noise (std {config['smoothing_sigma']:g}) for randomized smoothing"]
+    elif config.get("purified_half") or config.get("noise_augment"):
+        parts = ["purifier-aware training"]
+    elif config.get("distill_from"):
+        parts = [f"distilled from {config['distill_from']}"]
+    else:
+        parts = ["clean training"]
+    if config.get("model") == "sevit":
+        parts.insert(0, "heads over the frozen vit")
+    if card.get("soup_of"):
+        parts.append(f"weight soup of {len(card['soup_of'])}")
+    return ", ".join(parts)

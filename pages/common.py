@@ -49,6 +49,7 @@ LIGHT_CALLS = 1
 # Seconds per 128-px denoiser call on 2 CPU cores (BENCHMARKS.md) until this server has measured its own.
 FIRST_GUESS_CALL_S = 0.15
 HEAVY_RESULTS_KEPT = 16
+IMAGE_MAX_PX = 256  # twice the models' 128 px input; narrower columns shrink an image to their width
 
 # One torch thread per visitor's job unless the operator says otherwise: every session runs in its own
 # thread, and two-thread jobs from a few visitors oversubscribe a 2-core CPU many times over.
@@ -189,7 +190,9 @@ def session_result(job_key: tuple, make: Callable[[], Timed]) -> Timed:
 
 
 def upload_field(key: str) -> UploadedFile | None:
-    """The one upload control of the app's pages (the formats the loader decodes)."""
+    """The one upload control of the app's pages (the formats the loader decodes). Streamlit cuts the
+    list of accepted formats to one line; it wraps here, so a half-page column shows all of them."""
+    st.html("<style>[data-testid='stFileUploaderDropzoneInstructions'] span {white-space: normal;}</style>")
     return st.file_uploader("…or upload your own (PNG, JPEG, DICOM)", key=key, type=[extension.lstrip(".") for extension in UPLOAD_EXTENSIONS])
 
 
@@ -209,12 +212,19 @@ def chosen_image(upload: UploadedFile | None, sample: tuple[Path, str | None] | 
     return to_model_input(load_image(path), size), true_class
 
 
+def research_notice() -> None:
+    """The readings look like a diagnosis, and a shared link may land on any page: each page with readings says what they are."""
+    st.caption("Research tool, not a diagnostic device; readings are the model's calibrated output, not a diagnosis.")
+
+
 def true_label_note(true_class: str | None) -> str:
     return f"true label: **{true_class}**" if true_class else "true label: unknown"
 
 
 def show_image(image: torch.Tensor, caption: str) -> None:
-    st.image(to_pil(image), caption=caption, width="stretch", clamp=True)
+    """The image at its column's width up to IMAGE_MAX_PX (a 128 px input gains nothing larger), so a
+    half-page column does not push the walkthrough's Back / Next below the fold."""
+    st.image(to_pil(image), caption=caption, width=IMAGE_MAX_PX, clamp=True)
 
 
 def reading_badge(reading: Reading) -> str:

@@ -9,6 +9,9 @@ import streamlit as st
 from core.data.locations import dataset_of
 from core.paths import RESULTS_DIR
 from core.tables.render import certified_figure, curves_figure
+from pages.startup import through_app_navigation
+
+through_app_navigation()
 
 st.title("Sweeps, detection & certified robustness")
 st.markdown(
@@ -47,7 +50,9 @@ if not documents:
 
 title = st.selectbox("Stored run", list(documents), key="curve_choice")
 path, document = documents[title]
-st.plotly_chart(curves_figure(document), key="curves")
+config = path.with_suffix(".config.json")
+data = json.loads(config.read_text()).get("data") if config.is_file() else None
+st.plotly_chart(curves_figure(document, data), key="curves")
 with st.expander("Numbers and threat model"):
     st.markdown(path.with_suffix(".md").read_text())
 st.download_button("CSV", path.with_suffix(".csv").read_bytes(), file_name=path.with_suffix(".csv").name, key="curves_csv")

@@ -4,6 +4,9 @@ import streamlit as st
 
 from core.data.locations import DATASET_LABELS
 from pages.model_table import shipped_models_table
+from pages.startup import through_app_navigation
+
+through_app_navigation()
 
 st.title("PurifyLab")
 st.markdown(
@@ -14,10 +17,18 @@ st.markdown(
 )
 
 st.subheader("Start here")
-first, second, third = st.columns(3)
-first.page_link("pages/walkthrough.py", label="**Clinician walkthrough**: one X-ray, attacked and purified, step by step", icon=":material/stethoscope:")
-second.page_link("pages/lab.py", label="**Attack & purify lab**: every attack and purifier side by side", icon=":material/science:")
-third.page_link("pages/tables.py", label="**Robustness tables**: the measured figures, with their threat model", icon=":material/table_chart:")
+# A link's label is one line that Streamlit cuts off; the description beside it wraps as a caption.
+for column, (page, label, icon, description) in zip(
+    st.columns(3),
+    (
+        ("pages/walkthrough.py", "Clinician walkthrough", ":material/stethoscope:", "One X-ray, attacked and purified, step by step."),
+        ("pages/lab.py", "Attack & purify lab", ":material/science:", "Every attack and purifier side by side."),
+        ("pages/tables.py", "Robustness tables", ":material/table_chart:", "The measured figures, each with its threat model."),
+    ),
+    strict=True,
+):
+    column.page_link(page, label=f"**{label}**", icon=icon)
+    column.caption(description)
 
 tables = shipped_models_table()
 xray = tables.pop(DATASET_LABELS["xray"], [])
@@ -29,7 +40,8 @@ st.caption(
     "Bonferroni) or bootstrap (AUROC); ECE = expected calibration error after temperature scaling."
 )
 if xray:
-    st.dataframe(xray, hide_index=True, width="stretch")
+    columns = {"model": st.column_config.TextColumn(pinned=True), "what": st.column_config.TextColumn(width="large")}
+    st.dataframe(xray, hide_index=True, width="stretch", column_config=columns)
 else:
     st.info("No trained X-ray classifier is shipped in `weights/` yet: train one with `purifylab train classifier`.")
 if tables:

@@ -6,12 +6,14 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
+from core.attacks import ATTACKS as ATTACK_SPECS
 from core.attacks import THREAT_MODELS, AttackConfig
 from core.data.gallery import gallery_attribution
 from core.errors import PurifyLabError
 from core.io import encode_png
 from core.jobs import attack_calls
 from core.lab import amplified_perturbation, attack_image, perturbation_norms, purify_image, read, session_report, verdict
+from core.purifiers import PURIFIERS
 from pages.common import (
     DEFAULT_DEFENSE,
     DEFAULT_DEPTH,
@@ -20,6 +22,7 @@ from pages.common import (
     LIGHT_CALLS,
     PAGE_RENDERED,
     RECOMMENDED,
+    RECOMMENDED_PANEL,
     available_classifiers,
     cached_attack,
     cached_purify,
@@ -35,17 +38,33 @@ from pages.common import (
     purifier,
     purifier_variants,
     reading_badge,
+    research_notice,
     session_result,
     show_image,
     true_label_note,
     upload_field,
     verdict_line,
 )
+from pages.startup import through_app_navigation
+
+through_app_navigation()
 
 ATTACKS = {"FGSM": "fgsm", "PGD": "pgd", "AutoPGD (APGD-CE)": "apgd"}
 ADAPTIVE = tuple(name for name, spec in THREAT_MODELS.items() if spec.goes_through_purifier)  # bpda, bpda-eot, white
 EOT_DRAWS = 4
 DEFAULT_TARGET = "One-shot DDPM"
+
+
+def panel_title(label: str) -> str:
+    """The recommended panel is the recommended defense only with its own classifier; with another
+    it is that classifier behind the same purifier, and says so."""
+    if label == RECOMMENDED_PANEL and classifier_name != RECOMMENDED.classifier:
+        return f"{PURIFIERS.get(RECOMMENDED.purifier).display_name} ({classifier_name})"
+    return label
+
+
+def setting_text(variant: tuple[str, tuple]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in variant[1]) or "its defaults"
 
 
 def current_variants() -> dict[str, tuple[str, tuple]]:
@@ -55,6 +74,7 @@ def current_variants() -> dict[str, tuple[str, tuple]]:
 
 
 st.title("Attack & purify lab")
+research_notice()
 names = available_classifiers()
 if not names:
     st.error("No trained classifier is shipped in weights/: train one with `purifylab train classifier`.")
@@ -92,13 +112,15 @@ with st.sidebar:
         index=names.index(RECOMMENDED.classifier) if RECOMMENDED.classifier in names else 0,
         help=f"Default: the recommended defense's classifier, {RECOMMENDED.classifier} ({RECOMMENDED.description}).",
     )
-    threat = st.selectbox("Threat model", list(THREAT_MODELS), key="threat", format_func=lambda t: f"{t} — {THREAT_MODELS[t].description}")
+    threat = st.selectbox("Threat model", list(THREAT_MODELS), key="threat")
+    st.caption(THREAT_MODELS[threat].describe(EOT_DRAWS))  # under the box: a narrow sidebar cut it off inside
     variants = current_variants()
     target_label = st.selectbox(
         "Purifier the attacker differentiates through",
         list(variants),
         index=list(variants).index(DEFAULT_TARGET),
         key="target",
+        format_func=panel_title,
         disabled=threat not in ADAPTIVE,
         help="Only the adaptive threat models (bpda, bpda-eot, white) see a purifier; they cost many denoiser calls.",
     )
@@ -113,11 +135,12 @@ steps = 1 if ATTACKS[attack_label] == "fgsm" else 10
 attack = (("name", ATTACKS[attack_label]), ("eps", eps), ("steps", steps))
 eot = THREAT_MODELS[threat].draws_per_step(EOT_DRAWS)
 target = variants[target_label] if threat in ADAPTIVE else variants["Blurred"]  # grey, transfer: never seen
-seen = f"differentiated through **{target_label}**" if threat in ADAPTIVE else "saw no purifier"
+seen = f"differentiated through **{panel_title(target_label)}** ({setting_text(target)})" if threat in ADAPTIVE else "saw no purifier"
+attack_text = f"{attack_label}, {steps} step(s), L∞ ε {eps:.3f}" + (f", EOT {eot} draws per step" if eot > 1 else "") + f", seed {AttackConfig().seed}"
 clean_reading = read(model, image)[0]
 st.caption(
-    f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · threat model **{threat}**: "
-    f"{THREAT_MODELS[threat].description} · the attacker {seen}"
+    f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · attack: {attack_text} · "
+    f"threat model **{threat}**: {THREAT_MODELS[threat].describe(eot)} · the attacker {seen}"
 )
 
 calls = attack_calls(threat, denoiser_calls(*target), steps, eot)
@@ -129,14 +152,18 @@ else:
     attack_kind = f"{threat} attack through {target[0]}"
     asked = st.session_state.setdefault("asked_attacks", set())
     if job not in asked and job not in st.session_state.get("heavy_results", {}):
-        st.info(
-            f"The **{threat}** attacker differentiates through {target_label}: {estimate_text(call_cost('attack'), attack_kind, calls)} on this "
-            "server. It runs when you ask, so the page stays usable meanwhile."
-        )
-        if not st.button(f"Run the {threat} attack", key="run_attack", type="primary"):
+        prompt = st.empty()
+        with prompt.container():
+            st.info(
+                f"The **{threat}** attacker differentiates through {panel_title(target_label)}: {estimate_text(call_cost('attack'), attack_kind, calls)} "
+                "on this server. It runs when you ask, so the page stays usable meanwhile."
+            )
+            run = st.button(f"Run the {threat} attack", key="run_attack", type="primary")
+        if not run:
             show_image(image, "Original")
             st.markdown(reading_badge(clean_reading))
             st.stop()
+        prompt.empty()  # the attack is running: the question is answered
         asked.add(job)
     adversarial = session_result(
         job,
@@ -167,6 +194,12 @@ with top[1]:
 with top[2]:
     show_image(amplified_perturbation(image, adversarial.image), "|perturbation| (amplified)")
     st.markdown(f"L∞ {norms['linf']:.3f} · L2 {norms['l2']:.2f} · attack {adversarial.seconds:.2f} s")
+found_nothing = norms["linf"] == 0 and ATTACK_SPECS.get(ATTACKS[attack_label]).keeps_only_successes
+if found_nothing:
+    st.info(
+        f"{attack_label} found no perturbation within ε = {eps:.3f} that changes this reading; where it fails it returns "
+        "the original image, so the panels below purify the original. PGD shows its last attempt instead."
+    )
 
 
 def purified(label: str, name: str, params: tuple):
@@ -180,10 +213,17 @@ def purified(label: str, name: str, params: tuple):
     )
 
 
-def attacker_note(label: str) -> str:
+def attacker_note(label: str, variant: tuple[str, tuple]) -> str:
     if threat not in ADAPTIVE:
         return f"{threat}: the attacker saw no purifier"
-    return f"{threat}: the attacker differentiated through {'this purifier' if label == target_label else target_label}"
+    if label != target_label:
+        return f"{threat}: the attacker differentiated through {panel_title(target_label)}"
+    if variant != target:
+        return (
+            f"the attacker differentiated through this purifier at {setting_text(target)}; this panel runs at "
+            f"{setting_text(variant)}, which the attacker never saw"
+        )
+    return f"{threat}: the attacker differentiated through this purifier"
 
 
 @st.fragment
@@ -208,7 +248,7 @@ def purification_panel() -> None:
         list(variants),
         default=list(DEFAULT_DEFENSE),
         key="purifiers",
-        format_func=lambda label: f"{label} ({costs[label]} denoiser calls)" if costs[label] > LIGHT_CALLS else label,
+        format_func=lambda label: f"{panel_title(label)} ({costs[label]} denoiser calls)" if costs[label] > LIGHT_CALLS else panel_title(label),
         help="The heavy ones (more than one denoiser call) run only when you add them here, one visitor's at a "
         "time in a line shared by everyone on this server.",
     )
@@ -229,12 +269,17 @@ def purification_panel() -> None:
             except PurifyLabError as error:  # e.g. that purifier's weights are not shipped
                 st.warning(f"{label}: {error}")
                 continue
-            readings[label] = reading = read(model, output.image)[0]
-            verdicts[label] = outcome = verdict(clean_reading, adversarial_reading, reading, true_class)
-            show_image(output.image, label)
+            readings[panel_title(label)] = reading = read(model, output.image)[0]
+            name, params = variants[label]
+            purified_by = "purification" if PURIFIERS.get(name).changes_image else ""
+            verdicts[panel_title(label)] = outcome = verdict(clean_reading, adversarial_reading, reading, true_class, purified_by=purified_by)
+            show_image(output.image, panel_title(label))
             st.markdown(f"{reading_badge(reading)} · {output.seconds:.2f} s")
             st.markdown(verdict_line(outcome))
-            st.caption(attacker_note(label))
+            st.caption(attacker_note(label, (name, params)))
+            if threat in ADAPTIVE and label == target_label and (name, params) != target:
+                if st.button("Attack this setting", key="reattack", help="Craft the attack again through the purifier as this panel runs it."):
+                    st.rerun()
             st.download_button(
                 "PNG",
                 encode_png(output.image),
@@ -249,8 +294,8 @@ def purification_panel() -> None:
         "image": "an upload (not named here)" if upload is not None else origin,
         "true label": true_class or "unknown",
         "classifier": classifier_name,
-        "attack": f"{attack_label}, ε = {eps:.3f} (L∞), {steps} step(s)",
-        "threat model": f"{threat}: {THREAT_MODELS[threat].description}; the attacker {seen.replace('**', '')}",
+        "attack": attack_text + (": found nothing within ε, the original image was purified" if found_nothing else ""),
+        "threat model": f"{threat}: {THREAT_MODELS[threat].describe(eot)}; the attacker {seen.replace('**', '')}",
     }
     st.download_button(
         "Report of these readings (Markdown)",

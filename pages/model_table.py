@@ -8,7 +8,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data.locations import DATASET_LABELS, dataset_of
-from core.weights import shipped_cards, training_time
+from core.defense import load_defense
+from core.weights import plain_training, shipped_cards, training_time
 
 
 def _with_interval(metrics: dict, key: str) -> str:
@@ -16,33 +17,45 @@ def _with_interval(metrics: dict, key: str) -> str:
     if value is None:
         return "–"
     low, high = (metrics.get("confidence_95") or {}).get(key) or (None, None)
-    return f"{value:.3f} [{low:.2f}, {high:.2f}]" if low is not None and high is not None else f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
+
+
+def _what(stem: str, card: dict) -> str:
+    """The card's training in plain words, and whether the committed recommended defense is this model."""
+    recommended = load_defense("recommended")
+    role = ""
+    if stem == recommended.classifier:
+        role = "; recommended defense" if recommended.purifier == "none" else f"; recommended defense behind {recommended.purifier}"
+    return plain_training(card) + role
 
 
 @st.cache_data(show_spinner=False)
 def shipped_models_table() -> dict[str, list[dict]]:
-    """Rows per data set: X-ray classifiers with their test-cohort and validation figures side by side."""
+    """Rows per data set: the test-cohort figures first (what a reader compares), then validation and the model's facts."""
     tables: dict[str, list[dict]] = {}
     for stem, card in shipped_cards().items():
         dataset = dataset_of(stem)
         test, val = card.get("test_metrics") or {}, card.get("val_metrics") or {}
-        row = {"model": stem, "what": card.get("training_kind") or card.get("kind") or "", "parameters": card.get("parameter_count")}
+        row: dict = {"model": stem}
         if test:
             row.update(
                 {
                     "test balanced acc. [95 % CI]": _with_interval(test, "balanced_accuracy"),
-                    "test AUROC": _with_interval(test, "auroc"),
+                    "test AUROC [95 % CI]": _with_interval(test, "auroc"),
                     "test sensitivity": round(test["sensitivity"].get("PNEUMONIA", 0.0), 3),
                     "test specificity": round(test.get("specificity") or 0.0, 3),
                     "test ECE": round(test.get("ece") or 0.0, 3),
                     "val balanced acc.": round(val.get("balanced_accuracy") or 0.0, 3),
-                    "training (min)": training_time(card),
                 }
             )
         elif val:
             row["val balanced acc." if dataset == "xray" else "val accuracy"] = round(
                 val.get("balanced_accuracy" if dataset == "xray" else "accuracy") or 0.0, 3
             )
+        row["what"] = _what(stem, card)
+        row["parameters"] = f"{card['parameter_count']:,}" if card.get("parameter_count") else None
+        if test:
+            row["training (min)"] = training_time(card)
         row["size (MB)"] = round(card.get("file_size_bytes", 0) / 1e6, 2)
         group = DATASET_LABELS[dataset] if "classes" in card else "diffusion denoisers (the purifiers' networks)"
         tables.setdefault(group, []).append({key: value for key, value in row.items() if value not in (None, "")})

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import threading
 
+import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
 
@@ -24,3 +27,15 @@ def _load() -> None:
     from pages.common import warm_up
 
     warm_up()
+
+
+def through_app_navigation() -> None:
+    """Streamlit treats a folder named `pages/` as a v1 multipage app until `st.navigation` has run once
+    in the process, so a deep link on a fresh server ran the page without app.py and listed every module
+    in the folder as a page. Leave that mode and rerun: app.py then declares the pages and opens the URL's.
+    Only on a session's first run: AppTest re-enters that mode on every run, and a rerun there would
+    drop the click that started it."""
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        if not st.session_state:
+            st.rerun()

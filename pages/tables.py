@@ -10,6 +10,9 @@ import streamlit as st
 from core.errors import PurifyLabError
 from core.paths import RESULTS_DIR
 from core.tables import load_preset, run_preset
+from pages.startup import through_app_navigation
+
+through_app_navigation()
 
 st.title("Robustness tables")
 st.markdown(
@@ -37,6 +40,8 @@ else:
         help="adaptive: every defense against grey-box, BPDA+EOT and white-box attackers; the rest are the papers' grey-box protocols.",
     )
     path = stored[name]
+    # A wide table scrolls sideways in its own box rather than running off the page's right edge.
+    st.html("<style>[data-testid='stMarkdownContainer'] table {display: block; max-width: 100%; overflow-x: auto;}</style>")
     st.markdown(path.read_text())
     downloads = st.columns(3)
     downloads[0].download_button("Markdown", path.read_bytes(), file_name=path.name, key="download_md")

@@ -17,11 +17,15 @@ from pages.common import (
     gallery,
     image_key,
     reading_badge,
+    research_notice,
     show_image,
     true_label_note,
     upload_field,
     verdict_line,
 )
+from pages.startup import through_app_navigation
+
+through_app_navigation()
 
 DEFENCE = ("cold_blur", (("depth", ColdConfig().depth),))
 # The two budgets of the DDPM-defense and Defensive Diffusion papers: 2/255 is hard to see on a
@@ -34,6 +38,7 @@ VISIBILITY = {
 STEPS = ("The X-ray", "A small, targeted attack", "The purified image", "What this does and does not show")
 
 st.title("Clinician walkthrough")
+research_notice()
 st.caption("A guided story in four steps. No maths needed; every term is explained where it appears.")
 
 names = available_classifiers()
@@ -66,9 +71,10 @@ if step >= 1:
     with st.spinner("The attacker is computing its perturbation …"):
         adversarial = cached_attack(key, image, "vit", ATTACK, "grey", *DEFENCE, 1)
     attacked = read(model, adversarial.image)[0]
-if step >= 2:
-    purified = cached_purify(key, adversarial.image, *DEFENCE)
+if step >= 2:  # each image purified under its own key: the attacked one changes with the budget
+    purified = cached_purify(image_key(adversarial.image), adversarial.image, *DEFENCE)
     restored = read(model, purified.image)[0]
+    purified_clean = read(model, cached_purify(key, image, *DEFENCE).image)[0]
 
 if step == 0:
     left, right = st.columns([1, 1])
@@ -114,12 +120,21 @@ elif step == 2:
             st.markdown(reading_badge(reading))
     outcome = verdict(clean, attacked, restored, true_class)
     st.markdown(f"**Verdict:** {verdict_line(outcome)}")
-    worked = "washed out the engineered change" if outcome.restored else "did **not** undo the attack on this X-ray"
+    by_itself = purified_clean.label != clean.label
+    if by_itself:
+        worked = "changes the reading by itself, so this result says nothing about the attack"
+    elif attacked.label == clean.label:
+        worked = "had no attack to undo"
+    else:
+        worked = "undid the engineered change" if outcome.restored else "did **not** undo the attack on this X-ray"
     st.markdown(
         "*Purification* blurs the attacked image before the model reads it, to wash out the engineered "
-        f"change (a cold-diffusion model can then restore detail: see the lab). Here it {worked}: the "
-        f"model reads {reading_badge(restored)} after purification."
+        f"change (a cold-diffusion model can then restore detail: see the lab). The model reads "
+        f"{reading_badge(restored)} after purification, and {reading_badge(purified_clean)} when the same "
+        f"blur is applied to the original, unattacked X-ray: here the purifier {worked}. Blurring also "
+        "removes detail the model uses."
     )
+    st.caption("This attacker did not know about the purifier (grey-box): step 4 says what an attacker who does can do.")
 else:
     st.markdown(
         "- **This is a research tool, not a diagnostic device.** The model was trained on one public "

@@ -325,7 +325,8 @@ async def drive(browser, base: str, session: int, jobs: list[Job], log: SessionL
             start = time.perf_counter()
             await page.goto(base)  # from the home page: a deep link makes the frontend probe /lab/_stcore/* (404)
             home = await settle(page, action_ms)
-            await page.get_by_role("link", name="Attack & purify lab", exact=True).click()  # the sidebar's, not home's "start here"
+            sidebar = page.locator("[data-testid='stSidebarNav']")
+            await sidebar.get_by_role("link", name="Attack & purify lab", exact=True).click()  # not home's "start here" link
             await page.wait_for_selector("[data-testid='stSlider']", timeout=action_ms)
             lab = await settle(page, action_ms)
             log.latencies.extend([("home", home - start), ("lab", lab - home)])

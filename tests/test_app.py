@@ -28,6 +28,11 @@ def test_home_loads_and_says_what_the_lab_does(app):
     assert {"Start here"} <= {header.value for header in app.subheader}
     others = {name for frame in app.dataframe[1:] for name in frame.value["model"]}
     assert {"mnist_cnn", "cifar10_cnn", "ddpm_unet"} <= others
+    # the test figures come first; each model says in plain words how it was trained, from its card
+    assert list(xray.columns[:2]) == ["model", "test balanced acc. [95 % CI]"]
+    resnet_at = xray.set_index("model").loc["resnet_at"]
+    assert resnet_at["what"] == "adversarial training (PGD L-inf 0.03), weight soup of 3; recommended defense"
+    assert resnet_at["parameters"] == "711,202" and resnet_at["test AUROC [95 % CI]"] == "0.968 [0.950, 0.983]"
 
 
 def _badges(app) -> list[str]:
@@ -38,6 +43,7 @@ def _badges(app) -> list[str]:
 def test_lab_attack_flips_the_reading_of_a_real_xray_and_zero_budget_does_not(app, xray_paths):
     app.switch_page("pages/lab.py").run()
     assert not app.exception, app.exception
+    assert any(caption.value.startswith("Research tool, not a diagnostic device") for caption in app.caption)
     assert {"Sample X-ray", "Classifier", "Attack", "Threat model"} <= {element.label for element in app.selectbox}
     from core.defense import load_defense
 
@@ -106,6 +112,32 @@ def test_lab_runs_an_adaptive_attack_only_when_asked_and_says_what_the_attacker_
     assert len(notes) == len(_purified_readings(app)) == len(DEFAULT_DEFENSE) + 1
 
 
+def test_lab_clears_the_question_once_the_adaptive_attack_runs(app):
+    app.switch_page("pages/lab.py").run()
+    app.selectbox(key="attack").set_value("FGSM").run()
+    app.selectbox(key="threat").set_value("bpda-eot").run()
+    app.button(key="run_attack").click().run()
+    assert _purified_readings(app)
+    assert not [info for info in app.info if "denoiser calls, about" in info.value], "the question stayed after the answer"
+
+
+def test_lab_calls_the_recommended_panel_so_only_with_the_recommended_classifier(app):
+    from pages.common import RECOMMENDED, RECOMMENDED_PANEL
+
+    app.switch_page("pages/lab.py").run()
+    assert RECOMMENDED_PANEL in _probability_rows(app)
+    other = next(name for name in app.selectbox(key="classifier").options if name != RECOMMENDED.classifier)
+    app.selectbox(key="classifier").set_value(other).run()
+    assert not app.exception, app.exception
+    rows = _probability_rows(app)
+    assert RECOMMENDED_PANEL not in rows and f"No purification ({other})" in rows
+
+
+def _probability_rows(app) -> list[str]:
+    tables = [md.value for md in app.markdown if md.value.startswith("| panel |")]
+    return [line.split(" | ")[0].removeprefix("| ") for line in tables[-1].splitlines()[2:]]
+
+
 def test_lab_upload_of_a_hostile_file_shows_one_clear_error(app):
     app.switch_page("pages/lab.py").run()
     app.file_uploader(key="upload").set_value(("x.png", b"<html>not an image</html>", "image/png")).run()
@@ -123,6 +155,8 @@ def test_walkthrough_steps_forward_to_the_purified_image(app, xray_paths):
         assert not app.exception, app.exception
     verdicts = [md.value for md in app.markdown if md.value.startswith("**Verdict:**")]
     assert len(verdicts) == 1 and ("restored" in verdicts[0] or "did not change" in verdicts[0])
+    assert any("applied to the original, unattacked X-ray" in md.value for md in app.markdown)  # the purifier's own effect
+    assert any("grey-box" in caption.value for caption in app.caption)
     app.button(key="walkthrough_next").click().run()
     assert app.session_state["walkthrough_step"] == 3
     assert any("not a diagnostic device" in md.value for md in app.markdown)
@@ -133,6 +167,7 @@ def test_walkthrough_tells_the_story_of_an_upload(app, xray_paths):
     app.file_uploader(key="walkthrough_upload").set_value(("mine.jpeg", xray_paths["NORMAL"][0].read_bytes(), "image/jpeg")).run()
     assert not app.exception, app.exception
     assert any("true label: unknown" in md.value for md in app.markdown)
+    assert any(caption.value.startswith("Research tool, not a diagnostic device") for caption in app.caption)
     app.file_uploader(key="walkthrough_upload").set_value(("x.png", b"<html>not an image</html>", "image/png")).run()
     assert not app.exception
     assert any("cannot be used" in error.value for error in app.error)
@@ -164,6 +199,26 @@ def test_curves_figure_has_one_line_per_row():
     rows = {r["row"] for r in document["results"]}
     assert len(figure["data"]) == len(rows)
     assert all(0 <= y <= 100 for trace in figure["data"] for y in trace["y"])
+
+
+def test_curve_subtitles_come_from_the_runs_record_and_each_panel_has_its_own_legend():
+    """A chart says who attacked, how many images of which split and in which metric; the swept
+    parameter is the record's, not the sweep's name (the MNIST 'depth' sweep varies t_start)."""
+    import json
+
+    from core.tables.render import curves_figure
+
+    results = Path(APP).parent / "results"
+    sweep = json.loads((results / "sweep-tstar-ddpm" / "sweep-tstar-ddpm.json").read_text())
+    (title,) = [a["text"] for a in curves_figure(sweep, "../shared/data/chest_xray_pneumonia/test").to_dict()["layout"]["annotations"]]
+    assert title.startswith("accuracy vs t*: ddpm in front of vit<br>")
+    assert "threat grey: PGD-10 L-inf 0.03 · 64 images, split 'all' of chest_xray_pneumonia/test · accuracy (%), not balanced" in title
+    mnist = curves_figure(json.loads((results / "mnist-diffdefense" / "mnist-diffdefense.json").read_text())).to_dict()
+    titles = [a["text"] for a in mnist["layout"]["annotations"]]
+    assert titles[0].startswith("accuracy vs t_start: diffdefense") and titles[1].startswith("attack detection: ROC")
+    assert not any("sweep depth" in t or "ROC roc" in t for t in titles)
+    legends = {trace.get("legend", "legend") for trace in mnist["data"]}
+    assert legends == {"legend", "legend2"} and "legend2" in mnist["layout"]
 
 
 @pytest.mark.slow

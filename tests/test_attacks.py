@@ -182,6 +182,22 @@ def test_dlr_reference_logits_keep_the_prediction(model, xrays) -> None:
     assert torch.equal(padded_logits.argmax(1), logits.argmax(1))
 
 
+class _Constant(nn.Module):
+    """A classifier no perturbation can fool: its logits ignore the image (but keep a gradient path)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([[2.0, -2.0]]).expand(len(x), 2) + 0.0 * x.flatten(1).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("name", ["pgd", "apgd"])
+def test_where_an_attack_fails_it_returns_the_input_exactly_when_its_spec_says_so(xrays, name) -> None:
+    """The lab tells "found nothing within eps" from "perturbed, still read right" by this flag."""
+    images, labels = xrays["x"][:4], torch.zeros(4, dtype=torch.long)
+    config = AttackConfig(name=name, eps=0.03, steps=3)
+    adversarial = create_attack(_Constant().eval(), config, num_classes=2)(images, labels)
+    assert torch.equal(adversarial, images) == ATTACKS.get(name).keeps_only_successes
+
+
 def test_fgsm_is_one_step_whatever_steps_says():
     """The CLI's default of 10 steps must not be reported as FGSM's budget."""
     config = AttackConfig(name="fgsm", eps=0.03, steps=10)

@@ -7,6 +7,7 @@ Needs Debian's chromium (/usr/bin/chromium); .ci/run installs it when missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,8 +42,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server_url():
+@contextlib.contextmanager
+def _serve():
+    """A new Streamlit server process, as a Space starts one; yields its URL once healthy."""
     port = _free_port()
     process = subprocess.Popen(
         [
@@ -79,6 +81,12 @@ def server_url():
 
 
 @pytest.fixture(scope="module")
+def server_url():
+    with _serve() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def page():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (apt-get install chromium)")
@@ -111,6 +119,18 @@ def test_home_renders_without_page_errors(server_url, page):
     assert not page.locator("[data-testid='stException']").count()
     page.screenshot(path=str(SHOTS / "home.png"), full_page=True)
     assert page.errors == []
+
+
+def test_a_deep_link_to_a_fresh_server_gets_the_declared_pages(page):
+    """Before any visitor has opened `/`, Streamlit reads a folder named pages/ as a v1 multipage app:
+    the link must still get app.py's five pages, not every module of the folder."""
+    with _serve() as url:
+        page.goto(f"{url}/tables")
+        page.locator("h1", has_text="Robustness tables").wait_for(timeout=60_000)  # after the page's one rerun
+        _settle(page)
+        links = page.locator("[data-testid='stSidebarNav'] a").all_inner_texts()
+        titles = [text.split("\n")[-1].strip() for text in links]
+        assert titles == ["Home", "Clinician walkthrough", "Attack & purify lab", "Robustness tables", "Sweeps & detection"]
 
 
 TIMINGS: dict[str, float] = {}  # seconds to each page's first settled render, for BENCHMARKS.md (never asserted)

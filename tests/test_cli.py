@@ -187,3 +187,192 @@ def test_listing_commands_print_json(capsys, command, keys):
     code, out, _ = run_cli([command, "--json"], capsys)
     rows = json.loads(out)
     assert code == 0 and rows and all(set(row) == keys for row in rows)
+
+
+def _one_line_refusal(code: int, err: str, *fragments: str) -> None:
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+def test_an_output_never_replaces_an_input(tmp_path, capsys):
+    image = tmp_path / "victim.png"
+    image.write_bytes(_grey_png())
+    for command in (["purify", str(image), "--purifier", "none"], ["attack", str(image), "--classifier", "student_cnn", "--steps", "1"]):
+        code, _, err = run_cli([*command, "--out", str(image), "--overwrite"], capsys)
+        _one_line_refusal(code, err, "is one of the command's inputs")
+    assert image.read_bytes() == _grey_png()
+
+
+def test_existing_files_purifylab_did_not_write_are_kept_unless_overwrite(tmp_path, capsys):
+    image = tmp_path / "in.png"
+    image.write_bytes(_grey_png())
+    (tmp_path / "existing.png").write_text("precious")
+    (tmp_path / "notes.json").write_text('{"mine": 1}')
+    (tmp_path / "res.json").write_text("precious")
+    (tmp_path / "res.config.json").write_text("precious")
+    cases = [
+        ["purify", str(image), "--purifier", "none", "--out", str(tmp_path / "existing.png")],
+        ["purify", str(image), "--purifier", "none", "--out", str(tmp_path / "notes.png")],  # its config would replace notes.json
+        ["evaluate", "--data", str(tmp_path), "--json", str(tmp_path / "res.json")],
+        ["data", "split", str(tmp_path), "--out", str(tmp_path / "res.json")],
+        ["bench", "--preset", "smoke", "--out", str(tmp_path / "res.json")],
+    ]
+    for args in cases:
+        code, _, err = run_cli(args, capsys)
+        _one_line_refusal(code, err, "exists and purifylab did not write it", "--overwrite")
+    assert (tmp_path / "existing.png").read_text() == "precious" and (tmp_path / "notes.json").read_text() == '{"mine": 1}'
+    assert (tmp_path / "res.json").read_text() == "precious" == (tmp_path / "res.config.json").read_text()
+    out = tmp_path / "o.png"
+    for _ in range(2):  # purifylab's own output pair is replaced without --overwrite
+        assert run_cli(["purify", str(image), "--purifier", "none", "--out", str(out)], capsys)[0] == 0
+    assert run_cli(["purify", str(image), "--purifier", "none", "--out", str(tmp_path / "existing.png"), "--overwrite"], capsys)[0] == 0
+    assert json.loads((tmp_path / "existing.json").read_text())["purifier"] == "none"
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_compute(tmp_path, capsys):
+    image = tmp_path / "in.png"
+    image.write_bytes(_grey_png())
+    (tmp_path / "dj.json").mkdir()
+    cases = {
+        "cannot write --out /proc/x.png": ["purify", str(image), "--purifier", "ddpm", "--out", "/proc/x.png"],
+        "cannot write --json /proc/r.json": ["evaluate", "--data", str(tmp_path), "--json", "/proc/r.json"],
+        "cannot write --out /proc/s.json": ["data", "split", str(tmp_path), "--out", "/proc/s.json"],
+        "its config": ["purify", str(image), "--purifier", "none", "--out", str(tmp_path / "dj.png")],
+        "is a folder": ["bench", "--preset", "smoke", "--out", str(tmp_path / "dj.json")],
+        "must end in .json": ["data", "split", str(tmp_path), "--out", str(tmp_path / "split.png")],
+    }
+    for message, args in cases.items():
+        code, _, err = run_cli(args, capsys)
+        _one_line_refusal(code, err, message)
+    assert not (tmp_path / "dj.png").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["purify", "IMAGE", "--out", "OUT/o.png"],
+        ["attack", "IMAGE", "--out", "OUT/o.png"],
+        ["evaluate", "--data", "OUT"],
+        ["certify", "--data", "OUT"],
+        ["sweep", "tstar", "--purifier", "noise", "--values", "0.1"],
+        ["data", "split", "OUT", "--out", "OUT/s.json"],
+        ["train", "classifier", "--model", "student_cnn", "--out", "OUT/run"],
+    ],
+)
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_seed_range_is_checked_the_same_way_everywhere(tmp_path, capsys, command, seed):
+    image = tmp_path / "in.png"
+    image.write_bytes(_grey_png())
+    args = [str(image) if arg == "IMAGE" else arg.replace("OUT", str(tmp_path)) for arg in command]
+    code, _, err = run_cli([*args, "--seed", seed], capsys)
+    assert code == 2 and err.strip() == f"error: --seed={seed} is outside the allowed range [0, 4294967295]"
+
+
+def test_defense_refuses_explicit_options_it_would_override(xray_test_dir, capsys):
+    cases = [
+        ["evaluate", "--data", str(xray_test_dir), "--defense", "recommended", "--classifier", "vit"],
+        ["evaluate", "--data", str(xray_test_dir), "--defense", "recommended", "--purifier", "ddpm"],
+        ["certify", "--data", str(xray_test_dir), "--defense", "smoothing", "--sigma", "0.1"],
+        ["certify", "--data", str(xray_test_dir), "--defense", "smoothing", "--classifier", "vit"],
+    ]
+    for args in cases:
+        code, _, err = run_cli(args, capsys)
+        _one_line_refusal(code, err, f"--defense {args[4]} sets {args[5]}", f"{args[5]} {args[6]} was given")
+
+
+def test_classifier_and_data_with_other_classes_are_refused_before_inference(shared_data, xray_test_dir, tmp_path, capsys):
+    mnist = shared_data / "mnist" / "t10k-images-idx3-ubyte.gz"
+    evaluate = ["evaluate", "--limit", "2", "--data"]
+    cases = {
+        "classifier mnist_cnn answers 10 classes": [*evaluate, str(xray_test_dir), "--classifier", "mnist_cnn"],
+        "classifier student_cnn answers 2 classes (NORMAL, PNEUMONIA), but --data": [*evaluate, str(mnist), "--classifier", "student_cnn"],
+        "classifier cifar10_cnn answers 10 classes (airplane": [*evaluate, str(xray_test_dir), "--classifier", "cifar10_cnn", "--attack", "pgd"],
+    }
+    for message, args in cases.items():
+        code, _, err = run_cli(args, capsys)
+        _one_line_refusal(code, err, message)
+    image = tmp_path / "in.png"
+    image.write_bytes(_grey_png())
+    code, _, err = run_cli(["attack", str(image), "--classifier", "mnist_cnn", "--steps", "1", "--out", str(tmp_path / "a.png")], capsys)
+    _one_line_refusal(code, err, "but a chest X-ray has 2 (NORMAL, PNEUMONIA)")
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_evaluate_split_reads_a_split_of_an_npz(shared_data, capsys):
+    npz = str(shared_data / "pneumoniamnist_28" / "pneumoniamnist.npz")
+    code, out, _ = run_cli(["evaluate", "--data", npz, "--split", "val", "--classifier", "student_cnn", "--limit", "2"], capsys)
+    assert code == 0 and "split val  n 2" in out
+    code, _, err = run_cli(["evaluate", "--data", npz, "--classifier", "student_cnn", "--limit", "2"], capsys)
+    _one_line_refusal(code, err, "holds splits train, val; choose one with --split")
+
+
+def test_certify_names_its_data_and_split_and_ignores_unrelated_json(xray_test_dir, tmp_path, capsys):
+    (tmp_path / "broken.json").write_text("not json {")
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "other.json").write_text("[1, 2]")
+    (tmp_path / "other.config.json").write_text("{}")
+    args = ["certify", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--denoiser", "none", "--n", "8", "--n0", "2", "--alpha", "0.1"]
+    code, out, err = run_cli([*args, "--limit", "1", "--json", str(tmp_path / "c.json")], capsys)
+    assert code == 0, err
+    assert "data ../shared/data/chest_xray_pneumonia/test split all  n 1" in out.splitlines()[0]
+    assert json.loads((tmp_path / "certified_curve.json").read_text()) == {"certify_results": ["c.json"]}
+    (tmp_path / "mine.html").write_text("my page")
+    (tmp_path / "certified_curve.html").write_text("my page")
+    (tmp_path / "certified_curve.json").unlink()
+    code, _, err = run_cli([*args, "--limit", "1", "--json", str(tmp_path / "c.json")], capsys)
+    _one_line_refusal(code, err, "certified_curve.html exists and purifylab did not write it")
+
+
+def test_serve_names_a_bad_host_or_a_busy_port(capsys):
+    import socket
+
+    code, _, err = run_cli(["serve", "--host", "not_a_host!!"], capsys)
+    _one_line_refusal(code, err, "--host 'not_a_host!!' is not a valid address")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = run_cli(["serve", "--port", str(port)], capsys)
+    _one_line_refusal(code, err, f"port {port} is in use", "--port")
+
+
+def test_train_checks_its_options_and_run_folder_up_front(tmp_path, capsys):
+    train = ["train", "classifier", "--model", "student_cnn", "--preset", "tiny", "--no-progress", "--out", str(tmp_path / "run")]
+    code, _, err = run_cli([*train, "--image-size", "7"], capsys)
+    _one_line_refusal(code, err, "--image-size=7 is outside the allowed range")
+    code, _, err = run_cli([*train, "--max-minutes", "-1"], capsys)
+    _one_line_refusal(code, err, "--max-minutes must be > 0")
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    code, _, err = run_cli(train, capsys)
+    _one_line_refusal(code, err, "holds a training run", "--resume", "--overwrite")
+
+
+def test_a_corrupt_model_card_is_one_line(tmp_path, xray_test_dir, capsys):
+    import shutil
+
+    from core.weights import WEIGHTS_DIR
+
+    shutil.copy(WEIGHTS_DIR / "student_cnn.safetensors", tmp_path / "bad.safetensors")
+    (tmp_path / "bad.json").write_text("{bad")
+    code, _, err = run_cli(["evaluate", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--weights", str(tmp_path / "bad.safetensors")], capsys)
+    _one_line_refusal(code, err, "bad.json is not readable JSON")
+
+
+def test_small_sweep_and_bench_refusals(tmp_path, capsys):
+    sweep = ["sweep", "tstar", "--purifier", "noise", "--values", "0.01", "--classifier", "student_cnn", "--limit", "2"]
+    code, _, err = run_cli(["sweep", "nope", *sweep[2:]], capsys)
+    _one_line_refusal(code, err, "sweep 'nope' is unknown; choose one of: depth, tstar")
+    code, _, err = run_cli([*sweep, "--param", "t_star=0.9"], capsys)
+    _one_line_refusal(code, err, "--param t_star is what the tstar sweep varies")
+    code, _, err = run_cli(["bench", "--preset", "smoke", "--out", str(tmp_path / "b.json"), "--data", str(tmp_path / "missing")], capsys)
+    _one_line_refusal(code, err, "does not exist")
+
+
+def test_absent_classes_have_no_sensitivity():
+    import numpy as np
+
+    from core.metrics import classification_metrics
+
+    metrics = classification_metrics(np.array([0, 0]), np.array([[0.9, 0.1], [0.8, 0.2]]), bootstrap=0)
+    assert metrics.sensitivity == {"NORMAL": 1.0, "PNEUMONIA": None}

@@ -94,7 +94,7 @@ def test_medmnist_npz_split_counts_and_item_view(pneumonia_val: ImageSet, pneumo
 
 def test_npz_needs_a_split_when_it_holds_several(pneumonia_npz: Path) -> None:
     npz = pneumonia_npz
-    with pytest.raises(PurifyLabError, match="holds splits train, val; pass split="):
+    with pytest.raises(PurifyLabError, match="holds splits train, val; choose one with --split"):
         load_dataset(npz)
     with pytest.raises(PurifyLabError, match="split 'holdout' not found"):
         load_dataset(npz, split="holdout")
@@ -177,7 +177,7 @@ def test_tuberculosis_layout_with_mixed_sizes(tmp_path: Path) -> None:
         _save_png(root / "Normal" / f"Normal-{i}.png", _grey_rgb(i, 48))
         _save_png(root / "Tuberculosis" / f"Tuberculosis-{i}.png", _noise(10 + i, (40, 40)))
     (root / "README.md.txt").write_text("metadata, not an image")
-    with pytest.raises(PurifyLabError, match="different sizes .*pass size="):
+    with pytest.raises(PurifyLabError, match="different sizes .*resize them with --size"):
         load_dataset(root)
     tb = load_dataset(root, size=32)
     assert tb.classes == ("Normal", "Tuberculosis") and tb.labels.tolist() == [0, 0, 0, 1, 1, 1]
@@ -231,7 +231,7 @@ def test_split_folders_need_a_split(tmp_path: Path) -> None:
     for split in ("train", "val"):
         for name in ("NORMAL", "PNEUMONIA"):
             _save_png(tmp_path / split / name / "x.png", _noise(len(split + name), (8, 8)))
-    with pytest.raises(PurifyLabError, match="holds splits train, val; pass split="):
+    with pytest.raises(PurifyLabError, match="holds splits train, val; choose one with --split"):
         load_dataset(tmp_path)
     val = load_dataset(tmp_path, split="val")
     assert val.classes == ("NORMAL", "PNEUMONIA") and val.sources == ("NORMAL/x.png", "PNEUMONIA/x.png")

@@ -64,7 +64,7 @@ def test_every_threat_model_reports_clean_and_robust_accuracy(xray_train_dir, ti
     eot = THREAT_MODELS[threat].draws_per_step(2)
     result = evaluate(_config(xray_train_dir, tiny, threat=threat, eot=eot, purifier="noise", purifier_params={"t_star": 0.02}, redraws=2))
     assert result["n"] == 16 and result["threat_model"]["name"] == threat
-    assert result["threat_model"]["description"] == THREAT_MODELS[threat].description
+    assert result["threat_model"]["description"] == THREAT_MODELS[threat].describe(result["threat_model"]["eot"])
     assert 0 <= result["robust_accuracy_worst_of_k"] <= result["robust_accuracy"] <= 1
     assert result["redraws"] == 2  # noise is stochastic: two test-time draws
     # two draws: a strict majority is both, so the vote is the worst case

@@ -41,3 +41,8 @@ def test_session_report_holds_the_settings_and_every_panels_reading_and_verdict(
     assert "- **true label:** NORMAL" in report and "not a diagnostic device" in report
     assert "| Adversarial | PNEUMONIA | 80% | – |" in report
     assert "| DDPM | NORMAL | 90% | reading restored (matches the true label) |" in report
+
+
+def test_with_no_purifier_the_verdict_does_not_credit_a_purification():
+    result = verdict(NORMAL, NORMAL, NORMAL, "NORMAL", purified_by="")
+    assert result.text == "the attack did not change the reading (matches the true label)"

@@ -382,11 +382,16 @@ def test_an_adaptive_table_prints_balanced_accuracy_and_runs_only_the_columns_th
     assert "Robust balanced accuracy (%) [95 % interval" in outcome.markdown
     noise_row = next(line for line in outcome.markdown.splitlines() if line.startswith("| PGD"))
     cells = [cell.strip() for cell in noise_row.strip("|").split("|")]
-    assert "| Attack | Original [grey] | Noise [grey] | Noise [white] |" in outcome.markdown  # Original is never attacked white-box
+    # Original has no purifier, so its grey attacker is already white-box: the header says so
+    assert "| Attack | Original [white = grey: no purifier] | Noise [grey] | Noise [white] |" in outcome.markdown
     low_high = cells[2].split("[")[1].split("]")[0].split(", ")
     assert float(low_high[0]) <= float(cells[2].split(" ")[0]) <= float(low_high[1]) and " / " in cells[2]
     checks = json.loads(outcome.paths["json"].read_text())["sanity_checks"]
-    assert any(c["name"] == "white is not weaker than grey" for c in checks)
+    masking = next(c for c in checks if c["name"] == "white is not weaker than grey")
+    # the check compares the balanced accuracy the table prints, and says so
+    white = next(r for r in outcome.records if (r["column"], r["threat"], r["row"]) == ("Noise", "white", "PGD"))
+    assert masking["metric"] == "balanced accuracy (one-shot)" and masking["values"]["white_accuracy"] == white["metrics"]["balanced_accuracy"]
+    assert "row PGD, metric balanced accuracy (one-shot)): white_accuracy" in outcome.markdown
 
 
 def test_a_column_may_name_a_committed_defense_and_bad_column_threats_are_refused(xray_train_dir, weights):

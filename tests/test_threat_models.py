@@ -273,10 +273,16 @@ def test_every_place_reads_the_threat_flags_from_the_registry(setup: Setup) -> N
             assert attacked_model(name, setup.classifier, purifier, eot=2) is not setup.classifier
         table = TableSpec("t", "c", (), (AttackRow("PGD", AttackConfig()),), (PurifierColumn("x"),), threats=(name,))
         assert ("EOT 3" in table_caption(preset, table, [])) == threat.uses_eot
-        assert threat.description in table_caption(preset, table, [])
+        assert threat.describe(preset.eot) in table_caption(preset, table, [])
         chain = BenchSettings(chain_threats=(name,), chain_eot=2)
         if threat.goes_through_purifier:
             chain.validate()
         else:
             with pytest.raises(PurifyLabError, match="not one of"):
                 chain.validate()
+
+
+def test_descriptions_state_the_eot_count_they_were_run_with():
+    assert THREAT_MODELS["white"].describe(8).endswith("EOT over 8 draws")
+    assert "several" in THREAT_MODELS["bpda-eot"].describe()
+    assert "{" not in THREAT_MODELS["grey"].describe(8)

@@ -153,6 +153,9 @@ class AttackSpec:
     restarts: bool = False  # True: restarts > 1 is meaningful
     eot: bool = False  # True: the attack itself takes eot_iter
     single_step: bool = False  # True: one gradient step whatever `steps` says (FGSM)
+    # True: where the attack fails it returns the input itself, not its last iterate (torchattacks keeps
+    # only successful examples), so "no perturbation" means "nothing found within eps".
+    keeps_only_successes: bool = False
     revision: int = 0  # raised when the implementation changes, so stored results are recomputed
 
     def __call__(self, model: nn.Module, config: AttackConfig, num_classes: int) -> Attack:
@@ -222,11 +225,11 @@ for _name, _spec, _doc in (
         AttackSpec(lambda m, c, k: torchattacks.TPGD(m, eps=c.eps, alpha=c.step_size, steps=c.steps), _LINF),
         "TRADES' adversary: PGD on the KL divergence from the clean prediction, labels unused (L-inf)",
     ),
-    ("apgd", AttackSpec(_apgd, _BOTH, restarts=True, eot=True), "Auto-PGD with cross-entropy loss (APGD-CE)"),
-    ("apgdt", AttackSpec(_apgdt, _BOTH, restarts=True, eot=True), "targeted Auto-PGD with the DLR loss (APGD-T)"),
-    ("autoattack", AttackSpec(_autoattack("standard"), _BOTH), "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square"),
-    ("autoattack-rand", AttackSpec(_autoattack("rand"), _BOTH), "AutoAttack rand: APGD-CE and APGD-DLR with EOT 20"),
-    ("square", AttackSpec(_square, _BOTH, restarts=True), "Square attack, score-based black-box (steps = queries)"),
+    ("apgd", AttackSpec(_apgd, _BOTH, restarts=True, eot=True, keeps_only_successes=True), "Auto-PGD with cross-entropy loss (APGD-CE)"),
+    ("apgdt", AttackSpec(_apgdt, _BOTH, restarts=True, eot=True, keeps_only_successes=True), "targeted Auto-PGD with the DLR loss (APGD-T)"),
+    ("autoattack", AttackSpec(_autoattack("standard"), _BOTH, keeps_only_successes=True), "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square"),
+    ("autoattack-rand", AttackSpec(_autoattack("rand"), _BOTH, keeps_only_successes=True), "AutoAttack rand: APGD-CE and APGD-DLR with EOT 20"),
+    ("square", AttackSpec(_square, _BOTH, restarts=True, keeps_only_successes=True), "Square attack, score-based black-box (steps = queries)"),
     (
         "deepfool",
         AttackSpec(lambda m, c, k: BoxDeepFool(m, steps=c.steps), _L2, bounded=False, revision=1),

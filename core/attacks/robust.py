@@ -255,6 +255,7 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
         substitute = create_classifier(config.substitute, pretrained=True, weights=config.substitute_weights)
     config = dataclasses.replace(config, split=resolve_split(config.data, config.split, model.card))
     data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress, channels=model.in_channels)
+    model.check_classes(data.classes, f"--data {config.data}")
     options = dict(redraws=config.redraws, seed=config.seed, batch_size=config.attack_batch_size, progress=progress)
     clean = robust_run(model, purifier, data.images, data.labels, None, config.threat, **options)
     adversarial = robust_run(model, purifier, data.images, data.labels, attack, config.threat, substitute=substitute, eot=config.eot, **options)
@@ -281,7 +282,7 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
         "redraws": robust_metrics["redraws"],
         "robust": {key: robust_metrics[key] for key in ("balanced_accuracy", "auroc", "sensitivity", "confidence_95")},
         "data": data.describe(config.data),
-        "threat_model": {"name": threat.name, "description": threat.description, "eot": config.eot},
+        "threat_model": {"name": threat.name, "description": threat.describe(config.eot), "eot": config.eot},
         "attack": attack.resolved(),
         "budget": attack_budget(attack, config.threat, config.eot),
         "seconds_per_image": round(adversarial.seconds / max(len(data.labels), 1), 4),

@@ -33,13 +33,17 @@ class ThreatModel:
     """What the attacker sees under one threat model; every caller asks these flags, none re-spells them."""
 
     name: str
-    description: str
+    summary: str  # "{draws}" stands for the EOT count, which only the caller knows
     goes_through_purifier: bool  # the attacker differentiates (or approximates) the purifier
     uses_eot: bool  # each attack step averages over `eot` purifier draws
     needs_substitute: bool  # examples are crafted on a black-box substitute model
     # Threat models that see less of the defense: this attacker must leave no higher robust
     # accuracy than any of them (white <= BPDA+EOT <= grey), or the table flags gradient masking.
     not_weaker_than: tuple[str, ...] = ()
+
+    def describe(self, eot: int | None = None) -> str:
+        """The threat model in words, with the EOT count filled in ("several" when none is set)."""
+        return self.summary.format(draws="several" if eot is None else eot)
 
     def draws_per_step(self, eot: int) -> int:
         """Purifier draws the attacker spends per gradient step."""
@@ -52,10 +56,10 @@ THREAT_MODELS: dict[str, ThreatModel] = {
         ThreatModel("grey", "attacker sees the classifier only; the purifier is applied at test time", False, False, False),
         ThreatModel("transfer", "examples crafted on a substitute model (black-box), evaluated on the defended target", False, False, True),
         ThreatModel("bpda", "purifier forward, identity backward (BPDA)", True, False, False),
-        ThreatModel("bpda-eot", "BPDA with expectation over eot purifier draws per step", True, True, False, ("grey",)),
+        ThreatModel("bpda-eot", "BPDA with expectation over {draws} purifier draws per step", True, True, False, ("grey",)),
         ThreatModel(
             "white",
-            "exact gradients through the purifier's differentiable mode, EOT over eot draws",
+            "exact gradients through the purifier's differentiable mode, EOT over {draws} draws",
             True,
             True,
             False,
@@ -74,7 +78,7 @@ def threat_model(name: str) -> ThreatModel:
 
 
 def threat_descriptions() -> dict[str, str]:
-    return {name: threat.description for name, threat in THREAT_MODELS.items()}
+    return {name: threat.describe() for name, threat in THREAT_MODELS.items()}
 
 
 def attacked_model(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from core.cli.options import Threads
+from core.cli.options import Overwrite, Threads
 from core.errors import PurifyLabError
 
 
@@ -37,6 +37,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             Path | None, typer.Option("--data", help="X-ray folder (default ../shared/data/chest_xray_pneumonia/train; random images if absent)")
         ] = None,
         threads: Threads = None,
+        overwrite: Overwrite = False,
         purify_batch: Annotated[int | None, typer.Option("--purify-batch", help="large batch for purification")] = None,
         train_batch: Annotated[int | None, typer.Option("--train-batch", help="large batch for training steps")] = None,
         warmup: Annotated[int | None, typer.Option("--warmup", help="untimed runs before timing (purify, train, app)")] = None,
@@ -57,10 +58,16 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="CUDA: compile mode reduce-overhead (needs --compile)")] = None,
     ) -> None:
         """Measure throughput of purifiers, attacks, training and the app path against a naive reference."""
+        from core.cli.preflight import check_data, check_output
+        from core.cli.reporting import write_config
         from core.paths import RESULTS_DIR
 
-        settings_module, suite, report = _suite()
         chosen = preset or ("gpu" if device == "cuda" else "cpu")
+        out = out or RESULTS_DIR / "benchmarks" / f"bench_{chosen}.json"
+        if data is not None:  # a folder the user named must exist; the random-image fallback is for the default only
+            check_data(data)
+        check_output(out, "--out", inputs=(data,), overwrite=overwrite, suffix=".json", creates_folder=True)
+        settings_module, suite, report = _suite()
         settings = settings_module.BenchSettings.from_preset(
             chosen, device=device, threads=threads, sections=_names(sections), purifiers=_names(purifiers),
             purify_batch=purify_batch, train_batch=train_batch, warmup=warmup, repeats=repeats, attack_steps=attack_steps,
@@ -73,6 +80,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             typer.echo(line, err=True)
 
         result = suite.run_suite(settings, data, log)
-        path = suite.write_report(result, out or RESULTS_DIR / "benchmarks" / f"bench_{chosen}.json")
+        path = suite.write_report(result, out)
+        write_config(path, {"command": "bench", "data": None if data is None else str(data), **settings.to_dict()})
         typer.echo(report.markdown(result))
         typer.echo(f"report: {path}", err=True)

@@ -8,39 +8,47 @@ from typing import Annotated
 
 import typer
 
-from core.cli.options import ClassifierWeights, DeviceDefaultCpu, Threads
+from core.cli.options import ClassifierWeights, DeviceDefaultCpu, Overwrite, Threads, seed_option
+
+CURVE = "certified_curve.html"  # beside the --json results it draws
 
 
 def certify_command(
     data: Annotated[Path, typer.Option("--data", help="class-per-folder directory (e.g. ../shared/data/chest_xray_pneumonia/test)")],
-    classifier: Annotated[str, typer.Option("--classifier", help="classifier name")] = "resnet",
-    sigma: Annotated[float, typer.Option("--sigma", help="noise std in [0, 1] pixels")] = 0.25,
+    classifier: Annotated[str | None, typer.Option("--classifier", help="classifier name (default resnet)")] = None,
+    sigma: Annotated[float | None, typer.Option("--sigma", help="noise std in [0, 1] pixels (default 0.25)")] = None,
     n: Annotated[int, typer.Option("--n", help="noise draws that bound the top class's probability")] = 1000,
     n0: Annotated[int, typer.Option("--n0", help="noise draws that choose the class")] = 100,
     alpha: Annotated[float, typer.Option("--alpha", help="the certificate fails with probability <= alpha")] = 0.001,
     split: Annotated[str | None, typer.Option("--split", help="val | all (default: as purifylab evaluate)")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
     denoiser: Annotated[
-        str, typer.Option("--denoiser", help="shipped noise-prediction UNet, or 'none' for a noise-trained classifier (resnet_smooth)")
-    ] = "ddpm_unet",
+        str | None,
+        typer.Option("--denoiser", help="shipped noise-prediction UNet, or 'none' for a noise-trained classifier (resnet_smooth); default ddpm_unet"),
+    ] = None,
     defense: Annotated[
         str | None, typer.Option("--defense", help="a named defense (configs/defenses/): its classifier and its gaussian sigma, no denoiser")
     ] = None,
     weights: ClassifierWeights = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="noise draws per forward pass")] = 250,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, seed_option("noise seed")] = 0,
     threads: Threads = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="write the result here (and FILE.config.json beside it)")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help=f"write the result here (and FILE.config.json beside it); {CURVE} beside it draws every result there")
+    ] = None,
+    overwrite: Overwrite = False,
     device: DeviceDefaultCpu = None,
 ) -> None:
     """Certified accuracy vs L2 radius of classifier(one-shot denoise(x + sigma * noise)), or of a
     noise-trained classifier(x + sigma * noise) with --denoiser none (Cohen et al.'s CERTIFY)."""
     from core.cli import set_threads
-    from core.cli.preflight import check_data, check_output_file, use_device
+    from core.cli.preflight import check_data, check_output, defense_settings, use_device
     from core.errors import PurifyLabError
 
     check_data(data)
-    check_output_file(json_path, "--json")
+    check_output(json_path, "--json", inputs=(data, weights), overwrite=overwrite, suffix=".json")
+    if json_path is not None:
+        check_output(json_path.with_name(CURVE), "--json's curve", overwrite=overwrite)
     if defense is not None:  # before torch is imported: a refusal costs no import
         from core.defense import list_defenses, load_defense
 
@@ -50,7 +58,12 @@ def certify_command(
             raise PurifyLabError(
                 f"defense '{defense}' purifies with '{chosen.purifier}'; certify needs a gaussian-noise defense ({', '.join(smoothing) or 'none here'})"
             )
-        classifier, sigma, denoiser = chosen.classifier, float(chosen.params.get("sigma", sigma)), "none"
+        given = {"--classifier": (classifier, chosen.classifier), "--denoiser": (denoiser, "none")}
+        if "sigma" in chosen.params:
+            given["--sigma"] = (sigma, float(chosen.params["sigma"]))
+        classifier, denoiser, *chosen_sigma = defense_settings(defense, given)
+        sigma = chosen_sigma[0] if chosen_sigma else sigma
+    classifier, sigma, denoiser = classifier or "resnet", 0.25 if sigma is None else sigma, denoiser or "ddpm_unet"
     target = use_device(device)
     from core.certify import CertifyConfig
 
@@ -67,6 +80,7 @@ def certify_command(
     model = create_classifier(classifier, weights=weights)
     split = resolve_split(data, split, model.card)
     images = load_split(data, split, model.image_size, limit, channels=model.in_channels)
+    model.check_classes(images.classes, f"--data {data}")
     smoother = None if denoiser == "none" else create_purifier("one_shot", denoiser=denoiser).to(target)
     result = certify_images(model.to(target), smoother, images.images.to(target), images.labels, config, progress=True)
     result.update(
@@ -85,7 +99,10 @@ def certify_command(
         split=split,
         limit=limit,
     )
-    lines = [f"{'L2 radius':>9}  certified acc.  certified balanced acc.  (sigma {sigma}, n {n}, alpha {alpha}, {result['images']} images)"]
+    lines = [
+        f"classifier {classifier}  denoiser {denoiser}  data {result['data']['folder']} split {split}  n {result['images']}",
+        f"{'L2 radius':>9}  certified acc.  certified balanced acc.  (sigma {sigma}, n {n}, alpha {alpha})",
+    ]
     for radius, value in result["certified_accuracy"].items():
         lines.append(f"{radius:>9}  {value:14.4f}  {result['certified_balanced_accuracy'][radius]:23.4f}")
     typer.echo("\n".join(lines))
@@ -97,16 +114,27 @@ def certify_command(
 
 
 def write_curve(folder: Path) -> Path:
-    """certified_curve.html in `folder`: one line per certify result (*.json with per-image radii) there."""
+    """CURVE in `folder`: one line per certify result there, with the files it drew as its config.
+
+    Only NAME.json with a NAME.config.json beside it (what `write_json` writes) is read, and one that
+    does not parse is skipped: unrelated JSON in the folder never breaks a finished run."""
+    from core.cli.reporting import config_path, write_config
     from core.tables.render import certified_figure
 
-    results = []
+    results, drawn = [], []
     for path in sorted(folder.glob("*.json")):
-        document = json.loads(path.read_text())
+        if not config_path(path).is_file():
+            continue
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
         if isinstance(document, dict) and "per_image" in document and "sigma" in document:
             results.append(document)
-    out = folder / "certified_curve.html"
+            drawn.append(path.name)
+    out = folder / CURVE
     certified_figure(results).write_html(out, include_plotlyjs="cdn")
+    write_config(out, {"certify_results": drawn})
     return out
 
 

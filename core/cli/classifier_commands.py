@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from core.cli import set_threads
-from core.cli.options import ClassifierWeights, Device, DeviceDefaultCpu, MaxMinutes, Progress, Resume, Threads
-from core.cli.preflight import check_data, check_output_file, check_run, resume_hint, use_device
+from core.cli.options import ClassifierWeights, Device, DeviceDefaultCpu, MaxMinutes, Overwrite, Progress, Resume, Threads, seed_option
+from core.cli.preflight import check_data, check_output, check_run, check_run_folder, defense_settings, resume_hint, use_device
 from core.cli.purify_commands import parse_purifier_spec
-from core.errors import PurifyLabError
+from core.errors import PurifyLabError, check_range
 
 if TYPE_CHECKING:
     from core.attacks import AttackConfig
+
+MAX_IMAGE_SIZE = 1024  # a classifier's input side; larger is a typo, not an X-ray model
 
 
 def _attack_config(name: str, norm: str, eps: float, steps: int, seed: int) -> AttackConfig:
@@ -57,6 +59,7 @@ def attack_file(
 
     from core.attacks import evaluate_defended, threat_model
     from core.attacks.robust import attack_budget
+    from core.cli.reporting import write_config
     from core.io import check_output_png, load_image, save_image, to_model_input
 
     out = check_output_png(out)
@@ -65,10 +68,12 @@ def attack_file(
         raise PurifyLabError(f"threat '{threat}' needs a data set to measure transfer; use 'purifylab evaluate --threat {threat}'")
     loaded = load_image(image)
     from core.lab import attack_image, read
+    from core.metrics import CLASS_NAMES
     from core.models import create_classifier
     from core.purifiers import create_purifier
 
     model = create_classifier(classifier, pretrained=True, weights=weights).to(device)
+    model.check_classes(CLASS_NAMES, "a chest X-ray")
     defense = create_purifier(purifier, **(purifier_params or {})).to(device)
     x = to_model_input(loaded, model.image_size).to(device)
     label = torch.tensor([read(model, x)[0].label], device=device)
@@ -84,7 +89,7 @@ def attack_file(
         "classifier": classifier,
         "classifier_sha256": (model.card or {}).get("sha256"),
         "purifier": defense.describe(),
-        "threat_model": {"name": spec.name, "description": spec.description, "eot": eot},
+        "threat_model": {"name": spec.name, "description": spec.describe(eot), "eot": eot},
         "attack": attack.resolved(),
         "budget": attack_budget(attack, threat, eot),
         "label": int(label[0]),
@@ -95,7 +100,7 @@ def attack_file(
         "linf_distance": float((adversarial - x).abs().max()),
         "l2_distance": float((adversarial - x).flatten().norm()),
     }
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    write_config(out, record)
     return record
 
 
@@ -121,7 +126,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         epochs: Annotated[int | None, typer.Option("--epochs", help="override the preset's epochs")] = None,
         batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
         lr: Annotated[float | None, typer.Option("--lr")] = None,
-        seed: Annotated[int | None, typer.Option("--seed")] = None,
+        seed: Annotated[int | None, seed_option("seed (default: the preset's)")] = None,
         image_size: Annotated[
             int | None, typer.Option("--image-size", help="input side in pixels (X-rays: 128, the purifiers' size; 224, the files' size)")
         ] = None,
@@ -149,11 +154,18 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         max_minutes: MaxMinutes = None,
         threads: Threads = None,
         resume: Resume = False,
+        overwrite: Overwrite = False,
         ship: Annotated[bool, typer.Option("--ship", help="copy the result and its card into weights/")] = False,
         progress: Progress = True,
         device: Device = None,
     ) -> None:
         """Train a classifier; writes RUN/<model>.safetensors (fp16) and its card with val metrics."""
+        from core.image_file import MIN_SIDE
+
+        if image_size is not None:
+            check_range("--image-size", image_size, MIN_SIDE, MAX_IMAGE_SIZE)
+        run_dir = out or Path("runs") / model
+        check_run_folder(run_dir, resume, overwrite)
         check_run(data, out, "--out", device)
         from core.data.locations import default_data_for
         from core.train.classifier import preset as make_preset
@@ -178,7 +190,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             max_minutes=max_minutes,
             threads=threads,
         )
-        run_dir = out or Path("runs") / model
         card = train_classifier(config, data or default_data_for(model), run_dir, progress=progress, resume=resume)
         if not card:
             return  # not the main process of a multi-GPU run
@@ -222,17 +233,23 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("evaluate")
     def evaluate_command(
         data: Annotated[Path, typer.Option("--data", help="class-per-folder directory, .tar.gz, MedMNIST .npz or MNIST idx file")],
-        classifier: Annotated[str, typer.Option("--classifier", help="classifier name")] = "vit",
+        classifier: Annotated[str | None, typer.Option("--classifier", help="classifier name (default vit)")] = None,
         split: Annotated[
             str | None,
-            typer.Option("--split", help="val | train (the patient split of a training folder) | all; default: val of the model's training folder, else all"),
+            typer.Option(
+                "--split",
+                help="val | train (the patient split of a training folder) | all; default: val of the model's training folder, else all. "
+                "Data with splits of its own (MedMNIST .npz, split folders): the one to read whole",
+            ),
         ] = None,
         limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
         batch_size: Annotated[int, typer.Option("--batch-size")] = 100,
-        purifier: Annotated[str, typer.Option("--purifier", help="purify every image first: NAME or NAME:k=v,... (see 'purifylab purifiers')")] = "none",
+        purifier: Annotated[
+            str | None, typer.Option("--purifier", help="purify every image first: NAME or NAME:k=v,... (see 'purifylab purifiers'; default none)")
+        ] = None,
         param: Annotated[list[str] | None, typer.Option("--param", help="purifier parameter k=v (repeatable)")] = None,
         weights: ClassifierWeights = None,
-        seed: Annotated[int, typer.Option("--seed", help="bootstrap, attack and purifier seed")] = 0,
+        seed: Annotated[int, seed_option("bootstrap, attack and purifier seed")] = 0,
         attack: Annotated[str | None, typer.Option("--attack", help="attack name (fgsm, pgd, apgd, ...); omit for clean only")] = None,
         eps: Annotated[float, typer.Option("--eps", help="budget in the [0, 1] pixel scale")] = 0.03,
         norm: Annotated[str, typer.Option("--norm", help="linf | l2")] = "linf",
@@ -244,6 +261,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         attack_batch_size: Annotated[int, typer.Option("--attack-batch-size", help="images per attack batch")] = 16,
         threads: Threads = None,
         json_path: Annotated[Path | None, typer.Option("--json", help="also write the result here (and FILE.config.json beside it)")] = None,
+        overwrite: Overwrite = False,
         defense: Annotated[
             str | None, typer.Option("--defense", help="a named defense (configs/defenses/, e.g. recommended): sets --classifier and --purifier")
         ] = None,
@@ -252,12 +270,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Accuracy, balanced accuracy, AUROC, sensitivity, specificity and calibration error with 95 %
         intervals, on a named split; with --attack also clean vs robust accuracy under the stated threat model."""
         check_data(data)
-        check_output_file(json_path, "--json")
+        check_output(json_path, "--json", inputs=(data, weights), overwrite=overwrite, suffix=".json")
         if defense is not None:  # before torch is imported: an unknown name is refused at once
             from core.defense import load_defense
 
             chosen = load_defense(defense)
-            classifier, purifier = chosen.classifier, chosen.purifier_spec
+            classifier, purifier = defense_settings(defense, {"--classifier": (classifier, chosen.classifier), "--purifier": (purifier, chosen.purifier_spec)})
+        classifier, purifier = classifier or "vit", purifier or "none"
         use_device(device)
         from core.cli.purify_commands import parse_param_options, parse_purifier_spec
         from core.cli.reporting import format_report, write_json
@@ -301,14 +320,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         purifier: Annotated[str, typer.Option("--purifier", help="defense the attacker targets: NAME or NAME:k=v,...")] = "none",
         eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)")] = 1,
         weights: ClassifierWeights = None,
-        seed: Annotated[int, typer.Option("--seed")] = 0,
+        seed: Annotated[int, seed_option("attack seed")] = 0,
         threads: Threads = None,
+        overwrite: Overwrite = False,
         device: DeviceDefaultCpu = None,
     ) -> None:
         """Attack one image (label = the model's own reading) and write the adversarial PNG."""
-        from core.image_file import check_output_png, decode_image
+        from core.image_file import decode_image
 
-        check_output_png(out)
+        check_output(out, "--out", inputs=(image, weights), overwrite=overwrite, suffix=".png")
         decode_image(image)  # a bad file is refused before torch is imported
         placement = use_device(device)
         from core.cli.purify_commands import parse_purifier_spec

@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from core.cli.preflight import check_data, check_output_file
+from core.cli.options import Overwrite, seed_option
+from core.cli.preflight import check_data, check_output
+from core.cli.reporting import write_config
 
 
 def describe_command(
@@ -16,10 +18,11 @@ def describe_command(
     split: Annotated[str | None, typer.Option(help="Split to read (npz key prefix or split folder).")] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="Also write the full summary as JSON.")] = None,
     limit: Annotated[int | None, typer.Option(help="Scan at most this many images, spread over classes.")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Counts per class, image sizes, modes, duplicate groups and undecodable files."""
     check_data(path, "PATH")
-    check_output_file(json_file, "--json", creates_folder=True)
+    check_output(json_file, "--json", inputs=(path,), overwrite=overwrite, suffix=".json", creates_folder=True)
     from core.data.describe import describe
 
     summary = describe(path, split=split, limit=limit, progress=True)
@@ -27,30 +30,33 @@ def describe_command(
     if json_file is not None:
         json_file.parent.mkdir(parents=True, exist_ok=True)
         json_file.write_text(json.dumps(summary.to_dict(), indent=1) + "\n")
+        write_config(json_file, {"command": "data describe", "path": str(path), "split": split, "limit": limit})
         typer.echo(f"summary written to {json_file}")
 
 
 def split_command(
     path: Annotated[Path, typer.Argument(help="Data folder or file to split.")],
-    out: Annotated[Path, typer.Option(help="Where to write the split (JSON).")],
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same split.")] = 0,
+    out: Annotated[Path, typer.Option(help="Where to write the split (a .json; its config goes to NAME.config.json).")],
+    seed: Annotated[int, seed_option("the same seed gives the same split")] = 0,
     val: Annotated[float, typer.Option(help="Fraction of each class for validation (whole patients).")] = 0.1,
     test: Annotated[float, typer.Option(help="Fraction of each class for test (whole patients).")] = 0.1,
     split: Annotated[str | None, typer.Option(help="Split to read (npz key prefix or split folder).")] = None,
     size: Annotated[int | None, typer.Option(help="Resize before comparing pixels; needed only for mixed image sizes.")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Remove pixel-identical duplicates, then split whole patients stratified per class and save the split.
 
     Patients come from a groups.csv (path,group) in the folder, else the Kermany file names, else
     each image is its own group (with a warning)."""
     check_data(path, "PATH")
-    check_output_file(out, "--out", creates_folder=True)
+    check_output(out, "--out", inputs=(path,), overwrite=overwrite, suffix=".json", creates_folder=True)
     from core.data import load_dataset, make_splits
     from core.data.groups import group_images
 
     image_set = load_dataset(path, split=split, size=size, progress=True)
     spec = make_splits(image_set, val=val, test=test, seed=seed, grouping=group_images(image_set.sources, path))
     spec.save(out)
+    write_config(out, {"command": "data split", "path": str(path), "split": split, "size": size, "seed": seed, "val": val, "test": test})
     counts = ", ".join(f"{name} {len(indices):,}" for name, indices in spec.indices.items())
     typer.echo(
         f"{len(image_set):,} images ({len(image_set.skipped)} undecodable skipped), "

@@ -7,11 +7,37 @@ from typing import Annotated
 
 import typer
 
+from core.errors import PurifyLabError, check_range
+
+SEED_MAX = 2**32 - 1  # numpy's and torch's generators take seeds in [0, 2**32 - 1]
+
+
+def _check_seed(value: int | None) -> int | None:
+    """One range for every command's --seed, refused before any compute."""
+    if value is not None:
+        check_range("--seed", value, 0, SEED_MAX)
+    return value
+
+
+def _check_max_minutes(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise PurifyLabError(f"--max-minutes must be > 0, got {value}")
+    return value
+
+
+def seed_option(help: str = "random seed") -> typer.models.OptionInfo:
+    """--seed with its range check; `help` says what the seed draws in that command."""
+    return typer.Option("--seed", help=f"{help} (0 to {SEED_MAX})", callback=_check_seed)
+
+
 Device = Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")]
 DeviceDefaultCpu = Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default cpu)")]
 Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads")]
 Resume = Annotated[bool, typer.Option("--resume", help="continue from the run folder's checkpoint")]
-MaxMinutes = Annotated[float | None, typer.Option("--max-minutes", help="stop training after this many minutes of wall-clock time")]
+MaxMinutes = Annotated[
+    float | None, typer.Option("--max-minutes", help="stop training after this many minutes of wall-clock time (> 0)", callback=_check_max_minutes)
+]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace existing output files that purifylab did not write (never an input)")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress")]
 ClassifierWeights = Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of weights/<classifier> (its card beside it)")]
 ResultsStore = Annotated[

@@ -7,14 +7,17 @@ or, worse, after the compute.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
+from core.cli.reporting import config_path
 from core.errors import PurifyLabError
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -26,16 +29,73 @@ def check_data(path: Path, option: str = "--data") -> Path:
     return path
 
 
-def check_output_file(path: Path | None, option: str, *, creates_folder: bool = False) -> Path | None:
-    """An output file's name must not be a folder, and its folder must exist unless the command
-    creates it (None: no output)."""
+def check_output(
+    path: Path | None,
+    option: str,
+    *,
+    inputs: tuple[Path | None, ...] = (),
+    overwrite: bool = False,
+    suffix: str | None = None,
+    creates_folder: bool = False,
+) -> Path | None:
+    """Refuse, before any compute, an output file that would destroy user data or fail at the end.
+
+    Every output is written with its resolved config beside it (`config_path`); an existing file is
+    replaced only when it and that config both exist and the config is JSON (purifylab wrote the
+    pair), or with --overwrite.
+    An input is never replaced. The folder must exist (or be creatable) and accept a new file.
+    Returns `path` (None: no output)."""
     if path is None:
         return None
-    if path.is_dir():
-        raise PurifyLabError(f"{option} {path} is a folder; name a file inside it")
-    if not creates_folder and not path.parent.is_dir():
-        raise PurifyLabError(f"the folder of {option} {path} does not exist; create it first")
+    sibling = config_path(path)
+    for target in (path, sibling):
+        if target.is_dir():
+            where = "" if target == path else f"its config {target} "
+            raise PurifyLabError(f"{option} {path}: {where}is a folder; name another file")
+        if any(_same_file(target, given) for given in inputs if given is not None):
+            raise PurifyLabError(f"{option} {target} is one of the command's inputs; choose another name")
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise PurifyLabError(f"{option} {path} must end in {suffix}")
+    if not overwrite:
+        taken = [target for target in (path, sibling) if target.exists()]
+        if taken and not (len(taken) == 2 and _is_json_object(sibling)):
+            raise PurifyLabError(f"{option}: {taken[0]} exists and purifylab did not write it; pass --overwrite or choose another name")
+    _check_writable(path, option, creates_folder)
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
+def _is_json_object(sibling: Path) -> bool:
+    try:
+        return isinstance(json.loads(sibling.read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def _check_writable(path: Path, option: str, creates_folder: bool) -> None:
+    """A new file can be created in the output's folder (or its nearest existing ancestor, when the
+    command creates the folder), and an existing output can be rewritten."""
+    folder = path.parent
+    if not folder.is_dir():
+        if not creates_folder:
+            raise PurifyLabError(f"the folder of {option} {path} does not exist; create it first")
+        folder = next((parent for parent in path.parents if parent.exists()), Path.cwd())
+        if not folder.is_dir():
+            raise PurifyLabError(f"{option} {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if path.exists():
+            with path.open("r+b"):
+                pass
+    except OSError as error:
+        raise PurifyLabError(f"cannot write {option} {path}: {error.strerror or error}") from None
 
 
 def check_output_folder(path: Path | None, option: str) -> Path | None:
@@ -51,6 +111,24 @@ def check_run(data: Path | None, out: Path | None, out_option: str, device: str 
         check_data(data)
     check_output_folder(out, out_option)
     return use_device(device)
+
+
+def check_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> Path:
+    """A training run folder that holds a checkpoint is continued (--resume) or started over
+    (--overwrite), never replaced silently."""
+    check_output_folder(run_dir, "--out")
+    if (run_dir / "checkpoint").exists() and not (resume or overwrite):
+        raise PurifyLabError(f"--out {run_dir} holds a training run; pass --resume to continue it or --overwrite to start over")
+    return run_dir
+
+
+def defense_settings(defense: str, options: dict[str, tuple[object, object]]) -> tuple:
+    """The values --defense sets, as {option: (value the user gave or None, the defense's value)};
+    an option given explicitly with another value is refused, not silently dropped."""
+    for option, (given, chosen) in options.items():
+        if given is not None and given != chosen:
+            raise PurifyLabError(f"--defense {defense} sets {option} {chosen}, but {option} {given} was given; drop one of them")
+    return tuple(chosen for _, chosen in options.values())
 
 
 def use_device(device: str | None) -> str:

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from core.cli.options import Device, DeviceDefaultCpu, MaxMinutes, Resume
-from core.cli.preflight import check_run, use_device
+from core.cli.options import Device, DeviceDefaultCpu, MaxMinutes, Overwrite, Resume, seed_option
+from core.cli.preflight import check_output, check_run, check_run_folder, use_device
 from core.errors import PurifyLabError
 
 
@@ -46,6 +46,7 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
     device = use_device(device)
     import torch
 
+    from core.cli.reporting import write_config
     from core.io import save_image, to_model_input
     from core.purifiers import create_purifier
 
@@ -66,7 +67,7 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
         "output": str(out),
         "output_size": list(purified.shape[-2:]),
     }
-    out.with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n")
+    write_config(out, config)
     return config
 
 
@@ -77,10 +78,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         out: Annotated[Path, typer.Option("--out", help="output PNG; its config goes to the same name .json")],
         purifier: Annotated[str, typer.Option("--purifier", help="purifier name (see 'purifylab purifiers')")] = "ddpm",
         param: Annotated[list[str] | None, typer.Option("--param", help="purifier parameter k=v (repeatable)")] = None,
-        seed: Annotated[int, typer.Option("--seed", help="seed for the purifier's noise")] = 0,
+        seed: Annotated[int, seed_option("seed for the purifier's noise")] = 0,
+        overwrite: Overwrite = False,
         device: DeviceDefaultCpu = None,
     ) -> None:
         """Purify one image and write it as a PNG (resized to the purifier's resolution)."""
+        check_output(out, "--out", inputs=(image,), overwrite=overwrite, suffix=".png")
         config = purify_file(image, purifier, parse_param_options(param or []), seed, out, device)
         typer.echo(json.dumps(config, indent=2))
 
@@ -115,16 +118,19 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ] = None,
         epochs: Annotated[int | None, typer.Option("--epochs", help="override the preset's epochs")] = None,
         resume: Resume = False,
+        overwrite: Overwrite = False,
         max_minutes: MaxMinutes = None,
         device: Device = None,
     ) -> None:
         """Train the DDPM denoiser (epsilon prediction, EMA) and ship it with its card."""
-        check_run(data, out, "--out", device)
         from core.data.locations import dataset_of, default_data_for
+
+        run_dir = out or Path("runs") / ("ddpm" if dataset_of(preset) == "xray" else f"ddpm_{preset}")
+        check_run_folder(run_dir, resume, overwrite)
+        check_run(data, out, "--out", device)
         from core.train.diffusion import DiffusionTrainConfig, train_diffusion
 
         config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
-        run_dir = out or Path("runs") / ("ddpm" if dataset_of(preset) == "xray" else f"ddpm_{preset}")
         card = train_diffusion(config, data or default_data_for(preset), run_dir, weights_path=weights)
         typer.echo(json.dumps(card.get("quality", {}), indent=2))
 
@@ -135,10 +141,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         out: Annotated[Path, typer.Option("--out", help="run folder: checkpoints, sample grids, log")] = Path("runs/cold"),
         weights: Annotated[Path | None, typer.Option("--weights", help="final .safetensors (default weights/cold_unet.safetensors)")] = None,
         resume: Resume = False,
+        overwrite: Overwrite = False,
         max_minutes: MaxMinutes = None,
         device: Device = None,
     ) -> None:
         """Train the cold-diffusion deblurring UNet (x0 prediction from blur, EMA) and ship it with its card."""
+        check_run_folder(out, resume, overwrite)
         check_run(data, out, "--out", device)
         from core.data.locations import XRAY_TRAIN_DIR
         from core.train.cold import ColdTrainConfig, train_cold

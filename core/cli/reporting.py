@@ -15,7 +15,7 @@ def format_report(result: dict) -> str:
 
     def line(key: str, value: float | None) -> str:
         low, high = intervals.get(key, [None, None])
-        return f"{key:<22} {number(value)}  [{number(low)}, {number(high)}]"
+        return f"{key:<22} {number(value):>6}  [{number(low)}, {number(high)}]"
 
     data = result.get("data") or {"folder": result["config"]["data"], "split": result["config"]["split"]}
     rows = [
@@ -48,9 +48,16 @@ def write_json(result: dict, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     if "config" in result:
-        config_path(path).write_text(json.dumps(result["config"], indent=2, sort_keys=True) + "\n")
+        write_config(path, result["config"])
 
 
-def config_path(result_path: str | Path) -> Path:
-    result_path = Path(result_path)
-    return result_path.with_name(f"{result_path.stem}.config.json")
+def config_path(output: str | Path) -> Path:
+    """Where an output's resolved config goes: NAME.config.json beside a JSON result, NAME.json beside
+    anything else (an image, a curve)."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.config.json") if output.suffix.lower() == ".json" else output.with_suffix(".json")
+
+
+def write_config(output: str | Path, config: dict) -> None:
+    """The resolved config beside an output (see `config_path`)."""
+    config_path(output).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

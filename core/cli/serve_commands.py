@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Annotated
 
 import typer
@@ -10,6 +12,23 @@ from core.cli import set_threads
 from core.cli.options import DeviceDefaultCpu, Threads
 from core.cli.preflight import use_device
 from core.errors import PurifyLabError, check_range
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind the address once before gradio starts, so a bad --host or a busy --port is one line that
+    says which (gradio reports both as a busy port range, with advice for its Python API)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise PurifyLabError(f"--host '{host}' is not a valid address or known host name") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is not busy
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PurifyLabError(f"port {port} is in use on {host}; pass another --port") from None
+            raise PurifyLabError(f"cannot listen on --host {host} --port {port}: {error.strerror}") from None
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -24,6 +43,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Serve classify / attack / purify in a browser and as an API for gradio_client (queued)."""
         check_range("--port", port, 1, 65535)
         check_range("--concurrency", concurrency, 1, 64)
+        check_listen(host, port)
         placement = use_device(device)
         set_threads(threads)
         try:

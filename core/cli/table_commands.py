@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from core.cli import set_threads
-from core.cli.options import Device, Progress, ResultsStore, Threads
+from core.cli.options import Device, Progress, ResultsStore, Threads, seed_option
 from core.cli.preflight import check_run, resume_hint
 
 
@@ -83,7 +83,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         data: Annotated[Path | None, typer.Option("--data")] = None,
         split: Annotated[str, typer.Option("--split", help="all (the default data: the test cohort) | val (of a training folder)")] = "all",
         limit: Annotated[int | None, typer.Option("--limit")] = None,
-        seed: Annotated[int, typer.Option("--seed")] = 0,
+        seed: Annotated[int, seed_option("attack, purifier and bootstrap seed")] = 0,
         store: ResultsStore = None,
         out_dir: Annotated[Path | None, typer.Option("--out-dir")] = None,
         threads: Threads = None,
@@ -108,4 +108,5 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         with resume_hint(f"finished cells are kept in {store or RESULTS_STORE}; rerun the same command to resume"):
             outcome = run_preset(preset, store or RESULTS_STORE, out_dir)
         if outcome.markdown:
+            typer.echo(f"data {preset.data} split {preset.split}\n")
             typer.echo(outcome.markdown)

@@ -16,8 +16,8 @@ import torch
 
 from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
 from core.data.imageset import ImageSet
-from core.data.sources import load_dataset
-from core.data.splits import SplitSpec, make_splits
+from core.data.sources import SplitsInData, load_dataset
+from core.data.splits import SplitSpec, data_hash, make_splits
 from core.errors import PurifyLabError
 from core.paths import CACHE_DIR
 
@@ -83,7 +83,8 @@ def load_splits(
     channels: int = 1,
 ) -> dict[str, LoadedSplit]:
     """Images of splits of the project split ("all" = every image), resized explicitly to image_size,
-    as `channels` (1 = grey, 3 = RGB).
+    as `channels` (1 = grey, 3 = RGB). Data that holds splits of its own (a MedMNIST .npz, split
+    folders) is read one split at a time: the requested one, whole.
 
     The folder is decoded once for all requested splits; `limit` keeps N evenly spaced images of
     each split, so a limited run sees a class-balanced-as-the-split subset of the same split.
@@ -93,12 +94,23 @@ def load_splits(
         raise PurifyLabError(f"split '{unknown[0]}' is unknown; choose one of: {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise PurifyLabError(f"limit must be a positive number of images, got {limit}")
-    image_set = load_dataset(data_dir, size=image_size, channels=channels, progress=progress, cache_dir=CACHE_DIR)
-    grouping = group_images(image_set.sources, data_dir)
-    spec = project_split(image_set, grouping)
+    own = None  # a split the data holds itself (a MedMNIST .npz, split folders): read whole
+    try:
+        image_set = load_dataset(data_dir, size=image_size, channels=channels, progress=progress, cache_dir=CACHE_DIR)
+    except SplitsInData as error:
+        if len(splits) != 1 or splits[0] not in error.available:
+            raise
+        own = splits[0]
+        image_set = load_dataset(data_dir, split=own, size=image_size, channels=channels, progress=progress, cache_dir=CACHE_DIR)
+    if own:
+        spec, cut = None, f"the data's own '{own}' split, whole"
+    else:
+        grouping = group_images(image_set.sources, data_dir)
+        spec, cut = project_split(image_set, grouping), describe_cut(grouping)
+    whole_hash = data_hash(image_set) if spec is None else spec.data_hash
     loaded = {}
     for split in splits:
-        indices = np.arange(len(image_set)) if split == "all" else np.asarray(spec.indices[split])
+        indices = np.arange(len(image_set)) if spec is None or split == "all" else np.asarray(spec.indices[split])
         if limit is not None and limit < indices.size:
             # Evenly spaced through the (class-ordered) split, so a limited subset keeps both classes.
             indices = indices[np.linspace(0, indices.size - 1, limit).round().astype(np.int64)]
@@ -106,7 +118,7 @@ def load_splits(
             hint = "; a patient folder is cut train/val only: evaluate a separate test folder with split 'all'" if split == "test" else ""
             raise PurifyLabError(f"split '{split}' of {data_dir} holds no images{hint}")
         subset = image_set.subset(indices)
-        loaded[split] = LoadedSplit(subset.images, subset.labels, subset.classes, spec.data_hash, split, subset.sources, describe_cut(grouping))
+        loaded[split] = LoadedSplit(subset.images, subset.labels, subset.classes, whole_hash, split, subset.sources, cut)
     return loaded
 
 

@@ -103,11 +103,20 @@ def _list_class_folders(root: Path) -> Listing:
     return Listing("class folders", str(root), tuple(p.name for p in folders), tuple(items), tuple(files))
 
 
+class SplitsInData(PurifyLabError):
+    """The data holds several splits of its own (npz keys, split folders) and none was chosen;
+    `available` lets a caller pick one (core.data.loading reads `--split` that way)."""
+
+    def __init__(self, where: str, available: list[str]):
+        super().__init__(f"{where} holds splits {', '.join(available)}; choose one with --split")
+        self.available = tuple(available)
+
+
 def _choose_split(split: str | None, available: list[str], where: str) -> str:
     if split is None:
         if len(available) == 1:
             return available[0]
-        raise PurifyLabError(f"{where} holds splits {', '.join(available)}; pass split= one of them")
+        raise SplitsInData(where, available)
     if split not in available:
         raise PurifyLabError(f"split '{split}' not found in {where}; available: {', '.join(available)}")
     return split
@@ -273,7 +282,7 @@ def _assemble(listing: Listing, decoded: list[Decoded], size: int | None) -> Ima
     shapes = sorted({a.shape[1:] for a in arrays})
     if len(shapes) > 1:
         examples = ", ".join(f"{w}x{h}" for h, w in shapes[:3])
-        raise PurifyLabError(f"images in {listing.location} have {len(shapes)} different sizes ({examples}, ...); pass size= to resize")
+        raise PurifyLabError(f"images in {listing.location} have {len(shapes)} different sizes ({examples}, ...); resize them with --size")
     return ImageSet(
         images=torch.from_numpy(np.stack(arrays)),
         labels=torch.tensor([item.label for item, _ in kept], dtype=torch.int64),

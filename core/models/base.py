@@ -36,6 +36,16 @@ class XrayClassifier(nn.Module):
         self.temperature = 1.0
         self.threshold: float | None = None
 
+    def check_classes(self, classes: tuple[str, ...] | list[str], where: str) -> None:
+        """Refuse data whose classes are not the ones this model answers (names from its card, else the
+        count), before any inference: labels index the data's classes, so any mismatch scores nonsense."""
+        name = (self.card or {}).get("name", type(self).__name__)
+        known = (self.card or {}).get("classes")
+        same = [c.casefold() for c in known] == [c.casefold() for c in classes] if known else len(classes) == self.num_classes
+        if not same:
+            answers = f"{self.num_classes} classes ({', '.join(known)})" if known else f"{self.num_classes} classes"
+            raise PurifyLabError(f"classifier {name} answers {answers}, but {where} has {len(classes)} ({', '.join(classes)})")
+
     def calibrate(self, temperature: float = 1.0, threshold: float | None = None) -> None:
         """Post-hoc calibration chosen on validation, applied inside `forward` so that every consumer
         (attacks, purifier evaluation, the app) reads the same decision: logits are divided by

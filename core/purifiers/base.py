@@ -102,6 +102,8 @@ class Purifier(nn.Module):
     # Whether its output sits exactly on 0 or 1 where the input does (identity, linear filters): before
     # session 19 the white-box gradient was zero at such pixels (core.defended.clamp_to_unit).
     keeps_saturated_pixels: ClassVar[bool] = False
+    # False for the identity: a verdict then speaks of the defense, never of a purification.
+    changes_image: ClassVar[bool] = True
 
     def __init__(self, config: PurifierConfig | None = None):
         super().__init__()

@@ -19,6 +19,7 @@ class IdentityPurifier(Purifier):
     name = "none"
     display_name = "No purification"
     keeps_saturated_pixels = True
+    changes_image = False
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return x

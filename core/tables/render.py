@@ -87,10 +87,18 @@ def _cell_at(records: Sequence[dict], classifier: str, column: str, threat: str,
     return next((r for r in records if (r["classifier"], r["column"], r["threat"], r["row"]) == place), None)
 
 
+def _checked_metric(table: TableSpec) -> str:
+    """The one-shot metric a table prints, which its checks compare, so a check reads against its cells."""
+    return "balanced_accuracy" if table.metric == "balanced_accuracy" else "one_shot_accuracy"
+
+
 def masking_checks(records: Sequence[dict], table: TableSpec, tolerance: float) -> list[tuple[dict, SanityCheck]]:
     """Every attacker with more access against each with less (`ThreatModel.not_weaker_than`), for
-    every (classifier, column, attack row) that has both."""
+    every (classifier, column, attack row) that has both, in the table's metric; a balanced-accuracy
+    table's checks name it, since the undefended-collapse check beside them is plain accuracy."""
     by_place = {(r["classifier"], r["column"], r["row"], r["threat"]): r for r in _cells_of(records, table.name)}
+    metric = _checked_metric(table)
+    named = {"metric": "balanced accuracy (one-shot)"} if metric == "balanced_accuracy" else {}
     checks = []
     for (classifier, column, row, threat), record in by_place.items():
         if record["config"]["attack"] is None:
@@ -99,8 +107,8 @@ def masking_checks(records: Sequence[dict], table: TableSpec, tolerance: float) 
             other = by_place.get((classifier, column, row, weaker))
             if other is None:
                 continue
-            check = check_not_weaker(threat, record["metrics"]["one_shot_accuracy"], weaker, other["metrics"]["one_shot_accuracy"], tolerance)
-            checks.append(({"table": table.name, "classifier": classifier, "column": column, "row": row}, check))
+            check = check_not_weaker(threat, record["metrics"][metric], weaker, other["metrics"][metric], tolerance)
+            checks.append(({"table": table.name, "classifier": classifier, "column": column, "row": row, **named}, check))
     return checks
 
 
@@ -134,7 +142,7 @@ def convergence_checks(records: Sequence[dict], table: TableSpec, tolerance: flo
                 )
                 if other is None:
                     continue
-                metric = table.metric if table.metric == "balanced_accuracy" else "one_shot_accuracy"
+                metric = _checked_metric(table)
                 more, fewer = record["metrics"][metric], other["metrics"][metric]
                 allowed = max(tolerance, 1.0 / record["metrics"]["n"])
                 what = "EOT draws" if varied == "eot_iter" else "steps"
@@ -245,7 +253,7 @@ def _budget_text(row) -> str:
 
 
 def table_caption(preset: Preset, table: TableSpec, records: list[dict]) -> str:
-    threats = "; ".join(f"{t}: {threat_model(t).description}" for t in table.threats)
+    threats = "; ".join(f"{t}: {threat_model(t).describe(preset.eot)}" for t in table.threats)
     n = records[0]["metrics"]["n"] if records else 0
     budgets = ", ".join(_budget_text(row) for row in table.rows if row.name is not None)
     eot = f"; EOT {preset.eot} purifier draws per attack step" if any(threat_model(t).uses_eot for t in table.threats) else ""
@@ -258,6 +266,14 @@ def table_caption(preset: Preset, table: TableSpec, records: list[dict]) -> str:
     )
 
 
+def _column_header(table: TableSpec, column, threat: str) -> str:
+    """A column's header in a table that mixes threat models. With no purifier in front of the classifier
+    the grey attacker already has every gradient, so a grey-only column says so rather than look untested."""
+    if column.purifier == "none" and threat == "grey" and "white" in table.threats and "white" not in (column.threats or table.threats):
+        return f"{column.label} [white = grey: no purifier]"
+    return f"{column.label} [{threat}]"
+
+
 def markdown_tables(preset: Preset, records: list[dict], checks: list[tuple[dict, SanityCheck]]) -> str:
     parts = [f"# {preset.title}", ""]
     if preset.notes:
@@ -268,7 +284,7 @@ def markdown_tables(preset: Preset, records: list[dict], checks: list[tuple[dict
         parts += [f"## {table.name}", "", table_caption(preset, table, table_records), ""]
         several_threats = len(table.threats) > 1
         for model in table.classifiers:
-            header_cells = [f"{column.label} [{threat}]" if several_threats else column.label for column, threat in table.placements()]
+            header_cells = [_column_header(table, column, threat) if several_threats else column.label for column, threat in table.placements()]
             has_flags = any(w.get("classifier") == model.title for w, _ in table_checks)
             header = ["Attack", *header_cells] + (["FLAG"] if has_flags else [])
             parts += [f"**{model.title}**" + ("" if several_threats else f" ({table.threats[0]})"), ""]
@@ -355,7 +371,8 @@ def sweep_markdown(records: list[dict]) -> str:
         rows = [r for r in records if r.get("sweep") == name]
         parameter, threat = rows[0]["parameter"], rows[0]["threat"]
         labels = list(dict.fromkeys(r["row"] for r in rows))
-        parts += [f"## Sweep {name}: accuracy (%) vs {parameter} (attacked rows under threat '{threat}': {threat_model(threat).description})", ""]
+        attacker = threat_model(threat).describe(max(r["config"].get("eot", 1) for r in rows))
+        parts += [f"## Sweep {name}: accuracy (%) vs {parameter} (attacked rows under threat '{threat}': {attacker})", ""]
         parts += ["| " + " | ".join([parameter, *labels]) + " |", "|" + "---|" * (len(labels) + 1)]
         for value in dict.fromkeys(r["value"] for r in rows):
             values = [_accuracy_text(r["metrics"], False) for label in labels for r in rows if r["value"] == value and r["row"] == label]
@@ -452,7 +469,7 @@ def figure(preset: Preset, records: list[dict]):
                 name = f"{column.label} [{threat}]"
                 traces.append(go.Bar(name=name, x=[r["row"] for r in rows], y=[100 * r["metrics"]["one_shot_accuracy"] for r in rows], legendgroup=name))
             panels.append(Panel(f"{table.name}: {model.title}", traces, "attack", "accuracy (%)"))
-    return _assemble(preset.title, panels + _sweep_and_detection_panels(records))
+    return _assemble(preset.title, panels + _sweep_and_detection_panels(records, preset.data))
 
 
 # A sweep's parameter as an axis title a reader understands.
@@ -465,9 +482,29 @@ class Panel:
     traces: list
     x_title: str
     y_title: str
+    subtitle: str = ""
 
 
-def _sweep_and_detection_panels(records: list[dict]) -> list[Panel]:
+def _attack_text(attack: dict) -> str:
+    """A stored attack config as a reader names it: 'PGD-10 L-inf 0.03', 'FGSM L-inf 0.3', 'DeepFool L2'."""
+    from core.attacks import ATTACKS
+
+    spec = ATTACKS.get(attack["name"])
+    steps = "" if spec.single_step else f"-{attack['steps']}"
+    eps = f" {attack['eps']:g}" if spec.bounded else ""
+    eot = f", EOT {attack['eot_iter']}" if attack.get("eot_iter", 1) > 1 else ""
+    return f"{attack['name'].upper()}{steps} {attack['norm'].replace('linf', 'L-inf').replace('l2', 'L2')}{eps}{eot}"
+
+
+def _run_subtitle(rows: list[dict], attacker: str, metric: str, data: str | None) -> str:
+    """What a chart measured, from its records: the attacker, on how many images of which split, in which metric."""
+    split = rows[0]["config"]["data"]["split"]
+    where = f" of {'/'.join(Path(data).parts[-2:])}" if data else ""
+    return f"{attacker} · {rows[0]['metrics']['n']} images, split '{split}'{where} · {metric}"
+
+
+def _sweep_and_detection_panels(records: list[dict], data: str | None = None) -> list[Panel]:
+    """One panel per sweep and per detection run, each titled by what it varies and subtitled by its record."""
     import plotly.graph_objects as go
 
     panels: list[Panel] = []
@@ -479,11 +516,16 @@ def _sweep_and_detection_panels(records: list[dict]) -> list[Panel]:
             traces.append(
                 go.Scatter(name=label, x=[r["value"] for r in points], y=[100 * r["metrics"]["one_shot_accuracy"] for r in points], mode="lines+markers")
             )
-        parameter = rows[0]["parameter"]
-        panels.append(Panel(f"sweep {name}", traces, PARAMETER_TITLES.get(parameter, parameter), "accuracy (%)"))
+        parameter, config = rows[0]["parameter"], rows[0]["config"]
+        axis = PARAMETER_TITLES.get(parameter, parameter)
+        title = f"accuracy vs {axis.split(' (')[0]}: {config['purifier']['name']} in front of {config['classifier']['name']}"
+        attacks = ", ".join(dict.fromkeys(_attack_text(r["config"]["attack"]) for r in rows if r["config"]["attack"]))
+        subtitle = _run_subtitle(rows, f"threat {rows[0]['threat']}: {attacks or 'no attack'}", "accuracy (%), not balanced", data)
+        panels.append(Panel(title, traces, axis, "accuracy (%)", subtitle))
     for name in dict.fromkeys(r["detection"] for r in records if "detection" in r):
+        rows = [r for r in records if r.get("detection") == name]
         traces = []
-        for r in (r for r in records if r.get("detection") == name):
+        for r in rows:
             for detector in ("reconstruction", "sevit"):
                 result = r["metrics"].get(detector)
                 if result:
@@ -492,26 +534,37 @@ def _sweep_and_detection_panels(records: list[dict]) -> list[Panel]:
                             name=f"{r['row']}, {detector} score (AUC {result['auroc']:.2f})", x=result["roc"]["fpr"], y=result["roc"]["tpr"], mode="lines"
                         )
                     )
-        panels.append(Panel(f"detection ROC {name}", traces, "false positive rate (clean images flagged)", "true positive rate (attacks caught)"))
+        subtitle = _run_subtitle(rows, "threat grey: one attack per line", "ROC, attacked = positive", data)
+        axes = ("false positive rate (clean images flagged)", "true positive rate (attacks caught)")
+        panels.append(Panel("attack detection: ROC of each detector's score", traces, *axes, subtitle))
     return panels
 
 
 def _assemble(title: str, panels: list[Panel]):
+    """Panels stacked in one figure, each with its subtitle and its own legend beside it."""
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=max(len(panels), 1), cols=1, subplot_titles=[panel.title for panel in panels] or [title])
+    titles = [f"{panel.title}<br><sup>{panel.subtitle}</sup>" if panel.subtitle else panel.title for panel in panels]
+    rows = max(len(panels), 1)
+    fig = make_subplots(rows=rows, cols=1, subplot_titles=titles or [title], vertical_spacing=0.45 / rows)
     for index, panel in enumerate(panels, start=1):
+        own = not any(trace.legendgroup for trace in panel.traces)  # grouped bars share the first legend
+        legend = f"legend{index}" if own and index > 1 else "legend"
         for trace in panel.traces:
+            trace.legend = legend
             fig.add_trace(trace, row=index, col=1)
         fig.update_xaxes(title_text=panel.x_title, row=index, col=1)
         fig.update_yaxes(title_text=panel.y_title, row=index, col=1)
-    fig.update_layout(title=title, barmode="group", height=max(350 * len(panels), 400), template="plotly_white")
+        if own or index == 1:
+            fig.update_layout({legend: {"y": fig.get_subplot(index, 1).yaxis.domain[1], "yanchor": "top", "x": 1.02, "xanchor": "left"}})
+    fig.update_layout(title=title, barmode="group", height=max(400 * len(panels), 450), template="plotly_white")
     return fig
 
 
-def curves_figure(document: dict[str, Any]):
-    """The sweeps and detection ROCs of a stored JSON document (what the app's curves page draws)."""
-    return _assemble(document["title"], _sweep_and_detection_panels(document["results"]))
+def curves_figure(document: dict[str, Any], data: str | None = None):
+    """The sweeps and detection ROCs of a stored JSON document (what the app's curves page draws);
+    `data`, the run's data folder from its config, names the images in each subtitle."""
+    return _assemble(document["title"], _sweep_and_detection_panels(document["results"], data))
 
 
 def certified_figure(results: Sequence[dict[str, Any]]):

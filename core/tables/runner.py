@@ -372,7 +372,3 @@ class PresetRunner:
         return [
             {**placement, "key": cell_key(cell), "config": json.loads(canonical_json(cell)), "metrics": by_key[cell_key(cell)]} for placement, cell in entries
         ]
-
-
-def threat_description(threat: str | None) -> str:
-    return "no attack" if threat is None else threat_model(threat).description
