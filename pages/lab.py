@@ -120,7 +120,6 @@ with st.sidebar:
         list(variants),
         index=list(variants).index(DEFAULT_TARGET),
         key="target",
-        format_func=panel_title,
         disabled=threat not in ADAPTIVE,
         help="Only the adaptive threat models (bpda, bpda-eot, white) see a purifier; they cost many denoiser calls.",
     )
@@ -243,12 +242,13 @@ def purification_panel() -> None:
     recon_steps = controls[2].slider("Reconstruction steps", 1, 20, DEFAULT_RECON_STEPS, key="recon_steps")
     variants = purifier_variants(depth, t_star, recon_steps)
     costs = {label: denoiser_calls(name, params) for label, (name, params) in variants.items()}
+    # Options keep their plain names: Streamlit keeps a picked option's label from the run it was
+    # picked in, so labels that moved with the sliders (their cost, a classifier's name) went stale.
     chosen = st.multiselect(
         "Purifiers to run (add the diffusion ones here: One-shot DDPM, DDPM, DDIM, DiffDefense, cold-diffusion reconstructions)",
         list(variants),
         default=list(DEFAULT_DEFENSE),
         key="purifiers",
-        format_func=lambda label: f"{panel_title(label)} ({costs[label]} denoiser calls)" if costs[label] > LIGHT_CALLS else panel_title(label),
         help="The heavy ones (more than one denoiser call) run only when you add them here, one visitor's at a "
         "time in a line shared by everyone on this server.",
     )
