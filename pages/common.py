@@ -189,6 +189,15 @@ def session_result(job_key: tuple, make: Callable[[], Timed]) -> Timed:
     return store[job_key]
 
 
+SAMPLE_HELP = "Samples shipped with the app, real test-cohort X-rays first; an upload below takes their place until removed."
+
+
+def uploaded(key: str) -> bool:
+    """Whether the upload control `key` holds a file, known before it renders (from the last run), so
+    the sample picker above it can step aside instead of naming a sample that is not shown."""
+    return st.session_state.get(key) is not None
+
+
 def upload_field(key: str) -> UploadedFile | None:
     """The one upload control of the app's pages (the formats the loader decodes). Streamlit cuts the
     list of accepted formats to one line; it wraps here, so a half-page column shows all of them."""

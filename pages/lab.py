@@ -23,6 +23,7 @@ from pages.common import (
     PAGE_RENDERED,
     RECOMMENDED,
     RECOMMENDED_PANEL,
+    SAMPLE_HELP,
     available_classifiers,
     cached_attack,
     cached_purify,
@@ -43,6 +44,7 @@ from pages.common import (
     show_image,
     true_label_note,
     upload_field,
+    uploaded,
     verdict_line,
 )
 from pages.startup import through_app_navigation
@@ -88,7 +90,7 @@ sources = gallery()
 with st.expander("Image and attack", expanded=True):
     image_column, attack_column = st.columns(2)
     with image_column:
-        choice = st.selectbox("Sample X-ray", list(sources), key="sample", disabled=not sources)
+        choice = st.selectbox("Sample X-ray", list(sources), key="sample", disabled=not sources or uploaded("upload"), help=SAMPLE_HELP)
         st.caption(gallery_attribution())
         upload = upload_field("upload")
     with attack_column:

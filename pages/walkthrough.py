@@ -9,6 +9,7 @@ from core.lab import amplified_perturbation, perturbation_norms, read, verdict
 from core.purifiers.cold import ColdConfig
 from pages.common import (
     PAGE_RENDERED,
+    SAMPLE_HELP,
     available_classifiers,
     cached_attack,
     cached_purify,
@@ -21,6 +22,7 @@ from pages.common import (
     show_image,
     true_label_note,
     upload_field,
+    uploaded,
     verdict_line,
 )
 from pages.startup import through_app_navigation
@@ -48,7 +50,7 @@ if "vit" not in names or not samples:
     st.stop()
 
 step = st.session_state.setdefault("walkthrough_step", 0)
-choice = st.selectbox("X-ray used in this story", list(samples), key="walkthrough_sample")
+choice = st.selectbox("X-ray used in this story", list(samples), key="walkthrough_sample", disabled=uploaded("walkthrough_upload"), help=SAMPLE_HELP)
 st.caption(gallery_attribution())
 upload = upload_field("walkthrough_upload")
 model = classifier("vit")
