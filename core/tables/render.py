@@ -115,7 +115,8 @@ def masking_checks(records: Sequence[dict], table: TableSpec, tolerance: float) 
 def convergence_checks(records: Sequence[dict], table: TableSpec, tolerance: float) -> list[tuple[dict, SanityCheck]]:
     """In a `convergence` table, rows of one attack (name, norm, eps) form a series over steps (same
     EOT) and a series over EOT draws (same steps); the two largest budgets of each series must agree
-    within the tolerance, or one image of n, whichever is larger. Checked on the attack's own metric."""
+    within the tolerance or 1/n, whichever is larger (in balanced accuracy one image of the smaller class
+    moves more than 1/n, so the check is the stricter for it). Checked on the attack's own metric."""
     if not table.convergence:
         return []
     rows = [row for row in table.rows if row.attack is not None]
