@@ -31,9 +31,11 @@ __all__ = [
     "to_model_input",
     "to_pil",
     "validate_image_tensor",
+    "validate_labels",
 ]
 
 RANGE_TOLERANCE = 1e-6
+IMAGE_CHANNELS = (1, 3)  # the data sets' layouts: grey or RGB
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,8 +73,11 @@ def load_image(
     )
 
 
-def validate_image_tensor(x: torch.Tensor, channels: int = 1) -> torch.Tensor:
+def validate_image_tensor(x: torch.Tensor, channels: int | tuple[int, ...] = 1) -> torch.Tensor:
     """The check every core entry point runs: NCHW float, `channels` channels, finite, in [0, 1].
+
+    `channels` is the count the model takes, or the counts it accepts (a purifier without a network
+    of its own takes grey or RGB); never read it off `x`, or an NHWC batch passes as H channels.
 
     Values up to 1e-6 outside [0, 1] (rounding in resizes and attacks) are clamped; anything
     further out is refused, because it means the caller used another scale (0-255, normalised).
@@ -84,8 +89,10 @@ def validate_image_tensor(x: torch.Tensor, channels: int = 1) -> torch.Tensor:
         raise PurifyLabError(f"image must be 4-D (N, C, H, W); got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise PurifyLabError(f"image dtype is {x.dtype}; expected float32 in [0, 1] (divide 8-bit images by 255)")
-    if x.shape[1] != channels:
-        raise PurifyLabError(f"image has {x.shape[1]} channels; expected {channels}")
+    allowed = (channels,) if isinstance(channels, int) else tuple(channels)
+    if x.shape[1] not in allowed:
+        expected = " or ".join(map(str, allowed))
+        raise PurifyLabError(f"image of shape {tuple(x.shape)} has {x.shape[1]} channels; expected (N, {expected}, H, W)")
     if x.numel() == 0:
         raise PurifyLabError(f"image is empty; got shape {tuple(x.shape)}")
     x = x.float()
@@ -96,6 +103,24 @@ def validate_image_tensor(x: torch.Tensor, channels: int = 1) -> torch.Tensor:
     if low < -RANGE_TOLERANCE or high > 1.0 + RANGE_TOLERANCE:
         raise PurifyLabError(f"image values span [{low:.4g}, {high:.4g}]; expected [0, 1]")
     return x.clamp(0.0, 1.0)
+
+
+def validate_labels(labels: torch.Tensor, count: int, num_classes: int) -> torch.Tensor:
+    """The labels' check at the same boundaries: integer class indices, shape (count,), in [0, num_classes).
+
+    Any integer dtype is widened to int64 (what the losses need); float labels are refused, since
+    0.9 is no class.
+    """
+    if not isinstance(labels, torch.Tensor):
+        raise PurifyLabError(f"labels must be a torch.Tensor of class indices; got {type(labels).__name__}")
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise PurifyLabError(f"labels dtype is {labels.dtype}; expected int64 class indices")
+    if tuple(labels.shape) != (count,):
+        raise PurifyLabError(f"labels of shape {tuple(labels.shape)} do not fit {count} images; expected ({count},)")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise PurifyLabError(f"labels span [{low}, {high}]; the classifier has {num_classes} classes, so expected [0, {num_classes - 1}]")
+    return labels.long()
 
 
 def _as_batch_of_one(image: LoadedImage | torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from core.attacks import AttackConfig, craft
-from core.io import validate_image_tensor
+from core.io import IMAGE_CHANNELS, validate_image_tensor
 from core.metrics import CLASS_NAMES
 from core.purifiers import Purifier, create_purifier
 
@@ -75,7 +75,8 @@ class Timed:
 
 @torch.inference_mode()
 def read(classifier: nn.Module, images: torch.Tensor) -> list[Reading]:
-    images = validate_image_tensor(images, channels=images.shape[1] if images.ndim == 4 else 1)
+    """Class probabilities per image; the images are checked here, at the boundary, for the classifier's channels."""
+    images = validate_image_tensor(images, channels=getattr(classifier, "in_channels", IMAGE_CHANNELS))
     probabilities = classifier(images).softmax(dim=1)
     return [Reading(tuple(float(p) for p in row)) for row in probabilities]
 

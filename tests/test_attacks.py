@@ -161,6 +161,9 @@ def test_restarts_and_step_size_resolve_from_the_config(model, xrays) -> None:
         ({"name": "fgsm", "restarts": 3}, r"restarts=3 does not apply to 'fgsm'"),
         ({"name": "pgd", "eot_iter": 4}, r"eot_iter=4 does not apply to 'pgd'"),
         ({"alpha": 0.0}, r"alpha=0.0 is outside"),
+        ({"steps": 2.5}, r"steps must be an integer; got 2.5"),
+        ({"eps": "0.03"}, r"eps must be a number; got '0.03'"),
+        ({"restarts": True}, r"restarts must be an integer; got True"),
     ],
 )
 def test_bad_configurations_give_one_line_errors(fields: dict, message: str) -> None:

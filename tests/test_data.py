@@ -223,8 +223,16 @@ def test_unknown_layouts_are_refused_with_what_was_expected(tmp_path: Path) -> N
         load_dataset(tmp_path / "fake.npz")
     with pytest.raises(PurifyLabError, match="channels must be 1, 3 or None"):
         load_dataset(tmp_path, channels=2)
-    with pytest.raises(PurifyLabError, match="size must be a positive int"):
+    with pytest.raises(PurifyLabError, match=r"size must be an int in \[1, 1024\]"):
         load_dataset(tmp_path, size=0)
+
+
+def test_load_split_refuses_an_image_size_no_model_takes(tmp_path: Path) -> None:
+    """A typo of 100000 px is refused before decoding, rather than running out of memory."""
+    from core.data.loading import load_split
+
+    with pytest.raises(PurifyLabError, match=r"size must be an int in \[1, 1024\] .* got 100000"):
+        load_split(tmp_path, "all", image_size=100000, limit=1)
 
 
 def test_split_folders_need_a_split(tmp_path: Path) -> None:

@@ -10,11 +10,14 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from core.attacks import AttackConfig, craft, evaluate_defended
 from core.data.loading import load_split
 from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, evaluate, predict_probabilities
+from core.lab import read
 from core.metrics import accuracy, auroc, balanced_accuracy, classification_metrics
 from core.models import create_classifier
+from core.purifiers import create_purifier
 from core.weights import save_weights
 
 # Five images: NORMAL, NORMAL, PNEUMONIA x 3; predictions 0, 1, 1, 0, 1.
@@ -182,3 +185,52 @@ def test_mnist_and_cifar_splits_load_with_their_channels(shared_data):
     cifar = load_split(shared_data / "cifar10_test_jpeg_q75" / "cifar10_test_jpegs.tar.gz", "val", 32, limit=20, channels=3)
     assert cifar.images.shape == (20, 3, 32, 32) and len(cifar.classes) == 10 and cifar.classes[0] == "airplane"
     assert cifar.labels.unique().numel() > 5
+
+
+@pytest.fixture(scope="module")
+def boundary():
+    """An untrained registered classifier and a blur: the boundary checks need no learned weights."""
+    torch.manual_seed(0)
+    classifier = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(8, 8, 8, 8)).eval()
+    return classifier, create_purifier("blur", sigma=1.0), torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 0, 1])
+
+
+def test_public_entry_points_refuse_bad_images_and_labels_in_one_line(boundary):
+    """evaluate_defended, craft and lab.read check what the caller passes once, at the boundary."""
+    classifier, purifier, x, y = boundary
+    attack = AttackConfig(name="fgsm", eps=0.03)
+    images = [
+        (x * 255, r"values span .*expected \[0, 1\]"),
+        ((x * 255).to(torch.uint8), "dtype is torch.uint8"),
+        (x * float("nan"), "NaN or Inf"),
+        (x.permute(0, 2, 3, 1), r"shape \(4, 32, 32, 1\) has 32 channels; expected \(N, 1, H, W\)"),
+    ]
+    for bad, message in images:
+        with pytest.raises(PurifyLabError, match=message):
+            evaluate_defended(classifier, purifier, bad, y)
+        with pytest.raises(PurifyLabError, match=message):
+            craft("grey", classifier, None, bad, y, attack)
+        with pytest.raises(PurifyLabError, match=message):
+            read(classifier, bad)
+    with pytest.raises(PurifyLabError, match="image is empty"):
+        evaluate_defended(classifier, purifier, x[:0], y[:0])
+    labels = [
+        (y.float(), "labels dtype is torch.float32"),
+        (y + 5, r"labels span \[5, 6\]; the classifier has 2 classes"),
+        ([0, 1, 0, 1], "labels must be a torch.Tensor"),
+        (y[:3], "do not fit 4 images"),
+    ]
+    for bad, message in labels:
+        with pytest.raises(PurifyLabError, match=message):
+            evaluate_defended(classifier, purifier, x, bad)
+        with pytest.raises(PurifyLabError, match=message):
+            craft("grey", classifier, None, x, bad, attack)
+
+
+def test_craft_names_the_callers_batch_and_evaluate_defended_takes_no_defense(boundary):
+    classifier, purifier, x, y = boundary
+    with pytest.raises(PurifyLabError, match=r"input of shape \(4, 1, 16, 16\) does not fit"):
+        craft("grey", classifier, None, x[:, :, :16, :16], y, AttackConfig(name="fgsm", eps=0.03))
+    undefended = evaluate_defended(classifier, None, x.double(), y.int())  # float64 and int32 are widened
+    assert undefended.n == 4 and undefended.redraws == 1
+    assert undefended.one_shot_accuracy == evaluate_defended(classifier, create_purifier("none"), x, y).one_shot_accuracy

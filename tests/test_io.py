@@ -34,6 +34,7 @@ from core.io import (
     to_model_input,
     to_pil,
     validate_image_tensor,
+    validate_labels,
 )
 
 # ---------------------------------------------------------------- builders (all in memory)
@@ -468,7 +469,7 @@ def test_to_model_input_refuses_bad_sizes_and_shapes():
         to_model_input(torch.rand(1, 20, 20), 0)
     with pytest.raises(PurifyLabError, match="expected one image"):
         to_model_input(torch.rand(2, 1, 20, 20), 16)
-    with pytest.raises(PurifyLabError, match="3 channels; expected 1"):
+    with pytest.raises(PurifyLabError, match=r"3 channels; expected \(N, 1, H, W\)"):
         to_model_input(torch.rand(1, 3, 20, 20), 16)
 
 
@@ -501,7 +502,7 @@ def test_saving_refuses_bad_tensors_and_names(tmp_path):
 @pytest.mark.parametrize(
     ("tensor", "message"),
     [
-        (torch.rand(1, 3, 8, 8), "image has 3 channels; expected 1"),
+        (torch.rand(1, 3, 8, 8), r"has 3 channels; expected \(N, 1, H, W\)"),
         (torch.full((1, 1, 8, 8), float("nan")), "image contains NaN or Inf pixels"),
         (torch.full((1, 1, 8, 8), float("inf")), "image contains NaN or Inf pixels"),
         (torch.rand(1, 8, 8), "must be 4-D"),
@@ -525,3 +526,27 @@ def test_validate_image_tensor_clamps_rounding_noise_and_keeps_gradients():
     checked.sum().backward()
     assert x.grad is not None
     assert validate_image_tensor(torch.rand(2, 3, 8, 8), channels=3).shape == (2, 3, 8, 8)
+    assert validate_image_tensor(torch.rand(2, 3, 8, 8), channels=(1, 3)).shape == (2, 3, 8, 8)
+    with pytest.raises(PurifyLabError, match=r"shape \(2, 8, 8, 1\) has 8 channels; expected \(N, 1 or 3, H, W\)"):
+        validate_image_tensor(torch.rand(2, 8, 8, 1), channels=(1, 3))
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (torch.tensor([0.0, 1.0, 0.0]), "labels dtype is torch.float32; expected int64"),
+        (torch.tensor([True, False, True]), "labels dtype is torch.bool"),
+        (torch.tensor([[0, 1, 0]]), r"labels of shape \(1, 3\) do not fit 3 images; expected \(3,\)"),
+        (torch.tensor([0, 1]), "do not fit 3 images"),
+        (torch.tensor([0, 2, 1]), r"labels span \[0, 2\]; the classifier has 2 classes"),
+        (torch.tensor([-1, 0, 1]), r"labels span \[-1, 1\]"),
+        ([0, 1, 0], "labels must be a torch.Tensor"),
+    ],
+)
+def test_validate_labels_names_the_problem(labels, message):
+    with pytest.raises(PurifyLabError, match=message):
+        validate_labels(labels, 3, 2)
+
+
+def test_validate_labels_widens_integer_labels_to_int64():
+    assert validate_labels(torch.tensor([0, 1, 1], dtype=torch.int32), 3, 2).dtype == torch.int64

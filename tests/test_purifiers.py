@@ -14,7 +14,7 @@ import core.purifiers.diffusion as diffusion
 from core.cli import main
 from core.errors import PurifyLabError
 from core.io import load_image, to_model_input
-from core.purifiers import create_purifier, list_purifiers, planned_calls
+from core.purifiers import create_purifier, list_purifiers, planned_calls, purifier_config
 from core.purifiers.ddim import DDIMConfig, DDIMPurifier
 from core.purifiers.ddpm import DDPMConfig, DDPMPurifier
 from core.purifiers.diffdefense import DiffDefenseConfig, DiffDefensePaperConfig, DiffDefensePaperPurifier, DiffDefensePurifier
@@ -327,10 +327,36 @@ def test_unreachable_ddim_stride_and_bad_input_shapes_are_refused(tiny_unet):
     with pytest.raises(PurifyLabError, match="skip=300 is not a DDIM stride"):
         build("ddim", tiny_unet, skip=300)
     purifier = build("ddpm", tiny_unet)
-    with pytest.raises(PurifyLabError, match="expects images of shape"):
+    assert purifier.input_channels == (1,)
+    with pytest.raises(PurifyLabError, match=r"has 3 channels; expected \(N, 1, H, W\)"):
         purifier.purify(torch.rand(1, 3, SIZE, SIZE))
     with pytest.raises(PurifyLabError, match="divisible by 2"):
         purifier.purify(torch.rand(1, 1, 15, 15))
+
+
+def test_channels_last_input_is_refused_by_every_purifier(tiny_unet):
+    """NHWC (N, H, W, 1) was read as H channels and crashed inside the blur; now one line names the layout."""
+    channels_last = torch.rand(2, SIZE, SIZE, 1)
+    for purifier in (create_purifier("none"), create_purifier("blur", sigma=1.0), create_purifier("noise"), build("ddpm", tiny_unet)):
+        with pytest.raises(PurifyLabError, match=rf"shape \(2, {SIZE}, {SIZE}, 1\) has {SIZE} channels; expected \(N, "):
+            purifier.purify(channels_last)
+    assert create_purifier("blur", sigma=1.0).purify(torch.rand(2, 3, SIZE, SIZE)).shape == (2, 3, SIZE, SIZE)  # RGB stays accepted
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("cold_direct", {"depth": 2.5}, "depth must be an integer; got 2.5"),
+        ("blur", {"sigma": True}, "sigma must be a number; got True"),
+        ("one_shot", {"t_star": None}, "t_star must be a number; got None"),
+        ("one_shot", {"t_star": [0.1]}, r"t_star must be a number; got \[0.1\]"),
+        ("cold_recon", {"steps": 1.5}, "steps must be an integer or None; got 1.5"),
+    ],
+)
+def test_parameters_of_the_wrong_type_are_refused_from_python(name, params, message):
+    with pytest.raises(PurifyLabError, match=message):
+        purifier_config(name, **params)
+    assert purifier_config("cold_direct", depth=3).depth == 3  # ints stay ints
 
 
 def test_string_parameters_are_parsed_and_checked():
@@ -367,7 +393,7 @@ def test_a_named_denoiser_is_loaded_and_runs_on_colour_images(tmp_path, monkeypa
     first, again = purifier.purify(x, seed=3), purifier.purify(x, seed=3)
     assert first.shape == x.shape and torch.equal(first, again)
     assert 0 <= float(first.min()) and float(first.max()) <= 1
-    with pytest.raises(PurifyLabError, match="expects images of shape \\(N, 3"):
+    with pytest.raises(PurifyLabError, match=r"has 1 channels; expected \(N, 3, H, W\)"):
         purifier.purify(torch.rand(2, 1, SIZE, SIZE))
 
 

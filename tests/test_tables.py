@@ -509,3 +509,63 @@ def test_a_claim_on_a_cell_the_table_lacks_is_refused(xray_train_dir, weights):
     raw["tables"][0]["claims"] = [{"row": "PGD 0.3", "column": "Original", "value": 95.0}]
     with pytest.raises(PurifyLabError, match="claim \\(PGD 0.3, Original\\) names no cell"):
         preset_from_dict(raw, "bad-claim")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda raw: raw.update(limit="four"), r"preset\.limit must be an integer or None; got 'four'"),
+        (lambda raw: raw.update(limit=2.5), r"preset\.limit must be an integer or None; got 2.5"),
+        (lambda raw: raw.update(redraws="1"), r"preset\.redraws must be an integer; got '1'"),
+        (lambda raw: raw["tables"][0]["rows"][2].update(steps=1.5), r"tables\[0\]\.rows\[2\]: steps must be an integer; got 1.5"),
+        (lambda raw: raw["tables"][0]["rows"][2].update(eps="0.03"), r"tables\[0\]\.rows\[2\]: eps must be a number; got '0.03'"),
+        (lambda raw: raw["tables"][0].pop("caption"), r"tables\[0\]: 'caption' is missing"),
+        (lambda raw: raw["tables"][0].update(classifiers=[{"label": "ResNet"}]), r"tables\[0\]\.classifiers\[0\]: 'name' is missing"),
+        (lambda raw: raw["tables"][0]["columns"][1].update(params=[1.0]), r"tables\[0\]\.columns\[1\]\.params must be a mapping"),
+        (lambda raw: raw["sanity"].update(collapse_steps="two"), r"sanity\.collapse_steps must be an integer; got 'two'"),
+        (lambda raw: raw["sanity"].update(collapse_eps=0.3), r"sanity\.collapse_eps must be a list; got 0.3"),
+        (lambda raw: raw.update(sweeps=[5]), r"sweeps\[0\] must be a mapping"),
+        (lambda raw: raw.update(sweeps=[{"name": "s", "kind": "tstar", "purifier": "noise", "values": ["abc"]}]), r"values\[0\] must be a number; got 'abc'"),
+        (lambda raw: raw["tables"][0].update(rows=[]), "table 'grey' has no rows"),
+        (lambda raw: raw.update(bootstrap=-5), r"bootstrap and seed must be >= 0 .*got -5"),
+    ],
+)
+def test_preset_types_and_missing_fields_are_refused_in_one_line_naming_the_file(tmp_path, change, message):
+    """Every field is checked against its annotation at load, before any model loads."""
+    raw = _raw(tmp_path, "tiny.safetensors")
+    change(raw)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(PurifyLabError, match=rf"^mine\.yaml: [^\n]*{message}"):
+        load_preset(path)
+
+
+def test_a_single_threat_may_be_written_without_a_list(tmp_path):
+    raw = _raw(tmp_path, "tiny.safetensors")
+    raw["tables"][1]["threats"] = "grey"
+    assert preset_from_dict(raw, "one").tables[1].threats == ("grey",)
+
+
+def test_the_resolved_config_beside_a_table_reloads_as_the_same_preset(tmp_path):
+    """NAME.config.json records data relative to the repository (portable_path); the reader agrees."""
+    from core.data.locations import portable_path
+
+    preset = preset_from_dict(_raw("chest_xray_pneumonia/test", "tiny.safetensors"), "tiny")  # a data set inside the data folder
+    written = tmp_path / "tiny.config.json"
+    written.write_text(json.dumps(preset.resolved() | {"data": portable_path(preset.data)}))
+    assert load_preset(written) == preset
+    copied = tmp_path / "resolved.yaml"
+    copied.write_text(written.read_text())
+    assert load_preset(copied).data == preset.data
+    with pytest.raises(PurifyLabError, match="preset file .*missing.config.json does not exist"):
+        load_preset(tmp_path / "missing.config.json")
+
+
+def test_committed_table_configs_reload_as_presets():
+    from core.paths import REPO_ROOT
+
+    configs = [path for path in (REPO_ROOT / "results").glob("**/*.config.json") if "title" in json.loads(path.read_text())]
+    assert configs
+    for path in configs:
+        preset = load_preset(path)
+        assert Path(preset.data).is_absolute() and (preset.tables or preset.sweeps or preset.detection)

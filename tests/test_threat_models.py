@@ -263,7 +263,8 @@ def test_every_place_reads_the_threat_flags_from_the_registry(setup: Setup) -> N
     from core.tables.render import table_caption
 
     purifier = create_purifier("blur", sigma=1.0)
-    preset = preset_from_dict({"tables": [{"name": "t", "caption": "c", "classifiers": ["vit"], "columns": [{"label": "x"}]}], "eot": 3}, "p")
+    table = {"name": "t", "caption": "c", "classifiers": ["vit"], "rows": [{"label": "Clean"}], "columns": [{"label": "x"}]}
+    preset = preset_from_dict({"tables": [table], "eot": 3}, "p")
     for name, threat in THREAT_MODELS.items():
         assert attack_budget(AttackConfig(), name, eot=3)["threat_eot"] == (3 if threat.uses_eot else 1)
         if not threat.uses_eot:

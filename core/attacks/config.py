@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import PurifyLabError, check_range
+from core.errors import PurifyLabError, check_range, check_types
 
 NORMS = ("linf", "l2")
 
@@ -41,6 +41,7 @@ class AttackConfig:
     def __post_init__(self) -> None:
         from core.attacks.library import ATTACKS
 
+        check_types(self)  # steps=2.5 or eps="0.03" gets one line here, not a TypeError inside torchattacks
         spec = ATTACKS.get(self.name)
         if spec.single_step:  # FGSM is one step: a CLI default of 10 must not be reported as its budget
             object.__setattr__(self, "steps", 1)

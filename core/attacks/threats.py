@@ -24,8 +24,9 @@ from core.attacks.config import AttackConfig
 from core.attacks.library import create_attack, frozen_eval
 from core.defended import DefendedClassifier
 from core.errors import PurifyLabError
-from core.io import validate_image_tensor
+from core.io import IMAGE_CHANNELS, validate_image_tensor, validate_labels
 from core.purifiers.base import Purifier
+from core.purifiers.simple import IdentityPurifier
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,16 @@ def _num_classes(model: nn.Module, images: torch.Tensor) -> int:
         return int(model(images[:1]).shape[1])
 
 
+def checked_inputs(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `craft` and `evaluate_defended` take, checked once, at the boundary: images float32 NCHW in
+    [0, 1] with the classifier's channels and size, labels int64 (N,) in [0, K). The models' forwards
+    never repeat it: an attack calls them thousands of times."""
+    images = validate_image_tensor(images, channels=getattr(classifier, "in_channels", IMAGE_CHANNELS))
+    if hasattr(classifier, "check_input"):  # a registered classifier: its size too, named with the caller's batch
+        classifier.check_input(images)
+    return images, validate_labels(labels, images.shape[0], _num_classes(classifier, images))
+
+
 def craft(
     threat: str,
     classifier: nn.Module,
@@ -134,10 +145,7 @@ def craft(
     randomness (random starts, restarts, Square's proposals). `purifier` may be None for `grey`
     and `transfer`, where the attacker never sees it.
     """
-    images = validate_image_tensor(images, channels=images.shape[1] if images.ndim == 4 else 1)
-    if labels.shape != (images.shape[0],):
-        count = images.shape[0]
-        raise PurifyLabError(f"labels of shape {tuple(labels.shape)} do not fit {count} images; expected ({count},)")
+    images, labels = checked_inputs(classifier, images, labels)
     model = attacked_model(threat, classifier, purifier, substitute=substitute, eot=eot, seed=seed)
     bare_model = substitute if threat_model(threat).needs_substitute else classifier
     attack = create_attack(model, attack_config, num_classes=_num_classes(bare_model, images))
@@ -172,7 +180,7 @@ class DefendedScore:
 @torch.inference_mode()
 def evaluate_defended(
     classifier: nn.Module,
-    purifier: Purifier,
+    purifier: Purifier | None,
     adv: torch.Tensor,
     labels: torch.Tensor,
     redraws: int = 1,
@@ -181,11 +189,12 @@ def evaluate_defended(
 ) -> DefendedScore:
     """Honest scoring of a stochastic defense: an image counts as robust in the worst case only if
     it is classified correctly under every one of `redraws` independent purifier draws (draw k uses
-    seed + k). A deterministic purifier is evaluated once, since every draw would be the same."""
+    seed + k). A deterministic purifier is evaluated once, since every draw would be the same.
+    `purifier` None scores the classifier undefended."""
     if redraws < 1:
         raise PurifyLabError(f"redraws={redraws} is outside the allowed range [1, 1000]")
-    if adv.shape[0] != labels.shape[0]:
-        raise PurifyLabError(f"{adv.shape[0]} images but {labels.shape[0]} labels")
+    adv, labels = checked_inputs(classifier, adv, labels)
+    purifier = purifier if purifier is not None else IdentityPurifier()
     draws = redraws if purifier.stochastic else 1
     predictions, first_probabilities, purify_seconds = [], None, 0.0
     with frozen_eval(classifier), frozen_eval(purifier):

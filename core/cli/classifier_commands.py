@@ -18,8 +18,6 @@ from core.errors import PurifyLabError, check_range
 if TYPE_CHECKING:
     from core.attacks import AttackConfig
 
-MAX_IMAGE_SIZE = 1024  # a classifier's input side; larger is a typo, not an X-ray model
-
 
 def _attack_config(name: str, norm: str, eps: float, steps: int, seed: int) -> AttackConfig:
     from core.attacks import AttackConfig
@@ -160,6 +158,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         device: Device = None,
     ) -> None:
         """Train a classifier; writes RUN/<model>.safetensors (fp16) and its card with val metrics."""
+        from core.data.decode import MAX_IMAGE_SIZE
         from core.image_file import MIN_SIDE
 
         if image_size is not None:

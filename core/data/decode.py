@@ -35,9 +35,12 @@ def check_channels(channels: int | None) -> None:
         raise PurifyLabError(f"channels must be 1, 3 or None (keep grey images grey), got {channels}")
 
 
+MAX_IMAGE_SIZE = 1024  # a model's input side; larger is a typo, and decoding a data set at it runs out of memory
+
+
 def check_size(size: int | None) -> None:
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise PurifyLabError(f"size must be a positive int (square side in pixels) or None, got {size!r}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMAGE_SIZE):
+        raise PurifyLabError(f"size must be an int in [1, {MAX_IMAGE_SIZE}] (square side in pixels) or None, got {size!r}")
 
 
 def _as_grey_or_rgb(image: Image.Image) -> Image.Image:

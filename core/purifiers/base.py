@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from core.errors import PurifyLabError
+from core.errors import PurifyLabError, check_types
 
 # Keeping every recorded denoiser call's activations costs about 4-7 KB per input element per call
 # (measured on the MNIST and X-ray UNets); up to this many element-calls the graph stays under about
@@ -44,6 +44,7 @@ class PurifierConfig:
     once, when the config is built (so a config that exists is a valid one)."""
 
     def __post_init__(self) -> None:
+        check_types(self)  # an int field refuses 2.5, a float field True or None, before any range check
         self.validate()
 
     def validate(self) -> None:
@@ -112,6 +113,14 @@ class Purifier(nn.Module):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def input_channels(self) -> tuple[int, ...]:
+        """Channel counts `purify` accepts: grey or RGB for a purifier that works channel by channel;
+        a denoiser's own count for one that feeds the image to its network whole."""
+        from core.io import IMAGE_CHANNELS
+
+        return IMAGE_CHANNELS
+
     @classmethod
     def calls(cls, config: PurifierConfig, num_train_timesteps: int) -> int:
         """Denoiser calls per image for `config` on a T-step schedule (0 for model-free purifiers).
@@ -142,7 +151,7 @@ class Purifier(nn.Module):
     def purify(self, x: torch.Tensor, seed: int | None = 0) -> torch.Tensor:
         from core.io import validate_image_tensor
 
-        x = validate_image_tensor(x, channels=x.shape[1] if x.ndim == 4 else 1)
+        x = validate_image_tensor(x, channels=self.input_channels)
         generator = None
         if self.stochastic and seed is not None:
             generator = torch.Generator(device=x.device).manual_seed(seed)

@@ -180,6 +180,10 @@ class DiffusionPurifier(Purifier):
         """The side length the denoiser was trained at; callers resize to it explicitly."""
         return int(self.unet.config.sample_size)
 
+    @property
+    def input_channels(self) -> tuple[int, ...]:
+        return (int(self.unet.config.in_channels),)
+
     def check_input(self, x: torch.Tensor) -> None:
         channels = self.unet.config.in_channels
         if x.ndim != 4 or x.shape[1] != channels:

@@ -8,6 +8,7 @@ every cell is a pure function of its config and a table regenerates from the fil
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,8 @@ import yaml
 
 from core.attacks import AttackConfig, threat_model
 from core.data.locations import XRAY_TEST_DIR
-from core.errors import PurifyLabError
-from core.paths import CONFIGS_DIR, DATA_DIR
+from core.errors import PurifyLabError, typed
+from core.paths import CONFIGS_DIR, DATA_DIR, REPO_ROOT
 
 DEFAULT_DATA = str(XRAY_TEST_DIR)  # X-ray tables report on the test cohort
 SWEEP_KINDS = ("tstar", "depth")
@@ -26,18 +27,30 @@ TABLE_METRICS = ("accuracy", "balanced_accuracy")
 
 
 def _build(cls: type, raw: Any, where: str):
-    """A dataclass from a YAML mapping, refusing unknown keys with a one-line message."""
+    """A dataclass from a YAML mapping: unknown keys, missing required fields and every value's type
+    (from the field's annotation, `typed`) are refused with a one-line message naming the field."""
     if cls is AttackRow:  # flat in YAML, an AttackConfig inside
         return attack_row(raw, where)
     if isinstance(raw, str) and cls in (ModelSpec,):
         raw = {"name": raw}
-    if not isinstance(raw, dict):
-        raise PurifyLabError(f"{where} must be a mapping, got {type(raw).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    raw = _mapping(raw, where)
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
     unknown = sorted(set(raw) - names)
     if unknown:
         raise PurifyLabError(f"{where}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(names))}")
-    return cls(**raw)
+    required = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in raw]
+    if missing:
+        raise PurifyLabError(f"{where}: '{missing[0]}' is missing; required: {', '.join(required)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{key: typed(f"{where}.{key}", value, hints[key]) for key, value in raw.items()})
+
+
+def _mapping(raw: Any, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise PurifyLabError(f"{where} must be a mapping, got {type(raw).__name__}")
+    return dict(raw)
 
 
 @dataclass(frozen=True)
@@ -77,18 +90,22 @@ class AttackRow:
 
 
 def attack_row(raw: Any, where: str) -> AttackRow:
-    """A row from its flat YAML mapping, refusing unknown keys with a one-line message."""
-    if not isinstance(raw, dict):
-        raise PurifyLabError(f"{where} must be a mapping, got {type(raw).__name__}")
+    """A row from its flat YAML mapping, refusing unknown keys with a one-line message; AttackConfig
+    checks the values, and its message is prefixed with the row's place."""
+    raw = _mapping(raw, where)
     allowed = {"label"} | {f.name for f in dataclasses.fields(AttackConfig)} - {"seed"}
     unknown = sorted(set(raw) - allowed)
     if unknown or "label" not in raw:
         problem = f"unknown key '{unknown[0]}'" if unknown else "no label"
         raise PurifyLabError(f"{where}: {problem}; allowed: {', '.join(sorted(allowed))}")
+    label = typed(f"{where}.label", raw["label"], str)
     fields = {key: value for key, value in raw.items() if key != "label"}
     if fields.get("name") is None:
-        return AttackRow(raw["label"])
-    return AttackRow(raw["label"], AttackConfig(**fields))
+        return AttackRow(label)
+    try:
+        return AttackRow(label, AttackConfig(**fields))
+    except PurifyLabError as error:
+        raise PurifyLabError(f"{where}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -252,9 +269,14 @@ class Preset:
         """Refuse bad settings before any model is loaded (attacks, threats, counts)."""
         if self.redraws < 1 or self.eot < 1 or self.batch_size < 1:
             raise PurifyLabError(f"redraws, eot and batch_size must be >= 1 (got {self.redraws}, {self.eot}, {self.batch_size})")
+        if self.bootstrap < 0 or self.seed < 0 or (self.limit is not None and self.limit < 1):
+            raise PurifyLabError(f"bootstrap and seed must be >= 0 and limit >= 1 (got {self.bootstrap}, {self.seed}, {self.limit})")
         if not (self.tables or self.sweeps or self.detection):
             raise PurifyLabError(f"preset '{self.name}' defines no tables, sweeps or detection runs")
         for table in self.tables:
+            empty = [part for part in ("classifiers", "rows", "columns") if not getattr(table, part)]
+            if empty:
+                raise PurifyLabError(f"table '{table.name}' has no {empty[0]}: a table needs at least one classifier, row and column")
             if table.metric not in TABLE_METRICS:
                 raise PurifyLabError(f"table '{table.name}': metric '{table.metric}' is not one of {', '.join(TABLE_METRICS)}")
             for threat in table.threats:
@@ -303,35 +325,40 @@ def _named_defense(column: Any) -> Any:
     return {**column, "classifier": defense.classifier, "purifier": defense.purifier, "params": dict(defense.params)}
 
 
+def _items(raw: Any, where: str) -> list:
+    """A YAML list that may be left out (None: empty)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise PurifyLabError(f"{where} must be a list")
+    return raw
+
+
 def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
     if not isinstance(raw, dict):
         raise PurifyLabError(f"preset '{name}' must be a YAML mapping")
     raw = dict(raw)
     tables = []
-    for i, table in enumerate(raw.pop("tables", None) or []):
+    for i, table in enumerate(_items(raw.pop("tables", None), "tables")):
         where = f"tables[{i}]"
-        if not isinstance(table, dict):
-            raise PurifyLabError(f"{where} must be a mapping")
-        table = dict(table)
+        table = _mapping(table, where)
         table["classifiers"] = _tuple(table.get("classifiers"), ModelSpec, f"{where}.classifiers")
         table["rows"] = _tuple(table.get("rows"), AttackRow, f"{where}.rows")
-        table["columns"] = _tuple([_named_defense(c) for c in table.get("columns") or []], PurifierColumn, f"{where}.columns")
-        table["threats"] = tuple(table.get("threats", ("grey",)))
+        table["columns"] = _tuple([_named_defense(c) for c in _items(table.get("columns"), f"{where}.columns")], PurifierColumn, f"{where}.columns")
         table["claims"] = _tuple(table.get("claims"), PaperClaim, f"{where}.claims")
         tables.append(_build(TableSpec, table, where))
     sweeps = []
-    for i, sweep in enumerate(raw.pop("sweeps", None) or []):
+    for i, sweep in enumerate(_items(raw.pop("sweeps", None), "sweeps")):
         where = f"sweeps[{i}]"
-        sweep = dict(sweep)
+        sweep = _mapping(sweep, where)
         sweep["classifier"] = _build(ModelSpec, sweep.get("classifier", "vit"), f"{where}.classifier")
-        sweep["values"] = tuple(float(v) for v in sweep.get("values", ()))
         if sweep.get("attack") is not None:
             sweep["attack"] = _build(AttackRow, sweep["attack"], f"{where}.attack")
         sweeps.append(_build(SweepSpec, sweep, where))
     detection = []
-    for i, item in enumerate(raw.pop("detection", None) or []):
+    for i, item in enumerate(_items(raw.pop("detection", None), "detection")):
         where = f"detection[{i}]"
-        item = dict(item)
+        item = _mapping(item, where)
         item["classifier"] = _build(ModelSpec, item.get("classifier", "vit"), f"{where}.classifier")
         item["attacks"] = _tuple(item.get("attacks"), AttackRow, f"{where}.attacks")
         if item.get("sevit") is not None:
@@ -340,17 +367,24 @@ def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
     if raw.get("substitute") is not None:
         raw["substitute"] = _build(ModelSpec, raw["substitute"], "substitute")
     if raw.get("sanity") is not None:
-        sanity = dict(raw["sanity"])
-        if "collapse_eps" in sanity:
-            sanity["collapse_eps"] = tuple(float(v) for v in sanity["collapse_eps"])
-        raw["sanity"] = _build(SanitySpec, sanity, "sanity")
-    if raw.get("data") is not None:  # a relative path is inside the data folder (PURIFYLAB_DATA)
-        raw["data"] = str((DATA_DIR / str(raw["data"])).resolve())
+        raw["sanity"] = _build(SanitySpec, raw["sanity"], "sanity")
+    if raw.get("data") is not None:
+        raw["data"] = data_path(typed("data", raw["data"], str))
     raw.setdefault("name", name)
     raw.setdefault("title", name)
-    preset = _build(Preset, {**raw, "tables": tuple(tables), "sweeps": tuple(sweeps), "detection": tuple(detection)}, f"preset '{name}'")
+    preset = _build(Preset, {**raw, "tables": tuple(tables), "sweeps": tuple(sweeps), "detection": tuple(detection)}, "preset")
     preset.validate()
     return preset
+
+
+def data_path(data: str) -> str:
+    """A preset's `data` as an absolute path. Presets in configs/ name a data set inside the data folder
+    (chest_xray_pneumonia/test); the NAME.config.json beside every table records it as `portable_path`
+    writes it, relative to the repository (../shared/data/...). A relative path that leaves the
+    repository or names a path in it is read the second way, so a resolved config reruns as it stands."""
+    relative = Path(data)
+    from_repository = relative.parts[:1] == ("..",) or (REPO_ROOT / relative).exists()
+    return str(((REPO_ROOT if from_repository else DATA_DIR) / relative).resolve())
 
 
 def list_presets(configs_dir: Path = CONFIGS_DIR) -> list[str]:
@@ -358,14 +392,20 @@ def list_presets(configs_dir: Path = CONFIGS_DIR) -> list[str]:
 
 
 def load_preset(name_or_path: str | Path, configs_dir: Path = CONFIGS_DIR) -> Preset:
-    """A preset by name (configs/<name>.yaml) or by path to a YAML file."""
+    """A preset by name (configs/<name>.yaml) or by path to a YAML file or to the NAME.config.json
+    written beside a table (JSON is YAML). A refusal names the file."""
     path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
+    if path.suffix not in (".yaml", ".yml", ".json"):
         path = Path(configs_dir) / f"{name_or_path}.yaml"
+    elif not path.is_file():
+        raise PurifyLabError(f"preset file {path} does not exist")
     if not path.is_file():
         raise PurifyLabError(f"preset '{name_or_path}' not found; choose one of: {', '.join(list_presets(configs_dir)) or 'none'}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise PurifyLabError(f"{path.name} is not valid YAML ({str(error).splitlines()[0]})") from None
-    return preset_from_dict(raw, path.stem)
+    try:
+        return preset_from_dict(raw, path.stem.removesuffix(".config"))
+    except PurifyLabError as error:
+        raise PurifyLabError(f"{path.name}: {error}") from None
