@@ -215,3 +215,9 @@ def test_calibration_divides_by_the_temperature_and_moves_the_decision_to_the_th
         model.calibrate(0.0)
     with pytest.raises(PurifyLabError, match="threshold"):
         create_classifier("mnist_cnn", pretrained=False).calibrate(1.0, 0.5)
+
+
+def test_an_unknown_option_names_the_ones_the_network_takes():
+    for pretrained in (False, True):
+        with pytest.raises(PurifyLabError, match="classifier 'resnet' has no option depth; it takes: .*widths"):
+            create_classifier("resnet", pretrained=pretrained, depth=3)

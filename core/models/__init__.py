@@ -9,6 +9,7 @@ weights/<name>.safetensors and loads it after checking its SHA-256.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,17 @@ def _architecture(card: dict, name: str, overrides: dict[str, Any]) -> dict[str,
     return {**architecture, **overrides}
 
 
+def _check_options(name: str, cls: type[XrayClassifier], overrides: dict) -> None:
+    """An unknown option is one line naming those the network takes, not a TypeError from its __init__."""
+    takes = [parameter for parameter in inspect.signature(cls).parameters if parameter != "self"]
+    unknown = sorted(set(overrides) - set(takes))
+    if unknown:
+        raise PurifyLabError(f"classifier '{name}' has no option {', '.join(unknown)}; it takes: weights, pretrained, {', '.join(takes)}")
+
+
 def _build(name: str, cls: type[XrayClassifier], pretrained: bool, weights: str | Path | None, overrides: dict, defaults: dict | None = None) -> XrayClassifier:
     """A new network from `defaults` + `overrides`, or the trained one its card describes (+ checked overrides)."""
+    _check_options(name, cls, overrides)
     if not pretrained and weights is None:
         return cls(**{**(defaults or {}), **overrides})
     path = _resolve_weights(name, weights)
