@@ -47,15 +47,15 @@ class Verdict:
     text: str
 
 
-def verdict(clean: Reading, attacked: Reading, purified: Reading, true_class: str | None = None, *, purified_by: str = "purification") -> Verdict:
+def verdict(clean: Reading, attacked: Reading, purified: Reading, true_class: str | None = None, *, through_purifier: bool = True) -> Verdict:
     """'reading restored' / 'not restored' / 'attack had no effect', in words a clinician can act on.
 
-    `purified_by` is what stood between the attack and the reading; "" for no purifier at all."""
+    `through_purifier` False: no purifier stood between the attack and the reading, so none is credited."""
     restored = purified.label == clean.label
     if attacked.label == clean.label:
         text = "the attack did not change the reading"
-        if purified_by:
-            text += f"; {purified_by} " + ("kept it" if restored else "changed it")
+        if through_purifier:
+            text += "; purification " + ("kept it" if restored else "changed it")
     else:
         text = "reading restored" if restored else f"not restored: still {purified.class_name}"
     correct = None if true_class is None else purified.class_name == true_class

@@ -273,8 +273,8 @@ def purification_panel() -> None:
                 continue
             readings[panel_title(label)] = reading = read(model, output.image)[0]
             name, params = variants[label]
-            purified_by = "purification" if PURIFIERS.get(name).changes_image else ""
-            verdicts[panel_title(label)] = outcome = verdict(clean_reading, adversarial_reading, reading, true_class, purified_by=purified_by)
+            outcome = verdict(clean_reading, adversarial_reading, reading, true_class, through_purifier=PURIFIERS.get(name).changes_image)
+            verdicts[panel_title(label)] = outcome
             show_image(output.image, panel_title(label))
             st.markdown(f"{reading_badge(reading)} · {output.seconds:.2f} s")
             st.markdown(verdict_line(outcome))

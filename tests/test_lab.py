@@ -44,5 +44,5 @@ def test_session_report_holds_the_settings_and_every_panels_reading_and_verdict(
 
 
 def test_with_no_purifier_the_verdict_does_not_credit_a_purification():
-    result = verdict(NORMAL, NORMAL, NORMAL, "NORMAL", purified_by="")
+    result = verdict(NORMAL, NORMAL, NORMAL, "NORMAL", through_purifier=False)
     assert result.text == "the attack did not change the reading (matches the true label)"
