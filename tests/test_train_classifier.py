@@ -272,6 +272,7 @@ def test_ten_class_colour_training_on_cifar(shared_data, tmp_path):
     assert card["architecture"]["in_channels"] == 3 and card["architecture"]["num_classes"] == 10
     assert card["classes"][0] == "airplane" and len(card["val_metrics"]["sensitivity"]) == 10
     assert card["data"]["split"].startswith("deduplicated; by image")  # CIFAR-10 has no patients
+    assert card["input"].startswith("float32 (N, 3, S, S)")
     model = create_classifier("cifar10_cnn", weights=tmp_path / "cifar10_cnn.safetensors")
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
