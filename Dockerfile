@@ -1,4 +1,4 @@
-# Hugging Face Space (sdk: docker) or any container host: the Streamlit app on CPU.
+# Hugging Face Space (sdk: docker) or any container host (HTTP or HTTPS): the Streamlit app on CPU.
 FROM python:3.11-slim
 
 RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
@@ -16,7 +16,9 @@ COPY --chown=user . .
 RUN pip install --no-cache-dir --user -e . && pip install --no-cache-dir --user --no-deps "torchattacks==3.5.1"
 
 EXPOSE 8501
-# Inside the Spaces iframe (HTTPS) uploads need a cross-site XSRF cookie; the XSRF check stays on.
-# `python app.py` is `streamlit run app.py` with the engine's imports started before the first visitor.
+# `python app.py` is `streamlit run app.py` with the engine's imports started before the first visitor;
+# inside a Space (SPACE_ID set) it adds the cross-site XSRF cookie the Spaces iframe (HTTPS) needs for
+# uploads, and only there: that cookie is HTTPS-only, so over plain HTTP it would refuse every upload.
+# The XSRF check stays on. scripts/space_smoke.sh starts the app with these same options.
 HEALTHCHECK CMD curl --fail http://localhost:8501/_stcore/health || exit 1
-ENTRYPOINT ["python", "app.py", "--server.port=8501", "--server.address=0.0.0.0", "--server.headless=true", "--server.xsrfCookieSameSite=none"]
+ENTRYPOINT ["python", "app.py", "--server.port=8501", "--server.address=0.0.0.0", "--server.headless=true"]

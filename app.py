@@ -4,18 +4,19 @@
 engine's imports, so they are under way before the first visitor arrives (the Space runs it so).
 """
 
+import os
 import sys
 
 import streamlit as st
 from streamlit import runtime
 
-from pages.startup import start_warm_up
+from pages.startup import launch_arguments, start_warm_up
 
 if __name__ == "__main__" and not runtime.exists():  # `python app.py`, not Streamlit running this script
     from streamlit.web import cli
 
     start_warm_up()
-    sys.argv = ["streamlit", "run", __file__, *sys.argv[1:]]
+    sys.argv = ["streamlit", "run", __file__, *launch_arguments(sys.argv[1:], os.environ)]
     sys.exit(cli.main())
 
 st.set_page_config(page_title="PurifyLab", page_icon="🩻", layout="wide")

@@ -4,12 +4,24 @@ otherwise by the first visitor's first page."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
+SPACE_XSRF_COOKIE = "--server.xsrfCookieSameSite=none"
+
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
+
+
+def launch_arguments(options: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """Streamlit options for `python app.py`: the caller's, plus the cross-site XSRF cookie inside a
+    Hugging Face Space (SPACE_ID set), whose HTTPS iframe needs it for uploads. Nowhere else: the cookie
+    is HTTPS-only, so a container served over plain HTTP would refuse every upload."""
+    if "SPACE_ID" in environ and not any(option.startswith("--server.xsrfCookieSameSite") for option in options):
+        return [*options, SPACE_XSRF_COOKIE]
+    return list(options)
 
 
 def start_warm_up() -> threading.Thread:

@@ -10,7 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=""
-[ "${1:-}" = "--test" ] && extra="[test]"
+case "$*" in
+  "") ;;
+  --test) extra="[test]" ;;
+  *) echo "usage: bash scripts/install.sh [--test]   (unknown argument: $*)" >&2; exit 2 ;;
+esac
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools
 .venv/bin/python -m pip install -q -e ".${extra}"

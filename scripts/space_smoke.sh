@@ -6,12 +6,14 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 port="${PORT:-8597}"
-trap 'kill "${server:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+# Only a server this script started is stopped (`kill 0` would stop the caller's whole process group).
+trap 'if [ -n "${server:-}" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 git clone -q "$repo" "$work/app"
 cd "$work/app"
 bash scripts/install.sh
-PURIFYLAB_DATA="$work/no-data" .venv/bin/python app.py --server.headless true \
-  --server.address 127.0.0.1 --server.port "$port" > "$work/server.log" 2>&1 &
+# The Dockerfile's ENTRYPOINT options, on a local address.
+PURIFYLAB_DATA="$work/no-data" .venv/bin/python app.py "--server.port=$port" --server.address=127.0.0.1 \
+  --server.headless=true > "$work/server.log" 2>&1 &
 server=$!
 for _ in $(seq 90); do
   if [ "$(curl -s "http://127.0.0.1:$port/_stcore/health")" = "ok" ]; then

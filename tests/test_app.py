@@ -233,15 +233,23 @@ def test_tables_page_regenerates_the_quick_table_beside_the_stored_one(xray_trai
     assert any(md.value == "**Regenerated now**" for md in app.markdown)
 
 
-def test_space_only_settings_stay_in_the_dockerfile():
-    """The HTTPS-only cross-site XSRF cookie belongs to the Space; locally it would break uploads over
-    plain HTTP. The file watcher is off when serving."""
+def test_the_https_only_xsrf_cookie_is_set_inside_a_space_only():
+    """The Spaces iframe needs the cross-site XSRF cookie; anywhere else (a container or LAN on plain
+    HTTP) that HTTPS-only cookie would make every upload fail, so neither the config nor the image's
+    entry point sets it. The file watcher is off when serving."""
     import tomllib
+
+    from pages.startup import SPACE_XSRF_COOKIE, launch_arguments
 
     root = Path(APP).parent
     config = tomllib.loads((root / ".streamlit" / "config.toml").read_text())
     assert "xsrfCookieSameSite" not in config["server"] and config["server"]["fileWatcherType"] == "none"
-    assert "--server.xsrfCookieSameSite=none" in (root / "Dockerfile").read_text()
+    assert "xsrfCookieSameSite" not in (root / "Dockerfile").read_text().split("ENTRYPOINT", 1)[1]
+    options = ["--server.port=8501", "--server.headless=true"]
+    assert launch_arguments(options, {"HOME": "/home/user"}) == options
+    assert launch_arguments(options, {"SPACE_ID": "someone/purifylab"}) == [*options, SPACE_XSRF_COOKIE]
+    chosen = [*options, "--server.xsrfCookieSameSite=strict"]
+    assert launch_arguments(chosen, {"SPACE_ID": "someone/purifylab"}) == chosen
 
 
 def test_the_engine_warm_up_starts_once_however_many_visitors_arrive_at_once():
