@@ -14,8 +14,9 @@ from typing import Any
 import yaml
 
 from core.errors import PurifyLabError
+from core.paths import CONFIGS_DIR
 
-DEFENSES_DIR = Path(__file__).resolve().parents[1] / "configs" / "defenses"
+DEFENSES_DIR = CONFIGS_DIR / "defenses"
 
 
 @dataclass(frozen=True)

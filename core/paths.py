@@ -1,8 +1,9 @@
 """Where PurifyLab reads and writes, named once: data sets, results, weights, presets and caches.
 
-Each location honours an environment variable and falls back to the repository layout; an explicit
-command-line option (--data, --store, --out-dir, --weights) wins over both. The defaults are absolute,
-so a command reads and writes the same files from any working directory.
+Data, results and weights honour an environment variable and fall back to the repository layout; an
+explicit command-line option (--data, --store, --out-dir, --weights) wins over both. Presets, the
+gallery and the decode cache always live in the repository. The defaults are absolute, so a command
+reads and writes the same files from any working directory.
 
     PURIFYLAB_DATA     the shared data sets   (default: ../shared/data beside the repository)
     PURIFYLAB_RESULTS  results store, tables  (default: results/ in the repository)
@@ -19,5 +20,18 @@ DATA_DIR = Path(os.environ.get("PURIFYLAB_DATA", REPO_ROOT.parent / "shared" / "
 RESULTS_DIR = Path(os.environ.get("PURIFYLAB_RESULTS", REPO_ROOT / "results"))
 WEIGHTS_DIR = Path(os.environ.get("PURIFYLAB_WEIGHTS", REPO_ROOT / "weights"))
 CONFIGS_DIR = REPO_ROOT / "configs"
+GALLERY_DIR = REPO_ROOT / "assets" / "gallery"
 CACHE_DIR = REPO_ROOT / ".data" / "cache"  # decoded data sets, keyed by their sources
 RESULTS_STORE = RESULTS_DIR / "results.sqlite"
+
+
+def check_checkout() -> None:
+    """PurifyLab runs from a clone of its repository: a wheel installs core/ alone, where every model
+    would read as untrained, every preset as missing and the results store would land in site-packages."""
+    if not CONFIGS_DIR.is_dir():
+        from core.errors import PurifyLabError
+
+        raise PurifyLabError(
+            f"PurifyLab runs from a clone of its repository (configs/, weights/ and assets/ beside core/; none beside {REPO_ROOT / 'core'}): "
+            "install it with `pip install -e .` from the clone"
+        )

@@ -381,3 +381,14 @@ def test_absent_classes_have_no_sensitivity():
 
     metrics = classification_metrics(np.array([0, 0]), np.array([[0.9, 0.1], [0.8, 0.2]]), bootstrap=0)
     assert metrics.sensitivity == {"NORMAL": 1.0, "PNEUMONIA": None}
+
+
+def test_a_wheel_without_the_repository_is_one_line_not_an_empty_lab(tmp_path, capsys, monkeypatch):
+    """Installed from a wheel, core/ has no configs/, weights/ or assets/ beside it: say so once,
+    rather than list every model as untrained and every preset as missing."""
+    import core.paths
+
+    monkeypatch.setattr(core.paths, "CONFIGS_DIR", tmp_path / "configs")
+    code, out, err = run_cli(["presets"], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "pip install -e ." in err

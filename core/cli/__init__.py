@@ -44,6 +44,9 @@ def _options(
     show_version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
 ) -> None:
     """Attack and defend chest X-ray classifiers with diffusion purification."""
+    from core.paths import check_checkout
+
+    check_checkout()
 
 
 def set_threads(threads: int | None) -> None:

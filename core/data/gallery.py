@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-GALLERY_DIR = Path(__file__).resolve().parents[2] / "assets" / "gallery"
+from core.paths import GALLERY_DIR
+
 REAL_GALLERY_DIR = GALLERY_DIR / "real"
 
 
