@@ -284,6 +284,34 @@ def test_bad_presets_are_refused_in_one_line(tmp_path, xray_train_dir, weights):
         load_preset(broken)
 
 
+def test_a_table_refuses_data_whose_classes_its_classifier_does_not_answer(xray_paths, tmp_path):
+    """Labels index the data's classes: scored against a folder whose classes are others (here the same
+    X-rays under swapped names), a cell would store the inverse of the model's accuracy."""
+    for folder, files in (("a_pneumonia", xray_paths["PNEUMONIA"][:4]), ("b_normal", xray_paths["NORMAL"][:4])):
+        (tmp_path / "swapped" / folder).mkdir(parents=True)
+        for file in files:
+            (tmp_path / "swapped" / folder / file.name).symlink_to(file)
+    with pytest.raises(PurifyLabError, match="answers 2 classes .*has 2 \\(a_pneumonia, b_normal\\)"):
+        # the shipped student_cnn, whose card names its classes
+        run_preset(_preset(tmp_path / "swapped", None, split="all", limit=8), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_repeated_labels_and_a_sweep_transfer_without_substitute_are_refused(xray_train_dir, weights):
+    """A repeated row label showed the first row's number in both rows; a transfer sweep crashed on
+    its missing substitute after loading models."""
+    raw = _raw(xray_train_dir, weights)
+    raw["tables"][0]["rows"].append({"label": "FGSM", "name": "fgsm", "eps": 0.0001})
+    with pytest.raises(PurifyLabError, match="row labels must be unique; repeated: FGSM"):
+        preset_from_dict(raw, "bad")
+    raw = _raw(xray_train_dir, weights)
+    raw["tables"][1]["name"] = "grey"
+    with pytest.raises(PurifyLabError, match="names must be unique; repeated: grey"):
+        preset_from_dict(raw, "bad")
+    with pytest.raises(PurifyLabError, match="uses transfer: it needs a substitute model"):
+        sweep_preset("tstar", "noise", (0.1,), attack=AttackRow("PGD", AttackConfig(name="pgd", steps=2)), threat="transfer")
+
+
 def test_sweep_writes_accuracy_against_the_parameter(xray_train_dir, weights, tmp_path):
     preset = sweep_preset(
         "tstar", "noise", (0.01, 0.05), classifier="student_cnn", classifier_weights=weights,
@@ -293,8 +321,34 @@ def test_sweep_writes_accuracy_against_the_parameter(xray_train_dir, weights, tm
     rows = list(csv.DictReader(outcome.paths["csv"].open()))
     assert [r["column"] for r in rows] == ["t_star=0.01", "t_star=0.01", "t_star=0.05", "t_star=0.05"]
     assert "accuracy (%) vs t_star" in outcome.markdown
+    assert f"On 8 images of split 'val' of {'/'.join(xray_train_dir.parts[-2:])}, seed 0" in outcome.markdown
     with pytest.raises(PurifyLabError, match="does not apply"):
         sweep_preset("depth", "noise", (1.0,))
+
+
+def test_outputs_of_other_settings_or_not_ours_are_never_replaced_silently(xray_train_dir, weights, tmp_path):
+    """`table quick --limit 2` would have swapped the committed 32-image table for a 2-image one; a
+    user's own file of the same name would have been overwritten. Both are refused before any compute."""
+
+    def sweep(limit: int):
+        return sweep_preset(
+            "tstar", "noise", (0.01,), classifier="student_cnn", classifier_weights=weights, data=str(xray_train_dir), limit=limit, batch_size=8
+        )
+
+    store, out = tmp_path / "s.sqlite", tmp_path / "out"
+    first = run_preset(sweep(8), store, out, progress=False)
+    markdown = first.paths["markdown"].read_text()
+    assert run_preset(sweep(8), store, out, progress=False).computed == []  # the same settings: re-rendered
+    with pytest.raises(PurifyLabError, match="other settings \\(limit differ\\)"):
+        run_preset(sweep(4), store, out, progress=False)
+    assert first.paths["markdown"].read_text() == markdown and len(ResultStore(store).cells()) == 1
+    assert run_preset(sweep(4), store, out, progress=False, overwrite=True).computed
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / first.paths["csv"].name).write_text("my notes\n")
+    with pytest.raises(PurifyLabError, match="purifylab did not write it"):
+        run_preset(sweep(8), store, theirs, progress=False)
+    assert (theirs / first.paths["csv"].name).read_text() == "my notes\n"
 
 
 def test_detection_roc_and_the_detector_aware_attack(xray_train_dir, weights):

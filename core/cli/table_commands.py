@@ -15,6 +15,10 @@ from core.cli import set_threads
 from core.cli.options import Device, Progress, ResultsStore, Threads, seed_option
 from core.cli.preflight import check_run, resume_hint
 
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="replace outputs in the output folder that purifylab did not write or wrote with other settings")
+]
+
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("table")
@@ -31,6 +35,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ] = None,
         store: ResultsStore = None,
         out_dir: Annotated[Path | None, typer.Option("--out-dir", help="output folder (default: <results>/<preset>)")] = None,
+        overwrite: Overwrite = False,
         threads: Threads = None,
         progress: Progress = True,
         device: Device = None,
@@ -43,7 +48,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         set_threads(threads)
         resolved = load_preset(preset).with_overrides(limit=limit, data=str(data) if data else None, eot=eot, only=only.split(",") if only else None)
         with resume_hint(f"finished cells are kept in {store or RESULTS_STORE}; rerun the same command to resume"):
-            outcome = run_preset(resolved, store or RESULTS_STORE, out_dir, progress=progress)
+            outcome = run_preset(resolved, store or RESULTS_STORE, out_dir, progress=progress, overwrite=overwrite)
         if outcome.markdown:
             typer.echo(outcome.markdown)
             typer.echo(
@@ -86,6 +91,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         seed: Annotated[int, seed_option("attack, purifier and bootstrap seed")] = 0,
         store: ResultsStore = None,
         out_dir: Annotated[Path | None, typer.Option("--out-dir")] = None,
+        overwrite: Overwrite = False,
         threads: Threads = None,
         device: Device = None,
     ) -> None:
@@ -106,7 +112,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             eot=eot, redraws=redraws,
         )  # fmt: skip
         with resume_hint(f"finished cells are kept in {store or RESULTS_STORE}; rerun the same command to resume"):
-            outcome = run_preset(preset, store or RESULTS_STORE, out_dir)
+            outcome = run_preset(preset, store or RESULTS_STORE, out_dir, overwrite=overwrite)
         if outcome.markdown:
             typer.echo(f"data {preset.data} split {preset.split}\n")
             typer.echo(outcome.markdown)

@@ -29,7 +29,7 @@ from core.tables.preset import (
     load_preset,
     preset_from_dict,
 )
-from core.tables.render import write_outputs
+from core.tables.render import check_replaceable, write_outputs
 from core.tables.runner import PresetRunner
 
 
@@ -48,11 +48,15 @@ def run_preset(
     out_dir: str | Path | None = None,
     progress: bool = True,
     on_cell: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> TableOutcome:
-    """Compute (or reuse) every cell of `preset` and write its outputs to out_dir (default RESULTS_DIR/<name>)."""
+    """Compute (or reuse) every cell of `preset` and write its outputs to out_dir (default RESULTS_DIR/<name>).
+
+    Outputs of other settings in out_dir are refused before any compute unless `overwrite` (check_replaceable)."""
     from core.attacks.robust import process_state
 
     out_dir = Path(out_dir) if out_dir is not None else RESULTS_DIR / preset.name
+    check_replaceable(preset, out_dir, overwrite)
     state = process_state()
     with ResultStore(store_path) as store:
         runner = PresetRunner(preset, store, progress=progress and state.is_main_process)

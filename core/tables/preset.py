@@ -265,6 +265,14 @@ class Preset:
 
         return dataclasses.asdict(self, dict_factory=factory)
 
+    def _check_threat(self, where: str, threat: str) -> None:
+        """A known threat model, with what it needs from the preset (EOT draws, a substitute)."""
+        threat_model(threat)
+        if threat == "bpda-eot" and self.eot < 2:
+            raise PurifyLabError(f"{where} uses bpda-eot: set eot >= 2 (got {self.eot})")
+        if threat_model(threat).needs_substitute and self.substitute is None:
+            raise PurifyLabError(f"{where} uses transfer: it needs a substitute model, which a preset names under 'substitute'")
+
     def validate(self) -> None:
         """Refuse bad settings before any model is loaded (attacks, threats, counts)."""
         if self.redraws < 1 or self.eot < 1 or self.batch_size < 1:
@@ -273,18 +281,18 @@ class Preset:
             raise PurifyLabError(f"bootstrap and seed must be >= 0 and limit >= 1 (got {self.bootstrap}, {self.seed}, {self.limit})")
         if not (self.tables or self.sweeps or self.detection):
             raise PurifyLabError(f"preset '{self.name}' defines no tables, sweeps or detection runs")
+        _unique("table, sweep and detection names", [item.name for item in (*self.tables, *self.sweeps, *self.detection)])
         for table in self.tables:
             empty = [part for part in ("classifiers", "rows", "columns") if not getattr(table, part)]
             if empty:
                 raise PurifyLabError(f"table '{table.name}' has no {empty[0]}: a table needs at least one classifier, row and column")
+            _unique(f"table '{table.name}': row labels", [row.label for row in table.rows])
+            _unique(f"table '{table.name}': column labels", [column.label for column in table.columns])
+            _unique(f"table '{table.name}': classifier titles", [model.title for model in table.classifiers])
             if table.metric not in TABLE_METRICS:
                 raise PurifyLabError(f"table '{table.name}': metric '{table.metric}' is not one of {', '.join(TABLE_METRICS)}")
             for threat in table.threats:
-                threat_model(threat)
-                if threat == "bpda-eot" and self.eot < 2:
-                    raise PurifyLabError(f"table '{table.name}' uses bpda-eot: set eot >= 2 in the preset (got {self.eot})")
-                if threat_model(threat).needs_substitute and self.substitute is None:
-                    raise PurifyLabError(f"table '{table.name}' uses transfer: name a substitute model in the preset")
+                self._check_threat(f"table '{table.name}'", threat)
             rows, columns = {row.label for row in table.rows}, {column.label for column in table.columns}
             titles = {model.title for model in table.classifiers}
             for claim in table.claims:
@@ -304,6 +312,15 @@ class Preset:
             threat_model(sweep.threat)
             if sweep.kind not in SWEEP_KINDS:
                 raise PurifyLabError(f"sweep '{sweep.name}': kind '{sweep.kind}' is not one of {', '.join(SWEEP_KINDS)}")
+            if sweep.attack is not None:
+                self._check_threat(f"sweep '{sweep.name}'", sweep.threat)
+
+
+def _unique(what: str, labels: list[str]) -> None:
+    """Cells are found by their labels: a repeated one would show the first cell's number in every place."""
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise PurifyLabError(f"{what} must be unique; repeated: {', '.join(repeated)}")
 
 
 def _tuple(raw: Any, cls: type, where: str) -> tuple:

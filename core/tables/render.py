@@ -25,6 +25,7 @@ from core.attacks import (
     threat_model,
 )
 from core.data.locations import portable_path
+from core.errors import PurifyLabError
 from core.metrics import clopper_pearson
 from core.tables.preset import PaperClaim, Preset, TableSpec
 from core.tables.verdict import DECISIVE_WIDTH, Verdict
@@ -365,7 +366,7 @@ def sanity_markdown(checks: list[tuple[dict, SanityCheck]]) -> str:
     return "\n".join(lines + [""])
 
 
-def sweep_markdown(records: list[dict]) -> str:
+def sweep_markdown(preset: Preset, records: list[dict]) -> str:
     sweeps = sorted({r["sweep"] for r in records if "sweep" in r})
     parts = []
     for name in sweeps:
@@ -373,7 +374,9 @@ def sweep_markdown(records: list[dict]) -> str:
         parameter, threat = rows[0]["parameter"], rows[0]["threat"]
         labels = list(dict.fromkeys(r["row"] for r in rows))
         attacker = threat_model(threat).describe(max(r["config"].get("eot", 1) for r in rows))
+        data = "/".join(Path(preset.data).parts[-2:])
         parts += [f"## Sweep {name}: accuracy (%) vs {parameter} (attacked rows under threat '{threat}': {attacker})", ""]
+        parts += [f"On {rows[0]['metrics']['n']} images of split '{preset.split}' of {data}, seed {preset.seed}; 95 % intervals in the CSV and JSON.", ""]
         parts += ["| " + " | ".join([parameter, *labels]) + " |", "|" + "---|" * (len(labels) + 1)]
         for value in dict.fromkeys(r["value"] for r in rows):
             values = [_accuracy_text(r["metrics"], False) for label in labels for r in rows if r["value"] == value and r["row"] == label]
@@ -587,6 +590,39 @@ def certified_figure(results: Sequence[dict[str, Any]]):
     return fig
 
 
+def output_paths(preset: Preset, out_dir: Path) -> dict[str, Path]:
+    """The files `write_outputs` writes for `preset` in `out_dir` (a PNG too when kaleido is installed)."""
+    stem = Path(out_dir) / preset.name
+    suffixes = {"markdown": ".md", "csv": ".csv", "json": ".json", "html": ".html", "config": ".config.json"}
+    return {kind: stem.with_name(stem.name + suffix) for kind, suffix in suffixes.items()}
+
+
+def written_config(preset: Preset) -> dict:
+    """The resolved preset as written beside the outputs (data as a portable path), in JSON types."""
+    return json.loads(json.dumps(preset.resolved() | {"data": portable_path(preset.data)}))
+
+
+def check_replaceable(preset: Preset, out_dir: Path, overwrite: bool = False) -> None:
+    """Refuse, before any compute, to replace a table's outputs with those of other settings: another
+    --limit, --eot, --data or --only would silently swap a committed table for a smaller one, and files
+    without purifylab's config beside them are someone else's. A rerun of the same config (a re-render,
+    or the same table with more cells stored) replaces them; --overwrite replaces anything."""
+    paths = output_paths(preset, out_dir)
+    existing = [path for path in [*paths.values(), paths["html"].with_suffix(".png")] if path.exists()]
+    if overwrite or not existing:
+        return
+    folder_hint = "pass --overwrite to replace them or choose another --out-dir"
+    try:
+        before = json.loads(paths["config"].read_text())
+    except (OSError, ValueError):
+        raise PurifyLabError(f"{existing[0]} exists and purifylab did not write it (no readable {paths['config'].name} beside it); {folder_hint}") from None
+    after = written_config(preset)
+    changed = sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
+    if changed:
+        shown = ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
+        raise PurifyLabError(f"{Path(out_dir)} holds {preset.name} computed with other settings ({shown} differ); {folder_hint}")
+
+
 def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[str, Path]:
     """PRESET.md, .csv, .json, .html (and .png when kaleido is installed) and config.json in out_dir."""
     out_dir = Path(out_dir)
@@ -597,20 +633,13 @@ def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[st
         checks += convergence_checks(records, table, preset.sanity.tolerance)
         checks += minimal_attack_checks(records, table)
     markdown = "\n".join(
-        filter(None, [markdown_tables(preset, records, checks), sweep_markdown(records), detection_markdown(records), sanity_markdown(checks)])
+        filter(None, [markdown_tables(preset, records, checks), sweep_markdown(preset, records), detection_markdown(records), sanity_markdown(checks)])
     )
-    paths = {
-        "markdown": out_dir / f"{preset.name}.md",
-        "csv": out_dir / f"{preset.name}.csv",
-        "json": out_dir / f"{preset.name}.json",
-        "html": out_dir / f"{preset.name}.html",
-        "config": out_dir / f"{preset.name}.config.json",
-    }
+    paths = output_paths(preset, out_dir)
     paths["markdown"].write_text(markdown)
     paths["csv"].write_text(csv_text(records, checks))
     paths["json"].write_text(json.dumps(json_document(preset, records, checks), indent=1, sort_keys=True) + "\n")
-    config = preset.resolved() | {"data": portable_path(preset.data)}
-    paths["config"].write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+    paths["config"].write_text(json.dumps(written_config(preset), indent=1, sort_keys=True) + "\n")
     fig = figure(preset, records)
     fig.write_html(paths["html"], include_plotlyjs="cdn")  # 4.8 MB lighter; the app draws from the JSON
     try:

@@ -119,6 +119,7 @@ class PresetRunner:
         if key not in self._data:
             p = self.preset
             self._data[key] = load_split(p.data, p.split, key[0], p.limit, progress=self.progress, channels=key[1])
+        classifier.check_classes(self._data[key].classes, f"data {self.preset.data}")
         return self._data[key]
 
     def _data_identity(self, classifier: torch.nn.Module) -> dict[str, Any]:
