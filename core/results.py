@@ -17,10 +17,12 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -35,6 +37,10 @@ from core.paths import REPO_ROOT
 
 TRACKED_LIBRARIES = ("torch", "timm", "diffusers", "torchattacks")
 BUSY_TIMEOUT_MS = 60_000
+# PRAGMA user_version of a store this code writes; 0 is a store made before the version was recorded
+# (the same layout). A store of a later version is refused rather than written in the wrong layout.
+SCHEMA_VERSION = 1
+COLUMNS = ("key", "preset", "config", "metrics", "git_commit", "seed", "versions", "seconds", "created_at")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -119,11 +125,36 @@ def _set_up(connection: sqlite3.Connection) -> None:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.executescript(_SCHEMA)
+            if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             return
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def _check_layout(connection: sqlite3.Connection, path: Path) -> None:
+    """Only a PurifyLab store (or an empty file) is opened for writing: another SQLite database given as
+    --store would otherwise gain a table and switch to WAL, and a later layout would be written wrongly."""
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return
+    if "cells" not in tables:
+        raise PurifyLabError(f"{path} is an SQLite database but not a PurifyLab results store (no 'cells' table); name another --store")
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise PurifyLabError(f"the results store {path} has layout version {version}, newer than this PurifyLab's {SCHEMA_VERSION}; update PurifyLab")
+    columns = tuple(row[1] for row in connection.execute("PRAGMA table_info(cells)"))
+    if columns != COLUMNS:
+        raise PurifyLabError(f"the results store {path} has columns {', '.join(columns)}, not PurifyLab's; name another --store")
+
+
+def _check_writable(path: Path) -> None:
+    """Cells are stored as they finish: a store that cannot take them is refused before the compute."""
+    folder = path.parent
+    if (path.exists() and not os.access(path, os.W_OK)) or not os.access(folder, os.W_OK | os.X_OK):
+        raise PurifyLabError(f"the results store {path} cannot be written (read-only file or folder); name another --store")
 
 
 class ResultStore:
@@ -133,12 +164,26 @@ class ResultStore:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _check_writable(self.path)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
             self._connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            _check_layout(self._connection, self.path)
             _set_up(self._connection)
+            # A write lock now, not after the first cell's compute: a store locked by another process
+            # for longer than the busy timeout is refused before any work is done.
+            self._connection.execute("BEGIN IMMEDIATE")
+            self._connection.execute("ROLLBACK")
         except (OSError, sqlite3.DatabaseError) as error:
             raise PurifyLabError(f"cannot open the results store at {self.path}: {error}") from None
+
+    @contextmanager
+    def _reading_or_writing(self) -> Iterator[None]:
+        """A store damaged or locked after it was opened is one line that names it, not a traceback."""
+        try:
+            yield
+        except sqlite3.DatabaseError as error:
+            raise PurifyLabError(f"the results store at {self.path} failed: {error}") from None
 
     def close(self) -> None:
         self._connection.close()
@@ -151,7 +196,8 @@ class ResultStore:
 
     def get(self, cell_config: Mapping[str, Any]) -> dict[str, Any] | None:
         """The stored metrics of this exact cell, or None if it was never computed."""
-        row = self._connection.execute("SELECT metrics FROM cells WHERE key = ?", (cell_key(cell_config),)).fetchone()
+        with self._reading_or_writing():
+            row = self._connection.execute("SELECT metrics FROM cells WHERE key = ?", (cell_key(cell_config),)).fetchone()
         return json.loads(row[0]) if row else None
 
     def put(self, cell_config: Mapping[str, Any], metrics: Mapping[str, Any], seconds: float | None = None) -> str:
@@ -171,13 +217,14 @@ class ResultStore:
             datetime.now(UTC).isoformat(timespec="seconds"),
         )
         connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            connection.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+        with self._reading_or_writing():
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
         return key
 
     def cells(self, preset: str | None = None) -> list[StoredCell]:
@@ -186,7 +233,8 @@ class ResultStore:
         params: tuple = ()
         if preset is not None:
             query, params = query + " WHERE preset = ?", (preset,)
-        rows = self._connection.execute(query + " ORDER BY created_at, rowid", params).fetchall()
+        with self._reading_or_writing():
+            rows = self._connection.execute(query + " ORDER BY created_at, rowid", params).fetchall()
         return [
             StoredCell(
                 key=row[0],

@@ -189,3 +189,37 @@ def test_run_cells_reports_progress_after_every_cell(tmp_path):
     with ResultStore(tmp_path / "r.sqlite") as store:
         run_cells([{"i": i} for i in range(3)], lambda cell: {"v": cell["i"]}, store, progress=False, on_cell=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_only_a_purifylab_store_is_opened_and_a_damaged_one_is_one_line(tmp_path: Path) -> None:
+    """Another SQLite database given as --store gained a table and switched to WAL; a store of a later
+    layout would be written wrongly; a damaged page was a traceback after the compute."""
+    foreign = tmp_path / "app.db"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE users (name TEXT)")
+    before = foreign.read_bytes()
+    with pytest.raises(PurifyLabError, match="not a PurifyLab results store"):
+        ResultStore(foreign)
+    assert foreign.read_bytes() == before
+
+    newer = tmp_path / "newer.sqlite"
+    with ResultStore(newer) as store:
+        store.put(_cell(0), {"accuracy": 0.5})
+    with sqlite3.connect(newer) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 1
+        connection.execute("PRAGMA user_version = 99")
+    with pytest.raises(PurifyLabError, match="layout version 99, newer"):
+        ResultStore(newer)
+
+    damaged = tmp_path / "damaged.sqlite"
+    with ResultStore(damaged) as store:
+        for index in range(200):
+            store.put(_cell(index), {"accuracy": 0.5, "padding": "x" * 400})
+    with sqlite3.connect(damaged) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 8192] = b"\xff" * 8192  # pages of the cells table, past the schema
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(PurifyLabError, match=f"results store at {damaged}.*malformed"):
+        with ResultStore(damaged) as store:
+            store.cells()
