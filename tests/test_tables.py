@@ -183,7 +183,10 @@ def test_sanity_flags_appear_in_the_table(xray_train_dir, weights, tmp_path):
     collapse = next(c for c in checks if c["name"] == "undefended accuracy collapses at large eps")
     assert not white_vs_bpda["passed"] and not collapse["passed"]
     assert "| FLAG |" in outcome.markdown and "FLAG white is not weaker than bpda (Quantise)" in outcome.markdown
-    assert "FLAG" in outcome.paths["csv"].read_text()
+    # the failed collapse check voids every row of its classifier, in the table and in the CSV
+    assert "FLAG undefended accuracy collapses at large eps (undefended tiny-cnn)" in outcome.markdown
+    rows = list(csv.DictReader(outcome.paths["csv"].open()))
+    assert rows and all("FLAG undefended accuracy collapses" in row["flags"] for row in rows)
 
 
 def test_shipped_presets_load_and_validate():
@@ -446,6 +449,15 @@ def test_an_adaptive_table_prints_balanced_accuracy_and_runs_only_the_columns_th
     white = next(r for r in outcome.records if (r["column"], r["threat"], r["row"]) == ("Noise", "white", "PGD"))
     assert masking["metric"] == "balanced accuracy (one-shot)" and masking["values"]["white_accuracy"] == white["metrics"]["balanced_accuracy"]
     assert "row PGD, metric balanced accuracy (one-shot)): white_accuracy" in outcome.markdown
+    # the chart plots the number the table prints, with its interval, and says which
+    from core.tables.render import figure
+
+    chart = figure(preset, outcome.records)
+    bar = next(trace for trace in chart.data if trace.name == "Noise [white]")
+    assert list(bar.y) == [100 * r["metrics"]["balanced_accuracy"] for r in outcome.records if (r.get("column"), r.get("threat")) == ("Noise", "white")]
+    assert "balanced accuracy (%), bars: 95 % interval" in chart.layout.annotations[0].text
+    csv_row = next(row for row in csv.DictReader(outcome.paths["csv"].open()) if (row["column"], row["threat"], row["row"]) == ("Noise", "white", "PGD"))
+    assert float(csv_row["balanced_accuracy_ci_low"]) == white["metrics"]["confidence_95"]["balanced_accuracy"][0] and csv_row["split"] == "val"
 
 
 def test_a_column_may_name_a_committed_defense_and_bad_column_threats_are_refused(xray_train_dir, weights):

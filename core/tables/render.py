@@ -34,8 +34,8 @@ from core.tables.verdict import DECISIVE_WIDTH, Verdict
 TIMING_KEYS = ("timing",)
 CSV_FIELDS = (
     "table", "classifier", "row", "column", "threat", "one_shot_accuracy", "worst_case_accuracy", "redraws",
-    "balanced_accuracy", "auroc", "accuracy_ci_low", "accuracy_ci_high", "n", "nfe", "gradient_evaluations",
-    "seconds_per_image", "peak_gpu_memory", "flags", "key",
+    "balanced_accuracy", "auroc", "accuracy_ci_low", "accuracy_ci_high", "balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
+    "n", "split", "data_hash", "nfe", "gradient_evaluations", "seconds_per_image", "peak_gpu_memory", "flags", "key",
 )  # fmt: skip
 
 
@@ -210,10 +210,13 @@ def collapse_checks(records: Sequence[dict]) -> list[tuple[dict, SanityCheck]]:
 
 
 def _row_flags(checks: list[tuple[dict, SanityCheck]], table: str, classifier: str, row: str) -> str:
-    """The failed masking checks of one table row, as printed in its FLAG column."""
+    """The failed checks of one table row, as printed in its FLAG column: the masking checks of its
+    cells, and a failed collapse check of its classifier (the attack itself did not work on the
+    undefended model, which voids every robust number of that classifier)."""
     failed = [
-        f"FLAG {c.name} ({where['column']})" for where, c in checks
-        if not c.passed and (where.get("table"), where.get("classifier"), where.get("row")) == (table, classifier, row)
+        f"FLAG {c.name} ({where['column']})" if "table" in where else f"FLAG {c.name} (undefended {classifier})"
+        for where, c in checks
+        if not c.passed and where.get("classifier") == classifier and (where.get("table"), where.get("row")) in ((table, row), (None, None))
     ]  # fmt: skip
     return "; ".join(failed)
 
@@ -282,12 +285,13 @@ def markdown_tables(preset: Preset, records: list[dict], checks: list[tuple[dict
         parts += [preset.notes.strip(), ""]
     for table in preset.tables:
         table_records = _cells_of(records, table.name)
-        table_checks = [(w, c) for w, c in checks if w.get("table") == table.name]
+        table_checks = [(w, c) for w, c in checks if w.get("table") in (table.name, None)]
         parts += [f"## {table.name}", "", table_caption(preset, table, table_records), ""]
         several_threats = len(table.threats) > 1
         for model in table.classifiers:
             header_cells = [_column_header(table, column, threat) if several_threats else column.label for column, threat in table.placements()]
-            has_flags = any(w.get("classifier") == model.title for w, _ in table_checks)
+            # a column wherever this table checks the classifier's cells, or its collapse check failed
+            has_flags = any(w.get("classifier") == model.title and ("table" in w or not c.passed) for w, c in table_checks)
             header = ["Attack", *header_cells] + (["FLAG"] if has_flags else [])
             parts += [f"**{model.title}**" + ("" if several_threats else f" ({table.threats[0]})"), ""]
             parts += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -420,7 +424,11 @@ def csv_text(records: list[dict], checks: list[tuple[dict, SanityCheck]]) -> str
             "auroc": m["auroc"],
             "accuracy_ci_low": m["confidence_95"].get("accuracy", [None, None])[0],
             "accuracy_ci_high": m["confidence_95"].get("accuracy", [None, None])[1],
+            "balanced_accuracy_ci_low": m["confidence_95"].get("balanced_accuracy", [None, None])[0],
+            "balanced_accuracy_ci_high": m["confidence_95"].get("balanced_accuracy", [None, None])[1],
             "n": m["n"],
+            "split": r["config"]["data"]["split"],
+            "data_hash": r["config"]["data"]["hash"],
             "nfe": m["nfe"],
             "gradient_evaluations": budget.get("gradient_evaluations"),
             "seconds_per_image": m["timing"]["seconds_per_image"],
@@ -466,14 +474,32 @@ def figure(preset: Preset, records: list[dict]):
 
     panels: list[Panel] = []
     for table in preset.tables:
+        table_records = _cells_of(records, table.name)
+        balanced = table.metric == "balanced_accuracy"
         for model in table.classifiers:
             traces = []
             for column, threat in table.placements():
-                rows = [r for r in _cells_of(records, table.name) if (r["classifier"], r["column"], r["threat"]) == (model.title, column.label, threat)]
+                rows = [r for r in table_records if (r["classifier"], r["column"], r["threat"]) == (model.title, column.label, threat)]
                 name = f"{column.label} [{threat}]"
-                traces.append(go.Bar(name=name, x=[r["row"] for r in rows], y=[100 * r["metrics"]["one_shot_accuracy"] for r in rows], legendgroup=name))
-            panels.append(Panel(f"{table.name}: {model.title}", traces, "attack", "accuracy (%)"))
+                values, intervals = zip(*[_value_and_interval(r["metrics"], balanced) for r in rows], strict=True) if rows else ((), ())
+                error = {"type": "data", "symmetric": False, "array": [100 * (high - value) for value, (_, high) in zip(values, intervals, strict=True)],
+                         "arrayminus": [100 * (value - low) for value, (low, _) in zip(values, intervals, strict=True)]}  # fmt: skip
+                traces.append(go.Bar(name=name, x=[r["row"] for r in rows], y=[100 * value for value in values], error_y=error, legendgroup=name))
+            model_records = [r for r in table_records if r["classifier"] == model.title]
+            metric = ("balanced accuracy" if balanced else "accuracy") + " (%), bars: 95 % interval"
+            eot = f", EOT {preset.eot}" if any(threat_model(threat).uses_eot for threat in table.threats) else ""
+            attacker = f"threat model in brackets ({', '.join(table.threats)}{eot})"
+            subtitle = _run_subtitle(model_records, attacker, metric, preset.data) if model_records else ""
+            panels.append(Panel(f"{table.name}: {model.title}", traces, "attack", metric.split(",")[0], subtitle))
     return _assemble(preset.title, panels + _sweep_and_detection_panels(records, preset.data))
+
+
+def _value_and_interval(metrics: dict, balanced: bool) -> tuple[float, tuple[float, float]]:
+    """The number a cell's table shows and its 95 % interval (exact Clopper-Pearson from the count for accuracy)."""
+    if balanced:
+        return metrics["balanced_accuracy"], tuple(metrics["confidence_95"]["balanced_accuracy"])
+    accuracy = metrics["one_shot_accuracy"]
+    return accuracy, clopper_pearson(round(accuracy * metrics["n"]), metrics["n"])
 
 
 # A sweep's parameter as an axis title a reader understands.
