@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from core.data.loading import load_split, resolve_split
+from core.data.sources import data_listing
 from core.errors import PurifyLabError, check_range
 from core.metrics import classification_metrics
 from core.models import XrayClassifier, create_classifier
@@ -77,8 +78,10 @@ class EvaluationConfig:
 def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, progress: bool = False) -> dict:
     """Accuracy, balanced accuracy, AUROC, per-class sensitivity and 95 % bootstrap intervals;
     with `config.attack`, also robust accuracy under `config.threat` (see `evaluate_attack`)."""
+    listing = data_listing(config.data, config.split)  # an unreadable --data is refused before the model is built
     if model is None:
         model = create_classifier(config.classifier, pretrained=True, weights=config.weights)
+    model.check_classes(listing.classes, f"--data {config.data}")  # before any pixel is decoded
     if config.attack is not None:
         from core.attacks.robust import evaluate_attack
 

@@ -237,21 +237,32 @@ def _decode_with_pillow(data: bytes, image_format: str, *, max_pixels: int) -> t
             image = Image.open(io.BytesIO(data), formats=[image_format])
         with image:
             check_dimensions(*image.size, max_pixels=max_pixels)
-            with _pillow_guard(image_format):
-                frame_count = getattr(image, "n_frames", 1)
-                image.seek(0)
-                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-                image.load()
-                oriented = ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
-            pixels, conversion_notes = _pillow_to_luminance(oriented)
+            return upright_pixels(image, image_format)
+
+
+def upright_pixels(image: Image.Image, image_format: str = "", *, colour: bool = False) -> tuple[np.ndarray, list[str]]:
+    """The one reading of an opened Pillow image, shared by uploads and data sets (`core.data.decode`),
+    so that a model is trained and evaluated on the pixels the app shows for the same file.
+
+    Frame 0, turned upright as its EXIF orientation says, alpha flattened on black, 16-bit and float
+    scaled: float32 in [0, 1], (H, W) luminance, or with `colour` (H, W, 3) RGB when the colour
+    channels differ. Pillow's errors on corrupt content become a one-line `PurifyLabError`.
+    """
+    with _pillow_guard(image_format):
+        frame_count = getattr(image, "n_frames", 1)
+        image.seek(0)
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        image.load()
+        oriented = ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
+    pixels, conversion_notes = _pillow_to_unit(oriented, colour)
     notes = [f"animated: first frame of {frame_count}"] if frame_count > 1 else []
     if orientation in range(2, 9):
         notes.append("EXIF rotation applied")
-    return pixels, notes + conversion_notes
+    return _finite_unit(pixels), notes + conversion_notes
 
 
-def _pillow_to_luminance(image: Image.Image) -> tuple[np.ndarray, list[str]]:
-    """One float luminance channel in [0, 1] from any Pillow mode, noting each lossy step."""
+def _pillow_to_unit(image: Image.Image, colour: bool) -> tuple[np.ndarray, list[str]]:
+    """Float pixels in [0, 1] from any Pillow mode ((H, W), or (H, W, 3) for colour kept), noting each lossy step."""
     notes = []
     if image.mode in ("P", "PA"):
         has_alpha = image.mode == "PA" or "transparency" in image.info
@@ -262,8 +273,9 @@ def _pillow_to_luminance(image: Image.Image) -> tuple[np.ndarray, list[str]]:
         notes.append("CMYK converted")
 
     if image.mode.startswith("I;16"):
-        notes.append("16-bit rescaled")
-        return _to_unit_float(np.asarray(image), 65535), notes
+        values = np.asarray(image)
+        notes.append(_sixteen_bit_note(int(values.max(initial=0))))
+        return _to_unit_float(values, 65535), notes
     if image.mode in ("I", "F"):
         return _scale_wide_values(np.asarray(image, dtype=np.float64), image.mode, notes)
     if image.mode == "LAB":
@@ -272,22 +284,42 @@ def _pillow_to_luminance(image: Image.Image) -> tuple[np.ndarray, list[str]]:
 
     alpha = np.asarray(image.getchannel("A")) if image.mode in ("RGBA", "LA") else None
     colour_mode = image.mode
+    kept_colour = None
     if colour_mode not in ("1", "L", "LA"):
         try:
             rgb = image.convert("RGB")
         except ValueError:
             raise PurifyLabError(f"unsupported colour mode {colour_mode}") from None
         if _channels_differ(rgb):
-            notes.append("colour converted to luminance")
+            if colour:
+                kept_colour = _to_unit_float(np.asarray(rgb), 255)
+            else:
+                notes.append("colour converted to luminance")
         image = rgb
-    luminance = _to_unit_float(np.asarray(image if image.mode == "L" else image.convert("L")), 255)
+    pixels = kept_colour if kept_colour is not None else _to_unit_float(np.asarray(image if image.mode == "L" else image.convert("L")), 255)
     if alpha is not None:
         if alpha.min() == 255:
             notes.append("alpha dropped")
         else:
-            luminance *= alpha.astype(np.float32) / np.float32(255)
+            weight = alpha.astype(np.float32) / np.float32(255)
+            pixels *= weight[..., None] if pixels.ndim == 3 else weight
             notes.append(f"{colour_mode} flattened on black")
-    return luminance, notes
+    return pixels, notes
+
+
+TWELVE_BIT_WHITE = 4095
+
+
+def _sixteen_bit_note(highest: int) -> str:
+    """16-bit PNG and TIFF are read on their own scale (white = 65535, as the formats define it), so a
+    file holding raw 12-bit detector values looks almost black: say so, rather than guess its white
+    level (DICOM states it in BitsStored and a window; these files do not)."""
+    if 0 < highest <= TWELVE_BIT_WHITE:
+        return (
+            f"16-bit rescaled; its values stop at {highest} (12 bits, {highest / 65535:.0%} of the 16-bit range), "
+            "so it looks dark: export it scaled to 16 bits, or as DICOM"
+        )
+    return "16-bit rescaled"
 
 
 def _to_unit_float(values: np.ndarray, white: int) -> np.ndarray:

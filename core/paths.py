@@ -1,13 +1,18 @@
 """Where PurifyLab reads and writes, named once: data sets, results, weights, presets and caches.
 
-Data, results and weights honour an environment variable and fall back to the repository layout; an
-explicit command-line option (--data, --store, --out-dir, --weights) wins over both. Presets, the
-gallery and the decode cache always live in the repository. The defaults are absolute, so a command
+Data, results, weights and the decode cache honour an environment variable and fall back to the
+repository layout; an explicit command-line option (--data, --store, --out-dir, --weights) wins over
+both. Presets and the gallery always live in the repository. The defaults are absolute, so a command
 reads and writes the same files from any working directory.
 
     PURIFYLAB_DATA     the shared data sets   (default: ../shared/data beside the repository)
     PURIFYLAB_RESULTS  results store, tables  (default: results/ in the repository)
     PURIFYLAB_WEIGHTS  shipped weights        (default: weights/ in the repository)
+    PURIFYLAB_CACHE    decoded data sets      (default: .data/cache in the repository)
+
+The decode cache holds one .npz per data folder, image size and channel count (the X-ray train
+folder takes about 86 MB at 224 px) and is never pruned: delete the folder, or any file in it, to
+free the space; whatever is missing is decoded again on the next run.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ RESULTS_DIR = Path(os.environ.get("PURIFYLAB_RESULTS", REPO_ROOT / "results"))
 WEIGHTS_DIR = Path(os.environ.get("PURIFYLAB_WEIGHTS", REPO_ROOT / "weights"))
 CONFIGS_DIR = REPO_ROOT / "configs"
 GALLERY_DIR = REPO_ROOT / "assets" / "gallery"
-CACHE_DIR = REPO_ROOT / ".data" / "cache"  # decoded data sets, keyed by their sources
+CACHE_DIR = Path(os.environ.get("PURIFYLAB_CACHE", REPO_ROOT / ".data" / "cache"))  # decoded data sets, keyed by their sources
 RESULTS_STORE = RESULTS_DIR / "results.sqlite"
 
 

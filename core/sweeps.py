@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.data.sources import data_listing
 from core.errors import PurifyLabError
 from core.purifiers import PURIFIERS
 from core.tables.preset import DEFAULT_DATA, AttackRow, ModelSpec, Preset, SweepSpec
@@ -52,6 +53,9 @@ def sweep_preset(
         raise PurifyLabError(f"--param {parameter} is what the {kind} sweep varies; give its values with --values")
     if parameter == "depth" and any(v != int(v) or v < 1 for v in values):
         raise PurifyLabError(f"depth values must be whole blur levels >= 1, got {', '.join(f'{v:g}' for v in values)}")
+    classes = data_listing(data, split).classes  # an unreadable --data is refused before any model is built
+    if len(classes) < 2:
+        raise PurifyLabError(f"--data {data} holds one class ({classes[0]}); a sweep scores a classifier, which needs images of its classes")
     name = f"sweep-{kind}-{purifier}"
     spec = SweepSpec(
         name=name, kind=kind, classifier=ModelSpec(classifier, classifier_weights), purifier=purifier,

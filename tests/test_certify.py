@@ -73,14 +73,17 @@ def test_bad_settings_are_refused(params, message):
         CertifyConfig(**params).validate()
 
 
-def test_certify_command_refuses_bad_input_before_loading_anything(tmp_path, capsys):
+def test_certify_command_refuses_bad_input_before_loading_anything(tmp_path, xray_test_dir, capsys):
     from core.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["certify", "--data", str(tmp_path / "nowhere"), "--sigma", "0.25"])
     assert exit_info.value.code == 2 and "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        main(["certify", "--data", str(tmp_path), "--sigma", "-1"])
+        main(["certify", "--data", str(tmp_path), "--sigma", "0.25"])  # an empty folder: no data set
+    assert exit_info.value.code == 2 and "unknown data layout" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["certify", "--data", str(xray_test_dir), "--sigma", "-1"])
     assert exit_info.value.code == 2 and "sigma" in capsys.readouterr().err
 
 

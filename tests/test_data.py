@@ -22,7 +22,6 @@ from typer.testing import CliRunner
 from core.cli import data_commands
 from core.data import (
     ImageSet,
-    SplitSpec,
     data_hash,
     dedupe,
     find_duplicates,
@@ -311,7 +310,7 @@ def test_stratified_split_partitions_every_class_in_proportion(labels: list[int]
             assert abs(int((labels[parts[name]] == label).sum()) - members * fraction) < 1
 
 
-def test_make_splits_keeps_duplicates_out_and_round_trips(pneumonia_val: ImageSet, tmp_path: Path) -> None:
+def test_make_splits_keeps_duplicates_out_and_saves(pneumonia_val: ImageSet, tmp_path: Path) -> None:
     copies = np.arange(0, 524, 7)  # 75 injected duplicates, spread over both classes
     data = pneumonia_val.subset(np.concatenate([np.arange(524), copies]))
     spec = make_splits(data, val=0.1, test=0.1, seed=0)
@@ -324,20 +323,8 @@ def test_make_splits_keeps_duplicates_out_and_round_trips(pneumonia_val: ImageSe
     _assert_class_balance(data.labels.numpy(), {k: np.array(v) for k, v in spec.indices.items()}, tolerance=0.01)
     assert spec.data_hash == data_hash(data) and spec.classes == ("NORMAL", "PNEUMONIA")
     assert make_splits(data, seed=0) == spec
-    loaded = SplitSpec.load(spec.save(tmp_path / "split.json"))
-    assert loaded == spec
-    parts = loaded.apply(data)
-    assert {n: len(p) for n, p in parts.items()} == {n: len(v) for n, v in spec.indices.items()}
-    with pytest.raises(PurifyLabError, match="split was made for"):
-        loaded.apply(pneumonia_val)
-    (tmp_path / "bad.json").write_text('{"seed": 0, "format": 2}')
-    with pytest.raises(PurifyLabError, match="not a split file"):
-        SplitSpec.load(tmp_path / "bad.json")
-    old = json.loads(spec.to_json())
-    del old["format"], old["grouping"], old["group_count"]
-    (tmp_path / "old.json").write_text(json.dumps(old))
-    with pytest.raises(PurifyLabError, match="made image by image"):
-        SplitSpec.load(tmp_path / "old.json")
+    saved = json.loads(spec.save(tmp_path / "split.json").read_text())
+    assert saved["format"] == 2 and saved["indices"] == {name: list(indices) for name, indices in spec.indices.items()}
 
 
 @settings(max_examples=40, deadline=None)
@@ -428,7 +415,7 @@ def test_cli_describe_and_split(pneumonia_val: ImageSet, pneumonia_npz: Path, tm
     out = tmp_path / "split.json"
     split = runner.invoke(_cli(), ["data", "split", str(npz), "--split", "val", "--seed", "0", "--out", str(out)])
     assert split.exit_code == 0, split.output
-    assert SplitSpec.load(out) == make_splits(pneumonia_val, seed=0)
+    assert out.read_text() == make_splits(pneumonia_val, seed=0).to_json()
     missing = runner.invoke(_cli(), ["data", "describe", str(tmp_path / "nowhere")])
     assert isinstance(missing.exception, PurifyLabError)
 

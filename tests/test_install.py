@@ -15,6 +15,7 @@ import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from PIL import Image
 
 KNOWN_PIN = re.compile(r"^torchattacks 3\.5\.1 has requirement requests~=2\.25\.1, but you have requests [\d.]+\.$")
 
@@ -155,8 +156,11 @@ def test_advisory_file_is_well_formed():
     assert {"requests", "urllib3", "pillow", "torch", "pip", "setuptools"} <= covered
 
 
-def test_a_missing_torchattacks_is_one_line_naming_the_install_step():
-    code = "import sys; sys.modules['torchattacks'] = None\nfrom core.cli import main\nmain(['evaluate', '--data', '.', '--attack', 'pgd'])"
+def test_a_missing_torchattacks_is_one_line_naming_the_install_step(tmp_path):
+    for name in ("NORMAL", "PNEUMONIA"):  # a data set by its layout (nothing is decoded before the refusal)
+        (tmp_path / name).mkdir()
+        Image.new("L", (8, 8)).save(tmp_path / name / "x.png")
+    code = f"import sys; sys.modules['torchattacks'] = None\nfrom core.cli import main\nmain(['evaluate', '--data', {str(tmp_path)!r}, '--attack', 'pgd'])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [

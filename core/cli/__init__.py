@@ -50,11 +50,10 @@ def _options(
 
 
 def set_threads(threads: int | None) -> None:
-    """--threads for any command: torch's intra-op threads (None keeps torch's default)."""
+    """--threads for any command: torch's intra-op threads (None keeps torch's default; the option
+    itself refuses a count below 1)."""
     if threads is None:
         return
-    if threads < 1:
-        raise PurifyLabError(f"--threads must be >= 1, got {threads}")
     import torch
 
     torch.set_num_threads(threads)
@@ -84,6 +83,9 @@ def _register_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from core.data.warning import print_data_warnings_on_one_line
+
+    print_data_warnings_on_one_line()
     _register_commands()
     try:
         app(args=argv, standalone_mode=True)

@@ -42,7 +42,7 @@ def certify_command(
     """Certified accuracy vs L2 radius of classifier(one-shot denoise(x + sigma * noise)), or of a
     noise-trained classifier(x + sigma * noise) with --denoiser none (Cohen et al.'s CERTIFY)."""
     from core.cli import set_threads
-    from core.cli.preflight import check_data, check_output, defense_settings, use_device
+    from core.cli.preflight import check_data, check_data_layout, check_output, defense_settings, use_device
     from core.errors import PurifyLabError
 
     check_data(data)
@@ -63,6 +63,7 @@ def certify_command(
             given["--sigma"] = (sigma, float(chosen.params["sigma"]))
         classifier, denoiser, *chosen_sigma = defense_settings(defense, given)
         sigma = chosen_sigma[0] if chosen_sigma else sigma
+    check_data_layout(data, split)
     classifier, sigma, denoiser = classifier or "resnet", 0.25 if sigma is None else sigma, denoiser or "ddpm_unet"
     target = use_device(device)
     from core.certify import CertifyConfig
@@ -74,13 +75,14 @@ def certify_command(
     from core.cli.reporting import write_json
     from core.data.loading import load_split, resolve_split
     from core.data.locations import portable_path
+    from core.data.sources import data_listing
     from core.models import create_classifier
     from core.purifiers import create_purifier
 
     model = create_classifier(classifier, weights=weights)
     split = resolve_split(data, split, model.card)
+    model.check_classes(data_listing(data, split).classes, f"--data {data}")  # before any pixel is decoded
     images = load_split(data, split, model.image_size, limit, channels=model.in_channels)
-    model.check_classes(images.classes, f"--data {data}")
     smoother = None if denoiser == "none" else create_purifier("one_shot", denoiser=denoiser).to(target)
     result = certify_images(model.to(target), smoother, images.images.to(target), images.labels, config, progress=True)
     result.update(

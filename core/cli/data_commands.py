@@ -38,8 +38,8 @@ def split_command(
     path: Annotated[Path, typer.Argument(help="Data folder or file to split.")],
     out: Annotated[Path, typer.Option(help="Where to write the split (a .json; its config goes to NAME.config.json).")],
     seed: Annotated[int, seed_option("the same seed gives the same split")] = 0,
-    val: Annotated[float, typer.Option(help="Fraction of each class for validation (whole patients).")] = 0.1,
-    test: Annotated[float, typer.Option(help="Fraction of each class for test (whole patients).")] = 0.1,
+    val: Annotated[float | None, typer.Option(help="Fraction of each class for validation (whole patients); default: the project's split")] = None,
+    test: Annotated[float | None, typer.Option(help="Fraction of each class for test (whole patients); default: the project's split")] = None,
     split: Annotated[str | None, typer.Option(help="Split to read (npz key prefix or split folder).")] = None,
     size: Annotated[int | None, typer.Option(help="Resize before comparing pixels; needed only for mixed image sizes.")] = None,
     overwrite: Overwrite = False,
@@ -52,17 +52,28 @@ def split_command(
     check_output(out, "--out", inputs=(path,), overwrite=overwrite, suffix=".json", creates_folder=True)
     from core.data import load_dataset, make_splits
     from core.data.groups import group_images
+    from core.data.loading import SPLIT_SEED, describe_cut, project_fractions
 
     image_set = load_dataset(path, split=split, size=size, progress=True)
-    spec = make_splits(image_set, val=val, test=test, seed=seed, grouping=group_images(image_set.sources, path))
+    grouping = group_images(image_set.sources, path)
+    default = project_fractions(grouping)
+    val, test = default["val"] if val is None else val, default["test"] if test is None else test
+    spec = make_splits(image_set, val=val, test=test, seed=seed, grouping=grouping)
+    cut = describe_cut(grouping)
+    if (val, test, seed) != (default["val"], default["test"], SPLIT_SEED):
+        cut = f"val {val:.0%}, test {test:.0%}, seed {seed}: not the project's split ({cut})"
     spec.save(out)
-    write_config(out, {"command": "data split", "path": str(path), "split": split, "size": size, "seed": seed, "val": val, "test": test})
+    write_config(out, {"command": "data split", "path": str(path), "split": split, "size": size, "seed": seed, "val": val, "test": test, "cut": cut})
     counts = ", ".join(f"{name} {len(indices):,}" for name, indices in spec.indices.items())
     typer.echo(
-        f"{len(image_set):,} images ({len(image_set.skipped)} undecodable skipped), "
-        f"{len(spec.duplicates_removed)} duplicates removed, {spec.group_count:,} groups ({spec.grouping}) -> {counts}; "
-        f"data hash {spec.data_hash[:12]}; written to {out}"
+        f"{_count(len(image_set), 'image')} ({len(image_set.skipped)} undecodable skipped), "
+        f"{_count(len(spec.duplicates_removed), 'duplicate')} removed, {_count(spec.group_count, 'group')} ({spec.grouping}) -> {counts}; "
+        f"{cut}; data hash {spec.data_hash[:12]}; written to {out}"
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:

@@ -19,6 +19,7 @@ import typer
 
 from core.cli.reporting import config_path
 from core.errors import PurifyLabError
+from core.paths import WEIGHTS_DIR
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
@@ -26,6 +27,16 @@ _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 def check_data(path: Path, option: str = "--data") -> Path:
     if not path.exists():
         raise PurifyLabError(f"{option} {path} does not exist")
+    return path
+
+
+def check_data_layout(path: Path, split: str | None = None, option: str = "--data") -> Path:
+    """--data exists and is laid out as a data set, by listing it (no decoding, no torch): a single
+    image, a folder of DICOM files or a wrong-key .npz is refused before the model is built."""
+    check_data(path, option)
+    from core.data.sources import data_listing
+
+    data_listing(path, split)
     return path
 
 
@@ -99,9 +110,20 @@ def _check_writable(path: Path, option: str, creates_folder: bool) -> None:
 
 
 def check_output_folder(path: Path | None, option: str) -> Path | None:
-    """An output folder may exist or not, but must not be a file."""
-    if path is not None and path.exists() and not path.is_dir():
+    """An output folder may exist or not, but must not be a file, and a file must be creatable in it
+    (or in its nearest existing ancestor, when the command creates it): not found out after the compute."""
+    if path is None:
+        return None
+    if path.exists() and not path.is_dir():
         raise PurifyLabError(f"{option} {path} is a file; name a folder")
+    folder = next((candidate for candidate in (path, *path.parents) if candidate.exists()), Path.cwd())
+    if not folder.is_dir():
+        raise PurifyLabError(f"{option} {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise PurifyLabError(f"cannot write {option} {path}: {error.strerror or error}") from None
     return path
 
 
@@ -113,13 +135,36 @@ def check_run(data: Path | None, out: Path | None, out_option: str, device: str 
     return use_device(device)
 
 
-def check_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> Path:
+def check_run_folder(run_dir: Path, resume: bool, overwrite: bool, files: tuple[str, ...] = ("config.json",)) -> Path:
     """A training run folder that holds a checkpoint is continued (--resume) or started over
-    (--overwrite), never replaced silently."""
+    (--overwrite), never replaced silently. Its other `files` follow `check_output`'s rule with the
+    run's resolved config (config.json) as their config: replaced only beside one purifylab wrote, or
+    with --overwrite. The shipped weights folder is never a run folder (--ship copies into it), and
+    the folder must be writable, before any data is read."""
     check_output_folder(run_dir, "--out")
+    check_not_weights_folder(run_dir, "--out")
     if (run_dir / "checkpoint").exists() and not (resume or overwrite):
         raise PurifyLabError(f"--out {run_dir} holds a training run; pass --resume to continue it or --overwrite to start over")
+    taken = [run_dir / name for name in files if (run_dir / name).exists()]
+    if taken and not overwrite and not _is_json_object(run_dir / "config.json"):
+        raise PurifyLabError(f"--out: {taken[0]} exists and purifylab did not write it; pass --overwrite or choose another folder")
+    _check_writable(run_dir / "config.json", "--out", creates_folder=True)
     return run_dir
+
+
+def check_not_weights_folder(folder: Path, option: str) -> Path:
+    """A run's or a soup's folder is never the shipped weights folder: its files would replace or sit
+    among the shipped models and their cards (--ship copies a finished model there)."""
+    if _same_file(folder, WEIGHTS_DIR):
+        raise PurifyLabError(f"{option} {folder} is the shipped weights folder; write into another folder (--ship copies the result into weights/)")
+    return folder
+
+
+def check_not_shipped(preset: str, target: Path, option: str) -> Path:
+    """A --preset tiny run is a 32-px smoke test: it never replaces, or joins, the shipped models."""
+    if preset == "tiny" and _same_file(target.parent, WEIGHTS_DIR):
+        raise PurifyLabError(f"{option} {target}: a --preset tiny test run must never replace a shipped model in {WEIGHTS_DIR}; write it elsewhere")
+    return target
 
 
 def defense_settings(defense: str, options: dict[str, tuple[object, object]]) -> tuple:

@@ -22,14 +22,22 @@ from core.data.imageset import ImageSet
 if TYPE_CHECKING:
     from core.data.sources import Listing
 
-CACHE_FORMAT = 1
+# 2: pixels read by core.image_file.upright_pixels (EXIF orientation, alpha flattened, 16-bit and float as uploads)
+CACHE_FORMAT = 2
+
+
+def _file_identity(path: Path) -> list:
+    """[resolved path, size, mtime]; a broken link or a link loop (listed, then skipped as undecodable)
+    has none, so it reads [path, -1, -1] until it is mended."""
+    try:
+        stat = path.stat()
+        return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's resolve() on a link loop
+        return [str(path.absolute()), -1, -1]
 
 
 def cache_key(listing: Listing, *, size: int | None, channels: int | None) -> str:
-    files = []
-    for path in listing.backing_files:
-        stat = path.stat()
-        files.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    files = [_file_identity(path) for path in listing.backing_files]
     description = {
         "format": CACHE_FORMAT,
         "layout": listing.layout,

@@ -1,8 +1,9 @@
 """Decoding one image into the house pixel format, and doing it for many images in parallel.
 
-`prepare_image` is the single place that turns a PIL image into uint8 (C, H, W): the data loaders
-use it for every layout, and single-image input can use it too so that training and inference
-see identically preprocessed pixels.
+`prepare_image` is the single place that turns a PIL image into uint8 (C, H, W) for the data loaders
+of every layout. The pixels themselves are read by `core.image_file.upright_pixels`, the reader of
+uploads too, so training, evaluation and the app see the same pixels for one file (EXIF orientation,
+alpha, 16-bit and float images); this module adds only the 8-bit storage, channels and resize.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.errors import PurifyLabError
+from core.image_file import upright_pixels
 
 # Pillow's BILINEAR resize widens its filter when shrinking, i.e. it is antialiased (the same
 # filter torchvision's Resize uses by default).
 RESAMPLE = Image.Resampling.BILINEAR
-_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
-# What Pillow raises for files that are not images, truncated or corrupt.
+# What Pillow raises for files that are not images, truncated or corrupt (upright_pixels turns
+# those it meets while decoding into PurifyLabError, a ValueError).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 T = TypeVar("T")
@@ -43,45 +45,32 @@ def check_size(size: int | None) -> None:
         raise PurifyLabError(f"size must be an int in [1, {MAX_IMAGE_SIZE}] (square side in pixels) or None, got {size!r}")
 
 
-def _as_grey_or_rgb(image: Image.Image) -> Image.Image:
-    """Bring any Pillow mode to "L" or "RGB"; 16-bit grey is scaled to 8 bits instead of clipped."""
-    if image.mode in ("L", "RGB"):
-        return image
-    if image.mode in _SIXTEEN_BIT_MODES:
-        wide = np.asarray(image, dtype=np.float64)
-        return Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
-    if image.mode in ("1", "LA", "La", "F"):
-        return image.convert("L")
-    return image.convert("RGB")
+def _upright_bytes(image: Image.Image, channels: int | None) -> np.ndarray:
+    """uint8 (H, W) grey or (H, W, 3) colour, read as uploads are read; rounding is exact for 8-bit files."""
+    pixels, _ = upright_pixels(image, image.format or "", colour=channels != 1)
+    return np.rint(pixels * np.float32(255)).astype(np.uint8)
 
 
-def has_grey_content(image: Image.Image) -> bool:
-    """True for grey modes and for RGB images whose channels are equal (X-rays saved as RGB JPEG)."""
-    if image.mode == "L":
-        return True
-    pixels = np.asarray(image)
-    return bool((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all())
+def _stored(pixels: np.ndarray, channels: int | None, size: int | None) -> np.ndarray:
+    """(H, W[, 3]) uint8 -> (C, size, size) uint8: grey repeated for channels=3, then resized."""
+    if channels == 3 and pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    if size is not None and pixels.shape[:2] != (size, size):
+        pixels = np.asarray(Image.fromarray(pixels).resize((size, size), RESAMPLE))
+    return np.ascontiguousarray(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
 
 
 def prepare_image(image: Image.Image, *, channels: int | None = None, size: int | None = None) -> np.ndarray:
     """PIL image -> uint8 (C, H, W).
 
-    channels=None keeps grey content at 1 channel and colour at 3; resizing to size x size (aspect
-    ratio not kept) happens only when `size` is given, after the channel conversion. Serving resizes
-    with `core.io.to_model_input`; see there why the two stay apart and how closely they agree.
+    channels=None keeps grey content (including RGB with equal channels) at 1 channel and colour at
+    3; resizing to size x size (aspect ratio not kept) happens only when `size` is given, after the
+    channel conversion. Serving resizes with `core.io.to_model_input`; see there why the two stay
+    apart and how closely they agree.
     """
     check_channels(channels)
     check_size(size)
-    image = _as_grey_or_rgb(image)
-    if channels is None:
-        channels = 1 if has_grey_content(image) else 3
-    target_mode = "L" if channels == 1 else "RGB"
-    if image.mode != target_mode:
-        image = image.convert(target_mode)
-    if size is not None and image.size != (size, size):
-        image = image.resize((size, size), RESAMPLE)
-    pixels = np.asarray(image)
-    return np.ascontiguousarray(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
+    return _stored(_upright_bytes(image, channels), channels, size)
 
 
 @dataclass(frozen=True)
@@ -89,20 +78,21 @@ class Decoded:
     """One decode attempt: the pixels, or the reason it failed, plus what the file was on disk."""
 
     pixels: np.ndarray | None  # uint8 (C, H, W)
-    original_size: tuple[int, int] | None  # (width, height) as stored
+    original_size: tuple[int, int] | None  # (width, height) upright (after EXIF orientation), before any resize
     original_mode: str | None  # Pillow mode as stored, e.g. "RGB", "L", "I;16"
     error: str | None
 
 
 def decode(open_image: Callable[[], Image.Image], *, channels: int | None, size: int | None) -> Decoded:
     """Open and prepare one image; decoding failures are returned, not raised, so a bad file is skipped."""
+    check_channels(channels)
+    check_size(size)
     try:
         with open_image() as image:
-            image.load()
-            pixels = prepare_image(image, channels=channels, size=size)
-            return Decoded(pixels, image.size, image.mode, None)
-    except PurifyLabError:
-        raise
+            upright = _upright_bytes(image, channels)
+            return Decoded(_stored(upright, channels, size), (upright.shape[1], upright.shape[0]), image.mode, None)
+    except PurifyLabError as error:
+        return Decoded(None, None, None, str(error))
     except DECODE_ERRORS as error:
         return Decoded(None, None, None, f"{type(error).__name__}: {error}")
 

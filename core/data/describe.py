@@ -61,11 +61,12 @@ class DatasetSummary:
         """Compact human-readable report."""
         lines = [f"data: {self.location} ({self.layout})"]
         width = max(len("class"), *(len(name) for name in self.classes))
+        total = self.total  # once: per row it made the table quadratic in the classes
         lines.append(f"{'class':<{width}}  {'images':>8}  {'share':>6}")
         for name in self.classes:
-            share = self.counts[name] / self.total if self.total else 0.0
+            share = self.counts[name] / total if total else 0.0
             lines.append(f"{name:<{width}}  {self.counts[name]:>8,}  {share:>6.1%}")
-        lines.append(f"{'total':<{width}}  {self.total:>8,}")
+        lines.append(f"{'total':<{width}}  {total:>8,}")
         if self.sizes:
             common = ", ".join(f"{w}x{h} x{n:,}" for w, h, n in self.sizes[:3])
             span = f"; smallest {self.smallest[0]}x{self.smallest[1]}, largest {self.largest[0]}x{self.largest[1]}"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import csv
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from core.data.warning import warn
 from core.errors import PurifyLabError
 
 GROUPS_FILE = "groups.csv"
@@ -42,18 +42,33 @@ def kermany_patient(source: str) -> str | None:
 
 
 def _read_groups_file(path: Path, sources: Sequence[str]) -> tuple[str, ...]:
+    """Group ids from `path`. utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark,
+    which would otherwise become part of the first column's name."""
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise PurifyLabError(f"cannot read {path}: {error}") from None
     if rows and not {"path", "group"} <= set(rows[0]):
         raise PurifyLabError(f"{path} must have the columns path,group; it has {','.join(rows[0])}")
-    group_of = {row["path"]: row["group"] for row in rows}
+    group_of = _group_of(path, rows)
     missing = [source for source in sources if source not in group_of]
     if missing:
         raise PurifyLabError(f"{path} names no group for {len(missing)} image(s), e.g. {missing[0]}")
     return tuple(group_of[source] for source in sources)
+
+
+def _group_of(path: Path, rows: list[dict[str, str | None]]) -> dict[str, str]:
+    """path -> group, refusing a blank group (every such image would become one patient) and a path
+    given two groups (the last would win, silently splitting a patient)."""
+    group_of: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        image, group = row["path"] or "", row["group"] or ""
+        if not group.strip():
+            raise PurifyLabError(f"{path} line {line}: {image or 'a row'} has an empty group; give every image its patient id")
+        if group_of.setdefault(image, group) != group:
+            raise PurifyLabError(f"{path} line {line}: {image} is listed with two groups ({group_of[image]}, {group}); keep one")
+    return group_of
 
 
 def group_images(sources: Sequence[str], root: str | Path | None = None) -> Grouping:
@@ -64,9 +79,8 @@ def group_images(sources: Sequence[str], root: str | Path | None = None) -> Grou
     patients = [kermany_patient(source) for source in sources]
     if sources and all(patient is not None for patient in patients):
         return Grouping(tuple(patients), "kermany file names")
-    warnings.warn(
+    warn(
         f"no patient ids for these {len(sources)} images (no {GROUPS_FILE}, file names not in a known pattern): "
-        "each image is its own group, so a patient with several images may sit on both sides of a split",
-        stacklevel=2,
+        "each image is its own group, so a patient with several images may sit on both sides of a split"
     )
     return Grouping(tuple(sources), ONE_GROUP_PER_IMAGE)

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.data.decode import check_channels, check_size
 from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
 from core.data.imageset import ImageSet
-from core.data.sources import SplitsInData, load_dataset
+from core.data.sources import load_dataset, own_split
 from core.data.splits import SplitSpec, data_hash, make_splits
 from core.errors import PurifyLabError
 from core.paths import CACHE_DIR
@@ -59,10 +60,14 @@ def resolve_split(folder: str | Path, split: str | None, card: dict | None) -> s
     return "val" if trained_on is not None and trained_on == data_hash_of_folder(folder) else "all"
 
 
+def project_fractions(grouping: Grouping) -> dict[str, float]:
+    """The val and test fractions of the project split: by image 80/10/10, else by patient 85/15."""
+    return IMAGE_FRACTIONS if grouping.rule == ONE_GROUP_PER_IMAGE else PATIENT_FRACTIONS
+
+
 def project_split(image_set: ImageSet, grouping: Grouping) -> SplitSpec:
     """The one split used across the project (seed 0): by patient where patients are known."""
-    by_image = grouping.rule == ONE_GROUP_PER_IMAGE
-    fractions = IMAGE_FRACTIONS if by_image else PATIENT_FRACTIONS
+    fractions = project_fractions(grouping)
     return make_splits(image_set, val=fractions["val"], test=fractions["test"], seed=SPLIT_SEED, grouping=grouping)
 
 
@@ -94,14 +99,11 @@ def load_splits(
         raise PurifyLabError(f"split '{unknown[0]}' is unknown; choose one of: {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise PurifyLabError(f"limit must be a positive number of images, got {limit}")
-    own = None  # a split the data holds itself (a MedMNIST .npz, split folders): read whole
-    try:
-        image_set = load_dataset(data_dir, size=image_size, channels=channels, progress=progress, cache_dir=CACHE_DIR)
-    except SplitsInData as error:
-        if len(splits) != 1 or splits[0] not in error.available:
-            raise
-        own = splits[0]
-        image_set = load_dataset(data_dir, split=own, size=image_size, channels=channels, progress=progress, cache_dir=CACHE_DIR)
+    check_size(image_size)  # before the listing: a typo is named as such, whatever the data
+    check_channels(channels)
+    # A split the data holds itself (a MedMNIST .npz, split folders) is read whole.
+    own = own_split(data_dir, splits[0] if len(splits) == 1 else None)
+    image_set = load_dataset(data_dir, split=own, size=image_size, channels=channels, progress=progress, cache_dir=CACHE_DIR)
     if own:
         spec, cut = None, f"the data's own '{own}' split, whole"
     else:

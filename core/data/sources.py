@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import tarfile
-import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
-from core.data.cache import read_cache, write_cache
 from core.data.decode import Decoded, check_channels, check_size, decode, parallel_map
-from core.data.imageset import ImageSet
+from core.data.warning import warn
 from core.errors import PurifyLabError
+
+if TYPE_CHECKING:
+    from core.data.imageset import ImageSet
 
 # torchvision's ImageFolder extensions.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
@@ -37,6 +39,10 @@ EXPECTED_LAYOUTS = (
     "a class-per-folder directory (CLASS/IMAGE files), a folder of split folders with split=,"
     " a MedMNIST .npz, an MNIST *-images-idx3-ubyte[.gz] file, or a .tar.gz of [SPLIT/]CLASS/IMAGE files"
 )
+IMAGE_FORMATS = "PNG, JPEG, BMP, TIFF, WebP or PPM/PGM"
+DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic"})
+# A label this large is a typo or another file's column: a data set with more classes has no place here.
+MAX_CLASSES = 1000
 
 
 @dataclass(frozen=True)
@@ -77,15 +83,35 @@ def is_image_file(path: Path | PurePosixPath) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def _is_image_entry(path: Path) -> bool:
+    """An image-named file, or an image-named link that leads nowhere: listed, so that decoding
+    counts it as undecodable instead of it vanishing from the listing."""
+    return is_image_file(path) and (path.is_file() or (path.is_symlink() and not path.is_dir()))
+
+
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+    return sorted(p for p in folder.iterdir() if _is_image_entry(p))
 
 
 def _class_folders(directory: Path) -> list[Path]:
     """Sub-folders holding image files directly, in torchvision ImageFolder's (sorted name) order."""
     folders = [p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    holding_images = (p for p in folders if any(is_image_file(f) and f.is_file() for f in p.iterdir()))
+    holding_images = (p for p in folders if any(_is_image_entry(f) for f in p.iterdir()))
     return sorted(holding_images, key=lambda p: p.name)
+
+
+def _left_out_images(root: Path, class_folders: list[Path]) -> list[Path]:
+    """Image files deeper than CLASS/IMAGE below `root` (links to folders followed only for class
+    folders): the loader reads CLASS/IMAGE, so these, and a class whose images all sit in
+    sub-folders, would be lost."""
+    found = []
+    children = (p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for child in sorted(p for p in children if p in class_folders or not p.is_symlink()):
+        for parent, dirs, files in os.walk(child):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            if Path(parent) != child:
+                found.extend(Path(parent) / name for name in sorted(files) if is_image_file(Path(name)))
+    return found
 
 
 def _open_bytes(data: bytes) -> Image.Image:
@@ -94,6 +120,12 @@ def _open_bytes(data: bytes) -> Image.Image:
 
 def _list_class_folders(root: Path) -> Listing:
     folders = _class_folders(root)
+    nested = _left_out_images(root, folders)
+    if nested:
+        raise PurifyLabError(
+            f"{root} holds {len(nested)} image(s) in sub-folders of its class folders (e.g. {nested[0].relative_to(root).as_posix()}), "
+            "which would be left out; the loader reads CLASS/IMAGE: move them up into their class folder"
+        )
     items = []
     files = []
     for label, folder in enumerate(folders):
@@ -140,8 +172,14 @@ def _list_tar(path: Path, split: str | None) -> Listing:
         if split is not None:
             raise PurifyLabError(f"tar archive {path} has no split folders; leave split unset")
         chosen = ""
+    elif "" in splits:
+        loose = sorted(name.as_posix() for name in members if len(name.parts) == 2)
+        raise PurifyLabError(
+            f"tar archive {path} mixes {len(loose)} CLASS/IMAGE member(s) (e.g. {loose[0]}) with SPLIT/CLASS/IMAGE ones "
+            f"({', '.join(s for s in splits if s)}); use one layout"
+        )
     else:
-        chosen = _choose_split(split, [s for s in splits if s], str(path))
+        chosen = _choose_split(split, splits, str(path))
     selected = sorted((name for name in members if "/".join(name.parts[:-2]) == chosen), key=lambda n: (n.parts[-2], n.name))
     classes = tuple(sorted({name.parts[-2] for name in selected}))
     label_of = {name: i for i, name in enumerate(classes)}
@@ -155,9 +193,31 @@ def _labels_vector(labels: np.ndarray, where: str) -> np.ndarray:
         labels = labels[:, 0]
     if labels.ndim != 1:
         raise PurifyLabError(f"{where} labels have shape {labels.shape}; only single-label (N,) or (N, 1) is supported")
+    if labels.dtype.kind not in "iu":
+        raise PurifyLabError(f"{where} labels dtype is {labels.dtype}; expected integer class indices (0.9 is no class)")
     if labels.size and labels.min() < 0:
         raise PurifyLabError(f"{where} has negative labels; expected class indices 0..K-1")
     return labels.astype(np.int64)
+
+
+def _class_count(labels: dict[str, np.ndarray], where: str) -> int:
+    """K of labels 0..K-1 over all splits; a gap (an unused class) or an absurd K is a broken labels
+    array, refused before anything is sized by K."""
+    present = np.unique(np.concatenate(list(labels.values())))
+    count = int(present[-1]) + 1 if present.size else 0
+    if count > MAX_CLASSES:
+        raise PurifyLabError(f"{where} has label {count - 1}; more than {MAX_CLASSES} classes is not a data set this loader reads")
+    if present.size != count:
+        unused = sorted(set(range(count)) - set(present.tolist()))
+        raise PurifyLabError(f"{where} labels run to {count - 1} but no image has class {unused[0]}; expected class indices 0..K-1, each used")
+    return count
+
+
+def _npz_reason(error: Exception) -> str:
+    """numpy's reason, without its advice to load the file "unsafely" with allow_pickle (code could run)."""
+    if "allow_pickle" in str(error):
+        return "it holds pickled objects or is no array file at all; only plain arrays are read, never pickles"
+    return str(error)
 
 
 def _list_npz(path: Path, split: str | None) -> Listing:
@@ -174,8 +234,8 @@ def _list_npz(path: Path, split: str | None) -> Listing:
     except PurifyLabError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise PurifyLabError(f"cannot read {path} as a .npz archive: {error}") from None
-    class_count = 1 + max(int(vector.max(initial=0)) for vector in labels.values())  # same classes in every split
+        raise PurifyLabError(f"cannot read {path} as a .npz archive: {_npz_reason(error)}") from None
+    class_count = _class_count(labels, str(path))  # same classes in every split
     labels = labels[chosen]
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
         raise PurifyLabError(f"{path}:{chosen}_images must be uint8 (N, H, W) or (N, H, W, 1|3), got {images.dtype} {images.shape}")
@@ -253,7 +313,22 @@ def _list_directory(directory: Path, split: str | None) -> Listing:
     split_folders = sorted(p.name for p in directory.iterdir() if p.is_dir() and _class_folders(p))
     if split_folders:
         _choose_split(split, split_folders, str(directory))  # raises: split missing or unknown
-    raise PurifyLabError(f"unknown data layout at {directory}; expected {EXPECTED_LAYOUTS}")
+    raise PurifyLabError(_unknown_layout(directory))
+
+
+def _unknown_layout(path: Path) -> str:
+    """Why `path` is no data set, in the words that help: one image, or DICOM class folders, are
+    read by other commands."""
+    if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS | DICOM_EXTENSIONS:
+        return f"{path} is one image; --data takes a folder or data file ({EXPECTED_LAYOUTS}); for one image use attack or purify"
+    if path.is_dir():
+        dicom = [p for folder in path.iterdir() if folder.is_dir() for p in folder.iterdir() if p.suffix.lower() in DICOM_EXTENSIONS]
+        if dicom:
+            return (
+                f"{path} holds DICOM files (e.g. {dicom[0].relative_to(path).as_posix()}); data sets are read from {IMAGE_FORMATS} files, "
+                "and DICOM files one at a time (attack, purify, the app): export the set to PNG first"
+            )
+    return f"unknown data layout at {path}; expected {EXPECTED_LAYOUTS}"
 
 
 def list_items(path: str | Path, split: str | None = None) -> Listing:
@@ -264,16 +339,43 @@ def list_items(path: str | Path, split: str | None = None) -> Listing:
     if path.is_file():
         lister = _file_lister(path)
         if lister is None:
-            raise PurifyLabError(f"unknown data layout at {path}; expected {EXPECTED_LAYOUTS}")
+            raise PurifyLabError(_unknown_layout(path))
         return lister(path, split)
     raise PurifyLabError(f"no data at {path}: the path does not exist")
 
 
+def own_split(path: str | Path, split: str | None) -> str | None:
+    """None when `path` is one data set (the project cuts it into splits); `split` when the data holds
+    splits of its own (npz keys, split folders) and `split` is one of them, to be read whole."""
+    try:
+        list_items(path, None)
+    except SplitsInData as error:
+        if split in error.available:
+            return split
+        raise
+    return None
+
+
+def data_listing(path: str | Path, split: str | None = None) -> Listing:
+    """What `core.data.loading.load_split(path, split, ...)` reads, listed without decoding and
+    without torch: an unreadable --data is refused in a fraction of a second, before a model is
+    built, and class names can be checked before any pixel is decoded."""
+    return _with_items(list_items(path, own_split(path, split)))
+
+
+def _with_items(listing: Listing) -> Listing:
+    if not listing.items:
+        raise PurifyLabError(f"no images found in {listing.location}; expected {EXPECTED_LAYOUTS}")
+    return listing
+
+
 def _assemble(listing: Listing, decoded: list[Decoded], size: int | None) -> ImageSet:
+    import torch
+
+    from core.data.imageset import ImageSet
+
     kept = [(item, result) for item, result in zip(listing.items, decoded, strict=True) if result.error is None]
     skipped = tuple(item.source for item, result in zip(listing.items, decoded, strict=True) if result.error)
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} undecodable file(s) in {listing.location}, e.g. {skipped[0]}", stacklevel=3)
     if not kept:
         raise PurifyLabError(f"no decodable images in {listing.location} ({len(skipped)} files failed to decode)")
     arrays = [result.pixels for _, result in kept]
@@ -311,15 +413,21 @@ def load_dataset(
     the classes. cache_dir: keep decoded pixels there (e.g. .data/cache, git-ignored) keyed by the
     file list, sizes and mtimes and the load options, so repeated runs skip decoding.
     """
+    from core.data.cache import read_cache, write_cache
+
     check_size(size)
     check_channels(channels)
-    listing = list_items(path, split).limited(limit)
-    if not listing.items:
-        raise PurifyLabError(f"no images found in {listing.location}; expected {EXPECTED_LAYOUTS}")
-    if cache_dir is not None:
-        cached = read_cache(Path(cache_dir), listing, size=size, channels=channels)
-        if cached is not None:
-            return cached
+    listing = _with_items(list_items(path, split)).limited(limit)
+    cached = None if cache_dir is None else read_cache(Path(cache_dir), listing, size=size, channels=channels)
+    image_set = cached if cached is not None else _decoded(listing, channels, size, progress)
+    if cached is None and cache_dir is not None:
+        write_cache(Path(cache_dir), listing, image_set, size=size, channels=channels)
+    if image_set.skipped:  # on every run, a cached one too
+        warn(f"skipped {len(image_set.skipped)} undecodable file(s) in {listing.location}, e.g. {image_set.skipped[0]}")
+    return image_set
+
+
+def _decoded(listing: Listing, channels: int | None, size: int | None, progress: bool) -> ImageSet:
     decoded = parallel_map(
         lambda item: decode(item.open, channels=channels, size=size),
         listing.items,
@@ -327,7 +435,4 @@ def load_dataset(
         progress=progress,
         description=f"decoding {Path(listing.location).name}",
     )
-    image_set = _assemble(listing, decoded, size)
-    if cache_dir is not None:
-        write_cache(Path(cache_dir), listing, image_set, size=size, channels=channels)
-    return image_set
+    return _assemble(listing, decoded, size)

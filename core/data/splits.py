@@ -4,7 +4,9 @@ Two images of one patient on both sides of a split leak the answer from training
 (the Kermany train folder holds up to 30 images per child), and so do pixel-identical images. So
 `make_splits` removes duplicates, then assigns whole groups (patients, see `core.data.groups`) to
 the splits, stratified by class; the saved `SplitSpec` pins the exact data it was made from
-through a hash of the sorted source list.
+through a hash of the sorted source list. A saved split file is a record for a reader: no command
+reads one back, since train, evaluate and certify cut the same split again
+(`core.data.loading.project_split`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from core.data.imageset import ImageSet
 from core.errors import PurifyLabError
 
 SPLIT_NAMES = ("train", "val", "test")
-# Version 2 splits by patient; version-1 files (by image, before patients were known) are refused.
+# Version 2 splits by patient; version-1 files were made image by image, before patients were known.
 SPLIT_FORMAT = 2
 
 
@@ -171,51 +173,11 @@ class SplitSpec:
                 lines.append(f"  {json.dumps(key)}: {json.dumps(value)}")
         return "{\n" + ",\n".join(lines) + "\n}\n"
 
-    @classmethod
-    def from_json(cls, text: str) -> SplitSpec:
-        try:
-            raw = json.loads(text)
-            if raw.get("format", 1) != SPLIT_FORMAT:
-                raise PurifyLabError(
-                    f"this split file (format {raw.get('format', 1)}) was made image by image, so one patient can sit on "
-                    "both sides; make a new one by patient with `purifylab data split`"
-                )
-            return cls(
-                seed=int(raw["seed"]),
-                fractions={str(k): float(v) for k, v in raw["fractions"].items()},
-                indices={str(k): tuple(int(i) for i in v) for k, v in raw["indices"].items()},
-                data_hash=str(raw["data_hash"]),
-                item_count=int(raw["item_count"]),
-                classes=tuple(str(c) for c in raw["classes"]),
-                duplicates_removed=tuple(int(i) for i in raw["duplicates_removed"]),
-                grouping=str(raw["grouping"]),
-                group_count=int(raw["group_count"]),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise PurifyLabError(f"not a split file: {type(error).__name__} {error}") from None
-
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.to_json())
         return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> SplitSpec:
-        try:
-            text = Path(path).read_text()
-        except OSError as error:
-            raise PurifyLabError(f"cannot read split file {path}: {error.strerror}") from None
-        return cls.from_json(text)
-
-    def apply(self, image_set: ImageSet) -> dict[str, ImageSet]:
-        """The split's ImageSets; refuses data other than the data the split was made from."""
-        if len(image_set) != self.item_count or data_hash(image_set) != self.data_hash:
-            raise PurifyLabError(
-                f"split was made for {self.item_count} items with data hash {self.data_hash[:12]}, "
-                f"got {len(image_set)} items with {data_hash(image_set)[:12]}; load the same data (and limit)"
-            )
-        return {name: image_set.subset(list(indices)) for name, indices in self.indices.items()}
 
 
 def make_splits(image_set: ImageSet, val: float = 0.1, test: float = 0.1, seed: int = 0, grouping: Grouping | None = None) -> SplitSpec:

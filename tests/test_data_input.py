@@ -1,0 +1,264 @@
+"""Data sets as users bring them: odd files, layouts, labels and groups, each refused in one line or read as an upload is."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import ExifTags, Image
+
+from core.data.describe import DatasetSummary, describe
+from core.data.groups import group_images
+from core.data.sources import data_listing, load_dataset
+from core.data.warning import DataWarning, print_data_warnings_on_one_line
+from core.errors import PurifyLabError
+from core.image_file import decode_image
+from core.paths import REPO_ROOT
+
+
+def _gradient(height: int = 24, width: int = 32) -> np.ndarray:
+    """A picture whose orientation shows: dark on the left, bright on the right, a dark top row."""
+    pixels = np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1))
+    pixels[0] = 0
+    return pixels
+
+
+def _folder_of(tmp_path: Path, files: dict[str, Image.Image]) -> Path:
+    """A class folder A holding `files`, and a class folder B with one plain grey PNG."""
+    root = tmp_path / "data"
+    (root / "A").mkdir(parents=True)
+    (root / "B").mkdir()
+    for name, image in files.items():
+        image.save(root / "A" / name)
+    Image.fromarray(_gradient()).save(root / "B" / "plain.png")
+    return root
+
+
+def _python(code: str, **env: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, **env}, check=True)
+    return done.stdout.strip()
+
+
+# --- a data set is read exactly as the same file uploaded on its own ------------------------
+
+
+def test_data_set_pixels_are_the_upload_pixels(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # stored sideways, shown rotated
+    rgba = np.dstack([np.stack([_gradient()] * 3, axis=-1), np.full((24, 32), 128, np.uint8)])
+    la = np.dstack([_gradient(), np.zeros((24, 32), np.uint8)])
+    files = {
+        "exif6.jpg": Image.fromarray(_gradient()),
+        "rgba_half.png": Image.fromarray(rgba, mode="RGBA"),
+        "la_clear.png": Image.fromarray(la, mode="LA"),
+        "float.tif": Image.fromarray(np.linspace(0.0, 4.0, 24 * 32, dtype=np.float32).reshape(24, 32), mode="F"),
+    }
+    for name, image in files.items():
+        one = tmp_path / name
+        image.save(one, **({"exif": exif, "quality": 95} if name == "exif6.jpg" else {}))
+        upload = decode_image(one).pixels
+        data_set = _single(tmp_path / f"set_{name}", one)
+        assert data_set.shape == upload.shape, name  # EXIF rotation applied on both paths
+        assert np.abs(data_set - upload).max() <= 0.5 / 255 + 1e-6, name  # the same pixels, up to 8-bit storage
+
+
+def _single(root: Path, image: Path) -> np.ndarray:
+    """`image` read through the data-set loader, as float (H, W) in [0, 1]."""
+    (root / "A").mkdir(parents=True)
+    (root / "B").mkdir()
+    (root / "A" / image.name).write_bytes(image.read_bytes())
+    (root / "B" / image.name).write_bytes(image.read_bytes())
+    return load_dataset(root, channels=1).images[0, 0].numpy().astype(np.float32) / 255
+
+
+def test_colour_kept_for_three_channels_is_flattened_on_black_like_the_upload(tmp_path: Path) -> None:
+    colour = np.zeros((20, 20, 4), np.uint8)
+    colour[..., 0], colour[..., 3] = 200, 128
+    path = tmp_path / "one.png"
+    Image.fromarray(colour, mode="RGBA").save(path)
+    rgb = _single(tmp_path / "grey", path)  # the luminance the upload path reads
+    assert np.abs(rgb - decode_image(path).pixels).max() <= 0.5 / 255 + 1e-6
+    kept = load_dataset(tmp_path / "grey", channels=3).images[0].numpy()
+    assert kept.shape == (3, 20, 20) and kept[0].max() == round(200 * 128 / 255) and kept[1].max() == 0
+
+
+# --- 16-bit files that hold 12-bit values ----------------------------------------------------
+
+
+def test_sixteen_bit_png_with_twelve_bit_values_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "raw12.png"
+    Image.fromarray(np.tile(np.linspace(0, 4095, 32).astype(np.uint16), (32, 1))).save(path)
+    notes = " ".join(decode_image(path).notes)
+    assert "12 bits" in notes and "4095" in notes
+    full = tmp_path / "full.png"
+    Image.fromarray(np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (32, 1))).save(full)
+    assert decode_image(full).notes == ("16-bit rescaled",)
+
+
+# --- nothing left out of a listing without a word --------------------------------------
+
+
+def test_images_in_sub_folders_of_class_folders_are_refused_with_their_count(tmp_path: Path) -> None:
+    for relative in ("A/a0.png", "A/deeper/a1.png", "B/deeper/b0.png", "B/deeper/b1.png"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_gradient()).save(tmp_path / relative)
+    with pytest.raises(PurifyLabError, match=r"holds 3 image\(s\) in sub-folders of its class folders \(e.g. A/deeper/a1.png\)"):
+        data_listing(tmp_path)
+
+
+def test_tar_mixing_class_and_split_members_is_refused(tmp_path: Path) -> None:
+    png = io.BytesIO()
+    Image.fromarray(_gradient()).save(png, format="PNG")
+    archive = tmp_path / "mixed.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in ("A/1.png", "B/2.png", "train/A/3.png", "train/B/4.png"):
+            member = tarfile.TarInfo(name)
+            member.size = len(png.getvalue())
+            tar.addfile(member, io.BytesIO(png.getvalue()))
+    with pytest.raises(PurifyLabError, match=r"mixes 2 CLASS/IMAGE member\(s\) \(e.g. A/1.png\) with SPLIT/CLASS/IMAGE ones \(train\)"):
+        data_listing(archive)
+
+
+def test_broken_links_count_as_undecodable(tmp_path: Path) -> None:
+    root = _folder_of(tmp_path, {"good.png": Image.fromarray(_gradient())})
+    (root / "A" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "A" / "loop.png").symlink_to(root / "A" / "loop.png")
+    summary = describe(root)
+    assert sorted(source for source, _ in summary.undecodable) == ["A/gone.png", "A/loop.png"]
+    with pytest.warns(DataWarning, match=r"skipped 2 undecodable file\(s\)"):
+        assert load_dataset(root, cache_dir=tmp_path / "cache").sources == ("A/good.png", "B/plain.png")
+
+
+def test_skipped_files_are_warned_on_one_line_on_every_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _folder_of(tmp_path, {"good.png": Image.fromarray(_gradient())})
+    (root / "A" / "empty.png").write_bytes(b"")
+    cache = tmp_path / "cache"
+    for _ in range(2):  # the second run is served from the cache
+        with pytest.warns(DataWarning, match=r"skipped 1 undecodable file\(s\) .* e.g. A/empty.png"):
+            load_dataset(root, cache_dir=cache)
+    assert len(list(cache.glob("*.npz"))) == 1
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    print_data_warnings_on_one_line()  # what the CLI's entry point does
+    assert warnings.formatwarning("no patient ids", DataWarning, "core/data/groups.py", 70) == "warning: no patient ids\n"
+
+
+# --- labels of a .npz --------------------------------------------------------------------
+
+
+def _npz(path: Path, labels: np.ndarray) -> Path:
+    np.savez(path, train_images=np.zeros((len(labels), 28, 28), np.uint8), train_labels=labels)
+    return path
+
+
+def test_npz_float_labels_and_gaps_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(PurifyLabError, match="labels dtype is float64; expected integer class indices"):
+        data_listing(_npz(tmp_path / "float.npz", np.array([0.0, 1.5, 0.0, 1.0])))
+    with pytest.raises(PurifyLabError, match="labels run to 3 but no image has class 2"):
+        data_listing(_npz(tmp_path / "gap.npz", np.array([0, 1, 3, 0])))
+
+
+def test_npz_absurd_label_is_refused_at_once(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    with pytest.raises(PurifyLabError, match="has label 1000000; more than 1000 classes"):
+        describe(_npz(tmp_path / "huge.npz", np.array([0, 1, 0, 1_000_000])))
+    assert time.perf_counter() - started < 1.0
+
+
+def test_summary_table_is_linear_in_the_classes() -> None:
+    classes = tuple(str(i) for i in range(20_000))
+    summary = DatasetSummary("x", "MedMNIST npz", classes, dict.fromkeys(classes, 1), (), 0, None, None, {}, 1, (), 0, ())
+    started = time.perf_counter()
+    assert summary.table().count("\n") == 20_004
+    assert time.perf_counter() - started < 1.0  # was quadratic: seconds at this size
+
+
+# --- groups.csv ------------------------------------------------------------------------------
+
+
+def _groups(root: Path, rows: list[tuple[str, str]], encoding: str = "utf-8") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "groups.csv", "w", newline="", encoding=encoding) as handle:
+        csv.writer(handle).writerows([("path", "group"), *rows])
+    return root
+
+
+def test_groups_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    root = _groups(tmp_path / "bom", [("A/1.png", "p1"), ("B/2.png", "p2")], encoding="utf-8-sig")
+    assert group_images(["A/1.png", "B/2.png"], root).ids == ("p1", "p2")
+
+
+def test_groups_file_with_blank_or_conflicting_groups_is_refused(tmp_path: Path) -> None:
+    blank = _groups(tmp_path / "blank", [("A/1.png", "p1"), ("B/2.png", " ")])
+    with pytest.raises(PurifyLabError, match="line 3: B/2.png has an empty group"):
+        group_images(["A/1.png", "B/2.png"], blank)
+    twice = _groups(tmp_path / "twice", [("A/1.png", "p1"), ("B/2.png", "p2"), ("A/1.png", "other")])
+    with pytest.raises(PurifyLabError, match=r"line 4: A/1.png is listed with two groups \(p1, other\)"):
+        group_images(["A/1.png", "B/2.png"], twice)
+
+
+# --- an unreadable --data is refused before a model is built ---------------------------
+
+
+def test_unreadable_data_is_named_for_what_it_is(tmp_path: Path) -> None:
+    one = tmp_path / "one.png"
+    Image.fromarray(_gradient()).save(one)
+    with pytest.raises(PurifyLabError, match="is one image; --data takes a folder or data file.*for one image use attack or purify"):
+        data_listing(one)
+    for name in ("A", "B"):
+        (tmp_path / "dicom" / name).mkdir(parents=True)
+        (tmp_path / "dicom" / name / "x.dcm").write_bytes(b"\0" * 132)
+    with pytest.raises(PurifyLabError, match="holds DICOM files .* data sets are read from PNG, JPEG.* DICOM files one at a time"):
+        data_listing(tmp_path / "dicom")
+    np.savez(tmp_path / "keys.npz", pictures=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(PurifyLabError, match="no <split>_images / <split>_labels arrays"):
+        data_listing(tmp_path / "keys.npz")
+    (tmp_path / "text.npz").write_text("train_images,train_labels\n" * 40)
+    with pytest.raises(PurifyLabError, match="only plain arrays are read, never pickles") as refused:
+        data_listing(tmp_path / "text.npz")
+    assert "unsafely" not in str(refused.value)
+
+
+def test_listing_imports_no_torch() -> None:
+    assert _python("import sys, core.data.sources; print('torch' in sys.modules)") == "False"
+
+
+def test_evaluate_refuses_bad_data_before_building_the_model_and_classes_before_decoding(tmp_path: Path) -> None:
+    from core.evaluate import EvaluationConfig, evaluate
+    from core.models import create_classifier
+
+    one = tmp_path / "one.png"
+    Image.fromarray(_gradient()).save(one)
+    with pytest.raises(PurifyLabError, match="is one image"):  # not "classifier 'no_such_model' is unknown"
+        evaluate(EvaluationConfig(data=str(one), classifier="no_such_model", split="all"))
+    for name in ("x", "y", "z"):
+        (tmp_path / "three" / name).mkdir(parents=True)
+        (tmp_path / "three" / name / "broken.png").write_bytes(b"not a png")  # decoding would fail first
+    model = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(4, 8, 8, 8))
+    with pytest.raises(PurifyLabError, match=r"answers 2 classes, but --data .* has 3 \(x, y, z\)"):
+        evaluate(EvaluationConfig(data=str(tmp_path / "three"), classifier="student_cnn", split="all"), model=model)
+
+
+def test_sweep_refuses_one_class_data_before_any_compute(tmp_path: Path) -> None:
+    from core.sweeps import sweep_preset
+
+    (tmp_path / "only").mkdir()
+    Image.fromarray(_gradient()).save(tmp_path / "only" / "a.png")
+    with pytest.raises(PurifyLabError, match=r"holds one class \(only\)"):
+        sweep_preset("tstar", "noise", (0.01,), classifier="student_cnn", data=tmp_path, split="all")
+
+
+# --- the decode cache can be moved ------------------------------------------------------------
+
+
+def test_cache_folder_follows_purifylab_cache(tmp_path: Path) -> None:
+    code = "from core.paths import CACHE_DIR; from core.data import loading; print(CACHE_DIR, loading.CACHE_DIR)"
+    assert _python(code, PURIFYLAB_CACHE=str(tmp_path)) == f"{tmp_path} {tmp_path}"
