@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -235,13 +236,13 @@ def test_existing_files_purifylab_did_not_write_are_kept_unless_overwrite(tmp_pa
     assert json.loads((tmp_path / "existing.json").read_text())["purifier"] == "none"
 
 
-def test_outputs_that_cannot_be_written_are_refused_before_any_compute(tmp_path, capsys):
+def test_outputs_that_cannot_be_written_are_refused_before_any_compute(tmp_path, xray_test_dir, capsys):
     image = tmp_path / "in.png"
     image.write_bytes(_grey_png())
     (tmp_path / "dj.json").mkdir()
     cases = {
         "cannot write --out /proc/x.png": ["purify", str(image), "--purifier", "ddpm", "--out", "/proc/x.png"],
-        "cannot write --json /proc/r.json": ["evaluate", "--data", str(tmp_path), "--json", "/proc/r.json"],
+        "cannot write --json /proc/r.json": ["evaluate", "--data", str(xray_test_dir), "--json", "/proc/r.json"],
         "cannot write --out /proc/s.json": ["data", "split", str(tmp_path), "--out", "/proc/s.json"],
         "its config": ["purify", str(image), "--purifier", "none", "--out", str(tmp_path / "dj.png")],
         "is a folder": ["bench", "--preset", "smoke", "--out", str(tmp_path / "dj.json")],
@@ -392,3 +393,94 @@ def test_a_wheel_without_the_repository_is_one_line_not_an_empty_lab(tmp_path, c
     code, out, err = run_cli(["presets"], capsys)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "pip install -e ." in err
+
+
+def _in_a_fresh_process_with_weights(args: list[str], weights_dir, cwd) -> tuple[int, str, list[str]]:
+    """(exit code, stderr, heavy modules imported) of main(args) in a new process whose shipped weights
+    folder is `weights_dir`: a command that failed to refuse would write there, never into weights/."""
+    code = (
+        "import sys\nfrom core.cli import main\ntry:\n"
+        f"    main({args!r})\n"
+        "except SystemExit as exit:\n"
+        "    print(exit.code, sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
+    )
+    env = {**os.environ, "PURIFYLAB_WEIGHTS": str(weights_dir), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+    exit_code, _, heavy = done.stdout.strip().splitlines()[-1].partition(" ")
+    return int(exit_code), done.stderr, heavy
+
+
+def test_train_refuses_bad_names_numbers_and_outputs_before_torch_is_imported(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "folder.safetensors").mkdir()
+    classifier = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--out", str(tmp_path / "run")]
+    cases = {
+        "unknown preset 'huge'": [[*classifier, "--preset", "huge"], ["train", "diffusion", "--preset", "huge"], ["train", "cold", "--preset", "huge"]],
+        "--epochs must be >= 1, got 0": [[*classifier, "--epochs", "0"], ["train", "diffusion", "--epochs", "0"], ["train", "cold", "--epochs", "0"]],
+        "--batch-size must be >= 1, got 0": [[*classifier, "--batch-size", "0"]],
+        "--lr must be > 0, got -1.0": [[*classifier, "--lr", "-1"]],
+        "--threads must be >= 1, got -1": [[*classifier, "--threads", "-1"]],
+        "--threads must be >= 1, got 0": [[*classifier, "--threads", "0"]],
+        "cannot write --out /proc/purifylab_x": [[*classifier, "--out", "/proc/purifylab_x"]],
+        "is a file, not a folder": [[*classifier, "--out", str(tmp_path / "afile" / "sub")]],
+        "is a folder": [["train", "diffusion", "--preset", "tiny", "--out", str(tmp_path / "d"), "--weights", str(tmp_path / "folder.safetensors")]],
+        "must end in .safetensors": [["train", "cold", "--preset", "tiny", "--out", str(tmp_path / "c"), "--weights", str(tmp_path / "c.txt")]],
+    }  # fmt: skip
+    for message, commands in cases.items():
+        for args in commands:
+            outcome, stderr = _refusal_in_a_fresh_process(args)
+            assert outcome == "2 []", (args, outcome, stderr)
+            assert message in stderr and len(stderr.strip().splitlines()) == 1, (args, stderr)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "d").exists()
+
+
+def test_train_never_replaces_a_users_file_or_a_shipped_model(tmp_path, capsys):
+    weights = tmp_path / "weights"  # the shipped folder, as the commands under test see it
+    weights.mkdir()
+    for name in ("substitute", "cold_unet"):
+        (weights / f"{name}.safetensors").write_bytes(b"shipped")
+        (weights / f"{name}.json").write_text('{"name": "shipped"}')
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("my notes")
+    (run / "history.json").write_text("mine")
+    (tmp_path / "mine.safetensors").write_text("precious")
+    soup = tmp_path / "soup"
+    soup.mkdir()
+    (soup / "substitute.json").write_text("user notes")
+    (soup / "substitute.safetensors").write_text("x")
+    (tmp_path / "tiny_member.safetensors").write_text("x")
+    (tmp_path / "tiny_member.json").write_text('{"training_config": {"preset": "tiny"}}')
+    tiny_member = ["--weights", str(tmp_path / "tiny_member.safetensors")] * 2
+    classifier = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--no-progress", "--device", "cpu"]
+    cases = {
+        "exists and purifylab did not write it": [
+            [*classifier, "--out", str(run)],
+            ["train", "diffusion", "--preset", "tiny", "--out", str(tmp_path / "d"), "--weights", str(tmp_path / "mine.safetensors")],
+            ["train", "cold", "--preset", "tiny", "--out", str(tmp_path / "c"), "--weights", str(tmp_path / "mine.safetensors")],
+            ["train", "soup", "--model", "substitute", "--weights", str(tmp_path / "mine.safetensors"), "--weights", str(tmp_path / "mine.safetensors"),
+             "--out", str(soup)],
+        ],
+        "a --preset tiny test run must never replace a shipped model": [
+            [*classifier, "--out", str(tmp_path / "s1"), "--ship"],
+            ["train", "cold", "--preset", "tiny", "--out", str(tmp_path / "c"), "--weights", str(weights / "cold_unet.safetensors")],
+            ["train", "soup", "--model", "substitute", *tiny_member, "--out", str(tmp_path / "soup2"), "--ship"],
+        ],
+        "is the shipped weights folder": [[*classifier, "--out", str(weights), "--ship", "--preset", "cpu"]],
+    }  # fmt: skip
+    for message, commands in cases.items():
+        for args in commands:
+            code, stderr, heavy = _in_a_fresh_process_with_weights(args, weights, tmp_path)
+            assert code == 2 and heavy == "[]", (args, code, stderr)
+            assert message in stderr and len(stderr.strip().splitlines()) == 1, (args, stderr)
+    assert (run / "config.json").read_text() == "my notes" and (run / "history.json").read_text() == "mine"
+    assert (tmp_path / "mine.safetensors").read_text() == "precious" and (soup / "substitute.json").read_text() == "user notes"
+    assert all((weights / f"{name}.safetensors").read_bytes() == b"shipped" for name in ("substitute", "cold_unet"))
+    assert sorted(path.name for path in weights.iterdir()) == ["cold_unet.json", "cold_unet.safetensors", "substitute.json", "substitute.safetensors"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_compute(tmp_path, capsys):
+    """The table was computed in full, then failed on mkdir with a traceback."""
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(["table", "quick", "--limit", "2", "--out-dir", str(tmp_path / "afile" / "sub")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "is a file, not a folder" in err

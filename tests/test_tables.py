@@ -182,11 +182,11 @@ def test_sanity_flags_appear_in_the_table(xray_train_dir, weights, tmp_path):
     white_vs_bpda = next(c for c in checks if c["name"] == "white is not weaker than bpda")
     collapse = next(c for c in checks if c["name"] == "undefended accuracy collapses at large eps")
     assert not white_vs_bpda["passed"] and not collapse["passed"]
-    assert "| FLAG |" in outcome.markdown and "FLAG white is not weaker than bpda (Quantise)" in outcome.markdown
+    assert "| FLAG |" in outcome.markdown and "FLAG: fails 'white is not weaker than bpda' (Quantise)" in outcome.markdown
     # the failed collapse check voids every row of its classifier, in the table and in the CSV
-    assert "FLAG undefended accuracy collapses at large eps (undefended tiny-cnn)" in outcome.markdown
+    assert "FLAG: fails 'undefended accuracy collapses at large eps' (undefended tiny-cnn)" in outcome.markdown
     rows = list(csv.DictReader(outcome.paths["csv"].open()))
-    assert rows and all("FLAG undefended accuracy collapses" in row["flags"] for row in rows)
+    assert rows and all("FLAG: fails 'undefended accuracy collapses" in row["flags"] for row in rows)
 
 
 def test_shipped_presets_load_and_validate():
@@ -494,7 +494,7 @@ def test_a_convergence_table_flags_an_attack_that_has_not_levelled_off(xray_trai
         if c["name"] == "grey attack converged in steps"
     }
     assert checks[False]["flag"] is None  # eps 1e-4 changes nothing whatever the steps
-    assert "has not converged in steps" in checks[True]["flag"] and "FLAG grey attack converged in steps (Original)" in outcome.markdown
+    assert "has not converged in steps" in checks[True]["flag"] and "FLAG: fails 'grey attack converged in steps' (Original)" in outcome.markdown
 
 
 def test_minimal_perturbation_attacks_report_their_norms_and_a_stalled_one_is_flagged(xray_train_dir, weights, tmp_path):
@@ -514,7 +514,7 @@ def test_minimal_perturbation_attacks_report_their_norms_and_a_stalled_one_is_fl
     assert cells[("CW 1 step", "Original")]["metrics"]["one_shot_accuracy"] > 0.10
     checks = {c["values"]["undefended_accuracy"] <= 0.10: c for c in json.loads(outcome.paths["json"].read_text())["sanity_checks"] if "minimal" in c["name"]}
     assert checks[True]["flag"] is None and "has not converged" in checks[False]["flag"]  # the Blur column is a defense: not checked
-    assert "FLAG CW 1 step (minimal perturbation) converged (Original)" in outcome.markdown
+    assert "FLAG: fails 'CW 1 step (minimal perturbation) converged' (Original)" in outcome.markdown
     assert "| CW 1 step | Original | 0.00 | " in outcome.markdown and "; the row is FLAGged |" in outcome.markdown  # the flag voids the verdict
     # grey-box: both columns were attacked with the same images, so they share one line
     assert "- DeepFool against Original [grey], Blur [grey]: success " in outcome.markdown

@@ -288,3 +288,99 @@ def test_calibration_reads_the_model_as_at_inference_whatever_mode_training_left
     in_train_mode = _fit_calibration(model.train(), val)
     in_eval_mode = _fit_calibration(model.eval(), val)
     assert in_train_mode == in_eval_mode and not model.training
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    from core.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return int(exit_info.value.code or 0), capsys.readouterr().err
+
+
+def _one_line(code: int, err: str, fragment: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+
+
+def _strict_json(text: str):
+    """JSON as other tools read it: a bare NaN or Infinity is an error, not a number."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, xray_train_dir):
+    """One epoch of the tiny substitute through the CLI (64 train / 64 val images): finished, checkpointed."""
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    _train_tiny_through_the_cli("substitute", ["--threads", "1"], xray_train_dir, run)
+    return run
+
+
+def test_resume_refuses_other_settings_another_model_a_finished_run_and_no_checkpoint(tiny_run, xray_train_dir, tmp_path, capsys):
+    saved = (tiny_run / "config.json").read_text()
+    resume = ["--preset", "tiny", "--data", str(xray_train_dir), "--no-progress", "--device", "cpu", "--resume"]
+    cases = {
+        "other settings (lr 0.003 -> 0.5)": ["--model", "substitute", "--out", str(tiny_run), "--epochs", "2", "--lr", "0.5"],
+        "(image_size 32 -> 64)": ["--model", "substitute", "--out", str(tiny_run), "--epochs", "2", "--image-size", "64"],
+        "model 'substitute' -> 'student_cnn'": ["--model", "student_cnn", "--out", str(tiny_run), "--epochs", "2"],
+        "is finished (1 of 1 epochs); raise --epochs": ["--model", "substitute", "--out", str(tiny_run), "--epochs", "1"],
+        "holds no checkpoint to continue": ["--model", "substitute", "--out", str(tmp_path / "empty")],
+    }
+    for message, args in cases.items():
+        _one_line(*_cli(["train", "classifier", *args, *resume], capsys), message)
+    assert (tiny_run / "config.json").read_text() == saved and not (tmp_path / "empty").exists()
+    assert _strict_json((tiny_run / "history.json").read_text())[0]["epoch"] == 1
+
+
+def test_the_reporting_cohort_is_never_trained_or_calibrated_on(tiny_run, xray_test_dir, tmp_path, capsys):
+    import os
+    import shutil
+
+    copy = tmp_path / "renamed_test"  # the same images elsewhere: the same data hash
+    shutil.copytree(xray_test_dir, copy, copy_function=os.link)
+    for data in (xray_test_dir, copy):
+        train = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"]
+        _one_line(*_cli([*train, "--data", str(data)], capsys), "is the reporting cohort")
+        assert not (tmp_path / "run" / "substitute.safetensors").exists()
+    weights = tiny_run / "substitute.safetensors"
+    before = weights.with_suffix(".json").read_text()
+    _one_line(
+        *_cli(["train", "calibrate", "--model", "substitute", "--weights", str(weights), "--data", str(xray_test_dir)], capsys), "is the reporting cohort"
+    )
+    assert weights.with_suffix(".json").read_text() == before
+
+
+def test_a_diverged_run_stops_in_one_line_and_publishes_nothing(xray_train_dir, tmp_path, capsys):
+    args = ["train", "classifier", "--model", "vit", "--preset", "tiny", "--lr", "1e9", "--threads", "1", "--no-progress", "--device", "cpu"]
+    _one_line(*_cli([*args, "--data", str(xray_train_dir), "--out", str(tmp_path / "run")], capsys), "the run diverged and nothing was published")
+    assert not any((tmp_path / "run" / name).exists() for name in ("vit.safetensors", "vit.json", "history.json"))
+
+
+def test_data_of_the_wrong_kind_is_refused_in_one_line(tiny_run, shared_data, xray_train_dir, tmp_path, capsys):
+    train = ["train", "classifier", "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"]
+    mnist = shared_data / "mnist" / "t10k-images-idx3-ubyte.gz"
+    npz = shared_data / "pneumoniamnist_28" / "pneumoniamnist.npz"
+    _one_line(*_cli([*train, "--model", "mnist_cnn", "--data", str(xray_train_dir)], capsys), "answers 10 classes, but --data")
+    _one_line(*_cli([*train, "--model", "vit", "--data", str(mnist)], capsys), "answers 2 classes, but --data")
+    code, err = _cli([*train, "--model", "substitute", "--data", str(npz)], capsys)
+    _one_line(code, err, "holds splits of its own (train, val)")
+    assert "--split" not in err
+    calibrate = ["train", "calibrate", "--model", "substitute", "--weights", str(tiny_run / "substitute.safetensors"), "--data", str(mnist)]
+    _one_line(*_cli(calibrate, capsys), "has 10")
+    _one_line(*_cli(["train", "calibrate", "--model", "mnist_cnn"], capsys), "mnist_cnn has 10")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_soup_of_limited_runs_is_calibrated_and_measured_on_what_its_card_says(tiny_run, xray_train_dir, tmp_path, capsys):
+    member = tiny_run / "substitute.safetensors"
+    args = ["train", "soup", "--model", "substitute", "--weights", str(member), "--weights", str(member), "--data", str(xray_train_dir)]
+    code, err = _cli([*args, "--out", str(tmp_path / "soup"), "--device", "cpu"], capsys)
+    assert code == 0, err
+    card = json.loads((tmp_path / "soup" / "substitute.json").read_text())
+    assert card["data"]["val_images"] == card["val_metrics"]["n"] == 64 and card["calibration"]["fitted_on"].startswith("val (64 images")
+    member_card = json.loads(member.with_suffix(".json").read_text())
+    assert [entry["training_minutes"] for entry in card["soup_of"]] == [member_card["training_minutes"]] * 2  # numbers, as on every card

@@ -121,3 +121,69 @@ def test_cifar10_preset_trains_an_rgb_denoiser_that_ships_under_its_own_name(sha
     assert unet.config.in_channels == 3 and unet.config.sample_size == 32
     purified = DDPMPurifier(unet=unet, schedule=card["scheduler"]).purify(torch.rand(2, 3, 32, 32), seed=0)
     assert purified.shape == (2, 3, 32, 32)
+
+
+def test_budget_cut_epochs_are_not_counted_and_the_budget_spans_resumes(xray_train_dir, tmp_path):
+    """Tiny preset: 32 train images, 4 steps an epoch. A budget that ends after the first step leaves no
+    completed epoch; a resume granted a hair more than the time already spent stops after one step
+    (its clock counts the first run's seconds); a resume with room completes an epoch."""
+    from dataclasses import replace
+
+    out, weights = tmp_path / "run", tmp_path / "ddpm_unet.safetensors"
+
+    def run(max_minutes: float, resume: bool = False) -> dict:
+        config = replace(DiffusionTrainConfig.from_preset("tiny", epochs=3, max_minutes=max_minutes, resume=resume), max_steps=None)
+        return train_diffusion(config, xray_train_dir, out, progress=False, weights_path=weights)
+
+    cut = run(1e-6)
+    assert (cut["steps"], cut["steps_per_epoch"], cut["epochs_completed"], cut["stopped_by_time_budget"]) == (1, 4, 0, True)
+    assert cut["data"]["folder"] == "chest_xray_pneumonia/train" and cut["data"]["split"].startswith("deduplicated; by patient")
+    with pytest.raises(PurifyLabError, match="has spent its 1e-06-minute budget"):
+        run(1e-6, resume=True)
+    spent = json.loads((out / "checkpoint" / "state.json").read_text())["seconds"]
+    again = run((spent + 1e-3) / 60, resume=True)
+    assert [record["step"] for record in again["history"]] == [1, 2] and again["epochs_completed"] == 0 and again["stopped_by_time_budget"]
+    full = run(10.0, resume=True)
+    assert [record["step"] for record in full["history"]] == [1, 2, 6] and full["epochs_completed"] == 1 and not full["stopped_by_time_budget"]
+
+
+@pytest.fixture
+def small_xray_folder(xray_paths, tmp_path):
+    """16 real X-rays in the class-per-folder layout."""
+    import shutil
+
+    for cls, paths in xray_paths.items():
+        (tmp_path / "xrays" / cls).mkdir(parents=True)
+        for path in paths:
+            shutil.copy(path, tmp_path / "xrays" / cls / path.name)
+    return tmp_path / "xrays"
+
+
+def test_a_tiny_cold_run_keeps_off_the_shipped_model_and_states_its_split_and_epochs(small_xray_folder, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from core.data.loading import load_split
+    from core.train.cold import ColdTrainConfig, train_cold
+
+    shipped = tmp_path / "weights"  # the shipped folder as the command sees it: a tiny run must leave it empty
+    shipped.mkdir()
+    args = ["train", "cold", "--preset", "tiny", "--epochs", "1", "--data", str(small_xray_folder), "--out", str(tmp_path / "run"), "--device", "cpu"]
+    env = {**os.environ, "PURIFYLAB_WEIGHTS": str(shipped), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    assert not list(shipped.iterdir())
+    card = read_card(tmp_path / "run" / "cold_unet.safetensors")
+    assert card["data"]["split"] == load_split(small_xray_folder, "train", 32).cut
+    assert (card["training"]["epochs_completed"], card["training"]["steps"], card["training"]["steps_per_epoch"]) == (1, 4, 4)
+    config = ColdTrainConfig.from_preset("tiny", max_minutes=1e-6)
+    cut = train_cold(config, small_xray_folder, tmp_path / "cut", progress=False, weights_path=tmp_path / "cut" / "cold_unet.safetensors")
+    assert (cut["training"]["epochs_completed"], cut["training"]["steps"], cut["training"]["stopped_by_time_budget"]) == (0, 1, True)
+
+
+def test_a_diverged_denoiser_stops_in_one_line_and_publishes_nothing(xray_train_dir, tmp_path):
+    config = DiffusionTrainConfig.from_preset("tiny", lr=1e9, epochs=2)
+    with pytest.raises(PurifyLabError, match="^the training loss became (nan|inf) at step [0-9]+: the run diverged and nothing was published"):
+        train_diffusion(config, xray_train_dir, tmp_path, progress=False, weights_path=tmp_path / "ddpm_unet.safetensors")
+    assert not (tmp_path / "ddpm_unet.safetensors").exists() and not (tmp_path / "ddpm_unet.json").exists()

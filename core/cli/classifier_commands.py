@@ -10,8 +10,32 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from core.cli import set_threads
-from core.cli.options import ClassifierWeights, Device, DeviceDefaultCpu, MaxMinutes, Overwrite, Progress, Resume, Threads, seed_option
-from core.cli.preflight import check_data, check_output, check_run, check_run_folder, defense_settings, resume_hint, use_device
+from core.cli.options import (
+    BatchSize,
+    ClassifierWeights,
+    Device,
+    DeviceDefaultCpu,
+    Epochs,
+    LearningRate,
+    MaxMinutes,
+    Overwrite,
+    Progress,
+    Resume,
+    Threads,
+    seed_option,
+)
+from core.cli.preflight import (
+    check_data,
+    check_data_layout,
+    check_not_shipped,
+    check_not_weights_folder,
+    check_output,
+    check_run,
+    check_run_folder,
+    defense_settings,
+    resume_hint,
+    use_device,
+)
 from core.cli.purify_commands import parse_purifier_spec
 from core.errors import PurifyLabError, check_range
 
@@ -121,9 +145,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             Path | None, typer.Option("--data", help="data set (default: the model's: X-rays, or MNIST / CIFAR-10 for mnist_* / cifar10_*)")
         ] = None,
         out: Annotated[Path | None, typer.Option("--out", help="run folder (default runs/<model>)")] = None,
-        epochs: Annotated[int | None, typer.Option("--epochs", help="override the preset's epochs")] = None,
-        batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-        lr: Annotated[float | None, typer.Option("--lr")] = None,
+        epochs: Epochs = None,
+        batch_size: BatchSize = None,
+        lr: LearningRate = None,
         seed: Annotated[int | None, seed_option("seed (default: the preset's)")] = None,
         image_size: Annotated[
             int | None, typer.Option("--image-size", help="input side in pixels (X-rays: 128, the purifiers' size; 224, the files' size)")
@@ -153,18 +177,23 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         threads: Threads = None,
         resume: Resume = False,
         overwrite: Overwrite = False,
-        ship: Annotated[bool, typer.Option("--ship", help="copy the result and its card into weights/")] = False,
+        ship: Annotated[bool, typer.Option("--ship", help="copy the result and its card into weights/ (not from --preset tiny)")] = False,
         progress: Progress = True,
         device: Device = None,
     ) -> None:
         """Train a classifier; writes RUN/<model>.safetensors (fp16) and its card with val metrics."""
         from core.data.decode import MAX_IMAGE_SIZE
         from core.image_file import MIN_SIDE
+        from core.paths import WEIGHTS_DIR
+        from core.train.layout import CLASSIFIER_PRESETS, check_preset, classifier_run_files
 
+        check_preset(preset, CLASSIFIER_PRESETS)
         if image_size is not None:
             check_range("--image-size", image_size, MIN_SIDE, MAX_IMAGE_SIZE)
         run_dir = out or Path("runs") / model
-        check_run_folder(run_dir, resume, overwrite)
+        check_run_folder(run_dir, resume, overwrite, classifier_run_files(model))
+        if ship:
+            check_not_shipped(preset, WEIGHTS_DIR / f"{model}.safetensors", "--ship")
         check_run(data, out, "--out", device)
         from core.data.locations import default_data_for
         from core.train.classifier import preset as make_preset
@@ -202,6 +231,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         device: Device = None,
     ) -> None:
         """Refit temperature and decision threshold on val and re-measure the card (weights unchanged)."""
+        if weights is not None:
+            check_data(weights, "--weights")
         if data is not None:
             check_data(data)
         use_device(device)
@@ -217,12 +248,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         members: Annotated[list[Path], typer.Option("--weights", help="a member's weights file (give two or more, fine-tuned from one start)")],
         out: Annotated[Path, typer.Option("--out", help="run folder for <model>.safetensors and its card")],
         data: Annotated[Path | None, typer.Option("--data", help="the folder they were trained on (default: the model's)")] = None,
-        ship: Annotated[bool, typer.Option("--ship", help="copy the result and its card into weights/")] = False,
+        ship: Annotated[bool, typer.Option("--ship", help="copy the result and its card into weights/ (not a soup of --preset tiny runs)")] = False,
+        overwrite: Overwrite = False,
         device: Device = None,
     ) -> None:
         """Average fine-tuned classifiers weight by weight (a model soup), then calibrate it on val."""
+        from core.paths import WEIGHTS_DIR
+        from core.weights import read_card
+
         for member in members:
             check_data(member, "--weights")
+        check_output(check_not_weights_folder(out, "--out") / f"{model}.safetensors", "--out", overwrite=overwrite, suffix=".safetensors", creates_folder=True)
+        if ship:
+            for member in members:
+                check_not_shipped(read_card(member).get("training_config", {}).get("preset", ""), WEIGHTS_DIR / f"{model}.safetensors", "--ship")
         check_run(data, out, "--out", device)
         from core.data.locations import default_data_for
         from core.train.soup import make_soup
@@ -275,6 +314,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
             chosen = load_defense(defense)
             classifier, purifier = defense_settings(defense, {"--classifier": (classifier, chosen.classifier), "--purifier": (purifier, chosen.purifier_spec)})
+        check_data_layout(data, split)
         classifier, purifier = classifier or "vit", purifier or "none"
         use_device(device)
         from core.cli.purify_commands import parse_param_options, parse_purifier_spec

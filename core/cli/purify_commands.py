@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from core.cli.options import Device, DeviceDefaultCpu, MaxMinutes, Overwrite, Resume, seed_option
-from core.cli.preflight import check_output, check_run, check_run_folder, use_device
+from core.cli.options import Device, DeviceDefaultCpu, Epochs, MaxMinutes, Overwrite, Resume, seed_option
+from core.cli.preflight import check_not_shipped, check_output, check_run, check_run_folder, use_device
 from core.errors import PurifyLabError
 
 
@@ -71,6 +71,16 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
     return config
 
 
+def _check_denoiser_weights(weights: Path | None, preset: str, data: Path, overwrite: bool) -> Path | None:
+    """A denoiser's --weights, checked before the training it would end: a .safetensors path that can
+    be written and replaces nothing purifylab did not write (check_output), never the data, and not
+    a shipped model from a --preset tiny run."""
+    if weights is not None:
+        check_output(weights, "--weights", inputs=(data,), overwrite=overwrite, suffix=".safetensors", creates_folder=True)
+        check_not_shipped(preset, weights, "--weights")
+    return weights
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("purify")
     def purify(
@@ -116,7 +126,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         weights: Annotated[
             Path | None, typer.Option("--weights", help="final .safetensors (default weights/ddpm_unet[_<preset>].safetensors; OUT/ for --preset tiny)")
         ] = None,
-        epochs: Annotated[int | None, typer.Option("--epochs", help="override the preset's epochs")] = None,
+        epochs: Epochs = None,
         resume: Resume = False,
         overwrite: Overwrite = False,
         max_minutes: MaxMinutes = None,
@@ -124,14 +134,19 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     ) -> None:
         """Train the DDPM denoiser (epsilon prediction, EMA) and ship it with its card."""
         from core.data.locations import dataset_of, default_data_for
+        from core.train.layout import DIFFUSION_PRESETS, check_preset
 
+        check_preset(preset, DIFFUSION_PRESETS)
         run_dir = out or Path("runs") / ("ddpm" if dataset_of(preset) == "xray" else f"ddpm_{preset}")
         check_run_folder(run_dir, resume, overwrite)
+        data = data or default_data_for(preset)
+        _check_denoiser_weights(weights, preset, data, overwrite)
         check_run(data, out, "--out", device)
-        from core.train.diffusion import DiffusionTrainConfig, train_diffusion
+        from core.train.diffusion import DiffusionTrainConfig, default_weights_path, train_diffusion
 
         config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
-        card = train_diffusion(config, data or default_data_for(preset), run_dir, weights_path=weights)
+        weights = weights or _check_denoiser_weights(default_weights_path(preset, config.weights_stem, run_dir), preset, data, overwrite)
+        card = train_diffusion(config, data, run_dir, weights_path=weights)
         typer.echo(json.dumps(card.get("quality", {}), indent=2))
 
     @groups["train"].command("cold")
@@ -139,18 +154,29 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         preset: Annotated[str, typer.Option("--preset", help="tiny | cpu | gpu")] = "cpu",
         data: Annotated[Path | None, typer.Option("--data", help="X-ray folder (default: ../shared/data/chest_xray_pneumonia/train)")] = None,
         out: Annotated[Path, typer.Option("--out", help="run folder: checkpoints, sample grids, log")] = Path("runs/cold"),
-        weights: Annotated[Path | None, typer.Option("--weights", help="final .safetensors (default weights/cold_unet.safetensors)")] = None,
+        weights: Annotated[
+            Path | None, typer.Option("--weights", help="final .safetensors (default weights/cold_unet.safetensors; OUT/ for --preset tiny)")
+        ] = None,
+        epochs: Epochs = None,
         resume: Resume = False,
         overwrite: Overwrite = False,
         max_minutes: MaxMinutes = None,
         device: Device = None,
     ) -> None:
         """Train the cold-diffusion deblurring UNet (x0 prediction from blur, EMA) and ship it with its card."""
-        check_run_folder(out, resume, overwrite)
-        check_run(data, out, "--out", device)
         from core.data.locations import XRAY_TRAIN_DIR
-        from core.train.cold import ColdTrainConfig, train_cold
+        from core.train.layout import COLD_PRESETS, check_preset
 
-        config = ColdTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes)
-        card = train_cold(config, data or XRAY_TRAIN_DIR, out, weights_path=weights)
+        check_preset(preset, COLD_PRESETS)
+        check_run_folder(out, resume, overwrite)
+        data = data or XRAY_TRAIN_DIR
+        _check_denoiser_weights(weights, preset, data, overwrite)
+        check_run(data, out, "--out", device)
+        from core.purifiers.cold import COLD_WEIGHTS_STEM
+        from core.train.cold import ColdTrainConfig, train_cold
+        from core.train.diffusion import default_weights_path
+
+        config = ColdTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
+        weights = weights or _check_denoiser_weights(default_weights_path(preset, COLD_WEIGHTS_STEM, out), preset, data, overwrite)
+        card = train_cold(config, data, out, weights_path=weights)
         typer.echo(json.dumps(card.get("quality", {}), indent=2))

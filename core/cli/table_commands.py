@@ -13,11 +13,18 @@ import typer
 
 from core.cli import set_threads
 from core.cli.options import Device, Progress, ResultsStore, Threads, seed_option
-from core.cli.preflight import check_run, resume_hint
+from core.cli.preflight import check_data_layout, check_run, resume_hint
 
-Overwrite = Annotated[
-    bool, typer.Option("--overwrite", help="replace outputs in the output folder that purifylab did not write or wrote with other settings")
-]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace outputs in the output folder that purifylab did not write or wrote with other settings")]
+
+
+def _print_outcome(outcome) -> None:
+    """The Markdown on stdout; what was computed and where it went on stderr (only the main process writes)."""
+    if outcome.markdown:
+        typer.echo(outcome.markdown)
+        typer.echo(
+            f"cells computed {len(outcome.computed)}, reused {len(outcome.reused)}; outputs: " + ", ".join(str(p) for p in outcome.paths.values()), err=True
+        )
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -49,11 +56,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         resolved = load_preset(preset).with_overrides(limit=limit, data=str(data) if data else None, eot=eot, only=only.split(",") if only else None)
         with resume_hint(f"finished cells are kept in {store or RESULTS_STORE}; rerun the same command to resume"):
             outcome = run_preset(resolved, store or RESULTS_STORE, out_dir, progress=progress, overwrite=overwrite)
-        if outcome.markdown:
-            typer.echo(outcome.markdown)
-            typer.echo(
-                f"cells computed {len(outcome.computed)}, reused {len(outcome.reused)}; outputs: " + ", ".join(str(p) for p in outcome.paths.values()), err=True
-            )
+        _print_outcome(outcome)
 
     @app.command("presets")
     def presets_command(
@@ -68,8 +71,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
+        width = max((len(row["name"]) for row in rows), default=0) + 2
         for row in rows:
-            typer.echo(f"{row['name']:<16} {row['title']}")
+            typer.echo(f"{row['name']:<{width}}{row['title']}")
 
     @app.command("sweep")
     def sweep_command(
@@ -97,6 +101,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     ) -> None:
         """Accuracy vs t* or depth: CSV, plotly HTML and Markdown through the results store."""
         check_run(data, out_dir, "--out-dir", device)
+        if data is not None:
+            check_data_layout(data, split)
         from core.attacks import AttackConfig
         from core.cli.purify_commands import parse_param_options
         from core.paths import RESULTS_STORE
@@ -115,4 +121,4 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             outcome = run_preset(preset, store or RESULTS_STORE, out_dir, overwrite=overwrite)
         if outcome.markdown:
             typer.echo(f"data {preset.data} split {preset.split}\n")
-            typer.echo(outcome.markdown)
+        _print_outcome(outcome)

@@ -214,7 +214,7 @@ def _row_flags(checks: list[tuple[dict, SanityCheck]], table: str, classifier: s
     cells, and a failed collapse check of its classifier (the attack itself did not work on the
     undefended model, which voids every robust number of that classifier)."""
     failed = [
-        f"FLAG {c.name} ({where['column']})" if "table" in where else f"FLAG {c.name} (undefended {classifier})"
+        f"FLAG: fails '{c.name}' ({where['column']})" if "table" in where else f"FLAG: fails '{c.name}' (undefended {classifier})"
         for where, c in checks
         if not c.passed and where.get("classifier") == classifier and (where.get("table"), where.get("row")) in ((table, row), (None, None))
     ]  # fmt: skip

@@ -13,6 +13,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.errors import PurifyLabError
+
+# What --resume may change: the budgets (how long the run goes on), the CPU threads (how fast, not
+# what it learns) and the resume flag itself. Any other setting would leave the card misstating how
+# the checkpoint's epochs were trained.
+RESUMABLE = ("epochs", "max_minutes", "max_steps", "threads", "resume")
+
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """({"<param index>.<key>": tensor}, param_groups): the first for safetensors, the second for JSON."""
@@ -58,3 +65,44 @@ def ema_copy(model: torch.nn.Module, ema) -> torch.nn.Module:
     averaged = copy.deepcopy(model)
     ema.copy_to(averaged.parameters())
     return averaged.eval().requires_grad_(False)
+
+
+def resume_state(out_dir: Path, config: dict) -> dict:
+    """The loop state (checkpoint/state.json) of the run in `out_dir`, once its resolved config
+    (config.json) is found to equal `config` but for the RESUMABLE settings; one line otherwise."""
+    state_path, config_path = out_dir / "checkpoint" / "state.json", out_dir / "config.json"
+    if not state_path.is_file():
+        raise PurifyLabError(f"--resume: {out_dir} holds no checkpoint to continue; drop --resume to start a new run there")
+    try:
+        saved = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise PurifyLabError(
+            f"--resume: {config_path} is missing or not a run's config, so the checkpoint's settings are unknown; pass --overwrite to start over"
+        )
+    given = json.loads(json.dumps(config))  # tuples as lists, as config.json holds them
+    differing = [key for key in sorted(saved.keys() | given.keys()) if key not in RESUMABLE and saved.get(key) != given.get(key)]
+    if differing:
+        changes = ", ".join(f"{key} {saved.get(key)!r} -> {given.get(key)!r}" for key in differing)
+        raise PurifyLabError(
+            f"--resume: the run in {out_dir} was trained with other settings ({changes}); only --epochs and --max-minutes "
+            "may change when resuming; pass --overwrite to start over"
+        )
+    return json.loads(state_path.read_text())
+
+
+def check_unfinished(out_dir: Path, epochs_done: int, seconds: float, steps: int, config) -> None:
+    """Resuming a run with nothing left to train is refused, naming the budget to raise, instead of
+    announcing epoch 3 of 2 and publishing the same model again."""
+    where = f"--resume: the run in {out_dir}"
+    if epochs_done >= config.epochs:
+        raise PurifyLabError(f"{where} is finished ({epochs_done} of {config.epochs} epochs); raise --epochs to train on, or pass --overwrite to start over")
+    if config.max_minutes is not None and seconds >= 60 * config.max_minutes:
+        raise PurifyLabError(
+            f"{where} has spent its {config.max_minutes}-minute budget ({seconds / 60:.2f} min); raise --max-minutes to train on, "
+            "or pass --overwrite to start over"
+        )
+    max_steps = getattr(config, "max_steps", None)
+    if max_steps is not None and steps >= max_steps:
+        raise PurifyLabError(f"{where} is finished: it reached its max_steps ({steps} of {max_steps}); pass --overwrite to start over")

@@ -26,21 +26,24 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm import tqdm
 
 from core.calibration import fit_binary_calibration
-from core.data.loading import SPLIT_SEED, load_splits
-from core.data.locations import report_data_for
+from core.data.loading import load_splits
+from core.data.locations import default_data_for, report_data_for
+from core.data.splits import data_hash_of_folder
 from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, evaluate, predict_probabilities
 from core.metrics import classification_metrics
 from core.models import SEViT, XrayClassifier, create_classifier, list_classifiers
 from core.purifiers import create_purifier
 from core.purifiers.simple import gaussian_noise
-from core.train.checkpoint import optimizer_tensors, restore_optimizer
+from core.train.checkpoint import check_unfinished, optimizer_tensors, restore_optimizer, resume_state
+from core.train.layout import CLASSIFIER_PRESETS, check_preset
+from core.train.runs import card_data, check_finite_loss, check_finite_weights, load_training_splits
 from core.weights import card_path, load_weights, read_card, save_weights
 
 if TYPE_CHECKING:
     from core.attacks import AttackConfig
 
-PRESETS = ("tiny", "cpu", "gpu")
+PRESETS = CLASSIFIER_PRESETS
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,8 @@ class TrainConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise PurifyLabError(f"{name} must be > 0, got {value}")
+        if self.threads is not None and self.threads < 1:
+            raise PurifyLabError(f"threads must be >= 1, got {self.threads}")
         if not 0 <= self.distill_clean_weight < 1 or (self.distill_clean_weight and not (self.distill_from and self.adversarial_eps)):
             raise PurifyLabError(f"distill_clean_weight must be in [0, 1) and needs distill_from with adversarial_eps, got {self.distill_clean_weight}")
         if not 0 <= self.label_smoothing < 1:
@@ -275,8 +280,7 @@ _GPU = {
 
 def preset(name: str, model: str, **overrides) -> TrainConfig:
     """ "tiny": a few batches at 32 px (tests); "cpu": what ships from a 2-core CPU; "gpu": a full run."""
-    if name not in PRESETS:
-        raise PurifyLabError(f"preset '{name}' is unknown; choose one of: {', '.join(PRESETS)}")
+    check_preset(name, PRESETS)
     if model not in list_classifiers():
         raise PurifyLabError(f"unknown classifier '{model}'; choose one of: {', '.join(list_classifiers())}")
     if name == "tiny":
@@ -471,18 +475,24 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
     from accelerate.utils import set_seed
 
     config.validate()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
     checkpoint_dir = out_dir / "checkpoint"
+    state = resume_state(out_dir, asdict(config)) if resume else None
+    if state is not None:
+        check_unfinished(out_dir, state["epoch"] + 1, state["seconds"], state["step"], config)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     accelerator = Accelerator()
     main = accelerator.is_main_process
     set_seed(config.seed)
 
     model = _build_model(config)
     teacher = _build_teacher(config)
-    splits = load_splits(data_dir, ("train", "val"), config.image_size, config.limit, progress=progress and main, channels=model.in_channels)
-    train, val = splits["train"], splits["val"]
+    train, val = load_training_splits(data_dir, config.image_size, config.limit, progress and main, channels=model.in_channels)
+    check_not_reporting_cohort(config.model, data_dir, train.data_hash)
+    for network in (model, teacher):
+        if network is not None:
+            network.check_classes(train.classes, f"--data {data_dir}")
     counts = torch.bincount(train.labels, minlength=len(train.classes)).float()
     if (counts == 0).any():
         raise PurifyLabError(f"the training split lacks a class (counts {counts.tolist()}); use more images")
@@ -529,8 +539,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
 
     history: list[dict] = []
     start_epoch, step, best, seconds_before = 0, 0, {"balanced_accuracy": -1.0, "auroc": -1.0, "epoch": -1}, 0.0
-    if resume and (checkpoint_dir / "state.json").is_file():
-        state = json.loads((checkpoint_dir / "state.json").read_text())
+    if state is not None:
         load_weights(_trainable(raw_model), checkpoint_dir / "model.safetensors", verify=False)
         _load_optimizer(optimizer, checkpoint_dir / "optimizer.safetensors")
         start_epoch, step, best, history = state["epoch"] + 1, state["step"], state["best"], state["history"]
@@ -576,11 +585,11 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             if config.smoothing_sigma:
                 x = gaussian_noise(x, config.smoothing_sigma, augment_generator)
             loss = _loss(model, raw_model, teacher, step_attack, x, labels, class_weights, config)
+            running += check_finite_loss(float(loss.detach()), step) * len(labels)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
             step += 1
-            running += float(loss.detach()) * len(labels)
             seen += len(labels)
             bar.set_postfix(loss=f"{running / seen:.4f}")
             if config.max_minutes is not None and elapsed() > 60 * config.max_minutes:
@@ -590,6 +599,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
         record = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "lr": learning_rate(step), "batches": batch_index + 1}
         if attack is not None:
             record["adversarial_eps"] = attack.eps * ramp
+        check_finite_weights(_trainable(raw_model), step)
         if main:
             probabilities = predict_probabilities(raw_model, val.images, batch_size=200)
             metrics = classification_metrics(val.labels.numpy(), probabilities, bootstrap=0, class_names=val.classes)
@@ -710,18 +720,35 @@ def measure_card_metrics(
     return metrics
 
 
+def check_not_reporting_cohort(name: str, data_dir: str | Path, data_hash: str) -> None:
+    """Training or calibrating on the cohort where the card's test figures are measured would report
+    them on images the model learnt from: refused, whether named by its path or by a copy's data hash."""
+    report = report_data_for(name)
+    if report is not None and (Path(data_dir).resolve() == report.resolve() or data_hash == data_hash_of_folder(report)):
+        raise PurifyLabError(
+            f"--data {data_dir} is the reporting cohort {report}, where the card's test figures are measured; "
+            f"train and calibrate on the training folder ({default_data_for(name)})"
+        )
+
+
 def recalibrate(name: str, weights: Path, data_dir: str | Path) -> dict:
     """Fit a trained classifier's temperature and threshold again on val (the current rule) and
-    re-measure its card's figures; the weights file, and so its SHA-256, stay as they are."""
+    re-measure its card's figures, on as many images as its training used (`limit`), so that the
+    card's counts agree; the weights file, and so its SHA-256, stay as they are."""
     weights = Path(weights)
     model = create_classifier(name, weights=weights)
-    val = load_splits(data_dir, ("val",), model.image_size, channels=model.in_channels)["val"]
+    if model.num_classes != 2:
+        raise PurifyLabError(f"calibration fits a decision threshold for two classes; {name} has {model.num_classes}, and its card keeps none")
     card = read_card(weights)
+    limit = card.get("training_config", {}).get("limit")
+    val = load_splits(data_dir, ("val",), model.image_size, limit, channels=model.in_channels)["val"]
+    check_not_reporting_cohort(name, data_dir, val.data_hash)
+    model.check_classes(val.classes, f"--data {data_dir}")
     through = reads_through(card.get("training_config", {}))
     calibration = _fit_calibration(model, val, through)
     model.calibrate(calibration["temperature"], calibration["threshold"])
     card = {**card, "calibration": calibration, "reads_through": through}
-    card.update(measure_card_metrics(name, weights, data_dir, model=model, through=through))
+    card.update(measure_card_metrics(name, weights, data_dir, limit, model=model, through=through))
     card_path(weights).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     return card
 
@@ -747,11 +774,7 @@ def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time,
         "calibration": calibration,
         "reads_through": through,
         "data": {
-            "folder": Path(data_dir).name if Path(data_dir).name != "train" else "/".join(Path(data_dir).parts[-2:]),
-            "data_hash": train.data_hash,
-            "split": train.cut,
-            "split_seed": SPLIT_SEED,
-            "train_images": int(len(train.labels)),
+            **card_data(data_dir, train),
             "train_class_counts": torch.bincount(train.labels, minlength=len(train.classes)).tolist(),
             "val_images": int(len(val.labels)),
         },

@@ -1,8 +1,8 @@
 """Train the cold-diffusion restoration UNet R(x_t, t) that undoes the blur D(x0, t).
 
 As in Bansal et al. ("Cold Diffusion"), R is trained to predict the clean image x0 from its blur at
-a random level t in 1..T, with an L1 loss. The run uses the project's one split (seed 0, deduplicated,
-80/10/10, core.data.loading.load_splits): train images for learning, the first validation images for the
+a random level t in 1..T, with an L1 loss. The run uses the project's one split (core.data.loading,
+whose words the card quotes): train images for learning, the first validation images for the
 per-epoch PNG grid (input / blurred / direct / recon) and for the card's PSNR/SSIM.
 
 It runs under HF Accelerate (`accelerate launch -m core train cold ...` spreads it over GPUs),
@@ -26,7 +26,6 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
-from core.data.loading import load_splits
 from core.data.locations import XRAY_TRAIN_DIR
 from core.errors import PurifyLabError, check_range
 from core.purifiers.blur_degradation import BlurDegradation, BlurSchedule
@@ -39,11 +38,12 @@ from core.purifiers.cold import (
     restore,
 )
 from core.purifiers.unet import UNET_SPECS, build_unet
-from core.train.checkpoint import ema_copy, load_ema_checkpoint, save_ema_checkpoint
-from core.train.diffusion import psnr, ssim
-from core.weights import WEIGHTS_DIR, save_weights
+from core.train.checkpoint import check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
+from core.train.diffusion import default_weights_path, psnr, ssim
+from core.train.layout import COLD_PRESETS, check_preset
+from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits
+from core.weights import save_weights
 
-COLD_PRESETS = ("tiny", "cpu", "gpu")
 _WARMUP_STEPS = 100
 _GRID_IMAGES = 8
 
@@ -69,7 +69,7 @@ class ColdTrainConfig:
     limit: int | None = None  # N evenly spaced images of each split (tests)
     threads: int | None = None  # torch CPU threads (None: torch's default)
     unet_overrides: dict[str, Any] = field(default_factory=dict)
-    resume: bool = False  # continue from out_dir/checkpoint when there is one
+    resume: bool = False  # continue from out_dir/checkpoint (core.train.checkpoint.resume_state)
     preset: str = "custom"
 
     def schedule(self) -> BlurSchedule:
@@ -89,6 +89,8 @@ class ColdTrainConfig:
                 raise PurifyLabError(f"{name}={value} must be a multiple of {factor} for the '{self.unet_size}' UNet")
         for name in ("epochs", "batch_size", "val_images"):
             check_range(name, getattr(self, name), 1, 1_000_000)
+        if self.threads is not None:
+            check_range("threads", self.threads, 1, 1024)
         if self.epoch_images is not None:
             check_range("epoch_images", self.epoch_images, 1, 10_000_000)
         if self.max_minutes is not None:
@@ -130,8 +132,7 @@ class ColdTrainConfig:
             ),
             "gpu": dict(unet_size="small", image_size=128, epochs=200, batch_size=64, lr=2e-4, ema_decay=0.999, val_images=256),
         }
-        if name not in presets:
-            raise PurifyLabError(f"unknown preset '{name}'; choose one of: {', '.join(COLD_PRESETS)}")
+        check_preset(name, COLD_PRESETS)
         settings = presets[name] | {key: value for key, value in overrides.items() if value is not None}
         config = replace(cls(), preset=name, **settings)
         config.validate()
@@ -202,33 +203,35 @@ def train_cold(
     progress: bool = True,
     weights_path: str | Path | None = None,
 ) -> dict:
-    """Train R, then write `weights_path` (default weights/cold_unet.safetensors: EMA weights, fp16) with
-    its card; returns the card. `out_dir` holds checkpoint/ (config.resume continues from it),
-    samples/epoch_NNN.png and config.json."""
+    """Train R, then write `weights_path` (default weights/cold_unet.safetensors, or out_dir/ for the tiny
+    preset: EMA weights, fp16) with its card; returns the card. `out_dir` holds checkpoint/
+    (config.resume continues from it), samples/epoch_NNN.png and config.json."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     config.validate()
+    out_dir = Path(out_dir)
+    weights_path = Path(weights_path) if weights_path is not None else default_weights_path(config.preset, COLD_WEIGHTS_STEM, out_dir)
+    checkpoint_dir = out_dir / "checkpoint"
+    resumed = resume_state(out_dir, asdict(config)) if config.resume else None
+    if resumed is not None:
+        check_unfinished(out_dir, resumed["epoch"], resumed["seconds"], resumed["step"], config)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    out_dir = Path(out_dir)
-    weights_path = Path(weights_path) if weights_path is not None else WEIGHTS_DIR / f"{COLD_WEIGHTS_STEM}.safetensors"
-    checkpoint_dir = out_dir / "checkpoint"
     accelerator = Accelerator()
     main = accelerator.is_main_process
     set_seed(config.seed)
 
     schedule = config.schedule()
     degrade = BlurDegradation(schedule)
-    splits = load_splits(data_dir, ("train", "val"), config.image_size, config.limit, progress=progress and main)
-    train, val = splits["train"], splits["val"]
+    train, val = load_training_splits(data_dir, config.image_size, config.limit, progress and main)
     val_images = val.images[: config.val_images].float().div(255.0).to(accelerator.device)
 
     unet = build_unet(config.unet_size, **config.unet_overrides)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay)
     state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": []}
-    if config.resume and (checkpoint_dir / "state.json").is_file():
+    if resumed is not None:
         state = load_ema_checkpoint(checkpoint_dir, unet, ema, optimizer)
         if main:
             print(f"resuming cold UNet training at epoch {state['epoch'] + 1}", flush=True)
@@ -262,12 +265,12 @@ def train_cold(
                 window = (..., slice(top, top + config.crop_size), slice(left, left + config.crop_size))
                 clean, blurred = clean[window], blurred[window]
             loss = F.l1_loss(restore(unet, blurred, levels), clean)
+            running += check_finite_loss(loss.item(), step) * len(clean)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
             ema.step(raw_unet.parameters())
             step += 1
-            running += loss.item() * len(clean)
             seen += len(clean)
             bar.set_postfix(loss=f"{running / seen:.4f}")
             if config.max_minutes is not None and time.time() - started > 60 * config.max_minutes:
@@ -293,13 +296,12 @@ def train_cold(
         accelerator.wait_for_everyone()
     if not main:
         return {}
-    return _publish(config, ema_copy(raw_unet, ema), train, val_images, data_dir, weights_path, history, out_of_time)
+    return _publish(config, ema_copy(raw_unet, ema), train, val_images, data_dir, weights_path, history, out_of_time, len(loader))
 
 
-def _publish(config: ColdTrainConfig, unet, train, val_images: torch.Tensor, data_dir, weights_path: Path, history, out_of_time) -> dict:
+def _publish(config: ColdTrainConfig, unet, train, val_images: torch.Tensor, data_dir, weights_path: Path, history, out_of_time, steps_per_epoch: int) -> dict:
     schedule = config.schedule()
     quality = reconstruction_quality(unet, schedule, val_images, config.eval_depth)
-    data_path = Path(data_dir)
     card = {
         "name": COLD_WEIGHTS_STEM,
         "unet_size": config.unet_size,
@@ -309,15 +311,11 @@ def _publish(config: ColdTrainConfig, unet, train, val_images: torch.Tensor, dat
         "blur_schedule": schedule.to_dict(),
         "training_config": asdict(config),
         "weights": "EMA of the training weights",
-        "data": {
-            "folder": "/".join(data_path.parts[-2:]) if data_path.name == "train" else data_path.name,
-            "data_hash": train.data_hash,
-            "split": "deduplicated, stratified 80/10/10, seed 0 (core.data.loading.load_splits); trained on train",
-            "train_images": int(len(train.images)),
-        },
+        "data": card_data(data_dir, train),
         "training": {
-            "epochs_completed": history[-1]["epoch"] if history else 0,
+            "epochs_completed": completed_epochs(history, steps_per_epoch),
             "steps": history[-1]["step"] if history else 0,
+            "steps_per_epoch": steps_per_epoch,
             "seconds": history[-1]["seconds"] if history else 0.0,
             "stopped_by_time_budget": out_of_time,
             "history": history,

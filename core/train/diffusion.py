@@ -33,10 +33,12 @@ from core.errors import PurifyLabError
 from core.purifiers.ddpm import DDPMPurifier
 from core.purifiers.diffusion import DDPM_WEIGHTS_STEM, ddpm_scheduler
 from core.purifiers.unet import UNET_SPECS, build_unet
-from core.train.checkpoint import ema_copy, load_ema_checkpoint, save_ema_checkpoint
+from core.train.checkpoint import check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
+from core.train.layout import DIFFUSION_PRESETS, check_preset
+from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits
 from core.weights import WEIGHTS_DIR, save_weights
 
-PRESETS = ("tiny", "cpu", "gpu", "mnist", "cifar10")
+PRESETS = DIFFUSION_PRESETS
 GRID_IMAGES = 8
 
 
@@ -142,8 +144,7 @@ class DiffusionTrainConfig:
                 threads=1,
             ),
         }
-        if name not in presets:
-            raise PurifyLabError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
+        check_preset(name, PRESETS)
         settings = presets[name] | {k: v for k, v in overrides.items() if v is not None}
         config = replace(cls(), preset=name, **settings)
         config.validate()
@@ -235,6 +236,12 @@ def _save_grid(unet, schedule: dict, images: torch.Tensor, path: Path, seed: int
     return float(psnr(x, purified).mean())
 
 
+def default_weights_path(preset: str, stem: str, out_dir: Path) -> Path:
+    """Where a denoiser run writes its weights when not told: the shipped file, except that a tiny
+    test run never replaces a shipped model (its run folder instead)."""
+    return (out_dir if preset == "tiny" else WEIGHTS_DIR) / f"{stem}.safetensors"
+
+
 def train_diffusion(
     config: DiffusionTrainConfig,
     data_dir: str | Path = XRAY_TRAIN_DIR,
@@ -249,23 +256,21 @@ def train_diffusion(
     from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
 
-    from core.data.loading import load_splits
-
     config.validate()
+    out_dir = Path(out_dir)
+    weights_path = Path(weights_path) if weights_path is not None else default_weights_path(config.preset, config.weights_stem, out_dir)
+    checkpoint_dir = out_dir / "checkpoint"
+    resumed = resume_state(out_dir, asdict(config)) if config.resume else None
+    if resumed is not None:
+        check_unfinished(out_dir, resumed["epoch"] + 1, resumed["seconds"], resumed["step"], config)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    out_dir = Path(out_dir)
-    if weights_path is None:  # a tiny test run must never replace the shipped model
-        weights_path = (out_dir if config.preset == "tiny" else WEIGHTS_DIR) / f"{config.weights_stem}.safetensors"
-    weights_path = Path(weights_path)
-    checkpoint_dir = out_dir / "checkpoint"
     accelerator = Accelerator()
     main = accelerator.is_main_process
     set_seed(config.seed)
 
     channels = UNET_SPECS[config.unet_size].in_channels
-    splits = load_splits(data_dir, ("train", "val"), config.image_size, config.limit, progress=progress and main, channels=channels)
-    train, val = splits["train"], splits["val"]
+    train, val = load_training_splits(data_dir, config.image_size, config.limit, progress and main, channels=channels)
     unet_overrides = {"sample_size": config.image_size} if config.image_size != UNET_SPECS[config.unet_size].sample_size else {}
     unet = build_unet(config.unet_size, **unet_overrides)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True)
@@ -278,7 +283,7 @@ def train_diffusion(
         TensorDataset(train.images), batch_size=config.batch_size, shuffle=True, drop_last=len(train.images) > config.batch_size, generator=loader_generator
     )
     state = {"epoch": -1, "step": 0, "history": [], "seconds": 0.0}
-    if config.resume and (checkpoint_dir / "state.json").is_file():
+    if resumed is not None:
         state = load_ema_checkpoint(checkpoint_dir, unet, ema, optimizer)
         if main:
             print(f"resuming at epoch {state['epoch'] + 2}, step {state['step']}", flush=True)
@@ -293,7 +298,12 @@ def train_diffusion(
     noise_generator = torch.Generator(device=accelerator.device)
     crop_generator = torch.Generator()
     started, base_seconds = time.time(), state["seconds"]
-    step, stopped = state["step"], False
+
+    def elapsed() -> float:
+        """Training seconds so far, including those before a resume: --max-minutes is the whole run's budget."""
+        return base_seconds + time.time() - started
+
+    step, stopped, out_of_time = state["step"], False, False
     for epoch in range(state["epoch"] + 1, config.epochs):
         unet.train()
         # Seeded per epoch (and per process), so a resumed run draws what an uninterrupted one would.
@@ -306,6 +316,7 @@ def train_diffusion(
             if config.crop_size is not None:
                 images = _random_crops(images, config.crop_size, crop_generator)
             loss = denoising_loss(unet, scheduler, images.float().div(255.0), max_t, noise_generator)
+            running += check_finite_loss(float(loss.detach()), step) * len(images)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
             optimizer.zero_grad(set_to_none=True)
@@ -313,10 +324,9 @@ def train_diffusion(
             optimizer.step()
             ema.step(raw_unet.parameters())
             step += 1
-            running += float(loss.detach()) * len(images)
             seen += len(images)
             bar.set_postfix(loss=f"{running / seen:.4f}")
-            out_of_time = config.max_minutes is not None and time.time() - started > 60 * config.max_minutes
+            out_of_time = config.max_minutes is not None and elapsed() > 60 * config.max_minutes
             if out_of_time or (config.max_steps is not None and step >= config.max_steps):
                 stopped = True
                 break
@@ -329,9 +339,9 @@ def train_diffusion(
                 "step": step,
                 "train_loss": round(running / max(seen, 1), 5),
                 "grid_psnr": round(grid_psnr, 3),
-                "seconds": round(base_seconds + time.time() - started, 1),
+                "seconds": round(elapsed(), 1),
             }
-            state = {"epoch": epoch, "step": step, "history": state["history"] + [record], "seconds": base_seconds + time.time() - started}
+            state = {"epoch": epoch, "step": step, "history": state["history"] + [record], "seconds": elapsed()}
             save_ema_checkpoint(checkpoint_dir, raw_unet, ema, optimizer, state)
             print(json.dumps(record), flush=True)
         accelerator.wait_for_everyone()
@@ -339,11 +349,11 @@ def train_diffusion(
             break
     if not main:
         return {}
-    state["seconds"] = base_seconds + time.time() - started
-    return _publish(config, raw_unet, ema, val, train, state, weights_path, unet_overrides)
+    state["seconds"] = elapsed()
+    return _publish(config, raw_unet, ema, data_dir, val, train, state, weights_path, unet_overrides, len(loader), out_of_time)
 
 
-def _publish(config, unet, ema, val, train, state, weights_path: Path, unet_overrides: dict) -> dict:
+def _publish(config, unet, ema, data_dir, val, train, state, weights_path: Path, unet_overrides: dict, steps_per_epoch: int, out_of_time: bool) -> dict:
     averaged = ema_copy(unet, ema).to("cpu")
     eval_indices = torch.linspace(0, len(val.images) - 1, min(config.eval_images, len(val.images))).long()
     quality = reconstruction_quality(averaged, config.schedule, val.images[eval_indices], seed=config.seed)
@@ -357,9 +367,11 @@ def _publish(config, unet, ema, val, train, state, weights_path: Path, unet_over
         "max_t_fraction": config.max_t_fraction,
         "ema": {"decay": config.ema_decay, "warmup": True},
         "training": {f.name: getattr(config, f.name) for f in fields(config)},
-        "data": {"data_hash": train.data_hash, "split_seed": 0, "train_images": len(train.images), "val_images": len(val.images)},
+        "data": {**card_data(data_dir, train), "val_images": len(val.images)},
         "steps": state["step"],
-        "epochs_completed": state["epoch"] + 1,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs_completed": completed_epochs(state["history"], steps_per_epoch),
+        "stopped_by_time_budget": out_of_time,
         "training_minutes": round(state["seconds"] / 60.0, 1),
         "final_train_loss": state["history"][-1]["train_loss"] if state["history"] else None,
         "history": state["history"],

@@ -15,7 +15,7 @@ import torch
 
 from core.errors import PurifyLabError
 from core.models import create_classifier
-from core.weights import load_state, read_card, save_weights, training_time
+from core.weights import load_state, read_card, save_weights
 
 # Card fields that describe one trained file: a soup measures and hashes its own.
 _PER_FILE = ("calibration", "val_metrics", "test_metrics", "sha256", "file", "file_size_bytes", "selected_epoch", "epochs_run")
@@ -35,6 +35,15 @@ def soup_state(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.
     return {key: sum(state[key] for state in states) / len(states) if tensor.is_floating_point() else tensor for key, tensor in first.items()}
 
 
+def _member_record(member: Path, card: dict) -> dict:
+    """What a soup's card keeps of one member: its file, hash, kind and minutes (a number, as on every
+    card), with the device when it was a GPU (a GPU minute is not a CPU minute)."""
+    record = {"file": member.name, "sha256": card["sha256"], "training_kind": card.get("training_kind"), "training_minutes": card.get("training_minutes")}
+    if "training_device" in card:
+        record["training_device"] = card["training_device"]
+    return record
+
+
 def make_soup(name: str, members: Sequence[Path], out_dir: Path, data_dir: str | Path) -> dict:
     """OUT/<name>.safetensors: the soup of `members` (weights files of classifier `name`), its card
     from the first member's, then temperature and threshold fitted on val and every figure measured."""
@@ -49,15 +58,7 @@ def make_soup(name: str, members: Sequence[Path], out_dir: Path, data_dir: str |
     cards = [read_card(member) for member in members]
     card = {key: value for key, value in cards[0].items() if key not in _PER_FILE}
     # each member's sha256 was checked against its file by load_state above
-    card["soup_of"] = [
-        {
-            "file": member.name,
-            "sha256": member_card["sha256"],
-            "training_kind": member_card.get("training_kind"),
-            "training_minutes": training_time(member_card),
-        }
-        for member, member_card in zip(members, cards, strict=True)
-    ]
+    card["soup_of"] = [_member_record(member, member_card) for member, member_card in zip(members, cards, strict=True)]
     card["training_kind"] = f"uniform weight soup of {len(members)} {name} models from one start (soup_of); training_config is the first member's"
     cpu_cards = [member_card for member_card in cards if "training_device" not in member_card]  # a GPU member's minutes stay in soup_of
     card["training_minutes"] = round(sum(member_card.get("training_minutes", 0.0) for member_card in cpu_cards), 1)

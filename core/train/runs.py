@@ -1,0 +1,67 @@
+"""What the three trainers (classifier, DDPM, cold diffusion) share about a run: the data it loads,
+what its card says about that data and its epochs, and the checks that keep a card truthful."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from core.data.loading import SPLIT_SEED, LoadedSplit, load_splits
+from core.data.sources import SplitsInData
+from core.errors import PurifyLabError
+
+
+def load_training_splits(data_dir: str | Path, image_size: int, limit: int | None, progress: bool, channels: int = 1) -> tuple[LoadedSplit, LoadedSplit]:
+    """The project's train and val splits of `data_dir`. Training cuts its own split of one folder or
+    file, so data that ships splits of its own (a MedMNIST .npz, split folders) is refused in one line,
+    not sent to a --split option the train commands do not have."""
+    try:
+        splits = load_splits(data_dir, ("train", "val"), image_size, limit, progress=progress, channels=channels)
+    except SplitsInData as error:
+        raise PurifyLabError(
+            f"--data {data_dir} holds splits of its own ({', '.join(error.available)}); training cuts its own train/val split "
+            "of one folder or file and cannot train on a data set's own splits yet"
+        ) from None
+    return splits["train"], splits["val"]
+
+
+def card_data(data_dir: str | Path, train: LoadedSplit) -> dict:
+    """A card's `data`: the folder, its hash, the split in the loader's own words (`LoadedSplit.cut`)
+    and the number of training images; each trainer adds what else it knows."""
+    path = Path(data_dir)
+    return {
+        "folder": "/".join(path.parts[-2:]) if path.name == "train" else path.name,
+        "data_hash": train.data_hash,
+        "split": train.cut,
+        "split_seed": SPLIT_SEED,
+        "train_images": int(len(train.labels)),
+    }
+
+
+def completed_epochs(history: Sequence[dict], steps_per_epoch: int) -> int:
+    """Epochs that ran all their steps (each record's cumulative `step` minus the one before): an
+    epoch cut by the time budget or by max_steps is not a completed one."""
+    steps = [record["step"] for record in history]
+    return sum(after - before == steps_per_epoch for before, after in zip([0, *steps[:-1]], steps, strict=True))
+
+
+def check_finite_loss(loss: float, step: int) -> float:
+    """A NaN or infinite loss means the run diverged: stop before the update carries it into the
+    weights and the checkpoint, so that nothing is published."""
+    if not math.isfinite(loss):
+        raise PurifyLabError(_diverged(f"the training loss became {loss} at step {step + 1}"))
+    return loss
+
+
+def check_finite_weights(module: nn.Module, step: int) -> None:
+    """The update after the last finite loss can still overflow: checked before a checkpoint is saved."""
+    if not all(bool(torch.isfinite(parameter).all()) for parameter in module.parameters()):
+        raise PurifyLabError(_diverged(f"the weights became NaN or infinite by step {step}"))
+
+
+def _diverged(what: str) -> str:
+    return f"{what}: the run diverged and nothing was published; lower the learning rate and pass --overwrite to start over"
