@@ -4,47 +4,27 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from benchmarks.serve_latency import connect, free_port
 from core.io import MAX_UPLOAD_BYTES
 from core.metrics import CLASS_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "assets" / "gallery" / "real" / "pneumonia_1.png"
 ENV = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-START_TIMEOUT_S = 240  # importing gradio, torch and diffusers takes 40 s on a loaded 2-core machine
 
 pytestmark = pytest.mark.slow  # two server starts and a dozen requests: about 100 s on 2 busy cores
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _connect(port: int, server: subprocess.Popen, log: Path) -> Client:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            return Client(f"http://127.0.0.1:{port}/", verbose=False)
-        except (httpx.HTTPError, ValueError):  # not listening yet, or its config not served yet
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not answer within {START_TIMEOUT_S} s:\n{log.read_text()[-2000:]}")
-            time.sleep(1)
 
 
 @contextmanager
@@ -53,7 +33,7 @@ def _server(command: list[str], port: int, log: Path, env: dict[str, str] | None
     with log.open("w") as sink:
         server = subprocess.Popen([sys.executable, *command], cwd=REPO_ROOT, env={**ENV, **(env or {})}, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        yield _connect(port, server, log)
+        yield connect(port, server, log)
     finally:
         server.terminate()  # SIGTERM, as a container stop sends
         server.wait(timeout=30)
@@ -62,7 +42,7 @@ def _server(command: list[str], port: int, log: Path, env: dict[str, str] | None
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[Client]:
     """`python -m core serve` on a free local port; no upload or output outlives its shutdown."""
-    port, cache = _free_port(), tmp_path_factory.mktemp("gradio-cache")
+    port, cache = free_port(), tmp_path_factory.mktemp("gradio-cache")
     command = ["-m", "core", "serve", "--port", str(port), "--threads", "1"]
     with _server(command, port, tmp_path_factory.mktemp("serve") / "server.log", {"GRADIO_TEMP_DIR": str(cache)}) as connected:
         yield connected
@@ -158,7 +138,7 @@ def test_the_readme_client_snippet_runs(client):
 
 def test_the_space_entry_file_serves_where_the_space_says(client, tmp_path):
     # A Gradio Space runs `python gradio_app.py` and names the address in the environment.
-    port = _free_port()
+    port = free_port()
     where = {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_TEMP_DIR": str(tmp_path / "cache")}
     with _server(["gradio_app.py"], port, tmp_path / "space.log", where) as space:
         _, reading = space.predict(None, "real normal #1", "vit", api_name="/classify")
