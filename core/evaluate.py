@@ -94,7 +94,6 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
     probabilities = predict_probabilities(model, data.images, config.batch_size, purifier, config.seed)
     seconds = time.perf_counter() - started
     metrics = classification_metrics(data.labels.numpy(), probabilities, bootstrap=config.bootstrap, seed=config.seed, class_names=data.classes)
-    card = model.card or {}
     return {
         "config": asdict(config),
         **metrics.to_dict(),
@@ -102,7 +101,7 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
         "classes": list(data.classes),
         "data_hash": data.data_hash,
         "image_size": model.image_size,
-        "classifier_sha256": card.get("sha256"),
+        **model.provenance(),
         "purifier": purifier.describe() if purifier is not None else {"purifier": "none"},
         "seconds": round(seconds, 3),
         "images_per_second": round(len(data.labels) / max(seconds, 1e-9), 1),

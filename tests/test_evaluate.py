@@ -234,3 +234,22 @@ def test_craft_names_the_callers_batch_and_evaluate_defended_takes_no_defense(bo
     undefended = evaluate_defended(classifier, None, x.double(), y.int())  # float64 and int32 are widened
     assert undefended.n == 4 and undefended.redraws == 1
     assert undefended.one_shot_accuracy == evaluate_defended(classifier, create_purifier("none"), x, y).one_shot_accuracy
+
+
+def test_a_result_records_the_weights_file_and_the_calibration_its_card_applied(xray_test_dir, tiny_weights, tmp_path):
+    """Only the weights file is hashed; a card's temperature and threshold, which change every reading,
+    were recorded nowhere, so a hand-edited card changed a result without a trace."""
+    import shutil
+
+    edited = tmp_path / "student_cnn.safetensors"
+    shutil.copy(tiny_weights, edited)
+    card = json.loads(tiny_weights.with_suffix(".json").read_text())
+    edited.with_suffix(".json").write_text(json.dumps({**card, "calibration": {"temperature": 2.0, "threshold": 0.9}}))
+    records = [
+        evaluate(EvaluationConfig(data=str(xray_test_dir), classifier="student_cnn", limit=4, weights=str(weights), bootstrap=0))
+        for weights in (tiny_weights, edited)
+    ]
+    assert records[0]["classifier_sha256"] == records[1]["classifier_sha256"]
+    assert records[0]["classifier_calibration"] == {"temperature": 1.0, "threshold": None}
+    assert records[1]["classifier_calibration"] == {"temperature": 2.0, "threshold": 0.9}
+    assert records[1]["classifier_weights"].endswith("student_cnn.safetensors") and records[0]["classifier_weights"] != records[1]["classifier_weights"]

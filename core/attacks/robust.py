@@ -261,7 +261,6 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
     adversarial = robust_run(model, purifier, data.images, data.labels, attack, config.threat, substitute=substitute, eot=config.eot, **options)
     clean_metrics = run_metrics(clean, config.bootstrap, config.seed, data.classes)
     robust_metrics = run_metrics(adversarial, config.bootstrap, config.seed, data.classes)
-    card = model.card or {}
     peaks = [value for value in (clean.peak_gpu_memory, adversarial.peak_gpu_memory) if value is not None]
     return {
         "config": asdict(config),
@@ -291,7 +290,7 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
         "classes": list(data.classes),
         "data_hash": data.data_hash,
         "image_size": model.image_size,
-        "classifier_sha256": card.get("sha256"),
+        **model.provenance(),
         "substitute_sha256": (substitute.card or {}).get("sha256") if substitute is not None else None,
         "purifier": purifier.describe(),
         "seconds": round(clean.seconds + adversarial.seconds, 3),

@@ -87,7 +87,7 @@ def certify_command(
     result = certify_images(model.to(target), smoother, images.images.to(target), images.labels, config, progress=True)
     result.update(
         classifier=classifier,
-        classifier_sha256=(model.card or {}).get("sha256"),
+        **model.provenance(),
         denoiser=denoiser,
         defense=defense,
         data={"folder": portable_path(data), "split": split, "n": int(len(images.labels)), "data_hash": images.data_hash},

@@ -109,7 +109,7 @@ def attack_file(
         "resized_to": [model.image_size, model.image_size],
         "output": str(out),
         "classifier": classifier,
-        "classifier_sha256": (model.card or {}).get("sha256"),
+        **model.provenance(),
         "purifier": defense.describe(),
         "threat_model": {"name": spec.name, "description": spec.describe(eot), "eot": eot},
         "attack": attack.resolved(),

@@ -67,12 +67,12 @@ def _build(name: str, cls: type[XrayClassifier], pretrained: bool, weights: str 
         raise PurifyLabError(f"{path.name} holds a {card['model_class']} (its card: '{card.get('name')}'), not the {cls.__name__} of '{name}'")
     model = cls(**_architecture(card, name, overrides))
     load_weights(model, path)
-    return _with_card(model, card)
+    return _with_card(model, card, path)
 
 
-def _with_card(model: XrayClassifier, card: dict) -> XrayClassifier:
+def _with_card(model: XrayClassifier, card: dict, path: Path) -> XrayClassifier:
     """The card's facts applied to the loaded network: the card itself and its calibration, if any."""
-    model.card = card
+    model.card, model.weights_file = card, path
     calibration = card.get("calibration") or {}
     model.calibrate(calibration.get("temperature", 1.0), calibration.get("threshold"))
     return model.eval()
@@ -156,7 +156,7 @@ def sevit(
     architecture = _architecture(card, "sevit", head_options)
     model = SEViT(backbone, architecture["mlp_heads"], combine, architecture["token_dim"], architecture["hidden"])
     load_weights(model.heads, path)
-    return _with_card(model, card)
+    return _with_card(model, card, path)
 
 
 def create_classifier(name: str, pretrained: bool = True, **overrides) -> XrayClassifier:

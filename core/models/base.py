@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,8 +34,20 @@ class XrayClassifier(nn.Module):
         self.num_classes = int(num_classes)
         self.architecture = dict(architecture, in_channels=self.in_channels, num_classes=self.num_classes)
         self.card: dict | None = None
+        self.weights_file: Path | None = None
         self.temperature = 1.0
         self.threshold: float | None = None
+
+    def provenance(self) -> dict[str, Any]:
+        """What a result records of the model that produced it: the weights file and its SHA-256, and the
+        calibration applied, which lives in the card (not hashed), so an edited card is visible here."""
+        from core.data.locations import portable_path
+
+        return {
+            "classifier_sha256": (self.card or {}).get("sha256"),
+            "classifier_weights": None if self.weights_file is None else portable_path(self.weights_file),
+            "classifier_calibration": {"temperature": self.temperature, "threshold": self.threshold},
+        }
 
     def check_classes(self, classes: tuple[str, ...] | list[str], where: str) -> None:
         """Refuse data whose classes are not the ones this model answers (names from its card, else the
