@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.environment import write_cpu_report
+from benchmarks.environment import add_report_options, check_report_out, write_cpu_report
 from benchmarks.timing import time_runs
 from core.data.loading import load_split
 from core.purifiers import create_purifier
@@ -60,11 +60,12 @@ def largest_difference(eager: torch.nn.Module, compiled: torch.nn.Module, digits
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_report_options(parser, OUT)
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts to time")
     parser.add_argument("--digits", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--compile", action="store_true", help="also time each purifier with its denoiser under torch.compile")
     args = parser.parse_args()
+    check_report_out(args)
     thread_counts = [int(count) for count in args.threads.split(",")]
     preset = load_preset("mnist-diffdefense")
     table3 = next(table for table in preset.tables if table.name == "table3")
@@ -89,7 +90,7 @@ def main() -> None:
             rows.append(row)
             compiled_note = f", compiled {row['compiled_median_seconds_per_digit']:.3f}" if args.compile else ""
             print(f"{threads} thread(s) {column.label:<10} {row['median_seconds_per_digit']:6.3f}{compiled_note} s/digit at batch 1 (paper {PAPER_SECONDS} s)")
-    write_cpu_report(args.out, rows, max(thread_counts))
+    write_cpu_report(args, rows, max(thread_counts))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -95,14 +97,52 @@ def hardware(device: torch.device) -> dict[str, object]:
     return info
 
 
-def write_cpu_report(path: Path, rows: list[dict], threads: int, **extra: object) -> None:
-    """A standalone CPU benchmark's JSON: when, at which commit, on what, with which versions, and its rows."""
+def add_report_options(parser: argparse.ArgumentParser, default_out: Path) -> None:
+    """--out and --overwrite, as every standalone benchmark takes them."""
+    parser.add_argument("--out", type=Path, default=default_out, help=f"JSON report (default {default_out.name}), its config beside it")
+    parser.add_argument("--overwrite", action="store_true", help="replace a report purifylab did not write (no NAME.config.json beside it)")
+
+
+def check_report_out(args: argparse.Namespace) -> None:
+    """Before any measuring: the report may replace only one this tool wrote, unless --overwrite (the
+    CLI's rule, core.cli.preflight.check_output); a bad --out exits 2 with one line."""
+    from core.cli.preflight import check_output
+    from core.errors import PurifyLabError
+
+    try:
+        check_output(args.out, "--out", overwrite=args.overwrite, suffix=".json", creates_folder=True)
+    except PurifyLabError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def invocation() -> str:
+    """The command line that is running, as a user types it from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    arguments = " ".join(sys.argv[1:])
+    if not script.is_relative_to(REPO_ROOT):
+        return " ".join(sys.argv)
+    relative = script.relative_to(REPO_ROOT)
+    program = "python -m " + ".".join(relative.with_suffix("").parts) if relative.parts[0] == "benchmarks" else f"python {relative}"
+    return f"{program} {arguments}".strip()
+
+
+def write_report(path: Path, report: dict, args: argparse.Namespace) -> None:
+    """The report, and its resolved options beside it (NAME.config.json), as every PurifyLab output."""
+    from core.cli.reporting import write_config
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    options = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items() if key != "overwrite"}
+    write_config(path, {"command": invocation(), **options})
+    print(f"written to {path}")
+
+
+def write_cpu_report(args: argparse.Namespace, rows: list[dict], threads: int, **extra: object) -> None:
+    """A standalone CPU benchmark's JSON at args.out: when, at which commit, on what, with which versions, and its rows."""
     from datetime import UTC, datetime
 
     report = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"), "git": git_commit(), "hardware": hardware(torch.device("cpu")),
         "versions": versions(), **extra, "threads": threads, "rows": rows,
     }  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {path}")
+    write_report(args.out, report, args)

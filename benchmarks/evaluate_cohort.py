@@ -18,7 +18,7 @@ from unittest import mock
 
 import torch
 
-from benchmarks.environment import write_cpu_report
+from benchmarks.environment import add_report_options, check_report_out, write_cpu_report
 from core.data.locations import XRAY_TEST_DIR, dataset_of, portable_path
 from core.evaluate import EvaluationConfig, evaluate
 from core.models import list_classifiers
@@ -37,10 +37,11 @@ def time_evaluate(classifier: str, data: Path, cache_dir: Path) -> tuple[float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_report_options(parser, OUT)
     parser.add_argument("--data", type=Path, default=XRAY_TEST_DIR)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    check_report_out(args)
     torch.set_num_threads(args.threads)
     cards = shipped_cards()
     rows = []
@@ -54,7 +55,7 @@ def main() -> None:
                 "balanced_accuracy": result["balanced_accuracy"], "under_60_s": cold < 60,
             })  # fmt: skip
             print(f"{classifier:<12} n {result['n']}  cold {cold:6.1f} s  warm {warm:6.1f} s  balanced acc. {result['balanced_accuracy']:.4f}")
-    write_cpu_report(args.out, rows, args.threads, data=portable_path(args.data))
+    write_cpu_report(args, rows, args.threads, data=portable_path(args.data))
 
 
 if __name__ == "__main__":

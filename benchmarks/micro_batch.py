@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.environment import write_cpu_report
+from benchmarks.environment import add_report_options, check_report_out, write_cpu_report
 from core import micro_batch
 from core.certify import CertifyConfig, certify_image
 from core.data.loading import load_split
@@ -97,9 +97,10 @@ def in_fresh_process(workload: int, whole: bool, threads: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_report_options(parser, OUT)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    check_report_out(args)
     rows = []
     for index, (label, _, per_run) in enumerate(WORKLOADS):
         whole, micro = (in_fresh_process(index, mode, args.threads) for mode in (True, False))
@@ -108,7 +109,7 @@ def main() -> None:
             "speed_up": round(whole / micro, 2), "load_average_1min": round(os.getloadavg()[0], 2),
         })  # fmt: skip
         print(f"{label:<62} whole {whole:7.2f} s  micro-batches {micro:7.2f} s  x{whole / micro:.2f}")
-    write_cpu_report(args.out, rows, args.threads, pixels_per_chunk=dict(micro_batch.PIXELS))
+    write_cpu_report(args, rows, args.threads, pixels_per_chunk=dict(micro_batch.PIXELS))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ is each process's CPU time (user + system), which is about what it takes on an i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.environment import add_report_options, check_report_out, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 2.0
@@ -93,8 +94,9 @@ def _children_cpu_s() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1, help="runs per case; the slowest is reported")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "refusals.json", help="JSON report")
+    add_report_options(parser, REPO / "results" / "benchmarks" / "refusals.json")
     options = parser.parse_args(argv)
+    check_report_out(options)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         cases = _cases(Path(tmp))
@@ -118,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "all_one_line_exit_2": all(run["one_line"] for run in results.values()),
         "cases": results,
     }
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(options.out, report, options)
     print(
         f"max {report['max_s']:.2f} s ({slowest[0]}), max CPU {report['max_cpu_s']:.2f} s, load average {report['load_average_before']} -> "
         f"{report['load_average_after']}; all one line, exit 2: {report['all_one_line_exit_2']}; report: {options.out}"

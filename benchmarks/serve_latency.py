@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.environment import REPO_ROOT, write_cpu_report
+from benchmarks.environment import REPO_ROOT, add_report_options, check_report_out, invocation, write_cpu_report
 from core.data.gallery import gallery
 
 OUT = REPO_ROOT / "results" / "benchmarks" / "serve_latency_cpu.json"
@@ -87,10 +87,11 @@ def measure(client, upload: object, repeats: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_report_options(parser, OUT)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per endpoint after its first")
     parser.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: its own default)")
-    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    check_report_out(args)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     from gradio_client import handle_file
@@ -113,8 +114,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
     threads = args.threads if args.threads is not None else torch.get_num_threads()
-    write_cpu_report(args.out, rows, threads, command="python -m benchmarks.serve_latency " + " ".join(sys.argv[1:]),
-                     server_first_answer_s=round(first_answer, 1), sample=SAMPLE)  # fmt: skip
+    write_cpu_report(args, rows, threads, command=invocation(), server_first_answer_s=round(first_answer, 1), sample=SAMPLE)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.environment import write_cpu_report
+from benchmarks.environment import add_report_options, check_report_out, write_cpu_report
 from core.data.loading import load_split
 from core.data.locations import XRAY_TEST_DIR
 from core.defended import DefendedClassifier
@@ -63,9 +63,10 @@ LEVERS = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_report_options(parser, OUT)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    check_report_out(args)
     torch.set_num_threads(args.threads)
     image = load_split(XRAY_TEST_DIR, "all", 128, limit=1).floats()[:1]
     rows = []
@@ -78,7 +79,7 @@ def main() -> None:
             "load_average_1min": round(os.getloadavg()[0], 2),
         })  # fmt: skip
         print(f"{label:<58} {seconds:8.2f} s/step  PGD-20 EOT {EOT}: {per_cell:7.1f} s/image, {per_cell * 64 / 60:6.1f} min / 64")
-    write_cpu_report(args.out, rows, args.threads)
+    write_cpu_report(args, rows, args.threads)
 
 
 if __name__ == "__main__":

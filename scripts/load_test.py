@@ -472,7 +472,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="uploads (each with its own ε) per session")
     parser.add_argument("--url", help="an already running server on this machine (default: start one)")
     parser.add_argument("--data", type=Path, default=DATA, help="train/ folder with NORMAL/ and PNEUMONIA/")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "load_10_sessions_cpu.json")
+    parser.add_argument("--out", type=Path, help="JSON report (default results/benchmarks/load_<sessions>_sessions_cpu.json), its config beside it")
+    parser.add_argument("--overwrite", action="store_true", help="replace a report purifylab did not write (no NAME.config.json beside it)")
     parser.add_argument("--timeout", type=float, default=1200, help="hard limit for the whole run, seconds")
     parser.add_argument("--action-timeout", type=float, default=300, help="limit for one page action, seconds")
     parser.add_argument("--torch-threads", type=int, default=1, help="OMP_NUM_THREADS for the server and the check")
@@ -480,6 +481,10 @@ def main() -> int:
     if args.url and not args.url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         parser.error("--url must be a loopback address: this load test never leaves the machine")
     os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)  # before torch is imported, here and in the server
+    from benchmarks.environment import check_report_out, write_report  # imports torch: after OMP_NUM_THREADS
+
+    args.out = args.out or REPO / "results" / "benchmarks" / f"load_{args.sessions}_sessions_cpu.json"
+    check_report_out(args)
     out = args.out.resolve()
     started = time.perf_counter()
     server: subprocess.Popen | None = None
@@ -574,8 +579,7 @@ def main() -> int:
         "git_commit": git_commit(),
         "versions": versions() | {"chromium": browser_version},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out, report, args)
     print(
         json.dumps(
             {k: report[k] for k in ("sessions", "error_count", "superseded_media_404", "cross_talk", "latency_s", "server_memory", "cpu_s")}

@@ -133,12 +133,21 @@ def test_diffdefense_batch1_times_every_table3_column_at_each_thread_count(tmp_p
     from core.tables import load_preset
 
     out = tmp_path / "batch1.json"
-    monkeypatch.setattr(sys, "argv", ["diffdefense_batch1", "--threads", "1", "--digits", "2", "--out", str(out)])
+    # argv[0] as `python -m benchmarks.diffdefense_batch1` sets it: the module's file
+    monkeypatch.setattr(sys, "argv", [diffdefense_batch1.__file__, "--threads", "1", "--digits", "2", "--out", str(out)])
     diffdefense_batch1.main()
     rows = json.loads(out.read_text())["rows"]
     table3 = next(table for table in load_preset("mnist-diffdefense").tables if table.name == "table3")
     assert [row["column"] for row in rows] == [column.label for column in table3.columns]
     assert all(row["threads"] == 1 and row["digits"] == 2 and row["median_seconds_per_digit"] > 0 for row in rows)
+    config = json.loads(out.with_name("batch1.config.json").read_text())  # resolved options beside the report
+    assert config["command"].startswith("python -m benchmarks.diffdefense_batch1") and config["digits"] == 2
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text("my notes")
+    monkeypatch.setattr(sys, "argv", [diffdefense_batch1.__file__, "--threads", "1", "--digits", "2", "--out", str(theirs)])
+    with pytest.raises(SystemExit, match="exists and purifylab did not write it"):
+        diffdefense_batch1.main()
+    assert theirs.read_text() == "my notes"
 
 
 @pytest.mark.slow  # inductor compiles the MNIST UNet's forward and backward graphs: about half a minute
