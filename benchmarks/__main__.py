@@ -4,5 +4,5 @@ import sys
 
 from core.cli import main
 
-sys.argv = ["purifylab", "bench", *sys.argv[1:]]  # usage lines and the report's "command" name the CLI form
-main(sys.argv[1:])
+sys.argv = ["purifylab", "bench", *sys.argv[1:]]  # the report's "command" names the CLI form
+main(sys.argv[1:], prog_name="purifylab")

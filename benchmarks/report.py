@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,5 +99,19 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description="The tables of a saved `purifylab bench` report, as Markdown.")
+    parser.add_argument("report", type=Path, help="a report written by purifylab bench (e.g. results/benchmarks/bench_cpu.json)")
+    args = parser.parse_args(argv)
+    try:
+        report = json.loads(args.report.read_text())
+        text = markdown(report)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {args.report} is not a readable bench report ({error})") from None
+    except (KeyError, TypeError):
+        raise SystemExit(f"error: {args.report} is not a purifylab bench report (schema purifylab-bench/1)") from None
+    print(text)
+
+
 if __name__ == "__main__":
-    print(markdown(json.loads(Path(sys.argv[1]).read_text())))
+    main()

@@ -171,3 +171,14 @@ def test_micro_batch_benchmark_times_whole_calls_and_restores_the_chunk_sizes():
     with whole_calls():
         assert min(micro_batch.PIXELS.values()) >= 2**62 and set(micro_batch.PIXELS) == set(before)
     assert micro_batch.PIXELS == before
+
+
+def test_the_report_reader_refuses_what_is_not_a_bench_report_in_one_line(tmp_path):
+    """`python -m benchmarks.report` read sys.argv[1] unchecked: a traceback for no argument or any other file."""
+    from benchmarks.report import main
+
+    other = tmp_path / "other.json"
+    other.write_text('{"rows": []}')
+    for path, message in ((tmp_path / "missing.json", "not a readable bench report"), (other, "not a purifylab bench report")):
+        with pytest.raises(SystemExit, match=f"error: .*{message}"):
+            main([str(path)])

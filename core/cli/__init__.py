@@ -82,13 +82,14 @@ def _register_commands() -> None:
         module.register(app, groups)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
+    """Run the CLI on `argv` (default sys.argv[1:]); `prog_name` names it in usage lines (default: as invoked)."""
     from core.data.warning import print_data_warnings_on_one_line
 
     print_data_warnings_on_one_line()
     _register_commands()
     try:
-        app(args=argv, standalone_mode=True)
+        app(args=argv, prog_name=prog_name, standalone_mode=True)
     except PurifyLabError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
