@@ -15,6 +15,7 @@ Privacy and safety rules this module keeps:
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 import zlib
@@ -223,7 +224,8 @@ def _pillow_guard(image_format: str) -> Iterator[None]:
         limit = Image.MAX_IMAGE_PIXELS
         raise PurifyLabError(f"image declares more pixels than Pillow's {limit:,}-pixel limit (possible decompression bomb)") from None
     except _PILLOW_DECODE_ERRORS as exc:
-        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        # Pillow names the stream it read ("cannot identify image file <_io.BytesIO object at 0x...>"): not for users
+        reason = re.sub(r"\s*<[^<>]* object at 0x[0-9a-f]+>", "", " ".join(str(exc).split()))[:120] or type(exc).__name__
         raise PurifyLabError(f"could not decode the {image_format} image (truncated or corrupt): {reason}") from exc
 
 
