@@ -18,6 +18,7 @@ from PIL import ExifTags, Image
 
 from core.data.describe import DatasetSummary, describe
 from core.data.groups import group_images
+from core.data.loading import load_split
 from core.data.sources import data_listing, load_dataset
 from core.data.warning import DataWarning, print_data_warnings_on_one_line
 from core.errors import PurifyLabError
@@ -146,6 +147,11 @@ def test_skipped_files_are_warned_on_one_line_on_every_run(tmp_path: Path, monke
         with pytest.warns(DataWarning, match=r"skipped 1 undecodable file\(s\) .* e.g. A/empty.png"):
             load_dataset(root, cache_dir=cache)
     assert len(list(cache.glob("*.npz"))) == 1
+    # and a figure's record says so (evaluate's JSON "data" is this description)
+    monkeypatch.setattr("core.data.loading.CACHE_DIR", cache)
+    with pytest.warns(DataWarning):
+        described = load_split(root, "all", 16).describe(root)
+    assert described["undecodable_skipped"] == 1 and described["n"] == 2
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
     print_data_warnings_on_one_line()  # what the CLI's entry point does
     assert warnings.formatwarning("no patient ids", DataWarning, "core/data/groups.py", 70) == "warning: no patient ids\n"

@@ -37,6 +37,7 @@ class LoadedSplit:
     split: str
     sources: tuple[str, ...] = ()
     cut: str = ""  # how the folder was split, in words (cards quote it)
+    skipped: int = 0  # files of the folder that could not be decoded and were left out of every split
 
     def floats(self) -> torch.Tensor:
         """The images as float32 in [0, 1], NCHW."""
@@ -46,7 +47,8 @@ class LoadedSplit:
         """Which images a figure comes from, in words a reader can check."""
         from core.data.locations import portable_path
 
-        return {"folder": portable_path(folder), "split": self.split, "n": int(len(self.labels)), "data_hash": self.data_hash}
+        described = {"folder": portable_path(folder), "split": self.split, "n": int(len(self.labels)), "data_hash": self.data_hash}
+        return described | ({"undecodable_skipped": self.skipped} if self.skipped else {})
 
 
 def resolve_split(folder: str | Path, split: str | None, card: dict | None) -> str:
@@ -120,7 +122,7 @@ def load_splits(
             hint = "; a patient folder is cut train/val only: evaluate a separate test folder with split 'all'" if split == "test" else ""
             raise PurifyLabError(f"split '{split}' of {data_dir} holds no images{hint}")
         subset = image_set.subset(indices)
-        loaded[split] = LoadedSplit(subset.images, subset.labels, subset.classes, whole_hash, split, subset.sources, cut)
+        loaded[split] = LoadedSplit(subset.images, subset.labels, subset.classes, whole_hash, split, subset.sources, cut, len(image_set.skipped))
     return loaded
 
 
