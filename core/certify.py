@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.stats import beta, norm
 
-from core.errors import PurifyLabError, check_range
+from core.errors import PurifyLabError, check_range, check_types
 from core.models import XrayClassifier
 from core.purifiers.one_shot import OneShotPurifier
 
@@ -32,6 +32,10 @@ class CertifyConfig:
     alpha: float = 0.001  # the certificate is wrong with probability at most alpha
     batch_size: int = 250
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self)  # n0=2.5 gets one line here, not a TypeError deep inside a draw
+        self.validate()
 
     def validate(self) -> None:
         check_range("sigma", self.sigma, 0.0, 1.0, low_open=True)
@@ -108,19 +112,24 @@ def certify_images(
     config: CertifyConfig,
     progress: bool = False,
 ) -> dict:
-    """CERTIFY over a set of images (float [0, 1] or uint8, NCHW): per-image answers and the curves."""
+    """CERTIFY over a set of images (float [0, 1] or uint8, NCHW): per-image answers and the curves.
+
+    Images and labels pass `craft`'s boundary check before any draw: a 0-255 or NaN image would
+    otherwise be certified, and a missing label found only after all the compute."""
     from tqdm.auto import tqdm
 
-    config.validate()
+    from core.attacks.threats import checked_inputs
+
     classifier.eval()
+    images = images.float().div(255.0) if images.dtype == torch.uint8 else images
+    images, labels = checked_inputs(classifier, images, labels)
     predictions, radii = [], []
     for index in tqdm(range(images.shape[0]), desc="certify", unit="image", disable=not progress):
         image = images[index : index + 1]
-        image = image.float().div(255.0) if image.dtype == torch.uint8 else image.float()
         prediction, radius = certify_image(classifier, denoiser, image, config, seed=config.seed + index)
         predictions.append(prediction)
         radii.append(-1.0 if radius is None else radius)
-    predictions_array, radii_array, labels_array = np.array(predictions), np.array(radii), labels.numpy()
+    predictions_array, radii_array, labels_array = np.array(predictions), np.array(radii), labels.cpu().numpy()
     return {
         "config": asdict(config),
         "sigma": config.sigma,

@@ -20,10 +20,13 @@ import math
 import torch
 from torch import nn
 
-from core.errors import PurifyLabError
+from core.errors import PurifyLabError, typed
 from core.purifiers.base import Purifier
 
 MAX_EOT = 1000
+
+# Purifier draws at test time (worst or majority of k): one bound for every path that takes --redraws.
+MAX_REDRAWS = 1000
 
 
 def clamp_to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -58,11 +61,12 @@ class DefendedClassifier(nn.Module):
 
     def __init__(self, purifier: Purifier, classifier: nn.Module, eot: int = 1, bpda: bool = False, seed: int = 0):
         super().__init__()
+        typed("eot", eot, int)  # 2.5 would run int(2.5) draws while the budget counts 2.5
         if not 1 <= eot <= MAX_EOT:
             raise PurifyLabError(f"eot={eot} is outside the allowed range [1, {MAX_EOT}]")
         self.purifier = purifier
         self.classifier = classifier
-        self.eot = int(eot)
+        self.eot = eot
         self.bpda = bool(bpda)
         self.seed = int(seed)
         self._generator: torch.Generator | None = None

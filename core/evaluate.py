@@ -18,6 +18,7 @@ import torch
 
 from core.data.loading import load_split, resolve_split
 from core.data.sources import data_listing
+from core.defended import MAX_REDRAWS
 from core.errors import PurifyLabError, check_range
 from core.metrics import classification_metrics
 from core.models import XrayClassifier, create_classifier
@@ -68,7 +69,7 @@ class EvaluationConfig:
     attack_batch_size: int = 16
 
     def __post_init__(self) -> None:
-        check_range("redraws", self.redraws, 1, 1000)
+        check_range("redraws", self.redraws, 1, MAX_REDRAWS)
         if self.attack is not None:  # the threat means nothing without an attack; validated once, here
             from core.attacks.threats import threat_model
 

@@ -3,6 +3,8 @@ trained with a fixed seed on real PneumoniaMNIST X-rays (28 px)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from tiny_models import pneumoniamnist, tiny_cnn
@@ -251,3 +253,31 @@ def test_deepfool_step_on_a_linear_model_is_the_distance_to_the_boundary() -> No
 def test_a_revised_attack_gets_new_cell_keys_and_the_others_keep_theirs() -> None:
     assert AttackConfig(name="deepfool", norm="l2").resolved()["revision"] == 1
     assert "revision" not in AttackConfig(name="pgd", eps=0.03).resolved()
+
+
+def test_cw_returns_the_input_where_it_fails_as_its_spec_says(xrays) -> None:
+    """torchattacks' CW keeps only successful examples: the lab must say "found nothing", not "perturbed"."""
+    images, labels = xrays["x"][:4], torch.zeros(4, dtype=torch.long)
+    adversarial = create_attack(_Constant().eval(), AttackConfig(name="cw", norm="l2", steps=2), num_classes=2)(images, labels)
+    assert torch.equal(adversarial, images) and ATTACKS.get("cw").keeps_only_successes
+
+
+@pytest.mark.parametrize("name, words", [("autoattack", "Square 5000 queries"), ("autoattack-rand", "EOT 20")])
+def test_autoattack_reports_its_own_schedule_and_keeps_its_cell_key(name, words) -> None:
+    """Its `steps` and `eot_iter` reach none of its sub-attacks: the budget names what runs instead."""
+    config = AttackConfig(name=name, eps=0.3, steps=10)
+    budget = config.budget()
+    assert words in budget["schedule"] and budget["steps"] is None and budget["gradient_evaluations"] is None
+    assert budget["eot_iter"] is None and budget["alpha"] is None
+    # stored results are keyed on resolved(): it must not move
+    assert config.resolved() == {**dataclasses.asdict(config), "alpha": 0.075, "bounded": True}
+
+
+@pytest.mark.parametrize(
+    "name, norm, uses_alpha",
+    [("pgd", "linf", True), ("tpgd", "linf", True), ("fgsm", "linf", False), ("apgd", "linf", False), ("square", "l2", False), ("cw", "l2", False)],
+)
+def test_alpha_is_reported_only_where_the_attack_steps_by_it(name, norm, uses_alpha) -> None:
+    config = AttackConfig(name=name, norm=norm, eps=0.3, steps=10)
+    assert config.budget()["alpha"] == (config.step_size if uses_alpha else None)
+    assert "alpha" in config.resolved()  # the cell key keeps it either way

@@ -152,3 +152,38 @@ def test_without_a_denoiser_the_noisy_copies_go_straight_to_the_noise_trained_cl
     assert result["certified_accuracy"]["0.5"] == 0.5 and result["certified_balanced_accuracy"]["0.5"] == 0.5
     curve = certified_curve(result, np.array([0.0, 0.7, 0.8]))
     assert curve["certified_accuracy"] == [0.5, 0.5, 0.0] and curve["certified_balanced_accuracy"] == [0.5, 0.5, 0.0]
+
+
+@pytest.mark.parametrize(
+    "scale, labels, message",
+    [
+        (255.0, torch.tensor([0, 1]), r"image values span \[.*\]; expected \[0, 1\]"),
+        (float("nan"), torch.tensor([0, 1]), "image contains NaN or Inf pixels"),
+        (1.0, torch.tensor([0]), r"labels of shape \(1,\) do not fit 2 images"),
+        (1.0, torch.tensor([0, 2]), r"labels span \[0, 2\]"),
+    ],
+)
+def test_bad_images_and_labels_are_refused_before_any_draw(scale, labels, message):
+    """A 0-255 or NaN image was certified at the largest radius; a missing label surfaced after all the draws."""
+    images = torch.rand(2, 1, SIZE, SIZE) * scale
+    with pytest.raises(PurifyLabError, match=f"^{message}"):
+        certify_images(_always(0), None, images, labels, CertifyConfig(n0=1, n=1))
+
+
+def test_an_image_of_the_wrong_size_is_refused():
+    with pytest.raises(PurifyLabError, match="^[^\n]*$"):
+        certify_images(_always(0), None, torch.rand(1, 1, SIZE * 2, SIZE * 2), torch.tensor([0]), CertifyConfig(n0=1, n=1))
+
+
+@pytest.mark.parametrize("field, value", [("n0", 2.5), ("n", "10"), ("sigma", None)])
+def test_settings_of_the_wrong_type_are_refused_in_one_line(field, value):
+    with pytest.raises(PurifyLabError, match=f"^{field} must be"):
+        CertifyConfig(**{field: value})
+
+
+def test_resnet_smooth_is_described_with_its_cards_noise():
+    from core.models import list_classifiers
+    from core.weights import WEIGHTS_DIR, read_card
+
+    sigma = read_card(WEIGHTS_DIR / "resnet_smooth.safetensors")["reads_through"]["params"]["sigma"]
+    assert f"std {sigma}" in list_classifiers()["resnet_smooth"]

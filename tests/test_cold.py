@@ -136,7 +136,7 @@ def test_nfe_and_recon_levels(tiny_unet):
 @pytest.mark.parametrize(
     ("name", "params", "message"),
     [
-        ("cold_blur", {"depth": "0"}, r"depth=0 is outside the allowed range \[1, 1000\]"),
+        ("cold_blur", {"depth": "0"}, r"depth=0 is outside the allowed range \[1, 20\]"),
         ("cold_blur", {"depth": "21"}, r"depth=21 is outside the allowed range \[1, 20\]"),
         ("cold_blur", {"depth": "deep"}, r"depth='deep' is not a valid int"),
         ("cold_blur", {"steps": "4"}, r"unknown parameter 'steps'"),

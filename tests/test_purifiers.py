@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from core.cli import main
 from core.errors import PurifyLabError
 from core.io import load_image, to_model_input
 from core.purifiers import create_purifier, list_purifiers, planned_calls, purifier_config
+from core.purifiers.blur_degradation import BlurSchedule
+from core.purifiers.cold import ColdConfig, ColdDirectPurifier
 from core.purifiers.ddim import DDIMConfig, DDIMPurifier
 from core.purifiers.ddpm import DDPMConfig, DDPMPurifier
 from core.purifiers.diffdefense import DiffDefenseConfig, DiffDefensePaperConfig, DiffDefensePaperPurifier, DiffDefensePurifier
@@ -374,7 +377,7 @@ def test_string_parameters_are_parsed_and_checked():
 @pytest.fixture()
 def tiny_weights_dir(tmp_path, monkeypatch, tiny_unet):
     """A weights folder holding a tiny ddpm_unet, made the shipped one for this test."""
-    card = {"unet_size": "tiny", "unet_overrides": {"sample_size": SIZE}, "scheduler": DEFAULT_SCHEDULE}
+    card = {"kind": "ddpm-denoiser", "prediction_type": "epsilon", "unet_size": "tiny", "unet_overrides": {"sample_size": SIZE}, "scheduler": DEFAULT_SCHEDULE}
     save_weights(tiny_unet, tmp_path / "ddpm_unet.safetensors", card)
     monkeypatch.setattr(diffusion, "WEIGHTS_DIR", tmp_path)
     return tmp_path
@@ -385,7 +388,13 @@ def test_a_named_denoiser_is_loaded_and_runs_on_colour_images(tmp_path, monkeypa
     """`denoiser=` picks another shipped UNet (the MNIST / CIFAR-10 re-runs), here a 3-channel one."""
     torch.manual_seed(0)
     rgb = build_unet("tiny", sample_size=SIZE, in_channels=3, out_channels=3)
-    card = {"unet_size": "tiny", "unet_overrides": {"sample_size": SIZE, "in_channels": 3, "out_channels": 3}, "scheduler": DEFAULT_SCHEDULE}
+    card = {
+        "kind": "ddpm-denoiser",
+        "prediction_type": "epsilon",
+        "unet_size": "tiny",
+        "unet_overrides": {"sample_size": SIZE, "in_channels": 3, "out_channels": 3},
+        "scheduler": DEFAULT_SCHEDULE,
+    }
     save_weights(rgb, tmp_path / "ddpm_unet_rgb.safetensors", card)
     monkeypatch.setattr(diffusion, "WEIGHTS_DIR", tmp_path)
     purifier = create_purifier(name, denoiser="ddpm_unet_rgb")
@@ -474,3 +483,71 @@ def test_shipped_model_removes_the_noise_it_adds(xray_paths):
     noised = NoisePurifier(NoiseConfig(t_star=purifier.config.t_star), schedule=purifier.schedule).purify(x, seed=0)
     purified = purifier.purify(x, seed=0)
     assert (psnr(x, purified) > psnr(x, noised) + 3).all()
+
+
+def test_the_detection_score_checks_its_input_like_purify(tiny_unet):
+    """A 0-255 image scored 20 000 (a 'blatant attack'); uint8 and float64 crashed inside torch."""
+    purifier = DiffDefensePurifier(DiffDefenseConfig(L=1, steps=1), unet=tiny_unet, schedule=DEFAULT_SCHEDULE)
+    x = torch.rand(1, 1, SIZE, SIZE)
+    for bad, message in ((x * 255, r"image values span"), (x * float("nan"), "NaN"), ((x * 255).to(torch.uint8), "dtype is torch.uint8")):
+        with pytest.raises(PurifyLabError, match=message):
+            purifier.purify_with_score(bad)
+        with pytest.raises(PurifyLabError, match=message):
+            purifier.reconstruction_error(bad)
+
+
+@pytest.mark.parametrize("stem", ["resnet", "cold_unet"])
+def test_a_denoiser_that_is_not_a_noise_predictor_is_refused(stem):
+    """A classifier crashed with KeyError; the cold (clean-image) UNet ran silently as a noise predictor."""
+    if not (diffusion.WEIGHTS_DIR / f"{stem}.json").is_file():
+        pytest.skip(f"weights/{stem} is not shipped")
+    with pytest.raises(PurifyLabError, match=rf"^denoiser='{stem}' is not a DDPM noise-prediction network; shipped ones: .*ddpm_unet"):
+        create_purifier("ddpm", denoiser=stem)
+
+
+def test_a_shipped_denoiser_runs_only_at_its_training_size():
+    if not (diffusion.WEIGHTS_DIR / "ddpm_unet_mnist.safetensors").is_file():
+        pytest.skip("weights/ddpm_unet_mnist is not shipped")
+    purifier = create_purifier("one_shot", denoiser="ddpm_unet_mnist")
+    with pytest.raises(PurifyLabError, match=r"^denoiser 'ddpm_unet_mnist' was trained on 28 px images, got \(128, 128\)"):
+        purifier.purify(torch.rand(1, 1, 128, 128))
+    assert purifier.purify(torch.rand(1, 1, 28, 28)).shape == (1, 1, 28, 28)
+
+
+def test_a_depth_beyond_the_denoisers_training_range_is_warned():
+    """Refusal would break the presets' t* sweeps (ddpm-defense, blau) that go past it on purpose."""
+    if not (diffusion.WEIGHTS_DIR / "ddpm_unet_cifar10.safetensors").is_file():
+        pytest.skip("weights/ddpm_unet_cifar10 is not shipped")
+    with pytest.warns(UserWarning, match=r"t_star=0.35 is deeper than denoiser 'ddpm_unet_cifar10' was trained for \(t <= 0.3 T"):
+        create_purifier("one_shot", denoiser="ddpm_unet_cifar10", t_star=0.35)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        create_purifier("one_shot", denoiser="ddpm_unet_cifar10", t_star=0.3)
+
+
+def test_blur_and_the_cold_unet_refuse_too_small_images_naming_the_minimum(tiny_unet):
+    with pytest.raises(PurifyLabError, match=r"^blur sigma=10 needs images of at least 31 px a side; got \(28, 28\)$"):
+        create_purifier("blur", sigma=10).purify(torch.rand(2, 1, 28, 28))
+    assert create_purifier("blur", sigma=10).purify(torch.rand(1, 1, 31, 31)).shape == (1, 1, 31, 31)
+    direct = ColdDirectPurifier(ColdConfig(depth=2), unet=tiny_unet, schedule=BlurSchedule(levels=4, sigma_step=0.1))
+    with pytest.raises(PurifyLabError, match=r"^the cold-diffusion UNet needs images of at least 2 px a side; got \(1, 1\)$"):
+        direct.purify(torch.rand(1, 1, 1, 1))
+
+
+def test_cold_depth_is_checked_against_the_shipped_schedule_when_priced():
+    """The app priced cold_recon at depth 25 that construction then refused ([1, 20])."""
+    from core.purifiers.cold import shipped_blur_schedule
+
+    levels = shipped_blur_schedule().levels
+    for name in ("cold_blur", "cold_direct", "cold_recon"):
+        with pytest.raises(PurifyLabError, match=rf"^depth={levels + 1} is outside the allowed range \[1, {levels}\]$"):
+            purifier_config(name, depth=levels + 1)
+    with pytest.raises(PurifyLabError, match=rf"\[1, {levels}\]"):
+        planned_calls("cold_recon", depth=levels + 5)
+
+
+def test_the_purifiers_listing_fits_the_longest_name(capsys):
+    assert run_cli(["purifiers"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    columns = {line.index(" NFE ") for line in lines}
+    assert len(columns) == 1 and columns.pop() == max(len(line.split()[0]) for line in lines)

@@ -287,3 +287,48 @@ def test_descriptions_state_the_eot_count_they_were_run_with():
     assert THREAT_MODELS["white"].describe(8).endswith("EOT over 8 draws")
     assert "several" in THREAT_MODELS["bpda-eot"].describe()
     assert "{" not in THREAT_MODELS["grey"].describe(8)
+
+
+def test_white_on_a_purifier_without_exact_gradients_is_refused_wherever_it_is_crafted(setup):
+    """DiffDefense's forward is already BPDA: a 'white' number would be a BPDA one under the wrong name."""
+    from core.attacks import attacked_model
+    from core.lab import attack_image
+    from core.purifiers.diffdefense import DiffDefenseConfig, DiffDefensePurifier
+    from core.purifiers.diffusion import DEFAULT_SCHEDULE
+    from core.purifiers.unet import build_unet
+
+    purifier = DiffDefensePurifier(DiffDefenseConfig(L=1, steps=1), unet=build_unet("tiny", sample_size=28), schedule=DEFAULT_SCHEDULE)
+    message = "^purifier 'diffdefense' has no exact gradients; attack it with threat 'bpda' or 'bpda-eot'$"
+    with pytest.raises(PurifyLabError, match=message):
+        attacked_model("white", setup.classifier, purifier)
+    with pytest.raises(PurifyLabError, match=message):
+        craft("white", setup.classifier, purifier, setup.images[:2], setup.labels[:2], AttackConfig(name="fgsm"))
+    with pytest.raises(PurifyLabError, match=message):
+        attack_image(setup.classifier, setup.images[:1], AttackConfig(name="fgsm"), threat="white", purifier=purifier)
+    assert isinstance(attacked_model("bpda", setup.classifier, purifier), DefendedClassifier)
+
+
+def test_a_fractional_eot_is_refused(setup):
+    """int(2.5) = 2 draws would run while the budget counted 2.5."""
+    with pytest.raises(PurifyLabError, match="^eot must be an integer; got 2.5$"):
+        DefendedClassifier(create_purifier("gaussian"), setup.classifier, eot=2.5)
+    with pytest.raises(PurifyLabError, match="eot must be an integer"):
+        craft("white", setup.classifier, create_purifier("gaussian"), setup.images[:2], setup.labels[:2], AttackConfig(name="fgsm"), eot=2.5)
+
+
+def test_one_eot_draw_is_spelled_in_the_singular():
+    assert THREAT_MODELS["white"].describe(1).endswith("EOT over 1 draw")
+    assert THREAT_MODELS["bpda-eot"].describe(4).endswith("over 4 purifier draws per step")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(batch_size=0), "^batch_size=0 must be >= 1$"),
+        (dict(batch_size=-3), "^batch_size=-3 must be >= 1$"),
+        (dict(redraws=1500), r"^redraws=1500 is outside the allowed range \[1, 1000\]$"),
+    ],
+)
+def test_evaluate_defended_refuses_a_bad_batch_size_or_too_many_redraws(setup, options, message):
+    with pytest.raises(PurifyLabError, match=message):
+        evaluate_defended(setup.classifier, create_purifier("gaussian"), setup.images[:2], setup.labels[:2], **options)

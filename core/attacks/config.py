@@ -87,12 +87,21 @@ class AttackConfig:
         return {**dataclasses.asdict(self), "alpha": self.step_size, "bounded": self.bounded} | ({"revision": revision} if revision else {})
 
     def budget(self) -> dict[str, Any]:
-        """The attacker's budget as reported beside each number (steps x EOT x restarts)."""
+        """The attacker's budget as reported beside each number (steps x EOT x restarts).
+
+        What runs, not what was typed: an attack with its own schedule (AutoAttack) reports that
+        schedule and no step count, and `alpha` only where the attack steps by it."""
+        from core.attacks.library import ATTACKS
+
+        spec = ATTACKS.get(self.name)
+        counted = not spec.schedule
         return {
             "norm": self.norm,
             "eps": self.eps if self.bounded else None,
-            "steps": self.steps,
-            "eot_iter": self.eot_iter,
-            "restarts": self.restarts,
-            "gradient_evaluations": self.steps * self.eot_iter * self.restarts,
+            "steps": self.steps if counted else None,
+            "alpha": self.step_size if spec.step_size else None,
+            "eot_iter": self.eot_iter if counted else None,
+            "restarts": self.restarts if counted else None,
+            "schedule": spec.schedule or None,
+            "gradient_evaluations": self.steps * self.eot_iter * self.restarts if counted else None,
         }

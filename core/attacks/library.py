@@ -156,6 +156,10 @@ class AttackSpec:
     # True: where the attack fails it returns the input itself, not its last iterate (torchattacks keeps
     # only successful examples), so "no perturbation" means "nothing found within eps".
     keeps_only_successes: bool = False
+    step_size: bool = False  # True: the attack steps by `alpha` (the others ignore it)
+    # Non-empty: the attack runs this fixed schedule of its own, whatever `steps` and `eot_iter` say
+    # (torchattacks' AutoAttack builds its sub-attacks at their defaults).
+    schedule: str = ""
     revision: int = 0  # raised when the implementation changes, so stored results are recomputed
 
     def __call__(self, model: nn.Module, config: AttackConfig, num_classes: int) -> Attack:
@@ -193,6 +197,14 @@ def _apgdt(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
     )  # fmt: skip
 
 
+# What torchattacks 3.5.1's AutoAttack runs: its sub-attacks at their own defaults (10 steps),
+# one restart, targeted ones once per other class; `steps` and `eot_iter` reach none of them.
+AUTOATTACK_SCHEDULES = {
+    "standard": "own schedule: APGD-CE 10 steps, APGD-T and FAB-T 10 steps per target class, Square 5000 queries",
+    "rand": "own schedule: APGD-CE and APGD-DLR, 10 steps each, EOT 20",
+}
+
+
 def _autoattack(version: str) -> Builder:
     def build(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
         return torchattacks.AutoAttack(
@@ -217,18 +229,26 @@ _LINF, _L2, _BOTH = ("linf",), ("l2",), ("linf", "l2")
 
 for _name, _spec, _doc in (
     ("fgsm", AttackSpec(lambda m, c, k: torchattacks.FGSM(m, eps=c.eps), _LINF, single_step=True), "FGSM, one signed-gradient step (L-inf)"),
-    ("pgd", AttackSpec(_pgd, _BOTH, restarts=True), "PGD with random start (L-inf; PGDL2 for l2)"),
-    ("pgdl2", AttackSpec(_pgd, _L2, restarts=True), "PGD under an L2 budget (torchattacks PGDL2)"),
-    ("eotpgd", AttackSpec(_eotpgd, _LINF, restarts=True, eot=True), "PGD on gradients averaged over eot_iter calls"),
+    ("pgd", AttackSpec(_pgd, _BOTH, restarts=True, step_size=True), "PGD with random start (L-inf; PGDL2 for l2)"),
+    ("pgdl2", AttackSpec(_pgd, _L2, restarts=True, step_size=True), "PGD under an L2 budget (torchattacks PGDL2)"),
+    ("eotpgd", AttackSpec(_eotpgd, _LINF, restarts=True, eot=True, step_size=True), "PGD on gradients averaged over eot_iter calls"),
     (
         "tpgd",
-        AttackSpec(lambda m, c, k: torchattacks.TPGD(m, eps=c.eps, alpha=c.step_size, steps=c.steps), _LINF),
+        AttackSpec(lambda m, c, k: torchattacks.TPGD(m, eps=c.eps, alpha=c.step_size, steps=c.steps), _LINF, step_size=True),
         "TRADES' adversary: PGD on the KL divergence from the clean prediction, labels unused (L-inf)",
     ),
     ("apgd", AttackSpec(_apgd, _BOTH, restarts=True, eot=True, keeps_only_successes=True), "Auto-PGD with cross-entropy loss (APGD-CE)"),
     ("apgdt", AttackSpec(_apgdt, _BOTH, restarts=True, eot=True, keeps_only_successes=True), "targeted Auto-PGD with the DLR loss (APGD-T)"),
-    ("autoattack", AttackSpec(_autoattack("standard"), _BOTH, keeps_only_successes=True), "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square"),
-    ("autoattack-rand", AttackSpec(_autoattack("rand"), _BOTH, keeps_only_successes=True), "AutoAttack rand: APGD-CE and APGD-DLR with EOT 20"),
+    (
+        "autoattack",
+        AttackSpec(_autoattack("standard"), _BOTH, keeps_only_successes=True, schedule=AUTOATTACK_SCHEDULES["standard"]),
+        "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square",
+    ),
+    (
+        "autoattack-rand",
+        AttackSpec(_autoattack("rand"), _BOTH, keeps_only_successes=True, schedule=AUTOATTACK_SCHEDULES["rand"]),
+        "AutoAttack rand: APGD-CE and APGD-DLR with EOT 20",
+    ),
     ("square", AttackSpec(_square, _BOTH, restarts=True, keeps_only_successes=True), "Square attack, score-based black-box (steps = queries)"),
     (
         "deepfool",
@@ -237,7 +257,7 @@ for _name, _spec, _doc in (
     ),
     (
         "cw",
-        AttackSpec(lambda m, c, k: torchattacks.CW(m, steps=c.steps), _L2, bounded=False),
+        AttackSpec(lambda m, c, k: torchattacks.CW(m, steps=c.steps), _L2, bounded=False, keeps_only_successes=True),
         "Carlini-Wagner L2, minimal perturbation (ignores eps)",
     ),
     ("ead", AttackSpec(_ead, _L2, bounded=False), "elastic-net attack EAD (L1 + L2, EN rule; ignores eps)"),

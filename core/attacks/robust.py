@@ -144,9 +144,8 @@ def robust_run(
     spec = threat_model(threat)
     if batch_size < 1:
         raise PurifyLabError(f"batch size must be >= 1, got {batch_size}")
-    if attack is not None and spec.name == "white" and not getattr(purifier, "exact_gradients", True):
-        # Its forward already passes gradients straight through: a 'white' number would be a BPDA one.
-        raise PurifyLabError(f"purifier '{purifier.name}' has no exact gradients; attack it with threat 'bpda' or 'bpda-eot'")
+    if attack is not None:
+        spec.check_purifier(purifier)  # before any batch: craft would refuse only after the clean pass
     state = process_state()
     device = state.device
     classifier = classifier.to(device)
@@ -237,10 +236,12 @@ def _balanced(right: np.ndarray, labels: np.ndarray) -> float:
 
 
 def attack_budget(attack: AttackConfig, threat: str, eot: int) -> dict:
-    """AttackConfig.budget() with the threat's purifier draws per step folded into the gradient count."""
+    """AttackConfig.budget() with the threat's purifier draws per step folded into the gradient count
+    (None stays None: an attack with its own schedule has no steps x EOT count)."""
     budget = attack.budget()
     draws = threat_model(threat).draws_per_step(eot)
-    return {**budget, "threat_eot": draws, "gradient_evaluations": budget["gradient_evaluations"] * draws}
+    evaluations = budget["gradient_evaluations"]
+    return {**budget, "threat_eot": draws, "gradient_evaluations": None if evaluations is None else evaluations * draws}
 
 
 def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: bool = False) -> dict:
@@ -250,6 +251,7 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
         raise PurifyLabError("evaluate_attack needs an attack (config.attack)")
     threat = threat_model(config.threat)
     purifier = create_purifier(config.purifier, **config.purifier_params)
+    threat.check_purifier(purifier)  # before the clean pass, which runs no attack
     substitute = None
     if threat.needs_substitute:
         substitute = create_classifier(config.substitute, pretrained=True, weights=config.substitute_weights)

@@ -22,8 +22,8 @@ from torch import nn
 
 from core.attacks.config import AttackConfig
 from core.attacks.library import create_attack, frozen_eval
-from core.defended import DefendedClassifier
-from core.errors import PurifyLabError
+from core.defended import MAX_REDRAWS, DefendedClassifier
+from core.errors import PurifyLabError, check_range
 from core.io import IMAGE_CHANNELS, validate_image_tensor, validate_labels
 from core.purifiers.base import Purifier
 from core.purifiers.simple import IdentityPurifier
@@ -34,7 +34,7 @@ class ThreatModel:
     """What the attacker sees under one threat model; every caller asks these flags, none re-spells them."""
 
     name: str
-    summary: str  # "{draws}" stands for the EOT count, which only the caller knows
+    summary: str  # "{draws}" stands for the EOT count, which only the caller knows; "{s}" for its plural
     goes_through_purifier: bool  # the attacker differentiates (or approximates) the purifier
     uses_eot: bool  # each attack step averages over `eot` purifier draws
     needs_substitute: bool  # examples are crafted on a black-box substitute model
@@ -44,11 +44,17 @@ class ThreatModel:
 
     def describe(self, eot: int | None = None) -> str:
         """The threat model in words, with the EOT count filled in ("several" when none is set)."""
-        return self.summary.format(draws="several" if eot is None else eot)
+        return self.summary.format(draws="several" if eot is None else eot, s="" if eot == 1 else "s")
 
     def draws_per_step(self, eot: int) -> int:
         """Purifier draws the attacker spends per gradient step."""
         return eot if self.uses_eot else 1
+
+    def check_purifier(self, purifier: Purifier | None) -> None:
+        """Refuse 'white' on a purifier whose forward already passes gradients straight through:
+        its number would be a BPDA one recorded as exact gradients."""
+        if self.name == "white" and purifier is not None and not getattr(purifier, "exact_gradients", True):
+            raise PurifyLabError(f"purifier '{purifier.name}' has no exact gradients; attack it with threat 'bpda' or 'bpda-eot'")
 
 
 THREAT_MODELS: dict[str, ThreatModel] = {
@@ -57,10 +63,10 @@ THREAT_MODELS: dict[str, ThreatModel] = {
         ThreatModel("grey", "attacker sees the classifier only; the purifier is applied at test time", False, False, False),
         ThreatModel("transfer", "examples crafted on a substitute model (black-box), evaluated on the defended target", False, False, True),
         ThreatModel("bpda", "purifier forward, identity backward (BPDA)", True, False, False),
-        ThreatModel("bpda-eot", "BPDA with expectation over {draws} purifier draws per step", True, True, False, ("grey",)),
+        ThreatModel("bpda-eot", "BPDA with expectation over {draws} purifier draw{s} per step", True, True, False, ("grey",)),
         ThreatModel(
             "white",
-            "exact gradients through the purifier's differentiable mode, EOT over {draws} draws",
+            "exact gradients through the purifier's differentiable mode, EOT over {draws} draw{s}",
             True,
             True,
             False,
@@ -104,6 +110,7 @@ def attacked_model(
         return substitute
     if purifier is None:
         raise PurifyLabError(f"threat '{threat}' attacks through the defense: give a purifier ('none' for no defense)")
+    spec.check_purifier(purifier)
     if threat == "bpda":
         return DefendedClassifier(purifier, classifier, eot=1, bpda=True, seed=seed)
     if threat == "bpda-eot" and eot < 2:
@@ -191,8 +198,9 @@ def evaluate_defended(
     it is classified correctly under every one of `redraws` independent purifier draws (draw k uses
     seed + k). A deterministic purifier is evaluated once, since every draw would be the same.
     `purifier` None scores the classifier undefended."""
-    if redraws < 1:
-        raise PurifyLabError(f"redraws={redraws} is outside the allowed range [1, 1000]")
+    check_range("redraws", redraws, 1, MAX_REDRAWS)
+    if batch_size < 1:  # adv.split(0) or a negative size would fail inside torch
+        raise PurifyLabError(f"batch_size={batch_size} must be >= 1")
     adv, labels = checked_inputs(classifier, adv, labels)
     purifier = purifier if purifier is not None else IdentityPurifier()
     draws = redraws if purifier.stochastic else 1

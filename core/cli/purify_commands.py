@@ -114,9 +114,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
+        width = max(len(row["name"]) for row in rows)  # diffdefense_paper ran into its NFE at a fixed 12
         for row in rows:
             nfe = "n/a (weights missing)" if row["nfe"] is None else str(row["nfe"])
-            typer.echo(f"{row['name']:<12} NFE {nfe:<6} {row['description']}")
+            typer.echo(f"{row['name']:<{width}} NFE {nfe:<6} {row['description']}")
 
     @groups["train"].command("diffusion")
     def train_diffusion_command(

@@ -29,9 +29,9 @@ def format_report(result: dict) -> str:
         rows.append(f"{'ece':<22} {result['ece']:.4f}")
     if "robust_accuracy" in result:
         threat, budget = result["threat_model"], result["budget"]
+        steps = budget.get("schedule") or f"steps={budget['steps']}"  # AutoAttack runs its own schedule
         rows += [
-            f"attack {result['attack']['name']} {budget['norm']} eps={budget['eps']} steps={budget['steps']}  "
-            f"threat {threat['name']} ({threat['description']})",
+            f"attack {result['attack']['name']} {budget['norm']} eps={budget['eps']} {steps}  threat {threat['name']} ({threat['description']})",
             f"{'clean_accuracy':<22} {result['clean_accuracy']:.4f}",
             f"{'robust_accuracy':<22} {result['robust_accuracy']:.4f}  (one draw)",
             f"{'robust_worst_of_k':<22} {result['robust_accuracy_worst_of_k']:.4f}  (k={result['redraws']})",

@@ -88,7 +88,7 @@ def resnet(pretrained: bool = True, weights: str | Path | None = None, **overrid
     return _build("resnet", XrayResNet, pretrained, weights, overrides)
 
 
-@classifiers.register("resnet_smooth", "the resnet fine-tuned under Gaussian noise (std 0.25) for randomized smoothing")
+@classifiers.register("resnet_smooth", "the resnet fine-tuned under Gaussian noise (std 0.5, its card's smoothing_sigma) for randomized smoothing")
 def resnet_smooth(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
     return _build("resnet_smooth", XrayResNet, pretrained, weights, overrides)
 

@@ -25,7 +25,13 @@ for _cls, _doc in (
     (OneShotPurifier, "one-shot denoiser: noise to t*, one UNet call, Tweedie's x0 estimate (Carlini et al. 2023)"),
     (DDIMPurifier, "stochastic DDIM from depth T* with time-step skips (threat-model-agnostic, Alg. 2)"),
     (DiffDefensePurifier, "DiffDefense, affordable: optimise the noise so a short DDIM chain reproduces the input"),
-    (DiffDefensePaperPurifier, "DiffDefense as published (Alg. 1): z ~ N(0, I), stochastic chain from T*, gradient steps"),
+    (
+        DiffDefensePaperPurifier,
+        (
+            "DiffDefense as published (Alg. 1): z ~ N(0, I), stochastic chain from T*, gradient steps; "
+            "at these defaults (NFE 500) it reconstructs X-rays poorly (about 10 dB PSNR): tune T*, lr and L (docs/TRAINING.md)"
+        ),
+    ),
     (ColdBlurPurifier, "cold diffusion, blurred only: D(x, depth)"),
     (ColdDirectPurifier, "cold diffusion, direct reconstruction: R(D(x, depth), depth), 1 UNet call"),
     (ColdReconPurifier, "cold diffusion, reconstruction: improved sampling from depth to 0 (steps UNet calls)"),

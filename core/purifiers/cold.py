@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from core.errors import check_range
+from core.errors import PurifyLabError, check_range
 from core.purifiers.base import Purifier, PurifierConfig
 from core.purifiers.blur_degradation import BlurDegradation, BlurSchedule
 from core.purifiers.unet import call_unet, load_shipped_unet
@@ -44,6 +44,8 @@ def restore(unet: UNet2DModel, x_t: torch.Tensor, level: int | torch.Tensor) -> 
     network = getattr(unet, "module", unet)  # under DistributedDataParallel the config sits on .module
     factor = 2 ** (len(network.config.block_out_channels) - 1)
     height, width = x_t.shape[-2:]
+    if min(height, width) < factor:  # the reflection padding below needs padding < side
+        raise PurifyLabError(f"the cold-diffusion UNet needs images of at least {factor} px a side; got {(height, width)}")
     pad_h, pad_w = -height % factor, -width % factor
     model_input = F.pad(x_t, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w else x_t
     prediction = call_unet(unet, model_input * 2 - 1, timesteps)[..., :height, :width]
@@ -63,7 +65,8 @@ class ColdConfig(PurifierConfig):
     depth: int = 20  # blur level the input is degraded to; 1..T of the schedule (T = 20 shipped)
 
     def validate(self) -> None:
-        check_range("depth", self.depth, 1, 1000)
+        # The shipped schedule's T, so a job is priced only at a depth the purifier will accept.
+        check_range("depth", self.depth, 1, shipped_blur_schedule().levels)
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,12 @@ class DiffDefensePurifier(DiffusionPurifier):
         return images.detach() + (x - x.detach())  # BPDA: identity gradient, value exactly `images`
 
     def purify_with_score(self, x: torch.Tensor, seed: int | None = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reconstructions, per-image MSE): the MSE is DiffDefense's attack-detection score."""
+        """(reconstructions, per-image MSE): the MSE is DiffDefense's attack-detection score.
+
+        Checked like `purify`: a 0-255 image would otherwise score as a blatant attack."""
+        from core.io import validate_image_tensor
+
+        x = validate_image_tensor(x, channels=self.input_channels)
         generator = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
         result = self.reconstruct(x, generator)
         return result.images, result.mse

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +72,21 @@ def shipped_denoiser(stem: str = DDPM_WEIGHTS_STEM) -> tuple[UNet2DModel, dict]:
 
 @functools.lru_cache(maxsize=4)
 def _load_denoiser(stem: str, weights_dir: str) -> tuple[UNet2DModel, dict]:
+    weights = Path(weights_dir) / f"{stem}.safetensors"
+    if card_path(weights).is_file():  # a missing file is reported by the loader
+        _check_noise_predictor(stem, read_card(weights), Path(weights_dir))
     return load_shipped_unet(stem, Path(weights_dir))
+
+
+def _is_noise_predictor(card: dict) -> bool:
+    return card.get("kind") == "ddpm-denoiser" and card.get("prediction_type") == "epsilon"
+
+
+def _check_noise_predictor(stem: str, card: dict, weights_dir: Path) -> None:
+    """Refuse a classifier or the cold (clean-image) UNet as `denoiser`: either would run silently as a noise predictor."""
+    if not _is_noise_predictor(card):
+        shipped = sorted(path.stem for path in weights_dir.glob("*.json") if _is_noise_predictor(read_card(path.with_suffix(".safetensors"))))
+        raise PurifyLabError(f"denoiser='{stem}' is not a DDPM noise-prediction network; shipped ones: {', '.join(shipped) or 'none'}")
 
 
 def shipped_schedule(stem: str = DDPM_WEIGHTS_STEM) -> dict[str, Any]:
@@ -155,9 +170,11 @@ class DiffusionPurifier(Purifier):
         schedule: dict[str, Any] | None = None,
     ):
         super().__init__(config)
+        self.shipped = unet is None  # a shipped network runs only at the size it was trained at
         if unet is None:
             unet, card = shipped_denoiser(self.config.denoiser)
             schedule = schedule or card.get("scheduler", DEFAULT_SCHEDULE)
+            self._warn_beyond_training(card.get("max_t_fraction"))
         self.unet = unet.eval().requires_grad_(False)
         self.schedule = dict(schedule or DEFAULT_SCHEDULE)
         self.num_train_timesteps = int(self.schedule["num_train_timesteps"])
@@ -184,10 +201,26 @@ class DiffusionPurifier(Purifier):
     def input_channels(self) -> tuple[int, ...]:
         return (int(self.unet.config.in_channels),)
 
+    def _warn_beyond_training(self, max_fraction: float | None) -> None:
+        """Warn, not refuse: the t* sweeps of the presets (ddpm-defense, blau) go past it on purpose."""
+        field = self.sweeps.get("tstar")
+        depth = getattr(self.config, field) if field else None
+        if max_fraction is not None and depth is not None and depth > max_fraction:
+            warnings.warn(
+                f"{self.name}: {field}={depth} is deeper than denoiser '{self.config.denoiser}' was trained for "
+                f"(t <= {max_fraction} T, its card's max_t_fraction); its output there is untested",
+                stacklevel=3,
+            )
+
     def check_input(self, x: torch.Tensor) -> None:
         channels = self.unet.config.in_channels
         if x.ndim != 4 or x.shape[1] != channels:
             raise PurifyLabError(f"{self.name} expects images of shape (N, {channels}, H, W), got {tuple(x.shape)}")
+        if self.shipped and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            raise PurifyLabError(
+                f"denoiser '{self.config.denoiser}' was trained on {self.image_size} px images, got {tuple(x.shape[-2:])}; "
+                f"resize to {self.image_size} or name a denoiser of that size"
+            )
         multiple = 2 ** (len(self.unet.config.block_out_channels) - 1)
         if x.shape[-1] % multiple or x.shape[-2] % multiple:
             raise PurifyLabError(f"{self.name} needs H and W divisible by {multiple}, got {tuple(x.shape[-2:])}; resize to {self.image_size}")

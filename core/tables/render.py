@@ -253,7 +253,10 @@ def _budget_text(row) -> str:
     attack = row.attack
     spec = ATTACKS.get(attack.name)
     eps = f" eps {attack.eps:g}" if spec.bounded else " (minimal perturbation)"
-    steps = "" if spec.single_step else f", {attack.steps} {'queries' if attack.name == 'square' else 'steps'}"
+    if spec.schedule:  # AutoAttack runs its own schedule, whatever `steps` says
+        steps = f", {spec.schedule}"
+    else:
+        steps = "" if spec.single_step else f", {attack.steps} {'queries' if attack.name == 'square' else 'steps'}"
     return f"{row.label} = {attack.name} {attack.norm}{eps}{steps}"
 
 
