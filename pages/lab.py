@@ -144,6 +144,13 @@ st.caption(
     f"threat model **{threat}**: {THREAT_MODELS[threat].describe(eot)} · the attacker {seen}"
 )
 
+try:  # the class's facts, before any network loads: 'white' needs exact gradients through the purifier
+    THREAT_MODELS[threat].check_purifier(PURIFIERS.get(target[0]))
+except PurifyLabError as error:
+    st.warning(f"{panel_title(target_label)}: {error}.")
+    show_image(image, "Original")
+    st.markdown(reading_badge(clean_reading))
+    st.stop()
 calls = attack_calls(threat, denoiser_calls(*target), steps, eot)
 if calls <= LIGHT_CALLS:
     with st.spinner("Attacking …"):

@@ -112,6 +112,19 @@ def test_lab_runs_an_adaptive_attack_only_when_asked_and_says_what_the_attacker_
     assert len(notes) == len(_purified_readings(app)) == len(DEFAULT_DEFENSE) + 1
 
 
+def test_lab_says_in_one_line_that_white_box_needs_exact_gradients(app):
+    """DiffDefense passes gradients straight through: a 'white' attack on it would be BPDA recorded as
+    exact gradients, which the engine refuses; the page says so instead of showing a traceback."""
+    app.switch_page("pages/lab.py").run()
+    app.selectbox(key="attack").set_value("FGSM").run()
+    app.selectbox(key="threat").set_value("white").run()
+    app.selectbox(key="target").set_value("DiffDefense").run()
+    assert not app.exception, app.exception
+    assert [warning.value for warning in app.warning] == [
+        "DiffDefense: purifier 'diffdefense' has no exact gradients; attack it with threat 'bpda' or 'bpda-eot'."
+    ]
+
+
 def test_lab_clears_the_question_once_the_adaptive_attack_runs(app):
     app.switch_page("pages/lab.py").run()
     app.selectbox(key="attack").set_value("FGSM").run()
