@@ -111,6 +111,10 @@ def denoiser_calls(name: str, params: tuple[tuple[str, object], ...] = ()) -> in
     return planned_calls(name, **dict(params))
 
 
+# The model transfer attacks are crafted on (a small CNN trained on the same X-rays).
+SUBSTITUTE = "substitute"
+
+
 def image_key(image: torch.Tensor) -> str:
     return hashlib.sha256(image.numpy().tobytes()).hexdigest()[:16]
 
@@ -120,7 +124,7 @@ def cached_attack(
     key: str, _image: torch.Tensor, classifier_name: str, attack: tuple, threat: str, purifier_name: str, purifier_params: tuple, eot: int
 ) -> Timed:
     """Attack once per (image, classifier, attack, threat); `_image` is identified by `key`."""
-    substitute = classifier("substitute") if THREAT_MODELS[threat].needs_substitute else None
+    substitute = classifier(SUBSTITUTE) if THREAT_MODELS[threat].needs_substitute else None
     return attack_image(
         classifier(classifier_name),
         _image,

@@ -24,6 +24,7 @@ from pages.common import (
     RECOMMENDED,
     RECOMMENDED_PANEL,
     SAMPLE_HELP,
+    SUBSTITUTE,
     available_classifiers,
     cached_attack,
     cached_purify,
@@ -139,18 +140,25 @@ target = variants[target_label] if threat in ADAPTIVE else variants["Blurred"]  
 seen = f"differentiated through **{panel_title(target_label)}** ({setting_text(target)})" if threat in ADAPTIVE else "saw no purifier"
 attack_text = f"{attack_label}, {steps} step(s), L∞ ε {eps:.3f}" + (f", EOT {eot} draws per step" if eot > 1 else "") + f", seed {AttackConfig().seed}"
 clean_reading = read(model, image)[0]
+# Before any caption says an attack ran: 'white' needs exact gradients (a fact of the purifier's class),
+# and a transfer attack needs a model other than the one it is crafted on.
+refusal = None
+try:
+    THREAT_MODELS[threat].check_purifier(PURIFIERS.get(target[0]))
+except PurifyLabError as error:
+    refusal = f"{panel_title(target_label)}: {error}."
+if THREAT_MODELS[threat].needs_substitute and classifier_name == SUBSTITUTE:
+    refusal = f"Transfer attacks are crafted on {SUBSTITUTE}: against {SUBSTITUTE} itself that is the grey-box attack; choose grey."
+if refusal:
+    st.warning(refusal)
+    show_image(image, "Original")
+    st.markdown(reading_badge(clean_reading))
+    st.stop()
 st.caption(
     f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · attack: {attack_text} · "
     f"threat model **{threat}**: {THREAT_MODELS[threat].describe(eot)} · the attacker {seen}"
 )
 
-try:  # the class's facts, before any network loads: 'white' needs exact gradients through the purifier
-    THREAT_MODELS[threat].check_purifier(PURIFIERS.get(target[0]))
-except PurifyLabError as error:
-    st.warning(f"{panel_title(target_label)}: {error}.")
-    show_image(image, "Original")
-    st.markdown(reading_badge(clean_reading))
-    st.stop()
 calls = attack_calls(threat, denoiser_calls(*target), steps, eot)
 if calls <= LIGHT_CALLS:
     with st.spinner("Attacking …"):

@@ -123,6 +123,19 @@ def test_lab_says_in_one_line_that_white_box_needs_exact_gradients(app):
     assert [warning.value for warning in app.warning] == [
         "DiffDefense: purifier 'diffdefense' has no exact gradients; attack it with threat 'bpda' or 'bpda-eot'."
     ]
+    assert not [caption for caption in app.caption if "the attacker differentiated" in caption.value], "no attack ran"
+
+
+def test_lab_does_not_call_an_attack_on_the_substitute_itself_transfer(app):
+    """Transfer examples are crafted on the substitute: scored on the substitute they are grey-box ones."""
+    app.switch_page("pages/lab.py").run()
+    app.selectbox(key="classifier").set_value("substitute").run()
+    app.selectbox(key="threat").set_value("transfer").run()
+    assert not app.exception, app.exception
+    assert [warning.value for warning in app.warning] == [
+        "Transfer attacks are crafted on substitute: against substitute itself that is the grey-box attack; choose grey."
+    ]
+    assert not [caption for caption in app.caption if "threat model **transfer**" in caption.value]
 
 
 def test_lab_clears_the_question_once_the_adaptive_attack_runs(app):
