@@ -198,7 +198,8 @@ SAMPLE_HELP = "Samples shipped with the app, real test-cohort X-rays first; an u
 
 def uploaded(key: str) -> bool:
     """Whether the upload control `key` holds a file, known before it renders (from the last run), so
-    the sample picker above it can step aside instead of naming a sample that is not shown."""
+    the sample picker above it is disabled while an upload is shown (its help, SAMPLE_HELP, says the
+    upload takes the samples' place; Streamlit keeps showing the last sample's name in it)."""
     return st.session_state.get(key) is not None
 
 
