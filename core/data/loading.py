@@ -17,7 +17,7 @@ import torch
 from core.data.decode import check_channels, check_size
 from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
 from core.data.imageset import ImageSet
-from core.data.sources import load_dataset, own_split
+from core.data.sources import SplitsInData, load_dataset
 from core.data.splits import SplitSpec, data_hash, make_splits
 from core.errors import PurifyLabError
 from core.paths import CACHE_DIR
@@ -103,9 +103,14 @@ def load_splits(
         raise PurifyLabError(f"limit must be a positive number of images, got {limit}")
     check_size(image_size)  # before the listing: a typo is named as such, whatever the data
     check_channels(channels)
-    # A split the data holds itself (a MedMNIST .npz, split folders) is read whole.
-    own = own_split(data_dir, splits[0] if len(splits) == 1 else None)
-    image_set = load_dataset(data_dir, split=own, size=image_size, channels=channels, progress=progress, cache_dir=CACHE_DIR)
+    own = None  # a split the data holds itself (a MedMNIST .npz, split folders): read whole
+    try:
+        image_set = load_dataset(data_dir, size=image_size, channels=channels, progress=progress, cache_dir=CACHE_DIR)
+    except SplitsInData as error:
+        if len(splits) != 1 or splits[0] not in error.available:
+            raise
+        own = splits[0]
+        image_set = load_dataset(data_dir, split=own, size=image_size, channels=channels, progress=progress, cache_dir=CACHE_DIR)
     if own:
         spec, cut = None, f"the data's own '{own}' split, whole"
     else:

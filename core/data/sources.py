@@ -344,23 +344,18 @@ def list_items(path: str | Path, split: str | None = None) -> Listing:
     raise PurifyLabError(f"no data at {path}: the path does not exist")
 
 
-def own_split(path: str | Path, split: str | None) -> str | None:
-    """None when `path` is one data set (the project cuts it into splits); `split` when the data holds
-    splits of its own (npz keys, split folders) and `split` is one of them, to be read whole."""
-    try:
-        list_items(path, None)
-    except SplitsInData as error:
-        if split in error.available:
-            return split
-        raise
-    return None
-
-
 def data_listing(path: str | Path, split: str | None = None) -> Listing:
     """What `core.data.loading.load_split(path, split, ...)` reads, listed without decoding and
     without torch: an unreadable --data is refused in a fraction of a second, before a model is
-    built, and class names can be checked before any pixel is decoded."""
-    return _with_items(list_items(path, own_split(path, split)))
+    built, and class names can be checked before any pixel is decoded. Data that holds splits of
+    its own (npz keys, split folders) is listed at `split`, read whole; any other data at once."""
+    try:
+        listing = list_items(path, None)
+    except SplitsInData as error:
+        if split not in error.available:
+            raise
+        listing = list_items(path, split)
+    return _with_items(listing)
 
 
 def _with_items(listing: Listing) -> Listing:
