@@ -43,8 +43,6 @@ from core.weights import card_path, load_weights, read_card, save_weights
 if TYPE_CHECKING:
     from core.attacks import AttackConfig
 
-PRESETS = CLASSIFIER_PRESETS
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -280,7 +278,7 @@ _GPU = {
 
 def preset(name: str, model: str, **overrides) -> TrainConfig:
     """ "tiny": a few batches at 32 px (tests); "cpu": what ships from a 2-core CPU; "gpu": a full run."""
-    check_preset(name, PRESETS)
+    check_preset(name, CLASSIFIER_PRESETS)
     if model not in list_classifiers():
         raise PurifyLabError(f"unknown classifier '{model}'; choose one of: {', '.join(list_classifiers())}")
     if name == "tiny":

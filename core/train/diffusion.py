@@ -38,7 +38,6 @@ from core.train.layout import DIFFUSION_PRESETS, check_preset
 from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits
 from core.weights import WEIGHTS_DIR, save_weights
 
-PRESETS = DIFFUSION_PRESETS
 GRID_IMAGES = 8
 
 
@@ -144,7 +143,7 @@ class DiffusionTrainConfig:
                 threads=1,
             ),
         }
-        check_preset(name, PRESETS)
+        check_preset(name, DIFFUSION_PRESETS)
         settings = presets[name] | {k: v for k, v in overrides.items() if v is not None}
         config = replace(cls(), preset=name, **settings)
         config.validate()
