@@ -92,21 +92,28 @@ def _is_json_object(sibling: Path) -> bool:
 def _check_writable(path: Path, option: str, creates_folder: bool) -> None:
     """A new file can be created in the output's folder (or its nearest existing ancestor, when the
     command creates the folder), and an existing output can be rewritten."""
-    folder = path.parent
-    if not folder.is_dir():
-        if not creates_folder:
-            raise PurifyLabError(f"the folder of {option} {path} does not exist; create it first")
-        folder = next((parent for parent in path.parents if parent.exists()), Path.cwd())
-        if not folder.is_dir():
-            raise PurifyLabError(f"{option} {path}: {folder} is a file, not a folder")
+    if not path.parent.is_dir() and not creates_folder:
+        raise PurifyLabError(f"the folder of {option} {path} does not exist; create it first")
+    _check_can_create_in(path.parent, option, path)
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
         if path.exists():
             with path.open("r+b"):
                 pass
     except OSError as error:
         raise PurifyLabError(f"cannot write {option} {path}: {error.strerror or error}") from None
+
+
+def _check_can_create_in(folder: Path, option: str, shown: Path) -> None:
+    """A file can be created in `folder`, or in its nearest existing ancestor when the command will
+    create the folder; `shown` is the path the user gave, as the message names it."""
+    existing = next((candidate for candidate in (folder, *folder.parents) if candidate.exists()), Path.cwd())
+    if not existing.is_dir():
+        raise PurifyLabError(f"{option} {shown}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise PurifyLabError(f"cannot write {option} {shown}: {error.strerror or error}") from None
 
 
 def check_output_folder(path: Path | None, option: str) -> Path | None:
@@ -116,14 +123,7 @@ def check_output_folder(path: Path | None, option: str) -> Path | None:
         return None
     if path.exists() and not path.is_dir():
         raise PurifyLabError(f"{option} {path} is a file; name a folder")
-    folder = next((candidate for candidate in (path, *path.parents) if candidate.exists()), Path.cwd())
-    if not folder.is_dir():
-        raise PurifyLabError(f"{option} {path}: {folder} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise PurifyLabError(f"cannot write {option} {path}: {error.strerror or error}") from None
+    _check_can_create_in(path, option, path)
     return path
 
 
