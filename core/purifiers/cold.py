@@ -15,7 +15,9 @@ holds the blur schedule it was trained with, which the purifiers read back.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -54,7 +56,13 @@ def restore(unet: UNet2DModel, x_t: torch.Tensor, level: int | torch.Tensor) -> 
 
 def shipped_blur_schedule() -> BlurSchedule:
     """The schedule the shipped UNet was trained with; the default one when no weights are shipped."""
-    card_file = WEIGHTS_DIR / f"{COLD_WEIGHTS_STEM}.json"
+    return _card_blur_schedule(str(WEIGHTS_DIR))
+
+
+@functools.lru_cache(maxsize=4)
+def _card_blur_schedule(weights_dir: str) -> BlurSchedule:
+    """Read once per process: every ColdConfig checks its depth against it (the app builds one per slider move)."""
+    card_file = Path(weights_dir) / f"{COLD_WEIGHTS_STEM}.json"
     if card_file.is_file():
         return BlurSchedule.from_dict(read_card(card_file)["blur_schedule"])
     return BlurSchedule()
