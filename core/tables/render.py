@@ -323,12 +323,7 @@ def verdicts(table: TableSpec, records: list[dict]) -> list[tuple[PaperClaim, Ve
         if cell is None:
             judged.append((claim, None))
             continue
-        metrics = cell["metrics"]
-        if table.metric == "balanced_accuracy":
-            ours, (low, high) = metrics["balanced_accuracy"], metrics["confidence_95"]["balanced_accuracy"]
-        else:  # exact, from the count: cells stored before accuracy had a Clopper-Pearson interval carry a bootstrap one
-            ours = metrics["one_shot_accuracy"]
-            low, high = clopper_pearson(round(ours * metrics["n"]), metrics["n"])
+        ours, (low, high) = _value_and_interval(cell["metrics"], table.metric == "balanced_accuracy")
         judged.append((claim, Verdict(claim.value / 100.0, ours, low, high)))
     return judged
 
@@ -498,7 +493,8 @@ def figure(preset: Preset, records: list[dict]):
 
 
 def _value_and_interval(metrics: dict, balanced: bool) -> tuple[float, tuple[float, float]]:
-    """The number a cell's table shows and its 95 % interval (exact Clopper-Pearson from the count for accuracy)."""
+    """The number a cell's table shows and its 95 % interval; for accuracy exact, from the count (cells
+    stored before accuracy had a Clopper-Pearson interval carry a bootstrap one)."""
     if balanced:
         return metrics["balanced_accuracy"], tuple(metrics["confidence_95"]["balanced_accuracy"])
     accuracy = metrics["one_shot_accuracy"]
