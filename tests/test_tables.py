@@ -3,6 +3,7 @@ seed gives the same table, an interrupted run resumes, and the masking checks ra
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 from pathlib import Path
@@ -21,6 +22,7 @@ from core.purifiers.base import Purifier, PurifierConfig
 from core.results import ResultStore, cell_key
 from core.sweeps import sweep_preset
 from core.tables import AttackRow, PresetRunner, list_presets, load_preset, preset_from_dict, run_preset
+from core.tables.render import markdown_tables
 from core.tables.verdict import Verdict
 from core.weights import save_weights
 
@@ -124,7 +126,15 @@ def test_outputs_exist_and_agree(xray_train_dir, weights, tmp_path):
     mean = f"{100 * sum(attacked) / len(attacked):.2f}"
     assert any(line.startswith(f"| AwT | {mean} | n/a") for line in outcome.markdown.splitlines())
     assert any(line.startswith(f"| AoA | {mean} |") for line in outcome.markdown.splitlines())
-
+    # a balanced-accuracy table averages balanced accuracy, not plain accuracy
+    raw = _raw(xray_train_dir, weights)
+    raw["tables"][0]["metric"] = "balanced_accuracy"
+    records = copy.deepcopy(table_results)
+    attacked = [r for r in records if r["table"] == "grey" and r["column"] == "Original" and r["row"] != "Clean"]
+    for record, balanced in zip(attacked, (0.2, 0.6), strict=True):
+        record["metrics"].update(balanced_accuracy=balanced, one_shot_accuracy=0.9)
+    balanced_markdown = markdown_tables(preset_from_dict(raw, "tiny"), records, [])
+    assert any(line.startswith("| AoA | 40.00 |") for line in balanced_markdown.splitlines())
 
 def test_same_seed_gives_identical_table_json(xray_train_dir, weights, tmp_path):
     preset = _preset(xray_train_dir, weights)

@@ -231,7 +231,7 @@ def _is_training_threat(row, trained_on: str | None) -> bool:
 
 
 def _averages(records: list[dict], table: TableSpec, classifier: str, column, threat: str) -> tuple[float | None, float | None]:
-    """(AwT, AoA): mean robust accuracy over attack rows, without / with the column's training threat."""
+    """(AwT, AoA): mean of the table's metric over attack rows, without / with the column's training threat."""
     values, unseen = [], []
     for row in table.rows:
         if row.name is None:
@@ -239,7 +239,7 @@ def _averages(records: list[dict], table: TableSpec, classifier: str, column, th
         cell = _cell_at(records, classifier, column.label, threat, row.label)
         if cell is None:
             continue
-        accuracy = cell["metrics"]["one_shot_accuracy"]
+        accuracy = _value_and_interval(cell["metrics"], table.metric == "balanced_accuracy")[0]
         values.append(accuracy)
         if not _is_training_threat(row, column.trained_on):
             unseen.append(accuracy)
