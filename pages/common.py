@@ -28,6 +28,7 @@ from core.metrics import CLASS_NAMES
 from core.models import create_classifier, shipped_xray_classifiers
 from core.purifiers import PURIFIERS, create_purifier, planned_calls
 from core.purifiers.cold import ColdConfig
+from pages.startup import through_app_navigation
 
 # Shared with the Gradio server (gradio_app.py): the gallery and the X-ray classifiers it offers.
 gallery = st.cache_data(show_spinner=False)(gallery_samples)
@@ -257,3 +258,9 @@ def probability_table(readings: dict[str, Reading]) -> str:
     header = "| panel | " + " | ".join(f"P({name})" for name in CLASS_NAMES) + " |"
     rows = [f"| {label} | " + " | ".join(f"{p:.0%}" for p in reading.probabilities) + " |" for label, reading in readings.items()]
     return "\n".join([header, "|---|" + "---:|" * len(CLASS_NAMES), *rows])
+
+
+# A deep link to this helper on a fresh server runs it as a page (Streamlit's v1 pages folder):
+# leave for app.py's declared pages instead of showing a blank one.
+if __name__ == "__main__":
+    through_app_navigation()

@@ -10,6 +10,7 @@ import streamlit as st
 from core.data.locations import DATASET_LABELS, dataset_of
 from core.defense import load_defense
 from core.weights import plain_training, shipped_cards, training_time
+from pages.startup import through_app_navigation
 
 
 def _with_interval(metrics: dict, key: str) -> str:
@@ -60,3 +61,9 @@ def shipped_models_table() -> dict[str, list[dict]]:
         group = DATASET_LABELS[dataset] if "classes" in card else "diffusion denoisers (the purifiers' networks)"
         tables.setdefault(group, []).append({key: value for key, value in row.items() if value not in (None, "")})
     return tables
+
+
+# A deep link to this helper on a fresh server runs it as a page (Streamlit's v1 pages folder):
+# leave for app.py's declared pages instead of showing a blank one.
+if __name__ == "__main__":
+    through_app_navigation()

@@ -51,3 +51,9 @@ def through_app_navigation() -> None:
         PagesManager.uses_pages_directory = False
         if not st.session_state:
             st.rerun()
+
+
+# A deep link to this helper on a fresh server runs it as a page (Streamlit's v1 pages folder):
+# leave for app.py's declared pages instead of showing a blank one.
+if __name__ == "__main__":
+    through_app_navigation()

@@ -23,10 +23,11 @@ st.markdown(
 )
 
 # One entry per results folder (two folders may hold the same preset at two scales, e.g. adaptive
-# on all 301 X-rays and adaptive-limit64); the file named after its folder wins inside one.
+# on all 301 X-rays and adaptive-limit64). A table is a Markdown file with its resolved config
+# beside it, so a folder's README or notes are never shown as its table.
 stored: dict[str, Path] = {}
 for path in sorted(RESULTS_DIR.glob("*/*.md")):
-    if path.parent.name not in stored or path.stem == path.parent.name:
+    if path.with_name(f"{path.stem}.config.json").is_file() and (path.parent.name not in stored or path.stem == path.parent.name):
         stored[path.parent.name] = path
 if not stored:
     st.info("No table has been committed yet: run `purifylab table quick`.")
@@ -44,10 +45,11 @@ else:
     st.html("<style>[data-testid='stMarkdownContainer'] table {display: block; max-width: 100%; overflow-x: auto;}</style>")
     st.markdown(path.read_text())
     downloads = st.columns(3)
-    downloads[0].download_button("Markdown", path.read_bytes(), file_name=path.name, key="download_md")
+    # named after the folder: adaptive and adaptive-limit64 hold files of one name at two scales
+    downloads[0].download_button("Markdown", path.read_bytes(), file_name=f"{name}.md", key="download_md")
     csv_path = path.with_suffix(".csv")
     if csv_path.is_file():
-        downloads[1].download_button("CSV", csv_path.read_bytes(), file_name=csv_path.name, key="download_csv")
+        downloads[1].download_button("CSV", csv_path.read_bytes(), file_name=f"{name}.csv", key="download_csv")
 
 st.divider()
 st.subheader("Regenerate the quick table")

@@ -205,7 +205,12 @@ def test_tables_page_shows_a_stored_table_with_its_threat_model(app):
     assert app.button(key="regenerate") is not None
     assert any("Threat model" in md.value or "grey" in md.value for md in app.markdown)
     # one entry per results folder: the full adaptive table leads, its CPU-sized run beside it
-    assert app.selectbox(key="table_choice").options[:2] == ["adaptive", "adaptive-limit64"]
+    options = app.selectbox(key="table_choice").options
+    assert options[:2] == ["adaptive", "adaptive-limit64"]
+    # a folder's README is not its table: the convergence run at 64 X-rays shows its measured table
+    assert "certify" not in options and not any(o.endswith("-candidates") for o in options)
+    app.selectbox(key="table_choice").set_value("adaptive-convergence-limit64").run()
+    assert any(md.value.startswith("# ") and "| Attack |" in md.value for md in app.markdown)
 
 
 def test_curves_page_draws_a_stored_sweep(app):

@@ -121,12 +121,14 @@ def test_home_renders_without_page_errors(server_url, page):
     assert page.errors == []
 
 
-def test_a_deep_link_to_a_fresh_server_gets_the_declared_pages(page):
+@pytest.mark.parametrize(("path", "heading"), [("tables", "Robustness tables"), ("common", "PurifyLab")])
+def test_a_deep_link_to_a_fresh_server_gets_the_declared_pages(page, path, heading):
     """Before any visitor has opened `/`, Streamlit reads a folder named pages/ as a v1 multipage app:
-    the link must still get app.py's five pages, not every module of the folder."""
+    the link must still get app.py's five pages, not every module of the folder; a link to a helper
+    module of the folder (not a page) lands on Home, not on a blank page."""
     with _serve() as url:
-        page.goto(f"{url}/tables")
-        page.locator("h1", has_text="Robustness tables").wait_for(timeout=60_000)  # after the page's one rerun
+        page.goto(f"{url}/{path}")
+        page.locator("h1", has_text=heading).wait_for(timeout=60_000)  # after the page's one rerun
         _settle(page)
         links = page.locator("[data-testid='stSidebarNav'] a").all_inner_texts()
         titles = [text.split("\n")[-1].strip() for text in links]
