@@ -204,6 +204,18 @@ def uploaded(key: str) -> bool:
     return st.session_state.get(key) is not None
 
 
+def keep_across_pages(*keys: str) -> None:
+    """Streamlit forgets a widget's value once its page is left for another, while plain session state
+    (a story's step) survives: call before the widgets, so a page resumed on return shows the choices
+    it was left with, not the defaults. Each key's copy is refreshed on every run."""
+    for key in keys:
+        copy = f"kept_{key}"
+        if key in st.session_state:
+            st.session_state[copy] = st.session_state[key]
+        elif copy in st.session_state:
+            st.session_state[key] = st.session_state[copy]
+
+
 def upload_field(key: str) -> UploadedFile | None:
     """The one upload control of the app's pages (the formats the loader decodes). Streamlit cuts the
     list of accepted formats to one line; it wraps here, so a half-page column shows all of them."""

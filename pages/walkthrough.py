@@ -17,6 +17,7 @@ from pages.common import (
     classifier,
     gallery,
     image_key,
+    keep_across_pages,
     reading_badge,
     research_notice,
     show_image,
@@ -50,9 +51,16 @@ if "vit" not in names or not samples:
     st.stop()
 
 step = st.session_state.setdefault("walkthrough_step", 0)
+keep_across_pages("walkthrough_sample", "walkthrough_budget")
+st.session_state.setdefault("walkthrough_budget", list(BUDGETS)[-1])  # the papers' budget first
 choice = st.selectbox("X-ray used in this story", list(samples), key="walkthrough_sample", disabled=uploaded("walkthrough_upload"), help=SAMPLE_HELP)
 st.caption(gallery_attribution())
 upload = upload_field("walkthrough_upload")
+if st.session_state.get("walkthrough_told_on_upload") and upload is None and step > 0:
+    # an upload cannot be restored after a visit to another page: never tell its story on another image
+    step = st.session_state.walkthrough_step = 0
+    st.info("The uploaded X-ray is gone (an upload is not kept when you leave this page): the story starts again on the X-ray chosen above.")
+st.session_state.walkthrough_told_on_upload = upload is not None
 model = classifier("vit")
 image, true_class = chosen_image(upload, samples[choice], model.image_size)  # an upload's: unknown
 key = image_key(image)
@@ -61,7 +69,6 @@ clean = read(model, image)[0]
 budget = st.radio(
     "Attack budget",
     list(BUDGETS),
-    index=1,
     horizontal=True,
     key="walkthrough_budget",
     help="The largest change the attacker may make to any pixel, on the 0-255 grey scale.",

@@ -188,6 +188,33 @@ def test_walkthrough_steps_forward_to_the_purified_image(app, xray_paths):
     assert any("not a diagnostic device" in md.value for md in app.markdown)
 
 
+def test_walkthrough_resumes_on_the_same_x_ray_after_another_page(app):
+    """Streamlit drops a widget's value on another page while the story's step survives: on return the
+    step must still be told on the X-ray and budget it was left with."""
+    app.switch_page("pages/walkthrough.py").run()
+    sample = app.selectbox(key="walkthrough_sample").options[1]
+    app.selectbox(key="walkthrough_sample").set_value(sample).run()
+    app.radio(key="walkthrough_budget").set_value("2/255 (subtle)").run()
+    app.button(key="walkthrough_next").click().run()
+    app.switch_page("pages/tables.py").run()
+    app.switch_page("pages/walkthrough.py").run()
+    assert not app.exception, app.exception
+    assert app.session_state["walkthrough_step"] == 1
+    assert app.selectbox(key="walkthrough_sample").value == sample
+    assert app.radio(key="walkthrough_budget").value == "2/255 (subtle)"
+
+
+def test_walkthrough_restarts_when_its_upload_is_gone(app, xray_paths):
+    app.switch_page("pages/walkthrough.py").run()
+    app.file_uploader(key="walkthrough_upload").set_value(("mine.jpeg", xray_paths["NORMAL"][0].read_bytes(), "image/jpeg")).run()
+    app.button(key="walkthrough_next").click().run()
+    app.switch_page("pages/tables.py").run()
+    app.switch_page("pages/walkthrough.py").run()
+    assert not app.exception, app.exception
+    assert app.session_state["walkthrough_step"] == 0
+    assert any("upload is not kept" in info.value for info in app.info)
+
+
 def test_walkthrough_tells_the_story_of_an_upload(app, xray_paths):
     app.switch_page("pages/walkthrough.py").run()
     app.file_uploader(key="walkthrough_upload").set_value(("mine.jpeg", xray_paths["NORMAL"][0].read_bytes(), "image/jpeg")).run()
