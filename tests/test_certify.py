@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from statistics import NormalDist
 
 import numpy as np
@@ -187,3 +188,15 @@ def test_resnet_smooth_is_described_with_its_cards_noise():
 
     sigma = read_card(WEIGHTS_DIR / "resnet_smooth.safetensors")["reads_through"]["params"]["sigma"]
     assert f"std {sigma}" in list_classifiers()["resnet_smooth"]
+
+
+def test_a_sigma_deeper_than_the_denoiser_was_trained_for_is_warned_before_any_draw():
+    """sigma 0.5 maps to t = 258 of 1000 on the default schedule; the shipped X-ray denoiser learnt t <= 250."""
+    denoiser = OneShotPurifier(unet=build_unet("tiny", sample_size=SIZE), schedule=DEFAULT_SCHEDULE)
+    denoiser.max_t_fraction = 0.25  # the shipped ddpm_unet card's
+    images, labels = torch.rand(1, 1, SIZE, SIZE), torch.tensor([0])
+    with pytest.warns(UserWarning, match=r"sigma=0.5 \(t=258\) is deeper than denoiser .* \(t <= 0.25 T"):
+        certify_images(_always(0), denoiser, images, labels, CertifyConfig(sigma=0.5, n0=1, n=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        certify_images(_always(0), denoiser, images, labels, CertifyConfig(sigma=0.25, n0=1, n=1))

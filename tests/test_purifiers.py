@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -239,6 +240,18 @@ def test_diffdefense_lowers_its_reconstruction_loss(tiny_unet, xrays):
     images, scores = purifier.purify_with_score(xrays, seed=0)
     assert torch.equal(scores, purifier.reconstruction_error(xrays, seed=0)) and scores.shape == (2,)
     assert torch.equal(images, purifier.purify(xrays, seed=0))
+
+
+@pytest.mark.parametrize("name", ["diffdefense", "diffdefense_paper"])
+def test_diffdefense_refuses_to_return_the_input_when_every_restart_diverges(tiny_unet, xrays, name):
+    """A non-finite reconstruction never beats the starting 'best' (the input itself): without the check
+    the unpurified image came back, and the undefended figures were reported as the defense's."""
+    diverging = copy.deepcopy(tiny_unet)
+    with torch.no_grad():
+        next(diverging.parameters()).fill_(float("nan"))  # a denoiser whose every output is not finite
+    purifier = build(name, diverging, R=2)
+    with pytest.raises(PurifyLabError, match="diverged .* on 2 of 2 images"):
+        purifier.purify(xrays, seed=0)
 
 
 def test_diffdefense_keeps_the_best_restart(tiny_unet, xrays):

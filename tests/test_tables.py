@@ -136,6 +136,7 @@ def test_outputs_exist_and_agree(xray_train_dir, weights, tmp_path):
     balanced_markdown = markdown_tables(preset_from_dict(raw, "tiny"), records, [])
     assert any(line.startswith("| AoA | 40.00 |") for line in balanced_markdown.splitlines())
 
+
 def test_same_seed_gives_identical_table_json(xray_train_dir, weights, tmp_path):
     preset = _preset(xray_train_dir, weights)
     first = run_preset(preset, tmp_path / "a.sqlite", tmp_path / "a", progress=False)

@@ -85,7 +85,7 @@ class DiffDefensePaperConfig(DiffusionConfig):
 @dataclass
 class Reconstruction:
     images: torch.Tensor  # best reconstruction per image, [0, 1]
-    mse: torch.Tensor  # its per-image MSE to the input, in [0, 1] pixel units
+    mse: torch.Tensor  # per-image MSE of the unclamped reconstruction to the input (the paper's score), [0, 1] pixel units
     loss_history: list[float] = field(default_factory=list)  # mean MSE per iteration, restarts in order
 
 
@@ -147,7 +147,7 @@ class DiffDefensePurifier(DiffusionPurifier):
                 for iteration in range(1, self.config.L + 1):
                     last = iteration == self.config.L
                     with torch.set_grad_enabled(not last):  # the last iteration takes no step: no graph to record
-                        unclamped = (self.generate(z, generator) + 1.0) / 2.0  # no clamp: keep gradients at black borders
+                        unclamped = (self.generate(z, generator) + 1.0) / 2.0  # unclamped for the gradient at black borders (DDIM clips x0 per step)
                     mse = (unclamped - target).pow(2).flatten(1).mean(1)
                     history.append(float(mse.detach().mean()))
                     if self.keep_best_iteration or last:
@@ -161,6 +161,12 @@ class DiffDefensePurifier(DiffusionPurifier):
                     optimizer.zero_grad(set_to_none=True)
                     mse.sum().backward()
                     optimizer.step()
+        diverged = int((~torch.isfinite(best_mse)).sum())
+        if diverged:  # never hand back the attacked input as if it had been purified
+            raise PurifyLabError(
+                f"{self.name}: the reconstruction diverged (not finite) on {diverged} of {x.shape[0]} images at lr={self.config.lr:g}, "
+                f"t_start={self.config.t_start:g}: lower lr or t_start"
+            )
         return Reconstruction(best_images, best_mse, history)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

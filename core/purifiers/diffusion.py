@@ -171,10 +171,14 @@ class DiffusionPurifier(Purifier):
     ):
         super().__init__(config)
         self.shipped = unet is None  # a shipped network runs only at the size it was trained at
+        self.max_t_fraction: float | None = None  # the deepest t / T a shipped denoiser was trained at
         if unet is None:
             unet, card = shipped_denoiser(self.config.denoiser)
             schedule = schedule or card.get("scheduler", DEFAULT_SCHEDULE)
-            self._warn_beyond_training(card.get("max_t_fraction"))
+            self.max_t_fraction = card.get("max_t_fraction")
+            field = self.sweeps.get("tstar")
+            if field:
+                self.warn_beyond_training(getattr(self.config, field), f"{field}={getattr(self.config, field)}")
         self.unet = unet.eval().requires_grad_(False)
         self.schedule = dict(schedule or DEFAULT_SCHEDULE)
         self.num_train_timesteps = int(self.schedule["num_train_timesteps"])
@@ -201,14 +205,12 @@ class DiffusionPurifier(Purifier):
     def input_channels(self) -> tuple[int, ...]:
         return (int(self.unet.config.in_channels),)
 
-    def _warn_beyond_training(self, max_fraction: float | None) -> None:
+    def warn_beyond_training(self, fraction: float, setting: str) -> None:
         """Warn, not refuse: the t* sweeps of the presets (ddpm-defense, blau) go past it on purpose."""
-        field = self.sweeps.get("tstar")
-        depth = getattr(self.config, field) if field else None
-        if max_fraction is not None and depth is not None and depth > max_fraction:
+        if self.max_t_fraction is not None and fraction > self.max_t_fraction:
             warnings.warn(
-                f"{self.name}: {field}={depth} is deeper than denoiser '{self.config.denoiser}' was trained for "
-                f"(t <= {max_fraction} T, its card's max_t_fraction); its output there is untested",
+                f"{self.name}: {setting} is deeper than denoiser '{self.config.denoiser}' was trained for "
+                f"(t <= {self.max_t_fraction} T, its card's max_t_fraction); its output there is untested",
                 stacklevel=3,
             )
 
