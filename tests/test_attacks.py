@@ -187,20 +187,71 @@ def test_dlr_reference_logits_keep_the_prediction(model, xrays) -> None:
     assert torch.equal(padded_logits.argmax(1), logits.argmax(1))
 
 
-class _Constant(nn.Module):
-    """A classifier no perturbation can fool: its logits ignore the image (but keep a gradient path)."""
+class _Unfoolable(nn.Module):
+    """A classifier no image in [0, 1] can fool (class 0 by a margin of at least 4) whose gradient is
+    not zero, so an attack that keeps its iterates does move the image."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tensor([[2.0, -2.0]]).expand(len(x), 2) + 0.0 * x.flatten(1).sum(1, keepdim=True)
+        brightness = x.flatten(1).mean(1, keepdim=True)
+        return torch.cat([2.0 + brightness, -2.0 - brightness], 1)
 
 
-@pytest.mark.parametrize("name", ["pgd", "apgd"])
-def test_where_an_attack_fails_it_returns_the_input_exactly_when_its_spec_says_so(xrays, name) -> None:
+@pytest.mark.parametrize(
+    "name, settings",
+    [
+        ("pgd", {}),
+        ("pgd", {"restarts": 2}),
+        ("eotpgd", {"restarts": 2}),
+        ("apgd", {}),
+        ("cw", {}),
+        ("ead", {"steps": 10}),
+        ("deepfool", {}),
+    ],
+)
+def test_where_an_attack_fails_it_returns_the_input_exactly_when_its_spec_says_so(xrays, name, settings) -> None:
     """The lab tells "found nothing within eps" from "perturbed, still read right" by this flag."""
     images, labels = xrays["x"][:4], torch.zeros(4, dtype=torch.long)
-    config = AttackConfig(name=name, eps=0.03, steps=3)
-    adversarial = create_attack(_Constant().eval(), config, num_classes=2)(images, labels)
+    config = AttackConfig(**{"name": name, "norm": ATTACKS.get(name).norms[0], "eps": 0.03, "steps": 3} | settings)
+    adversarial = create_attack(_Unfoolable().eval(), config, num_classes=2)(images, labels)
     assert torch.equal(adversarial, images) == ATTACKS.get(name).keeps_only_successes
+
+
+def test_restarts_keep_what_restart_one_found_and_the_latest_iterate_elsewhere(model, xrays) -> None:
+    """Restart 1 is the plain torchattacks run; later restarts retry only the images it did not fool,
+    and those keep the last iterate, never the input: a purifier downstream may still be fooled by it."""
+    import torchattacks
+
+    images, labels = xrays["x"], xrays["y"]
+    once_config = AttackConfig(name="pgd", eps=0.02, steps=2)
+    once = create_attack(model, once_config)(images, labels)
+    with torch.random.fork_rng():
+        torch.manual_seed(once_config.seed)
+        assert torch.equal(once, torchattacks.PGD(model, eps=0.02, alpha=once_config.step_size, steps=2)(images, labels))
+    twice = create_attack(model, dataclasses.replace(once_config, restarts=2))(images, labels)
+    with torch.no_grad():
+        fooled = model(once).argmax(1) != labels
+    assert fooled.any() and not fooled.all()
+    assert torch.equal(twice[fooled], once[fooled])
+    assert (twice[~fooled] != images[~fooled]).flatten(1).any(1).all()
+    assert _accuracy(model, twice, labels) <= _accuracy(model, once, labels)
+
+
+def test_tpgd_leaves_an_image_the_model_already_misreads_as_it_is(model, xrays) -> None:
+    """TPGD pushes away from the clean prediction, on a misread image towards the true class; the
+    attacker knows the labels and keeps the misreading (else the image would count as robust)."""
+    import torchattacks
+
+    images, labels = xrays["x"], xrays["y"]
+    with torch.no_grad():
+        misread = model(images).argmax(1) != labels
+    assert misread.any()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        undone = torchattacks.TPGD(model, eps=0.1, alpha=0.025, steps=10)(images, labels)
+    assert _accuracy(model, undone[misread], labels[misread]) > 0, "torchattacks' TPGD reads one right again"
+    adversarial = create_attack(model, AttackConfig(name="tpgd", eps=0.1, steps=10))(images, labels)
+    assert torch.equal(adversarial[misread], images[misread])
+    assert _accuracy(model, adversarial[~misread], labels[~misread]) < 1.0
 
 
 def test_fgsm_is_one_step_whatever_steps_says():
@@ -252,14 +303,8 @@ def test_deepfool_step_on_a_linear_model_is_the_distance_to_the_boundary() -> No
 
 def test_a_revised_attack_gets_new_cell_keys_and_the_others_keep_theirs() -> None:
     assert AttackConfig(name="deepfool", norm="l2").resolved()["revision"] == 1
+    assert AttackConfig(name="tpgd", eps=0.03).resolved()["revision"] == 1
     assert "revision" not in AttackConfig(name="pgd", eps=0.03).resolved()
-
-
-def test_cw_returns_the_input_where_it_fails_as_its_spec_says(xrays) -> None:
-    """torchattacks' CW keeps only successful examples: the lab must say "found nothing", not "perturbed"."""
-    images, labels = xrays["x"][:4], torch.zeros(4, dtype=torch.long)
-    adversarial = create_attack(_Constant().eval(), AttackConfig(name="cw", norm="l2", steps=2), num_classes=2)(images, labels)
-    assert torch.equal(adversarial, images) and ATTACKS.get("cw").keeps_only_successes
 
 
 @pytest.mark.parametrize("name, words", [("autoattack", "Square 5000 queries"), ("autoattack-rand", "EOT 20")])

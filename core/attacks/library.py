@@ -1,6 +1,6 @@
 """Attacks by CLI name, each a thin configuration of a torchattacks 3.5.1 class.
 
-Two things are added around torchattacks, nothing is re-derived:
+Two things are added around torchattacks:
 
 * `SeededAttack` runs the attack under `torch.random.fork_rng` with the config's seed, so random
   starts and Square's proposals repeat exactly and the caller's global RNG is left untouched; the
@@ -12,6 +12,9 @@ Two things are added around torchattacks, nothing is re-derived:
   logits, which a 2-class model does not have (torchattacks raises IndexError). The adapter
   appends reference logits one unit below the smallest real logit, so the argmax, the targeted
   class and the success criterion are unchanged and DLR reduces to -margin / (|margin| + 1).
+
+Where torchattacks' behaviour misfits the lab, a small subclass says why: `BoxDeepFool`,
+`LabelledTPGD`, `Restarts`.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ class SeededAttack(Attack):
         self.seed = seed
         self.set_model_training_mode(model_training=False, batchnorm_training=False, dropout_training=False)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         # Around torchattacks' own __call__, whose exit would switch a wrapper (and with it the
         # shared classifier) back to train mode when the wrapper's flag says so.
         devices = [images.device.index or 0] if images.device.type == "cuda" else []
@@ -99,7 +102,7 @@ class SeededAttack(Attack):
             adversarial = super().__call__(images, labels)
         return adversarial.detach().clamp(0.0, 1.0)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return self.inner(images, labels)
 
 
@@ -140,6 +143,52 @@ class BoxDeepFool(torchattacks.DeepFool):
         return adversarial.detach()
 
 
+class LabelledTPGD(torchattacks.TPGD):
+    """TRADES' adversary for an attacker who knows the labels: a misread image is returned as it is.
+
+    TPGD ignores labels and pushes away from the clean prediction, which on an image the model
+    already misreads points towards the true class: it would undo a misreading the attacker has for
+    free, and the image would then count as robust.
+    """
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Without labels it is TRADES' own label-free adversary, as TRADES training uses it."""
+        adversarial = super().forward(images, labels)
+        if labels is None:
+            return adversarial
+        images, labels = images.clone().detach().to(self.device), labels.to(self.device)
+        with torch.no_grad():
+            misread = self.get_logits(images).argmax(1) != labels
+        return torch.where(misread[:, None, None, None], images, adversarial)
+
+
+class Restarts(Attack):
+    """Runs `attacks` in turn, each after the first only on the images none before it fooled.
+
+    torchattacks' MultiAttack does the same but returns the input for an image no run fooled; here
+    every image keeps its latest iterate, so a purifier downstream still meets a perturbed image (an
+    iterate that did not fool the bare classifier may fool the defended one). "Fooled" is judged on
+    the model the attacks were built on, as MultiAttack judges it.
+    """
+
+    def __init__(self, attacks: list[Attack]):
+        super().__init__("Restarts", attacks[0].model)
+        self.attacks = attacks
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images, labels = images.clone().detach().to(self.device), labels.to(self.device)
+        adversarial = images.clone()
+        unfooled = torch.arange(len(images), device=images.device)
+        for attack in self.attacks:
+            adversarial[unfooled] = attack(images[unfooled], labels[unfooled])
+            with torch.no_grad():
+                fooled = self.get_logits(adversarial[unfooled]).argmax(1) != labels[unfooled]
+            unfooled = unfooled[~fooled]
+            if len(unfooled) == 0:
+                break
+        return adversarial
+
+
 Builder = Callable[[nn.Module, "AttackConfig", int], Attack]
 
 
@@ -170,8 +219,8 @@ ATTACKS: Registry[AttackSpec] = Registry("attack")
 
 
 def _with_restarts(attacks: list[Attack]) -> Attack:
-    """Restarts as torchattacks' MultiAttack: each run attacks only the images still classified right."""
-    return attacks[0] if len(attacks) == 1 else torchattacks.MultiAttack(attacks)
+    """One restart is the torchattacks attack itself, bit for bit (stored results depend on it)."""
+    return attacks[0] if len(attacks) == 1 else Restarts(attacks)
 
 
 def _pgd(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
@@ -234,8 +283,8 @@ for _name, _spec, _doc in (
     ("eotpgd", AttackSpec(_eotpgd, _LINF, restarts=True, eot=True, step_size=True), "PGD on gradients averaged over eot_iter calls"),
     (
         "tpgd",
-        AttackSpec(lambda m, c, k: torchattacks.TPGD(m, eps=c.eps, alpha=c.step_size, steps=c.steps), _LINF, step_size=True),
-        "TRADES' adversary: PGD on the KL divergence from the clean prediction, labels unused (L-inf)",
+        AttackSpec(lambda m, c, k: LabelledTPGD(m, eps=c.eps, alpha=c.step_size, steps=c.steps), _LINF, step_size=True, revision=1),
+        "TRADES' adversary: PGD on the KL divergence from the clean prediction; misread images left as they are (L-inf)",
     ),
     ("apgd", AttackSpec(_apgd, _BOTH, restarts=True, eot=True, keeps_only_successes=True), "Auto-PGD with cross-entropy loss (APGD-CE)"),
     ("apgdt", AttackSpec(_apgdt, _BOTH, restarts=True, eot=True, keeps_only_successes=True), "targeted Auto-PGD with the DLR loss (APGD-T)"),
@@ -260,7 +309,7 @@ for _name, _spec, _doc in (
         AttackSpec(lambda m, c, k: torchattacks.CW(m, steps=c.steps), _L2, bounded=False, keeps_only_successes=True),
         "Carlini-Wagner L2, minimal perturbation (ignores eps)",
     ),
-    ("ead", AttackSpec(_ead, _L2, bounded=False), "elastic-net attack EAD (L1 + L2, EN rule; ignores eps)"),
+    ("ead", AttackSpec(_ead, _L2, bounded=False, keeps_only_successes=True), "elastic-net attack EAD (L1 + L2, EN rule; ignores eps)"),
 ):
     ATTACKS.register(_name, _doc)(_spec)
 

@@ -643,7 +643,7 @@ def _loss(model, raw_model, teacher, attack, x, labels, class_weights, config: T
         members = model(x, members=True)[:-1]  # through the (possibly distributed) wrapper
         return sum(F.cross_entropy(z, labels, weight=class_weights, label_smoothing=config.label_smoothing) for z in members) / len(members)
     if attack is not None and config.trades_beta:
-        adversarial = attack(x, labels)
+        adversarial = attack(x, None)  # TRADES' adversary is label-free: every image is perturbed
         clean_logits = model(x)
         natural = F.cross_entropy(clean_logits, labels, weight=class_weights, label_smoothing=config.label_smoothing)
         robust = F.kl_div(F.log_softmax(model(adversarial), dim=1), F.softmax(clean_logits, dim=1), reduction="batchmean")
