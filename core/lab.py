@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.attacks import AttackConfig, craft
-from core.io import IMAGE_CHANNELS, validate_image_tensor
+from core.attacks import ATTACKS, AttackConfig, craft
+from core.attacks.robust import ATTACKER_SEED_OFFSET
+from core.io import IMAGE_CHANNELS, on_grey_levels, validate_image_tensor
 from core.metrics import CLASS_NAMES
 from core.purifiers import Purifier, create_purifier
 
@@ -91,12 +92,17 @@ def attack_image(
     substitute: nn.Module | None = None,
     eot: int = 1,
 ) -> Timed:
-    """Adversarial version of `image` that pushes `classifier` away from its own clean reading."""
+    """Adversarial version of `image` that pushes `classifier` away from its own clean reading, on the
+    8-bit grey levels a saved PNG holds (inside the budget). The attacker's purifier draws are seeded
+    apart from the test-time draws (`purify_image`'s seed), as in `robust_run`: a test that reuses
+    the attacker's own noise favours the attacker."""
     start = time.perf_counter()
     own_label = torch.tensor([read(classifier, image)[0].label])
     purifier = purifier if purifier is not None else create_purifier("none")
-    adversarial = craft(threat, classifier, purifier, image, own_label, config, substitute=substitute, eot=eot, seed=config.seed)
-    return Timed(adversarial.detach(), time.perf_counter() - start)
+    seed = config.seed + ATTACKER_SEED_OFFSET
+    adversarial = craft(threat, classifier, purifier, image, own_label, config, substitute=substitute, eot=eot, seed=seed).detach()
+    linf_eps = config.eps if config.norm == "linf" and ATTACKS.get(config.name).bounded else None
+    return Timed(on_grey_levels(adversarial, image, linf_eps), time.perf_counter() - start)
 
 
 def purify_image(purifier: Purifier, image: torch.Tensor, seed: int = 0) -> Timed:

@@ -39,7 +39,8 @@ TRACKED_LIBRARIES = ("torch", "timm", "diffusers", "torchattacks")
 BUSY_TIMEOUT_MS = 60_000
 # PRAGMA user_version of a store this code writes; 0 is a store made before the version was recorded
 # (the same layout). A store of a later version is refused rather than written in the wrong layout.
-SCHEMA_VERSION = 1
+# 2: budgets count the purifier draws actually spent (`_count_spent_draws`).
+SCHEMA_VERSION = 2
 COLUMNS = ("key", "preset", "config", "metrics", "git_commit", "seed", "versions", "seconds", "created_at")
 
 _SCHEMA = """
@@ -125,13 +126,34 @@ def _set_up(connection: sqlite3.Connection) -> None:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.executescript(_SCHEMA)
-            if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                with connection:  # one transaction: a store is migrated whole or not at all
+                    connection.execute("BEGIN IMMEDIATE")
+                    if version < 2:
+                        _count_spent_draws(connection)
+                    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             return
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def _count_spent_draws(connection: sqlite3.Connection) -> None:
+    """Layout 2. Budgets stored before it multiplied a deterministic purifier's gradient count by the
+    EOT of the threat (160 for white-box PGD-20 at EOT 8 through a blur), but the defended model draws
+    such a purifier once per step (20 spent): count what was spent. Only the budget moves; no result."""
+    from core.purifiers import PURIFIERS
+
+    for key, config, metrics in connection.execute("SELECT key, config, metrics FROM cells").fetchall():
+        config, metrics = json.loads(config), json.loads(metrics)
+        budget, name = metrics.get("budget") or {}, (config.get("purifier") or {}).get("name")
+        draws = budget.get("threat_eot") or 1
+        if draws > 1 and name in PURIFIERS and not PURIFIERS.get(name).stochastic:
+            evaluations = budget.get("gradient_evaluations")
+            metrics["budget"] = {**budget, "threat_eot": 1, "gradient_evaluations": None if evaluations is None else evaluations // draws}
+            connection.execute("UPDATE cells SET metrics = ? WHERE key = ?", (canonical_json(metrics), key))
 
 
 def _check_layout(connection: sqlite3.Connection, path: Path) -> None:

@@ -46,3 +46,29 @@ def test_session_report_holds_the_settings_and_every_panels_reading_and_verdict(
 def test_with_no_purifier_the_verdict_does_not_credit_a_purification():
     result = verdict(NORMAL, NORMAL, NORMAL, "NORMAL", through_purifier=False)
     assert result.text == "the attack did not change the reading (matches the true label)"
+
+
+def test_the_attacked_image_is_what_its_png_holds_and_stays_in_budget():
+    """The reading shown beside a saved or downloaded attacked image was taken on the float image;
+    8-bit rounding undid small attacks (27 of 576 gallery cases read otherwise from the file)."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    from core.attacks import AttackConfig
+    from core.io import encode_png, load_image, to_model_input
+    from core.lab import attack_image
+    from core.models import create_classifier
+
+    torch.manual_seed(0)
+    model = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(4, 8, 8, 8)).eval()
+    clean = torch.rand(1, 1, 32, 32)  # not on the grey levels, as a resized upload is not
+    for config in (AttackConfig(name="pgd", eps=0.005, steps=3), AttackConfig(name="pgd", norm="l2", eps=0.2, steps=3)):
+        adversarial = attack_image(model, clean, config).image
+        assert torch.equal(adversarial, (adversarial * 255).round() / 255)
+        saved = to_model_input(load_image(encode_png(adversarial)), 32)
+        assert (saved - adversarial).abs().max() < 1e-6  # the decoder's float, one ulp apart
+        if config.norm == "linf":
+            assert (adversarial - clean).abs().max() <= config.eps + 1e-6
+    assert Image.open(io.BytesIO(encode_png(adversarial))).mode == "L"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import PurifyLabError
-from core.results import ResultStore, canonical_json, cell_key, run_cells
+from core.results import SCHEMA_VERSION, ResultStore, canonical_json, cell_key, run_cells
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,7 +206,7 @@ def test_only_a_purifylab_store_is_opened_and_a_damaged_one_is_one_line(tmp_path
     with ResultStore(newer) as store:
         store.put(_cell(0), {"accuracy": 0.5})
     with sqlite3.connect(newer) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         connection.execute("PRAGMA user_version = 99")
     with pytest.raises(PurifyLabError, match="layout version 99, newer"):
         ResultStore(newer)
@@ -223,3 +223,21 @@ def test_only_a_purifylab_store_is_opened_and_a_damaged_one_is_one_line(tmp_path
     with pytest.raises(PurifyLabError, match=f"results store at {damaged}.*malformed"):
         with ResultStore(damaged) as store:
             store.cells()
+
+
+def test_a_layout_1_store_counts_the_draws_a_deterministic_purifier_never_made(tmp_path):
+    """White-box PGD-20 at EOT 8 through a blur was stored as 160 gradient evaluations; the defended model
+    draws a deterministic purifier once per step, so 20 were spent. A stochastic purifier's 160 stay."""
+    path = tmp_path / "old.sqlite"
+    budget = {"steps": 20, "threat_eot": 8, "gradient_evaluations": 160}
+    cells = {name: {**_cell(index), "purifier": {"name": name, "params": {}}} for index, name in enumerate(("blur", "one_shot"))}
+    with ResultStore(path) as store:
+        keys = {name: store.put(cell, {"accuracy": 0.5, "budget": budget}) for name, cell in cells.items()}
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA user_version = 1")
+    with ResultStore(path) as store:
+        assert store.get(cells["blur"])["budget"] == {"steps": 20, "threat_eot": 1, "gradient_evaluations": 20}
+        assert store.get(cells["one_shot"])["budget"] == budget
+        assert store.get(cells["blur"])["accuracy"] == 0.5 and cell_key(cells["blur"]) == keys["blur"]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -135,6 +135,10 @@ def test_outputs_exist_and_agree(xray_train_dir, weights, tmp_path):
         record["metrics"].update(balanced_accuracy=balanced, one_shot_accuracy=0.9)
     balanced_markdown = markdown_tables(preset_from_dict(raw, "tiny"), records, [])
     assert any(line.startswith("| AoA | 40.00 |") for line in balanced_markdown.splitlines())
+    # EOT is spent on stochastic purifiers only: a deterministic column is named as drawn once
+    assert "EOT 2 purifier draws per attack step" in outcome.markdown and "drawn once" not in outcome.markdown
+    raw["tables"][1]["columns"].append({"label": "Blur", "purifier": "blur", "params": {"sigma": 1.0}})
+    assert "EOT 2 purifier draws per attack step (Blur: deterministic, drawn once)" in markdown_tables(preset_from_dict(raw, "tiny"), records, [])
 
 
 def test_same_seed_gives_identical_table_json(xray_train_dir, weights, tmp_path):

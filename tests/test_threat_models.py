@@ -266,7 +266,8 @@ def test_every_place_reads_the_threat_flags_from_the_registry(setup: Setup) -> N
     table = {"name": "t", "caption": "c", "classifiers": ["vit"], "rows": [{"label": "Clean"}], "columns": [{"label": "x"}]}
     preset = preset_from_dict({"tables": [table], "eot": 3}, "p")
     for name, threat in THREAT_MODELS.items():
-        assert attack_budget(AttackConfig(), name, eot=3)["threat_eot"] == (3 if threat.uses_eot else 1)
+        assert attack_budget(AttackConfig(), name, eot=3, purifier=create_purifier("noise", t_star=0.02))["threat_eot"] == (3 if threat.uses_eot else 1)
+        assert attack_budget(AttackConfig(), name, eot=3, purifier=purifier)["threat_eot"] == 1  # a blur is drawn once per step
         if not threat.uses_eot:
             with pytest.raises(PurifyLabError, match="does not apply"):
                 attacked_model(name, setup.classifier, purifier, eot=2)

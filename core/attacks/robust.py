@@ -235,11 +235,12 @@ def _balanced(right: np.ndarray, labels: np.ndarray) -> float:
     return balanced_accuracy(labels, np.where(right, labels, -1), num_classes=int(labels.max()) + 1)
 
 
-def attack_budget(attack: AttackConfig, threat: str, eot: int) -> dict:
-    """AttackConfig.budget() with the threat's purifier draws per step folded into the gradient count
-    (None stays None: an attack with its own schedule has no steps x EOT count)."""
+def attack_budget(attack: AttackConfig, threat: str, eot: int, purifier: Purifier) -> dict:
+    """AttackConfig.budget() with the purifier draws the attacker spent per step folded into the gradient
+    count: the threat's EOT for a stochastic purifier, one for a deterministic one, which the defended
+    model draws once whatever EOT says (None stays None: an attack with its own schedule has no count)."""
     budget = attack.budget()
-    draws = threat_model(threat).draws_per_step(eot)
+    draws = threat_model(threat).draws_per_step(eot) if purifier.stochastic else 1
     evaluations = budget["gradient_evaluations"]
     return {**budget, "threat_eot": draws, "gradient_evaluations": None if evaluations is None else evaluations * draws}
 
@@ -264,6 +265,7 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
     clean_metrics = run_metrics(clean, config.bootstrap, config.seed, data.classes)
     robust_metrics = run_metrics(adversarial, config.bootstrap, config.seed, data.classes)
     peaks = [value for value in (clean.peak_gpu_memory, adversarial.peak_gpu_memory) if value is not None]
+    budget = attack_budget(attack, config.threat, config.eot, purifier)
     return {
         "config": asdict(config),
         **{
@@ -283,9 +285,9 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
         "redraws": robust_metrics["redraws"],
         "robust": {key: robust_metrics[key] for key in ("balanced_accuracy", "auroc", "sensitivity", "confidence_95")},
         "data": data.describe(config.data),
-        "threat_model": {"name": threat.name, "description": threat.describe(config.eot), "eot": config.eot},
+        "threat_model": {"name": threat.name, "description": threat.describe(budget["threat_eot"]), "eot": config.eot},
         "attack": attack.resolved(),
-        "budget": attack_budget(attack, config.threat, config.eot),
+        "budget": budget,
         "seconds_per_image": round(adversarial.seconds / max(len(data.labels), 1), 4),
         "nfe": purifier.nfe(),
         "peak_gpu_memory": max(peaks) if peaks else None,

@@ -102,6 +102,7 @@ def attack_file(
     adversarial = attack_image(model, x, attack, threat=threat, purifier=defense, eot=eot).image
     clean, attacked = (evaluate_defended(model, defense, batch, label, seed=attack.seed) for batch in (x, adversarial))
     save_image(adversarial.cpu(), out)
+    budget = attack_budget(attack, threat, eot, defense)
     width, height = loaded.original_size
     record = {
         "input": str(image),
@@ -111,14 +112,14 @@ def attack_file(
         "classifier": classifier,
         **model.provenance(),
         "purifier": defense.describe(),
-        "threat_model": {"name": spec.name, "description": spec.describe(eot), "eot": eot},
+        "threat_model": {"name": spec.name, "description": spec.describe(budget["threat_eot"]), "eot": eot},
         "attack": attack.resolved(),
-        "budget": attack_budget(attack, threat, eot),
+        "budget": budget,
         "label": int(label[0]),
         "device": device,
         "clean_probabilities": [round(float(p), 6) for p in clean.probabilities[0]],
         "adversarial_probabilities": [round(float(p), 6) for p in attacked.probabilities[0]],
-        "flipped": bool(attacked.predictions[0, 0] != label[0]),
+        "flipped": bool(attacked.predictions[0, 0] != clean.predictions[0, 0]),  # both through the purifier
         "linf_distance": float((adversarial - x).abs().max()),
         "l2_distance": float((adversarial - x).flatten().norm()),
     }

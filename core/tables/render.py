@@ -27,6 +27,7 @@ from core.attacks import (
 from core.data.locations import portable_path
 from core.errors import PurifyLabError
 from core.metrics import clopper_pearson
+from core.purifiers import PURIFIERS
 from core.tables.preset import PaperClaim, Preset, TableSpec
 from core.tables.verdict import DECISIVE_WIDTH, Verdict
 
@@ -264,7 +265,10 @@ def table_caption(preset: Preset, table: TableSpec, records: list[dict]) -> str:
     threats = "; ".join(f"{t}: {threat_model(t).describe(preset.eot)}" for t in table.threats)
     n = records[0]["metrics"]["n"] if records else 0
     budgets = ", ".join(_budget_text(row) for row in table.rows if row.name is not None)
-    eot = f"; EOT {preset.eot} purifier draws per attack step" if any(threat_model(t).uses_eot for t in table.threats) else ""
+    eot = ""
+    if any(threat_model(t).uses_eot for t in table.threats):
+        drawn_once = [c.label for c in table.columns if c.purifier != "none" and not PURIFIERS.get(c.purifier).stochastic]
+        eot = f"; EOT {preset.eot} purifier draws per attack step" + (f" ({', '.join(drawn_once)}: deterministic, drawn once)" if drawn_once else "")
     stochastic = any(r["metrics"].get("redraws", 1) > 1 for r in records)
     redraws = f"; cells 'a / b' = one-shot / worst of {preset.redraws} purifier draws" if stochastic else ""
     data = "/".join(Path(preset.data).parts[-2:])

@@ -275,7 +275,7 @@ class PresetRunner:
         return {
             **metrics,
             "nfe": purifier.nfe(),
-            "budget": attack_budget(attack, threat, cell["eot"]) if attack else None,
+            "budget": attack_budget(attack, threat, cell["eot"], purifier) if attack else None,
             "timing": self._timing(run, purifier, data.images[: cell.get("batch1_timing_images", 0)], cell["batch_size"]),
         }
 
