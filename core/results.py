@@ -148,7 +148,8 @@ def _count_spent_draws(connection: sqlite3.Connection) -> None:
 
     for key, config, metrics in connection.execute("SELECT key, config, metrics FROM cells").fetchall():
         config, metrics = json.loads(config), json.loads(metrics)
-        budget, name = metrics.get("budget") or {}, (config.get("purifier") or {}).get("name")
+        purifier = config.get("purifier")  # a spec in robust cells, a bare name in some older kinds
+        budget, name = metrics.get("budget") or {}, purifier.get("name") if isinstance(purifier, dict) else purifier
         draws = budget.get("threat_eot") or 1
         if draws > 1 and name in PURIFIERS and not PURIFIERS.get(name).stochastic:
             evaluations = budget.get("gradient_evaluations")
