@@ -138,7 +138,8 @@ def certify_images(
         "sigma": config.sigma,
         "n": config.n,
         "images": int(len(predictions)),
-        "radius_units": "L2 norm in [0, 1] pixels at the classifier's input resolution",
+        "image_size": int(images.shape[-1]),
+        "radius_units": f"L2 norm in [0, 1] pixels at the classifier's {images.shape[-1]} px input",
         "per_image": [
             {"label": int(label), "prediction": int(p), "radius": None if r < 0 else round(float(r), 6)}
             for label, p, r in zip(labels_array, predictions_array, radii_array, strict=True)

@@ -122,19 +122,54 @@ def shipped_cards(weights_dir: Path | None = None) -> dict[str, dict]:
 
 def training_time(card: dict) -> str:
     """Training minutes as the card says, marked "(GPU)" where `training_device` records a lent GPU:
-    a GPU minute is not a CPU minute, and the app and the docs must not read them alike."""
+    a GPU minute is not a CPU minute, and the app and the docs must not read them alike. A weight
+    soup's are its members', each marked as its own card was (the card's total adds CPU minutes only)."""
+    if card.get("soup_of"):
+        return " + ".join(str(member["training_minutes"]) for member in card["soup_of"])
     minutes = card.get("training_minutes")
     if minutes is None:
         return ""
     return f"{minutes} (GPU)" if "training_device" in card else f"{minutes}"
 
 
+def reads_through(card: dict | None) -> str | None:
+    """The purifier a classifier was calibrated to read through, in words (the smoothing base
+    classifier reads through Gaussian noise); None for a classifier that reads images as they are."""
+    through = (card or {}).get("reads_through")
+    if not through:
+        return None
+    params = ", ".join(f"{key} {value:g}" for key, value in through.get("params", {}).items())
+    return f"the '{through['purifier']}' purifier ({params})"
+
+
+def reads_through_note(name: str, card: dict | None) -> str | None:
+    """The one line a page shows beside such a classifier: read without its purifier, it is not the
+    model its card measured."""
+    through = reads_through(card)
+    if through is None:
+        return None
+    return f"{name} was trained and calibrated to read X-rays through {through}; read without it, its readings are not those its card measured."
+
+
+def _plain_denoiser(card: dict) -> str:
+    """A purifier network's role in words, from the facts its card records."""
+    if "blur_schedule" in card:
+        return "cold-diffusion restorer: predicts the clean X-ray from its blurred copy"
+    if card.get("kind") == "ddpm-denoiser":
+        fraction = card.get("max_t_fraction")
+        span = "the whole noise schedule" if fraction in (None, 1.0) else f"noise levels t <= {fraction:g} T"
+        return f"DDPM noise predictor ({card.get('prediction_type', 'epsilon')}), trained on {span}"
+    return card.get("kind") or ""
+
+
 def plain_training(card: dict) -> str:
     """A model's training in a few plain words, from its card's config: a table row has no room for
     `training_kind`, the full record (a soup's names its members, not that they were adversarially trained)."""
-    config = card.get("training_config") if "classes" in card else None  # a denoiser's card names its kind
+    if "classes" not in card:
+        return _plain_denoiser(card)
+    config = card.get("training_config")
     if not config:
-        return card.get("kind") or ""
+        return ""
     if config.get("adversarial_eps"):
         method = "TRADES" if config.get("trades_beta") else "PGD"
         parts = [f"adversarial training ({method} L-inf {config['adversarial_eps']:.3g})"]

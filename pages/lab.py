@@ -14,6 +14,7 @@ from core.io import encode_png
 from core.jobs import attack_calls
 from core.lab import amplified_perturbation, attack_image, perturbation_norms, purify_image, read, session_report, verdict
 from core.purifiers import PURIFIERS
+from core.weights import reads_through_note
 from pages.common import (
     DEFAULT_DEFENSE,
     DEFAULT_DEPTH,
@@ -129,6 +130,8 @@ with st.sidebar:
 
 model = classifier(classifier_name)
 size = model.image_size
+if note := reads_through_note(classifier_name, model.card):
+    st.info(note)
 image, true_class = chosen_image(upload, sources.get(choice), size)
 origin = "your upload (kept in memory only)" if upload is not None else choice
 

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.data.locations import DATASET_LABELS, dataset_of
 from core.defense import load_defense
-from core.weights import plain_training, shipped_cards, training_time
+from core.weights import plain_training, reads_through, shipped_cards, training_time
 from pages.startup import through_app_navigation
 
 
@@ -27,7 +27,8 @@ def _what(stem: str, card: dict) -> str:
     role = ""
     if stem == recommended.classifier:
         role = "; recommended defense" if recommended.purifier == "none" else f"; recommended defense behind {recommended.purifier}"
-    return plain_training(card) + role
+    through = reads_through(card)
+    return plain_training(card) + role + (f"; figures read through {through}" if through else "")
 
 
 @st.cache_data(show_spinner=False)
@@ -43,16 +44,15 @@ def shipped_models_table() -> dict[str, list[dict]]:
                 {
                     "test balanced acc. [95 % CI]": _with_interval(test, "balanced_accuracy"),
                     "test AUROC [95 % CI]": _with_interval(test, "auroc"),
-                    "test sensitivity": round(test["sensitivity"].get("PNEUMONIA", 0.0), 3),
-                    "test specificity": round(test.get("specificity") or 0.0, 3),
-                    "test ECE": round(test.get("ece") or 0.0, 3),
-                    "val balanced acc.": round(val.get("balanced_accuracy") or 0.0, 3),
+                    "test sensitivity": f"{test['sensitivity'].get('PNEUMONIA', 0.0):.3f}",
+                    "test specificity": f"{test.get('specificity') or 0.0:.3f}",
+                    "test ECE": f"{test.get('ece') or 0.0:.3f}",
+                    "val balanced acc.": f"{val.get('balanced_accuracy') or 0.0:.3f}",
                 }
             )
         elif val:
-            row["val balanced acc." if dataset == "xray" else "val accuracy"] = round(
-                val.get("balanced_accuracy" if dataset == "xray" else "accuracy") or 0.0, 3
-            )
+            metric = "balanced_accuracy" if dataset == "xray" else "accuracy"
+            row["val balanced acc." if dataset == "xray" else "val accuracy"] = f"{val.get(metric) or 0.0:.3f}"
         row["what"] = _what(stem, card)
         row["parameters"] = f"{card['parameter_count']:,}" if card.get("parameter_count") else None
         if test:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,11 @@ def xray_paths(xray_train_dir: Path) -> dict[str, list[Path]]:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Wait for the app's warm-up thread (pages.startup), which a short selection of app tests can leave
+    importing the diffusion stack: Python ending the process under it aborts (exit 134)."""
+    thread = getattr(sys.modules.get("pages.startup"), "_thread", None)
+    if thread is not None:
+        thread.join(timeout=600)

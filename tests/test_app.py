@@ -33,6 +33,12 @@ def test_home_loads_and_says_what_the_lab_does(app):
     resnet_at = xray.set_index("model").loc["resnet_at"]
     assert resnet_at["what"] == "adversarial training (PGD L-inf 0.03), weight soup of 3; recommended defense"
     assert resnet_at["parameters"] == "711,202" and resnet_at["test AUROC [95 % CI]"] == "0.968 [0.950, 0.983]"
+    # a soup's minutes are its members', the GPU one marked; figures keep their trailing zeros
+    assert resnet_at["training (min)"] == "26.3 + 29.8 + 4.0 (GPU)" and resnet_at["test specificity"] == "0.752"
+    # the smoothing base classifier's figures were read through its noise, and the table says so
+    assert xray.set_index("model").loc["resnet_smooth", "what"].endswith("figures read through the 'gaussian' purifier (sigma 0.5)")
+    denoisers = next(frame.value for frame in app.dataframe[1:] if "cold_unet" in set(frame.value["model"])).set_index("model")
+    assert denoisers.loc["cold_unet", "what"] and denoisers.loc["ddpm_unet", "what"].startswith("DDPM noise predictor")
 
 
 def _badges(app) -> list[str]:
@@ -124,6 +130,19 @@ def test_lab_says_in_one_line_that_white_box_needs_exact_gradients(app):
         "DiffDefense: purifier 'diffdefense' has no exact gradients; attack it with threat 'bpda' or 'bpda-eot'."
     ]
     assert not [caption for caption in app.caption if "the attacker differentiated" in caption.value], "no attack ran"
+
+
+def test_lab_says_the_smoothing_classifier_reads_through_its_noise(app):
+    """resnet_smooth's calibration and card figures are through Gaussian noise sigma 0.5; read without it
+    on the test cohort its specificity is 0.58, not its card's 0.79."""
+    app.switch_page("pages/lab.py").run()
+    assert not [info for info in app.info if "calibrated to read X-rays through" in info.value]
+    app.selectbox(key="classifier").set_value("resnet_smooth").run()
+    assert not app.exception, app.exception
+    assert [info.value for info in app.info if "calibrated to read X-rays through" in info.value] == [
+        "resnet_smooth was trained and calibrated to read X-rays through the 'gaussian' purifier (sigma 0.5); "
+        "read without it, its readings are not those its card measured."
+    ]
 
 
 def test_lab_does_not_call_an_attack_on_the_substitute_itself_transfer(app):

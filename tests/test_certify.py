@@ -200,3 +200,17 @@ def test_a_sigma_deeper_than_the_denoiser_was_trained_for_is_warned_before_any_d
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         certify_images(_always(0), denoiser, images, labels, CertifyConfig(sigma=0.25, n0=1, n=1))
+
+
+def test_the_certified_curve_names_its_input_size_data_and_split():
+    """The curve said "128 px" and "X-rays" for any classifier, and never named the split."""
+    from core.tables.render import certified_figure
+
+    result = certify_images(_always(0), None, torch.rand(2, 1, SIZE, SIZE), torch.tensor([0, 1]), CertifyConfig(sigma=0.25, n0=1, n=10))
+    result.update(classifier="tiny", data={"folder": "../shared/data/mnist/t10k", "split": "val"})
+    assert result["image_size"] == SIZE
+    figure = certified_figure([result]).to_dict()
+    assert figure["layout"]["xaxis"]["title"]["text"] == f"L2 radius ([0, 1] pixels at the classifier's {SIZE} px input)"
+    assert figure["data"][0]["name"] == "tiny, sigma 0.25 (n 10; 2 images of mnist/t10k, split 'val')"
+    older = {key: value for key, value in result.items() if key != "image_size"} | {"classifier": "resnet_smooth"}
+    assert "128 px input" in certified_figure([older]).to_dict()["layout"]["xaxis"]["title"]["text"]  # its card's size

@@ -116,8 +116,8 @@ def test_training_time_marks_gpu_minutes():
     cards = shipped_cards()  # the shipped GPU-trained cards say where they trained
     assert all(training_time(cards[name]).endswith("(GPU)") for name in ("resnet_smooth", "sevit", "student_cnn"))
     # resnet_at is a soup (session 19) of CPU fine-tunes and the GPU-trained model they started from:
-    # CPU minutes on the card, each member's own minutes (GPU marked) in soup_of
-    assert not training_time(cards["resnet_at"]).endswith("(GPU)") and cards["resnet_at"]["training_config"]["init_from"] == "resnet_at"
+    # CPU minutes on the card, each member's own minutes (GPU marked) in soup_of, all of them shown
+    assert training_time(cards["resnet_at"]) == "26.3 + 29.8 + 4.0 (GPU)" and cards["resnet_at"]["training_config"]["init_from"] == "resnet_at"
     assert [member["training_minutes"].endswith("(GPU)") for member in cards["resnet_at"]["soup_of"]] == [False, False, True]
 
 

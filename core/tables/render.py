@@ -607,16 +607,30 @@ def certified_figure(results: Sequence[dict[str, Any]]):
     from core.certify import certified_curve
 
     fig = go.Figure()
+    sizes = set()
     for result in sorted(results, key=lambda r: r["sigma"]):
         curve = certified_curve(result)
-        name = f"{result.get('classifier', '?')}, sigma {result['sigma']:g} (n {result['n']}, {result['images']} X-rays)"
+        sizes.add(_certified_input_size(result))
+        data = result.get("data") or {}
+        where = f"{'/'.join(Path(data['folder']).parts[-2:])}, split '{data['split']}'" if data else "data not recorded"
+        name = f"{result.get('classifier', '?')}, sigma {result['sigma']:g} (n {result['n']}; {result['images']} images of {where})"
         fig.add_trace(go.Scatter(x=curve["radius"], y=[100 * v for v in curve["certified_balanced_accuracy"]], mode="lines", name=name))
-    fig.update_xaxes(title_text="L2 radius ([0, 1] pixels at the classifier's 128 px input)")
+    resolution = f"{sizes.pop()} px input" if len(sizes) == 1 else "input resolution"
+    fig.update_xaxes(title_text=f"L2 radius ([0, 1] pixels at the classifier's {resolution})")
     fig.update_yaxes(title_text="certified balanced accuracy (%)", range=[0, 100])
     fig.update_layout(
         title="Certified robustness (randomized smoothing, CERTIFY): no attack within the radius can change these answers", template="plotly_white", height=450
     )
     return fig
+
+
+def _certified_input_size(result: dict[str, Any]) -> int | None:
+    """The side length the radii are measured at, as the result records it (results written before it
+    was recorded: the shipped classifier card's)."""
+    from core.weights import shipped_cards
+
+    card = shipped_cards().get(result.get("classifier"), {})
+    return result.get("image_size") or card.get("image_size")
 
 
 def output_paths(preset: Preset, out_dir: Path) -> dict[str, Path]:
