@@ -2,33 +2,39 @@
 
 `purifylab serve` starts it; a Hugging Face Space with `sdk: gradio` runs this file (README). Every
 button is also a named API endpoint (/classify, /attack, /purify, /attack_and_purify) that takes
-the registry names of the classifier, attack and purifier. The maths is `core.lab`'s; this file
-only turns files into tensors, tensors into images and PurifyLabError into a one-line gr.Error.
+the registry names of the classifier, attack and purifier, and returns, last, what it ran (the
+classifier, the attack and its threat model, the purifier, conversions of an upload). The maths is
+`core.lab`'s; this file only turns files into tensors, tensors into images and PurifyLabError into a
+one-line gr.Error.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from functools import cache, wraps
+from functools import cache, partial, wraps
+from pathlib import Path
 
 import gradio as gr
 import torch
 
-from core.attacks import ATTACKS, AttackConfig
+from core.attacks import ATTACKS, AttackConfig, threat_model
 from core.data.gallery import gallery, gallery_attribution
+from core.defense import load_defense
 from core.errors import PurifyLabError
 from core.image_file import UPLOAD_EXTENSIONS
 from core.io import MAX_UPLOAD_BYTES, load_image, to_model_input, to_pil
-from core.lab import Reading, attack_image, purify_image, read, verdict
+from core.lab import Reading, attack_image, interactive_settings, purify_image, read, verdict
 from core.metrics import CLASS_NAMES
 from core.models import create_classifier, shipped_xray_classifiers
-from core.purifiers import create_purifier, list_purifiers
+from core.purifiers import PURIFIERS, create_purifier
+from core.weights import reads_through_note
 
 DEFAULT_CONCURRENCY = 2  # one job per core on the 2-core machines this runs on; the rest wait in the queue
 QUEUE_SIZE = 32  # beyond this a request is refused at once ("queue is full") instead of waiting minutes
 UPLOAD_LIFETIME_S = 600  # gradio writes uploads and outputs to its cache folder; each is deleted after 10 minutes
 CACHE_SWEEP_S = 60  # how often gradio looks for cached files older than that
+THREAT = "grey"  # the attacker sees the classifier only, never the purifier
 _device = torch.device("cpu")  # `purifylab serve --device` sets it before the first request
 
 
@@ -38,8 +44,19 @@ def _classifier(name: str) -> torch.nn.Module:
 
 
 @cache
+def lab_purifiers() -> dict[str, dict[str, object]]:
+    """The lab's purifiers at its knobs at rest, by registry name: the recommended defense's first, then
+    those a visitor runs in seconds on a CPU (core.lab: not the published DiffDefense, minutes an image)."""
+    recommended = load_defense("recommended")
+    offered: dict[str, dict[str, object]] = {recommended.purifier: dict(recommended.params)}
+    for name, params in interactive_settings().items():
+        offered.setdefault(name, dict(params))
+    return offered
+
+
+@cache
 def _purifier(name: str):
-    return create_purifier(name).eval().to(_device)
+    return create_purifier(name, **lab_purifiers()[name]).eval().to(_device)
 
 
 def _linf_attacks() -> list[str]:
@@ -47,18 +64,55 @@ def _linf_attacks() -> list[str]:
     return [name for name in ATTACKS.names() if "linf" in ATTACKS.get(name).norms and ATTACKS.get(name).bounded]
 
 
-def _image(upload: str | None, sample: str | None, size: int) -> tuple[torch.Tensor, str | None]:
-    """The uploaded file (it wins) or the gallery sample as model input, with its true class if known."""
+def _offered(kind: str, name: object, choices: list[str]) -> str:
+    """`name` if this server offers it, else one line listing what it does: the dropdowns refuse other
+    names over HTTP, and a direct Python caller gets this line before anything loads."""
+    if not isinstance(name, str) or name not in choices:
+        raise PurifyLabError(f"{kind} {name!r} is not offered here; choose one of: {', '.join(choices)}")
+    return name
+
+
+def _source(upload: str | None, sample: str | None) -> tuple[str | Path, str | None, str]:
+    """The uploaded file (it wins) or the gallery sample, its true class if known, and its name in the
+    details (an upload's file name never goes there)."""
     if upload:
-        return to_model_input(load_image(upload), size).to(_device), None
-    if not sample:  # the dropdown refuses a name that is not a sample
+        return upload, None, "an upload (no true label)"
+    if not sample:
         raise PurifyLabError("upload an X-ray or choose a sample")
-    path, true_class = gallery()[sample]
-    return to_model_input(load_image(path), size).to(_device), true_class
+    path, true_class = gallery()[_offered("sample", sample, list(gallery()))]
+    return path, true_class, sample if true_class is None else f"{sample} (true label {true_class})"
+
+
+def _model_input(file: str | Path, size: int) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """The file as model input, with the loader's notes on what it changed (alpha, frames, DICOM scaling)."""
+    loaded = load_image(file)
+    return to_model_input(loaded, size).to(_device), loaded.notes
 
 
 def _label(reading: Reading) -> dict[str, float]:
     return dict(zip(CLASS_NAMES, reading.probabilities, strict=True))
+
+
+def _settings_text(name: str, params: dict[str, object]) -> str:
+    """'cold_direct (Direct recon., depth 20)': a purifier by registry name, display name and settings."""
+    return f"{name} ({', '.join([PURIFIERS.get(name).display_name, *(f'{key} {value}' for key, value in params.items())])})"
+
+
+def _details(
+    classifier: str, model: torch.nn.Module, image: str, notes: tuple[str, ...], attack: AttackConfig | None = None, purifier: str | None = None
+) -> str:
+    """What produced a result, one fact a line, returned beside it: the threat model stands next to every robustness number."""
+    lines = [f"image: {image}", *(f"upload converted: {note}" for note in notes), f"classifier: {classifier}"]
+    if note := reads_through_note(classifier, model.card):
+        lines.append(note)
+    if attack is not None:
+        budget = attack.budget()
+        run = budget["schedule"] or f"{budget['steps']} step{'s' if budget['steps'] != 1 else ''}"
+        lines.append(f"attack: {attack.name}, {run}, L∞ ε {attack.eps:g} ({attack.eps * 255:.3g}/255), seed {attack.seed}")
+        lines.append(f"threat model: {THREAT}-box, {threat_model(THREAT).describe()}")
+    if purifier is not None:
+        lines.append(f"purifier: {_settings_text(purifier, lab_purifiers()[purifier])}")
+    return "\n".join(lines)
 
 
 def _one_line_errors(handler):
@@ -76,44 +130,50 @@ def _one_line_errors(handler):
 
 @_one_line_errors
 def classify(upload: str | None, sample: str | None, classifier: str):
-    """The X-ray as the classifier sees it and its calibrated probabilities."""
-    model = _classifier(classifier)
-    image, _ = _image(upload, sample, model.image_size)
-    return to_pil(image), _label(read(model, image)[0])
+    """The X-ray as the classifier sees it, its calibrated probabilities and what ran."""
+    file, _, named = _source(upload, sample)
+    model = _classifier(_offered("classifier", classifier, shipped_xray_classifiers()))
+    image, notes = _model_input(file, model.image_size)
+    return to_pil(image), _label(read(model, image)[0]), _details(classifier, model, named, notes)
 
 
 def _attack(upload, sample, classifier, attack, eps):
-    model = _classifier(classifier)
-    config = AttackConfig(name=attack, eps=float(eps))  # validated before the image is read
-    image, true_class = _image(upload, sample, model.image_size)
-    return model, image, true_class, attack_image(model, image, config).image
+    """Every name and the budget checked before anything loads, then the grey-box attack."""
+    file, true_class, named = _source(upload, sample)
+    config = AttackConfig(name=_offered("attack", attack, _linf_attacks()), eps=eps)  # AttackConfig refuses an eps that is not a number
+    model = _classifier(_offered("classifier", classifier, shipped_xray_classifiers()))
+    image, notes = _model_input(file, model.image_size)
+    adversarial = attack_image(model, image, config, threat=THREAT).image
+    return model, image, true_class, adversarial, partial(_details, classifier, model, named, notes, config)
 
 
 @_one_line_errors
 def attack(upload: str | None, sample: str | None, classifier: str, attack: str, eps: float):
-    """Grey-box attack on the classifier's own reading: the attacked image and both readings."""
-    model, image, _, adversarial = _attack(upload, sample, classifier, attack, eps)
+    """Grey-box attack on the classifier's own reading: the attacked image, both readings and what ran."""
+    model, image, _, adversarial, details = _attack(upload, sample, classifier, attack, eps)
     clean, attacked = read(model, torch.cat([image, adversarial]))
-    return to_pil(adversarial), _label(clean), _label(attacked)
+    return to_pil(adversarial), _label(clean), _label(attacked), details()
 
 
 @_one_line_errors
 def purify(upload: str | None, sample: str | None, classifier: str, purifier: str):
-    """The purified image and the classifier's reading of it."""
-    model = _classifier(classifier)
-    defence = _purifier(purifier)
-    image, _ = _image(upload, sample, model.image_size)
+    """The purified image, the classifier's reading of it and what ran."""
+    file, _, named = _source(upload, sample)
+    model = _classifier(_offered("classifier", classifier, shipped_xray_classifiers()))
+    defence = _purifier(_offered("purifier", purifier, list(lab_purifiers())))
+    image, notes = _model_input(file, model.image_size)
     purified = purify_image(defence, image).image
-    return to_pil(purified), _label(read(model, purified)[0])
+    return to_pil(purified), _label(read(model, purified)[0]), _details(classifier, model, named, notes, purifier=purifier)
 
 
 @_one_line_errors
 def attack_and_purify(upload: str | None, sample: str | None, classifier: str, attack: str, eps: float, purifier: str):
     """The lab's question: does purification restore the reading the attack flipped?"""
-    defence = _purifier(purifier)
-    model, image, true_class, adversarial = _attack(upload, sample, classifier, attack, eps)
-    purified = purify_image(defence, adversarial).image
+    _offered("purifier", purifier, list(lab_purifiers()))
+    model, image, true_class, adversarial, details = _attack(upload, sample, classifier, attack, eps)
+    purified = purify_image(_purifier(purifier), adversarial).image
     clean, attacked, restored = read(model, torch.cat([image, adversarial, purified]))
+    outcome = verdict(clean, attacked, restored, true_class, through_purifier=PURIFIERS.get(purifier).changes_image)  # `none` is credited nothing
     return (
         to_pil(image),
         to_pil(adversarial),
@@ -121,14 +181,24 @@ def attack_and_purify(upload: str | None, sample: str | None, classifier: str, a
         _label(clean),
         _label(attacked),
         _label(restored),
-        verdict(clean, attacked, restored, true_class).text,
+        outcome.text,
+        details(purifier=purifier),
     )
 
 
+def _refused_by_core(slider: gr.Slider) -> gr.Slider:
+    """`slider`, except that a value which is not a number goes on to the handler, where AttackConfig refuses it
+    in one line; gradio's own refusal is a paragraph. Only API callers can send one: the browser's slider can't.
+    (Not a Slider subclass: gradio writes a .pyi stub beside the file of every component class.)"""
+    bounds_check = slider.preprocess
+    slider.preprocess = lambda payload: bounds_check(payload) if isinstance(payload, int | float) else payload
+    return slider
+
+
 def build() -> gr.Blocks:
-    """The interface; each button is an API endpoint named after its function."""
+    """The interface; each button is an API endpoint named after its function, and clears the result panels it does not fill."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # an X-ray server does not phone home
-    samples, classifiers, attacks, purifiers = list(gallery()), shipped_xray_classifiers(), _linf_attacks(), list(list_purifiers())
+    samples, classifiers, attacks, purifiers = list(gallery()), shipped_xray_classifiers(), _linf_attacks(), list(lab_purifiers())
     with gr.Blocks(title="PurifyLab", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, UPLOAD_LIFETIME_S)) as demo:
         gr.Markdown(
             "# PurifyLab\nAttack a chest X-ray classifier, then purify the attack away. "
@@ -143,7 +213,7 @@ def build() -> gr.Blocks:
             with gr.Column():
                 classifier = gr.Dropdown(classifiers, value=classifiers[0] if classifiers else None, label="Classifier")
                 attack_name = gr.Dropdown(attacks, value="pgd", label="Attack (grey-box: the attacker sees the classifier only)")
-                eps = gr.Slider(0.0, 0.1, value=0.03, step=0.005, label="Budget ε (L∞, pixel scale 0–1)")
+                eps = _refused_by_core(gr.Slider(0.0, 0.1, value=0.03, step=0.005, label="Budget ε (L∞, pixel scale 0–1)"))
                 purifier = gr.Dropdown(purifiers, value="cold_direct", label="Purifier")
         with gr.Row():
             buttons = [
@@ -159,20 +229,21 @@ def build() -> gr.Blocks:
                 gr.Label(label=f"Reading: {what}", num_top_classes=2) for what in ("original", "attacked", "purified")
             )
         verdict_text = gr.Textbox(label="Verdict", interactive=False)
+        details = gr.Textbox(label="What ran (classifier, attack, threat model, purifier)", interactive=False)
 
         source = [upload, sample, classifier]
+        panels = [original_image, attacked_image, purified_image, clean_reading, attacked_reading, purified_reading, verdict_text, details]
         events = (
-            (classify, source, [original_image, clean_reading]),
-            (attack, [*source, attack_name, eps], [attacked_image, clean_reading, attacked_reading]),
-            (purify, [*source, purifier], [purified_image, purified_reading]),
-            (
-                attack_and_purify,
-                [*source, attack_name, eps, purifier],
-                [original_image, attacked_image, purified_image, clean_reading, attacked_reading, purified_reading, verdict_text],
-            ),
+            (classify, source, [original_image, clean_reading, details]),
+            (attack, [*source, attack_name, eps], [attacked_image, clean_reading, attacked_reading, details]),
+            (purify, [*source, purifier], [purified_image, purified_reading, details]),
+            (attack_and_purify, [*source, attack_name, eps, purifier], panels),
         )
         for button, (handler, inputs, outputs) in zip(buttons, events, strict=True):
             button.click(handler, inputs, outputs, api_name=handler.__name__)
+            # Emptied at the click (unqueued, no endpoint), so no panel shows an earlier run's result beside this one.
+            if stale := [panel for panel in panels if panel not in outputs]:
+                button.click(lambda empty=(None,) * len(stale): empty, None, stale, queue=False, api_visibility="private")
     return demo
 
 

@@ -17,7 +17,28 @@ from core.attacks import ATTACKS, AttackConfig, craft
 from core.attacks.robust import ATTACKER_SEED_OFFSET
 from core.io import IMAGE_CHANNELS, on_grey_levels, validate_image_tensor
 from core.metrics import CLASS_NAMES
-from core.purifiers import Purifier, create_purifier
+from core.purifiers import PURIFIERS, Purifier, create_purifier
+from core.purifiers.cold import ColdConfig
+
+# The lab's knobs at rest: the cold-diffusion depth of the papers' Blurred panel, the t* of the DDPM
+# defense's X-ray setting, a short cold reconstruction.
+DEFAULT_DEPTH, DEFAULT_T_STAR, DEFAULT_RECON_STEPS = ColdConfig().depth, 0.04, 5
+# The papers' purifiers a visitor runs in seconds on a CPU, in the order the lab and the server list
+# them (not the published DiffDefense: 500 denoiser calls, minutes per X-ray).
+INTERACTIVE_PURIFIERS = ("cold_blur", "cold_direct", "one_shot", "cold_recon", "ddpm", "ddim", "diffdefense")
+
+
+def interactive_settings(
+    depth: int = DEFAULT_DEPTH, t_star: float = DEFAULT_T_STAR, recon_steps: int = DEFAULT_RECON_STEPS
+) -> dict[str, tuple[tuple[str, object], ...]]:
+    """Each interactive purifier's parameters at the knobs: t* for a class that sweeps one, else the
+    depth; a cold reconstruction takes at most `depth` steps."""
+    settings = {}
+    for name in INTERACTIVE_PURIFIERS:
+        sweeps = PURIFIERS.get(name).sweeps
+        knob = (sweeps["tstar"], t_star) if "tstar" in sweeps else (sweeps["depth"], depth)
+        settings[name] = (knob, ("steps", min(recon_steps, depth))) if name == "cold_recon" else (knob,)
+    return settings
 
 
 @dataclass(frozen=True)

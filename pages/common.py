@@ -23,11 +23,21 @@ from core.errors import PurifyLabError
 from core.image_file import UPLOAD_EXTENSIONS
 from core.io import load_image, to_model_input, to_pil
 from core.jobs import CallCost, JobQueue, timed_calls
-from core.lab import Reading, Timed, Verdict, attack_image, purify_image, read
+from core.lab import (
+    DEFAULT_DEPTH,
+    DEFAULT_RECON_STEPS,
+    DEFAULT_T_STAR,
+    Reading,
+    Timed,
+    Verdict,
+    attack_image,
+    interactive_settings,
+    purify_image,
+    read,
+)
 from core.metrics import CLASS_NAMES
 from core.models import create_classifier, shipped_xray_classifiers
 from core.purifiers import PURIFIERS, create_purifier, planned_calls
-from core.purifiers.cold import ColdConfig
 from pages.startup import through_app_navigation
 
 # Shared with the Gradio server (gradio_app.py): the gallery and the X-ray classifiers it offers.
@@ -44,7 +54,6 @@ WARMED_PANELS = ("One-shot DDPM",)  # loaded in the background after a first pag
 # would otherwise slow the first visitor's first page. Waited for at most PREFETCH_AFTER_S.
 PAGE_RENDERED = threading.Event()
 PREFETCH_AFTER_S = 20.0
-DEFAULT_DEPTH, DEFAULT_T_STAR, DEFAULT_RECON_STEPS = ColdConfig().depth, 0.04, 5
 # A job with more denoiser calls than this waits for a click and for its turn in the shared line.
 LIGHT_CALLS = 1
 # Seconds per 128-px denoiser call on 2 CPU cores (BENCHMARKS.md) until this server has measured its own.
@@ -64,24 +73,11 @@ def classifier(name: str) -> torch.nn.Module:
 
 
 def purifier_variants(depth: int, t_star: float, recon_steps: int) -> dict[str, tuple[str, tuple]]:
-    """The lab's purifiers by display name: registry name and parameters at the current sliders (each
-    reads t* if its class sweeps one, else the depth), the recommended defense at its committed setting."""
-
-    def knob(name: str) -> tuple[str, float]:
-        sweeps = PURIFIERS.get(name).sweeps
-        return (sweeps["tstar"], t_star) if "tstar" in sweeps else (sweeps["depth"], depth)
-
+    """The lab's purifiers by display name: registry name and parameters at the current sliders, the
+    recommended defense at its committed setting first."""
     variants = {RECOMMENDED_PANEL: (RECOMMENDED.purifier, tuple(sorted(RECOMMENDED.params.items())))}
-    for name, extra in (
-        ("cold_blur", ()),
-        ("cold_direct", ()),
-        ("one_shot", ()),
-        ("cold_recon", (("steps", min(recon_steps, depth)),)),
-        ("ddpm", ()),
-        ("ddim", ()),
-        ("diffdefense", ()),
-    ):
-        variants[PURIFIERS.get(name).display_name] = (name, (knob(name), *extra))
+    for name, params in interactive_settings(depth, t_star, recon_steps).items():
+        variants[PURIFIERS.get(name).display_name] = (name, params)
     return variants
 
 
