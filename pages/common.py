@@ -224,10 +224,13 @@ def chosen_image(upload: UploadedFile | None, sample: tuple[Path, str | None] | 
     its true label. A file that cannot be used gets its one-line reason and the page stops there."""
     if upload is not None:
         try:
-            return to_model_input(load_image(upload.getvalue()), size), None
+            loaded = load_image(upload.getvalue())
         except PurifyLabError as error:
             st.error(f"This file cannot be used: {error}")
             st.stop()
+        if loaded.notes:  # what the loader changed (alpha flattened, first frame, DICOM scaling), said once
+            st.caption("Upload converted: " + "; ".join(loaded.notes))
+        return to_model_input(loaded, size), None
     if sample is None:
         st.info("No sample images are available: upload an X-ray above.")
         st.stop()

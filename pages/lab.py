@@ -141,7 +141,8 @@ attack = (("name", ATTACKS[attack_label]), ("eps", eps), ("steps", steps))
 eot = THREAT_MODELS[threat].draws_per_step(EOT_DRAWS)
 target = variants[target_label] if threat in ADAPTIVE else variants["Blurred"]  # grey, transfer: never seen
 seen = f"differentiated through **{panel_title(target_label)}** ({setting_text(target)})" if threat in ADAPTIVE else "saw no purifier"
-attack_text = f"{attack_label}, {steps} step(s), L∞ ε {eps:.3f}" + (f", EOT {eot} draws per step" if eot > 1 else "") + f", seed {AttackConfig().seed}"
+drawn = eot if PURIFIERS.get(target[0]).stochastic else 1  # a deterministic purifier is drawn once, whatever EOT says
+attack_text = f"{attack_label}, {steps} step(s), L∞ ε {eps:.3f}" + (f", EOT {drawn} draws per step" if drawn > 1 else "") + f", seed {AttackConfig().seed}"
 clean_reading = read(model, image)[0]
 # Before any caption says an attack ran: 'white' needs exact gradients (a fact of the purifier's class),
 # and a transfer attack needs a model other than the one it is crafted on.
@@ -159,7 +160,7 @@ if refusal:
     st.stop()
 st.caption(
     f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · attack: {attack_text} · "
-    f"threat model **{threat}**: {THREAT_MODELS[threat].describe(eot)} · the attacker {seen}"
+    f"threat model **{threat}**: {THREAT_MODELS[threat].describe(drawn)} · the attacker {seen}"
 )
 
 calls = attack_calls(threat, denoiser_calls(*target), steps, eot)
@@ -315,7 +316,7 @@ def purification_panel() -> None:
         "true label": true_class or "unknown",
         "classifier": classifier_name,
         "attack": attack_text + (": found nothing within ε, the original image was purified" if found_nothing else ""),
-        "threat model": f"{threat}: {THREAT_MODELS[threat].describe(eot)}; the attacker {seen.replace('**', '')}",
+        "threat model": f"{threat}: {THREAT_MODELS[threat].describe(drawn)}; the attacker {seen.replace('**', '')}",
     }
     st.download_button(
         "Report of these readings (Markdown)",

@@ -116,6 +116,12 @@ def test_lab_runs_an_adaptive_attack_only_when_asked_and_says_what_the_attacker_
     notes = [caption.value for caption in app.caption if caption.value.startswith("bpda-eot:")]
     assert "bpda-eot: the attacker differentiated through this purifier" in notes  # One-shot DDPM, added to the panels
     assert len(notes) == len(_purified_readings(app)) == len(DEFAULT_DEFENSE) + 1
+    # EOT is said where it is spent: the stochastic one-shot DDPM is drawn 4 times a step, a blur once
+    said = next(caption.value for caption in app.caption if "threat model **bpda-eot**" in caption.value)
+    assert "EOT 4 draws per step" in said and "over 4 purifier draws" in said
+    app.selectbox(key="target").set_value("Blurred").run()
+    said = next(caption.value for caption in app.caption if "threat model **bpda-eot**" in caption.value)
+    assert "EOT" not in said.split("threat model")[0] and "over 1 purifier draw " in said
 
 
 def test_lab_says_in_one_line_that_white_box_needs_exact_gradients(app):
@@ -221,6 +227,21 @@ def test_walkthrough_resumes_on_the_same_x_ray_after_another_page(app):
     assert app.session_state["walkthrough_step"] == 1
     assert app.selectbox(key="walkthrough_sample").value == sample
     assert app.radio(key="walkthrough_budget").value == "2/255 (subtle)"
+
+
+def test_an_uploads_conversions_are_said(app, xray_paths):
+    """The loader flattens alpha, keeps an animation's first frame, rescales DICOM: the page says what it changed."""
+    import io
+
+    from PIL import Image
+
+    rgba = Image.open(xray_paths["NORMAL"][0]).convert("RGBA")
+    buffer = io.BytesIO()
+    rgba.save(buffer, format="PNG")
+    app.switch_page("pages/walkthrough.py").run()
+    app.file_uploader(key="walkthrough_upload").set_value(("mine.png", buffer.getvalue(), "image/png")).run()
+    assert not app.exception, app.exception
+    assert any(caption.value.startswith("Upload converted: ") for caption in app.caption)
 
 
 def test_walkthrough_restarts_when_its_upload_is_gone(app, xray_paths):

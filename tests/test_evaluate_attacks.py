@@ -156,3 +156,14 @@ def test_purifier_spec_parsing():
     assert parse_purifier_spec("none") == ("none", {})
     with pytest.raises(PurifyLabError, match="key=value"):
         parse_purifier_spec("ddpm:t_star")
+
+
+def test_a_transfer_substitute_for_other_images_is_refused_before_the_clean_pass(xray_train_dir, tiny, tmp_path):
+    """The X-ray substitute against a CIFAR-10 classifier failed after the whole clean pass, with a shape
+    error that blamed the classifier; a substitute at another input size is the same mistake."""
+    other = create_classifier("substitute", pretrained=False, image_size=IMAGE_SIZE // 2, widths=(4, 8, 8))
+    path = tmp_path / "substitute.safetensors"
+    save_weights(other, path, {"architecture": other.architecture}, fp16=False)
+    refusal = rf"^substitute 'substitute' takes 1-channel {IMAGE_SIZE // 2} px images with 2 classes, the classifier 1-channel {IMAGE_SIZE} px"
+    with pytest.raises(PurifyLabError, match=refusal):
+        evaluate(_config(xray_train_dir, tiny, threat="transfer", substitute_weights=str(path)))

@@ -235,6 +235,19 @@ def _balanced(right: np.ndarray, labels: np.ndarray) -> float:
     return balanced_accuracy(labels, np.where(right, labels, -1), num_classes=int(labels.max()) + 1)
 
 
+def check_substitute_fits(substitute: torch.nn.Module, classifier: torch.nn.Module, name: str) -> None:
+    """Transfer examples are crafted at the substitute's input and scored at the classifier's: a
+    substitute for other images (the X-ray CNN against a CIFAR-10 model) is refused before the clean
+    pass, not after it as a shape error that blames the classifier."""
+    shape = lambda model: (model.in_channels, model.image_size, model.num_classes)  # noqa: E731
+    if shape(substitute) != shape(classifier):
+        raise PurifyLabError(
+            f"substitute '{name}' takes {substitute.in_channels}-channel {substitute.image_size} px images with {substitute.num_classes} classes, "
+            f"the classifier {classifier.in_channels}-channel {classifier.image_size} px with {classifier.num_classes}: name a substitute "
+            "trained on the classifier's data (--substitute)"
+        )
+
+
 def attack_budget(attack: AttackConfig, threat: str, eot: int, purifier: Purifier) -> dict:
     """AttackConfig.budget() with the purifier draws the attacker spent per step folded into the gradient
     count: the threat's EOT for a stochastic purifier, one for a deterministic one, which the defended
@@ -256,6 +269,7 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
     substitute = None
     if threat.needs_substitute:
         substitute = create_classifier(config.substitute, pretrained=True, weights=config.substitute_weights)
+        check_substitute_fits(substitute, model, config.substitute)
     config = dataclasses.replace(config, split=resolve_split(config.data, config.split, model.card))
     data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress, channels=model.in_channels)
     model.check_classes(data.classes, f"--data {config.data}")
