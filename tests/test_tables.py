@@ -139,6 +139,10 @@ def test_outputs_exist_and_agree(xray_train_dir, weights, tmp_path):
     assert "EOT 2 purifier draws per attack step" in outcome.markdown and "drawn once" not in outcome.markdown
     raw["tables"][1]["columns"].append({"label": "Blur", "purifier": "blur", "params": {"sigma": 1.0}})
     assert "EOT 2 purifier draws per attack step (Blur: deterministic, drawn once)" in markdown_tables(preset_from_dict(raw, "tiny"), records, [])
+    # an attack that averages its own draws (EOT-PGD) sets the EOT row by row: the preset's is not claimed
+    raw["tables"][1]["rows"] = [{"label": "EOT-PGD, EOT 4", "name": "eotpgd", "steps": 3, "eot_iter": 4}]
+    own = markdown_tables(preset_from_dict(raw, "tiny"), records, [])
+    assert "EOT per row: each row's attack draws its own" in own and "EOT over several draws" in own and "EOT over 2 draws" not in own
 
 
 def test_same_seed_gives_identical_table_json(xray_train_dir, weights, tmp_path):

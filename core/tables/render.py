@@ -262,13 +262,16 @@ def _budget_text(row) -> str:
 
 
 def table_caption(preset: Preset, table: TableSpec, records: list[dict]) -> str:
-    threats = "; ".join(f"{t}: {threat_model(t).describe(preset.eot)}" for t in table.threats)
+    # Rows whose attack averages its own draws (EOT-PGD's eot_iter) set the EOT row by row, not the preset.
+    own_eot = any(row.name is not None and row.attack.eot_iter > 1 for row in table.rows)
+    threats = "; ".join(f"{t}: {threat_model(t).describe(None if own_eot else preset.eot)}" for t in table.threats)
     n = records[0]["metrics"]["n"] if records else 0
     budgets = ", ".join(_budget_text(row) for row in table.rows if row.name is not None)
     eot = ""
     if any(threat_model(t).uses_eot for t in table.threats):
         drawn_once = [c.label for c in table.columns if c.purifier != "none" and not PURIFIERS.get(c.purifier).stochastic]
-        eot = f"; EOT {preset.eot} purifier draws per attack step" + (f" ({', '.join(drawn_once)}: deterministic, drawn once)" if drawn_once else "")
+        draws = " per row: each row's attack draws its own (eot_iter, in the row's label)" if own_eot else f" {preset.eot} purifier draws per attack step"
+        eot = f"; EOT{draws}" + (f" ({', '.join(drawn_once)}: deterministic, drawn once)" if drawn_once else "")
     stochastic = any(r["metrics"].get("redraws", 1) > 1 for r in records)
     redraws = f"; cells 'a / b' = one-shot / worst of {preset.redraws} purifier draws" if stochastic else ""
     data = "/".join(Path(preset.data).parts[-2:])
