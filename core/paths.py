@@ -1,13 +1,14 @@
 """Where PurifyLab reads and writes, named once: data sets, results, weights, presets and caches.
 
-Data, results, weights and the decode cache honour an environment variable and fall back to the
-repository layout; an explicit command-line option (--data, --store, --out-dir, --weights) wins over
-both. Presets and the gallery always live in the repository. The defaults are absolute, so a command
-reads and writes the same files from any working directory.
+Data, results, weights, training runs and the decode cache honour an environment variable and fall
+back to the repository layout; an explicit command-line option (--data, --store, --out-dir, --out,
+--weights) wins over both. Presets and the gallery always live in the repository. The defaults are
+absolute, so a command reads and writes the same files from any working directory.
 
     PURIFYLAB_DATA     the shared data sets   (default: ../shared/data beside the repository)
     PURIFYLAB_RESULTS  results store, tables  (default: results/ in the repository)
     PURIFYLAB_WEIGHTS  shipped weights        (default: weights/ in the repository)
+    PURIFYLAB_RUNS     training run folders   (default: runs/ in the repository)
     PURIFYLAB_CACHE    decoded data sets      (default: .data/cache in the repository)
 
 The decode cache holds one .npz per data folder, image size and channel count (the X-ray train
@@ -24,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("PURIFYLAB_DATA", REPO_ROOT.parent / "shared" / "data"))
 RESULTS_DIR = Path(os.environ.get("PURIFYLAB_RESULTS", REPO_ROOT / "results"))
 WEIGHTS_DIR = Path(os.environ.get("PURIFYLAB_WEIGHTS", REPO_ROOT / "weights"))
+RUNS_DIR = Path(os.environ.get("PURIFYLAB_RUNS", REPO_ROOT / "runs"))  # checkpoints, logs, unshipped results of `train`
 CONFIGS_DIR = REPO_ROOT / "configs"
 GALLERY_DIR = REPO_ROOT / "assets" / "gallery"
 CACHE_DIR = Path(os.environ.get("PURIFYLAB_CACHE", REPO_ROOT / ".data" / "cache"))  # decoded data sets, keyed by their sources

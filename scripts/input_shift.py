@@ -7,7 +7,9 @@ retraining one classifier recomputes only that classifier's cells. Cells go thro
 store, so a killed run resumes.
 
     python scripts/input_shift.py --threads 2
-writes results/input-shift/input-shift.{md,json} and the resolved config beside them.
+writes results/input-shift/input-shift.{md,json} and the resolved config beside them. Outputs written
+with other settings (another --limit, --columns, --threads, ...) are refused before any compute, as
+`purifylab table` refuses them: pass --overwrite or another --out-dir.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import hashlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,12 +30,15 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from core.data.loading import load_split  # noqa: E402
 from core.data.locations import XRAY_TEST_DIR, dataset_of, portable_path  # noqa: E402
+from core.errors import PurifyLabError  # noqa: E402
 from core.evaluate import predict_probabilities  # noqa: E402
 from core.metrics import classification_metrics  # noqa: E402
 from core.models import create_classifier, list_classifiers  # noqa: E402
 from core.paths import CACHE_DIR, RESULTS_DIR, RESULTS_STORE  # noqa: E402
 from core.purifiers import create_purifier  # noqa: E402
 from core.results import ResultStore, canonical_json, run_cells  # noqa: E402
+from core.tables import check_replaceable  # noqa: E402
+from core.tables.render import written_config  # noqa: E402
 from core.tables.runner import model_identity  # noqa: E402  (weights and calibration: a refit re-reads)
 from core.weights import shipped_cards  # noqa: E402
 
@@ -52,6 +58,22 @@ COLUMNS = [
     ("diffdefense", "diffdefense", {}),
 ]
 IMAGE_SIZE = 128
+
+
+@dataclass(frozen=True)
+class InputShiftRun:
+    """This table's settings in the shape `check_replaceable` and `written_config` read a table preset
+    (name, data, resolved()), so its outputs obey the same replace rule as every `purifylab table`."""
+
+    settings: dict
+    name: str = "input-shift"
+
+    @property
+    def data(self) -> str:
+        return self.settings["data"]
+
+    def resolved(self) -> dict:
+        return self.settings
 
 
 def purified_images(name: str, params: dict, images: torch.Tensor, data_hash: str, seed: int, batch_size: int) -> tuple[torch.Tensor, int]:
@@ -87,6 +109,7 @@ def main() -> None:
     parser.add_argument("--store", default=str(RESULTS_STORE))
     parser.add_argument("--out-dir", default=str(RESULTS_DIR / "input-shift"))
     parser.add_argument("--columns", default=None, help="comma-separated purifier names to keep (default: all)")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs in --out-dir written with other settings")
     args = parser.parse_args()
     columns = COLUMNS
     if args.columns:
@@ -95,12 +118,29 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown column purifier(s): {', '.join(sorted(unknown))}")
         columns = [column for column in COLUMNS if column[1] in keep]
+    cards = shipped_cards()
+    classifiers = [name for name in list_classifiers() if name in cards and dataset_of(name) == "xray"]
+    out = Path(args.out_dir)
+    settings = {key: value for key, value in vars(args).items() if key != "overwrite"}
+    run_settings = InputShiftRun(
+        settings
+        | {
+            "data": portable_path(args.data),
+            "store": portable_path(args.store),
+            "out_dir": portable_path(args.out_dir),
+            "columns": columns,
+            "classifiers": classifiers,
+            "image_size": IMAGE_SIZE,
+        }
+    )
+    try:
+        check_replaceable(run_settings, out, args.overwrite)
+    except PurifyLabError as error:
+        parser.exit(2, f"error: {error}\n")
     if args.threads:
         torch.set_num_threads(args.threads)
 
     data = load_split(args.data, args.split, IMAGE_SIZE, limit=args.limit)
-    cards = shipped_cards()
-    classifiers = [name for name in list_classifiers() if name in cards and dataset_of(name) == "xray"]
     cells = [
         {"kind": "input-shift", "column": label, "purifier": name, "params": params, "classifier": classifier,
          "classifier_identity": model_identity(classifier, None), "data": data.data_hash, "split": args.split,
@@ -136,26 +176,11 @@ def main() -> None:
         cells_text = [f"{by[(label, classifier)]['balanced_accuracy']:.3f} ({by[(label, classifier)]['auroc']:.3f})" for label, _, _ in columns]
         lines.append(f"| {classifier} | " + " | ".join(cells_text) + " |")
     markdown = "\n".join(lines) + "\n"
-    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "input-shift.md").write_text(markdown)
     document = {"title": f"Clean accuracy after each degradation or purifier ({args.split}, n = {len(data.labels)})", "results": results}
     (out / "input-shift.json").write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
-    (out / "input-shift.config.json").write_text(
-        json.dumps(
-            {
-                **vars(args),
-                "data": portable_path(args.data),
-                "store": portable_path(args.store),
-                "out_dir": portable_path(args.out_dir),
-                "columns": columns,
-                "classifiers": classifiers,
-                "image_size": IMAGE_SIZE,
-            },
-            indent=1,
-        )
-        + "\n"
-    )
+    (out / "input-shift.config.json").write_text(json.dumps(written_config(run_settings), indent=1) + "\n")
     print(markdown)
     print(f"cells computed {len(run.computed)}, reused {len(run.reused)}", file=sys.stderr)
 

@@ -26,3 +26,40 @@ def test_locations_follow_the_environment_from_any_working_directory(tmp_path):
     assert weights == ROOT / "weights"  # the repository's, whatever the working directory
     assert xray_test == Path(default_data) == tmp_path / "data" / "chest_xray_pneumonia" / "test"
     assert preset_data == (tmp_path / "data" / "mnist" / "t10k-images-idx3-ubyte.gz").resolve()
+
+
+def test_training_run_folders_follow_the_environment_not_the_working_directory(tmp_path):
+    code = (
+        "from core.train.layout import classifier_run_dir, cold_run_dir, diffusion_run_dir\n"
+        "print(classifier_run_dir('substitute'), diffusion_run_dir('tiny'), diffusion_run_dir('mnist'), cold_run_dir(), sep='\\n')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PURIFYLAB_RUNS", None)
+    in_repository = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert in_repository == [str(ROOT / "runs" / name) for name in ("substitute", "ddpm", "ddpm_mnist", "cold")]
+    moved = {**env, "PURIFYLAB_RUNS": str(tmp_path / "runs")}
+    elsewhere = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=moved, capture_output=True, text=True, check=True).stdout.split()
+    assert elsewhere == [str(tmp_path / "runs" / name) for name in ("substitute", "ddpm", "ddpm_mnist", "cold")]
+
+
+def test_input_shift_refuses_to_replace_the_committed_table_with_a_smaller_run(tmp_path):
+    """scripts/input_shift.py follows the tables' replace rule (check_replaceable): a --limit 4 run of one
+    column is refused before any compute and leaves the committed files as they were; another --out-dir runs."""
+    import shutil
+
+    committed = tmp_path / "input-shift"
+    shutil.copytree(ROOT / "results" / "input-shift", committed)
+    before = {path.name: path.read_bytes() for path in committed.iterdir()}
+    env = {**os.environ, "PURIFYLAB_RESULTS": str(tmp_path), "PURIFYLAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, str(ROOT / "scripts" / "input_shift.py"), "--limit", "4", "--columns", "blur", "--threads", "1"]
+    done = subprocess.run([*args, "--store", str(tmp_path / "store.sqlite")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: {committed} holds input-shift computed with other settings (") and "--overwrite" in lines[0]
+    assert {path.name: path.read_bytes() for path in committed.iterdir()} == before
+    assert not (tmp_path / "store.sqlite").exists()  # refused before the store was opened
+    elsewhere = [*args, "--store", str(tmp_path / "store.sqlite"), "--out-dir", str(tmp_path / "small")]
+    for _ in range(2):  # a rerun of the same settings replaces its own outputs (its cells reused)
+        done = subprocess.run(elsewhere, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    assert "cells computed 0, reused" in done.stderr and "(all, n = 4)" in (tmp_path / "small" / "input-shift.md").read_text()

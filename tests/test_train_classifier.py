@@ -386,3 +386,25 @@ def test_a_soup_of_limited_runs_is_calibrated_and_measured_on_what_its_card_says
     assert card["data"]["val_images"] == card["val_metrics"]["n"] == 64 and card["calibration"]["fitted_on"].startswith("val (64 images")
     member_card = json.loads(member.with_suffix(".json").read_text())
     assert [entry["training_minutes"] for entry in card["soup_of"]] == [member_card["training_minutes"]] * 2  # numbers, as on every card
+
+
+def test_a_run_without_out_dir_lands_in_the_runs_folder_from_any_working_directory(xray_train_dir, tmp_path):
+    """The default run folder is RUNS_DIR/<model> (PURIFYLAB_RUNS here), not runs/ under the working directory."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from core.train.classifier import preset, train_classifier\n"
+        f"train_classifier(preset('tiny', 'substitute', epochs=1, threads=1), {str(xray_train_dir)!r}, progress=False)"
+    )
+    working_directory = tmp_path / "elsewhere"
+    working_directory.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "PURIFYLAB_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=working_directory, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "runs" / "substitute" / "config.json").read_text())["model"] == "substitute"
+    assert (tmp_path / "runs" / "substitute" / "substitute.safetensors").is_file()
+    assert not list(working_directory.iterdir())

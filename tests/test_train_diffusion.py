@@ -187,3 +187,25 @@ def test_a_diverged_denoiser_stops_in_one_line_and_publishes_nothing(xray_train_
     with pytest.raises(PurifyLabError, match="^the training loss became (nan|inf) at step [0-9]+: the run diverged and nothing was published"):
         train_diffusion(config, xray_train_dir, tmp_path, progress=False, weights_path=tmp_path / "ddpm_unet.safetensors")
     assert not (tmp_path / "ddpm_unet.safetensors").exists() and not (tmp_path / "ddpm_unet.json").exists()
+
+
+def test_a_run_without_out_dir_lands_in_the_runs_folder_from_any_working_directory(small_xray_folder, tmp_path):
+    """The default run folder is RUNS_DIR/ddpm (PURIFYLAB_RUNS here), not runs/ under the working directory."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from core.train.diffusion import DiffusionTrainConfig, train_diffusion\n"
+        "config = DiffusionTrainConfig.from_preset('tiny', epochs=1, max_steps=1, eval_images=4)\n"
+        f"train_diffusion(config, {str(small_xray_folder)!r}, progress=False)"
+    )
+    working_directory = tmp_path / "elsewhere"
+    working_directory.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "PURIFYLAB_RUNS": str(tmp_path / "runs"), "PURIFYLAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=working_directory, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert read_card(tmp_path / "runs" / "ddpm" / "ddpm_unet.safetensors")["training"]["preset"] == "tiny"
+    assert not list(working_directory.iterdir())

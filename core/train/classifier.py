@@ -36,7 +36,7 @@ from core.models import SEViT, XrayClassifier, create_classifier, list_classifie
 from core.purifiers import create_purifier
 from core.purifiers.simple import gaussian_noise
 from core.train.checkpoint import check_unfinished, optimizer_tensors, restore_optimizer, resume_state
-from core.train.layout import CLASSIFIER_PRESETS, check_preset
+from core.train.layout import CLASSIFIER_PRESETS, check_preset, classifier_run_dir
 from core.train.runs import card_data, check_finite_loss, check_finite_weights, load_training_splits
 from core.weights import card_path, load_weights, read_card, save_weights
 
@@ -466,14 +466,15 @@ def _training_kind(config: TrainConfig) -> str:
 # ------------------------------------------------------------------------------------------ training
 
 
-def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, progress: bool = True, resume: bool = False) -> dict:
+def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | Path | None = None, progress: bool = True, resume: bool = False) -> dict:
     """Train, keep the best epoch by validation balanced accuracy, and write out_dir/<model>.safetensors
-    (fp16) with its card, measured by core.evaluate on the validation split. Returns the card."""
+    (fp16; default out_dir RUNS_DIR/<model>) with its card, measured by core.evaluate on the validation
+    split. Returns the card."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     config.validate()
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir) if out_dir is not None else classifier_run_dir(config.model)
     checkpoint_dir = out_dir / "checkpoint"
     state = resume_state(out_dir, asdict(config)) if resume else None
     if state is not None:

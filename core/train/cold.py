@@ -40,7 +40,7 @@ from core.purifiers.cold import (
 from core.purifiers.unet import UNET_SPECS, build_unet
 from core.train.checkpoint import check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
 from core.train.diffusion import default_weights_path, psnr, ssim
-from core.train.layout import COLD_PRESETS, check_preset
+from core.train.layout import COLD_PRESETS, check_preset, cold_run_dir
 from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits
 from core.weights import save_weights
 
@@ -199,18 +199,18 @@ class _EpochSampler(Sampler[int]):
 def train_cold(
     config: ColdTrainConfig,
     data_dir: str | Path = XRAY_TRAIN_DIR,
-    out_dir: str | Path = Path("runs/cold"),
+    out_dir: str | Path | None = None,
     progress: bool = True,
     weights_path: str | Path | None = None,
 ) -> dict:
     """Train R, then write `weights_path` (default weights/cold_unet.safetensors, or out_dir/ for the tiny
-    preset: EMA weights, fp16) with its card; returns the card. `out_dir` holds checkpoint/
+    preset: EMA weights, fp16) with its card; returns the card. `out_dir` (default RUNS_DIR/cold) holds checkpoint/
     (config.resume continues from it), samples/epoch_NNN.png and config.json."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     config.validate()
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir) if out_dir is not None else cold_run_dir()
     weights_path = Path(weights_path) if weights_path is not None else default_weights_path(config.preset, COLD_WEIGHTS_STEM, out_dir)
     checkpoint_dir = out_dir / "checkpoint"
     resumed = resume_state(out_dir, asdict(config)) if config.resume else None

@@ -34,7 +34,7 @@ from core.purifiers.ddpm import DDPMPurifier
 from core.purifiers.diffusion import DDPM_WEIGHTS_STEM, ddpm_scheduler
 from core.purifiers.unet import UNET_SPECS, build_unet
 from core.train.checkpoint import check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
-from core.train.layout import DIFFUSION_PRESETS, check_preset
+from core.train.layout import DIFFUSION_PRESETS, check_preset, diffusion_run_dir
 from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits
 from core.weights import WEIGHTS_DIR, save_weights
 
@@ -244,19 +244,19 @@ def default_weights_path(preset: str, stem: str, out_dir: Path) -> Path:
 def train_diffusion(
     config: DiffusionTrainConfig,
     data_dir: str | Path = XRAY_TRAIN_DIR,
-    out_dir: str | Path = Path("runs/ddpm"),
+    out_dir: str | Path | None = None,
     progress: bool = True,
     weights_path: str | Path | None = None,
 ) -> dict:
     """Train, then write `weights_path` (default weights/<weights_stem>.safetensors, or out_dir/ for the
-    tiny preset; fp16 EMA weights) with its card; returns the card. `out_dir` holds the checkpoint,
-    per-epoch grids and config."""
+    tiny preset; fp16 EMA weights) with its card; returns the card. `out_dir` (default
+    RUNS_DIR/ddpm[_<preset>]) holds the checkpoint, per-epoch grids and config."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
 
     config.validate()
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir) if out_dir is not None else diffusion_run_dir(config.preset)
     weights_path = Path(weights_path) if weights_path is not None else default_weights_path(config.preset, config.weights_stem, out_dir)
     checkpoint_dir = out_dir / "checkpoint"
     resumed = resume_state(out_dir, asdict(config)) if config.resume else None
