@@ -23,6 +23,7 @@ from benchmarks.models import build_purifier, load_models
 from benchmarks.naive import naive_attack, naive_purify, naive_reference
 from benchmarks.timing import compare, time_runs
 from core.attacks import AttackConfig
+from core.io import on_grey_levels
 from core.lab import attack_image, purify_image, read
 
 APP_ATTACK = AttackConfig(name="pgd", eps=0.03, steps=10)
@@ -63,6 +64,7 @@ def measure(ctx: Context) -> list[dict[str, Any]]:
     def naive_step() -> torch.Tensor:
         label = naive_readings([image]).argmax(dim=1)
         adversarial = naive_attack(naive.classifier, "pgd", image, label, eps=APP_ATTACK.eps, steps=APP_ATTACK.steps, eot=1, seed=s.seed)
+        adversarial = on_grey_levels(adversarial, image, APP_ATTACK.eps)  # the app shows, and reads, the attacked PNG's grey levels
         return naive_readings([image, adversarial, naive_purify(naive_blur, adversarial, s.seed)])
 
     adversarial = attack_image(models.classifier, image, APP_ATTACK).image

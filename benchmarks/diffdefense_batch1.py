@@ -15,22 +15,21 @@ pixel difference from the eager reconstruction of the same digits and seed besid
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import time
-from pathlib import Path
 
 import torch
 
-from benchmarks.environment import add_report_options, check_report_out, write_cpu_report
+from benchmarks.environment import write_cpu_report
+from benchmarks.options import REPORTS_DIR, BenchmarkParser, add_report_options, check_report_out, positive_int, positive_ints
 from benchmarks.timing import time_runs
 from core.data.loading import load_split
 from core.purifiers import create_purifier
 from core.tables import load_preset
 from core.tables.preset import PurifierColumn
 
-OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "diffdefense_batch1_cpu.json"
+OUT = REPORTS_DIR / "diffdefense_batch1_cpu.json"
 PAPER_SECONDS = 0.28
 
 
@@ -59,20 +58,19 @@ def largest_difference(eager: torch.nn.Module, compiled: torch.nn.Module, digits
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(description=__doc__.splitlines()[0])
     add_report_options(parser, OUT)
-    parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts to time")
-    parser.add_argument("--digits", type=int, default=32)
+    parser.add_argument("--threads", type=positive_ints, default="1,2", help="comma-separated torch thread counts to time (default 1,2)")
+    parser.add_argument("--digits", type=positive_int, default=32)
     parser.add_argument("--compile", action="store_true", help="also time each purifier with its denoiser under torch.compile")
     args = parser.parse_args()
     check_report_out(args)
-    thread_counts = [int(count) for count in args.threads.split(",")]
     preset = load_preset("mnist-diffdefense")
     table3 = next(table for table in preset.tables if table.name == "table3")
     purifiers = [create_purifier(column.purifier, **column.params).eval() for column in table3.columns]
     digits = load_split(preset.data, preset.split, purifiers[0].image_size, limit=args.digits).floats()
     rows = []
-    for threads in thread_counts:
+    for threads in args.threads:
         torch.set_num_threads(threads)
         for column, purifier in zip(table3.columns, purifiers, strict=True):
             row = {
@@ -90,7 +88,7 @@ def main() -> None:
             rows.append(row)
             compiled_note = f", compiled {row['compiled_median_seconds_per_digit']:.3f}" if args.compile else ""
             print(f"{threads} thread(s) {column.label:<10} {row['median_seconds_per_digit']:6.3f}{compiled_note} s/digit at batch 1 (paper {PAPER_SECONDS} s)")
-    write_cpu_report(args, rows, max(thread_counts))
+    write_cpu_report(args, rows, max(args.threads))
 
 
 if __name__ == "__main__":

@@ -97,24 +97,6 @@ def hardware(device: torch.device) -> dict[str, object]:
     return info
 
 
-def add_report_options(parser: argparse.ArgumentParser, default_out: Path) -> None:
-    """--out and --overwrite, as every standalone benchmark takes them."""
-    parser.add_argument("--out", type=Path, default=default_out, help=f"JSON report (default {default_out.name}), its config beside it")
-    parser.add_argument("--overwrite", action="store_true", help="replace a report purifylab did not write (no NAME.config.json beside it)")
-
-
-def check_report_out(args: argparse.Namespace) -> None:
-    """Before any measuring: the report may replace only one this tool wrote, unless --overwrite (the
-    CLI's rule, core.cli.preflight.check_output); a bad --out exits 2 with one line."""
-    from core.cli.preflight import check_output
-    from core.errors import PurifyLabError
-
-    try:
-        check_output(args.out, "--out", overwrite=args.overwrite, suffix=".json", creates_folder=True)
-    except PurifyLabError as error:
-        raise SystemExit(f"error: {error}") from None
-
-
 def invocation() -> str:
     """The command line that is running, as a user types it from the repository root."""
     script = Path(sys.argv[0]).resolve()

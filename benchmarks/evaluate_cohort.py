@@ -10,7 +10,6 @@ does. The JSON goes to results/benchmarks/evaluate_test_cpu.json.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -18,13 +17,14 @@ from unittest import mock
 
 import torch
 
-from benchmarks.environment import add_report_options, check_report_out, write_cpu_report
+from benchmarks.environment import write_cpu_report
+from benchmarks.options import REPORTS_DIR, BenchmarkParser, add_report_options, add_threads_option, check_report_out, refuse
 from core.data.locations import XRAY_TEST_DIR, dataset_of, portable_path
 from core.evaluate import EvaluationConfig, evaluate
 from core.models import list_classifiers
 from core.weights import shipped_cards
 
-OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "evaluate_test_cpu.json"
+OUT = REPORTS_DIR / "evaluate_test_cpu.json"
 
 
 def time_evaluate(classifier: str, data: Path, cache_dir: Path) -> tuple[float, dict]:
@@ -36,12 +36,14 @@ def time_evaluate(classifier: str, data: Path, cache_dir: Path) -> tuple[float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(description=__doc__.splitlines()[0])
     add_report_options(parser, OUT)
     parser.add_argument("--data", type=Path, default=XRAY_TEST_DIR)
-    parser.add_argument("--threads", type=int, default=2)
+    add_threads_option(parser, 2)
     args = parser.parse_args()
     check_report_out(args)
+    if not args.data.is_dir():
+        refuse(f"--data {args.data} is not a folder")
     torch.set_num_threads(args.threads)
     cards = shipped_cards()
     rows = []

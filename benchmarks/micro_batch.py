@@ -16,17 +16,16 @@ records the load average beside the times, since on a shared 2-core machine they
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 
 import torch
 
-from benchmarks.environment import add_report_options, check_report_out, write_cpu_report
+from benchmarks.environment import write_cpu_report
+from benchmarks.options import REPORTS_DIR, BenchmarkParser, add_report_options, add_threads_option, check_report_out
 from core import micro_batch
 from core.certify import CertifyConfig, certify_image
 from core.data.loading import load_split
@@ -36,7 +35,7 @@ from core.evaluate import predict_probabilities
 from core.models import create_classifier
 from core.purifiers import create_purifier
 
-OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "micro_batch_cpu.json"
+OUT = REPORTS_DIR / "micro_batch_cpu.json"
 EOT = 8
 
 
@@ -96,9 +95,9 @@ def in_fresh_process(workload: int, whole: bool, threads: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(description=__doc__.splitlines()[0])
     add_report_options(parser, OUT)
-    parser.add_argument("--threads", type=int, default=1)
+    add_threads_option(parser, 1)
     args = parser.parse_args()
     check_report_out(args)
     rows = []

@@ -10,7 +10,6 @@ is each process's CPU time (user + system), which is about what it takes on an i
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import subprocess
@@ -19,9 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.environment import add_report_options, check_report_out, write_report
+from benchmarks.environment import write_report
+from benchmarks.options import REPORTS_DIR, BenchmarkParser, add_report_options, check_report_out, positive_int
 
 REPO = Path(__file__).resolve().parents[1]
+OUT = REPORTS_DIR / "refusals.json"
 TARGET_S = 2.0
 
 
@@ -92,9 +93,9 @@ def _children_cpu_s() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=1, help="runs per case; the slowest is reported")
-    add_report_options(parser, REPO / "results" / "benchmarks" / "refusals.json")
+    parser = BenchmarkParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=positive_int, default=1, help="runs per case; the slowest is reported")
+    add_report_options(parser, OUT)
     options = parser.parse_args(argv)
     check_report_out(options)
     load_before = os.getloadavg()

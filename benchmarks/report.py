@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from benchmarks.options import BenchmarkParser, refuse
 
 
 def _number(value: float | None) -> str:
@@ -100,16 +101,16 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description="The tables of a saved `purifylab bench` report, as Markdown.")
+    parser = BenchmarkParser(prog="python -m benchmarks.report", description="The tables of a saved `purifylab bench` report, as Markdown.")
     parser.add_argument("report", type=Path, help="a report written by purifylab bench (e.g. results/benchmarks/bench_cpu.json)")
     args = parser.parse_args(argv)
     try:
         report = json.loads(args.report.read_text())
         text = markdown(report)
     except (OSError, ValueError) as error:
-        raise SystemExit(f"error: {args.report} is not a readable bench report ({error})") from None
+        refuse(f"{args.report} is not a readable bench report ({error})")
     except (KeyError, TypeError):
-        raise SystemExit(f"error: {args.report} is not a purifylab bench report (schema purifylab-bench/1)") from None
+        refuse(f"{args.report} is not a purifylab bench report (schema purifylab-bench/1)")
     print(text)
 
 

@@ -12,7 +12,6 @@ average is recorded beside each row because a shared 2-core machine is slower th
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import statistics
@@ -24,10 +23,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.environment import REPO_ROOT, add_report_options, check_report_out, invocation, write_cpu_report
+from benchmarks.environment import REPO_ROOT, invocation, write_cpu_report
+from benchmarks.options import REPORTS_DIR, BenchmarkParser, add_report_options, add_threads_option, check_report_out, positive_int, refuse
 from core.data.gallery import gallery
 
-OUT = REPO_ROOT / "results" / "benchmarks" / "serve_latency_cpu.json"
+OUT = REPORTS_DIR / "serve_latency_cpu.json"
 SAMPLE = "real pneumonia #1"
 START_TIMEOUT_S = 240  # importing gradio, torch and diffusers takes 40 s on a loaded 2-core machine
 
@@ -51,8 +51,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class ServerExited(RuntimeError):
+    """The server ended before it answered (it refused its options, or crashed): no timeout to blame."""
+
+    def __init__(self, status: int, log: Path) -> None:
+        lines = log.read_text().strip().splitlines()
+        last = lines[-1].removeprefix("error: ") if lines else "(no output)"  # its own one-line refusal, or a traceback's last line
+        super().__init__(f"python -m core serve exited with status {status} before answering: {last}")
+        self.status = status
+
+
 def connect(port: int, server: subprocess.Popen, log: Path, timeout_s: float = START_TIMEOUT_S):
-    """A client of the server once it serves its config; RuntimeError with the server's log if it never does."""
+    """A client of the server once it serves its config; ServerExited with its last line if it ends
+    first, RuntimeError with its log if it is still starting after `timeout_s`."""
     import httpx
     from gradio_client import Client
 
@@ -61,7 +72,9 @@ def connect(port: int, server: subprocess.Popen, log: Path, timeout_s: float = S
         try:
             return Client(f"http://127.0.0.1:{port}/", verbose=False)
         except (httpx.HTTPError, ValueError):  # not listening yet, or its config not served yet
-            if server.poll() is not None or time.monotonic() > deadline:
+            if server.poll() is not None:
+                raise ServerExited(server.returncode, log) from None
+            if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not answer within {timeout_s:.0f} s:\n{log.read_text()[-2000:]}") from None
             time.sleep(0.5)
 
@@ -86,14 +99,12 @@ def measure(client, upload: object, repeats: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(description=__doc__.splitlines()[0])
     add_report_options(parser, OUT)
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per endpoint after its first")
-    parser.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: its own default)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed calls per endpoint after its first")
+    add_threads_option(parser, None, help="the server's torch threads (default: its own)")
     args = parser.parse_args()
     check_report_out(args)
-    if args.repeats < 1:
-        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     from gradio_client import handle_file
 
     port = free_port()
@@ -106,7 +117,10 @@ def main() -> None:
         with log.open("w") as sink:
             server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
         try:
-            client = connect(port, server, log)
+            try:
+                client = connect(port, server, log)
+            except ServerExited as error:
+                refuse(str(error), error.status)
             first_answer = time.perf_counter() - started
             print(f"server answered {first_answer:.1f} s after start")
             rows = measure(client, handle_file(str(gallery()[SAMPLE][0])), args.repeats)

@@ -19,22 +19,21 @@ on a shared 2-core machine they move with it.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-from benchmarks.environment import add_report_options, check_report_out, write_cpu_report
+from benchmarks.environment import write_cpu_report
+from benchmarks.options import REPORTS_DIR, BenchmarkParser, add_report_options, add_threads_option, check_report_out
 from core.data.loading import load_split
 from core.data.locations import XRAY_TEST_DIR
 from core.defended import DefendedClassifier
 from core.models import create_classifier
 from core.purifiers import create_purifier
 
-OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "white_box_levers_cpu.json"
+OUT = REPORTS_DIR / "white_box_levers_cpu.json"
 STEPS, EOT = 20, 8
 
 
@@ -62,9 +61,9 @@ LEVERS = (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(description=__doc__.splitlines()[0])
     add_report_options(parser, OUT)
-    parser.add_argument("--threads", type=int, default=2)
+    add_threads_option(parser, 2)
     args = parser.parse_args()
     check_report_out(args)
     torch.set_num_threads(args.threads)

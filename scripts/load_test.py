@@ -23,7 +23,6 @@ under `taskset -c 1` on a shared 2-core machine so a job on the other core is le
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
@@ -467,23 +466,25 @@ def git_commit() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=1, help="uploads (each with its own ε) per session")
+    from benchmarks.options import REPORTS_DIR, BenchmarkParser, check_report_out, positive_int  # torch-free
+
+    parser = BenchmarkParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=positive_int, default=10)
+    parser.add_argument("--rounds", type=positive_int, default=1, help="uploads (each with its own ε) per session")
     parser.add_argument("--url", help="an already running server on this machine (default: start one)")
     parser.add_argument("--data", type=Path, default=DATA, help="train/ folder with NORMAL/ and PNEUMONIA/")
-    parser.add_argument("--out", type=Path, help="JSON report (default results/benchmarks/load_<sessions>_sessions_cpu.json), its config beside it")
+    parser.add_argument("--out", type=Path, help=f"JSON report (default {REPORTS_DIR}/load_<sessions>_sessions_cpu.json), its config beside it")
     parser.add_argument("--overwrite", action="store_true", help="replace a report purifylab did not write (no NAME.config.json beside it)")
     parser.add_argument("--timeout", type=float, default=1200, help="hard limit for the whole run, seconds")
     parser.add_argument("--action-timeout", type=float, default=300, help="limit for one page action, seconds")
-    parser.add_argument("--torch-threads", type=int, default=1, help="OMP_NUM_THREADS for the server and the check")
+    parser.add_argument("--torch-threads", type=positive_int, default=1, help="OMP_NUM_THREADS for the server and the check")
     args = parser.parse_args()
     if args.url and not args.url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         parser.error("--url must be a loopback address: this load test never leaves the machine")
     os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)  # before torch is imported, here and in the server
-    from benchmarks.environment import check_report_out, write_report  # imports torch: after OMP_NUM_THREADS
+    from benchmarks.environment import write_report  # imports torch: after OMP_NUM_THREADS
 
-    args.out = args.out or REPO / "results" / "benchmarks" / f"load_{args.sessions}_sessions_cpu.json"
+    args.out = args.out or REPORTS_DIR / f"load_{args.sessions}_sessions_cpu.json"
     check_report_out(args)
     out = args.out.resolve()
     started = time.perf_counter()

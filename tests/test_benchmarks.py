@@ -5,7 +5,10 @@ the naive reference agree; nothing here asserts a speed."""
 from __future__ import annotations
 
 import json
+import os
 import runpy
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,16 +19,22 @@ from core.purifiers import list_purifiers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEED_KEYS = {"images_per_s", "latency_s", "images", "seconds"}
+SMOKE = ("bench", "--preset", "smoke", "--bf16", "--compile")
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict:
+def report_path(tmp_path_factory) -> Path:
     """One smoke run through the CLI, with two GPU switches on: a CPU run must report them skipped."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--preset", "smoke", "--bf16", "--compile", "--out", str(out)])
+        main([*SMOKE, "--out", str(out)])
     assert exit_info.value.code in (0, None)
-    return json.loads(out.read_text())
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(report_path) -> dict:
+    return json.loads(report_path.read_text())
 
 
 def test_report_names_where_and_how_it_was_measured(report):
@@ -127,7 +136,7 @@ def test_python_m_benchmarks_is_the_same_command(monkeypatch, capsys):
     assert exit_info.value.code == 2 and "unknown section(s) nope" in capsys.readouterr().err
 
 
-def test_diffdefense_batch1_times_every_table3_column_at_each_thread_count(tmp_path, monkeypatch):
+def test_diffdefense_batch1_times_every_table3_column_at_each_thread_count(tmp_path, monkeypatch, capsys):
     """The MNIST latency benchmark builds its purifiers from the preset's Table 3, not a copy of it."""
     from benchmarks import diffdefense_batch1
     from core.tables import load_preset
@@ -145,8 +154,9 @@ def test_diffdefense_batch1_times_every_table3_column_at_each_thread_count(tmp_p
     theirs = tmp_path / "theirs.json"
     theirs.write_text("my notes")
     monkeypatch.setattr(sys, "argv", [diffdefense_batch1.__file__, "--threads", "1", "--digits", "2", "--out", str(theirs)])
-    with pytest.raises(SystemExit, match="exists and purifylab did not write it"):
+    with pytest.raises(SystemExit) as exit_info:
         diffdefense_batch1.main()
+    assert exit_info.value.code == 2 and "exists and purifylab did not write it" in capsys.readouterr().err
     assert theirs.read_text() == "my notes"
 
 
@@ -173,12 +183,123 @@ def test_micro_batch_benchmark_times_whole_calls_and_restores_the_chunk_sizes():
     assert micro_batch.PIXELS == before
 
 
-def test_the_report_reader_refuses_what_is_not_a_bench_report_in_one_line(tmp_path):
-    """`python -m benchmarks.report` read sys.argv[1] unchecked: a traceback for no argument or any other file."""
+def test_the_report_reader_refuses_what_is_not_a_bench_report_in_one_line(tmp_path, capsys):
+    """`python -m benchmarks.report` read sys.argv[1] unchecked: a traceback for no argument or any other
+    file; then it refused with exit 1, not the CLI's 2."""
     from benchmarks.report import main
 
     other = tmp_path / "other.json"
     other.write_text('{"rows": []}')
     for path, message in ((tmp_path / "missing.json", "not a readable bench report"), (other, "not a purifylab bench report")):
-        with pytest.raises(SystemExit, match=f"error: .*{message}"):
+        with pytest.raises(SystemExit) as exit_info:
             main([str(path)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_part_of_a_run_does_not_replace_a_report_of_other_settings(report_path, tmp_path, capsys):
+    """BENCHMARKS.md's `--sections purify --purifiers ...` line, with no --out, replaced the committed
+    four-section bench_cpu.json with a purify-only report: purifylab wrote the file, so it passed."""
+    out = tmp_path / "bench.json"
+    for source in (report_path, report_path.with_name("bench.config.json")):
+        shutil.copy(source, tmp_path / source.name)
+    full = out.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*SMOKE, "--sections", "app", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "other settings (sections differ)" in err and out.read_bytes() == full
+    for extra in (["--overwrite"], []):  # replaced when asked; then the same settings rerun in place
+        with pytest.raises(SystemExit) as exit_info:
+            main([*SMOKE, "--sections", "app", "--out", str(out), *extra])
+        assert exit_info.value.code in (0, None)
+        assert set(json.loads(out.read_text())["sections"]) == {"app"}
+
+
+def test_the_committed_cpu_report_is_kept_from_a_partial_run_and_rerun_by_its_own_command():
+    """Against the committed report's own config, read only: the documented full CPU command may
+    rerun into it, the audit's purify-only run may not."""
+    from benchmarks.options import check_same_settings
+    from benchmarks.settings import BenchSettings
+    from core.errors import PurifyLabError
+
+    committed = REPO_ROOT / "results" / "benchmarks" / "bench_cpu.json"
+
+    def config(**overrides) -> dict:
+        return {"command": "bench", "data": None, **BenchSettings.from_preset("cpu", **overrides).to_dict()}
+
+    check_same_settings(committed, config())
+    with pytest.raises(PurifyLabError, match=r"other settings \(purifiers, purify_batch, sections differ\)"):
+        check_same_settings(committed, config(sections=("purify",), purifiers=("blur",), purify_batch=8))
+
+
+STANDALONE = ("micro_batch", "white_box_levers", "evaluate_cohort", "diffdefense_batch1", "serve_latency", "refusals")
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        *((name, ["--threads", value], f"argument --threads: must be >= 1, got {value}") for name in STANDALONE[:5] for value in ("0", "-1")),
+        ("diffdefense_batch1", ["--threads", "1,0"], "argument --threads: must be >= 1, got 0"),
+        ("diffdefense_batch1", ["--digits", "0"], "argument --digits: must be >= 1, got 0"),
+        ("micro_batch", ["--threads", "two"], "argument --threads: expected a whole number >= 1, got 'two'"),
+        ("serve_latency", ["--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
+        ("refusals", ["--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
+        ("evaluate_cohort", ["--data", "no-such-folder"], "--data no-such-folder is not a folder"),
+    ],
+)
+def test_standalone_benchmarks_refuse_bad_counts_in_one_line_before_any_work(module, args, message, tmp_path, monkeypatch, capsys):
+    """--threads 0 gave a 33-line traceback from torch.set_num_threads after the imports and model
+    builds (serve_latency: a server timeout that never happened); --repeats 0 crashed refusals at the end."""
+    import importlib
+
+    benchmark = importlib.import_module(f"benchmarks.{module}")
+    out = tmp_path / "report.json"
+    monkeypatch.setattr(sys, "argv", [benchmark.__file__, *args, "--out", str(out)])
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main()
+    assert exit_info.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
+    assert not out.exists()
+
+
+def test_standalone_benchmarks_write_under_purifylab_results_and_refuse_a_foreign_report_with_exit_2(tmp_path):
+    """Their default --out was REPO/results/benchmarks/... whatever PURIFYLAB_RESULTS said, and a refused
+    --out exited 1. A fresh process, since core.paths reads the variable at import."""
+    script = (
+        "import importlib, os, sys\n"
+        "from pathlib import Path\n"
+        f"for name in {STANDALONE!r}:\n"
+        "    benchmark = importlib.import_module('benchmarks.' + name)\n"
+        "    if not benchmark.OUT.is_relative_to(Path(os.environ['PURIFYLAB_RESULTS'])):  # never touch the repository's reports\n"
+        "        print(name, 'elsewhere', benchmark.OUT, flush=True)\n"
+        "        continue\n"
+        "    benchmark.OUT.parent.mkdir(parents=True, exist_ok=True)\n"
+        "    benchmark.OUT.write_text('my notes')\n"
+        "    sys.argv = [benchmark.__file__]\n"
+        "    try:\n"
+        "        benchmark.main()\n"
+        "    except SystemExit as exit:\n"
+        "        print(name, exit.code, benchmark.OUT, flush=True)\n"
+    )
+    env = {**os.environ, "PURIFYLAB_RESULTS": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    exits = [line.split(" ", 2) for line in done.stdout.splitlines()]
+    assert [name for name, _, _ in exits] == list(STANDALONE), done.stderr
+    for (_, code, path), error in zip(exits, done.stderr.strip().splitlines(), strict=True):
+        assert code == "2" and Path(path).parent == tmp_path / "benchmarks" and Path(path).read_text() == "my notes"
+        assert error == f"error: --out: {path} exists and purifylab did not write it; pass --overwrite or choose another name"
+
+
+def test_serve_latency_says_the_servers_own_refusal_not_a_timeout(tmp_path):
+    """A server that exits at once was reported as 'the server did not answer within 240 s'."""
+    from benchmarks.serve_latency import ServerExited, connect, free_port
+
+    port, log = free_port(), tmp_path / "server.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "core", "serve", "--port", str(port), "--threads", "0"], cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT
+        )
+    with pytest.raises(ServerExited) as refused:
+        connect(port, server, log, timeout_s=120)
+    assert refused.value.status == 2
+    assert str(refused.value) == "python -m core serve exited with status 2 before answering: --threads must be >= 1, got 0"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from core.cli.options import Overwrite, Threads
+from core.cli.options import Overwrite, Threads, at_least_one
 from core.errors import PurifyLabError
 
 
@@ -15,14 +16,12 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(name.strip() for name in value.split(",") if name.strip())
 
 
-def _suite():
-    """The `benchmarks` package, installed beside `core` (pyproject) or found in the source checkout."""
+def _benchmarks(module: str):
+    """A module of the `benchmarks` package, installed beside `core` (pyproject) or found in the source checkout."""
     try:
-        from benchmarks import report, settings, suite
+        return importlib.import_module(f"benchmarks.{module}")
     except ImportError as error:
         raise PurifyLabError(f"purifylab bench needs the benchmarks package ({error}); install the project with `pip install -e .`") from None
-
-    return settings, suite, report
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -30,7 +29,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def bench_command(
         preset: Annotated[str | None, typer.Option("--preset", help="cpu | gpu | smoke (tiny models); default: cpu, or gpu with --device cuda")] = None,
         device: Annotated[str | None, typer.Option("--device", help="cpu | cuda")] = None,
-        out: Annotated[Path | None, typer.Option("--out", help="JSON report (default results/benchmarks/bench_<preset>.json)")] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", help="JSON report; default bench_<preset>.json in the benchmarks folder of $PURIFYLAB_RESULTS (results/ unless set)"),
+        ] = None,
         sections: Annotated[str | None, typer.Option("--sections", help="comma-separated: purify,attack,train,app")] = None,
         purifiers: Annotated[str | None, typer.Option("--purifiers", help="comma-separated purifiers (default: every registered one)")] = None,
         data: Annotated[
@@ -38,17 +40,31 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ] = None,
         threads: Threads = None,
         overwrite: Overwrite = False,
-        purify_batch: Annotated[int | None, typer.Option("--purify-batch", help="large batch for purification")] = None,
-        train_batch: Annotated[int | None, typer.Option("--train-batch", help="large batch for training steps")] = None,
+        purify_batch: Annotated[
+            int | None, typer.Option("--purify-batch", help="large batch for purification", callback=at_least_one("--purify-batch"))
+        ] = None,
+        train_batch: Annotated[int | None, typer.Option("--train-batch", help="large batch for training steps", callback=at_least_one("--train-batch"))] = None,
         warmup: Annotated[int | None, typer.Option("--warmup", help="untimed runs before timing (purify, train, app)")] = None,
-        repeats: Annotated[int | None, typer.Option("--repeats", help="timed runs, median reported (purify, train)")] = None,
-        attack_steps: Annotated[int | None, typer.Option("--attack-steps", help="PGD / APGD steps on the classifier alone")] = None,
-        attack_batch: Annotated[int | None, typer.Option("--attack-batch", help="large batch, attacks on the classifier alone")] = None,
+        repeats: Annotated[
+            int | None, typer.Option("--repeats", help="timed runs, median reported (purify, train)", callback=at_least_one("--repeats"))
+        ] = None,
+        attack_steps: Annotated[
+            int | None, typer.Option("--attack-steps", help="PGD / APGD steps on the classifier alone", callback=at_least_one("--attack-steps"))
+        ] = None,
+        attack_batch: Annotated[
+            int | None, typer.Option("--attack-batch", help="large batch, attacks on the classifier alone", callback=at_least_one("--attack-batch"))
+        ] = None,
         chain_purifiers: Annotated[str | None, typer.Option("--chain-purifiers", help="purifiers to attack through (default ddpm,ddim,cold_recon)")] = None,
         chain_threats: Annotated[str | None, typer.Option("--chain-threats", help="bpda | bpda-eot | white, comma-separated")] = None,
-        chain_steps: Annotated[int | None, typer.Option("--chain-steps", help="attack steps through a purifier")] = None,
-        chain_eot: Annotated[int | None, typer.Option("--chain-eot", help="EOT draws per step through a stochastic purifier")] = None,
-        chain_batch: Annotated[int | None, typer.Option("--chain-batch", help="large batch, attacks through a purifier")] = None,
+        chain_steps: Annotated[
+            int | None, typer.Option("--chain-steps", help="attack steps through a purifier", callback=at_least_one("--chain-steps"))
+        ] = None,
+        chain_eot: Annotated[
+            int | None, typer.Option("--chain-eot", help="EOT draws per step through a stochastic purifier", callback=at_least_one("--chain-eot"))
+        ] = None,
+        chain_batch: Annotated[
+            int | None, typer.Option("--chain-batch", help="large batch, attacks through a purifier", callback=at_least_one("--chain-batch"))
+        ] = None,
         naive_attack_images: Annotated[
             int | None, typer.Option("--naive-attack-images", help="time the naive (one image at a time) attacks on at most N images of a batch")
         ] = None,
@@ -57,30 +73,35 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         compile_models: Annotated[bool | None, typer.Option("--compile/--no-compile", help="CUDA: torch.compile the networks")] = None,
         cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", help="CUDA: compile mode reduce-overhead (needs --compile)")] = None,
     ) -> None:
-        """Measure throughput of purifiers, attacks, training and the app path against a naive reference."""
+        """Measure throughput of purifiers, attacks, training and the app path against a naive reference.
+
+        A report measured with other settings is not replaced without --overwrite (another --out keeps both)."""
         from core.cli.preflight import check_data, check_output
         from core.cli.reporting import write_config
-        from core.paths import RESULTS_DIR
+        from core.data.locations import portable_path
 
+        options = _benchmarks("options")
         chosen = preset or ("gpu" if device == "cuda" else "cpu")
-        out = out or RESULTS_DIR / "benchmarks" / f"bench_{chosen}.json"
+        out = out or options.REPORTS_DIR / f"bench_{chosen}.json"
         if data is not None:  # a folder the user named must exist; the random-image fallback is for the default only
             check_data(data)
         check_output(out, "--out", inputs=(data,), overwrite=overwrite, suffix=".json", creates_folder=True)
-        settings_module, suite, report = _suite()
-        settings = settings_module.BenchSettings.from_preset(
+        suite, report = _benchmarks("suite"), _benchmarks("report")
+        settings = _benchmarks("settings").BenchSettings.from_preset(
             chosen, device=device, threads=threads, sections=_names(sections), purifiers=_names(purifiers),
             purify_batch=purify_batch, train_batch=train_batch, warmup=warmup, repeats=repeats, attack_steps=attack_steps,
             attack_batch=attack_batch, chain_purifiers=_names(chain_purifiers), chain_threats=_names(chain_threats),
             chain_steps=chain_steps, chain_eot=chain_eot, chain_batch=chain_batch, naive_attack_images=naive_attack_images,
             bf16=bf16, channels_last=channels_last, compile=compile_models, cuda_graphs=cuda_graphs,
         )  # fmt: skip
+        config = {"command": "bench", "data": None if data is None else portable_path(data), **settings.to_dict()}
+        options.check_same_settings(out, config, overwrite)
 
         def log(line: str) -> None:
             typer.echo(line, err=True)
 
         result = suite.run_suite(settings, data, log)
         path = suite.write_report(result, out)
-        write_config(path, {"command": "bench", "data": None if data is None else str(data), **settings.to_dict()})
+        write_config(path, config)
         typer.echo(report.markdown(result))
         typer.echo(f"report: {path}", err=True)
