@@ -1,9 +1,10 @@
 """Clean evaluation of a registered classifier on a class-per-folder directory.
 
 `EvaluationConfig` names everything that changes the numbers; `evaluate` returns JSON-ready figures
-with bootstrap intervals and the SHA-256 of the weights that produced them. With an attack it hands
-over to `core.attacks.robust.evaluate_attack`, imported only then: trainers measure their models
-here without importing torchattacks.
+with 95 % intervals (Clopper-Pearson for accuracy and sensitivity, a Bonferroni mean of per-class
+Clopper-Pearson bounds for balanced accuracy, a bootstrap for AUROC) and the SHA-256 of the weights
+that produced them. With an attack it hands over to `core.attacks.robust.evaluate_attack`, imported
+only then: trainers measure their models here without importing torchattacks.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class EvaluationConfig:
 
 
 def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, progress: bool = False) -> dict:
-    """Accuracy, balanced accuracy, AUROC, per-class sensitivity and 95 % bootstrap intervals;
+    """Accuracy, balanced accuracy, AUROC, per-class sensitivity and their 95 % intervals (exact Clopper-Pearson; bootstrap for AUROC only);
     with `config.attack`, also robust accuracy under `config.threat` (see `evaluate_attack`)."""
     listing = data_listing(config.data, config.split)  # an unreadable --data is refused before the model is built
     if model is None:

@@ -173,7 +173,7 @@ def test_every_command_that_computes_takes_device():
             commands[" ".join(path)] = {option for parameter in command.params for option in parameter.opts}
 
     collect(typer.main.get_command(app))
-    listings = {"classifiers", "purifiers", "presets", "data describe", "data split"}  # read files, no model
+    listings = {"classifiers", "purifiers", "presets", "attacks", "threats", "defenses", "data describe", "data split"}  # read files, no model
     assert listings < set(commands)
     missing = [name for name, options in commands.items() if name not in listings and "--device" not in options]
     assert not missing, missing
@@ -188,7 +188,15 @@ def _grey_png() -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("command", "keys"), [("classifiers", {"name", "shipped", "description"}), ("purifiers", {"name", "nfe", "description"}), ("presets", {"name", "title"})]
+    ("command", "keys"),
+    [
+        ("classifiers", {"name", "shipped", "description"}),
+        ("purifiers", {"name", "nfe", "sweeps", "description"}),
+        ("presets", {"name", "title"}),
+        ("attacks", {"name", "description"}),
+        ("threats", {"name", "description", "through_purifier", "uses_eot", "needs_substitute"}),
+        ("defenses", {"name", "classifier", "purifier", "description"}),
+    ],
 )
 def test_listing_commands_print_json(capsys, command, keys):
     code, out, _ = run_cli([command, "--json"], capsys)
@@ -485,3 +493,142 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_the_compute(t
     (tmp_path / "afile").write_text("x")
     code, _, err = run_cli(["table", "quick", "--limit", "2", "--out-dir", str(tmp_path / "afile" / "sub")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "is a file, not a folder" in err
+
+
+def test_certify_refuses_a_json_name_that_its_curve_would_overwrite(xray_test_dir, tmp_path, capsys):
+    """--json certified_curve.json: the curve's config (certified_curve.json) replaced the result just computed."""
+    args = ["certify", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--denoiser", "none", "--n", "8", "--n0", "2", "--limit", "1"]
+    code, _, err = run_cli([*args, "--json", str(tmp_path / "certified_curve.json")], capsys)
+    _one_line_refusal(code, err, "--json and the certify curve's config would both be written to", "certified_curve.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_denoisers_weights_card_may_not_be_its_runs_config(tmp_path):
+    run = tmp_path / "run"
+    cases = {
+        "--weights' card and the run's config would both be written to": [
+            ["train", "diffusion", "--preset", "tiny", "--out", str(run), "--weights", str(run / "config.safetensors")],
+            ["train", "cold", "--preset", "tiny", "--out", str(run), "--weights", str(run / "config.safetensors")],
+        ]
+    }
+    _assert_refused_before_torch(cases)
+    assert not run.exists()
+
+
+def test_usage_errors_are_one_line_in_clicks_words_and_help_is_unchanged(capsys):
+    cases = {
+        "error: purifylab evaluate: Missing option '--data'.": ["evaluate"],
+        "error: purifylab sweep: No such option: --no-progress": ["sweep", "tstar", "--no-progress"],
+        "error: purifylab evaluate: Invalid value for '--limit'": ["evaluate", "--data", "x", "--limit", "abc"],
+        "error: purifylab: No such command 'nope'.": ["nope"],
+        "error: purifylab data split: Missing argument 'path'.": ["data", "split"],
+    }
+    for message, args in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main(args, prog_name="purifylab")
+        out, err = capsys.readouterr()
+        assert exit_info.value.code == 2 and out == "" and len(err.strip().splitlines()) == 1 and err.startswith(message), (args, err)
+    code, out, _ = run_cli(["evaluate", "--help"], capsys)
+    assert code == 0 and "Usage: " in out and "--attack-batch-size" in out
+    code, out, _ = run_cli([], capsys)  # no command: the help, as before
+    assert code == 2 and "Usage: " in out and "evaluate" in out
+
+
+def test_every_commands_summary_is_a_whole_sentence():
+    """The top-level --help shows each command's first docstring line: it broke evaluate's and certify's mid-sentence."""
+    import typer.main
+
+    from core.cli import _register_commands, app
+
+    _register_commands()
+    top = typer.main.get_command(app)
+    for name, command in top.commands.items():
+        summary = (command.help or "").strip().splitlines()[0]
+        assert summary.endswith("."), (name, summary)
+
+
+def test_defense_refuses_param_and_weights_and_its_result_names_it(xray_test_dir, tmp_path, capsys):
+    weights = tmp_path / "w.safetensors"
+    for option, value in (("--param", "sigma=0.9"), ("--weights", str(weights))):
+        code, _, err = run_cli(["evaluate", "--data", str(xray_test_dir), "--defense", "smoothing", option, value], capsys)
+        _one_line_refusal(code, err, "--defense smoothing fixes its classifier and purifier", f"{option} was given")
+    out = tmp_path / "smoothing.json"
+    args = ["evaluate", "--data", str(xray_test_dir), "--defense", "smoothing", "--limit", "2", "--threads", "1"]
+    code, stdout, err = run_cli([*args, "--json", str(out)], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "smoothing.config.json").read_text())
+    assert config["defense"] == "smoothing" == json.loads(out.read_text())["defense"] and "defense smoothing" in stdout.splitlines()[0]
+    assert config["purifier_params"] == {"sigma": 0.5}  # the resolved value, not the string "0.5"
+
+
+def test_evaluate_stores_the_purifiers_resolved_parameters(xray_test_dir, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    args = ["evaluate", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--purifier", "ddpm", "--param", "t_star=0.02", "--limit", "1"]
+    code, _, err = run_cli([*args, "--threads", "1", "--json", str(out)], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.config.json").read_text())["purifier_params"] == {"denoiser": "ddpm_unet", "t_star": 0.02, "steps": 10}
+
+
+def test_evaluate_under_attack_labels_the_clean_block_and_gives_robust_intervals(xray_test_dir, capsys):
+    args = ["evaluate", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--limit", "4", "--attack", "fgsm", "--eps", "0.03", "--threads", "1"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    names = [line.split()[0] for line in out.splitlines()]
+    assert {"clean_accuracy", "clean_balanced_accuracy", "clean_auroc"} <= set(names) and "accuracy" not in names
+    attack = names.index("attack")
+    robust = out.splitlines()[attack + 1 : attack + 3]
+    assert [line.split()[0] for line in robust] == ["robust_accuracy", "robust_balanced_accuracy"]
+    assert all(re.search(r"\d\.\d{4}  \[\d\.\d{4}, \d\.\d{4}\]", line) for line in robust), robust
+
+
+def test_sweep_and_table_on_a_training_folder_read_its_val_part_as_evaluate_does(xray_train_dir, xray_test_dir, tmp_path, capsys):
+    sweep = ["sweep", "tstar", "--purifier", "noise", "--values", "0.1", "--classifier", "student_cnn", "--limit", "2", "--threads", "1"]
+    for data, split in ((xray_train_dir, "val"), (xray_test_dir, "all")):
+        out = tmp_path / f"sweep-{split}"
+        code, stdout, err = run_cli([*sweep, "--data", str(data), "--store", str(tmp_path / "s.sqlite"), "--out-dir", str(out)], capsys)
+        assert code == 0 and f"split {split}" in stdout.splitlines()[0], err
+    preset = tmp_path / "clean.yaml"
+    preset.write_text(
+        "title: clean only\nlimit: 2\nbootstrap: 0\ntables:\n  - name: t\n    caption: c\n    classifiers: [{name: student_cnn}]\n"
+        "    rows: [{label: Clean}]\n    columns: [{label: Undefended, purifier: none}]\n"
+    )
+    table = ["table", str(preset), "--data", str(xray_train_dir), "--threads", "1"]
+    code, _, err = run_cli([*table, "--store", str(tmp_path / "t.sqlite"), "--out-dir", str(tmp_path / "t")], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "t" / "clean.config.json").read_text())["split"] == "val"
+
+
+def test_flags_are_named_as_typed_and_eot_needs_an_attack(xray_test_dir, capsys):
+    sweep = ["sweep", "tstar", "--purifier", "noise", "--values", "0.1", "--classifier", "student_cnn"]
+    cases = {
+        "--attack-batch-size must be >= 1, got 0": ["evaluate", "--data", str(xray_test_dir), "--attack-batch-size", "0"],
+        "--batch-size must be >= 1, got 0": ["evaluate", "--data", str(xray_test_dir), "--batch-size", "0"],
+        "--eot must be >= 1, got 0": ["table", "quick", "--eot", "0"],
+        "--redraws must be >= 1, got 0": [*sweep, "--redraws", "0"],
+        "--purify-batch must be >= 1, got 0": ["bench", "--purify-batch", "0"],
+        "--chain-eot must be >= 1, got 0": ["bench", "--chain-eot", "0"],
+        "--eot 3 counts purifier draws per attack step, but no --attack was given": [*sweep, "--eot", "3"],
+    }
+    for message, args in cases.items():
+        code, _, err = run_cli(args, capsys)
+        _one_line_refusal(code, err, message)
+    code, _, err = run_cli(["evaluate", "--data", str(xray_test_dir), "--eot", "3"], capsys)
+    _one_line_refusal(code, err, "no --attack was given")
+
+
+def test_listings_come_from_the_registries_and_align_their_columns(capsys):
+    from core.attacks import ATTACKS, THREAT_MODELS
+    from core.defense import list_defenses
+    from core.models import list_classifiers
+    from core.purifiers import PURIFIERS
+
+    registered = {"attacks": ATTACKS.names(), "threats": list(THREAT_MODELS), "defenses": list_defenses(), "classifiers": list(list_classifiers())}
+    for command, names in registered.items():
+        code, out, _ = run_cli([command, "--json"], capsys)
+        assert code == 0 and [row["name"] for row in json.loads(out)] == names, command
+        code, out, _ = run_cli([command], capsys)
+        lines = out.splitlines()
+        starts = {len(line) - len(line[len(name) :].lstrip()) for line, name in zip(lines, names, strict=True)}
+        assert code == 0 and len(starts) == 1, (command, out)  # the second column starts at one offset
+    code, out, _ = run_cli(["purifiers", "--json"], capsys)
+    assert {row["name"]: row["sweeps"] for row in json.loads(out)} == {name: sorted(PURIFIERS.get(name).sweeps) for name in PURIFIERS.names()}

@@ -127,7 +127,7 @@ def test_evaluate_command_with_attack_writes_json_and_config(xray_train_dir, tin
     assert written["purifier"]["purifier"] == "blur" and written["purifier"]["sigma"] == 1.0
     assert written["budget"]["eps"] == 0.03 and written["attack"]["name"] == "fgsm"
     config = json.loads((tmp_path / "robust.config.json").read_text())
-    assert config["attack"]["name"] == "fgsm" and config["purifier_params"] == {"sigma": "1.0"}
+    assert config["attack"]["name"] == "fgsm" and config["purifier_params"] == {"sigma": 1.0}
 
 
 def test_evaluate_command_refuses_a_bad_threat_in_one_line(xray_train_dir, tiny):

@@ -82,14 +82,36 @@ def _register_commands() -> None:
         module.register(app, groups)
 
 
+def _click_exceptions():
+    """click's exception classes: typer >= 0.2x vendors its own click, older typer uses click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
 def main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
     """Run the CLI on `argv` (default sys.argv[1:]); `prog_name` names it in usage lines (default: as invoked)."""
     from core.data.warning import print_data_warnings_on_one_line
 
+    exceptions = _click_exceptions()
     print_data_warnings_on_one_line()
     _register_commands()
-    try:
-        app(args=argv, prog_name=prog_name, standalone_mode=True)
+    try:  # not standalone: click's usage errors reach us, to be said in one line like ours
+        exit_code = app(args=argv, prog_name=prog_name, standalone_mode=False)
+    except getattr(exceptions, "NoArgsIsHelpError", ()) as error:  # `purifylab` or `purifylab data` alone: the help, as before
+        if error.format_message().strip():  # with rich, the help was printed already
+            typer.echo(error.format_message())
+        sys.exit(error.exit_code)
+    except exceptions.ClickException as error:  # a missing, unknown or malformed option or command, in click's words
+        where = f"{error.ctx.command_path}: " if getattr(error, "ctx", None) is not None else ""
+        print(f"error: {where}{' '.join(error.format_message().split())}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
     except PurifyLabError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    sys.exit(exit_code or 0)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from core.cli.options import ClassifierWeights, DeviceDefaultCpu, Overwrite, Threads, seed_option
+from core.cli.options import ClassifierWeights, DeviceDefaultCpu, Overwrite, Threads, at_least_one, seed_option
 
 CURVE = "certified_curve.html"  # beside the --json results it draws
 
@@ -27,10 +27,10 @@ def certify_command(
         typer.Option("--denoiser", help="shipped noise-prediction UNet, or 'none' for a noise-trained classifier (resnet_smooth); default ddpm_unet"),
     ] = None,
     defense: Annotated[
-        str | None, typer.Option("--defense", help="a named defense (configs/defenses/): its classifier and its gaussian sigma, no denoiser")
+        str | None, typer.Option("--defense", help="a named defense (see 'purifylab defenses'): its classifier and its gaussian sigma, no denoiser")
     ] = None,
     weights: ClassifierWeights = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="noise draws per forward pass")] = 250,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="noise draws per forward pass", callback=at_least_one("--batch-size"))] = 250,
     seed: Annotated[int, seed_option("noise seed")] = 0,
     threads: Threads = None,
     json_path: Annotated[
@@ -39,13 +39,17 @@ def certify_command(
     overwrite: Overwrite = False,
     device: DeviceDefaultCpu = None,
 ) -> None:
-    """Certified accuracy vs L2 radius of classifier(one-shot denoise(x + sigma * noise)), or of a
-    noise-trained classifier(x + sigma * noise) with --denoiser none (Cohen et al.'s CERTIFY)."""
+    """Certified accuracy vs L2 radius by randomized smoothing (Cohen et al.'s CERTIFY).
+
+    Smooths classifier(one-shot denoise(x + sigma * noise)), or with --denoiser none a noise-trained
+    classifier(x + sigma * noise)."""
     from core.cli import set_threads
-    from core.cli.preflight import check_data, check_data_layout, check_output, defense_settings, use_device
+    from core.cli.preflight import check_data, check_data_layout, check_distinct_outputs, check_output, defense_settings, use_device, with_config
     from core.errors import PurifyLabError
 
     check_data(data)
+    if json_path is not None:
+        check_distinct_outputs({**with_config("--json", json_path), **with_config("the certify curve", json_path.with_name(CURVE))})
     check_output(json_path, "--json", inputs=(data, weights), overwrite=overwrite, suffix=".json")
     if json_path is not None:
         check_output(json_path.with_name(CURVE), "--json's curve", overwrite=overwrite)

@@ -22,11 +22,13 @@ from core.cli.options import (
     Progress,
     Resume,
     Threads,
+    at_least_one,
     seed_option,
 )
 from core.cli.preflight import (
     check_data,
     check_data_layout,
+    check_eot_has_attack,
     check_not_shipped,
     check_not_weights_folder,
     check_output,
@@ -145,7 +147,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         data: Annotated[
             Path | None, typer.Option("--data", help="data set (default: the model's: X-rays, or MNIST / CIFAR-10 for mnist_* / cifar10_*)")
         ] = None,
-        out: Annotated[Path | None, typer.Option("--out", help="run folder (default runs/<model>)")] = None,
+        out: Annotated[Path | None, typer.Option("--out", help="run folder (default runs/<model> in the repository, or in $PURIFYLAB_RUNS)")] = None,
         epochs: Epochs = None,
         batch_size: BatchSize = None,
         lr: LearningRate = None,
@@ -186,12 +188,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.data.decode import MAX_IMAGE_SIZE
         from core.image_file import MIN_SIDE
         from core.paths import WEIGHTS_DIR
-        from core.train.layout import CLASSIFIER_PRESETS, check_preset, classifier_run_files
+        from core.train.layout import CLASSIFIER_PRESETS, check_preset, classifier_run_dir, classifier_run_files
 
         check_preset(preset, CLASSIFIER_PRESETS)
         if image_size is not None:
             check_range("--image-size", image_size, MIN_SIDE, MAX_IMAGE_SIZE)
-        run_dir = out or Path("runs") / model
+        run_dir = out or classifier_run_dir(model)
         check_run_folder(run_dir, resume, overwrite, classifier_run_files(model))
         if ship:
             check_not_shipped(preset, WEIGHTS_DIR / f"{model}.safetensors", "--ship")
@@ -282,48 +284,58 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             ),
         ] = None,
         limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
-        batch_size: Annotated[int, typer.Option("--batch-size")] = 100,
+        batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward pass", callback=at_least_one("--batch-size"))] = 100,
         purifier: Annotated[
             str | None, typer.Option("--purifier", help="purify every image first: NAME or NAME:k=v,... (see 'purifylab purifiers'; default none)")
         ] = None,
         param: Annotated[list[str] | None, typer.Option("--param", help="purifier parameter k=v (repeatable)")] = None,
         weights: ClassifierWeights = None,
         seed: Annotated[int, seed_option("bootstrap, attack and purifier seed")] = 0,
-        attack: Annotated[str | None, typer.Option("--attack", help="attack name (fgsm, pgd, apgd, ...); omit for clean only")] = None,
+        attack: Annotated[str | None, typer.Option("--attack", help="attack name (see 'purifylab attacks'); omit for clean only")] = None,
         eps: Annotated[float, typer.Option("--eps", help="budget in the [0, 1] pixel scale")] = 0.03,
         norm: Annotated[str, typer.Option("--norm", help="linf | l2")] = "linf",
         steps: Annotated[int, typer.Option("--steps", help="attack iterations")] = 10,
-        threat: Annotated[str, typer.Option("--threat", help="grey | transfer | bpda | bpda-eot | white")] = "grey",
-        eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)")] = 1,
-        redraws: Annotated[int, typer.Option("--redraws", help="test-time purifier draws; the worst case is reported")] = 1,
+        threat: Annotated[str, typer.Option("--threat", help="threat model (see 'purifylab threats')")] = "grey",
+        eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)", callback=at_least_one("--eot"))] = 1,
+        redraws: Annotated[int, typer.Option("--redraws", help="test-time purifier draws; the worst case is reported", callback=at_least_one("--redraws"))] = 1,
         substitute: Annotated[str, typer.Option("--substitute", help="black-box model for --threat transfer")] = "substitute",
-        attack_batch_size: Annotated[int, typer.Option("--attack-batch-size", help="images per attack batch")] = 16,
+        attack_batch_size: Annotated[
+            int, typer.Option("--attack-batch-size", help="images per attack batch", callback=at_least_one("--attack-batch-size"))
+        ] = 16,
         threads: Threads = None,
         json_path: Annotated[Path | None, typer.Option("--json", help="also write the result here (and FILE.config.json beside it)")] = None,
         overwrite: Overwrite = False,
         defense: Annotated[
-            str | None, typer.Option("--defense", help="a named defense (configs/defenses/, e.g. recommended): sets --classifier and --purifier")
+            str | None,
+            typer.Option("--defense", help="a named defense (see 'purifylab defenses'): sets --classifier and --purifier; --param and --weights are refused"),
         ] = None,
         device: Device = None,
     ) -> None:
-        """Accuracy, balanced accuracy, AUROC, sensitivity, specificity and calibration error with 95 %
-        intervals, on a named split; with --attack also clean vs robust accuracy under the stated threat model."""
+        """Accuracy, balanced accuracy, AUROC, sensitivity, specificity and calibration error on a split.
+
+        Each figure with its 95 % interval; with --attack also clean vs robust accuracy under the stated threat model."""
         check_data(data)
         check_output(json_path, "--json", inputs=(data, weights), overwrite=overwrite, suffix=".json")
+        check_eot_has_attack(eot, attack)
         if defense is not None:  # before torch is imported: an unknown name is refused at once
             from core.defense import load_defense
 
             chosen = load_defense(defense)
             classifier, purifier = defense_settings(defense, {"--classifier": (classifier, chosen.classifier), "--purifier": (purifier, chosen.purifier_spec)})
+            for option, given in (("--param", param), ("--weights", weights)):
+                if given:  # either would measure another model or purifier under the defense's name
+                    raise PurifyLabError(f"--defense {defense} fixes its classifier and purifier, but {option} was given; drop one of them")
         check_data_layout(data, split)
         classifier, purifier = classifier or "vit", purifier or "none"
         use_device(device)
         from core.cli.purify_commands import parse_param_options, parse_purifier_spec
         from core.cli.reporting import format_report, write_json
         from core.evaluate import EvaluationConfig, evaluate
+        from core.purifiers import purifier_config
 
         set_threads(threads)
         purifier_name, purifier_params = parse_purifier_spec(purifier)
+        purifier_params = purifier_config(purifier_name, **{**purifier_params, **parse_param_options(param or [])}).to_dict()  # stored resolved
         config = EvaluationConfig(  # validates the attack and threat before any data is read
             data=str(data),
             classifier=classifier,
@@ -333,7 +345,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             seed=seed,
             weights=str(weights) if weights else None,
             purifier=purifier_name,
-            purifier_params={**purifier_params, **parse_param_options(param or [])},
+            purifier_params=purifier_params,
             attack=_attack_config(attack, norm, eps, steps, seed) if attack else None,
             threat=threat,
             eot=eot,
@@ -343,6 +355,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         )
         with resume_hint("evaluate keeps no partial results, so a rerun starts over; `purifylab table` resumes cell by cell"):
             result = evaluate(config, progress=attack is not None)
+        result["defense"] = result["config"]["defense"] = defense
         typer.echo(format_report(result))
         if json_path is not None:
             write_json(result, json_path)
@@ -397,9 +410,53 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.models import list_classifiers, weights_path_for
 
         rows = [{"name": name, "shipped": weights_path_for(name).is_file(), "description": description} for name, description in list_classifiers().items()]
-        if as_json:
-            typer.echo(json.dumps(rows, indent=2))
-            return
-        for row in rows:
-            shipped = "shipped" if row["shipped"] else "not trained"
-            typer.echo(f"{row['name']:<12} {shipped:<12} {row['description']}")
+        _print_listing(rows, as_json, lambda row: (row["name"], "shipped" if row["shipped"] else "not trained", row["description"]))
+
+    @app.command("attacks")
+    def attacks_command(
+        as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of a table")] = False,
+    ) -> None:
+        """List the attacks --attack takes."""
+        from core.attacks import list_attacks
+
+        rows = [{"name": name, "description": description} for name, description in list_attacks().items()]
+        _print_listing(rows, as_json, lambda row: (row["name"], row["description"]))
+
+    @app.command("threats")
+    def threats_command(
+        as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of a table")] = False,
+    ) -> None:
+        """List the threat models --threat takes: what the attacker sees of the defense."""
+        from core.attacks import THREAT_MODELS
+
+        rows = [
+            {
+                "name": name,
+                "description": threat.describe(),
+                "through_purifier": threat.goes_through_purifier,
+                "uses_eot": threat.uses_eot,
+                "needs_substitute": threat.needs_substitute,
+            }
+            for name, threat in THREAT_MODELS.items()
+        ]
+        _print_listing(rows, as_json, lambda row: (row["name"], row["description"]))
+
+    @app.command("defenses")
+    def defenses_command(
+        as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of a table")] = False,
+    ) -> None:
+        """List the named defenses --defense takes (configs/defenses/): a classifier and its purifier."""
+        from core.defense import list_defenses, load_defense
+
+        rows = []
+        for name in list_defenses():
+            defense = load_defense(name)
+            rows.append({"name": name, "classifier": defense.classifier, "purifier": defense.purifier_spec, "description": defense.description})
+        _print_listing(rows, as_json, lambda row: (row["name"], row["classifier"], row["purifier"], row["description"]))
+
+
+def _print_listing(rows: list[dict], as_json: bool, cells) -> None:
+    """A listing command's rows: a JSON list, or one aligned line per row of `cells(row)`."""
+    from core.cli.reporting import aligned
+
+    typer.echo(json.dumps(rows, indent=2) if as_json else aligned([cells(row) for row in rows]))

@@ -31,6 +31,11 @@ def _positive(option: str, at_least_one: bool = False) -> Callable[[float | None
     return check
 
 
+def at_least_one(option: str) -> Callable[[float | None], float | None]:
+    """A callback refusing a count below 1 in the flag's own name (not the field it fills), before torch is imported."""
+    return _positive(option, at_least_one=True)
+
+
 def seed_option(help: str = "random seed") -> typer.models.OptionInfo:
     """--seed with its range check; `help` says what the seed draws in that command."""
     return typer.Option("--seed", help=f"{help} (0 to {SEED_MAX})", callback=_check_seed)

@@ -75,6 +75,22 @@ def check_output(
     return path
 
 
+def with_config(option: str, path: Path | None) -> dict[str, Path]:
+    """An output and the resolved config written beside it, named as a refusal names them."""
+    return {} if path is None else {option: path, f"{option}'s config": config_path(path)}
+
+
+def check_distinct_outputs(files: dict[str, Path]) -> None:
+    """No two files a command writes are one file: the later would silently replace the earlier
+    after the compute (certify --json certified_curve.json lost its result to the curve's config)."""
+    written: dict[Path, str] = {}
+    for name, path in files.items():
+        where = path.resolve()
+        if where in written:
+            raise PurifyLabError(f"{written[where]} and {name} would both be written to {path}; one would replace the other, so choose another name")
+        written[where] = name
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.exists() and b.exists() and a.samefile(b)
@@ -174,6 +190,12 @@ def defense_settings(defense: str, options: dict[str, tuple[object, object]]) ->
         if given is not None and given != chosen:
             raise PurifyLabError(f"--defense {defense} sets {option} {chosen}, but {option} {given} was given; drop one of them")
     return tuple(chosen for _, chosen in options.values())
+
+
+def check_eot_has_attack(eot: int, attack: str | None) -> None:
+    """--eot counts purifier draws per attack step: without --attack it would be recorded, never used."""
+    if eot != 1 and attack is None:
+        raise PurifyLabError(f"--eot {eot} counts purifier draws per attack step, but no --attack was given; drop --eot or name an attack")
 
 
 def use_device(device: str | None) -> str:

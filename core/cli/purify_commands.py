@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from core.cli.options import Device, DeviceDefaultCpu, Epochs, MaxMinutes, Overwrite, Resume, seed_option
-from core.cli.preflight import check_not_shipped, check_output, check_run, check_run_folder, use_device
+from core.cli.preflight import check_distinct_outputs, check_not_shipped, check_output, check_run, check_run_folder, use_device
 from core.errors import PurifyLabError
 
 
@@ -71,11 +71,14 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
     return config
 
 
-def _check_denoiser_weights(weights: Path | None, preset: str, data: Path, overwrite: bool) -> Path | None:
+def _check_denoiser_weights(weights: Path | None, preset: str, data: Path, overwrite: bool, run_dir: Path) -> Path | None:
     """A denoiser's --weights, checked before the training it would end: a .safetensors path that can
-    be written and replaces nothing purifylab did not write (check_output), never the data, and not
-    a shipped model from a --preset tiny run."""
+    be written and replaces nothing purifylab did not write (check_output), never the data, not
+    a shipped model from a --preset tiny run, and neither it nor its card is the run's config."""
     if weights is not None:
+        from core.weights import card_path
+
+        check_distinct_outputs({"--weights": weights, "--weights' card": card_path(weights), "the run's config": run_dir / "config.json"})
         check_output(weights, "--weights", inputs=(data,), overwrite=overwrite, suffix=".safetensors", creates_folder=True)
         check_not_shipped(preset, weights, "--weights")
     return weights
@@ -101,8 +104,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def purifiers(
         as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of a table")] = False,
     ) -> None:
-        """List the purifiers with their description and denoiser calls (NFE) at the defaults."""
-        from core.purifiers import create_purifier, list_purifiers
+        """List the purifiers with their description, denoiser calls (NFE) at the defaults and sweeps."""
+        from core.purifiers import PURIFIERS, create_purifier, list_purifiers
 
         rows = []
         for name, description in list_purifiers().items():
@@ -110,20 +113,26 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 nfe = create_purifier(name).nfe()
             except PurifyLabError:  # weights not trained/shipped yet
                 nfe = None
-            rows.append({"name": name, "nfe": nfe, "description": description})
+            rows.append({"name": name, "nfe": nfe, "sweeps": sorted(PURIFIERS.get(name).sweeps), "description": description})
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
-        width = max(len(row["name"]) for row in rows)  # diffdefense_paper ran into its NFE at a fixed 12
-        for row in rows:
-            nfe = "n/a (weights missing)" if row["nfe"] is None else str(row["nfe"])
-            typer.echo(f"{row['name']:<{width}} NFE {nfe:<6} {row['description']}")
+        from core.cli.reporting import aligned
+
+        nfe = {row["name"]: "n/a (weights missing)" if row["nfe"] is None else row["nfe"] for row in rows}
+        lines = [(row["name"], f"NFE {nfe[row['name']]}", f"sweeps {','.join(row['sweeps']) or '-'}", row["description"]) for row in rows]
+        typer.echo(aligned(lines))
 
     @groups["train"].command("diffusion")
     def train_diffusion_command(
         preset: Annotated[str, typer.Option("--preset", help="tiny | cpu | gpu (X-rays) | mnist | cifar10")] = "cpu",
         data: Annotated[Path | None, typer.Option("--data", help="data set (default: the preset's, e.g. ../shared/data/chest_xray_pneumonia/train)")] = None,
-        out: Annotated[Path | None, typer.Option("--out", help="run folder: checkpoints, sample grids, log (default runs/ddpm or runs/ddpm_<preset>)")] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option(
+                "--out", help="run folder: checkpoints, sample grids, log (default runs/ddpm or runs/ddpm_<preset> in the repository, or in $PURIFYLAB_RUNS)"
+            ),
+        ] = None,
         weights: Annotated[
             Path | None, typer.Option("--weights", help="final .safetensors (default weights/ddpm_unet[_<preset>].safetensors; OUT/ for --preset tiny)")
         ] = None,
@@ -134,19 +143,19 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         device: Device = None,
     ) -> None:
         """Train the DDPM denoiser (epsilon prediction, EMA) and ship it with its card."""
-        from core.data.locations import dataset_of, default_data_for
-        from core.train.layout import DIFFUSION_PRESETS, check_preset
+        from core.data.locations import default_data_for
+        from core.train.layout import DIFFUSION_PRESETS, check_preset, diffusion_run_dir
 
         check_preset(preset, DIFFUSION_PRESETS)
-        run_dir = out or Path("runs") / ("ddpm" if dataset_of(preset) == "xray" else f"ddpm_{preset}")
+        run_dir = out or diffusion_run_dir(preset)
         check_run_folder(run_dir, resume, overwrite)
         data = data or default_data_for(preset)
-        _check_denoiser_weights(weights, preset, data, overwrite)
+        _check_denoiser_weights(weights, preset, data, overwrite, run_dir)
         check_run(data, out, "--out", device)
         from core.train.diffusion import DiffusionTrainConfig, default_weights_path, train_diffusion
 
         config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
-        weights = weights or _check_denoiser_weights(default_weights_path(preset, config.weights_stem, run_dir), preset, data, overwrite)
+        weights = weights or _check_denoiser_weights(default_weights_path(preset, config.weights_stem, run_dir), preset, data, overwrite, run_dir)
         card = train_diffusion(config, data, run_dir, weights_path=weights)
         typer.echo(json.dumps(card.get("quality", {}), indent=2))
 
@@ -154,7 +163,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def train_cold_command(
         preset: Annotated[str, typer.Option("--preset", help="tiny | cpu | gpu")] = "cpu",
         data: Annotated[Path | None, typer.Option("--data", help="X-ray folder (default: ../shared/data/chest_xray_pneumonia/train)")] = None,
-        out: Annotated[Path, typer.Option("--out", help="run folder: checkpoints, sample grids, log")] = Path("runs/cold"),
+        out: Annotated[
+            Path | None, typer.Option("--out", help="run folder: checkpoints, sample grids, log (default runs/cold in the repository, or in $PURIFYLAB_RUNS)")
+        ] = None,
         weights: Annotated[
             Path | None, typer.Option("--weights", help="final .safetensors (default weights/cold_unet.safetensors; OUT/ for --preset tiny)")
         ] = None,
@@ -166,18 +177,19 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     ) -> None:
         """Train the cold-diffusion deblurring UNet (x0 prediction from blur, EMA) and ship it with its card."""
         from core.data.locations import XRAY_TRAIN_DIR
-        from core.train.layout import COLD_PRESETS, check_preset
+        from core.train.layout import COLD_PRESETS, check_preset, cold_run_dir
 
         check_preset(preset, COLD_PRESETS)
+        out = out or cold_run_dir()
         check_run_folder(out, resume, overwrite)
         data = data or XRAY_TRAIN_DIR
-        _check_denoiser_weights(weights, preset, data, overwrite)
+        _check_denoiser_weights(weights, preset, data, overwrite, out)
         check_run(data, out, "--out", device)
         from core.purifiers.cold import COLD_WEIGHTS_STEM
         from core.train.cold import ColdTrainConfig, train_cold
         from core.train.diffusion import default_weights_path
 
         config = ColdTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
-        weights = weights or _check_denoiser_weights(default_weights_path(preset, COLD_WEIGHTS_STEM, out), preset, data, overwrite)
+        weights = weights or _check_denoiser_weights(default_weights_path(preset, COLD_WEIGHTS_STEM, out), preset, data, overwrite, out)
         card = train_cold(config, data, out, weights_path=weights)
         typer.echo(json.dumps(card.get("quality", {}), indent=2))

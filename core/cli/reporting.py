@@ -1,4 +1,5 @@
-"""What `purifylab evaluate` and `certify` print and write: a text report and JSON with its config beside it."""
+"""What `purifylab` commands print and write: evaluate's text report, the listings' columns, and JSON
+with its config beside it."""
 
 from __future__ import annotations
 
@@ -7,39 +8,47 @@ from pathlib import Path
 
 
 def format_report(result: dict) -> str:
-    """The evaluation result as aligned lines: each figure with its 95 % interval, then the attack."""
-    intervals = result["confidence_95"]
+    """The evaluation result as aligned lines: each figure with its 95 % interval. Under an attack the
+    first block is the clean images' (so labelled), then the threat model and the robust figures."""
+    attacked = "robust_accuracy" in result
 
     def number(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
-    def line(key: str, value: float | None) -> str:
-        low, high = intervals.get(key, [None, None])
-        return f"{key:<22} {number(value):>6}  [{number(low)}, {number(high)}]"
+    def line(name: str, value: float | None, interval: list | None, note: str = "") -> str:
+        low, high = interval or [None, None]
+        return f"{name:<28} {number(value):>6}  [{number(low)}, {number(high)}]{note}"
 
+    clean, intervals = ("clean_" if attacked else ""), result["confidence_95"]
     data = result.get("data") or {"folder": result["config"]["data"], "split": result["config"]["split"]}
+    defense = f"  defense {result['defense']}" if result.get("defense") else ""
     rows = [
-        f"classifier {result['config']['classifier']}  purifier {result['config']['purifier']}  data {data['folder']} split {data['split']}  n {result['n']}",
-        line("accuracy", result["accuracy"]),
-        line("balanced_accuracy", result["balanced_accuracy"]),
-        line("auroc", result["auroc"]),
+        f"classifier {result['config']['classifier']}  purifier {result['config']['purifier']}{defense}  "
+        f"data {data['folder']} split {data['split']}  n {result['n']}",
     ]
-    rows += [line(f"sensitivity_{name}", value) for name, value in result["sensitivity"].items()]
+    rows += [line(f"{clean}{key}", result[key], intervals.get(key)) for key in ("accuracy", "balanced_accuracy", "auroc")]
+    rows += [line(f"{clean}sensitivity_{name}", value, intervals.get(f"sensitivity_{name}")) for name, value in result["sensitivity"].items()]
     if result.get("ece") is not None:
-        rows.append(f"{'ece':<22} {result['ece']:.4f}")
-    if "robust_accuracy" in result:
-        threat, budget = result["threat_model"], result["budget"]
+        rows.append(f"{clean + 'ece':<28} {result['ece']:.4f}")
+    if attacked:
+        threat, budget, robust = result["threat_model"], result["budget"], result["robust"]["confidence_95"]
         steps = budget.get("schedule") or f"steps={budget['steps']}"  # AutoAttack runs its own schedule
         rows += [
             f"attack {result['attack']['name']} {budget['norm']} eps={budget['eps']} {steps}  threat {threat['name']} ({threat['description']})",
-            f"{'clean_accuracy':<22} {result['clean_accuracy']:.4f}",
-            f"{'robust_accuracy':<22} {result['robust_accuracy']:.4f}  (one draw)",
-            f"{'robust_worst_of_k':<22} {result['robust_accuracy_worst_of_k']:.4f}  (k={result['redraws']})",
-            f"{'robust_majority_of_k':<22} {result['robust_accuracy_majority_of_k']:.4f}  (right under > k/2 draws: DensePure's vote)",
+            line("robust_accuracy", result["robust_accuracy"], robust.get("accuracy"), "  (one draw)"),
+            line("robust_balanced_accuracy", result["robust_balanced_accuracy"], robust.get("balanced_accuracy"), "  (one draw)"),
+            f"{'robust_worst_of_k':<28} {result['robust_accuracy_worst_of_k']:.4f}  (k={result['redraws']})",
+            f"{'robust_majority_of_k':<28} {result['robust_accuracy_majority_of_k']:.4f}  (right under > k/2 draws: DensePure's vote)",
             f"seconds/image {result['seconds_per_image']}  nfe {result['nfe']}",
         ]
     rows.append(f"seconds {result['seconds']:.2f} ({result['images_per_second']} images/s)")
     return "\n".join(rows)
+
+
+def aligned(rows: list[tuple[str, ...]]) -> str:
+    """A listing's rows with every column but the last padded to its longest entry."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)] if rows else []
+    return "\n".join("  ".join([*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows)
 
 
 def write_json(result: dict, path: str | Path) -> None:

@@ -6,14 +6,19 @@ Several GPUs: `accelerate launch -m core table PRESET` shards each cell's images
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from core.cli import set_threads
-from core.cli.options import Device, Progress, ResultsStore, Threads, seed_option
-from core.cli.preflight import check_data_layout, check_run, resume_hint
+from core.cli.options import Device, Progress, ResultsStore, Threads, at_least_one, seed_option
+from core.cli.preflight import check_data_layout, check_eot_has_attack, check_run, resume_hint
+
+if TYPE_CHECKING:
+    from core.tables.preset import Preset
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace outputs in the output folder that purifylab did not write or wrote with other settings")]
 
@@ -27,6 +32,31 @@ def _print_outcome(outcome) -> None:
         )
 
 
+def split_for_data(data: Path, split: str | None, models: Iterable[tuple[str, str | None]]) -> str:
+    """`split`, or evaluate's default for a --data folder (core.data.loading.resolve_split): its val part
+    when one of `models` (name, weights) was trained on it, never its training images; else all."""
+    from core.data.loading import resolve_split
+    from core.models import weights_path_for
+    from core.weights import card_path, read_card
+
+    if split is not None:
+        return split
+    cards = {}
+    for name, weights in models:
+        path = Path(weights) if weights else weights_path_for(name)
+        card = read_card(path) if card_path(path).is_file() else {}
+        cards.setdefault((card.get("data") or {}).get("data_hash"), card)  # one folder listing per training set
+    return "val" if any(resolve_split(data, None, card) == "val" for card in cards.values()) else "all"
+
+
+def _measured_models(preset: Preset) -> list[tuple[str, str | None]]:
+    """(name, weights) of every classifier whose figures the preset reports."""
+    models = [(model.name, model.weights) for table in preset.tables for model in table.classifiers]
+    models += [(column.classifier, column.classifier_weights) for table in preset.tables for column in table.columns if column.classifier]
+    models += [(part.classifier.name, part.classifier.weights) for part in (*preset.sweeps, *preset.detection)]
+    return models
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("table")
     def table_command(
@@ -34,9 +64,18 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
         eot: Annotated[
             int | None,
-            typer.Option("--eot", help="purifier draws per attack step for bpda-eot / white (default: the preset's); fewer is a weaker attack, for a CPU"),
+            typer.Option(
+                "--eot",
+                help="purifier draws per attack step for bpda-eot / white (default: the preset's); fewer is a weaker attack, for a CPU",
+                callback=at_least_one("--eot"),
+            ),
         ] = None,
-        data: Annotated[Path | None, typer.Option("--data", help="override the preset's data folder")] = None,
+        data: Annotated[
+            Path | None,
+            typer.Option(
+                "--data", help="override the preset's data folder; a folder one of its classifiers was trained on is read on its val part, as evaluate does"
+            ),
+        ] = None,
         only: Annotated[
             str | None, typer.Option("--only", help="comma-separated names of the tables / sweeps / detection runs to compute (default: all)")
         ] = None,
@@ -54,6 +93,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         set_threads(threads)
         resolved = load_preset(preset).with_overrides(limit=limit, data=str(data) if data else None, eot=eot, only=only.split(",") if only else None)
+        if data is not None and resolved.split == "all":  # the preset's "all" means its own test cohort, not training images
+            resolved = dataclasses.replace(resolved, split=split_for_data(data, None, _measured_models(resolved)))
         with resume_hint(f"finished cells are kept in {store or RESULTS_STORE}; rerun the same command to resume"):
             outcome = run_preset(resolved, store or RESULTS_STORE, out_dir, progress=progress, overwrite=overwrite)
         _print_outcome(outcome)
@@ -78,7 +119,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("sweep")
     def sweep_command(
         kind: Annotated[str, typer.Argument(help="tstar | depth")],
-        purifier: Annotated[str, typer.Option("--purifier", help="ddpm | ddim | noise | diffdefense (tstar); ddim | cold_* (depth)")],
+        purifier: Annotated[
+            str, typer.Option("--purifier", help="a purifier with a sweep of KIND: 'purifylab purifiers' lists each one's sweeps (tstar, depth)")
+        ],
         values: Annotated[str, typer.Option("--values", help="comma-separated values, e.g. 0.01,0.02,0.04")],
         classifier: Annotated[str, typer.Option("--classifier")] = "vit",
         param: Annotated[list[str] | None, typer.Option("--param", help="other purifier parameter k=v (repeatable)")] = None,
@@ -87,10 +130,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         norm: Annotated[str, typer.Option("--norm")] = "linf",
         steps: Annotated[int, typer.Option("--steps")] = 10,
         threat: Annotated[str, typer.Option("--threat")] = "grey",
-        eot: Annotated[int, typer.Option("--eot")] = 1,
-        redraws: Annotated[int, typer.Option("--redraws")] = 1,
-        data: Annotated[Path | None, typer.Option("--data")] = None,
-        split: Annotated[str, typer.Option("--split", help="all (the default data: the test cohort) | val (of a training folder)")] = "all",
+        eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)", callback=at_least_one("--eot"))] = 1,
+        redraws: Annotated[int, typer.Option("--redraws", help="test-time purifier draws; the worst case is reported", callback=at_least_one("--redraws"))] = 1,
+        data: Annotated[Path | None, typer.Option("--data", help="data set (default: the X-ray test cohort)")] = None,
+        split: Annotated[
+            str | None, typer.Option("--split", help="val | train | all; default: val of the classifier's training folder, else all (as evaluate)")
+        ] = None,
         limit: Annotated[int | None, typer.Option("--limit")] = None,
         seed: Annotated[int, seed_option("attack, purifier and bootstrap seed")] = 0,
         store: ResultsStore = None,
@@ -101,6 +146,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     ) -> None:
         """Accuracy vs t* or depth: CSV, plotly HTML and Markdown through the results store."""
         check_run(data, out_dir, "--out-dir", device)
+        check_eot_has_attack(eot, attack)
         if data is not None:
             check_data_layout(data, split)
         from core.attacks import AttackConfig
@@ -111,6 +157,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.tables.preset import DEFAULT_DATA
 
         set_threads(threads)
+        split = split_for_data(data, split, [(classifier, None)]) if data is not None else split or "all"
         row = AttackRow(f"{attack} {norm} {eps:g}", AttackConfig(name=attack, norm=norm, eps=eps, steps=steps, seed=seed)) if attack else None
         preset = sweep_preset(
             kind, purifier, parse_values(values), classifier=classifier, params=parse_param_options(param or []),
