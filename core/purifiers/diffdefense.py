@@ -184,9 +184,6 @@ class DiffDefensePurifier(DiffusionPurifier):
         result = self.reconstruct(x, generator)
         return result.images, result.mse
 
-    def reconstruction_error(self, x: torch.Tensor, seed: int | None = 0) -> torch.Tensor:
-        return self.purify_with_score(x, seed)[1]
-
     def _initial_noise(self, target: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return forward_noise(self.scheduler, target, self.start, generator)
 
