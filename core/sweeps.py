@@ -11,18 +11,21 @@ from pathlib import Path
 from core.data.sources import data_listing
 from core.errors import PurifyLabError
 from core.purifiers import PURIFIERS
-from core.tables.preset import DEFAULT_DATA, AttackRow, ModelSpec, Preset, SweepSpec
-from core.tables.runner import sweep_parameter
+from core.tables.preset import DEFAULT_DATA, AttackRow, ModelSpec, Preset, SweepSpec, sweep_parameter
 
 
 def parse_values(text: str) -> tuple[float, ...]:
-    """'0.01,0.02,0.04' -> (0.01, 0.02, 0.04); one-line error otherwise."""
+    """'0.01,0.02,0.04' -> (0.01, 0.02, 0.04); one-line error otherwise. Each value is one row of the
+    sweep, so a repeated one (0.02,0.020) is refused: it would print two cells under one header."""
     try:
         values = tuple(float(item) for item in text.split(",") if item.strip())
     except ValueError:
         raise PurifyLabError(f"--values '{text}' must be comma-separated numbers, e.g. 0.01,0.02,0.04") from None
     if not values:
         raise PurifyLabError("--values is empty; give at least one number")
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise PurifyLabError(f"--values '{text}' repeats {', '.join(f'{v:g}' for v in repeated)}; give each value once")
     return values
 
 
@@ -51,8 +54,6 @@ def sweep_preset(
     parameter = sweep_parameter(kind, purifier)
     if parameter in (params or {}):
         raise PurifyLabError(f"--param {parameter} is what the {kind} sweep varies; give its values with --values")
-    if parameter == "depth" and any(v != int(v) or v < 1 for v in values):
-        raise PurifyLabError(f"depth values must be whole blur levels >= 1, got {', '.join(f'{v:g}' for v in values)}")
     classes = data_listing(data, split).classes  # an unreadable --data is refused before any model is built
     if len(classes) < 2:
         raise PurifyLabError(f"--data {data} holds one class ({classes[0]}); a sweep scores a classifier, which needs images of its classes")

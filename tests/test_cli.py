@@ -388,6 +388,18 @@ def test_small_sweep_and_bench_refusals(tmp_path, capsys):
     _one_line_refusal(code, err, "does not exist")
 
 
+def test_sweep_refuses_repeated_values_and_fractional_depths_in_one_line(xray_test_dir, tmp_path, capsys):
+    """--values 0.02,0.02,0.1 printed the clean number under the attack column; --values 2.5 of a depth
+    sweep is no blur level. Both are refused before any model is built."""
+    outputs = ["--store", str(tmp_path / "s.sqlite"), "--out-dir", str(tmp_path / "out")]
+    common = ["--classifier", "student_cnn", "--limit", "2", "--data", str(xray_test_dir), *outputs]
+    code, _, err = run_cli(["sweep", "tstar", "--purifier", "noise", "--values", "0.02,0.02,0.1", *common], capsys)
+    _one_line_refusal(code, err, "--values '0.02,0.02,0.1' repeats 0.02; give each value once")
+    code, _, err = run_cli(["sweep", "depth", "--purifier", "cold_blur", "--values", "2,2.5", *common], capsys)
+    _one_line_refusal(code, err, "depth values must be whole blur levels >= 1, got 2, 2.5")
+    assert not (tmp_path / "s.sqlite").exists() and not (tmp_path / "out").exists()
+
+
 def test_absent_classes_have_no_sensitivity():
     import numpy as np
 

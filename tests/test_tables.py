@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -543,7 +544,7 @@ def test_purifier_facts_live_on_the_purifier_classes():
     """Display name, default network and sweep fields are declared by each purifier; the tables read them."""
     import dataclasses
 
-    from core.tables.runner import sweep_parameter
+    from core.tables.preset import sweep_parameter
     from core.weights import WEIGHTS_DIR
 
     for name in PURIFIERS.names():
@@ -654,3 +655,115 @@ def test_committed_table_configs_reload_as_presets():
     for path in configs:
         preset = load_preset(path)
         assert Path(preset.data).is_absolute() and (preset.tables or preset.sweeps or preset.detection)
+
+
+def test_repeated_or_fractional_sweep_values_are_refused_and_a_sweep_row_has_one_cell_per_header(xray_train_dir, weights, tmp_path):
+    """Values 0.01,0.01 printed both points' cells in one row under one header each (the attacked
+    column showed the clean number); a depth of 2.5 became depth 2 unseen."""
+    from core.sweeps import parse_values
+    from core.tables.render import sweep_markdown
+
+    with pytest.raises(PurifyLabError, match="^--values '0.02,0.020,0.1' repeats 0.02; give each value once$"):
+        parse_values("0.02,0.020,0.1")
+    sweep = {"name": "s", "kind": "tstar", "classifier": {"name": "student_cnn", "weights": weights}, "purifier": "noise", "values": [0.01, 0.010]}
+    with pytest.raises(PurifyLabError, match="^sweep 's': t_star values must be unique; repeated: 0.01$"):
+        preset_from_dict(_raw(xray_train_dir, weights, tables=[], sweeps=[sweep]), "bad")
+    depth = {**sweep, "kind": "depth", "purifier": "cold_blur", "values": [2.5, 3]}
+    with pytest.raises(PurifyLabError, match="^sweep 's': depth values must be whole blur levels >= 1, got 2.5, 3$"):
+        preset_from_dict(_raw(xray_train_dir, weights, tables=[], sweeps=[depth]), "bad")
+    with pytest.raises(PurifyLabError, match="params sets t_star, which the tstar sweep varies"):
+        preset_from_dict(_raw(xray_train_dir, weights, tables=[], sweeps=[{**sweep, "values": [0.01], "params": {"t_star": 0.5}}]), "bad")
+    # the renderer itself never puts more cells in a row than there are headers, even given repeated points
+    preset = sweep_preset(
+        "tstar", "noise", (0.01,), classifier="student_cnn", classifier_weights=weights,
+        attack=AttackRow("FGSM", AttackConfig(name="fgsm")), data=str(xray_train_dir), limit=4, batch_size=4,
+    )  # fmt: skip
+    repeated = dataclasses.replace(preset, sweeps=(dataclasses.replace(preset.sweeps[0], values=(0.01, 0.01)),))
+    records = PresetRunner(repeated, ResultStore(tmp_path / "s.sqlite"), progress=False).run()
+    lines = [line for line in sweep_markdown(repeated, records).splitlines() if line.startswith("|")]
+    assert lines[0] == "| t_star | Clean | FGSM |" and all(line.count("|") == 4 for line in lines)
+    clean, fgsm = (next(r for r in records if r["row"] == label)["metrics"]["one_shot_accuracy"] for label in ("Clean", "FGSM"))
+    assert lines[2] == f"| 0.01 | {100 * clean:.2f} | {100 * fgsm:.2f} |"
+
+
+def test_a_defense_column_refuses_its_own_other_classifier_params_or_weights(xray_train_dir, weights):
+    """A column {defense: smoothing, params: {sigma: 0.25}} was labelled 0.25 and computed sigma 0.5."""
+    from core.defense import load_defense
+
+    smoothing = load_defense("smoothing")
+    raw = _raw(xray_train_dir, weights)
+    for given, message in (
+        ({"params": {"sigma": 0.25}}, r"defense 'smoothing' sets params \{'sigma': 0.5\}, but params \{'sigma': 0.25\} was given; drop one of them"),
+        ({"classifier": "resnet"}, f"defense 'smoothing' sets classifier {smoothing.classifier}, but classifier resnet was given"),
+        ({"purifier": "noise"}, f"defense 'smoothing' sets purifier {smoothing.purifier}, but purifier noise was given"),
+        ({"classifier_weights": weights}, "defense 'smoothing' fixes its classifier, but classifier_weights was given"),
+    ):
+        raw["tables"][1]["columns"] = [{"label": "Smoothing", "defense": "smoothing", **given}]
+        with pytest.raises(PurifyLabError, match=rf"^tables\[1\]\.columns\[0\]: {message}"):
+            preset_from_dict(raw, "bad")
+    raw["tables"][1]["columns"] = [{"label": "Smoothing", "defense": "smoothing", "classifier": smoothing.classifier, "params": dict(smoothing.params)}]
+    assert preset_from_dict(raw, "same").tables[1].columns[0].params == smoothing.params  # the defense's own values repeated are fine
+
+
+def _detection(weights, **changes) -> dict:
+    spec = {
+        "name": "roc", "classifier": {"name": "student_cnn", "weights": weights},
+        "attacks": [{"label": "FGSM", "name": "fgsm", "eps": 0.3}], "adaptive_weight": 10.0, "adaptive_steps": 1, "adaptive_eps": 0.3,
+    }  # fmt: skip
+    return {**spec, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"attacks": [{"label": "Clean"}]}, "detection 'roc': row 'Clean' names no attack"),
+        ({"adaptive_weight": -5}, "detection 'roc': adaptive_weight -5 must be >= 0"),
+        ({"attacks": [{"label": "A", "name": "fgsm"}, {"label": "A", "name": "fgsm", "eps": 0.1}]}, "detection 'roc': row labels must be unique; repeated: A"),
+        ({"attacks": [], "adaptive_weight": 0}, "detection 'roc' has no attacks"),
+        ({"adaptive_steps": 0}, r"detection 'roc': the detector-aware PGD \(adaptive_eps, adaptive_steps\): steps=0"),
+    ],
+)
+def test_bad_detection_specs_are_refused_in_one_line(tmp_path, changes, message):
+    """A clean row crashed in detection_cells; a negative weight dropped the detector-aware row unseen;
+    repeated labels and an empty run were accepted."""
+    raw = _raw(tmp_path, "tiny.safetensors", tables=[], detection=[_detection("tiny.safetensors", **changes)])
+    path = tmp_path / "det.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(PurifyLabError, match=rf"^det\.yaml: {message}"):
+        load_preset(path)
+
+
+def test_a_sevit_that_does_not_fit_the_detection_data_is_refused_before_any_cell(xray_train_dir, weights, tmp_path):
+    """It was refused only inside the first detection cell, after every cheaper cell had run."""
+    raw = _raw(xray_train_dir, weights, limit=4, detection=[_detection(weights, sevit="sevit")])
+    with pytest.raises(PurifyLabError, match=f"detection 'roc': sevit 'sevit' takes 128 px, 1-channel images, .*as {IMAGE_SIZE} px"):
+        run_preset(preset_from_dict(raw, "sevit-tiny"), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+    assert ResultStore(tmp_path / "s.sqlite").cells() == [] and not (tmp_path / "out").exists()
+
+
+def test_detection_outputs_name_each_rows_attacker_images_and_split(shared_data, tmp_path):
+    """The detector-aware row was headed grey-box although its attacker sees the reconstruction error;
+    n and split were missing; the CSV held no detection row."""
+    raw = {
+        "title": "tiny detection", "data": str(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz"), "split": "val", "limit": 4,
+        "batch_size": 4, "bootstrap": 10,
+        "detection": [_detection(None, classifier="mnist_cnn", purifier_params={"denoiser": "ddpm_unet_mnist", "L": 1, "R": 1, "t_start": 0.2})],
+    }  # fmt: skip
+    outcome = run_preset(preset_from_dict(raw, "det-tiny"), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+    aware = "Adaptive PGD, sees the reconstruction error (L-inf 0.3, 1 step, lambda 10)"
+    assert [r["row"] for r in outcome.records] == ["FGSM", aware]
+    assert "grey-box attacks on the classifier" not in outcome.markdown
+    assert "On 4 images of split 'val' of mnist/t10k-images-idx3-ubyte.gz, seed 0" in outcome.markdown
+    assert "Threat model - grey (FGSM): attacker sees the classifier only" in outcome.markdown
+    assert f"{aware}: an adaptive attacker that at every step also sees the purifier's reconstruction error" in outcome.markdown
+    rows = list(csv.DictReader(outcome.paths["csv"].open()))
+    assert [(r["table"], r["row"], r["column"], r["threat"]) for r in rows] == [
+        ("detection:roc", "FGSM", "detector=reconstruction", "grey"),
+        ("detection:roc", aware, "detector=reconstruction", "adaptive (sees the reconstruction error)"),
+    ]
+    for row, record in zip(rows, outcome.records, strict=True):
+        assert float(row["auroc"]) == record["metrics"]["reconstruction"]["auroc"] and row["n"] == "4" and row["split"] == "val"
+    from core.tables.render import figure
+
+    (subtitle,) = [a.text for a in figure(preset_from_dict(raw, "det-tiny"), outcome.records).layout.annotations]
+    assert "threat grey but the adaptive line, an adaptive attacker that sees the reconstruction error: one attack per line · 4 images" in subtitle

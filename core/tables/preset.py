@@ -20,10 +20,20 @@ from core.attacks import AttackConfig, threat_model
 from core.data.locations import XRAY_TEST_DIR
 from core.errors import PurifyLabError, typed
 from core.paths import CONFIGS_DIR, DATA_DIR, REPO_ROOT
+from core.purifiers import PURIFIERS
 
 DEFAULT_DATA = str(XRAY_TEST_DIR)  # X-ray tables report on the test cohort
 SWEEP_KINDS = ("tstar", "depth")
 TABLE_METRICS = ("accuracy", "balanced_accuracy")
+
+
+def sweep_parameter(kind: str, purifier: str) -> str:
+    """The config field a `kind` sweep varies on `purifier`, as the purifier class declares it."""
+    parameter = PURIFIERS.get(purifier).sweeps.get(kind)
+    if parameter is None:
+        allowed = ", ".join(name for name in PURIFIERS.names() if kind in PURIFIERS.get(name).sweeps)
+        raise PurifyLabError(f"a '{kind}' sweep does not apply to purifier '{purifier}'; use one of: {allowed}")
+    return parameter
 
 
 def _build(cls: type, raw: Any, where: str):
@@ -183,6 +193,14 @@ class SweepSpec:
     attack: AttackRow | None = None
     threat: str = "grey"
 
+    @property
+    def parameter(self) -> str:
+        return sweep_parameter(self.kind, self.purifier)
+
+    def purifier_values(self) -> tuple[float | int, ...]:
+        """The values as the purifier receives them: a blur depth is a whole level, the rest floats."""
+        return tuple(int(value) if self.parameter == "depth" else float(value) for value in self.values)
+
 
 @dataclass(frozen=True)
 class DetectionSpec:
@@ -196,6 +214,21 @@ class DetectionSpec:
     adaptive_steps: int = 10
     adaptive_eps: float = 0.03
     sevit: ModelSpec | None = None
+
+    def adaptive_attack(self, seed: int) -> AttackConfig | None:
+        """The detector-aware PGD's budget (None without one); AttackConfig refuses a bad eps or steps."""
+        return AttackConfig(name="pgd", eps=self.adaptive_eps, steps=self.adaptive_steps, seed=seed) if self.adaptive_weight > 0 else None
+
+    @property
+    def adaptive_label(self) -> str | None:
+        """The detector-aware row's label: its attacker sees the reconstruction error, not the classifier only."""
+        if self.adaptive_weight <= 0:
+            return None
+        steps = f"{self.adaptive_steps} step{'s' if self.adaptive_steps != 1 else ''}"
+        return f"Adaptive PGD, sees the reconstruction error (L-inf {self.adaptive_eps:g}, {steps}, lambda {self.adaptive_weight:g})"
+
+    def row_labels(self) -> list[str]:
+        return [row.label for row in self.attacks] + ([self.adaptive_label] if self.adaptive_label else [])
 
 
 @dataclass(frozen=True)
@@ -314,6 +347,40 @@ class Preset:
                 raise PurifyLabError(f"sweep '{sweep.name}': kind '{sweep.kind}' is not one of {', '.join(SWEEP_KINDS)}")
             if sweep.attack is not None:
                 self._check_threat(f"sweep '{sweep.name}'", sweep.threat)
+            _check_sweep_values(sweep)
+        for spec in self.detection:
+            _check_detection(spec)
+
+
+def _check_sweep_values(sweep: SweepSpec) -> None:
+    """Each value is one row of the sweep, as the purifier receives it: a repeated one printed its
+    cells twice in one row under a single header, and a fractional depth was truncated unseen."""
+    where, parameter = f"sweep '{sweep.name}'", sweep.parameter
+    if not sweep.values:
+        raise PurifyLabError(f"{where} has no values; give the {parameter} values to sweep")
+    if parameter in sweep.params:
+        raise PurifyLabError(f"{where}: params sets {parameter}, which the {sweep.kind} sweep varies; give its values under values")
+    if parameter == "depth" and any(not float(value).is_integer() or value < 1 for value in sweep.values):
+        raise PurifyLabError(f"{where}: depth values must be whole blur levels >= 1, got {', '.join(f'{v:g}' for v in sweep.values)}")
+    _unique(f"{where}: {parameter} values", [str(value) for value in sweep.purifier_values()])
+
+
+def _check_detection(spec: DetectionSpec) -> None:
+    """A detection run's rows: each attacked (clean images are every row's negatives), labelled once,
+    and the detector-aware attack's weight and budget in range; refused before any model is loaded."""
+    where = f"detection '{spec.name}'"
+    if spec.adaptive_weight < 0:
+        raise PurifyLabError(f"{where}: adaptive_weight {spec.adaptive_weight:g} must be >= 0 (0: no detector-aware attack)")
+    if not spec.attacks and spec.adaptive_weight == 0:
+        raise PurifyLabError(f"{where} has no attacks: give at least one attack row, or adaptive_weight > 0 for the detector-aware PGD")
+    for row in spec.attacks:
+        if row.attack is None:
+            raise PurifyLabError(f"{where}: row '{row.label}' names no attack; clean images are already every row's negatives, so each row needs a name")
+    try:
+        spec.adaptive_attack(seed=0)
+    except PurifyLabError as error:
+        raise PurifyLabError(f"{where}: the detector-aware PGD (adaptive_eps, adaptive_steps): {error}") from None
+    _unique(f"{where}: row labels", spec.row_labels())
 
 
 def _unique(what: str, labels: list[str]) -> None:
@@ -331,15 +398,24 @@ def _tuple(raw: Any, cls: type, where: str) -> tuple:
     return tuple(_build(cls, item, f"{where}[{i}]") for i, item in enumerate(raw))
 
 
-def _named_defense(column: Any) -> Any:
-    """A column {label, defense: NAME} becomes the classifier, purifier and params of that defense file."""
+def _named_defense(column: Any, where: str) -> Any:
+    """A column {label, defense: NAME} becomes the classifier, purifier and params of that defense file;
+    the column's own value of any of them, when another, is refused rather than silently dropped, and
+    so are its own weights (either would measure another model under the defense's name)."""
     if not isinstance(column, dict) or "defense" not in column:
         return column
     from core.defense import load_defense
 
     column = dict(column)
-    defense = load_defense(column.pop("defense"))
-    return {**column, "classifier": defense.classifier, "purifier": defense.purifier, "params": dict(defense.params)}
+    name = column.pop("defense")
+    defense = load_defense(name)
+    chosen = {"classifier": defense.classifier, "purifier": defense.purifier, "params": dict(defense.params)}
+    for key, value in chosen.items():
+        if column.get(key) is not None and column[key] != value:
+            raise PurifyLabError(f"{where}: defense '{name}' sets {key} {value}, but {key} {column[key]} was given; drop one of them")
+    if column.get("classifier_weights") is not None:
+        raise PurifyLabError(f"{where}: defense '{name}' fixes its classifier, but classifier_weights was given; drop one of them")
+    return {**column, **chosen}
 
 
 def _items(raw: Any, where: str) -> list:
@@ -361,7 +437,8 @@ def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
         table = _mapping(table, where)
         table["classifiers"] = _tuple(table.get("classifiers"), ModelSpec, f"{where}.classifiers")
         table["rows"] = _tuple(table.get("rows"), AttackRow, f"{where}.rows")
-        table["columns"] = _tuple([_named_defense(c) for c in _items(table.get("columns"), f"{where}.columns")], PurifierColumn, f"{where}.columns")
+        columns = _items(table.get("columns"), f"{where}.columns")
+        table["columns"] = _tuple([_named_defense(c, f"{where}.columns[{j}]") for j, c in enumerate(columns)], PurifierColumn, f"{where}.columns")
         table["claims"] = _tuple(table.get("claims"), PaperClaim, f"{where}.claims")
         tables.append(_build(TableSpec, table, where))
     sweeps = []

@@ -387,24 +387,82 @@ def sweep_markdown(preset: Preset, records: list[dict]) -> str:
         parts += [f"## Sweep {name}: accuracy (%) vs {parameter} (attacked rows under threat '{threat}': {attacker})", ""]
         parts += [f"On {rows[0]['metrics']['n']} images of split '{preset.split}' of {data}, seed {preset.seed}; 95 % intervals in the CSV and JSON.", ""]
         parts += ["| " + " | ".join([parameter, *labels]) + " |", "|" + "---|" * (len(labels) + 1)]
-        for value in dict.fromkeys(r["value"] for r in rows):
-            values = [_accuracy_text(r["metrics"], False) for label in labels for r in rows if r["value"] == value and r["row"] == label]
+        cells = {(r["value"], r["row"]): r for r in rows}
+        for value in dict.fromkeys(r["value"] for r in rows):  # one cell per header, so none lands beyond the last
+            values = [_accuracy_text(cells[value, label]["metrics"], False) if (value, label) in cells else "n/a" for label in labels]
             parts.append("| " + " | ".join([f"{value:g}", *values]) + " |")
         parts.append("")
     return "\n".join(parts)
 
 
-def detection_markdown(records: list[dict]) -> str:
-    rows = [r for r in records if "detection" in r]
-    if not rows:
-        return ""
-    parts = ["## Attack detection (AUROC, attacked = positive; grey-box attacks on the classifier)", ""]
-    parts += ["| Attack | DiffDefense reconstruction error | SEViT consistency | robust acc. after DiffDefense (%) |", "|---|---|---|---|"]
-    for r in rows:
-        m = r["metrics"]
-        sevit = f"{m['sevit']['auroc']:.3f}" if m.get("sevit") else "n/a"
-        parts.append(f"| {r['row']} | {m['reconstruction']['auroc']:.3f} | {sevit} | {_percent(m['purified_robust_accuracy'])} |")
-    return "\n".join(parts + [""])
+# The detector-aware row's attacker, which no registered threat model describes: it sees more than grey.
+DETECTOR_AWARE = "adaptive (sees the reconstruction error)"
+
+
+def _detector_aware(record: dict) -> bool:
+    return record["config"]["adaptive_weight"] > 0
+
+
+def _detection_threat(record: dict) -> str:
+    """What a detection row's attacker sees: grey (the classifier only), or the detector-aware PGD's
+    more, since it differentiates against DiffDefense's reconstruction error at every step."""
+    return DETECTOR_AWARE if _detector_aware(record) else "grey"
+
+
+def detection_markdown(preset: Preset, records: list[dict]) -> str:
+    """One section per detection run, each with its images, split and every row's attacker and budget."""
+    parts = []
+    data = "/".join(Path(preset.data).parts[-2:])
+    for spec in preset.detection:
+        rows = [r for r in records if r.get("detection") == spec.name]
+        if not rows:
+            continue
+        threats = []
+        if spec.attacks:
+            threats.append(f"grey ({', '.join(row.label for row in spec.attacks)}): {threat_model('grey').describe()}")
+        if spec.adaptive_label:
+            threats.append(
+                f"{spec.adaptive_label}: an adaptive attacker that at every step also sees the purifier's "
+                f"reconstruction error and subtracts {spec.adaptive_weight:g} x it from its cross-entropy loss (the reconstruction "
+                "held constant in the gradient), so its robust accuracy is not a grey-box figure"
+            )
+        budgets = ", ".join(_budget_text(row) for row in spec.attacks)  # the adaptive row's label holds its own
+        parts += [f"## Attack detection {spec.name} (AUROC, attacked = positive)", ""]
+        parts += [
+            f"On {rows[0]['metrics']['n']} images of split '{rows[0]['config']['data']['split']}' of {data}, seed {preset.seed}; the clean "
+            f"images are every row's negatives. Threat model - {'; '.join(threats)}." + (f" Attacks: {budgets}." if budgets else ""),
+            "",
+        ]
+        parts += ["| Attack | DiffDefense reconstruction error | SEViT consistency | robust acc. after DiffDefense (%) |", "|---|---|---|---|"]
+        for r in rows:
+            m = r["metrics"]
+            sevit = f"{m['sevit']['auroc']:.3f}" if m.get("sevit") else "n/a"
+            parts.append(f"| {r['row']} | {m['reconstruction']['auroc']:.3f} | {sevit} | {_percent(m['purified_robust_accuracy'])} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def _detection_csv_rows(record: dict) -> list[dict]:
+    """A detection record as CSV rows, one per detector scored: `auroc` is that detector's (attacked =
+    positive) and one_shot_accuracy the classifier's after DiffDefense on the attacked images."""
+    m = record["metrics"]
+    return [
+        {
+            "table": f"detection:{record['detection']}",
+            "classifier": record["config"]["classifier"]["name"],
+            "row": record["row"],
+            "column": f"detector={detector}",
+            "threat": _detection_threat(record),
+            "one_shot_accuracy": m["purified_robust_accuracy"],
+            "auroc": m[detector]["auroc"],
+            "n": m["n"],
+            "split": record["config"]["data"]["split"],
+            "data_hash": record["config"]["data"]["hash"],
+            "key": record["key"],
+        }
+        for detector in ("reconstruction", "sevit")
+        if m.get(detector)
+    ]
 
 
 def csv_text(records: list[dict], checks: list[tuple[dict, SanityCheck]]) -> str:
@@ -412,6 +470,8 @@ def csv_text(records: list[dict], checks: list[tuple[dict, SanityCheck]]) -> str
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for r in records:
+        if "detection" in r:
+            writer.writerows(_detection_csv_rows(r))
         if "table" not in r and "sweep" not in r:
             continue
         m = r["metrics"]
@@ -570,7 +630,10 @@ def _sweep_and_detection_panels(records: list[dict], data: str | None = None) ->
                             name=f"{r['row']}, {detector} score (AUC {result['auroc']:.2f})", x=result["roc"]["fpr"], y=result["roc"]["tpr"], mode="lines"
                         )
                     )
-        subtitle = _run_subtitle(rows, "threat grey: one attack per line", "ROC, attacked = positive", data)
+        aware, grey = any(_detector_aware(r) for r in rows), not all(_detector_aware(r) for r in rows)
+        seeing = "an adaptive attacker that sees the reconstruction error"
+        attackers = "threat grey" if not aware else seeing if not grey else f"threat grey but the adaptive line, {seeing}"
+        subtitle = _run_subtitle(rows, f"{attackers}: one attack per line", "ROC, attacked = positive", data)
         axes = ("false positive rate (clean images flagged)", "true positive rate (attacks caught)")
         panels.append(Panel("attack detection: ROC of each detector's score", traces, *axes, subtitle))
     return panels
@@ -679,7 +742,7 @@ def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[st
         checks += convergence_checks(records, table, preset.sanity.tolerance)
         checks += minimal_attack_checks(records, table)
     markdown = "\n".join(
-        filter(None, [markdown_tables(preset, records, checks), sweep_markdown(preset, records), detection_markdown(records), sanity_markdown(checks)])
+        filter(None, [markdown_tables(preset, records, checks), sweep_markdown(preset, records), detection_markdown(preset, records), sanity_markdown(checks)])
     )
     paths = output_paths(preset, out_dir)
     paths["markdown"].write_text(markdown)

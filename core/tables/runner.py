@@ -36,15 +36,6 @@ ROC_POINTS = 101
 BATCH1_TIMING_IMAGES = 8
 
 
-def sweep_parameter(kind: str, purifier: str) -> str:
-    """The config field a `kind` sweep varies on `purifier`, as the purifier class declares it."""
-    parameter = PURIFIERS.get(purifier).sweeps.get(kind)
-    if parameter is None:
-        allowed = ", ".join(name for name in PURIFIERS.names() if kind in PURIFIERS.get(name).sweeps)
-        raise PurifyLabError(f"a '{kind}' sweep does not apply to purifier '{purifier}'; use one of: {allowed}")
-    return parameter
-
-
 def _weights_sha(path) -> str | None:
     return read_card(path).get("sha256") if card_path(path).is_file() else None
 
@@ -187,22 +178,23 @@ class PresetRunner:
         }
 
     def sweep_cells(self, sweep: SweepSpec) -> list[tuple[dict, dict]]:
-        parameter = sweep_parameter(sweep.kind, sweep.purifier)
+        parameter = sweep.parameter
         rows = [AttackRow(label="Clean")]
         if sweep.attack is not None:
             rows.append(sweep.attack)
         entries = []
-        for value in sweep.values:
-            typed = int(value) if parameter == "depth" else float(value)
-            column = (sweep.purifier, {**sweep.params, parameter: typed})
+        for value in sweep.purifier_values():
+            column = (sweep.purifier, {**sweep.params, parameter: value})
             for row in rows:
-                placement = {"sweep": sweep.name, "parameter": parameter, "value": typed, "row": row.label, "threat": sweep.threat}
+                placement = {"sweep": sweep.name, "parameter": parameter, "value": value, "row": row.label, "threat": sweep.threat}
                 model = (sweep.classifier.name, sweep.classifier.weights)
                 entries.append((placement, self.robust_cell(model, column, row, sweep.threat)))
         return entries
 
     def detection_cells(self, spec: DetectionSpec) -> list[tuple[dict, dict]]:
         classifier = self.model(spec.classifier.name, spec.classifier.weights)
+        if spec.sevit is not None:
+            self._check_sevit_fits(spec, classifier)
         base = {
             **self._base("detection"),
             "classifier": model_identity(spec.classifier.name, spec.classifier.weights),
@@ -214,11 +206,23 @@ class PresetRunner:
         for row in spec.attacks:
             attack = row.attack_config(self.preset.seed)
             entries.append(({"detection": spec.name, "row": row.label}, {**base, "attack": attack.resolved(), "adaptive_weight": 0.0}))
-        if spec.adaptive_weight > 0:
-            attack = AttackConfig(name="pgd", eps=spec.adaptive_eps, steps=spec.adaptive_steps, seed=self.preset.seed)
-            label = f"PGD detector-aware (lambda={spec.adaptive_weight})"
-            entries.append(({"detection": spec.name, "row": label}, {**base, "attack": attack.resolved(), "adaptive_weight": spec.adaptive_weight}))
+        adaptive = spec.adaptive_attack(self.preset.seed)
+        if adaptive is not None:
+            placement = {"detection": spec.name, "row": spec.adaptive_label}
+            entries.append((placement, {**base, "attack": adaptive.resolved(), "adaptive_weight": spec.adaptive_weight}))
         return entries
+
+    def _check_sevit_fits(self, spec: DetectionSpec, classifier: torch.nn.Module) -> None:
+        """SEViT scores the images the classifier reads: one of another size or channel count, or
+        answering other classes, is refused here, before any cell is computed, not after the first batch."""
+        sevit = self.model(spec.sevit.name, spec.sevit.weights)
+        reads, takes = (classifier.image_size, classifier.in_channels), (sevit.image_size, sevit.in_channels)
+        if takes != reads:
+            raise PurifyLabError(
+                f"detection '{spec.name}': sevit '{spec.sevit.name}' takes {takes[0]} px, {takes[1]}-channel images, but classifier "
+                f"'{spec.classifier.name}' reads this data as {reads[0]} px, {reads[1]}-channel images; name a sevit of that size or drop sevit"
+            )
+        sevit.check_classes(self.data(classifier).classes, f"data {self.preset.data}")
 
     def all_entries(self) -> list[tuple[dict, dict]]:
         entries = []
