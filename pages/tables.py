@@ -66,7 +66,8 @@ if data_missing:
         "`chest_xray_pneumonia/test` and restart the app."
     )
 if st.button("Regenerate", key="regenerate", type="primary", disabled=data_missing):
-    st.button("Cancel", key="cancel_regenerate")  # any click reruns the page, which stops this run
+    cancel = st.empty()  # gone once the run ends: a Cancel beside "Done" would offer nothing to cancel
+    cancel.button("Cancel", key="cancel_regenerate")  # any click reruns the page, which stops this run
     with st.status("Computing the quick table …", expanded=True) as status, tempfile.TemporaryDirectory() as scratch:
         bar = st.progress(0.0, text="starting")
 
@@ -81,6 +82,7 @@ if st.button("Regenerate", key="regenerate", type="primary", disabled=data_missi
         else:
             status.update(label=f"Done: {len(outcome.computed)} cells computed", state="complete")
             st.session_state.regenerated = outcome.markdown
+        cancel.empty()
 if "regenerated" in st.session_state:
     new, old = st.columns(2)
     with new:

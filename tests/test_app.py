@@ -329,6 +329,7 @@ def test_tables_page_regenerates_the_quick_table_beside_the_stored_one(xray_trai
     regenerated = app.session_state["regenerated"]
     assert "| Attack | Original |" in regenerated and "grey" in regenerated
     assert any(md.value == "**Regenerated now**" for md in app.markdown)
+    assert not [button for button in app.button if button.key == "cancel_regenerate"]  # nothing left to cancel
 
 
 def test_the_https_only_xsrf_cookie_is_set_inside_a_space_only():
