@@ -573,6 +573,15 @@ def test_defense_refuses_param_and_weights_and_its_result_names_it(xray_test_dir
     assert config["purifier_params"] == {"sigma": 0.5}  # the resolved value, not the string "0.5"
 
 
+def test_a_collapsed_auroc_interval_is_not_printed_as_certainty(xray_test_dir, tmp_path, capsys):
+    """On 8 X-rays resnet separates the classes perfectly: every bootstrap resample reads AUROC 1."""
+    code, out, err = run_cli(["evaluate", "--data", str(xray_test_dir), "--classifier", "resnet", "--limit", "8", "--json", str(tmp_path / "e.json")], capsys)
+    assert code == 0, err
+    low, high = json.loads((tmp_path / "e.json").read_text())["confidence_95"]["auroc"]
+    line = next(row for row in out.splitlines() if row.startswith("auroc"))
+    assert ("bootstrap collapsed" in line) == (low == high)
+
+
 def test_evaluate_stores_the_purifiers_resolved_parameters(xray_test_dir, tmp_path, capsys):
     out = tmp_path / "r.json"
     args = ["evaluate", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--purifier", "ddpm", "--param", "t_star=0.02", "--limit", "1"]

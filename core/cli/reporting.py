@@ -26,7 +26,12 @@ def format_report(result: dict) -> str:
         f"classifier {result['config']['classifier']}  purifier {result['config']['purifier']}{defense}  "
         f"data {data['folder']} split {data['split']}  n {result['n']}",
     ]
-    rows += [line(f"{clean}{key}", result[key], intervals.get(key)) for key in ("accuracy", "balanced_accuracy", "auroc")]
+    rows += [line(f"{clean}{key}", result[key], intervals.get(key)) for key in ("accuracy", "balanced_accuracy")]
+    auroc = intervals.get("auroc") or [None, None]
+    # A percentile bootstrap has no width when every resample ranks the classes alike (a perfect
+    # separation on few images): "[1.0000, 1.0000]" would read as certainty.
+    collapsed = auroc[0] is not None and auroc[0] == auroc[1]
+    rows.append(line(f"{clean}auroc", result["auroc"], auroc, "  (bootstrap collapsed: too few images to bound it)" if collapsed else ""))
     rows += [line(f"{clean}sensitivity_{name}", value, intervals.get(f"sensitivity_{name}")) for name, value in result["sensitivity"].items()]
     if result.get("ece") is not None:
         rows.append(f"{clean + 'ece':<28} {result['ece']:.4f}")
