@@ -37,6 +37,7 @@ from pages.common import (
     gallery,
     heavy_job,
     image_key,
+    keep_across_pages,
     probability_table,
     purifier,
     purifier_variants,
@@ -57,6 +58,8 @@ ATTACKS = {"FGSM": "fgsm", "PGD": "pgd", "AutoPGD (APGD-CE)": "apgd"}
 ADAPTIVE = tuple(name for name, spec in THREAT_MODELS.items() if spec.goes_through_purifier)  # bpda, bpda-eot, white
 EOT_DRAWS = 4
 DEFAULT_TARGET = "One-shot DDPM"
+SETTINGS = ("sample", "attack", "eps", "classifier", "threat", "target")  # widgets of the page
+PANEL_SETTINGS = ("depth", "t_star", "recon_steps", "purifiers")  # widgets of the purification fragment
 
 
 def panel_title(label: str) -> str:
@@ -74,7 +77,7 @@ def setting_text(variant: tuple[str, tuple]) -> str:
 def current_variants() -> dict[str, tuple[str, tuple]]:
     """The purifiers at the purification panel's slider values (set further down the page)."""
     state = st.session_state
-    return purifier_variants(state.get("depth", DEFAULT_DEPTH), state.get("t_star", DEFAULT_T_STAR), state.get("recon_steps", DEFAULT_RECON_STEPS))
+    return purifier_variants(state["depth"], state["t_star"], state["recon_steps"])
 
 
 st.title("Attack & purify lab")
@@ -83,6 +86,20 @@ names = available_classifiers()
 if not names:
     st.error("No trained classifier is shipped in weights/: train one with `purifylab train classifier`.")
     st.stop()
+# Back from another page, the lab shows the settings it was left with; defaults live in session state
+# (not in the widgets), so a restored value and a default never compete.
+keep_across_pages(*SETTINGS, *PANEL_SETTINGS)
+for key, default in {
+    "attack": list(ATTACKS)[1],
+    "eps": 0.03,
+    "classifier": RECOMMENDED.classifier if RECOMMENDED.classifier in names else names[0],
+    "target": DEFAULT_TARGET,
+    "depth": DEFAULT_DEPTH,
+    "t_star": DEFAULT_T_STAR,
+    "recon_steps": DEFAULT_RECON_STEPS,
+    "purifiers": list(DEFAULT_DEFENSE),
+}.items():
+    st.session_state.setdefault(key, default)
 
 st.caption(
     "The image, the attack and its budget are set here; the classifier, the threat model and the "
@@ -96,13 +113,12 @@ with st.expander("Image and attack", expanded=True):
         st.caption(gallery_attribution())
         upload = upload_field("upload")
     with attack_column:
-        attack_label = st.selectbox("Attack", list(ATTACKS), index=1, key="attack")
+        attack_label = st.selectbox("Attack", list(ATTACKS), key="attack")
         eps = st.slider(
             "Budget ε (L∞, pixel scale 0–1)",
             0.0,
             0.1,
-            0.03,
-            0.005,
+            step=0.005,
             key="eps",
             format="%.3f",
             help="Largest change allowed to any pixel; 0.03 is the papers' setting (about 8/255).",
@@ -113,7 +129,6 @@ with st.sidebar:
         "Classifier",
         names,
         key="classifier",
-        index=names.index(RECOMMENDED.classifier) if RECOMMENDED.classifier in names else 0,
         help=f"Default: the recommended defense's classifier, {RECOMMENDED.classifier} ({RECOMMENDED.description}).",
     )
     threat = st.selectbox("Threat model", list(THREAT_MODELS), key="threat")
@@ -122,7 +137,6 @@ with st.sidebar:
     target_label = st.selectbox(
         "Purifier the attacker differentiates through",
         list(variants),
-        index=list(variants).index(DEFAULT_TARGET),
         key="target",
         disabled=threat not in ADAPTIVE,
         help="Only the adaptive threat models (bpda, bpda-eot, white) see a purifier; they cost many denoiser calls.",
@@ -249,18 +263,18 @@ def attacker_note(label: str, variant: tuple[str, tuple]) -> str:
 @st.fragment
 def purification_panel() -> None:
     st.subheader("Purified (the adversarial image after the defence)")
+    keep_across_pages(*PANEL_SETTINGS)  # a fragment's rerun changes these without the page's run
     controls = st.columns(3)
-    depth = controls[0].slider("Blur depth (cold diffusion)", 1, 20, DEFAULT_DEPTH, key="depth", help="How far the image is blurred before it is restored.")
+    depth = controls[0].slider("Blur depth (cold diffusion)", 1, 20, key="depth", help="How far the image is blurred before it is restored.")
     t_star = controls[1].slider(
         "t* (diffusion noise level, fraction of T)",
         0.01,
         0.25,
-        DEFAULT_T_STAR,
-        0.01,
+        step=0.01,
         key="t_star",
         help="How much noise the DDPM-family purifiers add before removing it again.",
     )
-    recon_steps = controls[2].slider("Reconstruction steps", 1, 20, DEFAULT_RECON_STEPS, key="recon_steps")
+    recon_steps = controls[2].slider("Reconstruction steps", 1, 20, key="recon_steps")
     variants = purifier_variants(depth, t_star, recon_steps)
     costs = {label: denoiser_calls(name, params) for label, (name, params) in variants.items()}
     # Options keep their plain names: Streamlit keeps a picked option's label from the run it was
@@ -268,7 +282,6 @@ def purification_panel() -> None:
     chosen = st.multiselect(
         "Purifiers to run (add the diffusion ones here: One-shot DDPM, DDPM, DDIM, DiffDefense, cold-diffusion reconstructions)",
         list(variants),
-        default=list(DEFAULT_DEFENSE),
         key="purifiers",
         help="The heavy ones (more than one denoiser call) run only when you add them here, one visitor's at a "
         "time in a line shared by everyone on this server.",

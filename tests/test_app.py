@@ -151,6 +151,22 @@ def test_lab_says_the_smoothing_classifier_reads_through_its_noise(app):
     ]
 
 
+def test_lab_keeps_its_settings_across_pages(app):
+    """Streamlit drops a widget's value once its page is left: back from the tables, the lab showed its
+    defaults, not the classifier, budget and purifiers it was left with."""
+    app.switch_page("pages/lab.py").run()
+    app.selectbox(key="classifier").set_value("vit").run()
+    app.slider(key="eps").set_value(0.01).run()
+    app.slider(key="t_star").set_value(0.1).run()
+    app.multiselect(key="purifiers").set_value(["Blurred"]).run()
+    app.switch_page("pages/tables.py").run()
+    app.switch_page("pages/lab.py").run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="classifier").value == "vit" and app.slider(key="eps").value == 0.01
+    assert app.slider(key="t_star").value == 0.1 and app.multiselect(key="purifiers").value == ["Blurred"]
+    assert not app.warning, [warning.value for warning in app.warning]  # no default competing with a restored value
+
+
 def test_lab_does_not_call_an_attack_on_the_substitute_itself_transfer(app):
     """Transfer examples are crafted on the substitute: scored on the substitute they are grey-box ones."""
     app.switch_page("pages/lab.py").run()
