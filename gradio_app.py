@@ -109,7 +109,8 @@ def _details(
         budget = attack.budget()
         run = budget["schedule"] or f"{budget['steps']} step{'s' if budget['steps'] != 1 else ''}"
         lines.append(f"attack: {attack.name}, {run}, L∞ ε {attack.eps:g} ({attack.eps * 255:.3g}/255), seed {attack.seed}")
-        lines.append(f"threat model: {THREAT}-box, {threat_model(THREAT).describe()}")
+        threat = threat_model(THREAT).describe() if purifier is not None else "attacker sees the classifier only; no purifier in this answer"
+        lines.append(f"threat model: {THREAT}-box, {threat}")
     if purifier is not None:
         lines.append(f"purifier: {_settings_text(purifier, lab_purifiers()[purifier])}")
     return "\n".join(lines)

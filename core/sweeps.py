@@ -17,8 +17,8 @@ from core.tables.preset import DEFAULT_DATA, AttackRow, ModelSpec, Preset, Sweep
 def parse_values(text: str) -> tuple[float, ...]:
     """'0.01,0.02,0.04' -> (0.01, 0.02, 0.04); one-line error otherwise. Each value is one row of the
     sweep, so a repeated one (0.02,0.020) is refused: it would print two cells under one header."""
-    try:
-        values = tuple(float(item) for item in text.split(",") if item.strip())
+    try:  # an empty item ('0.1,,0.2') is a typo, not a value to skip
+        values = tuple(float(item) for item in text.split(",")) if text.strip() else ()
     except ValueError:
         raise PurifyLabError(f"--values '{text}' must be comma-separated numbers, e.g. 0.01,0.02,0.04") from None
     if not values:

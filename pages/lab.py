@@ -132,7 +132,6 @@ with st.sidebar:
         help=f"Default: the recommended defense's classifier, {RECOMMENDED.classifier} ({RECOMMENDED.description}).",
     )
     threat = st.selectbox("Threat model", list(THREAT_MODELS), key="threat")
-    st.caption(THREAT_MODELS[threat].describe(EOT_DRAWS))  # under the box: a narrow sidebar cut it off inside
     variants = current_variants()
     target_label = st.selectbox(
         "Purifier the attacker differentiates through",
@@ -141,6 +140,10 @@ with st.sidebar:
         disabled=threat not in ADAPTIVE,
         help="Only the adaptive threat models (bpda, bpda-eot, white) see a purifier; they cost many denoiser calls.",
     )
+    eot = THREAT_MODELS[threat].draws_per_step(EOT_DRAWS)
+    target = variants[target_label] if threat in ADAPTIVE else variants["Blurred"]  # grey, transfer: never seen
+    drawn = eot if PURIFIERS.get(target[0]).stochastic else 1  # a deterministic purifier is drawn once, whatever EOT says
+    st.caption(THREAT_MODELS[threat].describe(drawn))  # under the boxes: a narrow sidebar cut it off inside
 
 model = classifier(classifier_name)
 size = model.image_size
@@ -152,10 +155,7 @@ origin = "your upload (kept in memory only)" if upload is not None else choice
 key = image_key(image)
 steps = 1 if ATTACKS[attack_label] == "fgsm" else 10
 attack = (("name", ATTACKS[attack_label]), ("eps", eps), ("steps", steps))
-eot = THREAT_MODELS[threat].draws_per_step(EOT_DRAWS)
-target = variants[target_label] if threat in ADAPTIVE else variants["Blurred"]  # grey, transfer: never seen
 seen = f"differentiated through **{panel_title(target_label)}** ({setting_text(target)})" if threat in ADAPTIVE else "saw no purifier"
-drawn = eot if PURIFIERS.get(target[0]).stochastic else 1  # a deterministic purifier is drawn once, whatever EOT says
 attack_text = f"{attack_label}, {steps} step(s), L∞ ε {eps:.3f}" + (f", EOT {drawn} draws per step" if drawn > 1 else "") + f", seed {AttackConfig().seed}"
 clean_reading = read(model, image)[0]
 # Before any caption says an attack ran: 'white' needs exact gradients (a fact of the purifier's class),
@@ -177,7 +177,7 @@ st.caption(
     f"threat model **{threat}**: {THREAT_MODELS[threat].describe(drawn)} · the attacker {seen}"
 )
 
-calls = attack_calls(threat, denoiser_calls(*target), steps, eot)
+calls = attack_calls(threat, denoiser_calls(*target), steps, drawn)
 if calls <= LIGHT_CALLS:
     with st.spinner("Attacking …"):
         adversarial = cached_attack(key, image, classifier_name, attack, threat, *target, eot)

@@ -151,6 +151,19 @@ def test_lab_says_the_smoothing_classifier_reads_through_its_noise(app):
     ]
 
 
+def test_lab_counts_one_draw_per_step_of_a_deterministic_target(app):
+    """A deterministic purifier is drawn once per step whatever EOT says: the cost shown before the run
+    and the sidebar's threat model said 40 calls and 4 draws for a 10-call attack through Direct recon."""
+    app.switch_page("pages/lab.py").run()
+    app.selectbox(key="threat").set_value("bpda-eot").run()
+    app.selectbox(key="target").set_value("Direct recon.").run()
+    assert not app.exception, app.exception
+    assert any("Direct recon.: 10 denoiser calls" in info.value for info in app.info), [info.value for info in app.info]
+    assert any(caption.value == "BPDA with expectation over 1 purifier draw per step" for caption in app.sidebar.caption)
+    app.selectbox(key="target").set_value("One-shot DDPM").run()
+    assert any("One-shot DDPM: 40 denoiser calls" in info.value for info in app.info)
+
+
 def test_lab_keeps_its_settings_across_pages(app):
     """Streamlit drops a widget's value once its page is left: back from the tables, the lab showed its
     defaults, not the classifier, budget and purifiers it was left with."""

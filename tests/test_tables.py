@@ -665,6 +665,9 @@ def test_repeated_or_fractional_sweep_values_are_refused_and_a_sweep_row_has_one
 
     with pytest.raises(PurifyLabError, match="^--values '0.02,0.020,0.1' repeats 0.02; give each value once$"):
         parse_values("0.02,0.020,0.1")
+    with pytest.raises(PurifyLabError, match="^--values '0.1,,0.2' must be comma-separated numbers"):
+        parse_values("0.1,,0.2")  # a typo, not a value to skip
+    assert parse_values(" 0.1, 0.2 ") == (0.1, 0.2)
     sweep = {"name": "s", "kind": "tstar", "classifier": {"name": "student_cnn", "weights": weights}, "purifier": "noise", "values": [0.01, 0.010]}
     with pytest.raises(PurifyLabError, match="^sweep 's': t_star values must be unique; repeated: 0.01$"):
         preset_from_dict(_raw(xray_train_dir, weights, tables=[], sweeps=[sweep]), "bad")
