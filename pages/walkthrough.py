@@ -5,8 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data.gallery import gallery_attribution
-from core.lab import amplified_perturbation, perturbation_norms, read, verdict
-from core.purifiers.cold import ColdConfig
+from core.lab import amplified_perturbation, interactive_settings, perturbation_norms, read, verdict
 from pages.common import (
     PAGE_RENDERED,
     SAMPLE_HELP,
@@ -30,7 +29,7 @@ from pages.startup import through_app_navigation
 
 through_app_navigation()
 
-DEFENCE = ("cold_blur", (("depth", ColdConfig().depth),))
+DEFENCE = ("cold_blur", interactive_settings()["cold_blur"])  # the lab's Blurred panel at rest
 # The two budgets of the DDPM-defense and Defensive Diffusion papers: 2/255 is hard to see on a
 # screen, 8/255 (about 0.03) leaves visible grain and banding on close inspection.
 BUDGETS = {"2/255 (subtle)": 2 / 255, "8/255 (the papers' 0.03)": 8 / 255}

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from core.cli.options import Overwrite, Threads, at_least_one
+from core.cli.options import Overwrite, Threads, count_option
 from core.errors import PurifyLabError
 
 
@@ -40,31 +40,17 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         ] = None,
         threads: Threads = None,
         overwrite: Overwrite = False,
-        purify_batch: Annotated[
-            int | None, typer.Option("--purify-batch", help="large batch for purification", callback=at_least_one("--purify-batch"))
-        ] = None,
-        train_batch: Annotated[int | None, typer.Option("--train-batch", help="large batch for training steps", callback=at_least_one("--train-batch"))] = None,
+        purify_batch: Annotated[int | None, count_option("--purify-batch", "large batch for purification")] = None,
+        train_batch: Annotated[int | None, count_option("--train-batch", "large batch for training steps")] = None,
         warmup: Annotated[int | None, typer.Option("--warmup", help="untimed runs before timing (purify, train, app)")] = None,
-        repeats: Annotated[
-            int | None, typer.Option("--repeats", help="timed runs, median reported (purify, train)", callback=at_least_one("--repeats"))
-        ] = None,
-        attack_steps: Annotated[
-            int | None, typer.Option("--attack-steps", help="PGD / APGD steps on the classifier alone", callback=at_least_one("--attack-steps"))
-        ] = None,
-        attack_batch: Annotated[
-            int | None, typer.Option("--attack-batch", help="large batch, attacks on the classifier alone", callback=at_least_one("--attack-batch"))
-        ] = None,
+        repeats: Annotated[int | None, count_option("--repeats", "timed runs, median reported (purify, train)")] = None,
+        attack_steps: Annotated[int | None, count_option("--attack-steps", "PGD / APGD steps on the classifier alone")] = None,
+        attack_batch: Annotated[int | None, count_option("--attack-batch", "large batch, attacks on the classifier alone")] = None,
         chain_purifiers: Annotated[str | None, typer.Option("--chain-purifiers", help="purifiers to attack through (default ddpm,ddim,cold_recon)")] = None,
         chain_threats: Annotated[str | None, typer.Option("--chain-threats", help="bpda | bpda-eot | white, comma-separated")] = None,
-        chain_steps: Annotated[
-            int | None, typer.Option("--chain-steps", help="attack steps through a purifier", callback=at_least_one("--chain-steps"))
-        ] = None,
-        chain_eot: Annotated[
-            int | None, typer.Option("--chain-eot", help="EOT draws per step through a stochastic purifier", callback=at_least_one("--chain-eot"))
-        ] = None,
-        chain_batch: Annotated[
-            int | None, typer.Option("--chain-batch", help="large batch, attacks through a purifier", callback=at_least_one("--chain-batch"))
-        ] = None,
+        chain_steps: Annotated[int | None, count_option("--chain-steps", "attack steps through a purifier")] = None,
+        chain_eot: Annotated[int | None, count_option("--chain-eot", "EOT draws per step through a stochastic purifier")] = None,
+        chain_batch: Annotated[int | None, count_option("--chain-batch", "large batch, attacks through a purifier")] = None,
         naive_attack_images: Annotated[
             int | None, typer.Option("--naive-attack-images", help="time the naive (one image at a time) attacks on at most N images of a batch")
         ] = None,

@@ -36,6 +36,11 @@ def at_least_one(option: str) -> Callable[[float | None], float | None]:
     return _positive(option, at_least_one=True)
 
 
+def count_option(flag: str, help: str) -> typer.models.OptionInfo:
+    """An optional count (>= 1), refused in the flag's own name before torch is imported."""
+    return typer.Option(flag, help=help, callback=at_least_one(flag))
+
+
 def seed_option(help: str = "random seed") -> typer.models.OptionInfo:
     """--seed with its range check; `help` says what the seed draws in that command."""
     return typer.Option("--seed", help=f"{help} (0 to {SEED_MAX})", callback=_check_seed)

@@ -695,8 +695,7 @@ def _certified_input_size(result: dict[str, Any]) -> int | None:
     was recorded: the shipped classifier card's)."""
     from core.weights import shipped_cards
 
-    card = shipped_cards().get(result.get("classifier"), {})
-    return result.get("image_size") or card.get("image_size")
+    return result.get("image_size") or shipped_cards().get(result.get("classifier"), {}).get("image_size")
 
 
 def output_paths(preset: Preset, out_dir: Path) -> dict[str, Path]:
