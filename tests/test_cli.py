@@ -629,6 +629,8 @@ def test_flags_are_named_as_typed_and_eot_needs_an_attack(xray_test_dir, capsys)
         "--purify-batch must be >= 1, got 0": ["bench", "--purify-batch", "0"],
         "--chain-eot must be >= 1, got 0": ["bench", "--chain-eot", "0"],
         "--eot 3 counts purifier draws per attack step, but no --attack was given": [*sweep, "--eot", "3"],
+        "--eot 3 does not apply to --threat grey": [*sweep, "--eot", "3", "--attack", "fgsm"],
+        "--eot 2 does not apply to --threat bpda": ["evaluate", "--data", str(xray_test_dir), "--attack", "fgsm", "--threat", "bpda", "--eot", "2"],
     }
     for message, args in cases.items():
         code, _, err = run_cli(args, capsys)

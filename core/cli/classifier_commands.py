@@ -316,7 +316,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         Each figure with its 95 % interval; with --attack also clean vs robust accuracy under the stated threat model."""
         check_data(data)
         check_output(json_path, "--json", inputs=(data, weights), overwrite=overwrite, suffix=".json")
-        check_eot_has_attack(eot, attack)
+        check_eot_has_attack(eot, attack, threat)
         if defense is not None:  # before torch is imported: an unknown name is refused at once
             from core.defense import load_defense
 

@@ -192,10 +192,18 @@ def defense_settings(defense: str, options: dict[str, tuple[object, object]]) ->
     return tuple(chosen for _, chosen in options.values())
 
 
-def check_eot_has_attack(eot: int, attack: str | None) -> None:
-    """--eot counts purifier draws per attack step: without --attack it would be recorded, never used."""
-    if eot != 1 and attack is None:
+def check_eot_has_attack(eot: int, attack: str | None, threat: str) -> None:
+    """--eot counts purifier draws per attack step: without --attack, or under a threat model whose
+    attacker draws none (grey, transfer, bpda), it would be recorded beside the number, never used."""
+    if eot == 1:
+        return
+    if attack is None:
         raise PurifyLabError(f"--eot {eot} counts purifier draws per attack step, but no --attack was given; drop --eot or name an attack")
+    from core.attacks.threats import THREAT_MODELS, threat_model
+
+    if not threat_model(threat).uses_eot:
+        users = ", ".join(name for name, spec in THREAT_MODELS.items() if spec.uses_eot)
+        raise PurifyLabError(f"--eot {eot} does not apply to --threat {threat}, whose attacker draws no purifier samples; it is used by {users}")
 
 
 def use_device(device: str | None) -> str:

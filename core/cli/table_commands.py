@@ -146,7 +146,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     ) -> None:
         """Accuracy vs t* or depth: CSV, plotly HTML and Markdown through the results store."""
         check_run(data, out_dir, "--out-dir", device)
-        check_eot_has_attack(eot, attack)
+        check_eot_has_attack(eot, attack, threat)
         if data is not None:
             check_data_layout(data, split)
         from core.attacks import AttackConfig
