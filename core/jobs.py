@@ -99,6 +99,11 @@ class CallCost:
     def estimate(self, kind: str, calls: int) -> float:
         return calls * self.per_call(kind)
 
+    def measured(self) -> bool:
+        """Whether an estimate rests on a call timed here, not on the first guess."""
+        with self._lock:
+            return any(self._recent.values())
+
 
 def attack_calls(threat: str, purifier_calls: int, steps: int, eot: int) -> int:
     """Denoiser forwards an attack makes under `threat` (0 when it never sees the purifier)."""

@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import streamlit as st
 import torch
@@ -56,8 +57,9 @@ PAGE_RENDERED = threading.Event()
 PREFETCH_AFTER_S = 20.0
 # A job with more denoiser calls than this waits for a click and for its turn in the shared line.
 LIGHT_CALLS = 1
-# Seconds per 128-px denoiser call on 2 CPU cores (BENCHMARKS.md) until this server has measured its own.
-FIRST_GUESS_CALL_S = 0.15
+# Seconds per 128-px denoiser call on 2 CPU cores (BENCHMARKS.md) until this server has measured its own;
+# an attack's call also runs the backward pass, about twice a forward (40 one-shot calls of bpda-eot: 15.7 s).
+FIRST_GUESS_CALL_S = {"purify": 0.15, "attack": 0.45}
 HEAVY_RESULTS_KEPT = 16
 IMAGE_MAX_PX = 256  # twice the models' 128 px input; narrower columns shrink an image to their width
 
@@ -150,7 +152,7 @@ def heavy_jobs() -> JobQueue:
 def call_cost(work: str = "purify") -> CallCost:
     """Measured seconds per denoiser call, kept apart for purifications and attacks (an attack's call
     also pays for the classifier's backward), so one never skews the other's first estimate."""
-    return CallCost(FIRST_GUESS_CALL_S)
+    return CallCost(FIRST_GUESS_CALL_S[work])
 
 
 def estimate_text(cost: CallCost, kind: str, calls: int) -> str:
@@ -158,7 +160,8 @@ def estimate_text(cost: CallCost, kind: str, calls: int) -> str:
     seconds = cost.estimate(kind, calls)
     waiting = heavy_jobs().busy()
     queue = f", after {waiting} heavy job(s) already running or waiting" if waiting else ""
-    return f"{calls} denoiser calls, about {max(seconds, 1):.0f} s{queue}"
+    basis = "measured on this server" if cost.measured() else "a first guess, not yet measured on this server"
+    return f"{calls} denoiser calls, about {max(seconds, 1):.0f} s ({basis}){queue}"
 
 
 def heavy_job(label: str, cost: CallCost, kind: str, calls: int, module: torch.nn.Module, compute: Callable[[], Timed]) -> Timed:
@@ -219,21 +222,24 @@ def upload_field(key: str) -> UploadedFile | None:
     return st.file_uploader("…or upload your own (PNG, JPEG, DICOM)", key=key, type=[extension.lstrip(".") for extension in UPLOAD_EXTENSIONS])
 
 
-def chosen_image(upload: UploadedFile | None, sample: tuple[Path, str | None] | None, size: int) -> tuple[torch.Tensor, str | None]:
+def chosen_image(
+    upload: UploadedFile | None, sample: tuple[Path, str | None] | None, size: int, stop: Callable[[], NoReturn] = st.stop
+) -> tuple[torch.Tensor, str | None]:
     """The upload (it wins; its true label is unknown) or the gallery sample, as the model's input with
-    its true label. A file that cannot be used gets its one-line reason and the page stops there."""
+    its true label. A file that cannot be used gets its one-line reason and the page stops there,
+    through `stop` (a page may draw what must survive the stop first)."""
     if upload is not None:
         try:
             loaded = load_image(upload.getvalue())
         except PurifyLabError as error:
             st.error(f"This file cannot be used: {error}")
-            st.stop()
+            stop()
         if loaded.notes:  # what the loader changed (alpha flattened, first frame, DICOM scaling), said once
             st.caption("Upload converted: " + "; ".join(loaded.notes))
         return to_model_input(loaded, size), None
     if sample is None:
         st.info("No sample images are available: upload an X-ray above.")
-        st.stop()
+        stop()
     path, true_class = sample
     return to_model_input(load_image(path), size), true_class
 

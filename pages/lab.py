@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import streamlit as st
 
@@ -80,6 +81,45 @@ def current_variants() -> dict[str, tuple[str, tuple]]:
     return purifier_variants(state["depth"], state["t_star"], state["recon_steps"])
 
 
+def purification_controls() -> tuple[dict[str, tuple[str, tuple]], list[str]]:
+    """The panel's sliders and purifier choice (the purifiers at those settings, the chosen ones).
+    Drawn by the panel, and by a run that stops before it: Streamlit forgets a widget a run does not
+    draw, and the browser then shows it at its minimum while the panels above were computed at the
+    old settings; its next click would make the minimums real."""
+    controls = st.columns(3)
+    depth = controls[0].slider("Blur depth (cold diffusion)", 1, 20, key="depth", help="How far the image is blurred before it is restored.")
+    t_star = controls[1].slider(
+        "t* (diffusion noise level, fraction of T)",
+        0.01,
+        0.25,
+        step=0.01,
+        key="t_star",
+        help="How much noise the DDPM-family purifiers add before removing it again.",
+    )
+    recon_steps = controls[2].slider("Reconstruction steps", 1, 20, key="recon_steps")
+    variants = purifier_variants(depth, t_star, recon_steps)
+    costs = {label: denoiser_calls(name, params) for label, (name, params) in variants.items()}
+    # Options keep their plain names: Streamlit keeps a picked option's label from the run it was
+    # picked in, so labels that moved with the sliders (their cost, a classifier's name) went stale.
+    chosen = st.multiselect(
+        "Purifiers to run (add the diffusion ones here: One-shot DDPM, DDPM, DDIM, DiffDefense, cold-diffusion reconstructions)",
+        list(variants),
+        key="purifiers",
+        help="The heavy ones (more than one denoiser call) run only when you add them here, one visitor's at a "
+        "time in a line shared by everyone on this server.",
+    )
+    heavy = [label for label in variants if costs[label] > LIGHT_CALLS]
+    st.caption("Cost of the heavy ones here: " + "; ".join(f"{label}: {estimate_text(call_cost(), variants[label][0], costs[label])}" for label in heavy))
+    return variants, chosen
+
+
+def stop_keeping_settings() -> NoReturn:
+    """st.stop() for a run that ends before the purification panel, which keeps its settings drawn."""
+    with st.expander("Purification settings (used once the attack has run)"):
+        purification_controls()
+    st.stop()
+
+
 st.title("Attack & purify lab")
 research_notice()
 names = available_classifiers()
@@ -149,7 +189,7 @@ model = classifier(classifier_name)
 size = model.image_size
 if note := reads_through_note(classifier_name, model.card):
     st.info(note)
-image, true_class = chosen_image(upload, sources.get(choice), size)
+image, true_class = chosen_image(upload, sources.get(choice), size, stop=stop_keeping_settings)
 origin = "your upload (kept in memory only)" if upload is not None else choice
 
 key = image_key(image)
@@ -171,7 +211,7 @@ if refusal:
     st.warning(refusal)
     show_image(image, "Original")
     st.markdown(reading_badge(clean_reading))
-    st.stop()
+    stop_keeping_settings()
 st.caption(
     f"Image: {origin} · {true_label_note(true_class)} · model input {size}×{size} · attack: {attack_text} · "
     f"threat model **{threat}**: {THREAT_MODELS[threat].describe(drawn)} · the attacker {seen}"
@@ -189,14 +229,14 @@ else:
         prompt = st.empty()
         with prompt.container():
             st.info(
-                f"The **{threat}** attacker differentiates through {panel_title(target_label)}: {estimate_text(call_cost('attack'), attack_kind, calls)} "
-                "on this server. It runs when you ask, so the page stays usable meanwhile."
+                f"The **{threat}** attacker differentiates through {panel_title(target_label)}: {estimate_text(call_cost('attack'), attack_kind, calls)}. "
+                "It runs when you ask, so the page stays usable meanwhile."
             )
             run = st.button(f"Run the {threat} attack", key="run_attack", type="primary")
         if not run:
             show_image(image, "Original")
             st.markdown(reading_badge(clean_reading))
-            st.stop()
+            stop_keeping_settings()
         prompt.empty()  # the attack is running: the question is answered
         asked.add(job)
     adversarial = session_result(
@@ -264,33 +304,7 @@ def attacker_note(label: str, variant: tuple[str, tuple]) -> str:
 def purification_panel() -> None:
     st.subheader("Purified (the adversarial image after the defence)")
     keep_across_pages(*PANEL_SETTINGS)  # a fragment's rerun changes these without the page's run
-    controls = st.columns(3)
-    depth = controls[0].slider("Blur depth (cold diffusion)", 1, 20, key="depth", help="How far the image is blurred before it is restored.")
-    t_star = controls[1].slider(
-        "t* (diffusion noise level, fraction of T)",
-        0.01,
-        0.25,
-        step=0.01,
-        key="t_star",
-        help="How much noise the DDPM-family purifiers add before removing it again.",
-    )
-    recon_steps = controls[2].slider("Reconstruction steps", 1, 20, key="recon_steps")
-    variants = purifier_variants(depth, t_star, recon_steps)
-    costs = {label: denoiser_calls(name, params) for label, (name, params) in variants.items()}
-    # Options keep their plain names: Streamlit keeps a picked option's label from the run it was
-    # picked in, so labels that moved with the sliders (their cost, a classifier's name) went stale.
-    chosen = st.multiselect(
-        "Purifiers to run (add the diffusion ones here: One-shot DDPM, DDPM, DDIM, DiffDefense, cold-diffusion reconstructions)",
-        list(variants),
-        key="purifiers",
-        help="The heavy ones (more than one denoiser call) run only when you add them here, one visitor's at a "
-        "time in a line shared by everyone on this server.",
-    )
-    heavy = [label for label in variants if costs[label] > LIGHT_CALLS]
-    st.caption(
-        "Cost of the heavy ones here, measured on this server: "
-        + "; ".join(f"{label}: {estimate_text(call_cost(), variants[label][0], costs[label])}" for label in heavy)
-    )
+    variants, chosen = purification_controls()
     if threat in ADAPTIVE and target_label not in chosen:  # the purifier the attacker saw is always shown
         chosen = [*chosen, target_label]
     readings = {"Original": clean_reading, "Adversarial": adversarial_reading}

@@ -58,10 +58,11 @@ upload = upload_field("walkthrough_upload")
 if st.session_state.get("walkthrough_told_on_upload") and upload is None and step > 0:
     # an upload cannot be restored after a visit to another page: never tell its story on another image
     step = st.session_state.walkthrough_step = 0
-    st.info("The uploaded X-ray is gone (an upload is not kept when you leave this page): the story starts again on the X-ray chosen above.")
-st.session_state.walkthrough_told_on_upload = upload is not None
+    st.info("The uploaded X-ray is gone (removed, or not kept after a visit to another page): the story starts again on the X-ray chosen above.")
 model = classifier("vit")
 image, true_class = chosen_image(upload, samples[choice], model.image_size)  # an upload's: unknown
+# only once the upload is accepted: removing a refused file leaves the story where it was
+st.session_state.walkthrough_told_on_upload = upload is not None
 key = image_key(image)
 clean = read(model, image)[0]
 
@@ -94,7 +95,7 @@ if step == 0:
             "The model is a *Vision Transformer*: a neural network that looks at the image in small "
             f"patches and weighs them against each other. It was trained by this project on "
             f"{model.card['data']['train_images']:,} pediatric chest X-rays. The percentage is its "
-            "confidence, not a probability of disease."
+            "calibrated output for this reading on X-rays like those it was trained on, not a diagnosis."
         )
 elif step == 1:
     cols = st.columns(3)

@@ -281,7 +281,18 @@ def test_walkthrough_restarts_when_its_upload_is_gone(app, xray_paths):
     app.switch_page("pages/walkthrough.py").run()
     assert not app.exception, app.exception
     assert app.session_state["walkthrough_step"] == 0
-    assert any("upload is not kept" in info.value for info in app.info)
+    assert any("not kept after a visit to another page" in info.value for info in app.info)
+
+
+def test_walkthrough_keeps_its_place_when_a_refused_upload_is_removed(app):
+    app.switch_page("pages/walkthrough.py").run()
+    app.button(key="walkthrough_next").click().run()
+    app.file_uploader(key="walkthrough_upload").set_value(("notes.png", b"not an image", "image/png")).run()
+    assert any("This file cannot be used" in error.value for error in app.error)
+    app.file_uploader(key="walkthrough_upload").set_value(None).run()
+    assert not app.exception, app.exception
+    assert app.session_state["walkthrough_step"] == 1
+    assert not any("is gone" in info.value for info in app.info)
 
 
 def test_walkthrough_tells_the_story_of_an_upload(app, xray_paths):

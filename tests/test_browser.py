@@ -176,7 +176,21 @@ def test_lab_upload_and_slider_then_screenshots(server_url, page, xray_paths, tm
         slider.press("ArrowLeft")
     _settle(page)
     assert not page.locator("[data-testid='stException']").count()
+    assert page.locator("[data-testid='stSlider']", has_text="Blur depth").locator("[data-testid='stSliderThumbValue']").inner_text() == "16"
     page.screenshot(path=str(SHOTS / "lab_upload.png"), full_page=True)
+    # A refused file stops the page before the purification panel; removed, the panel comes back with
+    # the settings it had (the browser once redrew them at their minimums, which the next click kept).
+    from PIL import Image
+
+    Image.new("L", (10, 10)).save(tmp_path / "tiny.png")
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(tmp_path / "tiny.png"))
+    page.get_by_text("This file cannot be used").first.wait_for(timeout=60_000)
+    page.locator("[data-testid='stFileChipDeleteBtn']").first.click()
+    page.get_by_text("Report of these readings (Markdown)").first.wait_for(timeout=120_000)
+    _settle(page)
+    depth = page.locator("[data-testid='stSlider']", has_text="Blur depth").locator("[data-testid='stSliderThumbValue']")
+    assert depth.inner_text() == "16"
+    assert len(_verdicts(page)) == len(DEFAULT_DEFENSE)
     assert page.errors == []
 
 

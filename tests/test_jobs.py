@@ -77,9 +77,9 @@ def test_a_waiter_that_gives_up_leaves_the_line():
 
 def test_cost_uses_this_kinds_measurements_then_any_then_the_first_guess():
     cost = CallCost(first_guess_s=0.2)
-    assert cost.estimate("ddpm", 10) == pytest.approx(2.0)
+    assert cost.estimate("ddpm", 10) == pytest.approx(2.0) and not cost.measured()  # the app says "a first guess"
     cost.record("one_shot", seconds=0.5, calls=1)
-    assert cost.estimate("ddpm", 10) == pytest.approx(5.0)
+    assert cost.estimate("ddpm", 10) == pytest.approx(5.0) and cost.measured()
     for seconds in (1.0, 1.2, 30.0):  # one call slowed by a busy machine does not swing the median
         cost.record("ddpm", seconds=seconds, calls=10)
     assert cost.per_call("ddpm") == pytest.approx(0.12)
