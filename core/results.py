@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS cells (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cells_preset ON cells (preset);
+CREATE TABLE IF NOT EXISTS data_contents (
+    names TEXT PRIMARY KEY,
+    content TEXT NOT NULL,
+    location TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 """
 
 
@@ -249,6 +255,24 @@ class ResultStore:
                 connection.execute("ROLLBACK")
                 raise
         return key
+
+    def check_data_contents(self, names_hash: str, content: str, location: str) -> None:
+        """Cells name their data by its file names (`data_hash`), so that a copy of a data set
+        elsewhere reuses them; a data set with the same names and other files would reuse them too.
+        The first data seen under a names hash is recorded by its content (`content_hash`); other
+        content under the same names is refused, before any cell of it is reused or computed."""
+        connection = self._connection
+        with self._reading_or_writing():
+            row = connection.execute("SELECT content, location FROM data_contents WHERE names = ?", (names_hash,)).fetchone()
+            if row is None:
+                created = datetime.now(UTC).isoformat(timespec="seconds")
+                connection.execute("INSERT OR IGNORE INTO data_contents VALUES (?, ?, ?, ?)", (names_hash, content, location, created))
+                return
+        if row[0] != content:
+            raise PurifyLabError(
+                f"the results store {self.path} holds cells of data with the file names of {location} but other file contents "
+                f"(first seen at {row[1]}); its numbers are not this data's: name another --store"
+            )
 
     def cells(self, preset: str | None = None) -> list[StoredCell]:
         """Every stored cell (of one preset if given), oldest first."""

@@ -242,3 +242,43 @@ def test_a_layout_1_store_counts_the_draws_a_deterministic_purifier_never_made(t
         assert store.get(cells["blur"])["accuracy"] == 0.5 and cell_key(cells["blur"]) == keys["blur"]
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def _folder_of(paths: dict[str, list[Path]], root: Path, changed: str | None = None) -> Path:
+    """Class folders of real X-rays; `changed` names one file written with other bytes (an inverted image)."""
+    from PIL import Image, ImageOps
+
+    for class_name, files in paths.items():
+        (root / class_name).mkdir(parents=True)
+        for file in files[:4]:
+            target = root / class_name / file.name
+            if file.name == changed:
+                ImageOps.invert(Image.open(file).convert("L")).save(target, format="JPEG")
+            else:
+                target.write_bytes(file.read_bytes())
+    return root
+
+
+def test_a_store_refuses_other_files_under_names_it_has_seen(xray_paths, tmp_path):
+    """Cells name their data by file names, so a copy elsewhere reuses them; the same names over other
+    images once reused the first folder's numbers (an audit's 100 % over a set that reads 75 %)."""
+    from core.data.loading import content_hash
+    from core.tables import preset_from_dict, run_preset
+
+    first = _folder_of(xray_paths, tmp_path / "first")
+    copy = _folder_of(xray_paths, tmp_path / "copy")
+    changed = _folder_of(xray_paths, tmp_path / "changed", changed=xray_paths["NORMAL"][0].name)
+    assert content_hash(first) == content_hash(copy) != content_hash(changed)
+    raw = {
+        "title": "contents", "data": str(first), "split": "all", "seed": 0, "batch_size": 8,
+        "tables": [{"name": "clean", "caption": "Clean.", "classifiers": [{"name": "student_cnn"}],
+                    "rows": [{"label": "Clean"}], "columns": [{"label": "Original"}]}],
+        "sanity": {"collapse_eps": [0.3], "collapse_steps": 1},
+    }  # fmt: skip
+    store = tmp_path / "store.sqlite"
+    assert run_preset(preset_from_dict(raw, "contents"), store, tmp_path / "out1", progress=False).computed
+    outcome = run_preset(preset_from_dict({**raw, "data": str(copy)}, "contents"), store, tmp_path / "out2", progress=False)
+    assert not outcome.computed and outcome.reused  # the same files elsewhere: every cell reused
+    with pytest.raises(PurifyLabError, match="other file contents.*name another --store"):
+        run_preset(preset_from_dict({**raw, "data": str(changed)}, "contents"), store, tmp_path / "out3", progress=False)
+    assert not (tmp_path / "out3").exists()

@@ -8,6 +8,7 @@ The papers' MNIST and CIFAR-10 sets, single images carved from one test set, kee
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from core.data.decode import check_channels, check_size
 from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
 from core.data.imageset import ImageSet
-from core.data.sources import SplitsInData, load_dataset
+from core.data.sources import SplitsInData, data_listing, load_dataset
 from core.data.splits import SplitSpec, data_hash, make_splits
 from core.errors import PurifyLabError
 from core.paths import CACHE_DIR
@@ -49,6 +50,25 @@ class LoadedSplit:
 
         described = {"folder": portable_path(folder), "split": self.split, "n": int(len(self.labels)), "data_hash": self.data_hash}
         return described | ({"undecodable_skipped": self.skipped} if self.skipped else {})
+
+
+def content_hash(data_dir: str | Path, split: str | None = None) -> str:
+    """sha256 over the bytes of the files a data set is read from, each by its name under `data_dir`.
+
+    `data_hash` names the images, so a copy of a data set elsewhere keeps it and a results store
+    serves any checkout; two data sets with the same file names and other images share it too. This
+    tells them apart. Bytes, not decoded pixels: another decoder version may move a pixel by a grey
+    level, and the same files must keep one hash on every machine."""
+    root = Path(data_dir).expanduser()
+    digest = hashlib.sha256()
+    for file in sorted(data_listing(root, split).backing_files):
+        name = file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name
+        digest.update(name.encode("utf-8", "surrogateescape") + b"\0")
+        try:
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
+        except OSError:  # unreadable: the loader leaves it out as undecodable, and so does this hash
+            digest.update(b"unreadable")
+    return digest.hexdigest()
 
 
 def resolve_split(folder: str | Path, split: str | None, card: dict | None) -> str:

@@ -22,7 +22,8 @@ import torch
 
 from core.attacks import AttackConfig, craft, threat_model
 from core.attacks.robust import RobustRun, attack_budget, robust_run, run_metrics
-from core.data.loading import LoadedSplit, load_split
+from core.data.loading import LoadedSplit, content_hash, load_split
+from core.data.locations import portable_path
 from core.errors import PurifyLabError
 from core.metrics import auroc
 from core.models import create_classifier, weights_path_for
@@ -366,6 +367,9 @@ class PresetRunner:
         from core.results import cell_key
 
         entries = self.all_entries()
+        if self._data:  # every cell's data, by file names: the store checks the files are the ones it has seen
+            data = self.preset.data
+            self.store.check_data_contents(next(iter(self._data.values())).data_hash, content_hash(data, self.preset.split), portable_path(data))
         unique: dict[str, dict] = {}
         for _, cell in entries:
             unique.setdefault(cell_key(cell), cell)
