@@ -207,10 +207,16 @@ def _is_mostly_text(head: bytes) -> bool:
     return printable / len(head) > 0.95
 
 
-def check_dimensions(width: int, height: int, max_pixels: int) -> None:
-    """Runs on header values, before any pixel is decoded."""
+def check_pixel_count(width: int, height: int, max_pixels: int) -> None:
+    """Runs on header values, before any pixel is decoded (decompression bombs); data sets apply it
+    too, without `check_dimensions`' minimum side, since their images may be small (MNIST is 28 px)."""
     if width * height > max_pixels:
         raise PurifyLabError(f"image is {width} x {height} = {width * height:,} pixels; the limit is {max_pixels:,}")
+
+
+def check_dimensions(width: int, height: int, max_pixels: int) -> None:
+    """Runs on header values, before any pixel is decoded."""
+    check_pixel_count(width, height, max_pixels)
     if min(width, height) < MIN_SIDE:
         raise PurifyLabError(f"image is {width} x {height} pixels; each side must be at least {MIN_SIDE} px")
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import csv
+import gzip
+import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +273,179 @@ def test_sweep_refuses_one_class_data_before_any_compute(tmp_path: Path) -> None
 def test_cache_folder_follows_purifylab_cache(tmp_path: Path) -> None:
     code = "from core.paths import CACHE_DIR; from core.data import loading; print(CACHE_DIR, loading.CACHE_DIR)"
     assert _python(code, PURIFYLAB_CACHE=str(tmp_path)) == f"{tmp_path} {tmp_path}"
+
+
+# --- damaged, linked, foreign and unreadable files in a data set --------------------------------
+
+
+def _png_bytes(shift: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.roll(_gradient(), shift, axis=1)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    tar.addfile(member, io.BytesIO(data))
+
+
+def test_tar_with_a_damaged_header_partway_is_refused_not_cut_short(tmp_path: Path) -> None:
+    plain = tmp_path / "six.tar"
+    with tarfile.open(plain, "w") as tar:
+        for index, name in enumerate(("A/0.png", "A/1.png", "A/2.png", "B/0.png", "B/1.png", "B/2.png")):
+            _add(tar, name, _png_bytes(index))
+    with tarfile.open(plain) as tar:
+        fifth = tar.getmembers()[4].offset
+    assert len(data_listing(plain).items) == 6
+    damaged = bytearray(plain.read_bytes())
+    damaged[fifth : fifth + 5] = b"\xff" * 5  # the name field of member 5's header: its checksum no longer holds
+    for name, content in (("cut.tar", bytes(damaged)), ("cut.tar.gz", gzip.compress(bytes(damaged), mtime=0))):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(PurifyLabError, match=rf"tar archive .*{name} is corrupt after member 4: the next header is damaged"):
+            data_listing(tmp_path / name)
+
+
+def test_tar_link_members_are_named_not_dropped_without_a_word(tmp_path: Path) -> None:
+    archive = tmp_path / "links.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ("A/0.png", "B/0.png"):
+            _add(tar, name, _png_bytes())
+        for name, kind, target in (("A/hard.png", tarfile.LNKTYPE, "A/0.png"), ("B/soft.png", tarfile.SYMTYPE, "0.png")):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = kind, target
+            tar.addfile(link)
+    with pytest.warns(DataWarning, match=r"2 link member\(s\) not read \(e.g. A/hard.png\).*--dereference --hard-dereference"):
+        listing = data_listing(archive)
+    assert [item.source for item in listing.items] == ["links.tar.gz:A/0.png", "links.tar.gz:B/0.png"]  # names hash kept
+
+
+def test_images_in_formats_uploads_read_are_named_when_a_data_set_leaves_them_out(tmp_path: Path) -> None:
+    root = _folder_of(tmp_path, {"a.png": Image.fromarray(_gradient()), "b.gif": Image.fromarray(_gradient())})
+    (root / "B" / "scan.dcm").write_bytes(b"\0" * 132)
+    with pytest.warns(DataWarning, match=r"2 file\(s\) in the class folders of .* not read \(e.g. A/b.gif\): data sets are read from PNG"):
+        listing = data_listing(root)
+    assert [item.source for item in listing.items] == ["A/a.png", "B/plain.png"]  # names hash kept
+
+
+def test_non_utf8_file_names_load_cache_and_hash(tmp_path: Path) -> None:
+    from core.data.splits import _hash_sources, data_hash, data_hash_of_folder
+
+    root = _folder_of(tmp_path, {"a.png": Image.fromarray(_gradient())})
+    latin1 = os.fsdecode(b"caf\xe9.png")  # a Latin-1 name: not UTF-8, decoded by Python with a surrogate
+    Image.fromarray(_gradient()).save(root / "A" / latin1, format="PNG")
+    for _ in range(2):  # written to the cache, then read from it
+        loaded = load_dataset(root, cache_dir=tmp_path / "cache")
+        assert f"A/{latin1}" in loaded.sources and data_hash(loaded) == data_hash_of_folder(root)
+    assert _hash_sources(["A/a.png", "B/b.png"]) == hashlib.sha256(b"A/a.png\nB/b.png").hexdigest()  # valid names keep their hash
+
+
+def test_bombs_and_oversized_tar_members_are_skipped_before_decoding(tmp_path: Path) -> None:
+    from test_io import png_bomb
+
+    root = _folder_of(tmp_path, {"a.png": Image.fromarray(_gradient())})
+    (root / "A" / "over_ours.png").write_bytes(png_bomb(6000, 6000))  # 36 MP: above the upload limit, below Pillow's warning
+    (root / "A" / "over_pillow.png").write_bytes(png_bomb(12000, 12000))  # 144 MP: Pillow warns, then decodes
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reasons = dict(describe(root).undecodable)
+    assert "the limit is 25,000,000" in reasons["A/over_ours.png"] and "exceeds limit" in reasons["A/over_pillow.png"]
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    archive = tmp_path / "big.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        _add(tar, "A/0.png", _png_bytes())
+        _add(tar, "B/0.png", _png_bytes())
+        _add(tar, "A/huge.png", bytes(50 * 1024 * 1024 + 1))  # read whole, it would sit in memory until decoded
+    assert dict(describe(archive).undecodable) == {"big.tar.gz:A/huge.png": "member is 52,428,801 bytes; the limit is 52,428,800"}
+
+
+def test_damaged_compressed_data_files_are_refused_in_one_line(tmp_path: Path) -> None:
+    images = np.random.default_rng(0).integers(0, 4, (20, 28, 28), dtype=np.uint8)
+    idx = bytearray(gzip.compress(b"\0\0\x08\x03" + np.array([20, 28, 28], ">u4").tobytes() + images.tobytes(), mtime=0))
+    idx[20:28] = b"\xff" * 8  # inside the deflate stream: zlib's error, not gzip's CRC one
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "idx" / "t10k-images-idx3-ubyte.gz").write_bytes(bytes(idx))
+    (tmp_path / "idx" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\0\0\x08\x01" + np.array([20], ">u4").tobytes() + bytes(20)))
+    with pytest.raises(PurifyLabError, match="cannot read idx file .* invalid bit length repeat"):
+        data_listing(tmp_path / "idx" / "t10k-images-idx3-ubyte.gz")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, train_images=images, train_labels=np.zeros(20, np.int64))
+    npz = bytearray(buffer.getvalue())
+    npz[150:158] = b"\xff" * 8
+    (tmp_path / "bad.npz").write_bytes(bytes(npz))
+    with pytest.raises(PurifyLabError, match="cannot read .*bad.npz as a .npz archive: Error -3 while decompressing"):
+        data_listing(tmp_path / "bad.npz")
+    (tmp_path / "rank" / "t10k-images-idx3-ubyte").parent.mkdir()
+    (tmp_path / "rank" / "t10k-images-idx3-ubyte").write_bytes(b"\0\0\x08\xc8" + bytes(12))
+    (tmp_path / "rank" / "t10k-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + bytes(4))
+    with pytest.raises(PurifyLabError, match="header says 200 dimensions but the file ends at byte 16"):
+        data_listing(tmp_path / "rank" / "t10k-images-idx3-ubyte")
+
+
+def test_idx_gzip_is_known_by_its_content_not_its_name(tmp_path: Path) -> None:
+    images = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
+    (tmp_path / "t10k-images-idx3-ubyte.GZ").write_bytes(gzip.compress(b"\0\0\x08\x03" + np.array([3, 28, 28], ">u4").tobytes() + images.tobytes()))
+    (tmp_path / "t10k-labels-idx1-ubyte.GZ").write_bytes(gzip.compress(b"\0\0\x08\x01" + np.array([3], ">u4").tobytes() + bytes([0, 1, 0])))
+    loaded = load_dataset(tmp_path / "t10k-images-idx3-ubyte.GZ")
+    assert np.array_equal(loaded.images[:, 0].numpy(), images) and loaded.labels.tolist() == [0, 1, 0]
+
+
+def test_a_cache_folder_that_cannot_be_written_is_a_warning_not_a_crash(tmp_path: Path) -> None:
+    root = _folder_of(tmp_path, {"a.png": Image.fromarray(_gradient())})
+    (tmp_path / "not_a_folder").write_text("")  # root as well as any user is refused a folder below a file
+    with pytest.warns(DataWarning, match="decode cache not written to .*not_a_folder/cache: .*; the next run decodes again"):
+        assert len(load_dataset(root, cache_dir=tmp_path / "not_a_folder" / "cache")) == 2
+
+
+def test_a_link_to_a_pipe_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    root = _folder_of(tmp_path, {"a.png": Image.fromarray(_gradient())})
+    os.mkfifo(tmp_path / "pipe")
+    (root / "A" / "link.png").symlink_to(tmp_path / "pipe")
+    code = f"from core.data.describe import describe; print(dict(describe({str(root)!r}).undecodable))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)  # it blocked for good
+    assert "'A/link.png': 'not a regular file" in done.stdout, done.stderr[-500:]
+
+
+# --- file permissions (root reads through them: those tests drop it) ----------------------------
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary folder another user may enter (pytest's is private to its user)."""
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)
+        yield Path(folder)
+        for path in Path(folder).rglob("*"):
+            path.chmod(0o755)  # so that it can be removed
+
+
+def _unprivileged(code: str) -> str:
+    """Run `code` where file permissions apply: as root, in a user namespace of its own (`unshare
+    --user`), where it is nobody."""
+    command = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        if shutil.which("unshare") is None or subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode:
+            pytest.skip("running as root, and no user namespace to drop root in")
+        command = ["unshare", "--user", *command]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-1000:]
+    return done.stdout.strip()
+
+
+def test_a_file_the_system_refused_to_read_is_not_cached_as_skipped(shared_tmp: Path) -> None:
+    root = _folder_of(shared_tmp, {"a.png": Image.fromarray(_gradient()), "b.png": Image.fromarray(_gradient())})
+    cache = shared_tmp / "cache"
+    cache.mkdir(mode=0o777)
+    cache.chmod(0o777)
+    code = f"from core.data.sources import load_dataset; print(len(load_dataset({str(root)!r}, cache_dir={str(cache)!r})))"
+    (root / "A" / "b.png").chmod(0)
+    assert _unprivileged(code) == "2"
+    (root / "A" / "b.png").chmod(0o644)  # chmod changes neither size nor mtime
+    assert _unprivileged(code) == "3"
+
+
+def test_an_unreadable_class_folder_is_refused_in_one_line(shared_tmp: Path) -> None:
+    root = _folder_of(shared_tmp, {"a.png": Image.fromarray(_gradient())})
+    (root / "B").chmod(0)
+    code = f"from core.data.sources import data_listing\ntry: data_listing({str(root)!r})\nexcept Exception as error: print(error)"
+    assert _unprivileged(code) == f"cannot read {root / 'B'}: Permission denied"

@@ -2,11 +2,14 @@
 
 Entries are plain .npz files read with allow_pickle=False (no code can run on load). The key is a
 hash of the backing files (path, byte size, mtime), the item list and the load options: editing,
-adding or removing a file, or asking for another size, gives a new key.
+adding or removing a file, or asking for another size, gives a new key. A set in which the system
+refused to read a file is not cached (`Decoded.unreadable`), and a cache that cannot be written is
+only warned about: it saves time, it holds nothing the data does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,12 +21,15 @@ import numpy as np
 import torch
 
 from core.data.imageset import ImageSet
+from core.data.warning import warn
 
 if TYPE_CHECKING:
     from core.data.sources import Listing
 
 # 2: pixels read by core.image_file.upright_pixels (EXIF orientation, alpha flattened, 16-bit and float as uploads)
-CACHE_FORMAT = 2
+# 3: images over the upload pixel limit skipped, and no set with a file the system refused to read
+#    (an entry of 2 may keep such a file left out for good)
+CACHE_FORMAT = 3
 
 
 def _file_identity(path: Path) -> list:
@@ -44,7 +50,8 @@ def cache_key(listing: Listing, *, size: int | None, channels: int | None) -> st
         "location": listing.location,
         "classes": listing.classes,
         "files": files,
-        "items": hashlib.sha256("\n".join(item.source for item in listing.items).encode()).hexdigest(),
+        # surrogateescape: a file name that is not UTF-8 keys as its bytes; valid names keep their keys
+        "items": hashlib.sha256("\n".join(item.source for item in listing.items).encode("utf-8", "surrogateescape")).hexdigest(),
         "size": size,
         "channels": channels,
     }
@@ -71,19 +78,27 @@ def read_cache(cache_dir: Path, listing: Listing, *, size: int | None, channels:
         return None
 
 
-def write_cache(cache_dir: Path, listing: Listing, image_set: ImageSet, *, size: int | None, channels: int | None) -> Path:
-    cache_dir.mkdir(parents=True, exist_ok=True)
+def write_cache(cache_dir: Path, listing: Listing, image_set: ImageSet, *, size: int | None, channels: int | None) -> Path | None:
+    """The entry written, or None with a warning when `cache_dir` cannot take it (read-only checkout,
+    full disk): the pixels are already decoded, and the run goes on without the cache."""
     path = cache_dir / f"{cache_key(listing, size=size, channels=channels)}.npz"
     partial_path = path.with_suffix(f".{os.getpid()}.partial")
-    with open(partial_path, "wb") as handle:
-        np.savez(
-            handle,
-            images=image_set.images.numpy(),
-            labels=image_set.labels.numpy(),
-            classes=np.array(image_set.classes, dtype=str),
-            sources=np.array(image_set.sources, dtype=str),
-            skipped=np.array(image_set.skipped, dtype=str),
-            resize=np.int64(-1 if image_set.resize is None else image_set.resize),
-        )
-    os.replace(partial_path, path)  # atomic: a concurrent reader never sees half a file
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(partial_path, "wb") as handle:
+            np.savez(
+                handle,
+                images=image_set.images.numpy(),
+                labels=image_set.labels.numpy(),
+                classes=np.array(image_set.classes, dtype=str),
+                sources=np.array(image_set.sources, dtype=str),
+                skipped=np.array(image_set.skipped, dtype=str),
+                resize=np.int64(-1 if image_set.resize is None else image_set.resize),
+            )
+        os.replace(partial_path, path)  # atomic: a concurrent reader never sees half a file
+    except OSError as error:
+        with contextlib.suppress(OSError):  # the folder may not let us remove it either
+            partial_path.unlink(missing_ok=True)
+        warn(f"decode cache not written to {cache_dir}: {error.strerror or error}; the next run decodes again")
+        return None
     return path

@@ -9,6 +9,7 @@ alpha, 16-bit and float images); this module adds only the 8-bit storage, channe
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,14 +20,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.errors import PurifyLabError
-from core.image_file import upright_pixels
+from core.image_file import MAX_PIXELS, check_pixel_count, upright_pixels
 
 # Pillow's BILINEAR resize widens its filter when shrinking, i.e. it is antialiased (the same
 # filter torchvision's Resize uses by default).
 RESAMPLE = Image.Resampling.BILINEAR
 # What Pillow raises for files that are not images, truncated or corrupt (upright_pixels turns
-# those it meets while decoding into PurifyLabError, a ValueError).
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# those it meets while decoding into PurifyLabError, a ValueError); its bomb warning is raised as an
+# error while `parallel_map` runs.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -81,25 +83,40 @@ class Decoded:
     original_size: tuple[int, int] | None  # (width, height) upright (after EXIF orientation), before any resize
     original_mode: str | None  # Pillow mode as stored, e.g. "RGB", "L", "I;16"
     error: str | None
+    # The system refused to read the file (permissions, an I/O error, too many open files): unlike a
+    # corrupt file this may pass with no change to the file's size or mtime, so it is never cached.
+    unreadable: bool = False
 
 
 def decode(open_image: Callable[[], Image.Image], *, channels: int | None, size: int | None) -> Decoded:
-    """Open and prepare one image; decoding failures are returned, not raised, so a bad file is skipped."""
+    """Open and prepare one image; decoding failures are returned, not raised, so a bad file is skipped.
+
+    The upload path's pixel limit applies, checked on the header: a small file declaring a huge image
+    would otherwise cost gigabytes in each decoding thread.
+    """
     check_channels(channels)
     check_size(size)
     try:
         with open_image() as image:
+            check_pixel_count(*image.size, max_pixels=MAX_PIXELS)
             upright = _upright_bytes(image, channels)
             return Decoded(_stored(upright, channels, size), (upright.shape[1], upright.shape[0]), image.mode, None)
     except PurifyLabError as error:
         return Decoded(None, None, None, str(error))
     except DECODE_ERRORS as error:
-        return Decoded(None, None, None, f"{type(error).__name__}: {error}")
+        unreadable = isinstance(error, OSError) and error.errno is not None  # Pillow's own OSErrors carry no errno
+        return Decoded(None, None, None, f"{type(error).__name__}: {error}", unreadable)
 
 
 def parallel_map(function: Callable[[T], R], items: Iterable[T], *, total: int, progress: bool, description: str) -> list[R]:
-    """`function` over `items` in order on a thread pool: Pillow releases the GIL while decoding."""
+    """`function` over `items` in order on a thread pool: Pillow releases the GIL while decoding.
+
+    Pillow's DecompressionBombWarning is an error meanwhile (`decode` skips such a file, as uploads
+    refuse it), set here around the whole pool: warning filters are process-wide, and setting them
+    inside each thread would race.
+    """
     workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=workers) as pool:
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         results = pool.map(function, items, chunksize=1)
         return list(tqdm(results, total=total, desc=description, disable=not progress, unit="img"))

@@ -64,8 +64,8 @@ def content_hash(data_dir: str | Path, split: str | None = None) -> str:
     for file in sorted(data_listing(root, split).backing_files):
         name = file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name
         digest.update(name.encode("utf-8", "surrogateescape") + b"\0")
-        try:
-            digest.update(hashlib.sha256(file.read_bytes()).digest())
+        try:  # a link to a pipe or device would block a read; the loader skips it, and so does this hash
+            digest.update(hashlib.sha256(file.read_bytes()).digest() if file.is_file() else b"not a regular file")
         except OSError:  # unreadable: the loader leaves it out as undecodable, and so does this hash
             digest.update(b"unreadable")
     return digest.hexdigest()

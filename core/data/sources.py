@@ -12,6 +12,7 @@ import io
 import os
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -22,8 +23,9 @@ import numpy as np
 from PIL import Image
 
 from core.data.decode import Decoded, check_channels, check_size, decode, parallel_map
-from core.data.warning import warn
+from core.data.warning import warn, warn_once
 from core.errors import PurifyLabError
+from core.image_file import MAX_UPLOAD_BYTES, UPLOAD_EXTENSIONS
 
 if TYPE_CHECKING:
     from core.data.imageset import ImageSet
@@ -41,6 +43,10 @@ EXPECTED_LAYOUTS = (
 )
 IMAGE_FORMATS = "PNG, JPEG, BMP, TIFF, WebP or PPM/PGM"
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic"})
+# Images an upload reads but a data set does not (GIF, JFIF, DICOM, ...): named when a class folder
+# holds them. Reading them would change the names hash (`data_hash`) of existing data sets.
+UNREAD_IMAGE_EXTENSIONS = frozenset(UPLOAD_EXTENSIONS) - IMAGE_EXTENSIONS
+GZIP_MAGIC = b"\x1f\x8b"
 # A label this large is a typo or another file's column: a data set with more classes has no place here.
 MAX_CLASSES = 1000
 
@@ -89,15 +95,34 @@ def _is_image_entry(path: Path) -> bool:
     return is_image_file(path) and (path.is_file() or (path.is_symlink() and not path.is_dir()))
 
 
+def _entries(folder: Path) -> list[Path]:
+    """The entries of `folder`; one the system will not list is refused in one line."""
+    try:
+        return list(folder.iterdir())
+    except OSError as error:
+        raise PurifyLabError(f"cannot read {folder}: {error.strerror or error}") from None
+
+
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if _is_image_entry(p))
+    return sorted(p for p in _entries(folder) if _is_image_entry(p))
 
 
 def _class_folders(directory: Path) -> list[Path]:
     """Sub-folders holding image files directly, in torchvision ImageFolder's (sorted name) order."""
-    folders = [p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    holding_images = (p for p in folders if any(_is_image_entry(f) for f in p.iterdir()))
+    folders = [p for p in _entries(directory) if p.is_dir() and not p.name.startswith(".")]
+    holding_images = (p for p in folders if any(_is_image_entry(f) for f in _entries(p)))
     return sorted(holding_images, key=lambda p: p.name)
+
+
+def _unread_images(root: Path) -> list[str]:
+    """Files of the sub-folders of `root` in a format uploads read and data sets do not."""
+    folders = sorted(p for p in _entries(root) if p.is_dir() and not p.name.startswith("."))
+    return [
+        f"{folder.name}/{file.name}"
+        for folder in folders
+        for file in sorted(_entries(folder))
+        if file.suffix.lower() in UNREAD_IMAGE_EXTENSIONS and not file.name.startswith(".")
+    ]
 
 
 def _left_out_images(root: Path, class_folders: list[Path]) -> list[Path]:
@@ -105,7 +130,7 @@ def _left_out_images(root: Path, class_folders: list[Path]) -> list[Path]:
     folders): the loader reads CLASS/IMAGE, so these, and a class whose images all sit in
     sub-folders, would be lost."""
     found = []
-    children = (p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    children = (p for p in _entries(root) if p.is_dir() and not p.name.startswith("."))
     for child in sorted(p for p in children if p in class_folders or not p.is_symlink()):
         for parent, dirs, files in os.walk(child):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -118,6 +143,17 @@ def _open_bytes(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data))
 
 
+def _open_file(path: Path) -> Image.Image:
+    """Image.open, refusing a link to a FIFO or a device: opening one blocks, or never ends."""
+    if path.exists() and not path.is_file():
+        raise PurifyLabError("not a regular file (a link to a pipe, device or socket)")
+    return Image.open(path)
+
+
+def _refuse_oversized(size: int) -> Image.Image:
+    raise PurifyLabError(f"member is {size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,}")
+
+
 def _list_class_folders(root: Path) -> Listing:
     folders = _class_folders(root)
     nested = _left_out_images(root, folders)
@@ -126,11 +162,17 @@ def _list_class_folders(root: Path) -> Listing:
             f"{root} holds {len(nested)} image(s) in sub-folders of its class folders (e.g. {nested[0].relative_to(root).as_posix()}), "
             "which would be left out; the loader reads CLASS/IMAGE: move them up into their class folder"
         )
+    unread = _unread_images(root)
+    if unread:
+        warn_once(
+            f"{len(unread)} file(s) in the class folders of {root} not read (e.g. {unread[0]}): data sets are read from "
+            f"{IMAGE_FORMATS} files; convert the others to PNG to include them"
+        )
     items = []
     files = []
     for label, folder in enumerate(folders):
         for file in _image_files(folder):
-            items.append(Item(f"{folder.name}/{file.name}", label, partial(Image.open, file)))
+            items.append(Item(f"{folder.name}/{file.name}", label, partial(_open_file, file)))
             files.append(file)
     return Listing("class folders", str(root), tuple(p.name for p in folders), tuple(items), tuple(files))
 
@@ -154,17 +196,40 @@ def _choose_split(split: str | None, available: list[str], where: str) -> str:
     return split
 
 
+def _check_archive_end(archive: tarfile.TarFile, path: Path) -> None:
+    """Python's tarfile takes a damaged header after the first for the end of the archive: what
+    follows the last member read must be the end-of-archive zero blocks (or nothing), else the rest
+    of the archive would be left out without a word."""
+    archive.fileobj.seek(archive.offset)  # the block just read: a seek within the read buffer
+    if archive.fileobj.read(tarfile.BLOCKSIZE).strip(b"\0"):
+        raise PurifyLabError(f"tar archive {path} is corrupt after member {len(archive.members)}: the next header is damaged")
+
+
 def _list_tar(path: Path, split: str | None) -> Listing:
-    """Reads member bytes in one pass through the archive: no extraction to disk."""
-    members: dict[PurePosixPath, bytes] = {}
+    """Reads member bytes in one pass through the archive: no extraction to disk. A member larger
+    than an upload may be is listed unread, and skipped as undecodable."""
+    members: dict[PurePosixPath, Callable[[], Image.Image]] = {}
+    links = []
     try:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
                 name = PurePosixPath(member.name.removeprefix("./"))
-                if member.isfile() and is_image_file(name) and len(name.parts) >= 2:
-                    members[name] = archive.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as error:
+                if not (is_image_file(name) and len(name.parts) >= 2):
+                    continue
+                if member.islnk() or member.issym():
+                    links.append(name.as_posix())
+                elif member.isfile() and member.size > MAX_UPLOAD_BYTES:
+                    members[name] = partial(_refuse_oversized, member.size)
+                elif member.isfile():
+                    members[name] = partial(_open_bytes, archive.extractfile(member).read())
+            _check_archive_end(archive, path)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise PurifyLabError(f"cannot read tar archive {path}: {error}") from None
+    if links:
+        warn_once(
+            f"tar archive {path}: {len(links)} link member(s) not read (e.g. {links[0]}); the loader reads regular members: "
+            "archive the files the links point to (tar --dereference --hard-dereference)"
+        )
     if not members:
         raise PurifyLabError(f"tar archive {path} holds no CLASS/IMAGE files; expected [SPLIT/]CLASS/IMAGE members")
     splits = sorted({"/".join(name.parts[:-2]) for name in members})
@@ -183,7 +248,7 @@ def _list_tar(path: Path, split: str | None) -> Listing:
     selected = sorted((name for name in members if "/".join(name.parts[:-2]) == chosen), key=lambda n: (n.parts[-2], n.name))
     classes = tuple(sorted({name.parts[-2] for name in selected}))
     label_of = {name: i for i, name in enumerate(classes)}
-    items = tuple(Item(f"{path.name}:{name}", label_of[name.parts[-2]], partial(_open_bytes, members[name])) for name in selected)
+    items = tuple(Item(f"{path.name}:{name}", label_of[name.parts[-2]], members[name]) for name in selected)
     location = f"{path}:{chosen}" if chosen else str(path)
     return Listing("tar archive", location, classes, items, (path,))
 
@@ -233,7 +298,7 @@ def _list_npz(path: Path, split: str | None) -> Listing:
             labels = {s: _labels_vector(archive[f"{s}_labels"], f"{path}:{s}") for s in splits}
     except PurifyLabError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as error:
         raise PurifyLabError(f"cannot read {path} as a .npz archive: {_npz_reason(error)}") from None
     class_count = _class_count(labels, str(path))  # same classes in every split
     labels = labels[chosen]
@@ -250,16 +315,19 @@ def _list_npz(path: Path, split: str | None) -> Listing:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An idx file (the MNIST format: 2 zero bytes, a type code, a rank, big-endian uint32 dims, data) as uint8."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """An idx file (the MNIST format: 2 zero bytes, a type code, a rank, big-endian uint32 dims, data) as uint8,
+    gzip-compressed or not, as its first bytes say (not its name: .GZ is gzip too)."""
     try:
-        with opener(path, "rb") as handle:
-            data = handle.read()
-    except (OSError, EOFError) as error:
+        data = path.read_bytes()
+        if data.startswith(GZIP_MAGIC):
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
         raise PurifyLabError(f"cannot read idx file {path}: {error}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise PurifyLabError(f"{path} is not an unsigned-byte idx file (expected magic 0x0000 08 <rank>)")
     rank = data[3]
+    if len(data) < 4 + 4 * rank:
+        raise PurifyLabError(f"{path} header says {rank} dimensions but the file ends at byte {len(data)}, within them")
     dims = np.frombuffer(data, dtype=">u4", count=rank, offset=4).astype(np.int64)
     values = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * rank)
     if values.size != int(np.prod(dims)):
@@ -304,13 +372,13 @@ def _list_directory(directory: Path, split: str | None) -> Listing:
         if split is not None:
             raise PurifyLabError(f"{directory} holds class folders, not a '{split}' split folder; leave split unset")
         return _list_class_folders(directory)
-    data_files = sorted(p for p in directory.iterdir() if p.is_file() and _file_lister(p))
+    data_files = sorted(p for p in _entries(directory) if p.is_file() and _file_lister(p))
     if len(data_files) == 1:
         return _file_lister(data_files[0])(data_files[0], split)
     if len(data_files) > 1:
         names = ", ".join(p.name for p in data_files)
         raise PurifyLabError(f"{directory} holds several data files ({names}); pass one of them as the path")
-    split_folders = sorted(p.name for p in directory.iterdir() if p.is_dir() and _class_folders(p))
+    split_folders = sorted(p.name for p in _entries(directory) if p.is_dir() and _class_folders(p))
     if split_folders:
         _choose_split(split, split_folders, str(directory))  # raises: split missing or unknown
     raise PurifyLabError(_unknown_layout(directory))
@@ -322,7 +390,7 @@ def _unknown_layout(path: Path) -> str:
     if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS | DICOM_EXTENSIONS:
         return f"{path} is one image; --data takes a folder or data file ({EXPECTED_LAYOUTS}); for one image use attack or purify"
     if path.is_dir():
-        dicom = [p for folder in path.iterdir() if folder.is_dir() for p in folder.iterdir() if p.suffix.lower() in DICOM_EXTENSIONS]
+        dicom = [p for folder in _entries(path) if folder.is_dir() for p in _entries(folder) if p.suffix.lower() in DICOM_EXTENSIONS]
         if dicom:
             return (
                 f"{path} holds DICOM files (e.g. {dicom[0].relative_to(path).as_posix()}); data sets are read from {IMAGE_FORMATS} files, "
@@ -406,28 +474,30 @@ def load_dataset(
     native size, which must then be the same for all images. channels: 1 (grey), 3 (RGB) or None
     (grey content stays 1 channel, colour stays 3). limit: at most that many items, spread over
     the classes. cache_dir: keep decoded pixels there (e.g. .data/cache, git-ignored) keyed by the
-    file list, sizes and mtimes and the load options, so repeated runs skip decoding.
+    file list, sizes and mtimes and the load options, so repeated runs skip decoding; a set with a
+    file the system refused to read is not kept, since the refusal may pass (a chmod, a network disk).
     """
     from core.data.cache import read_cache, write_cache
 
     check_size(size)
     check_channels(channels)
     listing = _with_items(list_items(path, split)).limited(limit)
-    cached = None if cache_dir is None else read_cache(Path(cache_dir), listing, size=size, channels=channels)
-    image_set = cached if cached is not None else _decoded(listing, channels, size, progress)
-    if cached is None and cache_dir is not None:
-        write_cache(Path(cache_dir), listing, image_set, size=size, channels=channels)
+    image_set = None if cache_dir is None else read_cache(Path(cache_dir), listing, size=size, channels=channels)
+    if image_set is None:
+        decoded = _decode_all(listing, channels, size, progress)
+        image_set = _assemble(listing, decoded, size)
+        if cache_dir is not None and not any(result.unreadable for result in decoded):
+            write_cache(Path(cache_dir), listing, image_set, size=size, channels=channels)
     if image_set.skipped:  # on every run, a cached one too
         warn(f"skipped {len(image_set.skipped)} undecodable file(s) in {listing.location}, e.g. {image_set.skipped[0]}")
     return image_set
 
 
-def _decoded(listing: Listing, channels: int | None, size: int | None, progress: bool) -> ImageSet:
-    decoded = parallel_map(
+def _decode_all(listing: Listing, channels: int | None, size: int | None, progress: bool) -> list[Decoded]:
+    return parallel_map(
         lambda item: decode(item.open, channels=channels, size=size),
         listing.items,
         total=len(listing.items),
         progress=progress,
         description=f"decoding {Path(listing.location).name}",
     )
-    return _assemble(listing, decoded, size)

@@ -131,7 +131,8 @@ def stratified_group_split(
 
 
 def _hash_sources(sources) -> str:
-    return hashlib.sha256("\n".join(sorted(sources)).encode()).hexdigest()
+    """surrogateescape: a file name that is not UTF-8 hashes as its bytes; valid names keep their hash."""
+    return hashlib.sha256("\n".join(sorted(sources)).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def data_hash(image_set: ImageSet) -> str:

@@ -33,3 +33,15 @@ def print_data_warnings_on_one_line() -> None:
 def warn(message: str) -> None:
     """Warn the caller's caller (the code that asked for the data) with a DataWarning."""
     warnings.warn(message, DataWarning, stacklevel=3)
+
+
+_warned_once: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """`warn`, once per process for one text: a command lists its data several times (the check
+    before a model is built, the load, the hash), and a remark on the files is worth one line.
+    Python's own once-per-place memory is cleared whenever any code changes a warning filter."""
+    if message not in _warned_once:
+        _warned_once.add(message)
+        warnings.warn(message, DataWarning, stacklevel=3)
