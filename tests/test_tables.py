@@ -140,10 +140,7 @@ def test_outputs_exist_and_agree(xray_train_dir, weights, tmp_path):
     assert "EOT 2 purifier draws per attack step" in outcome.markdown and "drawn once" not in outcome.markdown
     raw["tables"][1]["columns"].append({"label": "Blur", "purifier": "blur", "params": {"sigma": 1.0}})
     assert "EOT 2 purifier draws per attack step (Blur: deterministic, drawn once)" in markdown_tables(preset_from_dict(raw, "tiny"), records, [])
-    # an attack that averages its own draws (EOT-PGD) sets the EOT row by row: the preset's is not claimed
-    raw["tables"][1]["rows"] = [{"label": "EOT-PGD, EOT 4", "name": "eotpgd", "steps": 3, "eot_iter": 4}]
-    own = markdown_tables(preset_from_dict(raw, "tiny"), records, [])
-    assert "EOT per row: each row's attack draws its own" in own and "EOT over several draws" in own and "EOT over 2 draws" not in own
+    # rows with their own eot_iter: test_eot_statements_count_the_draws_the_cells_ran
 
 
 def test_same_seed_gives_identical_table_json(xray_train_dir, weights, tmp_path):
@@ -305,6 +302,10 @@ def test_bad_presets_are_refused_in_one_line(tmp_path, xray_train_dir, weights):
     broken.write_text("tables: [unclosed")
     with pytest.raises(PurifyLabError, match="not valid YAML"):
         load_preset(broken)
+    raw = _raw(xray_train_dir, weights)  # the collapse check is placed by title: one title, one model
+    raw["tables"][1]["classifiers"] = [{"name": "student_cnn", "label": "tiny-cnn"}]
+    with pytest.raises(PurifyLabError, match="title 'tiny-cnn' names two models"):
+        preset_from_dict(raw, "bad")
 
 
 def test_a_table_refuses_data_whose_classes_its_classifier_does_not_answer(xray_paths, tmp_path):
@@ -503,7 +504,8 @@ def test_a_convergence_table_flags_an_attack_that_has_not_levelled_off(xray_trai
         "classifiers": [{"name": "student_cnn", "weights": weights, "label": "tiny-cnn"}],
         "rows": [
             {"label": "tiny 1", "name": "pgd", "eps": 0.0001, "steps": 1}, {"label": "tiny 3", "name": "pgd", "eps": 0.0001, "steps": 3},
-            {"label": "big 1", "name": "pgd", "eps": 0.3, "steps": 1, "alpha": 0.001}, {"label": "big 20", "name": "pgd", "eps": 0.3, "steps": 20},
+            {"label": "big 1", "name": "pgd", "eps": 0.3, "steps": 1, "alpha": 0.01},
+            {"label": "big 20", "name": "pgd", "eps": 0.3, "steps": 20, "alpha": 0.01},
         ],
         "columns": [{"label": "Original"}],
     }]  # fmt: skip
@@ -515,6 +517,81 @@ def test_a_convergence_table_flags_an_attack_that_has_not_levelled_off(xray_trai
     }
     assert checks[False]["flag"] is None  # eps 1e-4 changes nothing whatever the steps
     assert "has not converged in steps" in checks[True]["flag"] and "FLAG: fails 'grey attack converged in steps' (Original)" in outcome.markdown
+
+
+def test_a_convergence_series_varies_one_attack_setting_only(xray_train_dir, weights, tmp_path):
+    """Rows apart in restarts or alpha too were sorted into the steps series (and an EOT series), so the
+    check paired PGD 20 with its restarted copy and never compared PGD 1 with PGD 20."""
+    raw = _raw(xray_train_dir, weights, redraws=1, eot=1)
+    pgd = {"name": "pgd", "eps": 0.3, "alpha": 0.01}
+    raw["tables"] = [{
+        "name": "convergence", "caption": "Steps.", "convergence": True,
+        "classifiers": [{"name": "student_cnn", "weights": weights, "label": "tiny-cnn"}],
+        "rows": [
+            {"label": "PGD 1", **pgd, "steps": 1}, {"label": "PGD 20", **pgd, "steps": 20},
+            {"label": "PGD 20 x3", **pgd, "steps": 20, "restarts": 3}, {"label": "PGD 20 alpha 0.05", **pgd, "steps": 20, "alpha": 0.05},
+        ],
+        "columns": [{"label": "Original"}],
+    }]  # fmt: skip
+    outcome = run_preset(preset_from_dict(raw, "convergence-series"), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+    accuracy = {r["row"]: r["metrics"]["one_shot_accuracy"] for r in outcome.records if r.get("table") == "convergence"}
+    checks = [c for c in json.loads(outcome.paths["json"].read_text())["sanity_checks"] if "converged" in c["name"]]
+    assert [(c["name"], c["row"]) for c in checks] == [("grey attack converged in steps", "PGD 20")]
+    assert (checks[0]["values"]["more_budget"], checks[0]["values"]["less_budget"]) == (accuracy["PGD 20"], accuracy["PGD 1"])
+
+
+def test_eot_statements_count_the_draws_the_cells_ran(xray_train_dir, weights, tmp_path):
+    """Caption, chart subtitle and sweep header say the purifier draws per step each cell ran: the
+    preset's EOT times the row's eot_iter, once for a deterministic purifier (as the budget counts them)."""
+    raw = _raw(xray_train_dir, weights, limit=8, redraws=1, eot=2)
+    raw["tables"] = [{
+        "name": "white", "caption": "Own EOT.", "classifiers": [{"name": "student_cnn", "weights": weights, "label": "tiny-cnn"}],
+        "rows": [{"label": "PGD", "name": "pgd", "steps": 2}, {"label": "EOT-PGD", "name": "eotpgd", "steps": 2, "eot_iter": 3}],
+        "columns": [{"label": "Noise", "purifier": "gaussian", "params": {"sigma": 0.1}}, {"label": "Blur", "purifier": "blur", "params": {"sigma": 1.0}}],
+        "threats": ["white"],
+    }]  # fmt: skip
+    preset = preset_from_dict(raw, "own-eot")
+    outcome = run_preset(preset, tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+    budget = {(r["column"], r["row"]): r["metrics"]["budget"] for r in outcome.records if r.get("table") == "white"}
+    ran = {row: budget["Noise", row]["gradient_evaluations"] // budget["Noise", row]["steps"] for row in ("PGD", "EOT-PGD")}
+    assert ran == {"PGD": 2, "EOT-PGD": 6} and budget["Blur", "EOT-PGD"]["threat_eot"] == 1
+    assert (
+        "EOT per row: preset EOT 2 x the row's eot_iter purifier draws per attack step (PGD: 2, EOT-PGD: 6) (Blur: deterministic, drawn once)"
+        in outcome.markdown
+    )
+    assert "EOT over several draws" in outcome.markdown and "each row's attack draws its own" not in outcome.markdown
+    from core.tables.render import figure
+
+    assert "(white, EOT 2-6 per step: preset EOT 2 x each row's eot_iter)" in figure(preset, outcome.records).layout.annotations[0].text
+    # a deterministic purifier is drawn once whatever --eot says
+    sweep = sweep_preset(
+        "depth", "cold_blur", (1.0,), classifier="student_cnn", classifier_weights=weights, attack=AttackRow("PGD", AttackConfig(name="pgd", steps=1)),
+        threat="white", eot=8, data=str(xray_train_dir), limit=4, batch_size=4,
+    )  # fmt: skip
+    swept = run_preset(sweep, tmp_path / "s.sqlite", tmp_path / "sweep", progress=False)
+    assert next(r for r in swept.records if r["config"]["attack"])["metrics"]["budget"]["threat_eot"] == 1
+    assert "EOT over 1 draw (cold_blur: deterministic, drawn once))" in swept.markdown and "EOT over 8" not in swept.markdown
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda raw: raw["sanity"].update(collapse_eps=[]), r"sanity\.collapse_eps is empty"),
+        (lambda raw: raw["sanity"].update(collapse_eps=[0.3, -0.5]), r"sanity\.collapse_eps\[1\]: eps=-0\.5 is outside the allowed range"),
+        (lambda raw: raw["sanity"].update(collapse_eps=[1.5]), r"sanity\.collapse_eps\[0\]: eps=1\.5 is outside"),
+        (lambda raw: raw["sanity"].update(collapse_steps=0), r"sanity\.collapse_steps=0 is outside the allowed range \[1, "),
+        (lambda raw: raw["sanity"].update(tolerance=-0.1), r"sanity\.tolerance=-0\.1 is outside the allowed range \[0\.0, 1\.0\]"),
+        (lambda raw: raw["tables"][0].update(threats=[]), r"table 'grey' has no threats"),
+        (lambda raw: raw["tables"][1]["columns"][0].update(threats=[]), r"table 'threats', column 'Noise': threats is empty"),
+    ],
+)
+def test_bad_sanity_settings_and_empty_threats_are_refused_before_any_cell(xray_train_dir, weights, change, message):
+    """They were refused only after every cell was computed (an empty collapse cell stored, the field
+    unnamed), crashed on render (no threats), or dropped a column from the table unseen."""
+    raw = _raw(xray_train_dir, weights)
+    change(raw)
+    with pytest.raises(PurifyLabError, match=message):
+        preset_from_dict(raw, "bad")
 
 
 def test_minimal_perturbation_attacks_report_their_norms_and_a_stalled_one_is_flagged(xray_train_dir, weights, tmp_path):

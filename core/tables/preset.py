@@ -16,9 +16,10 @@ from typing import Any
 
 import yaml
 
-from core.attacks import AttackConfig, threat_model
+from core.attacks import THREAT_MODELS, AttackConfig, threat_model
+from core.attacks.config import MAX_STEPS
 from core.data.locations import XRAY_TEST_DIR
-from core.errors import PurifyLabError, typed
+from core.errors import PurifyLabError, check_range, typed
 from core.paths import CONFIGS_DIR, DATA_DIR, REPO_ROOT
 from core.purifiers import PURIFIERS
 
@@ -314,6 +315,13 @@ class Preset:
             raise PurifyLabError(f"bootstrap and seed must be >= 0 and limit >= 1 (got {self.bootstrap}, {self.seed}, {self.limit})")
         if not (self.tables or self.sweeps or self.detection):
             raise PurifyLabError(f"preset '{self.name}' defines no tables, sweeps or detection runs")
+        _check_sanity(self.sanity)
+        titled: dict[str, tuple[str, str | None]] = {}
+        for model in (model for table in self.tables for model in table.classifiers):
+            # the collapse check is placed by title: one title over two models would show one model's check for both
+            first, this = titled.setdefault(model.title, (model.name, model.weights)), (model.name, model.weights)
+            if first != this:
+                raise PurifyLabError(f"classifier title '{model.title}' names two models across tables ({first} and {this}); give each its own label")
         _unique("table, sweep and detection names", [item.name for item in (*self.tables, *self.sweeps, *self.detection)])
         for table in self.tables:
             empty = [part for part in ("classifiers", "rows", "columns") if not getattr(table, part)]
@@ -324,6 +332,8 @@ class Preset:
             _unique(f"table '{table.name}': classifier titles", [model.title for model in table.classifiers])
             if table.metric not in TABLE_METRICS:
                 raise PurifyLabError(f"table '{table.name}': metric '{table.metric}' is not one of {', '.join(TABLE_METRICS)}")
+            if not table.threats:
+                raise PurifyLabError(f"table '{table.name}' has no threats: name at least one threat model ({', '.join(THREAT_MODELS)})")
             for threat in table.threats:
                 self._check_threat(f"table '{table.name}'", threat)
             rows, columns = {row.label for row in table.rows}, {column.label for column in table.columns}
@@ -337,6 +347,10 @@ class Preset:
                 if claim.threat is not None and claim.threat not in table.threats:
                     raise PurifyLabError(f"table '{table.name}': claim threat '{claim.threat}' is not one of {list(table.threats)}")
             for column in table.columns:
+                if column.threats == ():  # its cells would be dropped from the table unseen, a claim on it left "not computed"
+                    raise PurifyLabError(
+                        f"table '{table.name}', column '{column.label}': threats is empty; name some of {list(table.threats)} or leave it out for all"
+                    )
                 if column.threats is not None and not set(column.threats) <= set(table.threats):
                     raise PurifyLabError(
                         f"table '{table.name}', column '{column.label}': threats {list(column.threats)} not all in the table's {list(table.threats)}"
@@ -350,6 +364,21 @@ class Preset:
             _check_sweep_values(sweep)
         for spec in self.detection:
             _check_detection(spec)
+
+
+def _check_sanity(sanity: SanitySpec) -> None:
+    """The collapse check's settings, refused before any cell is computed: the collapse cell or the check
+    refused them only after every table cell was, without naming the field (or stored an empty cell).
+    Each eps is checked as the very attack the collapse cell runs (PGD, L-inf)."""
+    if not sanity.collapse_eps:
+        raise PurifyLabError("sanity.collapse_eps is empty; give at least one L-inf eps the undefended classifier must collapse at")
+    for index, eps in enumerate(sanity.collapse_eps):
+        try:
+            AttackConfig(name="pgd", norm="linf", eps=eps)
+        except PurifyLabError as error:
+            raise PurifyLabError(f"sanity.collapse_eps[{index}]: {error}") from None
+    check_range("sanity.collapse_steps", sanity.collapse_steps, 1, MAX_STEPS)
+    check_range("sanity.tolerance", sanity.tolerance, 0.0, 1.0, note="accuracy difference on the [0, 1] scale")
 
 
 def _check_sweep_values(sweep: SweepSpec) -> None:

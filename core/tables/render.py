@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.attacks import (
+    AttackConfig,
     SanityCheck,
     check_accuracy_collapse,
     check_minimal_attack_converged,
@@ -114,19 +115,28 @@ def masking_checks(records: Sequence[dict], table: TableSpec, tolerance: float) 
     return checks
 
 
+def _series_key(attack: AttackConfig, varied: str) -> tuple:
+    """Every setting of the attack but `varied`, so a convergence series varies that one thing only (rows
+    apart in restarts or alpha too were paired, or blamed on steps or EOT). alpha as written: its default,
+    2.5 * eps / steps, follows the steps, which is what a steps series varies."""
+    settings = {**attack.resolved(), "alpha": attack.alpha}
+    settings.pop(varied)
+    return tuple(sorted(settings.items()))
+
+
 def convergence_checks(records: Sequence[dict], table: TableSpec, tolerance: float) -> list[tuple[dict, SanityCheck]]:
-    """In a `convergence` table, rows of one attack (name, norm, eps) form a series over steps (same
-    EOT) and a series over EOT draws (same steps); the two largest budgets of each series must agree
-    within the tolerance or 1/n, whichever is larger (in balanced accuracy one image of the smaller class
-    moves more than 1/n, so the check is the stricter for it). Checked on the attack's own metric."""
+    """In a `convergence` table, rows of one attack that differ in steps alone form a series over steps,
+    and rows that differ in eot_iter alone one over EOT draws; the two largest budgets of each series must
+    agree within the tolerance or 1/n, whichever is larger (in balanced accuracy one image of the smaller
+    class moves more than 1/n, so the check is the stricter for it). Checked on the attack's own metric."""
     if not table.convergence:
         return []
     rows = [row for row in table.rows if row.attack is not None]
     checks = []
-    for key, varied in ((lambda a: (a.name, a.norm, a.eps, a.eot_iter), "steps"), (lambda a: (a.name, a.norm, a.eps, a.steps), "eot_iter")):
+    for varied in ("steps", "eot_iter"):
         series: dict[tuple, list] = {}
         for row in rows:
-            series.setdefault(key(row.attack), []).append(row)
+            series.setdefault(_series_key(row.attack, varied), []).append(row)
         for members in series.values():
             if len(members) < 2:
                 continue
@@ -261,17 +271,57 @@ def _budget_text(row) -> str:
     return f"{row.label} = {attack.name} {attack.norm}{eps}{steps}"
 
 
+def _eot_draws(records: Sequence[dict]) -> dict[str, tuple[int, int]]:
+    """(threat EOT, eot_iter) of each attacked row, as its cells ran: the threat's draws per step as the
+    cell's budget counted them (attack_budget), and the attack's own draws, which multiply them. Over
+    the cells of an EOT threat model with a stochastic purifier: a deterministic one is drawn once."""
+    draws = {}
+    for record in records:
+        config = record["config"]
+        if config["attack"] is None or not threat_model(config["threat"]).uses_eot or not PURIFIERS.get(config["purifier"]["name"]).stochastic:
+            continue
+        draws[record["row"]] = (record["metrics"]["budget"]["threat_eot"], config["attack"]["eot_iter"])
+    return draws
+
+
+def _draws_per_step(draws: dict[str, tuple[int, int]]) -> set[int]:
+    """Purifier draws per attack step over the rows; {1} where no cell draws a stochastic purifier under EOT."""
+    return {threat_eot * eot_iter for threat_eot, eot_iter in draws.values()} or {1}
+
+
+def _span(values: set[int]) -> str:
+    return f"{min(values)}" if len(values) == 1 else f"{min(values)}-{max(values)}"
+
+
+def _describe(threat: str, draws: dict[str, tuple[int, int]]) -> str:
+    """The threat model in words with the draws its attacker took per step ('several' where rows differ)."""
+    counts = _draws_per_step(draws)
+    return threat_model(threat).describe(counts.pop() if len(counts) == 1 else None)
+
+
+def _eot_text(draws: dict[str, tuple[int, int]]) -> str:
+    """The purifier draws per attack step behind a table's EOT threat models: the preset's EOT times each
+    row's eot_iter, spelled out row by row where rows differ."""
+    counts = _draws_per_step(draws)
+    if len(counts) == 1:
+        count = counts.pop()
+        return f" {count} purifier draw{'' if count == 1 else 's'} per attack step"
+    threat_eots = {threat_eot for threat_eot, _ in draws.values()}
+    if threat_eots == {1}:
+        return " per row: each row's attack draws its own (eot_iter, in the row's label)"
+    per_row = ", ".join(f"{row}: {threat_eot * eot_iter}" for row, (threat_eot, eot_iter) in draws.items())
+    return f" per row: preset EOT {_span(threat_eots)} x the row's eot_iter purifier draws per attack step ({per_row})"
+
+
 def table_caption(preset: Preset, table: TableSpec, records: list[dict]) -> str:
-    # Rows whose attack averages its own draws (EOT-PGD's eot_iter) set the EOT row by row, not the preset.
-    own_eot = any(row.name is not None and row.attack.eot_iter > 1 for row in table.rows)
-    threats = "; ".join(f"{t}: {threat_model(t).describe(None if own_eot else preset.eot)}" for t in table.threats)
+    draws = _eot_draws(records)
+    threats = "; ".join(f"{t}: {_describe(t, draws)}" for t in table.threats)
     n = records[0]["metrics"]["n"] if records else 0
     budgets = ", ".join(_budget_text(row) for row in table.rows if row.name is not None)
     eot = ""
     if any(threat_model(t).uses_eot for t in table.threats):
         drawn_once = [c.label for c in table.columns if c.purifier != "none" and not PURIFIERS.get(c.purifier).stochastic]
-        draws = " per row: each row's attack draws its own (eot_iter, in the row's label)" if own_eot else f" {preset.eot} purifier draws per attack step"
-        eot = f"; EOT{draws}" + (f" ({', '.join(drawn_once)}: deterministic, drawn once)" if drawn_once else "")
+        eot = f"; EOT{_eot_text(draws)}" + (f" ({', '.join(drawn_once)}: deterministic, drawn once)" if drawn_once else "")
     stochastic = any(r["metrics"].get("redraws", 1) > 1 for r in records)
     redraws = f"; cells 'a / b' = one-shot / worst of {preset.redraws} purifier draws" if stochastic else ""
     data = "/".join(Path(preset.data).parts[-2:])
@@ -382,7 +432,10 @@ def sweep_markdown(preset: Preset, records: list[dict]) -> str:
         rows = [r for r in records if r.get("sweep") == name]
         parameter, threat = rows[0]["parameter"], rows[0]["threat"]
         labels = list(dict.fromkeys(r["row"] for r in rows))
-        attacker = threat_model(threat).describe(max(r["config"].get("eot", 1) for r in rows))
+        attacker = _describe(threat, _eot_draws(rows))
+        purifier = rows[0]["config"]["purifier"]["name"]
+        if threat_model(threat).uses_eot and not PURIFIERS.get(purifier).stochastic:
+            attacker += f" ({purifier}: deterministic, drawn once)"
         data = "/".join(Path(preset.data).parts[-2:])
         parts += [f"## Sweep {name}: accuracy (%) vs {parameter} (attacked rows under threat '{threat}': {attacker})", ""]
         parts += [f"On {rows[0]['metrics']['n']} images of split '{preset.split}' of {data}, seed {preset.seed}; 95 % intervals in the CSV and JSON.", ""]
@@ -552,7 +605,11 @@ def figure(preset: Preset, records: list[dict]):
                 traces.append(go.Bar(name=name, x=[r["row"] for r in rows], y=[100 * value for value in values], error_y=error, legendgroup=name))
             model_records = [r for r in table_records if r["classifier"] == model.title]
             metric = ("balanced accuracy" if balanced else "accuracy") + " (%), bars: 95 % interval"
-            eot = f", EOT {preset.eot}" if any(threat_model(threat).uses_eot for threat in table.threats) else ""
+            eot = ""
+            if any(threat_model(threat).uses_eot for threat in table.threats):
+                draws = _eot_draws(model_records)
+                counts, threat_eots = _draws_per_step(draws), {threat_eot for threat_eot, _ in draws.values()}
+                eot = f", EOT {_span(counts)}" + ("" if len(counts) == 1 else f" per step: preset EOT {_span(threat_eots)} x each row's eot_iter")
             attacker = f"threat model in brackets ({', '.join(table.threats)}{eot})"
             subtitle = _run_subtitle(model_records, attacker, metric, preset.data) if model_records else ""
             panels.append(Panel(f"{table.name}: {model.title}", traces, "attack", metric.split(",")[0], subtitle))
