@@ -224,3 +224,59 @@ def test_resumed_training_continues_exactly_where_it_stopped(tiny_xray_folder, t
     losses = [[record["train_l1"] for record in card["training"]["history"]] for card in (straight, resumed)]
     assert len(losses[1]) == 2 and losses[0] == losses[1]
     assert straight["quality"] == resumed["quality"]
+
+
+def test_a_cold_run_never_trains_on_the_test_cohort_and_resumes_only_on_its_own_data(tiny_xray_folder, xray_test_dir, tmp_path):
+    import os
+
+    from core.train.cold import ColdTrainConfig, train_cold
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny_xray_folder, mixed)
+    for cls in ("NORMAL", "PNEUMONIA"):
+        test_file = sorted((xray_test_dir / cls).glob("*.jpeg"))[0]
+        os.link(test_file, mixed / cls / test_file.name)
+    out = tmp_path / "run"
+    with pytest.raises(PurifyLabError, match=f"^--data {mixed} is the reporting cohort {xray_test_dir} in 2 of its 18 images"):
+        train_cold(ColdTrainConfig.from_preset("tiny"), mixed, out, progress=False, weights_path=out / "cold_unet.safetensors")
+    assert not out.exists()
+    train_cold(ColdTrainConfig.from_preset("tiny", epochs=1), tiny_xray_folder, out, progress=False, weights_path=out / "cold_unet.safetensors")
+    other = tmp_path / "other"
+    shutil.copytree(tiny_xray_folder, other)
+    next((other / "NORMAL").iterdir()).unlink()
+    with pytest.raises(PurifyLabError, match="^--resume: the run in .* was trained on data with hash [0-9a-f]{12}, but --data .* has hash"):
+        train_cold(ColdTrainConfig.from_preset("tiny", epochs=2, resume=True), other, out, progress=False, weights_path=out / "cold_unet.safetensors")
+
+
+def test_a_new_cold_run_stopped_before_its_first_checkpoint_leaves_none_to_resume(tiny_xray_folder, tmp_path):
+    """As after Ctrl-C or a kill: a run (seed 7) started over an old one in its folder, stopped in its
+    first (long) epoch; the old run's checkpoint must not be left for --resume to continue."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from core.train.cold import ColdTrainConfig, train_cold
+
+    out = tmp_path / "run"
+    train_cold(ColdTrainConfig.from_preset("tiny", epochs=1), tiny_xray_folder, out, progress=False, weights_path=out / "cold_unet.safetensors")
+    assert (out / "checkpoint" / "state.json").is_file()
+    code = (
+        "from core.train.cold import ColdTrainConfig, train_cold\n"
+        f"train_cold(ColdTrainConfig.from_preset('tiny', seed=7, epoch_images=10_000_000), {str(tiny_xray_folder)!r}, {str(out)!r}, progress=False)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 300
+        while '"seed": 7,' not in (out / "config.json").read_text():  # the new run's config, written after its data loaded
+            assert process.poll() is None and time.time() < deadline, process.stderr.read() if process.poll() is not None else "timed out"
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert not (out / "checkpoint").exists()
+    with pytest.raises(PurifyLabError, match="holds no checkpoint to continue"):
+        train_cold(ColdTrainConfig.from_preset("tiny", seed=7, epoch_images=10_000_000, resume=True), tiny_xray_folder, out, progress=False)

@@ -379,6 +379,22 @@ def test_the_project_split_of_the_kermany_train_folder_keeps_patients_apart(xray
         load_splits(xray_train_dir, ("test",), 16)
 
 
+def test_one_stray_name_keeps_the_kermany_patients_of_the_others_apart(tmp_path: Path) -> None:
+    """Three images for each of 20 Kermany-named patients and one file named otherwise: the patients
+    stay on one side of the split, the stray file is its own group, and the warning counts it alone."""
+    for patient in range(10):
+        for image in range(1, 4):
+            _save_png(tmp_path / "NORMAL" / f"IM-{patient:04d}-{image:04d}.png", _noise(100 * patient + image, (8, 8)))
+            _save_png(tmp_path / "PNEUMONIA" / f"person{patient}_bacteria_{image}.png", _noise(5000 + 100 * patient + image, (8, 8)))
+    _save_png(tmp_path / "NORMAL" / "scan_extra.png", _noise(9999, (8, 8)))
+    with pytest.warns(UserWarning, match="^1 of 61 names are not Kermany file names \\(e.g. NORMAL/scan_extra.png\\)"):
+        splits = load_splits(tmp_path, ("train", "val"), 8)
+    patients = {name: {kermany_patient(source) or source for source in split.sources} for name, split in splits.items()}
+    assert not patients["train"] & patients["val"]
+    assert "NORMAL/scan_extra.png" in patients["train"] | patients["val"]
+    assert splits["val"].cut.startswith("deduplicated; by patient")
+
+
 # --- describe and the CLI ---------------------------------------------------------------------
 
 

@@ -408,3 +408,98 @@ def test_a_run_without_out_dir_lands_in_the_runs_folder_from_any_working_directo
     assert json.loads((tmp_path / "runs" / "substitute" / "config.json").read_text())["model"] == "substitute"
     assert (tmp_path / "runs" / "substitute" / "substitute.safetensors").is_file()
     assert not list(working_directory.iterdir())
+
+
+def _folder_of(tmp_path, name: str, files) -> str:
+    """`files` (real X-rays) linked into tmp_path/name/CLASS/, the class being each file's folder name."""
+    import os
+
+    root = tmp_path / name
+    for file in files:
+        (root / file.parent.name).mkdir(parents=True, exist_ok=True)
+        os.link(file, root / file.parent.name / file.name)
+    return str(root)
+
+
+def test_a_new_run_removes_the_old_checkpoint_so_a_resume_cannot_continue_the_old_run(tiny_run, xray_train_dir, tmp_path, capsys):
+    """--overwrite with other settings, stopped before its first checkpoint (here: it diverges in epoch 1):
+    the old run's checkpoint, best weights and history are gone, so --resume has nothing to continue."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    args = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--epochs", "2", "--seed", "7", "--lr", "1e9", "--threads", "1"]
+    args += ["--data", str(xray_train_dir), "--out", str(run), "--no-progress", "--device", "cpu"]
+    _one_line(*_cli([*args, "--overwrite"], capsys), "the run diverged")
+    assert not any((run / name).exists() for name in ("checkpoint", "best.safetensors", "history.json"))
+    _one_line(*_cli([*args, "--resume"], capsys), "holds no checkpoint to continue")
+
+
+def test_resume_and_calibrate_refuse_other_data_than_the_runs(tiny_run, xray_paths, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    other = _folder_of(tmp_path, "other", xray_paths["NORMAL"] + xray_paths["PNEUMONIA"])
+    history, card = (run / "history.json").read_text(), (run / "substitute.json").read_text()
+    resume = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--epochs", "2", "--threads", "1", "--resume"]
+    _one_line(*_cli([*resume, "--data", other, "--out", str(run), "--no-progress", "--device", "cpu"], capsys), "was trained on data with hash")
+    calibrate = ["train", "calibrate", "--model", "substitute", "--weights", str(run / "substitute.safetensors"), "--data", other, "--device", "cpu"]
+    _one_line(*_cli(calibrate, capsys), "is not the data substitute.safetensors was trained on")
+    assert (run / "history.json").read_text() == history and (run / "substitute.json").read_text() == card
+
+
+def test_data_sharing_file_names_with_the_test_cohort_is_refused_by_every_trainer(tiny_run, xray_paths, xray_test_dir, tmp_path, capsys):
+    """Training X-rays with two images of the test cohort among them, in a folder of another name."""
+    test_files = [sorted((xray_test_dir / cls).glob("*.jpeg"))[0] for cls in ("NORMAL", "PNEUMONIA")]
+    mixed = _folder_of(tmp_path, "mixed", xray_paths["NORMAL"] + xray_paths["PNEUMONIA"] + test_files)
+    weights = tiny_run / "substitute.safetensors"
+    card = weights.with_suffix(".json").read_text()
+    commands = [
+        ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--out", str(tmp_path / "run")],
+        ["train", "calibrate", "--model", "substitute", "--weights", str(weights)],
+        ["train", "diffusion", "--preset", "tiny", "--out", str(tmp_path / "ddpm")],
+        ["train", "cold", "--preset", "tiny", "--out", str(tmp_path / "cold")],
+    ]
+    for command in commands:
+        _one_line(*_cli([*command, "--data", mixed, "--device", "cpu"], capsys), f"is the reporting cohort {xray_test_dir} in 2 of its 18 images")
+    assert not any((tmp_path / name).exists() for name in ("run", "ddpm", "cold")) and weights.with_suffix(".json").read_text() == card
+
+
+def test_a_validation_split_without_a_class_is_refused_before_training(xray_train_dir, tmp_path):
+    """30 NORMAL patients and 2 PNEUMONIA ones: both PNEUMONIA patients land in train, none in val."""
+    from core.data.groups import kermany_patient
+
+    def one_per_patient(cls: str, count: int) -> list:
+        firsts = {}
+        for file in sorted((xray_train_dir / cls).glob("*.jpeg")):
+            firsts.setdefault(kermany_patient(f"{cls}/{file.name}"), file)
+        return list(firsts.values())[:count]
+
+    folder = _folder_of(tmp_path, "few", one_per_patient("NORMAL", 30) + one_per_patient("PNEUMONIA", 2))
+    with pytest.raises(PurifyLabError, match=r"^the validation split lacks a class \(NORMAL \d+, PNEUMONIA 0\)"):
+        train_classifier(preset("tiny", "substitute", threads=1), folder, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_batch_size_one_is_refused_for_batch_norm_models_before_the_data_is_read(tmp_path):
+    with pytest.raises(PurifyLabError, match="^--batch-size 1: this model has batch-norm layers"):
+        train_classifier(preset("tiny", "resnet", batch_size=1), tmp_path / "no data here", tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_time_budget_cut_stays_on_the_card_after_a_resume(xray_train_dir, tmp_path):
+    """Epoch 1 is cut after its first of 4 batches; the resumed run goes on at epoch 2, which it completes."""
+    config = preset("tiny", "substitute", epochs=2, max_minutes=1e-6, threads=1)
+    cut = train_classifier(config, xray_train_dir, tmp_path, progress=False)
+    assert (cut["epochs_run"], cut["epochs_completed"], cut["batches_per_epoch"], cut["stopped_by_time_budget"]) == (1, 0, 4, True)
+    resumed = train_classifier(replace(config, max_minutes=10.0), xray_train_dir, tmp_path, progress=False, resume=True)
+    assert [record["batches"] for record in _history(tmp_path)] == [1, 4]
+    assert (resumed["epochs_run"], resumed["epochs_completed"], resumed["stopped_by_time_budget"]) == (2, 1, True)
+
+
+def test_a_tiny_run_refuses_init_from_and_its_sevit_card_says_its_backbone_is_unsaved(xray_train_dir, tmp_path):
+    with pytest.raises(PurifyLabError, match="^init_from='resnet' starts from its shipped weights, which this run does not load"):
+        preset("tiny", "resnet_at", init_from="resnet")
+    card = train_classifier(preset("tiny", "sevit", epochs=1, max_batches_per_epoch=1, threads=1), xray_train_dir, tmp_path, progress=False)
+    assert card["backbone_sha256"] is None and "not saved" in card["backbone"] and "cannot be reproduced" in card["backbone"]

@@ -144,7 +144,8 @@ def test_budget_cut_epochs_are_not_counted_and_the_budget_spans_resumes(xray_tra
     again = run((spent + 1e-3) / 60, resume=True)
     assert [record["step"] for record in again["history"]] == [1, 2] and again["epochs_completed"] == 0 and again["stopped_by_time_budget"]
     full = run(10.0, resume=True)
-    assert [record["step"] for record in full["history"]] == [1, 2, 6] and full["epochs_completed"] == 1 and not full["stopped_by_time_budget"]
+    assert [record["step"] for record in full["history"]] == [1, 2, 6] and full["epochs_completed"] == 1
+    assert full["stopped_by_time_budget"]  # the two cut epochs stay cut: a resume goes on at the next epoch
 
 
 @pytest.fixture
@@ -209,3 +210,36 @@ def test_a_run_without_out_dir_lands_in_the_runs_folder_from_any_working_directo
     assert done.returncode == 0, done.stderr
     assert read_card(tmp_path / "runs" / "ddpm" / "ddpm_unet.safetensors")["training"]["preset"] == "tiny"
     assert not list(working_directory.iterdir())
+
+
+def _mixed_with_the_test_cohort(xray_paths, xray_test_dir, root):
+    """Real training X-rays and one test-cohort X-ray per class, in a folder of another name."""
+    import os
+
+    test_files = [sorted((xray_test_dir / cls).glob("*.jpeg"))[0] for cls in ("NORMAL", "PNEUMONIA")]
+    for file in xray_paths["NORMAL"] + xray_paths["PNEUMONIA"] + test_files:
+        (root / file.parent.name).mkdir(parents=True, exist_ok=True)
+        os.link(file, root / file.parent.name / file.name)
+    return root
+
+
+def test_a_denoiser_never_trains_on_the_test_cohort(xray_paths, xray_test_dir, tmp_path):
+    mixed = _mixed_with_the_test_cohort(xray_paths, xray_test_dir, tmp_path / "mixed")
+    with pytest.raises(PurifyLabError, match=f"^--data {mixed} is the reporting cohort {xray_test_dir} in 2 of its 18 images"):
+        train_diffusion(DiffusionTrainConfig.from_preset("tiny"), mixed, tmp_path / "run", progress=False, weights_path=tmp_path / "run" / "d.safetensors")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_new_run_removes_the_old_checkpoint_and_a_resume_keeps_the_runs_data(xray_train_dir, small_xray_folder, tmp_path):
+    """A run (4 steps an epoch on 32 images); a resume on other data is refused; a new run in its folder,
+    stopped before its first checkpoint (it diverges), leaves no checkpoint for --resume to continue."""
+    out, weights = tmp_path / "run", tmp_path / "run" / "ddpm_unet.safetensors"
+    train_diffusion(DiffusionTrainConfig.from_preset("tiny", epochs=1, max_steps=4), xray_train_dir, out, progress=False, weights_path=weights)
+    resume = DiffusionTrainConfig.from_preset("tiny", epochs=2, max_steps=8, resume=True)
+    with pytest.raises(PurifyLabError, match="^--resume: the run in .* was trained on data with hash [0-9a-f]{12}, but --data .* has hash"):
+        train_diffusion(resume, small_xray_folder, out, progress=False, weights_path=weights)
+    with pytest.raises(PurifyLabError, match="the run diverged"):
+        train_diffusion(DiffusionTrainConfig.from_preset("tiny", lr=1e9, epochs=2), xray_train_dir, out, progress=False, weights_path=weights)
+    assert not (out / "checkpoint").exists()
+    with pytest.raises(PurifyLabError, match="holds no checkpoint to continue"):
+        train_diffusion(DiffusionTrainConfig.from_preset("tiny", lr=1e9, epochs=2, resume=True), xray_train_dir, out, progress=False, weights_path=weights)

@@ -186,9 +186,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     ) -> None:
         """Train a classifier; writes RUN/<model>.safetensors (fp16) and its card with val metrics."""
         from core.data.decode import MAX_IMAGE_SIZE
+        from core.data.locations import default_data_for
         from core.image_file import MIN_SIDE
         from core.paths import WEIGHTS_DIR
-        from core.train.layout import CLASSIFIER_PRESETS, check_preset, classifier_run_dir, classifier_run_files
+        from core.train.layout import CLASSIFIER_PRESETS, check_not_reporting_cohort, check_preset, classifier_run_dir, classifier_run_files
 
         check_preset(preset, CLASSIFIER_PRESETS)
         if image_size is not None:
@@ -198,7 +199,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if ship:
             check_not_shipped(preset, WEIGHTS_DIR / f"{model}.safetensors", "--ship")
         check_run(data, out, "--out", device)
-        from core.data.locations import default_data_for
+        check_not_reporting_cohort(model, data or default_data_for(model))
         from core.train.classifier import preset as make_preset
         from core.train.classifier import train_classifier
 
@@ -240,6 +241,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             check_data(data)
         use_device(device)
         from core.data.locations import default_data_for
+        from core.train.layout import check_not_reporting_cohort
+
+        check_not_reporting_cohort(model, data or default_data_for(model))
         from core.models import weights_path_for
         from core.train.classifier import recalibrate
 

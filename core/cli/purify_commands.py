@@ -144,7 +144,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     ) -> None:
         """Train the DDPM denoiser (epsilon prediction, EMA) and ship it with its card."""
         from core.data.locations import default_data_for
-        from core.train.layout import DIFFUSION_PRESETS, check_preset, diffusion_run_dir
+        from core.train.layout import DIFFUSION_PRESETS, check_not_reporting_cohort, check_preset, diffusion_run_dir
 
         check_preset(preset, DIFFUSION_PRESETS)
         run_dir = out or diffusion_run_dir(preset)
@@ -152,6 +152,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         data = data or default_data_for(preset)
         _check_denoiser_weights(weights, preset, data, overwrite, run_dir)
         check_run(data, out, "--out", device)
+        check_not_reporting_cohort(preset, data)
         from core.train.diffusion import DiffusionTrainConfig, default_weights_path, train_diffusion
 
         config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
@@ -177,7 +178,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     ) -> None:
         """Train the cold-diffusion deblurring UNet (x0 prediction from blur, EMA) and ship it with its card."""
         from core.data.locations import XRAY_TRAIN_DIR
-        from core.train.layout import COLD_PRESETS, check_preset, cold_run_dir
+        from core.train.layout import COLD_PRESETS, check_not_reporting_cohort, check_preset, cold_run_dir
 
         check_preset(preset, COLD_PRESETS)
         out = out or cold_run_dir()
@@ -185,6 +186,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         data = data or XRAY_TRAIN_DIR
         _check_denoiser_weights(weights, preset, data, overwrite, out)
         check_run(data, out, "--out", device)
+        check_not_reporting_cohort(preset, data)
         from core.purifiers.cold import COLD_WEIGHTS_STEM
         from core.train.cold import ColdTrainConfig, train_cold
         from core.train.diffusion import default_weights_path

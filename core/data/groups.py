@@ -1,8 +1,8 @@
 """Which images belong to one patient, so that a split never puts a patient on two sides.
 
 Three sources, in order: a `groups.csv` (columns path, group) shipped at the data set's root; the
-Kermany file-name rule; otherwise each image is its own group, with a warning, because a split
-that cannot see patients can leak them.
+Kermany file-name rule, for the names that follow it; otherwise each image is its own group, with a
+warning that counts them, because a split that cannot see patients can leak them.
 """
 
 from __future__ import annotations
@@ -77,10 +77,17 @@ def group_images(sources: Sequence[str], root: str | Path | None = None) -> Grou
     if groups_file is not None and groups_file.is_file():
         return Grouping(_read_groups_file(groups_file, sources), GROUPS_FILE)
     patients = [kermany_patient(source) for source in sources]
-    if sources and all(patient is not None for patient in patients):
-        return Grouping(tuple(patients), "kermany file names")
-    warn(
-        f"no patient ids for these {len(sources)} images (no {GROUPS_FILE}, file names not in a known pattern): "
-        "each image is its own group, so a patient with several images may sit on both sides of a split"
-    )
-    return Grouping(tuple(sources), ONE_GROUP_PER_IMAGE)
+    unmatched = [source for source, patient in zip(sources, patients, strict=True) if patient is None]
+    if len(unmatched) == len(sources):
+        warn(
+            f"no patient ids for these {len(sources)} images (no {GROUPS_FILE}, file names not in a known pattern): "
+            "each image is its own group, so a patient with several images may sit on both sides of a split"
+        )
+        return Grouping(tuple(sources), ONE_GROUP_PER_IMAGE)
+    if unmatched:
+        # One stray name must not send every patient of the folder back to an image-by-image split.
+        warn(
+            f"{len(unmatched)} of {len(sources)} names are not Kermany file names (e.g. {unmatched[0]}) and no {GROUPS_FILE} gives their "
+            "patients: each of those images is its own group, so a patient among them may sit on both sides of a split"
+        )
+    return Grouping(tuple(patient or source for patient, source in zip(patients, sources, strict=True)), "kermany file names")

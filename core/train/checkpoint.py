@@ -92,6 +92,18 @@ def resume_state(out_dir: Path, config: dict) -> dict:
     return json.loads(state_path.read_text())
 
 
+def check_same_data(out_dir: Path, state: dict, data_dir: str | Path, data_hash: str) -> None:
+    """A resumed run goes on with the data its checkpoint was trained on (state.json's `data_hash`):
+    another folder would cut another validation split, and the history would compare epochs across
+    the two. Checkpoints written before the hash was kept carry none and are not checked."""
+    trained_on = state.get("data_hash")
+    if trained_on is not None and trained_on != data_hash:
+        raise PurifyLabError(
+            f"--resume: the run in {out_dir} was trained on data with hash {trained_on[:12]}, but --data {data_dir} has hash {data_hash[:12]}; "
+            "resume with the run's own --data, or pass --overwrite to start over"
+        )
+
+
 def check_unfinished(out_dir: Path, epochs_done: int, seconds: float, steps: int, config) -> None:
     """Resuming a run with nothing left to train is refused, naming the budget to raise, instead of
     announcing epoch 3 of 2 and publishing the same model again."""

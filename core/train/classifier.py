@@ -27,17 +27,16 @@ from tqdm import tqdm
 
 from core.calibration import fit_binary_calibration
 from core.data.loading import load_splits
-from core.data.locations import default_data_for, report_data_for
-from core.data.splits import data_hash_of_folder
+from core.data.locations import report_data_for
 from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, evaluate, predict_probabilities
 from core.metrics import classification_metrics
 from core.models import SEViT, XrayClassifier, create_classifier, list_classifiers
 from core.purifiers import create_purifier
 from core.purifiers.simple import gaussian_noise
-from core.train.checkpoint import check_unfinished, optimizer_tensors, restore_optimizer, resume_state
-from core.train.layout import CLASSIFIER_PRESETS, check_preset, classifier_run_dir
-from core.train.runs import card_data, check_finite_loss, check_finite_weights, load_training_splits
+from core.train.checkpoint import check_same_data, check_unfinished, optimizer_tensors, restore_optimizer, resume_state
+from core.train.layout import CLASSIFIER_PRESETS, check_not_reporting_cohort, check_preset, classifier_run_dir
+from core.train.runs import card_data, check_finite_loss, check_finite_weights, load_training_splits, start_afresh, stopped_by_time_budget
 from core.weights import card_path, load_weights, read_card, save_weights
 
 if TYPE_CHECKING:
@@ -152,6 +151,11 @@ class TrainConfig:
         for option in ("distill_from", "init_from"):
             if getattr(self, option) is not None and getattr(self, option) not in list_classifiers():
                 raise PurifyLabError(f"{option}='{getattr(self, option)}' is not a classifier; choose one of: {', '.join(list_classifiers())}")
+        if self.init_from is not None and not self.use_shipped_weights:
+            raise PurifyLabError(
+                f"init_from='{self.init_from}' starts from its shipped weights, which this run does not load (the {self.preset} preset builds "
+                "its models untrained); drop --init-from"
+            )
         if self.model == "sevit" and (self.distill_from or self.adversarial_eps):
             raise PurifyLabError("sevit trains only its heads on the frozen vit: no distillation or adversarial training")
 
@@ -474,6 +478,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
     from accelerate.utils import set_seed
 
     config.validate()
+    check_not_reporting_cohort(config.model, data_dir)
     out_dir = Path(out_dir) if out_dir is not None else classifier_run_dir(config.model)
     checkpoint_dir = out_dir / "checkpoint"
     state = resume_state(out_dir, asdict(config)) if resume else None
@@ -486,15 +491,16 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
     set_seed(config.seed)
 
     model = _build_model(config)
+    _check_batch_statistics(_trainable(model), config.batch_size)
     teacher = _build_teacher(config)
     train, val = load_training_splits(data_dir, config.image_size, config.limit, progress and main, channels=model.in_channels)
-    check_not_reporting_cohort(config.model, data_dir, train.data_hash)
+    if state is not None:
+        check_same_data(out_dir, state, data_dir, train.data_hash)
     for network in (model, teacher):
         if network is not None:
             network.check_classes(train.classes, f"--data {data_dir}")
-    counts = torch.bincount(train.labels, minlength=len(train.classes)).float()
-    if (counts == 0).any():
-        raise PurifyLabError(f"the training split lacks a class (counts {counts.tolist()}); use more images")
+    counts = _class_counts(train, "training", "use more images").float()
+    _class_counts(val, "validation", "the epoch choice and the calibration are made there; use more images or more patients of the missing class")
     class_weights = (counts.sum() / (len(counts) * counts)) if config.class_weighting else torch.ones_like(counts)
 
     generator = torch.Generator().manual_seed(config.seed)
@@ -547,6 +553,8 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             print(f"resuming {config.model} at epoch {start_epoch + 1}/{config.epochs}", flush=True)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if state is None:
+            start_afresh(out_dir, ("best.safetensors", "history.json"))
         (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
 
     augment_generator = torch.Generator()
@@ -556,6 +564,9 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
         """Training seconds so far, including those before a resume."""
         return seconds_before + time.time() - started
 
+    def budget_spent() -> bool:
+        return config.max_minutes is not None and elapsed() > 60 * config.max_minutes
+
     out_of_time = False
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -563,10 +574,10 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
         set_seed(config.seed + epoch)
         generator.manual_seed(config.seed + epoch)
         augment_generator.manual_seed(1000 * config.seed + epoch + 1)
-        running, seen = 0.0, 0
+        running, seen, batches = 0.0, 0, 0
         bar = tqdm(loader, total=batches_per_epoch, desc=f"{config.model} epoch {epoch + 1}/{config.epochs}", disable=not (progress and main), leave=False)
-        for batch_index, (images, labels) in enumerate(bar):
-            if batch_index >= batches_per_epoch:
+        for images, labels in bar:
+            if batches >= batches_per_epoch:
                 break
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step)
@@ -589,13 +600,14 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             accelerator.backward(loss)
             optimizer.step()
             step += 1
+            batches += 1
             seen += len(labels)
             bar.set_postfix(loss=f"{running / seen:.4f}")
-            if config.max_minutes is not None and elapsed() > 60 * config.max_minutes:
+            if batches < batches_per_epoch and budget_spent():
                 out_of_time = True
                 break
         bar.close()
-        record = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "lr": learning_rate(step), "batches": batch_index + 1}
+        record = {"epoch": epoch + 1, "train_loss": running / max(seen, 1), "lr": learning_rate(step), "batches": batches}
         if attack is not None:
             record["adversarial_eps"] = attack.eps * ramp
         check_finite_weights(_trainable(raw_model), step)
@@ -604,6 +616,10 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             metrics = classification_metrics(val.labels.numpy(), probabilities, bootstrap=0, class_names=val.classes)
             record.update(val_accuracy=metrics.accuracy, val_balanced_accuracy=metrics.balanced_accuracy, val_auroc=metrics.auroc)
             record["seconds"] = round(elapsed(), 1)
+            # decided here, once, so that the record saved with the checkpoint says whether the budget stops the run on it
+            out_of_time = out_of_time or (epoch + 1 < config.epochs and budget_spent())
+            if out_of_time:
+                record["stopped_by_time_budget"] = True
             history.append(record)
             # An adversarial run picks among epochs trained wholly at the full budget (the ramp ended
             # before the epoch began); a ramp epoch is only the fallback until the first of those replaces it.
@@ -616,17 +632,31 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
             save_weights(_trainable(raw_model), checkpoint_dir / "model.safetensors", {"epoch": epoch + 1}, fp16=False)
             _save_optimizer(optimizer, checkpoint_dir / "optimizer.safetensors")
-            (checkpoint_dir / "state.json").write_text(
-                json.dumps({"epoch": epoch, "step": step, "best": best, "seconds": elapsed(), "history": history}, indent=1)
-            )
+            loop_state = {"epoch": epoch, "step": step, "best": best, "seconds": elapsed(), "history": history, "data_hash": train.data_hash}
+            (checkpoint_dir / "state.json").write_text(json.dumps(loop_state, indent=1))
             print(json.dumps(record), flush=True)
         accelerator.wait_for_everyone()
-        if out_of_time or (config.max_minutes is not None and elapsed() > 60 * config.max_minutes):
-            out_of_time = True
+        if out_of_time or (not main and budget_spent()):
             break
     if not main:
         return {}
-    return _publish(config, raw_model, data_dir, out_dir, history, best, out_of_time, elapsed(), train, val)
+    return _publish(config, raw_model, data_dir, out_dir, history, best, batches_per_epoch, elapsed(), train, val)
+
+
+def _check_batch_statistics(trainable: nn.Module, batch_size: int) -> None:
+    """Batch norm in train mode normalises by the batch's own statistics, which one image does not
+    have: refused before the data is read, not a traceback at the first step."""
+    if batch_size < 2 and any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in trainable.modules()):
+        raise PurifyLabError("--batch-size 1: this model has batch-norm layers, which need at least 2 images per batch to train; use --batch-size 2 or more")
+
+
+def _class_counts(split, name: str, advice: str) -> torch.Tensor:
+    """Images per class of a split, refused in one line when a class has none, before any epoch runs."""
+    counts = torch.bincount(split.labels, minlength=len(split.classes))
+    if (counts == 0).any():
+        named = ", ".join(f"{cls} {int(count)}" for cls, count in zip(split.classes, counts, strict=True))
+        raise PurifyLabError(f"the {name} split lacks a class ({named}); {advice}")
+    return counts
 
 
 def _ramped_attack(raw_model: nn.Module, base: AttackConfig, ramp: float, step: int):
@@ -719,17 +749,6 @@ def measure_card_metrics(
     return metrics
 
 
-def check_not_reporting_cohort(name: str, data_dir: str | Path, data_hash: str) -> None:
-    """Training or calibrating on the cohort where the card's test figures are measured would report
-    them on images the model learnt from: refused, whether named by its path or by a copy's data hash."""
-    report = report_data_for(name)
-    if report is not None and (Path(data_dir).resolve() == report.resolve() or data_hash == data_hash_of_folder(report)):
-        raise PurifyLabError(
-            f"--data {data_dir} is the reporting cohort {report}, where the card's test figures are measured; "
-            f"train and calibrate on the training folder ({default_data_for(name)})"
-        )
-
-
 def recalibrate(name: str, weights: Path, data_dir: str | Path) -> dict:
     """Fit a trained classifier's temperature and threshold again on val (the current rule) and
     re-measure its card's figures, on as many images as its training used (`limit`), so that the
@@ -739,10 +758,17 @@ def recalibrate(name: str, weights: Path, data_dir: str | Path) -> dict:
     if model.num_classes != 2:
         raise PurifyLabError(f"calibration fits a decision threshold for two classes; {name} has {model.num_classes}, and its card keeps none")
     card = read_card(weights)
+    check_not_reporting_cohort(name, data_dir)
     limit = card.get("training_config", {}).get("limit")
     val = load_splits(data_dir, ("val",), model.image_size, limit, channels=model.in_channels)["val"]
-    check_not_reporting_cohort(name, data_dir, val.data_hash)
     model.check_classes(val.classes, f"--data {data_dir}")
+    trained_on = card.get("data") or {}
+    if trained_on.get("data_hash") not in (None, val.data_hash):
+        raise PurifyLabError(
+            f"--data {data_dir} (data hash {val.data_hash[:12]}) is not the data {weights.name} was trained on "
+            f"({trained_on.get('folder')}, data hash {trained_on['data_hash'][:12]}): its val split would hold other images, "
+            "some perhaps trained on; calibrate on the folder it was trained on"
+        )
     through = reads_through(card.get("training_config", {}))
     calibration = _fit_calibration(model, val, through)
     model.calibrate(calibration["temperature"], calibration["threshold"])
@@ -752,7 +778,7 @@ def recalibrate(name: str, weights: Path, data_dir: str | Path) -> dict:
     return card
 
 
-def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time, seconds, train, val) -> dict:
+def _publish(config, model, data_dir, out_dir: Path, history, best, batches_per_epoch: int, seconds, train, val) -> dict:
     """Best (or last) epoch -> calibration on val -> fp16 <model>.safetensors + card with val and test metrics."""
     load_weights(_trainable(model), out_dir / "best.safetensors")
     name = config.model
@@ -780,13 +806,22 @@ def _publish(config, model, data_dir, out_dir: Path, history, best, out_of_time,
         "selected_epoch": best["epoch"],
         "epoch_selection": config.select_epoch,
         "epochs_run": len(history),
-        "stopped_by_time_budget": out_of_time,
+        # an epoch cut by the time budget is run but not completed: a resumed run goes on at the next one
+        "epochs_completed": sum(record["batches"] == batches_per_epoch for record in history),
+        "batches_per_epoch": batches_per_epoch,
+        "stopped_by_time_budget": stopped_by_time_budget(history),
         "training_seconds": round(seconds, 1),
         "training_minutes": round(seconds / 60, 1),
         "torch_threads": torch.get_num_threads(),
     }
-    if isinstance(model, SEViT):
+    if isinstance(model, SEViT) and config.use_shipped_weights:
         card.update(backbone="vit", backbone_sha256=(model.vit.card or {}).get("sha256"))
+    elif isinstance(model, SEViT):
+        card.update(
+            backbone="an untrained vit built for this run and not saved (use_shipped_weights=False): its heads load over no other vit, "
+            "so the card's figures cannot be reproduced from this file",
+            backbone_sha256=None,
+        )
     save_weights(_trainable(model), target, card, fp16=True)
     card.update(measure_card_metrics(name, target, data_dir, config.limit, model=_reload(config, model, target), through=through))
     final = save_weights(_trainable(model), target, card, fp16=True)

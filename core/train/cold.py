@@ -38,10 +38,10 @@ from core.purifiers.cold import (
     restore,
 )
 from core.purifiers.unet import UNET_SPECS, build_unet
-from core.train.checkpoint import check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
+from core.train.checkpoint import check_same_data, check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
 from core.train.diffusion import default_weights_path, psnr, ssim
-from core.train.layout import COLD_PRESETS, check_preset, cold_run_dir
-from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits
+from core.train.layout import COLD_PRESETS, check_not_reporting_cohort, check_preset, cold_run_dir
+from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits, start_afresh, stopped_by_time_budget
 from core.weights import save_weights
 
 _WARMUP_STEPS = 100
@@ -210,6 +210,7 @@ def train_cold(
     from accelerate.utils import set_seed
 
     config.validate()
+    check_not_reporting_cohort(config.preset, data_dir)
     out_dir = Path(out_dir) if out_dir is not None else cold_run_dir()
     weights_path = Path(weights_path) if weights_path is not None else default_weights_path(config.preset, COLD_WEIGHTS_STEM, out_dir)
     checkpoint_dir = out_dir / "checkpoint"
@@ -225,6 +226,8 @@ def train_cold(
     schedule = config.schedule()
     degrade = BlurDegradation(schedule)
     train, val = load_training_splits(data_dir, config.image_size, config.limit, progress and main)
+    if resumed is not None:
+        check_same_data(out_dir, resumed, data_dir, train.data_hash)
     val_images = val.images[: config.val_images].float().div(255.0).to(accelerator.device)
 
     unet = build_unet(config.unet_size, **config.unet_overrides)
@@ -240,6 +243,8 @@ def train_cold(
     raw_unet = accelerator.unwrap_model(unet)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if resumed is None:
+            start_afresh(out_dir)
         (out_dir / "samples").mkdir(exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
 
@@ -290,16 +295,19 @@ def train_cold(
                 "val_psnr_direct_db": round(val_psnr, 3),
                 "seconds": round(time.time() - started, 1),
             }
+            if out_of_time:
+                record["stopped_by_time_budget"] = True
             history.append(record)
-            save_ema_checkpoint(checkpoint_dir, raw_unet, ema, optimizer, {"epoch": epoch, "step": step, "seconds": record["seconds"], "history": history})
+            loop_state = {"epoch": epoch, "step": step, "seconds": record["seconds"], "history": history, "data_hash": train.data_hash}
+            save_ema_checkpoint(checkpoint_dir, raw_unet, ema, optimizer, loop_state)
             print(json.dumps(record), flush=True)
         accelerator.wait_for_everyone()
     if not main:
         return {}
-    return _publish(config, ema_copy(raw_unet, ema), train, val_images, data_dir, weights_path, history, out_of_time, len(loader))
+    return _publish(config, ema_copy(raw_unet, ema), train, val_images, data_dir, weights_path, history, len(loader))
 
 
-def _publish(config: ColdTrainConfig, unet, train, val_images: torch.Tensor, data_dir, weights_path: Path, history, out_of_time, steps_per_epoch: int) -> dict:
+def _publish(config: ColdTrainConfig, unet, train, val_images: torch.Tensor, data_dir, weights_path: Path, history, steps_per_epoch: int) -> dict:
     schedule = config.schedule()
     quality = reconstruction_quality(unet, schedule, val_images, config.eval_depth)
     card = {
@@ -317,7 +325,7 @@ def _publish(config: ColdTrainConfig, unet, train, val_images: torch.Tensor, dat
             "steps": history[-1]["step"] if history else 0,
             "steps_per_epoch": steps_per_epoch,
             "seconds": history[-1]["seconds"] if history else 0.0,
-            "stopped_by_time_budget": out_of_time,
+            "stopped_by_time_budget": stopped_by_time_budget(history),
             "history": history,
         },
         "quality": {

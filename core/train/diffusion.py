@@ -33,9 +33,9 @@ from core.errors import PurifyLabError
 from core.purifiers.ddpm import DDPMPurifier
 from core.purifiers.diffusion import DDPM_WEIGHTS_STEM, ddpm_scheduler
 from core.purifiers.unet import UNET_SPECS, build_unet
-from core.train.checkpoint import check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
-from core.train.layout import DIFFUSION_PRESETS, check_preset, diffusion_run_dir
-from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits
+from core.train.checkpoint import check_same_data, check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
+from core.train.layout import DIFFUSION_PRESETS, check_not_reporting_cohort, check_preset, diffusion_run_dir
+from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits, start_afresh, stopped_by_time_budget
 from core.weights import WEIGHTS_DIR, save_weights
 
 GRID_IMAGES = 8
@@ -256,6 +256,7 @@ def train_diffusion(
     from diffusers.training_utils import EMAModel
 
     config.validate()
+    check_not_reporting_cohort(config.preset, data_dir)
     out_dir = Path(out_dir) if out_dir is not None else diffusion_run_dir(config.preset)
     weights_path = Path(weights_path) if weights_path is not None else default_weights_path(config.preset, config.weights_stem, out_dir)
     checkpoint_dir = out_dir / "checkpoint"
@@ -270,6 +271,8 @@ def train_diffusion(
 
     channels = UNET_SPECS[config.unet_size].in_channels
     train, val = load_training_splits(data_dir, config.image_size, config.limit, progress and main, channels=channels)
+    if resumed is not None:
+        check_same_data(out_dir, resumed, data_dir, train.data_hash)
     unet_overrides = {"sample_size": config.image_size} if config.image_size != UNET_SPECS[config.unet_size].sample_size else {}
     unet = build_unet(config.unet_size, **unet_overrides)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True)
@@ -291,6 +294,8 @@ def train_diffusion(
     ema.to(accelerator.device)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if resumed is None:
+            start_afresh(out_dir)
         (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
 
     grid_images = val.images[torch.linspace(0, len(val.images) - 1, min(GRID_IMAGES, len(val.images))).long()]
@@ -340,7 +345,9 @@ def train_diffusion(
                 "grid_psnr": round(grid_psnr, 3),
                 "seconds": round(elapsed(), 1),
             }
-            state = {"epoch": epoch, "step": step, "history": state["history"] + [record], "seconds": elapsed()}
+            if out_of_time:
+                record["stopped_by_time_budget"] = True
+            state = {"epoch": epoch, "step": step, "history": state["history"] + [record], "seconds": elapsed(), "data_hash": train.data_hash}
             save_ema_checkpoint(checkpoint_dir, raw_unet, ema, optimizer, state)
             print(json.dumps(record), flush=True)
         accelerator.wait_for_everyone()
@@ -349,10 +356,10 @@ def train_diffusion(
     if not main:
         return {}
     state["seconds"] = elapsed()
-    return _publish(config, raw_unet, ema, data_dir, val, train, state, weights_path, unet_overrides, len(loader), out_of_time)
+    return _publish(config, raw_unet, ema, data_dir, val, train, state, weights_path, unet_overrides, len(loader))
 
 
-def _publish(config, unet, ema, data_dir, val, train, state, weights_path: Path, unet_overrides: dict, steps_per_epoch: int, out_of_time: bool) -> dict:
+def _publish(config, unet, ema, data_dir, val, train, state, weights_path: Path, unet_overrides: dict, steps_per_epoch: int) -> dict:
     averaged = ema_copy(unet, ema).to("cpu")
     eval_indices = torch.linspace(0, len(val.images) - 1, min(config.eval_images, len(val.images))).long()
     quality = reconstruction_quality(averaged, config.schedule, val.images[eval_indices], seed=config.seed)
@@ -370,7 +377,7 @@ def _publish(config, unet, ema, data_dir, val, train, state, weights_path: Path,
         "steps": state["step"],
         "steps_per_epoch": steps_per_epoch,
         "epochs_completed": completed_epochs(state["history"], steps_per_epoch),
-        "stopped_by_time_budget": out_of_time,
+        "stopped_by_time_budget": stopped_by_time_budget(state["history"]),
         "training_minutes": round(state["seconds"] / 60.0, 1),
         "final_train_loss": state["history"][-1]["train_loss"] if state["history"] else None,
         "history": state["history"],

@@ -1,11 +1,12 @@
 """Torch-free facts about the trainers that the CLI checks before importing torch: the presets' names,
-the default run folders and the files a classifier run writes into its folder."""
+the default run folders, the files a classifier run writes into its folder and the data a run must
+never learn from."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from core.data.locations import dataset_of
+from core.data.locations import dataset_of, default_data_for, report_data_for
 from core.errors import PurifyLabError
 from core.paths import RUNS_DIR
 
@@ -40,3 +41,32 @@ def classifier_run_files(model: str) -> tuple[str, ...]:
     """What `core.train.classifier.train_classifier` writes beside its checkpoint/: the resolved config,
     the per-epoch history, the selected epoch's weights and the published file with its card."""
     return ("config.json", "history.json", "best.safetensors", f"{model}.safetensors", f"{model}.json")
+
+
+def check_not_reporting_cohort(name: str, data_dir: str | Path) -> None:
+    """Training or calibrating `name` (a classifier, or a denoiser's preset) on images of the cohort
+    where figures are reported would report them on images the model learnt from: refused when any
+    image of `data_dir` has the file name (CLASS/IMAGE) of an image there, so a copy, a subset or a
+    renamed folder is caught too. Listing only, no decoding; the Kermany train and test folders share
+    no name. Data that cannot be listed is left to the loader, which names what is wrong with it."""
+    report = report_data_for(name)
+    if report is None:
+        return
+    from core.data.sources import list_items
+
+    try:
+        sources = [item.source for item in list_items(data_dir).items]
+    except PurifyLabError:
+        return
+    cohort = {_class_and_name(item.source) for item in list_items(report).items}
+    shared = [source for source in sources if _class_and_name(source) in cohort]
+    if shared:
+        raise PurifyLabError(
+            f"--data {data_dir} is the reporting cohort {report} in {len(shared)} of its {len(sources)} images (by file name, e.g. {shared[0]}), "
+            f"where the test figures are measured; train and calibrate on the training folder ({default_data_for(name)})"
+        )
+
+
+def _class_and_name(source: str) -> str:
+    """CLASS/IMAGE of a listed source, whatever folder or archive prefix it carries."""
+    return "/".join(PurePosixPath(source).parts[-2:])

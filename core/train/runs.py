@@ -4,6 +4,7 @@ what its card says about that data and its epochs, and the checks that keep a ca
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +48,24 @@ def completed_epochs(history: Sequence[dict], steps_per_epoch: int) -> int:
     epoch cut by the time budget or by max_steps is not a completed one."""
     steps = [record["step"] for record in history]
     return sum(after - before == steps_per_epoch for before, after in zip([0, *steps[:-1]], steps, strict=True))
+
+
+def stopped_by_time_budget(history: Sequence[dict]) -> bool:
+    """Whether a time budget stopped any session of the run: a resumed run goes on at the next epoch,
+    so the epoch it cut stays cut (each record marks the session it ended)."""
+    return any(record.get("stopped_by_time_budget") for record in history)
+
+
+def start_afresh(out_dir: Path, leftovers: Sequence[str] = ()) -> None:
+    """A run started without --resume owns its folder: the checkpoint/ (and the `leftovers`, such as
+    history and best weights) of a run there before is removed before the new config.json is
+    written, so that a later --resume never continues the old run under the new settings."""
+    for name in ("checkpoint", *leftovers):
+        path = out_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def check_finite_loss(loss: float, step: int) -> float:
