@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -503,3 +504,21 @@ def test_a_tiny_run_refuses_init_from_and_its_sevit_card_says_its_backbone_is_un
         preset("tiny", "resnet_at", init_from="resnet")
     card = train_classifier(preset("tiny", "sevit", epochs=1, max_batches_per_epoch=1, threads=1), xray_train_dir, tmp_path, progress=False)
     assert card["backbone_sha256"] is None and "not saved" in card["backbone"] and "cannot be reproduced" in card["backbone"]
+
+
+def test_evaluate_reads_only_the_val_part_of_a_training_folder_that_holds_an_undecodable_file(xray_train_dir, tmp_path, capsys):
+    """The card's data hash names the images that decoded, the folder's file list every file: one broken
+    file made `evaluate` read the whole folder (split all), training images included, by default."""
+    files = [path for name in ("NORMAL", "PNEUMONIA") for path in sorted((xray_train_dir / name).glob("*.jpeg"))[:40]]
+    data = Path(_folder_of(tmp_path, "data", files))
+    (data / "NORMAL" / "broken.jpeg").write_text("not a jpeg")
+    run = tmp_path / "run"
+    _train_tiny_through_the_cli("substitute", ["--threads", "1"], data, run)
+    evaluate = ["evaluate", "--data", str(data), "--classifier", "substitute", "--weights", str(run / "substitute.safetensors"), "--device", "cpu"]
+    capsys.readouterr()
+    from core.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(evaluate)
+    out = capsys.readouterr().out
+    assert exit_info.value.code in (0, None) and " split val " in out, out

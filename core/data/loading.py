@@ -73,13 +73,16 @@ def content_hash(data_dir: str | Path, split: str | None = None) -> str:
 
 def resolve_split(folder: str | Path, split: str | None, card: dict | None) -> str:
     """`split`, or when None: "val" if `folder` is the one the card's model was trained on (never
-    read its training images), else "all"."""
+    read its training images), else "all". The card's `data_hash` names the images that decoded;
+    its `listed_hash`, every file listed, so a training folder holding an undecodable file is known
+    by its list too (cards written before it have none: their folders decoded whole)."""
     if split is not None:
         return split
     from core.data.splits import data_hash_of_folder
 
-    trained_on = ((card or {}).get("data") or {}).get("data_hash")
-    return "val" if trained_on is not None and trained_on == data_hash_of_folder(folder) else "all"
+    data = (card or {}).get("data") or {}
+    trained_on = {data.get("data_hash"), data.get("listed_hash")} - {None}
+    return "val" if trained_on and data_hash_of_folder(folder) in trained_on else "all"
 
 
 def project_fractions(grouping: Grouping) -> dict[str, float]:

@@ -13,6 +13,7 @@ from torch import nn
 
 from core.data.loading import SPLIT_SEED, LoadedSplit, load_splits
 from core.data.sources import SplitsInData
+from core.data.splits import data_hash_of_folder
 from core.errors import PurifyLabError
 
 
@@ -34,9 +35,14 @@ def card_data(data_dir: str | Path, train: LoadedSplit) -> dict:
     """A card's `data`: the folder, its hash, the split in the loader's own words (`LoadedSplit.cut`)
     and the number of training images; each trainer adds what else it knows."""
     path = Path(data_dir)
+    try:  # the file list, undecodable files included: what `resolve_split` can check without decoding
+        listed = {"listed_hash": data_hash_of_folder(path)}
+    except PurifyLabError:  # data holding splits of its own is never read whole, so never by default
+        listed = {}
     return {
         "folder": "/".join(path.parts[-2:]) if path.name == "train" else path.name,
         "data_hash": train.data_hash,
+        **listed,
         "split": train.cut,
         "split_seed": SPLIT_SEED,
         "train_images": int(len(train.labels)),
