@@ -88,7 +88,7 @@ def main() -> None:
             rows.append(row)
             compiled_note = f", compiled {row['compiled_median_seconds_per_digit']:.3f}" if args.compile else ""
             print(f"{threads} thread(s) {column.label:<10} {row['median_seconds_per_digit']:6.3f}{compiled_note} s/digit at batch 1 (paper {PAPER_SECONDS} s)")
-    write_cpu_report(args, rows, max(args.threads))
+    write_cpu_report(args, rows, args.threads)
 
 
 if __name__ == "__main__":

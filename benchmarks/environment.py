@@ -119,12 +119,16 @@ def write_report(path: Path, report: dict, args: argparse.Namespace) -> None:
     print(f"written to {path}")
 
 
-def write_cpu_report(args: argparse.Namespace, rows: list[dict], threads: int, **extra: object) -> None:
-    """A standalone CPU benchmark's JSON at args.out: when, at which commit, on what, with which versions, and its rows."""
+def write_cpu_report(args: argparse.Namespace, rows: list[dict], threads: int | list[int], **extra: object) -> None:
+    """A standalone CPU benchmark's JSON at args.out: when, at which commit, on what, with which versions, and its rows.
+
+    `threads` (a list when several were timed) is the report's only thread count: this process's own
+    (hardware's torch_threads) is not what micro_batch's spawned workers or serve_latency's server ran at."""
     from datetime import UTC, datetime
 
+    machine = {key: value for key, value in hardware(torch.device("cpu")).items() if key != "torch_threads"}
     report = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"), "git": git_commit(), "hardware": hardware(torch.device("cpu")),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), "git": git_commit(), "hardware": machine,
         "versions": versions(), **extra, "threads": threads, "rows": rows,
     }  # fmt: skip
     write_report(args.out, report, args)

@@ -83,6 +83,10 @@ class BenchSettings:
         bad_threats = [name for name in self.chain_threats if not threat_model(name).goes_through_purifier]
         if bad_threats:
             raise PurifyLabError(f"chain threat(s) {', '.join(bad_threats)} not one of: {', '.join(chain)}")
+        if "attack" in self.sections:  # the attack row would refuse it only after the purify section's minutes
+            for name in self.chain_purifiers:
+                for threat in self.chain_threats:
+                    threat_model(threat).check_purifier(PURIFIERS.get(name))
         for name in (
             "purify_batch",
             "train_batch",

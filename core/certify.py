@@ -18,7 +18,10 @@ from scipy.stats import beta, norm
 
 from core.errors import PurifyLabError, check_range, check_types
 from core.models import XrayClassifier
+from core.purifiers.diffusion import is_noise_predictor
 from core.purifiers.one_shot import OneShotPurifier
+from core.purifiers.unet import UNET_SPECS
+from core.weights import shipped_cards
 
 ABSTAIN = -1
 REPORTED_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -43,6 +46,34 @@ class CertifyConfig:
         for name in ("n0", "n", "batch_size"):
             if getattr(self, name) < 1:
                 raise PurifyLabError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def shipped_denoiser_inputs() -> dict[str, tuple[int, int]]:
+    """(channels, side length) of each shipped noise-prediction UNet, read from its card: the UNet
+    `load_shipped_unet` would build, known without importing diffusers or loading any weights."""
+    inputs = {}
+    for stem, card in shipped_cards().items():
+        if is_noise_predictor(card):
+            spec = asdict(UNET_SPECS[card["unet_size"]]) | card.get("unet_overrides", {})
+            inputs[stem] = (int(spec["in_channels"]), int(spec["sample_size"]))
+    return inputs
+
+
+def check_denoiser_fits(denoiser: str, classifier: XrayClassifier) -> None:
+    """Refuse a denoiser that is not a shipped noise predictor of the classifier's input before any image
+    loads: the first noise draw would refuse it only after the whole split was decoded."""
+    inputs = shipped_denoiser_inputs()
+    wanted = (classifier.in_channels, classifier.image_size)
+    if inputs.get(denoiser) == wanted:
+        return
+    fitting = sorted(stem for stem, shape in inputs.items() if shape == wanted)
+    found = (
+        f"takes {inputs[denoiser][0]}-channel {inputs[denoiser][1]} px images"
+        if denoiser in inputs
+        else f"is not a shipped noise-prediction network (shipped: {', '.join(sorted(inputs)) or 'none'})"
+    )
+    advice = f"name one that does: {', '.join(fitting)}" if fitting else "none is shipped; train one with 'purifylab train diffusion'"
+    raise PurifyLabError(f"denoiser '{denoiser}' {found}; the classifier reads {wanted[0]}-channel {wanted[1]} px images; {advice}")
 
 
 def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:

@@ -127,6 +127,22 @@ def test_bad_settings_give_one_line_and_exit_2(args, message, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("purifier", ["diffdefense_paper", "diffdefense"])
+def test_a_chain_purifier_without_exact_gradients_is_refused_before_anything_is_measured(purifier, tmp_path, capsys):
+    """White-box refused it only when its attack row was built: after the purify section and the grey-box
+    attacks had run, with no report written. Without the attack section there is nothing to refuse."""
+    from benchmarks.settings import BenchSettings
+
+    out = tmp_path / "bench.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "smoke", "--purifiers", "none", "--chain-purifiers", purifier, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err == f"error: purifier '{purifier}' has no exact gradients; attack it with threat 'bpda' or 'bpda-eot'\n"
+    assert not out.exists()
+    assert BenchSettings.from_preset("smoke", chain_purifiers=(purifier,), chain_threats=("bpda-eot",)).chain_purifiers == (purifier,)
+    assert BenchSettings.from_preset("smoke", sections=("purify",), chain_purifiers=(purifier,)).chain_threats == ("bpda-eot", "white")
+
+
 def test_python_m_benchmarks_is_the_same_command(monkeypatch, capsys):
     """In-process (`runpy`), as a subprocess would only add the import of torch."""
     monkeypatch.setattr(sys, "argv", ["benchmarks", "--preset", "smoke", "--sections", "nope"])
@@ -149,6 +165,7 @@ def test_diffdefense_batch1_times_every_table3_column_at_each_thread_count(tmp_p
     table3 = next(table for table in load_preset("mnist-diffdefense").tables if table.name == "table3")
     assert [row["column"] for row in rows] == [column.label for column in table3.columns]
     assert all(row["threads"] == 1 and row["digits"] == 2 and row["median_seconds_per_digit"] > 0 for row in rows)
+    assert json.loads(out.read_text())["threads"] == [1]  # the list timed, not its largest
     config = json.loads(out.with_name("batch1.config.json").read_text())  # resolved options beside the report
     assert config["command"].startswith("python -m benchmarks.diffdefense_batch1") and config["digits"] == 2
     theirs = tmp_path / "theirs.json"
@@ -158,6 +175,23 @@ def test_diffdefense_batch1_times_every_table3_column_at_each_thread_count(tmp_p
         diffdefense_batch1.main()
     assert exit_info.value.code == 2 and "exists and purifylab did not write it" in capsys.readouterr().err
     assert theirs.read_text() == "my notes"
+
+
+def test_a_cpu_report_records_only_the_thread_counts_its_work_ran_at(tmp_path, monkeypatch):
+    """micro_batch's report said its parent's 2 threads (hardware's torch_threads) for work its spawned
+    workers ran at 1, and diffdefense_batch1's said 2 for a run of 1 and 2: one count now, the work's."""
+    import argparse
+
+    import torch
+
+    from benchmarks.environment import write_cpu_report
+
+    monkeypatch.setattr(sys, "argv", ["benchmarks/micro_batch.py"])
+    out = tmp_path / "report.json"
+    assert torch.get_num_threads() == 1  # conftest's, not the counts below
+    write_cpu_report(argparse.Namespace(out=out, overwrite=False), [{"threads": 2}], [1, 2])
+    report = json.loads(out.read_text())
+    assert report["threads"] == [1, 2] and "torch_threads" not in report["hardware"] and report["hardware"]["cpu_count"] >= 1
 
 
 @pytest.mark.slow  # inductor compiles the MNIST UNet's forward and backward graphs: about half a minute

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from statistics import NormalDist
 
@@ -214,3 +215,34 @@ def test_the_certified_curve_names_its_input_size_data_and_split():
     assert figure["data"][0]["name"] == "tiny, sigma 0.25 (n 10; 2 images of mnist/t10k, split 'val')"
     older = {key: value for key, value in result.items() if key != "image_size"} | {"classifier": "resnet_smooth"}
     assert "128 px input" in certified_figure([older]).to_dict()["layout"]["xaxis"]["title"]["text"]  # its card's size
+
+
+@pytest.mark.parametrize(
+    "classifier, denoiser, message",
+    [
+        ("student_cnn", "ddpm_unet_mnist", "takes 1-channel 28 px images; the classifier reads 1-channel 128 px images; name one that does: ddpm_unet$"),
+        ("student_cnn", "cold_unet", "is not a shipped noise-prediction network .*; name one that does: ddpm_unet$"),
+        ("cifar10_cnn", "ddpm_unet_mnist", "takes 1-channel 28 px images; the classifier reads 3-channel 32 px images; name one that does: ddpm_unet_cifar10$"),
+        ("mnist_cnn", "ddpm_unet", "takes 1-channel 128 px images; the classifier reads 1-channel 28 px images; name one that does: ddpm_unet_mnist$"),
+    ],
+)
+def test_certify_refuses_a_denoiser_of_another_input_before_reading_any_image(classifier, denoiser, message, tmp_path, capsys):
+    """The first noise draw refused it, after the whole split had loaded, and advised a resize certify cannot do.
+    The X-ray files here do not decode: reading them first would answer with a data error instead."""
+    from core.cli import main
+
+    for name in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "1.jpeg").write_bytes(b"not an image")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["certify", "--data", str(tmp_path), "--classifier", classifier, "--denoiser", denoiser])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert re.search(f"^error: denoiser '{denoiser}' {message}", err.strip()) and "resize" not in err
+
+
+def test_a_classifier_no_shipped_denoiser_fits_is_told_to_train_one():
+    from core.certify import check_denoiser_fits
+
+    with pytest.raises(PurifyLabError, match="^denoiser 'ddpm_unet' takes 1-channel 128 px images; the classifier reads 1-channel 16 px images; none is"):
+        check_denoiser_fits("ddpm_unet", _always(0))

@@ -75,7 +75,7 @@ def certify_command(
     config = CertifyConfig(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed)
     config.validate()
     set_threads(threads)
-    from core.certify import certify_images
+    from core.certify import certify_images, check_denoiser_fits
     from core.cli.reporting import write_json
     from core.data.loading import load_split, resolve_split
     from core.data.locations import portable_path
@@ -84,10 +84,13 @@ def certify_command(
     from core.purifiers import create_purifier
 
     model = create_classifier(classifier, weights=weights)
+    smoother = None
+    if denoiser != "none":  # before the split is read: a denoiser of another size would fail on the first draw
+        check_denoiser_fits(denoiser, model)
+        smoother = create_purifier("one_shot", denoiser=denoiser).to(target)
     split = resolve_split(data, split, model.card)
     model.check_classes(data_listing(data, split).classes, f"--data {data}")  # before any pixel is decoded
     images = load_split(data, split, model.image_size, limit, channels=model.in_channels)
-    smoother = None if denoiser == "none" else create_purifier("one_shot", denoiser=denoiser).to(target)
     result = certify_images(model.to(target), smoother, images.images.to(target), images.labels, config, progress=True)
     result.update(
         classifier=classifier,

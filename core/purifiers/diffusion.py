@@ -78,14 +78,14 @@ def _load_denoiser(stem: str, weights_dir: str) -> tuple[UNet2DModel, dict]:
     return load_shipped_unet(stem, Path(weights_dir))
 
 
-def _is_noise_predictor(card: dict) -> bool:
+def is_noise_predictor(card: dict) -> bool:
     return card.get("kind") == "ddpm-denoiser" and card.get("prediction_type") == "epsilon"
 
 
 def _check_noise_predictor(stem: str, card: dict, weights_dir: Path) -> None:
     """Refuse a classifier or the cold (clean-image) UNet as `denoiser`: either would run silently as a noise predictor."""
-    if not _is_noise_predictor(card):
-        shipped = sorted(path.stem for path in weights_dir.glob("*.json") if _is_noise_predictor(read_card(path.with_suffix(".safetensors"))))
+    if not is_noise_predictor(card):
+        shipped = sorted(path.stem for path in weights_dir.glob("*.json") if is_noise_predictor(read_card(path.with_suffix(".safetensors"))))
         raise PurifyLabError(f"denoiser='{stem}' is not a DDPM noise-prediction network; shipped ones: {', '.join(shipped) or 'none'}")
 
 
