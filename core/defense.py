@@ -7,6 +7,7 @@ gets is the one that was measured. The file also says why it was chosen, on whic
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,17 @@ class Defense:
         """The CLI's NAME:k=v,... form of the purifier."""
         params = ",".join(f"{key}={value}" for key, value in self.params.items())
         return f"{self.purifier}:{params}" if params else self.purifier
+
+
+def refuse_conflicts(subject: str, settings: Mapping[str, tuple[object, object]]) -> tuple:
+    """The values a named defense sets, from {setting: (value given beside it or None, the defense's)}.
+    A given value that differs is refused, never silently dropped: it would measure another model or
+    purifier under the defense's name. `subject` says where the defense was named ("--defense
+    recommended", "table 't' columns[2]: defense 'recommended'")."""
+    for key, (given, chosen) in settings.items():
+        if given is not None and given != chosen:
+            raise PurifyLabError(f"{subject} sets {key} {chosen}, but {key} {given} was given; drop one of them")
+    return tuple(chosen for _, chosen in settings.values())
 
 
 def list_defenses(directory: Path | None = None) -> list[str]:

@@ -44,7 +44,7 @@ def certify_command(
     Smooths classifier(one-shot denoise(x + sigma * noise)), or with --denoiser none a noise-trained
     classifier(x + sigma * noise)."""
     from core.cli import set_threads
-    from core.cli.preflight import check_data, check_data_layout, check_distinct_outputs, check_output, defense_settings, use_device, with_config
+    from core.cli.preflight import check_data, check_data_layout, check_distinct_outputs, check_output, use_device, with_config
     from core.errors import PurifyLabError
 
     check_data(data)
@@ -54,7 +54,7 @@ def certify_command(
     if json_path is not None:
         check_output(json_path.with_name(CURVE), "--json's curve", overwrite=overwrite)
     if defense is not None:  # before torch is imported: a refusal costs no import
-        from core.defense import list_defenses, load_defense
+        from core.defense import list_defenses, load_defense, refuse_conflicts
 
         chosen = load_defense(defense)
         if chosen.purifier != "gaussian":
@@ -65,7 +65,7 @@ def certify_command(
         given = {"--classifier": (classifier, chosen.classifier), "--denoiser": (denoiser, "none")}
         if "sigma" in chosen.params:
             given["--sigma"] = (sigma, float(chosen.params["sigma"]))
-        classifier, denoiser, *chosen_sigma = defense_settings(defense, given)
+        classifier, denoiser, *chosen_sigma = refuse_conflicts(f"--defense {defense}", given)
         sigma = chosen_sigma[0] if chosen_sigma else sigma
     check_data_layout(data, split)
     classifier, sigma, denoiser = classifier or "resnet", 0.25 if sigma is None else sigma, denoiser or "ddpm_unet"

@@ -34,7 +34,6 @@ from core.cli.preflight import (
     check_output,
     check_run,
     check_run_folder,
-    defense_settings,
     resume_hint,
     use_device,
 )
@@ -322,10 +321,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_output(json_path, "--json", inputs=(data, weights), overwrite=overwrite, suffix=".json")
         check_eot_has_attack(eot, attack, threat)
         if defense is not None:  # before torch is imported: an unknown name is refused at once
-            from core.defense import load_defense
+            from core.defense import load_defense, refuse_conflicts
 
             chosen = load_defense(defense)
-            classifier, purifier = defense_settings(defense, {"--classifier": (classifier, chosen.classifier), "--purifier": (purifier, chosen.purifier_spec)})
+            given = {"--classifier": (classifier, chosen.classifier), "--purifier": (purifier, chosen.purifier_spec)}
+            classifier, purifier = refuse_conflicts(f"--defense {defense}", given)
             for option, given in (("--param", param), ("--weights", weights)):
                 if given:  # either would measure another model or purifier under the defense's name
                     raise PurifyLabError(f"--defense {defense} fixes its classifier and purifier, but {option} was given; drop one of them")

@@ -183,15 +183,6 @@ def check_not_shipped(preset: str, target: Path, option: str) -> Path:
     return target
 
 
-def defense_settings(defense: str, options: dict[str, tuple[object, object]]) -> tuple:
-    """The values --defense sets, as {option: (value the user gave or None, the defense's value)};
-    an option given explicitly with another value is refused, not silently dropped."""
-    for option, (given, chosen) in options.items():
-        if given is not None and given != chosen:
-            raise PurifyLabError(f"--defense {defense} sets {option} {chosen}, but {option} {given} was given; drop one of them")
-    return tuple(chosen for _, chosen in options.values())
-
-
 def check_eot_has_attack(eot: int, attack: str | None, threat: str) -> None:
     """--eot counts purifier draws per attack step: without --attack, or under a threat model whose
     attacker draws none (grey, transfer, bpda), it would be recorded beside the number, never used."""

@@ -433,15 +433,13 @@ def _named_defense(column: Any, where: str) -> Any:
     so are its own weights (either would measure another model under the defense's name)."""
     if not isinstance(column, dict) or "defense" not in column:
         return column
-    from core.defense import load_defense
+    from core.defense import load_defense, refuse_conflicts
 
     column = dict(column)
     name = column.pop("defense")
     defense = load_defense(name)
     chosen = {"classifier": defense.classifier, "purifier": defense.purifier, "params": dict(defense.params)}
-    for key, value in chosen.items():
-        if column.get(key) is not None and column[key] != value:
-            raise PurifyLabError(f"{where}: defense '{name}' sets {key} {value}, but {key} {column[key]} was given; drop one of them")
+    refuse_conflicts(f"{where}: defense '{name}'", {key: (column.get(key), value) for key, value in chosen.items()})
     if column.get("classifier_weights") is not None:
         raise PurifyLabError(f"{where}: defense '{name}' fixes its classifier, but classifier_weights was given; drop one of them")
     return {**column, **chosen}
