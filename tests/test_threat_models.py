@@ -273,9 +273,17 @@ def test_every_place_reads_the_threat_flags_from_the_registry(setup: Setup) -> N
                 attacked_model(name, setup.classifier, purifier, eot=2)
         elif threat.goes_through_purifier:
             assert attacked_model(name, setup.classifier, purifier, eot=2) is not setup.classifier
-        table = TableSpec("t", "c", (), (AttackRow("PGD", AttackConfig()),), (PurifierColumn("x"),), threats=(name,))
-        assert ("EOT 3" in table_caption(preset, table, [])) == threat.uses_eot
-        assert threat.describe(preset.eot) in table_caption(preset, table, [])
+        # the caption counts the draws its cells ran (their budgets): a stochastic purifier, EOT 3
+        noise = create_purifier("noise", t_star=0.02)
+        table = TableSpec("t", "c", (), (AttackRow("PGD", AttackConfig()),), (PurifierColumn("x", "noise", {"t_star": 0.02}),), threats=(name,))
+        record = {
+            "row": "PGD",
+            "config": {"attack": AttackConfig().resolved(), "threat": name, "purifier": {"name": "noise"}},
+            "metrics": {"n": 4, "budget": attack_budget(AttackConfig(), name, eot=3, purifier=noise)},
+        }
+        caption = table_caption(preset, table, [record])
+        assert ("EOT 3" in caption) == threat.uses_eot
+        assert threat.describe(preset.eot if threat.uses_eot else 1) in caption
         chain = BenchSettings(chain_threats=(name,), chain_eot=2)
         if threat.goes_through_purifier:
             chain.validate()
