@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from core.errors import PurifyLabError, typed
+from core.io import IMAGE_CHANNELS, validate_image_tensor
 from core.purifiers.base import Purifier
 
 MAX_EOT = 1000
@@ -96,6 +97,9 @@ class DefendedClassifier(nn.Module):
         return clamp_to_unit(self.purifier(x, generator=generator))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A 0-255 image would come out of `clamp_to_unit` white and read as confident nonsense. Only
+        # checked, never replaced by the check's clamped copy: that would zero the gradient at 0 and 1.
+        validate_image_tensor(x, channels=getattr(self.classifier, "in_channels", IMAGE_CHANNELS))
         draws = self.draws
         if draws == 1:
             return self.classifier(self.purified(x))

@@ -21,9 +21,11 @@ from core.data.loading import load_split, resolve_split
 from core.data.sources import data_listing
 from core.defended import MAX_REDRAWS
 from core.errors import PurifyLabError, check_range
+from core.io import validate_image_tensor
 from core.metrics import classification_metrics
 from core.models import XrayClassifier, create_classifier
-from core.purifiers import Purifier, create_purifier
+from core.purifiers import Purifier, create_purifier, purifier_config
+from core.weights import reads_through_note
 
 if TYPE_CHECKING:
     from core.attacks.config import AttackConfig
@@ -31,15 +33,18 @@ if TYPE_CHECKING:
 
 @torch.inference_mode()
 def predict_probabilities(model: XrayClassifier, images: torch.Tensor, batch_size: int = 100, purifier: Purifier | None = None, seed: int = 0) -> np.ndarray:
-    """Class probabilities (N, 2) for uint8 or [0, 1] float images, in batches, purified first if asked."""
+    """Class probabilities (N, 2) for uint8 or [0, 1] float images, in batches, purified first if asked;
+    any other scale (0-255 floats, other integers) or a NaN is refused in one line, not read as an X-ray."""
     if batch_size < 1:
         raise PurifyLabError(f"batch size must be >= 1, got {batch_size}")
+    if not isinstance(images, torch.Tensor):
+        raise PurifyLabError(f"images must be a torch.Tensor; got {type(images).__name__}")
     model.eval()
     device = next(model.parameters()).device
     outputs = []
     for start in range(0, images.shape[0], batch_size):
         batch = images[start : start + batch_size].to(device)
-        batch = batch.float().div(255.0) if batch.dtype == torch.uint8 else batch.float()
+        batch = validate_image_tensor(batch.float().div(255.0) if batch.dtype == torch.uint8 else batch, channels=model.in_channels)
         if purifier is not None:
             batch = purifier.purify(batch, seed=seed + start)
         outputs.append(torch.softmax(model(batch).float(), dim=1).cpu())
@@ -84,10 +89,11 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
     if model is None:
         model = create_classifier(config.classifier, pretrained=True, weights=config.weights)
     model.check_classes(listing.classes, f"--data {config.data}")  # before any pixel is decoded
+    note = _reads_through_note(config, model)
     if config.attack is not None:
         from core.attacks.robust import evaluate_attack
 
-        return evaluate_attack(config, model, progress=progress)
+        return {**evaluate_attack(config, model, progress=progress), **note}
     config = dataclasses.replace(config, split=resolve_split(config.data, config.split, model.card))
     purifier = None if config.purifier == "none" else create_purifier(config.purifier, **config.purifier_params)
     data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress, channels=model.in_channels)
@@ -107,4 +113,16 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
         "purifier": purifier.describe() if purifier is not None else {"purifier": "none"},
         "seconds": round(seconds, 3),
         "images_per_second": round(len(data.labels) / max(seconds, 1e-9), 1),
+        **note,
     }
+
+
+def _reads_through_note(config: EvaluationConfig, model: XrayClassifier) -> dict[str, str]:
+    """{"reads_through_note": ...} when the classifier was trained and calibrated to read through a
+    purifier this run does not use (its figures are then not its card's), else {}."""
+    through = (model.card or {}).get("reads_through")
+    if not through:
+        return {}
+    if purifier_config(config.purifier, **config.purifier_params) == purifier_config(through["purifier"], **through["params"]):
+        return {}
+    return {"reads_through_note": reads_through_note(config.classifier, model.card)}

@@ -35,7 +35,9 @@ def card_path(weights_path: Path) -> Path:
 
 
 def save_weights(module: torch.nn.Module, path: str | Path, card: dict[str, Any], fp16: bool = True) -> dict:
-    """Write `module`'s state dict as safetensors (fp16 floats by default) and its card beside it."""
+    """Write `module`'s state dict as safetensors (fp16 floats by default) and its card beside it; the
+    card names the class whose state dict it holds (`model_class`, unless given), so loading refuses
+    the file of another network (a purifier's under a classifier's name) in one line."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -50,6 +52,7 @@ def save_weights(module: torch.nn.Module, path: str | Path, card: dict[str, Any]
         state[key] = tensor
     save_file(state, str(path))
     full_card = dict(card)
+    full_card.setdefault("model_class", type(module).__name__)
     full_card.update(
         file=path.name,
         sha256=sha256_of(path),
@@ -110,22 +113,39 @@ def load_state(path: str | Path, verify: bool = True) -> dict[str, torch.Tensor]
 
 
 def load_weights(module: torch.nn.Module, path: str | Path, verify: bool = True) -> torch.nn.Module:
-    module.load_state_dict(load_state(path, verify=verify))
+    """`module` with the verified tensors of `path`; a file of another network (or another size) is
+    one line naming what does not fit, not torch's list of every key."""
+    path = Path(path)
+    state, own = load_state(path, verify=verify), module.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    resized = [key for key in own if key in state and state[key].shape != own[key].shape]
+    misfits = [
+        *([f"missing {len(missing)} tensors (first '{missing[0]}')"] if missing else []),
+        *([f"{len(unexpected)} unexpected (first '{unexpected[0]}')"] if unexpected else []),
+        *([f"'{key}' is {tuple(state[key].shape)}, the network's {tuple(own[key].shape)}" for key in resized[:1]]),
+    ]
+    if misfits:
+        raise PurifyLabError(f"{path.name} does not fit {type(module).__name__}: {'; '.join(misfits)}")
+    module.load_state_dict(state)
     return module
 
 
 def shipped_cards(weights_dir: Path | None = None) -> dict[str, dict]:
-    """Every model card in weights/, by file stem: what the app and the docs list as shipped."""
+    """Every model card in weights/, by file stem: what the app and the docs list as shipped. An
+    unreadable card is a one-line error naming it, not a model left out: a listing without it would
+    misstate what is shipped, and loading that model fails anyway."""
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+    return {path.stem: read_card(path.with_suffix(".safetensors")) for path in sorted(folder.glob("*.json"))}
 
 
 def training_time(card: dict) -> str:
     """Training minutes as the card says, marked "(GPU)" where `training_device` records a lent GPU:
     a GPU minute is not a CPU minute, and the app and the docs must not read them alike. A weight
-    soup's are its members', each marked as its own card was (the card's total adds CPU minutes only)."""
+    soup's are its members', each marked as its own card was (the card's total adds CPU minutes only):
+    by its `training_device`, as `make_soup` records it, or in the minutes' own text, as older soups did."""
     if card.get("soup_of"):
-        return " + ".join(str(member["training_minutes"]) for member in card["soup_of"])
+        return " + ".join(training_time(member) for member in card["soup_of"])
     minutes = card.get("training_minutes")
     if minutes is None:
         return ""

@@ -45,3 +45,21 @@ def test_certify_refuses_a_defense_that_is_not_smoothing_noise(tmp_path, capsys,
 def test_the_committed_smoothing_defense_is_the_certifiable_one():
     smoothing = load_defense("smoothing")
     assert smoothing.purifier == "gaussian" and 0 < smoothing.params["sigma"] <= 0.5 and smoothing.classifier in list_classifiers()
+
+
+def test_a_defended_classifier_refuses_an_image_outside_unit_range_in_one_line():
+    """A 0-255 image came out of clamp_to_unit white and read as pneumonia with P 0.98."""
+    import torch
+
+    from core.defended import DefendedClassifier
+    from core.models import create_classifier
+
+    torch.manual_seed(0)
+    classifier = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(4, 8, 8, 8)).eval()
+    defended = DefendedClassifier(create_purifier("gaussian", sigma=0.5), classifier)
+    x = torch.rand(2, 1, 32, 32, requires_grad=True)
+    defended(x).sum().backward()  # an image in [0, 1] passes, with its gradient
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for bad, message in ((x.detach() * 255, r"values span .*expected \[0, 1\]"), (x.detach() - 0.5, r"expected \[0, 1\]")):
+        with pytest.raises(PurifyLabError, match=message):
+            defended(bad)

@@ -253,3 +253,39 @@ def test_a_result_records_the_weights_file_and_the_calibration_its_card_applied(
     assert records[0]["classifier_calibration"] == {"temperature": 1.0, "threshold": None}
     assert records[1]["classifier_calibration"] == {"temperature": 2.0, "threshold": 0.9}
     assert records[1]["classifier_weights"].endswith("student_cnn.safetensors") and records[0]["classifier_weights"] != records[1]["classifier_weights"]
+
+
+def test_predict_probabilities_refuses_other_scales_and_reads_uint8(boundary):
+    """0-255 floats and int16 read as [0, 0]: only uint8 was divided by 255."""
+    classifier, _, x, _ = boundary
+    eight_bit = (x * 255).round()
+    reference = predict_probabilities(classifier, eight_bit / 255)
+    np.testing.assert_allclose(predict_probabilities(classifier, eight_bit.to(torch.uint8)), reference, atol=1e-6)
+    refusals = [
+        (eight_bit, r"values span .*expected \[0, 1\]"),
+        (eight_bit.to(torch.int16), "dtype is torch.int16"),
+        (x * float("nan"), "NaN or Inf"),
+        (x.numpy(), "images must be a torch.Tensor; got ndarray"),
+    ]
+    for bad, message in refusals:
+        with pytest.raises(PurifyLabError, match=message):
+            predict_probabilities(classifier, bad)
+
+
+def test_evaluate_says_when_the_classifier_reads_through_a_purifier_the_run_does_not_use(xray_test_dir, tiny_weights, tmp_path):
+    """resnet_smooth read without its noise printed its figures with nothing saying they are not its card's."""
+    import shutil
+
+    from core.cli.reporting import format_report
+
+    smooth = tmp_path / "student_cnn.safetensors"
+    shutil.copy(tiny_weights, smooth)
+    card = json.loads(tiny_weights.with_suffix(".json").read_text())
+    smooth.with_suffix(".json").write_text(json.dumps({**card, "reads_through": {"purifier": "gaussian", "params": {"sigma": 0.5}}}))
+    plain = EvaluationConfig(data=str(xray_test_dir), classifier="student_cnn", limit=4, weights=str(smooth), bootstrap=0)
+    without = evaluate(plain)
+    assert without["reads_through_note"].startswith("student_cnn was trained and calibrated to read X-rays through the 'gaussian' purifier (sigma 0.5)")
+    assert f"note: {without['reads_through_note']}" in format_report(without).splitlines()[1]
+    through = evaluate(EvaluationConfig(**{**plain.__dict__, "purifier": "gaussian", "purifier_params": {"sigma": 0.5}}))
+    assert "reads_through_note" not in through and "note:" not in format_report(through)
+    assert "reads_through_note" not in evaluate(EvaluationConfig(**{**plain.__dict__, "weights": str(tiny_weights)}))

@@ -193,7 +193,7 @@ def test_pickled_weights_are_refused(tmp_path, filename):
     model = create_classifier("vit", pretrained=False, **TINY["vit"])
     path = tmp_path / filename
     torch.save(model.state_dict(), path)  # a pickle, whatever its name says
-    path.with_suffix(".json").write_text('{"architecture": {}}')
+    path.with_suffix(".json").write_text('{"architecture": {}, "model_class": "XrayViT"}')  # a card that would pass
     with pytest.raises(PurifyLabError, match="refusing"):
         create_classifier("vit", weights=path)
 
@@ -221,3 +221,114 @@ def test_an_unknown_option_names_the_ones_the_network_takes():
     for pretrained in (False, True):
         with pytest.raises(PurifyLabError, match="classifier 'resnet' has no option depth; it takes: .*widths"):
             create_classifier("resnet", pretrained=pretrained, depth=3)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (lambda x: x.numpy(), "input must be a torch.Tensor; got ndarray"),
+        (lambda x: (x * 255).to(torch.uint8), "dtype is torch.uint8; .*divide 8-bit images by 255"),
+        (lambda x: x.double(), "dtype is torch.float64"),
+        (lambda x: x.half(), "dtype is torch.float16"),
+        (lambda x: x * float("nan"), "NaN or Inf"),
+    ],
+)
+@pytest.mark.parametrize("name", ["resnet", "sevit"])
+def test_a_forward_refuses_what_is_not_a_float32_image_in_one_line(name, bad, message):
+    """A uint8 or NaN image read as confident garbage; float64 and arrays failed deep inside torch."""
+    torch.manual_seed(0)
+    model = create_classifier(name, pretrained=False, **TINY[name]).eval()
+    with pytest.raises(PurifyLabError, match=message) as error:
+        model(bad(torch.rand(2, 1, 32, 32)))
+    assert "\n" not in str(error.value)
+
+
+def test_a_forward_reads_noisy_images_outside_unit_range():
+    """Smoothing and noise-augmented training feed images outside [0, 1] on purpose: no range check in forward."""
+    torch.manual_seed(0)
+    model = create_classifier("resnet", pretrained=False, **TINY["resnet"]).eval()
+    noisy = torch.rand(2, 1, 32, 32) + 0.5 * torch.randn(2, 1, 32, 32)
+    assert noisy.min() < 0 < 1 < noisy.max() and torch.isfinite(model(noisy)).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a purifier in front hands over its autocast output
+        assert model(torch.rand(2, 1, 32, 32).bfloat16()).shape == (2, 2)
+
+
+def _shipped_folder(tmp_path, monkeypatch, name: str, card: dict) -> None:
+    """weights/<name>.* written by save_weights into a folder that stands for weights/."""
+    import core.models
+
+    model = create_classifier(name, pretrained=False, **TINY[name])
+    save_weights(model, tmp_path / f"{name}.safetensors", {"architecture": model.architecture, **card})
+    monkeypatch.setattr(core.models, "WEIGHTS_DIR", tmp_path)
+
+
+def test_a_shipped_file_whose_card_names_another_model_is_refused(tmp_path, monkeypatch):
+    """resnet_smooth's files copied over resnet's loaded silently as 'resnet'."""
+    _shipped_folder(tmp_path, monkeypatch, "resnet", {"name": "resnet_smooth"})
+    with pytest.raises(PurifyLabError, match="holds the card of 'resnet_smooth', not of 'resnet'"):
+        create_classifier("resnet")
+    assert create_classifier("resnet_smooth", weights=tmp_path / "resnet.safetensors").card["name"] == "resnet_smooth"  # a file named on purpose
+
+
+def test_a_card_whose_architecture_contradicts_its_image_size_is_refused(tmp_path, monkeypatch):
+    _shipped_folder(tmp_path, monkeypatch, "resnet", {"name": "resnet", "image_size": 64})
+    with pytest.raises(PurifyLabError, match="contradicts itself: architecture.image_size 32, image_size 64"):
+        create_classifier("resnet")
+
+
+def test_the_listing_says_how_each_shipped_model_was_trained_from_its_card(tmp_path, monkeypatch):
+    """student_cnn was listed as distilled from the ViT, resnet_smooth as fine-tuned: their cards say resnet, from scratch."""
+    config = {"model": "student_cnn", "distill_from": "resnet", "init_from": None}
+    _shipped_folder(tmp_path, monkeypatch, "student_cnn", {"name": "student_cnn", "classes": ["NORMAL", "PNEUMONIA"], "training_config": config})
+    listing = list_classifiers()
+    assert listing["student_cnn"].endswith("; distilled from resnet, from scratch")
+    assert "trained" not in listing["resnet_smooth"] and "distilled" not in listing["vit"]  # nothing shipped: the layout only
+
+
+def test_a_trained_sevit_keeps_the_combine_rule_its_calibration_was_fitted_on(tmp_path):
+    """combine='vote' over the 'average' card applied a threshold fitted on averages: it overruled 3-1 majorities."""
+    backbone_path = tmp_path / "vit.safetensors"
+    backbone = create_classifier("vit", pretrained=False, **TINY["vit"])
+    card = save_weights(backbone, backbone_path, {"architecture": backbone.architecture})
+    sevit = SEViT(create_classifier("vit", weights=backbone_path), mlp_heads=2)
+    heads_path = tmp_path / "sevit.safetensors"
+    save_weights(sevit.heads, heads_path, {"architecture": sevit.architecture, "backbone_sha256": card["sha256"]})
+    with pytest.raises(PurifyLabError, match="combine differ from the trained 'sevit' weights"):
+        create_classifier("sevit", weights=heads_path, backbone_weights=backbone_path, combine="vote")
+    assert create_classifier("sevit", weights=heads_path, backbone_weights=backbone_path, combine="average").combine == "average"
+    assert create_classifier("sevit", pretrained=False, combine="vote", **TINY["sevit"]).combine == "vote"
+
+
+def test_a_file_or_card_that_is_not_a_classifiers_is_refused_in_one_line(tmp_path):
+    """A purifier's file, another layout, an unknown architecture key and malformed calibrations ended in tracebacks."""
+    import json
+
+    model = create_classifier("resnet", pretrained=False, **TINY["resnet"])
+    path = tmp_path / "resnet.safetensors"
+    card = save_weights(model, path, {"architecture": model.architecture})
+    assert card["model_class"] == "XrayResNet"  # save_weights names the class it saved
+
+    def refused(edit: dict, message: str) -> None:
+        path.with_suffix(".json").write_text(json.dumps({**card, **edit}))
+        with pytest.raises(PurifyLabError, match=message) as error:
+            create_classifier("resnet", weights=path)
+        assert "\n" not in str(error.value)
+
+    without_class = {key: value for key, value in card.items() if key != "model_class"}
+    path.with_suffix(".json").write_text(json.dumps(without_class))
+    with pytest.raises(PurifyLabError, match="resnet.safetensors is not a classifier's weights file"):
+        create_classifier("resnet", weights=path)
+    refused({"architecture": {**model.architecture, "widths": [4, 8, 8, 16]}}, r"does not fit XrayResNet: '.*' is \(8, .*\), the network's \(16, ")
+    refused({"architecture": {**model.architecture, "layers": [1, 1, 1, 2]}}, r"does not fit XrayResNet: missing \d+ tensors \(first 'resnet.layer4.1")
+    refused({"architecture": {**model.architecture, "bogus": 1}}, "model card resnet.json: its architecture does not build a XrayResNet .*'bogus'")
+    refused({"calibration": {"temperature": None}}, "model card resnet.json: calibration.temperature must be a number; got None")
+    refused({"calibration": {"temperature": "0.7"}}, "calibration.temperature must be a number; got '0.7'")
+    refused({"calibration": {"temperature": 1.0, "threshold": 1.0}}, "model card resnet.json: a decision threshold needs")
+    refused({"calibration": [0.7, 0.2]}, "calibration must be a mapping of temperature and threshold")
+
+
+def test_the_shipped_listing_agrees_with_the_shipped_cards():
+    listing = list_classifiers()
+    assert "distilled from resnet, from scratch" in listing["student_cnn"] and "ViT" not in listing["student_cnn"]
+    assert "trained under Gaussian noise (std 0.5) for randomized smoothing, from scratch" in listing["resnet_smooth"]
+    assert "fine-tuned" not in listing["resnet_smooth"]

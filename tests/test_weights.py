@@ -148,3 +148,39 @@ def test_evaluate_on_the_test_cohort_reproduces_the_card(name, xray_test_dir):
     # ECE averages float32 probabilities, whose last bits differ between CPU models (5e-9 seen on an
     # AMD EPYC against the card's machine): equal to 1e-6, far below its third reported decimal.
     assert measured["ece"] == pytest.approx(card["ece"], abs=1e-6)
+
+
+def test_a_file_of_another_network_is_one_line_naming_what_does_not_fit(tmp_path):
+    """load_state_dict's RuntimeError listed every key over many lines."""
+    path = tmp_path / "m.safetensors"
+    save_weights(_model(), path, {})
+    other = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 3), torch.nn.Conv2d(2, 2, 1))
+    misfit = r"^m.safetensors does not fit Sequential: missing 2 tensors \(first '3.weight'\); '0.weight' is \(4, 1, 3, 3\), the network's \(8, 1, 3, 3\)$"
+    with pytest.raises(PurifyLabError, match=misfit):
+        load_weights(other, path)
+    with pytest.raises(PurifyLabError, match=r"does not fit Linear: missing 2 tensors \(first 'weight'\); 4 unexpected \(first '0.bias'\)$"):
+        load_weights(torch.nn.Linear(2, 2), path)
+
+
+def test_soup_members_keep_their_gpu_mark_as_make_soup_writes_them():
+    """make_soup records a GPU member's minutes as a number beside its training_device; the listing read them as CPU minutes."""
+    from pathlib import Path
+
+    from core.train.soup import _member_record
+    from core.weights import training_time
+
+    gpu = _member_record(Path("a.safetensors"), {"sha256": "x", "training_kind": "k", "training_minutes": 3.4, "training_device": "one H200"})
+    assert training_time({"soup_of": [{"training_minutes": 26.3}, gpu]}) == "26.3 + 3.4 (GPU)"
+    assert training_time({"soup_of": [{"training_minutes": "26.3"}, {"training_minutes": "4.0 (GPU)"}]}) == "26.3 + 4.0 (GPU)"  # as older soups wrote it
+
+
+def test_an_unreadable_shipped_card_is_one_line_naming_it(tmp_path):
+    """One truncated card broke every caller of shipped_cards() with a JSONDecodeError."""
+    from core.weights import shipped_cards
+
+    save_weights(_model(), tmp_path / "good.safetensors", {"name": "good"})
+    assert list(shipped_cards(tmp_path)) == ["good"]
+    (tmp_path / "resnet.json").write_text('{"name": "res')
+    with pytest.raises(PurifyLabError, match=r"^model card .*resnet.json is not readable JSON") as error:
+        shipped_cards(tmp_path)
+    assert "\n" not in str(error.value)

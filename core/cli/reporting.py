@@ -26,6 +26,8 @@ def format_report(result: dict) -> str:
         f"classifier {result['config']['classifier']}  purifier {result['config']['purifier']}{defense}  "
         f"data {data['folder']} split {data['split']}  n {result['n']}",
     ]
+    if result.get("reads_through_note"):  # read without its purifier, the classifier is not the model its card measured
+        rows.append(f"note: {result['reads_through_note']}")
     rows += [line(f"{clean}{key}", result[key], intervals.get(key)) for key in ("accuracy", "balanced_accuracy")]
     auroc = intervals.get("auroc") or [None, None]
     # A percentile bootstrap has no width when every resample ranks the classes alike (a perfect

@@ -13,7 +13,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from core.errors import PurifyLabError
+from core.errors import PurifyLabError, typed
 from core.models.base import XrayClassifier
 from core.models.cnn import StudentCNN, SubstituteCNN
 from core.models.convnet import GroupConvNet
@@ -21,7 +21,7 @@ from core.models.resnet import XrayResNet
 from core.models.sevit import SEViT
 from core.models.vit import XrayViT
 from core.registry import Registry
-from core.weights import WEIGHTS_DIR, load_weights, read_card
+from core.weights import WEIGHTS_DIR, card_path, load_weights, plain_training, read_card
 
 classifiers: Registry[XrayClassifier] = Registry("classifier")
 
@@ -38,6 +38,23 @@ def _resolve_weights(name: str, weights: str | Path | None) -> Path:
             f"`purifylab train classifier --model {name} --preset cpu` and copy runs/{name}/{name}.* into weights/"
         )
     return path
+
+
+def _read_card(name: str, path: Path, shipped: bool) -> dict:
+    """`path`'s card, refused when it cannot be `name`'s: a shipped file whose card names another model
+    (swapped files), or an architecture that contradicts the card's own image size. A hand-edited
+    layout that still fits the tensors (num_heads) is not detectable here: only the tensors are hashed."""
+    card = read_card(path)
+    if shipped and card.get("name") != name:
+        raise PurifyLabError(f"{path} holds the card of '{card.get('name')}', not of '{name}': the shipped weights were swapped or renamed")
+    architecture = card.get("architecture") or {}
+    if not isinstance(architecture, dict):
+        raise PurifyLabError(f"model card {card_path(path).name}: architecture must be a mapping; got {architecture!r}")
+    if "image_size" in card and "image_size" in architecture and architecture["image_size"] != card["image_size"]:
+        raise PurifyLabError(
+            f"model card {card_path(path).name} contradicts itself: architecture.image_size {architecture['image_size']}, image_size {card['image_size']}"
+        )
+    return card
 
 
 def _architecture(card: dict, name: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -62,10 +79,17 @@ def _build(name: str, cls: type[XrayClassifier], pretrained: bool, weights: str 
     if not pretrained and weights is None:
         return cls(**{**(defaults or {}), **overrides})
     path = _resolve_weights(name, weights)
-    card = read_card(path)
-    if card.get("model_class", cls.__name__) != cls.__name__:
+    card = _read_card(name, path, shipped=weights is None)
+    if "model_class" not in card:
+        raise PurifyLabError(f"{path.name} is not a classifier's weights file: its card names no model_class")
+    if card["model_class"] != cls.__name__:
         raise PurifyLabError(f"{path.name} holds a {card['model_class']} (its card: '{card.get('name')}'), not the {cls.__name__} of '{name}'")
-    model = cls(**_architecture(card, name, overrides))
+    try:
+        model = cls(**_architecture(card, name, overrides))
+    except PurifyLabError:
+        raise
+    except (TypeError, ValueError) as error:  # a hand-edited key or value fails deep in the constructor
+        raise PurifyLabError(f"model card {card_path(path).name}: its architecture does not build a {cls.__name__} ({error})") from None
     load_weights(model, path)
     return _with_card(model, card, path)
 
@@ -74,31 +98,38 @@ def _with_card(model: XrayClassifier, card: dict, path: Path) -> XrayClassifier:
     """The card's facts applied to the loaded network: the card itself and its calibration, if any."""
     model.card, model.weights_file = card, path
     calibration = card.get("calibration") or {}
-    model.calibrate(calibration.get("temperature", 1.0), calibration.get("threshold"))
+    try:
+        if not isinstance(calibration, dict):
+            raise PurifyLabError(f"calibration must be a mapping of temperature and threshold; got {calibration!r}")
+        temperature = typed("calibration.temperature", calibration.get("temperature", 1.0), float)
+        threshold = typed("calibration.threshold", calibration.get("threshold"), float | None)
+        model.calibrate(temperature, threshold)
+    except PurifyLabError as error:
+        raise PurifyLabError(f"model card {card_path(path).name}: {error}") from None
     return model.eval()
 
 
-@classifiers.register("vit", "Vision Transformer (timm), 1-channel, trained from scratch on chest X-rays")
+@classifiers.register("vit", "Vision Transformer (timm), 1-channel, for chest X-rays")
 def vit(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
     return _build("vit", XrayViT, pretrained, weights, overrides)
 
 
-@classifiers.register("resnet", "ResNet-18 layout (timm) at quarter width, 1-channel, trained from scratch on chest X-rays")
+@classifiers.register("resnet", "ResNet-18 layout (timm) at quarter width, 1-channel, for chest X-rays")
 def resnet(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
     return _build("resnet", XrayResNet, pretrained, weights, overrides)
 
 
-@classifiers.register("resnet_smooth", "the resnet fine-tuned under Gaussian noise (std 0.5, its card's smoothing_sigma) for randomized smoothing")
+@classifiers.register("resnet_smooth", "the resnet's layout, the base classifier of randomized smoothing")
 def resnet_smooth(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
     return _build("resnet_smooth", XrayResNet, pretrained, weights, overrides)
 
 
-@classifiers.register("resnet_at", "the resnet's layout, PGD adversarially trained (L-inf, eps 0.03); shipped as a weight soup (its card)")
+@classifiers.register("resnet_at", "the resnet's layout, the adversarially trained baseline")
 def resnet_at(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
     return _build("resnet_at", XrayResNet, pretrained, weights, overrides)
 
 
-@classifiers.register("student_cnn", "4-layer CNN distilled from the ViT's soft targets")
+@classifiers.register("student_cnn", "4-layer CNN, the distilled student")
 def student_cnn(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
     return _build("student_cnn", StudentCNN, pretrained, weights, overrides)
 
@@ -123,9 +154,9 @@ def _paper_cnn(name: str, cls: type[XrayClassifier], defaults: dict):
 
 for _name, _cls, _defaults, _description in (
     ("mnist_cnn", StudentCNN, MNIST_CNN, "3-layer CNN on MNIST digits (28 px): DiffDefense's setting"),
-    ("mnist_cnn_at", StudentCNN, MNIST_CNN, "the same MNIST CNN, PGD adversarially trained (L-inf, eps 0.3)"),
+    ("mnist_cnn_at", StudentCNN, MNIST_CNN, "the same MNIST CNN, the adversarially trained baseline"),
     ("cifar10_cnn", GroupConvNet, CIFAR10_CNN, "6-conv CNN (airbench layout) on CIFAR-10 (32 px RGB): Blau et al.'s data set"),
-    ("cifar10_cnn_at", GroupConvNet, CIFAR10_CNN, "the same CIFAR-10 CNN, PGD adversarially trained (L-inf, eps 8/255)"),
+    ("cifar10_cnn_at", GroupConvNet, CIFAR10_CNN, "the same CIFAR-10 CNN, the adversarially trained baseline"),
 ):
     classifiers.register(_name, _description)(_paper_cnn(_name, _cls, _defaults))
 
@@ -136,17 +167,19 @@ def sevit(
     weights: str | Path | None = None,
     backbone_weights: str | Path | None = None,
     mlp_heads: int | None = None,
-    combine: str = "average",
+    combine: str | None = None,
     token_dim: int | None = None,
     hidden: int | None = None,
     **vit_overrides,
 ) -> XrayClassifier:
-    """The heads file must have been trained on the ViT it is loaded with (its card pins the ViT's SHA-256)."""
-    head_options = {key: value for key, value in dict(mlp_heads=mlp_heads, token_dim=token_dim, hidden=hidden).items() if value is not None}
+    """The heads file must have been trained on the ViT it is loaded with (its card pins the ViT's SHA-256),
+    under its card's `combine` rule: the calibration on the card was fitted on that rule's scores."""
+    options = dict(mlp_heads=mlp_heads, combine=combine, token_dim=token_dim, hidden=hidden)
+    head_options = {key: value for key, value in options.items() if value is not None}
     if not pretrained and weights is None:
-        return SEViT(XrayViT(**vit_overrides), combine=combine, **head_options)
+        return SEViT(XrayViT(**vit_overrides), **head_options)
     path = _resolve_weights("sevit", weights)
-    card = read_card(path)
+    card = _read_card("sevit", path, shipped=weights is None)
     backbone = create_classifier("vit", pretrained=True, weights=backbone_weights, **vit_overrides)
     if card.get("backbone_sha256") != backbone.card["sha256"]:
         raise PurifyLabError(
@@ -154,7 +187,7 @@ def sevit(
             "retrain it with `purifylab train classifier --model sevit`"
         )
     architecture = _architecture(card, "sevit", head_options)
-    model = SEViT(backbone, architecture["mlp_heads"], combine, architecture["token_dim"], architecture["hidden"])
+    model = SEViT(backbone, **{key: architecture[key] for key in options if key in architecture})
     load_weights(model.heads, path)
     return _with_card(model, card, path)
 
@@ -165,7 +198,25 @@ def create_classifier(name: str, pretrained: bool = True, **overrides) -> XrayCl
 
 
 def list_classifiers() -> dict[str, str]:
-    return classifiers.describe()
+    """Each classifier's layout and role (registered), then, where its weights are shipped, how they
+    were trained in its card's own words, so the listing cannot drift from the cards."""
+    listing = {}
+    for name, layout in classifiers.describe().items():
+        path = weights_path_for(name)
+        training = _training_words(read_card(path)) if card_path(path).is_file() else ""
+        listing[name] = f"{layout}; {training}" if training else layout
+    return listing
+
+
+def _training_words(card: dict) -> str:
+    """`plain_training` and where training started: `init_from`, else from scratch (a soup's members
+    started in several places: `plain_training` names the soup, its card the members)."""
+    kind = plain_training(card)
+    if not kind or card.get("soup_of"):
+        return kind or ""
+    start = (card.get("training_config") or {}).get("init_from")
+    earlier = "an earlier " if start == card.get("name") else ""
+    return f"{kind}, {f'fine-tuned from {earlier}{start}' if start else 'from scratch'}"
 
 
 # The X-ray classifiers the apps offer: the papers' ViT first (the default), then `resnet`, which

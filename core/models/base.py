@@ -79,12 +79,23 @@ class XrayClassifier(nn.Module):
         return logits - shift
 
     def check_input(self, x: torch.Tensor) -> None:
+        """Type, shape, dtype and finiteness, one line each, on every forward (cheap next to the network).
+        The [0, 1] range is checked where a user's images enter (`core.io.validate_image_tensor`), not
+        here: randomized smoothing and noise-augmented training feed noisy images outside it on purpose."""
+        if not isinstance(x, torch.Tensor):
+            raise PurifyLabError(f"input must be a torch.Tensor; got {type(x).__name__}")
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise PurifyLabError(
                 f"input of shape {tuple(x.shape)} does not fit: this classifier takes (N, {expected[0]}, "
                 f"{expected[1]}, {expected[2]}) in [0, 1]; resize explicitly first"
             )
+        # Under autocast a purifier in front hands over its lower-precision output; the network casts it anyway.
+        autocast = torch.is_autocast_enabled(x.device.type) and x.dtype == torch.get_autocast_dtype(x.device.type)
+        if x.dtype != torch.float32 and not autocast:
+            raise PurifyLabError(f"input dtype is {x.dtype}; this classifier takes float32 in [0, 1] (divide 8-bit images by 255)")
+        if not torch.isfinite(x).all():
+            raise PurifyLabError("input contains NaN or Inf values; this classifier takes float32 in [0, 1]")
 
     @staticmethod
     def normalise(x: torch.Tensor) -> torch.Tensor:
