@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -163,19 +165,26 @@ def test_safetensors_round_trip_keeps_the_logits(tmp_path, name):
         assert torch.allclose(loaded(x), model.half().float()(x), atol=1e-5)
 
 
-def test_sevit_heads_load_only_over_the_vit_they_were_trained_on(tmp_path):
+def _tiny_sevit_files(tmp_path) -> tuple[SEViT, Path, Path]:
+    """A tiny sevit (2 heads) saved as a heads file over its own saved vit: (model, heads, backbone)."""
     backbone_path = tmp_path / "vit.safetensors"
     backbone = create_classifier("vit", pretrained=False, **TINY["vit"])
     card = save_weights(backbone, backbone_path, {"architecture": backbone.architecture})
     sevit = SEViT(create_classifier("vit", weights=backbone_path), mlp_heads=2)
     heads_path = tmp_path / "sevit.safetensors"
     save_weights(sevit.heads, heads_path, {"architecture": sevit.architecture, "backbone_sha256": card["sha256"]})
+    return sevit, heads_path, backbone_path
+
+
+def test_sevit_heads_load_only_over_the_vit_they_were_trained_on(tmp_path):
+    sevit, heads_path, backbone_path = _tiny_sevit_files(tmp_path)
     loaded = create_classifier("sevit", weights=heads_path, backbone_weights=backbone_path).eval()
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(loaded(x), sevit.eval()(x), atol=1e-5)
     other = tmp_path / "other.safetensors"
-    save_weights(create_classifier("vit", pretrained=False, **TINY["vit"]), other, {"architecture": backbone.architecture})
+    other_vit = create_classifier("vit", pretrained=False, **TINY["vit"])
+    save_weights(other_vit, other, {"architecture": other_vit.architecture})
     with pytest.raises(PurifyLabError, match="different vit"):
         create_classifier("sevit", weights=heads_path, backbone_weights=other)
 
@@ -287,12 +296,7 @@ def test_the_listing_says_how_each_shipped_model_was_trained_from_its_card(tmp_p
 
 def test_a_trained_sevit_keeps_the_combine_rule_its_calibration_was_fitted_on(tmp_path):
     """combine='vote' over the 'average' card applied a threshold fitted on averages: it overruled 3-1 majorities."""
-    backbone_path = tmp_path / "vit.safetensors"
-    backbone = create_classifier("vit", pretrained=False, **TINY["vit"])
-    card = save_weights(backbone, backbone_path, {"architecture": backbone.architecture})
-    sevit = SEViT(create_classifier("vit", weights=backbone_path), mlp_heads=2)
-    heads_path = tmp_path / "sevit.safetensors"
-    save_weights(sevit.heads, heads_path, {"architecture": sevit.architecture, "backbone_sha256": card["sha256"]})
+    sevit, heads_path, backbone_path = _tiny_sevit_files(tmp_path)
     with pytest.raises(PurifyLabError, match="combine differ from the trained 'sevit' weights"):
         create_classifier("sevit", weights=heads_path, backbone_weights=backbone_path, combine="vote")
     assert create_classifier("sevit", weights=heads_path, backbone_weights=backbone_path, combine="average").combine == "average"
