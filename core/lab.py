@@ -69,23 +69,37 @@ class Verdict:
     text: str
 
 
-def verdict(clean: Reading, attacked: Reading, purified: Reading, true_class: str | None = None, *, through_purifier: bool = True) -> Verdict:
+def verdict(
+    clean: Reading,
+    attacked: Reading,
+    purified: Reading,
+    true_class: str | None = None,
+    *,
+    through_purifier: bool = True,
+    purified_clean: Reading | None = None,
+) -> Verdict:
     """'reading restored' / 'not restored' / 'attack had no effect', in words a clinician can act on.
 
-    `through_purifier` False: no purifier stood between the attack and the reading, so none is credited."""
+    `through_purifier` False: no purifier stood between the attack and the reading, so none is credited.
+    Where the model misread the clean image, the purified reading is told against the true label first:
+    restoring a wrong reading is no success, and keeping a right one is no failure. `purified_clean`, the
+    purifier's reading of the clean image where it was computed, says when the purifier alone changes
+    a reading: one that reads every image as PNEUMONIA 'restores' every attacked pneumonia."""
     restored = purified.label == clean.label
-    if attacked.label == clean.label:
+    correct = None if true_class is None else purified.class_name == true_class
+    if true_class is not None and clean.class_name != true_class:
+        told = "the true label" if correct else f"not the true label, {true_class}"
+        text = f"reads {purified.class_name}, {told} (the model was wrong before any attack: it read {clean.class_name})"
+    elif attacked.label == clean.label:
         text = "the attack did not change the reading"
         if through_purifier:
             text += "; purification " + ("kept it" if restored else "changed it")
     else:
         text = "reading restored" if restored else f"not restored: still {purified.class_name}"
-    correct = None if true_class is None else purified.class_name == true_class
-    if true_class is not None:
-        if clean.class_name != true_class:
-            text += f" (the true label is {true_class}: the model was wrong before any attack)"
-        else:
-            text += " (matches the true label)" if correct else f" (the true label is {true_class})"
+    if true_class is not None and clean.class_name == true_class:
+        text += " (matches the true label)" if correct else f" (the true label is {true_class})"
+    if through_purifier and purified_clean is not None and purified_clean.label != clean.label:
+        text += f"; this purifier alone reads the clean image as {purified_clean.class_name}"
     return Verdict(restored, correct, text)
 
 

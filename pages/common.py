@@ -265,7 +265,10 @@ def reading_badge(reading: Reading) -> str:
 
 
 def verdict_line(result: Verdict) -> str:
-    colour = "green" if result.restored and result.correct is not False else "orange" if result.restored else "red"
+    """Green for a right reading (against the true label where known, else the clean reading), orange
+    for a restored but wrong one, red otherwise."""
+    right = result.correct if result.correct is not None else result.restored
+    colour = "green" if right else "orange" if result.restored else "red"
     return f":{colour}[{result.text}]"
 
 

@@ -319,7 +319,10 @@ def purification_panel() -> None:
                 continue
             readings[panel_title(label)] = reading = read(model, output.image)[0]
             name, params = variants[label]
-            outcome = verdict(clean_reading, adversarial_reading, reading, true_class, through_purifier=PURIFIERS.get(name).changes_image)
+            # the purifier's reading of the clean image, where it costs no more than the panel's own
+            light = denoiser_calls(name, params) <= LIGHT_CALLS and PURIFIERS.get(name).changes_image
+            alone = read(model, cached_purify(key, image, name, params).image)[0] if light else None
+            outcome = verdict(clean_reading, adversarial_reading, reading, true_class, through_purifier=PURIFIERS.get(name).changes_image, purified_clean=alone)
             verdicts[panel_title(label)] = outcome
             show_image(output.image, panel_title(label))
             st.markdown(f"{reading_badge(reading)} · {output.seconds:.2f} s")
@@ -341,7 +344,8 @@ def purification_panel() -> None:
         "generated (UTC)": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "image": "an upload (not named here)" if upload is not None else origin,
         "true label": true_class or "unknown",
-        "classifier": classifier_name,
+        "classifier": f"{classifier_name} (weights SHA-256 {model.card['sha256'][:12]})",
+        "purifiers": "; ".join(f"{panel_title(label)}: {variants[label][0]} at {setting_text(variants[label])}" for label in chosen),
         "attack": attack_text + (": found nothing within ε, the original image was purified" if found_nothing else ""),
         "threat model": f"{threat}: {THREAT_MODELS[threat].describe(drawn)}; the attacker {seen.replace('**', '')}",
     }

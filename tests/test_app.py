@@ -400,3 +400,27 @@ def test_the_engine_warm_up_starts_once_however_many_visitors_arrive_at_once():
     with ThreadPoolExecutor(8) as pool:
         threads = set(pool.map(lambda _: start_warm_up(), range(8)))
     assert len(threads) == 1 and threads == {start_warm_up()}
+
+
+def _downloaded(app, label_start: str) -> str:
+    """What a download button hands the visitor: AppTest keeps the file in Streamlit's in-memory media store."""
+    import contextlib
+    import gc
+
+    from streamlit.runtime.media_file_storage import MediaFileStorageError
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    button = next(b for b in app.get("download_button") if b.proto.label.startswith(label_start))
+    file_id = button.proto.url.split("/")[-1].split(".")[0]
+    for store in (o for o in gc.get_objects() if isinstance(o, MemoryMediaFileStorage)):  # one per AppTest so far
+        with contextlib.suppress(MediaFileStorageError):
+            return store.get_file(file_id).content.decode()
+    raise AssertionError(f"no media store holds {button.proto.url}")
+
+
+def test_lab_report_names_each_panels_purifier_settings_and_the_weights(app):
+    """Two reports differing only in the blur depth once read alike but for their verdicts."""
+    app.switch_page("pages/lab.py").run()
+    report = _downloaded(app, "Report of these readings")
+    assert "- **purifiers:** " in report and "cold_blur at depth 20" in report
+    assert "weights SHA-256 " in report

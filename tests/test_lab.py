@@ -72,3 +72,23 @@ def test_the_attacked_image_is_what_its_png_holds_and_stays_in_budget():
         if config.norm == "linf":
             assert (adversarial - clean).abs().max() <= config.eps + 1e-6
     assert Image.open(io.BytesIO(encode_png(adversarial))).mode == "L"
+
+
+def test_a_misread_clean_image_is_told_against_the_true_label_first():
+    """The model misread a NORMAL X-ray; the attack flipped it to NORMAL and the purifier kept NORMAL: a
+    red 'not restored: still NORMAL' read as a failure where the final reading is right."""
+    from pages.common import verdict_line
+
+    kept_right = verdict(PNEUMONIA, NORMAL, NORMAL, "NORMAL")
+    assert kept_right.correct and not kept_right.restored
+    assert kept_right.text == "reads NORMAL, the true label (the model was wrong before any attack: it read PNEUMONIA)"
+    assert verdict_line(kept_right).startswith(":green[")
+    restored_wrong = verdict(PNEUMONIA, NORMAL, PNEUMONIA, "NORMAL")
+    assert restored_wrong.restored and verdict_line(restored_wrong).startswith(":orange[")
+    assert verdict_line(verdict(NORMAL, PNEUMONIA, PNEUMONIA, "NORMAL")).startswith(":red[")
+
+
+def test_a_purifier_that_alone_changes_the_clean_reading_says_so():
+    result = verdict(NORMAL, NORMAL, PNEUMONIA, "NORMAL", purified_clean=PNEUMONIA)
+    assert result.text.endswith("; this purifier alone reads the clean image as PNEUMONIA")
+    assert "alone" not in verdict(NORMAL, NORMAL, NORMAL, "NORMAL", purified_clean=NORMAL).text
