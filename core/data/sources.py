@@ -103,23 +103,25 @@ def _entries(folder: Path) -> list[Path]:
         raise PurifyLabError(f"cannot read {folder}: {error.strerror or error}") from None
 
 
+def _sub_folders(directory: Path) -> list[Path]:
+    """The visible sub-folders of `directory` (links to folders included), sorted by name."""
+    return sorted(p for p in _entries(directory) if p.is_dir() and not p.name.startswith("."))
+
+
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in _entries(folder) if _is_image_entry(p))
 
 
 def _class_folders(directory: Path) -> list[Path]:
     """Sub-folders holding image files directly, in torchvision ImageFolder's (sorted name) order."""
-    folders = [p for p in _entries(directory) if p.is_dir() and not p.name.startswith(".")]
-    holding_images = (p for p in folders if any(_is_image_entry(f) for f in _entries(p)))
-    return sorted(holding_images, key=lambda p: p.name)
+    return [p for p in _sub_folders(directory) if any(_is_image_entry(f) for f in _entries(p))]
 
 
 def _unread_images(root: Path) -> list[str]:
     """Files of the sub-folders of `root` in a format uploads read and data sets do not."""
-    folders = sorted(p for p in _entries(root) if p.is_dir() and not p.name.startswith("."))
     return [
         f"{folder.name}/{file.name}"
-        for folder in folders
+        for folder in _sub_folders(root)
         for file in sorted(_entries(folder))
         if file.suffix.lower() in UNREAD_IMAGE_EXTENSIONS and not file.name.startswith(".")
     ]
@@ -130,8 +132,7 @@ def _left_out_images(root: Path, class_folders: list[Path]) -> list[Path]:
     folders): the loader reads CLASS/IMAGE, so these, and a class whose images all sit in
     sub-folders, would be lost."""
     found = []
-    children = (p for p in _entries(root) if p.is_dir() and not p.name.startswith("."))
-    for child in sorted(p for p in children if p in class_folders or not p.is_symlink()):
+    for child in (p for p in _sub_folders(root) if p in class_folders or not p.is_symlink()):
         for parent, dirs, files in os.walk(child):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             if Path(parent) != child:
