@@ -450,6 +450,53 @@ def test_resume_and_calibrate_refuse_other_data_than_the_runs(tiny_run, xray_pat
     assert (run / "history.json").read_text() == history and (run / "substitute.json").read_text() == card
 
 
+def test_resume_calibrate_and_soup_refuse_other_data_in_the_same_words(tiny_run, xray_paths, tmp_path, capsys):
+    """One rule (core.train.runs.check_same_data) for every step that goes on from a run: calibrate had
+    its own comparison in other words, and soup refused only after writing an uncalibrated soup."""
+    import shutil
+
+    from core.data.splits import data_hash_of_folder
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    weights = run / "substitute.safetensors"
+    other = _folder_of(tmp_path, "other", xray_paths["NORMAL"] + xray_paths["PNEUMONIA"])
+    trained_on = json.loads(weights.with_suffix(".json").read_text())["data"]["data_hash"]
+    same = f" was trained on data with hash {trained_on[:12]}, but --data {other} has hash {data_hash_of_folder(other)[:12]}; "
+    resume = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--epochs", "2", "--threads", "1", "--no-progress"]
+    resume += ["--resume", "--out", str(run)]
+    calibrate = ["train", "calibrate", "--model", "substitute", "--weights", str(weights)]
+    soup = ["train", "soup", "--model", "substitute", "--weights", str(weights), "--weights", str(weights), "--out", str(tmp_path / "soup")]
+    for command, trained in ((resume, f"--resume: the run in {run}"), (calibrate, weights.name), (soup, str(weights))):
+        _one_line(*_cli([*command, "--data", other, "--device", "cpu"], capsys), f"error: {trained}{same}")
+    assert not (tmp_path / "soup" / "substitute.safetensors").exists()
+
+
+def test_soup_refuses_a_member_trained_on_other_data_before_writing(tiny_run, xray_paths, xray_train_dir, tmp_path, capsys):
+    """A soup is calibrated on its first member's val split, which a member trained on other data may
+    have learnt from: that member is named, and no soup is written."""
+    import shutil
+
+    from core.data.splits import data_hash_of_folder
+
+    other = _folder_of(tmp_path, "other", xray_paths["NORMAL"] + xray_paths["PNEUMONIA"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tiny_run / f"substitute{suffix}", elsewhere / f"substitute{suffix}")
+    card_file = elsewhere / "substitute.json"
+    card = json.loads(card_file.read_text())
+    other_hash = data_hash_of_folder(other)
+    card["data"] = {**card["data"], "folder": "other", "data_hash": other_hash, "listed_hash": other_hash}
+    card_file.write_text(json.dumps(card))
+    member = elsewhere / "substitute.safetensors"
+    soup = ["train", "soup", "--model", "substitute", "--weights", str(tiny_run / "substitute.safetensors"), "--weights", str(member)]
+    code, err = _cli([*soup, "--data", str(xray_train_dir), "--out", str(tmp_path / "soup"), "--device", "cpu"], capsys)
+    _one_line(code, err, f"error: {member} was trained on data with hash {other_hash[:12]}, but --data {xray_train_dir} has hash ")
+    assert "calibrate on the folder it was trained on (other)" in err
+    assert not (tmp_path / "soup" / "substitute.safetensors").exists()
+
+
 def test_data_sharing_file_names_with_the_test_cohort_is_refused_by_every_trainer(tiny_run, xray_paths, xray_test_dir, tmp_path, capsys):
     """Training X-rays with two images of the test cohort among them, in a folder of another name."""
     test_files = [sorted((xray_test_dir / cls).glob("*.jpeg"))[0] for cls in ("NORMAL", "PNEUMONIA")]

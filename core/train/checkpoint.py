@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.errors import PurifyLabError
+from core.train.runs import check_same_data
 
 # What --resume may change: the budgets (how long the run goes on), the CPU threads (how fast, not
 # what it learns) and the resume flag itself. Any other setting would leave the card misstating how
@@ -92,16 +93,11 @@ def resume_state(out_dir: Path, config: dict) -> dict:
     return json.loads(state_path.read_text())
 
 
-def check_same_data(out_dir: Path, state: dict, data_dir: str | Path, data_hash: str) -> None:
-    """A resumed run goes on with the data its checkpoint was trained on (state.json's `data_hash`):
-    another folder would cut another validation split, and the history would compare epochs across
-    the two. Checkpoints written before the hash was kept carry none and are not checked."""
-    trained_on = state.get("data_hash")
-    if trained_on is not None and trained_on != data_hash:
-        raise PurifyLabError(
-            f"--resume: the run in {out_dir} was trained on data with hash {trained_on[:12]}, but --data {data_dir} has hash {data_hash[:12]}; "
-            "resume with the run's own --data, or pass --overwrite to start over"
-        )
+def check_resumed_data(out_dir: Path, state: dict, data_dir: str | Path, data_hash: str) -> None:
+    """--resume's words for `check_same_data`: a resumed run goes on with the data its checkpoint was
+    trained on (state.json's `data_hash`), or the history would compare epochs across two splits."""
+    then = "resume with the run's own --data, or pass --overwrite to start over"
+    check_same_data(state, data_dir, data_hash, f"--resume: the run in {out_dir}", then)
 
 
 def check_unfinished(out_dir: Path, epochs_done: int, seconds: float, steps: int, config) -> None:

@@ -34,9 +34,18 @@ from core.metrics import classification_metrics
 from core.models import SEViT, XrayClassifier, create_classifier, list_classifiers
 from core.purifiers import create_purifier
 from core.purifiers.simple import gaussian_noise
-from core.train.checkpoint import check_same_data, check_unfinished, optimizer_tensors, restore_optimizer, resume_state
+from core.train.checkpoint import check_resumed_data, check_unfinished, optimizer_tensors, restore_optimizer, resume_state
 from core.train.layout import CLASSIFIER_PRESETS, check_not_reporting_cohort, check_preset, classifier_run_dir
-from core.train.runs import card_data, check_finite_loss, check_finite_weights, load_training_splits, start_afresh, stopped_by_time_budget
+from core.train.runs import (
+    card_data,
+    check_finite_loss,
+    check_finite_weights,
+    check_same_data,
+    load_training_splits,
+    open_run_folder,
+    start_accelerator,
+    stopped_by_time_budget,
+)
 from core.weights import card_path, load_weights, read_card, save_weights
 
 if TYPE_CHECKING:
@@ -474,7 +483,6 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
     """Train, keep the best epoch by validation balanced accuracy, and write out_dir/<model>.safetensors
     (fp16; default out_dir RUNS_DIR/<model>) with its card, measured by core.evaluate on the validation
     split. Returns the card."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     config.validate()
@@ -484,18 +492,15 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
     state = resume_state(out_dir, asdict(config)) if resume else None
     if state is not None:
         check_unfinished(out_dir, state["epoch"] + 1, state["seconds"], state["step"], config)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    accelerator = Accelerator()
+    accelerator = start_accelerator(config.threads, config.seed)
     main = accelerator.is_main_process
-    set_seed(config.seed)
 
     model = _build_model(config)
     _check_batch_statistics(_trainable(model), config.batch_size)
     teacher = _build_teacher(config)
     train, val = load_training_splits(data_dir, config.image_size, config.limit, progress and main, channels=model.in_channels)
     if state is not None:
-        check_same_data(out_dir, state, data_dir, train.data_hash)
+        check_resumed_data(out_dir, state, data_dir, train.data_hash)
     for network in (model, teacher):
         if network is not None:
             network.check_classes(train.classes, f"--data {data_dir}")
@@ -552,10 +557,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
         if main:
             print(f"resuming {config.model} at epoch {start_epoch + 1}/{config.epochs}", flush=True)
     if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if state is None:
-            start_afresh(out_dir, ("best.safetensors", "history.json"))
-        (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
+        open_run_folder(out_dir, config, resumed=state is not None, leftovers=("best.safetensors", "history.json"))
 
     augment_generator = torch.Generator()
     started = time.time()
@@ -749,26 +751,38 @@ def measure_card_metrics(
     return metrics
 
 
+def check_calibrable(name: str, model: XrayClassifier, data_dir: str | Path) -> None:
+    """What `train calibrate` and `train soup` refuse before they decode a pixel or write a file: a
+    model without the two classes a decision threshold is fitted for, and the reporting cohort."""
+    if model.num_classes != 2:
+        raise PurifyLabError(f"calibration fits a decision threshold for two classes; {name} has {model.num_classes}, and its card keeps none")
+    check_not_reporting_cohort(name, data_dir)
+
+
+def check_calibration_data(weights_name: str, card: dict, data_dir: str | Path, data_hash: str) -> None:
+    """Calibration's words for `check_same_data`: the val split of other data than the card's would
+    hold other images, some perhaps trained on."""
+    trained_on = card.get("data") or {}
+    folder = f" ({trained_on['folder']})" if trained_on.get("folder") else ""
+    then = (
+        f"it is not the data {weights_name} was trained on, so its val split would hold other images, some perhaps trained on; "
+        f"calibrate on the folder it was trained on{folder}"
+    )
+    check_same_data(trained_on, data_dir, data_hash, weights_name, then)
+
+
 def recalibrate(name: str, weights: Path, data_dir: str | Path) -> dict:
     """Fit a trained classifier's temperature and threshold again on val (the current rule) and
     re-measure its card's figures, on as many images as its training used (`limit`), so that the
     card's counts agree; the weights file, and so its SHA-256, stay as they are."""
     weights = Path(weights)
     model = create_classifier(name, weights=weights)
-    if model.num_classes != 2:
-        raise PurifyLabError(f"calibration fits a decision threshold for two classes; {name} has {model.num_classes}, and its card keeps none")
+    check_calibrable(name, model, data_dir)
     card = read_card(weights)
-    check_not_reporting_cohort(name, data_dir)
     limit = card.get("training_config", {}).get("limit")
     val = load_splits(data_dir, ("val",), model.image_size, limit, channels=model.in_channels)["val"]
     model.check_classes(val.classes, f"--data {data_dir}")
-    trained_on = card.get("data") or {}
-    if trained_on.get("data_hash") not in (None, val.data_hash):
-        raise PurifyLabError(
-            f"--data {data_dir} (data hash {val.data_hash[:12]}) is not the data {weights.name} was trained on "
-            f"({trained_on.get('folder')}, data hash {trained_on['data_hash'][:12]}): its val split would hold other images, "
-            "some perhaps trained on; calibrate on the folder it was trained on"
-        )
+    check_calibration_data(weights.name, card, data_dir, val.data_hash)
     through = reads_through(card.get("training_config", {}))
     calibration = _fit_calibration(model, val, through)
     model.calibrate(calibration["temperature"], calibration["threshold"])

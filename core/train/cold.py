@@ -38,10 +38,10 @@ from core.purifiers.cold import (
     restore,
 )
 from core.purifiers.unet import UNET_SPECS, build_unet
-from core.train.checkpoint import check_same_data, check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
+from core.train.checkpoint import check_resumed_data, check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
 from core.train.diffusion import default_weights_path, psnr, ssim
 from core.train.layout import COLD_PRESETS, check_not_reporting_cohort, check_preset, cold_run_dir
-from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits, start_afresh, stopped_by_time_budget
+from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits, open_run_folder, start_accelerator, stopped_by_time_budget
 from core.weights import save_weights
 
 _WARMUP_STEPS = 100
@@ -206,9 +206,6 @@ def train_cold(
     """Train R, then write `weights_path` (default weights/cold_unet.safetensors, or out_dir/ for the tiny
     preset: EMA weights, fp16) with its card; returns the card. `out_dir` (default RUNS_DIR/cold) holds checkpoint/
     (config.resume continues from it), samples/epoch_NNN.png and config.json."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     config.validate()
     check_not_reporting_cohort(config.preset, data_dir)
     out_dir = Path(out_dir) if out_dir is not None else cold_run_dir()
@@ -217,17 +214,14 @@ def train_cold(
     resumed = resume_state(out_dir, asdict(config)) if config.resume else None
     if resumed is not None:
         check_unfinished(out_dir, resumed["epoch"], resumed["seconds"], resumed["step"], config)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    accelerator = Accelerator()
+    accelerator = start_accelerator(config.threads, config.seed)
     main = accelerator.is_main_process
-    set_seed(config.seed)
 
     schedule = config.schedule()
     degrade = BlurDegradation(schedule)
     train, val = load_training_splits(data_dir, config.image_size, config.limit, progress and main)
     if resumed is not None:
-        check_same_data(out_dir, resumed, data_dir, train.data_hash)
+        check_resumed_data(out_dir, resumed, data_dir, train.data_hash)
     val_images = val.images[: config.val_images].float().div(255.0).to(accelerator.device)
 
     unet = build_unet(config.unet_size, **config.unet_overrides)
@@ -242,11 +236,8 @@ def train_cold(
     ema.to(accelerator.device)
     raw_unet = accelerator.unwrap_model(unet)
     if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if resumed is None:
-            start_afresh(out_dir)
+        open_run_folder(out_dir, config, resumed=resumed is not None)
         (out_dir / "samples").mkdir(exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
 
     sampler = _EpochSampler(len(train.images), config.epoch_images, config.seed)
     loader = accelerator.prepare(DataLoader(TensorDataset(train.images), batch_size=config.batch_size, sampler=sampler))

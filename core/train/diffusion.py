@@ -33,9 +33,9 @@ from core.errors import PurifyLabError
 from core.purifiers.ddpm import DDPMPurifier
 from core.purifiers.diffusion import DDPM_WEIGHTS_STEM, ddpm_scheduler
 from core.purifiers.unet import UNET_SPECS, build_unet
-from core.train.checkpoint import check_same_data, check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
+from core.train.checkpoint import check_resumed_data, check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
 from core.train.layout import DIFFUSION_PRESETS, check_not_reporting_cohort, check_preset, diffusion_run_dir
-from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits, start_afresh, stopped_by_time_budget
+from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits, open_run_folder, start_accelerator, stopped_by_time_budget
 from core.weights import WEIGHTS_DIR, save_weights
 
 GRID_IMAGES = 8
@@ -251,8 +251,6 @@ def train_diffusion(
     """Train, then write `weights_path` (default weights/<weights_stem>.safetensors, or out_dir/ for the
     tiny preset; fp16 EMA weights) with its card; returns the card. `out_dir` (default
     RUNS_DIR/ddpm[_<preset>]) holds the checkpoint, per-epoch grids and config."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
 
     config.validate()
@@ -263,16 +261,13 @@ def train_diffusion(
     resumed = resume_state(out_dir, asdict(config)) if config.resume else None
     if resumed is not None:
         check_unfinished(out_dir, resumed["epoch"] + 1, resumed["seconds"], resumed["step"], config)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    accelerator = Accelerator()
+    accelerator = start_accelerator(config.threads, config.seed)
     main = accelerator.is_main_process
-    set_seed(config.seed)
 
     channels = UNET_SPECS[config.unet_size].in_channels
     train, val = load_training_splits(data_dir, config.image_size, config.limit, progress and main, channels=channels)
     if resumed is not None:
-        check_same_data(out_dir, resumed, data_dir, train.data_hash)
+        check_resumed_data(out_dir, resumed, data_dir, train.data_hash)
     unet_overrides = {"sample_size": config.image_size} if config.image_size != UNET_SPECS[config.unet_size].sample_size else {}
     unet = build_unet(config.unet_size, **unet_overrides)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True)
@@ -293,10 +288,7 @@ def train_diffusion(
     raw_unet = accelerator.unwrap_model(unet)
     ema.to(accelerator.device)
     if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if resumed is None:
-            start_afresh(out_dir)
-        (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
+        open_run_folder(out_dir, config, resumed=resumed is not None)
 
     grid_images = val.images[torch.linspace(0, len(val.images) - 1, min(GRID_IMAGES, len(val.images))).long()]
     noise_generator = torch.Generator(device=accelerator.device)

@@ -1,12 +1,16 @@
-"""What the three trainers (classifier, DDPM, cold diffusion) share about a run: the data it loads,
-what its card says about that data and its epochs, and the checks that keep a card truthful."""
+"""What the three trainers (classifier, DDPM, cold diffusion) share about a run: how it starts, the
+data it loads, what its card says about that data and its epochs, and the checks that keep a card
+truthful, the data rule of every step that goes on from a run among them (`check_same_data`)."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -15,6 +19,9 @@ from core.data.loading import SPLIT_SEED, LoadedSplit, load_splits
 from core.data.sources import SplitsInData
 from core.data.splits import data_hash_of_folder
 from core.errors import PurifyLabError
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 def load_training_splits(data_dir: str | Path, image_size: int, limit: int | None, progress: bool, channels: int = 1) -> tuple[LoadedSplit, LoadedSplit]:
@@ -49,6 +56,17 @@ def card_data(data_dir: str | Path, train: LoadedSplit) -> dict:
     }
 
 
+def check_same_data(recorded: Mapping, data_dir: str | Path, data_hash: str, trained: str, then: str) -> None:
+    """The one rule of every step that goes on from what a run trained (--resume, `train calibrate`,
+    `train soup`): it works on the data that run was trained on, known by the hash its checkpoint or
+    card recorded (`card_data`: `data_hash` for the images that decoded, `listed_hash` for every file
+    listed). Other data cuts another validation split, of other images, some perhaps trained on.
+    Records written before the hash was kept carry none and are not checked."""
+    recorded_hashes = [recorded[key] for key in ("data_hash", "listed_hash") if recorded.get(key)]
+    if recorded_hashes and data_hash not in recorded_hashes:
+        raise PurifyLabError(f"{trained} was trained on data with hash {recorded_hashes[0][:12]}, but --data {data_dir} has hash {data_hash[:12]}; {then}")
+
+
 def completed_epochs(history: Sequence[dict], steps_per_epoch: int) -> int:
     """Epochs that ran all their steps (each record's cumulative `step` minus the one before): an
     epoch cut by the time budget or by max_steps is not a completed one."""
@@ -62,16 +80,32 @@ def stopped_by_time_budget(history: Sequence[dict]) -> bool:
     return any(record.get("stopped_by_time_budget") for record in history)
 
 
-def start_afresh(out_dir: Path, leftovers: Sequence[str] = ()) -> None:
-    """A run started without --resume owns its folder: the checkpoint/ (and the `leftovers`, such as
+def start_accelerator(threads: int | None, seed: int) -> Accelerator:
+    """The Accelerate process every trainer runs under, in one order: the CPU threads first (torch
+    takes them before any work), then the process, then the seed of everything it draws."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    accelerator = Accelerator()
+    set_seed(seed)
+    return accelerator
+
+
+def open_run_folder(out_dir: Path, config, resumed: bool, leftovers: Sequence[str] = ()) -> None:
+    """`out_dir` with the resolved config.json that a later --resume compares against (`resume_state`).
+    A run started without --resume owns its folder: the checkpoint/ (and the `leftovers`, such as
     history and best weights) of a run there before is removed before the new config.json is
     written, so that a later --resume never continues the old run under the new settings."""
-    for name in ("checkpoint", *leftovers):
-        path = out_dir / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    removed = () if resumed else ("checkpoint", *leftovers)
+    for path in (out_dir / name for name in removed):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+    (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
 
 
 def check_finite_loss(loss: float, step: int) -> float:

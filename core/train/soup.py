@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from core.data.splits import data_hash_of_folder
 from core.errors import PurifyLabError
 from core.models import create_classifier
 from core.weights import load_state, read_card, save_weights
@@ -47,15 +48,21 @@ def _member_record(member: Path, card: dict) -> dict:
 def make_soup(name: str, members: Sequence[Path], out_dir: Path, data_dir: str | Path) -> dict:
     """OUT/<name>.safetensors: the soup of `members` (weights files of classifier `name`), its card
     from the first member's, then temperature and threshold fitted on val and every figure measured."""
-    from core.train.classifier import recalibrate
+    from core.train.classifier import check_calibrable, check_calibration_data, recalibrate
 
     members = [Path(member) for member in members]
     target = Path(out_dir) / f"{name}.safetensors"
     if any(target.resolve() == member.resolve() for member in members):
         raise PurifyLabError(f"--out {out_dir} would overwrite the member {target}; write the soup to another folder")
     model = create_classifier(name, weights=members[0])  # the architecture its card names (a tiny preset's too)
+    check_calibrable(name, model, data_dir)
     model.load_state_dict(soup_state([load_state(member) for member in members]))
     cards = [read_card(member) for member in members]
+    # every member, by the file list alone, before the soup is written: `recalibrate` then checks the
+    # decoded val split in the same words, but a refusal there would leave an uncalibrated soup behind
+    listed_hash = data_hash_of_folder(data_dir)
+    for member, member_card in zip(members, cards, strict=True):
+        check_calibration_data(str(member), member_card, data_dir, listed_hash)
     card = {key: value for key, value in cards[0].items() if key not in _PER_FILE}
     # each member's sha256 was checked against its file by load_state above
     card["soup_of"] = [_member_record(member, member_card) for member, member_card in zip(members, cards, strict=True)]
