@@ -155,8 +155,8 @@ def certify_images(
     images = images.float().div(255.0) if images.dtype == torch.uint8 else images
     images, labels = checked_inputs(classifier, images, labels)
     if denoiser is not None:  # a large sigma maps to a timestep the denoiser may never have seen
-        timestep = denoiser.timestep_for_sigma(config.sigma)
-        denoiser.warn_beyond_training(timestep / denoiser.num_train_timesteps, f"sigma={config.sigma:g} (t={timestep})")
+        timestep = denoiser.timestep_for_sigma(config.sigma)  # 0-based; the purifiers' t* of timestep k is (k + 1) / T
+        denoiser.warn_beyond_training((timestep + 1) / denoiser.num_train_timesteps, f"sigma={config.sigma:g} (t={timestep})")
     predictions, radii = [], []
     for index in tqdm(range(images.shape[0]), desc="certify", unit="image", disable=not progress):
         image = images[index : index + 1]

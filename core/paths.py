@@ -12,7 +12,7 @@ absolute, so a command reads and writes the same files from any working director
     PURIFYLAB_CACHE    decoded data sets      (default: .data/cache in the repository)
 
 The decode cache holds one .npz per data folder, image size and channel count (the X-ray train
-folder takes about 86 MB at 224 px) and is never pruned: delete the folder, or any file in it, to
+folder takes about 86 MB at 128 px) and is never pruned: delete the folder, or any file in it, to
 free the space; whatever is missing is decoded again on the next run.
 """
 

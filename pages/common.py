@@ -57,8 +57,9 @@ PAGE_RENDERED = threading.Event()
 PREFETCH_AFTER_S = 20.0
 # A job with more denoiser calls than this waits for a click and for its turn in the shared line.
 LIGHT_CALLS = 1
-# Seconds per 128-px denoiser call on 2 CPU cores (BENCHMARKS.md) until this server has measured its own;
-# an attack's call also runs the backward pass, about twice a forward (40 one-shot calls of bpda-eot: 15.7 s).
+# Seconds per 128-px denoiser call on 2 CPU cores, used until this server has measured its own: first
+# guesses from the lab on this machine class (session 23: 40 one-shot calls of a bpda-eot attack took
+# 15.5-15.7 s, 0.39 s a call; an attack's call runs the backward pass too, about three forwards).
 FIRST_GUESS_CALL_S = {"purify": 0.15, "attack": 0.45}
 HEAVY_RESULTS_KEPT = 16
 IMAGE_MAX_PX = 256  # twice the models' 128 px input; narrower columns shrink an image to their width

@@ -203,6 +203,16 @@ def test_a_sigma_deeper_than_the_denoiser_was_trained_for_is_warned_before_any_d
         certify_images(_always(0), denoiser, images, labels, CertifyConfig(sigma=0.25, n0=1, n=1))
 
 
+def test_the_first_timestep_past_the_denoisers_training_is_warned_as_the_purifiers_warn_it():
+    """Timestep 249 (0-based) is t* 0.25, the deepest the shipped denoiser learnt; sigma 0.478 maps to
+    timestep 250, which certify let pass while the purifiers warn at t* 0.251."""
+    denoiser = OneShotPurifier(unet=build_unet("tiny", sample_size=SIZE), schedule=DEFAULT_SCHEDULE)
+    denoiser.max_t_fraction = 0.25
+    assert denoiser.timestep_for_sigma(0.478) == 250
+    with pytest.warns(UserWarning, match=r"sigma=0.478 \(t=250\) is deeper"):
+        certify_images(_always(0), denoiser, torch.rand(1, 1, SIZE, SIZE), torch.tensor([0]), CertifyConfig(sigma=0.478, n0=1, n=1))
+
+
 def test_the_certified_curve_names_its_input_size_data_and_split():
     """The curve said "128 px" and "X-rays" for any classifier, and never named the split."""
     from core.tables.render import certified_figure
