@@ -10,8 +10,11 @@ one-line gr.Error.
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
+import threading
+from collections import OrderedDict
 from functools import cache, partial, wraps
 from pathlib import Path
 
@@ -35,6 +38,7 @@ QUEUE_SIZE = 32  # beyond this a request is refused at once ("queue is full") in
 UPLOAD_LIFETIME_S = 600  # gradio writes uploads and outputs to its cache folder; each is deleted after 10 minutes
 CACHE_SWEEP_S = 60  # how often gradio looks for cached files older than that
 THREAT = "grey"  # the attacker sees the classifier only, never the purifier
+REMEMBERED_SESSIONS = 4096  # browser sessions whose latest click is kept; beyond, the longest idle is forgotten and answered as an API caller
 _device = torch.device("cpu")  # `purifylab serve --device` sets it before the first request
 
 
@@ -187,6 +191,62 @@ def attack_and_purify(upload: str | None, sample: str | None, classifier: str, a
     )
 
 
+class LatestClicks:
+    """Each browser session's latest request (the handler its button runs and that handler's inputs), by
+    Gradio's session hash: noted at the click, before the run is queued, so a run that a newer click
+    overtook drops its answer instead of painting an older image's result over the newer one's panels.
+
+    gradio_client cannot call the private listener that notes clicks, so an API caller's answers,
+    concurrent or not, are never dropped. Not a gr.State: any State makes every page and client hold a
+    heartbeat connection, and one open at shutdown keeps gradio from emptying its cache (tests/test_serve.py).
+    """
+
+    def __init__(self, sessions: int = REMEMBERED_SESSIONS):
+        self._latest: OrderedDict[str, tuple] = OrderedDict()
+        self._sessions = sessions
+        self._lock = threading.Lock()  # listeners run in gradio's worker threads
+
+    def note(self, session: str, request: tuple) -> None:
+        with self._lock:
+            self._latest[session] = request
+            self._latest.move_to_end(session)
+            if len(self._latest) > self._sessions:
+                self._latest.popitem(last=False)
+
+    def overtaken(self, session: str, request: tuple) -> bool:
+        with self._lock:
+            return self._latest.get(session, request) != request
+
+
+def _note_and_empty(handler, clicks: LatestClicks, stale: int):
+    """A click's unqueued first step: notes `handler`'s request as the session's latest and empties the
+    `stale` panels the run will not fill, so none shows an earlier run's result beside this one.
+    Called directly, without a session, it only empties."""
+
+    def start(session: gr.Request | None = None, *request) -> tuple[None, ...]:
+        if session is not None:
+            clicks.note(session.session_hash, (handler.__name__, request))
+        return (None,) * stale
+
+    return start
+
+
+def _unless_overtaken(handler, clicks: LatestClicks):
+    """`handler` as the page runs it: when its session clicked again while it ran, its answer changes no
+    panel (gr.skip). Its API endpoint keeps `handler`'s parameters; gradio passes the session itself."""
+
+    @wraps(handler)
+    def answer(session: gr.Request, *request):
+        result = handler(*request)
+        return gr.skip() if clicks.overtaken(session.session_hash, (handler.__name__, request)) else result
+
+    signature = inspect.signature(handler)
+    session = inspect.Parameter("session", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
+    answer.__signature__ = signature.replace(parameters=[session, *signature.parameters.values()])
+    answer.__annotations__ = {"session": gr.Request, **handler.__annotations__}  # gradio finds the session by annotation
+    return answer
+
+
 def _refused_by_core(slider: gr.Slider) -> gr.Slider:
     """`slider`, except that a value which is not a number goes on to the handler, where AttackConfig refuses it
     in one line; gradio's own refusal is a paragraph. Only API callers can send one: the browser's slider can't.
@@ -232,6 +292,7 @@ def build() -> gr.Blocks:
         verdict_text = gr.Textbox(label="Verdict", interactive=False)
         details = gr.Textbox(label="What ran (classifier, attack, threat model, purifier)", interactive=False)
 
+        clicks = LatestClicks()
         source = [upload, sample, classifier]
         panels = [original_image, attacked_image, purified_image, clean_reading, attacked_reading, purified_reading, verdict_text, details]
         events = (
@@ -241,10 +302,13 @@ def build() -> gr.Blocks:
             (attack_and_purify, [*source, attack_name, eps, purifier], panels),
         )
         for button, (handler, inputs, outputs) in zip(buttons, events, strict=True):
-            button.click(handler, inputs, outputs, api_name=handler.__name__)
-            # Emptied at the click (unqueued, no endpoint), so no panel shows an earlier run's result beside this one.
-            if stale := [panel for panel in panels if panel not in outputs]:
-                button.click(lambda empty=(None,) * len(stale): empty, None, stale, queue=False, api_visibility="private")
+            # The browser runs a click's listeners in the order they are set, the next once the last has
+            # answered: the request is noted before its run is queued. Unqueued and private: no endpoint.
+            stale = [panel for panel in panels if panel not in outputs]
+            button.click(_note_and_empty(handler, clicks, len(stale)), inputs, stale, queue=False, api_visibility="private", trigger_mode="multiple")
+            # "multiple": a click while the last run is pending starts a new run (the default "once" ignored it,
+            # and the pending run then answered for the inputs the visitor had since changed).
+            button.click(_unless_overtaken(handler, clicks), inputs, outputs, api_name=handler.__name__, trigger_mode="multiple")
     return demo
 
 

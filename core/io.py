@@ -8,6 +8,7 @@ itself, and its privacy and safety rules, live in the torch-free `core.image_fil
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from core.errors import PurifyLabError
 from core.image_file import MAX_PIXELS, MAX_UPLOAD_BYTES, MIN_SIDE, ImageSource, check_output_png, decode_image
@@ -180,10 +182,24 @@ def on_grey_levels(adversarial: torch.Tensor, clean: torch.Tensor, linf_eps: flo
     return levels / 255.0
 
 
-def encode_png(tensor: torch.Tensor) -> bytes:
-    """PNG bytes of an image tensor (for downloads in the app)."""
+def encode_png(tensor: torch.Tensor, text: Mapping[str, str] | None = None) -> bytes:
+    """PNG bytes of an image tensor (for downloads in the app), with `text` in its text chunks: what made
+    the image travels with the file, so two downloads never look alike whatever made them.
+
+    Each entry is one tEXt chunk; a value that is not Latin-1 (ε, ∞) goes in iTXt, the spec's UTF-8 text
+    chunk. Keywords are held to the spec (1-79 printable Latin-1 characters, no leading, trailing or
+    double space): Pillow writes any keyword it is given.
+    """
+    info = PngInfo()
+    for keyword, value in (text or {}).items():
+        printable = isinstance(keyword, str) and all(" " <= c <= "~" or "\xa1" <= c <= "\xff" for c in keyword)
+        if not (printable and 0 < len(keyword) <= 79 and keyword == keyword.strip() and "  " not in keyword):
+            raise PurifyLabError(f"PNG text keyword {keyword!r} is not 1-79 printable Latin-1 characters without leading, trailing or double spaces")
+        if not isinstance(value, str) or "\0" in value:
+            raise PurifyLabError(f"PNG text {keyword!r} must be a string without NUL characters; got {type(value).__name__}")
+        info.add_text(keyword, value)
     buffer = io.BytesIO()
-    to_pil(tensor).save(buffer, format="PNG")
+    to_pil(tensor).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 

@@ -254,6 +254,24 @@ else:
 adversarial_key = image_key(adversarial.image)  # purifications are of this image, not of the clean one
 adversarial_reading = read(model, adversarial.image)[0]
 norms = perturbation_norms(image, adversarial.image)
+found_nothing = norms["linf"] == 0 and ATTACK_SPECS.get(ATTACKS[attack_label]).keeps_only_successes
+
+
+def provenance() -> dict[str, str]:
+    """What made the attacked image, as the report states it. Every PNG download carries it too, so two
+    files never look alike whatever made them; the image is not named: an upload's name can identify a patient."""
+    return {
+        "generated (UTC)": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "classifier": f"{classifier_name} (weights SHA-256 {model.card['sha256'][:12]})",
+        "attack": attack_text + (": found nothing within ε, the original image was purified" if found_nothing else ""),
+        "threat model": f"{threat}: {THREAT_MODELS[threat].describe(drawn)}; the attacker {seen.replace('**', '')}",
+    }
+
+
+def purifier_fact(label: str, variant: tuple[str, tuple]) -> str:
+    """A panel's purifier at its settings, as the report and that panel's PNG state it."""
+    return f"{panel_title(label)}: {variant[0]} at {setting_text(variant)}"
+
 
 top = st.columns(3)
 with top[0]:
@@ -263,12 +281,16 @@ with top[1]:
     show_image(adversarial.image, "Adversarial")
     st.markdown(reading_badge(adversarial_reading))
     st.download_button(
-        "Attacked image (PNG)", encode_png(adversarial.image), file_name="attacked.png", mime="image/png", key="download_attacked", on_click="ignore"
+        "Attacked image (PNG)",
+        encode_png(adversarial.image, provenance()),
+        file_name="attacked.png",
+        mime="image/png",
+        key="download_attacked",
+        on_click="ignore",
     )
 with top[2]:
     show_image(amplified_perturbation(image, adversarial.image), "|perturbation| (amplified)")
     st.markdown(f"L∞ {norms['linf']:.3f} · L2 {norms['l2']:.2f} · attack {adversarial.seconds:.2f} s")
-found_nothing = norms["linf"] == 0 and ATTACK_SPECS.get(ATTACKS[attack_label]).keeps_only_successes
 if found_nothing:
     st.info(
         f"{attack_label} found no perturbation within ε = {eps:.3f} that changes this reading; where it fails it returns "
@@ -333,21 +355,20 @@ def purification_panel() -> None:
                     st.rerun()
             st.download_button(
                 "PNG",
-                encode_png(output.image),
+                encode_png(output.image, {**provenance(), "purifier": purifier_fact(label, variants[label])}),
                 file_name=f"purified_{variants[label][0]}.png",
                 mime="image/png",
                 key=f"download_{variants[label][0]}",
                 on_click="ignore",
             )
     st.markdown(probability_table(readings))
+    made = provenance()
     facts = {
-        "generated (UTC)": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "generated (UTC)": made.pop("generated (UTC)"),
         "image": "an upload (not named here)" if upload is not None else origin,
         "true label": true_class or "unknown",
-        "classifier": f"{classifier_name} (weights SHA-256 {model.card['sha256'][:12]})",
-        "purifiers": "; ".join(f"{panel_title(label)}: {variants[label][0]} at {setting_text(variants[label])}" for label in chosen),
-        "attack": attack_text + (": found nothing within ε, the original image was purified" if found_nothing else ""),
-        "threat model": f"{threat}: {THREAT_MODELS[threat].describe(drawn)}; the attacker {seen.replace('**', '')}",
+        **made,
+        "purifiers": "; ".join(purifier_fact(label, variants[label]) for label in chosen),
     }
     st.download_button(
         "Report of these readings (Markdown)",

@@ -550,3 +550,21 @@ def test_validate_labels_names_the_problem(labels, message):
 
 def test_validate_labels_widens_integer_labels_to_int64():
     assert validate_labels(torch.tensor([0, 1, 1], dtype=torch.int32), 3, 2).dtype == torch.int64
+
+
+def test_png_text_travels_with_the_pixels_and_bad_keywords_are_refused():
+    # Without it every downloaded PNG carried no settings: two files looked alike whatever made them.
+    image = torch.rand(1, 1, 20, 30, generator=torch.Generator().manual_seed(0))
+    facts = {"classifier": "vit (weights SHA-256 0123456789ab)", "attack": "PGD, 10 step(s), L∞ ε 0.030, seed 0"}
+    encoded = encode_png(image, facts)
+    with Image.open(io.BytesIO(encoded)) as png:
+        assert png.text == facts  # ε and ∞ are not Latin-1: they travel in iTXt, read back alike
+        assert np.array_equal(np.asarray(png), np.asarray(to_pil(image)))
+    assert b"tEXt" in encoded and b"iTXt" in encoded
+    assert encode_png(image) == encode_png(image, {})  # no text, no text chunks
+    assert b"tEXt" not in encode_png(image)
+    for keyword in ["", "k" * 80, " leading", "double  space", "tab\there", "ε"]:
+        with pytest.raises(PurifyLabError, match="is not 1-79 printable Latin-1 characters"):
+            encode_png(image, {keyword: "value"})
+    with pytest.raises(PurifyLabError, match="without NUL characters; got float"):
+        encode_png(image, {"eps": 0.03})

@@ -92,3 +92,37 @@ def test_a_purifier_that_alone_changes_the_clean_reading_says_so():
     result = verdict(NORMAL, NORMAL, PNEUMONIA, "NORMAL", purified_clean=PNEUMONIA)
     assert result.text.endswith("; this purifier alone reads the clean image as PNEUMONIA")
     assert "alone" not in verdict(NORMAL, NORMAL, NORMAL, "NORMAL", purified_clean=NORMAL).text
+
+
+def test_each_png_download_of_the_lab_says_what_made_it():
+    """The lab's PNGs once carried no settings, so two downloads looked alike whatever made them; now each
+    holds the facts the report states for its image, and never the image's name."""
+    import contextlib
+    import gc
+    import io
+    from pathlib import Path
+
+    from PIL import Image
+    from streamlit.runtime.media_file_storage import MediaFileStorageError
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+    from streamlit.testing.v1 import AppTest
+
+    def downloaded(label: str) -> bytes:
+        """The first download button labelled `label`'s file, from the in-memory media store AppTest keeps."""
+        button = next(b for b in app.get("download_button") if b.proto.label.startswith(label))
+        file_id = button.proto.url.split("/")[-1].split(".")[0]
+        for store in (o for o in gc.get_objects() if isinstance(o, MemoryMediaFileStorage)):
+            with contextlib.suppress(MediaFileStorageError):
+                return store.get_file(file_id).content
+        raise AssertionError(f"no media store holds {button.proto.url}")
+
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    app.switch_page("pages/lab.py").run()
+    assert not app.exception
+    report = dict(line[4:].split(":** ", 1) for line in downloaded("Report of these readings").decode().splitlines() if line.startswith("- **"))
+    attacked = Image.open(io.BytesIO(downloaded("Attacked image (PNG)"))).text
+    purified = Image.open(io.BytesIO(downloaded("PNG"))).text
+    stated = ("classifier", "attack", "threat model")
+    assert set(attacked) == {"generated (UTC)", *stated} and set(purified) == {*attacked, "purifier"}
+    assert {key: attacked[key] for key in stated} == {key: purified[key] for key in stated} == {key: report[key] for key in stated}
+    assert purified["purifier"] in report["purifiers"].split("; ") and "weights SHA-256 " in attacked["classifier"]

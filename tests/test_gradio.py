@@ -1,0 +1,75 @@
+"""gradio_app's page as a browser session drives it, through Gradio's own Blocks.process_api: no server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+import gradio_app
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LABELS = {  # the inputs, by the start of their labels
+    "Upload": None,
+    "…or a sample": "real normal #1",
+    "Classifier": "vit",
+    "Attack": "fgsm",
+    "Budget": 0.03,
+    "Purifier": "cold_blur",
+}
+
+
+def _run(page: gr.Blocks, session: str, listener: int, values: dict[str, object]) -> list:
+    """One listener's answer to the session `session`, as the server sends it: its postprocessed outputs."""
+    inputs = [next((value for start, value in values.items() if block.label.startswith(start)), None) for block in page.fns[listener].inputs]
+    return asyncio.run(page.process_api(block_fn=listener, inputs=inputs, request=gr.Request(session_hash=session)))["data"]
+
+
+def _click(page: gr.Blocks, session: str, button: str, **changed: object) -> tuple[int, dict[str, object]]:
+    """A click on `button` with some inputs changed: the unqueued listeners run at once, in order, as the
+    browser runs them; the queued run is returned, to be finished later."""
+    values = {**LABELS, **changed}
+    target = next(block._id for block in page.blocks.values() if isinstance(block, gr.Button) and block.value == button)
+    queued = None
+    for listener, function in page.fns.items():
+        if (target, "click") in [tuple(t) for t in function.targets]:
+            if function.queue:
+                queued = listener
+            else:
+                _run(page, session, listener, values)
+    return queued, values
+
+
+@pytest.fixture()
+def page(tmp_path, monkeypatch) -> gr.Blocks:
+    """The page, writing its answers' images under tmp_path rather than the shared gradio cache."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    return gradio_app.build()
+
+
+def test_a_run_overtaken_by_a_newer_click_leaves_the_newer_panels_alone(page, tmp_path):
+    # Without it a slow run finishing after the visitor changed the image and ran again painted the old
+    # image's answer over the new one's panels.
+    assert page.config["connect_heartbeat"] is False  # a gr.State would hold one open and stop gradio emptying its cache
+    session = "a visitor"
+    older = _click(page, session, "Attack, then purify", **{"…or a sample": "real pneumonia #1"})
+    upload = tmp_path / "xray.png"  # in the upload folder, where the browser's uploads land
+    upload.write_bytes((REPO_ROOT / "assets" / "gallery" / "real" / "normal_1.png").read_bytes())
+    newer = _click(page, session, "Classify", Upload={"path": str(upload), "orig_name": upload.name, "meta": {"_type": "gradio.FileData"}})
+    newer_answer = _run(page, session, *newer)
+    assert newer_answer[-1].startswith("image: an upload")  # noted at the click as the run received it: answered
+    older_answer = _run(page, session, *older)  # finished after the newer click
+    assert len(older_answer) == 8
+    assert all(answer == {"__type__": "update"} for answer in older_answer), older_answer
+
+
+def test_an_api_caller_is_answered_whatever_it_sent_since(page):
+    # gradio_client calls the named endpoints only (the listener noting clicks is private), and one Client
+    # is one session: its concurrent jobs must each get their own answer.
+    session = "a client"
+    endpoint = next(index for index, function in page.fns.items() if function.api_name == "classify")
+    first = _run(page, session, endpoint, {**LABELS, "…or a sample": "real pneumonia #1"})
+    second = _run(page, session, endpoint, LABELS)
+    assert first[-1].startswith("image: real pneumonia #1") and second[-1].startswith("image: real normal #1")
