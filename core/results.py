@@ -36,6 +36,9 @@ from core.errors import PurifyLabError
 from core.paths import REPO_ROOT
 
 TRACKED_LIBRARIES = ("torch", "timm", "diffusers", "torchattacks")
+# What a CLI output's provenance names (core.cli.reporting.provenance_of): the store's libraries, numpy and
+# PurifyLab itself. The store keeps recording TRACKED_LIBRARIES only, so its rows keep one layout.
+PROVENANCE_LIBRARIES = (*TRACKED_LIBRARIES, "numpy", "purifylab")
 BUSY_TIMEOUT_MS = 60_000
 # PRAGMA user_version of a store this code writes; 0 is a store made before the version was recorded
 # (the same layout). A store of a later version is refused rather than written in the wrong layout.
@@ -99,9 +102,9 @@ def git_commit() -> str:
 
 
 @cache
-def library_versions() -> dict[str, str]:
+def library_versions(names: tuple[str, ...] = TRACKED_LIBRARIES) -> dict[str, str]:
     versions = {}
-    for name in TRACKED_LIBRARIES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

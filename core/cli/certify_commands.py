@@ -76,7 +76,7 @@ def certify_command(
     config.validate()
     set_threads(threads)
     from core.certify import certify_images, check_denoiser_fits
-    from core.cli.reporting import write_json
+    from core.cli.reporting import provenance_of, write_json
     from core.data.loading import load_split, resolve_split
     from core.data.locations import portable_path
     from core.data.sources import data_listing
@@ -116,7 +116,7 @@ def certify_command(
         lines.append(f"{radius:>9}  {value:14.4f}  {result['certified_balanced_accuracy'][radius]:23.4f}")
     typer.echo("\n".join(lines))
     if json_path is not None:
-        write_json(result, json_path)
+        write_json(result, json_path, provenance_of(model, smoother))
         curve = write_curve(json_path.parent)
         typer.echo(f"written to {json_path}; every certify result in its folder drawn in {curve}")
     typer.echo(json.dumps({"abstained": result["abstained"]}))
@@ -127,7 +127,7 @@ def write_curve(folder: Path) -> Path:
 
     Only NAME.json with a NAME.config.json beside it (what `write_json` writes) is read, and one that
     does not parse is skipped: unrelated JSON in the folder never breaks a finished run."""
-    from core.cli.reporting import config_path, write_config
+    from core.cli.reporting import config_path, provenance_of, write_config
     from core.tables.render import certified_figure
 
     results, drawn = [], []
@@ -143,7 +143,7 @@ def write_curve(folder: Path) -> Path:
             drawn.append(path.name)
     out = folder / CURVE
     certified_figure(results).write_html(out, include_plotlyjs="cdn")
-    write_config(out, {"certify_results": drawn})
+    write_config(out, {"certify_results": drawn}, provenance_of())  # drawn from files, no network loaded
     return out
 
 

@@ -42,6 +42,9 @@ from core.errors import PurifyLabError, check_range
 
 if TYPE_CHECKING:
     from core.attacks import AttackConfig
+    from core.evaluate import EvaluationConfig
+    from core.models import XrayClassifier
+    from core.purifiers import Purifier
 
 
 def _attack_config(name: str, norm: str, eps: float, steps: int, seed: int) -> AttackConfig:
@@ -82,7 +85,7 @@ def attack_file(
 
     from core.attacks import evaluate_defended, threat_model
     from core.attacks.robust import attack_budget
-    from core.cli.reporting import write_config
+    from core.cli.reporting import provenance_of, write_config
     from core.io import check_output_png, load_image, save_image, to_model_input
 
     out = check_output_png(out)
@@ -124,8 +127,27 @@ def attack_file(
         "linf_distance": float((adversarial - x).abs().max()),
         "l2_distance": float((adversarial - x).flatten().norm()),
     }
-    write_config(out, record)
-    return record
+    return write_config(out, record, provenance_of(model, defense))
+
+
+def _networks_evaluate_built(config: EvaluationConfig) -> tuple[Purifier, XrayClassifier | None]:
+    """The purifier and (threat transfer) substitute `evaluate(config)` ran, built again from the same
+    config for its output's provenance, as evaluate hands neither back: a shipped denoiser comes from the
+    per-process cache evaluate used, a file read again is checked against its card again. Their warnings
+    (a t* beyond the denoiser's training) were given when evaluate built them."""
+    import warnings
+
+    from core.attacks import threat_model
+    from core.models import create_classifier
+    from core.purifiers import create_purifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        purifier = create_purifier(config.purifier, **config.purifier_params)
+    substitute = None
+    if config.attack is not None and threat_model(config.threat).needs_substitute:
+        substitute = create_classifier(config.substitute, pretrained=True, weights=config.substitute_weights)
+    return purifier, substitute
 
 
 def _purifier_dict(spec: str | None) -> dict | None:
@@ -333,8 +355,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         classifier, purifier = classifier or "vit", purifier or "none"
         use_device(device)
         from core.cli.purify_commands import parse_param_options, parse_purifier_spec
-        from core.cli.reporting import format_report, write_json
+        from core.cli.reporting import format_report, provenance_of, write_json
         from core.evaluate import EvaluationConfig, evaluate
+        from core.models import create_classifier
         from core.purifiers import purifier_config
 
         set_threads(threads)
@@ -357,12 +380,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             substitute=substitute,
             attack_batch_size=attack_batch_size,
         )
+        model = create_classifier(classifier, pretrained=True, weights=weights)  # here, so that its provenance is this object's
         with resume_hint("evaluate keeps no partial results, so a rerun starts over; `purifylab table` resumes cell by cell"):
-            result = evaluate(config, progress=attack is not None)
+            result = evaluate(config, model=model, progress=attack is not None)
         result["defense"] = result["config"]["defense"] = defense
         typer.echo(format_report(result))
         if json_path is not None:
-            write_json(result, json_path)
+            write_json(result, json_path, provenance_of(model, *_networks_evaluate_built(config)))
 
     @app.command("attack")
     def attack_command(

@@ -10,7 +10,7 @@ import typer
 
 from core.cli.options import Overwrite, seed_option
 from core.cli.preflight import check_data, check_output
-from core.cli.reporting import write_config
+from core.cli.reporting import provenance_of, write_config
 
 
 def describe_command(
@@ -30,7 +30,7 @@ def describe_command(
     if json_file is not None:
         json_file.parent.mkdir(parents=True, exist_ok=True)
         json_file.write_text(json.dumps(summary.to_dict(), indent=1) + "\n")
-        write_config(json_file, {"command": "data describe", "path": str(path), "split": split, "limit": limit})
+        write_config(json_file, {"command": "data describe", "path": str(path), "split": split, "limit": limit}, provenance_of())
         typer.echo(f"summary written to {json_file}")
 
 
@@ -63,7 +63,8 @@ def split_command(
     if (val, test, seed) != (default["val"], default["test"], SPLIT_SEED):
         cut = f"val {val:.0%}, test {test:.0%}, seed {seed}: not the project's split ({cut})"
     spec.save(out)
-    write_config(out, {"command": "data split", "path": str(path), "split": split, "size": size, "seed": seed, "val": val, "test": test, "cut": cut})
+    config = {"command": "data split", "path": str(path), "split": split, "size": size, "seed": seed, "val": val, "test": test, "cut": cut}
+    write_config(out, config, provenance_of())
     counts = ", ".join(f"{name} {len(indices):,}" for name, indices in spec.indices.items())
     typer.echo(
         f"{_count(len(image_set), 'image')} ({len(image_set.skipped)} undecodable skipped), "

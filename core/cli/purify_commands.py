@@ -46,7 +46,7 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
     device = use_device(device)
     import torch
 
-    from core.cli.reporting import write_config
+    from core.cli.reporting import provenance_of, write_config
     from core.io import save_image, to_model_input
     from core.purifiers import create_purifier
 
@@ -67,8 +67,7 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
         "output": str(out),
         "output_size": list(purified.shape[-2:]),
     }
-    write_config(out, config)
-    return config
+    return write_config(out, config, provenance_of(purifier))
 
 
 def _check_denoiser_weights(weights: Path | None, preset: str, data: Path, overwrite: bool, run_dir: Path) -> Path | None:

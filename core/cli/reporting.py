@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 
 def format_report(result: dict) -> str:
@@ -58,13 +59,27 @@ def aligned(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join([*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows)
 
 
-def write_json(result: dict, path: str | Path) -> None:
-    """The result at `path` and its resolved config beside it (`NAME.config.json`)."""
+def provenance_of(*loaded: Any) -> dict[str, Any]:
+    """What produced an output beyond its settings, so that it can be trusted and reproduced: the library
+    versions and git commit (as the results store records them), and file name -> SHA-256 of every
+    weights file the run loaded, from the `loaded` networks' cards (each checked against its file at load)."""
+    from core.results import PROVENANCE_LIBRARIES, git_commit, library_versions
+
+    weights: dict[str, str] = {}
+    for network in loaded:
+        if network is not None:  # a purifier or substitute the run did without
+            weights.update(network.loaded_weights())
+    software = {**library_versions(PROVENANCE_LIBRARIES), "git_commit": git_commit()}
+    return {"software": software, "weights": dict(sorted(weights.items()))}
+
+
+def write_json(result: dict, path: str | Path, provenance: dict[str, Any] | None = None) -> None:
+    """The result at `path` and its resolved config beside it (`NAME.config.json`), with its `provenance`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     if "config" in result:
-        write_config(path, result["config"])
+        write_config(path, result["config"], provenance)
 
 
 def config_path(output: str | Path) -> Path:
@@ -74,6 +89,11 @@ def config_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}.config.json") if output.suffix.lower() == ".json" else output.with_suffix(".json")
 
 
-def write_config(output: str | Path, config: dict) -> None:
-    """The resolved config beside an output (see `config_path`)."""
-    config_path(output).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+def write_config(output: str | Path, config: dict, provenance: dict[str, Any] | None = None) -> dict:
+    """The resolved config and its `provenance` (`provenance_of` the networks the run loaded) beside an
+    output (see `config_path`); returns what was written, for a command that prints it too. Without
+    `provenance`, the software only: a caller that loads networks it cannot hand over (`purifylab
+    bench`, the benchmark scripts) records its weights as unknown, never as none."""
+    written = {**config, "provenance": provenance if provenance is not None else {**provenance_of(), "weights": None}}
+    config_path(output).write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
+    return written

@@ -49,6 +49,15 @@ class XrayClassifier(nn.Module):
             "classifier_calibration": {"temperature": self.temperature, "threshold": self.threshold},
         }
 
+    def loaded_weights(self) -> dict[str, str]:
+        """File name -> SHA-256 of every weights file in this network: its own and any classifier's
+        inside it (sevit's vit backbone), each from the card that file was checked against at load."""
+        return {
+            module.weights_file.name: module.card["sha256"]
+            for module in self.modules()
+            if isinstance(module, XrayClassifier) and module.weights_file is not None and module.card is not None
+        }
+
     def check_classes(self, classes: tuple[str, ...] | list[str], where: str) -> None:
         """Refuse data whose classes are not the ones this model answers (names from its card, else the
         count), before any inference: labels index the data's classes, so any mismatch scores nonsense."""

@@ -109,6 +109,17 @@ class Purifier(nn.Module):
     def __init__(self, config: PurifierConfig | None = None):
         super().__init__()
         self.config = config if config is not None else self.config_type()
+        self._weights_sha256: dict[str, str] = {}  # see `record_shipped_weights`
+
+    def record_shipped_weights(self, stem: str, card: dict[str, Any]) -> None:
+        """Remember the shipped network this purifier loaded (weights/<stem>.safetensors) by the SHA-256
+        its card pinned, which the file was checked against at load: an output names the exact network."""
+        self._weights_sha256 = {f"{stem}.safetensors": card["sha256"]}
+
+    def loaded_weights(self) -> dict[str, str]:
+        """File name -> SHA-256 of the shipped network this purifier runs; {} without one (model-free, or a
+        network handed in, as tests do)."""
+        return dict(self._weights_sha256)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError

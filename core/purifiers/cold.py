@@ -123,6 +123,7 @@ class _ColdUNetPurifier(Purifier):
         super().__init__(config)
         if unet is None:
             unet, card = load_shipped_unet(COLD_WEIGHTS_STEM)
+            self.record_shipped_weights(COLD_WEIGHTS_STEM, card)
             schedule = BlurSchedule.from_dict(card["blur_schedule"])
         self.unet = unet.eval().requires_grad_(False)
         self.image_size = unet.config.sample_size  # the resolution it was trained at (CLI and benchmarks resize to it)

@@ -174,6 +174,7 @@ class DiffusionPurifier(Purifier):
         self.max_t_fraction: float | None = None  # the deepest t / T a shipped denoiser was trained at
         if unet is None:
             unet, card = shipped_denoiser(self.config.denoiser)
+            self.record_shipped_weights(self.config.denoiser, card)
             schedule = schedule or card.get("scheduler", DEFAULT_SCHEDULE)
             self.max_t_fraction = card.get("max_t_fraction")
             field = self.sweeps.get("tstar")
