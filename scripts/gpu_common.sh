@@ -16,7 +16,7 @@ pack_runs() {
   log "packing"
   nvidia-smi --query-gpu=name,memory.used --format=csv > "$runs/nvidia-smi.txt" 2>&1
   find "$runs" \( -name checkpoint -o -name samples \) -type d -prune -exec rm -rf {} + 2>/dev/null
-  rm -f "$runs"/*/best.safetensors
+  rm -f "$runs"/*/selected.safetensors "$runs"/*/best.safetensors
   (cd "$PWD" && find "$(basename "$runs")" -name '*.safetensors' | tar czf "$OUTDIR/${tag}_weights.tgz" -T -)
   tar czf "$OUTDIR/${tag}_logs.tgz" --exclude='*.safetensors' -C "$PWD" "$(basename "$runs")"
   cp "$runs/timeline.txt" "$OUTDIR/timeline.txt"

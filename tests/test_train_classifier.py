@@ -432,7 +432,7 @@ def test_a_new_run_removes_the_old_checkpoint_so_a_resume_cannot_continue_the_ol
     args = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--epochs", "2", "--seed", "7", "--lr", "1e9", "--threads", "1"]
     args += ["--data", str(xray_train_dir), "--out", str(run), "--no-progress", "--device", "cpu"]
     _one_line(*_cli([*args, "--overwrite"], capsys), "the run diverged")
-    assert not any((run / name).exists() for name in ("checkpoint", "best.safetensors", "history.json"))
+    assert not any((run / name).exists() for name in ("checkpoint", "selected.safetensors", "history.json"))
     _one_line(*_cli([*args, "--resume"], capsys), "holds no checkpoint to continue")
 
 
@@ -544,6 +544,25 @@ def test_a_time_budget_cut_stays_on_the_card_after_a_resume(xray_train_dir, tmp_
     resumed = train_classifier(replace(config, max_minutes=10.0), xray_train_dir, tmp_path, progress=False, resume=True)
     assert [record["batches"] for record in _history(tmp_path)] == [1, 4]
     assert (resumed["epochs_run"], resumed["epochs_completed"], resumed["stopped_by_time_budget"]) == (2, 1, True)
+
+
+def test_the_kept_epoch_is_named_for_the_rule_that_chose_it_and_an_old_run_resumes_with_its_file(xray_train_dir, tmp_path):
+    """Every X-ray preset keeps the last epoch, so the file it publishes from is `selected.safetensors`,
+    not `best`; a resumed run that kept it under the old name, `best.safetensors`, goes on with that file."""
+    from core.weights import load_state
+
+    last = tmp_path / "last"
+    card = train_classifier(preset("tiny", "substitute", epochs=2, select_epoch="last", threads=1), xray_train_dir, last, progress=False)
+    assert (card["epoch_selection"], card["selected_epoch"]) == ("last", 2) and not (last / "best.safetensors").exists()
+    selected, final = load_state(last / "selected.safetensors", verify=False), load_state(last / "checkpoint" / "model.safetensors", verify=False)
+    assert selected.keys() == final.keys() and all(torch.equal(selected[key], final[key]) for key in selected)
+
+    old = tmp_path / "old"
+    config = preset("tiny", "substitute", epochs=1, threads=1)  # "best": a later epoch may not replace the file
+    train_classifier(config, xray_train_dir, old, progress=False)
+    (old / "selected.safetensors").rename(old / "best.safetensors")
+    resumed = train_classifier(replace(config, epochs=2), xray_train_dir, old, progress=False, resume=True)
+    assert resumed["selected_epoch"] in (1, 2) and (old / "selected.safetensors").is_file() and not (old / "best.safetensors").exists()
 
 
 def test_a_tiny_run_refuses_init_from_and_its_sevit_card_says_its_backbone_is_unsaved(xray_train_dir, tmp_path):

@@ -37,10 +37,15 @@ def cold_run_dir() -> Path:
     return RUNS_DIR / "cold"
 
 
+# The epoch a classifier run publishes, by its `select_epoch`: the best one on validation or the last
+# (every X-ray preset's), so the file is named for neither.
+SELECTED_WEIGHTS = "selected.safetensors"
+
+
 def classifier_run_files(model: str) -> tuple[str, ...]:
     """What `core.train.classifier.train_classifier` writes beside its checkpoint/: the resolved config,
     the per-epoch history, the selected epoch's weights and the published file with its card."""
-    return ("config.json", "history.json", "best.safetensors", f"{model}.safetensors", f"{model}.json")
+    return ("config.json", "history.json", SELECTED_WEIGHTS, f"{model}.safetensors", f"{model}.json")
 
 
 def check_not_reporting_cohort(name: str, data_dir: str | Path) -> None:
