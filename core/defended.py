@@ -73,9 +73,14 @@ class DefendedClassifier(nn.Module):
         self._generator: torch.Generator | None = None
 
     @property
+    def stochastic(self) -> bool:
+        """Whether two forwards of one image can differ, so that an attack's verdict on one is a noisy one."""
+        return self.purifier.stochastic
+
+    @property
     def draws(self) -> int:
         """Purifier draws per forward: a deterministic purifier gives the same output every time."""
-        return self.eot if self.purifier.stochastic else 1
+        return self.eot if self.stochastic else 1
 
     def reset(self, seed: int | None = None) -> None:
         """Restart the sequence of purifier draws (from `seed` if given)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from core.errors import PurifyLabError
+from core.errors import PurifyLabError, check_types
 from core.paths import CONFIGS_DIR
 
 DEFENSES_DIR = CONFIGS_DIR / "defenses"
@@ -28,6 +28,13 @@ class Defense:
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     chosen_on: str = ""  # the validation evidence, in one sentence
+
+    def __post_init__(self) -> None:
+        # `params: t_star=0.1` would load as a string and fail later as a Python error, not a message.
+        check_types(self)
+        for key in self.params:
+            if not isinstance(key, str):
+                raise PurifyLabError(f"params keys must be purifier parameter names; got {key!r}")
 
     @property
     def purifier_spec(self) -> str:
@@ -56,8 +63,14 @@ def load_defense(name: str, directory: Path | None = None) -> Defense:
     path = Path(directory or DEFENSES_DIR) / f"{name}.yaml"
     if not path.is_file():
         raise PurifyLabError(f"defense '{name}' not found; choose one of: {', '.join(list_defenses(directory)) or 'none'}")
-    raw = yaml.safe_load(path.read_text())
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise PurifyLabError(f"{path.name} is not readable YAML: {error}") from None
     known = set(Defense.__dataclass_fields__) - {"name"}
     if not isinstance(raw, dict) or not {"classifier", "purifier"} <= set(raw) or set(raw) - known:
         raise PurifyLabError(f"{path.name} must be a mapping with classifier, purifier and optionally {', '.join(sorted(known - {'classifier', 'purifier'}))}")
-    return Defense(name=name, **raw)
+    try:
+        return Defense(name=name, **raw)
+    except PurifyLabError as error:
+        raise PurifyLabError(f"{path.name}: {error}") from None

@@ -79,7 +79,7 @@ class EvaluationConfig:
         if self.attack is not None:  # the threat means nothing without an attack; validated once, here
             from core.attacks.threats import threat_model
 
-            threat_model(self.threat)
+            threat_model(self.threat).check_eot(self.eot)
 
 
 def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, progress: bool = False) -> dict:

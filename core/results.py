@@ -88,8 +88,18 @@ def canonical_json(value: Any) -> str:
         raise PurifyLabError(f"results must be finite numbers or null ({error})") from None
 
 
+def keyed_config(cell_config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The config a cell is stored and found under: a cell with an attack gains the fields that say how
+    that attack runs where this changed (core.attacks.robust.key_fields); any other cell is as given."""
+    if not cell_config.get("attack"):
+        return cell_config
+    from core.attacks.robust import key_fields  # only for attacked cells, which need torchattacks anyway
+
+    return {**cell_config, **key_fields(cell_config)}
+
+
 def cell_key(cell_config: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(cell_config).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(keyed_config(cell_config)).encode()).hexdigest()
 
 
 @cache
@@ -234,7 +244,7 @@ class ResultStore:
 
     def put(self, cell_config: Mapping[str, Any], metrics: Mapping[str, Any], seconds: float | None = None) -> str:
         """Store (or replace) one cell atomically; returns its key."""
-        config_json, metrics_json = canonical_json(cell_config), canonical_json(metrics)
+        config_json, metrics_json = canonical_json(keyed_config(cell_config)), canonical_json(metrics)
         key = hashlib.sha256(config_json.encode()).hexdigest()
         seed = cell_config.get("seed")
         row = (

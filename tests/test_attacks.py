@@ -326,3 +326,123 @@ def test_alpha_is_reported_only_where_the_attack_steps_by_it(name, norm, uses_al
     config = AttackConfig(name=name, norm=norm, eps=0.3, steps=10)
     assert config.budget()["alpha"] == (config.step_size if uses_alpha else None)
     assert "alpha" in config.resolved()  # the cell key keeps it either way
+
+
+def _torchattacks_own(attacked: nn.Module, config: AttackConfig) -> nn.Module:
+    """The attack as torchattacks builds it, seeded as create_attack seeds it: the shipped path."""
+    from core.attacks.library import SeededAttack
+
+    return SeededAttack(ATTACKS.get(config.name)(attacked, config, 2), attacked, config.seed)
+
+
+def _untouched(adversarial: torch.Tensor, images: torch.Tensor) -> int:
+    return int(((adversarial - images).flatten(1).abs().amax(1) == 0).sum())
+
+
+@pytest.mark.parametrize("name", ["apgd", "apgdt", "autoattack-rand"])
+def test_the_apgd_family_against_noise_returns_iterates_where_torchattacks_returns_the_input(model, xrays, name) -> None:
+    """Against a stochastic defense torchattacks' "not fooled" is one draw's verdict, and it handed those
+    X-rays back untouched: the defense was scored on images never attacked (the smoothing defense's
+    APGD-EOT worst of 5 read 20.00, 15.00 keeping the iterates)."""
+    from core.attacks.threats import attacked_model
+    from core.purifiers import create_purifier
+
+    images, labels = xrays["x"][:16], xrays["y"][:16]
+    config = AttackConfig(name=name, eps=0.02, steps=5)
+    defended = attacked_model("white", model, create_purifier("gaussian", sigma=0.3), seed=1)
+    shipped = _torchattacks_own(defended, config)(images, labels)
+    defended.reset()
+    fixed = create_attack(defended, config)(images, labels)
+    assert _untouched(shipped, images) > 0 and _untouched(fixed, images) == 0
+    _check_budget(fixed, images, config)
+
+
+@pytest.mark.parametrize("threat, purifier", [("grey", "gaussian"), ("white", "blur"), ("bpda", "none")])
+def test_the_apgd_family_on_a_deterministic_attacked_model_is_torchattacks_bit_for_bit(model, xrays, threat, purifier) -> None:
+    """Grey-box (the papers' protocol) and deterministic defenses keep torchattacks' success-only return."""
+    from core.attacks.threats import attacked_model
+    from core.purifiers import create_purifier
+
+    images, labels = xrays["x"][:16], xrays["y"][:16]
+    for name in ("apgd", "apgdt"):
+        config = AttackConfig(name=name, eps=0.02, steps=5)
+        attacked = attacked_model(threat, model, create_purifier(purifier), seed=1)
+        assert torch.equal(create_attack(attacked, config)(images, labels), _torchattacks_own(attacked, config)(images, labels))
+
+
+# Two stored cells (results/results.sqlite) whose computation did not change, and the smoothing defense's
+# APGD-EOT cell of the adaptive-convergence table, which did.
+_STORED_APGD = {"name": "apgd", "norm": "linf", "eps": 0.03137, "steps": 20, "alpha": 0.00392125, "restarts": 1, "eot_iter": 8, "seed": 0, "bounded": True}
+_STORED_WHITE_NONE = {
+    "attack": _STORED_APGD,
+    "batch_size": 16,
+    "bootstrap": 1000,
+    "classifier": {
+        "calibration": {"temperature": 0.376803, "threshold": 0.07212524310354824},
+        "name": "resnet_at",
+        "sha256": "396f87422e38b8bede0112697cc30581a443473774b50513c3d9d7a1f458aa04",
+        "weights": None,
+    },
+    "data": {"hash": "181a91ac1371c7a43dfec2a02042f2cd2a8711679091ad0921ac80965d51a177", "image_size": 128, "limit": 16, "split": "all"},
+    "eot": 1,
+    "kind": "robust",
+    "purifier": {"name": "none", "params": {}, "weights_sha256": None},
+    "redraws": 5,
+    "seed": 0,
+    "substitute": None,
+    "threat": "white",
+}
+_STORED_WHITE_SMOOTHING = {
+    **_STORED_WHITE_NONE,
+    "classifier": {
+        "calibration": {"temperature": 0.690467, "threshold": 0.0950297958198896},
+        "name": "resnet_smooth",
+        "sha256": "96ac3b195a750b54f20060d6b7b077a6a62673c466c37987f99df4a74c49d6fc",
+        "weights": None,
+    },
+    "purifier": {"name": "gaussian", "params": {"sigma": 0.5}, "weights_sha256": None},
+}
+_STORED_GREY_DDPM = {
+    "attack": {"name": "apgd", "norm": "linf", "eps": 0.03, "steps": 10, "alpha": 0.0075, "restarts": 1, "eot_iter": 1, "seed": 0, "bounded": True},
+    "batch_size": 32,
+    "bootstrap": 1000,
+    "classifier": {"name": "vit", "sha256": "6a881bea7ac19826f0c76377eb86137d70ee8db7a4963cf41db3079fe357d72c", "weights": None},
+    "data": {"hash": "329763f6056f6cfab7f4cbc7882c2985490418dbfa41d630c76840f61e1de25d", "image_size": 128, "limit": None, "split": "val"},
+    "eot": 1,
+    "kind": "robust",
+    "purifier": {"name": "ddpm", "params": {"steps": 10, "t_star": 0.16}, "weights_sha256": "6b9ed0421d7adae141dcc25db84deae2b488c6da6399aa6504733e4f4220ce7f"},
+    "redraws": 1,
+    "seed": 0,
+    "substitute": None,
+    "threat": "grey",
+}
+
+
+def test_only_apgd_cells_against_noise_get_a_new_cell_key() -> None:
+    from core.results import cell_key, keyed_config
+
+    assert cell_key(_STORED_WHITE_NONE) == "41cf0a2d5ee9e77180f5c3777729b7bfb59c871772d938d1916c81935267f500"
+    assert cell_key(_STORED_GREY_DDPM) == "7934e32b7997702ea93fc679211f9221aa4acfb5496757dca0ccd033b107dd79"
+    assert cell_key(_STORED_WHITE_SMOOTHING) != "f12196fba1bbefd9200741eeff5cb2ef1a090c027670e0afee33c14b428fd979"
+    assert keyed_config(_STORED_WHITE_SMOOTHING) == {**_STORED_WHITE_SMOOTHING, "unfooled_images": "best-loss iterate"}
+    for name in ("apgdt", "autoattack", "autoattack-rand"):
+        cell = {**_STORED_WHITE_SMOOTHING, "attack": AttackConfig(name=name, eps=0.03137).resolved()}
+        assert "unfooled_images" in keyed_config(cell)
+    for other in ({"name": "eotpgd", "eot_iter": 8}, {"name": "pgd"}, {"name": "square"}):  # not the APGD family
+        cell = {**_STORED_WHITE_SMOOTHING, "attack": AttackConfig(**other, eps=0.03137).resolved()}
+        assert keyed_config(cell) == cell
+
+
+@pytest.mark.parametrize("purifier", ["gaussian", "blur"])
+def test_a_cell_gets_the_new_key_exactly_where_its_attacker_meets_noise(model, purifier) -> None:
+    """The key field and the attack's path follow one rule: the attacked model draws noise."""
+    from core.attacks.library import draws_noise
+    from core.attacks.robust import key_fields
+    from core.attacks.threats import THREAT_MODELS, attacked_model
+    from core.purifiers import create_purifier
+
+    for threat, spec in THREAT_MODELS.items():
+        eot = 2 if spec.uses_eot else 1
+        attacked = attacked_model(threat, model, create_purifier(purifier), substitute=model, eot=eot)
+        cell = {"kind": "robust", "attack": AttackConfig(name="apgd").resolved(), "threat": threat, "purifier": {"name": purifier}}
+        assert bool(key_fields(cell)) == draws_noise(attacked) == (purifier == "gaussian" and spec.goes_through_purifier)

@@ -63,3 +63,22 @@ def test_a_defended_classifier_refuses_an_image_outside_unit_range_in_one_line()
     for bad, message in ((x.detach() * 255, r"values span .*expected \[0, 1\]"), (x.detach() - 0.5, r"expected \[0, 1\]")):
         with pytest.raises(PurifyLabError, match=message):
             defended(bad)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("classifier: resnet\npurifier: ddpm\nparams: t_star=0.1\n", "^bad.yaml: params must be a dict; got 't_star=0.1'$"),
+        ("classifier: [resnet]\npurifier: none\n", r"^bad.yaml: classifier must be a string; got \['resnet'\]$"),
+        ("classifier: resnet\npurifier: gaussian\nparams:\n", "^bad.yaml: params must be a dict; got None$"),
+        ("classifier: resnet\npurifier: gaussian\nparams: {1: 2}\n", "^bad.yaml: params keys must be purifier parameter names; got 1$"),
+        ("classifier: resnet\npurifier: none\nchosen_on: 2024-05-01\n", "^bad.yaml: chosen_on must be a string; got datetime.date"),
+        ("classifier: resnet\npurifier: [none\n", "^bad.yaml is not readable YAML: "),
+    ],
+)
+def test_a_defense_file_with_a_field_of_the_wrong_type_is_refused_naming_the_file_and_field(tmp_path, text, message):
+    """`params: t_star=0.1` loaded and failed later as AttributeError; `classifier: [resnet]` loaded as a list."""
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(PurifyLabError, match=message) as error:
+        load_defense("bad", tmp_path)
+    assert "\n" not in str(error.value)

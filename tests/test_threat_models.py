@@ -341,3 +341,26 @@ def test_one_eot_draw_is_spelled_in_the_singular():
 def test_evaluate_defended_refuses_a_bad_batch_size_or_too_many_redraws(setup, options, message):
     with pytest.raises(PurifyLabError, match=message):
         evaluate_defended(setup.classifier, create_purifier("gaussian"), setup.images[:2], setup.labels[:2], **options)
+
+
+def test_bpda_eot_with_one_draw_is_refused_before_any_data_is_read(tmp_path, setup):
+    """--eot defaults to 1: `evaluate --threat bpda-eot` ran the whole clean pass (2.5 min with DDPM at
+    --limit 32) before crafting refused it. The data folder here does not exist: nothing was read."""
+    from core.attacks import threat_model
+    from core.attacks.robust import robust_run
+    from core.evaluate import EvaluationConfig, evaluate
+
+    missing = str(tmp_path / "no-such-folder")
+    message = r"^threat 'bpda-eot' needs eot >= 2 purifier draws \(got 1\); use 'bpda' for one$"
+    with pytest.raises(PurifyLabError, match=message):
+        EvaluationConfig(data=missing, attack=AttackConfig(), threat="bpda-eot")
+    with pytest.raises(PurifyLabError, match=message):
+        threat_model("bpda-eot").check_eot(1)
+    with pytest.raises(PurifyLabError, match="^eot=4 does not apply to threat 'grey'"):
+        EvaluationConfig(data=missing, attack=AttackConfig(), threat="grey", eot=4)
+    with pytest.raises(PurifyLabError, match=message):
+        robust_run(setup.classifier, GaussianNoisePurifier(), setup.images[:2], setup.labels[:2], AttackConfig(steps=1), "bpda-eot")
+    threat_model("bpda-eot").check_eot(2)
+    assert EvaluationConfig(data=missing, threat="bpda-eot").eot == 1  # no attack: the threat is not used
+    with pytest.raises(PurifyLabError, match="not found|does not exist|no such"):  # a valid config reaches the data
+        evaluate(EvaluationConfig(data=missing, attack=AttackConfig(), threat="bpda-eot", eot=2), model=setup.classifier)

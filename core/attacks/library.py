@@ -13,12 +13,13 @@ Two things are added around torchattacks:
   appends reference logits one unit below the smallest real logit, so the argmax, the targeted
   class and the success criterion are unchanged and DLR reduces to -margin / (|margin| + 1).
 
-Where torchattacks' behaviour misfits the lab, a small subclass says why: `BoxDeepFool`,
-`LabelledTPGD`, `Restarts`.
+Where torchattacks' behaviour misfits the lab, a small class says why: `BoxDeepFool`,
+`LabelledTPGD`, `Restarts`, `BestLossIterates`.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from core.defended import DefendedClassifier
 from core.errors import PurifyLabError
 from core.registry import Registry
 
@@ -167,8 +169,9 @@ class Restarts(Attack):
 
     torchattacks' MultiAttack does the same but returns the input for an image no run fooled; here
     every image keeps its latest iterate, so a purifier downstream still meets a perturbed image (an
-    iterate that did not fool the bare classifier may fool the defended one). "Fooled" is judged on
-    the model the attacks were built on, as MultiAttack judges it.
+    iterate that did not fool the bare classifier may fool the defended one). An attack that hands an
+    image back unchanged (Square and FAB where they fail) found nothing there: the image keeps the
+    attempt before. "Fooled" is judged on the model the attacks were built on, as MultiAttack judges it.
     """
 
     def __init__(self, attacks: list[Attack]):
@@ -180,13 +183,74 @@ class Restarts(Attack):
         adversarial = images.clone()
         unfooled = torch.arange(len(images), device=images.device)
         for attack in self.attacks:
-            adversarial[unfooled] = attack(images[unfooled], labels[unfooled])
+            attempt = attack(images[unfooled], labels[unfooled])
+            moved = (attempt != images[unfooled]).flatten(1).any(1)
+            adversarial[unfooled[moved]] = attempt[moved]
             with torch.no_grad():
                 fooled = self.get_logits(adversarial[unfooled]).argmax(1) != labels[unfooled]
             unfooled = unfooled[~fooled]
             if len(unfooled) == 0:
                 break
         return adversarial
+
+
+class BestLossIterates(Attack):
+    """An APGD or APGD-T attack against a model that draws noise (a stochastic purifier inside it).
+
+    torchattacks returns the input for every image its runs did not fool, and does not attack an image
+    it misreads at the start. Against noise both verdicts rest on one draw, so the defense was scored on
+    images never attacked (the smoothing defense's APGD-EOT worst of 5 read 20.00, 15.00 keeping the
+    iterates, on the 16 X-rays of adaptive-convergence). Here every image is attacked; one a run fooled
+    keeps that run's fooling iterate, every other its best-loss iterate over the runs, as `Restarts` keeps
+    the latest.
+    """
+
+    def __init__(self, apgd: torchattacks.APGD | torchattacks.APGDT):
+        super().__init__(f"BestLoss{apgd.attack}", apgd.model)
+        self.apgd = apgd
+
+    def _runs(self) -> Iterator[None]:
+        """APGD's restarts; APGD-T's restarts for each target class in turn, as its `perturb` runs them."""
+        targets = range(2, self.apgd.n_target_classes + 2) if isinstance(self.apgd, torchattacks.APGDT) else [None]
+        for target in targets:
+            if target is not None:
+                self.apgd.target_class = target
+            for _ in range(self.apgd.n_restarts):
+                yield
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images, labels = images.clone().detach().to(self.device), labels.clone().detach().to(self.device)
+        torch.random.manual_seed(self.apgd.seed)  # the random starts, seeded as torchattacks' perturb seeds them
+        torch.cuda.random.manual_seed(self.apgd.seed)
+        adversarial = images.clone()
+        best_loss = torch.full((len(images),), -math.inf, device=self.device)
+        unfooled = torch.arange(len(images), device=self.device)
+        for _ in self._runs():
+            if len(unfooled) == 0:
+                break
+            best, still_right, loss, fooling = self.apgd.attack_single_run(images[unfooled], labels[unfooled])
+            fooled = still_right == 0
+            improved = ~fooled & (loss > best_loss[unfooled])
+            adversarial[unfooled[fooled]] = fooling[fooled]
+            adversarial[unfooled[improved]] = best[improved]
+            best_loss[unfooled[improved]] = loss[improved]
+            unfooled = unfooled[~fooled]
+        return adversarial
+
+
+def keep_best_loss_iterates(attack: Attack) -> Attack:
+    """`attack` with each APGD / APGD-T run in it wrapped in `BestLossIterates`; AutoAttack's sub-attacks
+    then run in `Restarts`, whose images keep their latest attempt where MultiAttack would return the input."""
+    if isinstance(attack, torchattacks.AutoAttack):
+        return Restarts([keep_best_loss_iterates(sub_attack) for sub_attack in attack._autoattack.attacks])
+    if isinstance(attack, (torchattacks.APGD, torchattacks.APGDT)):
+        return BestLossIterates(attack)
+    return attack
+
+
+def draws_noise(model: nn.Module) -> bool:
+    """Whether two forwards of one image can differ: a defended model with a stochastic purifier."""
+    return isinstance(model, DefendedClassifier) and model.stochastic
 
 
 Builder = Callable[[nn.Module, "AttackConfig", int], Attack]
@@ -203,8 +267,12 @@ class AttackSpec:
     eot: bool = False  # True: the attack itself takes eot_iter
     single_step: bool = False  # True: one gradient step whatever `steps` says (FGSM)
     # True: where the attack fails it returns the input itself, not its last iterate (torchattacks keeps
-    # only successful examples), so "no perturbation" means "nothing found within eps".
+    # only successful examples), so against a deterministic model "no perturbation" means "nothing found
+    # within eps"; against one that draws noise it may mean only that one draw was not fooled.
     keeps_only_successes: bool = False
+    # True (the APGD family): against a model that draws noise it returns iterates, never the input
+    # (`BestLossIterates`); those robust cells carry a key field of their own (core.attacks.robust.key_fields).
+    best_loss_against_noise: bool = False
     step_size: bool = False  # True: the attack steps by `alpha` (the others ignore it)
     # Non-empty: the attack runs this fixed schedule of its own, whatever `steps` and `eot_iter` say
     # (torchattacks' AutoAttack builds its sub-attacks at their defaults).
@@ -286,16 +354,24 @@ for _name, _spec, _doc in (
         AttackSpec(lambda m, c, k: LabelledTPGD(m, eps=c.eps, alpha=c.step_size, steps=c.steps), _LINF, step_size=True, revision=1),
         "TRADES' adversary: PGD on the KL divergence from the clean prediction; misread images left as they are (L-inf)",
     ),
-    ("apgd", AttackSpec(_apgd, _BOTH, restarts=True, eot=True, keeps_only_successes=True), "Auto-PGD with cross-entropy loss (APGD-CE)"),
-    ("apgdt", AttackSpec(_apgdt, _BOTH, restarts=True, eot=True, keeps_only_successes=True), "targeted Auto-PGD with the DLR loss (APGD-T)"),
+    (
+        "apgd",
+        AttackSpec(_apgd, _BOTH, restarts=True, eot=True, keeps_only_successes=True, best_loss_against_noise=True),
+        "Auto-PGD with cross-entropy loss (APGD-CE)",
+    ),
+    (
+        "apgdt",
+        AttackSpec(_apgdt, _BOTH, restarts=True, eot=True, keeps_only_successes=True, best_loss_against_noise=True),
+        "targeted Auto-PGD with the DLR loss (APGD-T)",
+    ),
     (
         "autoattack",
-        AttackSpec(_autoattack("standard"), _BOTH, keeps_only_successes=True, schedule=AUTOATTACK_SCHEDULES["standard"]),
+        AttackSpec(_autoattack("standard"), _BOTH, keeps_only_successes=True, best_loss_against_noise=True, schedule=AUTOATTACK_SCHEDULES["standard"]),
         "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square",
     ),
     (
         "autoattack-rand",
-        AttackSpec(_autoattack("rand"), _BOTH, keeps_only_successes=True, schedule=AUTOATTACK_SCHEDULES["rand"]),
+        AttackSpec(_autoattack("rand"), _BOTH, keeps_only_successes=True, best_loss_against_noise=True, schedule=AUTOATTACK_SCHEDULES["rand"]),
         "AutoAttack rand: APGD-CE and APGD-DLR with EOT 20",
     ),
     ("square", AttackSpec(_square, _BOTH, restarts=True, keeps_only_successes=True), "Square attack, score-based black-box (steps = queries)"),
@@ -316,7 +392,10 @@ for _name, _spec, _doc in (
 
 def create_attack(model: nn.Module, config: AttackConfig, num_classes: int = 2) -> Attack:
     """The configured torchattacks attack on `model` (inputs in [0, 1]), seeded and eval-mode safe."""
-    inner = ATTACKS.get(config.name)(model, config, num_classes)
+    spec = ATTACKS.get(config.name)
+    inner = spec(model, config, num_classes)
+    if spec.best_loss_against_noise and draws_noise(model):
+        inner = keep_best_loss_iterates(inner)
     return SeededAttack(inner, model, config.seed)
 
 

@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from core.attacks.config import AttackConfig
-from core.attacks.library import frozen_eval
+from core.attacks.library import ATTACKS, frozen_eval
 from core.attacks.threats import craft, evaluate_defended, threat_model
 from core.data.loading import load_split, resolve_split
 from core.errors import PurifyLabError
 from core.metrics import balanced_accuracy, classification_metrics
 from core.models import XrayClassifier, create_classifier
-from core.purifiers import Purifier, create_purifier
+from core.purifiers import PURIFIERS, Purifier, create_purifier
 
 if TYPE_CHECKING:
     from core.evaluate import EvaluationConfig
@@ -144,8 +144,9 @@ def robust_run(
     spec = threat_model(threat)
     if batch_size < 1:
         raise PurifyLabError(f"batch size must be >= 1, got {batch_size}")
-    if attack is not None:
-        spec.check_purifier(purifier)  # before any batch: craft would refuse only after the clean pass
+    if attack is not None:  # before any batch: craft would refuse them only after the clean pass
+        spec.check_purifier(purifier)
+        spec.check_eot(eot)
     state = process_state()
     device = state.device
     classifier = classifier.to(device)
@@ -256,6 +257,18 @@ def attack_budget(attack: AttackConfig, threat: str, eot: int, purifier: Purifie
     draws = threat_model(threat).draws_per_step(eot) if purifier.stochastic else 1
     evaluations = budget["gradient_evaluations"]
     return {**budget, "threat_eot": draws, "gradient_evaluations": None if evaluations is None else evaluations * draws}
+
+
+def key_fields(cell: Mapping[str, Any]) -> dict[str, str]:
+    """What a robust cell's store key adds (core.results.keyed_config) for a change in how its attack
+    runs: the APGD family against a model that draws noise (an attacker through a stochastic purifier)
+    returns iterates, not torchattacks' inputs (library.BestLossIterates), so those cells are computed
+    anew; every other cell, grey-box, transfer and deterministic ones included, keeps its key."""
+    attack, threat, purifier = cell.get("attack"), cell.get("threat"), cell.get("purifier")
+    if cell.get("kind") != "robust" or not (attack and threat and purifier):
+        return {}
+    against_noise = threat_model(threat).goes_through_purifier and PURIFIERS.get(purifier["name"]).stochastic
+    return {"unfooled_images": "best-loss iterate"} if against_noise and ATTACKS.get(attack["name"]).best_loss_against_noise else {}
 
 
 def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: bool = False) -> dict:

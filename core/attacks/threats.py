@@ -23,7 +23,7 @@ from torch import nn
 from core.attacks.config import AttackConfig
 from core.attacks.library import create_attack, frozen_eval
 from core.defended import MAX_REDRAWS, DefendedClassifier
-from core.errors import PurifyLabError, check_range
+from core.errors import PurifyLabError, check_range, typed
 from core.io import IMAGE_CHANNELS, validate_image_tensor, validate_labels
 from core.purifiers.base import Purifier
 from core.purifiers.simple import IdentityPurifier
@@ -55,6 +55,16 @@ class ThreatModel:
         its number would be a BPDA one recorded as exact gradients."""
         if self.name == "white" and purifier is not None and not getattr(purifier, "exact_gradients", True):
             raise PurifyLabError(f"purifier '{purifier.name}' has no exact gradients; attack it with threat 'bpda' or 'bpda-eot'")
+
+    def check_eot(self, eot: int) -> None:
+        """Refuse purifier draws per step this attacker cannot spend. Called before any data is read
+        (EvaluationConfig, robust_run): crafting would refuse them only after the whole clean pass."""
+        typed("eot", eot, int)
+        if eot != 1 and not self.uses_eot:
+            users = [name for name, other in THREAT_MODELS.items() if other.uses_eot]
+            raise PurifyLabError(f"eot={eot} does not apply to threat '{self.name}'; it is used by {', '.join(users)}")
+        if self.name == "bpda-eot" and eot < 2:
+            raise PurifyLabError(f"threat 'bpda-eot' needs eot >= 2 purifier draws (got {eot}); use 'bpda' for one")
 
 
 THREAT_MODELS: dict[str, ThreatModel] = {
@@ -99,9 +109,7 @@ def attacked_model(
 ) -> nn.Module:
     """The model whose gradients the attacker follows under `threat`."""
     spec = threat_model(threat)
-    if eot != 1 and not spec.uses_eot:
-        users = [name for name, other in THREAT_MODELS.items() if other.uses_eot]
-        raise PurifyLabError(f"eot={eot} does not apply to threat '{threat}'; it is used by {', '.join(users)}")
+    spec.check_eot(eot)
     if not spec.goes_through_purifier:
         if not spec.needs_substitute:
             return classifier
@@ -113,8 +121,6 @@ def attacked_model(
     spec.check_purifier(purifier)
     if threat == "bpda":
         return DefendedClassifier(purifier, classifier, eot=1, bpda=True, seed=seed)
-    if threat == "bpda-eot" and eot < 2:
-        raise PurifyLabError(f"threat 'bpda-eot' needs eot >= 2 purifier draws (got {eot}); use 'bpda' for one")
     return DefendedClassifier(purifier, classifier, eot=eot, bpda=threat == "bpda-eot", seed=seed)
 
 
