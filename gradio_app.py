@@ -23,7 +23,7 @@ import torch
 
 from core.attacks import ATTACKS, AttackConfig, threat_model
 from core.data.gallery import gallery, gallery_attribution
-from core.defense import load_defense
+from core.defense import Defense, load_defense
 from core.errors import PurifyLabError
 from core.image_file import UPLOAD_EXTENSIONS
 from core.io import MAX_UPLOAD_BYTES, load_image, to_model_input, to_pil
@@ -48,10 +48,16 @@ def _classifier(name: str) -> torch.nn.Module:
 
 
 @cache
+def recommended_defense() -> Defense:
+    """configs/defenses/recommended.yaml: the page opens on its classifier and purifier, as the Streamlit lab does."""
+    return load_defense("recommended")
+
+
+@cache
 def lab_purifiers() -> dict[str, dict[str, object]]:
     """The lab's purifiers at its knobs at rest, by registry name: the recommended defense's first, then
     those a visitor runs in seconds on a CPU (core.lab: not the published DiffDefense, minutes an image)."""
-    recommended = load_defense("recommended")
+    recommended = recommended_defense()
     offered: dict[str, dict[str, object]] = {recommended.purifier: dict(recommended.params)}
     for name, params in interactive_settings().items():
         offered.setdefault(name, dict(params))
@@ -260,6 +266,8 @@ def build() -> gr.Blocks:
     """The interface; each button is an API endpoint named after its function, and clears the result panels it does not fill."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # an X-ray server does not phone home
     samples, classifiers, attacks, purifiers = list(gallery()), shipped_xray_classifiers(), _linf_attacks(), list(lab_purifiers())
+    recommended = recommended_defense()
+    opening_classifier = recommended.classifier if recommended.classifier in classifiers else next(iter(classifiers), None)
     with gr.Blocks(title="PurifyLab", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, UPLOAD_LIFETIME_S)) as demo:
         gr.Markdown(
             "# PurifyLab\nAttack a chest X-ray classifier, then purify the attack away. "
@@ -272,10 +280,10 @@ def build() -> gr.Blocks:
                 sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="…or a sample X-ray (used when nothing is uploaded)")
                 gr.Markdown(gallery_attribution())
             with gr.Column():
-                classifier = gr.Dropdown(classifiers, value=classifiers[0] if classifiers else None, label="Classifier")
+                classifier = gr.Dropdown(classifiers, value=opening_classifier, label="Classifier")
                 attack_name = gr.Dropdown(attacks, value="pgd", label="Attack (grey-box: the attacker sees the classifier only)")
                 eps = _refused_by_core(gr.Slider(0.0, 0.1, value=0.03, step=0.005, label="Budget ε (L∞, pixel scale 0–1)"))
-                purifier = gr.Dropdown(purifiers, value="cold_direct", label="Purifier")
+                purifier = gr.Dropdown(purifiers, value=recommended.purifier, label="Purifier")
         with gr.Row():
             buttons = [
                 gr.Button(text, variant=variant)

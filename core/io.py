@@ -168,18 +168,29 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(values)
 
 
-def on_grey_levels(adversarial: torch.Tensor, clean: torch.Tensor, linf_eps: float | None = None) -> torch.Tensor:
+GREY_LEVEL = 1.0 / 255.0  # one step of the 8-bit images the app shows and `save_image` writes
+GREY_LEVEL_TOLERANCE = 1e-4  # of a grey level: float error of a change projected onto the budget's edge
+
+
+def on_grey_levels(adversarial: torch.Tensor, clean: torch.Tensor, eps: float | None = None) -> torch.Tensor:
     """What an 8-bit PNG of `adversarial` holds, so a reading shown beside a saved or downloaded attacked
     image is the file's own (rounding undid small attacks: 27 of 576 gallery cases read otherwise).
-    Each pixel goes to its nearest grey level; under an L-inf budget to the nearest level inside
-    clean +- eps, which exists once eps >= 0.5/255, so saving never leaves the budget."""
-    levels = (adversarial * 255.0).round()
-    if linf_eps is not None:
-        tolerance = 1e-4  # of a grey level: float error at the budget's edge
-        low = torch.ceil((clean - linf_eps) * 255.0 - tolerance).clamp(0.0, 255.0)
-        high = torch.floor((clean + linf_eps) * 255.0 + tolerance).clamp(0.0, 255.0)
-        levels = torch.where(low <= high, torch.minimum(torch.maximum(levels, low), high), levels)
-    return levels / 255.0
+
+    `clean` goes to its nearest grey level, and each pixel's change from there is rounded towards
+    zero: no pixel moves further than the attack moved it, so an L-inf or L2 budget measured from the
+    grey-level clean image (the one the attack must start from: `core.lab.attack_image`) holds on the
+    file (rounding to the nearest level grew an L2 budget of 0.1 to 0.175). A budget `eps` under one
+    grey level is refused: no 8-bit image but the clean one lies within it, so the attack would vanish
+    silently. `on_grey_levels(x, x)` is `x` on its nearest grey levels."""
+    if eps is not None and 0 < eps < GREY_LEVEL * (1 - GREY_LEVEL_TOLERANCE):
+        raise PurifyLabError(
+            f"eps {eps:g} is under one grey level (1/255 = {GREY_LEVEL:.5f}) of the 8-bit image the attack is shown and saved as: "
+            "only the clean image lies within it; use eps 0 or at least 1/255"
+        )
+    clean_levels = (clean * 255.0).round()
+    change = adversarial * 255.0 - clean_levels
+    kept = change.sign() * (change.abs() + GREY_LEVEL_TOLERANCE).floor()
+    return (clean_levels + kept) / 255.0
 
 
 def encode_png(tensor: torch.Tensor, text: Mapping[str, str] | None = None) -> bytes:

@@ -117,6 +117,15 @@ def read(classifier: nn.Module, images: torch.Tensor) -> list[Reading]:
     return [Reading(tuple(float(p) for p in row)) for row in probabilities]
 
 
+@dataclass(frozen=True)
+class Attacked(Timed):
+    """An attack's result: `image` is the attacked image, `clean` the input on the grey levels that the
+    attack started from and its budget is measured from. The input itself is off them (a resized X-ray),
+    so distances from it would count 8-bit rounding as perturbation."""
+
+    clean: torch.Tensor  # (1, C, S, S) float32 in [0, 1], on the 8-bit grey levels
+
+
 def attack_image(
     classifier: nn.Module,
     image: torch.Tensor,
@@ -126,18 +135,21 @@ def attack_image(
     purifier: Purifier | None = None,
     substitute: nn.Module | None = None,
     eot: int = 1,
-) -> Timed:
+) -> Attacked:
     """Adversarial version of `image` that pushes `classifier` away from its own clean reading, on the
-    8-bit grey levels a saved PNG holds (inside the budget). The attacker's purifier draws are seeded
-    apart from the test-time draws (`purify_image`'s seed), as in `robust_run`: a test that reuses
-    the attacker's own noise favours the attacker."""
+    8-bit grey levels a saved PNG holds and inside the budget measured from the clean image on those
+    levels (`core.io.on_grey_levels`): where the attack finds nothing it returns exactly that clean
+    image. The attacker's purifier draws are seeded apart from the test-time draws (`purify_image`'s
+    seed), as in `robust_run`: a test that reuses the attacker's own noise favours the attacker."""
     start = time.perf_counter()
-    own_label = torch.tensor([read(classifier, image)[0].label])
+    image = validate_image_tensor(image, channels=getattr(classifier, "in_channels", IMAGE_CHANNELS))
+    eps = config.eps if ATTACKS.get(config.name).bounded else None
+    clean = on_grey_levels(image, image, eps)  # refuses a budget under one grey level before any crafting
+    own_label = torch.tensor([read(classifier, clean)[0].label])
     purifier = purifier if purifier is not None else create_purifier("none")
     seed = config.seed + ATTACKER_SEED_OFFSET
-    adversarial = craft(threat, classifier, purifier, image, own_label, config, substitute=substitute, eot=eot, seed=seed).detach()
-    linf_eps = config.eps if config.norm == "linf" and ATTACKS.get(config.name).bounded else None
-    return Timed(on_grey_levels(adversarial, image, linf_eps), time.perf_counter() - start)
+    adversarial = craft(threat, classifier, purifier, clean, own_label, config, substitute=substitute, eot=eot, seed=seed).detach()
+    return Attacked(on_grey_levels(adversarial, clean), time.perf_counter() - start, clean)
 
 
 def purify_image(purifier: Purifier, image: torch.Tensor, seed: int = 0) -> Timed:

@@ -28,6 +28,7 @@ from core.lab import (
     DEFAULT_DEPTH,
     DEFAULT_RECON_STEPS,
     DEFAULT_T_STAR,
+    Attacked,
     Reading,
     Timed,
     Verdict,
@@ -122,7 +123,7 @@ def image_key(image: torch.Tensor) -> str:
 @st.cache_data(show_spinner=False, max_entries=64)
 def cached_attack(
     key: str, _image: torch.Tensor, classifier_name: str, attack: tuple, threat: str, purifier_name: str, purifier_params: tuple, eot: int
-) -> Timed:
+) -> Attacked:
     """Attack once per (image, classifier, attack, threat); `_image` is identified by `key`."""
     substitute = classifier(SUBSTITUTE) if THREAT_MODELS[threat].needs_substitute else None
     return attack_image(

@@ -253,7 +253,7 @@ else:
 
 adversarial_key = image_key(adversarial.image)  # purifications are of this image, not of the clean one
 adversarial_reading = read(model, adversarial.image)[0]
-norms = perturbation_norms(image, adversarial.image)
+norms = perturbation_norms(adversarial.clean, adversarial.image)  # from the grey levels the attack started on: rounding is no perturbation
 found_nothing = norms["linf"] == 0 and ATTACK_SPECS.get(ATTACKS[attack_label]).keeps_only_successes
 
 
@@ -289,7 +289,7 @@ with top[1]:
         on_click="ignore",
     )
 with top[2]:
-    show_image(amplified_perturbation(image, adversarial.image), "|perturbation| (amplified)")
+    show_image(amplified_perturbation(adversarial.clean, adversarial.image), "|perturbation| (amplified)")
     st.markdown(f"L∞ {norms['linf']:.3f} · L2 {norms['l2']:.2f} · attack {adversarial.seconds:.2f} s")
 if found_nothing:
     st.info(

@@ -106,8 +106,8 @@ elif step == 1:
         show_image(adversarial.image, "Attacked")
         st.markdown(reading_badge(attacked))
     with cols[2]:
-        show_image(amplified_perturbation(image, adversarial.image), "The change, amplified")
-    norms = perturbation_norms(image, adversarial.image)
+        show_image(amplified_perturbation(adversarial.clean, adversarial.image), "The change, amplified")
+    norms = perturbation_norms(adversarial.clean, adversarial.image)  # from the grey levels the attack started on
     flipped = attacked.label != clean.label
     effect = (
         f"Yet the model now reads {reading_badge(attacked)}."

@@ -400,12 +400,13 @@ def engine_views(shown: list[tuple[Job, dict]]) -> list[dict]:
         eps, depth, t_star = values["Budget"], int(values["Blur"]), values["t*"]
         image = to_model_input(load_image(job.data), model.image_size)
         blur = create_purifier("cold_blur", depth=depth)
-        adversarial = attack_image(model, image, AttackConfig(name="pgd", eps=eps, steps=10), threat="grey", purifier=blur, eot=1).image
+        attacked = attack_image(model, image, AttackConfig(name="pgd", eps=eps, steps=10), threat="grey", purifier=blur, eot=1)
+        adversarial = attacked.image
         variants = purifier_variants(depth, t_star, DEFAULT_RECON_STEPS)
         purifiers = [create_purifier(variants[label][0], **dict(variants[label][1])) for label in DEFAULT_DEFENSE]
         images = [image, adversarial, *(purify_image(p, adversarial, seed=0).image for p in purifiers)]
         readings = [read(model, x)[0] for x in images]
-        norms = perturbation_norms(image, adversarial)
+        norms = perturbation_norms(attacked.clean, adversarial)
         views.append(
             {
                 "badges": [(r.class_name, int(f"{r.confidence:.0%}".rstrip("%"))) for r in readings],

@@ -73,3 +73,15 @@ def test_an_api_caller_is_answered_whatever_it_sent_since(page):
     first = _run(page, session, endpoint, {**LABELS, "…or a sample": "real pneumonia #1"})
     second = _run(page, session, endpoint, LABELS)
     assert first[-1].startswith("image: real pneumonia #1") and second[-1].startswith("image: real normal #1")
+
+
+def test_the_page_opens_on_the_recommended_defense(page):
+    """It opened on `vit` and `cold_direct` while configs/defenses/recommended.yaml, which the Streamlit lab
+    opens on, named another classifier and purifier."""
+    from core.defense import load_defense
+
+    recommended = load_defense("recommended")
+    dropdowns = {block.label: block for block in page.blocks.values() if isinstance(block, gr.Dropdown)}
+    classifier, purifier = dropdowns["Classifier"], dropdowns["Purifier"]
+    assert (classifier.value, purifier.value) == (recommended.classifier, recommended.purifier)
+    assert classifier.value in [value for _, value in classifier.choices] and purifier.value in [value for _, value in purifier.choices]

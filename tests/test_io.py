@@ -473,6 +473,27 @@ def test_to_model_input_refuses_bad_sizes_and_shapes():
         to_model_input(torch.rand(1, 3, 20, 20), 16)
 
 
+def test_on_grey_levels_rounds_each_change_towards_the_clean_image():
+    """Each pixel went to its nearest grey level, so an L2 attack at eps 0.1 was saved at 0.175: rounding the
+    change towards the clean image (itself on its nearest level) moves no pixel further than the attack did."""
+    from core.io import on_grey_levels
+
+    generator = torch.Generator().manual_seed(0)
+    clean = 0.1 + 0.8 * torch.rand(1, 1, 32, 32, generator=generator)  # off the grey levels, as a resized X-ray is
+    start = (clean * 255).round() / 255
+    adversarial = start + (2 * torch.rand(clean.shape, generator=generator) - 1) * 3 / 255  # up to 3 levels either way
+    kept = on_grey_levels(adversarial, clean)
+    assert torch.equal(kept, (kept * 255).round() / 255) and torch.equal(on_grey_levels(clean, clean), start)
+    moved, asked = (kept - start).abs(), (adversarial - start).abs()
+    assert (moved <= asked + 1e-7).all() and (moved > asked - 1 / 255).all()  # towards the clean image, by under a level
+    assert (kept - start).norm() <= (adversarial - start).norm() and (kept - start).abs().max() <= (adversarial - start).abs().max()
+    at_the_edge = on_grey_levels(start + 8 / 255, start) - start  # float error at the budget's edge loses no level
+    assert torch.allclose(at_the_edge * 255, torch.tensor(8.0), atol=1e-4)
+    with pytest.raises(PurifyLabError, match=r"^eps 0.001 is under one grey level"):
+        on_grey_levels(adversarial, clean, 0.001)
+    assert torch.equal(on_grey_levels(adversarial, clean, 0.0), kept) and torch.equal(on_grey_levels(adversarial, clean, 1 / 255), kept)
+
+
 def test_png_round_trip_through_save_encode_and_load(tmp_path):
     image = torch.rand(1, 1, 20, 30)
     path = save_image(image, tmp_path / "out.png")

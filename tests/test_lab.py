@@ -58,20 +58,110 @@ def test_the_attacked_image_is_what_its_png_holds_and_stays_in_budget():
 
     from core.attacks import AttackConfig
     from core.io import encode_png, load_image, to_model_input
-    from core.lab import attack_image
+    from core.lab import attack_image, perturbation_norms
     from core.models import create_classifier
 
     torch.manual_seed(0)
     model = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(4, 8, 8, 8)).eval()
     clean = torch.rand(1, 1, 32, 32)  # not on the grey levels, as a resized upload is not
     for config in (AttackConfig(name="pgd", eps=0.005, steps=3), AttackConfig(name="pgd", norm="l2", eps=0.2, steps=3)):
-        adversarial = attack_image(model, clean, config).image
+        attacked = attack_image(model, clean, config)
+        adversarial = attacked.image
         assert torch.equal(adversarial, (adversarial * 255).round() / 255)
         saved = to_model_input(load_image(encode_png(adversarial)), 32)
         assert (saved - adversarial).abs().max() < 1e-6  # the decoder's float, one ulp apart
-        if config.norm == "linf":
-            assert (adversarial - clean).abs().max() <= config.eps + 1e-6
+        assert torch.equal(attacked.clean, (clean * 255).round() / 255)  # the budget's centre: the input on the grey levels
+        assert perturbation_norms(attacked.clean, saved)[config.norm] <= config.eps + 1e-6
     assert Image.open(io.BytesIO(encode_png(adversarial))).mode == "L"
+
+
+def test_an_xray_attacked_and_saved_as_png_stays_inside_its_budget(xray_paths):
+    """`purifylab attack --norm l2 --eps 0.1` wrote a PNG at L2 0.175 from the model's input, and an L-inf eps
+    under half a grey level was exceeded: the resized X-ray lies off the 8-bit grey levels and every pixel
+    went to its nearest one. The attack now starts from the input on the grey levels, and each pixel's
+    change is rounded towards it."""
+    import torch
+
+    from core.attacks import AttackConfig
+    from core.io import encode_png, load_image, to_model_input
+    from core.lab import attack_image, perturbation_norms
+    from core.models import create_classifier
+
+    model = create_classifier("resnet").eval()
+    image = to_model_input(load_image(xray_paths["NORMAL"][0]), model.image_size)
+    on_levels = (image * 255).round() / 255
+    assert not torch.equal(image, on_levels)  # the antialiased resize left the grey levels
+    for config in (
+        AttackConfig(name="pgd", norm="l2", eps=0.1),
+        AttackConfig(name="pgd", norm="l2", eps=0.5),
+        AttackConfig(name="pgd", eps=1 / 255),
+        AttackConfig(name="pgd", eps=0.03),
+    ):
+        attacked = attack_image(model, image, config)
+        saved = to_model_input(load_image(encode_png(attacked.image)), model.image_size)
+        norms = perturbation_norms(on_levels, saved)
+        assert norms[config.norm] <= config.eps + 1e-6, (config, norms)
+        assert norms["linf"] > 0, config  # the attack survived the rounding
+        assert torch.equal(attacked.clean, on_levels)
+
+
+def test_an_attack_that_finds_nothing_returns_exactly_the_clean_image_on_grey_levels(xray_paths):
+    """APGD hands back its input where it fails; the 8-bit rounding of a resized X-ray then showed as a
+    perturbation (L-inf 0.002, L2 0.14), so the lab's "found nothing within eps" note could never show."""
+    import torch
+
+    from core.attacks import AttackConfig
+    from core.io import load_image, to_model_input
+    from core.lab import attack_image, perturbation_norms, read
+    from core.models import create_classifier
+
+    model = create_classifier("resnet_at").eval()
+    image = to_model_input(load_image(xray_paths["NORMAL"][0]), model.image_size)
+    attacked = attack_image(model, image, AttackConfig(name="apgd", eps=0.005))
+    assert read(model, attacked.image)[0].label == read(model, image)[0].label  # APGD found nothing here
+    assert torch.equal(attacked.image, attacked.clean) and torch.equal(attacked.clean, (image * 255).round() / 255)
+    assert perturbation_norms(attacked.clean, attacked.image) == {"linf": 0.0, "l2": 0.0}
+
+
+def test_a_budget_under_one_grey_level_is_refused_before_the_attack_runs():
+    """No 8-bit image but the clean one lies within it: the attack would vanish without a word (an L-inf eps
+    of 0.0005 once came out at 0.0025 instead). eps 0 stays a budget: the clean image itself."""
+    import pytest
+    import torch
+
+    from core.attacks import AttackConfig
+    from core.errors import PurifyLabError
+    from core.lab import attack_image
+    from core.models import create_classifier
+
+    torch.manual_seed(0)
+    model = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(4, 8, 8, 8)).eval()
+    forwards = []
+    model.register_forward_hook(lambda *_: forwards.append(1))
+    image = torch.rand(1, 1, 32, 32)
+    for config in (AttackConfig(name="pgd", eps=0.0005), AttackConfig(name="fgsm", eps=0.0039), AttackConfig(name="pgd", norm="l2", eps=0.002)):
+        with pytest.raises(PurifyLabError, match=r"^eps .* is under one grey level") as refused:
+            attack_image(model, image, config)
+        assert "\n" not in str(refused.value)
+    assert not forwards  # refused before the classifier ran once
+    assert torch.equal(attack_image(model, image, AttackConfig(name="pgd", eps=0.0)).image, (image * 255).round() / 255)
+
+
+def test_the_lab_says_when_the_attack_found_nothing():
+    """pages/lab.py measured the perturbation from the off-grid input, so its 'found no perturbation within
+    eps' note never showed for a sample or an upload: 8-bit rounding counted as the attack's change."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    app.switch_page("pages/lab.py").run()
+    app.selectbox(key="classifier").set_value("resnet_at")
+    app.selectbox(key="attack").set_value("AutoPGD (APGD-CE)")
+    app.slider(key="eps").set_value(0.005).run()  # the adversarially trained classifier holds there on the first sample
+    assert not app.exception, app.exception
+    assert any(info.value.startswith("AutoPGD (APGD-CE) found no perturbation within ε = 0.005") for info in app.info)
+    assert any(markdown.value.startswith("L∞ 0.000 · L2 0.00 ·") for markdown in app.markdown)
 
 
 def test_a_misread_clean_image_is_told_against_the_true_label_first():
