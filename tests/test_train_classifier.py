@@ -17,9 +17,7 @@ from core.models import create_classifier
 from core.train.classifier import (
     TrainConfig,
     _fit_calibration,
-    _load_optimizer,
     _loss,
-    _save_optimizer,
     augment_batch,
     noise_blur_batch,
     preset,
@@ -81,14 +79,17 @@ def test_resume_continues_from_the_checkpoint(xray_train_dir, tmp_path):
 
 
 def test_optimizer_state_round_trips_without_pickle(tmp_path):
+    from core.train.checkpoint import load_checkpoint, save_checkpoint
+
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     model(torch.rand(4, 3)).sum().backward()
     optimizer.step()
-    _save_optimizer(optimizer, tmp_path / "optimizer.safetensors")
+    save_checkpoint(tmp_path / "checkpoint", model, optimizer, {"epoch": 0})
     restored = torch.optim.AdamW(model.parameters(), lr=0.5)
-    _load_optimizer(restored, tmp_path / "optimizer.safetensors")
+    assert load_checkpoint(tmp_path / "checkpoint", torch.nn.Linear(3, 2), restored)["epoch"] == 0
     assert restored.param_groups[0]["lr"] == 0.1
+    assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.bin"))
     for before, after in zip(optimizer.state.values(), restored.state.values(), strict=True):
         assert torch.equal(before["exp_avg_sq"], after["exp_avg_sq"])
 
@@ -549,12 +550,14 @@ def test_a_time_budget_cut_stays_on_the_card_after_a_resume(xray_train_dir, tmp_
 def test_the_kept_epoch_is_named_for_the_rule_that_chose_it_and_an_old_run_resumes_with_its_file(xray_train_dir, tmp_path):
     """Every X-ray preset keeps the last epoch, so the file it publishes from is `selected.safetensors`,
     not `best`; a resumed run that kept it under the old name, `best.safetensors`, goes on with that file."""
+    from core.train.checkpoint import checkpoint_tensors, read_state
     from core.weights import load_state
 
     last = tmp_path / "last"
     card = train_classifier(preset("tiny", "substitute", epochs=2, select_epoch="last", threads=1), xray_train_dir, last, progress=False)
     assert (card["epoch_selection"], card["selected_epoch"]) == ("last", 2) and not (last / "best.safetensors").exists()
-    selected, final = load_state(last / "selected.safetensors", verify=False), load_state(last / "checkpoint" / "model.safetensors", verify=False)
+    checkpoint = last / "checkpoint"
+    selected, final = load_state(last / "selected.safetensors", verify=False), checkpoint_tensors(checkpoint, read_state(checkpoint), "model")
     assert selected.keys() == final.keys() and all(torch.equal(selected[key], final[key]) for key in selected)
 
     old = tmp_path / "old"
@@ -588,3 +591,53 @@ def test_evaluate_reads_only_the_val_part_of_a_training_folder_that_holds_an_und
         main(evaluate)
     out = capsys.readouterr().out
     assert exit_info.value.code in (0, None) and " split val " in out, out
+
+
+def _killed_in(monkeypatch, file_name: str, nth: int) -> None:
+    """Fault injection: the `nth` write of a safetensors file named `file_name` raises KeyboardInterrupt,
+    as a Ctrl-C or a SIGTERM landing there ends the process; every other file is written for real."""
+    import safetensors.torch
+
+    import core.train.checkpoint
+    import core.train.classifier
+
+    real_save_file = safetensors.torch.save_file
+    writes = []
+
+    def save_file(tensors, filename, *args, **kwargs):
+        if Path(filename).name == file_name:
+            writes.append(filename)
+            if len(writes) == nth:
+                raise KeyboardInterrupt
+        return real_save_file(tensors, filename, *args, **kwargs)
+
+    for module in (safetensors.torch, core.train.checkpoint, core.train.classifier):  # every name a save goes through
+        monkeypatch.setattr(module, "save_file", save_file, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("file_name", "nth"),
+    [
+        ("optimizer.safetensors", 2),  # epoch 2's checkpoint, after its model file and before its optimizer file
+        ("selected.safetensors", 1),  # epoch 1's kept weights, the run's only selected epoch
+    ],
+)
+def test_a_run_killed_while_it_saves_resumes_as_if_never_stopped(xray_train_dir, tmp_path, monkeypatch, file_name, nth):
+    """A kill in the middle of a save left epoch 2's weights beside epoch 1's counters, and --resume
+    trained epoch 2 again on them; or it left no kept-epoch file to publish. The resumed run's history,
+    kept epoch and published weights are those of the same run never stopped."""
+    config = preset("tiny", "substitute", epochs=2, threads=1)
+    whole = train_classifier(config, xray_train_dir, tmp_path / "whole", progress=False)
+    assert whole["selected_epoch"] == 1  # seed 0: epoch 2 is not better, so the file written in epoch 1 is the one published
+    run = tmp_path / "run"
+    _killed_in(monkeypatch, file_name, nth)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(config, xray_train_dir, run, progress=False)
+    monkeypatch.undo()
+    resumed = train_classifier(config, xray_train_dir, run, progress=False, resume=True)
+
+    def timeless(history: list[dict]) -> list[dict]:
+        return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
+
+    assert timeless(_history(run)) == timeless(_history(tmp_path / "whole"))
+    assert (resumed["selected_epoch"], resumed["sha256"]) == (whole["selected_epoch"], whole["sha256"])

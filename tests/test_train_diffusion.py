@@ -243,3 +243,38 @@ def test_a_new_run_removes_the_old_checkpoint_and_a_resume_keeps_the_runs_data(x
     assert not (out / "checkpoint").exists()
     with pytest.raises(PurifyLabError, match="holds no checkpoint to continue"):
         train_diffusion(DiffusionTrainConfig.from_preset("tiny", lr=1e9, epochs=2, resume=True), xray_train_dir, out, progress=False, weights_path=weights)
+
+
+def test_a_denoiser_run_killed_inside_a_checkpoint_resumes_as_if_never_stopped(xray_train_dir, tmp_path, monkeypatch):
+    """A kill in epoch 2's save, after its model file and before its EMA file, left epoch 2's weights
+    beside epoch 1's counters, and --resume trained epoch 2 again on them. Resumed, the run's history
+    and published weights are those of the same run never stopped."""
+    from dataclasses import replace
+
+    import safetensors.torch
+
+    import core.train.checkpoint
+
+    config = DiffusionTrainConfig.from_preset("tiny", epochs=2)
+    whole = train_diffusion(config, xray_train_dir, tmp_path / "whole", progress=False, weights_path=tmp_path / "whole" / "ddpm_unet.safetensors")
+    real_save_file, ema_writes = safetensors.torch.save_file, []
+
+    def killed_in_the_second_ema_write(tensors, filename, *args, **kwargs):
+        if filename.endswith("ema.safetensors"):
+            ema_writes.append(filename)
+            if len(ema_writes) == 2:
+                raise KeyboardInterrupt  # as a Ctrl-C or a SIGTERM landing there ends the process
+        return real_save_file(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(core.train.checkpoint, "save_file", killed_in_the_second_ema_write)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_diffusion(config, xray_train_dir, run, progress=False, weights_path=run / "ddpm_unet.safetensors")
+    monkeypatch.undo()
+    resumed = train_diffusion(replace(config, resume=True), xray_train_dir, run, progress=False, weights_path=run / "ddpm_unet.safetensors")
+
+    def timeless(history: list[dict]) -> list[dict]:
+        return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
+
+    assert timeless(resumed["history"]) == timeless(whole["history"]) and [record["epoch"] for record in resumed["history"]] == [1, 2]
+    assert resumed["sha256"] == whole["sha256"]

@@ -153,14 +153,24 @@ def check_run(data: Path | None, out: Path | None, out_option: str, device: str 
 
 def check_run_folder(run_dir: Path, resume: bool, overwrite: bool, files: tuple[str, ...] = ("config.json",)) -> Path:
     """A training run folder that holds a checkpoint is continued (--resume) or started over
-    (--overwrite), never replaced silently. Its other `files` follow `check_output`'s rule with the
-    run's resolved config (config.json) as their config: replaced only beside one purifylab wrote, or
-    with --overwrite. The shipped weights folder is never a run folder (--ship copies into it), and
+    (--overwrite), never replaced silently; one stopped before its first complete checkpoint, or
+    whose checkpoint is damaged, can only be started over, and says so. Its other `files` follow
+    `check_output`'s rule with the run's resolved config (config.json) as their config: replaced only
+    beside one purifylab wrote, or with --overwrite. The shipped weights folder is never a run folder (--ship copies into it), and
     the folder must be writable, before any data is read."""
     check_output_folder(run_dir, "--out")
     check_not_weights_folder(run_dir, "--out")
-    if (run_dir / "checkpoint").exists() and not (resume or overwrite):
-        raise PurifyLabError(f"--out {run_dir} holds a training run; pass --resume to continue it or --overwrite to start over")
+    checkpoint = run_dir / "checkpoint"
+    if checkpoint.exists() and not overwrite:
+        # checkpoint/state.json commits a checkpoint (core.train.checkpoint): without a readable one, a
+        # run stopped in its first save, or a damaged one, has nothing --resume could continue
+        if not _is_json_object(checkpoint / "state.json"):
+            raise PurifyLabError(
+                f"--out {run_dir} holds a training run without a complete checkpoint (no readable checkpoint/state.json), so --resume "
+                "has nothing to continue; pass --overwrite to start over"
+            )
+        if not resume:
+            raise PurifyLabError(f"--out {run_dir} holds a training run; pass --resume to continue it or --overwrite to start over")
     taken = [run_dir / name for name in files if (run_dir / name).exists()]
     if taken and not overwrite and not _is_json_object(run_dir / "config.json"):
         raise PurifyLabError(f"--out: {taken[0]} exists and purifylab did not write it; pass --overwrite or choose another folder")

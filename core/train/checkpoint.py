@@ -2,15 +2,25 @@
 
 `torch.save` of an optimizer pickles it; a checkpoint that resumes training must not be a file that
 can run code when loaded, so every trainer (classifier, DDPM, cold diffusion) goes through here.
+
+A checkpoint is committed by one atomic step, the replacement of checkpoint/state.json, which names
+the folder holding its tensor files: a run killed, or out of disk, in the middle of a save resumes
+from the last complete checkpoint, never from weights of one epoch beside the counters of another.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from core.errors import PurifyLabError
@@ -20,6 +30,10 @@ from core.train.runs import check_same_data
 # what it learns) and the resume flag itself. Any other setting would leave the card misstating how
 # the checkpoint's epochs were trained.
 RESUMABLE = ("epochs", "max_minutes", "max_steps", "threads", "resume")
+
+# The commit record: the loop state, the optimizer's param groups and `tensors`, the name of the
+# folder beside it that holds this checkpoint's safetensors files.
+STATE_FILE = "state.json"
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -37,27 +51,135 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict({"state": entries, "param_groups": param_groups})
 
 
-def save_ema_checkpoint(directory: Path, model: torch.nn.Module, ema, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """A denoiser's resumable state (DDPM and cold diffusion): model, EMA shadow weights and optimizer
-    moments as safetensors, the loop's counters and history as JSON."""
-    directory.mkdir(parents=True, exist_ok=True)
-    names = [name for name, _ in model.named_parameters()]
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
-    save_file({n: p.detach().cpu().contiguous() for n, p in zip(names, ema.shadow_params, strict=True)}, str(directory / "ema.safetensors"))
+@contextmanager
+def reporting_write_failures(directory: Path) -> Iterator[None]:
+    """A full disk or an unwritable file while a run saves (into `directory`, its checkpoint folder)
+    ends it in one line that names the run folder and the way on, instead of a safetensors or OS traceback."""
+    try:
+        yield
+    except (OSError, SafetensorError) as error:
+        if (directory / STATE_FILE).is_file():
+            then = "its last complete checkpoint is kept: make room and rerun with --resume to continue from it"
+        else:
+            then = "it has no complete checkpoint yet: make room and rerun with --overwrite to start over"
+        raise PurifyLabError(f"cannot save the run in {directory.parent}: {_reason(error)}; {then}") from None
+
+
+def _reason(error: OSError | SafetensorError) -> str:
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+
+
+def write_checkpoint(directory: Path, tensors: Mapping[str, Mapping[str, torch.Tensor]], state: dict) -> None:
+    """Each of `tensors` as <name>.safetensors in a new folder of `directory`, flushed to disk, then
+    `state` (with that folder's name) as state.json by os.replace: a reader sees the old checkpoint
+    or the new one, whole. What the old one held is removed only after that."""
+    with reporting_write_failures(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="tensors-", dir=directory))
+        staged = directory / f"{STATE_FILE}.partial"
+        try:
+            for name, named_tensors in tensors.items():
+                save_file(dict(named_tensors), str(folder / f"{name}.safetensors"))
+                _flush_to_disk(folder / f"{name}.safetensors")
+            _flush_to_disk(folder)
+            staged.write_text(json.dumps(state | {"tensors": folder.name}, indent=1))
+            _flush_to_disk(staged)
+        except (OSError, SafetensorError):
+            shutil.rmtree(folder, ignore_errors=True)  # the space it took, back for the next try
+            raise
+        os.replace(staged, directory / STATE_FILE)
+        _flush_to_disk(directory)
+    for stale in directory.iterdir():  # the previous checkpoint, or one a kill left half-written
+        if stale.name not in (STATE_FILE, folder.name):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def _flush_to_disk(path: Path) -> None:
+    """fsync a file or folder: without it, a power cut after os.replace can leave state.json naming
+    tensor files whose bytes never reached the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def read_state(directory: Path) -> dict:
+    """The committed state.json of the checkpoint in `directory`; one line naming --overwrite when it
+    cannot be read (a disk that failed, a file cut or edited by hand)."""
+    path = directory / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise _unreadable(directory, path, error) from None
+    if not isinstance(state, dict):
+        raise _unreadable(directory, path, f"a JSON {type(state).__name__}, not an object")
+    return state
+
+
+def checkpoint_tensors(directory: Path, state: dict, name: str) -> dict[str, torch.Tensor]:
+    """<name>.safetensors of the checkpoint `state` commits (in `directory` itself for checkpoints
+    written before the tensors had a folder of their own); one line naming --overwrite when unreadable."""
+    path = directory / state.get("tensors", "") / f"{name}.safetensors"
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as error:
+        raise _unreadable(directory, path, error) from None
+
+
+def _unreadable(directory: Path, path: Path, error: OSError | SafetensorError | ValueError | str) -> PurifyLabError:
+    reason = _reason(error) if isinstance(error, OSError | SafetensorError) else str(error)
+    return PurifyLabError(f"--resume: the checkpoint in {directory} cannot be read ({path.name}: {reason}); pass --overwrite to start over")
+
+
+def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict, **more: Mapping[str, torch.Tensor]) -> None:
+    """A run's resumable state: the model and optimizer moments (and any `more` tensors, such as EMA
+    weights) as safetensors, the loop's counters and history with the optimizer's param groups as JSON."""
     moments, param_groups = optimizer_tensors(optimizer)
-    save_file(moments, str(directory / "optimizer.safetensors"))
-    state = state | {"param_groups": param_groups, "ema_optimization_step": ema.optimization_step}
-    (directory / "state.json").write_text(json.dumps(state, indent=1))
+    model_tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    write_checkpoint(directory, {"model": model_tensors, "optimizer": moments, **more}, state | {"param_groups": param_groups})
+
+
+def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore what `save_checkpoint` wrote into model and optimizer; returns the loop state."""
+    state = read_state(directory)
+    model_tensors, moments = checkpoint_tensors(directory, state, "model"), checkpoint_tensors(directory, state, "optimizer")
+    param_groups = state["param_groups"] if "param_groups" in state else _old_classifier_param_groups(directory)
+    try:
+        model.load_state_dict(model_tensors)
+        restore_optimizer(optimizer, moments, param_groups)
+    except (RuntimeError, ValueError, KeyError):  # torch's list of every key that differs, in one line instead
+        raise PurifyLabError(
+            f"--resume: the checkpoint in {directory} does not fit the {type(model).__name__} this run builds; pass --overwrite to start over"
+        ) from None
+    return state
+
+
+def _old_classifier_param_groups(directory: Path) -> list[dict]:
+    """Where a classifier checkpoint kept its param groups before they moved into state.json."""
+    path = directory / "optimizer.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise _unreadable(directory, path, error) from None
+
+
+def save_ema_checkpoint(directory: Path, model: torch.nn.Module, ema, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """A denoiser's resumable state (DDPM and cold diffusion): `save_checkpoint` with the EMA shadow weights."""
+    names = [name for name, _ in model.named_parameters()]
+    shadow = {n: p.detach().cpu().contiguous() for n, p in zip(names, ema.shadow_params, strict=True)}
+    save_checkpoint(directory, model, optimizer, state | {"ema_optimization_step": ema.optimization_step}, ema=shadow)
 
 
 def load_ema_checkpoint(directory: Path, model: torch.nn.Module, ema, optimizer: torch.optim.Optimizer) -> dict:
     """Restore what `save_ema_checkpoint` wrote into model, ema and optimizer; returns the loop state."""
-    state = json.loads((directory / "state.json").read_text())
-    model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    shadow = load_file(str(directory / "ema.safetensors"))
+    state = load_checkpoint(directory, model, optimizer)
+    shadow = checkpoint_tensors(directory, state, "ema")
     ema.shadow_params = [shadow[name].to(p.device) for name, p in model.named_parameters()]
     ema.optimization_step = state["ema_optimization_step"]
-    restore_optimizer(optimizer, load_file(str(directory / "optimizer.safetensors")), state["param_groups"])
     return state
 
 
@@ -71,8 +193,8 @@ def ema_copy(model: torch.nn.Module, ema) -> torch.nn.Module:
 def resume_state(out_dir: Path, config: dict) -> dict:
     """The loop state (checkpoint/state.json) of the run in `out_dir`, once its resolved config
     (config.json) is found to equal `config` but for the RESUMABLE settings; one line otherwise."""
-    state_path, config_path = out_dir / "checkpoint" / "state.json", out_dir / "config.json"
-    if not state_path.is_file():
+    checkpoint_dir, config_path = out_dir / "checkpoint", out_dir / "config.json"
+    if not (checkpoint_dir / STATE_FILE).is_file():
         raise PurifyLabError(f"--resume: {out_dir} holds no checkpoint to continue; drop --resume to start a new run there")
     try:
         saved = json.loads(config_path.read_text())
@@ -90,7 +212,7 @@ def resume_state(out_dir: Path, config: dict) -> dict:
             f"--resume: the run in {out_dir} was trained with other settings ({changes}); only --epochs and --max-minutes "
             "may change when resuming; pass --overwrite to start over"
         )
-    return json.loads(state_path.read_text())
+    return read_state(checkpoint_dir)
 
 
 def check_resumed_data(out_dir: Path, state: dict, data_dir: str | Path, data_hash: str) -> None:

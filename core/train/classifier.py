@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms.functional import gaussian_blur
@@ -34,7 +33,7 @@ from core.metrics import classification_metrics
 from core.models import SEViT, XrayClassifier, create_classifier, list_classifiers
 from core.purifiers import create_purifier
 from core.purifiers.simple import gaussian_noise
-from core.train.checkpoint import check_resumed_data, check_unfinished, optimizer_tensors, restore_optimizer, resume_state
+from core.train.checkpoint import check_resumed_data, check_unfinished, load_checkpoint, reporting_write_failures, resume_state, save_checkpoint
 from core.train.layout import CLASSIFIER_PRESETS, SELECTED_WEIGHTS, check_not_reporting_cohort, check_preset, classifier_run_dir
 from core.train.runs import (
     card_data,
@@ -408,15 +407,10 @@ def noise_blur_batch(x: torch.Tensor, max_std: float, generator: torch.Generator
 # ------------------------------------------------------------------------------------ checkpointing
 
 
-def _save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
-    """Optimizer state as safetensors tensors + JSON hyper-parameters (no pickle)."""
-    tensors, param_groups = optimizer_tensors(optimizer)
-    save_file(tensors, str(path))
-    path.with_suffix(".json").write_text(json.dumps(param_groups))
-
-
-def _load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
-    restore_optimizer(optimizer, load_file(str(path)), json.loads(path.with_suffix(".json").read_text()))
+def _save_selected(model: XrayClassifier, checkpoint_dir: Path, epoch: int) -> None:
+    """The kept epoch's weights, beside the run's checkpoint, which _publish ships."""
+    with reporting_write_failures(checkpoint_dir):
+        save_weights(_trainable(model), checkpoint_dir.parent / SELECTED_WEIGHTS, {"epoch": epoch}, fp16=False)
 
 
 def _trainable(model: XrayClassifier) -> nn.Module:
@@ -567,8 +561,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
     history: list[dict] = []
     start_epoch, step, selected, seconds_before = 0, 0, {"balanced_accuracy": -1.0, "auroc": -1.0, "epoch": -1}, 0.0
     if state is not None:
-        load_weights(_trainable(raw_model), checkpoint_dir / "model.safetensors", verify=False)
-        _load_optimizer(optimizer, checkpoint_dir / "optimizer.safetensors")
+        load_checkpoint(checkpoint_dir, _trainable(raw_model), optimizer)
         start_epoch, step, selected, history = state["epoch"] + 1, state["step"], state["best"], state["history"]
         seconds_before = state["seconds"]
         if main:
@@ -578,6 +571,10 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
         old_selected = out_dir / _OLD_SELECTED_WEIGHTS
         if old_selected.is_file() and not (out_dir / SELECTED_WEIGHTS).exists():
             old_selected.rename(out_dir / SELECTED_WEIGHTS)
+        if state is not None and selected["epoch"] == start_epoch:
+            # the checkpoint's own epoch is the kept one: its file, written after the checkpoint, may
+            # have been cut off by the kill that stopped the run, and the checkpoint holds its weights
+            _save_selected(raw_model, checkpoint_dir, start_epoch)
 
     augment_generator = torch.Generator()
     started = time.time()
@@ -648,15 +645,14 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
             full_budget = attack is None or epoch >= config.adversarial_warmup_epochs
             auroc = -1.0 if metrics.auroc is None else metrics.auroc  # undefined on a one-class split
             better = (metrics.balanced_accuracy, auroc) > (selected["balanced_accuracy"], selected["auroc"])
-            if config.select_epoch == "last" or not full_budget or not selected.get("full_budget") or better:
+            chosen = config.select_epoch == "last" or not full_budget or not selected.get("full_budget") or better
+            if chosen:
                 selected = {"balanced_accuracy": metrics.balanced_accuracy, "auroc": auroc, "epoch": epoch + 1, "full_budget": full_budget}
-                save_weights(_trainable(raw_model), out_dir / SELECTED_WEIGHTS, {"epoch": epoch + 1}, fp16=False)
-            checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            save_weights(_trainable(raw_model), checkpoint_dir / "model.safetensors", {"epoch": epoch + 1}, fp16=False)
-            _save_optimizer(optimizer, checkpoint_dir / "optimizer.safetensors")
             # "best": the selected epoch's key since the first checkpoints, which a resume still reads
             loop_state = {"epoch": epoch, "step": step, "best": selected, "seconds": elapsed(), "history": history, "data_hash": train.data_hash}
-            (checkpoint_dir / "state.json").write_text(json.dumps(loop_state, indent=1))
+            save_checkpoint(checkpoint_dir, _trainable(raw_model), optimizer, loop_state)
+            if chosen:  # after the checkpoint that records the choice, which a resume rewrites it from
+                _save_selected(raw_model, checkpoint_dir, epoch + 1)
             print(json.dumps(record), flush=True)
         accelerator.wait_for_everyone()
         if out_of_time or (not main and budget_spent()):

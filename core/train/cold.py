@@ -38,7 +38,15 @@ from core.purifiers.cold import (
     restore,
 )
 from core.purifiers.unet import UNET_SPECS, build_unet
-from core.train.checkpoint import check_resumed_data, check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
+from core.train.checkpoint import (
+    check_resumed_data,
+    check_unfinished,
+    ema_copy,
+    load_ema_checkpoint,
+    reporting_write_failures,
+    resume_state,
+    save_ema_checkpoint,
+)
 from core.train.diffusion import default_weights_path, psnr, ssim
 from core.train.layout import COLD_PRESETS, check_not_reporting_cohort, check_preset, cold_run_dir
 from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits, open_run_folder, start_accelerator, stopped_by_time_budget
@@ -278,7 +286,8 @@ def train_cold(
             shadow = ema_copy(raw_unet, ema)
             direct = ColdDirectPurifier(ColdConfig(depth=config.eval_depth), unet=shadow, schedule=schedule)
             val_psnr = float(psnr(val_images, direct.purify(val_images)).mean())
-            save_sample_grid(shadow, schedule, val_images[:_GRID_IMAGES], config.eval_depth, out_dir / "samples" / f"epoch_{epoch:03d}.png")
+            with reporting_write_failures(checkpoint_dir):  # a full disk stops the run at the grid as at the checkpoint
+                save_sample_grid(shadow, schedule, val_images[:_GRID_IMAGES], config.eval_depth, out_dir / "samples" / f"epoch_{epoch:03d}.png")
             record = {
                 "epoch": epoch,
                 "step": step,

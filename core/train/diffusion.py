@@ -33,7 +33,15 @@ from core.errors import PurifyLabError
 from core.purifiers.ddpm import DDPMPurifier
 from core.purifiers.diffusion import DDPM_WEIGHTS_STEM, ddpm_scheduler
 from core.purifiers.unet import UNET_SPECS, build_unet
-from core.train.checkpoint import check_resumed_data, check_unfinished, ema_copy, load_ema_checkpoint, resume_state, save_ema_checkpoint
+from core.train.checkpoint import (
+    check_resumed_data,
+    check_unfinished,
+    ema_copy,
+    load_ema_checkpoint,
+    reporting_write_failures,
+    resume_state,
+    save_ema_checkpoint,
+)
 from core.train.layout import DIFFUSION_PRESETS, check_not_reporting_cohort, check_preset, diffusion_run_dir
 from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits, open_run_folder, start_accelerator, stopped_by_time_budget
 from core.weights import WEIGHTS_DIR, save_weights
@@ -329,7 +337,8 @@ def train_diffusion(
         bar.close()
         if main:
             averaged = ema_copy(raw_unet, ema).to("cpu")
-            grid_psnr = _save_grid(averaged, config.schedule, grid_images, out_dir / "samples" / f"epoch_{epoch + 1:03d}.png", config.seed)
+            with reporting_write_failures(checkpoint_dir):  # a full disk stops the run at the grid as at the checkpoint
+                grid_psnr = _save_grid(averaged, config.schedule, grid_images, out_dir / "samples" / f"epoch_{epoch + 1:03d}.png", config.seed)
             record = {
                 "epoch": epoch + 1,
                 "step": step,
