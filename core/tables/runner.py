@@ -364,7 +364,7 @@ class PresetRunner:
 
     def run(self, on_cell: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
         """Every cell's placement, config key and metrics, computing only those not in the store."""
-        from core.results import cell_key
+        from core.results import cell_key, keyed_config
 
         entries = self.all_entries()
         if self._data:  # every cell's data, by file names: the store checks the files are the ones it has seen
@@ -379,5 +379,7 @@ class PresetRunner:
         by_key = dict(zip(order, computed.metrics, strict=True))
         self.last_computed, self.last_reused = computed.computed, computed.reused
         return [
-            {**placement, "key": cell_key(cell), "config": json.loads(canonical_json(cell)), "metrics": by_key[cell_key(cell)]} for placement, cell in entries
+            # the config as keyed, so that every cell's key is the hash of the config printed beside it
+            {**placement, "key": cell_key(cell), "config": json.loads(canonical_json(keyed_config(cell))), "metrics": by_key[cell_key(cell)]}
+            for placement, cell in entries
         ]
