@@ -2,8 +2,8 @@
 
 `EvaluationConfig` names everything that changes the numbers; `evaluate` returns JSON-ready figures
 with 95 % intervals (Clopper-Pearson for accuracy and sensitivity, a Bonferroni mean of per-class
-Clopper-Pearson bounds for balanced accuracy, a bootstrap for AUROC) and the SHA-256 of the weights
-that produced them. With an attack it hands over to `core.attacks.robust.evaluate_attack`, imported
+Clopper-Pearson bounds for balanced accuracy, a bootstrap for AUROC) and the SHA-256 of every weights
+file that produced them (`loaded_weights`). With an attack it hands over to `core.attacks.robust.evaluate_attack`, imported
 only then: trainers measure their models here without importing torchattacks.
 """
 
@@ -111,10 +111,21 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
         "image_size": model.image_size,
         **model.provenance(),
         "purifier": purifier.describe() if purifier is not None else {"purifier": "none"},
+        "loaded_weights": weights_loaded_by(model, purifier),
         "seconds": round(seconds, 3),
         "images_per_second": round(len(data.labels) / max(seconds, 1e-9), 1),
         **note,
     }
+
+
+def weights_loaded_by(*networks: XrayClassifier | Purifier | None) -> dict[str, str]:
+    """File name -> SHA-256 of every weights file the run's networks loaded (None: one it did without),
+    from the cards each file was checked against: a caller records them without building the networks again."""
+    loaded: dict[str, str] = {}
+    for network in networks:
+        if network is not None:
+            loaded.update(network.loaded_weights())
+    return dict(sorted(loaded.items()))
 
 
 def _reads_through_note(config: EvaluationConfig, model: XrayClassifier) -> dict[str, str]:

@@ -289,3 +289,11 @@ def test_evaluate_says_when_the_classifier_reads_through_a_purifier_the_run_does
     through = evaluate(EvaluationConfig(**{**plain.__dict__, "purifier": "gaussian", "purifier_params": {"sigma": 0.5}}))
     assert "reads_through_note" not in through and "note:" not in format_report(through)
     assert "reads_through_note" not in evaluate(EvaluationConfig(**{**plain.__dict__, "weights": str(tiny_weights)}))
+
+
+def test_evaluate_returns_the_weights_it_loaded(xray_test_dir, tiny_weights):
+    """The CLI built the purifier and substitute again after evaluate, only to hash their weights."""
+    from core.weights import read_card
+
+    config = EvaluationConfig(data=str(xray_test_dir), classifier="student_cnn", limit=2, weights=str(tiny_weights), bootstrap=0, purifier="noise")
+    assert evaluate(config)["loaded_weights"] == {"student_cnn.safetensors": read_card(tiny_weights)["sha256"]}

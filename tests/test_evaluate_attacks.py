@@ -167,3 +167,45 @@ def test_a_transfer_substitute_for_other_images_is_refused_before_the_clean_pass
     refusal = rf"^substitute 'substitute' takes 1-channel {IMAGE_SIZE // 2} px images with 2 classes, the classifier 1-channel {IMAGE_SIZE} px"
     with pytest.raises(PurifyLabError, match=refusal):
         evaluate(_config(xray_train_dir, tiny, threat="transfer", substitute_weights=str(path)))
+
+
+def test_evaluate_under_attack_returns_every_weights_file_it_loaded(xray_train_dir, tiny):
+    """The classifier's and the transfer substitute's, from the networks the run used (none built again)."""
+    from core.weights import read_card
+
+    result = evaluate(_config(xray_train_dir, tiny, limit=4, threat="transfer", attack=AttackConfig(name="fgsm")))
+    assert result["loaded_weights"] == {path.name: read_card(path)["sha256"] for path in (tiny["classifier"], tiny["substitute"])}
+
+
+def test_eot_iter_and_restarts_reach_the_attack_and_its_record(xray_train_dir, xray_paths, tiny, tmp_path):
+    """`--attack eotpgd` ran plain PGD: the CLI passed the attack neither eot_iter nor restarts."""
+    attack = ["--classifier", "student_cnn", "--weights", str(tiny["classifier"]), "--attack", "eotpgd", "--steps", "2", "--eot-iter", "2", "--restarts", "2"]
+    out = tmp_path / "e.json"
+    result = CliRunner().invoke(_app(), ["evaluate", "--data", str(xray_train_dir), "--split", "val", "--limit", "4", *attack, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert (written["attack"]["eot_iter"], written["attack"]["restarts"], written["budget"]["gradient_evaluations"]) == (2, 2, 8)
+    adversarial = tmp_path / "a.png"
+    result = CliRunner().invoke(_app(), ["attack", str(xray_paths["NORMAL"][0]), *attack, "--out", str(adversarial)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(adversarial.with_suffix(".json").read_text())
+    assert (record["attack"]["eot_iter"], record["attack"]["restarts"], record["budget"]["gradient_evaluations"]) == (2, 2, 8)
+
+
+def test_attack_command_records_the_l2_distance_its_png_holds(xray_paths, tiny, tmp_path):
+    """The record measured from the resized input, off the grey levels, and said L2 0.15 for an eps 0.1
+    attack whose PNG held 0.04: it is measured from the grey-level image the budget holds from."""
+    from core.io import load_image, on_grey_levels, to_model_input
+
+    out = tmp_path / "adv.png"
+    result = CliRunner().invoke(_app(), [
+        "attack", str(xray_paths["PNEUMONIA"][0]), "--classifier", "student_cnn", "--weights", str(tiny["classifier"]),
+        "--attack", "pgd", "--norm", "l2", "--eps", "0.1", "--steps", "5", "--out", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.with_suffix(".json").read_text())
+    clean = to_model_input(load_image(xray_paths["PNEUMONIA"][0]), IMAGE_SIZE)
+    clean = on_grey_levels(clean, clean)
+    saved = to_model_input(load_image(out), IMAGE_SIZE)
+    assert record["l2_distance"] == pytest.approx(float((saved - clean).flatten().norm()), abs=1e-4)
+    assert record["l2_distance"] <= 0.1 + 1e-4

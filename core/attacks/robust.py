@@ -13,7 +13,7 @@ import dataclasses
 import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,12 +23,10 @@ from core.attacks.library import ATTACKS, frozen_eval
 from core.attacks.threats import craft, evaluate_defended, threat_model
 from core.data.loading import load_split, resolve_split
 from core.errors import PurifyLabError
+from core.evaluate import EvaluationConfig, weights_loaded_by
 from core.metrics import balanced_accuracy, classification_metrics
 from core.models import XrayClassifier, create_classifier
 from core.purifiers import PURIFIERS, Purifier, create_purifier
-
-if TYPE_CHECKING:
-    from core.evaluate import EvaluationConfig
 
 # Offsets keep the attacker's purifier draws apart from the test-time draws: an attacker who had
 # optimised against the exact noise used at test time would overstate the attack.
@@ -324,6 +322,7 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
         **model.provenance(),
         "substitute_sha256": (substitute.card or {}).get("sha256") if substitute is not None else None,
         "purifier": purifier.describe(),
+        "loaded_weights": weights_loaded_by(model, purifier, substitute),
         "seconds": round(clean.seconds + adversarial.seconds, 3),
         "images_per_second": round(len(data.labels) / max(adversarial.seconds, 1e-9), 1),
     }

@@ -42,15 +42,35 @@ from core.errors import PurifyLabError, check_range
 
 if TYPE_CHECKING:
     from core.attacks import AttackConfig
-    from core.evaluate import EvaluationConfig
-    from core.models import XrayClassifier
-    from core.purifiers import Purifier
 
 
-def _attack_config(name: str, norm: str, eps: float, steps: int, seed: int) -> AttackConfig:
+EotIter = Annotated[int, typer.Option("--eot-iter", help="gradient samples the attack itself averages per step (EOT attacks; --eot counts purifier draws)")]
+Restarts = Annotated[int, typer.Option("--restarts", help="runs of the attack from fresh random starts, each on the images not yet fooled")]
+
+
+def _attack_config(name: str, norm: str, eps: float, steps: int, seed: int, eot_iter: int, restarts: int) -> AttackConfig:
+    """The attack as typed; AttackConfig refuses settings the attack would ignore. 'eotpgd' with one sample
+    per step is PGD bit for bit, and the report would print it under EOT's name."""
+    if name == "eotpgd" and eot_iter == 1:
+        raise PurifyLabError("--attack eotpgd with --eot-iter 1 is plain PGD; give --eot-iter 2 or more, or use --attack pgd")
     from core.attacks import AttackConfig
 
-    return AttackConfig(name=name, norm=norm, eps=eps, steps=steps, seed=seed)
+    return AttackConfig(name=name, norm=norm, eps=eps, steps=steps, seed=seed, eot_iter=eot_iter, restarts=restarts)
+
+
+def _check_attack_options_need_attack(attack: str | None, eot_iter: int, restarts: int) -> None:
+    """--eot-iter and --restarts set the attack: without --attack they would be recorded, never used."""
+    for flag, value in (("--eot-iter", eot_iter), ("--restarts", restarts)):
+        if value != 1 and attack is None:
+            raise PurifyLabError(f"{flag} {value} sets the attack, but no --attack was given; drop {flag} or name an attack")
+
+
+def _check_threat_draws(threat: str, eot: int) -> None:
+    """The threat's own rule on --eot (bpda-eot needs two draws or more), before the model and its
+    libraries load: crafting would refuse it only after them."""
+    from core.attacks.threats import threat_model
+
+    threat_model(threat).check_eot(eot)
 
 
 def _report_card(card: dict, run_dir: Path | None = None, model: str = "", ship: bool = False) -> None:
@@ -101,9 +121,9 @@ def attack_file(
     model = create_classifier(classifier, pretrained=True, weights=weights).to(device)
     model.check_classes(CLASS_NAMES, "a chest X-ray")
     defense = create_purifier(purifier, **(purifier_params or {})).to(device)
-    x = to_model_input(loaded, model.image_size).to(device)
+    crafted = attack_image(model, to_model_input(loaded, model.image_size).to(device), attack, threat=threat, purifier=defense, eot=eot)
+    x, adversarial = crafted.clean, crafted.image  # the budget holds from the input on grey levels, not the resized one
     label = torch.tensor([read(model, x)[0].label], device=device)
-    adversarial = attack_image(model, x, attack, threat=threat, purifier=defense, eot=eot).image
     clean, attacked = (evaluate_defended(model, defense, batch, label, seed=attack.seed) for batch in (x, adversarial))
     save_image(adversarial.cpu(), out)
     budget = attack_budget(attack, threat, eot, defense)
@@ -128,26 +148,6 @@ def attack_file(
         "l2_distance": float((adversarial - x).flatten().norm()),
     }
     return write_config(out, record, provenance_of(model, defense))
-
-
-def _networks_evaluate_built(config: EvaluationConfig) -> tuple[Purifier, XrayClassifier | None]:
-    """The purifier and (threat transfer) substitute `evaluate(config)` ran, built again from the same
-    config for its output's provenance, as evaluate hands neither back: a shipped denoiser comes from the
-    per-process cache evaluate used, a file read again is checked against its card again. Their warnings
-    (a t* beyond the denoiser's training) were given when evaluate built them."""
-    import warnings
-
-    from core.attacks import threat_model
-    from core.models import create_classifier
-    from core.purifiers import create_purifier
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        purifier = create_purifier(config.purifier, **config.purifier_params)
-    substitute = None
-    if config.attack is not None and threat_model(config.threat).needs_substitute:
-        substitute = create_classifier(config.substitute, pretrained=True, weights=config.substitute_weights)
-    return purifier, substitute
 
 
 def _purifier_dict(spec: str | None) -> dict | None:
@@ -320,6 +320,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         eps: Annotated[float, typer.Option("--eps", help="budget in the [0, 1] pixel scale")] = 0.03,
         norm: Annotated[str, typer.Option("--norm", help="linf | l2")] = "linf",
         steps: Annotated[int, typer.Option("--steps", help="attack iterations")] = 10,
+        eot_iter: EotIter = 1,
+        restarts: Restarts = 1,
         threat: Annotated[str, typer.Option("--threat", help="threat model (see 'purifylab threats')")] = "grey",
         eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)", callback=at_least_one("--eot"))] = 1,
         redraws: Annotated[int, typer.Option("--redraws", help="test-time purifier draws; the worst case is reported", callback=at_least_one("--redraws"))] = 1,
@@ -342,6 +344,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_data(data)
         check_output(json_path, "--json", inputs=(data, weights), overwrite=overwrite, suffix=".json")
         check_eot_has_attack(eot, attack, threat)
+        _check_attack_options_need_attack(attack, eot_iter, restarts)
         if defense is not None:  # before torch is imported: an unknown name is refused at once
             from core.defense import load_defense, refuse_conflicts
 
@@ -354,10 +357,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_data_layout(data, split)
         classifier, purifier = classifier or "vit", purifier or "none"
         use_device(device)
+        attack_config = None
+        if attack is not None:  # the threat means nothing without an attack (as in EvaluationConfig)
+            _check_threat_draws(threat, eot)
+            attack_config = _attack_config(attack, norm, eps, steps, seed, eot_iter, restarts)
         from core.cli.purify_commands import parse_param_options, parse_purifier_spec
         from core.cli.reporting import format_report, provenance_of, write_json
         from core.evaluate import EvaluationConfig, evaluate
-        from core.models import create_classifier
         from core.purifiers import purifier_config
 
         set_threads(threads)
@@ -373,20 +379,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             weights=str(weights) if weights else None,
             purifier=purifier_name,
             purifier_params=purifier_params,
-            attack=_attack_config(attack, norm, eps, steps, seed) if attack else None,
+            attack=attack_config,
             threat=threat,
             eot=eot,
             redraws=redraws,
             substitute=substitute,
             attack_batch_size=attack_batch_size,
         )
-        model = create_classifier(classifier, pretrained=True, weights=weights)  # here, so that its provenance is this object's
         with resume_hint("evaluate keeps no partial results, so a rerun starts over; `purifylab table` resumes cell by cell"):
-            result = evaluate(config, model=model, progress=attack is not None)
+            result = evaluate(config, progress=attack is not None)
         result["defense"] = result["config"]["defense"] = defense
+        loaded_weights = result.pop("loaded_weights")  # the config's provenance records them, once
         typer.echo(format_report(result))
         if json_path is not None:
-            write_json(result, json_path, provenance_of(model, *_networks_evaluate_built(config)))
+            write_json(result, json_path, {**provenance_of(), "weights": loaded_weights})
 
     @app.command("attack")
     def attack_command(
@@ -397,6 +403,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         eps: Annotated[float, typer.Option("--eps", help="budget in the [0, 1] pixel scale")] = 0.03,
         norm: Annotated[str, typer.Option("--norm", help="linf | l2")] = "linf",
         steps: Annotated[int, typer.Option("--steps", help="attack iterations")] = 10,
+        eot_iter: EotIter = 1,
+        restarts: Restarts = 1,
         threat: Annotated[str, typer.Option("--threat", help="grey | transfer | bpda | bpda-eot | white")] = "grey",
         purifier: Annotated[str, typer.Option("--purifier", help="defense the attacker targets: NAME or NAME:k=v,...")] = "none",
         eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)")] = 1,
@@ -412,6 +420,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_output(out, "--out", inputs=(image, weights), overwrite=overwrite, suffix=".png")
         decode_image(image)  # a bad file is refused before torch is imported
         placement = use_device(device)
+        _check_threat_draws(threat, eot)
+        attack_config = _attack_config(attack, norm, eps, steps, seed, eot_iter, restarts)
         from core.cli.purify_commands import parse_purifier_spec
 
         set_threads(threads)
@@ -419,7 +429,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         record = attack_file(
             image,
             out,
-            _attack_config(attack, norm, eps, steps, seed),
+            attack_config,
             classifier=classifier,
             threat=threat,
             purifier=purifier_name,
