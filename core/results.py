@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import math
-import os
+import re
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -44,6 +46,7 @@ BUSY_TIMEOUT_MS = 60_000
 # (the same layout). A store of a later version is refused rather than written in the wrong layout.
 # 2: budgets count the purifier draws actually spent (`_count_spent_draws`).
 SCHEMA_VERSION = 2
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first bytes of every SQLite database file
 COLUMNS = ("key", "preset", "config", "metrics", "git_commit", "seed", "versions", "seconds", "created_at")
 
 _SCHEMA = """
@@ -144,14 +147,8 @@ def _set_up(connection: sqlite3.Connection) -> None:
         try:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
-            connection.executescript(_SCHEMA)
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
-                with connection:  # one transaction: a store is migrated whole or not at all
-                    connection.execute("BEGIN IMMEDIATE")
-                    if version < 2:
-                        _count_spent_draws(connection)
-                    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if not _is_current(connection):  # read without a lock: opening a current store takes none
+                _lay_out(connection)
             return
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) or time.monotonic() > deadline:
@@ -159,13 +156,46 @@ def _set_up(connection: sqlite3.Connection) -> None:
             time.sleep(0.05)
 
 
+def _layout_version(connection: sqlite3.Connection) -> int:
+    return connection.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _is_current(connection: sqlite3.Connection) -> bool:
+    """This code's layout version and every table of `_SCHEMA` (data_contents came after version 2)."""
+    return _layout_version(connection) == SCHEMA_VERSION and set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA)) <= _tables(connection)
+
+
+def _lay_out(connection: sqlite3.Connection) -> None:
+    """Create or migrate the layout in one write transaction (a store is laid out whole or not at all)
+    that holds nothing slow: every process opening a new store waits on that lock, and importing the
+    purifiers (torch) inside it made the last of 4 processes pass the busy timeout. The layout is read
+    again under the lock, so only the first process lays the store out."""
+    stored_cells = "cells" in _tables(connection) and connection.execute("SELECT 1 FROM cells LIMIT 1").fetchone() is not None
+    # The version is read after the cells: cells this code stored were stored after their store was laid out.
+    if stored_cells and _layout_version(connection) < 2:
+        importlib.import_module("core.purifiers")  # what `_count_spent_draws` reads, imported before the lock
+    with connection:
+        connection.execute("BEGIN IMMEDIATE")
+        if _is_current(connection):
+            return
+        version = _layout_version(connection)
+        for statement in filter(str.strip, _SCHEMA.split(";")):  # not executescript, which would commit first
+            connection.execute(statement)
+        if version < 2:
+            _count_spent_draws(connection)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
 def _count_spent_draws(connection: sqlite3.Connection) -> None:
     """Layout 2. Budgets stored before it multiplied a deterministic purifier's gradient count by the
     EOT of the threat (160 for white-box PGD-20 at EOT 8 through a blur), but the defended model draws
     such a purifier once per step (20 spent): count what was spent. Only the budget moves; no result."""
-    from core.purifiers import PURIFIERS
+    rows = connection.execute("SELECT key, config, metrics FROM cells").fetchall()
+    if not rows:  # a new store: nothing to recount, and no torch to import under the write lock
+        return
+    from core.purifiers import PURIFIERS  # already imported by `_lay_out`, before the lock, when it saw cells
 
-    for key, config, metrics in connection.execute("SELECT key, config, metrics FROM cells").fetchall():
+    for key, config, metrics in rows:
         config, metrics = json.loads(config), json.loads(metrics)
         purifier = config.get("purifier")  # a spec in robust cells, a bare name in some older kinds
         budget, name = metrics.get("budget") or {}, purifier.get("name") if isinstance(purifier, dict) else purifier
@@ -176,10 +206,14 @@ def _count_spent_draws(connection: sqlite3.Connection) -> None:
             connection.execute("UPDATE cells SET metrics = ? WHERE key = ?", (canonical_json(metrics), key))
 
 
+def _tables(connection: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def _check_layout(connection: sqlite3.Connection, path: Path) -> None:
     """Only a PurifyLab store (or an empty file) is opened for writing: another SQLite database given as
     --store would otherwise gain a table and switch to WAL, and a later layout would be written wrongly."""
-    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = _tables(connection)
     if not tables:
         return
     if "cells" not in tables:
@@ -192,21 +226,38 @@ def _check_layout(connection: sqlite3.Connection, path: Path) -> None:
         raise PurifyLabError(f"the results store {path} has columns {', '.join(columns)}, not PurifyLab's; name another --store")
 
 
-def _check_writable(path: Path) -> None:
-    """Cells are stored as they finish: a store that cannot take them is refused before the compute."""
-    folder = path.parent
-    if (path.exists() and not os.access(path, os.W_OK)) or not os.access(folder, os.W_OK | os.X_OK):
-        raise PurifyLabError(f"the results store {path} cannot be written (read-only file or folder); name another --store")
+def check_store_path(path: Path) -> Path:
+    """A store path that cannot hold a store is refused in one line before anything is computed (and,
+    as --store, before torch is imported): a folder, a file that is no SQLite database, a read-only file
+    or folder, a folder under a file. Returns `path`."""
+    path = Path(path)
+    if path.is_dir():
+        raise PurifyLabError(f"the results store {path} is a folder; name a file, e.g. --store {path / 'results.sqlite'}")
+    folder = next((parent for parent in path.parents if parent.exists()), Path.cwd())
+    if not folder.is_dir():
+        raise PurifyLabError(f"the results store {path}: {folder} is a file, not a folder; name another --store")
+    try:  # by trying, not os.access: root may "access" a read-only mount or /proc
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if path.exists():
+            with path.open("r+b"):
+                pass
+    except OSError as error:
+        raise PurifyLabError(f"the results store {path} cannot be written ({error.strerror or error}); name another --store") from None
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as handle:
+            if handle.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+                raise PurifyLabError(f"the results store {path} is not an SQLite database; name another --store")
+    return path
 
 
 class ResultStore:
     """SQLite store of evaluated cells; safe for several processes writing at once."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = check_store_path(Path(path))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _check_writable(self.path)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
             self._connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

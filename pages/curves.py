@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import streamlit as st
 
@@ -22,7 +23,19 @@ st.markdown(
     "AUC = 1 is perfect, 0.5 is chance."
 )
 
-certified = [json.loads(path.read_text()) for path in sorted((RESULTS_DIR / "certify").glob("*.json"))]
+unreadable: dict[Path, None] = {}  # in the order found, each once (certify/ is read twice)
+
+
+def _read(path: Path) -> object:
+    """The JSON at `path`, or None, noted in `unreadable`: one truncated file (a full disk) broke the whole page."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        unreadable[path] = None
+        return None
+
+
+certified = [_read(path) for path in sorted((RESULTS_DIR / "certify").glob("*.json"))]
 certified = [result for result in certified if isinstance(result, dict) and "per_image" in result]
 if certified:
     st.subheader("Certified robustness (no attacker can do better)")
@@ -38,20 +51,22 @@ documents = {}
 for path in sorted(RESULTS_DIR.glob("*/*.json"), key=lambda p: (dataset_of(p.parent.name) != "xray", p.parent.name)):
     if path.name.endswith(".config.json"):
         continue
-    document = json.loads(path.read_text())
+    document = _read(path)
     if not isinstance(document, dict):  # other reports (e.g. input-shift) share results/
         continue
     if any("sweep" in r or "detection" in r for r in document.get("results", [])):
-        documents[document["title"]] = (path, document)
+        config_file = path.with_suffix(".config.json")
+        config = _read(config_file) if config_file.is_file() else None
+        documents[document["title"]] = (path, document, config.get("data") if isinstance(config, dict) else None)
+if unreadable:
+    st.warning(f"Skipped {len(unreadable)} file(s) that are not readable JSON: {', '.join(str(path.relative_to(RESULTS_DIR)) for path in unreadable)}")
 
 if not documents:
     st.info("No sweep or detection run is stored yet: run `purifylab sweep depth --purifier cold_blur --values 2,5,10,20`.")
     st.stop()
 
 title = st.selectbox("Stored run", list(documents), key="curve_choice")
-path, document = documents[title]
-config = path.with_suffix(".config.json")
-data = json.loads(config.read_text()).get("data") if config.is_file() else None
+path, document, data = documents[title]
 st.plotly_chart(curves_figure(document, data), key="curves")
 with st.expander("Numbers and threat model"):
     st.markdown(path.with_suffix(".md").read_text())

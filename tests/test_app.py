@@ -424,3 +424,23 @@ def test_lab_report_names_each_panels_purifier_settings_and_the_weights(app):
     report = _downloaded(app, "Report of these readings")
     assert "- **purifiers:** " in report and "cold_blur at depth 20" in report
     assert "weights SHA-256 " in report
+
+
+def test_curves_page_skips_and_names_a_file_it_cannot_read(app, tmp_path, monkeypatch):
+    """A full disk left a truncated quick.json (or certify result), and the whole page failed on it."""
+    import shutil
+
+    import core.paths
+
+    results = Path(core.paths.RESULTS_DIR)
+    shutil.copytree(results / "sweep-depth-cold_blur", tmp_path / "sweep-depth-cold_blur")
+    (tmp_path / "certify").mkdir()
+    shutil.copy(results / "certify" / "resnet_smooth-sigma-0.25.json", tmp_path / "certify")
+    (tmp_path / "certify" / "cut.json").write_text('{"per_image": [')
+    (tmp_path / "quick").mkdir()
+    (tmp_path / "quick" / "quick.json").write_text((results / "quick" / "quick.json").read_text()[:2000])
+    monkeypatch.setattr(core.paths, "RESULTS_DIR", tmp_path)
+    app.switch_page("pages/curves.py").run()
+    assert not app.exception, app.exception
+    assert [warning.value for warning in app.warning] == ["Skipped 2 file(s) that are not readable JSON: certify/cut.json, quick/quick.json"]
+    assert app.selectbox(key="curve_choice").options and len(app.get("plotly_chart")) == 2  # the certified curve and the sweep

@@ -656,3 +656,104 @@ def test_listings_come_from_the_registries_and_align_their_columns(capsys):
         assert code == 0 and len(starts) == 1, (command, out)  # the second column starts at one offset
     code, out, _ = run_cli(["purifiers", "--json"], capsys)
     assert {row["name"]: row["sweeps"] for row in json.loads(out)} == {name: sorted(PURIFIERS.get(name).sweeps) for name in PURIFIERS.names()}
+
+
+def test_attack_settings_the_attack_would_ignore_are_refused_in_one_line(xray_test_dir, tmp_path, capsys):
+    """--attack eotpgd ran plain PGD under EOT's name, and --eot-iter / --restarts did not exist."""
+    good = tmp_path / "good.png"
+    good.write_bytes(_grey_png())
+    evaluate = ["evaluate", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--limit", "1", "--threads", "1"]
+    attack = ["attack", str(good), "--classifier", "student_cnn", "--out", str(tmp_path / "o.png")]
+    cases = {
+        "--attack eotpgd with --eot-iter 1 is plain PGD": [[*evaluate, "--attack", "eotpgd"], [*attack, "--attack", "eotpgd"]],
+        "restarts=2 does not apply to 'fgsm'": [[*evaluate, "--attack", "fgsm", "--restarts", "2"]],
+        "eot_iter=2 does not apply to 'pgd'": [[*evaluate, "--attack", "pgd", "--eot-iter", "2"], [*attack, "--eot-iter", "2"]],
+        "--eot-iter 2 sets the attack, but no --attack was given": [[*evaluate, "--eot-iter", "2"]],
+        "--restarts 3 sets the attack, but no --attack was given": [[*evaluate, "--restarts", "3"]],
+    }
+    for message, commands in cases.items():
+        for args in commands:
+            code, _, err = run_cli(args, capsys)
+            _one_line_refusal(code, err, message)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_bpda_eot_with_one_draw_is_refused_before_the_model_loads(xray_test_dir, tmp_path):
+    """`attack --threat bpda-eot` built the model and only then refused eot 1; evaluate imported the
+    model's libraries first. The threat's own rule answers now, before either."""
+    good = tmp_path / "good.png"
+    good.write_bytes(_grey_png())
+    commands = [
+        ["attack", str(good), "--threat", "bpda-eot", "--out", str(tmp_path / "o.png")],
+        ["evaluate", "--data", str(xray_test_dir), "--attack", "fgsm", "--threat", "bpda-eot"],
+    ]
+    for args in commands:
+        code = (
+            "import sys\nfrom core.cli import main\ntry:\n"
+            f"    main({args!r})\n"
+            "except SystemExit as exit:\n"
+            "    print(exit.code, sorted(m for m in ('timm', 'diffusers') if m in sys.modules))"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.stdout.strip().splitlines()[-1] == "2 []", (args, done.stdout, done.stderr)
+        assert done.stderr.strip() == "error: threat 'bpda-eot' needs eot >= 2 purifier draws (got 1); use 'bpda' for one", args
+
+
+def test_an_unusable_store_is_refused_before_torch_is_imported(tmp_path):
+    """--store was checked only when the store opened, after torch (6-33 s); under a file it said "[Errno 17] File exists"."""
+    (tmp_path / "afile").write_text("x")
+    out = ["--out-dir", str(tmp_path / "out")]
+    sweep = ["sweep", "tstar", "--purifier", "noise", "--values", "0.01", *out]
+    cases = {
+        f"{tmp_path / 'afile'} is a file, not a folder": [["table", "quick", "--store", str(tmp_path / "afile" / "s.sqlite"), *out],
+                                                          [*sweep, "--store", str(tmp_path / "afile" / "s.sqlite")]],
+        "is not an SQLite database": [["table", "quick", "--store", str(tmp_path / "afile"), *out]],
+        "is a folder; name a file": [[*sweep, "--store", str(tmp_path)]],
+    }  # fmt: skip
+    _assert_refused_before_torch(cases)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_leaves_no_half_written_certify_curve_and_the_rerun_runs(xray_test_dir, tmp_path, capsys):
+    """On a full disk certify left an empty certified_curve.html and a traceback; the rerun was then
+    refused: "certified_curve.html exists and purifylab did not write it"."""
+    from full_disk import run_on_a_full_disk
+
+    args = ["certify", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--denoiser", "none", "--n", "8", "--n0", "2", "--limit", "1"]
+    code, _, err = run_cli([*args, "--json", str(tmp_path / "c.json")], capsys)
+    assert code == 0, err
+    (tmp_path / "certified_curve.html").unlink()
+    (tmp_path / "certified_curve.json").unlink()
+    done = run_on_a_full_disk(2000, f"from pathlib import Path\nfrom core.cli.certify_commands import write_curve\nwrite_curve(Path({str(tmp_path)!r}))")
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"error: cannot write {tmp_path / 'certified_curve.html'}: File too large"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["c.config.json", "c.json"]
+    code, _, err = run_cli([*args, "--json", str(tmp_path / "c.json")], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "certified_curve.json").read_text())["certify_results"] == ["c.json"]
+
+
+def _interrupted(args: list[str], capsys, after_s: float = 5.0) -> tuple[int, list[str]]:
+    """(exit code, stderr lines without progress bars) of main(args) given Ctrl-C `after_s` into it."""
+    import signal
+    import threading
+
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background shell's pytest ignores SIGINT
+    ctrl_c = threading.Timer(after_s, os.kill, (os.getpid(), signal.SIGINT))
+    ctrl_c.start()
+    try:
+        code, _, err = run_cli(args, capsys)
+    finally:
+        ctrl_c.cancel()
+        signal.signal(signal.SIGINT, handler)
+    return code, [line for line in err.splitlines() if line.strip() and not _PROGRESS.search(line)]
+
+
+def test_ctrl_c_says_so_in_one_line_and_how_to_resume_where_a_command_can(xray_test_dir, xray_train_dir, tmp_path, capsys):
+    """typer turns Ctrl-C into a silent exit 130: certify and train printed nothing, not even --resume."""
+    certify = ["certify", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--denoiser", "none", "--n", "100000000", "--batch-size", "1"]
+    code, lines = _interrupted([*certify, "--n0", "2", "--limit", "1", "--json", str(tmp_path / "c.json")], capsys)
+    assert (code, lines[-1:]) == (130, ["interrupted"]), lines
+    assert list(tmp_path.iterdir()) == []
+    train = ["train", "classifier", "--model", "student_cnn", "--preset", "tiny", "--epochs", "100000", "--data", str(xray_train_dir)]
+    code, lines = _interrupted([*train, "--no-progress", "--out", str(tmp_path / "run")], capsys)
+    assert (code, lines[-1:]) == (130, ["interrupted: rerun the same command with --resume to continue from its last checkpoint"]), lines

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from full_disk import run_on_a_full_disk
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -63,3 +65,37 @@ def test_input_shift_refuses_to_replace_the_committed_table_with_a_smaller_run(t
         done = subprocess.run(elsewhere, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
     assert "cells computed 0, reused" in done.stderr and "(all, n = 4)" in (tmp_path / "small" / "input-shift.md").read_text()
+
+
+def test_empty_values_count_as_unset_and_relative_ones_are_made_absolute(tmp_path):
+    """An empty PURIFYLAB_RESULTS put the store in the working directory, an empty PURIFYLAB_CACHE
+    the 86 MB decode cache; a relative value moved with every later change of directory."""
+    code = "from core.paths import CACHE_DIR, RESULTS_DIR, RUNS_DIR, WEIGHTS_DIR\nprint(RESULTS_DIR, CACHE_DIR, WEIGHTS_DIR, RUNS_DIR, sep='\\n')"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PURIFYLAB_RESULTS": "", "PURIFYLAB_CACHE": "", "PURIFYLAB_WEIGHTS": "", "PURIFYLAB_RUNS": "runs_here"}
+    lines = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert list(map(Path, lines)) == [ROOT / "results", ROOT / ".data" / "cache", ROOT / "weights", tmp_path.resolve() / "runs_here"]
+
+
+def test_a_weights_folder_that_does_not_exist_is_named_in_one_line(tmp_path):
+    """PURIFYLAB_WEIGHTS=/nowhere listed every model as untrained, and `table` blamed the missing models."""
+    env = {**os.environ, "PURIFYLAB_WEIGHTS": str(tmp_path / "nowhere")}
+    done = subprocess.run([sys.executable, "-m", "core", "classifiers"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr.strip().splitlines() == [
+        f"error: the weights folder {tmp_path / 'nowhere'} (PURIFYLAB_WEIGHTS, default weights/ in the repository) is not a folder: "
+        "point PURIFYLAB_WEIGHTS at the shipped weights or unset it"
+    ]
+
+
+def test_files_are_written_whole_or_the_earlier_ones_kept(tmp_path):
+    """A full disk left a truncated quick.json, which broke the app's Curves page."""
+    (tmp_path / "small.json").write_text("earlier small")
+    (tmp_path / "large.json").write_text("earlier large")
+    small, large = str(tmp_path / "small.json"), str(tmp_path / "large.json")
+    write = f"from pathlib import Path\nfrom core.paths import write_files\nwrite_files({{Path({small!r}): 'new', Path({large!r}): 'x' * 5000}})"
+    done = run_on_a_full_disk(1000, write)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"error: cannot write {tmp_path / 'large.json'}: File too large"]
+    assert {path.name: path.read_text() for path in tmp_path.iterdir()} == {"small.json": "earlier small", "large.json": "earlier large"}
+    done = run_on_a_full_disk(10_000, write)
+    assert done.returncode == 0, done.stderr
+    assert {path.name: len(path.read_text()) for path in tmp_path.iterdir()} == {"small.json": 3, "large.json": 5000}

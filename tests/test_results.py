@@ -282,3 +282,48 @@ def test_a_store_refuses_other_files_under_names_it_has_seen(xray_paths, tmp_pat
     with pytest.raises(PurifyLabError, match="other file contents.*name another --store"):
         run_preset(preset_from_dict({**raw, "data": str(changed)}, "contents"), store, tmp_path / "out3", progress=False)
     assert not (tmp_path / "out3").exists()
+
+
+_OPENER = """
+import sys, time
+from pathlib import Path
+from core.results import ResultStore
+path, worker, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.01)
+with ResultStore(path) as store:
+    store.put({"worker": worker}, {"value": worker})
+print(sorted(name for name in ("core.purifiers", "torch") if name in sys.modules))
+"""
+
+
+def test_several_processes_open_one_new_store_at_once_and_none_waits_on_torch(tmp_path: Path) -> None:
+    """Each of 4 processes opening a new store ran the layout migration, importing torch while holding
+    the write lock, and the last one passed the busy timeout ("database is locked", 1 trial in 60)."""
+    path, go = str(tmp_path / "new.sqlite"), tmp_path / "go"
+    workers = [subprocess.Popen([sys.executable, "-c", _OPENER, path, str(worker), str(go)], stdout=subprocess.PIPE, text=True) for worker in range(4)]
+    go.touch()  # all four open the new store at once
+    outputs = [process.communicate(timeout=120)[0] for process in workers]
+    assert [process.returncode for process in workers] == [0] * 4
+    assert [output.strip() for output in outputs] == ["[]"] * 4  # nothing heavy is imported to lay out a new store
+    with ResultStore(path) as store:
+        assert sorted(cell.metrics["value"] for cell in store.cells()) == [0, 1, 2, 3] and store.integrity_ok()
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_store_path_that_cannot_hold_a_store_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A store under a file said "[Errno 17] File exists"."""
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "notes.txt").write_text("my notes")
+    cases = {
+        tmp_path / "afile" / "results.sqlite": f"the results store {tmp_path / 'afile' / 'results.sqlite'}: {tmp_path / 'afile'} is a file, not a folder",
+        tmp_path / "afile" / "sub" / "results.sqlite": f"results.sqlite: {tmp_path / 'afile'} is a file, not a folder",
+        tmp_path: f"the results store {tmp_path} is a folder; name a file",
+        tmp_path / "notes.txt": f"the results store {tmp_path / 'notes.txt'} is not an SQLite database",
+    }
+    for path, message in cases.items():
+        with pytest.raises(PurifyLabError) as refusal:
+            ResultStore(path)
+        assert message in str(refusal.value) and "--store" in str(refusal.value), refusal.value
+    assert (tmp_path / "notes.txt").read_text() == "my notes"

@@ -896,3 +896,22 @@ def test_every_committed_cell_is_printed_with_the_config_its_key_hashes():
                 assert hashlib.sha256(canonical_json(result["config"]).encode()).hexdigest() == result["key"], (path.name, result.get("row"))
                 checked += 1
     assert checked > 100
+
+
+def test_a_preset_refuses_the_eot_its_threats_own_rule_refuses(tmp_path):
+    """The preset spelled bpda-eot's two-draw rule again; it asks the threat model now, on the draws its cells spend."""
+    from core.attacks import THREAT_MODELS
+
+    for name, threat in THREAT_MODELS.items():
+        if threat.needs_substitute:  # the transfer threat's substitute is another check
+            continue
+        for eot in (1, 2, 3):
+            raw = _raw(tmp_path, "tiny.safetensors", eot=eot)
+            raw["tables"][1]["threats"] = [name]
+            try:
+                threat.check_eot(threat.draws_per_step(eot))
+            except PurifyLabError:
+                with pytest.raises(PurifyLabError, match=rf"^table 'threats' uses {name}: set eot >= 2 \(got {eot}\)$"):
+                    preset_from_dict(raw, "eot")
+            else:
+                assert preset_from_dict(raw, "eot").eot == eot

@@ -2,14 +2,16 @@
 
 Each concept keeps its commands in its own module with a `register(app, groups)` function, so the
 top-level app stays a short list. Every command exits 0 on success and, on bad input, prints one
-line to stderr and exits 2.
+line to stderr and exits 2; Ctrl-C prints one line and exits 130.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import typer
+import typer.main
 
 from core.errors import PurifyLabError
 
@@ -59,6 +61,7 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+@functools.cache  # once per process: main() called again (the tests) would add every command again, and each copy slows get_command
 def _register_commands() -> None:
     from core.cli import (
         bench_commands,
@@ -91,15 +94,51 @@ def _click_exceptions():
     return exceptions
 
 
+INTERRUPTED = "interrupted"
+
+
+def _say_interrupted(command) -> None:
+    """Ctrl-C in `command` (and its subcommands) ends with one line and exit 130: typer turns it into a
+    silent 130, so train and certify printed nothing. A command with --resume says how to continue;
+    one that says more itself (core.cli.preflight.resume_hint) has ended the interrupt before this sees it."""
+    for subcommand in getattr(command, "commands", {}).values():
+        _say_interrupted(subcommand)
+    callback = command.callback
+    if callback is None:
+        return
+    resumable = any("--resume" in parameter.opts for parameter in command.params)
+    message = f"{INTERRUPTED}: rerun the same command with --resume to continue from its last checkpoint" if resumable else INTERRUPTED
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except KeyboardInterrupt:
+            print(message, file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    command.callback = run
+
+
 def main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
     """Run the CLI on `argv` (default sys.argv[1:]); `prog_name` names it in usage lines (default: as invoked)."""
+    try:
+        _main(argv, prog_name)
+    except KeyboardInterrupt:  # before any command runs: while the commands are imported
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
+
+
+def _main(argv: list[str] | None, prog_name: str | None) -> None:
     from core.data.warning import print_data_warnings_on_one_line
 
     exceptions = _click_exceptions()
     print_data_warnings_on_one_line()
     _register_commands()
+    command = typer.main.get_command(app)
+    _say_interrupted(command)
     try:  # not standalone: click's usage errors reach us, to be said in one line like ours
-        exit_code = app(args=argv, prog_name=prog_name, standalone_mode=False)
+        exit_code = command(args=argv, prog_name=prog_name, standalone_mode=False)
     except getattr(exceptions, "NoArgsIsHelpError", ()) as error:  # `purifylab` or `purifylab data` alone: the help, as before
         if error.format_message().strip():  # with rich, the help was printed already
             typer.echo(error.format_message())
@@ -108,9 +147,6 @@ def main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
         where = f"{error.ctx.command_path}: " if getattr(error, "ctx", None) is not None else ""
         print(f"error: {where}{' '.join(error.format_message().split())}", file=sys.stderr)
         sys.exit(error.exit_code)
-    except typer.Abort:
-        print("Aborted!", file=sys.stderr)
-        sys.exit(1)
     except PurifyLabError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

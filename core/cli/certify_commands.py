@@ -127,7 +127,7 @@ def write_curve(folder: Path) -> Path:
 
     Only NAME.json with a NAME.config.json beside it (what `write_json` writes) is read, and one that
     does not parse is skipped: unrelated JSON in the folder never breaks a finished run."""
-    from core.cli.reporting import config_path, provenance_of, write_config
+    from core.cli.reporting import config_path, provenance_of, write_with_config
     from core.tables.render import certified_figure
 
     results, drawn = [], []
@@ -142,8 +142,8 @@ def write_curve(folder: Path) -> Path:
             results.append(document)
             drawn.append(path.name)
     out = folder / CURVE
-    certified_figure(results).write_html(out, include_plotlyjs="cdn")
-    write_config(out, {"certify_results": drawn}, provenance_of())  # drawn from files, no network loaded
+    # drawn from files, no network loaded
+    write_with_config(out, certified_figure(results).to_html(include_plotlyjs="cdn"), {"certify_results": drawn}, provenance_of())
     return out
 
 

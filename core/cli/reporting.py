@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.paths import write_files
+
 
 def format_report(result: dict) -> str:
     """The evaluation result as aligned lines: each figure with its 95 % interval. Under an attack the
@@ -74,12 +76,12 @@ def provenance_of(*loaded: Any) -> dict[str, Any]:
 
 
 def write_json(result: dict, path: str | Path, provenance: dict[str, Any] | None = None) -> None:
-    """The result at `path` and its resolved config beside it (`NAME.config.json`), with its `provenance`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    """The result at `path` and its resolved config beside it (`NAME.config.json`), with its `provenance`:
+    both whole or neither replaced (`write_files`)."""
     if "config" in result:
-        write_config(path, result["config"], provenance)
+        write_with_config(path, _json_text(result), result["config"], provenance)
+    else:
+        write_files({Path(path): _json_text(result)})
 
 
 def config_path(output: str | Path) -> Path:
@@ -91,9 +93,25 @@ def config_path(output: str | Path) -> Path:
 
 def write_config(output: str | Path, config: dict, provenance: dict[str, Any] | None = None) -> dict:
     """The resolved config and its `provenance` (`provenance_of` the networks the run loaded) beside an
-    output (see `config_path`); returns what was written, for a command that prints it too. Without
-    `provenance`, the software only: a caller that loads networks it cannot hand over (`purifylab
-    bench`, the benchmark scripts) records its weights as unknown, never as none."""
-    written = {**config, "provenance": provenance if provenance is not None else {**provenance_of(), "weights": None}}
-    config_path(output).write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
+    output (see `config_path`), whole or not at all; returns what was written, for a command that prints
+    it too. Without `provenance`, the software only: a caller that loads networks it cannot hand over
+    (`purifylab bench`, the benchmark scripts) records its weights as unknown, never as none."""
+    written = _config_record(config, provenance)
+    write_files({config_path(output): _json_text(written)})
     return written
+
+
+def write_with_config(output: str | Path, content: str | bytes, config: dict, provenance: dict[str, Any] | None = None) -> dict:
+    """`content` at `output` and its config beside it (as `write_config`), both whole or neither replaced:
+    a lone file would read as not purifylab's to the next run's check (core.cli.preflight.check_output)."""
+    written = _config_record(config, provenance)
+    write_files({Path(output): content, config_path(output): _json_text(written)})
+    return written
+
+
+def _config_record(config: dict, provenance: dict[str, Any] | None) -> dict:
+    return {**config, "provenance": provenance if provenance is not None else {**provenance_of(), "weights": None}}
+
+
+def _json_text(document: dict) -> str:
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"

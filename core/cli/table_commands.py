@@ -49,6 +49,15 @@ def split_for_data(data: Path, split: str | None, models: Iterable[tuple[str, st
     return "val" if any(resolve_split(data, None, card) == "val" for card in cards.values()) else "all"
 
 
+def _checked_store(store: Path | None) -> Path:
+    """--store (default: the repository's store, or $PURIFYLAB_RESULTS's), refused before torch is
+    imported when it cannot hold a store: opening it found that out 6-33 s later."""
+    from core.paths import RESULTS_STORE
+    from core.results import check_store_path
+
+    return check_store_path(store or RESULTS_STORE)
+
+
 def _measured_models(preset: Preset) -> list[tuple[str, str | None]]:
     """(name, weights) of every classifier whose figures the preset reports."""
     models = [(model.name, model.weights) for table in preset.tables for model in table.classifiers]
@@ -87,16 +96,16 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         device: Device = None,
     ) -> None:
         """Compute a preset's tables (reusing stored cells) and print them as Markdown."""
+        store = _checked_store(store)
         check_run(data, out_dir, "--out-dir", device)
-        from core.paths import RESULTS_STORE
         from core.tables import load_preset, run_preset
 
         set_threads(threads)
         resolved = load_preset(preset).with_overrides(limit=limit, data=str(data) if data else None, eot=eot, only=only.split(",") if only else None)
         if data is not None and resolved.split == "all":  # the preset's "all" means its own test cohort, not training images
             resolved = dataclasses.replace(resolved, split=split_for_data(data, None, _measured_models(resolved)))
-        with resume_hint(f"finished cells are kept in {store or RESULTS_STORE}; rerun the same command to resume"):
-            outcome = run_preset(resolved, store or RESULTS_STORE, out_dir, progress=progress, overwrite=overwrite)
+        with resume_hint(f"finished cells are kept in {store}; rerun the same command to resume"):
+            outcome = run_preset(resolved, store, out_dir, progress=progress, overwrite=overwrite)
         _print_outcome(outcome)
 
     @app.command("presets")
@@ -145,13 +154,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         device: Device = None,
     ) -> None:
         """Accuracy vs t* or depth: CSV, plotly HTML and Markdown through the results store."""
+        store = _checked_store(store)
         check_run(data, out_dir, "--out-dir", device)
         check_eot_has_attack(eot, attack, threat)
         if data is not None:
             check_data_layout(data, split)
         from core.attacks import AttackConfig
         from core.cli.purify_commands import parse_param_options
-        from core.paths import RESULTS_STORE
         from core.sweeps import parse_values, sweep_preset
         from core.tables import AttackRow, run_preset
         from core.tables.preset import DEFAULT_DATA
@@ -164,8 +173,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             attack=row, threat=threat, data=str(data) if data else DEFAULT_DATA, split=split, limit=limit, seed=seed,
             eot=eot, redraws=redraws,
         )  # fmt: skip
-        with resume_hint(f"finished cells are kept in {store or RESULTS_STORE}; rerun the same command to resume"):
-            outcome = run_preset(preset, store or RESULTS_STORE, out_dir, overwrite=overwrite)
+        with resume_hint(f"finished cells are kept in {store}; rerun the same command to resume"):
+            outcome = run_preset(preset, store, out_dir, overwrite=overwrite)
         if outcome.markdown:
             typer.echo(f"data {preset.data} split {preset.split}\n")
         _print_outcome(outcome)

@@ -10,10 +10,14 @@ render.py for the outputs and the gradient-masking checks reported with every ta
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import PurifyLabError
 from core.paths import RESULTS_DIR, RESULTS_STORE
 from core.results import ResultStore
 from core.tables.preset import (
@@ -52,7 +56,8 @@ def run_preset(
 ) -> TableOutcome:
     """Compute (or reuse) every cell of `preset` and write its outputs to out_dir (default RESULTS_DIR/<name>).
 
-    Outputs of other settings in out_dir are refused before any compute unless `overwrite` (check_replaceable)."""
+    Outputs of other settings in out_dir are refused before any compute unless `overwrite` (check_replaceable),
+    and again just before writing, under a lock on out_dir: another run may have written there meanwhile."""
     from core.attacks.robust import process_state
 
     out_dir = Path(out_dir) if out_dir is not None else RESULTS_DIR / preset.name
@@ -61,9 +66,34 @@ def run_preset(
     with ResultStore(store_path) as store:
         runner = PresetRunner(preset, store, progress=progress and state.is_main_process)
         records = runner.run(on_cell=on_cell)
-    paths = write_outputs(preset, records, out_dir) if state.is_main_process else {}
+    paths = {}
+    if state.is_main_process:
+        with _writing_alone(out_dir):
+            try:
+                check_replaceable(preset, out_dir, overwrite)
+            except PurifyLabError as error:
+                raise PurifyLabError(f"{error} (written there while this run computed; its cells are kept in {store_path}, so a rerun reuses them)") from None
+            paths = write_outputs(preset, records, out_dir)
     markdown = paths["markdown"].read_text() if paths else ""
     return TableOutcome(markdown, paths, records, runner.last_computed, runner.last_reused)
+
+
+@contextmanager
+def _writing_alone(out_dir: Path) -> Iterator[None]:
+    """One process at a time checks and writes `out_dir`: two runs finishing together both passed the
+    check and the later silently replaced the other's table. An flock on the folder itself leaves no
+    lock file behind and is released if the process dies."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(out_dir, os.O_RDONLY)
+    except OSError as error:
+        raise PurifyLabError(f"cannot write --out-dir {out_dir}: {error.strerror or error}") from None
+    try:
+        with suppress(OSError):  # a file system without flock on a folder (NFS): the check still runs, unlocked
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 __all__ = [

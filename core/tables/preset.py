@@ -271,6 +271,8 @@ class Preset:
             if limit < 1:
                 raise PurifyLabError(f"--limit must be a positive number of images, got {limit}")
             changes["limit"] = limit
+            if self.limit is not None:  # a title that counts the preset's images ("on 32 X-rays") counts the limit's
+                changes["title"] = self.title.replace(f" on {self.limit} ", f" on {limit} ")
         if data is not None:
             changes["data"] = str(data)
         if eot is not None:
@@ -301,10 +303,12 @@ class Preset:
 
     def _check_threat(self, where: str, threat: str) -> None:
         """A known threat model, with what it needs from the preset (EOT draws, a substitute)."""
-        threat_model(threat)
-        if threat == "bpda-eot" and self.eot < 2:
-            raise PurifyLabError(f"{where} uses bpda-eot: set eot >= 2 (got {self.eot})")
-        if threat_model(threat).needs_substitute and self.substitute is None:
+        spec = threat_model(threat)
+        try:  # the threat's own rule, on the draws its cells will spend (core.tables.runner)
+            spec.check_eot(spec.draws_per_step(self.eot))
+        except PurifyLabError as refused:  # in the preset's words: its one `eot` is what the user edits
+            raise PurifyLabError(f"{where} uses {threat}: set eot >= 2 (got {self.eot})") from refused
+        if spec.needs_substitute and self.substitute is None:
             raise PurifyLabError(f"{where} uses transfer: it needs a substitute model, which a preset names under 'substitute'")
 
     def validate(self) -> None:

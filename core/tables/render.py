@@ -28,6 +28,7 @@ from core.attacks import (
 from core.data.locations import portable_path
 from core.errors import PurifyLabError
 from core.metrics import clopper_pearson
+from core.paths import write_files
 from core.purifiers import PURIFIERS
 from core.tables.preset import PaperClaim, Preset, TableSpec
 from core.tables.verdict import DECISIVE_WIDTH, Verdict
@@ -789,9 +790,9 @@ def check_replaceable(preset: Preset, out_dir: Path, overwrite: bool = False) ->
 
 
 def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[str, Path]:
-    """PRESET.md, .csv, .json, .html (and .png when kaleido is installed) and config.json in out_dir."""
+    """PRESET.md, .csv, .json, .html (and .png when kaleido is installed) and config.json in out_dir,
+    all whole or none replaced (`write_files`): a full disk left a truncated JSON that broke the app."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     checks = collapse_checks(records)
     for table in preset.tables:
         checks += masking_checks(records, table, preset.sanity.tolerance)
@@ -801,17 +802,20 @@ def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[st
         filter(None, [markdown_tables(preset, records, checks), sweep_markdown(preset, records), detection_markdown(preset, records), sanity_markdown(checks)])
     )
     paths = output_paths(preset, out_dir)
-    paths["markdown"].write_text(markdown)
-    paths["csv"].write_text(csv_text(records, checks))
-    paths["json"].write_text(json.dumps(json_document(preset, records, checks), indent=1, sort_keys=True) + "\n")
-    paths["config"].write_text(json.dumps(written_config(preset), indent=1, sort_keys=True) + "\n")
     fig = figure(preset, records)
-    fig.write_html(paths["html"], include_plotlyjs="cdn")  # 4.8 MB lighter; the app draws from the JSON
+    contents: dict[Path, str | bytes] = {
+        paths["markdown"]: markdown,
+        paths["csv"]: csv_text(records, checks),
+        paths["json"]: json.dumps(json_document(preset, records, checks), indent=1, sort_keys=True) + "\n",
+        paths["config"]: json.dumps(written_config(preset), indent=1, sort_keys=True) + "\n",
+        paths["html"]: fig.to_html(include_plotlyjs="cdn"),  # 4.8 MB lighter; the app draws from the JSON
+    }
     try:
         import kaleido  # noqa: F401
     except ImportError:
         pass  # PNG export needs kaleido, which is optional
     else:
         paths["png"] = out_dir / f"{preset.name}.png"
-        fig.write_image(paths["png"])
+        contents[paths["png"]] = fig.to_image(format="png")
+    write_files(contents)
     return paths
