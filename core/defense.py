@@ -20,6 +20,13 @@ from core.paths import CONFIGS_DIR
 DEFENSES_DIR = CONFIGS_DIR / "defenses"
 
 
+def purifier_spec_text(name: str, params: Mapping[str, object]) -> str:
+    """The CLI's NAME:k=v,... form of a purifier and its settings: the name alone reads blur:sigma=0.5 and
+    blur:sigma=3 as one purifier, though they score 1.0 and 0.5."""
+    settings = ",".join(f"{key}={value}" for key, value in params.items())
+    return f"{name}:{settings}" if settings else name
+
+
 @dataclass(frozen=True)
 class Defense:
     name: str
@@ -39,8 +46,7 @@ class Defense:
     @property
     def purifier_spec(self) -> str:
         """The CLI's NAME:k=v,... form of the purifier."""
-        params = ",".join(f"{key}={value}" for key, value in self.params.items())
-        return f"{self.purifier}:{params}" if params else self.purifier
+        return purifier_spec_text(self.purifier, self.params)
 
 
 def refuse_conflicts(subject: str, settings: Mapping[str, tuple[object, object]]) -> tuple:

@@ -138,7 +138,7 @@ def _read_source(source: ImageSource, name: str | None, max_bytes: int) -> tuple
             with path.open("rb") as handle:
                 data = handle.read(max_bytes + 1)
         except FileNotFoundError:
-            raise PurifyLabError("image file not found (check the path)") from None
+            raise PurifyLabError(f"image file {path} not found (check the path)") from None
         except IsADirectoryError:
             raise PurifyLabError("image path is a folder; expected an image file") from None
         except OSError as exc:

@@ -334,7 +334,10 @@ def test_certify_names_its_data_and_split_and_ignores_unrelated_json(xray_test_d
     args = ["certify", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--denoiser", "none", "--n", "8", "--n0", "2", "--alpha", "0.1"]
     code, out, err = run_cli([*args, "--limit", "1", "--json", str(tmp_path / "c.json")], capsys)
     assert code == 0, err
-    assert "data ../shared/data/chest_xray_pneumonia/test split all  n 1" in out.splitlines()[0]
+    assert "data ../shared/data/chest_xray_pneumonia/test split all  images 1" in out.splitlines()[0]
+    # "n" named the images on one line and the noise draws on the next; the abstentions came as a raw JSON line
+    assert "(sigma 0.25, noise draws 8, alpha 0.1)" in out and "abstained on 0 of 1 images" in out
+    assert not any(line.startswith("{") for line in out.splitlines()), out
     curve = json.loads((tmp_path / "certified_curve.json").read_text())
     assert curve["certify_results"] == ["c.json"] and curve["provenance"]["weights"] == {}  # drawn from files, no network loaded
     (tmp_path / "mine.html").write_text("my page")
@@ -757,3 +760,76 @@ def test_ctrl_c_says_so_in_one_line_and_how_to_resume_where_a_command_can(xray_t
     train = ["train", "classifier", "--model", "student_cnn", "--preset", "tiny", "--epochs", "100000", "--data", str(xray_train_dir)]
     code, lines = _interrupted([*train, "--no-progress", "--out", str(tmp_path / "run")], capsys)
     assert (code, lines[-1:]) == (130, ["interrupted: rerun the same command with --resume to continue from its last checkpoint"]), lines
+
+
+def test_evaluate_report_prints_the_purifier_settings_and_the_attack_budget(xray_test_dir, capsys):
+    """blur:sigma=3 and blur:sigma=0.5 printed the same header 'purifier blur' (balanced accuracy 0.5 vs 1.0),
+    and the attack line left out a budget of several restarts."""
+    evaluate = ["evaluate", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--limit", "2", "--threads", "1"]
+    headers = []
+    for sigma in ("3", "0.5"):
+        code, out, err = run_cli([*evaluate, "--purifier", f"blur:sigma={sigma}"], capsys)
+        assert code == 0, err
+        headers.append(out.splitlines()[0])
+    assert "purifier blur:sigma=3.0 " in headers[0] and "purifier blur:sigma=0.5 " in headers[1], headers
+    code, out, err = run_cli([*evaluate, "--attack", "pgd", "--steps", "1", "--restarts", "2"], capsys)
+    assert code == 0, err
+    assert "attack pgd linf eps=0.03 steps=1 restarts=2  threat grey" in out, out
+
+
+def test_evaluate_prints_a_rate_over_the_seconds_beside_it(xray_test_dir, tmp_path, capsys):
+    """Under an attack the rate was timed on the attack pass only: 'seconds 19.46 (0.8 images/s)' for 8 images."""
+    out = tmp_path / "r.json"
+    args = ["evaluate", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--limit", "4", "--threads", "1", "--attack", "pgd", "--steps", "2"]
+    code, _, err = run_cli([*args, "--purifier", "blur:sigma=1", "--json", str(out)], capsys)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["images_per_second"] == pytest.approx(4 / result["seconds"], rel=0.02), result  # seconds is rounded to ms
+
+
+def test_sweep_title_names_the_fixed_purifier_settings(xray_test_dir, tmp_path, capsys):
+    """`sweep ... --param` was titled as the purifier at its defaults."""
+    outputs = ["--store", str(tmp_path / "s.sqlite"), "--out-dir", str(tmp_path / "out")]
+    args = ["sweep", "depth", "--purifier", "cold_recon", "--values", "1", "--param", "steps=1", "--classifier", "student_cnn", "--limit", "2"]
+    code, out, err = run_cli([*args, "--data", str(xray_test_dir), "--threads", "1", *outputs], capsys)
+    assert code == 0, err
+    assert "# Accuracy vs depth of cold_recon in front of student_cnn; cold_recon:steps=1" in out, out
+
+
+def test_attack_settings_without_an_attack_are_refused(xray_test_dir, tmp_path, capsys):
+    """--threat white --eps 0.3 with no --attack exited 0 and recorded 'threat white' beside a clean-only figure."""
+    evaluate = ["evaluate", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--limit", "2"]
+    for option, value in (("--threat", "white"), ("--eps", "0.3"), ("--norm", "l2"), ("--steps", "5"), ("--redraws", "2")):
+        code, _, err = run_cli([*evaluate, option, value], capsys)
+        _one_line_refusal(code, err, f"{option} {value} sets the attack, but no --attack was given")
+    sweep = ["sweep", "depth", "--purifier", "cold_blur", "--values", "2", "--classifier", "student_cnn", "--limit", "2"]
+    code, _, err = run_cli([*sweep, "--threat", "white", "--store", str(tmp_path / "s.sqlite"), "--out-dir", str(tmp_path / "out")], capsys)
+    _one_line_refusal(code, err, "--threat white sets the attack, but no --attack was given")
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_fixed_schedule_attack_refuses_steps(xray_test_dir, capsys):
+    """--attack autoattack --steps 5 ran AutoAttack's own schedule while the JSON recorded steps 5."""
+    args = ["evaluate", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--limit", "2", "--attack", "autoattack", "--steps", "5"]
+    code, _, err = run_cli(args, capsys)
+    _one_line_refusal(code, err, "--attack autoattack ignores --steps 5", "drop --steps")
+
+
+def test_a_val_or_train_split_of_the_reporting_cohort_is_refused(xray_test_dir, capsys):
+    """--split val on the test cohort carved a 45-image 'val' out of test/ and printed 'split val'."""
+    for command in ("evaluate", "certify"):
+        for split in ("val", "train"):
+            code, _, err = run_cli([command, "--data", str(xray_test_dir), "--classifier", "student_cnn", "--limit", "2", "--split", split], capsys)
+            _one_line_refusal(code, err, f"--split {split} would carve a '{split}' out of the reporting cohort", "--split all")
+
+
+def test_attack_help_lists_only_the_threats_it_accepts(capsys):
+    code, out, _ = run_cli(["attack", "--help"], capsys)
+    threat_help = " ".join(out[out.index("--threat") :].split())[:120]
+    assert code == 0 and "grey | bpda | bpda-eot | white" in threat_help and "grey | transfer" not in threat_help, threat_help
+
+
+def test_a_missing_image_is_named(tmp_path, capsys):
+    missing = tmp_path / "nope.png"
+    code, _, err = run_cli(["attack", str(missing), "--classifier", "student_cnn", "--out", str(tmp_path / "x.png")], capsys)
+    _one_line_refusal(code, err, f"image file {missing} not found")

@@ -102,3 +102,14 @@ def test_a_config_written_without_the_networks_records_its_weights_as_unknown(tm
     assert written["provenance"]["weights"] is None and written["command"] == "bench"
     assert_software(written["provenance"]["software"])
     assert set(library_versions()) == {"torch", "timm", "diffusers", "torchattacks"}  # the results store's rows keep their layout
+
+
+def test_provenance_says_whether_the_checkout_differs_from_its_commit(tmp_path):
+    """The git commit was recorded while the tree held uncommitted edits, with no sign of them."""
+    import subprocess
+
+    from core.paths import REPO_ROOT
+
+    software = write_config(tmp_path / "x.png", {"command": "test"})["provenance"]["software"]
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    assert software["git_dirty"] is bool(status.strip())

@@ -46,6 +46,7 @@ def certify_command(
     from core.cli import set_threads
     from core.cli.preflight import check_data, check_data_layout, check_distinct_outputs, check_output, use_device, with_config
     from core.errors import PurifyLabError
+    from core.train.layout import check_split_not_carved_from_cohort
 
     check_data(data)
     if json_path is not None:
@@ -69,6 +70,7 @@ def certify_command(
         sigma = chosen_sigma[0] if chosen_sigma else sigma
     check_data_layout(data, split)
     classifier, sigma, denoiser = classifier or "resnet", 0.25 if sigma is None else sigma, denoiser or "ddpm_unet"
+    check_split_not_carved_from_cohort(classifier, data, split)
     target = use_device(device)
     from core.certify import CertifyConfig
 
@@ -109,17 +111,17 @@ def certify_command(
         limit=limit,
     )
     lines = [
-        f"classifier {classifier}  denoiser {denoiser}  data {result['data']['folder']} split {split}  n {result['images']}",
-        f"{'L2 radius':>9}  certified acc.  certified balanced acc.  (sigma {sigma}, n {n}, alpha {alpha})",
+        f"classifier {classifier}  denoiser {denoiser}  data {result['data']['folder']} split {split}  images {result['images']}",
+        f"{'L2 radius':>9}  certified acc.  certified balanced acc.  (sigma {sigma}, noise draws {n}, alpha {alpha})",
     ]
     for radius, value in result["certified_accuracy"].items():
         lines.append(f"{radius:>9}  {value:14.4f}  {result['certified_balanced_accuracy'][radius]:23.4f}")
+    lines.append(f"abstained on {result['abstained']} of {result['images']} images")
     typer.echo("\n".join(lines))
     if json_path is not None:
         write_json(result, json_path, provenance_of(model, smoother))
         curve = write_curve(json_path.parent)
         typer.echo(f"written to {json_path}; every certify result in its folder drawn in {curve}")
-    typer.echo(json.dumps({"abstained": result["abstained"]}))
 
 
 def write_curve(folder: Path) -> Path:

@@ -26,6 +26,7 @@ from core.cli.options import (
     seed_option,
 )
 from core.cli.preflight import (
+    check_attack_options_need_attack,
     check_data,
     check_data_layout,
     check_eot_has_attack,
@@ -34,11 +35,13 @@ from core.cli.preflight import (
     check_output,
     check_run,
     check_run_folder,
+    check_steps_apply,
     resume_hint,
     use_device,
 )
 from core.cli.purify_commands import parse_purifier_spec
 from core.errors import PurifyLabError, check_range
+from core.train.layout import check_split_not_carved_from_cohort
 
 if TYPE_CHECKING:
     from core.attacks import AttackConfig
@@ -56,13 +59,6 @@ def _attack_config(name: str, norm: str, eps: float, steps: int, seed: int, eot_
     from core.attacks import AttackConfig
 
     return AttackConfig(name=name, norm=norm, eps=eps, steps=steps, seed=seed, eot_iter=eot_iter, restarts=restarts)
-
-
-def _check_attack_options_need_attack(attack: str | None, eot_iter: int, restarts: int) -> None:
-    """--eot-iter and --restarts set the attack: without --attack they would be recorded, never used."""
-    for flag, value in (("--eot-iter", eot_iter), ("--restarts", restarts)):
-        if value != 1 and attack is None:
-            raise PurifyLabError(f"{flag} {value} sets the attack, but no --attack was given; drop {flag} or name an attack")
 
 
 def _check_threat_draws(threat: str, eot: int) -> None:
@@ -298,6 +294,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @app.command("evaluate")
     def evaluate_command(
+        context: typer.Context,
         data: Annotated[Path, typer.Option("--data", help="class-per-folder directory, .tar.gz, MedMNIST .npz or MNIST idx file")],
         classifier: Annotated[str | None, typer.Option("--classifier", help="classifier name (default vit)")] = None,
         split: Annotated[
@@ -344,7 +341,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_data(data)
         check_output(json_path, "--json", inputs=(data, weights), overwrite=overwrite, suffix=".json")
         check_eot_has_attack(eot, attack, threat)
-        _check_attack_options_need_attack(attack, eot_iter, restarts)
+        check_attack_options_need_attack(context, attack, ("threat", "eps", "norm", "steps", "eot_iter", "restarts", "redraws"))
         if defense is not None:  # before torch is imported: an unknown name is refused at once
             from core.defense import load_defense, refuse_conflicts
 
@@ -356,10 +353,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                     raise PurifyLabError(f"--defense {defense} fixes its classifier and purifier, but {option} was given; drop one of them")
         check_data_layout(data, split)
         classifier, purifier = classifier or "vit", purifier or "none"
+        check_split_not_carved_from_cohort(classifier, data, split)
         use_device(device)
         attack_config = None
         if attack is not None:  # the threat means nothing without an attack (as in EvaluationConfig)
             _check_threat_draws(threat, eot)
+            check_steps_apply(context, attack)
             attack_config = _attack_config(attack, norm, eps, steps, seed, eot_iter, restarts)
         from core.cli.purify_commands import parse_param_options, parse_purifier_spec
         from core.cli.reporting import format_report, provenance_of, write_json
@@ -396,6 +395,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @app.command("attack")
     def attack_command(
+        context: typer.Context,
         image: Annotated[Path, typer.Argument(help="X-ray image (PNG, JPEG, DICOM, ...)")],
         out: Annotated[Path, typer.Option("--out", help="adversarial PNG; its config goes to the same name .json")],
         classifier: Annotated[str, typer.Option("--classifier", help="classifier name")] = "vit",
@@ -405,7 +405,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         steps: Annotated[int, typer.Option("--steps", help="attack iterations")] = 10,
         eot_iter: EotIter = 1,
         restarts: Restarts = 1,
-        threat: Annotated[str, typer.Option("--threat", help="grey | transfer | bpda | bpda-eot | white")] = "grey",
+        threat: Annotated[str, typer.Option("--threat", help="grey | bpda | bpda-eot | white (transfer needs a data set: purifylab evaluate)")] = "grey",
         purifier: Annotated[str, typer.Option("--purifier", help="defense the attacker targets: NAME or NAME:k=v,...")] = "none",
         eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)")] = 1,
         weights: ClassifierWeights = None,
@@ -421,6 +421,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         decode_image(image)  # a bad file is refused before torch is imported
         placement = use_device(device)
         _check_threat_draws(threat, eot)
+        check_steps_apply(context, attack)
         attack_config = _attack_config(attack, norm, eps, steps, seed, eot_iter, restarts)
         from core.cli.purify_commands import parse_purifier_spec
 

@@ -207,6 +207,38 @@ def check_eot_has_attack(eot: int, attack: str | None, threat: str) -> None:
         raise PurifyLabError(f"--eot {eot} does not apply to --threat {threat}, whose attacker draws no purifier samples; it is used by {users}")
 
 
+def changed_options(context: typer.Context, options: tuple[str, ...]) -> list[tuple[str, object]]:
+    """(flag, value) of each of the running command's `options` (parameter names) that differs from its
+    default, read from the command's own option declarations so that each default is stated once."""
+    return [
+        (parameter.opts[0], context.params[parameter.name])
+        for parameter in context.command.params
+        if parameter.name in options and context.params.get(parameter.name) != parameter.default
+    ]
+
+
+def check_attack_options_need_attack(context: typer.Context, attack: str | None, options: tuple[str, ...]) -> None:
+    """The command's `options` set the attack: without --attack, one changed from its default would be
+    recorded beside a clean-only figure (a JSON reading `threat white`), never used."""
+    changed = changed_options(context, options) if attack is None else []
+    if changed:
+        flag, value = changed[0]
+        raise PurifyLabError(f"{flag} {value} sets the attack, but no --attack was given; drop {flag} or name an attack")
+
+
+def check_steps_apply(context: typer.Context, attack: str) -> None:
+    """An attack with a fixed schedule of its own (AutoAttack) runs it whatever --steps says: a changed
+    --steps would be recorded beside a number it did not set. Imports the attack library (torch): call
+    it after use_device."""
+    from core.attacks.library import ATTACKS
+
+    schedule = ATTACKS.get(attack).schedule
+    changed = changed_options(context, ("steps",)) if schedule else []
+    if changed:
+        flag, value = changed[0]
+        raise PurifyLabError(f"--attack {attack} ignores {flag} {value} ({schedule}); drop {flag}")
+
+
 def use_device(device: str | None) -> str:
     """--device for any command that computes: cpu hides CUDA, cuda[:N] insists on it (None: auto).
 

@@ -4,15 +4,18 @@ with its config beside it."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from core.paths import write_files
+from core.paths import REPO_ROOT, write_files
 
 
 def format_report(result: dict) -> str:
     """The evaluation result as aligned lines: each figure with its 95 % interval. Under an attack the
     first block is the clean images' (so labelled), then the threat model and the robust figures."""
+    from core.defense import purifier_spec_text
+
     attacked = "robust_accuracy" in result
 
     def number(value: float | None) -> str:
@@ -26,7 +29,8 @@ def format_report(result: dict) -> str:
     data = result.get("data") or {"folder": result["config"]["data"], "split": result["config"]["split"]}
     defense = f"  defense {result['defense']}" if result.get("defense") else ""
     rows = [
-        f"classifier {result['config']['classifier']}  purifier {result['config']['purifier']}{defense}  "
+        f"classifier {result['config']['classifier']}  purifier {purifier_spec_text(result['config']['purifier'], result['config']['purifier_params'])}"
+        f"{defense}  "
         f"data {data['folder']} split {data['split']}  n {result['n']}",
     ]
     if result.get("reads_through_note"):  # read without its purifier, the classifier is not the model its card measured
@@ -43,6 +47,8 @@ def format_report(result: dict) -> str:
     if attacked:
         threat, budget, robust = result["threat_model"], result["budget"], result["robust"]["confidence_95"]
         steps = budget.get("schedule") or f"steps={budget['steps']}"  # AutoAttack runs its own schedule
+        # None under a fixed schedule; 1 is the plain attack, so only a larger budget is worth a word
+        steps += "".join(f" {key}={budget[key]}" for key in ("eot_iter", "restarts") if budget.get(key) not in (None, 1))
         rows += [
             f"attack {result['attack']['name']} {budget['norm']} eps={budget['eps']} {steps}  threat {threat['name']} ({threat['description']})",
             line("robust_accuracy", result["robust_accuracy"], robust.get("accuracy"), "  (one draw)"),
@@ -63,16 +69,24 @@ def aligned(rows: list[tuple[str, ...]]) -> str:
 
 def provenance_of(*loaded: Any) -> dict[str, Any]:
     """What produced an output beyond its settings, so that it can be trusted and reproduced: the library
-    versions and git commit (as the results store records them), and file name -> SHA-256 of every
-    weights file the run loaded, from the `loaded` networks' cards (each checked against its file at load)."""
+    versions and git commit (as the results store records them), whether the checkout differed from that
+    commit, and file name -> SHA-256 of every weights file the run loaded, from the `loaded` networks'
+    cards (each checked against its file at load)."""
+    from core.evaluate import weights_loaded_by
     from core.results import PROVENANCE_LIBRARIES, git_commit, library_versions
 
-    weights: dict[str, str] = {}
-    for network in loaded:
-        if network is not None:  # a purifier or substitute the run did without
-            weights.update(network.loaded_weights())
-    software = {**library_versions(PROVENANCE_LIBRARIES), "git_commit": git_commit()}
-    return {"software": software, "weights": dict(sorted(weights.items()))}
+    software = {**library_versions(PROVENANCE_LIBRARIES), "git_commit": git_commit(), "git_dirty": git_dirty()}
+    return {"software": software, "weights": weights_loaded_by(*loaded)}
+
+
+def git_dirty() -> bool | None:
+    """True when the checkout has uncommitted or untracked changes: then the commit alone does not name
+    the code that ran. None outside a git checkout (an installed package) or without git."""
+    try:
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(status.stdout.strip())
 
 
 def write_json(result: dict, path: str | Path, provenance: dict[str, Any] | None = None) -> None:

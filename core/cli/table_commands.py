@@ -15,7 +15,8 @@ import typer
 
 from core.cli import set_threads
 from core.cli.options import Device, Progress, ResultsStore, Threads, at_least_one, seed_option
-from core.cli.preflight import check_data_layout, check_eot_has_attack, check_run, resume_hint
+from core.cli.preflight import check_attack_options_need_attack, check_data_layout, check_eot_has_attack, check_run, check_steps_apply, resume_hint
+from core.train.layout import check_split_not_carved_from_cohort
 
 if TYPE_CHECKING:
     from core.tables.preset import Preset
@@ -127,6 +128,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @app.command("sweep")
     def sweep_command(
+        context: typer.Context,
         kind: Annotated[str, typer.Argument(help="tstar | depth")],
         purifier: Annotated[
             str, typer.Option("--purifier", help="a purifier with a sweep of KIND: 'purifylab purifiers' lists each one's sweeps (tstar, depth)")
@@ -157,22 +159,30 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         store = _checked_store(store)
         check_run(data, out_dir, "--out-dir", device)
         check_eot_has_attack(eot, attack, threat)
+        check_attack_options_need_attack(context, attack, ("threat", "eps", "norm", "steps"))  # --redraws: clean cells draw k times too
+        if attack is not None:
+            check_steps_apply(context, attack)
         if data is not None:
             check_data_layout(data, split)
+            check_split_not_carved_from_cohort(classifier, data, split)
         from core.attacks import AttackConfig
         from core.cli.purify_commands import parse_param_options
+        from core.defense import purifier_spec_text
         from core.sweeps import parse_values, sweep_preset
         from core.tables import AttackRow, run_preset
         from core.tables.preset import DEFAULT_DATA
 
         set_threads(threads)
         split = split_for_data(data, split, [(classifier, None)]) if data is not None else split or "all"
+        fixed = parse_param_options(param or [])
         row = AttackRow(f"{attack} {norm} {eps:g}", AttackConfig(name=attack, norm=norm, eps=eps, steps=steps, seed=seed)) if attack else None
         preset = sweep_preset(
-            kind, purifier, parse_values(values), classifier=classifier, params=parse_param_options(param or []),
+            kind, purifier, parse_values(values), classifier=classifier, params=fixed,
             attack=row, threat=threat, data=str(data) if data else DEFAULT_DATA, split=split, limit=limit, seed=seed,
             eot=eot, redraws=redraws,
         )  # fmt: skip
+        if fixed:  # the fixed --param set the curve's scale: a title without them reads as the defaults' curve
+            preset = dataclasses.replace(preset, title=f"{preset.title}; {purifier_spec_text(purifier, fixed)}")
         with resume_hint(f"finished cells are kept in {store}; rerun the same command to resume"):
             outcome = run_preset(preset, store, out_dir, overwrite=overwrite)
         if outcome.markdown:

@@ -51,25 +51,45 @@ def classifier_run_files(model: str) -> tuple[str, ...]:
 def check_not_reporting_cohort(name: str, data_dir: str | Path) -> None:
     """Training or calibrating `name` (a classifier, or a denoiser's preset) on images of the cohort
     where figures are reported would report them on images the model learnt from: refused when any
-    image of `data_dir` has the file name (CLASS/IMAGE) of an image there, so a copy, a subset or a
-    renamed folder is caught too. Listing only, no decoding; the Kermany train and test folders share
-    no name. Data that cannot be listed is left to the loader, which names what is wrong with it."""
+    image of `data_dir` is an image there (see `reporting_cohort_images`)."""
+    report, shared, listed = reporting_cohort_images(name, data_dir)
+    if shared:
+        raise PurifyLabError(
+            f"--data {data_dir} is the reporting cohort {report} in {len(shared)} of its {listed} images (by file name, e.g. {shared[0]}), "
+            f"where the test figures are measured; train and calibrate on the training folder ({default_data_for(name)})"
+        )
+
+
+def check_split_not_carved_from_cohort(name: str, data_dir: str | Path, split: str | None) -> None:
+    """Choices are made on the training folder's val, never on the cohort where figures are reported:
+    a --split val or train of the cohort would carve a "val" out of test images and print it as one.
+    The papers' sets (MNIST, CIFAR-10), whose val and test are carved from one file, have no such cohort."""
+    if split in (None, "all"):
+        return
+    report, shared, _ = reporting_cohort_images(name, data_dir)
+    if shared:
+        raise PurifyLabError(
+            f"--split {split} would carve a '{split}' out of the reporting cohort {report} (--data {data_dir}); its figures are read whole "
+            f"(--split all), and choices are made on the val of the training folder ({default_data_for(name)})"
+        )
+
+
+def reporting_cohort_images(name: str, data_dir: str | Path) -> tuple[Path | None, list[str], int]:
+    """(the cohort where `name`'s figures are reported, the images of `data_dir` that are images there,
+    how many `data_dir` lists). By file name (CLASS/IMAGE), so a copy, a subset or a renamed folder is
+    caught too; listing only, no decoding; the Kermany train and test folders share no name. Data that
+    cannot be listed shares nothing here: the loader names what is wrong with it."""
     report = report_data_for(name)
     if report is None:
-        return
+        return None, [], 0
     from core.data.sources import list_items
 
     try:
         sources = [item.source for item in list_items(data_dir).items]
     except PurifyLabError:
-        return
+        return report, [], 0
     cohort = {_class_and_name(item.source) for item in list_items(report).items}
-    shared = [source for source in sources if _class_and_name(source) in cohort]
-    if shared:
-        raise PurifyLabError(
-            f"--data {data_dir} is the reporting cohort {report} in {len(shared)} of its {len(sources)} images (by file name, e.g. {shared[0]}), "
-            f"where the test figures are measured; train and calibrate on the training folder ({default_data_for(name)})"
-        )
+    return report, [source for source in sources if _class_and_name(source) in cohort], len(sources)
 
 
 def _class_and_name(source: str) -> str:
