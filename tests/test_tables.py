@@ -350,6 +350,14 @@ def test_sweep_writes_accuracy_against_the_parameter(xray_train_dir, weights, tm
         sweep_preset("depth", "noise", (1.0,))
 
 
+def test_a_clean_only_sweep_names_no_threat_model(xray_train_dir, weights, tmp_path):
+    """A sweep with no --attack printed "attacked rows under threat 'grey': ..." over a Clean column only."""
+    preset = sweep_preset("tstar", "noise", (0.01,), classifier="student_cnn", classifier_weights=weights, data=str(xray_train_dir), limit=4, batch_size=4)
+    markdown = run_preset(preset, tmp_path / "s.sqlite", tmp_path / "sweep", progress=False).markdown
+    assert "| t_star | Clean |" in markdown
+    assert f"## Sweep {preset.sweeps[0].name}: accuracy (%) vs t_star\n" in markdown and "threat" not in markdown.split("## Sanity")[0]
+
+
 def test_outputs_of_other_settings_or_not_ours_are_never_replaced_silently(xray_train_dir, weights, tmp_path):
     """`table quick --limit 2` would have swapped the committed 32-image table for a 2-image one; a
     user's own file of the same name would have been overwritten. Both are refused before any compute."""

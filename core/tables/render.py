@@ -433,12 +433,15 @@ def sweep_markdown(preset: Preset, records: list[dict]) -> str:
         rows = [r for r in records if r.get("sweep") == name]
         parameter, threat = rows[0]["parameter"], rows[0]["threat"]
         labels = list(dict.fromkeys(r["row"] for r in rows))
-        attacker = _describe(threat, _eot_draws(rows))
-        purifier = rows[0]["config"]["purifier"]["name"]
-        if threat_model(threat).uses_eot and not PURIFIERS.get(purifier).stochastic:
-            attacker += f" ({purifier}: deterministic, drawn once)"
+        heading = f"## Sweep {name}: accuracy (%) vs {parameter}"
+        if any(r["config"]["attack"] is not None for r in rows):  # a clean-only sweep has no attacker to describe
+            attacker = _describe(threat, _eot_draws(rows))
+            purifier = rows[0]["config"]["purifier"]["name"]
+            if threat_model(threat).uses_eot and not PURIFIERS.get(purifier).stochastic:
+                attacker += f" ({purifier}: deterministic, drawn once)"
+            heading += f" (attacked rows under threat '{threat}': {attacker})"
         data = "/".join(Path(preset.data).parts[-2:])
-        parts += [f"## Sweep {name}: accuracy (%) vs {parameter} (attacked rows under threat '{threat}': {attacker})", ""]
+        parts += [heading, ""]
         parts += [f"On {rows[0]['metrics']['n']} images of split '{preset.split}' of {data}, seed {preset.seed}; 95 % intervals in the CSV and JSON.", ""]
         parts += ["| " + " | ".join([parameter, *labels]) + " |", "|" + "---|" * (len(labels) + 1)]
         cells = {(r["value"], r["row"]): r for r in rows}
