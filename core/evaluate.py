@@ -32,9 +32,14 @@ if TYPE_CHECKING:
 
 
 @torch.inference_mode()
-def predict_probabilities(model: XrayClassifier, images: torch.Tensor, batch_size: int = 100, purifier: Purifier | None = None, seed: int = 0) -> np.ndarray:
+def predict_probabilities(
+    model: XrayClassifier, images: torch.Tensor, batch_size: int = 100, purifier: Purifier | None = None, seed: int = 0, progress: bool = False
+) -> np.ndarray:
     """Class probabilities (N, 2) for uint8 or [0, 1] float images, in batches, purified first if asked;
-    any other scale (0-255 floats, other integers) or a NaN is refused in one line, not read as an X-ray."""
+    any other scale (0-255 floats, other integers) or a NaN is refused in one line, not read as an X-ray.
+    `progress` shows the attacked pass's batch bar on stderr: a purified clean pass can run for minutes."""
+    from tqdm.auto import tqdm
+
     if batch_size < 1:
         raise PurifyLabError(f"batch size must be >= 1, got {batch_size}")
     if not isinstance(images, torch.Tensor):
@@ -42,7 +47,7 @@ def predict_probabilities(model: XrayClassifier, images: torch.Tensor, batch_siz
     model.eval()
     device = next(model.parameters()).device
     outputs = []
-    for start in range(0, images.shape[0], batch_size):
+    for start in tqdm(range(0, images.shape[0], batch_size), desc="batches", unit="batch", leave=False, disable=not progress):
         batch = images[start : start + batch_size].to(device)
         batch = validate_image_tensor(batch.float().div(255.0) if batch.dtype == torch.uint8 else batch, channels=model.in_channels)
         if purifier is not None:
@@ -99,7 +104,7 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
     data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress, channels=model.in_channels)
     model.check_classes(data.classes, f"--data {config.data}")
     started = time.perf_counter()
-    probabilities = predict_probabilities(model, data.images, config.batch_size, purifier, config.seed)
+    probabilities = predict_probabilities(model, data.images, config.batch_size, purifier, config.seed, progress=progress)
     seconds = time.perf_counter() - started
     metrics = classification_metrics(data.labels.numpy(), probabilities, bootstrap=config.bootstrap, seed=config.seed, class_names=data.classes)
     return {

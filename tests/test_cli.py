@@ -833,3 +833,35 @@ def test_a_missing_image_is_named(tmp_path, capsys):
     missing = tmp_path / "nope.png"
     code, _, err = run_cli(["attack", str(missing), "--classifier", "student_cnn", "--out", str(tmp_path / "x.png")], capsys)
     _one_line_refusal(code, err, f"image file {missing} not found")
+
+
+def test_purify_names_a_denoiser_chain_on_stderr_and_keeps_stdout_json(xray_paths, tmp_path, capsys):
+    """diffdefense_paper ran 200 s with nothing printed; a purifier of more than one denoiser call now says it started."""
+    image = str(xray_paths["NORMAL"][0])
+    args = ["purify", image, "--purifier", "ddpm", "--param", "steps=2", "--threads", "1", "--out", str(tmp_path / "d.png")]
+    code, out, err = run_cli(args, capsys)
+    config = json.loads(out)
+    assert code == 0 and config["nfe"] == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("purifying with ddpm:") and f"t_star={config['t_star']}" in line and line.endswith(",steps=2: 2 denoiser calls")
+    code, out, err = run_cli(["purify", image, "--purifier", "blur", "--out", str(tmp_path / "b.png")], capsys)
+    assert code == 0 and json.loads(out)["nfe"] == 0 and err == ""  # a model-free purifier is instant: nothing to announce
+
+
+def test_purify_applies_threads(xray_paths, tmp_path, capsys):
+    import torch
+
+    try:
+        code, out, _ = run_cli(["purify", str(xray_paths["NORMAL"][0]), "--purifier", "none", "--threads", "2", "--out", str(tmp_path / "o.png")], capsys)
+        assert code == 0 and json.loads(out)["purifier"] == "none" and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)  # conftest's
+    code, _, err = run_cli(["purify", str(xray_paths["NORMAL"][0]), "--threads", "0", "--out", str(tmp_path / "z.png")], capsys)
+    _one_line_refusal(code, err, "--threads must be >= 1")
+
+
+def test_clean_evaluate_shows_the_batch_progress_of_the_attacked_path(shared_data, capsys):
+    npz = str(shared_data / "pneumoniamnist_28" / "pneumoniamnist.npz")
+    args = ["evaluate", "--data", npz, "--split", "val", "--classifier", "student_cnn", "--limit", "2", "--batch-size", "1", "--threads", "1"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0 and "split val  n 2" in out and "batches" in err and "batches" not in out

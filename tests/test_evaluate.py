@@ -297,3 +297,14 @@ def test_evaluate_returns_the_weights_it_loaded(xray_test_dir, tiny_weights):
 
     config = EvaluationConfig(data=str(xray_test_dir), classifier="student_cnn", limit=2, weights=str(tiny_weights), bootstrap=0, purifier="noise")
     assert evaluate(config)["loaded_weights"] == {"student_cnn.safetensors": read_card(tiny_weights)["sha256"]}
+
+
+def test_predict_probabilities_shows_batch_progress_only_when_asked(xray_train_dir, tiny_weights, capsys):
+    """A purified clean pass can run for minutes: it shows the attacked pass's bar on stderr."""
+    model = create_classifier("student_cnn", weights=tiny_weights)
+    images = load_split(xray_train_dir, "val", 32, limit=4).images
+    capsys.readouterr()
+    shown = predict_probabilities(model, images, batch_size=2, progress=True)
+    assert "batches" in capsys.readouterr().err
+    np.testing.assert_array_equal(predict_probabilities(model, images, batch_size=2), shown)
+    assert capsys.readouterr().err == ""

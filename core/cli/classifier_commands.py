@@ -386,7 +386,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             attack_batch_size=attack_batch_size,
         )
         with resume_hint("evaluate keeps no partial results, so a rerun starts over; `purifylab table` resumes cell by cell"):
-            result = evaluate(config, progress=attack is not None)
+            result = evaluate(config, progress=True)
         result["defense"] = result["config"]["defense"] = defense
         loaded_weights = result.pop("loaded_weights")  # the config's provenance records them, once
         typer.echo(format_report(result))

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from core.cli.options import Device, DeviceDefaultCpu, Epochs, MaxMinutes, Overwrite, Resume, seed_option
+from core.cli.options import Device, DeviceDefaultCpu, Epochs, MaxMinutes, Overwrite, Resume, Threads, seed_option
 from core.cli.preflight import check_distinct_outputs, check_not_shipped, check_output, check_run, check_run_folder, use_device
 from core.errors import PurifyLabError
 
@@ -37,7 +37,7 @@ def parse_purifier_spec(spec: str) -> tuple[str, dict[str, str]]:
     return name.strip(), parse_param_options(items, where=f"purifier parameter in '{spec}'")
 
 
-def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: int, out: Path, device: str | None = None) -> dict:
+def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: int, out: Path, device: str | None = None, threads: int | None = None) -> dict:
     """Purify one image file into a PNG and write the resolved config beside it; returns that config."""
     from core.image_file import check_output_png, decode_image
 
@@ -46,11 +46,16 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
     device = use_device(device)
     import torch
 
+    from core.cli import set_threads
     from core.cli.reporting import provenance_of, write_config
+    from core.defense import purifier_spec_text
     from core.io import save_image, to_model_input
     from core.purifiers import create_purifier
 
+    set_threads(threads)
     purifier = create_purifier(purifier_name, **params).to(device)
+    if purifier.nfe() > 1:  # a chain of denoiser calls can run for minutes: say it started, on stderr (stdout is the JSON)
+        typer.echo(f"purifying with {purifier_spec_text(purifier.name, purifier.config.to_dict())}: {purifier.nfe()} denoiser calls", err=True)
     size = getattr(purifier, "image_size", None)  # model-free purifiers keep the native size
     pixels = torch.from_numpy(loaded.pixels)[None, None]
     x = to_model_input(pixels, size) if size is not None else pixels
@@ -93,10 +98,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         seed: Annotated[int, seed_option("seed for the purifier's noise")] = 0,
         overwrite: Overwrite = False,
         device: DeviceDefaultCpu = None,
+        threads: Threads = None,
     ) -> None:
         """Purify one image and write it as a PNG (resized to the purifier's resolution)."""
         check_output(out, "--out", inputs=(image,), overwrite=overwrite, suffix=".png")
-        config = purify_file(image, purifier, parse_param_options(param or []), seed, out, device)
+        config = purify_file(image, purifier, parse_param_options(param or []), seed, out, device, threads)
         typer.echo(json.dumps(config, indent=2))
 
     @app.command("purifiers")
