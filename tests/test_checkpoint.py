@@ -53,7 +53,9 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line_and_overw
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, preexec_fn=lambda: _files_of_at_most(16 * 1024)
     )
-    _one_line(done.returncode, done.stderr, f"error: cannot save the run in {run}: ", "File too large")
+    # on a fresh clone the decode cache is not written either (same limit): it warns, and the run goes on
+    err = "\n".join(line for line in done.stderr.splitlines() if not line.startswith("warning: decode cache not written"))
+    _one_line(done.returncode, err, f"error: cannot save the run in {run}: ", "File too large")
     assert done.stderr.rstrip().endswith("; it has no complete checkpoint yet: make room and rerun with --overwrite to start over"), done.stderr
     assert json.loads((run / "config.json").read_text())["model"] == "substitute" and not list((run / "checkpoint").iterdir())
 
