@@ -823,6 +823,15 @@ def test_a_val_or_train_split_of_the_reporting_cohort_is_refused(xray_test_dir, 
             _one_line_refusal(code, err, f"--split {split} would carve a '{split}' out of the reporting cohort", "--split all")
 
 
+def test_a_val_preset_on_the_reporting_cohort_is_refused(xray_test_dir, tmp_path, capsys):
+    """`table defense-selection --data <test>` carved its validation split out of the test cohort and computed on it."""
+    store = tmp_path / "s.sqlite"
+    args = ["table", "defense-selection", "--data", str(xray_test_dir), "--limit", "2", "--store", str(store), "--out-dir", str(tmp_path / "out")]
+    code, _, err = run_cli(args, capsys)
+    _one_line_refusal(code, err, "--split val would carve a 'val' out of the reporting cohort")
+    assert not store.exists()
+
+
 def test_attack_help_lists_only_the_threats_it_accepts(capsys):
     code, out, _ = run_cli(["attack", "--help"], capsys)
     threat_help = " ".join(out[out.index("--threat") :].split())[:120]

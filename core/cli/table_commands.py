@@ -105,6 +105,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         resolved = load_preset(preset).with_overrides(limit=limit, data=str(data) if data else None, eot=eot, only=only.split(",") if only else None)
         if data is not None and resolved.split == "all":  # the preset's "all" means its own test cohort, not training images
             resolved = dataclasses.replace(resolved, split=split_for_data(data, None, _measured_models(resolved)))
+        if data is not None:  # a preset read on its val (defense-selection) must not carve that val out of the cohort
+            for name, _ in _measured_models(resolved):
+                check_split_not_carved_from_cohort(name, data, resolved.split)
         with resume_hint(f"finished cells are kept in {store}; rerun the same command to resume"):
             outcome = run_preset(resolved, store, out_dir, progress=progress, overwrite=overwrite)
         _print_outcome(outcome)
