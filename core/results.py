@@ -114,6 +114,22 @@ def git_commit() -> str:
         return "unknown"
 
 
+def git_dirty() -> bool | None:
+    """True when the checkout has uncommitted or untracked changes: then the commit alone does not name
+    the code that ran. None outside a git checkout (an installed package) or without git."""
+    try:
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(status.stdout.strip())
+
+
+def software_provenance() -> dict[str, Any]:
+    """The library versions and the git commit (and whether the checkout differed from it) that
+    produced an output: beside every CLI output and in every weights card."""
+    return {**library_versions(PROVENANCE_LIBRARIES), "git_commit": git_commit(), "git_dirty": git_dirty()}
+
+
 @cache
 def library_versions(names: tuple[str, ...] = TRACKED_LIBRARIES) -> dict[str, str]:
     versions = {}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import PurifyLabError
 from core.paths import WEIGHTS_DIR
+from core.results import software_provenance
 
 if TYPE_CHECKING:  # torch and safetensors load only with weights: reading a card (the app's home page) needs neither
     import torch
@@ -53,6 +54,7 @@ def save_weights(module: torch.nn.Module, path: str | Path, card: dict[str, Any]
     save_file(state, str(path))
     full_card = dict(card)
     full_card.setdefault("model_class", type(module).__name__)
+    full_card["software"] = software_provenance()  # the code that wrote this file, as every CLI output records
     full_card.update(
         file=path.name,
         sha256=sha256_of(path),

@@ -184,3 +184,16 @@ def test_an_unreadable_shipped_card_is_one_line_naming_it(tmp_path):
     with pytest.raises(PurifyLabError, match=r"^model card .*resnet.json is not readable JSON") as error:
         shipped_cards(tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_a_saved_card_names_the_code_that_wrote_it(tmp_path):
+    """Cards recorded the training settings but not the library versions or commit, which every CLI output records."""
+    from importlib import metadata
+
+    from core.results import git_commit
+
+    card = save_weights(torch.nn.Linear(2, 2), tmp_path / "m.safetensors", {"name": "m"})
+    software = read_card(tmp_path / "m.safetensors")["software"]
+    assert software == card["software"]
+    assert software["torch"] == metadata.version("torch") and software["git_commit"] == git_commit()
+    assert isinstance(software["git_dirty"], bool)

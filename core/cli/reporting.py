@@ -4,11 +4,10 @@ with its config beside it."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from core.paths import REPO_ROOT, write_files
+from core.paths import write_files
 
 
 def format_report(result: dict) -> str:
@@ -73,20 +72,9 @@ def provenance_of(*loaded: Any) -> dict[str, Any]:
     commit, and file name -> SHA-256 of every weights file the run loaded, from the `loaded` networks'
     cards (each checked against its file at load)."""
     from core.evaluate import weights_loaded_by
-    from core.results import PROVENANCE_LIBRARIES, git_commit, library_versions
+    from core.results import software_provenance
 
-    software = {**library_versions(PROVENANCE_LIBRARIES), "git_commit": git_commit(), "git_dirty": git_dirty()}
-    return {"software": software, "weights": weights_loaded_by(*loaded)}
-
-
-def git_dirty() -> bool | None:
-    """True when the checkout has uncommitted or untracked changes: then the commit alone does not name
-    the code that ran. None outside a git checkout (an installed package) or without git."""
-    try:
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(status.stdout.strip())
+    return {"software": software_provenance(), "weights": weights_loaded_by(*loaded)}
 
 
 def write_json(result: dict, path: str | Path, provenance: dict[str, Any] | None = None) -> None:
