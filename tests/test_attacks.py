@@ -446,3 +446,26 @@ def test_a_cell_gets_the_new_key_exactly_where_its_attacker_meets_noise(model, p
         attacked = attacked_model(threat, model, create_purifier(purifier), substitute=model, eot=eot)
         cell = {"kind": "robust", "attack": AttackConfig(name="apgd").resolved(), "threat": threat, "purifier": {"name": purifier}}
         assert bool(key_fields(cell)) == draws_noise(attacked) == (purifier == "gaussian" and spec.goes_through_purifier)
+
+
+def _accuracies(correct: int, n: int) -> tuple[float, float]:
+    """One count over n as a table cell stores it (float64) and as `evaluate_defended` returns it (float32 mean)."""
+    hits = torch.arange(n) < correct
+    return correct / n, hits.float().mean().item()
+
+
+@pytest.mark.parametrize("n", [50, 100])
+def test_a_masking_gap_of_exactly_the_tolerance_passes_and_one_image_more_is_flagged(n: int) -> None:
+    """At n = 50 and tolerance 0.02, 4/50 against 3/50 came out one float ulp over the tolerance and was
+    FLAGged as gradient masking at some accuracy levels and not at others."""
+    from core.attacks import check_not_weaker
+    from core.attacks.sanity import DEFAULT_TOLERANCE
+
+    allowed = round(DEFAULT_TOLERANCE * n)  # images: 1 at n = 50, 2 at n = 100
+    for weak in range(n - allowed):
+        for stored in (0, 1):
+            weak_accuracy = _accuracies(weak, n)[stored]
+            at_tolerance = check_not_weaker("white", _accuracies(weak + allowed, n)[stored], "bpda", weak_accuracy)
+            assert at_tolerance.passed, (weak, n, at_tolerance.values)
+            over = check_not_weaker("white", _accuracies(weak + allowed + 1, n)[stored], "bpda", weak_accuracy)
+            assert "sign of gradient masking" in over.flag, (weak, n, over.values)

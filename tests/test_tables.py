@@ -923,3 +923,70 @@ def test_a_preset_refuses_the_eot_its_threats_own_rule_refuses(tmp_path):
                     preset_from_dict(raw, "eot")
             else:
                 assert preset_from_dict(raw, "eot").eot == eot
+
+
+@pytest.mark.parametrize("n", [50, 100])
+def test_a_convergence_gap_of_exactly_the_tolerance_passes_and_one_image_more_is_flagged(tmp_path, n):
+    """4/50 against 3/50 is one image, which the check allows at tolerance 0.02, yet (k + 1)/50 - k/50
+    came out one float ulp over 0.02 for most k and FLAGged the row as not converged."""
+    from core.tables.render import convergence_checks
+
+    raw = _raw(tmp_path, "tiny.safetensors")
+    raw["tables"] = [{
+        "name": "convergence", "caption": "Steps.", "convergence": True, "classifiers": [{"name": "student_cnn", "label": "tiny-cnn"}],
+        "rows": [{"label": "PGD 10", "name": "pgd", "steps": 10}, {"label": "PGD 20", "name": "pgd", "steps": 20}],
+        "columns": [{"label": "Original"}],
+    }]  # fmt: skip
+    preset = preset_from_dict(raw, "convergence-boundary")
+    table, tolerance = preset.tables[0], preset.sanity.tolerance
+
+    def checked(more: int, fewer: int):
+        place = {"table": "convergence", "classifier": "tiny-cnn", "column": "Original", "threat": "grey"}
+        cells = [{**place, "row": row, "metrics": {"n": n, "one_shot_accuracy": count / n}} for row, count in (("PGD 20", more), ("PGD 10", fewer))]
+        [(_, check)] = convergence_checks(cells, table, tolerance)
+        return check
+
+    allowed = round(tolerance * n)  # images: 1 at n = 50, 2 at n = 100
+    for fewer in range(n - allowed):
+        for more, less in ((fewer + allowed, fewer), (fewer, fewer + allowed)):
+            assert checked(more, less).passed, (more, less, n)
+        for more, less in ((fewer + allowed + 1, fewer), (fewer, fewer + allowed + 1)):
+            assert "has not converged in steps" in checked(more, less).flag, (more, less, n)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 150.0, -20.0])
+def test_a_paper_claim_that_is_no_percentage_is_refused_naming_the_claim(tmp_path, value):
+    """A NaN claim was accepted and 'confirmed' (NaN fails every comparison); 150 % and -20 % were accepted."""
+    raw = _raw(tmp_path, "tiny.safetensors")
+    raw["tables"][0]["claims"] = [{"row": "PGD", "column": "Original", "value": value}]
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    message = rf"^claims\.yaml: table 'grey': claim \(PGD, Original\) value={value} is outside the allowed range \[0\.0, 100\.0\]"
+    with pytest.raises(PurifyLabError, match=message) as error:
+        load_preset(path)
+    assert "\n" not in str(error.value)
+    raw["tables"][0]["claims"][0]["value"] = 100.0  # the range's ends are figures a paper prints
+    assert preset_from_dict(raw, "claims").tables[0].claims[0].value == 100.0
+    with pytest.raises(PurifyLabError, match="a verdict needs finite figures; got paper nan"):
+        Verdict(float("nan"), 0.5, 0.47, 0.53)
+
+
+def test_the_verdict_header_names_a_balanced_accuracy_tables_metric_and_interval(tmp_path):
+    """Every verdict header called its interval exact; a balanced-accuracy cell's is the Bonferroni mean of
+    per-class Clopper-Pearson bounds, and the paper's figure is read as balanced accuracy there."""
+    from core.tables.render import verdict_lines
+
+    metrics = {
+        "n": 32, "accuracy": 0.625, "one_shot_accuracy": 0.625, "balanced_accuracy": 0.55,
+        "confidence_95": {"accuracy": [0.4369, 0.789], "balanced_accuracy": [0.30, 0.79]},
+    }  # fmt: skip
+    headers = {}
+    for metric in ("accuracy", "balanced_accuracy"):
+        raw = _raw(tmp_path, "tiny.safetensors")
+        raw["tables"][0].update(metric=metric, claims=[{"row": "PGD", "column": "Original", "value": 60.0}])
+        table = preset_from_dict(raw, metric).tables[0]
+        cell = {"table": table.name, "classifier": "tiny-cnn", "column": "Original", "threat": "grey", "row": "PGD", "metrics": metrics}
+        headers[metric] = verdict_lines(table, [cell], [])[0]
+    assert headers["accuracy"].startswith("Against the paper's figures (the cell's exact 95 % interval; a figure inside it")
+    balanced = headers["balanced_accuracy"]
+    assert "exact 95 %" not in balanced and "balanced accuracy" in balanced and "Bonferroni mean of per-class Clopper-Pearson bounds" in balanced

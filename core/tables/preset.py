@@ -348,6 +348,8 @@ class Preset:
                         f"table '{table.name}': claim ({claim.row}, {claim.column}) names no cell; rows: {', '.join(sorted(rows))}; "
                         f"columns: {', '.join(sorted(columns))}"
                     )
+                # NaN passes every comparison, so the verdict on a NaN claim was 'confirms'
+                check_range(f"table '{table.name}': claim ({claim.row}, {claim.column}) value", claim.value, 0.0, 100.0, note="percent")
                 if claim.threat is not None and claim.threat not in table.threats:
                     raise PurifyLabError(f"table '{table.name}': claim threat '{claim.threat}' is not one of {list(table.threats)}")
             for column in table.columns:

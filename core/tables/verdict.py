@@ -7,7 +7,10 @@ outside the interval is refuted at that confidence, whichever side it lies on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from core.errors import PurifyLabError
 
 # The widest 95 % interval (accuracy points, on the [0, 1] scale) that still confirms a figure inside it.
 DECISIVE_WIDTH = 0.10
@@ -19,6 +22,11 @@ class Verdict:
     ours: float
     low: float
     high: float
+
+    def __post_init__(self) -> None:
+        """A NaN fails every comparison below, so it would read as 'confirms'."""
+        if not all(math.isfinite(value) for value in (self.paper, self.ours, self.low, self.high)):
+            raise PurifyLabError(f"a verdict needs finite figures; got paper {self.paper}, ours {self.ours} [{self.low}, {self.high}]")
 
     @property
     def word(self) -> str:
