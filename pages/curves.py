@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.data.locations import dataset_of
 from core.paths import RESULTS_DIR
-from core.tables.render import certified_figure, curves_figure
+from core.tables.render import certified_figure, certified_resolution, curve_run_labels, curves_figure
 from pages.startup import through_app_navigation
 
 through_app_navigation()
@@ -41,12 +41,12 @@ if certified:
     st.subheader("Certified robustness (no attacker can do better)")
     st.caption(
         "Randomized smoothing, Cohen et al.'s CERTIFY: within the L2 radius (in [0, 1] pixels at the "
-        "classifier's 128 px input) no perturbation, whatever the attacker knows, changes these answers. "
+        f"classifier's {certified_resolution(certified)}) no perturbation, whatever the attacker knows, changes these answers. "
         "Commands and wall times: results/certify/README.md."
     )
     st.plotly_chart(certified_figure(certified), key="certified")
 
-documents = {}
+runs = []
 # X-ray runs first, then the papers' MNIST and CIFAR-10 re-runs
 for path in sorted(RESULTS_DIR.glob("*/*.json"), key=lambda p: (dataset_of(p.parent.name) != "xray", p.parent.name)):
     if path.name.endswith(".config.json"):
@@ -57,7 +57,9 @@ for path in sorted(RESULTS_DIR.glob("*/*.json"), key=lambda p: (dataset_of(p.par
     if any("sweep" in r or "detection" in r for r in document.get("results", [])):
         config_file = path.with_suffix(".config.json")
         config = _read(config_file) if config_file.is_file() else None
-        documents[document["title"]] = (path, document, config.get("data") if isinstance(config, dict) else None)
+        runs.append((path, document, config.get("data") if isinstance(config, dict) else None))
+# one entry per file: a re-run in another folder shares its title and is labelled apart, never in its place
+documents = dict(zip(curve_run_labels([(path, document) for path, document, _ in runs]), runs, strict=True))
 if unreadable:
     st.warning(f"Skipped {len(unreadable)} file(s) that are not readable JSON: {', '.join(str(path.relative_to(RESULTS_DIR)) for path in unreadable)}")
 

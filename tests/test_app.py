@@ -444,3 +444,45 @@ def test_curves_page_skips_and_names_a_file_it_cannot_read(app, tmp_path, monkey
     assert not app.exception, app.exception
     assert [warning.value for warning in app.warning] == ["Skipped 2 file(s) that are not readable JSON: certify/cut.json, quick/quick.json"]
     assert app.selectbox(key="curve_choice").options and len(app.get("plotly_chart")) == 2  # the certified curve and the sweep
+
+
+def test_curves_page_lists_each_results_folder_when_two_runs_share_a_title(app, xray_test_dir, tmp_path, monkeypatch):
+    """A smaller re-run of a sweep in another folder shares its title, and replaced the committed run in the menu."""
+    import core.paths
+    from core.sweeps import sweep_preset
+    from core.tables import run_preset
+
+    results = tmp_path / "results"
+    for folder, limit in (("sweep-tstar-noise", 3), ("sweep-tstar-noise-limit2", 2)):
+        preset = sweep_preset("tstar", "noise", (0.1,), classifier="student_cnn", data=xray_test_dir, split="all", limit=limit)
+        run_preset(preset, tmp_path / "s.sqlite", results / folder, progress=False)
+    monkeypatch.setattr(core.paths, "RESULTS_DIR", results)
+    app.switch_page("pages/curves.py").run()
+    assert not app.exception, app.exception
+    title = "Accuracy vs t_star of noise in front of student_cnn"
+    options = app.selectbox(key="curve_choice").options
+    assert options == [f"{title} (sweep-tstar-noise, 3 images)", f"{title} (sweep-tstar-noise-limit2, 2 images)"]
+    for option, n in zip(options, (3, 2), strict=True):
+        app.selectbox(key="curve_choice").set_value(option).run()
+        assert any(f"On {n} images of split 'all'" in md.value for md in app.markdown), option
+
+
+def test_curves_page_caption_gives_the_certified_results_own_input_size(app, tmp_path, monkeypatch):
+    """The caption said "128 px input" beside the certified curve of a 32 px (CIFAR-10-sized) model."""
+    import json
+
+    import torch
+
+    import core.paths
+    from core.certify import CertifyConfig, certify_images
+    from core.models import create_classifier
+
+    classifier = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(4, 4, 4, 4)).eval()
+    result = certify_images(classifier, None, torch.rand(2, 1, 32, 32), torch.tensor([0, 1]), CertifyConfig(sigma=0.25, n0=2, n=8, alpha=0.1))
+    (tmp_path / "certify").mkdir()
+    (tmp_path / "certify" / "small.json").write_text(json.dumps(result | {"classifier": "student_cnn"}))
+    monkeypatch.setattr(core.paths, "RESULTS_DIR", tmp_path)
+    app.switch_page("pages/curves.py").run()
+    assert not app.exception, app.exception
+    [caption] = [caption.value for caption in app.caption if "CERTIFY" in caption.value]
+    assert "pixels at the classifier's 32 px input)" in caption and "128 px" not in caption

@@ -874,3 +874,19 @@ def test_clean_evaluate_shows_the_batch_progress_of_the_attacked_path(shared_dat
     args = ["evaluate", "--data", npz, "--split", "val", "--classifier", "student_cnn", "--limit", "2", "--batch-size", "1", "--threads", "1"]
     code, out, err = run_cli(args, capsys)
     assert code == 0 and "split val  n 2" in out and "batches" in err and "batches" not in out
+
+
+def test_a_sweep_on_the_reporting_cohort_says_its_curve_is_no_place_to_choose(xray_train_dir, xray_test_dir, tmp_path, capsys):
+    """`purifylab sweep` read the test cohort by default and said nothing, though t* and depth are chosen
+    from sweeps and choices are made on the training folder's val."""
+    sweep = ["sweep", "tstar", "--purifier", "noise", "--values", "0.1", "--classifier", "student_cnn", "--limit", "2", "--threads", "1"]
+    sweep += ["--store", str(tmp_path / "s.sqlite")]
+    advice = f"its curve is a reported figure, not a way to choose; choose t_star on --data {xray_train_dir} --split val"
+    for data in ([], ["--data", str(xray_test_dir)]):  # the default data, and the cohort named
+        code, _, err = run_cli([*sweep, *data, "--out-dir", str(tmp_path / f"test-{len(data)}")], capsys)
+        assert code == 0, err
+        assert [line for line in err.splitlines() if line.startswith("warning: ")] == [
+            f"warning: this sweep reads the reporting cohort {xray_test_dir}, so {advice}"
+        ], err
+    code, _, err = run_cli([*sweep, "--data", str(xray_train_dir), "--out-dir", str(tmp_path / "val")], capsys)
+    assert code == 0 and "warning: " not in err, err

@@ -16,7 +16,7 @@ import typer
 from core.cli import set_threads
 from core.cli.options import Device, Progress, ResultsStore, Threads, at_least_one, seed_option
 from core.cli.preflight import check_attack_options_need_attack, check_data_layout, check_eot_has_attack, check_run, check_steps_apply, resume_hint
-from core.train.layout import check_split_not_carved_from_cohort
+from core.train.layout import check_split_not_carved_from_cohort, reporting_cohort_images
 
 if TYPE_CHECKING:
     from core.tables.preset import Preset
@@ -48,6 +48,23 @@ def split_for_data(data: Path, split: str | None, models: Iterable[tuple[str, st
         card = read_card(path) if card_path(path).is_file() else {}
         cards.setdefault((card.get("data") or {}).get("data_hash"), card)  # one folder listing per training set
     return "val" if any(resolve_split(data, None, card) == "val" for card in cards.values()) else "all"
+
+
+def _warn_if_reporting_cohort(preset: Preset) -> None:
+    """One line on stderr, before any compute, when a sweep reads the cohort where figures are reported
+    (the default data): t* and depth are chosen from sweeps, and a choice made on the reported images
+    would be reported on the images it was fitted to."""
+    from core.attacks.robust import process_state
+    from core.data.locations import default_data_for
+
+    (sweep,) = preset.sweeps
+    report, shared, _ = reporting_cohort_images(sweep.classifier.name, preset.data)
+    if shared and process_state().is_main_process:
+        typer.echo(
+            f"warning: this sweep reads the reporting cohort {report}, so its curve is a reported figure, not a way to choose; "
+            f"choose {sweep.parameter} on --data {default_data_for(sweep.classifier.name)} --split val",
+            err=True,
+        )
 
 
 def _checked_store(store: Path | None) -> Path:
@@ -186,6 +203,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         )  # fmt: skip
         if fixed:  # the fixed --param set the curve's scale: a title without them reads as the defaults' curve
             preset = dataclasses.replace(preset, title=f"{preset.title}; {purifier_spec_text(purifier, fixed)}")
+        _warn_if_reporting_cohort(preset)
         with resume_hint(f"finished cells are kept in {store}; rerun the same command to resume"):
             outcome = run_preset(preset, store, out_dir, overwrite=overwrite)
         if outcome.markdown:

@@ -735,6 +735,24 @@ def curves_figure(document: dict[str, Any], data: str | None = None):
     return _assemble(document["title"], _sweep_and_detection_panels(document["results"], data))
 
 
+def curve_run_labels(runs: Sequence[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """The app's menu label of each stored (JSON path, document) sweep or detection run, one per file.
+    A title names only the kind, purifier and classifier, so a re-run elsewhere (a smaller or an eps-2/255
+    t* sweep) shares the committed run's title: there the label adds the folder and the image count, and
+    neither run hides the other."""
+    titles = [document["title"] for _, document in runs]
+    folders = [path.parent for path, _ in runs]
+    labels = []
+    for (path, document), title in zip(runs, titles, strict=True):
+        if titles.count(title) == 1:
+            labels.append(title)
+            continue
+        where = path.parent.name if folders.count(path.parent) == 1 else f"{path.parent.name}/{path.name}"
+        counts = sorted({r["metrics"]["n"] for r in document["results"] if "sweep" in r or "detection" in r})
+        labels.append(f"{title} ({where}, {'/'.join(map(str, counts))} images)")
+    return labels
+
+
 def certified_figure(results: Sequence[dict[str, Any]]):
     """Certified balanced accuracy against L2 radius, one line per certify result (sigma)."""
     import plotly.graph_objects as go
@@ -742,21 +760,26 @@ def certified_figure(results: Sequence[dict[str, Any]]):
     from core.certify import certified_curve
 
     fig = go.Figure()
-    sizes = set()
     for result in sorted(results, key=lambda r: r["sigma"]):
         curve = certified_curve(result)
-        sizes.add(_certified_input_size(result))
         data = result.get("data") or {}
         where = f"{'/'.join(Path(data['folder']).parts[-2:])}, split '{data['split']}'" if data else "data not recorded"
         name = f"{result.get('classifier', '?')}, sigma {result['sigma']:g} (n {result['n']}; {result['images']} images of {where})"
         fig.add_trace(go.Scatter(x=curve["radius"], y=[100 * v for v in curve["certified_balanced_accuracy"]], mode="lines", name=name))
-    resolution = f"{sizes.pop()} px input" if len(sizes) == 1 else "input resolution"
-    fig.update_xaxes(title_text=f"L2 radius ([0, 1] pixels at the classifier's {resolution})")
+    fig.update_xaxes(title_text=f"L2 radius ([0, 1] pixels at the classifier's {certified_resolution(results)})")
     fig.update_yaxes(title_text="certified balanced accuracy (%)", range=[0, 100])
     fig.update_layout(
         title="Certified robustness (randomized smoothing, CERTIFY): no attack within the radius can change these answers", template="plotly_white", height=450
     )
     return fig
+
+
+def certified_resolution(results: Sequence[dict[str, Any]]) -> str:
+    """The input the radii of `results` are measured at, for the curve's axis and the app's caption alike:
+    '128 px input' when every result records one size, else 'input resolution' (a 32 px CIFAR-10 model's
+    radius is not an X-ray's)."""
+    sizes = {_certified_input_size(result) for result in results}
+    return f"{next(iter(sizes))} px input" if len(sizes) == 1 and None not in sizes else "input resolution"
 
 
 def _certified_input_size(result: dict[str, Any]) -> int | None:
