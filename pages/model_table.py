@@ -13,12 +13,15 @@ from core.weights import plain_training, reads_through, shipped_cards, training_
 from pages.startup import through_app_navigation
 
 
+def _figure(value: float | None) -> str:
+    """A card's figure, or "–" where the card lacks it: a made-up 0.000 reads as a measured one."""
+    return "–" if value is None else f"{value:.3f}"
+
+
 def _with_interval(metrics: dict, key: str) -> str:
     value = metrics.get(key)
-    if value is None:
-        return "–"
     low, high = (metrics.get("confidence_95") or {}).get(key) or (None, None)
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if None not in (value, low, high) else _figure(value)
 
 
 def _what(stem: str, card: dict) -> str:
@@ -44,15 +47,16 @@ def shipped_models_table() -> dict[str, list[dict]]:
                 {
                     "test balanced acc. [95 % CI]": _with_interval(test, "balanced_accuracy"),
                     "test AUROC [95 % CI]": _with_interval(test, "auroc"),
-                    "test sensitivity": f"{test['sensitivity'].get('PNEUMONIA', 0.0):.3f}",
-                    "test specificity": f"{test.get('specificity') or 0.0:.3f}",
-                    "test ECE": f"{test.get('ece') or 0.0:.3f}",
-                    "val balanced acc.": f"{val.get('balanced_accuracy') or 0.0:.3f}",
+                    # the positive class is the card's second, whatever its folder's spelling ("pneumonia")
+                    "test sensitivity": _figure((test.get("sensitivity") or {}).get(card["classes"][1])),
+                    "test specificity": _figure(test.get("specificity")),
+                    "test ECE": _figure(test.get("ece")),
+                    "val balanced acc.": _figure(val.get("balanced_accuracy")),
                 }
             )
         elif val:
             metric = "balanced_accuracy" if dataset == "xray" else "accuracy"
-            row["val balanced acc." if dataset == "xray" else "val accuracy"] = f"{val.get(metric) or 0.0:.3f}"
+            row["val balanced acc." if dataset == "xray" else "val accuracy"] = _figure(val.get(metric))
         row["what"] = _what(stem, card)
         row["parameters"] = f"{card['parameter_count']:,}" if card.get("parameter_count") else None
         if test:

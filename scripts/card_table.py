@@ -17,19 +17,26 @@ from core.models import list_classifiers
 from core.weights import shipped_cards, training_time
 
 
+def figure(value: float | None, spec: str = ".3f") -> str:
+    """A card's figure, or "–" where the card lacks it (an uncalibrated card): a made-up 0 reads as measured."""
+    return "–" if value is None else format(value, spec)
+
+
 def interval(metrics: dict, key: str) -> str:
-    low, high = metrics["confidence_95"][key]
-    return f"{metrics[key]:.3f} [{low:.3f}, {high:.3f}]"
+    low, high = (metrics.get("confidence_95") or {}).get(key) or (None, None)
+    return f"{metrics[key]:.3f} [{low:.3f}, {high:.3f}]" if None not in (metrics.get(key), low, high) else figure(metrics.get(key))
 
 
 def row(name: str, card: dict) -> str:
-    val, test = card["val_metrics"], card["test_metrics"]
+    val, test = card.get("val_metrics") or {}, card["test_metrics"]
     calibration = card.get("calibration") or {}
+    positive = card["classes"][1]  # the card's own spelling: a lower-case "pneumonia" folder is accepted
     return (
         f"| `{name}` | {card['parameter_count']:,} | {training_time(card)} | "
-        f"{val['balanced_accuracy']:.3f} | {interval(test, 'balanced_accuracy')} | {val['auroc']:.3f} | {interval(test, 'auroc')} | "
-        f"{test['sensitivity']['PNEUMONIA']:.3f} | {test['specificity']:.3f} | {val['ece']:.3f} / {test['ece']:.3f} | "
-        f"{calibration.get('temperature', 0):.4g} / {calibration.get('threshold', 0):.4g} |"
+        f"{figure(val.get('balanced_accuracy'))} | {interval(test, 'balanced_accuracy')} | {figure(val.get('auroc'))} | {interval(test, 'auroc')} | "
+        f"{figure((test.get('sensitivity') or {}).get(positive))} | {figure(test.get('specificity'))} | "
+        f"{figure(val.get('ece'))} / {figure(test.get('ece'))} | "
+        f"{figure(calibration.get('temperature'), '.4g')} / {figure(calibration.get('threshold'), '.4g')} |"
     )
 
 

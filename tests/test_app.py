@@ -446,6 +446,59 @@ def test_curves_page_skips_and_names_a_file_it_cannot_read(app, tmp_path, monkey
     assert app.selectbox(key="curve_choice").options and len(app.get("plotly_chart")) == 2  # the certified curve and the sweep
 
 
+def _lower_case_card_without_ece_or_calibration(folder: Path) -> Path:
+    """The shipped resnet card as a model trained on lower-case class folders (which check_classes
+    accepts), with no ECE, specificity or calibration: figures the tables must not show as 0."""
+    import json
+
+    from core.weights import WEIGHTS_DIR
+
+    card = json.loads((Path(WEIGHTS_DIR) / "resnet.json").read_text())
+    card["classes"] = ["normal", "pneumonia"]
+    test = card["test_metrics"]
+    test["sensitivity"] = {name.lower(): value for name, value in test["sensitivity"].items()}
+    for key in ("ece", "specificity"):
+        test.pop(key)
+    card.pop("calibration")
+    path = folder / "resnet_lower.json"
+    path.write_text(json.dumps(card))
+    return path
+
+
+def test_home_model_table_shows_a_missing_figure_as_a_dash_and_reads_the_cards_positive_class(tmp_path, monkeypatch):
+    """It showed test sensitivity 0.000 (measured 0.979) for lower-case classes, and 0.000 for a missing ECE."""
+    import json
+
+    import core.weights
+    from pages.model_table import shipped_models_table
+
+    card = json.loads(_lower_case_card_without_ece_or_calibration(tmp_path).read_text())
+    monkeypatch.setattr(core.weights, "WEIGHTS_DIR", tmp_path)
+    shipped_models_table.clear()
+    try:
+        [row] = shipped_models_table()["chest X-rays"]
+    finally:
+        shipped_models_table.clear()
+    assert row["test sensitivity"] == f"{card['test_metrics']['sensitivity']['pneumonia']:.3f}" != "0.000"
+    assert row["test specificity"] == row["test ECE"] == "–"
+
+
+def test_card_table_shows_an_uncalibrated_card_as_a_dash_not_zero(tmp_path):
+    """scripts/card_table.py printed "0 / 0" for temperature / threshold and failed on lower-case classes."""
+    import json
+    import subprocess
+    import sys
+
+    path = _lower_case_card_without_ece_or_calibration(tmp_path)
+    sensitivity = json.loads(path.read_text())["test_metrics"]["sensitivity"]["pneumonia"]
+    root = Path(APP).parent
+    done = subprocess.run([sys.executable, "scripts/card_table.py", "--runs", str(path)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    cells = [cell.strip() for cell in done.stdout.strip().splitlines()[-1].split("|")]
+    assert cells[1] == f"`{tmp_path.name} (not shipped)`"
+    assert cells[8:12] == [f"{sensitivity:.3f}", "–", f"{json.loads(path.read_text())['val_metrics']['ece']:.3f} / –", "– / –"]
+
+
 def test_curves_page_lists_each_results_folder_when_two_runs_share_a_title(app, xray_test_dir, tmp_path, monkeypatch):
     """A smaller re-run of a sweep in another folder shares its title, and replaced the committed run in the menu."""
     import core.paths

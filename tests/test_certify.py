@@ -222,7 +222,7 @@ def test_the_certified_curve_names_its_input_size_data_and_split():
     assert result["image_size"] == SIZE
     figure = certified_figure([result]).to_dict()
     assert figure["layout"]["xaxis"]["title"]["text"] == f"L2 radius ([0, 1] pixels at the classifier's {SIZE} px input)"
-    assert figure["data"][0]["name"] == "tiny, sigma 0.25 (n 10; 2 images of mnist/t10k, split 'val')"
+    assert figure["data"][0]["name"] == "tiny, sigma 0.25, denoiser not recorded (n = 10 noise draws, alpha 0.001; 2 images of mnist/t10k, split 'val')"
     older = {key: value for key, value in result.items() if key != "image_size"} | {"classifier": "resnet_smooth"}
     assert "128 px input" in certified_figure([older]).to_dict()["layout"]["xaxis"]["title"]["text"]  # its card's size
 
@@ -256,3 +256,52 @@ def test_a_classifier_no_shipped_denoiser_fits_is_told_to_train_one():
 
     with pytest.raises(PurifyLabError, match="^denoiser 'ddpm_unet' takes 1-channel 128 px images; the classifier reads 1-channel 16 px images; none is"):
         check_denoiser_fits("ddpm_unet", _always(0))
+
+
+def test_certified_intervals_by_hand_3_of_4_certified():
+    """Certify reported 1.0000 on 4 images with no interval; these are the exact 95 % intervals by hand."""
+    from scipy.stats import beta
+
+    from core.certify import certified_confidence_95
+
+    # at radius 0.25: images 0, 1 (class 0) and 2 (class 1) certified correct; 3 certified too small
+    predictions, radii, labels = np.array([0, 0, 1, 1]), np.array([0.5, 0.3, 0.4, 0.1]), np.array([0, 0, 1, 1])
+    intervals = certified_confidence_95(predictions, radii, labels, 0.25)
+    # Clopper-Pearson, 3 of 4: [Beta(3, 2) at 2.5 %, Beta(4, 1) at 97.5 % = 0.975 ** (1 / 4)]
+    assert intervals["certified_accuracy"] == pytest.approx([beta.ppf(0.025, 3, 2), 0.975**0.25])
+    # Bonferroni: each class's CP bounds at 97.5 % (tails 1.25 %), averaged; 2 of 2 -> [0.0125 ** (1 / 2), 1],
+    # 1 of 2 -> [1 - 0.9875 ** (1 / 2), 0.9875 ** (1 / 2)]
+    low, high = (0.0125**0.5 + 1 - 0.9875**0.5) / 2, (1 + 0.9875**0.5) / 2
+    assert intervals["certified_balanced_accuracy"] == pytest.approx([low, high])
+    assert certified_balanced_accuracy(predictions, radii, labels, 0.25) == 0.75  # inside it
+
+
+def test_certify_results_carry_the_intervals_beside_unchanged_figures():
+    images = torch.rand(2, 1, SIZE, SIZE)
+    config = CertifyConfig(sigma=0.5, n0=10, n=100, alpha=0.001, batch_size=64)
+    result = certify_images(_always(0), None, images, torch.tensor([0, 1]), config)
+    assert result["certified_accuracy"]["0.5"] == 0.5 and result["certified_balanced_accuracy"]["0.5"] == 0.5
+    # 1 of 2 certified: CP [1 - 0.975 ** (1 / 2), 0.975 ** (1 / 2)]; by class 1 of 1 -> [0.0125, 1] and 0 of 1 -> [0, 0.9875]
+    assert result["confidence_95"]["certified_accuracy"]["0.5"] == pytest.approx([1 - 0.975**0.5, 0.975**0.5])
+    assert result["confidence_95"]["certified_balanced_accuracy"]["0.5"] == pytest.approx([0.0125 / 2, (1 + 0.9875) / 2])
+    assert result["confidence_95"]["certified_accuracy"]["1.0"] == pytest.approx([0.0, 1 - 0.025**0.5])  # 0 of 2 at 1.0 > 0.75
+
+
+def test_the_certified_curve_legend_names_the_denoiser_alpha_and_noise_draws():
+    """Runs with --denoiser none and ddpm_unet got one label, and its "n" (noise draws) read as images."""
+    from core.tables.render import certified_figure
+
+    torch.manual_seed(0)
+    denoiser = OneShotPurifier(unet=build_unet("tiny", sample_size=SIZE), schedule=DEFAULT_SCHEDULE)
+    images, labels = torch.rand(2, 1, SIZE, SIZE), torch.tensor([0, 1])
+    plain = certify_images(_always(0), None, images, labels, CertifyConfig(sigma=0.25, n0=1, n=10, alpha=0.01))
+    denoised = certify_images(_always(0), denoiser, images, labels, CertifyConfig(sigma=0.25, n0=1, n=10, alpha=0.01))
+    where = {"classifier": "tiny", "data": {"folder": "../shared/data/mnist/t10k", "split": "val"}}
+    plain.update(where, denoiser="none")  # as certify records its --denoiser
+    denoised.update(where, denoiser="ddpm_unet")
+    names = [trace["name"] for trace in certified_figure([plain, denoised]).to_dict()["data"]]
+    assert names == [
+        f"tiny, sigma 0.25, denoiser {name} (n = 10 noise draws, alpha 0.01; 2 images of mnist/t10k, split 'val')" for name in ("none", "ddpm_unet")
+    ]
+    older = {key: value for key, value in plain.items() if key not in ("denoiser", "config")}  # written before either was recorded
+    assert certified_figure([older]).to_dict()["data"][0]["name"].startswith("tiny, sigma 0.25, denoiser not recorded (n = 10 noise draws, alpha not recorded;")

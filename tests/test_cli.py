@@ -876,6 +876,23 @@ def test_clean_evaluate_shows_the_batch_progress_of_the_attacked_path(shared_dat
     assert code == 0 and "split val  n 2" in out and "batches" in err and "batches" not in out
 
 
+def test_certify_prints_its_radius_units_and_each_figures_95_interval(xray_test_dir, tmp_path, capsys):
+    """The table read "L2 radius  certified acc." with no scale and no interval, while its JSON had the units."""
+    args = ["certify", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--denoiser", "none", "--n", "8", "--n0", "2", "--alpha", "0.1"]
+    code, out, err = run_cli([*args, "--limit", "2", "--json", str(tmp_path / "c.json")], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "c.json").read_text())
+    lines = out.splitlines()
+    assert lines[1].startswith(f"L2 radius: {result['radius_units']}  (sigma 0.25") and "128 px input" in lines[1]
+    assert "certified acc. [95 % CI]" in lines[2] and "certified balanced acc. [95 % CI, Bonferroni" in lines[2]
+    intervals = result["confidence_95"]
+    for line, (radius, value) in zip(lines[3:], result["certified_accuracy"].items(), strict=False):
+        (low, high), (balanced_low, balanced_high) = intervals["certified_accuracy"][radius], intervals["certified_balanced_accuracy"][radius]
+        balanced = result["certified_balanced_accuracy"][radius]
+        assert line.split() == [radius, f"{value:.4f}", f"[{low:.4f},", f"{high:.4f}]", f"{balanced:.4f}", f"[{balanced_low:.4f},", f"{balanced_high:.4f}]"]
+    assert len(intervals["certified_accuracy"]) == len(result["certified_accuracy"]) == len(lines[3:-2])
+
+
 def test_a_sweep_on_the_reporting_cohort_says_its_curve_is_no_place_to_choose(xray_train_dir, xray_test_dir, tmp_path, capsys):
     """`purifylab sweep` read the test cohort by default and said nothing, though t* and depth are chosen
     from sweeps and choices are made on the training folder's val."""

@@ -112,16 +112,25 @@ def certify_command(
     )
     lines = [
         f"classifier {classifier}  denoiser {denoiser}  data {result['data']['folder']} split {split}  images {result['images']}",
-        f"{'L2 radius':>9}  certified acc.  certified balanced acc.  (sigma {sigma}, noise draws {n}, alpha {alpha})",
+        f"L2 radius: {result['radius_units']}  (sigma {sigma}, noise draws {n}, alpha {alpha})",
+        f"{'L2 radius':>9}  {'certified acc. [95 % CI]':<24}  certified balanced acc. [95 % CI, Bonferroni over classes]",
     ]
     for radius, value in result["certified_accuracy"].items():
-        lines.append(f"{radius:>9}  {value:14.4f}  {result['certified_balanced_accuracy'][radius]:23.4f}")
+        balanced, intervals = result["certified_balanced_accuracy"][radius], result["confidence_95"]
+        lines.append(
+            f"{radius:>9}  {_with_interval(value, intervals['certified_accuracy'][radius]):<24}  "
+            f"{_with_interval(balanced, intervals['certified_balanced_accuracy'][radius])}"
+        )
     lines.append(f"abstained on {result['abstained']} of {result['images']} images")
     typer.echo("\n".join(lines))
     if json_path is not None:
         write_json(result, json_path, provenance_of(model, smoother))
         curve = write_curve(json_path.parent)
         typer.echo(f"written to {json_path}; every certify result in its folder drawn in {curve}")
+
+
+def _with_interval(value: float, interval: list[float]) -> str:
+    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
 
 
 def write_curve(folder: Path) -> Path:
