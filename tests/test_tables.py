@@ -990,3 +990,33 @@ def test_the_verdict_header_names_a_balanced_accuracy_tables_metric_and_interval
     assert headers["accuracy"].startswith("Against the paper's figures (the cell's exact 95 % interval; a figure inside it")
     balanced = headers["balanced_accuracy"]
     assert "exact 95 %" not in balanced and "balanced accuracy" in balanced and "Bonferroni mean of per-class Clopper-Pearson bounds" in balanced
+
+
+def test_a_sweep_figure_and_table_run_in_value_order_with_intervals_draws_and_distinct_labels(xray_train_dir, weights, tmp_path):
+    """--values 0.3,0.1000002,0.05,0.1000001 drew a zigzag and printed rows in that order, two of them
+    "0.1"; the curve had no interval and its subtitle named no EOT or redraws, and a clean-only curve
+    still said "threat grey: no attack"."""
+    from core.tables.render import curves_figure, sweep_markdown
+
+    preset = sweep_preset(
+        "tstar", "noise", (0.3, 0.1000002, 0.05, 0.1000001), classifier="student_cnn", classifier_weights=weights,
+        attack=AttackRow("FGSM", AttackConfig(name="fgsm", eps=0.03)), threat="bpda-eot", eot=2, redraws=2,
+        data=str(xray_train_dir), limit=4, batch_size=4,
+    )  # fmt: skip
+    records = PresetRunner(preset, ResultStore(tmp_path / "s.sqlite"), progress=False).run()
+    rows = [line.split(" | ")[0].strip("| ") for line in sweep_markdown(preset, records).splitlines() if line.startswith("| 0")]
+    assert rows == ["0.05", "0.1000001", "0.1000002", "0.3"]
+    figure = curves_figure({"title": preset.title, "results": records}).to_dict()
+    for trace in figure["data"]:
+        points = sorted((r for r in records if r["row"] == trace["name"]), key=lambda r: r["value"])
+        assert trace["x"] == [0.05, 0.1000001, 0.1000002, 0.3] == [r["value"] for r in points]
+        lows, highs = zip(*(r["metrics"]["confidence_95"]["accuracy"] for r in points), strict=True)  # what the CSV prints
+        assert [y - minus for y, minus in zip(trace["y"], trace["error_y"]["arrayminus"], strict=True)] == pytest.approx([100 * low for low in lows])
+        assert [y + plus for y, plus in zip(trace["y"], trace["error_y"]["array"], strict=True)] == pytest.approx([100 * high for high in highs])
+    (subtitle,) = [annotation["text"].split("<sup>")[1] for annotation in figure["layout"]["annotations"]]
+    assert subtitle.startswith("threat bpda-eot: FGSM L-inf 0.03 · 4 images, split 'val'")
+    assert "one-shot accuracy (%): the first of 2 test-time purifier draws (the worst over them in the table)" in subtitle
+    assert subtitle.endswith(" · BPDA with expectation over 2 purifier draws per step</sup>") and "bars: 95 % interval" in subtitle
+    clean = curves_figure({"title": preset.title, "results": [r for r in records if r["config"]["attack"] is None]}).to_dict()
+    (clean_title,) = [annotation["text"] for annotation in clean["layout"]["annotations"]]
+    assert "<sup>clean, no attack · 4 images" in clean_title and "threat" not in clean_title

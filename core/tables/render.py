@@ -442,22 +442,38 @@ def sweep_markdown(preset: Preset, records: list[dict]) -> str:
         parameter, threat = rows[0]["parameter"], rows[0]["threat"]
         labels = list(dict.fromkeys(r["row"] for r in rows))
         heading = f"## Sweep {name}: accuracy (%) vs {parameter}"
-        if any(r["config"]["attack"] is not None for r in rows):  # a clean-only sweep has no attacker to describe
-            attacker = _describe(threat, _eot_draws(rows))
-            purifier = rows[0]["config"]["purifier"]["name"]
-            if threat_model(threat).uses_eot and not PURIFIERS.get(purifier).stochastic:
-                attacker += f" ({purifier}: deterministic, drawn once)"
+        attacker = _sweep_attacker(rows)
+        if attacker is not None:
             heading += f" (attacked rows under threat '{threat}': {attacker})"
         data = "/".join(Path(preset.data).parts[-2:])
         parts += [heading, ""]
         parts += [f"On {rows[0]['metrics']['n']} images of split '{preset.split}' of {data}, seed {preset.seed}; 95 % intervals in the CSV and JSON.", ""]
         parts += ["| " + " | ".join([parameter, *labels]) + " |", "|" + "---|" * (len(labels) + 1)]
         cells = {(r["value"], r["row"]): r for r in rows}
-        for value in dict.fromkeys(r["value"] for r in rows):  # one cell per header, so none lands beyond the last
+        for value in sorted(dict.fromkeys(r["value"] for r in rows)):  # one cell per header, so none lands beyond the last
             values = [_accuracy_text(cells[value, label]["metrics"], False) if (value, label) in cells else "n/a" for label in labels]
-            parts.append("| " + " | ".join([f"{value:g}", *values]) + " |")
+            parts.append("| " + " | ".join([_sweep_value_text(value), *values]) + " |")
         parts.append("")
     return "\n".join(parts)
+
+
+def _sweep_attacker(rows: list[dict]) -> str | None:
+    """The attacker of a sweep's attacked rows in words, with the purifier draws it took per step, for
+    the Markdown heading and the figure alike; None for a clean-only sweep, which has no attacker."""
+    if all(r["config"]["attack"] is None for r in rows):
+        return None
+    threat, purifier = rows[0]["threat"], rows[0]["config"]["purifier"]["name"]
+    attacker = _describe(threat, _eot_draws(rows))
+    if threat_model(threat).uses_eot and not PURIFIERS.get(purifier).stochastic:
+        attacker += f" ({purifier}: deterministic, drawn once)"
+    return attacker
+
+
+def _sweep_value_text(value: float) -> str:
+    """A swept value as short as it reads ('0.1', '2'), but never two values under one label: where the
+    short form is not the value itself (0.1000001 is not 0.1), the exact shortest form."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 # The detector-aware row's attacker, which no registered threat model describes: it sees more than grey.
@@ -677,16 +693,23 @@ def _sweep_and_detection_panels(records: list[dict], data: str | None = None) ->
         rows = [r for r in records if r.get("sweep") == name]
         traces = []
         for label in dict.fromkeys(r["row"] for r in rows):
-            points = [r for r in rows if r["row"] == label]
-            traces.append(
-                go.Scatter(name=label, x=[r["value"] for r in points], y=[100 * r["metrics"]["one_shot_accuracy"] for r in points], mode="lines+markers")
-            )
+            points = sorted((r for r in rows if r["row"] == label), key=lambda r: r["value"])  # a line joins neighbours, not --values order
+            values = [r["metrics"]["one_shot_accuracy"] for r in points]
+            lows, highs = zip(*(r["metrics"]["confidence_95"]["accuracy"] for r in points), strict=True)  # the interval the CSV prints
+            error = {"type": "data", "symmetric": False, "array": [100 * (high - value) for value, high in zip(values, highs, strict=True)],
+                     "arrayminus": [100 * (value - low) for value, low in zip(values, lows, strict=True)]}  # fmt: skip
+            traces.append(go.Scatter(name=label, x=[r["value"] for r in points], y=[100 * value for value in values], error_y=error, mode="lines+markers"))
         parameter, config = rows[0]["parameter"], rows[0]["config"]
         axis = PARAMETER_TITLES.get(parameter, parameter)
         title = f"accuracy vs {axis.split(' (')[0]}: {config['purifier']['name']} in front of {config['classifier']['name']}"
+        attacker = _sweep_attacker(rows)
         attacks = ", ".join(dict.fromkeys(_attack_text(r["config"]["attack"]) for r in rows if r["config"]["attack"]))
-        subtitle = _run_subtitle(rows, f"threat {rows[0]['threat']}: {attacks or 'no attack'}", "accuracy (%), not balanced", data)
-        panels.append(Panel(title, traces, axis, "accuracy (%)", subtitle))
+        threat = "clean, no attack" if attacker is None else f"threat {rows[0]['threat']}: {attacks}"
+        redraws = max(r["metrics"]["redraws"] for r in rows)
+        metric = "one-shot accuracy (%)" if redraws > 1 else "accuracy (%)"
+        drawn = f": the first of {redraws} test-time purifier draws (the worst over them in the table)" if redraws > 1 else ""
+        subtitle = _run_subtitle(rows, threat, f"{metric}{drawn}, not balanced, bars: 95 % interval", data) + ("" if attacker is None else f" · {attacker}")
+        panels.append(Panel(title, traces, axis, metric, subtitle))
     for name in dict.fromkeys(r["detection"] for r in records if "detection" in r):
         rows = [r for r in records if r.get("detection") == name]
         traces = []
@@ -764,7 +787,13 @@ def certified_figure(results: Sequence[dict[str, Any]]):
         curve = certified_curve(result)
         data = result.get("data") or {}
         where = f"{'/'.join(Path(data['folder']).parts[-2:])}, split '{data['split']}'" if data else "data not recorded"
-        name = f"{result.get('classifier', '?')}, sigma {result['sigma']:g} (n {result['n']}; {result['images']} images of {where})"
+        denoiser = result.get("denoiser") or "not recorded"
+        alpha = (result.get("config") or {}).get("alpha")
+        alpha = "not recorded" if alpha is None else f"{alpha:g}"
+        name = (
+            f"{result.get('classifier', '?')}, sigma {result['sigma']:g}, denoiser {denoiser} "
+            f"(n = {result['n']} noise draws, alpha {alpha}; {result['images']} images of {where})"
+        )
         fig.add_trace(go.Scatter(x=curve["radius"], y=[100 * v for v in curve["certified_balanced_accuracy"]], mode="lines", name=name))
     fig.update_xaxes(title_text=f"L2 radius ([0, 1] pixels at the classifier's {certified_resolution(results)})")
     fig.update_yaxes(title_text="certified balanced accuracy (%)", range=[0, 100])
