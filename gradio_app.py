@@ -15,19 +15,21 @@ import os
 import signal
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache, partial, wraps
 from pathlib import Path
 
 import gradio as gr
 import torch
 
-from core.attacks import ATTACKS, AttackConfig, threat_model
+from core.attacks import AttackConfig, threat_model
 from core.data.gallery import gallery, gallery_attribution
 from core.defense import Defense, load_defense
 from core.errors import PurifyLabError
 from core.image_file import UPLOAD_EXTENSIONS
 from core.io import MAX_UPLOAD_BYTES, load_image, to_model_input, to_pil
-from core.lab import Reading, attack_image, interactive_settings, purify_image, read, verdict
+from core.lab import INTERACTIVE_ATTACKS, Reading, attack_image, interactive_settings, perturbation_norms, purify_image, read, verdict
 from core.metrics import CLASS_NAMES
 from core.models import create_classifier, shipped_xray_classifiers
 from core.purifiers import PURIFIERS, create_purifier
@@ -69,11 +71,6 @@ def _purifier(name: str):
     return create_purifier(name, **lab_purifiers()[name]).eval().to(_device)
 
 
-def _linf_attacks() -> list[str]:
-    """The registry's attacks that honour an L-inf eps (the minimal-perturbation ones ignore it)."""
-    return [name for name in ATTACKS.names() if "linf" in ATTACKS.get(name).norms and ATTACKS.get(name).bounded]
-
-
 def _offered(kind: str, name: object, choices: list[str]) -> str:
     """`name` if this server offers it, else one line listing what it does: the dropdowns refuse other
     names over HTTP, and a direct Python caller gets this line before anything loads."""
@@ -108,8 +105,23 @@ def _settings_text(name: str, params: dict[str, object]) -> str:
     return f"{name} ({', '.join([PURIFIERS.get(name).display_name, *(f'{key} {value}' for key, value in params.items())])})"
 
 
+def _failure_note(clean: Reading, attacked: Reading, perturbation: float) -> str:
+    """': found nothing ...' after the attack's line where it left the reading as it was, as the lab says
+    it: the attacked panel would otherwise pass for an attack that worked."""
+    if attacked.label != clean.label:
+        return ""
+    returned = "is the original" if perturbation == 0 else "is perturbed but reads the same"  # APGD may return the original, PGD its last try
+    return f": found nothing within ε that changes the reading; the attacked image {returned}"
+
+
 def _details(
-    classifier: str, model: torch.nn.Module, image: str, notes: tuple[str, ...], attack: AttackConfig | None = None, purifier: str | None = None
+    classifier: str,
+    model: torch.nn.Module,
+    image: str,
+    notes: tuple[str, ...],
+    attack: AttackConfig | None = None,
+    failure: str = "",
+    purifier: str | None = None,
 ) -> str:
     """What produced a result, one fact a line, returned beside it: the threat model stands next to every robustness number."""
     lines = [f"image: {image}", *(f"upload converted: {note}" for note in notes), f"classifier: {classifier}"]
@@ -117,9 +129,10 @@ def _details(
         lines.append(note)
     if attack is not None:
         budget = attack.budget()
-        run = budget["schedule"] or f"{budget['steps']} step{'s' if budget['steps'] != 1 else ''}"
-        lines.append(f"attack: {attack.name}, {run}, L∞ ε {attack.eps:g} ({attack.eps * 255:.3g}/255), seed {attack.seed}")
-        threat = threat_model(THREAT).describe() if purifier is not None else "attacker sees the classifier only; no purifier in this answer"
+        steps = f"{budget['steps']} step{'s' if budget['steps'] != 1 else ''}"
+        lines.append(f"attack: {attack.name}, {steps}, L∞ ε {attack.eps:g} ({attack.eps * 255:.3g}/255), seed {attack.seed}{failure}")
+        purified = purifier is not None and PURIFIERS.get(purifier).changes_image  # `none` stands for no purifier
+        threat = threat_model(THREAT).describe() if purified else "attacker sees the classifier only; no purifier in this answer"
         lines.append(f"threat model: {THREAT}-box, {threat}")
     if purifier is not None:
         lines.append(f"purifier: {_settings_text(purifier, lab_purifiers()[purifier])}")
@@ -148,22 +161,37 @@ def classify(upload: str | None, sample: str | None, classifier: str):
     return to_pil(image), _label(read(model, image)[0]), _details(classifier, model, named, notes)
 
 
-def _attack(upload, sample, classifier, attack, eps):
-    """Every name and the budget checked before anything loads, then the grey-box attack."""
+@dataclass(frozen=True)
+class AttackRun:
+    """One grey-box attack as the answers show it: the classifier, the clean and attacked images, their
+    readings, and the details of what ran, which take the purifier, if any, last."""
+
+    model: torch.nn.Module
+    image: torch.Tensor
+    true_class: str | None
+    adversarial: torch.Tensor
+    clean: Reading
+    attacked: Reading
+    details: Callable[..., str]
+
+
+def _attack(upload, sample, classifier, attack, eps) -> AttackRun:
+    """Every name and the budget checked before anything loads, then the grey-box attack and both readings."""
     file, true_class, named = _source(upload, sample)
-    config = AttackConfig(name=_offered("attack", attack, _linf_attacks()), eps=eps)  # AttackConfig refuses an eps that is not a number
+    config = AttackConfig(name=_offered("attack", attack, list(INTERACTIVE_ATTACKS.values())), eps=eps)  # AttackConfig refuses an eps that is not a number
     model = _classifier(_offered("classifier", classifier, shipped_xray_classifiers()))
     image, notes = _model_input(file, model.image_size)
-    adversarial = attack_image(model, image, config, threat=THREAT).image
-    return model, image, true_class, adversarial, partial(_details, classifier, model, named, notes, config)
+    adversarial = attack_image(model, image, config, threat=THREAT)
+    clean, attacked = read(model, torch.cat([image, adversarial.image]))
+    failure = _failure_note(clean, attacked, perturbation_norms(adversarial.clean, adversarial.image)["linf"])
+    return AttackRun(model, image, true_class, adversarial.image, clean, attacked, partial(_details, classifier, model, named, notes, config, failure))
 
 
 @_one_line_errors
 def attack(upload: str | None, sample: str | None, classifier: str, attack: str, eps: float):
     """Grey-box attack on the classifier's own reading: the attacked image, both readings and what ran."""
-    model, image, _, adversarial, details = _attack(upload, sample, classifier, attack, eps)
-    clean, attacked = read(model, torch.cat([image, adversarial]))
-    return to_pil(adversarial), _label(clean), _label(attacked), details()
+    run = _attack(upload, sample, classifier, attack, eps)
+    return to_pil(run.adversarial), _label(run.clean), _label(run.attacked), run.details()
 
 
 @_one_line_errors
@@ -181,19 +209,23 @@ def purify(upload: str | None, sample: str | None, classifier: str, purifier: st
 def attack_and_purify(upload: str | None, sample: str | None, classifier: str, attack: str, eps: float, purifier: str):
     """The lab's question: does purification restore the reading the attack flipped?"""
     _offered("purifier", purifier, list(lab_purifiers()))
-    model, image, true_class, adversarial, details = _attack(upload, sample, classifier, attack, eps)
-    purified = purify_image(_purifier(purifier), adversarial).image
-    clean, attacked, restored = read(model, torch.cat([image, adversarial, purified]))
-    outcome = verdict(clean, attacked, restored, true_class, through_purifier=PURIFIERS.get(purifier).changes_image)  # `none` is credited nothing
+    run = _attack(upload, sample, classifier, attack, eps)
+    defence, changes_image = _purifier(purifier), PURIFIERS.get(purifier).changes_image  # `none` is credited nothing
+    purified = purify_image(defence, run.adversarial).image
+    restored = read(run.model, purified)[0]
+    # As the lab: the purifier's reading of the clean image, drawn as the attacked one is (seed 0), tells
+    # a purifier that changes every reading on its own from one that undid the attack.
+    alone = read(run.model, purify_image(defence, run.image).image)[0] if changes_image else None
+    outcome = verdict(run.clean, run.attacked, restored, run.true_class, through_purifier=changes_image, purified_clean=alone)
     return (
-        to_pil(image),
-        to_pil(adversarial),
+        to_pil(run.image),
+        to_pil(run.adversarial),
         to_pil(purified),
-        _label(clean),
-        _label(attacked),
+        _label(run.clean),
+        _label(run.attacked),
         _label(restored),
         outcome.text,
-        details(purifier=purifier),
+        run.details(purifier=purifier),
     )
 
 
@@ -256,16 +288,17 @@ def _unless_overtaken(handler, clicks: LatestClicks):
 def _refused_by_core(slider: gr.Slider) -> gr.Slider:
     """`slider`, except that a value which is not a number goes on to the handler, where AttackConfig refuses it
     in one line; gradio's own refusal is a paragraph. Only API callers can send one: the browser's slider can't.
+    A bool is an int to Python, and to gradio's bounds check True is 1, "greater than maximum value 0.1".
     (Not a Slider subclass: gradio writes a .pyi stub beside the file of every component class.)"""
     bounds_check = slider.preprocess
-    slider.preprocess = lambda payload: bounds_check(payload) if isinstance(payload, int | float) else payload
+    slider.preprocess = lambda payload: bounds_check(payload) if isinstance(payload, int | float) and not isinstance(payload, bool) else payload
     return slider
 
 
 def build() -> gr.Blocks:
     """The interface; each button is an API endpoint named after its function, and clears the result panels it does not fill."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # an X-ray server does not phone home
-    samples, classifiers, attacks, purifiers = list(gallery()), shipped_xray_classifiers(), _linf_attacks(), list(lab_purifiers())
+    samples, classifiers, purifiers = list(gallery()), shipped_xray_classifiers(), list(lab_purifiers())
     recommended = recommended_defense()
     opening_classifier = recommended.classifier if recommended.classifier in classifiers else next(iter(classifiers), None)
     with gr.Blocks(title="PurifyLab", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, UPLOAD_LIFETIME_S)) as demo:
@@ -281,7 +314,9 @@ def build() -> gr.Blocks:
                 gr.Markdown(gallery_attribution())
             with gr.Column():
                 classifier = gr.Dropdown(classifiers, value=opening_classifier, label="Classifier")
-                attack_name = gr.Dropdown(attacks, value="pgd", label="Attack (grey-box: the attacker sees the classifier only)")
+                attack_name = gr.Dropdown(
+                    list(INTERACTIVE_ATTACKS.items()), value=INTERACTIVE_ATTACKS["PGD"], label="Attack (grey-box: the attacker sees the classifier only)"
+                )  # the lab's names shown, the registry's sent
                 eps = _refused_by_core(gr.Slider(0.0, 0.1, value=0.03, step=0.005, label="Budget ε (L∞, pixel scale 0–1)"))
                 purifier = gr.Dropdown(purifiers, value=recommended.purifier, label="Purifier")
         with gr.Row():

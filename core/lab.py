@@ -26,6 +26,11 @@ DEFAULT_DEPTH, DEFAULT_T_STAR, DEFAULT_RECON_STEPS = ColdConfig().depth, 0.04, 5
 # The papers' purifiers a visitor runs in seconds on a CPU, in the order the lab and the server list
 # them (not the published DiffDefense: 500 denoiser calls, minutes per X-ray).
 INTERACTIVE_PURIFIERS = ("cold_blur", "cold_direct", "one_shot", "cold_recon", "ddpm", "ddim", "diffdefense")
+# The attacks a visitor runs in about a second (0.1-1.1 s a click on the shipped classifiers, session
+# 25), by the name the lab shows, in its order; the Gradio server offers the same. Not AutoAttack (68 s
+# a click on 2 shared CPU cores) nor Square, whose 10 "steps" are 10 queries: it left vit's reading
+# of a gallery X-ray unchanged where PGD flipped it.
+INTERACTIVE_ATTACKS = {"FGSM": "fgsm", "PGD": "pgd", "AutoPGD (APGD-CE)": "apgd"}
 
 
 def interactive_settings(

@@ -13,7 +13,7 @@ from core.data.gallery import gallery_attribution
 from core.errors import PurifyLabError
 from core.io import encode_png
 from core.jobs import attack_calls
-from core.lab import amplified_perturbation, attack_image, perturbation_norms, purify_image, read, session_report, verdict
+from core.lab import INTERACTIVE_ATTACKS, amplified_perturbation, attack_image, perturbation_norms, purify_image, read, session_report, verdict
 from core.purifiers import PURIFIERS
 from core.weights import reads_through_note
 from pages.common import (
@@ -55,7 +55,6 @@ from pages.startup import through_app_navigation
 
 through_app_navigation()
 
-ATTACKS = {"FGSM": "fgsm", "PGD": "pgd", "AutoPGD (APGD-CE)": "apgd"}
 ADAPTIVE = tuple(name for name, spec in THREAT_MODELS.items() if spec.goes_through_purifier)  # bpda, bpda-eot, white
 EOT_DRAWS = 4
 DEFAULT_TARGET = "One-shot DDPM"
@@ -130,7 +129,7 @@ if not names:
 # (not in the widgets), so a restored value and a default never compete.
 keep_across_pages(*SETTINGS, *PANEL_SETTINGS)
 for key, default in {
-    "attack": list(ATTACKS)[1],
+    "attack": list(INTERACTIVE_ATTACKS)[1],
     "eps": 0.03,
     "classifier": RECOMMENDED.classifier if RECOMMENDED.classifier in names else names[0],
     "target": DEFAULT_TARGET,
@@ -153,7 +152,7 @@ with st.expander("Image and attack", expanded=True):
         st.caption(gallery_attribution())
         upload = upload_field("upload")
     with attack_column:
-        attack_label = st.selectbox("Attack", list(ATTACKS), key="attack")
+        attack_label = st.selectbox("Attack", list(INTERACTIVE_ATTACKS), key="attack")
         eps = st.slider(
             "Budget ε (L∞, pixel scale 0–1)",
             0.0,
@@ -193,8 +192,8 @@ image, true_class = chosen_image(upload, sources.get(choice), size, stop=stop_ke
 origin = "your upload (kept in memory only)" if upload is not None else choice
 
 key = image_key(image)
-steps = 1 if ATTACKS[attack_label] == "fgsm" else 10
-attack = (("name", ATTACKS[attack_label]), ("eps", eps), ("steps", steps))
+steps = 1 if INTERACTIVE_ATTACKS[attack_label] == "fgsm" else 10
+attack = (("name", INTERACTIVE_ATTACKS[attack_label]), ("eps", eps), ("steps", steps))
 seen = f"differentiated through **{panel_title(target_label)}** ({setting_text(target)})" if threat in ADAPTIVE else "saw no purifier"
 attack_text = f"{attack_label}, {steps} step(s), L∞ ε {eps:.3f}" + (f", EOT {drawn} draws per step" if drawn > 1 else "") + f", seed {AttackConfig().seed}"
 clean_reading = read(model, image)[0]
@@ -254,7 +253,7 @@ else:
 adversarial_key = image_key(adversarial.image)  # purifications are of this image, not of the clean one
 adversarial_reading = read(model, adversarial.image)[0]
 norms = perturbation_norms(adversarial.clean, adversarial.image)  # from the grey levels the attack started on: rounding is no perturbation
-found_nothing = norms["linf"] == 0 and ATTACK_SPECS.get(ATTACKS[attack_label]).keeps_only_successes
+found_nothing = norms["linf"] == 0 and ATTACK_SPECS.get(INTERACTIVE_ATTACKS[attack_label]).keeps_only_successes
 
 
 def provenance() -> dict[str, str]:

@@ -85,3 +85,59 @@ def test_the_page_opens_on_the_recommended_defense(page):
     classifier, purifier = dropdowns["Classifier"], dropdowns["Purifier"]
     assert (classifier.value, purifier.value) == (recommended.classifier, recommended.purifier)
     assert classifier.value in [value for _, value in classifier.choices] and purifier.value in [value for _, value in purifier.choices]
+
+
+def test_the_verdict_says_when_the_purifier_alone_changes_the_clean_reading():
+    # The Streamlit lab appends it and the server did not: here the Blurred purifier on its own reads this
+    # NORMAL X-ray as PNEUMONIA, so "purification changed it" is the purifier's habit, not the attack undone.
+    import torch
+
+    from core.attacks import AttackConfig
+    from core.data.gallery import gallery
+    from core.io import load_image, to_model_input
+    from core.lab import attack_image, read, verdict
+    from pages.common import DEFAULT_DEPTH, DEFAULT_RECON_STEPS, DEFAULT_T_STAR, cached_purify, image_key, purifier_variants
+
+    answer = gradio_app.attack_and_purify(None, "real normal #1", "resnet_at", "pgd", 0.03, "cold_blur")[6]
+    # the lab's calls (pages/lab.py) for the same image, attack and purifier
+    model = gradio_app._classifier("resnet_at")
+    path, true_class = gallery()["real normal #1"]
+    image = to_model_input(load_image(path), model.image_size)
+    adversarial = attack_image(model, image, AttackConfig(name="pgd", eps=0.03, steps=10)).image
+    name, params = purifier_variants(DEFAULT_DEPTH, DEFAULT_T_STAR, DEFAULT_RECON_STEPS)["Blurred"]
+    clean, attacked = read(model, torch.cat([image, adversarial]))
+    purified = read(model, cached_purify(image_key(adversarial), adversarial, name, params).image)[0]
+    alone = read(model, cached_purify(image_key(image), image, name, params).image)[0]
+    lab = verdict(clean, attacked, purified, true_class, through_purifier=True, purified_clean=alone).text
+    assert answer == lab
+    assert lab.endswith("; this purifier alone reads the clean image as PNEUMONIA")
+
+
+def test_the_server_offers_the_labs_attacks_and_says_when_one_found_nothing(page):
+    # It offered 9 attacks, AutoAttack at a minute a click and Square at 10 queries, which returned the
+    # clean image with nothing said.
+    from core.lab import INTERACTIVE_ATTACKS
+
+    dropdown = next(block for block in page.blocks.values() if isinstance(block, gr.Dropdown) and block.label.startswith("Attack"))
+    assert dropdown.choices == list(INTERACTIVE_ATTACKS.items())
+    with pytest.raises(gr.Error) as refused:
+        gradio_app.attack(None, "real normal #1", "resnet_at", "autoattack", 0.03)
+    assert refused.value.message.endswith("attack 'autoattack' is not offered here; choose one of: fgsm, pgd, apgd")
+    # resnet_at is adversarially trained: APGD finds nothing within 0.005 and returns the original
+    found_nothing = gradio_app.attack(None, "real normal #1", "resnet_at", "apgd", 0.005)[-1].splitlines()
+    assert found_nothing[2].endswith(": found nothing within ε that changes the reading; the attacked image is the original")
+    flipped = gradio_app.attack(None, "real normal #1", "resnet_at", "pgd", 0.1)  # a large budget flips it
+    assert flipped[1] != flipped[2] and flipped[-1].splitlines()[2] == "attack: pgd, 10 steps, L∞ ε 0.1 (25.5/255), seed 0"
+
+
+def test_the_none_purifier_is_said_to_be_no_purifier():
+    details = gradio_app.attack_and_purify(None, "real normal #1", "vit", "fgsm", 0.0, "none")[-1].splitlines()
+    assert "threat model: grey-box, attacker sees the classifier only; no purifier in this answer" in details  # not "applied at test time"
+
+
+def test_an_eps_of_true_from_the_api_gets_cores_one_line(page):
+    # A bool is an int: it passed the slider's number check, and gradio refused True as "greater than maximum value 0.1".
+    endpoint = next(index for index, function in page.fns.items() if function.api_name == "attack")
+    with pytest.raises(gr.Error) as refused:
+        _run(page, "a client", endpoint, {**LABELS, "Budget": True})
+    assert refused.value.message == "This input cannot be used: eps must be a number; got True"

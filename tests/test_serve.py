@@ -228,7 +228,7 @@ def test_the_server_offers_the_labs_purifiers():
     ("handler", "arguments", "message"),
     [
         ("attack", (None, "real normal #1", "vit", "pgd", "abc"), "eps must be a number; got 'abc'"),
-        ("attack", (None, "real normal #1", "vit", "cw", 0.03), "attack 'cw' is not offered here; choose one of: apgd,"),
+        ("attack", (None, "real normal #1", "vit", "cw", 0.03), "attack 'cw' is not offered here; choose one of: fgsm, pgd, apgd"),
         ("classify", (None, "no such sample", "vit"), "sample 'no such sample' is not offered here; choose one of: real normal #1,"),
         ("classify", (None, "real normal #1", "mnist_cnn"), "classifier 'mnist_cnn' is not offered here; choose one of: vit,"),
         ("purify", (None, "real normal #1", "mnist_cnn", "none"), "classifier 'mnist_cnn' is not offered here"),
