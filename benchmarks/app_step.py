@@ -1,7 +1,7 @@
 """The app's CPU path on the shipped defaults: what the walkthrough and the lab compute per interaction.
 
-On one X-ray, always on the CPU with `app_threads` torch threads (the app's Space has 2 cores),
-whatever device the rest of the run uses:
+On one X-ray, always on the CPU with `app_threads` torch threads (the app's Space has 2 cores; a
+run's `--threads` sets it too), whatever device the rest of the run uses:
 * `step`: grey-box PGD-10 (L-inf 0.03) on `vit` + `cold_blur` purification + three readings, the
   walkthrough's full step (target <= 3 s on 2 cores);
 * `slider`: one re-purification with `ddpm` (t* = 0.08) and `cold_direct` + two readings, what moving
@@ -87,7 +87,7 @@ def measure(ctx: Context) -> list[dict[str, Any]]:
             "name": name,
             "what": what,
             "batch": 1,
-            "threads": s.app_threads,
+            "threads": torch.get_num_threads(),  # what it ran at, not what was asked
             **compare(ours_timing, naive_timing),
             "check": {
                 "max_abs_diff_probabilities": max_abs_diff(ours_probabilities, naive_probabilities),

@@ -64,7 +64,8 @@ class BenchSettings:
     # The naive attack works one image at a time, so its images/s does not depend on how many images
     # it is timed on: None times it on the whole batch, a number on at most that many (a GPU saver).
     naive_attack_images: int | None = None
-    # The app's CPU path (one X-ray), always on the CPU.
+    # The app's CPU path (one X-ray), always on the CPU: at the Space's 2 cores, or at `threads` when a
+    # run names it (from_preset), so `--threads 1` times every section at 1.
     app_threads: int = 2
     app_repeats: int = 3
     optimisations: Optimisations = field(default_factory=Optimisations)
@@ -87,6 +88,9 @@ class BenchSettings:
             for name in self.chain_purifiers:
                 for threat in self.chain_threats:
                     threat_model(threat).check_purifier(PURIFIERS.get(name))
+        for name in ("threads", "naive_attack_images"):
+            if getattr(self, name) is not None:
+                check_range(name, getattr(self, name), 1, 100_000)
         for name in (
             "purify_batch",
             "train_batch",
@@ -105,9 +109,6 @@ class BenchSettings:
         check_range("eps", self.eps, 0.0, 1.0, low_open=True)
         if "bpda-eot" in self.chain_threats:
             check_range("chain_eot", self.chain_eot, 2, 1000, note="bpda-eot needs at least 2 purifier draws")
-        for name in ("threads", "naive_attack_images"):
-            if getattr(self, name) is not None:
-                check_range(name, getattr(self, name), 1, 100_000)
         self.optimisations.validate()
 
     @property
@@ -126,11 +127,14 @@ class BenchSettings:
         """cpu: a full run in ~10 min on 2 cores; gpu: the issue's sizes; smoke: tiny models, seconds.
 
         `overrides` replace preset values (None leaves them); optimisation switches are given by name.
+        A given `threads` is the app section's count too, unless `app_threads` is given as well.
         """
         if name not in PRESETS:
             raise PurifyLabError(f"unknown bench preset '{name}'; choose one of: {', '.join(PRESETS)}")
         switches = {f.name for f in fields(Optimisations)}
         given = {key: value for key, value in overrides.items() if value is not None}
+        if "threads" in given:
+            given.setdefault("app_threads", given["threads"])
         known = {f.name for f in fields(cls)} | switches
         unknown = sorted(set(given) - known)
         if unknown:

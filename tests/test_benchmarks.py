@@ -109,6 +109,26 @@ def test_markdown_tables_render_from_the_report(report):
     assert "| ddpm | 10 | 1 |" in text
 
 
+def test_a_named_thread_count_is_the_app_sections_too(tmp_path):
+    """`bench --threads 1` said 1 torch thread in its header while the app rows ran at the preset's
+    app_threads (2): a named count now holds for every section, and each app row says what it ran at."""
+    import torch
+
+    from benchmarks.settings import BenchSettings
+
+    out, before = tmp_path / "bench.json", torch.get_num_threads()
+    try:  # 2, not the smoke preset's 1, so a run that ignored --threads would show
+        with pytest.raises(SystemExit) as exit_info:
+            main([*SMOKE, "--sections", "app", "--threads", "2", "--out", str(out)])
+    finally:
+        torch.set_num_threads(before)  # the run leaves its count set; the other tests run at conftest's
+    assert exit_info.value.code in (0, None)
+    report = json.loads(out.read_text())
+    assert report["hardware"]["torch_threads"] == 2 and [row["threads"] for row in report["sections"]["app"]] == [2, 2]
+    assert BenchSettings.from_preset("cpu", threads=1).app_threads == 1
+    assert BenchSettings.from_preset("cpu").app_threads == 2  # no count named: the Space's 2 cores
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

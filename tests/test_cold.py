@@ -155,6 +155,28 @@ def test_depth_above_a_models_schedule_is_refused(tiny_unet):
         ColdDirectPurifier(parse_params(ColdDirectPurifier.config_type, {"depth": 9}), unet=tiny_unet, schedule=BlurSchedule(8, 0.1))
 
 
+def test_every_cold_setting_runs_one_shared_frozen_unet_with_the_output_of_its_own_load(tiny_unet, xrays, tmp_path, monkeypatch):
+    """Each cold_direct / cold_recon instance reloaded, re-hashed and held its own UNet (20 depths:
+    +161 MiB); now they share the cached copy ddpm's loader keeps, which no instance's use changes."""
+    from core.purifiers import cold
+    from core.purifiers.diffusion import shared_shipped_unet
+    from core.weights import save_weights
+
+    card = save_weights(tiny_unet, tmp_path / f"{COLD_WEIGHTS_STEM}.safetensors", {"unet_size": "tiny", "blur_schedule": SCHEDULE.to_dict()})
+    monkeypatch.setattr(cold, "WEIGHTS_DIR", tmp_path)
+    direct, recon = create_purifier("cold_direct", depth=12), create_purifier("cold_recon", depth=12, steps=3)
+    assert direct.unet is recon.unet is shared_shipped_unet(COLD_WEIGHTS_STEM, tmp_path)[0]
+    assert [p.data_ptr() for p in direct.unet.parameters()] == [p.data_ptr() for p in recon.unet.parameters()]
+    assert direct.loaded_weights() == recon.loaded_weights() == {f"{COLD_WEIGHTS_STEM}.safetensors": card["sha256"]}
+    x = xrays.clone().requires_grad_(True)
+    recon(x).sum().backward()  # a white-box pass through one instance leaves the shared network as loaded
+    assert x.grad is not None and not direct.unet.training
+    assert all(not p.requires_grad and p.grad is None and p.dtype == torch.float32 and p.device.type == "cpu" for p in direct.unet.parameters())
+    for purifier in (direct, recon):  # the output a purifier with its own fresh load gives
+        own_unet, _ = load_shipped_unet(COLD_WEIGHTS_STEM, weights_dir=tmp_path)
+        assert torch.equal(purifier.purify(xrays), type(purifier)(purifier.config, unet=own_unet, schedule=SCHEDULE).purify(xrays)), purifier.name
+
+
 # -------------------------------------------------------------------------------------- training
 
 

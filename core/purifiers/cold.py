@@ -27,7 +27,8 @@ from torch.utils.checkpoint import checkpoint
 from core.errors import PurifyLabError, check_range
 from core.purifiers.base import Purifier, PurifierConfig
 from core.purifiers.blur_degradation import BlurDegradation, BlurSchedule
-from core.purifiers.unet import call_unet, load_shipped_unet
+from core.purifiers.diffusion import shared_shipped_unet
+from core.purifiers.unet import call_unet
 from core.weights import WEIGHTS_DIR, read_card
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class _ColdUNetPurifier(Purifier):
     ):
         super().__init__(config)
         if unet is None:
-            unet, card = load_shipped_unet(COLD_WEIGHTS_STEM)
+            unet, card = shared_shipped_unet(COLD_WEIGHTS_STEM, WEIGHTS_DIR)
             self.record_shipped_weights(COLD_WEIGHTS_STEM, card)
             schedule = BlurSchedule.from_dict(card["blur_schedule"])
         self.unet = unet.eval().requires_grad_(False)

@@ -67,15 +67,20 @@ class NoiseDepthConfig(DiffusionConfig):
 
 def shipped_denoiser(stem: str = DDPM_WEIGHTS_STEM) -> tuple[UNet2DModel, dict]:
     """A shipped noise-prediction UNet and its card (from this module's WEIGHTS_DIR), loaded once per process."""
-    return _load_denoiser(stem, str(WEIGHTS_DIR))
+    weights = WEIGHTS_DIR / f"{stem}.safetensors"
+    if card_path(weights).is_file():  # checked before loading; a missing file is reported by the loader
+        _check_noise_predictor(stem, read_card(weights), WEIGHTS_DIR)
+    return shared_shipped_unet(stem, WEIGHTS_DIR)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_denoiser(stem: str, weights_dir: str) -> tuple[UNet2DModel, dict]:
-    weights = Path(weights_dir) / f"{stem}.safetensors"
-    if card_path(weights).is_file():  # a missing file is reported by the loader
-        _check_noise_predictor(stem, read_card(weights), Path(weights_dir))
-    return load_shipped_unet(stem, Path(weights_dir))
+@functools.lru_cache(maxsize=8)
+def shared_shipped_unet(stem: str, weights_dir: Path) -> tuple[UNet2DModel, dict]:
+    """weights_dir/<stem>.safetensors, loaded and SHA-checked once per process for the DDPM-family and
+    cold-diffusion purifiers alike: each setting of a sweep, or of the app's purifier cache, runs this
+    one copy instead of reloading and holding its own. Sharing is safe because it is frozen (eval mode,
+    no parameter gradients; attacks restore any mode they switch). `.to(device)` on one purifier moves
+    it for all: a process runs its purifiers on one device."""
+    return load_shipped_unet(stem, weights_dir)
 
 
 def is_noise_predictor(card: dict) -> bool:
