@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import streamlit as st
 import torch
@@ -63,6 +63,8 @@ LIGHT_CALLS = 1
 # 15.5-15.7 s, 0.39 s a call; an attack's call runs the backward pass too, about three forwards).
 FIRST_GUESS_CALL_S = {"purify": 0.15, "attack": 0.45}
 HEAVY_RESULTS_KEPT = 16
+# A visitor's last uploads, kept as model inputs (64 KB each at 128 px), never as the decoded file.
+UPLOADS_KEPT = 4
 IMAGE_MAX_PX = 256  # twice the models' 128 px input; narrower columns shrink an image to their width
 
 # One torch thread per visitor's job unless the operator says otherwise: every session runs in its own
@@ -185,14 +187,35 @@ def heavy_job(label: str, cost: CallCost, kind: str, calls: int, module: torch.n
     return result
 
 
+Kept = TypeVar("Kept")
+
+
+def kept_in_session(store: str, key: Hashable, make: Callable[[], Kept], kept: int) -> Kept:
+    """`make()` once per key for this visitor, in the session's memory: the last `kept` keys of `store`
+    (per visitor, so a result made from one visitor's file is never shown to another, and it goes with the session)."""
+    results = st.session_state.setdefault(store, {})
+    if key not in results:
+        results[key] = make()
+        while len(results) > kept:
+            results.pop(next(iter(results)))
+    return results[key]
+
+
 def session_result(job_key: tuple, make: Callable[[], Timed]) -> Timed:
     """This visitor's result of a heavy job, made once: kept in the session's memory (the last few)."""
-    store = st.session_state.setdefault("heavy_results", {})
-    if job_key not in store:
-        store[job_key] = make()
-        while len(store) > HEAVY_RESULTS_KEPT:
-            store.pop(next(iter(store)))
-    return store[job_key]
+    return kept_in_session("heavy_results", job_key, make, HEAVY_RESULTS_KEPT)
+
+
+def upload_input(upload: UploadedFile, size: int) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """The upload as the model's input, with what the loader changed. Decoded once per content and size,
+    keyed by the SHA-256 of its bytes: every click reruns the page, and a large file took seconds to decode."""
+    data = upload.getvalue()
+
+    def decode() -> tuple[torch.Tensor, tuple[str, ...]]:
+        loaded = load_image(data)
+        return to_model_input(loaded, size), loaded.notes
+
+    return kept_in_session("decoded_uploads", (hashlib.sha256(data).hexdigest(), size), decode, UPLOADS_KEPT)
 
 
 SAMPLE_HELP = "Samples shipped with the app, real test-cohort X-rays first; an upload below takes their place until removed."
@@ -232,13 +255,13 @@ def chosen_image(
     through `stop` (a page may draw what must survive the stop first)."""
     if upload is not None:
         try:
-            loaded = load_image(upload.getvalue())
+            image, notes = upload_input(upload, size)
         except PurifyLabError as error:
             st.error(f"This file cannot be used: {error}")
             stop()
-        if loaded.notes:  # what the loader changed (alpha flattened, first frame, DICOM scaling), said once
-            st.caption("Upload converted: " + "; ".join(loaded.notes))
-        return to_model_input(loaded, size), None
+        if notes:  # what the loader changed (alpha flattened, first frame, DICOM scaling), said once
+            st.caption("Upload converted: " + "; ".join(notes))
+        return image, None
     if sample is None:
         st.info("No sample images are available: upload an X-ray above.")
         stop()

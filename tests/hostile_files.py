@@ -44,6 +44,25 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
 
 
+def _many_page_tiff(pages: int, side: int = 16) -> bytes:
+    """A TIFF of `pages` chained pages sharing one grey ramp strip, 102 bytes a page: cheap to send,
+    while counting all its pages costs time quadratic in their number (`core.image_file.FRAMES_COUNTED`)."""
+    import struct
+
+    tags = 8
+    page_bytes = 2 + tags * 12 + 4
+    strip_at = 8 + pages * page_bytes
+    strip = gradient(side, side).tobytes()
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for page in range(pages):
+        following = 8 + (page + 1) * page_bytes if page < pages - 1 else 0
+        out += struct.pack("<H", tags)
+        for tag, value in ((256, side), (257, side), (258, 8), (259, 1), (262, 1), (273, strip_at), (278, side), (279, len(strip))):
+            out += struct.pack("<HHII", tag, 4, 1, value)  # every value as one LONG
+        out += struct.pack("<I", following)
+    return bytes(out + strip)
+
+
 # name -> bytes; each must be refused with one line, quickly, and nothing written.
 HOSTILE = {
     "empty.png": lambda: b"",
@@ -68,6 +87,7 @@ LEGITIMATE = {
     "cmyk.jpg": lambda: encode(Image.fromarray(gradient(64, 64)).convert("CMYK"), "JPEG"),
     "palette.png": lambda: encode(Image.fromarray(gradient(64, 64)).convert("P"), "PNG"),
     "animated.gif": _animated_gif,
+    "many_pages.tif": lambda: _many_page_tiff(1000),  # 100 KB: 173 ms to decode counting every page, 0.3 ms counting 3
     "png_named.jpg": lambda: encode(Image.fromarray(gradient(64, 64)), "PNG"),
     "monochrome1.dcm": lambda: make_dicom(DICOM_RAMP, photometric="MONOCHROME1"),
     "rle_compressed.dcm": _rle_dicom,

@@ -14,8 +14,10 @@ import pytest
 import torch
 from hostile_files import HOSTILE, LEGITIMATE
 from streamlit.testing.v1 import AppTest
+from test_io import gradient
 
 from core.errors import PurifyLabError
+from core.image_file import FRAMES_COUNTED
 from core.io import load_image, to_model_input
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -41,6 +43,15 @@ def test_api_turns_each_legitimate_file_into_a_model_input(name):
     assert batch.shape == (1, 1, 128, 128) and batch.dtype == torch.float32
     assert torch.isfinite(batch).all() and 0 <= batch.min() and batch.max() <= 1
     assert batch.std() > 0.05, "a ramp must not decode to a flat image"
+
+
+def test_a_many_page_tiff_gives_its_first_page_and_says_there_are_more():
+    """Its pages are not all counted (`FRAMES_COUNTED` says why); the outcome is checked here, not
+    the time it takes (a shared machine's timings belong in benchmarks)."""
+    loaded = load_image(LEGITIMATE["many_pages.tif"](), name="many_pages.tif")
+    assert loaded.format == "TIFF" and loaded.original_size == (16, 16)
+    assert loaded.notes == (f"animated: first frame of more than {FRAMES_COUNTED}",)
+    assert torch.allclose(loaded.pixels[0], torch.from_numpy(gradient(16, 16)).float() / 255, atol=1e-6)  # page 0, a ramp
 
 
 def _resident_mb() -> float:

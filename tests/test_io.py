@@ -254,6 +254,15 @@ def test_animated_gif_gives_its_first_frame():
     assert torch.allclose(result.pixels, torch.tensor(30 / 255))
 
 
+@pytest.mark.parametrize(("pages", "counted"), [(2, "2"), (3, "3"), (4, "more than 3"), (40, "more than 3")])
+def test_multi_page_tiff_gives_its_first_page_and_counts_only_a_few(pages, counted):
+    """Counting every page took minutes on a large many-page file: the count stops at FRAMES_COUNTED."""
+    frames = [Image.fromarray(np.full((20, 20), 30 + 5 * page, np.uint8)) for page in range(pages)]
+    result = load_image(encode(frames[0], "TIFF", save_all=True, append_images=frames[1:]))
+    assert result.notes == (f"animated: first frame of {counted}",)
+    assert torch.allclose(result.pixels, torch.tensor(30 / 255))
+
+
 def test_sources_bytes_path_and_file_object_agree(tmp_path):
     data = encode(Image.fromarray(gradient()), "PNG")
     path = tmp_path / "image.png"
