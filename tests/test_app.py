@@ -559,3 +559,26 @@ def test_an_upload_is_decoded_once_however_often_the_page_reruns(app):
     assert not app.exception, app.exception
     kept = app.session_state["decoded_uploads"]
     assert kept.keys() == decoded.keys() and all(kept[key] is decoded[key] for key in decoded), "the rerun decoded the upload again"
+
+
+def test_the_tables_and_curves_pages_import_no_torch():
+    """They show stored Markdown and JSON: importing the engine with them (torch, torchattacks, timm)
+    made their first render as slow as the lab's, 12 s on 2 busy cores. A fresh interpreter runs each
+    page's own import statements, so a heavy import added to either page fails here."""
+    import ast
+    import subprocess
+    import sys
+
+    root = Path(APP).parent
+    statements = [
+        ast.unparse(node)
+        for page in ("pages/tables.py", "pages/curves.py")
+        for node in ast.parse((root / page).read_text()).body
+        if isinstance(node, ast.Import | ast.ImportFrom) and getattr(node, "module", None) != "__future__"
+    ]
+    assert any("core.tables" in statement for statement in statements)
+    heavy = ("torch", "torchvision", "torchattacks", "timm", "diffusers")
+    code = "\n".join(["import sys", *statements, f"print(sorted(m for m in {heavy} if m in sys.modules))"])
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -1020,3 +1020,27 @@ def test_a_sweep_figure_and_table_run_in_value_order_with_intervals_draws_and_di
     clean = curves_figure({"title": preset.title, "results": [r for r in records if r["config"]["attack"] is None]}).to_dict()
     (clean_title,) = [annotation["text"] for annotation in clean["layout"]["annotations"]]
     assert "<sup>clean, no attack · 4 images" in clean_title and "threat" not in clean_title
+
+
+def test_presets_lists_every_preset_without_importing_torch():
+    """`purifylab presets` prints names and titles: building each preset to read its title imported the
+    attack and purifier registries (torch, torchattacks: 6 s of CPU). The heading it reads instead holds
+    what the whole preset holds."""
+    import subprocess
+    import sys
+
+    from core.tables import preset_heading
+
+    code = (
+        "import sys\nfrom core.cli import main\ntry:\n    main(['presets', '--json'])\nexcept SystemExit as exit:\n    assert exit.code in (None, 0)\n"
+        "print(sorted(m for m in ('torch', 'torchattacks', 'timm', 'diffusers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    *listing, heavy = done.stdout.strip().splitlines()
+    assert heavy == "[]"
+    rows = json.loads("\n".join(listing))
+    assert [row["name"] for row in rows] == list_presets()
+    for row in rows:
+        preset, heading = load_preset(row["name"]), preset_heading(row["name"])
+        assert row["title"] == preset.title and (heading.name, heading.title, heading.data) == (preset.name, preset.title, preset.data)

@@ -136,9 +136,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """List the table presets in configs/."""
         import json
 
-        from core.tables import list_presets, load_preset
+        from core.tables import list_presets, preset_heading
 
-        rows = [{"name": name, "title": load_preset(name).title} for name in list_presets()]
+        rows = [{"name": name, "title": preset_heading(name).title} for name in list_presets()]
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return

@@ -5,7 +5,8 @@
     print(outcome.markdown)
 
 Cells go through the results store (cached, resumable); see runner.py for what a cell is and
-render.py for the outputs and the gradient-masking checks reported with every table.
+render.py for the outputs and the gradient-masking checks reported with every table. runner.py
+imports torch (seconds): it loads when a table is computed, not when a stored one is shown.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.errors import PurifyLabError
 from core.paths import RESULTS_DIR, RESULTS_STORE
@@ -25,6 +27,7 @@ from core.tables.preset import (
     DetectionSpec,
     ModelSpec,
     Preset,
+    PresetHeading,
     PurifierColumn,
     SanitySpec,
     SweepSpec,
@@ -32,9 +35,9 @@ from core.tables.preset import (
     list_presets,
     load_preset,
     preset_from_dict,
+    preset_heading,
 )
 from core.tables.render import check_replaceable, write_outputs
-from core.tables.runner import PresetRunner
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ def run_preset(
     Outputs of other settings in out_dir are refused before any compute unless `overwrite` (check_replaceable),
     and again just before writing, under a lock on out_dir: another run may have written there meanwhile."""
     from core.attacks.robust import process_state
+    from core.tables.runner import PresetRunner
 
     out_dir = Path(out_dir) if out_dir is not None else RESULTS_DIR / preset.name
     check_replaceable(preset, out_dir, overwrite)
@@ -96,11 +100,21 @@ def _writing_alone(out_dir: Path) -> Iterator[None]:
         os.close(descriptor)  # releases the lock
 
 
+def __getattr__(name: str) -> Any:
+    """`from core.tables import PresetRunner` imports runner.py (torch) on first use only (PEP 562)."""
+    if name == "PresetRunner":
+        from core.tables.runner import PresetRunner
+
+        return PresetRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "AttackRow",
     "DetectionSpec",
     "ModelSpec",
     "Preset",
+    "PresetHeading",
     "PresetRunner",
     "PurifierColumn",
     "SanitySpec",
@@ -110,5 +124,6 @@ __all__ = [
     "list_presets",
     "load_preset",
     "preset_from_dict",
+    "preset_heading",
     "run_preset",
 ]

@@ -3,33 +3,39 @@
 A preset names everything that changes a number (data, split, limit, seed, models with optional
 weight files, attacks with budgets, purifiers with parameters, threat models, EOT and re-draws), so
 every cell is a pure function of its config and a table regenerates from the file alone.
+
+The attack, threat-model and purifier registries import torch (seconds): they are imported only where
+a preset is built or checked, so listing presets (`preset_heading`) and showing stored tables stay light.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from core.attacks import THREAT_MODELS, AttackConfig, threat_model
-from core.attacks.config import MAX_STEPS
 from core.data.locations import XRAY_TEST_DIR
 from core.errors import PurifyLabError, check_range, typed
 from core.paths import CONFIGS_DIR, DATA_DIR, REPO_ROOT
-from core.purifiers import PURIFIERS
+
+if TYPE_CHECKING:
+    from core.attacks import AttackConfig
 
 DEFAULT_DATA = str(XRAY_TEST_DIR)  # X-ray tables report on the test cohort
 SWEEP_KINDS = ("tstar", "depth")
 TABLE_METRICS = ("accuracy", "balanced_accuracy")
+Built = TypeVar("Built")
 
 
 def sweep_parameter(kind: str, purifier: str) -> str:
     """The config field a `kind` sweep varies on `purifier`, as the purifier class declares it."""
+    from core.purifiers import PURIFIERS
+
     parameter = PURIFIERS.get(purifier).sweeps.get(kind)
     if parameter is None:
         allowed = ", ".join(name for name in PURIFIERS.names() if kind in PURIFIERS.get(name).sweeps)
@@ -95,6 +101,8 @@ class AttackRow:
 
     def flat(self) -> dict[str, Any]:
         """The row as YAML writes it (a clean row shows AttackConfig's defaults with name None)."""
+        from core.attacks import AttackConfig
+
         fields = dataclasses.asdict(self.attack if self.attack is not None else AttackConfig())
         fields.pop("seed")
         return {"label": self.label, **fields, "name": self.name}
@@ -103,6 +111,8 @@ class AttackRow:
 def attack_row(raw: Any, where: str) -> AttackRow:
     """A row from its flat YAML mapping, refusing unknown keys with a one-line message; AttackConfig
     checks the values, and its message is prefixed with the row's place."""
+    from core.attacks import AttackConfig
+
     raw = _mapping(raw, where)
     allowed = {"label"} | {f.name for f in dataclasses.fields(AttackConfig)} - {"seed"}
     unknown = sorted(set(raw) - allowed)
@@ -218,6 +228,8 @@ class DetectionSpec:
 
     def adaptive_attack(self, seed: int) -> AttackConfig | None:
         """The detector-aware PGD's budget (None without one); AttackConfig refuses a bad eps or steps."""
+        from core.attacks import AttackConfig
+
         return AttackConfig(name="pgd", eps=self.adaptive_eps, steps=self.adaptive_steps, seed=seed) if self.adaptive_weight > 0 else None
 
     @property
@@ -237,6 +249,16 @@ class SanitySpec:
     collapse_eps: tuple[float, ...] = (0.03, 0.1, 0.3)
     collapse_steps: int = 20
     tolerance: float = 0.02
+
+
+@dataclass(frozen=True)
+class PresetHeading:
+    """What the preset list and the app's tables page show of a preset. Read without building the rest,
+    whose checks import the attack and purifier registries (torch: seconds)."""
+
+    name: str
+    title: str
+    data: str = DEFAULT_DATA
 
 
 @dataclass(frozen=True)
@@ -293,6 +315,7 @@ class Preset:
 
     def resolved(self) -> dict[str, Any]:
         """Everything, as the YAML spells it (attack rows flat)."""
+        from core.attacks import AttackConfig
 
         def factory(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             if [key for key, _ in pairs] == ["label", "attack"]:  # an AttackRow
@@ -303,6 +326,8 @@ class Preset:
 
     def _check_threat(self, where: str, threat: str) -> None:
         """A known threat model, with what it needs from the preset (EOT draws, a substitute)."""
+        from core.attacks import threat_model
+
         spec = threat_model(threat)
         try:  # the threat's own rule, on the draws its cells will spend (core.tables.runner)
             spec.check_eot(spec.draws_per_step(self.eot))
@@ -313,6 +338,8 @@ class Preset:
 
     def validate(self) -> None:
         """Refuse bad settings before any model is loaded (attacks, threats, counts)."""
+        from core.attacks import THREAT_MODELS, threat_model
+
         if self.redraws < 1 or self.eot < 1 or self.batch_size < 1:
             raise PurifyLabError(f"redraws, eot and batch_size must be >= 1 (got {self.redraws}, {self.eot}, {self.batch_size})")
         if self.bootstrap < 0 or self.seed < 0 or (self.limit is not None and self.limit < 1):
@@ -376,6 +403,9 @@ def _check_sanity(sanity: SanitySpec) -> None:
     """The collapse check's settings, refused before any cell is computed: the collapse cell or the check
     refused them only after every table cell was, without naming the field (or stored an empty cell).
     Each eps is checked as the very attack the collapse cell runs (PGD, L-inf)."""
+    from core.attacks import AttackConfig
+    from core.attacks.config import MAX_STEPS
+
     if not sanity.collapse_eps:
         raise PurifyLabError("sanity.collapse_eps is empty; give at least one L-inf eps the undefended classifier must collapse at")
     for index, eps in enumerate(sanity.collapse_eps):
@@ -495,13 +525,23 @@ def preset_from_dict(raw: dict[str, Any], name: str) -> Preset:
         raw["substitute"] = _build(ModelSpec, raw["substitute"], "substitute")
     if raw.get("sanity") is not None:
         raw["sanity"] = _build(SanitySpec, raw["sanity"], "sanity")
-    if raw.get("data") is not None:
-        raw["data"] = data_path(typed("data", raw["data"], str))
-    raw.setdefault("name", name)
-    raw.setdefault("title", name)
+    raw.update(_heading(raw, name))
     preset = _build(Preset, {**raw, "tables": tuple(tables), "sweeps": tuple(sweeps), "detection": tuple(detection)}, "preset")
     preset.validate()
     return preset
+
+
+def _heading(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    """The name, title and data of a preset's mapping as its Preset holds them: the title is the name
+    unless given, and a data folder is resolved (`data_path`)."""
+    heading = {"name": raw.get("name", name), "title": raw.get("title", name)}
+    if raw.get("data") is not None:
+        heading["data"] = data_path(typed("data", raw["data"], str))
+    return heading
+
+
+def _heading_from_dict(raw: Any, name: str) -> PresetHeading:
+    return _build(PresetHeading, _heading(_mapping(raw, f"preset '{name}'"), name), "preset")
 
 
 def data_path(data: str) -> str:
@@ -521,6 +561,16 @@ def list_presets(configs_dir: Path = CONFIGS_DIR) -> list[str]:
 def load_preset(name_or_path: str | Path, configs_dir: Path = CONFIGS_DIR) -> Preset:
     """A preset by name (configs/<name>.yaml) or by path to a YAML file or to the NAME.config.json
     written beside a table (JSON is YAML). A refusal names the file."""
+    return _read_preset(name_or_path, configs_dir, preset_from_dict)
+
+
+def preset_heading(name_or_path: str | Path, configs_dir: Path = CONFIGS_DIR) -> PresetHeading:
+    """A preset's name, title and data, found as `load_preset` finds it, without building the rest."""
+    return _read_preset(name_or_path, configs_dir, _heading_from_dict)
+
+
+def _read_preset(name_or_path: str | Path, configs_dir: Path, build: Callable[[Any, str], Built]) -> Built:
+    """`build(YAML mapping, preset name)` of the preset file `name_or_path` names; a refusal names the file."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml", ".json"):
         path = Path(configs_dir) / f"{name_or_path}.yaml"
@@ -533,6 +583,6 @@ def load_preset(name_or_path: str | Path, configs_dir: Path = CONFIGS_DIR) -> Pr
     except yaml.YAMLError as error:
         raise PurifyLabError(f"{path.name} is not valid YAML ({str(error).splitlines()[0]})") from None
     try:
-        return preset_from_dict(raw, path.stem.removesuffix(".config"))
+        return build(raw, path.stem.removesuffix(".config"))
     except PurifyLabError as error:
         raise PurifyLabError(f"{path.name}: {error}") from None

@@ -3,6 +3,10 @@
 Every printed number carries its threat model: in the caption, and in the column header wherever a
 table mixes threat models. The gradient-masking checks (collapse, white >= transfer, white <= bpda)
 are computed from the same cells and shown both as a FLAG column and as a list under the tables.
+
+The attack and purifier registries and scipy's intervals import torch or scipy (seconds): each is
+imported by the function that needs it, so the app's pages import this module to show stored results
+without them.
 """
 
 from __future__ import annotations
@@ -14,25 +18,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.attacks import (
-    AttackConfig,
-    SanityCheck,
-    check_accuracy_collapse,
-    check_minimal_attack_converged,
-    check_not_weaker,
-    threat_descriptions,
-    threat_model,
-)
-from core.attacks.sanity import exceeds_tolerance
 from core.data.locations import portable_path
 from core.errors import PurifyLabError
-from core.metrics import clopper_pearson
 from core.paths import write_files
-from core.purifiers import PURIFIERS
 from core.tables.preset import PaperClaim, Preset, TableSpec
 from core.tables.verdict import DECISIVE_WIDTH, Verdict
+
+if TYPE_CHECKING:
+    from core.attacks import AttackConfig, SanityCheck
 
 # The metrics of a cell that are measurements of this machine, not results: left out of `results`.
 TIMING_KEYS = ("timing",)
@@ -108,6 +103,8 @@ def masking_checks(records: Sequence[dict], table: TableSpec, tolerance: float) 
     """Every attacker with more access against each with less (`ThreatModel.not_weaker_than`), for
     every (classifier, column, attack row) that has both, in the table's metric; a balanced-accuracy
     table's checks name it, since the undefended-collapse check beside them is plain accuracy."""
+    from core.attacks import check_not_weaker, threat_model
+
     by_place = {(r["classifier"], r["column"], r["row"], r["threat"]): r for r in _cells_of(records, table.name)}
     metric = _checked_metric(table)
     named = {"metric": "balanced accuracy (one-shot)"} if metric == "balanced_accuracy" else {}
@@ -138,6 +135,9 @@ def convergence_checks(records: Sequence[dict], table: TableSpec, tolerance: flo
     and rows that differ in eot_iter alone one over EOT draws; the two largest budgets of each series must
     agree within the tolerance or 1/n, whichever is larger (in balanced accuracy one image of the smaller
     class moves more than 1/n, so the check is the stricter for it). Checked on the attack's own metric."""
+    from core.attacks import SanityCheck
+    from core.attacks.sanity import exceeds_tolerance
+
     if not table.convergence:
         return []
     rows = [row for row in table.rows if row.attack is not None]
@@ -184,6 +184,8 @@ def _minimal_rows(table: TableSpec) -> list:
 
 def minimal_attack_checks(records: Sequence[dict], table: TableSpec) -> list[tuple[dict, SanityCheck]]:
     """Every minimal-perturbation attack row must take each undefended column below 10 %."""
+    from core.attacks import check_minimal_attack_converged
+
     undefended = {column.label for column in table.columns if column.undefended}
     rows = {row.label for row in _minimal_rows(table)}
     checks = []
@@ -221,6 +223,8 @@ def perturbation_lines(records: Sequence[dict], table: TableSpec, classifier: st
 
 
 def collapse_checks(records: Sequence[dict]) -> list[tuple[dict, SanityCheck]]:
+    from core.attacks import check_accuracy_collapse
+
     checks = []
     for record in records:
         if "collapse" in record:
@@ -284,6 +288,9 @@ def _eot_draws(records: Sequence[dict]) -> dict[str, tuple[int, int]]:
     """(threat EOT, eot_iter) of each attacked row, as its cells ran: the threat's draws per step as the
     cell's budget counted them (attack_budget), and the attack's own draws, which multiply them. Over
     the cells of an EOT threat model with a stochastic purifier: a deterministic one is drawn once."""
+    from core.attacks import threat_model
+    from core.purifiers import PURIFIERS
+
     draws = {}
     for record in records:
         config = record["config"]
@@ -304,6 +311,8 @@ def _span(values: set[int]) -> str:
 
 def _describe(threat: str, draws: dict[str, tuple[int, int]]) -> str:
     """The threat model in words with the draws its attacker took per step ('several' where rows differ)."""
+    from core.attacks import threat_model
+
     counts = _draws_per_step(draws)
     return threat_model(threat).describe(counts.pop() if len(counts) == 1 else None)
 
@@ -323,6 +332,9 @@ def _eot_text(draws: dict[str, tuple[int, int]]) -> str:
 
 
 def table_caption(preset: Preset, table: TableSpec, records: list[dict]) -> str:
+    from core.attacks import threat_model
+    from core.purifiers import PURIFIERS
+
     draws = _eot_draws(records)
     threats = "; ".join(f"{t}: {_describe(t, draws)}" for t in table.threats)
     n = records[0]["metrics"]["n"] if records else 0
@@ -460,6 +472,9 @@ def sweep_markdown(preset: Preset, records: list[dict]) -> str:
 def _sweep_attacker(rows: list[dict]) -> str | None:
     """The attacker of a sweep's attacked rows in words, with the purifier draws it took per step, for
     the Markdown heading and the figure alike; None for a clean-only sweep, which has no attacker."""
+    from core.attacks import threat_model
+    from core.purifiers import PURIFIERS
+
     if all(r["config"]["attack"] is None for r in rows):
         return None
     threat, purifier = rows[0]["threat"], rows[0]["config"]["purifier"]["name"]
@@ -492,6 +507,8 @@ def _detection_threat(record: dict) -> str:
 
 def detection_markdown(preset: Preset, records: list[dict]) -> str:
     """One section per detection run, each with its images, split and every row's attacker and budget."""
+    from core.attacks import threat_model
+
     parts = []
     data = "/".join(Path(preset.data).parts[-2:])
     for spec in preset.detection:
@@ -587,6 +604,8 @@ def csv_text(records: list[dict], checks: list[tuple[dict, SanityCheck]]) -> str
 
 def json_document(preset: Preset, records: list[dict], checks: list[tuple[dict, SanityCheck]]) -> dict[str, Any]:
     """Results (deterministic for a seed) apart from `measurements` (timings of this machine)."""
+    from core.attacks import threat_descriptions
+
     results, measurements = [], {}
     for r in records:
         metrics = {k: v for k, v in r["metrics"].items() if k not in TIMING_KEYS}
@@ -618,6 +637,8 @@ def figure(preset: Preset, records: list[dict]):
     """Grouped bars per table and classifier, lines per sweep, ROC curves per detection run."""
     import plotly.graph_objects as go
 
+    from core.attacks import threat_model
+
     panels: list[Panel] = []
     for table in preset.tables:
         table_records = _cells_of(records, table.name)
@@ -647,6 +668,8 @@ def figure(preset: Preset, records: list[dict]):
 def _value_and_interval(metrics: dict, balanced: bool) -> tuple[float, tuple[float, float]]:
     """The number a cell's table shows and its 95 % interval; for accuracy exact, from the count (cells
     stored before accuracy had a Clopper-Pearson interval carry a bootstrap one)."""
+    from core.metrics import clopper_pearson
+
     if balanced:
         return metrics["balanced_accuracy"], tuple(metrics["confidence_95"]["balanced_accuracy"])
     accuracy = metrics["one_shot_accuracy"]
