@@ -2,10 +2,11 @@
 
 Each case is a fresh `python -m core ...` process, as a user runs it, timed from start to exit: every
 file of the hostile catalogue through `purify` (with the diffusion purifier) and `attack`, an `--out`
-that is a folder, and a missing `--data` or a `--json` that is a folder for `evaluate`, `certify` and
-`table`. Each must exit 2 with one `error:` line; the target is <= 2 s on 2 cores. The machine's load
-average is recorded beside the wall times, since a loaded machine is what makes imports slow, and so
-is each process's CPU time (user + system), which is about what it takes on an idle machine.
+that is a folder, a missing `--data` or a `--json` that is a folder for `evaluate`, `certify` and
+`table`, and a mistyped classifier or attack name for `evaluate` and `attack`. Each must exit 2 with
+one `error:` line; the target is <= 2 s on 2 cores. The machine's load average is recorded beside the
+wall times, since a loaded machine is what makes imports slow, and so is each process's CPU time
+(user + system), which is about what it takes on an idle machine.
 """
 
 from __future__ import annotations
@@ -55,7 +56,19 @@ def _cases(folder: Path) -> dict[str, list[str]]:
     cases["certify --data MISSING"] = ["certify", "--data", str(missing)]
     cases["certify --json FOLDER"] = ["certify", "--data", str(folder), "--json", str(a_folder)]
     cases["table --data MISSING"] = ["table", "quick", "--data", str(missing)]
+    data = _class_folders(folder / "data", good)
+    for option in ("--classifier", "--attack"):
+        cases[f"evaluate {option} NOSUCH"] = ["evaluate", "--data", str(data), option, "nosuch"]
+        cases[f"attack {option} NOSUCH"] = ["attack", str(good), option, "nosuch", "--out", str(out_png)]
     return cases
+
+
+def _class_folders(folder: Path, image: Path) -> Path:
+    """A two-class data set of one valid image each, so that only the name is wrong."""
+    for label in ("NORMAL", "PNEUMONIA"):
+        (folder / label).mkdir(parents=True)
+        (folder / label / image.name).write_bytes(image.read_bytes())
+    return folder
 
 
 def _grey_png() -> bytes:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy.stats import beta, norm
 
+from core.defended import check_built, frozen_eval
 from core.errors import PurifyLabError, check_range, check_types
 from core.metrics import balanced_accuracy_interval, clopper_pearson
 from core.models import XrayClassifier
@@ -157,23 +158,26 @@ def certify_images(
     """CERTIFY over a set of images (float [0, 1] or uint8, NCHW): per-image answers and the curves.
 
     Images and labels pass `craft`'s boundary check before any draw: a 0-255 or NaN image would
-    otherwise be certified, and a missing label found only after all the compute."""
+    otherwise be certified, and a missing label found only after all the compute. The classifier runs
+    in eval mode and is handed back in the mode it came in."""
     from tqdm.auto import tqdm
 
     from core.attacks.threats import checked_inputs
 
-    classifier.eval()
+    if denoiser is not None:  # Carlini et al.'s one-shot denoising is what maps sigma to a timestep
+        check_built("denoiser", denoiser, OneShotPurifier, "the one_shot purifier or None (create_purifier('one_shot', ...) builds it)")
     images = images.float().div(255.0) if images.dtype == torch.uint8 else images
     images, labels = checked_inputs(classifier, images, labels)
     if denoiser is not None:  # a large sigma maps to a timestep the denoiser may never have seen
         timestep = denoiser.timestep_for_sigma(config.sigma)  # 0-based; the purifiers' t* of timestep k is (k + 1) / T
         denoiser.warn_beyond_training((timestep + 1) / denoiser.num_train_timesteps, f"sigma={config.sigma:g} (t={timestep})")
     predictions, radii = [], []
-    for index in tqdm(range(images.shape[0]), desc="certify", unit="image", disable=not progress):
-        image = images[index : index + 1]
-        prediction, radius = certify_image(classifier, denoiser, image, config, seed=config.seed + index)
-        predictions.append(prediction)
-        radii.append(-1.0 if radius is None else radius)
+    with frozen_eval(classifier):
+        for index in tqdm(range(images.shape[0]), desc="certify", unit="image", disable=not progress):
+            image = images[index : index + 1]
+            prediction, radius = certify_image(classifier, denoiser, image, config, seed=config.seed + index)
+            predictions.append(prediction)
+            radii.append(-1.0 if radius is None else radius)
     predictions_array, radii_array, labels_array = np.array(predictions), np.array(radii), labels.cpu().numpy()
     intervals = {r: certified_confidence_95(predictions_array, radii_array, labels_array, r) for r in REPORTED_RADII}
     return {

@@ -16,6 +16,9 @@ of draws, and hence the attack, repeats exactly for the same seed.
 from __future__ import annotations
 
 import math
+import reprlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -28,6 +31,41 @@ MAX_EOT = 1000
 
 # Purifier draws at test time (worst or majority of k): one bound for every path that takes --redraws.
 MAX_REDRAWS = 1000
+
+BUILT_NETWORK = "a built network (create_classifier(name) returns one)"
+
+
+def check_built(name: str, value: object, kind: type, expected: str) -> None:
+    """One line for a registry name or a dict where a built object belongs: the README names everything
+    by string, so passing the name is a natural slip, which would otherwise surface as an AttributeError
+    deep inside (sometimes naming another object)."""
+    if isinstance(value, kind):
+        return
+    if isinstance(value, nn.Module):  # its repr is its whole layer tree: named by class and registry name
+        shown = f" '{value.name}'" if isinstance(getattr(value, "name", None), str) else ""
+    else:
+        shown = f" {reprlib.repr(value)}"
+    raise PurifyLabError(f"{name} must be {expected}, got {type(value).__name__}{shown}")
+
+
+@contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients while attacking, scoring or predicting; restores both afterwards,
+    so a caller's model (perhaps mid-training) is handed back as it came."""
+    check_built("model", model, nn.Module, BUILT_NETWORK)
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        # Module by module: a wrapper's own flag must not overwrite a shared model's mode.
+        for module, mode in modes:
+            module.training = mode
 
 
 def clamp_to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +100,8 @@ class DefendedClassifier(nn.Module):
 
     def __init__(self, purifier: Purifier, classifier: nn.Module, eot: int = 1, bpda: bool = False, seed: int = 0):
         super().__init__()
+        check_built("purifier", purifier, Purifier, "a built purifier (create_purifier(name, ...) returns one)")
+        check_built("classifier", classifier, nn.Module, BUILT_NETWORK)
         typed("eot", eot, int)  # 2.5 would run int(2.5) draws while the budget counts 2.5
         if not 1 <= eot <= MAX_EOT:
             raise PurifyLabError(f"eot={eot} is outside the allowed range [1, {MAX_EOT}]")
@@ -105,6 +145,7 @@ class DefendedClassifier(nn.Module):
         # A 0-255 image would come out of `clamp_to_unit` white and read as confident nonsense. Only
         # checked, never replaced by the check's clamped copy: that would zero the gradient at 0 and 1.
         validate_image_tensor(x, channels=getattr(self.classifier, "in_channels", IMAGE_CHANNELS))
+        x = x.float()  # float64 or float16 in, as `purify` takes them; the cast keeps the graph
         draws = self.draws
         if draws == 1:
             return self.classifier(self.purified(x))

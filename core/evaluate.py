@@ -19,7 +19,7 @@ import torch
 
 from core.data.loading import load_split, resolve_split
 from core.data.sources import data_listing
-from core.defended import MAX_REDRAWS
+from core.defended import MAX_REDRAWS, frozen_eval
 from core.errors import PurifyLabError, check_range
 from core.io import validate_image_tensor
 from core.metrics import classification_metrics
@@ -37,22 +37,23 @@ def predict_probabilities(
 ) -> np.ndarray:
     """Class probabilities (N, 2) for uint8 or [0, 1] float images, in batches, purified first if asked;
     any other scale (0-255 floats, other integers) or a NaN is refused in one line, not read as an X-ray.
-    `progress` shows the attacked pass's batch bar on stderr: a purified clean pass can run for minutes."""
+    `progress` shows the attacked pass's batch bar on stderr: a purified clean pass can run for minutes.
+    Runs in eval mode and hands the model back in the mode it came in (a trainer's model mid-epoch)."""
     from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise PurifyLabError(f"batch size must be >= 1, got {batch_size}")
     if not isinstance(images, torch.Tensor):
         raise PurifyLabError(f"images must be a torch.Tensor; got {type(images).__name__}")
-    model.eval()
     device = next(model.parameters()).device
     outputs = []
-    for start in tqdm(range(0, images.shape[0], batch_size), desc="batches", unit="batch", leave=False, disable=not progress):
-        batch = images[start : start + batch_size].to(device)
-        batch = validate_image_tensor(batch.float().div(255.0) if batch.dtype == torch.uint8 else batch, channels=model.in_channels)
-        if purifier is not None:
-            batch = purifier.purify(batch, seed=seed + start)
-        outputs.append(torch.softmax(model(batch).float(), dim=1).cpu())
+    with frozen_eval(model):
+        for start in tqdm(range(0, images.shape[0], batch_size), desc="batches", unit="batch", leave=False, disable=not progress):
+            batch = images[start : start + batch_size].to(device)
+            batch = validate_image_tensor(batch.float().div(255.0) if batch.dtype == torch.uint8 else batch, channels=model.in_channels)
+            if purifier is not None:
+                batch = purifier.purify(batch, seed=seed + start)
+            outputs.append(torch.softmax(model(batch).float(), dim=1).cpu())
     return torch.cat(outputs).numpy()
 
 
@@ -81,18 +82,34 @@ class EvaluationConfig:
 
     def __post_init__(self) -> None:
         check_range("redraws", self.redraws, 1, MAX_REDRAWS)
-        if self.attack is not None:  # the threat means nothing without an attack; validated once, here
-            from core.attacks.threats import threat_model
+        if self.attack is None:  # a clean run would record them beside its figures, never used
+            for setting in dataclasses.fields(self):
+                value = getattr(self, setting.name)
+                if setting.name in ATTACK_SETTINGS and value != setting.default:
+                    raise PurifyLabError(
+                        f"{setting.name}={value!r} sets the attacked run, but attack is None; drop {setting.name} or give attack=AttackConfig(...)"
+                    )
+            return
+        from core.attacks import threat_model
+        from core.attacks.library import check_attack_config
 
-            threat_model(self.threat).check_eot(self.eot)
+        check_attack_config(self.attack)
+        threat_model(self.threat).check_eot(self.eot)  # validated once, here, before any data is read
+
+
+# The EvaluationConfig fields only an attacked run reads (`evaluate_attack`).
+ATTACK_SETTINGS = ("threat", "eot", "redraws")
 
 
 def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, progress: bool = False) -> dict:
     """Accuracy, balanced accuracy, AUROC, per-class sensitivity and their 95 % intervals (exact Clopper-Pearson; bootstrap for AUROC only);
-    with `config.attack`, also robust accuracy under `config.threat` (see `evaluate_attack`)."""
+    with `config.attack`, also robust accuracy under `config.threat` (see `evaluate_attack`). A `model` passed in
+    is recorded under its card's name, not `config.classifier`: the figures are that model's."""
     listing = data_listing(config.data, config.split)  # an unreadable --data is refused before the model is built
     if model is None:
         model = create_classifier(config.classifier, pretrained=True, weights=config.weights)
+    elif (model.card or {}).get("name") is not None:  # the result and its note name the model that was read
+        config = dataclasses.replace(config, classifier=model.card["name"])
     model.check_classes(listing.classes, f"--data {config.data}")  # before any pixel is decoded
     note = _reads_through_note(config, model)
     if config.attack is not None:

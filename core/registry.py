@@ -31,11 +31,15 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def check(self, name: str) -> str:
+        """`name` if registered, else the one-line error listing the choices: a caller refuses a bad name
+        with it before it imports what the entry builds."""
+        if name not in self._entries:
+            raise PurifyLabError(f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}")
+        return name
+
     def get(self, name: str) -> Callable[..., T]:
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise PurifyLabError(f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}") from None
+        return self._entries[self.check(name)]
 
     def create(self, name: str, **kwargs) -> T:
         return self.get(name)(**kwargs)

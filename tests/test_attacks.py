@@ -469,3 +469,79 @@ def test_a_masking_gap_of_exactly_the_tolerance_passes_and_one_image_more_is_fla
             assert at_tolerance.passed, (weak, n, at_tolerance.values)
             over = check_not_weaker("white", _accuracies(weak + allowed + 1, n)[stored], "bpda", weak_accuracy)
             assert "sign of gradient masking" in over.flag, (weak, n, over.values)
+
+
+def _tiny_mnist_cnn(shared_data) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A 10-class plain network (no `num_classes` attribute) trained with a fixed seed on real MNIST digits, and 32 test digits."""
+    from core.data.loading import load_split
+
+    train = load_split(shared_data / "mnist", "train", 28, limit=1024)
+    test = load_split(shared_data / "mnist", "test", 28, limit=32)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 49, 10),
+    )  # fmt: skip
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    order = torch.Generator().manual_seed(0)
+    images, labels = train.floats(), train.labels
+    for _ in range(150):
+        batch = torch.randint(0, len(images), (64,), generator=order)
+        loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval(), test.floats(), test.labels
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_apgdt_on_a_ten_class_model_targets_every_other_class_without_being_told(shared_data) -> None:
+    """create_attack assumed 2 classes: on a 10-class model APGD-T tried 1 target class of 9 and reported a
+    weaker attack as APGD-T (the shipped MNIST CNN kept 6.25 % at eps 0.1, 0 % with 9 targets)."""
+    from core.attacks.library import SeededAttack
+
+    model, images, labels = _tiny_mnist_cnn(shared_data)
+    config = AttackConfig(name="apgdt", eps=0.1, steps=5)
+    counted = create_attack(model, config)(images, labels)
+    assert torch.equal(counted, create_attack(model, config, num_classes=10)(images, labels))
+    one_target = SeededAttack(ATTACKS.get("apgdt")(model, config, 2), model, config.seed)(images, labels)
+    assert _accuracy(model, counted, labels) < _accuracy(model, one_target, labels)
+    with pytest.raises(PurifyLabError, match="^num_classes=2, but the model answers 10 classes"):
+        create_attack(model, config, num_classes=2)(images, labels)
+
+
+def test_a_class_count_that_disagrees_with_a_registered_classifier_is_refused() -> None:
+    from core.models import create_classifier
+
+    torch.manual_seed(0)
+    classifier = create_classifier("student_cnn", pretrained=False, image_size=28, widths=(4, 4, 4, 4), num_classes=10).eval()
+    images, labels = torch.rand(2, 1, 28, 28), torch.tensor([3, 7])
+    with pytest.raises(PurifyLabError, match="^num_classes=2, but the model answers 10 classes"):
+        create_attack(classifier, AttackConfig(name="fgsm"), num_classes=2)(images, labels)
+    assert create_attack(classifier, AttackConfig(name="fgsm"), num_classes=10)(images, labels).shape == images.shape
+
+
+def test_a_name_or_a_dict_where_a_built_object_belongs_is_refused_in_one_line(model, xrays) -> None:
+    """Names are natural here (the README names everything by string); they failed as AttributeErrors,
+    one of which named the DefendedClassifier for a purifier given as 'blur'."""
+    from core.attacks import craft, evaluate_defended
+
+    images, labels = xrays["x"][:2], xrays["y"][:2]
+    fgsm = AttackConfig(name="fgsm")
+    attack_expected = r"^attack must be an AttackConfig \(build one with AttackConfig\(name='pgd', \.\.\.\)\), got "
+    model_expected = r"^model must be a built network \(create_classifier\(name\) returns one\), got str 'resnet'$"
+    refusals = [
+        (lambda: create_attack(model, "pgd"), attack_expected + "str 'pgd'$"),
+        (lambda: craft("grey", model, None, images, labels, {"name": "pgd"}), attack_expected + r"dict \{'name': 'pgd'\}$"),
+        (lambda: create_attack("resnet", fgsm), model_expected),
+        (lambda: craft("grey", "resnet", None, images, labels, fgsm), model_expected),
+        (lambda: evaluate_defended("resnet", None, images, labels), model_expected),
+        (
+            lambda: craft("white", model, "blur", images, labels, fgsm),
+            r"^purifier must be a built purifier \(create_purifier\(name, \.\.\.\) returns one\), got str 'blur'$",
+        ),
+    ]
+    for call, message in refusals:
+        with pytest.raises(PurifyLabError, match=message):
+            call()

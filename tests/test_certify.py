@@ -305,3 +305,21 @@ def test_the_certified_curve_legend_names_the_denoiser_alpha_and_noise_draws():
     ]
     older = {key: value for key, value in plain.items() if key not in ("denoiser", "config")}  # written before either was recorded
     assert certified_figure([older]).to_dict()["data"][0]["name"].startswith("tiny, sigma 0.25, denoiser not recorded (n = 10 noise draws, alpha not recorded;")
+
+
+def test_a_denoiser_that_is_not_the_one_shot_purifier_is_refused_in_one_line():
+    """Any other purifier failed as an AttributeError ('timestep_for_sigma') after the boundary checks."""
+    from core.purifiers import create_purifier
+
+    message = r"^denoiser must be the one_shot purifier or None \(create_purifier\('one_shot', \.\.\.\) builds it\), got "
+    for denoiser, shown in ((create_purifier("blur"), "GaussianBlurPurifier 'blur'$"), ("one_shot", "str 'one_shot'$")):
+        with pytest.raises(PurifyLabError, match=message + shown):
+            certify_images(_always(0), denoiser, torch.rand(1, 1, SIZE, SIZE), torch.tensor([0]), CertifyConfig(n0=1, n=1))
+
+
+def test_certify_hands_the_classifier_back_in_the_mode_it_came_in():
+    """It switched a caller's model (mid-training, say) to eval mode for good; craft and evaluate_defended restore it."""
+    classifier = _always(0).train()
+    certify_images(classifier, None, torch.rand(2, 1, SIZE, SIZE), torch.tensor([0, 1]), CertifyConfig(n0=2, n=4))
+    assert classifier.training and all(module.training for module in classifier.modules())
+    assert all(parameter.requires_grad for parameter in classifier.parameters())

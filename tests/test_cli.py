@@ -907,3 +907,70 @@ def test_a_sweep_on_the_reporting_cohort_says_its_curve_is_no_place_to_choose(xr
         ], err
     code, _, err = run_cli([*sweep, "--data", str(xray_train_dir), "--out-dir", str(tmp_path / "val")], capsys)
     assert code == 0 and "warning: " not in err, err
+
+
+def test_a_mistyped_classifier_or_attack_is_refused_before_torch_is_imported(tmp_path):
+    """Names were checked only in registries whose packages import torch, timm and torchattacks (9-15 s, 0.9 GB);
+    they are declared without them now, as --defense names are."""
+    for label in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        (tmp_path / "data" / label / "a.png").write_bytes(_grey_png())
+    (tmp_path / "good.png").write_bytes(_grey_png())
+    data, good, out = str(tmp_path / "data"), str(tmp_path / "good.png"), str(tmp_path / "o.png")
+    cases = {
+        "unknown classifier 'nosuch'; choose one of: ": [["evaluate", "--data", data, "--classifier", "nosuch"],
+                                                         ["attack", good, "--classifier", "nosuch", "--out", out],
+                                                         ["certify", "--data", data, "--classifier", "nosuch"]],
+        "unknown attack 'nosuch'; choose one of: ": [["evaluate", "--data", data, "--attack", "nosuch"], ["attack", good, "--attack", "nosuch", "--out", out]],
+    }  # fmt: skip
+    _assert_refused_before_torch(cases)
+
+
+def _listing_in_a_fresh_process(command: str, watched: tuple[str, ...]) -> tuple[list[dict], list[str]]:
+    """(the rows `purifylab COMMAND --json` prints, which of `watched` it imported), in a new process."""
+    code = (
+        "import json, sys\nfrom core.cli import main\ntry:\n"
+        f"    main([{command!r}, '--json'])\n"
+        "except SystemExit as exit:\n"
+        f"    print(json.dumps([exit.code, sorted(m for m in {watched!r} if m in sys.modules)]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    *rows, outcome = done.stdout.strip().splitlines()
+    exit_code, imported = json.loads(outcome)
+    assert exit_code == 0, done.stderr
+    return json.loads("\n".join(rows)), imported
+
+
+def test_classifier_attack_and_threat_listings_import_no_torch_and_match_the_full_registries():
+    """`classifiers`, `attacks` and `threats` imported torch, timm and torchattacks (10-14 s) to print names
+    and descriptions; what they print now is what the registries hold once every builder is imported."""
+    printed = {}
+    for command in ("classifiers", "attacks", "threats"):
+        printed[command], imported = _listing_in_a_fresh_process(command, ("torch", "timm", "torchattacks"))
+        assert imported == [], (command, imported)
+    import core.attacks.library
+    import core.attacks.threats
+    import core.models.vit  # noqa: F401  (the builders' modules: they add no name of their own)
+    from core.attacks import ATTACKS, THREAT_MODELS
+    from core.models import list_classifiers
+
+    assert {row["name"]: row["description"] for row in printed["classifiers"]} == list_classifiers()
+    assert {row["name"]: row["description"] for row in printed["attacks"]} == ATTACKS.describe()
+    assert {row["name"]: row["description"] for row in printed["threats"]} == {name: threat.describe() for name, threat in THREAT_MODELS.items()}
+
+
+def test_the_purifier_listing_prices_each_purifier_without_loading_its_weights():
+    """`purifiers` built every purifier (diffusers imported, the UNets loaded and hashed) to print its NFE;
+    `planned_calls` gives the same count from the classes and the cards."""
+    rows, imported = _listing_in_a_fresh_process("purifiers", ("diffusers", "safetensors"))
+    assert imported == []
+    from core.errors import PurifyLabError
+    from core.purifiers import create_purifier, list_purifiers
+
+    assert [row["name"] for row in rows] == list(list_purifiers())
+    for row in rows:
+        try:
+            built = create_purifier(row["name"]).nfe()
+        except PurifyLabError:  # weights not shipped: neither way has a count
+            built = None
+        assert row["nfe"] == built, row

@@ -82,3 +82,36 @@ def test_a_defense_file_with_a_field_of_the_wrong_type_is_refused_naming_the_fil
     with pytest.raises(PurifyLabError, match=message) as error:
         load_defense("bad", tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_a_defended_classifier_reads_float64_and_float16_as_purify_does():
+    """It checked a float32 copy and threw it away: float64 reached the network as a raw RuntimeError."""
+    import torch
+
+    from core.defended import DefendedClassifier
+    from core.models import create_classifier
+
+    torch.manual_seed(0)
+    classifier = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(4, 8, 8, 8)).eval()
+    defended = DefendedClassifier(create_purifier("gaussian", sigma=0.5), classifier, seed=3)
+    x = torch.rand(2, 1, 32, 32)
+    for other in (x.double(), x.half()):
+        defended.reset()
+        expected = defended(other.float())
+        defended.reset()
+        wide = other.clone().requires_grad_(True)
+        logits = defended(wide)
+        assert logits.dtype == torch.float32 and torch.equal(logits, expected)
+        logits.sum().backward()
+        assert wide.grad is not None and wide.grad.dtype == other.dtype
+
+
+def test_a_defended_classifier_refuses_names_in_place_of_built_networks():
+    from core.defended import DefendedClassifier
+    from core.models import create_classifier
+
+    classifier = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(4, 8, 8, 8))
+    with pytest.raises(PurifyLabError, match=r"^purifier must be a built purifier \(create_purifier\(name, \.\.\.\) returns one\), got str 'blur'$"):
+        DefendedClassifier("blur", classifier)
+    with pytest.raises(PurifyLabError, match=r"^classifier must be a built network \(create_classifier\(name\) returns one\), got dict \{'name': 'resnet'\}$"):
+        DefendedClassifier(create_purifier("blur"), {"name": "resnet"})

@@ -308,3 +308,44 @@ def test_predict_probabilities_shows_batch_progress_only_when_asked(xray_train_d
     assert "batches" in capsys.readouterr().err
     np.testing.assert_array_equal(predict_probabilities(model, images, batch_size=2), shown)
     assert capsys.readouterr().err == ""
+
+
+def test_evaluate_records_the_name_of_the_model_passed_in_not_the_configs_default(xray_test_dir, tiny_weights, tmp_path):
+    """evaluate(config, model=M) recorded config.classifier ('vit' by default) beside M's figures and weights,
+    and its reads-through note named vit."""
+    import shutil
+
+    smooth = tmp_path / "student_cnn.safetensors"
+    shutil.copy(tiny_weights, smooth)
+    card = json.loads(tiny_weights.with_suffix(".json").read_text())
+    smooth.with_suffix(".json").write_text(json.dumps({**card, "name": "student_cnn", "reads_through": {"purifier": "gaussian", "params": {"sigma": 0.5}}}))
+    result = evaluate(EvaluationConfig(data=str(xray_test_dir), limit=2, bootstrap=0), model=create_classifier("student_cnn", weights=smooth))
+    assert result["config"]["classifier"] == "student_cnn"
+    assert result["reads_through_note"].startswith("student_cnn was trained and calibrated to read X-rays through")
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"redraws": 5}, "^redraws=5 sets the attacked run, but attack is None; drop redraws"),
+        ({"eot": 4}, "^eot=4 sets the attacked run, but attack is None; drop eot"),
+        ({"threat": "white"}, "^threat='white' sets the attacked run, but attack is None; drop threat"),
+        ({"attack": "pgd"}, r"^attack must be an AttackConfig \(build one with AttackConfig\(name='pgd', \.\.\.\)\), got str 'pgd'$"),
+        ({"attack": {"name": "pgd"}}, r"^attack must be an AttackConfig .*, got dict \{'name': 'pgd'\}$"),
+    ],
+)
+def test_evaluation_config_refuses_attack_settings_without_an_attack_and_an_attack_by_name(setting, message):
+    """Without an attack, redraws, eot and threat were recorded beside a clean figure they never touched
+    (the CLI refuses them); an attack named by string failed as "'str' object has no attribute 'seed'"."""
+    with pytest.raises(PurifyLabError, match=message):
+        EvaluationConfig(data=".", **setting)
+    assert EvaluationConfig(data=".", attack=AttackConfig(name="fgsm"), threat="white", eot=4, redraws=5).redraws == 5
+
+
+def test_predict_probabilities_hands_the_model_back_in_the_mode_it_came_in():
+    """It left a caller's model (a trainer's, mid-epoch) in eval mode."""
+    torch.manual_seed(0)
+    model = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(4, 8, 8, 8)).train()
+    predict_probabilities(model, torch.rand(2, 1, 32, 32))
+    assert model.training and all(module.training for module in model.modules())
+    assert all(parameter.requires_grad for parameter in model.parameters())

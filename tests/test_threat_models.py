@@ -361,6 +361,7 @@ def test_bpda_eot_with_one_draw_is_refused_before_any_data_is_read(tmp_path, set
     with pytest.raises(PurifyLabError, match=message):
         robust_run(setup.classifier, GaussianNoisePurifier(), setup.images[:2], setup.labels[:2], AttackConfig(steps=1), "bpda-eot")
     threat_model("bpda-eot").check_eot(2)
-    assert EvaluationConfig(data=missing, threat="bpda-eot").eot == 1  # no attack: the threat is not used
+    with pytest.raises(PurifyLabError, match="^threat='bpda-eot' sets the attacked run"):  # no attack: a threat would be recorded unused
+        EvaluationConfig(data=missing, threat="bpda-eot")
     with pytest.raises(PurifyLabError, match="not found|does not exist|no such"):  # a valid config reaches the data
         evaluate(EvaluationConfig(data=missing, attack=AttackConfig(), threat="bpda-eot", eot=2), model=setup.classifier)

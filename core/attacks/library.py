@@ -14,7 +14,7 @@ Two things are added around torchattacks:
   class and the success criterion are unchanged and DLR reduces to -margin / (|margin| + 1).
 
 Where torchattacks' behaviour misfits the lab, a small class says why: `BoxDeepFool`,
-`LabelledTPGD`, `Restarts`, `BestLossIterates`.
+`LabelledTPGD`, `Restarts`, `BestLossIterates`, `ClassCountedAttack`.
 """
 
 from __future__ import annotations
@@ -22,25 +22,20 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from core.defended import DefendedClassifier
+from core.attacks import ATTACKS
+from core.attacks.config import AttackConfig
+from core.defended import BUILT_NETWORK, DefendedClassifier, check_built, frozen_eval
 from core.errors import PurifyLabError
-from core.registry import Registry
 
 try:
     import torchattacks
     from torchattacks.attack import Attack
 except ImportError:  # installed apart from the engine, see scripts/install.sh
     raise PurifyLabError("torchattacks is not installed: run `pip install --no-deps torchattacks==3.5.1` (scripts/install.sh does this step)") from None
-
-if TYPE_CHECKING:
-    from core.attacks.config import AttackConfig
 
 DLR_MIN_CLASSES = 4
 TORCHATTACKS_NORM = {"linf": "Linf", "l2": "L2"}
@@ -62,24 +57,6 @@ class DLRReferenceLogits(nn.Module):
             return logits
         reference = logits.min(dim=1, keepdim=True).values - 1.0
         return torch.cat([logits, reference.expand(-1, missing)], dim=1)
-
-
-@contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients while attacking; restores both afterwards."""
-    modes = [(module, module.training) for module in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        # Module by module: a wrapper's own flag must not overwrite a shared model's mode.
-        for module, mode in modes:
-            module.training = mode
 
 
 # torchattacks draws random starts from torch's global RNG: one per process, shared by threads.
@@ -253,37 +230,8 @@ def draws_noise(model: nn.Module) -> bool:
     return isinstance(model, DefendedClassifier) and model.stochastic
 
 
+# The builders each spec in core.attacks names (`AttackSpec.build`): one per attack, on its config.
 Builder = Callable[[nn.Module, "AttackConfig", int], Attack]
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """How one CLI name maps onto torchattacks, and which settings mean something for it."""
-
-    build: Builder
-    norms: tuple[str, ...]
-    bounded: bool = True  # False: a minimal-perturbation attack that ignores eps
-    restarts: bool = False  # True: restarts > 1 is meaningful
-    eot: bool = False  # True: the attack itself takes eot_iter
-    single_step: bool = False  # True: one gradient step whatever `steps` says (FGSM)
-    # True: where the attack fails it returns the input itself, not its last iterate (torchattacks keeps
-    # only successful examples), so against a deterministic model "no perturbation" means "nothing found
-    # within eps"; against one that draws noise it may mean only that one draw was not fooled.
-    keeps_only_successes: bool = False
-    # True (the APGD family): against a model that draws noise it returns iterates, never the input
-    # (`BestLossIterates`); those robust cells carry a key field of their own (core.attacks.robust.key_fields).
-    best_loss_against_noise: bool = False
-    step_size: bool = False  # True: the attack steps by `alpha` (the others ignore it)
-    # Non-empty: the attack runs this fixed schedule of its own, whatever `steps` and `eot_iter` say
-    # (torchattacks' AutoAttack builds its sub-attacks at their defaults).
-    schedule: str = ""
-    revision: int = 0  # raised when the implementation changes, so stored results are recomputed
-
-    def __call__(self, model: nn.Module, config: AttackConfig, num_classes: int) -> Attack:
-        return self.build(model, config, num_classes)
-
-
-ATTACKS: Registry[AttackSpec] = Registry("attack")
 
 
 def _with_restarts(attacks: list[Attack]) -> Attack:
@@ -314,14 +262,6 @@ def _apgdt(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
     )  # fmt: skip
 
 
-# What torchattacks 3.5.1's AutoAttack runs: its sub-attacks at their own defaults (10 steps),
-# one restart, targeted ones once per other class; `steps` and `eot_iter` reach none of them.
-AUTOATTACK_SCHEDULES = {
-    "standard": "own schedule: APGD-CE 10 steps, APGD-T and FAB-T 10 steps per target class, Square 5000 queries",
-    "rand": "own schedule: APGD-CE and APGD-DLR, 10 steps each, EOT 20",
-}
-
-
 def _autoattack(version: str) -> Builder:
     def build(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
         return torchattacks.AutoAttack(
@@ -330,6 +270,25 @@ def _autoattack(version: str) -> Builder:
         )  # fmt: skip
 
     return build
+
+
+_autoattack_standard, _autoattack_rand = _autoattack("standard"), _autoattack("rand")
+
+
+def _fgsm(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
+    return torchattacks.FGSM(model, eps=c.eps)
+
+
+def _tpgd(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
+    return LabelledTPGD(model, eps=c.eps, alpha=c.step_size, steps=c.steps)
+
+
+def _deepfool(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
+    return BoxDeepFool(model, steps=c.steps)
+
+
+def _cw(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
+    return torchattacks.CW(model, steps=c.steps)
 
 
 def _square(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
@@ -342,62 +301,56 @@ def _ead(model: nn.Module, c: AttackConfig, num_classes: int) -> Attack:
     return torchattacks.EADEN(model, max_iterations=c.steps, abort_early=c.steps >= 10)
 
 
-_LINF, _L2, _BOTH = ("linf",), ("l2",), ("linf", "l2")
-
-for _name, _spec, _doc in (
-    ("fgsm", AttackSpec(lambda m, c, k: torchattacks.FGSM(m, eps=c.eps), _LINF, single_step=True), "FGSM, one signed-gradient step (L-inf)"),
-    ("pgd", AttackSpec(_pgd, _BOTH, restarts=True, step_size=True), "PGD with random start (L-inf; PGDL2 for l2)"),
-    ("pgdl2", AttackSpec(_pgd, _L2, restarts=True, step_size=True), "PGD under an L2 budget (torchattacks PGDL2)"),
-    ("eotpgd", AttackSpec(_eotpgd, _LINF, restarts=True, eot=True, step_size=True), "PGD on gradients averaged over eot_iter calls"),
-    (
-        "tpgd",
-        AttackSpec(lambda m, c, k: LabelledTPGD(m, eps=c.eps, alpha=c.step_size, steps=c.steps), _LINF, step_size=True, revision=1),
-        "TRADES' adversary: PGD on the KL divergence from the clean prediction; misread images left as they are (L-inf)",
-    ),
-    (
-        "apgd",
-        AttackSpec(_apgd, _BOTH, restarts=True, eot=True, keeps_only_successes=True, best_loss_against_noise=True),
-        "Auto-PGD with cross-entropy loss (APGD-CE)",
-    ),
-    (
-        "apgdt",
-        AttackSpec(_apgdt, _BOTH, restarts=True, eot=True, keeps_only_successes=True, best_loss_against_noise=True),
-        "targeted Auto-PGD with the DLR loss (APGD-T)",
-    ),
-    (
-        "autoattack",
-        AttackSpec(_autoattack("standard"), _BOTH, keeps_only_successes=True, best_loss_against_noise=True, schedule=AUTOATTACK_SCHEDULES["standard"]),
-        "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square",
-    ),
-    (
-        "autoattack-rand",
-        AttackSpec(_autoattack("rand"), _BOTH, keeps_only_successes=True, best_loss_against_noise=True, schedule=AUTOATTACK_SCHEDULES["rand"]),
-        "AutoAttack rand: APGD-CE and APGD-DLR with EOT 20",
-    ),
-    ("square", AttackSpec(_square, _BOTH, restarts=True, keeps_only_successes=True), "Square attack, score-based black-box (steps = queries)"),
-    (
-        "deepfool",
-        AttackSpec(lambda m, c, k: BoxDeepFool(m, steps=c.steps), _L2, bounded=False, revision=1),
-        "DeepFool, minimal L2 perturbation to the nearest boundary (ignores eps)",
-    ),
-    (
-        "cw",
-        AttackSpec(lambda m, c, k: torchattacks.CW(m, steps=c.steps), _L2, bounded=False, keeps_only_successes=True),
-        "Carlini-Wagner L2, minimal perturbation (ignores eps)",
-    ),
-    ("ead", AttackSpec(_ead, _L2, bounded=False, keeps_only_successes=True), "elastic-net attack EAD (L1 + L2, EN rule; ignores eps)"),
-):
-    ATTACKS.register(_name, _doc)(_spec)
+def check_attack_config(attack: object) -> None:
+    """The one refusal of an attack named by string or given as a dict (create_attack, craft, EvaluationConfig)."""
+    check_built("attack", attack, AttackConfig, "an AttackConfig (build one with AttackConfig(name='pgd', ...))")
 
 
-def create_attack(model: nn.Module, config: AttackConfig, num_classes: int = 2) -> Attack:
-    """The configured torchattacks attack on `model` (inputs in [0, 1]), seeded and eval-mode safe."""
+def answered_classes(model: nn.Module, images: torch.Tensor) -> int:
+    """How many classes `model` answers: a registered classifier's `num_classes` (for a defended model, its
+    classifier's), else the width of the bare network's output on one image; never a forward through the
+    purifier, which would spend a draw of the attack's sequence."""
+    bare = model.classifier if isinstance(model, DefendedClassifier) else model
+    if isinstance(getattr(bare, "num_classes", None), int):
+        return bare.num_classes
+    with torch.no_grad(), frozen_eval(bare):
+        return int(bare(images[:1]).shape[1])
+
+
+class ClassCountedAttack(Attack):
+    """The attack `create_attack` returns, built on its first images with the class count the model answers.
+
+    APGD-T and AutoAttack fix their target classes when built, and a plain network tells its class count
+    only by answering; an assumed 2 gave a 10-class MNIST model 1 target class instead of 9.
+    """
+
+    def __init__(self, build: Callable[[int], Attack], model: nn.Module, num_classes: int | None):
+        super().__init__("ClassCounted", model)
+        self.build = build
+        self.num_classes = num_classes
+        self.built: Attack | None = None
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        with _GLOBAL_RNG:  # answering freezes the shared model: under the lock every attack on it holds
+            if self.built is None:
+                answered = answered_classes(self.model, images)
+                if self.num_classes not in (None, answered):
+                    raise PurifyLabError(f"num_classes={self.num_classes}, but the model answers {answered} classes; leave num_classes out to take the model's")
+                self.built = self.build(answered)
+        return self.built(images, labels)
+
+
+def create_attack(model: nn.Module, config: AttackConfig, num_classes: int | None = None) -> Attack:
+    """The configured torchattacks attack on `model` (inputs in [0, 1]), seeded and eval-mode safe.
+    `num_classes` None: the count the model answers (see `ClassCountedAttack`); a count given is checked against it."""
+    check_built("model", model, nn.Module, BUILT_NETWORK)
+    check_attack_config(config)
     spec = ATTACKS.get(config.name)
-    inner = spec(model, config, num_classes)
-    if spec.best_loss_against_noise and draws_noise(model):
-        inner = keep_best_loss_iterates(inner)
-    return SeededAttack(inner, model, config.seed)
 
+    def build(classes: int) -> Attack:
+        inner = spec(model, config, classes)
+        if spec.best_loss_against_noise and draws_noise(model):
+            inner = keep_best_loss_iterates(inner)
+        return SeededAttack(inner, model, config.seed)
 
-def list_attacks() -> dict[str, str]:
-    return ATTACKS.describe()
+    return ClassCountedAttack(build, model, num_classes)

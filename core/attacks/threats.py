@@ -20,82 +20,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from core.attacks import THREAT_MODELS, threat_model  # noqa: F401  (declared torch-free there; read here too)
 from core.attacks.config import AttackConfig
 from core.attacks.library import create_attack, frozen_eval
 from core.defended import MAX_REDRAWS, DefendedClassifier
-from core.errors import PurifyLabError, check_range, typed
+from core.errors import PurifyLabError, check_range
 from core.io import IMAGE_CHANNELS, validate_image_tensor, validate_labels
 from core.purifiers.base import Purifier
 from core.purifiers.simple import IdentityPurifier
-
-
-@dataclass(frozen=True)
-class ThreatModel:
-    """What the attacker sees under one threat model; every caller asks these flags, none re-spells them."""
-
-    name: str
-    summary: str  # "{draws}" stands for the EOT count, which only the caller knows; "{s}" for its plural
-    goes_through_purifier: bool  # the attacker differentiates (or approximates) the purifier
-    uses_eot: bool  # each attack step averages over `eot` purifier draws
-    needs_substitute: bool  # examples are crafted on a black-box substitute model
-    # Threat models that see less of the defense: this attacker must leave no higher robust
-    # accuracy than any of them (white <= BPDA+EOT <= grey), or the table flags gradient masking.
-    not_weaker_than: tuple[str, ...] = ()
-
-    def describe(self, eot: int | None = None) -> str:
-        """The threat model in words, with the EOT count filled in ("several" when none is set)."""
-        return self.summary.format(draws="several" if eot is None else eot, s="" if eot == 1 else "s")
-
-    def draws_per_step(self, eot: int) -> int:
-        """Purifier draws the attacker spends per gradient step."""
-        return eot if self.uses_eot else 1
-
-    def check_purifier(self, purifier: Purifier | None) -> None:
-        """Refuse 'white' on a purifier whose forward already passes gradients straight through:
-        its number would be a BPDA one recorded as exact gradients."""
-        if self.name == "white" and purifier is not None and not getattr(purifier, "exact_gradients", True):
-            raise PurifyLabError(f"purifier '{purifier.name}' has no exact gradients; attack it with threat 'bpda' or 'bpda-eot'")
-
-    def check_eot(self, eot: int) -> None:
-        """Refuse purifier draws per step this attacker cannot spend. Called before any data is read
-        (EvaluationConfig, robust_run): crafting would refuse them only after the whole clean pass."""
-        typed("eot", eot, int)
-        if eot != 1 and not self.uses_eot:
-            users = [name for name, other in THREAT_MODELS.items() if other.uses_eot]
-            raise PurifyLabError(f"eot={eot} does not apply to threat '{self.name}'; it is used by {', '.join(users)}")
-        if self.name == "bpda-eot" and eot < 2:
-            raise PurifyLabError(f"threat 'bpda-eot' needs eot >= 2 purifier draws (got {eot}); use 'bpda' for one")
-
-
-THREAT_MODELS: dict[str, ThreatModel] = {
-    threat.name: threat
-    for threat in (
-        ThreatModel("grey", "attacker sees the classifier only; the purifier is applied at test time", False, False, False),
-        ThreatModel("transfer", "examples crafted on a substitute model (black-box), evaluated on the defended target", False, False, True),
-        ThreatModel("bpda", "purifier forward, identity backward (BPDA)", True, False, False),
-        ThreatModel("bpda-eot", "BPDA with expectation over {draws} purifier draw{s} per step", True, True, False, ("grey",)),
-        ThreatModel(
-            "white",
-            "exact gradients through the purifier's differentiable mode, EOT over {draws} draw{s}",
-            True,
-            True,
-            False,
-            ("transfer", "bpda", "bpda-eot", "grey"),
-        ),
-    )
-}
-
-
-def threat_model(name: str) -> ThreatModel:
-    """The registered threat model called `name`, or a one-line error listing the choices."""
-    try:
-        return THREAT_MODELS[name]
-    except (KeyError, TypeError):
-        raise PurifyLabError(f"unknown threat model '{name}'; choose one of: {', '.join(THREAT_MODELS)}") from None
-
-
-def threat_descriptions() -> dict[str, str]:
-    return {name: threat.describe() for name, threat in THREAT_MODELS.items()}
 
 
 def attacked_model(

@@ -70,6 +70,9 @@ def certify_command(
         sigma = chosen_sigma[0] if chosen_sigma else sigma
     check_data_layout(data, split)
     classifier, sigma, denoiser = classifier or "resnet", 0.25 if sigma is None else sigma, denoiser or "ddpm_unet"
+    from core.models import classifiers
+
+    classifiers.check(classifier)  # the registry's names need no torch: a typo costs no import
     check_split_not_carved_from_cohort(classifier, data, split)
     target = use_device(device)
     from core.certify import CertifyConfig

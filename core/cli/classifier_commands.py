@@ -64,7 +64,7 @@ def _attack_config(name: str, norm: str, eps: float, steps: int, seed: int, eot_
 def _check_threat_draws(threat: str, eot: int) -> None:
     """The threat's own rule on --eot (bpda-eot needs two draws or more), before the model and its
     libraries load: crafting would refuse it only after them."""
-    from core.attacks.threats import threat_model
+    from core.attacks import threat_model
 
     threat_model(threat).check_eot(eot)
 
@@ -353,6 +353,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                     raise PurifyLabError(f"--defense {defense} fixes its classifier and purifier, but {option} was given; drop one of them")
         check_data_layout(data, split)
         classifier, purifier = classifier or "vit", purifier or "none"
+        from core.models import classifiers
+
+        classifiers.check(classifier)  # the registry's names need no torch: a typo costs no import
         check_split_not_carved_from_cohort(classifier, data, split)
         use_device(device)
         attack_config = None
@@ -362,12 +365,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             attack_config = _attack_config(attack, norm, eps, steps, seed, eot_iter, restarts)
         from core.cli.purify_commands import parse_param_options, parse_purifier_spec
         from core.cli.reporting import format_report, provenance_of, write_json
-        from core.evaluate import EvaluationConfig, evaluate
         from core.purifiers import purifier_config
 
         set_threads(threads)
         purifier_name, purifier_params = parse_purifier_spec(purifier)
         purifier_params = purifier_config(purifier_name, **{**purifier_params, **parse_param_options(param or [])}).to_dict()  # stored resolved
+        from core.evaluate import EvaluationConfig, evaluate  # after the purifier's checks: it imports timm and torchattacks too
+
         config = EvaluationConfig(  # validates the attack and threat before any data is read
             data=str(data),
             classifier=classifier,
@@ -419,6 +423,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         check_output(out, "--out", inputs=(image, weights), overwrite=overwrite, suffix=".png")
         decode_image(image)  # a bad file is refused before torch is imported
+        from core.models import classifiers
+
+        classifiers.check(classifier)
         placement = use_device(device)
         _check_threat_draws(threat, eot)
         check_steps_apply(context, attack)

@@ -200,7 +200,7 @@ def check_eot_has_attack(eot: int, attack: str | None, threat: str) -> None:
         return
     if attack is None:
         raise PurifyLabError(f"--eot {eot} counts purifier draws per attack step, but no --attack was given; drop --eot or name an attack")
-    from core.attacks.threats import THREAT_MODELS, threat_model
+    from core.attacks import THREAT_MODELS, threat_model
 
     if not threat_model(threat).uses_eot:
         users = ", ".join(name for name, spec in THREAT_MODELS.items() if spec.uses_eot)
@@ -228,9 +228,9 @@ def check_attack_options_need_attack(context: typer.Context, attack: str | None,
 
 def check_steps_apply(context: typer.Context, attack: str) -> None:
     """An attack with a fixed schedule of its own (AutoAttack) runs it whatever --steps says: a changed
-    --steps would be recorded beside a number it did not set. Imports the attack library (torch): call
-    it after use_device."""
-    from core.attacks.library import ATTACKS
+    --steps would be recorded beside a number it did not set. An unknown attack is refused here, from
+    the torch-free registry, before the attack library and torch are imported."""
+    from core.attacks import ATTACKS
 
     schedule = ATTACKS.get(attack).schedule
     changed = changed_options(context, ("steps",)) if schedule else []

@@ -110,12 +110,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of a table")] = False,
     ) -> None:
         """List the purifiers with their description, denoiser calls (NFE) at the defaults and sweeps."""
-        from core.purifiers import PURIFIERS, create_purifier, list_purifiers
+        from core.purifiers import PURIFIERS, list_purifiers, planned_calls
 
         rows = []
         for name, description in list_purifiers().items():
             try:
-                nfe = create_purifier(name).nfe()
+                nfe = planned_calls(name)  # from the classes and the cards: no weights are loaded
             except PurifyLabError:  # weights not trained/shipped yet
                 nfe = None
             rows.append({"name": name, "nfe": nfe, "sweeps": sorted(PURIFIERS.get(name).sweeps), "description": description})

@@ -5,23 +5,47 @@ Every X-ray classifier takes float32 (N, 1, S, S) in [0, 1] and returns logits (
 10 CIFAR classes in RGB). Each exposes `image_size`, `in_channels`, `num_classes` and `card` (the
 JSON model card, or None for an untrained network). `pretrained=True` rebuilds the architecture recorded in the card of
 weights/<name>.safetensors and loads it after checking its SHA-256.
+
+The registry, its descriptions and the cards are read without torch or timm: the network classes are
+imported when a classifier is built, so naming or listing one costs no import of the ML stack.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import PurifyLabError, typed
-from core.models.base import XrayClassifier
-from core.models.cnn import StudentCNN, SubstituteCNN
-from core.models.convnet import GroupConvNet
-from core.models.resnet import XrayResNet
-from core.models.sevit import SEViT
-from core.models.vit import XrayViT
 from core.registry import Registry
 from core.weights import WEIGHTS_DIR, card_path, load_weights, plain_training, read_card
+
+if TYPE_CHECKING:
+    from core.models.base import XrayClassifier
+
+# Each network class by the submodule that defines it (all import torch).
+_NETWORK_MODULES = {
+    "XrayClassifier": "core.models.base",
+    "XrayViT": "core.models.vit",
+    "XrayResNet": "core.models.resnet",
+    "SEViT": "core.models.sevit",
+    "StudentCNN": "core.models.cnn",
+    "SubstituteCNN": "core.models.cnn",
+    "GroupConvNet": "core.models.convnet",
+}
+
+
+def _network_class(name: str) -> type:
+    return getattr(importlib.import_module(_NETWORK_MODULES[name]), name)
+
+
+def __getattr__(name: str) -> Any:
+    """`from core.models import XrayViT` still works: the class is imported on first use (PEP 562)."""
+    if name in _NETWORK_MODULES:
+        return _network_class(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 classifiers: Registry[XrayClassifier] = Registry("classifier")
 
@@ -73,8 +97,9 @@ def _check_options(name: str, cls: type[XrayClassifier], overrides: dict) -> Non
         raise PurifyLabError(f"classifier '{name}' has no option {', '.join(unknown)}; it takes: weights, pretrained, {', '.join(takes)}")
 
 
-def _build(name: str, cls: type[XrayClassifier], pretrained: bool, weights: str | Path | None, overrides: dict, defaults: dict | None = None) -> XrayClassifier:
-    """A new network from `defaults` + `overrides`, or the trained one its card describes (+ checked overrides)."""
+def _build(name: str, network: str, pretrained: bool, weights: str | Path | None, overrides: dict, defaults: dict | None = None) -> XrayClassifier:
+    """A new `network` (class name) from `defaults` + `overrides`, or the trained one its card describes (+ checked overrides)."""
+    cls = _network_class(network)
     _check_options(name, cls, overrides)
     if not pretrained and weights is None:
         return cls(**{**(defaults or {}), **overrides})
@@ -111,32 +136,32 @@ def _with_card(model: XrayClassifier, card: dict, path: Path) -> XrayClassifier:
 
 @classifiers.register("vit", "Vision Transformer (timm), 1-channel, for chest X-rays")
 def vit(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-    return _build("vit", XrayViT, pretrained, weights, overrides)
+    return _build("vit", "XrayViT", pretrained, weights, overrides)
 
 
 @classifiers.register("resnet", "ResNet-18 layout (timm) at quarter width, 1-channel, for chest X-rays")
 def resnet(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-    return _build("resnet", XrayResNet, pretrained, weights, overrides)
+    return _build("resnet", "XrayResNet", pretrained, weights, overrides)
 
 
 @classifiers.register("resnet_smooth", "the resnet's layout, the base classifier of randomized smoothing")
 def resnet_smooth(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-    return _build("resnet_smooth", XrayResNet, pretrained, weights, overrides)
+    return _build("resnet_smooth", "XrayResNet", pretrained, weights, overrides)
 
 
 @classifiers.register("resnet_at", "the resnet's layout, the adversarially trained baseline")
 def resnet_at(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-    return _build("resnet_at", XrayResNet, pretrained, weights, overrides)
+    return _build("resnet_at", "XrayResNet", pretrained, weights, overrides)
 
 
 @classifiers.register("student_cnn", "4-layer CNN, the distilled student")
 def student_cnn(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-    return _build("student_cnn", StudentCNN, pretrained, weights, overrides)
+    return _build("student_cnn", "StudentCNN", pretrained, weights, overrides)
 
 
 @classifiers.register("substitute", "independent 3-layer CNN for black-box transfer attacks")
 def substitute(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-    return _build("substitute", SubstituteCNN, pretrained, weights, overrides)
+    return _build("substitute", "SubstituteCNN", pretrained, weights, overrides)
 
 
 # The papers' own data sets, for our re-runs of their settings (not X-rays): DiffDefense's MNIST and
@@ -145,20 +170,20 @@ MNIST_CNN = dict(image_size=28, widths=(32, 64, 128), dropout=0.1, in_channels=1
 CIFAR10_CNN = dict(image_size=32, widths=(32, 128, 128), stem_width=24, in_channels=3, num_classes=10)
 
 
-def _paper_cnn(name: str, cls: type[XrayClassifier], defaults: dict):
+def _paper_cnn(name: str, network: str, defaults: dict):
     def factory(pretrained: bool = True, weights: str | Path | None = None, **overrides) -> XrayClassifier:
-        return _build(name, cls, pretrained, weights, overrides, defaults)
+        return _build(name, network, pretrained, weights, overrides, defaults)
 
     return factory
 
 
-for _name, _cls, _defaults, _description in (
-    ("mnist_cnn", StudentCNN, MNIST_CNN, "3-layer CNN on MNIST digits (28 px): DiffDefense's setting"),
-    ("mnist_cnn_at", StudentCNN, MNIST_CNN, "the same MNIST CNN, the adversarially trained baseline"),
-    ("cifar10_cnn", GroupConvNet, CIFAR10_CNN, "6-conv CNN (airbench layout) on CIFAR-10 (32 px RGB): Blau et al.'s data set"),
-    ("cifar10_cnn_at", GroupConvNet, CIFAR10_CNN, "the same CIFAR-10 CNN, the adversarially trained baseline"),
+for _name, _network, _defaults, _description in (
+    ("mnist_cnn", "StudentCNN", MNIST_CNN, "3-layer CNN on MNIST digits (28 px): DiffDefense's setting"),
+    ("mnist_cnn_at", "StudentCNN", MNIST_CNN, "the same MNIST CNN, the adversarially trained baseline"),
+    ("cifar10_cnn", "GroupConvNet", CIFAR10_CNN, "6-conv CNN (airbench layout) on CIFAR-10 (32 px RGB): Blau et al.'s data set"),
+    ("cifar10_cnn_at", "GroupConvNet", CIFAR10_CNN, "the same CIFAR-10 CNN, the adversarially trained baseline"),
 ):
-    classifiers.register(_name, _description)(_paper_cnn(_name, _cls, _defaults))
+    classifiers.register(_name, _description)(_paper_cnn(_name, _network, _defaults))
 
 
 @classifiers.register("sevit", "Self-Ensembling ViT: token-MLP heads on the first blocks of the frozen vit")
@@ -176,8 +201,9 @@ def sevit(
     under its card's `combine` rule: the calibration on the card was fitted on that rule's scores."""
     options = dict(mlp_heads=mlp_heads, combine=combine, token_dim=token_dim, hidden=hidden)
     head_options = {key: value for key, value in options.items() if value is not None}
+    sevit_class = _network_class("SEViT")
     if not pretrained and weights is None:
-        return SEViT(XrayViT(**vit_overrides), **head_options)
+        return sevit_class(_network_class("XrayViT")(**vit_overrides), **head_options)
     path = _resolve_weights("sevit", weights)
     card = _read_card("sevit", path, shipped=weights is None)
     backbone = create_classifier("vit", pretrained=True, weights=backbone_weights, **vit_overrides)
@@ -187,7 +213,7 @@ def sevit(
             "retrain it with `purifylab train classifier --model sevit`"
         )
     architecture = _architecture(card, "sevit", head_options)
-    model = SEViT(backbone, **{key: architecture[key] for key in options if key in architecture})
+    model = sevit_class(backbone, **{key: architecture[key] for key in options if key in architecture})
     load_weights(model.heads, path)
     return _with_card(model, card, path)
 
@@ -230,13 +256,7 @@ def shipped_xray_classifiers() -> list[str]:
 
 
 __all__ = [
-    "XrayClassifier",
-    "XrayViT",
-    "XrayResNet",
-    "SEViT",
-    "StudentCNN",
-    "GroupConvNet",
-    "SubstituteCNN",
+    *_NETWORK_MODULES,
     "create_classifier",
     "list_classifiers",
     "shipped_xray_classifiers",
