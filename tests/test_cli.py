@@ -965,12 +965,47 @@ def test_the_purifier_listing_prices_each_purifier_without_loading_its_weights()
     rows, imported = _listing_in_a_fresh_process("purifiers", ("diffusers", "safetensors"))
     assert imported == []
     from core.errors import PurifyLabError
-    from core.purifiers import create_purifier, list_purifiers
+    from core.purifiers import create_purifier
 
-    assert [row["name"] for row in rows] == list(list_purifiers())
+    registered = subprocess.run(  # a fresh registry: test modules register purifiers of their own in this process
+        [sys.executable, "-c", "import json; from core.purifiers import list_purifiers; print(json.dumps(list(list_purifiers())))"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert [row["name"] for row in rows] == json.loads(registered.stdout)
     for row in rows:
         try:
             built = create_purifier(row["name"]).nfe()
         except PurifyLabError:  # weights not shipped: neither way has a count
             built = None
         assert row["nfe"] == built, row
+
+
+def test_another_tools_json_beside_an_output_is_kept_unless_overwrite(tmp_path, capsys):
+    """annotated.png and its labelme annotated.json were both replaced by `purify --out annotated.png`:
+    any JSON object beside an output counted as purifylab's config. Only one carrying purifylab's
+    provenance does; a purifylab run's own pair is still replaced, and --overwrite replaces anything."""
+    image = tmp_path / "in.png"
+    image.write_bytes(_grey_png())
+    annotated, annotation = tmp_path / "annotated.png", tmp_path / "annotated.json"
+    annotated.write_bytes(_grey_png() + b"mine")
+    labelme = '{"version": "5.0", "shapes": [{"label": "nodule", "points": [[1, 2], [3, 4]]}], "imagePath": "annotated.png"}'
+    annotation.write_text(labelme)
+    (tmp_path / "res.json").write_text('{"mine": 1}')
+    (tmp_path / "res.config.json").write_text('{"provenance": {"software": {"numpy": "2.0"}}}')  # some other tool's provenance
+    cases = [
+        ["purify", str(image), "--purifier", "none", "--out", str(annotated)],
+        ["attack", str(image), "--classifier", "student_cnn", "--steps", "1", "--out", str(annotated)],
+        ["data", "split", str(tmp_path), "--out", str(tmp_path / "res.json")],
+    ]
+    for args in cases:
+        code, _, err = run_cli(args, capsys)
+        _one_line_refusal(code, err, "exists and purifylab did not write it", "carries no purifylab provenance", "--overwrite")
+    assert annotated.read_bytes() == _grey_png() + b"mine" and annotation.read_text() == labelme
+    assert (tmp_path / "res.json").read_text() == '{"mine": 1}'
+    out = tmp_path / "o.png"
+    for _ in range(2):  # purifylab's own pair, recognised by its provenance
+        code, _, err = run_cli(["purify", str(image), "--purifier", "none", "--out", str(out)], capsys)
+        assert code == 0, err
+    assert "purifylab" in json.loads(out.with_suffix(".json").read_text())["provenance"]["software"]
+    assert run_cli(["purify", str(image), "--purifier", "none", "--out", str(annotated), "--overwrite"], capsys)[0] == 0
+    assert json.loads(annotation.read_text())["purifier"] == "none"
