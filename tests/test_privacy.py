@@ -78,3 +78,32 @@ def test_upload_session_leaves_no_file_and_no_identifier_in_logs(xray_paths, eve
     logged = "\n".join([every_log.text, out, err, *(str(w.message) for w in caught)])
     assert every_log.records or out or err, "nothing was captured: the log capture is not wired up"
     assert canary not in logged
+
+
+def test_cli_outputs_record_the_inputs_sha256_never_its_name(xray_paths, tmp_path, capsys):
+    """`purify` and `attack` wrote `"input": "<the file's name>"` into the config beside their PNG and
+    onto stdout, and a file's name (Smith_John_MRN4711.jpeg) can identify a patient."""
+    import hashlib
+    import json
+
+    from core.cli import main
+
+    canary = f"PLCANARY{uuid.uuid4().hex[:16]}"
+    image = tmp_path / canary / f"{canary}.jpeg"  # the full path, as given, carries it too
+    image.parent.mkdir()
+    image.write_bytes(xray_paths["NORMAL"][0].read_bytes())
+    commands = {
+        "purify": ["purify", str(image), "--purifier", "blur", "--threads", "1"],
+        "attack": ["attack", str(image), "--classifier", "student_cnn", "--steps", "1", "--threads", "1"],
+    }
+    for name, args in commands.items():
+        out = tmp_path / f"{name}.png"
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--out", str(out)])
+        stdout, stderr = capsys.readouterr()
+        written = out.with_suffix(".json").read_text()
+        assert exit_info.value.code in (0, None), stderr
+        assert canary not in stdout + stderr + written, name
+        config = json.loads(written)
+        assert config["input_sha256"] == hashlib.sha256(image.read_bytes()).hexdigest() and config["input_size"], name
+        assert json.loads(stdout) == config, name

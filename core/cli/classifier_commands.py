@@ -96,7 +96,8 @@ def attack_file(
     device: str = "cpu",
 ) -> dict:
     """Attack one image file with `core.lab.attack_image` and write the adversarial PNG (at the model's
-    resolution) with its resolved config beside it (`out`.json); returns that config."""
+    resolution) with its resolved config beside it (`out`.json); returns that config. The input is
+    recorded by its SHA-256, never its name: a file name can identify a patient."""
     import torch
 
     from core.attacks import evaluate_defended, threat_model
@@ -113,6 +114,7 @@ def attack_file(
     from core.metrics import CLASS_NAMES
     from core.models import create_classifier
     from core.purifiers import create_purifier
+    from core.weights import sha256_of
 
     model = create_classifier(classifier, pretrained=True, weights=weights).to(device)
     model.check_classes(CLASS_NAMES, "a chest X-ray")
@@ -125,7 +127,7 @@ def attack_file(
     budget = attack_budget(attack, threat, eot, defense)
     width, height = loaded.original_size
     record = {
-        "input": str(image),
+        "input_sha256": sha256_of(image),
         "input_size": [height, width],
         "resized_to": [model.image_size, model.image_size],
         "output": str(out),

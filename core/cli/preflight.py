@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from core.cli.reporting import config_path
+from core.cli.reporting import config_path, written_by_purifylab
 from core.errors import PurifyLabError
 from core.paths import WEIGHTS_DIR
 
@@ -52,8 +52,9 @@ def check_output(
     """Refuse, before any compute, an output file that would destroy user data or fail at the end.
 
     Every output is written with its resolved config beside it (`config_path`); an existing file is
-    replaced only when it and that config both exist and the config is JSON (purifylab wrote the
-    pair), or with --overwrite.
+    replaced only when it and that config both exist and the config carries purifylab's provenance
+    (`written_by_purifylab`: another tool's NAME.json beside NAME.png, a labelme annotation, is JSON
+    too), or with --overwrite.
     An input is never replaced. The folder must exist (or be creatable) and accept a new file.
     Returns `path` (None: no output)."""
     if path is None:
@@ -69,8 +70,9 @@ def check_output(
         raise PurifyLabError(f"{option} {path} must end in {suffix}")
     if not overwrite:
         taken = [target for target in (path, sibling) if target.exists()]
-        if taken and not (len(taken) == 2 and _is_json_object(sibling)):
-            raise PurifyLabError(f"{option}: {taken[0]} exists and purifylab did not write it; pass --overwrite or choose another name")
+        if taken and not (len(taken) == 2 and written_by_purifylab(_read_json(sibling))):
+            beside = f" ({sibling} beside it carries no purifylab provenance)" if len(taken) == 2 else ""
+            raise PurifyLabError(f"{option}: {taken[0]} exists and purifylab did not write it{beside}; pass --overwrite or choose another name")
     _check_writable(path, option, creates_folder)
     return path
 
@@ -98,11 +100,16 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _is_json_object(sibling: Path) -> bool:
+def _read_json(path: Path) -> object:
+    """The JSON document at `path`, or None when it cannot be read or parsed."""
     try:
-        return isinstance(json.loads(sibling.read_text()), dict)
+        return json.loads(path.read_text())
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def _is_json_object(path: Path) -> bool:
+    return isinstance(_read_json(path), dict)
 
 
 def _check_writable(path: Path, option: str, creates_folder: bool) -> None:
@@ -156,8 +163,10 @@ def check_run_folder(run_dir: Path, resume: bool, overwrite: bool, files: tuple[
     (--overwrite), never replaced silently; one stopped before its first complete checkpoint, or
     whose checkpoint is damaged, can only be started over, and says so. Its other `files` follow
     `check_output`'s rule with the run's resolved config (config.json) as their config: replaced only
-    beside one purifylab wrote, or with --overwrite. The shipped weights folder is never a run folder (--ship copies into it), and
-    the folder must be writable, before any data is read."""
+    beside one purifylab wrote, or with --overwrite. That config (core.train.runs.open_run_folder) is
+    the training settings alone, with no provenance to recognise it by, so any JSON object counts.
+    The shipped weights folder is never a run folder (--ship copies into it), and the folder must be
+    writable, before any data is read."""
     check_output_folder(run_dir, "--out")
     check_not_weights_folder(run_dir, "--out")
     checkpoint = run_dir / "checkpoint"

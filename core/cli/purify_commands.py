@@ -38,7 +38,8 @@ def parse_purifier_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: int, out: Path, device: str | None = None, threads: int | None = None) -> dict:
-    """Purify one image file into a PNG and write the resolved config beside it; returns that config."""
+    """Purify one image file into a PNG and write the resolved config beside it; returns that config.
+    The input is recorded by its SHA-256, never its name: a file name can identify a patient."""
     from core.image_file import check_output_png, decode_image
 
     check_output_png(out)
@@ -51,6 +52,7 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
     from core.defense import purifier_spec_text
     from core.io import save_image, to_model_input
     from core.purifiers import create_purifier
+    from core.weights import sha256_of
 
     set_threads(threads)
     purifier = create_purifier(purifier_name, **params).to(device)
@@ -65,7 +67,7 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
     config = {
         **purifier.describe(),
         "seed": seed,
-        "input": str(image),
+        "input_sha256": sha256_of(image),
         "input_format": loaded.format,
         "input_size": [height, width],
         "resized_to": [size, size] if size is not None else None,
@@ -83,8 +85,8 @@ def _check_denoiser_weights(weights: Path | None, preset: str, data: Path, overw
         from core.weights import card_path
 
         check_distinct_outputs({"--weights": weights, "--weights' card": card_path(weights), "the run's config": run_dir / "config.json"})
+        check_not_shipped(preset, weights, "--weights")  # first: a shipped card predates the provenance check_output looks for
         check_output(weights, "--weights", inputs=(data,), overwrite=overwrite, suffix=".safetensors", creates_folder=True)
-        check_not_shipped(preset, weights, "--weights")
     return weights
 
 

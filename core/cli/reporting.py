@@ -111,6 +111,16 @@ def write_with_config(output: str | Path, content: str | bytes, config: dict, pr
     return written
 
 
+def written_by_purifylab(document: object) -> bool:
+    """Whether a JSON document beside an output is one purifylab wrote, so that a rerun may replace the
+    pair (core.cli.preflight.check_output): every config carries `provenance_of`'s software block
+    (provenance.software, naming purifylab among core.results.PROVENANCE_LIBRARIES) and every weights
+    card the same block at its top (core.weights.save_weights). Cards and configs written before the
+    block was recorded, and any other tool's JSON, are not recognised."""
+    holders = [document, document.get("provenance")] if isinstance(document, dict) else []
+    return any(isinstance(holder, dict) and isinstance(holder.get("software"), dict) and "purifylab" in holder["software"] for holder in holders)
+
+
 def _config_record(config: dict, provenance: dict[str, Any] | None) -> dict:
     return {**config, "provenance": provenance if provenance is not None else {**provenance_of(), "weights": None}}
 
