@@ -108,8 +108,8 @@ class DefendedClassifier(nn.Module):
         self.purifier = purifier
         self.classifier = classifier
         self.eot = eot
-        self.bpda = bool(bpda)
-        self.seed = int(seed)
+        self.bpda = typed("bpda", bpda, bool)  # bool("false") is True
+        self.seed = typed("seed", seed, int)  # int(1.7) would run seed 1 and record 1.7
         self._generator: torch.Generator | None = None
 
     @property

@@ -12,23 +12,20 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from core.attacks.config import AttackConfig
 from core.data.loading import load_split, resolve_split
 from core.data.sources import data_listing
 from core.defended import MAX_REDRAWS, frozen_eval
-from core.errors import PurifyLabError, check_range
+from core.errors import PurifyLabError, check_range, check_types
 from core.io import validate_image_tensor
 from core.metrics import classification_metrics
 from core.models import XrayClassifier, create_classifier
 from core.purifiers import Purifier, create_purifier, purifier_config
 from core.weights import reads_through_note
-
-if TYPE_CHECKING:
-    from core.attacks.config import AttackConfig
 
 
 @torch.inference_mode()
@@ -81,6 +78,11 @@ class EvaluationConfig:
     attack_batch_size: int = 16
 
     def __post_init__(self) -> None:
+        if self.attack is not None:  # a name or a dict gets its own words before the field types are checked
+            from core.attacks.library import check_attack_config
+
+            check_attack_config(self.attack)
+        check_types(self)  # limit="4" or batch_size=2.5 failed deep in numpy with a raw TypeError
         check_range("redraws", self.redraws, 1, MAX_REDRAWS)
         if self.attack is None:  # a clean run would record them beside its figures, never used
             for setting in dataclasses.fields(self):
@@ -91,9 +93,7 @@ class EvaluationConfig:
                     )
             return
         from core.attacks import threat_model
-        from core.attacks.library import check_attack_config
 
-        check_attack_config(self.attack)
         threat_model(self.threat).check_eot(self.eot)  # validated once, here, before any data is read
 
 

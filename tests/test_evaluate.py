@@ -349,3 +349,30 @@ def test_predict_probabilities_hands_the_model_back_in_the_mode_it_came_in():
     predict_probabilities(model, torch.rand(2, 1, 32, 32))
     assert model.training and all(module.training for module in model.modules())
     assert all(parameter.requires_grad for parameter in model.parameters())
+
+
+def test_scalar_arguments_outside_the_typed_configs_are_checked_in_one_line():
+    """bool("false") ran BPDA, int(1.7) ran seed 1, pretrained="no" loaded the shipped weights,
+    with_overrides(limit=True) titled a table "on True X-rays", and limit="4" died in numpy."""
+    from core.defended import DefendedClassifier
+    from core.models import create_classifier
+    from core.purifiers import create_purifier
+    from core.tables import load_preset
+
+    classifier = create_classifier("student_cnn", pretrained=False, image_size=32).eval()
+    cases = [
+        (lambda: DefendedClassifier(create_purifier("none"), classifier, bpda="false"), "bpda must be true or false; got 'false'"),
+        (lambda: DefendedClassifier(create_purifier("none"), classifier, seed=1.7), "seed must be an integer; got 1.7"),
+        (lambda: create_classifier("student_cnn", pretrained="no"), "pretrained must be true or false; got 'no'"),
+        (lambda: load_preset("quick").with_overrides(limit=True), "limit must be an integer or None; got True"),
+        (lambda: load_preset("quick").with_overrides(eot=2.5), "eot must be an integer or None; got 2.5"),
+        (lambda: EvaluationConfig(data="x", limit="4"), "limit must be an integer or None; got '4'"),
+        (lambda: EvaluationConfig(data="x", batch_size=2.5), "batch_size must be an integer; got 2.5"),
+    ]
+    for make, message in cases:
+        with pytest.raises(PurifyLabError) as refused:
+            make()
+        assert str(refused.value) == message and "\n" not in str(refused.value)
+    assert DefendedClassifier(create_purifier("none"), classifier, bpda=True, seed=3).seed == 3
+    only = load_preset("quick").with_overrides(only="table1")  # one name, not the letters t, a, b, l, e, 1
+    assert [table.name for table in only.tables] == ["table1"]

@@ -100,6 +100,7 @@ def _check_options(name: str, cls: type[XrayClassifier], overrides: dict) -> Non
 def _build(name: str, network: str, pretrained: bool, weights: str | Path | None, overrides: dict, defaults: dict | None = None) -> XrayClassifier:
     """A new `network` (class name) from `defaults` + `overrides`, or the trained one its card describes (+ checked overrides)."""
     cls = _network_class(network)
+    typed("pretrained", pretrained, bool)  # "no" would load the shipped weights
     _check_options(name, cls, overrides)
     if not pretrained and weights is None:
         return cls(**{**(defaults or {}), **overrides})

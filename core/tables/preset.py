@@ -286,6 +286,8 @@ class Preset:
         `only` keeps the named tables, sweeps and detection runs, so a CPU can compute part of a GPU-sized preset;
         its cells are the same cells the whole preset would compute, so a later full run reuses them.
         """
+        limit, eot = typed("limit", limit, int | None), typed("eot", eot, int | None)
+        only = typed("only", only, tuple[str, ...] | None)  # "table1" is one name, not six letters
         changes: dict[str, Any] = {}
         if only:
             changes.update(self._only(only))
