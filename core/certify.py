@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from scipy.stats import beta, norm
 
+from core.certified import certified_accuracy, certified_balanced_accuracy, certified_confidence_95
+from core.certified import certified_curve as certified_curve  # re-exported: `from core.certify import certified_curve` keeps working
 from core.defended import check_built, frozen_eval
 from core.errors import PurifyLabError, check_range, check_types
-from core.metrics import balanced_accuracy_interval, clopper_pearson
 from core.models import XrayClassifier
 from core.purifiers.diffusion import is_noise_predictor
 from core.purifiers.one_shot import OneShotPurifier
@@ -126,27 +127,6 @@ def certify_image(
     return (chosen, radius) if radius is not None else (ABSTAIN, None)
 
 
-def certified_accuracy(predictions: np.ndarray, radii: np.ndarray, labels: np.ndarray, radius: float) -> float:
-    """Share of images certified correct at L2 radius >= `radius` (abstentions count as wrong)."""
-    return float(np.mean((predictions == labels) & (radii >= radius)))
-
-
-def certified_balanced_accuracy(predictions: np.ndarray, radii: np.ndarray, labels: np.ndarray, radius: float) -> float:
-    """The mean over classes of each class's certified accuracy."""
-    classes = np.unique(labels)
-    return float(np.mean([certified_accuracy(predictions[labels == c], radii[labels == c], labels[labels == c], radius) for c in classes]))
-
-
-def certified_confidence_95(predictions: np.ndarray, radii: np.ndarray, labels: np.ndarray, radius: float) -> dict[str, list[float]]:
-    """95 % intervals of both certified figures at `radius`, as the tables build theirs: Clopper-Pearson
-    for accuracy (k of n certified correct), the Bonferroni mean of per-class bounds for balanced accuracy."""
-    certified = (predictions == labels) & (radii >= radius)
-    return {
-        "certified_accuracy": list(clopper_pearson(int(certified.sum()), int(labels.size))),
-        "certified_balanced_accuracy": balanced_accuracy_interval(labels, certified),
-    }
-
-
 def certify_images(
     classifier: XrayClassifier,
     denoiser: OneShotPurifier | None,
@@ -195,19 +175,4 @@ def certify_images(
         "certified_accuracy": {str(r): certified_accuracy(predictions_array, radii_array, labels_array, r) for r in REPORTED_RADII},
         "certified_balanced_accuracy": {str(r): certified_balanced_accuracy(predictions_array, radii_array, labels_array, r) for r in REPORTED_RADII},
         "confidence_95": {figure: {str(r): intervals[r][figure] for r in REPORTED_RADII} for figure in ("certified_accuracy", "certified_balanced_accuracy")},
-    }
-
-
-def certified_curve(result: dict, radii: np.ndarray | None = None) -> dict[str, list[float]]:
-    """Certified accuracy and balanced accuracy against L2 radius, from a certify result's per-image answers."""
-    rows = result["per_image"]
-    labels = np.array([row["label"] for row in rows])
-    predictions = np.array([row["prediction"] for row in rows])
-    image_radii = np.array([-1.0 if row["radius"] is None else row["radius"] for row in rows])
-    if radii is None:
-        radii = np.linspace(0.0, max(1.0, float(image_radii.max(initial=0.0))), 101)
-    return {
-        "radius": [float(r) for r in radii],
-        "certified_accuracy": [certified_accuracy(predictions, image_radii, labels, float(r)) for r in radii],
-        "certified_balanced_accuracy": [certified_balanced_accuracy(predictions, image_radii, labels, float(r)) for r in radii],
     }

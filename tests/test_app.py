@@ -582,3 +582,30 @@ def test_the_tables_and_curves_pages_import_no_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_certified_curve_is_drawn_without_torch():
+    """The curves page draws stored certify results: the numpy-only curve lived in core.certify beside
+    the torch-based CERTIFY, so drawing it imported torch."""
+    import subprocess
+    import sys
+
+    result = {
+        "sigma": 0.25,
+        "n": 10,
+        "images": 2,
+        "image_size": 128,
+        "classifier": "vit",
+        "per_image": [{"label": 0, "prediction": 0, "radius": 0.4}, {"label": 1, "prediction": -1, "radius": None}],
+    }
+    code = "\n".join(
+        [
+            "import sys",
+            "from core.tables.render import certified_figure",
+            f"figure = certified_figure([{result!r}])",
+            "print(list(figure.data[0].y[:2]), sorted(m for m in ('torch', 'torchvision', 'diffusers') if m in sys.modules))",
+        ]
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(APP).parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[50.0, 50.0] []"

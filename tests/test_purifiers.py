@@ -562,3 +562,22 @@ def test_the_purifiers_listing_fits_the_longest_name(capsys):
     lines = capsys.readouterr().out.splitlines()
     columns = {line.index(" NFE ") for line in lines}
     assert len(columns) == 1 and columns.pop() > max(len(line.split()[0]) for line in lines)  # one column, past every name
+
+
+def test_purifier_names_load_without_torch_and_each_is_its_class_name():
+    """Names and descriptions are declared beside where each class lives, so naming or listing one imports
+    no torch; each declared name must be the name its class reports (results and configs record that one)."""
+    import subprocess
+    import sys
+
+    code = "import json, sys\nfrom core.purifiers import PURIFIERS, list_purifiers\nprint(json.dumps([list_purifiers(), 'torch' in sys.modules]))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    described, imported_torch = json.loads(done.stdout)
+    assert not imported_torch
+    from core.purifiers import PURIFIERS
+
+    for name, description in described.items():
+        cls = PURIFIERS.get(name)
+        assert cls.name == name and issubclass(cls, base.Purifier) and description
+    with pytest.raises(PurifyLabError, match="unknown purifier 'nosuch'; choose one of: blur, "):
+        PURIFIERS.get("nosuch")

@@ -425,17 +425,18 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         check_output(out, "--out", inputs=(image, weights), overwrite=overwrite, suffix=".png")
         decode_image(image)  # a bad file is refused before torch is imported
+        from core.cli.purify_commands import parse_purifier_spec
         from core.models import classifiers
+        from core.purifiers import PURIFIERS
 
         classifiers.check(classifier)
+        purifier_name, purifier_params = parse_purifier_spec(purifier)
+        PURIFIERS.check(purifier_name)  # the purifiers' names need no torch either
         placement = use_device(device)
         _check_threat_draws(threat, eot)
         check_steps_apply(context, attack)
         attack_config = _attack_config(attack, norm, eps, steps, seed, eot_iter, restarts)
-        from core.cli.purify_commands import parse_purifier_spec
-
         set_threads(threads)
-        purifier_name, purifier_params = parse_purifier_spec(purifier)
         record = attack_file(
             image,
             out,

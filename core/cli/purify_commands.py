@@ -44,6 +44,9 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
 
     check_output_png(out)
     loaded = decode_image(image)  # a bad file is refused before torch and diffusers are imported
+    from core.purifiers import PURIFIERS
+
+    PURIFIERS.check(purifier_name)  # and a mistyped purifier name
     device = use_device(device)
     import torch
 

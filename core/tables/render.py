@@ -803,7 +803,7 @@ def certified_figure(results: Sequence[dict[str, Any]]):
     """Certified balanced accuracy against L2 radius, one line per certify result (sigma)."""
     import plotly.graph_objects as go
 
-    from core.certify import certified_curve
+    from core.certified import certified_curve
 
     fig = go.Figure()
     for result in sorted(results, key=lambda r: r["sigma"]):
