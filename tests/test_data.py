@@ -367,6 +367,31 @@ def test_groups_csv_wins_and_unknown_names_warn(tmp_path: Path) -> None:
         group_images(sources, tmp_path)
 
 
+def test_groups_csv_cells_are_read_as_a_hand_written_file_has_them(tmp_path: Path) -> None:
+    """A trailing space made one patient two groups (18 of 40 patients then sat on both sides of the
+    split); a header 'path, group' or `find .`'s './' prefix were refused as missing columns or rows."""
+    sources = ["NORMAL/a1.png", "NORMAL/a2.png", "NORMAL/b1.png"]
+    (tmp_path / "groups.csv").write_text("path, group\n./NORMAL/a1.png,A\nNORMAL/a2.png,A \n NORMAL/b1.png , B\n")
+    assert group_images(sources, tmp_path).ids == ("A", "A", "B")
+    (tmp_path / "groups.csv").write_text(f"path,group\n{tmp_path}/NORMAL/a1.png,A\n")
+    with pytest.raises(PurifyLabError, match=r"paths are CLASS/IMAGE relative to its folder \(it lists e.g. /"):
+        group_images(sources, tmp_path)
+
+
+def test_data_split_of_a_split_folder_reads_that_folders_groups_csv(tmp_path: Path) -> None:
+    """`data split DIR --split train` looked for DIR/groups.csv and split DIR/train image by image."""
+    for split in ("train", "val"):
+        for index in range(4):
+            for label in ("NORMAL", "PNEUMONIA"):
+                _save_png(tmp_path / split / label / f"{index}.png", _noise(index + 10 * len(label) + 100 * len(split), (8, 8)))
+    rows = "".join(f"{label}/{index}.png,{label}{index // 2}\n" for label in ("NORMAL", "PNEUMONIA") for index in range(4))
+    (tmp_path / "train" / "groups.csv").write_text("path,group\n" + rows)
+    result = CliRunner().invoke(_cli(), ["data", "split", str(tmp_path), "--split", "train", "--out", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    spec = json.loads((tmp_path / "s.json").read_text())
+    assert (spec["grouping"], spec["group_count"]) == ("groups.csv", 4)
+
+
 def test_the_project_split_of_the_kermany_train_folder_keeps_patients_apart(xray_train_dir: Path) -> None:
     splits = load_splits(xray_train_dir, ("train", "val"), 16)
     patients = {name: {kermany_patient(source) for source in split.sources} for name, split in splits.items()}

@@ -55,7 +55,8 @@ def split_command(
     from core.data.loading import SPLIT_SEED, describe_cut, project_fractions
 
     image_set = load_dataset(path, split=split, size=size, progress=True)
-    grouping = group_images(image_set.sources, path)
+    # The sources are relative to the split's own folder, where its groups.csv sits.
+    grouping = group_images(image_set.sources, path / split if split is not None and (path / split).is_dir() else path)
     default = project_fractions(grouping)
     val, test = default["val"] if val is None else val, default["test"] if test is None else test
     spec = make_splits(image_set, val=val, test=test, seed=seed, grouping=grouping)

@@ -46,7 +46,10 @@ def _read_groups_file(path: Path, sources: Sequence[str]) -> tuple[str, ...]:
     which would otherwise become part of the first column's name."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
+            reader = csv.DictReader(handle)
+            # 'path, group' as a hand-written header has it: the names are the columns' names, spaces aside.
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
+            rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise PurifyLabError(f"cannot read {path}: {error}") from None
     if rows and not {"path", "group"} <= set(rows[0]):
@@ -54,17 +57,23 @@ def _read_groups_file(path: Path, sources: Sequence[str]) -> tuple[str, ...]:
     group_of = _group_of(path, rows)
     missing = [source for source in sources if source not in group_of]
     if missing:
-        raise PurifyLabError(f"{path} names no group for {len(missing)} image(s), e.g. {missing[0]}")
+        listed = next(iter(group_of), None)
+        raise PurifyLabError(
+            f"{path} names no group for {len(missing)} image(s), e.g. {missing[0]}: paths are CLASS/IMAGE relative to its folder"
+            + (f" (it lists e.g. {listed})" if listed is not None else "")
+        )
     return tuple(group_of[source] for source in sources)
 
 
 def _group_of(path: Path, rows: list[dict[str, str | None]]) -> dict[str, str]:
     """path -> group, refusing a blank group (every such image would become one patient) and a path
-    given two groups (the last would win, silently splitting a patient)."""
+    given two groups (the last would win, silently splitting a patient). Cells are stripped and a
+    leading './' dropped: a spreadsheet's trailing space or `find .`'s prefix would otherwise make
+    one patient two groups, or an image no group, without a word."""
     group_of: dict[str, str] = {}
     for line, row in enumerate(rows, start=2):
-        image, group = row["path"] or "", row["group"] or ""
-        if not group.strip():
+        image, group = (row["path"] or "").strip().removeprefix("./"), (row["group"] or "").strip()
+        if not group:
             raise PurifyLabError(f"{path} line {line}: {image or 'a row'} has an empty group; give every image its patient id")
         if group_of.setdefault(image, group) != group:
             raise PurifyLabError(f"{path} line {line}: {image} is listed with two groups ({group_of[image]}, {group}); keep one")
