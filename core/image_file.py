@@ -40,10 +40,12 @@ LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 
 # Errors Pillow raises for malformed or unsupported content (UnidentifiedImageError is an OSError;
 # SyntaxError is how several plugins report a bad header; fuzzing showed TypeError, IndexError and
-# KeyError from the GIF and TIFF plugins on cut frames and missing tags). `_pillow_guard` wraps only
-# Pillow calls, so catching these cannot hide a bug of ours.
+# KeyError from the GIF and TIFF plugins on cut frames and missing tags, and OverflowError from a
+# TIFF whose strip offsets read as 64-bit, when Pillow seeks in an in-memory stream). `_pillow_guard`
+# wraps only Pillow calls, so catching these cannot hide a bug of ours.
 _PILLOW_DECODE_ERRORS = (
     OSError,
+    OverflowError,
     SyntaxError,
     ValueError,
     EOFError,
@@ -134,6 +136,8 @@ def _read_source(source: ImageSource, name: str | None, max_bytes: int) -> tuple
     elif isinstance(source, (str, PathLike)):
         path = Path(source)
         name = name or path.name
+        if is_special_file(path):
+            raise PurifyLabError("image path is not a regular file (a pipe, device or socket, or a link to one); expected an image file")
         try:
             with path.open("rb") as handle:
                 data = handle.read(max_bytes + 1)
@@ -156,6 +160,12 @@ def _read_source(source: ImageSource, name: str | None, max_bytes: int) -> tuple
     if len(data) > max_bytes:
         raise PurifyLabError(f"image file is larger than the {max_bytes:,}-byte limit")
     return data, name
+
+
+def is_special_file(path: Path) -> bool:
+    """A pipe, device or socket, or a link to one: open() on it blocks, maybe for ever, so it is
+    refused before it is opened (uploads and data sets alike)."""
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 def _file_object_name(source: object) -> str | None:
@@ -229,6 +239,8 @@ def _pillow_guard(image_format: str) -> Iterator[None]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         limit = Image.MAX_IMAGE_PIXELS
         raise PurifyLabError(f"image declares more pixels than Pillow's {limit:,}-pixel limit (possible decompression bomb)") from None
+    except MemoryError as exc:  # the file may be sound: `core.data.decode` does not cache this refusal
+        raise PurifyLabError(f"could not decode the {image_format} image: not enough memory") from exc
     except _PILLOW_DECODE_ERRORS as exc:
         # Pillow names the stream it read ("cannot identify image file <_io.BytesIO object at 0x...>"): not for users
         reason = re.sub(r"\s*<[^<>]* object at 0x[0-9a-f]+>", "", " ".join(str(exc).split()))[:120] or type(exc).__name__

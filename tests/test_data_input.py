@@ -14,6 +14,7 @@ import tarfile
 import tempfile
 import time
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -449,3 +450,140 @@ def test_an_unreadable_class_folder_is_refused_in_one_line(shared_tmp: Path) -> 
     (root / "B").chmod(0)
     code = f"from core.data.sources import data_listing\ntry: data_listing({str(root)!r})\nexcept Exception as error: print(error)"
     assert _unprivileged(code) == f"cannot read {root / 'B'}: Permission denied"
+
+
+# --- corrupt and hostile inputs refused in one line (audit data_layer 3, 4, 5, 6, 9) -------------
+
+
+def _overflowing_tiff() -> bytes:
+    """A 24 x 24 TIFF whose StripOffsets type byte reads LONG8, plus one changed pixel byte (found by
+    fuzzing): Pillow's seek in an in-memory stream raised OverflowError."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (24, 24), dtype=np.uint8)).save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    data[72], data[345] = 0x10, 0x46
+    return bytes(data)
+
+
+def test_a_tiff_that_overflows_pillow_is_refused_as_an_upload_and_skipped_in_a_data_set(tmp_path: Path) -> None:
+    corrupt = _overflowing_tiff()
+    with pytest.raises(PurifyLabError, match=r"could not decode the TIFF image \(truncated or corrupt\)"):
+        decode_image(corrupt)
+    root = _folder_of(tmp_path, {"a.png": Image.fromarray(_gradient())})
+    (root / "A" / "bad.tif").write_bytes(corrupt)
+    archive = tmp_path / "bad.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in (("A/0.png", _png_bytes()), ("B/0.png", _png_bytes(1)), ("A/bad.tif", corrupt)):
+            _add(tar, name, data)
+    assert dict(describe(root).undecodable)["A/bad.tif"].startswith("could not decode the TIFF image")
+    assert dict(describe(archive).undecodable)["bad.tar.gz:A/bad.tif"].startswith("could not decode the TIFF image")
+    with pytest.warns(DataWarning, match=r"skipped 1 undecodable file\(s\) .* e.g. bad.tar.gz:A/bad.tif"):
+        assert len(load_dataset(archive)) == 2
+
+
+def _npz_declaring(path: Path, images_shape: tuple[int, ...], labels_shape: tuple[int, ...]) -> Path:
+    """An .npz whose .npy headers declare these shapes, followed by almost no data."""
+
+    def npy(shape: tuple[int, ...], dtype: str) -> bytes:
+        buffer = io.BytesIO()
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(buffer, header)
+        return buffer.getvalue() + bytes(128)
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("train_images.npy", npy(images_shape, "uint8"))
+        archive.writestr("train_labels.npy", npy(labels_shape, "int64"))
+    return path
+
+
+def test_npz_arrays_declaring_more_than_the_limit_are_refused_before_numpy_allocates_them(tmp_path: Path) -> None:
+    bomb = _npz_declaring(tmp_path / "bomb.npz", (1_000_000, 1024, 1024), (2,))  # 977 GiB from a 0.6 kB file
+    with pytest.raises(PurifyLabError, match=r"bomb.npz:train_images declares \(1000000, 1024, 1024\) uint8 values, 1,048,576,000,000 bytes"):
+        data_listing(bomb)
+    labels_bomb = _npz_declaring(tmp_path / "labels.npz", (2, 8, 8), (10**12,))
+    with pytest.raises(PurifyLabError, match=r"labels.npz:train_labels declares \(1000000000000,\) int64 values, .* the limit is 4,294,967,296"):
+        data_listing(labels_bomb)
+    # under the limit, but more than the process may allocate: numpy's MemoryError is refused in one line too
+    three_gib = _npz_declaring(tmp_path / "three.npz", (3, 1024, 1024, 1024), (3,))
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, 2 * 1024**3))\n"
+        "from core.data.sources import data_listing\n"
+        f"try: data_listing({str(three_gib)!r})\nexcept Exception as error: print(type(error).__name__, error)"
+    )
+    assert _python(code).startswith(f"PurifyLabError cannot read {three_gib} as a .npz archive: Unable to allocate 3.00 GiB")
+
+
+def test_tar_members_with_the_same_name_are_refused_not_dropped(tmp_path: Path) -> None:
+    archive = tmp_path / "dup.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for index, name in enumerate(("A/a.png", "A/a.png", "./A/b.png", "A/b.png", "B/c.png")):
+            _add(tar, name, _png_bytes(index))
+    with pytest.raises(PurifyLabError, match=r"dup.tar.gz holds 2 member name\(s\) more than once \(e.g. A/a.png, 2 times\)"):
+        data_listing(archive)
+
+
+def test_images_beside_the_class_folders_are_named_not_dropped_without_a_word(tmp_path: Path) -> None:
+    root = _folder_of(tmp_path, {"a.png": Image.fromarray(_gradient())})
+    splits = tmp_path / "splits"
+    for split in ("train", "test"):
+        shutil.copytree(root, splits / split)
+    for stray in (root / "stray1.png", root / "stray2.jpeg", splits / "stray.png"):
+        Image.fromarray(_gradient()).save(stray)
+    with pytest.warns(DataWarning, match=r"2 image file\(s\) directly in .*data not read \(e.g. stray1.png\): the loader reads \[SPLIT/\]CLASS/IMAGE"):
+        listing = data_listing(root)
+    assert [item.source for item in listing.items] == ["A/a.png", "B/plain.png"]  # names hash kept
+    with pytest.warns(DataWarning, match=r"1 image file\(s\) directly in .*splits not read \(e.g. stray.png\)"):
+        assert len(data_listing(splits, "train").items) == 2
+    archive = tmp_path / "loose.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in ("A/0.png", "B/0.png", "loose.png"):
+            _add(tar, name, _png_bytes())
+    with pytest.warns(DataWarning, match=r"loose.tar: 1 image member\(s\) at the top level not read \(e.g. loose.png\)"):
+        assert [item.source for item in data_listing(archive).items] == ["loose.tar:A/0.png", "loose.tar:B/0.png"]
+
+
+def test_tar_hidden_folders_are_skipped_and_images_nested_in_a_class_folder_are_refused_as_such(tmp_path: Path) -> None:
+    hidden = tmp_path / "hidden.tar"
+    with tarfile.open(hidden, "w") as tar:
+        for name in ("A/0.png", "B/0.png", ".git/A/x.png", "B/.cache/y.png", "__MACOSX/A/._0.png"):
+            _add(tar, name, _png_bytes())
+    assert [item.source for item in data_listing(hidden).items] == ["hidden.tar:A/0.png", "hidden.tar:B/0.png"]
+    nested = tmp_path / "nested.tar"
+    with tarfile.open(nested, "w") as tar:
+        for name in ("A/0.png", "B/0.png", "A/2019/c.png"):
+            _add(tar, name, _png_bytes())
+    with pytest.raises(PurifyLabError, match=r"nested.tar holds 1 image\(s\) nested inside class folders \(e.g. A/2019/c.png\)") as refused:
+        data_listing(nested)
+    assert "split" not in str(refused.value).replace("[SPLIT/]", "")
+
+
+def test_purify_and_attack_refuse_a_pipe_or_a_link_to_one_before_opening_it(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    (tmp_path / "link.png").symlink_to(pipe)
+    for path in (pipe, tmp_path / "link.png"):  # opening either would wait for a writer for ever
+        with pytest.raises(PurifyLabError, match=r"^image path is not a regular file \(a pipe, device or socket, or a link to one\)"):
+            decode_image(path)
+
+
+def test_memory_running_out_in_pillow_is_a_one_line_refusal_never_cached_as_a_bad_file() -> None:
+    code = """
+import io, resource
+from functools import partial
+from PIL import Image
+from core.data.decode import decode
+from core.image_file import decode_image
+buffer = io.BytesIO()
+Image.new("L", (5000, 5000)).save(buffer, format="PNG")  # 25 MP, the pixel limit: 25 MB once decoded
+data = buffer.getvalue()
+in_use = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (in_use + 4 * 1024**2, in_use + 4 * 1024**2))
+try: decode_image(data)
+except Exception as error: print(type(error).__name__, error)
+decoded = decode(partial(Image.open, io.BytesIO(data)), channels=1, size=None)
+print(decoded.error, decoded.unreadable)
+"""
+    assert _python(code).splitlines() == [
+        "PurifyLabError could not decode the PNG image: not enough memory",
+        "could not decode the PNG image: not enough memory True",
+    ]

@@ -83,8 +83,9 @@ class Decoded:
     original_size: tuple[int, int] | None  # (width, height) upright (after EXIF orientation), before any resize
     original_mode: str | None  # Pillow mode as stored, e.g. "RGB", "L", "I;16"
     error: str | None
-    # The system refused to read the file (permissions, an I/O error, too many open files): unlike a
-    # corrupt file this may pass with no change to the file's size or mtime, so it is never cached.
+    # The system refused to read the file (permissions, an I/O error, too many open files) or memory ran
+    # out while Pillow decoded it: unlike a corrupt file this may pass with no change to the file's
+    # size or mtime, so it is never cached.
     unreadable: bool = False
 
 
@@ -102,7 +103,7 @@ def decode(open_image: Callable[[], Image.Image], *, channels: int | None, size:
             upright = _upright_bytes(image, channels)
             return Decoded(_stored(upright, channels, size), (upright.shape[1], upright.shape[0]), image.mode, None)
     except PurifyLabError as error:
-        return Decoded(None, None, None, str(error))
+        return Decoded(None, None, None, str(error), unreadable=isinstance(error.__cause__, MemoryError))
     except DECODE_ERRORS as error:
         unreadable = isinstance(error, OSError) and error.errno is not None  # Pillow's own OSErrors carry no errno
         return Decoded(None, None, None, f"{type(error).__name__}: {error}", unreadable)

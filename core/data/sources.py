@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import tarfile
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -25,7 +27,7 @@ from PIL import Image
 from core.data.decode import Decoded, check_channels, check_size, decode, parallel_map
 from core.data.warning import warn, warn_once
 from core.errors import PurifyLabError
-from core.image_file import MAX_UPLOAD_BYTES, UPLOAD_EXTENSIONS
+from core.image_file import MAX_UPLOAD_BYTES, UPLOAD_EXTENSIONS, is_special_file
 
 if TYPE_CHECKING:
     from core.data.imageset import ImageSet
@@ -49,6 +51,11 @@ UNREAD_IMAGE_EXTENSIONS = frozenset(UPLOAD_EXTENSIONS) - IMAGE_EXTENSIONS
 GZIP_MAGIC = b"\x1f\x8b"
 # A label this large is a typo or another file's column: a data set with more classes has no place here.
 MAX_CLASSES = 1000
+MAX_NPZ_ARRAY_BYTES = 4 * 1024**3
+"""The largest .npz array read. numpy allocates the shape a member's header declares before it reads
+a byte of data, so a 610-byte file declaring (1000000, 1024, 1024) asked for 977 GiB; the header is
+checked first. 4 GiB holds PneumoniaMNIST at 224 px (5,856 images, 294 MB), the MedMNIST set whose
+class names this loader knows, more than ten times over."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,7 @@ def _open_bytes(data: bytes) -> Image.Image:
 
 def _open_file(path: Path) -> Image.Image:
     """Image.open, refusing a link to a FIFO or a device: opening one blocks, or never ends."""
-    if path.exists() and not path.is_file():
+    if is_special_file(path):
         raise PurifyLabError("not a regular file (a link to a pipe, device or socket)")
     return Image.open(path)
 
@@ -155,7 +162,18 @@ def _refuse_oversized(size: int) -> Image.Image:
     raise PurifyLabError(f"member is {size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,}")
 
 
+def _warn_loose_images(folder: Path) -> None:
+    """Images directly in the data folder, beside its class (or split) folders, belong to no class."""
+    loose = _image_files(folder)
+    if loose:
+        warn_once(
+            f"{len(loose)} image file(s) directly in {folder} not read (e.g. {loose[0].name}): the loader reads "
+            "[SPLIT/]CLASS/IMAGE files; move them into their class folder"
+        )
+
+
 def _list_class_folders(root: Path) -> Listing:
+    _warn_loose_images(root)
     folders = _class_folders(root)
     nested = _left_out_images(root, folders)
     if nested:
@@ -208,24 +226,42 @@ def _check_archive_end(archive: tarfile.TarFile, path: Path) -> None:
 
 def _list_tar(path: Path, split: str | None) -> Listing:
     """Reads member bytes in one pass through the archive: no extraction to disk. A member larger
-    than an upload may be is listed unread, and skipped as undecodable."""
+    than an upload may be is listed unread, and skipped as undecodable. Members in hidden folders
+    are skipped, as hidden folders on disk are."""
     members: dict[PurePosixPath, Callable[[], Image.Image]] = {}
     links = []
+    loose = []
+    names: Counter[PurePosixPath] = Counter()
     try:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
                 name = PurePosixPath(member.name.removeprefix("./"))
-                if not (is_image_file(name) and len(name.parts) >= 2):
+                hidden = any(part.startswith(".") for part in name.parts)
+                if hidden or not is_image_file(name) or not (member.isfile() or member.islnk() or member.issym()):
                     continue
-                if member.islnk() or member.issym():
+                names[name] += 1
+                if len(name.parts) < 2:
+                    loose.append(name.as_posix())
+                elif member.islnk() or member.issym():
                     links.append(name.as_posix())
-                elif member.isfile() and member.size > MAX_UPLOAD_BYTES:
+                elif member.size > MAX_UPLOAD_BYTES:
                     members[name] = partial(_refuse_oversized, member.size)
-                elif member.isfile():
+                else:
                     members[name] = partial(_open_bytes, archive.extractfile(member).read())
             _check_archive_end(archive, path)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise PurifyLabError(f"cannot read tar archive {path}: {error}") from None
+    repeated = sorted(name.as_posix() for name, count in names.items() if count > 1)
+    if repeated:
+        raise PurifyLabError(
+            f"tar archive {path} holds {len(repeated)} member name(s) more than once (e.g. {repeated[0]}, "
+            f"{names[PurePosixPath(repeated[0])]} times); all but one of each would be lost: archive each image under a name of its own"
+        )
+    if loose:
+        warn_once(
+            f"tar archive {path}: {len(loose)} image member(s) at the top level not read (e.g. {loose[0]}); the loader reads "
+            "[SPLIT/]CLASS/IMAGE members: move them into their class folder"
+        )
     if links:
         warn_once(
             f"tar archive {path}: {len(links)} link member(s) not read (e.g. {links[0]}); the loader reads regular members: "
@@ -233,6 +269,7 @@ def _list_tar(path: Path, split: str | None) -> Listing:
         )
     if not members:
         raise PurifyLabError(f"tar archive {path} holds no CLASS/IMAGE files; expected [SPLIT/]CLASS/IMAGE members")
+    _refuse_nested_members(path, list(members))
     splits = sorted({"/".join(name.parts[:-2]) for name in members})
     if splits == [""]:
         if split is not None:
@@ -252,6 +289,18 @@ def _list_tar(path: Path, split: str | None) -> Listing:
     items = tuple(Item(f"{path.name}:{name}", label_of[name.parts[-2]], members[name]) for name in selected)
     location = f"{path}:{chosen}" if chosen else str(path)
     return Listing("tar archive", location, classes, items, (path,))
+
+
+def _refuse_nested_members(path: Path, names: list[PurePosixPath]) -> None:
+    """An image in a sub-folder of another image's folder sits inside a class folder: without this
+    refusal its class folder would be taken for a split, and the image lost or misnamed."""
+    folders = {name.parent for name in names}
+    nested = sorted(name.as_posix() for name in names if any(parent in folders for parent in name.parent.parents))
+    if nested:
+        raise PurifyLabError(
+            f"tar archive {path} holds {len(nested)} image(s) nested inside class folders (e.g. {nested[0]}), which would be left out; "
+            "the loader reads [SPLIT/]CLASS/IMAGE: move them up into their class folder"
+        )
 
 
 def _labels_vector(labels: np.ndarray, where: str) -> np.ndarray:
@@ -286,6 +335,21 @@ def _npz_reason(error: Exception) -> str:
     return str(error)
 
 
+def _array(archive: np.lib.npyio.NpzFile, key: str, where: str) -> np.ndarray:
+    """archive[key], once its .npy header declares no more than MAX_NPZ_ARRAY_BYTES: numpy allocates
+    the declared shape before reading the data."""
+    member = f"{key}.npy" if f"{key}.npy" in archive.zip.namelist() else key
+    with archive.zip.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        # format 3.0 differs from 2.0 only in the header's text encoding
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > MAX_NPZ_ARRAY_BYTES:
+        raise PurifyLabError(f"{where}:{key} declares {shape} {dtype} values, {declared:,} bytes; the limit is {MAX_NPZ_ARRAY_BYTES:,}")
+    return archive[key]
+
+
 def _list_npz(path: Path, split: str | None) -> Listing:
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -295,11 +359,11 @@ def _list_npz(path: Path, split: str | None) -> Listing:
             if not splits:
                 raise PurifyLabError(f"{path} has no <split>_images / <split>_labels arrays (MedMNIST layout)")
             chosen = _choose_split(split, splits, str(path))
-            images = archive[f"{chosen}_images"]
-            labels = {s: _labels_vector(archive[f"{s}_labels"], f"{path}:{s}") for s in splits}
+            images = _array(archive, f"{chosen}_images", str(path))
+            labels = {s: _labels_vector(_array(archive, f"{s}_labels", str(path)), f"{path}:{s}") for s in splits}
     except PurifyLabError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+    except (OSError, ValueError, MemoryError, zipfile.BadZipFile, zlib.error) as error:
         raise PurifyLabError(f"cannot read {path} as a .npz archive: {_npz_reason(error)}") from None
     class_count = _class_count(labels, str(path))  # same classes in every split
     labels = labels[chosen]
@@ -366,6 +430,7 @@ def _file_lister(path: Path) -> Callable[[Path, str | None], Listing] | None:
 
 def _list_directory(directory: Path, split: str | None) -> Listing:
     if split is not None and (directory / split).is_dir():
+        _warn_loose_images(directory)
         if not _class_folders(directory / split):
             raise PurifyLabError(f"{directory / split} has no class folders with images; expected {EXPECTED_LAYOUTS}")
         return _list_class_folders(directory / split)
