@@ -82,3 +82,44 @@ def test_cli_soup_refuses_a_missing_member_and_another_architecture(xray_train_d
     code, err = _cli([*args, "--data", str(xray_train_dir), "--out", str(student.parent), "--device", "cpu"], capsys)
     assert code == 2 and "would overwrite the member" in err and len(err.strip().splitlines()) == 1, err
     assert student.read_bytes() == before
+
+
+def test_cli_soup_refuses_a_member_of_another_input_size(xray_train_dir, tmp_path, capsys):
+    """A resnet-like model takes any size, so the tensors agree: only the cards tell 32 px from 48 px."""
+    _train_tiny("substitute", 0, xray_train_dir, tmp_path / "px32", capsys)
+    args = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--epochs", "1", "--image-size", "48"]
+    code, err = _cli([*args, "--data", str(xray_train_dir), "--out", str(tmp_path / "px48"), "--no-progress", "--device", "cpu"], capsys)
+    assert code == 0, err
+    small, large = (tmp_path / folder / "substitute.safetensors" for folder in ("px32", "px48"))
+    args = ["train", "soup", "--model", "substitute", "--weights", str(small), "--weights", str(large)]
+    code, err = _cli([*args, "--data", str(xray_train_dir), "--out", str(tmp_path / "soup"), "--device", "cpu"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"member 2 {large} has image_size 48, member 1 {small} has 32" in err
+    assert not (tmp_path / "soup" / "substitute.safetensors").exists()
+
+
+def test_cli_soup_of_runs_from_scratch_claims_no_common_start_and_keeps_member_paths(xray_train_dir, tmp_path, capsys):
+    members = []
+    for seed in (0, 7):
+        _train_tiny("substitute", seed, xray_train_dir, tmp_path / f"seed{seed}", capsys)
+        members.append(tmp_path / f"seed{seed}" / "substitute.safetensors")
+    args = ["train", "soup", "--model", "substitute", "--weights", str(members[0]), "--weights", str(members[1])]
+    code, err = _cli([*args, "--data", str(xray_train_dir), "--out", str(tmp_path / "soup"), "--device", "cpu"], capsys)
+    assert code == 0, err
+    card = json.loads((tmp_path / "soup" / "substitute.json").read_text())
+    assert card["training_kind"].startswith("uniform weight soup of 2 substitute models whose cards name no common start")
+    assert "one start" not in card["training_kind"]
+    from core.data.locations import portable_path
+
+    assert [member["file"] for member in card["soup_of"]] == [portable_path(member) for member in members]
+
+
+def test_a_common_start_is_claimed_only_when_every_card_names_it():
+    from core.train.soup import soup_training_kind
+
+    from_resnet = {"training_config": {"init_from": "resnet"}}
+    assert ", each fine-tuned from resnet (soup_of)" in soup_training_kind("resnet_at", [from_resnet, from_resnet])
+    for others in ({"training_config": {"init_from": "resnet_at"}}, {"training_config": {"init_from": None}}, {}):
+        kind = soup_training_kind("resnet_at", [from_resnet, others])
+        assert "whose cards name no common start" in kind and "fine-tuned" not in kind
+    assert "no common start" in soup_training_kind("resnet", [{"training_config": {"init_from": None}}] * 2)
