@@ -1012,3 +1012,60 @@ def test_another_tools_json_beside_an_output_is_kept_unless_overwrite(tmp_path, 
     assert "purifylab" in json.loads(out.with_suffix(".json").read_text())["provenance"]["software"]
     assert run_cli(["purify", str(image), "--purifier", "none", "--out", str(annotated), "--overwrite"], capsys)[0] == 0
     assert json.loads(annotation.read_text())["purifier"] == "none"
+
+
+def test_limit_split_and_split_fractions_are_refused_in_the_flags_name_before_torch_is_imported(tmp_path):
+    """--limit 0 and --split bogus were refused 6-10 s later, after torch and the model, as 'limit must be a
+    positive number'; data split --val 2 only after the whole folder was decoded, as 'fractions must be ...'."""
+    for label in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        (tmp_path / "data" / label / "a.png").write_bytes(_grey_png())
+    data, out = str(tmp_path / "data"), str(tmp_path / "split.json")
+    sweep = ["sweep", "tstar", "--purifier", "ddpm", "--values", "0.1", "--data", data, "--out-dir", str(tmp_path / "sweep")]
+    split = ["data", "split", data, "--out", out]
+    cases = {
+        "--limit must be >= 1, got 0": [["evaluate", "--data", data, "--limit", "0"], ["certify", "--data", data, "--limit", "0"],
+                                        ["table", "quick", "--limit", "0"], [*sweep, "--limit", "0"], ["data", "describe", data, "--limit", "0"]],
+        "--limit must be >= 1, got -3": [["evaluate", "--data", data, "--limit", "-3"]],
+        "--split bogus is unknown; choose one of: train, val, test, all": [["evaluate", "--data", data, "--split", "bogus"],
+                                                                           ["certify", "--data", data, "--split", "bogus"], [*sweep, "--split", "bogus"]],
+        "--val must be in [0, 1), got 2.0": [[*split, "--val", "2"]],
+        "--val must be in [0, 1), got nan": [[*split, "--val", "nan"]],
+        "--test must be in [0, 1), got -0.1": [[*split, "--test", "-0.1"]],
+        "--val 0.5 and --test 0.6 leave no images to train on": [[*split, "--val", "0.5", "--test", "0.6"]],
+    }  # fmt: skip
+    _assert_refused_before_torch(cases)
+    assert not (tmp_path / "split.json").exists()
+
+
+def test_train_refuses_mistyped_names_and_out_of_range_values_in_the_flags_name_before_torch_is_imported(tmp_path):
+    """A mistyped --model, --init-from, --distill-from or --purified-half name, and --smoothing-sigma 5, were
+    refused only after torch and timm had loaded (4-10 s), the numbers by their config field's name."""
+    classifier = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--out", str(tmp_path / "run")]
+    soup = ["train", "soup", "--model", "resnett", "--weights", str(tmp_path / "a"), "--weights", str(tmp_path / "b"), "--out", str(tmp_path / "soup")]
+    cases = {
+        "--model: unknown classifier 'resnett'; choose one of: ": [["train", "classifier", "--model", "resnett", "--preset", "tiny"],
+                                                                   ["train", "calibrate", "--model", "resnett"], soup],
+        "--init-from: unknown classifier 'vitt'; choose one of: ": [[*classifier, "--init-from", "vitt"]],
+        "--distill-from: unknown classifier 'vitt'; choose one of: ": [[*classifier, "--distill-from", "vitt"]],
+        "--purified-half: unknown purifier 'ddimm'; choose one of: ": [[*classifier, "--purified-half", "ddimm"],
+                                                                        [*classifier, "--purified-half", "ddimm:t_star=0.1"]],
+        "--smoothing-sigma must be in (0, 1], got 5.0": [[*classifier, "--smoothing-sigma", "5"]],
+        "--smoothing-sigma must be in (0, 1], got 0.0": [[*classifier, "--smoothing-sigma", "0"]],
+        "--noise-augment must be in (0, 0.5], got 2.0": [[*classifier, "--noise-augment", "2"]],
+        "--temperature must be > 0, got -1.0": [[*classifier, "--temperature", "-1"]],
+        "--temperature must be > 0, got nan": [[*classifier, "--temperature", "nan"]],
+    }  # fmt: skip
+    _assert_refused_before_torch(cases)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "soup").exists()
+
+
+def test_purified_half_settings_are_refused_in_the_flags_name_before_timm_and_the_data_load(tmp_path):
+    """A purifier's settings are typed by its config, which torch defines; a mistyped one is still refused
+    before the trainer imports timm, not after it (and the model, and the data)."""
+    args = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--out", str(tmp_path / "run"), "--purified-half", "ddim:t_sta=0.1"]
+    code = f"import sys\nfrom core.cli import main\ntry:\n    main({args!r})\nexcept SystemExit as exit:\n    print(exit.code, 'timm' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "2 False", done.stderr
+    _one_line_refusal(2, done.stderr, "--purified-half ddim:t_sta=0.1: unknown parameter 't_sta' for this purifier; allowed: ")
+    assert not (tmp_path / "run").exists()

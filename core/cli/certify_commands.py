@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from core.cli.options import ClassifierWeights, DeviceDefaultCpu, Overwrite, Threads, at_least_one, seed_option
+from core.cli.options import ClassifierWeights, DeviceDefaultCpu, Overwrite, Threads, at_least_one, count_option, seed_option, split_option
 
 CURVE = "certified_curve.html"  # beside the --json results it draws
 
@@ -20,8 +20,8 @@ def certify_command(
     n: Annotated[int, typer.Option("--n", help="noise draws that bound the top class's probability")] = 1000,
     n0: Annotated[int, typer.Option("--n0", help="noise draws that choose the class")] = 100,
     alpha: Annotated[float, typer.Option("--alpha", help="the certificate fails with probability <= alpha")] = 0.001,
-    split: Annotated[str | None, typer.Option("--split", help="val | all (default: as purifylab evaluate)")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
+    split: Annotated[str | None, split_option("val | all (default: as purifylab evaluate)")] = None,
+    limit: Annotated[int | None, count_option("--limit", "N images evenly spaced through the split")] = None,
     denoiser: Annotated[
         str | None,
         typer.Option("--denoiser", help="shipped noise-prediction UNet, or 'none' for a noise-trained classifier (resnet_smooth); default ddpm_unet"),

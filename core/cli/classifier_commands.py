@@ -23,7 +23,13 @@ from core.cli.options import (
     Resume,
     Threads,
     at_least_one,
+    count_option,
+    known_classifier,
+    known_purifier_spec,
+    positive,
     seed_option,
+    split_option,
+    within,
 )
 from core.cli.preflight import (
     check_attack_options_need_attack,
@@ -149,19 +155,23 @@ def attack_file(
 
 
 def _purifier_dict(spec: str | None) -> dict | None:
-    """'ddim:t_star=0.14' -> {'purifier': 'ddim', 'params': {'t_star': 0.14}}, checked by building its config."""
+    """'ddim:t_star=0.14' -> {'purifier': 'ddim', 'params': {'t_star': 0.14}}, checked by building its
+    config (torch, not yet timm) in the flag's own name."""
     if spec is None:
         return None
     from core.purifiers import purifier_config
 
     name, params = parse_purifier_spec(spec)
-    return {"purifier": name, "params": purifier_config(name, **params).to_dict()}
+    try:
+        return {"purifier": name, "params": purifier_config(name, **params).to_dict()}
+    except PurifyLabError as error:
+        raise PurifyLabError(f"--purified-half {spec}: {error}") from None
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @groups["train"].command("classifier")
     def train_classifier_command(
-        model: Annotated[str, typer.Option("--model", help="classifier name (see 'purifylab classifiers')")],
+        model: Annotated[str, typer.Option("--model", help="classifier name (see 'purifylab classifiers')", callback=known_classifier("--model"))],
         preset: Annotated[str, typer.Option("--preset", help="tiny | cpu | gpu")] = "cpu",
         data: Annotated[
             Path | None, typer.Option("--data", help="data set (default: the model's: X-rays, or MNIST / CIFAR-10 for mnist_* / cifar10_*)")
@@ -175,22 +185,43 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             int | None, typer.Option("--image-size", help="input side in pixels (X-rays: 128, the purifiers' size; 224, the files' size)")
         ] = None,
         noise_augment: Annotated[
-            float | None, typer.Option("--noise-augment", help="purifier-aware fine-tuning: max Gaussian noise std on noised/blurred copies")
+            float | None,
+            typer.Option(
+                "--noise-augment",
+                help="purifier-aware fine-tuning: max Gaussian noise std on noised/blurred copies, in (0, 0.5]",
+                callback=within("--noise-augment", 0, 0.5, low_open=True),
+            ),
         ] = None,
-        temperature: Annotated[float | None, typer.Option("--temperature", help="distillation temperature")] = None,
+        temperature: Annotated[float | None, typer.Option("--temperature", help="distillation temperature (> 0)", callback=positive("--temperature"))] = None,
         distill_from: Annotated[
-            str | None, typer.Option("--distill-from", help="teacher classifier (student_cnn's preset names one; with an adversarial model: ARD)")
+            str | None,
+            typer.Option(
+                "--distill-from",
+                help="teacher classifier (student_cnn's preset names one; with an adversarial model: ARD)",
+                callback=known_classifier("--distill-from"),
+            ),
         ] = None,
         distill_clean_weight: Annotated[
             float | None, typer.Option("--distill-clean-weight", help="robust distillation: share of the loss on the student's clean reading")
         ] = None,
-        init_from: Annotated[str | None, typer.Option("--init-from", help="start from this classifier's shipped weights")] = None,
+        init_from: Annotated[
+            str | None, typer.Option("--init-from", help="start from this classifier's shipped weights", callback=known_classifier("--init-from"))
+        ] = None,
         purified_half: Annotated[
             str | None,
-            typer.Option("--purified-half", help="purifier-aware: NAME:k=v,... purifies a random half of each batch (a fresh draw per step)"),
+            typer.Option(
+                "--purified-half",
+                help="purifier-aware: NAME:k=v,... purifies a random half of each batch (a fresh draw per step)",
+                callback=known_purifier_spec("--purified-half"),
+            ),
         ] = None,
         smoothing_sigma: Annotated[
-            float | None, typer.Option("--smoothing-sigma", help="randomized smoothing: train under Gaussian noise of this std ([0, 1] pixels)")
+            float | None,
+            typer.Option(
+                "--smoothing-sigma",
+                help="randomized smoothing: train under Gaussian noise of this std, in (0, 1] ([0, 1] pixels)",
+                callback=within("--smoothing-sigma", 0, 1, low_open=True),
+            ),
         ] = None,
         trades_beta: Annotated[
             float | None, typer.Option("--trades-beta", help="adversarial models: TRADES with this beta instead of PGD training (the paper: 6)")
@@ -219,6 +250,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             check_not_shipped(preset, WEIGHTS_DIR / f"{model}.safetensors", "--ship")
         check_run(data, out, "--out", device)
         check_not_reporting_cohort(model, data or default_data_for(model))
+        purified = _purifier_dict(purified_half)  # its settings, before timm and the data
         from core.train.classifier import preset as make_preset
         from core.train.classifier import train_classifier
 
@@ -235,7 +267,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             distill_from=distill_from,
             distill_clean_weight=distill_clean_weight,
             init_from=init_from,
-            purified_half=_purifier_dict(purified_half),
+            purified_half=purified,
             smoothing_sigma=smoothing_sigma,
             trades_beta=trades_beta,
             max_minutes=max_minutes,
@@ -248,7 +280,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @groups["train"].command("calibrate")
     def calibrate_command(
-        model: Annotated[str, typer.Option("--model", help="classifier name")],
+        model: Annotated[str, typer.Option("--model", help="classifier name", callback=known_classifier("--model"))],
         weights: Annotated[Path | None, typer.Option("--weights", help="weights file (default: weights/<model>.safetensors)")] = None,
         data: Annotated[Path | None, typer.Option("--data", help="the folder it was trained on (default: the model's)")] = None,
         device: Device = None,
@@ -270,7 +302,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @groups["train"].command("soup")
     def soup_command(
-        model: Annotated[str, typer.Option("--model", help="classifier name")],
+        model: Annotated[str, typer.Option("--model", help="classifier name", callback=known_classifier("--model"))],
         members: Annotated[list[Path], typer.Option("--weights", help="a member's weights file (give two or more, fine-tuned from one start)")],
         out: Annotated[Path, typer.Option("--out", help="run folder for <model>.safetensors and its card")],
         data: Annotated[Path | None, typer.Option("--data", help="the folder they were trained on (default: the model's)")] = None,
@@ -301,13 +333,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         classifier: Annotated[str | None, typer.Option("--classifier", help="classifier name (default vit)")] = None,
         split: Annotated[
             str | None,
-            typer.Option(
-                "--split",
-                help="val | train (the patient split of a training folder) | all; default: val of the model's training folder, else all. "
-                "Data with splits of its own (MedMNIST .npz, split folders): the one to read whole",
+            split_option(
+                "val | train (the patient split of a training folder) | all; default: val of the model's training folder, else all. "
+                "Data with splits of its own (MedMNIST .npz, split folders): the one to read whole"
             ),
         ] = None,
-        limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
+        limit: Annotated[int | None, count_option("--limit", "N images evenly spaced through the split")] = None,
         batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward pass", callback=at_least_one("--batch-size"))] = 100,
         purifier: Annotated[
             str | None, typer.Option("--purifier", help="purify every image first: NAME or NAME:k=v,... (see 'purifylab purifiers'; default none)")

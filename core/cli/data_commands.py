@@ -8,16 +8,17 @@ from typing import Annotated
 
 import typer
 
-from core.cli.options import Overwrite, seed_option
+from core.cli.options import Overwrite, count_option, seed_option, within
 from core.cli.preflight import check_data, check_output
 from core.cli.reporting import provenance_of, write_config
+from core.errors import PurifyLabError
 
 
 def describe_command(
     path: Annotated[Path, typer.Argument(help="Data folder or file (class folders, .npz, idx, .tar.gz).")],
     split: Annotated[str | None, typer.Option(help="Split to read (npz key prefix or split folder).")] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="Also write the full summary as JSON.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Scan at most this many images, spread over classes.")] = None,
+    limit: Annotated[int | None, count_option("--limit", "Scan at most this many images, spread over classes.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Counts per class, image sizes, modes, duplicate groups and undecodable files."""
@@ -38,8 +39,20 @@ def split_command(
     path: Annotated[Path, typer.Argument(help="Data folder or file to split.")],
     out: Annotated[Path, typer.Option(help="Where to write the split (a .json; its config goes to NAME.config.json).")],
     seed: Annotated[int, seed_option("the same seed gives the same split")] = 0,
-    val: Annotated[float | None, typer.Option(help="Fraction of each class for validation (whole patients); default: the project's split")] = None,
-    test: Annotated[float | None, typer.Option(help="Fraction of each class for test (whole patients); default: the project's split")] = None,
+    val: Annotated[
+        float | None,
+        typer.Option(
+            help="Fraction of each class for validation (whole patients), in [0, 1); default: the project's split",
+            callback=within("--val", 0, 1, high_open=True),
+        ),
+    ] = None,
+    test: Annotated[
+        float | None,
+        typer.Option(
+            help="Fraction of each class for test (whole patients), in [0, 1); default: the project's split",
+            callback=within("--test", 0, 1, high_open=True),
+        ),
+    ] = None,
     split: Annotated[str | None, typer.Option(help="Split to read (npz key prefix or split folder).")] = None,
     size: Annotated[int | None, typer.Option(help="Resize before comparing pixels; needed only for mixed image sizes.")] = None,
     overwrite: Overwrite = False,
@@ -50,6 +63,8 @@ def split_command(
     each image is its own group (with a warning)."""
     check_data(path, "PATH")
     check_output(out, "--out", inputs=(path,), overwrite=overwrite, suffix=".json", creates_folder=True)
+    if val is not None and test is not None and val + test >= 1:  # before the whole folder is decoded
+        raise PurifyLabError(f"--val {val} and --test {test} leave no images to train on; their sum must be below 1")
     from core.data import load_dataset, make_splits
     from core.data.groups import group_images
     from core.data.loading import SPLIT_SEED, describe_cut, project_fractions

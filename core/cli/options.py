@@ -20,7 +20,7 @@ def _check_seed(value: int | None) -> int | None:
     return value
 
 
-def _positive(option: str, at_least_one: bool = False) -> Callable[[float | None], float | None]:
+def positive(option: str, at_least_one: bool = False) -> Callable[[float | None], float | None]:
     """A callback refusing a value <= 0 (below 1 for a count) in the flag's own name, before torch is imported."""
 
     def check(value: float | None) -> float | None:
@@ -33,12 +33,77 @@ def _positive(option: str, at_least_one: bool = False) -> Callable[[float | None
 
 def at_least_one(option: str) -> Callable[[float | None], float | None]:
     """A callback refusing a count below 1 in the flag's own name (not the field it fills), before torch is imported."""
-    return _positive(option, at_least_one=True)
+    return positive(option, at_least_one=True)
+
+
+def within(option: str, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Callable[[float | None], float | None]:
+    """A callback refusing a value outside [low, high] (an open end excluded; NaN too) in the flag's own
+    name, before torch is imported: the config's own check comes after the import and names its field."""
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not ((value > low if low_open else value >= low) and (value < high if high_open else value <= high)):
+            raise PurifyLabError(f"{option} must be in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}, got {value}")
+        return value
+
+    return check
+
+
+def _named(option: str, check: Callable[[str], object]) -> Callable[[str | None], str | None]:
+    """A callback running a registry's torch-free name check on the flag's value, its refusal prefixed
+    with the flag: the trainer's own check came after torch and timm had loaded (4-10 s)."""
+
+    def callback(value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check(value)
+            except PurifyLabError as error:
+                raise PurifyLabError(f"{option}: {error}") from None
+        return value
+
+    return callback
+
+
+def known_classifier(option: str) -> Callable[[str | None], str | None]:
+    """A callback refusing a classifier name the registry does not hold."""
+
+    def check(name: str) -> None:
+        from core.models import classifiers
+
+        classifiers.check(name)
+
+    return _named(option, check)
+
+
+def known_purifier_spec(option: str) -> Callable[[str | None], str | None]:
+    """A callback refusing a NAME:k=v,... whose purifier the registry does not hold (its settings are
+    checked against the purifier's config, which needs torch)."""
+
+    def check(spec: str) -> None:
+        from core.cli.purify_commands import parse_purifier_spec
+        from core.purifiers import PURIFIERS
+
+        PURIFIERS.check(parse_purifier_spec(spec)[0])
+
+    return _named(option, check)
+
+
+def _known_split(value: str | None) -> str | None:
+    """--split names one of the splits `core.data.loading` reads; refused before it (and torch) is imported."""
+    from core.data.split_names import SPLITS
+
+    if value is not None and value not in SPLITS:
+        raise PurifyLabError(f"--split {value} is unknown; choose one of: {', '.join(SPLITS)}")
+    return value
 
 
 def count_option(flag: str, help: str) -> typer.models.OptionInfo:
     """An optional count (>= 1), refused in the flag's own name before torch is imported."""
     return typer.Option(flag, help=help, callback=at_least_one(flag))
+
+
+def split_option(help: str) -> typer.models.OptionInfo:
+    """--split with its name check; `help` says what the split reads in that command."""
+    return typer.Option("--split", help=help, callback=_known_split)
 
 
 def seed_option(help: str = "random seed") -> typer.models.OptionInfo:
@@ -48,7 +113,7 @@ def seed_option(help: str = "random seed") -> typer.models.OptionInfo:
 
 Device = Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if available)")]
 DeviceDefaultCpu = Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default cpu)")]
-Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads (>= 1)", callback=_positive("--threads", at_least_one=True))]
+Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads (>= 1)", callback=positive("--threads", at_least_one=True))]
 Resume = Annotated[
     bool,
     typer.Option("--resume", help="continue from the run folder's checkpoint with the same settings; only --epochs and --max-minutes may grow"),
@@ -56,14 +121,14 @@ Resume = Annotated[
 MaxMinutes = Annotated[
     float | None,
     typer.Option(
-        "--max-minutes", help="stop training after this many minutes of wall-clock time, counted across resumes (> 0)", callback=_positive("--max-minutes")
+        "--max-minutes", help="stop training after this many minutes of wall-clock time, counted across resumes (> 0)", callback=positive("--max-minutes")
     ),
 ]
-Epochs = Annotated[int | None, typer.Option("--epochs", help="override the preset's epochs (>= 1)", callback=_positive("--epochs", at_least_one=True))]
+Epochs = Annotated[int | None, typer.Option("--epochs", help="override the preset's epochs (>= 1)", callback=positive("--epochs", at_least_one=True))]
 BatchSize = Annotated[
-    int | None, typer.Option("--batch-size", help="override the preset's batch size (>= 1)", callback=_positive("--batch-size", at_least_one=True))
+    int | None, typer.Option("--batch-size", help="override the preset's batch size (>= 1)", callback=positive("--batch-size", at_least_one=True))
 ]
-LearningRate = Annotated[float | None, typer.Option("--lr", help="override the preset's learning rate (> 0)", callback=_positive("--lr"))]
+LearningRate = Annotated[float | None, typer.Option("--lr", help="override the preset's learning rate (> 0)", callback=positive("--lr"))]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace existing output files that purifylab did not write (never an input)")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress")]
 ClassifierWeights = Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of weights/<classifier> (its card beside it)")]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from core.cli import set_threads
-from core.cli.options import Device, Progress, ResultsStore, Threads, at_least_one, seed_option
+from core.cli.options import Device, Progress, ResultsStore, Threads, at_least_one, count_option, seed_option, split_option
 from core.cli.preflight import check_attack_options_need_attack, check_data_layout, check_eot_has_attack, check_run, check_steps_apply, resume_hint
 from core.train.layout import check_split_not_carved_from_cohort, reporting_cohort_images
 
@@ -88,7 +88,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("table")
     def table_command(
         preset: Annotated[str, typer.Argument(help="preset name in configs/ (e.g. quick, paper-table1) or a YAML path")],
-        limit: Annotated[int | None, typer.Option("--limit", help="N images evenly spaced through the split")] = None,
+        limit: Annotated[int | None, count_option("--limit", "N images evenly spaced through the split")] = None,
         eot: Annotated[
             int | None,
             typer.Option(
@@ -164,10 +164,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)", callback=at_least_one("--eot"))] = 1,
         redraws: Annotated[int, typer.Option("--redraws", help="test-time purifier draws; the worst case is reported", callback=at_least_one("--redraws"))] = 1,
         data: Annotated[Path | None, typer.Option("--data", help="data set (default: the X-ray test cohort)")] = None,
-        split: Annotated[
-            str | None, typer.Option("--split", help="val | train | all; default: val of the classifier's training folder, else all (as evaluate)")
-        ] = None,
-        limit: Annotated[int | None, typer.Option("--limit")] = None,
+        split: Annotated[str | None, split_option("val | train | all; default: val of the classifier's training folder, else all (as evaluate)")] = None,
+        limit: Annotated[int | None, count_option("--limit", "N images evenly spaced through the split")] = None,
         seed: Annotated[int, seed_option("attack, purifier and bootstrap seed")] = 0,
         store: ResultsStore = None,
         out_dir: Annotated[Path | None, typer.Option("--out-dir")] = None,

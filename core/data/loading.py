@@ -19,11 +19,11 @@ from core.data.decode import check_channels, check_size
 from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
 from core.data.imageset import ImageSet
 from core.data.sources import SplitsInData, data_listing, load_dataset
+from core.data.split_names import SPLITS
 from core.data.splits import SplitSpec, data_hash, make_splits
 from core.errors import PurifyLabError
 from core.paths import CACHE_DIR
 
-SPLITS = ("train", "val", "test", "all")
 SPLIT_SEED = 0
 PATIENT_FRACTIONS = {"val": 0.15, "test": 0.0}
 IMAGE_FRACTIONS = {"val": 0.1, "test": 0.1}
