@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +38,20 @@ def card_path(weights_path: Path) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
+def ship(weights_path: Path) -> Path:
+    """--ship: a finished run's weights file and its card, copied into weights/ under their own names;
+    the run folder keeps them, so shipping stays a choice the user makes."""
+    for source in (weights_path, card_path(weights_path)):
+        shutil.copy2(source, WEIGHTS_DIR / source.name)
+    return WEIGHTS_DIR / weights_path.name
+
+
 def save_weights(module: torch.nn.Module, path: str | Path, card: dict[str, Any], fp16: bool = True) -> dict:
     """Write `module`'s state dict as safetensors (fp16 floats by default) and its card beside it; the
     card names the class whose state dict it holds (`model_class`, unless given), so loading refuses
-    the file of another network (a purifier's under a classifier's name) in one line."""
+    the file of another network (a purifier's under a classifier's name) in one line. Both are written
+    whole in a temporary folder beside `path`, then renamed into place, the file first: a reader never
+    meets a half-written one, and until its card follows, the card there does not vouch for its bytes."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -51,18 +64,25 @@ def save_weights(module: torch.nn.Module, path: str | Path, card: dict[str, Any]
         if fp16 and tensor.is_floating_point():
             tensor = tensor.half()
         state[key] = tensor
-    save_file(state, str(path))
-    full_card = dict(card)
-    full_card.setdefault("model_class", type(module).__name__)
-    full_card["software"] = software_provenance()  # the code that wrote this file, as every CLI output records
-    full_card.update(
-        file=path.name,
-        sha256=sha256_of(path),
-        file_size_bytes=path.stat().st_size,
-        parameter_count=sum(p.numel() for p in module.parameters()),
-        storage_dtype="float16" if fp16 else "float32",
-    )
-    card_path(path).write_text(json.dumps(full_card, indent=2, sort_keys=True) + "\n")
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        staged = staging / path.name
+        save_file(state, str(staged))
+        full_card = dict(card)
+        full_card.setdefault("model_class", type(module).__name__)
+        full_card["software"] = software_provenance()  # the code that wrote this file, as every CLI output records
+        full_card.update(
+            file=path.name,
+            sha256=sha256_of(staged),
+            file_size_bytes=staged.stat().st_size,
+            parameter_count=sum(p.numel() for p in module.parameters()),
+            storage_dtype="float16" if fp16 else "float32",
+        )
+        card_path(staged).write_text(json.dumps(full_card, indent=2, sort_keys=True) + "\n")
+        os.replace(staged, path)
+        os.replace(card_path(staged), card_path(path))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return full_card
 
 

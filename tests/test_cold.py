@@ -302,3 +302,37 @@ def test_a_new_cold_run_stopped_before_its_first_checkpoint_leaves_none_to_resum
     assert not (out / "checkpoint").exists()
     with pytest.raises(PurifyLabError, match="holds no checkpoint to continue"):
         train_cold(ColdTrainConfig.from_preset("tiny", seed=7, epoch_images=10_000_000, resume=True), tiny_xray_folder, out, progress=False)
+
+
+def test_a_cold_run_of_any_preset_stays_in_its_run_folder_and_only_ship_copies_it_into_weights(tiny_xray_folder, tmp_path):
+    """`train cold --preset cpu` (cut after its first step) wrote straight into weights/cold_unet.safetensors:
+    now it writes into --out; --ship copies the file and its card there, never from --preset tiny."""
+    import os
+    import subprocess
+    import sys
+
+    from core.weights import read_card, sha256_of
+
+    shipped = tmp_path / "weights"  # the shipped folder as the command sees it
+    shipped.mkdir()
+    env = {**os.environ, "PURIFYLAB_WEIGHTS": str(shipped), "PURIFYLAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+    def purifylab(preset: str, *more: str) -> subprocess.CompletedProcess:
+        args = ["train", "cold", "--preset", preset, "--epochs", "1", "--max-minutes", "0.001", "--data", str(tiny_xray_folder), "--device", "cpu"]
+        return subprocess.run([sys.executable, "-m", "core", *args, *more], capture_output=True, text=True, timeout=600, env=env)
+
+    kept = purifylab("cpu", "--out", str(tmp_path / "kept"))
+    assert kept.returncode == 0, kept.stderr
+    assert not list(shipped.iterdir())
+    assert read_card(tmp_path / "kept" / f"{COLD_WEIGHTS_STEM}.safetensors")["training_config"]["preset"] == "cpu"
+    tiny = purifylab("tiny", "--out", str(tmp_path / "tiny"), "--ship")
+    assert tiny.returncode == 2 and "a --preset tiny test run must never replace a shipped model" in tiny.stderr and len(tiny.stderr.strip().splitlines()) == 1
+    assert not list(shipped.iterdir()) and not (tmp_path / "tiny").exists()
+    done = purifylab("cpu", "--out", str(tmp_path / "shipped_run"), "--ship")
+    assert done.returncode == 0, done.stderr
+    assert sorted(path.name for path in shipped.iterdir()) == [f"{COLD_WEIGHTS_STEM}.json", f"{COLD_WEIGHTS_STEM}.safetensors"]
+    run_file = tmp_path / "shipped_run" / f"{COLD_WEIGHTS_STEM}.safetensors"
+    assert (shipped / run_file.name).read_bytes() == run_file.read_bytes()
+    assert read_card(shipped / run_file.name) == read_card(run_file) and read_card(run_file)["sha256"] == sha256_of(shipped / run_file.name)
+    unet, card = load_shipped_unet(COLD_WEIGHTS_STEM, weights_dir=shipped)  # the purifiers load what --ship put there
+    assert card["training_config"]["preset"] == "cpu" and unet.config.sample_size == 128

@@ -641,3 +641,133 @@ def test_a_run_killed_while_it_saves_resumes_as_if_never_stopped(xray_train_dir,
 
     assert timeless(_history(run)) == timeless(_history(tmp_path / "whole"))
     assert (resumed["selected_epoch"], resumed["sha256"]) == (whole["selected_epoch"], whole["sha256"])
+
+
+def test_init_from_starts_from_the_raw_network_not_the_source_cards_calibration():
+    """--init-from kept the shipped card's temperature and threshold inside `forward`: the loss, the adversary
+    and every epoch's val figures read rescaled, shifted logits (the distillation teacher was already cleared)."""
+    from core.train.classifier import _build_model
+
+    source = create_classifier("student_cnn")
+    assert (source.temperature, source.threshold) != (1.0, None)  # the shipped card carries a calibration
+    model = _build_model(preset("cpu", "student_cnn", init_from="student_cnn", threads=1))
+    assert (model.temperature, model.threshold, model.card) == (1.0, None, None)
+    x = torch.rand(4, 1, source.image_size, source.image_size)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), source.logits(source.normalise(x)))
+
+
+def test_init_from_at_another_image_size_names_both_sizes():
+    """It was refused as "does not share student_cnn's architecture": the architecture is the same, the input size is not."""
+    from core.train.classifier import _build_model
+
+    with pytest.raises(PurifyLabError, match=r"^init_from='student_cnn' takes 128 px, but this run trains student_cnn at 64 px \(--image-size\)"):
+        _build_model(preset("cpu", "student_cnn", init_from="student_cnn", image_size=64, threads=1))
+
+
+def test_a_temperature_without_a_teacher_is_refused_not_recorded_and_ignored():
+    """--temperature 4 without --distill-from exited 0, recorded temperature 4.0 on a clean-trained card and
+    trained bit for bit the model it trains without the flag."""
+    with pytest.raises(PurifyLabError, match=r"^temperature=4.0 is the distillation temperature.*give --distill-from or drop --temperature$"):
+        preset("tiny", "resnet", temperature=4.0)
+    assert preset("tiny", "student_cnn", temperature=4.0).temperature == 4.0  # its tiny preset distils from vit
+
+
+def test_train_calibrate_on_a_fresh_run_changes_nothing_on_its_card(tiny_run, xray_train_dir, tmp_path):
+    """The temperature and threshold were fitted on the fp32 selected weights and the card's figures measured on
+    the fp16 file, so `train calibrate`, which fits on the file, moved both on a run fresh from training."""
+    import shutil
+
+    from core.train.classifier import recalibrate
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = (run / "substitute.json").read_text()
+    recalibrate("substitute", run / "substitute.safetensors", xray_train_dir)
+    assert (run / "substitute.json").read_text() == before
+
+
+@pytest.mark.parametrize("nth", [1, 2])  # the fp16 file measured before it is published; the published file, after its figures
+def test_a_run_interrupted_while_it_publishes_leaves_no_model_and_resume_publishes_it(tiny_run, xray_train_dir, tmp_path, monkeypatch, capsys, nth):
+    """A Ctrl-C while a run published left <model>.safetensors with a card without val or test figures, loadable
+    as a normal model, and --resume refused the run as finished."""
+    from core.weights import sha256_of
+
+    run = tmp_path / "run"
+    args = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--epochs", "1", "--threads", "1"]
+    args += ["--data", str(xray_train_dir), "--out", str(run), "--no-progress", "--device", "cpu"]
+    _killed_in(monkeypatch, "substitute.safetensors", nth)
+    code, err = _cli(args, capsys)
+    monkeypatch.undo()
+    assert (code, err.splitlines()[-1]) == (130, "interrupted: rerun the same command with --resume to continue from its last checkpoint"), err
+    assert sorted(path.name for path in run.iterdir()) == ["checkpoint", "config.json", "history.json", "selected.json", "selected.safetensors"]
+    code, err = _cli([*args, "--resume"], capsys)
+    assert code == 0, err
+    card, whole = json.loads((run / "substitute.json").read_text()), json.loads((tiny_run / "substitute.json").read_text())
+    assert card["sha256"] == sha256_of(run / "substitute.safetensors") == whole["sha256"]  # the same run, never interrupted
+    assert [card[key] for key in ("calibration", "val_metrics", "test_metrics")] == [whole[key] for key in ("calibration", "val_metrics", "test_metrics")]
+    assert [{**record, "seconds": None} for record in _history(run)] == [{**record, "seconds": None} for record in _history(tiny_run)]
+    _one_line(*_cli([*args, "--resume"], capsys), "is finished (1 of 1 epochs)")  # published whole: nothing left to do
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_to_start_over_not_to_resume(xray_train_dir, tmp_path, monkeypatch, capsys):
+    """The hint said "rerun with --resume" whatever the run folder held; before the first checkpoint that
+    resume is refused ("holds a training run without a complete checkpoint")."""
+    run = tmp_path / "run"
+    args = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--epochs", "1", "--threads", "1"]
+    args += ["--data", str(xray_train_dir), "--out", str(run), "--no-progress", "--device", "cpu"]
+    _killed_in(monkeypatch, "model.safetensors", 1)  # the first checkpoint's model tensors
+    code, err = _cli(args, capsys)
+    monkeypatch.undo()
+    said = "interrupted: the run saved no checkpoint, so there is nothing to resume; rerun the same command with --overwrite to start over"
+    assert (code, err.splitlines()[-1]) == (130, said), err
+    _one_line(*_cli([*args, "--resume"], capsys), "without a complete checkpoint")
+    code, err = _cli([*args, "--overwrite"], capsys)
+    assert code == 0, err
+
+
+def test_a_resumed_run_interrupted_while_it_publishes_is_published_by_the_next_resume(tiny_run, xray_train_dir, tmp_path, monkeypatch, capsys):
+    """The model in the folder is epoch 1's, published whole before the run was resumed for a second epoch: it is
+    not the finished checkpoint's, so --resume publishes that instead of refusing the run as finished."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    args = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--epochs", "2", "--threads", "1", "--resume"]
+    args += ["--data", str(xray_train_dir), "--out", str(run), "--no-progress", "--device", "cpu"]
+    _killed_in(monkeypatch, "substitute.safetensors", 1)
+    code, err = _cli(args, capsys)
+    monkeypatch.undo()
+    assert (code, err.splitlines()[-1]) == (130, "interrupted: rerun the same command with --resume to continue from its last checkpoint"), err
+    assert json.loads((run / "substitute.json").read_text())["epochs_run"] == 1
+    code, err = _cli(args, capsys)
+    assert code == 0, err
+    assert json.loads((run / "substitute.json").read_text())["epochs_run"] == len(_history(run)) == 2
+
+
+def test_ctrl_c_says_resume_only_for_a_checkpoint_this_command_resumed_or_saved(tmp_path, capsys):
+    """An --overwrite stopped before it removed the old run's checkpoint has nothing of its own to resume."""
+    import os
+    import time
+
+    import typer
+
+    from core.cli.preflight import training_resume_hint
+
+    def said(run, resumed: bool, saved_by_this_command: bool) -> str:
+        hint = training_resume_hint(run, resumed)
+        if run.exists():  # the checkpoint is this command's, or an old run's (saved before it started)
+            then = time.time() if saved_by_this_command else time.time() - 60
+            os.utime(run / "checkpoint" / "state.json", (then, then))
+        with pytest.raises(typer.Exit), hint:
+            raise KeyboardInterrupt
+        return capsys.readouterr().err.strip()
+
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "checkpoint" / "state.json").write_text("{}")
+    resume = "interrupted: rerun the same command with --resume to continue from its last checkpoint"
+    assert said(run, resumed=True, saved_by_this_command=False) == resume
+    assert said(run, resumed=False, saved_by_this_command=False).endswith("nothing to resume; rerun the same command with --overwrite to start over")
+    assert said(run, resumed=False, saved_by_this_command=True) == resume
+    assert said(tmp_path / "none", resumed=False, saved_by_this_command=False).endswith("nothing to resume; rerun the same command to start over")

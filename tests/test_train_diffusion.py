@@ -278,3 +278,38 @@ def test_a_denoiser_run_killed_inside_a_checkpoint_resumes_as_if_never_stopped(x
 
     assert timeless(resumed["history"]) == timeless(whole["history"]) and [record["epoch"] for record in resumed["history"]] == [1, 2]
     assert resumed["sha256"] == whole["sha256"]
+
+
+def test_a_denoiser_run_of_any_preset_stays_in_its_run_folder_and_only_ship_copies_it_into_weights(small_xray_folder, tmp_path):
+    """`train diffusion --preset cpu` (cut after its first step) wrote straight into weights/, where the
+    shipped denoiser is: now it writes into --out, and only --ship copies the file and its card there."""
+    import os
+    import subprocess
+    import sys
+
+    from core.weights import sha256_of
+
+    shipped = tmp_path / "weights"  # the shipped folder as the command sees it
+    shipped.mkdir()
+    env = {**os.environ, "PURIFYLAB_WEIGHTS": str(shipped), "PURIFYLAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    args = ["train", "diffusion", "--preset", "cpu", "--epochs", "1", "--max-minutes", "0.001", "--data", str(small_xray_folder), "--device", "cpu"]
+
+    def purifylab(*more: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "core", *args, *more], capture_output=True, text=True, timeout=600, env=env)
+
+    kept = purifylab("--out", str(tmp_path / "kept"))
+    assert kept.returncode == 0, kept.stderr
+    assert not list(shipped.iterdir())
+    assert read_card(tmp_path / "kept" / "ddpm_unet.safetensors")["training"]["preset"] == "cpu"
+    into_weights = purifylab("--out", str(tmp_path / "refused"), "--weights", str(shipped / "ddpm_unet.safetensors"))
+    refusal = f"error: --weights {shipped} is the shipped weights folder; write into another folder (--ship copies the result into weights/)"
+    assert into_weights.returncode == 2 and into_weights.stderr.strip().splitlines() == [refusal]
+    assert not list(shipped.iterdir()) and not (tmp_path / "refused").exists()
+    done = purifylab("--out", str(tmp_path / "shipped_run"), "--ship")
+    assert done.returncode == 0, done.stderr
+    assert sorted(path.name for path in shipped.iterdir()) == ["ddpm_unet.json", "ddpm_unet.safetensors"]
+    run_file = tmp_path / "shipped_run" / "ddpm_unet.safetensors"
+    assert (shipped / "ddpm_unet.safetensors").read_bytes() == run_file.read_bytes()
+    assert read_card(shipped / "ddpm_unet.safetensors") == read_card(run_file) and read_card(run_file)["sha256"] == sha256_of(shipped / "ddpm_unet.safetensors")
+    unet, _ = load_shipped_unet("ddpm_unet", shipped)  # the purifiers load what --ship put there
+    assert unet.config.sample_size == 128

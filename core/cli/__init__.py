@@ -99,22 +99,20 @@ INTERRUPTED = "interrupted"
 
 def _say_interrupted(command) -> None:
     """Ctrl-C in `command` (and its subcommands) ends with one line and exit 130: typer turns it into a
-    silent 130, so train and certify printed nothing. A command with --resume says how to continue;
-    one that says more itself (core.cli.preflight.resume_hint) has ended the interrupt before this sees it."""
+    silent 130, so train and certify printed nothing. A command that says how to pick its work up
+    (core.cli.preflight.resume_hint) has ended the interrupt before this sees it."""
     for subcommand in getattr(command, "commands", {}).values():
         _say_interrupted(subcommand)
     callback = command.callback
     if callback is None:
         return
-    resumable = any("--resume" in parameter.opts for parameter in command.params)
-    message = f"{INTERRUPTED}: rerun the same command with --resume to continue from its last checkpoint" if resumable else INTERRUPTED
 
     @functools.wraps(callback)
     def run(*args, **kwargs):
         try:
             return callback(*args, **kwargs)
         except KeyboardInterrupt:
-            print(message, file=sys.stderr)
+            print(INTERRUPTED, file=sys.stderr)
             raise typer.Exit(130) from None
 
     command.callback = run

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +20,7 @@ from core.cli.options import (
     Overwrite,
     Progress,
     Resume,
+    Ship,
     Threads,
     at_least_one,
     count_option,
@@ -43,6 +43,7 @@ from core.cli.preflight import (
     check_run_folder,
     check_steps_apply,
     resume_hint,
+    training_resume_hint,
     use_device,
 )
 from core.cli.purify_commands import parse_purifier_spec
@@ -79,10 +80,9 @@ def _report_card(card: dict, run_dir: Path | None = None, model: str = "", ship:
     """Print a card's calibration and figures (with its weights file when written to `run_dir`), after
     copying the file and its card into weights/ if `ship`."""
     if ship:
-        from core.weights import WEIGHTS_DIR
+        from core.weights import ship as ship_to_weights
 
-        for suffix in (".safetensors", ".json"):
-            shutil.copy2(run_dir / f"{model}{suffix}", WEIGHTS_DIR / f"{model}{suffix}")
+        ship_to_weights(run_dir / f"{model}.safetensors")
     summary = {key: card[key] for key in ("calibration", "val_metrics", "test_metrics") if key in card}
     weights = {"weights": str(run_dir / f"{model}.safetensors")} if run_dir is not None else {}
     typer.echo(json.dumps({**weights, **summary}, indent=2))
@@ -230,7 +230,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         threads: Threads = None,
         resume: Resume = False,
         overwrite: Overwrite = False,
-        ship: Annotated[bool, typer.Option("--ship", help="copy the result and its card into weights/ (not from --preset tiny)")] = False,
+        ship: Ship = False,
         progress: Progress = True,
         device: Device = None,
     ) -> None:
@@ -273,7 +273,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             max_minutes=max_minutes,
             threads=threads,
         )
-        card = train_classifier(config, data or default_data_for(model), run_dir, progress=progress, resume=resume)
+        with training_resume_hint(run_dir, resume):
+            card = train_classifier(config, data or default_data_for(model), run_dir, progress=progress, resume=resume)
         if not card:
             return  # not the main process of a multi-GPU run
         _report_card(card, run_dir, model, ship)

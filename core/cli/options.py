@@ -129,6 +129,7 @@ BatchSize = Annotated[
     int | None, typer.Option("--batch-size", help="override the preset's batch size (>= 1)", callback=positive("--batch-size", at_least_one=True))
 ]
 LearningRate = Annotated[float | None, typer.Option("--lr", help="override the preset's learning rate (> 0)", callback=positive("--lr"))]
+Ship = Annotated[bool, typer.Option("--ship", help="copy the result and its card into weights/ (not from --preset tiny)")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace existing output files that purifylab did not write (never an input)")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress")]
 ClassifierWeights = Annotated[Path | None, typer.Option("--weights", help="a specific .safetensors instead of weights/<classifier> (its card beside it)")]

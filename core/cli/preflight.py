@@ -11,8 +11,9 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import typer
@@ -272,10 +273,28 @@ def use_device(device: str | None) -> str:
 
 
 @contextmanager
-def resume_hint(message: str) -> Iterator[None]:
-    """Ctrl-C ends with one line on how to pick the run up, instead of click's bare 'Aborted!'."""
+def resume_hint(message: str | Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C ends with one line on how to pick the run up, instead of click's bare 'Aborted!';
+    a callable message is worked out when the interrupt comes."""
     try:
         yield
     except KeyboardInterrupt:
-        typer.echo(f"interrupted: {message}", err=True)
+        typer.echo(f"interrupted: {message() if callable(message) else message}", err=True)
         raise typer.Exit(130) from None
+
+
+def training_resume_hint(run_dir: Path, resumed: bool) -> AbstractContextManager[None]:
+    """`resume_hint` for a training run: --resume continues a committed checkpoint (checkpoint/state.json,
+    core.train.checkpoint) that this command resumed from or saved, not an older one an --overwrite had
+    yet to remove; without one the run starts over, with --overwrite where its folder holds files a
+    plain rerun would refuse to replace. Once it said --resume whatever the folder held."""
+    started = time.time()
+
+    def message() -> str:
+        state = run_dir / "checkpoint" / "state.json"
+        if state.is_file() and (resumed or state.stat().st_mtime >= started):
+            return "rerun the same command with --resume to continue from its last checkpoint"
+        nothing = "the run saved no checkpoint, so there is nothing to resume; rerun the same command"
+        return f"{nothing} with --overwrite to start over" if run_dir.is_dir() and any(run_dir.iterdir()) else f"{nothing} to start over"
+
+    return resume_hint(message)

@@ -12,8 +12,17 @@ from typing import Annotated
 
 import typer
 
-from core.cli.options import Device, DeviceDefaultCpu, Epochs, MaxMinutes, Overwrite, Resume, Threads, seed_option
-from core.cli.preflight import check_distinct_outputs, check_not_shipped, check_output, check_run, check_run_folder, use_device
+from core.cli.options import Device, DeviceDefaultCpu, Epochs, MaxMinutes, Overwrite, Resume, Ship, Threads, seed_option
+from core.cli.preflight import (
+    check_distinct_outputs,
+    check_not_shipped,
+    check_not_weights_folder,
+    check_output,
+    check_run,
+    check_run_folder,
+    training_resume_hint,
+    use_device,
+)
 from core.errors import PurifyLabError
 
 
@@ -82,15 +91,24 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
 
 def _check_denoiser_weights(weights: Path | None, preset: str, data: Path, overwrite: bool, run_dir: Path) -> Path | None:
     """A denoiser's --weights, checked before the training it would end: a .safetensors path that can
-    be written and replaces nothing purifylab did not write (check_output), never the data, not
-    a shipped model from a --preset tiny run, and neither it nor its card is the run's config."""
+    be written and replaces nothing purifylab did not write (check_output), never the data, never in
+    the shipped weights folder (only --ship copies into it), and neither it nor its card is the run's config."""
     if weights is not None:
         from core.weights import card_path
 
         check_distinct_outputs({"--weights": weights, "--weights' card": card_path(weights), "the run's config": run_dir / "config.json"})
         check_not_shipped(preset, weights, "--weights")  # first: a shipped card predates the provenance check_output looks for
+        check_not_weights_folder(weights.parent, "--weights")
         check_output(weights, "--weights", inputs=(data,), overwrite=overwrite, suffix=".safetensors", creates_folder=True)
     return weights
+
+
+def _check_ship(ship: bool, preset: str, weights: Path) -> None:
+    """--ship puts `weights` into weights/ under its own name: never from a --preset tiny run."""
+    if ship:
+        from core.paths import WEIGHTS_DIR
+
+        check_not_shipped(preset, WEIGHTS_DIR / weights.name, "--ship")
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -143,16 +161,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 "--out", help="run folder: checkpoints, sample grids, log (default runs/ddpm or runs/ddpm_<preset> in the repository, or in $PURIFYLAB_RUNS)"
             ),
         ] = None,
-        weights: Annotated[
-            Path | None, typer.Option("--weights", help="final .safetensors (default weights/ddpm_unet[_<preset>].safetensors; OUT/ for --preset tiny)")
-        ] = None,
+        weights: Annotated[Path | None, typer.Option("--weights", help="final .safetensors (default OUT/ddpm_unet[_<preset>].safetensors)")] = None,
         epochs: Epochs = None,
         resume: Resume = False,
         overwrite: Overwrite = False,
+        ship: Ship = False,
         max_minutes: MaxMinutes = None,
         device: Device = None,
     ) -> None:
-        """Train the DDPM denoiser (epsilon prediction, EMA) and ship it with its card."""
+        """Train the DDPM denoiser (epsilon prediction, EMA) into its run folder; --ship copies it and its card into weights/."""
         from core.data.locations import default_data_for
         from core.train.layout import DIFFUSION_PRESETS, check_not_reporting_cohort, check_preset, diffusion_run_dir
 
@@ -163,12 +180,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         _check_denoiser_weights(weights, preset, data, overwrite, run_dir)
         check_run(data, out, "--out", device)
         check_not_reporting_cohort(preset, data)
-        from core.train.diffusion import DiffusionTrainConfig, default_weights_path, train_diffusion
+        from core.train.diffusion import DiffusionTrainConfig, run_weights_path, train_diffusion
 
         config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
-        weights = weights or _check_denoiser_weights(default_weights_path(preset, config.weights_stem, run_dir), preset, data, overwrite, run_dir)
-        card = train_diffusion(config, data, run_dir, weights_path=weights)
-        typer.echo(json.dumps(card.get("quality", {}), indent=2))
+        weights = weights or _check_denoiser_weights(run_weights_path(run_dir, config.weights_stem), preset, data, overwrite, run_dir)
+        _check_ship(ship, preset, weights)
+        with training_resume_hint(run_dir, resume):
+            card = train_diffusion(config, data, run_dir, weights_path=weights)
+        if not card:
+            return  # not the main process of a multi-GPU run
+        if ship:
+            from core.weights import ship as ship_to_weights
+
+            ship_to_weights(weights)
+        typer.echo(json.dumps(card["quality"], indent=2))
 
     @groups["train"].command("cold")
     def train_cold_command(
@@ -177,16 +202,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         out: Annotated[
             Path | None, typer.Option("--out", help="run folder: checkpoints, sample grids, log (default runs/cold in the repository, or in $PURIFYLAB_RUNS)")
         ] = None,
-        weights: Annotated[
-            Path | None, typer.Option("--weights", help="final .safetensors (default weights/cold_unet.safetensors; OUT/ for --preset tiny)")
-        ] = None,
+        weights: Annotated[Path | None, typer.Option("--weights", help="final .safetensors (default OUT/cold_unet.safetensors)")] = None,
         epochs: Epochs = None,
         resume: Resume = False,
         overwrite: Overwrite = False,
+        ship: Ship = False,
         max_minutes: MaxMinutes = None,
         device: Device = None,
     ) -> None:
-        """Train the cold-diffusion deblurring UNet (x0 prediction from blur, EMA) and ship it with its card."""
+        """Train the cold-diffusion deblurring UNet (x0 prediction from blur, EMA) into its run folder; --ship copies it and its card into weights/."""
         from core.data.locations import XRAY_TRAIN_DIR
         from core.train.layout import COLD_PRESETS, check_not_reporting_cohort, check_preset, cold_run_dir
 
@@ -199,9 +223,17 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_not_reporting_cohort(preset, data)
         from core.purifiers.cold import COLD_WEIGHTS_STEM
         from core.train.cold import ColdTrainConfig, train_cold
-        from core.train.diffusion import default_weights_path
+        from core.train.diffusion import run_weights_path
 
         config = ColdTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
-        weights = weights or _check_denoiser_weights(default_weights_path(preset, COLD_WEIGHTS_STEM, out), preset, data, overwrite, out)
-        card = train_cold(config, data, out, weights_path=weights)
-        typer.echo(json.dumps(card.get("quality", {}), indent=2))
+        weights = weights or _check_denoiser_weights(run_weights_path(out, COLD_WEIGHTS_STEM), preset, data, overwrite, out)
+        _check_ship(ship, preset, weights)
+        with training_resume_hint(out, resume):
+            card = train_cold(config, data, out, weights_path=weights)
+        if not card:
+            return  # not the main process of a multi-GPU run
+        if ship:
+            from core.weights import ship as ship_to_weights
+
+            ship_to_weights(weights)
+        typer.echo(json.dumps(card["quality"], indent=2))

@@ -4,7 +4,8 @@ One loop serves every model: plain supervised training (`vit`, `substitute`), di
 teacher's soft targets (`student_cnn`), SEViT heads on a frozen ViT (`sevit`) and PGD adversarial
 training (`resnet_at`). It runs under HF Accelerate, so `accelerate launch -m core train classifier ...`
 spreads it over GPUs unchanged. Checkpoints are safetensors + JSON only (never pickles); a run
-resumes at the next epoch with identical optimizer state.
+resumes at the next epoch with identical optimizer state. Under a time budget the learning rate also
+follows the wall clock (`learning_rate`), so budgeted runs of one seed are not bit-identical.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,9 +34,18 @@ from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, evaluate, predict_probabilities
 from core.metrics import classification_metrics
 from core.models import SEViT, XrayClassifier, create_classifier, list_classifiers
+from core.paths import write_files
 from core.purifiers import create_purifier
 from core.purifiers.simple import gaussian_noise
-from core.train.checkpoint import check_resumed_data, check_unfinished, load_checkpoint, reporting_write_failures, resume_state, save_checkpoint
+from core.train.checkpoint import (
+    STATE_FILE,
+    check_resumed_data,
+    check_unfinished,
+    load_checkpoint,
+    reporting_write_failures,
+    resume_state,
+    save_checkpoint,
+)
 from core.train.layout import CLASSIFIER_PRESETS, SELECTED_WEIGHTS, check_not_reporting_cohort, check_preset, classifier_run_dir
 from core.train.runs import (
     card_data,
@@ -45,7 +57,7 @@ from core.train.runs import (
     start_accelerator,
     stopped_by_time_budget,
 )
-from core.weights import card_path, load_weights, read_card, save_weights
+from core.weights import card_path, load_weights, read_card, save_weights, sha256_of
 
 if TYPE_CHECKING:
     from core.attacks import AttackConfig
@@ -137,6 +149,11 @@ class TrainConfig:
             raise PurifyLabError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.temperature <= 0:
             raise PurifyLabError(f"temperature must be > 0, got {self.temperature}")
+        if self.temperature != 1.0 and self.distill_from is None:
+            raise PurifyLabError(
+                f"temperature={self.temperature} is the distillation temperature, which this run does not use (no distill_from): "
+                "give --distill-from or drop --temperature"
+            )
         if self.adversarial_eps is not None and not 0 < self.adversarial_eps <= 0.3:
             raise PurifyLabError(f"adversarial eps must be in (0, 0.3] ([0, 1] pixel scale), got {self.adversarial_eps}")
         if self.trades_beta is not None and not (self.adversarial_eps and 0 < self.trades_beta <= 100 and not self.distill_from):
@@ -434,9 +451,15 @@ def _build_model(config: TrainConfig) -> XrayClassifier:
         return SEViT(backbone, **head_options)
     if config.init_from is not None and config.use_shipped_weights:
         model = create_classifier(config.init_from, pretrained=True)
-        if model.image_size != config.image_size or type(model) is not type(create_classifier(config.model, pretrained=False)):
+        if type(model) is not type(create_classifier(config.model, pretrained=False)):
             raise PurifyLabError(f"init_from='{config.init_from}' does not share {config.model}'s architecture")
+        if model.image_size != config.image_size:
+            raise PurifyLabError(
+                f"init_from='{config.init_from}' takes {model.image_size} px, but this run trains {config.model} at {config.image_size} px "
+                "(--image-size); drop --image-size or start from a model of that size"
+            )
         model.card = None
+        model.calibrate(1.0, None)  # fine-tuning starts from the network itself, not its card's decision rule (as the teacher)
         return model
     return create_classifier(config.model, pretrained=False, image_size=config.image_size, **options)
 
@@ -501,8 +524,14 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
     out_dir = Path(out_dir) if out_dir is not None else classifier_run_dir(config.model)
     checkpoint_dir = out_dir / "checkpoint"
     state = resume_state(out_dir, asdict(config)) if resume else None
+    publish_only = False  # a finished run whose publish was cut off: --resume publishes it instead of refusing it
     if state is not None:
-        check_unfinished(out_dir, state["epoch"] + 1, state["seconds"], state["step"], config)
+        try:
+            check_unfinished(out_dir, state["epoch"] + 1, state["seconds"], state["step"], config)
+        except PurifyLabError:
+            if _published(out_dir, config.model):
+                raise
+            publish_only = True
     accelerator = start_accelerator(config.threads, config.seed)
     main = accelerator.is_main_process
 
@@ -564,7 +593,9 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
         load_checkpoint(checkpoint_dir, _trainable(raw_model), optimizer)
         start_epoch, step, selected, history = state["epoch"] + 1, state["step"], state["best"], state["history"]
         seconds_before = state["seconds"]
-        if main:
+        if main and publish_only:
+            print(f"publishing {config.model}: its run is finished, but its model and card were not written whole", flush=True)
+        elif main:
             print(f"resuming {config.model} at epoch {start_epoch + 1}/{config.epochs}", flush=True)
     if main:
         open_run_folder(out_dir, config, resumed=state is not None, leftovers=(SELECTED_WEIGHTS, _OLD_SELECTED_WEIGHTS, "history.json"))
@@ -587,7 +618,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
         return config.max_minutes is not None and elapsed() > 60 * config.max_minutes
 
     out_of_time = False
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(start_epoch, start_epoch if publish_only else config.epochs):
         model.train()
         # Seeded per epoch, so a resumed run sees the same batches and augmentations as an uninterrupted one.
         set_seed(config.seed + epoch)
@@ -730,7 +761,7 @@ def _fit_calibration(model: XrayClassifier, val, through: dict | None = None) ->
     spec, seeded per chunk) when the model has one."""
     model.calibrate(1.0, None)
     model.eval()  # batch-norm statistics and dropout as at inference, whatever state training left
-    device = next(model.parameters()).device  # the device it trained on: a GPU run calibrates there
+    device = next(model.parameters()).device  # the model's own: a published file is read back on the CPU, as `train calibrate` reads it
     purifier = create_purifier(through["purifier"], **through["params"]).to(device) if through else None
     with torch.inference_mode():
         chunks = [chunk.to(device).float().div(255.0) for chunk in val.images.split(200)]
@@ -809,15 +840,32 @@ def recalibrate(name: str, weights: Path, data_dir: str | Path) -> dict:
     return card
 
 
+def _published(out_dir: Path, name: str) -> bool:
+    """Whether the run's model is in place whole: <name>.safetensors beside a card that vouches for its
+    bytes (SHA-256) and holds its figures (val_metrics), written after the run's last checkpoint (an
+    older one is a model the run has trained past since, or a former run's)."""
+    target = out_dir / f"{name}.safetensors"
+    try:
+        card = read_card(target)
+    except PurifyLabError:
+        return False
+    return (
+        target.is_file()
+        and "val_metrics" in card
+        and card.get("sha256") == sha256_of(target)
+        and card_path(target).stat().st_mtime_ns >= (out_dir / "checkpoint" / STATE_FILE).stat().st_mtime_ns
+    )
+
+
 def _publish(config, model, data_dir, out_dir: Path, history, selected, batches_per_epoch: int, seconds, train, val) -> dict:
-    """The selected epoch -> calibration on val -> fp16 <model>.safetensors + card with val and test metrics."""
+    """history.json, then the selected epoch as the fp16 file users load -> its calibration on val and
+    its card's figures, fitted and measured on that file -> <model>.safetensors + card. The file is
+    written and measured in a temporary folder and only the complete pair is moved into place, so an
+    interrupt leaves no model without its figures, only the finished checkpoint that --resume publishes."""
+    write_files({out_dir / "history.json": json.dumps(history, indent=1) + "\n"})
     load_weights(_trainable(model), out_dir / SELECTED_WEIGHTS)
     name = config.model
-    target = out_dir / f"{name}.safetensors"
     through = reads_through(asdict(config))
-    calibration = _fit_calibration(model, val, through) if config.calibrate and model.num_classes == 2 else None
-    if calibration is not None:
-        model.calibrate(calibration["temperature"], calibration["threshold"])
     card = {
         "name": name,
         "architecture": model.architecture,
@@ -827,7 +875,7 @@ def _publish(config, model, data_dir, out_dir: Path, history, selected, batches_
         "classes": list(train.classes),
         "training_kind": _training_kind(config),
         "training_config": asdict(config),
-        "calibration": calibration,
+        "calibration": None,
         "reads_through": through,
         "data": {
             **card_data(data_dir, train),
@@ -853,11 +901,19 @@ def _publish(config, model, data_dir, out_dir: Path, history, selected, batches_
             "so the card's figures cannot be reproduced from this file",
             backbone_sha256=None,
         )
-    save_weights(_trainable(model), target, card, fp16=True)
-    card.update(measure_card_metrics(name, target, data_dir, config.limit, model=_reload(config, model, target), through=through))
-    final = save_weights(_trainable(model), target, card, fp16=True)
-    (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    return final
+    staging = Path(tempfile.mkdtemp(prefix=".publishing-", dir=out_dir))
+    try:
+        staged = staging / f"{name}.safetensors"
+        save_weights(_trainable(model), staged, card, fp16=True)
+        # fitted on the file as users load it, so that `train calibrate` on the fresh run finds the same
+        shipped = _reload(config, model, staged)
+        if config.calibrate and model.num_classes == 2:
+            card["calibration"] = _fit_calibration(shipped, val, through)
+            shipped.calibrate(card["calibration"]["temperature"], card["calibration"]["threshold"])
+        card.update(measure_card_metrics(name, staged, data_dir, config.limit, model=shipped, through=through))
+        return save_weights(_trainable(model), out_dir / f"{name}.safetensors", card, fp16=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _reload(config: TrainConfig, model: XrayClassifier, path: Path) -> XrayClassifier:

@@ -47,7 +47,7 @@ from core.train.checkpoint import (
     resume_state,
     save_ema_checkpoint,
 )
-from core.train.diffusion import default_weights_path, psnr, ssim
+from core.train.diffusion import psnr, run_weights_path, ssim
 from core.train.layout import COLD_PRESETS, check_not_reporting_cohort, check_preset, cold_run_dir
 from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits, open_run_folder, start_accelerator, stopped_by_time_budget
 from core.weights import save_weights
@@ -211,13 +211,13 @@ def train_cold(
     progress: bool = True,
     weights_path: str | Path | None = None,
 ) -> dict:
-    """Train R, then write `weights_path` (default weights/cold_unet.safetensors, or out_dir/ for the tiny
-    preset: EMA weights, fp16) with its card; returns the card. `out_dir` (default RUNS_DIR/cold) holds checkpoint/
+    """Train R, then write `weights_path` (default out_dir/cold_unet.safetensors: EMA weights, fp16) with
+    its card; returns the card. `out_dir` (default RUNS_DIR/cold) holds checkpoint/
     (config.resume continues from it), samples/epoch_NNN.png and config.json."""
     config.validate()
     check_not_reporting_cohort(config.preset, data_dir)
     out_dir = Path(out_dir) if out_dir is not None else cold_run_dir()
-    weights_path = Path(weights_path) if weights_path is not None else default_weights_path(config.preset, COLD_WEIGHTS_STEM, out_dir)
+    weights_path = Path(weights_path) if weights_path is not None else run_weights_path(out_dir, COLD_WEIGHTS_STEM)
     checkpoint_dir = out_dir / "checkpoint"
     resumed = resume_state(out_dir, asdict(config)) if config.resume else None
     if resumed is not None:

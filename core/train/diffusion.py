@@ -44,7 +44,7 @@ from core.train.checkpoint import (
 )
 from core.train.layout import DIFFUSION_PRESETS, check_not_reporting_cohort, check_preset, diffusion_run_dir
 from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits, open_run_folder, start_accelerator, stopped_by_time_budget
-from core.weights import WEIGHTS_DIR, save_weights
+from core.weights import save_weights
 
 GRID_IMAGES = 8
 
@@ -71,7 +71,7 @@ class DiffusionTrainConfig:
     limit: int | None = None  # images per split (tests)
     threads: int | None = None  # torch CPU threads (None: torch's default)
     resume: bool = False
-    weights_stem: str = DDPM_WEIGHTS_STEM  # ships as weights/<weights_stem>.safetensors
+    weights_stem: str = DDPM_WEIGHTS_STEM  # the file's name, in the run folder and in weights/ when shipped
     preset: str = "custom"
 
     def validate(self) -> None:
@@ -243,10 +243,10 @@ def _save_grid(unet, schedule: dict, images: torch.Tensor, path: Path, seed: int
     return float(psnr(x, purified).mean())
 
 
-def default_weights_path(preset: str, stem: str, out_dir: Path) -> Path:
-    """Where a denoiser run writes its weights when not told: the shipped file, except that a tiny
-    test run never replaces a shipped model (its run folder instead)."""
-    return (out_dir if preset == "tiny" else WEIGHTS_DIR) / f"{stem}.safetensors"
+def run_weights_path(out_dir: Path, stem: str) -> Path:
+    """Where a denoiser run writes its weights when not told: its run folder, whatever the preset, as a
+    classifier run does; only `--ship` copies them into weights/, so no run replaces a shipped model unasked."""
+    return out_dir / f"{stem}.safetensors"
 
 
 def train_diffusion(
@@ -256,15 +256,15 @@ def train_diffusion(
     progress: bool = True,
     weights_path: str | Path | None = None,
 ) -> dict:
-    """Train, then write `weights_path` (default weights/<weights_stem>.safetensors, or out_dir/ for the
-    tiny preset; fp16 EMA weights) with its card; returns the card. `out_dir` (default
-    RUNS_DIR/ddpm[_<preset>]) holds the checkpoint, per-epoch grids and config."""
+    """Train, then write `weights_path` (default out_dir/<weights_stem>.safetensors; fp16 EMA weights)
+    with its card; returns the card. `out_dir` (default RUNS_DIR/ddpm[_<preset>]) holds the checkpoint,
+    per-epoch grids and config."""
     from diffusers.training_utils import EMAModel
 
     config.validate()
     check_not_reporting_cohort(config.preset, data_dir)
     out_dir = Path(out_dir) if out_dir is not None else diffusion_run_dir(config.preset)
-    weights_path = Path(weights_path) if weights_path is not None else default_weights_path(config.preset, config.weights_stem, out_dir)
+    weights_path = Path(weights_path) if weights_path is not None else run_weights_path(out_dir, config.weights_stem)
     checkpoint_dir = out_dir / "checkpoint"
     resumed = resume_state(out_dir, asdict(config)) if config.resume else None
     if resumed is not None:
