@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -390,6 +391,27 @@ def test_data_split_of_a_split_folder_reads_that_folders_groups_csv(tmp_path: Pa
     assert result.exit_code == 0, result.output
     spec = json.loads((tmp_path / "s.json").read_text())
     assert (spec["grouping"], spec["group_count"]) == ("groups.csv", 4)
+
+
+def test_a_copy_of_training_images_is_read_as_new_data_only_with_a_warning(xray_train_dir: Path, xray_test_dir: Path, tmp_path: Path) -> None:
+    """100 training X-rays copied elsewhere read 'split all, accuracy 0.96' with no remark: the folder
+    was not the training folder by its hash, so its images counted as new patients."""
+    import shutil
+
+    from core.data.loading import resolve_split
+    from core.data.locations import default_data_for
+
+    assert default_data_for("student_cnn").resolve() == xray_train_dir.resolve()
+    for label in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / label).mkdir()
+        for source in sorted((xray_train_dir / label).glob("*.jpeg"))[:2]:
+            shutil.copy(source, tmp_path / label / source.name)
+    card = {"name": "student_cnn", "data": {"data_hash": "0" * 64}}
+    with pytest.warns(UserWarning, match=r"4 of the 4 images of .* are, by file name, images of the folder student_cnn was trained on"):
+        assert resolve_split(tmp_path, None, card) == "all"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_split(xray_test_dir, None, card) == "all"
 
 
 def test_the_project_split_of_the_kermany_train_folder_keeps_patients_apart(xray_train_dir: Path) -> None:

@@ -18,9 +18,11 @@ import torch
 from core.data.decode import check_channels, check_size
 from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
 from core.data.imageset import ImageSet
-from core.data.sources import SplitsInData, data_listing, load_dataset
+from core.data.locations import default_data_for
+from core.data.sources import SplitsInData, data_listing, images_also_in, load_dataset
 from core.data.split_names import SPLITS
 from core.data.splits import SplitSpec, data_hash, make_splits
+from core.data.warning import warn
 from core.errors import PurifyLabError
 from core.paths import CACHE_DIR
 
@@ -76,13 +78,33 @@ def resolve_split(folder: str | Path, split: str | None, card: dict | None) -> s
     read its training images), else "all". The card's `data_hash` names the images that decoded;
     its `listed_hash`, every file listed, so a training folder holding an undecodable file is known
     by its list too (cards written before it have none: their folders decoded whole)."""
-    if split is not None:
-        return split
     from core.data.splits import data_hash_of_folder
 
     data = (card or {}).get("data") or {}
     trained_on = {data.get("data_hash"), data.get("listed_hash")} - {None}
-    return "val" if trained_on and data_hash_of_folder(folder) in trained_on else "all"
+    try:
+        listed = data_hash_of_folder(folder)
+    except SplitsInData:
+        if split is None:
+            raise
+        return split  # data with splits of its own is read one split whole, never carved
+    if listed in trained_on:
+        return split or "val"
+    _warn_training_images(folder, (card or {}).get("name"))
+    return split or "all"
+
+
+def _warn_training_images(folder: str | Path, name: str | None) -> None:
+    """A copy or a subset of the folder a model was trained on is not that folder, so it is read as
+    new data: say so when its images are, by file name, that folder's (its default training set)."""
+    if name is None or not default_data_for(name).is_dir():
+        return
+    shared, listed = images_also_in(folder, default_data_for(name))
+    if shared:
+        warn(
+            f"{len(shared)} of the {listed} images of {folder} are, by file name, images of the folder {name} was trained on "
+            f"({default_data_for(name)}, e.g. {shared[0]}): figures on them read images it learnt from or chose on, not new patients"
+        )
 
 
 def project_fractions(grouping: Grouping) -> dict[str, float]:

@@ -465,6 +465,23 @@ def _unknown_layout(path: Path) -> str:
     return f"unknown data layout at {path}; expected {EXPECTED_LAYOUTS}"
 
 
+def images_also_in(data_dir: str | Path, reference: str | Path) -> tuple[list[str], int]:
+    """(the images of `data_dir` that are images of `reference`, how many `data_dir` lists), by file
+    name (CLASS/IMAGE, whatever folder or archive prefix), so a copy, a subset or a renamed folder is
+    caught too; listing only, no decoding; the Kermany train and test folders share no name. Data that
+    cannot be listed shares nothing here: the loader names what is wrong with it."""
+    try:
+        sources = [item.source for item in list_items(data_dir).items]
+        known = {_class_and_name(item.source) for item in list_items(reference).items}
+    except PurifyLabError:
+        return [], 0
+    return [source for source in sources if _class_and_name(source) in known], len(sources)
+
+
+def _class_and_name(source: str) -> str:
+    return "/".join(PurePosixPath(source).parts[-2:])
+
+
 def list_items(path: str | Path, split: str | None = None) -> Listing:
     """Detect the layout at `path` and list its items without decoding any pixels."""
     path = Path(path).expanduser()

@@ -4,7 +4,7 @@ never learn from."""
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from core.data.locations import dataset_of, default_data_for, report_data_for
 from core.errors import PurifyLabError
@@ -76,22 +76,10 @@ def check_split_not_carved_from_cohort(name: str, data_dir: str | Path, split: s
 
 def reporting_cohort_images(name: str, data_dir: str | Path) -> tuple[Path | None, list[str], int]:
     """(the cohort where `name`'s figures are reported, the images of `data_dir` that are images there,
-    how many `data_dir` lists). By file name (CLASS/IMAGE), so a copy, a subset or a renamed folder is
-    caught too; listing only, no decoding; the Kermany train and test folders share no name. Data that
-    cannot be listed shares nothing here: the loader names what is wrong with it."""
+    how many `data_dir` lists), by file name (`core.data.sources.images_also_in`)."""
     report = report_data_for(name)
     if report is None:
         return None, [], 0
-    from core.data.sources import list_items
+    from core.data.sources import images_also_in
 
-    try:
-        sources = [item.source for item in list_items(data_dir).items]
-    except PurifyLabError:
-        return report, [], 0
-    cohort = {_class_and_name(item.source) for item in list_items(report).items}
-    return report, [source for source in sources if _class_and_name(source) in cohort], len(sources)
-
-
-def _class_and_name(source: str) -> str:
-    """CLASS/IMAGE of a listed source, whatever folder or archive prefix it carries."""
-    return "/".join(PurePosixPath(source).parts[-2:])
+    return report, *images_also_in(data_dir, report)
