@@ -48,7 +48,7 @@ from core.cli.preflight import (
 )
 from core.cli.purify_commands import parse_purifier_spec
 from core.errors import PurifyLabError, check_range
-from core.train.layout import check_split_not_carved_from_cohort
+from core.train.layout import MAX_NOISE_AUGMENT, MAX_SMOOTHING_SIGMA, check_split_not_carved_from_cohort
 
 if TYPE_CHECKING:
     from core.attacks import AttackConfig
@@ -188,8 +188,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             float | None,
             typer.Option(
                 "--noise-augment",
-                help="purifier-aware fine-tuning: max Gaussian noise std on noised/blurred copies, in (0, 0.5]",
-                callback=within("--noise-augment", 0, 0.5, low_open=True),
+                help=f"purifier-aware fine-tuning: max Gaussian noise std on noised/blurred copies, in (0, {MAX_NOISE_AUGMENT:g}]",
+                callback=within("--noise-augment", 0, MAX_NOISE_AUGMENT, low_open=True),
             ),
         ] = None,
         temperature: Annotated[float | None, typer.Option("--temperature", help="distillation temperature (> 0)", callback=positive("--temperature"))] = None,
@@ -219,8 +219,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             float | None,
             typer.Option(
                 "--smoothing-sigma",
-                help="randomized smoothing: train under Gaussian noise of this std, in (0, 1] ([0, 1] pixels)",
-                callback=within("--smoothing-sigma", 0, 1, low_open=True),
+                help=f"randomized smoothing: train under Gaussian noise of this std, in (0, {MAX_SMOOTHING_SIGMA:g}] ([0, 1] pixels)",
+                callback=within("--smoothing-sigma", 0, MAX_SMOOTHING_SIGMA, low_open=True),
             ),
         ] = None,
         trades_beta: Annotated[

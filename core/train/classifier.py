@@ -46,7 +46,15 @@ from core.train.checkpoint import (
     resume_state,
     save_checkpoint,
 )
-from core.train.layout import CLASSIFIER_PRESETS, SELECTED_WEIGHTS, check_not_reporting_cohort, check_preset, classifier_run_dir
+from core.train.layout import (
+    CLASSIFIER_PRESETS,
+    MAX_NOISE_AUGMENT,
+    MAX_SMOOTHING_SIGMA,
+    SELECTED_WEIGHTS,
+    check_not_reporting_cohort,
+    check_preset,
+    classifier_run_dir,
+)
 from core.train.runs import (
     card_data,
     check_finite_loss,
@@ -167,12 +175,12 @@ class TrainConfig:
         for name in ("gamma", "blur_sharpen", "noise"):
             if not 0 <= getattr(self, name) <= 1:
                 raise PurifyLabError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.noise_augment is not None and not 0 < self.noise_augment <= 0.5:
-            raise PurifyLabError(f"noise_augment std must be in (0, 0.5], got {self.noise_augment}")
+        if self.noise_augment is not None and not 0 < self.noise_augment <= MAX_NOISE_AUGMENT:
+            raise PurifyLabError(f"noise_augment std must be in (0, {MAX_NOISE_AUGMENT:g}], got {self.noise_augment}")
         if self.purified_half is not None and set(self.purified_half) != {"purifier", "params"}:
             raise PurifyLabError(f"purified_half must be {{'purifier': NAME, 'params': {{...}}}}, got {self.purified_half}")
-        if self.smoothing_sigma is not None and not 0 < self.smoothing_sigma <= 1:
-            raise PurifyLabError(f"smoothing_sigma must be in (0, 1], got {self.smoothing_sigma}")
+        if self.smoothing_sigma is not None and not 0 < self.smoothing_sigma <= MAX_SMOOTHING_SIGMA:
+            raise PurifyLabError(f"smoothing_sigma must be in (0, {MAX_SMOOTHING_SIGMA:g}], got {self.smoothing_sigma}")
         for option in ("distill_from", "init_from"):
             if getattr(self, option) is not None and getattr(self, option) not in list_classifiers():
                 raise PurifyLabError(f"{option}='{getattr(self, option)}' is not a classifier; choose one of: {', '.join(list_classifiers())}")

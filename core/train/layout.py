@@ -1,5 +1,5 @@
 """Torch-free facts about the trainers that the CLI checks before importing torch: the presets' names,
-the default run folders, the files a classifier run writes into its folder and the data a run must
+the ranges of the noise settings, the default run folders, the files a classifier run writes into its folder and the data a run must
 never learn from."""
 
 from __future__ import annotations
@@ -13,6 +13,10 @@ from core.paths import RUNS_DIR
 CLASSIFIER_PRESETS = ("tiny", "cpu", "gpu")
 DIFFUSION_PRESETS = ("tiny", "cpu", "gpu", "mnist", "cifar10")
 COLD_PRESETS = ("tiny", "cpu", "gpu")
+# Upper ends of two noise stds in [0, 1] pixels (lower ends open: 0 would train nothing new), shared by
+# the CLI's flags and TrainConfig.validate: beyond half the range, noise-augmented copies hold no X-ray.
+MAX_NOISE_AUGMENT = 0.5
+MAX_SMOOTHING_SIGMA = 1.0
 
 
 def check_preset(name: str, presets: tuple[str, ...]) -> str:
