@@ -35,24 +35,18 @@ def describe_command(
         typer.echo(f"summary written to {json_file}")
 
 
+def _fraction_option(flag: str, part: str) -> typer.models.OptionInfo:
+    """--val / --test, each refused outside [0, 1) before the folder is decoded."""
+    help = f"Fraction of each class for {part} (whole patients), in [0, 1); default: the project's split"
+    return typer.Option(flag, help=help, callback=within(flag, 0, 1, high_open=True))
+
+
 def split_command(
     path: Annotated[Path, typer.Argument(help="Data folder or file to split.")],
     out: Annotated[Path, typer.Option(help="Where to write the split (a .json; its config goes to NAME.config.json).")],
     seed: Annotated[int, seed_option("the same seed gives the same split")] = 0,
-    val: Annotated[
-        float | None,
-        typer.Option(
-            help="Fraction of each class for validation (whole patients), in [0, 1); default: the project's split",
-            callback=within("--val", 0, 1, high_open=True),
-        ),
-    ] = None,
-    test: Annotated[
-        float | None,
-        typer.Option(
-            help="Fraction of each class for test (whole patients), in [0, 1); default: the project's split",
-            callback=within("--test", 0, 1, high_open=True),
-        ),
-    ] = None,
+    val: Annotated[float | None, _fraction_option("--val", "validation")] = None,
+    test: Annotated[float | None, _fraction_option("--test", "test")] = None,
     split: Annotated[str | None, typer.Option(help="Split to read (npz key prefix or split folder).")] = None,
     size: Annotated[int | None, typer.Option(help="Resize before comparing pixels; needed only for mixed image sizes.")] = None,
     overwrite: Overwrite = False,

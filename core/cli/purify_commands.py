@@ -7,6 +7,7 @@ be traced back to the purifier, parameters, seed and resize that produced it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -111,6 +112,24 @@ def _check_ship(ship: bool, preset: str, weights: Path) -> None:
         check_not_shipped(preset, WEIGHTS_DIR / weights.name, "--ship")
 
 
+def _train_denoiser(
+    train: Callable[..., dict], config, data: Path, run_dir: Path, weights: Path, preset: str, resume: bool, overwrite: bool, ship: bool
+) -> None:
+    """The common end of `train diffusion` and `train cold`: the weights path checked (a default one
+    only now that the preset has named it), the run, and --ship once its card is whole."""
+    _check_denoiser_weights(weights, preset, data, overwrite, run_dir)
+    _check_ship(ship, preset, weights)
+    with training_resume_hint(run_dir, resume):
+        card = train(config, data, run_dir, weights_path=weights)
+    if not card:
+        return  # not the main process of a multi-GPU run
+    if ship:
+        from core.weights import ship as ship_to_weights
+
+        ship_to_weights(weights)
+    typer.echo(json.dumps(card["quality"], indent=2))
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("purify")
     def purify(
@@ -183,17 +202,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.train.diffusion import DiffusionTrainConfig, run_weights_path, train_diffusion
 
         config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
-        weights = weights or _check_denoiser_weights(run_weights_path(run_dir, config.weights_stem), preset, data, overwrite, run_dir)
-        _check_ship(ship, preset, weights)
-        with training_resume_hint(run_dir, resume):
-            card = train_diffusion(config, data, run_dir, weights_path=weights)
-        if not card:
-            return  # not the main process of a multi-GPU run
-        if ship:
-            from core.weights import ship as ship_to_weights
-
-            ship_to_weights(weights)
-        typer.echo(json.dumps(card["quality"], indent=2))
+        _train_denoiser(train_diffusion, config, data, run_dir, weights or run_weights_path(run_dir, config.weights_stem), preset, resume, overwrite, ship)
 
     @groups["train"].command("cold")
     def train_cold_command(
@@ -226,14 +235,4 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.train.diffusion import run_weights_path
 
         config = ColdTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
-        weights = weights or _check_denoiser_weights(run_weights_path(out, COLD_WEIGHTS_STEM), preset, data, overwrite, out)
-        _check_ship(ship, preset, weights)
-        with training_resume_hint(out, resume):
-            card = train_cold(config, data, out, weights_path=weights)
-        if not card:
-            return  # not the main process of a multi-GPU run
-        if ship:
-            from core.weights import ship as ship_to_weights
-
-            ship_to_weights(weights)
-        typer.echo(json.dumps(card["quality"], indent=2))
+        _train_denoiser(train_cold, config, data, out, weights or run_weights_path(out, COLD_WEIGHTS_STEM), preset, resume, overwrite, ship)
