@@ -383,6 +383,10 @@ def test_the_https_only_xsrf_cookie_is_set_inside_a_space_only():
     root = Path(APP).parent
     config = tomllib.loads((root / ".streamlit" / "config.toml").read_text())
     assert "xsrfCookieSameSite" not in config["server"] and config["server"]["fileWatcherType"] == "none"
+    from core.image_file import MAX_UPLOAD_BYTES
+
+    # a 15-MP, 30 MB DICOM that the engine and the Gradio server take was refused by a 20 MB uploader
+    assert config["server"]["maxUploadSize"] * 1024 * 1024 == MAX_UPLOAD_BYTES
     assert "xsrfCookieSameSite" not in (root / "Dockerfile").read_text().split("ENTRYPOINT", 1)[1]
     options = ["--server.port=8501", "--server.headless=true"]
     assert launch_arguments(options, {"HOME": "/home/user"}) == options
