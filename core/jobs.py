@@ -16,12 +16,14 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from torch import nn
+from torch import Tensor, nn
 
-# Denoiser forwards per attack step and purifier draw, as `count_calls` counts them: BPDA and the
+# Denoiser calls per attack step and purifier draw, as `count_calls` counts them: BPDA and the
 # white-box gradient run each call forward once. A checkpointed backward runs it again, but that
 # recomputation stops before the UNet's last layer (nothing there is saved), so it is never counted:
-# its time, like the backward's, is in the per-call cost measured for that kind of job.
+# its time, like the backward's, is in the per-call cost measured for that kind of job. That holds
+# for a call run as one CPU micro-batch (`core.micro_batch`), as the app's attacks are; of a call
+# split into several, every chunk but the last is recomputed whole, and counted.
 _CALLS_PER_DRAW = {"grey": 0, "transfer": 0, "bpda": 1, "bpda-eot": 1, "white": 1}
 
 
@@ -106,7 +108,8 @@ class CallCost:
 
 
 def attack_calls(threat: str, purifier_calls: int, steps: int, eot: int) -> int:
-    """Denoiser forwards an attack makes under `threat` (0 when it never sees the purifier)."""
+    """Denoiser calls an attack on one image makes under `threat` (0 when it never sees the purifier):
+    one per draw, however many draws run in one batched forward."""
     return _CALLS_PER_DRAW[threat] * purifier_calls * steps * eot
 
 
@@ -114,17 +117,19 @@ def attack_calls(threat: str, purifier_calls: int, steps: int, eot: int) -> int:
 def count_calls(module: nn.Module, on_call: Callable[[int], None]) -> Iterator[None]:
     """Call `on_call(calls so far)` after each forward of `module.unet` made by this thread.
 
-    The models are shared by every visitor's thread, so calls from other threads are not counted.
-    A module without a `unet` (blur, no purifier) makes no denoiser calls."""
+    A call is one row of the forward's batch, the unit of `nfe()` and `attack_calls`: EOT draws and
+    micro-batches put a varying number of rows in one forward, so counting forwards would not match
+    the plan. The models are shared by every visitor's thread, so calls from other threads are not
+    counted. A module without a `unet` (blur, no purifier) makes no denoiser calls."""
     unet = getattr(module, "unet", None)
     if unet is None:
         yield
         return
     owner, calls = threading.get_ident(), [0]
 
-    def hook(*_) -> None:
+    def hook(_module: nn.Module, args: tuple[Tensor, ...], _output: object) -> None:
         if threading.get_ident() == owner:
-            calls[0] += 1
+            calls[0] += args[0].shape[0]
             on_call(calls[0])
 
     handle = unet.register_forward_hook(hook)

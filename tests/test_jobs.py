@@ -115,3 +115,49 @@ def test_calls_are_counted_per_thread_and_timed(ddpm):
     assert not ddpm.unet._forward_hooks
     with count_calls(torch.nn.Identity(), counted.append):  # no denoiser, nothing to count
         pass
+
+
+@pytest.fixture(scope="module")
+def tiny_xray_attack(shared_data):
+    """A tiny CNN trained on real 28-px X-rays, one validation X-ray and its label (as the lab attacks one image)."""
+    from tiny_models import pneumoniamnist, tiny_cnn
+
+    train_images, train_labels = pneumoniamnist(shared_data, "train", 1024)
+    images, labels = pneumoniamnist(shared_data, "val", 1)
+    return tiny_cnn(train_images, train_labels, seed=0), images, labels
+
+
+def _tiny_purifier(name: str, side: int):
+    from core.purifiers.blur_degradation import BlurSchedule
+    from core.purifiers.cold import ColdReconConfig, ColdReconPurifier
+    from core.purifiers.one_shot import OneShotConfig, OneShotPurifier
+
+    torch.manual_seed(0)
+    unet = build_unet("tiny", sample_size=side)
+    if name == "one_shot":
+        return OneShotPurifier(OneShotConfig(t_star=0.04), unet=unet, schedule=DEFAULT_SCHEDULE)
+    if name == "ddpm":
+        return DDPMPurifier(DDPMConfig(t_star=0.04, steps=2), unet=unet, schedule=DEFAULT_SCHEDULE)
+    return ColdReconPurifier(ColdReconConfig(depth=4, steps=2), unet=unet, schedule=BlurSchedule(levels=20, sigma_step=0.06))
+
+
+@pytest.mark.parametrize("threat", ["grey", "bpda", "bpda-eot", "white"])
+@pytest.mark.parametrize("name", ["one_shot", "ddpm", "cold_recon"])  # two stochastic purifiers, one deterministic
+def test_an_attack_counts_the_denoiser_calls_it_was_priced_at_and_records_their_real_time(tiny_xray_attack, name, threat):
+    """EOT draws run as one batched denoiser forward: counting forwards stopped the lab's progress bar
+    at 1/eot of its plan and recorded eot times the real seconds per call for the next estimate."""
+    from core.attacks import THREAT_MODELS, AttackConfig, craft
+
+    classifier, image, label = tiny_xray_attack
+    purifier = _tiny_purifier(name, image.shape[-1])
+    eot = THREAT_MODELS[threat].draws_per_step(4)  # as the lab does
+    drawn = eot if purifier.stochastic else 1
+    planned = attack_calls(threat, purifier.nfe(), steps=2, eot=drawn)
+    counted, cost = [], CallCost(first_guess_s=100.0)
+    started = time.perf_counter()
+    with timed_calls(purifier, cost, "attack", counted.append):
+        craft(threat, classifier, purifier, image, label, AttackConfig(name="pgd", eps=0.03, steps=2), eot=eot)
+    elapsed = time.perf_counter() - started
+    assert (counted[-1] if counted else 0) == planned
+    if planned:  # the estimate for the same attack again is the time it took
+        assert cost.estimate("attack", planned) == pytest.approx(elapsed, rel=0.2)
