@@ -65,6 +65,13 @@ class Reading:
         return self.probabilities[self.label]
 
 
+def shown_percent(probability: float) -> str:
+    """A probability as the app and the report print it, in whole percent: one that rounds to 100 or 0
+    shows as ">99%" or "<1%", since a model's output is never certain and "100%" reads as certainty."""
+    shown = f"{probability:.0%}"
+    return {"100%": ">99%", "0%": "<1%"}.get(shown, shown)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What a purified reading means, against the clean reading and, when known, the true class."""
@@ -184,5 +191,5 @@ def session_report(facts: dict[str, str], readings: dict[str, Reading], verdicts
     lines += ["", "| panel | reading | confidence | verdict |", "|---|---|---|---|"]
     for panel, reading in readings.items():
         outcome = verdicts[panel].text if panel in verdicts else "–"
-        lines.append(f"| {panel} | {reading.class_name} | {reading.confidence:.0%} | {outcome} |")
+        lines.append(f"| {panel} | {reading.class_name} | {shown_percent(reading.confidence)} | {outcome} |")
     return "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ from core.attacks import THREAT_MODELS, AttackConfig
 from core.data.gallery import gallery as gallery_samples
 from core.defense import load_defense
 from core.errors import PurifyLabError
+from core.evaluate import EvaluationConfig
 from core.image_file import UPLOAD_EXTENSIONS
 from core.io import load_image, to_model_input, to_pil
 from core.jobs import CallCost, JobQueue, timed_calls
@@ -36,6 +37,7 @@ from core.lab import (
     interactive_settings,
     purify_image,
     read,
+    shown_percent,
 )
 from core.metrics import CLASS_NAMES
 from core.models import create_classifier, shipped_xray_classifiers
@@ -114,8 +116,8 @@ def denoiser_calls(name: str, params: tuple[tuple[str, object], ...] = ()) -> in
     return planned_calls(name, **dict(params))
 
 
-# The model transfer attacks are crafted on (a small CNN trained on the same X-rays).
-SUBSTITUTE = "substitute"
+# The model transfer attacks are crafted on (a small CNN trained on the same X-rays), as the engine's evaluations take it.
+SUBSTITUTE = EvaluationConfig.substitute
 
 
 def image_key(image: torch.Tensor) -> str:
@@ -271,7 +273,11 @@ def chosen_image(
 
 def research_notice() -> None:
     """The readings look like a diagnosis, and a shared link may land on any page: each page with readings says what they are."""
-    st.caption("Research tool, not a diagnostic device; readings are the model's calibrated output, not a diagnosis.")
+    st.caption(
+        "Research tool, not a diagnostic device; a reading is not a diagnosis. Its percentage was checked for "
+        "calibration on chest X-rays of the Kermany test cohort only: on any other image (an upload that is not "
+        "such an X-ray, an attacked image) it is not a calibrated probability."
+    )
 
 
 def true_label_note(true_class: str | None) -> str:
@@ -286,7 +292,7 @@ def show_image(image: torch.Tensor, caption: str) -> None:
 
 def reading_badge(reading: Reading) -> str:
     colour = "green" if reading.class_name == "NORMAL" else "red"
-    return f":{colour}[**{reading.class_name}**] · {reading.confidence:.0%}"
+    return f":{colour}[**{reading.class_name}**] · {shown_percent(reading.confidence)}"
 
 
 def verdict_line(result: Verdict) -> str:
@@ -301,7 +307,7 @@ def probability_table(readings: dict[str, Reading]) -> str:
     """Every panel's class probabilities side by side, as a Markdown table: a chart here cost the
     browser 2-3 s per render on a 2-core machine."""
     header = "| panel | " + " | ".join(f"P({name})" for name in CLASS_NAMES) + " |"
-    rows = [f"| {label} | " + " | ".join(f"{p:.0%}" for p in reading.probabilities) + " |" for label, reading in readings.items()]
+    rows = [f"| {label} | " + " | ".join(shown_percent(p) for p in reading.probabilities) + " |" for label, reading in readings.items()]
     return "\n".join([header, "|---|" + "---:|" * len(CLASS_NAMES), *rows])
 
 

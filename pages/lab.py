@@ -194,7 +194,12 @@ origin = "your upload (kept in memory only)" if upload is not None else choice
 key = image_key(image)
 steps = 1 if INTERACTIVE_ATTACKS[attack_label] == "fgsm" else 10
 attack = (("name", INTERACTIVE_ATTACKS[attack_label]), ("eps", eps), ("steps", steps))
-seen = f"differentiated through **{panel_title(target_label)}** ({setting_text(target)})" if threat in ADAPTIVE else "saw no purifier"
+if threat in ADAPTIVE:
+    seen = f"differentiated through **{panel_title(target_label)}** ({setting_text(target)})"
+elif THREAT_MODELS[threat].needs_substitute:
+    seen = f"crafted the image on **{SUBSTITUTE}** and never saw this classifier or the purifier"
+else:
+    seen = "saw no purifier"
 attack_text = f"{attack_label}, {steps} step(s), L∞ ε {eps:.3f}" + (f", EOT {drawn} draws per step" if drawn > 1 else "") + f", seed {AttackConfig().seed}"
 clean_reading = read(model, image)[0]
 # Before any caption says an attack ran: 'white' needs exact gradients (a fact of the purifier's class),
@@ -382,7 +387,7 @@ def purification_panel() -> None:
 purification_panel()
 if threat not in ADAPTIVE:
     st.info(
-        f"The attacker above saw only the classifier (**{threat}**). An attacker who also differentiates "
-        "through the purifier (bpda-eot, white: choose one in the sidebar) is much stronger — see the robustness tables."
+        f"The attacker above (**{threat}**) {seen}. An attacker who differentiates through this classifier and "
+        "the purifier (bpda-eot, white: choose one in the sidebar) is much stronger — see the robustness tables."
     )
 PAGE_RENDERED.set()

@@ -216,3 +216,39 @@ def test_each_png_download_of_the_lab_says_what_made_it():
     assert set(attacked) == {"generated (UTC)", *stated} and set(purified) == {*attacked, "purifier"}
     assert {key: attacked[key] for key in stated} == {key: purified[key] for key in stated} == {key: report[key] for key in stated}
     assert purified["purifier"] in report["purifiers"].split("; ") and "weights SHA-256 " in attacked["classifier"]
+
+
+def test_a_shown_probability_never_reads_as_certain():
+    """0.9952 was printed "100%" in the badges, the probability table and the report, on attacked images and
+    on uploads that are no X-ray alike; a rounded 0 read as impossible."""
+    from core.lab import session_report, shown_percent
+    from pages.common import probability_table, reading_badge
+
+    assert [shown_percent(p) for p in (0.995, 0.9949, 0.004, 0.5, 1.0, 0.0)] == [">99%", "99%", "<1%", "50%", ">99%", "<1%"]
+    near_certain = Reading((0.0048, 0.9952))
+    assert reading_badge(near_certain).endswith("**PNEUMONIA**] · >99%")
+    assert probability_table({"Adversarial": near_certain}).endswith("| Adversarial | <1% | >99% |")
+    report = session_report({"threat model": "grey"}, {"Adversarial": near_certain}, {})
+    assert "| Adversarial | PNEUMONIA | >99% | – |" in report and "100%" not in report
+
+
+def test_the_lab_says_a_transfer_attacker_never_saw_the_classifier_and_the_notice_bounds_the_calibration():
+    """The lab told a transfer attack, crafted on the substitute, that it "saw only the classifier"; and its
+    notice called every percentage calibrated, uploads and attacked images included."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from core.evaluate import EvaluationConfig
+
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    app.switch_page("pages/lab.py").run()
+    notice = next(caption.value for caption in app.caption if caption.value.startswith("Research tool, not a diagnostic device"))
+    assert "Kermany test cohort only" in notice and "an attacked image) it is not a calibrated probability" in notice
+    app.selectbox(key="classifier").set_value("resnet")
+    app.selectbox(key="threat").set_value("transfer").run()
+    assert not app.exception, app.exception
+    said = f"crafted the image on **{EvaluationConfig.substitute}** and never saw this classifier or the purifier"
+    assert any(info.value.startswith(f"The attacker above (**transfer**) {said}.") for info in app.info)
+    assert not [info for info in app.info if "saw only the classifier" in info.value]
+    assert any(caption.value.endswith(f"the attacker {said}") for caption in app.caption)
