@@ -81,6 +81,11 @@ class Verdict:
     text: str
 
 
+def misread(clean: Reading, true_class: str | None) -> bool:
+    """The model read the clean image wrong: undoing an attack on it brings back a wrong reading."""
+    return true_class is not None and clean.class_name != true_class
+
+
 def verdict(
     clean: Reading,
     attacked: Reading,
@@ -99,7 +104,7 @@ def verdict(
     a reading: one that reads every image as PNEUMONIA 'restores' every attacked pneumonia."""
     restored = purified.label == clean.label
     correct = None if true_class is None else purified.class_name == true_class
-    if true_class is not None and clean.class_name != true_class:
+    if misread(clean, true_class):
         told = "the true label" if correct else f"not the true label, {true_class}"
         text = f"reads {purified.class_name}, {told} (the model was wrong before any attack: it read {clean.class_name})"
     elif attacked.label == clean.label:

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.data.locations import DATASET_LABELS
-from pages.model_table import shipped_models_table
+from pages.model_table import expander_captions, shipped_models_table
 from pages.startup import through_app_navigation
 
 through_app_navigation()
@@ -34,8 +34,8 @@ tables = shipped_models_table()
 xray = tables.pop(DATASET_LABELS["xray"], [])
 st.subheader("Shipped X-ray classifiers, measured on new patients")
 st.caption(
-    "Test = the public half of the official Kermany test cohort (301 X-rays of children never seen in "
-    "training); val = a patient-disjoint 15 % of the training folder, where every choice (epoch, "
+    "In this table, test = the public half of the official Kermany test cohort (301 X-rays of children never "
+    "seen in training); val = a patient-disjoint 15 % of the X-ray training folder, where every choice (epoch, "
     "threshold, temperature) was made. Intervals are exact binomial (balanced accuracy: per-class, "
     "Bonferroni) or bootstrap (AUROC); ECE = expected calibration error after temperature scaling."
 )
@@ -46,6 +46,9 @@ else:
     st.info("No trained X-ray classifier is shipped in `weights/` yet: train one with `purifylab train classifier`.")
 if tables:
     with st.expander("Models for the papers' own data sets (MNIST, CIFAR-10 re-runs) and the diffusion purifiers"):
+        captions = expander_captions()
         for label, rows in tables.items():
             st.markdown(f"**{label}**")
+            if label in captions:  # a table with no figure read on a split needs none
+                st.caption(captions[label])
             st.dataframe(rows, hide_index=True, width="stretch")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data.gallery import gallery_attribution
-from core.lab import amplified_perturbation, interactive_settings, perturbation_norms, read, verdict
+from core.lab import amplified_perturbation, interactive_settings, misread, perturbation_norms, read, verdict
 from pages.common import (
     PAGE_RENDERED,
     SAMPLE_HELP,
@@ -65,6 +65,7 @@ image, true_class = chosen_image(upload, samples[choice], model.image_size)  # a
 st.session_state.walkthrough_told_on_upload = upload is not None
 key = image_key(image)
 clean = read(model, image)[0]
+misread_before_any_attack = misread(clean, true_class)
 
 budget = st.radio(
     "Attack budget",
@@ -109,11 +110,14 @@ elif step == 1:
         show_image(amplified_perturbation(adversarial.clean, adversarial.image), "The change, amplified")
     norms = perturbation_norms(adversarial.clean, adversarial.image)  # from the grey levels the attack started on
     flipped = attacked.label != clean.label
-    effect = (
-        f"Yet the model now reads {reading_badge(attacked)}."
-        if flipped
-        else (f"This time the model still reads {reading_badge(attacked)}: the attack failed on this X-ray.")
-    )
+    if misread_before_any_attack:
+        effect = f"The model already misread this X-ray (its true label is {true_class}); " + (
+            f"the attack changed its reading to {reading_badge(attacked)}." if flipped else f"after the attack it still reads {reading_badge(attacked)}."
+        )
+    elif flipped:
+        effect = f"Yet the model now reads {reading_badge(attacked)}."
+    else:
+        effect = f"This time the model still reads {reading_badge(attacked)}: the attack failed on this X-ray."
     st.markdown(
         f"{VISIBILITY[budget]} no pixel moved by more than **{norms['linf'] * 255:.0f} of 255** grey levels. "
         f"{effect} An *adversarial attack* is a small, deliberately computed change that exploits how the "
@@ -134,6 +138,8 @@ elif step == 2:
         worked = "changes the reading by itself, so this result says nothing about the attack"
     elif attacked.label == clean.label:
         worked = "had no attack to undo"
+    elif misread_before_any_attack:
+        worked = "brought back the model's original, **wrong** reading" if outcome.restored else "kept the attacked reading"
     else:
         worked = "undid the engineered change" if outcome.restored else "did **not** undo the attack on this X-ray"
     st.markdown(

@@ -34,7 +34,7 @@ def test_home_loads_and_says_what_the_lab_does(app):
     assert resnet_at["what"] == "adversarial training (PGD L-inf 0.03), weight soup of 3; recommended defense"
     assert resnet_at["parameters"] == "711,202" and resnet_at["test AUROC [95 % CI]"] == "0.968 [0.950, 0.983]"
     # a soup's minutes are its members', the GPU one marked; figures keep their trailing zeros
-    assert resnet_at["training (min)"] == "26.3 + 29.8 + 4.0 (GPU)" and resnet_at["test specificity"] == "0.752"
+    assert resnet_at["training (min)"] == "26.3 + 29.8 + 4.0 (GPU)" and resnet_at["test specificity [95 % CI]"] == "0.752 [0.662, 0.829]"
     # the smoothing base classifier's figures were read through its noise, and the table says so
     assert xray.set_index("model").loc["resnet_smooth", "what"].endswith("figures read through the 'gaussian' purifier (sigma 0.5)")
     denoisers = next(frame.value for frame in app.dataframe[1:] if "cold_unet" in set(frame.value["model"])).set_index("model")
@@ -483,8 +483,8 @@ def test_home_model_table_shows_a_missing_figure_as_a_dash_and_reads_the_cards_p
         [row] = shipped_models_table()["chest X-rays"]
     finally:
         shipped_models_table.clear()
-    assert row["test sensitivity"] == f"{card['test_metrics']['sensitivity']['pneumonia']:.3f}" != "0.000"
-    assert row["test specificity"] == row["test ECE"] == "–"
+    assert row["test sensitivity [95 % CI]"] == f"{card['test_metrics']['sensitivity']['pneumonia']:.3f}" != "0.000"
+    assert row["test specificity [95 % CI]"] == row["test ECE"] == "–"
 
 
 def test_card_table_shows_an_uncalibrated_card_as_a_dash_not_zero(tmp_path):
@@ -613,3 +613,54 @@ def test_the_certified_curve_is_drawn_without_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(APP).parent, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[50.0, 50.0] []"
+
+
+@pytest.mark.parametrize("sample", ["real normal #4", "real normal #6"])
+def test_walkthrough_tells_an_x_ray_the_model_misreads_as_misread_not_as_an_attack_undone(app, sample):
+    """On an X-ray the model already misread, step 2 called the attack's move to the true label harm and
+    step 3 praised the purifier for bringing the wrong reading back ("undid the engineered change")."""
+    app.switch_page("pages/walkthrough.py").run()
+    app.selectbox(key="walkthrough_sample").set_value(sample).run()
+    [reading] = [md.value for md in app.markdown if md.value.startswith("**The model's reading:**")]
+    assert "**PNEUMONIA**" in reading and "true label: **NORMAL**" in reading  # the model misreads it
+    app.button(key="walkthrough_next").click().run()
+    assert not app.exception, app.exception
+    told = " ".join(md.value for md in app.markdown)
+    assert "The model already misread this X-ray (its true label is NORMAL); the attack changed its reading to" in told
+    assert "Yet the model now reads" not in told
+    app.button(key="walkthrough_next").click().run()
+    assert not app.exception, app.exception
+    [verdict] = [md.value for md in app.markdown if md.value.startswith("**Verdict:**")]
+    assert "the model was wrong before any attack" in verdict
+    told = " ".join(md.value for md in app.markdown)
+    assert "here the purifier brought back the model's original, **wrong** reading" in told
+    assert "undid the engineered change" not in told
+
+
+def test_home_gives_each_figure_its_interval_and_each_expander_table_its_split_and_n(app):
+    """Home showed student_cnn's test sensitivity as a bare 1.000 (the card holds [0.981, 1.0]), and the
+    MNIST / CIFAR val accuracies with no n and no split, under the X-ray caption's patient-disjoint split."""
+    import json
+
+    from core.weights import WEIGHTS_DIR
+
+    app.run()
+    assert not app.exception, app.exception
+    student = app.dataframe[0].value.set_index("model").loc["student_cnn"]
+    test = json.loads((Path(WEIGHTS_DIR) / "student_cnn.json").read_text())["test_metrics"]
+    for column, value, interval in (
+        ("test sensitivity [95 % CI]", test["sensitivity"]["PNEUMONIA"], test["confidence_95"]["sensitivity_PNEUMONIA"]),
+        ("test specificity [95 % CI]", test["specificity"], test["confidence_95"]["sensitivity_NORMAL"]),
+    ):
+        assert student[column] == f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    [expander] = app.expander
+    shown = list(expander.children.values())
+    tables = [index for index, element in enumerate(shown) if element.type == "dataframe"]
+    assert tables and all(shown[index - 1].type == "caption" for index in tables)  # a caption per table, right above it
+    for stem in ("mnist_cnn", "cifar10_cnn"):
+        card = json.loads((Path(WEIGHTS_DIR) / f"{stem}.json").read_text())
+        [index] = [index for index in tables if stem in set(shown[index].value["model"])]
+        assert shown[index].value.set_index("model").loc[stem, "val n"] == card["val_metrics"]["n"]
+        caption = shown[index - 1].value
+        assert f"`{card['data']['folder']}` (split: {card['data']['split']}, seed {card['data']['split_seed']})" in caption
+        assert "patient-disjoint" not in caption
