@@ -336,3 +336,50 @@ def test_the_shipped_listing_agrees_with_the_shipped_cards():
     assert "distilled from resnet, from scratch" in listing["student_cnn"] and "ViT" not in listing["student_cnn"]
     assert "trained under Gaussian noise (std 0.5) for randomized smoothing, from scratch" in listing["resnet_smooth"]
     assert "fine-tuned" not in listing["resnet_smooth"]
+
+
+# Two threads of a fresh process build at once, as the apps' warm-up thread and a page do.
+_BUILD_ON_TWO_THREADS = """
+import sys, threading, traceback
+from core.models import create_classifier
+from core.purifiers import create_purifier
+
+start = threading.Barrier(2)
+built, failures = [], []
+
+def build(name):
+    start.wait()
+    try:
+        (create_purifier if name in ("one_shot", "ddpm") else create_classifier)(name)
+        built.append(name)
+    except BaseException:
+        failures.append(traceback.format_exc())
+
+threads = [threading.Thread(target=build, args=(name,)) for name in sys.argv[1:]]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(*sorted(built))
+sys.exit("".join(failures) or None)
+"""
+
+
+@pytest.mark.parametrize("names", [("one_shot", "ddpm"), ("vit", "resnet_at")])
+def test_two_threads_building_models_at_once_on_a_fresh_process_both_succeed(names):
+    """Their first lazy imports of diffusers / timm raced (ImportError, _DeadlockError) before core.lazy_import."""
+    import os
+    import subprocess
+    import sys
+
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", _BUILD_ON_TWO_THREADS, *names],
+            cwd=Path(__file__).parents[1],
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.split() == sorted(names)

@@ -12,12 +12,12 @@ imported when a classifier is built, so naming or listing one costs no import of
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import PurifyLabError, typed
+from core.lazy_import import lazy_import
 from core.registry import Registry
 from core.weights import WEIGHTS_DIR, card_path, load_weights, plain_training, read_card
 
@@ -37,7 +37,7 @@ _NETWORK_MODULES = {
 
 
 def _network_class(name: str) -> type:
-    return getattr(importlib.import_module(_NETWORK_MODULES[name]), name)
+    return lazy_import(_NETWORK_MODULES[name], name)
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from core.lazy_import import lazy_import
 from core.registry import Registry
 
 if TYPE_CHECKING:
@@ -23,8 +24,7 @@ class _PurifierRegistry(Registry["type[Purifier]"]):
     def get(self, name: str) -> type[Purifier]:
         entry = super().get(name)
         if isinstance(entry, str):
-            module, class_name = entry.split(":")
-            entry = getattr(importlib.import_module(module), class_name)
+            entry = lazy_import(*entry.split(":"))
             self._entries[name] = entry
         return entry
 

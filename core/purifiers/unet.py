@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from core.errors import PurifyLabError
+from core.lazy_import import lazy_import
 from core.micro_batch import in_micro_batches
 from core.weights import WEIGHTS_DIR, load_weights, read_card
 
@@ -61,10 +62,8 @@ def build_unet(size: str = "small", **overrides) -> UNet2DModel:
     """A fresh UNet2DModel from a named spec; `overrides` replace spec fields (e.g. sample_size)."""
     if size not in UNET_SPECS:
         raise PurifyLabError(f"unknown UNet size '{size}'; choose one of: {', '.join(UNET_SPECS)}")
-    from diffusers import UNet2DModel
-
     spec = asdict(UNET_SPECS[size]) | overrides
-    return UNet2DModel(**spec)
+    return lazy_import("diffusers", "UNet2DModel")(**spec)
 
 
 def call_unet(unet: UNet2DModel, sample: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
