@@ -275,6 +275,12 @@ async def sliders(page) -> dict[str, float]:
     return values
 
 
+def percent_value(shown: str) -> float:
+    """A percentage as the page shows it (core.lab.shown_percent: '80%', or '>99%' / '<1%' at the
+    ends) as a number, the ends at 99.5 and 0.5, so a page and the engine compare within the tolerance."""
+    return {">99%": 99.5, "<1%": 0.5}.get(shown) or float(shown.rstrip("%"))
+
+
 async def displayed(page, context) -> dict:
     """What the session shows: readings, norms, image origin, slider values and the Original picture."""
     import numpy as np
@@ -287,7 +293,7 @@ async def displayed(page, context) -> dict:
     original = page.locator("[data-testid='stImage']").filter(has=page.get_by_text("Original", exact=True))
     response = await context.request.get(await original.locator("img").get_attribute("src"))
     return {
-        "badges": [(name, int(percent.rstrip("%"))) for name, percent in badges],
+        "badges": [(name, percent_value(percent)) for name, percent in badges],
         "linf": float(norms.split()[1]) if norms else None,
         "l2": float(norms.split()[4]) if norms else None,
         "origin": next((c for c in captions if c.startswith("Image:")), ""),
@@ -388,7 +394,7 @@ def engine_views(shown: list[tuple[Job, dict]]) -> list[dict]:
 
     from core.attacks import AttackConfig
     from core.io import load_image, to_model_input, to_pil
-    from core.lab import attack_image, perturbation_norms, purify_image, read
+    from core.lab import attack_image, perturbation_norms, purify_image, read, shown_percent
     from core.models import create_classifier
     from core.purifiers import create_purifier
     from pages.common import DEFAULT_DEFENSE, DEFAULT_RECON_STEPS, RECOMMENDED, purifier_variants
@@ -409,7 +415,7 @@ def engine_views(shown: list[tuple[Job, dict]]) -> list[dict]:
         norms = perturbation_norms(attacked.clean, adversarial)
         views.append(
             {
-                "badges": [(r.class_name, int(f"{r.confidence:.0%}".rstrip("%"))) for r in readings],
+                "badges": [(r.class_name, percent_value(shown_percent(r.confidence))) for r in readings],
                 "linf": norms["linf"],
                 "l2": norms["l2"],
                 "eps": eps,
