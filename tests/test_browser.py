@@ -156,9 +156,10 @@ def _open(page, url: str, path: str) -> None:
 def _slider_value(page, label: str) -> str:
     """The slider's shown value once the run's stale copy is gone: a slider redrawn elsewhere on the
     page (the stopped run's settings expander, then the panel) sits twice in the page for a moment
-    after the run ends, until the frontend drops the stale one."""
+    after the run ends, until the frontend drops the stale one. Counted by textContent, as Playwright's
+    has_text matches: the stale copy sits in a collapsed expander, where innerText does not see it."""
     page.wait_for_function(
-        "label => [...document.querySelectorAll(\"[data-testid='stSlider']\")].filter(s => s.innerText.includes(label)).length === 1",
+        "label => [...document.querySelectorAll(\"[data-testid='stSlider']\")].filter(s => s.textContent.includes(label)).length === 1",
         arg=label,
         timeout=30_000,
     )
