@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from core.attacks import THREAT_MODELS, AttackConfig
 from core.attacks.robust import RobustRun, majority_correct, run_metrics
-from core.cli.purify_commands import parse_purifier_spec
+from core.cli.options import parse_purifier_spec
 from core.data.loading import load_split
 from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, evaluate

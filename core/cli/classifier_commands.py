@@ -26,6 +26,8 @@ from core.cli.options import (
     count_option,
     known_classifier,
     known_purifier_spec,
+    parse_param_options,
+    parse_purifier_spec,
     positive,
     seed_option,
     split_option,
@@ -46,7 +48,6 @@ from core.cli.preflight import (
     training_resume_hint,
     use_device,
 )
-from core.cli.purify_commands import parse_purifier_spec
 from core.errors import PurifyLabError, check_range
 from core.train.layout import MAX_NOISE_AUGMENT, MAX_SMOOTHING_SIGMA, check_split_not_carved_from_cohort
 
@@ -397,7 +398,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             _check_threat_draws(threat, eot)
             check_steps_apply(context, attack)
             attack_config = _attack_config(attack, norm, eps, steps, seed, eot_iter, restarts)
-        from core.cli.purify_commands import parse_param_options, parse_purifier_spec
         from core.cli.reporting import format_report, provenance_of, write_json
         from core.purifiers import purifier_config
 
@@ -457,7 +457,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         check_output(out, "--out", inputs=(image, weights), overwrite=overwrite, suffix=".png")
         decode_image(image)  # a bad file is refused before torch is imported
-        from core.cli.purify_commands import parse_purifier_spec
         from core.models import classifiers
         from core.purifiers import PURIFIERS
 

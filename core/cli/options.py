@@ -48,6 +48,26 @@ def within(option: str, low: float, high: float, *, low_open: bool = False, high
     return check
 
 
+def parse_param_options(options: list[str], where: str = "--param") -> dict[str, str]:
+    """`["t_star=0.1", "steps=5"]` -> {"t_star": "0.1", "steps": "5"}; one-line error otherwise."""
+    params: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise PurifyLabError(f"{where} '{option}' is not of the form key=value")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def parse_purifier_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """'ddpm:t_star=0.04,steps=5' -> ('ddpm', {'t_star': '0.04', 'steps': '5'})."""
+    name, _, rest = spec.partition(":")
+    if not name.strip():
+        raise PurifyLabError(f"purifier '{spec}' has no name; write NAME or NAME:k=v,...")
+    items = [part.strip() for part in rest.split(",") if part.strip()]
+    return name.strip(), parse_param_options(items, where=f"purifier parameter in '{spec}'")
+
+
 def _named(option: str, check: Callable[[str], object]) -> Callable[[str | None], str | None]:
     """A callback running a registry's torch-free name check on the flag's value, its refusal prefixed
     with the flag: the trainer's own check came after torch and timm had loaded (4-10 s)."""
@@ -79,7 +99,6 @@ def known_purifier_spec(option: str) -> Callable[[str | None], str | None]:
     checked against the purifier's config, which needs torch)."""
 
     def check(spec: str) -> None:
-        from core.cli.purify_commands import parse_purifier_spec
         from core.purifiers import PURIFIERS
 
         PURIFIERS.check(parse_purifier_spec(spec)[0])
@@ -89,7 +108,7 @@ def known_purifier_spec(option: str) -> Callable[[str | None], str | None]:
 
 def _known_split(value: str | None) -> str | None:
     """--split names one of the splits `core.data.loading` reads; refused before it (and torch) is imported."""
-    from core.data.split_names import SPLITS
+    from core.data import SPLITS
 
     if value is not None and value not in SPLITS:
         raise PurifyLabError(f"--split {value} is unknown; choose one of: {', '.join(SPLITS)}")

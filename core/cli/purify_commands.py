@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from core.cli.options import Device, DeviceDefaultCpu, Epochs, MaxMinutes, Overwrite, Resume, Ship, Threads, seed_option
+from core.cli.options import Device, DeviceDefaultCpu, Epochs, MaxMinutes, Overwrite, Resume, Ship, Threads, parse_param_options, seed_option
 from core.cli.preflight import (
     check_distinct_outputs,
     check_not_shipped,
@@ -25,26 +25,6 @@ from core.cli.preflight import (
     use_device,
 )
 from core.errors import PurifyLabError
-
-
-def parse_param_options(options: list[str], where: str = "--param") -> dict[str, str]:
-    """`["t_star=0.1", "steps=5"]` -> {"t_star": "0.1", "steps": "5"}; one-line error otherwise."""
-    params: dict[str, str] = {}
-    for option in options:
-        key, sep, value = option.partition("=")
-        if not sep or not key.strip():
-            raise PurifyLabError(f"{where} '{option}' is not of the form key=value")
-        params[key.strip()] = value.strip()
-    return params
-
-
-def parse_purifier_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """'ddpm:t_star=0.04,steps=5' -> ('ddpm', {'t_star': '0.04', 'steps': '5'})."""
-    name, _, rest = spec.partition(":")
-    if not name.strip():
-        raise PurifyLabError(f"purifier '{spec}' has no name; write NAME or NAME:k=v,...")
-    items = [part.strip() for part in rest.split(",") if part.strip()]
-    return name.strip(), parse_param_options(items, where=f"purifier parameter in '{spec}'")
 
 
 def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: int, out: Path, device: str | None = None, threads: int | None = None) -> dict:
@@ -113,11 +93,22 @@ def _check_ship(ship: bool, preset: str, weights: Path) -> None:
 
 
 def _train_denoiser(
-    train: Callable[..., dict], config, data: Path, run_dir: Path, weights: Path, preset: str, resume: bool, overwrite: bool, ship: bool
+    train: Callable[..., dict],
+    config,
+    data: Path,
+    run_dir: Path,
+    weights: Path | None,
+    default_weights: Path,
+    preset: str,
+    resume: bool,
+    overwrite: bool,
+    ship: bool,
 ) -> None:
-    """The common end of `train diffusion` and `train cold`: the weights path checked (a default one
-    only now that the preset has named it), the run, and --ship once its card is whole."""
-    _check_denoiser_weights(weights, preset, data, overwrite, run_dir)
+    """The common end of `train diffusion` and `train cold`: the default weights path checked (a given
+    --weights was, before the imports; the default has a name only now that the preset chose it), the
+    run, and --ship once its card is whole."""
+    if weights is None:
+        weights = _check_denoiser_weights(default_weights, preset, data, overwrite, run_dir)
     _check_ship(ship, preset, weights)
     with training_resume_hint(run_dir, resume):
         card = train(config, data, run_dir, weights_path=weights)
@@ -202,7 +193,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.train.diffusion import DiffusionTrainConfig, run_weights_path, train_diffusion
 
         config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
-        _train_denoiser(train_diffusion, config, data, run_dir, weights or run_weights_path(run_dir, config.weights_stem), preset, resume, overwrite, ship)
+        _train_denoiser(train_diffusion, config, data, run_dir, weights, run_weights_path(run_dir, config.weights_stem), preset, resume, overwrite, ship)
 
     @groups["train"].command("cold")
     def train_cold_command(
@@ -235,4 +226,4 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.train.diffusion import run_weights_path
 
         config = ColdTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
-        _train_denoiser(train_cold, config, data, out, weights or run_weights_path(out, COLD_WEIGHTS_STEM), preset, resume, overwrite, ship)
+        _train_denoiser(train_cold, config, data, out, weights, run_weights_path(out, COLD_WEIGHTS_STEM), preset, resume, overwrite, ship)

@@ -184,7 +184,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             check_data_layout(data, split)
             check_split_not_carved_from_cohort(classifier, data, split)
         from core.attacks import AttackConfig
-        from core.cli.purify_commands import parse_param_options
+        from core.cli.options import parse_param_options
         from core.defense import purifier_spec_text
         from core.sweeps import parse_values, sweep_preset
         from core.tables import AttackRow, run_preset

@@ -29,7 +29,11 @@ _WHERE = {
     "stratified_split": "splits",
 }
 
-__all__ = sorted(_WHERE)
+# The splits `core.data.loading` reads, declared here without torch: the CLI refuses a mistyped
+# --split before the loader, and torch with it, is imported.
+SPLITS = ("train", "val", "test", "all")
+
+__all__ = sorted([*_WHERE, "SPLITS"])
 
 
 def __getattr__(name: str):

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.data import SPLITS
 from core.data.decode import check_channels, check_size
 from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
 from core.data.imageset import ImageSet
 from core.data.locations import default_data_for
 from core.data.sources import SplitsInData, data_listing, images_also_in, load_dataset
-from core.data.split_names import SPLITS
 from core.data.splits import SplitSpec, data_hash, make_splits
 from core.data.warning import warn
 from core.errors import PurifyLabError
