@@ -107,6 +107,19 @@ def test_shipped_weights_fit_the_budget_and_xray_cards_report_val_and_test():
         assert 0 < card["calibration"]["threshold"] < 1 and card["calibration"]["temperature"] > 0, name
 
 
+def test_a_run_off_the_cpu_names_its_device_and_its_minutes_read_as_gpu_minutes():
+    """The trainers wrote no training_device: a run on a lent GPU read as the CPU recipe's minutes."""
+    import torch
+
+    from core.train.runs import training_device
+    from core.weights import training_time
+
+    assert training_device(torch.nn.Linear(2, 2)) == {}  # the project's CPU minutes, as every CPU card
+    off_cpu = training_device(torch.nn.Linear(2, 2, device="meta"))  # any non-CPU device takes this path (no GPU here)
+    assert off_cpu["training_device"].startswith("1 x meta (torch ")
+    assert training_time({"training_minutes": 1.5, **off_cpu}) == "1.5 (GPU)"
+
+
 def test_training_time_marks_gpu_minutes():
     from core.weights import shipped_cards, training_time
 

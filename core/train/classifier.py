@@ -64,6 +64,7 @@ from core.train.runs import (
     open_run_folder,
     start_accelerator,
     stopped_by_time_budget,
+    training_device,
 )
 from core.weights import card_path, load_weights, read_card, save_weights, sha256_of
 
@@ -900,6 +901,7 @@ def _publish(config, model, data_dir, out_dir: Path, history, selected, batches_
         "training_seconds": round(seconds, 1),
         "training_minutes": round(seconds / 60, 1),
         "torch_threads": torch.get_num_threads(),
+        **training_device(model),
     }
     if isinstance(model, SEViT) and config.use_shipped_weights:
         card.update(backbone="vit", backbone_sha256=(model.vit.card or {}).get("sha256"))

@@ -49,7 +49,16 @@ from core.train.checkpoint import (
 )
 from core.train.diffusion import psnr, run_weights_path, ssim
 from core.train.layout import COLD_PRESETS, check_not_reporting_cohort, check_preset, cold_run_dir
-from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits, open_run_folder, start_accelerator, stopped_by_time_budget
+from core.train.runs import (
+    card_data,
+    check_finite_loss,
+    completed_epochs,
+    load_training_splits,
+    open_run_folder,
+    start_accelerator,
+    stopped_by_time_budget,
+    training_device,
+)
 from core.weights import save_weights
 
 _WARMUP_STEPS = 100
@@ -319,6 +328,7 @@ def _publish(config: ColdTrainConfig, unet, train, val_images: torch.Tensor, dat
         "blur_schedule": schedule.to_dict(),
         "training_config": asdict(config),
         "weights": "EMA of the training weights",
+        **training_device(unet),
         "data": card_data(data_dir, train),
         "training": {
             "epochs_completed": completed_epochs(history, steps_per_epoch),

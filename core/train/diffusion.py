@@ -43,7 +43,16 @@ from core.train.checkpoint import (
     save_ema_checkpoint,
 )
 from core.train.layout import DIFFUSION_PRESETS, check_not_reporting_cohort, check_preset, diffusion_run_dir
-from core.train.runs import card_data, check_finite_loss, completed_epochs, load_training_splits, open_run_folder, start_accelerator, stopped_by_time_budget
+from core.train.runs import (
+    card_data,
+    check_finite_loss,
+    completed_epochs,
+    load_training_splits,
+    open_run_folder,
+    start_accelerator,
+    stopped_by_time_budget,
+    training_device,
+)
 from core.weights import save_weights
 
 GRID_IMAGES = 8
@@ -380,6 +389,7 @@ def _publish(config, unet, ema, data_dir, val, train, state, weights_path: Path,
         "epochs_completed": completed_epochs(state["history"], steps_per_epoch),
         "stopped_by_time_budget": stopped_by_time_budget(state["history"]),
         "training_minutes": round(state["seconds"] / 60.0, 1),
+        **training_device(unet),
         "final_train_loss": state["history"][-1]["train_loss"] if state["history"] else None,
         "history": state["history"],
         "quality": {"split": "val", **quality},

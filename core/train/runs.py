@@ -56,6 +56,18 @@ def card_data(data_dir: str | Path, train: LoadedSplit) -> dict:
     }
 
 
+def training_device(module: nn.Module) -> dict:
+    """{"training_device": ...} for a run on an accelerator, {} on the CPU: `core.weights.training_time`
+    marks the minutes of a card that names one "(GPU)", since a GPU minute is not one of the project's
+    CPU minutes; without it a GPU run's card read as the CPU recipe's time."""
+    device = next(module.parameters()).device
+    if device.type == "cpu":
+        return {}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    processes = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    return {"training_device": f"{processes} x {name} (torch {torch.__version__})"}
+
+
 def check_same_data(recorded: Mapping, data_dir: str | Path, data_hash: str, trained: str, then: str) -> None:
     """The one rule of every step that goes on from what a run trained (--resume, `train calibrate`,
     `train soup`): it works on the data that run was trained on, known by the hash its checkpoint or
