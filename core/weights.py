@@ -161,13 +161,19 @@ def shipped_cards(weights_dir: Path | None = None) -> dict[str, dict]:
     return {path.stem: read_card(path.with_suffix(".safetensors")) for path in sorted(folder.glob("*.json"))}
 
 
+def distinct_files(records: list[dict]) -> list[dict]:
+    """Cards or a soup's member records, each file (by SHA-256) once: a member given twice weights a
+    soup, but was trained once."""
+    return list({record["sha256"]: record for record in records}.values())
+
+
 def training_time(card: dict) -> str:
     """Training minutes as the card says, marked "(GPU)" where `training_device` records a lent GPU:
     a GPU minute is not a CPU minute, and the app and the docs must not read them alike. A weight
     soup's are its members', each marked as its own card was (the card's total adds CPU minutes only):
     by its `training_device`, as `make_soup` records it, or in the minutes' own text, as older soups did."""
     if card.get("soup_of"):
-        return " + ".join(training_time(member) for member in card["soup_of"])
+        return " + ".join(training_time(member) for member in distinct_files(card["soup_of"]))
     minutes = card.get("training_minutes")
     if minutes is None:
         return ""

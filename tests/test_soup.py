@@ -10,7 +10,7 @@ import torch
 from core.cli import main
 from core.errors import PurifyLabError
 from core.train.soup import soup_state
-from core.weights import load_state
+from core.weights import load_state, training_time
 
 
 def test_floating_tensors_are_averaged_and_batch_counts_kept():
@@ -66,6 +66,15 @@ def test_cli_soup_is_the_members_mean_calibrated_on_val(xray_train_dir, tmp_path
     assert card["calibration"]["fitted_on"].startswith("val") and card["val_metrics"]["data"]["split"] == "val"
     assert card["test_metrics"]["data"]["split"] == "all" and card["training_kind"].startswith("uniform weight soup of 2 substitute")
     assert card["training_minutes"] == round(sum(member_card["training_minutes"] for member_card in member_cards), 1)
+
+    # a member given twice weights the soup 2:1 but was trained once: its minutes count once
+    args = ["train", "soup", "--model", "substitute", *[arg for member in (members[0], *members) for arg in ("--weights", str(member))]]
+    code, err = _cli([*args, "--data", str(xray_train_dir), "--out", str(tmp_path / "weighted"), "--device", "cpu"], capsys)
+    assert code == 0, err
+    weighted = json.loads((tmp_path / "weighted" / "substitute.json").read_text())
+    trained = (weighted["training_minutes"], weighted["training_seconds"])
+    assert len(weighted["soup_of"]) == 3 and trained == (card["training_minutes"], card["training_seconds"]) and trained[1] > 0
+    assert training_time(weighted) == training_time(card) == " + ".join(str(member_card["training_minutes"]) for member_card in member_cards)
 
 
 def test_cli_soup_refuses_a_missing_member_and_another_architecture(xray_train_dir, tmp_path, capsys):

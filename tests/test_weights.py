@@ -183,8 +183,9 @@ def test_soup_members_keep_their_gpu_mark_as_make_soup_writes_them():
     from core.weights import training_time
 
     gpu = _member_record(Path("a.safetensors"), {"sha256": "x", "training_kind": "k", "training_minutes": 3.4, "training_device": "one H200"})
-    assert training_time({"soup_of": [{"training_minutes": 26.3}, gpu]}) == "26.3 + 3.4 (GPU)"
-    assert training_time({"soup_of": [{"training_minutes": "26.3"}, {"training_minutes": "4.0 (GPU)"}]}) == "26.3 + 4.0 (GPU)"  # as older soups wrote it
+    assert training_time({"soup_of": [{"sha256": "y", "training_minutes": 26.3}, gpu]}) == "26.3 + 3.4 (GPU)"
+    older = [{"sha256": "y", "training_minutes": "26.3"}, {"sha256": "x", "training_minutes": "4.0 (GPU)"}]  # as older soups wrote it
+    assert training_time({"soup_of": older}) == "26.3 + 4.0 (GPU)"
 
 
 def test_an_unreadable_shipped_card_is_one_line_naming_it(tmp_path):

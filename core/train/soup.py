@@ -17,7 +17,7 @@ from core.data.locations import portable_path
 from core.data.splits import data_hash_of_folder
 from core.errors import PurifyLabError
 from core.models import create_classifier
-from core.weights import load_state, read_card, save_weights
+from core.weights import distinct_files, load_state, read_card, save_weights
 
 # Card fields that describe one trained file: a soup measures and hashes its own.
 _PER_FILE = ("calibration", "val_metrics", "test_metrics", "sha256", "file", "file_size_bytes", "selected_epoch", "epochs_run")
@@ -99,7 +99,8 @@ def make_soup(name: str, members: Sequence[Path], out_dir: Path, data_dir: str |
     # each member's sha256 was checked against its file by load_state above
     card["soup_of"] = [_member_record(member, member_card) for member, member_card in zip(members, cards, strict=True)]
     card["training_kind"] = soup_training_kind(name, cards)
-    cpu_cards = [member_card for member_card in cards if "training_device" not in member_card]  # a GPU member's minutes stay in soup_of
+    # each file's minutes once, a member given twice (a weighted soup) trained once; a GPU member's minutes stay in soup_of
+    cpu_cards = [member_card for member_card in distinct_files(cards) if "training_device" not in member_card]
     card["training_minutes"] = round(sum(member_card.get("training_minutes", 0.0) for member_card in cpu_cards), 1)
     card["training_seconds"] = round(sum(member_card.get("training_seconds", 0.0) for member_card in cpu_cards), 1)
     card.pop("training_device", None)
