@@ -663,6 +663,9 @@ def test_init_from_at_another_image_size_names_both_sizes():
 
     with pytest.raises(PurifyLabError, match=r"^init_from='student_cnn' takes 128 px, but this run trains student_cnn at 64 px \(--image-size\)"):
         _build_model(preset("cpu", "student_cnn", init_from="student_cnn", image_size=64, threads=1))
+    # no --image-size given: the preset chose the size, and the message told the user to drop a flag they never gave
+    with pytest.raises(PurifyLabError, match=r"trains mnist_cnn at 28 px \(the cpu preset's size\); start from a model of that size$"):
+        _build_model(preset("cpu", "mnist_cnn", init_from="student_cnn", threads=1))
 
 
 def test_a_temperature_without_a_teacher_is_refused_not_recorded_and_ignored():

@@ -463,9 +463,11 @@ def _build_model(config: TrainConfig) -> XrayClassifier:
         if type(model) is not type(create_classifier(config.model, pretrained=False)):
             raise PurifyLabError(f"init_from='{config.init_from}' does not share {config.model}'s architecture")
         if model.image_size != config.image_size:
+            from_preset = preset(config.preset, config.model).image_size == config.image_size  # else --image-size chose it
+            where = f"the {config.preset} preset's size" if from_preset else "--image-size"
+            remedy = "start from a model of that size" if from_preset else "drop --image-size or start from a model of that size"
             raise PurifyLabError(
-                f"init_from='{config.init_from}' takes {model.image_size} px, but this run trains {config.model} at {config.image_size} px "
-                "(--image-size); drop --image-size or start from a model of that size"
+                f"init_from='{config.init_from}' takes {model.image_size} px, but this run trains {config.model} at {config.image_size} px ({where}); {remedy}"
             )
         model.card = None
         model.calibrate(1.0, None)  # fine-tuning starts from the network itself, not its card's decision rule (as the teacher)
