@@ -393,6 +393,17 @@ def test_data_split_of_a_split_folder_reads_that_folders_groups_csv(tmp_path: Pa
     assert (spec["grouping"], spec["group_count"]) == ("groups.csv", 4)
 
 
+def test_data_split_leaving_no_training_images_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    """`--val 0.5 --test 0.45` on 8 patients wrote "train 0, val 4, test 4": whole patients are rounded."""
+    for index in range(4):
+        for label in ("NORMAL", "PNEUMONIA"):
+            _save_png(tmp_path / "data" / label / f"{index}.png", _noise(index + 10 * len(label), (8, 8)))
+    out = tmp_path / "s.json"
+    result = CliRunner().invoke(_cli(), ["data", "split", str(tmp_path / "data"), "--val", "0.5", "--test", "0.45", "--out", str(out)])
+    assert str(result.exception) == "val 0.5 and test 0.45 of 8 groups leave none to train on; lower --val or --test"
+    assert not out.exists() and not out.with_name("s.config.json").exists()
+
+
 def test_a_copy_of_training_images_is_read_as_new_data_only_with_a_warning(xray_train_dir: Path, xray_test_dir: Path, tmp_path: Path) -> None:
     """100 training X-rays copied elsewhere read 'split all, accuracy 0.96' with no remark: the folder
     was not the training folder by its hash, so its images counted as new patients."""

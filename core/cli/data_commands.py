@@ -69,6 +69,8 @@ def split_command(
     default = project_fractions(grouping)
     val, test = default["val"] if val is None else val, default["test"] if test is None else test
     spec = make_splits(image_set, val=val, test=test, seed=seed, grouping=grouping)
+    if not len(spec.indices["train"]):  # whole groups are rounded, so fractions summing below 1 can still take them all
+        raise PurifyLabError(f"val {val:g} and test {test:g} of {_count(spec.group_count, 'group')} leave none to train on; lower --val or --test")
     cut = describe_cut(grouping)
     if (val, test, seed) != (default["val"], default["test"], SPLIT_SEED):
         cut = f"val {val:.0%}, test {test:.0%}, seed {seed}: not the project's split ({cut})"
