@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import PurifyLabError
-from core.paths import WEIGHTS_DIR
+from core.paths import WEIGHTS_DIR, write_files
 from core.results import software_provenance
 
 if TYPE_CHECKING:  # torch and safetensors load only with weights: reading a card (the app's home page) needs neither
@@ -38,12 +38,20 @@ def card_path(weights_path: Path) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
-def ship(weights_path: Path) -> Path:
-    """--ship: a finished run's weights file and its card, copied into weights/ under their own names;
-    the run folder keeps them, so shipping stays a choice the user makes."""
-    for source in (weights_path, card_path(weights_path)):
-        shutil.copy2(source, WEIGHTS_DIR / source.name)
-    return WEIGHTS_DIR / weights_path.name
+def card_text(card: dict) -> str:
+    """A card as it is written to disk, by save_weights and by ship alike."""
+    return json.dumps(card, indent=2, sort_keys=True) + "\n"
+
+
+def ship(weights_path: Path, stem: str) -> Path:
+    """--ship: a finished run's weights file and its card, copied into weights/ as `stem`, the name its
+    loader reads: whatever --weights called the run's file, it can replace that model only. Both are
+    staged and renamed together (write_files): an interrupt leaves the old pair or the new one, never
+    new weights beside the old card. The run folder keeps its copy, so shipping stays the user's choice."""
+    target = WEIGHTS_DIR / f"{stem}.safetensors"
+    card = read_card(weights_path) | {"file": target.name}  # the card names the file it sits beside
+    write_files({target: Path(weights_path).read_bytes(), card_path(target): card_text(card)})
+    return target
 
 
 def save_weights(module: torch.nn.Module, path: str | Path, card: dict[str, Any], fp16: bool = True) -> dict:
@@ -78,7 +86,7 @@ def save_weights(module: torch.nn.Module, path: str | Path, card: dict[str, Any]
             parameter_count=sum(p.numel() for p in module.parameters()),
             storage_dtype="float16" if fp16 else "float32",
         )
-        card_path(staged).write_text(json.dumps(full_card, indent=2, sort_keys=True) + "\n")
+        card_path(staged).write_text(card_text(full_card))
         os.replace(staged, path)
         os.replace(card_path(staged), card_path(path))
     finally:

@@ -84,12 +84,13 @@ def _check_denoiser_weights(weights: Path | None, preset: str, data: Path, overw
     return weights
 
 
-def _check_ship(ship: bool, preset: str, weights: Path) -> None:
-    """--ship puts `weights` into weights/ under its own name: never from a --preset tiny run."""
+def _check_ship(ship: bool, preset: str) -> None:
+    """--ship never publishes a --preset tiny run into weights/: refused before torch loads, so the
+    refusal names no one file (the preset's weights stem is known only once the training modules load)."""
     if ship:
         from core.paths import WEIGHTS_DIR
 
-        check_not_shipped(preset, WEIGHTS_DIR / weights.name, "--ship")
+        check_not_shipped(preset, WEIGHTS_DIR / "*.safetensors", "--ship")
 
 
 def _train_denoiser(
@@ -98,7 +99,7 @@ def _train_denoiser(
     data: Path,
     run_dir: Path,
     weights: Path | None,
-    default_weights: Path,
+    stem: str,
     preset: str,
     resume: bool,
     overwrite: bool,
@@ -106,10 +107,11 @@ def _train_denoiser(
 ) -> None:
     """The common end of `train diffusion` and `train cold`: the default weights path checked (a given
     --weights was, before the imports; the default has a name only now that the preset chose it), the
-    run, and --ship once its card is whole."""
+    run, and --ship once its card is whole, as `stem`, the name its purifier loads it by."""
+    from core.train.diffusion import run_weights_path
+
     if weights is None:
-        weights = _check_denoiser_weights(default_weights, preset, data, overwrite, run_dir)
-    _check_ship(ship, preset, weights)
+        weights = _check_denoiser_weights(run_weights_path(run_dir, stem), preset, data, overwrite, run_dir)
     with training_resume_hint(run_dir, resume):
         card = train(config, data, run_dir, weights_path=weights)
     if not card:
@@ -117,7 +119,7 @@ def _train_denoiser(
     if ship:
         from core.weights import ship as ship_to_weights
 
-        ship_to_weights(weights)
+        ship_to_weights(weights, stem)
     typer.echo(json.dumps(card["quality"], indent=2))
 
 
@@ -188,12 +190,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_run_folder(run_dir, resume, overwrite)
         data = data or default_data_for(preset)
         _check_denoiser_weights(weights, preset, data, overwrite, run_dir)
+        _check_ship(ship, preset)
         check_run(data, out, "--out", device)
         check_not_reporting_cohort(preset, data)
-        from core.train.diffusion import DiffusionTrainConfig, run_weights_path, train_diffusion
+        from core.train.diffusion import DiffusionTrainConfig, train_diffusion
 
         config = DiffusionTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
-        _train_denoiser(train_diffusion, config, data, run_dir, weights, run_weights_path(run_dir, config.weights_stem), preset, resume, overwrite, ship)
+        _train_denoiser(train_diffusion, config, data, run_dir, weights, config.weights_stem, preset, resume, overwrite, ship)
 
     @groups["train"].command("cold")
     def train_cold_command(
@@ -219,11 +222,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_run_folder(out, resume, overwrite)
         data = data or XRAY_TRAIN_DIR
         _check_denoiser_weights(weights, preset, data, overwrite, out)
+        _check_ship(ship, preset)
         check_run(data, out, "--out", device)
         check_not_reporting_cohort(preset, data)
         from core.purifiers.cold import COLD_WEIGHTS_STEM
         from core.train.cold import ColdTrainConfig, train_cold
-        from core.train.diffusion import run_weights_path
 
         config = ColdTrainConfig.from_preset(preset, resume=resume, max_minutes=max_minutes, epochs=epochs)
-        _train_denoiser(train_cold, config, data, out, weights, run_weights_path(out, COLD_WEIGHTS_STEM), preset, resume, overwrite, ship)
+        _train_denoiser(train_cold, config, data, out, weights, COLD_WEIGHTS_STEM, preset, resume, overwrite, ship)
