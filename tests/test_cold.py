@@ -336,3 +336,38 @@ def test_a_cold_run_of_any_preset_stays_in_its_run_folder_and_only_ship_copies_i
     assert read_card(shipped / run_file.name) == read_card(run_file) and read_card(run_file)["sha256"] == sha256_of(shipped / run_file.name)
     unet, card = load_shipped_unet(COLD_WEIGHTS_STEM, weights_dir=shipped)  # the purifiers load what --ship put there
     assert card["training_config"]["preset"] == "cpu" and unet.config.sample_size == 128
+
+
+def test_a_resumed_cold_run_interrupted_while_it_publishes_is_published_by_the_next_resume(tiny_xray_folder, tmp_path, monkeypatch):
+    """The card in the folder is epoch 1's, published whole before the run was resumed for a second epoch
+    whose publish a Ctrl-C cut: --resume refused the run as finished. It now publishes the finished
+    checkpoint, as the run never interrupted did; once that is in place, the run is refused as finished."""
+    import safetensors.torch
+
+    from core.train.cold import ColdTrainConfig, train_cold
+    from core.weights import read_card, sha256_of
+
+    def run(folder: str, **overrides) -> dict:
+        out = tmp_path / folder
+        return train_cold(ColdTrainConfig.from_preset("tiny", **overrides), tiny_xray_folder, out, progress=False, weights_path=out / "cold_unet.safetensors")
+
+    straight = run("straight", epochs=2)
+    run("run", epochs=1)
+    weights = tmp_path / "run" / f"{COLD_WEIGHTS_STEM}.safetensors"
+    real_save_file = safetensors.torch.save_file
+
+    def interrupted_in_the_publish(tensors, filename, *args, **kwargs):
+        if Path(filename).name == weights.name:
+            raise KeyboardInterrupt  # as a Ctrl-C landing there ends the process
+        return real_save_file(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", interrupted_in_the_publish)
+    with pytest.raises(KeyboardInterrupt):
+        run("run", epochs=2, resume=True)
+    monkeypatch.undo()
+    assert read_card(weights)["training"]["epochs_completed"] == 1  # whole, but older than the checkpoint of epoch 2
+    resumed = run("run", epochs=2, resume=True)
+    assert resumed["sha256"] == sha256_of(weights) == straight["sha256"] and resumed["quality"] == straight["quality"]
+    assert resumed["training"]["epochs_completed"] == 2 and read_card(weights) == resumed
+    with pytest.raises(PurifyLabError, match=r"^--resume: the run in .* is finished \(2 of 2 epochs\)"):
+        run("run", epochs=2, resume=True)

@@ -313,3 +313,64 @@ def test_a_denoiser_run_of_any_preset_stays_in_its_run_folder_and_only_ship_copi
     assert read_card(shipped / "ddpm_unet.safetensors") == read_card(run_file) and read_card(run_file)["sha256"] == sha256_of(shipped / "ddpm_unet.safetensors")
     unet, _ = load_shipped_unet("ddpm_unet", shipped)  # the purifiers load what --ship put there
     assert unet.config.sample_size == 128
+
+
+def _interrupted_while_writing(monkeypatch, file_name: str) -> None:
+    """Fault injection: writing a safetensors file named `file_name` raises KeyboardInterrupt, as a Ctrl-C
+    landing there ends the process; every other file (the checkpoint's) is written for real."""
+    from pathlib import Path
+
+    import safetensors.torch
+
+    real_save_file = safetensors.torch.save_file
+
+    def save_file(tensors, filename, *args, **kwargs):
+        if Path(filename).name == file_name:
+            raise KeyboardInterrupt
+        return real_save_file(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+
+
+def test_a_denoiser_run_interrupted_while_it_publishes_is_published_by_resume(small_xray_folder, tmp_path, monkeypatch, capsys):
+    """A Ctrl-C while a finished run was published said "rerun with --resume", and --resume refused the run
+    as finished, so it had to be trained again. --resume now publishes it from its checkpoint, as the run never
+    interrupted did, when the file is missing or cut; once published whole, the run is refused as finished."""
+    from core.cli import main
+    from core.weights import sha256_of
+
+    args = ["train", "diffusion", "--preset", "tiny", "--data", str(small_xray_folder), "--device", "cpu"]
+
+    def purifylab(run, *more: str) -> tuple[int, str]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--out", str(run), *more])
+        return int(exit_info.value.code or 0), capsys.readouterr().err
+
+    assert purifylab(tmp_path / "whole")[0] == 0
+    whole = read_card(tmp_path / "whole" / "ddpm_unet.safetensors")
+    run = tmp_path / "run"
+    weights = run / "ddpm_unet.safetensors"
+    _interrupted_while_writing(monkeypatch, weights.name)
+    code, err = purifylab(run)
+    monkeypatch.undo()
+    assert (code, err.splitlines()[-1]) == (130, "interrupted: rerun the same command with --resume to continue from its last checkpoint"), err
+    assert not weights.exists() and not weights.with_suffix(".json").exists()
+
+    def timeless(history: list[dict]) -> list[dict]:
+        return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
+
+    def published_by_resume() -> None:
+        code, err = purifylab(run, "--resume")
+        assert code == 0, err
+        card = read_card(weights)
+        assert card["sha256"] == sha256_of(weights) == whole["sha256"] and card["quality"] == whole["quality"]
+        assert timeless(card["history"]) == timeless(whole["history"]) and card["epochs_completed"] == 1
+
+    published_by_resume()
+    weights.write_bytes(weights.read_bytes()[:100])  # a file cut short: its card no longer vouches for it
+    published_by_resume()
+    unet, _ = load_shipped_unet("ddpm_unet", run)
+    assert unet.config.sample_size == 32
+    code, err = purifylab(run, "--resume")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --resume: the run in") and "is finished (1 of 1 epochs)" in lines[0], err

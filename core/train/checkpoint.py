@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from core.errors import PurifyLabError
 from core.train.runs import check_same_data
+from core.weights import card_path, read_card, sha256_of
 
 # What --resume may change: the budgets (how long the run goes on), the CPU threads (how fast, not
 # what it learns) and the resume flag itself. Any other setting would leave the card misstating how
@@ -236,3 +237,33 @@ def check_unfinished(out_dir: Path, epochs_done: int, seconds: float, steps: int
     max_steps = getattr(config, "max_steps", None)
     if max_steps is not None and steps >= max_steps:
         raise PurifyLabError(f"{where} is finished: it reached its max_steps ({steps} of {max_steps}); pass --overwrite to start over")
+
+
+def only_publish_left(out_dir: Path, epochs_done: int, state: dict, config, weights_path: Path, figures: str) -> bool:
+    """Whether --resume of the run in `out_dir` has only its publish left to do: its training is over
+    but its model at `weights_path` is not in place whole (a Ctrl-C while it was published), so the
+    trainer publishes it from the checkpoint instead of refusing it as finished and losing the run.
+    A finished run whose model is in place is refused as `check_unfinished` says."""
+    try:
+        check_unfinished(out_dir, epochs_done, state["seconds"], state["step"], config)
+    except PurifyLabError:
+        if is_published(weights_path, out_dir / "checkpoint", figures):
+            raise
+        return True
+    return False
+
+
+def is_published(weights_path: Path, checkpoint_dir: Path, figures: str) -> bool:
+    """Whether a run's model is in place whole: the file beside a card that vouches for its bytes
+    (SHA-256) and holds its `figures`, written after the run's last checkpoint (an older card is of a
+    model the run has trained past since, or of a former run)."""
+    try:
+        card = read_card(weights_path)
+    except PurifyLabError:
+        return False
+    return (
+        weights_path.is_file()
+        and figures in card
+        and card.get("sha256") == sha256_of(weights_path)
+        and card_path(weights_path).stat().st_mtime_ns >= (checkpoint_dir / STATE_FILE).stat().st_mtime_ns
+    )

@@ -38,10 +38,9 @@ from core.paths import write_files
 from core.purifiers import create_purifier
 from core.purifiers.simple import gaussian_noise
 from core.train.checkpoint import (
-    STATE_FILE,
     check_resumed_data,
-    check_unfinished,
     load_checkpoint,
+    only_publish_left,
     reporting_write_failures,
     resume_state,
     save_checkpoint,
@@ -66,7 +65,7 @@ from core.train.runs import (
     stopped_by_time_budget,
     training_device,
 )
-from core.weights import card_path, load_weights, read_card, save_weights, sha256_of
+from core.weights import card_path, card_text, load_weights, read_card, save_weights
 
 if TYPE_CHECKING:
     from core.attacks import AttackConfig
@@ -535,14 +534,8 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
     out_dir = Path(out_dir) if out_dir is not None else classifier_run_dir(config.model)
     checkpoint_dir = out_dir / "checkpoint"
     state = resume_state(out_dir, asdict(config)) if resume else None
-    publish_only = False  # a finished run whose publish was cut off: --resume publishes it instead of refusing it
-    if state is not None:
-        try:
-            check_unfinished(out_dir, state["epoch"] + 1, state["seconds"], state["step"], config)
-        except PurifyLabError:
-            if _published(out_dir, config.model):
-                raise
-            publish_only = True
+    # a finished run whose publish was cut off: --resume publishes it instead of refusing it
+    publish_only = state is not None and only_publish_left(out_dir, state["epoch"] + 1, state, config, out_dir / f"{config.model}.safetensors", "val_metrics")
     accelerator = start_accelerator(config.threads, config.seed)
     main = accelerator.is_main_process
 
@@ -847,25 +840,8 @@ def recalibrate(name: str, weights: Path, data_dir: str | Path) -> dict:
     model.calibrate(calibration["temperature"], calibration["threshold"])
     card = {**card, "calibration": calibration, "reads_through": through}
     card.update(measure_card_metrics(name, weights, data_dir, limit, model=model, through=through))
-    card_path(weights).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    card_path(weights).write_text(card_text(card))
     return card
-
-
-def _published(out_dir: Path, name: str) -> bool:
-    """Whether the run's model is in place whole: <name>.safetensors beside a card that vouches for its
-    bytes (SHA-256) and holds its figures (val_metrics), written after the run's last checkpoint (an
-    older one is a model the run has trained past since, or a former run's)."""
-    target = out_dir / f"{name}.safetensors"
-    try:
-        card = read_card(target)
-    except PurifyLabError:
-        return False
-    return (
-        target.is_file()
-        and "val_metrics" in card
-        and card.get("sha256") == sha256_of(target)
-        and card_path(target).stat().st_mtime_ns >= (out_dir / "checkpoint" / STATE_FILE).stat().st_mtime_ns
-    )
 
 
 def _publish(config, model, data_dir, out_dir: Path, history, selected, batches_per_epoch: int, seconds, train, val) -> dict:

@@ -40,9 +40,9 @@ from core.purifiers.cold import (
 from core.purifiers.unet import UNET_SPECS, build_unet
 from core.train.checkpoint import (
     check_resumed_data,
-    check_unfinished,
     ema_copy,
     load_ema_checkpoint,
+    only_publish_left,
     reporting_write_failures,
     resume_state,
     save_ema_checkpoint,
@@ -229,8 +229,7 @@ def train_cold(
     weights_path = Path(weights_path) if weights_path is not None else run_weights_path(out_dir, COLD_WEIGHTS_STEM)
     checkpoint_dir = out_dir / "checkpoint"
     resumed = resume_state(out_dir, asdict(config)) if config.resume else None
-    if resumed is not None:
-        check_unfinished(out_dir, resumed["epoch"], resumed["seconds"], resumed["step"], config)
+    publish_only = resumed is not None and only_publish_left(out_dir, resumed["epoch"], resumed, config, weights_path, "quality")
     accelerator = start_accelerator(config.threads, config.seed)
     main = accelerator.is_main_process
 
@@ -247,7 +246,9 @@ def train_cold(
     state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": []}
     if resumed is not None:
         state = load_ema_checkpoint(checkpoint_dir, unet, ema, optimizer)
-        if main:
+        if main and publish_only:
+            print(f"publishing {weights_path.name}: its run is finished, but its model and card were not written whole", flush=True)
+        elif main:
             print(f"resuming cold UNet training at epoch {state['epoch'] + 1}", flush=True)
     unet, optimizer = accelerator.prepare(unet, optimizer)
     ema.to(accelerator.device)
@@ -261,7 +262,7 @@ def train_cold(
     started = time.time() - state["seconds"]
     out_of_time = False
     epoch, step, history = state["epoch"], state["step"], state["history"]
-    while epoch < config.epochs and not out_of_time:
+    while not publish_only and epoch < config.epochs and not out_of_time:
         sampler.epoch = epoch
         process_generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch + 7919 * (accelerator.process_index + 1))
         unet.train()

@@ -35,9 +35,9 @@ from core.purifiers.diffusion import DDPM_WEIGHTS_STEM, ddpm_scheduler
 from core.purifiers.unet import UNET_SPECS, build_unet
 from core.train.checkpoint import (
     check_resumed_data,
-    check_unfinished,
     ema_copy,
     load_ema_checkpoint,
+    only_publish_left,
     reporting_write_failures,
     resume_state,
     save_ema_checkpoint,
@@ -276,8 +276,7 @@ def train_diffusion(
     weights_path = Path(weights_path) if weights_path is not None else run_weights_path(out_dir, config.weights_stem)
     checkpoint_dir = out_dir / "checkpoint"
     resumed = resume_state(out_dir, asdict(config)) if config.resume else None
-    if resumed is not None:
-        check_unfinished(out_dir, resumed["epoch"] + 1, resumed["seconds"], resumed["step"], config)
+    publish_only = resumed is not None and only_publish_left(out_dir, resumed["epoch"] + 1, resumed, config, weights_path, "quality")
     accelerator = start_accelerator(config.threads, config.seed)
     main = accelerator.is_main_process
 
@@ -299,7 +298,9 @@ def train_diffusion(
     state = {"epoch": -1, "step": 0, "history": [], "seconds": 0.0}
     if resumed is not None:
         state = load_ema_checkpoint(checkpoint_dir, unet, ema, optimizer)
-        if main:
+        if main and publish_only:
+            print(f"publishing {weights_path.name}: its run is finished, but its model and card were not written whole", flush=True)
+        elif main:
             print(f"resuming at epoch {state['epoch'] + 2}, step {state['step']}", flush=True)
     unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
     raw_unet = accelerator.unwrap_model(unet)
@@ -317,7 +318,7 @@ def train_diffusion(
         return base_seconds + time.time() - started
 
     step, stopped, out_of_time = state["step"], False, False
-    for epoch in range(state["epoch"] + 1, config.epochs):
+    for epoch in range(state["epoch"] + 1, state["epoch"] + 1 if publish_only else config.epochs):
         unet.train()
         # Seeded per epoch (and per process), so a resumed run draws what an uninterrupted one would.
         loader_generator.manual_seed(config.seed + epoch)
