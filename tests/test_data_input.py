@@ -587,3 +587,96 @@ print(decoded.error, decoded.unreadable)
         "PurifyLabError could not decode the PNG image: not enough memory",
         "could not decode the PNG image: not enough memory True",
     ]
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """An uncompressed unsigned-byte idx file (the MNIST format) holding `array`."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(size).to_bytes(4, "big") for size in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def test_a_renamed_copy_of_a_papers_training_file_is_named_as_the_training_images(shared_data: Path, tmp_path: Path) -> None:
+    """A renamed copy of the CIFAR-10 tar read 'split all, accuracy 0.875' with no remark: the warning
+    looked for a training folder, and MNIST's and CIFAR-10's training data are files; an idx copy
+    renames every image too, so only their pixels tell them."""
+    from core.data.loading import resolve_split
+    from core.data.locations import CIFAR10_FILE, MNIST_FILE
+    from core.data.sources import read_idx
+
+    if not (MNIST_FILE.is_file() and CIFAR10_FILE.is_file()):
+        pytest.skip(f"MNIST or CIFAR-10 not found under {shared_data}")
+    card = {"data": {"data_hash": "0" * 64}}
+    images, labels = read_idx(MNIST_FILE)[:20], read_idx(MNIST_FILE.with_name("t10k-labels-idx1-ubyte.gz"))[:20]
+    for prefix, pixels in (("copy", images), ("inverted", 255 - images)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", pixels)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", labels)
+    with pytest.warns(DataWarning, match=r"20 of the 20 images of .*copy-images-idx3-ubyte are, pixel for pixel, images of the file mnist_cnn was trained on"):
+        assert resolve_split(tmp_path / "copy-images-idx3-ubyte", None, card | {"name": "mnist_cnn"}) == "all"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # other pixels under the same indices are other images
+        assert resolve_split(tmp_path / "inverted-images-idx3-ubyte", None, card | {"name": "mnist_cnn"}) == "all"
+    renamed = tmp_path / "other.tar"
+    with tarfile.open(CIFAR10_FILE) as source, tarfile.open(renamed, "w") as copy:
+        for member in [member for member in source if member.isfile()][:10]:
+            copy.addfile(member, source.extractfile(member))
+    with pytest.warns(DataWarning, match=r"10 of the 10 images of .*other.tar are, by file name, images of the file cifar10_cnn was trained on"):
+        assert resolve_split(renamed, None, card | {"name": "cifar10_cnn"}) == "all"
+
+
+def test_training_images_read_through_a_split_folder_or_read_whole_are_named(xray_train_dir: Path, xray_test_dir: Path, tmp_path: Path) -> None:
+    """`--data PARENT --split train`, PARENT/train holding training X-rays, and the training folder
+    read with `--split all` or `train` printed figures with no remark, while the same images in a
+    plain folder were named as training images."""
+    from core.data.loading import resolve_split
+    from core.data.splits import data_hash_of_folder
+
+    parent = tmp_path / "parent"
+    for split, source in (("train", xray_train_dir), ("test", xray_test_dir)):
+        for label in ("NORMAL", "PNEUMONIA"):
+            (parent / split / label).mkdir(parents=True)
+            for image in sorted((source / label).glob("*.jpeg"))[:2]:
+                shutil.copy(image, parent / split / label / image.name)
+    card = {"name": "student_cnn", "data": {"data_hash": "0" * 64}}
+    with pytest.warns(DataWarning, match=r"4 of the 4 images of .*parent \(split train\) are, by file name, images of the folder student_cnn was trained on"):
+        assert resolve_split(parent, "train", card) == "train"
+    trained = {"name": "student_cnn", "data": {"data_hash": "0" * 64, "listed_hash": data_hash_of_folder(xray_train_dir)}}
+    with pytest.warns(DataWarning, match=r"is the data student_cnn was trained on, and split all, read whole, holds every image the model was trained on"):
+        assert resolve_split(xray_train_dir, "all", trained) == "all"
+    with pytest.warns(DataWarning, match=r"is the data student_cnn was trained on, and split train is the part of it the model was trained on"):
+        assert resolve_split(xray_train_dir, "train", trained) == "train"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the other cohort, and the validation part chosen on by design
+        assert resolve_split(parent, "test", card) == "test"
+        assert resolve_split(xray_train_dir, None, trained) == "val"
+        assert resolve_split(xray_train_dir, "val", trained) == "val"
+
+
+def test_a_stray_image_in_a_tar_split_folder_is_dropped_with_a_word_as_on_disk(tmp_path: Path) -> None:
+    """A tar whose train folder held one thumbnail beside its class folders was refused, every
+    correctly placed image named 'nested inside class folders'; the same tree on disk is read
+    (`data describe --split train` lists it so)."""
+    from core.data.sources import list_items
+
+    names = ("train/A/0.png", "train/B/0.png", "test/A/0.png", "test/B/0.png", "train/thumbnail.png")
+    tree = tmp_path / "tree"
+    archive = tmp_path / "tree.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in names:
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            (tree / name).write_bytes(_png_bytes())
+            _add(tar, name, _png_bytes())
+    with pytest.warns(DataWarning, match=r"1 image file\(s\) directly in .*train not read \(e.g. thumbnail.png\)"):
+        on_disk = list_items(tree, "train")
+    with pytest.warns(DataWarning, match=r"tree.tar: 1 image member\(s\) directly in split folder train not read \(e.g. train/thumbnail.png\)"):
+        in_tar = data_listing(archive, "train")
+    assert [item.source for item in in_tar.items] == ["tree.tar:train/A/0.png", "tree.tar:train/B/0.png"]
+    assert in_tar.classes == on_disk.classes == ("A", "B")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the split read holds no stray image
+        assert len(data_listing(archive, "test").items) == 2
+    deeper = tmp_path / "deeper.tar"
+    with tarfile.open(deeper, "w") as tar:
+        for name in (*names, "train/A/2019/1.png"):
+            _add(tar, name, _png_bytes())
+    with pytest.raises(PurifyLabError, match=r"deeper.tar holds 1 image\(s\) nested inside class folders \(e.g. train/A/2019/1.png\)"):
+        data_listing(deeper, "train")

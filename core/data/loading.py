@@ -20,7 +20,7 @@ from core.data.decode import check_channels, check_size
 from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
 from core.data.imageset import ImageSet
 from core.data.locations import default_data_for
-from core.data.sources import SplitsInData, data_listing, images_also_in, load_dataset
+from core.data.sources import SplitsInData, data_listing, identified_by, images_also_in, load_dataset
 from core.data.splits import SplitSpec, data_hash, make_splits
 from core.data.warning import warn
 from core.errors import PurifyLabError
@@ -29,6 +29,11 @@ from core.paths import CACHE_DIR
 SPLIT_SEED = 0
 PATIENT_FRACTIONS = {"val": 0.15, "test": 0.0}
 IMAGE_FRACTIONS = {"val": 0.1, "test": 0.1}
+TRAINED_SPLITS = {
+    "train": "split train is the part of it the model was trained on",
+    "all": "split all, read whole, holds every image the model was trained on (split train) or chose on (split val)",
+}
+"""The splits of a model's own training data that are no new data to it, in a warning's words."""
 
 
 @dataclass(frozen=True)
@@ -82,28 +87,36 @@ def resolve_split(folder: str | Path, split: str | None, card: dict | None) -> s
 
     data = (card or {}).get("data") or {}
     trained_on = {data.get("data_hash"), data.get("listed_hash")} - {None}
+    name = (card or {}).get("name")
     try:
         listed = data_hash_of_folder(folder)
     except SplitsInData:
         if split is None:
             raise
+        _warn_training_images(folder, split, name)  # a split folder may hold the training images as well
         return split  # data with splits of its own is read one split whole, never carved
     if listed in trained_on:
+        if split in TRAINED_SPLITS:
+            warn(f"{folder} is the data {name} was trained on, and {TRAINED_SPLITS[split]}: figures on it are not figures on new data")
         return split or "val"
-    _warn_training_images(folder, (card or {}).get("name"))
+    _warn_training_images(folder, None, name)
     return split or "all"
 
 
-def _warn_training_images(folder: str | Path, name: str | None) -> None:
+def _warn_training_images(folder: str | Path, split: str | None, name: str | None) -> None:
     """A copy or a subset of the folder a model was trained on is not that folder, so it is read as
-    new data: say so when its images are, by file name, that folder's (its default training set)."""
-    if name is None or not default_data_for(name).is_dir():
+    new data: say so when its images (those of `split`, where it holds split folders) are that
+    folder's (its default training set, a folder or a file)."""
+    if name is None or not default_data_for(name).exists():
         return
-    shared, listed = images_also_in(folder, default_data_for(name))
+    reference = default_data_for(name)
+    shared, listed = images_also_in(folder, reference, split)
     if shared:
+        where = f"{folder} (split {split})" if split else str(folder)
+        kind = "folder" if reference.is_dir() else "file"
         warn(
-            f"{len(shared)} of the {listed} images of {folder} are, by file name, images of the folder {name} was trained on "
-            f"({default_data_for(name)}, e.g. {shared[0]}): figures on them read images it learnt from or chose on, not new patients"
+            f"{len(shared)} of the {listed} images of {where} are, {identified_by(reference)}, images of the {kind} {name} was trained on "
+            f"({reference}, e.g. {shared[0]}): figures on them read images it learnt from or chose on, not new data"
         )
 
 

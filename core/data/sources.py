@@ -8,6 +8,7 @@ files and caching are then shared by every layout, so all of them behave the sam
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import math
 import os
@@ -74,6 +75,7 @@ class Listing:
     classes: tuple[str, ...]
     items: tuple[Item, ...]
     backing_files: tuple[Path, ...]  # files on disk whose size and mtime key the cache
+    named: bool = True  # False where images are known by index only (an MNIST idx, a MedMNIST npz)
 
     def limited(self, limit: int | None) -> Listing:
         """At most `limit` items, taken round-robin over classes so that a small limit still has every class."""
@@ -269,8 +271,8 @@ def _list_tar(path: Path, split: str | None) -> Listing:
         )
     if not members:
         raise PurifyLabError(f"tar archive {path} holds no CLASS/IMAGE files; expected [SPLIT/]CLASS/IMAGE members")
-    _refuse_nested_members(path, list(members))
-    splits = sorted({"/".join(name.parts[:-2]) for name in members})
+    in_split_folders = _split_folder_images(path, list(members))
+    splits = sorted({"/".join(name.parts[:-2]) for name in members if name not in in_split_folders})
     if splits == [""]:
         if split is not None:
             raise PurifyLabError(f"tar archive {path} has no split folders; leave split unset")
@@ -283,7 +285,13 @@ def _list_tar(path: Path, split: str | None) -> Listing:
         )
     else:
         chosen = _choose_split(split, splits, str(path))
-    selected = sorted((name for name in members if "/".join(name.parts[:-2]) == chosen), key=lambda n: (n.parts[-2], n.name))
+        stray = [name.as_posix() for name in in_split_folders if name.parts[0] == chosen]
+        if stray:
+            warn_once(
+                f"tar archive {path}: {len(stray)} image member(s) directly in split folder {chosen} not read (e.g. {stray[0]}); "
+                "the loader reads [SPLIT/]CLASS/IMAGE members: move them into their class folder"
+            )
+    selected = sorted((name for name in members if name not in in_split_folders and "/".join(name.parts[:-2]) == chosen), key=lambda n: (n.parts[-2], n.name))
     classes = tuple(sorted({name.parts[-2] for name in selected}))
     label_of = {name: i for i, name in enumerate(classes)}
     items = tuple(Item(f"{path.name}:{name}", label_of[name.parts[-2]], members[name]) for name in selected)
@@ -291,16 +299,22 @@ def _list_tar(path: Path, split: str | None) -> Listing:
     return Listing("tar archive", location, classes, items, (path,))
 
 
-def _refuse_nested_members(path: Path, names: list[PurePosixPath]) -> None:
-    """An image in a sub-folder of another image's folder sits inside a class folder: without this
-    refusal its class folder would be taken for a split, and the image lost or misnamed."""
-    folders = {name.parent for name in names}
-    nested = sorted(name.as_posix() for name in names if any(parent in folders for parent in name.parent.parents))
+def _split_folder_images(path: Path, names: list[PurePosixPath]) -> list[PurePosixPath]:
+    """The images directly in a split folder, beside its class folders: they belong to no class, and
+    are dropped with a word, as `_warn_loose_images` drops them on disk. A top folder holding images
+    and no image sub-folders is a class folder (CLASS/IMAGE); where none is, the top folders are split
+    folders (SPLIT/CLASS/IMAGE), a stray image in one of them included. An image deeper than its
+    layout reads is refused: it would be left out, or its class folder taken for a split."""
+    holding_images = {name.parts[0] for name in names if len(name.parts) == 2}
+    holding_folders = {name.parts[0] for name in names if len(name.parts) > 2}
+    with_splits = bool(holding_folders) and holding_images <= holding_folders
+    nested = sorted(name.as_posix() for name in names if len(name.parts) > 3 or (not with_splits and len(name.parts) == 3 and name.parts[0] in holding_images))
     if nested:
         raise PurifyLabError(
             f"tar archive {path} holds {len(nested)} image(s) nested inside class folders (e.g. {nested[0]}), which would be left out; "
             "the loader reads [SPLIT/]CLASS/IMAGE: move them up into their class folder"
         )
+    return [name for name in names if with_splits and len(name.parts) == 2]
 
 
 def _labels_vector(labels: np.ndarray, where: str) -> np.ndarray:
@@ -376,7 +390,7 @@ def _list_npz(path: Path, split: str | None) -> Listing:
     known = MEDMNIST_CLASS_NAMES.get(path.stem.split("_")[0])
     classes = known if known and len(known) == class_count else tuple(str(i) for i in range(class_count))
     items = tuple(Item(f"{path.name}:{chosen}[{i}]", int(label), partial(Image.fromarray, images[i])) for i, label in enumerate(labels))
-    return Listing("MedMNIST npz", f"{path}:{chosen}", classes, items, (path,))
+    return Listing("MedMNIST npz", f"{path}:{chosen}", classes, items, (path,), named=False)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -414,7 +428,7 @@ def _list_idx(path: Path, split: str | None) -> Listing:
         raise PurifyLabError(f"{path.name} {images.shape} and {labels_path.name} {labels.shape} are not (N, H, W) images with N labels")
     classes = tuple(str(i) for i in range(int(labels.max(initial=0)) + 1))
     items = tuple(Item(f"{path.name}[{i}]", int(label), partial(Image.fromarray, images[i])) for i, label in enumerate(labels))
-    return Listing("MNIST idx", str(path), classes, items, (path, labels_path))
+    return Listing("MNIST idx", str(path), classes, items, (path, labels_path), named=False)
 
 
 def _file_lister(path: Path) -> Callable[[Path, str | None], Listing] | None:
@@ -465,17 +479,38 @@ def _unknown_layout(path: Path) -> str:
     return f"unknown data layout at {path}; expected {EXPECTED_LAYOUTS}"
 
 
-def images_also_in(data_dir: str | Path, reference: str | Path) -> tuple[list[str], int]:
+def images_also_in(data_dir: str | Path, reference: str | Path, split: str | None = None) -> tuple[list[str], int]:
     """(the images of `data_dir` that are images of `reference`, how many `data_dir` lists), by file
     name (CLASS/IMAGE, whatever folder or archive prefix), so a copy, a subset or a renamed folder is
-    caught too; listing only, no decoding; the Kermany train and test folders share no name. Data that
-    cannot be listed shares nothing here: the loader names what is wrong with it."""
+    caught too; images without a name of their own (an MNIST idx, a MedMNIST npz) by their pixels,
+    which those files hold undecoded, since a renamed copy renames every one of them. `split` is read
+    as `data_listing` reads it: data holding splits of its own is listed at that split. Listing only,
+    no decoding; the Kermany train and test folders share no name. Data that cannot be listed shares
+    nothing here: the loader names what is wrong with it."""
     try:
-        sources = [item.source for item in list_items(data_dir).items]
-        known = {_class_and_name(item.source) for item in list_items(reference).items}
+        listing = data_listing(data_dir, split)
+        known = list_items(reference)
     except PurifyLabError:
         return [], 0
-    return [source for source in sources if _class_and_name(source) in known], len(sources)
+    if listing.named != known.named:  # a name and a picture are never the same image here
+        return [], len(listing.items)
+    known_images = set(_identities(known))
+    return [item.source for item, image in zip(listing.items, _identities(listing), strict=True) if image in known_images], len(listing.items)
+
+
+def identified_by(reference: str | Path) -> str:
+    """How `images_also_in` knew the images of `reference`, in a warning's words."""
+    return "by file name" if list_items(reference).named else "pixel for pixel"
+
+
+def _identities(listing: Listing) -> list[str | bytes]:
+    if listing.named:
+        return [_class_and_name(item.source) for item in listing.items]
+    return [_pixels_digest(item.open()) for item in listing.items]
+
+
+def _pixels_digest(image: Image.Image) -> bytes:
+    return hashlib.sha256(f"{image.mode} {image.size}".encode() + image.tobytes()).digest()
 
 
 def _class_and_name(source: str) -> str:
