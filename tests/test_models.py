@@ -120,8 +120,12 @@ def test_sevit_freezes_the_vit_and_combines_probabilities():
     assert len(members) == 3  # two block heads + the ViT head
     expected = torch.stack([m.softmax(1) for m in members]).mean(0)
     assert torch.allclose(model(x).exp(), expected, atol=1e-6)
+    # the detector's score as its docstring defines it: per image, the mean over block heads of KL(final || head)
+    log_final = members[-1].log_softmax(1)
+    divergences = [(log_final.exp() * (log_final - head.log_softmax(1))).sum(1) for head in members[:-1]]
     score = model.detection_score(x)
-    assert score.shape == (4,) and (score >= 0).all()
+    assert torch.allclose(score, torch.stack(divergences).mean(0), atol=1e-9)
+    assert score.shape == (4,) and (score >= 0).all() and score.sum() > 0  # random heads disagree with the ViT's
 
 
 def test_sevit_vote_follows_the_majority():

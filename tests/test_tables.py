@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_models import QuantisePurifier
 
 from core.attacks import AttackConfig
 from core.data.loading import load_split
 from core.errors import PurifyLabError
 from core.models import create_classifier
 from core.purifiers import PURIFIERS
-from core.purifiers.base import Purifier, PurifierConfig
 from core.results import ResultStore, cell_key
 from core.sweeps import sweep_preset
 from core.tables import AttackRow, PresetRunner, list_presets, load_preset, preset_from_dict, run_preset
@@ -30,21 +30,13 @@ from core.weights import save_weights
 IMAGE_SIZE = 32
 
 
-class QuantisePurifier(Purifier):
-    """8 grey levels with torch.round: zero gradient almost everywhere, the textbook masking defense."""
-
-    name = "test-quantise"
-    display_name = "Quantised (test)"
-
-    def __init__(self, config: PurifierConfig | None = None) -> None:
-        super().__init__(config)
-
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.round(x * 7) / 7
-
-
-if QuantisePurifier.name not in PURIFIERS:
-    PURIFIERS.register(QuantisePurifier.name, "test only: quantisation that masks gradients")(QuantisePurifier)
+@pytest.fixture()
+def quantise_registered(monkeypatch) -> str:
+    """A preset names its purifiers, so the masking defense is registered, and only while a test uses it:
+    other test files list the shipped registry in this process."""
+    monkeypatch.setitem(PURIFIERS._entries, QuantisePurifier.name, QuantisePurifier)
+    monkeypatch.setitem(PURIFIERS._descriptions, QuantisePurifier.name, "test only: quantisation that masks gradients")
+    return QuantisePurifier.name
 
 
 @pytest.fixture(scope="module")
@@ -184,13 +176,13 @@ def test_interrupted_run_resumes_without_recomputing(xray_train_dir, weights, tm
     assert len(recomputed) + len(finished) == len({r["key"] for r in records})
 
 
-def test_sanity_flags_appear_in_the_table(xray_train_dir, weights, tmp_path):
+def test_sanity_flags_appear_in_the_table(xray_train_dir, weights, tmp_path, quantise_registered):
     raw = _raw(xray_train_dir, weights)
     raw["tables"] = [{
         "name": "masking", "caption": "A gradient-masking defense.",
         "classifiers": [{"name": "student_cnn", "weights": weights, "label": "tiny-cnn"}],
         "rows": [{"label": "PGD", "name": "pgd", "eps": 0.1, "steps": 5}],
-        "columns": [{"label": "Quantise", "purifier": "test-quantise"}],
+        "columns": [{"label": "Quantise", "purifier": quantise_registered}],
         "threats": ["bpda", "white"],
     }]  # fmt: skip
     raw["sanity"] = {"collapse_eps": [0.001], "collapse_steps": 2}  # far too small to collapse: must flag

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from tiny_models import pneumoniamnist, tiny_cnn
+from tiny_models import QuantisePurifier, pneumoniamnist, tiny_cnn
 from torch import nn
 
 from core.attacks import (
@@ -23,7 +23,7 @@ from core.attacks import (
 from core.defended import DefendedClassifier, bpda_purify, clamp_to_unit
 from core.errors import PurifyLabError
 from core.purifiers import create_purifier
-from core.purifiers.base import Purifier, PurifierConfig
+from core.purifiers.base import Purifier
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,35 +55,17 @@ def setup(shared_data, single_thread) -> Setup:
     )
 
 
-class GaussianNoisePurifier(Purifier):
-    """A real stochastic purifier (additive Gaussian noise), independent of trained weights."""
-
-    name = "test-gaussian-noise"
-    stochastic = True
-
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x + 0.1 * noise
-
-
-class QuantisePurifier(Purifier):
-    """8 grey levels with torch.round: zero gradient almost everywhere, the classic masking defense."""
-
-    name = "test-quantise"
-
-    def __init__(self) -> None:
-        super().__init__(PurifierConfig())
-
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.round(x * 7) / 7
-
-
 def _accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     with torch.no_grad():
         return (classifier(images).argmax(1) == labels).float().mean().item()
 
 
-PURIFIERS = {"blur": lambda: create_purifier("blur", sigma=1.0), "noise": GaussianNoisePurifier}
+def _gaussian_noise() -> Purifier:
+    """The shipped stochastic purifier (randomized smoothing's noise), as the tables and `evaluate` build it."""
+    return create_purifier("gaussian", sigma=0.1)
+
+
+PURIFIERS = {"blur": lambda: create_purifier("blur", sigma=1.0), "noise": _gaussian_noise}
 
 
 @pytest.mark.parametrize("purifier_name", sorted(PURIFIERS))
@@ -155,7 +137,7 @@ def test_white_box_gradient_reaches_saturated_pixels(setup: Setup) -> None:
 
 
 def test_eot_draws_run_in_one_batched_forward_and_average_probabilities(setup: Setup) -> None:
-    purifier, x, eot = GaussianNoisePurifier(), setup.images[:5], 4
+    purifier, x, eot = _gaussian_noise(), setup.images[:5], 4
     calls: list[int] = []
     hook = setup.classifier.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
     try:
@@ -174,7 +156,7 @@ def test_eot_draws_run_in_one_batched_forward_and_average_probabilities(setup: S
 
 def test_defended_model_draws_fresh_but_reproducible_randomness(setup: Setup) -> None:
     x = setup.images[:6]
-    first, second = (DefendedClassifier(GaussianNoisePurifier(), setup.classifier, seed=7) for _ in range(2))
+    first, second = (DefendedClassifier(_gaussian_noise(), setup.classifier, seed=7) for _ in range(2))
     with torch.no_grad():
         a1, a2 = first(x), first(x)
         b1, b2 = second(x), second(x)
@@ -189,19 +171,19 @@ def test_defended_model_draws_fresh_but_reproducible_randomness(setup: Setup) ->
 def test_same_seeds_give_identical_adversarial_examples(setup: Setup) -> None:
     images, labels = setup.images[:8], setup.labels[:8]
     config = AttackConfig(name="pgd", eps=0.05, steps=3, seed=5)
-    runs = [craft("white", setup.classifier, GaussianNoisePurifier(), images, labels, config, eot=2, seed=1) for _ in range(2)]
+    runs = [craft("white", setup.classifier, _gaussian_noise(), images, labels, config, eot=2, seed=1) for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
-    other = craft("white", setup.classifier, GaussianNoisePurifier(), images, labels, config, eot=2, seed=2)
+    other = craft("white", setup.classifier, _gaussian_noise(), images, labels, config, eot=2, seed=2)
     assert not torch.equal(runs[0], other)
 
 
 def test_stochastic_defense_is_scored_one_shot_and_worst_case(setup: Setup) -> None:
     images, labels = setup.images, setup.labels
     adversarial = craft("grey", setup.classifier, None, images, labels, AttackConfig(eps=0.03, steps=5))
-    noisy = evaluate_defended(setup.classifier, GaussianNoisePurifier(), adversarial, labels, redraws=5, seed=0)
+    noisy = evaluate_defended(setup.classifier, _gaussian_noise(), adversarial, labels, redraws=5, seed=0)
     assert noisy.redraws == 5 and noisy.predictions.shape == (5, len(labels)) and noisy.probabilities.shape == (len(labels), 2)
     assert noisy.worst_case_accuracy <= noisy.one_shot_accuracy
-    first_draw_alone = evaluate_defended(setup.classifier, GaussianNoisePurifier(), adversarial, labels, redraws=1, seed=0)
+    first_draw_alone = evaluate_defended(setup.classifier, _gaussian_noise(), adversarial, labels, redraws=1, seed=0)
     assert first_draw_alone.one_shot_accuracy == noisy.one_shot_accuracy
     assert first_draw_alone.worst_case_accuracy == first_draw_alone.one_shot_accuracy
 
@@ -359,7 +341,7 @@ def test_bpda_eot_with_one_draw_is_refused_before_any_data_is_read(tmp_path, set
     with pytest.raises(PurifyLabError, match="^eot=4 does not apply to threat 'grey'"):
         EvaluationConfig(data=missing, attack=AttackConfig(), threat="grey", eot=4)
     with pytest.raises(PurifyLabError, match=message):
-        robust_run(setup.classifier, GaussianNoisePurifier(), setup.images[:2], setup.labels[:2], AttackConfig(steps=1), "bpda-eot")
+        robust_run(setup.classifier, _gaussian_noise(), setup.images[:2], setup.labels[:2], AttackConfig(steps=1), "bpda-eot")
     threat_model("bpda-eot").check_eot(2)
     with pytest.raises(PurifyLabError, match="^threat='bpda-eot' sets the attacked run"):  # no attack: a threat would be recorded unused
         EvaluationConfig(data=missing, threat="bpda-eot")

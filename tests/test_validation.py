@@ -30,9 +30,9 @@ def _refused(call, *expected: str) -> None:
     "params, expected",
     [
         ({"eps": -0.1}, ("eps=-0.1", "[0.0, 1.0]")),
-        ({"eps": 1.5}, ("eps=1.5", "[0.0, 1.0]")),
+        ({"eps": 1.5}, ("eps=1.5 is outside the allowed range [0.0, 1.0]",)),
         ({"eps": math.nan}, ("eps=nan",)),
-        ({"steps": 0}, ("steps=0", "[1,")),
+        ({"steps": 0}, ("steps=0 is outside the allowed range [1,",)),
         ({"name": "nope"}, ("'nope'", "pgd")),
         ({"norm": "l3"}, ("'l3'", "linf")),
     ],
@@ -44,12 +44,12 @@ def test_attack_settings(params, expected):
 @pytest.mark.parametrize(
     "name, params, expected",
     [
-        ("ddpm", {"t_star": 0.0}, ("t_star=0.0", "(0.0, 1.0]")),
+        ("ddpm", {"t_star": 0.0}, ("t_star=0.0 is outside the allowed range (0.0, 1.0]",)),
         ("ddpm", {"t_star": 1.5}, ("t_star=1.5", "(0.0, 1.0]")),
         ("ddpm", {"t_star": math.inf}, ("t_star=inf",)),
         ("ddim", {"skip": 0}, ("skip=0",)),
         ("noise", {"t_star": -1.0}, ("t_star=-1.0",)),
-        ("diffdefense", {"L": 0}, ("L=0",)),
+        ("diffdefense", {"L": 0}, ("L=0 must be >= 1",)),
         ("blur", {"sigma": -3.0}, ("sigma=-3.0",)),
         ("ddpm", {"bogus": 1}, ("'bogus'", "t_star")),
         ("nope", {}, ("'nope'", "ddpm")),

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.purifiers.base import Purifier
+
 
 def pneumoniamnist(shared_data: Path, split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `count` images of a split as float (N, 1, 28, 28) in [0, 1], and their labels."""
@@ -18,12 +20,12 @@ def pneumoniamnist(shared_data: Path, split: str, count: int) -> tuple[torch.Ten
     return images, torch.from_numpy(data[f"{split}_labels"][:count, 0]).long()
 
 
-def tiny_cnn(images: torch.Tensor, labels: torch.Tensor, seed: int, width: int = 8, steps: int = 120) -> nn.Module:
+def tiny_cnn(images: torch.Tensor, labels: torch.Tensor, seed: int, width: int = 8, steps: int = 120, classes: int = 2) -> nn.Module:
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(2 * width * 49, 2),
+        nn.Flatten(), nn.Linear(2 * width * 49, classes),
     )  # fmt: skip
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     order = torch.Generator().manual_seed(seed)
@@ -35,3 +37,14 @@ def tiny_cnn(images: torch.Tensor, labels: torch.Tensor, seed: int, width: int =
         optimiser.step()
     model.zero_grad(set_to_none=True)
     return model.eval()
+
+
+class QuantisePurifier(Purifier):
+    """8 grey levels with torch.round: zero gradient almost everywhere, the textbook masking defense
+    the gradient-masking checks must flag."""
+
+    name = "test-quantise"
+    display_name = "Quantised (test)"
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.round(x * 7) / 7
