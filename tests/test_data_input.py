@@ -615,12 +615,21 @@ def test_a_renamed_copy_of_a_papers_training_file_is_named_as_the_training_image
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # other pixels under the same indices are other images
         assert resolve_split(tmp_path / "inverted-images-idx3-ubyte", None, card | {"name": "mnist_cnn"}) == "all"
-    renamed = tmp_path / "other.tar"
-    with tarfile.open(CIFAR10_FILE) as source, tarfile.open(renamed, "w") as copy:
-        for member in [member for member in source if member.isfile()][:10]:
-            copy.addfile(member, source.extractfile(member))
-    with pytest.warns(DataWarning, match=r"10 of the 10 images of .*other.tar are, by file name, images of the file cifar10_cnn was trained on"):
+    renamed, other_export = tmp_path / "other.tar", tmp_path / "export.tar"
+    with tarfile.open(CIFAR10_FILE) as source, tarfile.open(renamed, "w") as copy, tarfile.open(other_export, "w") as export:
+        members = [member for member in source if member.isfile()][:11]
+        contents = [source.extractfile(member).read() for member in members]
+        for index, member in enumerate(members[:10]):
+            copy.addfile(member, io.BytesIO(contents[index]))
+            # CIFAR's names (CLASS/0000.jpg) recur in every export of it: the same names over other pictures
+            other = tarfile.TarInfo(member.name)
+            other.size = len(contents[index + 1])
+            export.addfile(other, io.BytesIO(contents[index + 1]))
+    with pytest.warns(DataWarning, match=r"10 of the 10 images of .*other.tar are, by file name and pixels, images of the file cifar10_cnn was trained on"):
         assert resolve_split(renamed, None, card | {"name": "cifar10_cnn"}) == "all"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_split(other_export, None, card | {"name": "cifar10_cnn"}) == "all"
 
 
 def test_training_images_read_through_a_split_folder_or_read_whole_are_named(xray_train_dir: Path, xray_test_dir: Path, tmp_path: Path) -> None:
@@ -680,3 +689,24 @@ def test_a_stray_image_in_a_tar_split_folder_is_dropped_with_a_word_as_on_disk(t
             _add(tar, name, _png_bytes())
     with pytest.raises(PurifyLabError, match=r"deeper.tar holds 1 image\(s\) nested inside class folders \(e.g. train/A/2019/1.png\)"):
         data_listing(deeper, "train")
+
+
+def test_a_tar_of_class_folders_with_sub_folders_or_under_one_top_folder_reads_as_before(tmp_path: Path) -> None:
+    """Reading a stray image as a split folder's misread two layouts: class folders that each hold a
+    sub-folder became splits named after the classes (an 'aug' class, the real images dropped), and
+    an archive made of one folder (data/test/CLASS/IMAGE) was refused as nested."""
+    augmented = tmp_path / "augmented.tar"
+    with tarfile.open(augmented, "w") as tar:
+        for name in ("NORMAL/a.png", "NORMAL/aug/b.png", "PNEUMONIA/c.png", "PNEUMONIA/aug/d.png"):
+            _add(tar, name, _png_bytes())
+    with pytest.raises(PurifyLabError, match=r"augmented.tar holds 2 image\(s\) nested inside class folders \(e.g. NORMAL/aug/b.png\)"):
+        data_listing(augmented, None)
+    one_folder = tmp_path / "one_folder.tar"
+    with tarfile.open(one_folder, "w") as tar:
+        for name in ("data/test/cat/1.png", "data/test/dog/2.png"):
+            _add(tar, name, _png_bytes())
+    listing = data_listing(one_folder, None)
+    assert listing.classes == ("cat", "dog") and [item.source for item in listing.items] == [
+        "one_folder.tar:data/test/cat/1.png",
+        "one_folder.tar:data/test/dog/2.png",
+    ]

@@ -20,7 +20,7 @@ from core.data.decode import check_channels, check_size
 from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images
 from core.data.imageset import ImageSet
 from core.data.locations import default_data_for
-from core.data.sources import SplitsInData, data_listing, identified_by, images_also_in, load_dataset
+from core.data.sources import SplitsInData, data_listing, images_also_in, load_dataset
 from core.data.splits import SplitSpec, data_hash, make_splits
 from core.data.warning import warn
 from core.errors import PurifyLabError
@@ -110,13 +110,13 @@ def _warn_training_images(folder: str | Path, split: str | None, name: str | Non
     if name is None or not default_data_for(name).exists():
         return
     reference = default_data_for(name)
-    shared, listed = images_also_in(folder, reference, split)
-    if shared:
+    shared = images_also_in(folder, reference, split)
+    if shared.sources:
         where = f"{folder} (split {split})" if split else str(folder)
         kind = "folder" if reference.is_dir() else "file"
         warn(
-            f"{len(shared)} of the {listed} images of {where} are, {identified_by(reference)}, images of the {kind} {name} was trained on "
-            f"({reference}, e.g. {shared[0]}): figures on them read images it learnt from or chose on, not new data"
+            f"{len(shared.sources)} of the {shared.listed} images of {where} are, {shared.how}, images of the {kind} {name} was trained on "
+            f"({reference}, e.g. {shared.sources[0]}): figures on them read images it learnt from or chose on, not new data"
         )
 
 

@@ -285,7 +285,7 @@ def _list_tar(path: Path, split: str | None) -> Listing:
         )
     else:
         chosen = _choose_split(split, splits, str(path))
-        stray = [name.as_posix() for name in in_split_folders if name.parts[0] == chosen]
+        stray = sorted(name.as_posix() for name in in_split_folders if name.parent.as_posix() == chosen)
         if stray:
             warn_once(
                 f"tar archive {path}: {len(stray)} image member(s) directly in split folder {chosen} not read (e.g. {stray[0]}); "
@@ -299,22 +299,27 @@ def _list_tar(path: Path, split: str | None) -> Listing:
     return Listing("tar archive", location, classes, items, (path,))
 
 
-def _split_folder_images(path: Path, names: list[PurePosixPath]) -> list[PurePosixPath]:
-    """The images directly in a split folder, beside its class folders: they belong to no class, and
-    are dropped with a word, as `_warn_loose_images` drops them on disk. A top folder holding images
-    and no image sub-folders is a class folder (CLASS/IMAGE); where none is, the top folders are split
-    folders (SPLIT/CLASS/IMAGE), a stray image in one of them included. An image deeper than its
-    layout reads is refused: it would be left out, or its class folder taken for a split."""
-    holding_images = {name.parts[0] for name in names if len(name.parts) == 2}
-    holding_folders = {name.parts[0] for name in names if len(name.parts) > 2}
-    with_splits = bool(holding_folders) and holding_images <= holding_folders
-    nested = sorted(name.as_posix() for name in names if len(name.parts) > 3 or (not with_splits and len(name.parts) == 3 and name.parts[0] in holding_images))
+def _split_folder_images(path: Path, names: list[PurePosixPath]) -> set[PurePosixPath]:
+    """The images lying directly in a split folder, beside its class folders: they belong to no class,
+    and are dropped with a word, as `_warn_loose_images` drops them on disk. A folder holding images
+    and image folders both is a split folder only where a sibling is a plain split folder (image
+    folders, no image of its own); otherwise it is a class folder with images nested in it, refused:
+    they would be left out, or the class folder taken for a split."""
+    holding = {name.parent for name in names}  # folders with images of their own
+    holding_folders = {folder.parent for folder in holding}  # folders with image folders
+    plain_splits = holding_folders - holding - {PurePosixPath(".")}  # the archive's root is no split
+    split_folders = {folder for folder in holding & holding_folders if any(split.parent == folder.parent for split in plain_splits)}
+    nested = sorted(
+        name.as_posix()
+        for name in names
+        if any(ancestor in holding and not (ancestor in split_folders and ancestor == name.parent.parent) for ancestor in name.parent.parents)
+    )
     if nested:
         raise PurifyLabError(
             f"tar archive {path} holds {len(nested)} image(s) nested inside class folders (e.g. {nested[0]}), which would be left out; "
             "the loader reads [SPLIT/]CLASS/IMAGE: move them up into their class folder"
         )
-    return [name for name in names if with_splits and len(name.parts) == 2]
+    return {name for name in names if name.parent in split_folders}
 
 
 def _labels_vector(labels: np.ndarray, where: str) -> np.ndarray:
@@ -479,34 +484,40 @@ def _unknown_layout(path: Path) -> str:
     return f"unknown data layout at {path}; expected {EXPECTED_LAYOUTS}"
 
 
-def images_also_in(data_dir: str | Path, reference: str | Path, split: str | None = None) -> tuple[list[str], int]:
-    """(the images of `data_dir` that are images of `reference`, how many `data_dir` lists), by file
-    name (CLASS/IMAGE, whatever folder or archive prefix), so a copy, a subset or a renamed folder is
-    caught too; images without a name of their own (an MNIST idx, a MedMNIST npz) by their pixels,
-    which those files hold undecoded, since a renamed copy renames every one of them. `split` is read
-    as `data_listing` reads it: data holding splits of its own is listed at that split. Listing only,
-    no decoding; the Kermany train and test folders share no name. Data that cannot be listed shares
-    nothing here: the loader names what is wrong with it."""
+@dataclass(frozen=True)
+class SharedImages:
+    """The images of some data that are images of a reference data set, and how they were known."""
+
+    sources: list[str]
+    listed: int  # how many images the data lists
+    how: str  # in a warning's words
+
+
+def images_also_in(data_dir: str | Path, reference: str | Path, split: str | None = None) -> SharedImages:
+    """The images of `data_dir` (at `split`, as `data_listing` reads it) that are images of `reference`,
+    so a copy, a subset or a renamed folder is caught too; listing only where names decide. In a
+    folder (the Kermany sets) a CLASS/IMAGE name names one patient's image and decides alone; the
+    Kermany train and test folders share no name. An archive's names (CIFAR's per-class 0000.jpg)
+    recur in every export of the data set, so a name match is confirmed pixel for pixel; images
+    without names (an MNIST idx, a MedMNIST npz, whose pixels lie undecoded) are known by pixels
+    only. Data that cannot be listed shares nothing here: the loader names what is wrong with it."""
     try:
         listing = data_listing(data_dir, split)
         known = list_items(reference)
     except PurifyLabError:
-        return [], 0
+        return SharedImages([], 0, "")
+    listed = len(listing.items)
     if listing.named != known.named:  # a name and a picture are never the same image here
-        return [], len(listing.items)
-    known_images = set(_identities(known))
-    return [item.source for item, image in zip(listing.items, _identities(listing), strict=True) if image in known_images], len(listing.items)
-
-
-def identified_by(reference: str | Path) -> str:
-    """How `images_also_in` knew the images of `reference`, in a warning's words."""
-    return "by file name" if list_items(reference).named else "pixel for pixel"
-
-
-def _identities(listing: Listing) -> list[str | bytes]:
-    if listing.named:
-        return [_class_and_name(item.source) for item in listing.items]
-    return [_pixels_digest(item.open()) for item in listing.items]
+        return SharedImages([], listed, "")
+    if not known.named:
+        known_pixels = {_pixels_digest(item.open()) for item in known.items}
+        return SharedImages([item.source for item in listing.items if _pixels_digest(item.open()) in known_pixels], listed, "pixel for pixel")
+    by_name = {_class_and_name(item.source): item for item in known.items}
+    named_alike = [(item, by_name[_class_and_name(item.source)]) for item in listing.items if _class_and_name(item.source) in by_name]
+    if Path(reference).is_dir():
+        return SharedImages([item.source for item, _ in named_alike], listed, "by file name")
+    same = [item.source for item, twin in named_alike if _pixels_digest(item.open()) == _pixels_digest(twin.open())]
+    return SharedImages(same, listed, "by file name and pixels")
 
 
 def _pixels_digest(image: Image.Image) -> bytes:

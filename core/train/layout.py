@@ -80,10 +80,11 @@ def check_split_not_carved_from_cohort(name: str, data_dir: str | Path, split: s
 
 def reporting_cohort_images(name: str, data_dir: str | Path) -> tuple[Path | None, list[str], int]:
     """(the cohort where `name`'s figures are reported, the images of `data_dir` that are images there,
-    how many `data_dir` lists), by file name (`core.data.sources.images_also_in`)."""
+    how many `data_dir` lists), as `core.data.sources.images_also_in` knows them."""
     report = report_data_for(name)
     if report is None:
         return None, [], 0
     from core.data.sources import images_also_in
 
-    return report, *images_also_in(data_dir, report)
+    shared = images_also_in(data_dir, report)
+    return report, shared.sources, shared.listed
