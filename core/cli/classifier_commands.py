@@ -38,11 +38,11 @@ from core.cli.preflight import (
     check_data,
     check_data_layout,
     check_eot_has_attack,
-    check_not_shipped,
     check_not_weights_folder,
     check_output,
     check_run,
     check_run_folder,
+    check_shippable,
     check_steps_apply,
     resume_hint,
     training_resume_hint,
@@ -239,7 +239,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.data.decode import MAX_IMAGE_SIZE
         from core.data.locations import default_data_for
         from core.image_file import MIN_SIDE
-        from core.paths import WEIGHTS_DIR
         from core.train.layout import CLASSIFIER_PRESETS, check_not_reporting_cohort, check_preset, classifier_run_dir, classifier_run_files
 
         check_preset(preset, CLASSIFIER_PRESETS)
@@ -248,7 +247,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         run_dir = out or classifier_run_dir(model)
         check_run_folder(run_dir, resume, overwrite, classifier_run_files(model))
         if ship:
-            check_not_shipped(preset, WEIGHTS_DIR / f"{model}.safetensors", "--ship")
+            check_shippable(preset)
         check_run(data, out, "--out", device)
         check_not_reporting_cohort(model, data or default_data_for(model))
         purified = _purifier_dict(purified_half)  # its settings, before timm and the data
@@ -313,7 +312,6 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         device: Device = None,
     ) -> None:
         """Average fine-tuned classifiers weight by weight (a model soup), then calibrate it on val."""
-        from core.paths import WEIGHTS_DIR
         from core.weights import read_card
 
         for member in members:
@@ -321,7 +319,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_output(check_not_weights_folder(out, "--out") / f"{model}.safetensors", "--out", overwrite=overwrite, suffix=".safetensors", creates_folder=True)
         if ship:
             for member in members:
-                check_not_shipped(read_card(member).get("training_config", {}).get("preset", ""), WEIGHTS_DIR / f"{model}.safetensors", "--ship")
+                check_shippable(read_card(member).get("training_config", {}).get("preset", ""))
         check_run(data, out, "--out", device)
         from core.data.locations import default_data_for
         from core.train.soup import make_soup

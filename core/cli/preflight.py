@@ -203,6 +203,13 @@ def check_not_shipped(preset: str, target: Path, option: str) -> Path:
     return target
 
 
+def check_shippable(preset: str) -> None:
+    """--ship copies a run into the shipped weights folder: never a --preset tiny one (a 32-px smoke
+    test), refused before any training."""
+    if preset == "tiny":
+        raise PurifyLabError(f"--ship: a --preset tiny test run must never replace a shipped model in {WEIGHTS_DIR}; drop --ship")
+
+
 def check_eot_has_attack(eot: int, attack: str | None, threat: str) -> None:
     """--eot counts purifier draws per attack step: without --attack, or under a threat model whose
     attacker draws none (grey, transfer, bpda), it would be recorded beside the number, never used."""

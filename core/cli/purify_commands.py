@@ -21,6 +21,7 @@ from core.cli.preflight import (
     check_output,
     check_run,
     check_run_folder,
+    check_shippable,
     training_resume_hint,
     use_device,
 )
@@ -82,15 +83,6 @@ def _check_denoiser_weights(weights: Path | None, preset: str, data: Path, overw
         check_not_weights_folder(weights.parent, "--weights")
         check_output(weights, "--weights", inputs=(data,), overwrite=overwrite, suffix=".safetensors", creates_folder=True)
     return weights
-
-
-def _check_ship(ship: bool, preset: str) -> None:
-    """--ship never publishes a --preset tiny run into weights/: refused before torch loads, so the
-    refusal names no one file (the preset's weights stem is known only once the training modules load)."""
-    if ship:
-        from core.paths import WEIGHTS_DIR
-
-        check_not_shipped(preset, WEIGHTS_DIR / "*.safetensors", "--ship")
 
 
 def _train_denoiser(
@@ -190,7 +182,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_run_folder(run_dir, resume, overwrite)
         data = data or default_data_for(preset)
         _check_denoiser_weights(weights, preset, data, overwrite, run_dir)
-        _check_ship(ship, preset)
+        if ship:
+            check_shippable(preset)
         check_run(data, out, "--out", device)
         check_not_reporting_cohort(preset, data)
         from core.train.diffusion import DiffusionTrainConfig, train_diffusion
@@ -222,7 +215,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check_run_folder(out, resume, overwrite)
         data = data or XRAY_TRAIN_DIR
         _check_denoiser_weights(weights, preset, data, overwrite, out)
-        _check_ship(ship, preset)
+        if ship:
+            check_shippable(preset)
         check_run(data, out, "--out", device)
         check_not_reporting_cohort(preset, data)
         from core.purifiers.cold import COLD_WEIGHTS_STEM
