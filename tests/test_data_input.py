@@ -627,6 +627,13 @@ def test_a_renamed_copy_of_a_papers_training_file_is_named_as_the_training_image
             export.addfile(other, io.BytesIO(contents[index + 1]))
     with pytest.warns(DataWarning, match=r"10 of the 10 images of .*other.tar are, by file name and pixels, images of the file cifar10_cnn was trained on"):
         assert resolve_split(renamed, None, card | {"name": "cifar10_cnn"}) == "all"
+    damaged = tmp_path / "damaged"  # a truncated twin is no one's twin, and the loader, not this check, reports it
+    for index, member in enumerate(members[:4]):
+        target = damaged.joinpath(*Path(member.name).parts[-2:])  # CLASS/IMAGE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(contents[index][:40] if index == 0 else contents[index])
+    with pytest.warns(DataWarning, match=r"3 of the 4 images of .*damaged are, by file name and pixels"):
+        assert resolve_split(damaged, None, card | {"name": "cifar10_cnn"}) == "all"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_split(other_export, None, card | {"name": "cifar10_cnn"}) == "all"
@@ -676,7 +683,7 @@ def test_a_stray_image_in_a_tar_split_folder_is_dropped_with_a_word_as_on_disk(t
             _add(tar, name, _png_bytes())
     with pytest.warns(DataWarning, match=r"1 image file\(s\) directly in .*train not read \(e.g. thumbnail.png\)"):
         on_disk = list_items(tree, "train")
-    with pytest.warns(DataWarning, match=r"tree.tar: 1 image member\(s\) directly in split folder train not read \(e.g. train/thumbnail.png\)"):
+    with pytest.warns(DataWarning, match=r"tree.tar: 1 image member\(s\) outside the class folders of split train not read \(e.g. train/thumbnail.png\)"):
         in_tar = data_listing(archive, "train")
     assert [item.source for item in in_tar.items] == ["tree.tar:train/A/0.png", "tree.tar:train/B/0.png"]
     assert in_tar.classes == on_disk.classes == ("A", "B")
@@ -710,3 +717,12 @@ def test_a_tar_of_class_folders_with_sub_folders_or_under_one_top_folder_reads_a
         "one_folder.tar:data/test/cat/1.png",
         "one_folder.tar:data/test/dog/2.png",
     ]
+    # `tar czf x.tgz data/` of a folder with a preview image beside its class folders, or above its split folders
+    layouts = {"data": ("data/preview.png", "data/A/1.png", "data/B/2.png"), "data/train": ("data/preview.png", "data/train/A/1.png", "data/test/A/2.png")}
+    for index, (split, names) in enumerate(layouts.items()):
+        archive = tmp_path / f"preview{index}.tar"
+        with tarfile.open(archive, "w") as tar:
+            for name in names:
+                _add(tar, name, _png_bytes())
+        with pytest.warns(DataWarning, match=rf"1 image member\(s\) outside the class folders of split {split} not read \(e.g. data/preview.png\)"):
+            assert len(data_listing(archive, None if split == "data" else split).items) == len(names) - 1 - index

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from core.data.decode import Decoded, check_channels, check_size, decode, parallel_map
+from core.data.decode import DECODE_ERRORS, Decoded, check_channels, check_size, decode, parallel_map
 from core.data.warning import warn, warn_once
 from core.errors import PurifyLabError
 from core.image_file import MAX_UPLOAD_BYTES, UPLOAD_EXTENSIONS, is_special_file
@@ -285,10 +285,11 @@ def _list_tar(path: Path, split: str | None) -> Listing:
         )
     else:
         chosen = _choose_split(split, splits, str(path))
-        stray = sorted(name.as_posix() for name in in_split_folders if name.parent.as_posix() == chosen)
+        read_under = {PurePosixPath(chosen), *PurePosixPath(chosen).parents}  # the split folder and the folders above it
+        stray = sorted(name.as_posix() for name in in_split_folders if name.parent in read_under)
         if stray:
             warn_once(
-                f"tar archive {path}: {len(stray)} image member(s) directly in split folder {chosen} not read (e.g. {stray[0]}); "
+                f"tar archive {path}: {len(stray)} image member(s) outside the class folders of split {chosen} not read (e.g. {stray[0]}); "
                 "the loader reads [SPLIT/]CLASS/IMAGE members: move them into their class folder"
             )
     selected = sorted((name for name in members if name not in in_split_folders and "/".join(name.parts[:-2]) == chosen), key=lambda n: (n.parts[-2], n.name))
@@ -300,20 +301,16 @@ def _list_tar(path: Path, split: str | None) -> Listing:
 
 
 def _split_folder_images(path: Path, names: list[PurePosixPath]) -> set[PurePosixPath]:
-    """The images lying directly in a split folder, beside its class folders: they belong to no class,
-    and are dropped with a word, as `_warn_loose_images` drops them on disk. A folder holding images
-    and image folders both is a split folder only where a sibling is a plain split folder (image
-    folders, no image of its own); otherwise it is a class folder with images nested in it, refused:
-    they would be left out, or the class folder taken for a split."""
+    """The images lying beside folders of images in a folder that is no class folder (a split folder,
+    or the one top folder `tar czf x.tgz data/` adds): they belong to no class, and are dropped with a
+    word, as `_warn_loose_images` drops them on disk. Such a folder is told from a class folder with
+    images nested in it by its siblings: a class folder's are class folders, holding images of their
+    own. Images nested in a class folder are refused: they would be left out, or the class folder
+    taken for a split."""
     holding = {name.parent for name in names}  # folders with images of their own
-    holding_folders = {folder.parent for folder in holding}  # folders with image folders
-    plain_splits = holding_folders - holding - {PurePosixPath(".")}  # the archive's root is no split
-    split_folders = {folder for folder in holding & holding_folders if any(split.parent == folder.parent for split in plain_splits)}
-    nested = sorted(
-        name.as_posix()
-        for name in names
-        if any(ancestor in holding and not (ancestor in split_folders and ancestor == name.parent.parent) for ancestor in name.parent.parents)
-    )
+    above_images = {folder for inner in holding for folder in inner.parents}
+    split_folders = {folder for folder in holding & above_images if not any(other.parent == folder.parent and other != folder for other in holding)}
+    nested = sorted(name.as_posix() for name in names if any(ancestor in holding - split_folders for ancestor in name.parent.parents))
     if nested:
         raise PurifyLabError(
             f"tar archive {path} holds {len(nested)} image(s) nested inside class folders (e.g. {nested[0]}), which would be left out; "
@@ -510,18 +507,24 @@ def images_also_in(data_dir: str | Path, reference: str | Path, split: str | Non
     if listing.named != known.named:  # a name and a picture are never the same image here
         return SharedImages([], listed, "")
     if not known.named:
-        known_pixels = {_pixels_digest(item.open()) for item in known.items}
-        return SharedImages([item.source for item in listing.items if _pixels_digest(item.open()) in known_pixels], listed, "pixel for pixel")
+        known_pixels = {_pixels_digest(item) for item in known.items} - {None}
+        return SharedImages([item.source for item in listing.items if _pixels_digest(item) in known_pixels], listed, "pixel for pixel")
     by_name = {_class_and_name(item.source): item for item in known.items}
     named_alike = [(item, by_name[_class_and_name(item.source)]) for item in listing.items if _class_and_name(item.source) in by_name]
     if Path(reference).is_dir():
         return SharedImages([item.source for item, _ in named_alike], listed, "by file name")
-    same = [item.source for item, twin in named_alike if _pixels_digest(item.open()) == _pixels_digest(twin.open())]
+    same = [item.source for item, twin in named_alike if (pixels := _pixels_digest(item)) is not None and pixels == _pixels_digest(twin)]
     return SharedImages(same, listed, "by file name and pixels")
 
 
-def _pixels_digest(image: Image.Image) -> bytes:
-    return hashlib.sha256(f"{image.mode} {image.size}".encode() + image.tobytes()).digest()
+def _pixels_digest(item: Item) -> bytes | None:
+    """None for an image that does not decode (or is too large to): it is no one's twin here, and the
+    loader skips it with its reason."""
+    try:
+        image = item.open()
+        return hashlib.sha256(f"{image.mode} {image.size}".encode() + image.tobytes()).digest()
+    except DECODE_ERRORS:
+        return None
 
 
 def _class_and_name(source: str) -> str:
