@@ -666,7 +666,7 @@ def test_init_from_at_another_image_size_names_both_sizes():
     # no --image-size given: the preset chose the size, and the message told the user to drop a flag they never gave
     with pytest.raises(PurifyLabError, match=r"trains mnist_cnn at 28 px \(the cpu preset's size\); start from a model of that size$"):
         _build_model(preset("cpu", "mnist_cnn", init_from="student_cnn", threads=1))
-    with pytest.raises(PurifyLabError, match=r"^init_from='student_cnn' takes 128 px, but this run trains mnist_cnn at 28 px"):
+    with pytest.raises(PurifyLabError, match=r"^init_from='student_cnn' takes 128 px, but this run trains mnist_cnn at 28 px \(its image_size\); start from"):
         _build_model(TrainConfig(model="mnist_cnn", init_from="student_cnn", image_size=28))  # the Python API's config names no preset
 
 

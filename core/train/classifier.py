@@ -462,10 +462,11 @@ def _build_model(config: TrainConfig) -> XrayClassifier:
         if type(model) is not type(create_classifier(config.model, pretrained=False)):
             raise PurifyLabError(f"init_from='{config.init_from}' does not share {config.model}'s architecture")
         if model.image_size != config.image_size:
-            # else --image-size chose it (or the Python API, whose TrainConfig names no preset)
-            from_preset = config.preset in CLASSIFIER_PRESETS and preset(config.preset, config.model).image_size == config.image_size
-            where = f"the {config.preset} preset's size" if from_preset else "--image-size"
-            remedy = "start from a model of that size" if from_preset else "drop --image-size or start from a model of that size"
+            where, remedy = "its image_size", "start from a model of that size"  # a TrainConfig built in Python names no preset
+            if config.preset in CLASSIFIER_PRESETS and preset(config.preset, config.model).image_size == config.image_size:
+                where = f"the {config.preset} preset's size"
+            elif config.preset in CLASSIFIER_PRESETS:
+                where, remedy = "--image-size", "drop --image-size or start from a model of that size"
             raise PurifyLabError(
                 f"init_from='{config.init_from}' takes {model.image_size} px, but this run trains {config.model} at {config.image_size} px ({where}); {remedy}"
             )
