@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,40 +54,31 @@ def ship(weights_path: Path, stem: str) -> Path:
 def save_weights(module: torch.nn.Module, path: str | Path, card: dict[str, Any], fp16: bool = True) -> dict:
     """Write `module`'s state dict as safetensors (fp16 floats by default) and its card beside it; the
     card names the class whose state dict it holds (`model_class`, unless given), so loading refuses
-    the file of another network (a purifier's under a classifier's name) in one line. Both are written
-    whole in a temporary folder beside `path`, then renamed into place, the file first: a reader never
-    meets a half-written one, and until its card follows, the card there does not vouch for its bytes."""
-    from safetensors.torch import save_file
+    the file of another network (a purifier's under a classifier's name) in one line. Both are staged,
+    synced and renamed together (write_files), as `ship` does: a reader never meets a half-written file."""
+    from safetensors.torch import save
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise PurifyLabError(f"weights must be saved as .safetensors, not '{path.suffix}'")
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
     for key, tensor in module.state_dict().items():
         tensor = tensor.detach().cpu().contiguous()
         if fp16 and tensor.is_floating_point():
             tensor = tensor.half()
         state[key] = tensor
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        staged = staging / path.name
-        save_file(state, str(staged))
-        full_card = dict(card)
-        full_card.setdefault("model_class", type(module).__name__)
-        full_card["software"] = software_provenance()  # the code that wrote this file, as every CLI output records
-        full_card.update(
-            file=path.name,
-            sha256=sha256_of(staged),
-            file_size_bytes=staged.stat().st_size,
-            parameter_count=sum(p.numel() for p in module.parameters()),
-            storage_dtype="float16" if fp16 else "float32",
-        )
-        card_path(staged).write_text(card_text(full_card))
-        os.replace(staged, path)
-        os.replace(card_path(staged), card_path(path))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    data = save(state)
+    full_card = dict(card)
+    full_card.setdefault("model_class", type(module).__name__)
+    full_card["software"] = software_provenance()  # the code that wrote this file, as every CLI output records
+    full_card.update(
+        file=path.name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        file_size_bytes=len(data),
+        parameter_count=sum(p.numel() for p in module.parameters()),
+        storage_dtype="float16" if fp16 else "float32",
+    )
+    write_files({path: data, card_path(path): card_text(full_card)})
     return full_card
 
 

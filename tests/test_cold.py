@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from interrupts import interrupt_writing
 
 from core.errors import PurifyLabError
 from core.io import load_image, to_model_input
@@ -343,7 +344,6 @@ def test_a_resumed_cold_run_interrupted_while_it_publishes_is_published_by_the_n
     """The card in the folder is epoch 1's, published whole before the run was resumed for a second epoch
     whose publish a Ctrl-C cut: --resume refused the run as finished. It now publishes the finished
     checkpoint, as the run never interrupted did; once that is in place, the run is refused as finished."""
-    import safetensors.torch
 
     from core.train.cold import ColdTrainConfig, train_cold
     from core.weights import read_card, sha256_of
@@ -355,14 +355,7 @@ def test_a_resumed_cold_run_interrupted_while_it_publishes_is_published_by_the_n
     straight = run("straight", epochs=2)
     run("run", epochs=1)
     weights = tmp_path / "run" / f"{COLD_WEIGHTS_STEM}.safetensors"
-    real_save_file = safetensors.torch.save_file
-
-    def interrupted_in_the_publish(tensors, filename, *args, **kwargs):
-        if Path(filename).name == weights.name:
-            raise KeyboardInterrupt  # as a Ctrl-C landing there ends the process
-        return real_save_file(tensors, filename, *args, **kwargs)
-
-    monkeypatch.setattr(safetensors.torch, "save_file", interrupted_in_the_publish)
+    interrupt_writing(monkeypatch, weights.name)  # as a Ctrl-C landing in the publish ends the process
     with pytest.raises(KeyboardInterrupt):
         run("run", epochs=2, resume=True)
     monkeypatch.undo()

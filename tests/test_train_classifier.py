@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from interrupts import interrupt_writing
 from torch import nn
 
 from core.attacks import AttackConfig, create_attack
@@ -593,28 +594,6 @@ def test_evaluate_reads_only_the_val_part_of_a_training_folder_that_holds_an_und
     assert exit_info.value.code in (0, None) and " split val " in out, out
 
 
-def _killed_in(monkeypatch, file_name: str, nth: int) -> None:
-    """Fault injection: the `nth` write of a safetensors file named `file_name` raises KeyboardInterrupt,
-    as a Ctrl-C or a SIGTERM landing there ends the process; every other file is written for real."""
-    import safetensors.torch
-
-    import core.train.checkpoint
-    import core.train.classifier
-
-    real_save_file = safetensors.torch.save_file
-    writes = []
-
-    def save_file(tensors, filename, *args, **kwargs):
-        if Path(filename).name == file_name:
-            writes.append(filename)
-            if len(writes) == nth:
-                raise KeyboardInterrupt
-        return real_save_file(tensors, filename, *args, **kwargs)
-
-    for module in (safetensors.torch, core.train.checkpoint, core.train.classifier):  # every name a save goes through
-        monkeypatch.setattr(module, "save_file", save_file, raising=False)
-
-
 @pytest.mark.parametrize(
     ("file_name", "nth"),
     [
@@ -630,7 +609,7 @@ def test_a_run_killed_while_it_saves_resumes_as_if_never_stopped(xray_train_dir,
     whole = train_classifier(config, xray_train_dir, tmp_path / "whole", progress=False)
     assert whole["selected_epoch"] == 1  # seed 0: epoch 2 is not better, so the file written in epoch 1 is the one published
     run = tmp_path / "run"
-    _killed_in(monkeypatch, file_name, nth)
+    interrupt_writing(monkeypatch, file_name, nth)
     with pytest.raises(KeyboardInterrupt):
         train_classifier(config, xray_train_dir, run, progress=False)
     monkeypatch.undo()
@@ -701,7 +680,7 @@ def test_a_run_interrupted_while_it_publishes_leaves_no_model_and_resume_publish
     run = tmp_path / "run"
     args = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--epochs", "1", "--threads", "1"]
     args += ["--data", str(xray_train_dir), "--out", str(run), "--no-progress", "--device", "cpu"]
-    _killed_in(monkeypatch, "substitute.safetensors", nth)
+    interrupt_writing(monkeypatch, "substitute.safetensors", nth)
     code, err = _cli(args, capsys)
     monkeypatch.undo()
     assert (code, err.splitlines()[-1]) == (130, "interrupted: rerun the same command with --resume to continue from its last checkpoint"), err
@@ -721,7 +700,7 @@ def test_ctrl_c_before_the_first_checkpoint_says_to_start_over_not_to_resume(xra
     run = tmp_path / "run"
     args = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--epochs", "1", "--threads", "1"]
     args += ["--data", str(xray_train_dir), "--out", str(run), "--no-progress", "--device", "cpu"]
-    _killed_in(monkeypatch, "model.safetensors", 1)  # the first checkpoint's model tensors
+    interrupt_writing(monkeypatch, "model.safetensors", 1)  # the first checkpoint's model tensors
     code, err = _cli(args, capsys)
     monkeypatch.undo()
     said = "interrupted: the run saved no checkpoint, so there is nothing to resume; rerun the same command with --overwrite to start over"
@@ -740,7 +719,7 @@ def test_a_resumed_run_interrupted_while_it_publishes_is_published_by_the_next_r
     shutil.copytree(tiny_run, run)
     args = ["train", "classifier", "--model", "substitute", "--preset", "tiny", "--epochs", "2", "--threads", "1", "--resume"]
     args += ["--data", str(xray_train_dir), "--out", str(run), "--no-progress", "--device", "cpu"]
-    _killed_in(monkeypatch, "substitute.safetensors", 1)
+    interrupt_writing(monkeypatch, "substitute.safetensors", 1)
     code, err = _cli(args, capsys)
     monkeypatch.undo()
     assert (code, err.splitlines()[-1]) == (130, "interrupted: rerun the same command with --resume to continue from its last checkpoint"), err

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from interrupts import interrupt_writing
 
 from core.errors import PurifyLabError
 from core.purifiers.ddpm import DDPMPurifier
@@ -315,23 +316,6 @@ def test_a_denoiser_run_of_any_preset_stays_in_its_run_folder_and_only_ship_copi
     assert unet.config.sample_size == 128
 
 
-def _interrupted_while_writing(monkeypatch, file_name: str) -> None:
-    """Fault injection: writing a safetensors file named `file_name` raises KeyboardInterrupt, as a Ctrl-C
-    landing there ends the process; every other file (the checkpoint's) is written for real."""
-    from pathlib import Path
-
-    import safetensors.torch
-
-    real_save_file = safetensors.torch.save_file
-
-    def save_file(tensors, filename, *args, **kwargs):
-        if Path(filename).name == file_name:
-            raise KeyboardInterrupt
-        return real_save_file(tensors, filename, *args, **kwargs)
-
-    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
-
-
 def test_a_denoiser_run_interrupted_while_it_publishes_is_published_by_resume(small_xray_folder, tmp_path, monkeypatch, capsys):
     """A Ctrl-C while a finished run was published said "rerun with --resume", and --resume refused the run
     as finished, so it had to be trained again. --resume now publishes it from its checkpoint, as the run never
@@ -350,7 +334,7 @@ def test_a_denoiser_run_interrupted_while_it_publishes_is_published_by_resume(sm
     whole = read_card(tmp_path / "whole" / "ddpm_unet.safetensors")
     run = tmp_path / "run"
     weights = run / "ddpm_unet.safetensors"
-    _interrupted_while_writing(monkeypatch, weights.name)
+    interrupt_writing(monkeypatch, weights.name)
     code, err = purifylab(run)
     monkeypatch.undo()
     assert (code, err.splitlines()[-1]) == (130, "interrupted: rerun the same command with --resume to continue from its last checkpoint"), err

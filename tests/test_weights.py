@@ -28,6 +28,22 @@ def test_round_trip_keeps_outputs_within_fp16_tolerance(tmp_path):
     assert all(p.dtype == torch.float32 for p in clone.parameters())
 
 
+def test_a_save_on_a_full_disk_is_one_line_and_keeps_the_earlier_pair(tmp_path):
+    """save_weights wrote through safetensors' own save_file: a full disk ended in a SafetensorError
+    traceback, and the renamed file was never synced. It now writes as `ship` does (write_files)."""
+    from full_disk import run_on_a_full_disk
+
+    path = tmp_path / "m.safetensors"
+    earlier = save_weights(_model(), path, {"architecture": "toy"})
+    before = {file.name: file.read_bytes() for file in tmp_path.iterdir()}
+    wide = "torch.nn.Conv2d(1, 64, 9)"  # 10 kB of weights: past the limit, its card is not
+    save = f"import torch\nfrom core.weights import save_weights\nsave_weights({wide}, {str(path)!r}, {{'architecture': 'toy'}})"
+    done = run_on_a_full_disk(4000, save)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [f"error: cannot write {path}: File too large"], done.stderr
+    assert {file.name: file.read_bytes() for file in tmp_path.iterdir()} == before
+    assert load_weights(_model(seed=1), path) is not None and read_card(path)["sha256"] == earlier["sha256"]
+
+
 def test_tampered_file_is_refused(tmp_path):
     path = tmp_path / "m.safetensors"
     save_weights(_model(), path, {})
