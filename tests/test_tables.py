@@ -563,9 +563,9 @@ def test_eot_statements_count_the_draws_the_cells_ran(xray_train_dir, weights, t
     from core.tables.render import figure
 
     assert "(white, EOT 2-6 per step: preset EOT 2 x each row's eot_iter)" in figure(preset, outcome.records).layout.annotations[0].text
-    # a deterministic purifier is drawn once whatever --eot says
+    # a deterministic purifier is drawn once whatever --eot says (the shipped student: cold_blur's schedule is in 128 px pixels)
     sweep = sweep_preset(
-        "depth", "cold_blur", (1.0,), classifier="student_cnn", classifier_weights=weights, attack=AttackRow("PGD", AttackConfig(name="pgd", steps=1)),
+        "depth", "cold_blur", (1.0,), classifier="student_cnn", attack=AttackRow("PGD", AttackConfig(name="pgd", steps=1)),
         threat="white", eot=8, data=str(xray_train_dir), limit=4, batch_size=4,
     )  # fmt: skip
     swept = run_preset(sweep, tmp_path / "s.sqlite", tmp_path / "sweep", progress=False)
