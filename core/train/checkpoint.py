@@ -253,6 +253,11 @@ def only_publish_left(out_dir: Path, epochs_done: int, state: dict, config, weig
     return False
 
 
+def publishing_note(name: str) -> str:
+    """What a resumed run with only its publish left (`only_publish_left`) says before it publishes."""
+    return f"publishing {name}: its run is finished, but its model and card were not written whole"
+
+
 def is_published(weights_path: Path, checkpoint_dir: Path, figures: str) -> bool:
     """Whether a run's model is in place whole: the file beside a card that vouches for its bytes
     (SHA-256) and holds its `figures`, written after the run's last checkpoint (an older card is of a

@@ -41,6 +41,7 @@ from core.train.checkpoint import (
     check_resumed_data,
     load_checkpoint,
     only_publish_left,
+    publishing_note,
     reporting_write_failures,
     resume_state,
     save_checkpoint,
@@ -600,7 +601,7 @@ def train_classifier(config: TrainConfig, data_dir: str | Path, out_dir: str | P
         start_epoch, step, selected, history = state["epoch"] + 1, state["step"], state["best"], state["history"]
         seconds_before = state["seconds"]
         if main and publish_only:
-            print(f"publishing {config.model}: its run is finished, but its model and card were not written whole", flush=True)
+            print(publishing_note(config.model), flush=True)
         elif main:
             print(f"resuming {config.model} at epoch {start_epoch + 1}/{config.epochs}", flush=True)
     if main:

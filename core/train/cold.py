@@ -43,6 +43,7 @@ from core.train.checkpoint import (
     ema_copy,
     load_ema_checkpoint,
     only_publish_left,
+    publishing_note,
     reporting_write_failures,
     resume_state,
     save_ema_checkpoint,
@@ -247,7 +248,7 @@ def train_cold(
     if resumed is not None:
         state = load_ema_checkpoint(checkpoint_dir, unet, ema, optimizer)
         if main and publish_only:
-            print(f"publishing {weights_path.name}: its run is finished, but its model and card were not written whole", flush=True)
+            print(publishing_note(weights_path.name), flush=True)
         elif main:
             print(f"resuming cold UNet training at epoch {state['epoch'] + 1}", flush=True)
     unet, optimizer = accelerator.prepare(unet, optimizer)

@@ -38,6 +38,7 @@ from core.train.checkpoint import (
     ema_copy,
     load_ema_checkpoint,
     only_publish_left,
+    publishing_note,
     reporting_write_failures,
     resume_state,
     save_ema_checkpoint,
@@ -299,7 +300,7 @@ def train_diffusion(
     if resumed is not None:
         state = load_ema_checkpoint(checkpoint_dir, unet, ema, optimizer)
         if main and publish_only:
-            print(f"publishing {weights_path.name}: its run is finished, but its model and card were not written whole", flush=True)
+            print(publishing_note(weights_path.name), flush=True)
         elif main:
             print(f"resuming at epoch {state['epoch'] + 2}, step {state['step']}", flush=True)
     unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
