@@ -56,6 +56,23 @@ def test_evaluate_under_transfer_names_the_substitute(xray_test_dir, tmp_path, c
     assert json.loads((tmp_path / "t.config.json").read_text())["provenance"]["weights"] == shipped("student_cnn", "substitute")
 
 
+def test_evaluate_records_its_data_and_weights_as_certify_does_wherever_it_ran(xray_test_dir, tmp_path, capsys, monkeypatch):
+    """Run from another folder, the config kept --data as typed ('test', '../../shared/...'): a path that
+    names nothing from the repository, where certify records the repository-relative form."""
+    from core.data.locations import REPO_ROOT, portable_path
+
+    weights = tmp_path / "student.safetensors"
+    weights.write_bytes((WEIGHTS_DIR / "student_cnn.safetensors").read_bytes())
+    (tmp_path / "student.json").write_text((WEIGHTS_DIR / "student_cnn.json").read_text())
+    monkeypatch.chdir(xray_test_dir.parent)
+    args = ["evaluate", "--classifier", "student_cnn", "--weights", str(weights), "--data", xray_test_dir.name, "--limit", "2", "--threads", "1"]
+    code, _, err = run_cli([*args, "--json", str(tmp_path / "r.json")], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "r.config.json").read_text())
+    assert (config["data"], config["weights"]) == (portable_path(xray_test_dir), portable_path(weights))
+    assert (REPO_ROOT / config["data"]).resolve() == xray_test_dir.resolve()
+
+
 def test_attack_with_sevit_names_its_vit_backbone(xray_paths, tmp_path, capsys):
     out = tmp_path / "a.png"
     args = ["attack", str(xray_paths["NORMAL"][0]), "--classifier", "sevit", "--attack", "fgsm", "--threads", "1"]

@@ -423,7 +423,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         )
         with resume_hint("evaluate keeps no partial results, so a rerun starts over; `purifylab table` resumes cell by cell"):
             result = evaluate(config, progress=True)
+        from core.data.locations import portable_path
+
         result["defense"] = result["config"]["defense"] = defense
+        # paths as certify records them: from the repository, not from wherever this ran
+        result["config"].update(data=portable_path(data), weights=None if weights is None else portable_path(weights))
         loaded_weights = result.pop("loaded_weights")  # the config's provenance records them, once
         typer.echo(format_report(result))
         if json_path is not None:
