@@ -58,3 +58,32 @@ def test_the_quick_tables_title_counts_the_images_a_limit_keeps():
     assert " on 8 X-rays " in load_preset("quick").with_overrides(limit=8).title
     assert load_preset("quick").with_overrides(limit=32).title == load_preset("quick").title
     assert " on 32 X-rays " in load_preset("quick").title
+
+
+def test_a_tables_config_names_the_code_weights_and_data_that_produced_it(xray_test_dir, tmp_path):
+    """PRESET.config.json held the preset alone, while every other command's config names its code, its
+    weights' SHA-256s and (in its result) its data hash: a table read apart from the store said none of it."""
+    from core.results import software_provenance
+    from core.weights import WEIGHTS_DIR, read_card
+
+    preset = sweep_preset("depth", "cold_direct", (2.0,), classifier="student_cnn", data=str(xray_test_dir), split="all", limit=4, batch_size=8)
+    outcome = run_preset(preset, tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+    provenance = json.loads(outcome.paths["config"].read_text())["provenance"]
+    assert provenance["software"] == software_provenance()
+    assert provenance["weights"] == {f"{stem}.safetensors": read_card(WEIGHTS_DIR / f"{stem}.safetensors")["sha256"] for stem in ("cold_unet", "student_cnn")}
+    assert provenance["data_hashes"] == sorted({record["config"]["data"]["hash"] for record in outcome.records})
+
+
+def test_a_written_config_replays_and_a_rerun_at_another_commit_replaces_it(xray_test_dir, tmp_path):
+    """The provenance beside a table is no setting: `table PRESET.config.json` reads it as the preset it
+    was, and a rerun at a later commit replaces the table rather than refusing it as other settings."""
+    from core.results import git_commit
+
+    store, out = tmp_path / "s.sqlite", tmp_path / "out"
+    config_path = run_preset(_sweep(xray_test_dir, 4), store, out, progress=False).paths["config"]
+    written = json.loads(config_path.read_text())
+    written["provenance"]["software"]["git_commit"] = "0" * 40  # as a table written at an earlier commit
+    config_path.write_text(json.dumps(written))
+    replayed = run_preset(load_preset(config_path), store, out, progress=False)
+    assert replayed.computed == [] and replayed.reused
+    assert json.loads(config_path.read_text())["provenance"]["software"]["git_commit"] == git_commit()

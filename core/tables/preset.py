@@ -584,6 +584,8 @@ def _read_preset(name_or_path: str | Path, configs_dir: Path, build: Callable[[A
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise PurifyLabError(f"{path.name} is not valid YAML ({str(error).splitlines()[0]})") from None
+    if path.suffix == ".json" and isinstance(raw, dict):  # a written config's provenance says what produced the table, no setting
+        raw.pop("provenance", None)
     try:
         return build(raw, path.stem.removesuffix(".config"))
     except PurifyLabError as error:

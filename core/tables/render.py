@@ -850,8 +850,44 @@ def output_paths(preset: Preset, out_dir: Path) -> dict[str, Path]:
 
 
 def written_config(preset: Preset) -> dict:
-    """The resolved preset as written beside the outputs (data as a portable path), in JSON types."""
+    """The resolved preset as written beside the outputs (data as a portable path), in JSON types: the
+    settings a rerun compares (`check_replaceable`); `write_outputs` adds the table's `provenance`."""
     return json.loads(json.dumps(preset.resolved() | {"data": portable_path(preset.data)}))
+
+
+def table_provenance(records: list[dict]) -> dict[str, Any]:
+    """What every other output's `provenance` says (software, weights), with the weights and data the cells
+    used read from the records: a table reuses stored cells without loading their networks. The software
+    is the code that wrote the table; the commit that computed each cell stays in the results store."""
+    from core.results import software_provenance
+
+    weights: dict[str, str | None] = {}
+    for record in records:
+        for name, sha256 in _cell_weights(record["config"]):
+            if weights.get(name) is None:  # a cell stored without its card's SHA-256 hides no other's
+                weights[name] = sha256
+    data_hashes = sorted({record["config"]["data"]["hash"] for record in records if (record["config"].get("data") or {}).get("hash")})
+    return {"software": software_provenance(), "weights": dict(sorted(weights.items())), "data_hashes": data_hashes}
+
+
+def _cell_weights(config: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(file, card SHA-256) of every weights file a cell's config names (None: stored without one). A
+    shipped file is named as `provenance_of` names it (vit.safetensors); one the preset points at, by that
+    path, so that two files of one name (a retrained vit beside the shipped one) are both kept."""
+    from core.purifiers import PURIFIERS
+
+    used = []
+    for role in ("classifier", "substitute", "sevit"):
+        model = config.get(role)
+        if model:
+            used.append((model.get("weights") or f"{model['name']}.safetensors", model.get("sha256")))
+            if "backbone_sha256" in model:  # sevit's heads sit on the shipped vit (core.tables.runner.model_identity)
+                used.append(("vit.safetensors", model["backbone_sha256"]))
+    purifier = config.get("purifier")
+    if purifier and purifier.get("weights_sha256"):
+        stem = purifier["params"].get("denoiser", PURIFIERS.get(purifier["name"]).weights)
+        used.append((f"{stem}.safetensors", purifier["weights_sha256"]))
+    return used
 
 
 def check_replaceable(preset: Preset, out_dir: Path, overwrite: bool = False) -> None:
@@ -869,7 +905,8 @@ def check_replaceable(preset: Preset, out_dir: Path, overwrite: bool = False) ->
     except (OSError, ValueError):
         raise PurifyLabError(f"{existing[0]} exists and purifylab did not write it (no readable {paths['config'].name} beside it); {folder_hint}") from None
     after = written_config(preset)
-    changed = sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
+    # what produced the earlier table (its commit, its weights) is no setting: a rerun at a new commit may replace it
+    changed = sorted(key for key in (set(before) | set(after)) - {"provenance"} if before.get(key) != after.get(key))
     if changed:
         shown = ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
         raise PurifyLabError(f"{Path(out_dir)} holds {preset.name} computed with other settings ({shown} differ); {folder_hint}")
@@ -893,7 +930,7 @@ def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[st
         paths["markdown"]: markdown,
         paths["csv"]: csv_text(records, checks),
         paths["json"]: json.dumps(json_document(preset, records, checks), indent=1, sort_keys=True) + "\n",
-        paths["config"]: json.dumps(written_config(preset), indent=1, sort_keys=True) + "\n",
+        paths["config"]: json.dumps({**written_config(preset), "provenance": table_provenance(records)}, indent=1, sort_keys=True) + "\n",
         paths["html"]: fig.to_html(include_plotlyjs="cdn"),  # 4.8 MB lighter; the app draws from the JSON
     }
     try:
