@@ -19,6 +19,7 @@ from scipy.stats import beta, norm
 from core.certified import certified_accuracy, certified_balanced_accuracy, certified_confidence_95
 from core.certified import certified_curve as certified_curve  # re-exported: `from core.certify import certified_curve` keeps working
 from core.defended import check_built, frozen_eval
+from core.devices import device_name
 from core.errors import PurifyLabError, check_range, check_types
 from core.models import XrayClassifier
 from core.purifiers.diffusion import is_noise_predictor
@@ -166,6 +167,7 @@ def certify_images(
         "n": config.n,
         "images": int(len(predictions)),
         "image_size": int(images.shape[-1]),
+        "device": device_name(images),  # the noise generator's: certify_image draws on the image's device
         "radius_units": f"L2 norm in [0, 1] pixels at the classifier's {images.shape[-1]} px input",
         "per_image": [
             {"label": int(label), "prediction": int(p), "radius": None if r < 0 else round(float(r), 6)}

@@ -20,6 +20,7 @@ from core.attacks.config import AttackConfig
 from core.data.loading import load_split, resolve_split
 from core.data.sources import data_listing
 from core.defended import MAX_REDRAWS, frozen_eval
+from core.devices import device_name
 from core.errors import PurifyLabError, check_range, check_types
 from core.io import validate_image_tensor
 from core.metrics import classification_metrics
@@ -106,8 +107,8 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
     with `config.attack`, also robust accuracy under `config.threat` (see `evaluate_attack`). A `model` passed in
     is recorded under its card's name, not `config.classifier`: the figures are that model's."""
     listing = data_listing(config.data, config.split)  # an unreadable --data is refused before the model is built
-    if model is None:
-        model = create_classifier(config.classifier, pretrained=True, weights=config.weights)
+    if model is None:  # on CUDA where there is one (`--device` hides it), as an attacked run's (`process_state`)
+        model = create_classifier(config.classifier, pretrained=True, weights=config.weights).to("cuda" if torch.cuda.is_available() else "cpu")
     elif (model.card or {}).get("name") is not None:  # the result and its note name the model that was read
         config = dataclasses.replace(config, classifier=model.card["name"])
     model.check_classes(listing.classes, f"--data {config.data}")  # before any pixel is decoded
@@ -117,7 +118,7 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
 
         return {**evaluate_attack(config, model, progress=progress), **note}
     config = dataclasses.replace(config, split=resolve_split(config.data, config.split, model.card))
-    purifier = None if config.purifier == "none" else create_purifier(config.purifier, **config.purifier_params)
+    purifier = None if config.purifier == "none" else create_purifier(config.purifier, **config.purifier_params).to(next(model.parameters()).device)
     data = load_split(config.data, config.split, model.image_size, config.limit, progress=progress, channels=model.in_channels)
     model.check_classes(data.classes, f"--data {config.data}")
     started = time.perf_counter()
@@ -134,10 +135,16 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
         **model.provenance(),
         "purifier": purifier.describe() if purifier is not None else {"purifier": "none"},
         "loaded_weights": weights_loaded_by(model, purifier),
+        "device": device_name(model),  # where predict_probabilities ran: the model's device
         "seconds": round(seconds, 3),
-        "images_per_second": round(len(data.labels) / max(seconds, 1e-9), 1),
+        "images_per_second": images_per_second(len(data.labels), seconds),
         **note,
     }
+
+
+def images_per_second(images: int, seconds: float) -> float:
+    """The rate to 3 significant digits: rounded to 0.1, a slow attacked run's 0.034 images/s read as 0.0."""
+    return float(f"{images / max(seconds, 1e-9):.3g}")
 
 
 def weights_loaded_by(*networks: XrayClassifier | Purifier | None) -> dict[str, str]:

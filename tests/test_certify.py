@@ -323,3 +323,16 @@ def test_certify_hands_the_classifier_back_in_the_mode_it_came_in():
     certify_images(classifier, None, torch.rand(2, 1, SIZE, SIZE), torch.tensor([0, 1]), CertifyConfig(n0=2, n=4))
     assert classifier.training and all(module.training for module in classifier.modules())
     assert all(parameter.requires_grad for parameter in classifier.parameters())
+
+
+def test_a_certificate_names_the_device_its_noise_was_drawn_on(xray_test_dir, tmp_path, capsys):
+    """A CUDA generator draws other noise than a CPU one for the same seed, and the result did not say which drew it."""
+    from core.cli import main
+
+    assert certify_images(_always(0), None, torch.rand(1, 1, SIZE, SIZE), torch.tensor([0]), CertifyConfig(n0=1, n=2))["device"] == "cpu"
+    out = tmp_path / "c.json"
+    args = ["certify", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--n", "4", "--n0", "2", "--limit", "1", "--threads", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--json", str(out)])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert json.loads(out.read_text())["device"] == "cpu"

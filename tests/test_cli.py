@@ -1069,3 +1069,11 @@ def test_purified_half_settings_are_refused_in_the_flags_name_before_timm_and_th
     assert done.stdout.strip().splitlines()[-1] == "2 False", done.stderr
     _one_line_refusal(2, done.stderr, "--purified-half ddim:t_sta=0.1: unknown parameter 't_sta' for this purifier; allowed: ")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_purified_images_config_names_the_device_its_noise_was_drawn_on(xray_paths, tmp_path, capsys):
+    """The same seed draws other noise on a CUDA generator than on a CPU one; the config did not say which."""
+    out = tmp_path / "p.png"
+    code, stdout, err = run_cli(["purify", str(xray_paths["NORMAL"][0]), "--purifier", "noise", "--out", str(out), "--threads", "1"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["device"] == json.loads(out.with_suffix(".json").read_text())["device"] == "cpu"

@@ -376,3 +376,26 @@ def test_scalar_arguments_outside_the_typed_configs_are_checked_in_one_line():
     assert DefendedClassifier(create_purifier("none"), classifier, bpda=True, seed=3).seed == 3
     only = load_preset("quick").with_overrides(only="table1")  # one name, not the letters t, a, b, l, e, 1
     assert [table.name for table in only.tables] == ["table1"]
+
+
+def test_clean_and_attacked_results_name_the_device_that_computed_them(xray_test_dir, tiny_weights):
+    """Neither result said where it ran, though CPU and CUDA generators draw other purifier noise for one seed."""
+    from core.cli.reporting import format_report
+
+    clean = EvaluationConfig(data=str(xray_test_dir), classifier="student_cnn", weights=str(tiny_weights), limit=4, bootstrap=20)
+    attacked = EvaluationConfig(**{**clean.__dict__, "purifier": "noise", "purifier_params": {"t_star": 0.02}, "attack": AttackConfig(name="fgsm", eps=0.03)})
+    for result in (evaluate(clean), evaluate(attacked)):
+        assert result["device"] == "cpu", result
+        assert format_report(result).splitlines()[-1].endswith(" images/s on cpu)"), format_report(result)
+        assert result["images_per_second"] == float(f"{result['images_per_second']:.3g}")  # the rate's one rounding, both paths
+
+
+def test_a_slow_runs_rate_keeps_three_significant_digits(xray_test_dir, tiny_weights):
+    """16 images in 468.6 s were reported and printed as '0.0 images/s', as if none was read."""
+    from core.cli.reporting import format_report
+    from core.evaluate import images_per_second
+
+    assert (images_per_second(16, 468.6), images_per_second(4, 0.5), images_per_second(12345, 1.0)) == (0.0341, 8.0, 12300.0)
+    result = evaluate(EvaluationConfig(data=str(xray_test_dir), classifier="student_cnn", weights=str(tiny_weights), limit=4, bootstrap=20))
+    slow = {**result, "seconds": 468.6, "images_per_second": images_per_second(16, 468.6)}
+    assert format_report(slow).splitlines()[-1] == "seconds 468.60 (0.0341 images/s on cpu)"

@@ -1036,3 +1036,31 @@ def test_presets_lists_every_preset_without_importing_torch():
     for row in rows:
         preset, heading = load_preset(row["name"]), preset_heading(row["name"])
         assert row["title"] == preset.title and (heading.name, heading.title, heading.data) == (preset.name, preset.title, preset.data)
+
+
+def test_a_cell_records_its_device_in_its_metrics_and_a_stored_cell_without_one_keeps_its_key(xray_train_dir, weights, tmp_path):
+    """No cell said where it ran, though a CUDA cell's purifier noise differs from a CPU cell's. The device goes
+    in the stored metrics, never the key: committed cells, stored before it was recorded, are still reused."""
+    raw = _raw(xray_train_dir, weights, limit=8)
+    raw["tables"] = raw["tables"][:1]
+    raw["tables"][0]["rows"] = raw["tables"][0]["rows"][:2]
+    preset = preset_from_dict(raw, "tiny")
+    fresh = run_preset(preset, tmp_path / "fresh.sqlite", tmp_path / "fresh", progress=False)
+    assert {r["metrics"]["device"] for r in fresh.records} == {"cpu"} and any("collapse" in r for r in fresh.records)
+    assert all("device" not in r["config"] for r in fresh.records)
+    with ResultStore(tmp_path / "fresh.sqlite") as store, ResultStore(tmp_path / "committed.sqlite") as committed:
+        for cell in store.cells():
+            assert cell.metrics["device"] == "cpu"
+            committed.put(cell.config, {key: value for key, value in cell.metrics.items() if key != "device"})
+    reused = run_preset(preset, tmp_path / "committed.sqlite", tmp_path / "committed", progress=False)
+    assert not reused.computed and [r["key"] for r in reused.records] == [r["key"] for r in fresh.records]
+
+
+def test_a_detection_cell_records_its_device(shared_data, tmp_path):
+    raw = {
+        "title": "tiny detection", "data": str(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz"), "split": "val", "limit": 4,
+        "batch_size": 4, "bootstrap": 10,
+        "detection": [_detection(None, classifier="mnist_cnn", purifier_params={"denoiser": "ddpm_unet_mnist", "L": 1, "R": 1, "t_start": 0.2})],
+    }  # fmt: skip
+    outcome = run_preset(preset_from_dict(raw, "det-tiny"), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+    assert [r["metrics"]["device"] for r in outcome.records] == ["cpu", "cpu"]

@@ -22,8 +22,9 @@ from core.attacks.config import AttackConfig
 from core.attacks.library import ATTACKS, frozen_eval
 from core.attacks.threats import craft, evaluate_defended, threat_model
 from core.data.loading import load_split, resolve_split
+from core.devices import device_name
 from core.errors import PurifyLabError
-from core.evaluate import EvaluationConfig, weights_loaded_by
+from core.evaluate import EvaluationConfig, images_per_second, weights_loaded_by
 from core.metrics import balanced_accuracy, classification_metrics
 from core.models import XrayClassifier, create_classifier
 from core.purifiers import PURIFIERS, Purifier, create_purifier
@@ -50,6 +51,7 @@ class RobustRun:
     # Wall time in crafting and in the purifier alone (DiffDefense's Table 3 times purification only).
     attack_seconds: float = 0.0
     purify_seconds: float = 0.0
+    device: str | None = None  # device_name() of where robust_run ran (None: a run built by hand)
 
     @property
     def one_shot_accuracy(self) -> float:
@@ -199,6 +201,7 @@ def robust_run(
         perturbation=Perturbation.concatenate([item[3] for item in shards]) if attack is not None and shards else None,
         attack_seconds=sum(item[4] for item in shards),
         purify_seconds=sum(item[5] for item in shards),
+        device=device_name(device),
     )
 
 
@@ -323,7 +326,8 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
         "substitute_sha256": (substitute.card or {}).get("sha256") if substitute is not None else None,
         "purifier": purifier.describe(),
         "loaded_weights": weights_loaded_by(model, purifier, substitute),
+        "device": adversarial.device,  # the clean pass ran there too
         "seconds": round(clean.seconds + adversarial.seconds, 3),
         # over the same seconds as printed beside it: the clean pass and the attacked one together
-        "images_per_second": round(len(data.labels) / max(clean.seconds + adversarial.seconds, 1e-9), 1),
+        "images_per_second": images_per_second(len(data.labels), clean.seconds + adversarial.seconds),
     }

@@ -110,6 +110,7 @@ def attack_file(
     from core.attacks import evaluate_defended, threat_model
     from core.attacks.robust import attack_budget
     from core.cli.reporting import provenance_of, write_config
+    from core.devices import device_name
     from core.io import check_output_png, load_image, save_image, to_model_input
 
     out = check_output_png(out)
@@ -145,7 +146,7 @@ def attack_file(
         "attack": attack.resolved(),
         "budget": budget,
         "label": int(label[0]),
-        "device": device,
+        "device": device_name(x),  # as evaluate, certify and purify name it
         "clean_probabilities": [round(float(p), 6) for p in clean.probabilities[0]],
         "adversarial_probabilities": [round(float(p), 6) for p in attacked.probabilities[0]],
         "flipped": bool(attacked.predictions[0, 0] != clean.predictions[0, 0]),  # both through the purifier

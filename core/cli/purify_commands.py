@@ -44,6 +44,7 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
     from core.cli import set_threads
     from core.cli.reporting import provenance_of, write_config
     from core.defense import purifier_spec_text
+    from core.devices import device_name
     from core.io import save_image, to_model_input
     from core.purifiers import create_purifier
     from core.weights import sha256_of
@@ -55,12 +56,14 @@ def purify_file(image: Path, purifier_name: str, params: dict[str, str], seed: i
     size = getattr(purifier, "image_size", None)  # model-free purifiers keep the native size
     pixels = torch.from_numpy(loaded.pixels)[None, None]
     x = to_model_input(pixels, size) if size is not None else pixels
-    purified = purifier.purify(x.to(device), seed=seed).cpu()
+    x = x.to(device)
+    purified = purifier.purify(x, seed=seed).cpu()
     save_image(purified, out)
     width, height = loaded.original_size
     config = {
         **purifier.describe(),
         "seed": seed,
+        "device": device_name(x),  # the purifier's noise is drawn there: another device draws other noise
         "input_sha256": sha256_of(image),
         "input_format": loaded.format,
         "input_size": [height, width],

@@ -56,7 +56,7 @@ def format_report(result: dict) -> str:
             f"{'robust_majority_of_k':<28} {result['robust_accuracy_majority_of_k']:.4f}  (right under > k/2 draws: DensePure's vote)",
             f"seconds/image {result['seconds_per_image']}  nfe {result['nfe']}",
         ]
-    rows.append(f"seconds {result['seconds']:.2f} ({result['images_per_second']} images/s)")
+    rows.append(f"seconds {result['seconds']:.2f} ({result['images_per_second']:g} images/s on {result['device']})")
     return "\n".join(rows)
 
 

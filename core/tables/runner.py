@@ -24,6 +24,7 @@ from core.attacks import AttackConfig, craft, threat_model
 from core.attacks.robust import RobustRun, attack_budget, robust_run, run_metrics
 from core.data.loading import LoadedSplit, content_hash, load_split
 from core.data.locations import portable_path
+from core.devices import device_name
 from core.errors import PurifyLabError
 from core.metrics import auroc
 from core.models import create_classifier, weights_path_for
@@ -124,7 +125,8 @@ class PresetRunner:
 
     def _base(self, kind: str) -> dict[str, Any]:
         """What every cell shares. The preset's name is left out on purpose: a cell's numbers depend only
-        on its config, so presets that share cells (quick and paper-table1 --limit 32) share them in the store."""
+        on its config, so presets that share cells (quick and paper-table1 --limit 32) share them in the store.
+        So is the device: the stored cells keep their keys, and `compute` records it in the metrics instead."""
         p = self.preset
         return {"kind": kind, "seed": p.seed, "batch_size": p.batch_size, "bootstrap": p.bootstrap}
 
@@ -282,6 +284,7 @@ class PresetRunner:
             "nfe": purifier.nfe(),
             "budget": attack_budget(attack, threat, cell["eot"], purifier) if attack else None,
             "timing": self._timing(run, purifier, data.images[: cell.get("batch1_timing_images", 0)], cell["batch_size"]),
+            "device": run.device,
         }
 
     @staticmethod
@@ -317,7 +320,7 @@ class PresetRunner:
             attack = AttackConfig(name="pgd", norm="linf", eps=float(eps), steps=cell["steps"], seed=cell["seed"])
             run = robust_run(classifier, identity, data.images, data.labels, attack, "grey", seed=cell["seed"], batch_size=cell["batch_size"])
             accuracy[str(float(eps))] = run.one_shot_accuracy
-        return {"accuracy_by_eps": accuracy}
+        return {"accuracy_by_eps": accuracy, "device": device_name(classifier)}  # where robust_run placed it
 
     def _compute_detection(self, cell: Mapping[str, Any]) -> dict[str, Any]:
         from core.tables.detection import detector_aware_pgd
@@ -348,7 +351,7 @@ class PresetRunner:
             if sevit is not None:
                 scores["clean_sevit"] += sevit.detection_score(x).tolist()
                 scores["attacked_sevit"] += sevit.detection_score(adversarial).tolist()
-        result: dict[str, Any] = {"n": len(correct), "purified_robust_accuracy": float(np.mean(correct))}
+        result: dict[str, Any] = {"n": len(correct), "purified_robust_accuracy": float(np.mean(correct)), "device": device_name(classifier)}
         for detector in ("reconstruction", "sevit"):
             clean, attacked = np.asarray(scores[f"clean_{detector}"]), np.asarray(scores[f"attacked_{detector}"])
             if clean.size == 0:
