@@ -8,6 +8,7 @@ torch: a mistyped name is refused before torch and diffusers load. A class is im
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from core.lazy_import import lazy_import
@@ -81,6 +82,12 @@ def planned_calls(name: str, **params: Any) -> int:
     return cls.calls(config, cls.shipped_timesteps(config))
 
 
+def weights_stem(name: str, params: Mapping[str, Any]) -> str | None:
+    """The file stem in weights/ that purifier `name` loads at `params`: its `denoiser` if given, else its
+    class's own (None: model-free). A table cell's key and a table's provenance name the same file."""
+    return params.get("denoiser", PURIFIERS.get(name).weights)
+
+
 def list_purifiers() -> dict[str, str]:
     return PURIFIERS.describe()
 
@@ -92,4 +99,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["PURIFIERS", "Purifier", "PurifierConfig", "create_purifier", "list_purifiers", "planned_calls", "purifier_config"]
+__all__ = ["PURIFIERS", "Purifier", "PurifierConfig", "create_purifier", "list_purifiers", "planned_calls", "purifier_config", "weights_stem"]

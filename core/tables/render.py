@@ -874,7 +874,7 @@ def _cell_weights(config: dict[str, Any]) -> list[tuple[str, str | None]]:
     """(file, card SHA-256) of every weights file a cell's config names (None: stored without one). A
     shipped file is named as `provenance_of` names it (vit.safetensors); one the preset points at, by that
     path, so that two files of one name (a retrained vit beside the shipped one) are both kept."""
-    from core.purifiers import PURIFIERS
+    from core.purifiers import weights_stem
 
     used = []
     for role in ("classifier", "substitute", "sevit"):
@@ -885,7 +885,7 @@ def _cell_weights(config: dict[str, Any]) -> list[tuple[str, str | None]]:
                 used.append(("vit.safetensors", model["backbone_sha256"]))
     purifier = config.get("purifier")
     if purifier and purifier.get("weights_sha256"):
-        stem = purifier["params"].get("denoiser", PURIFIERS.get(purifier["name"]).weights)
+        stem = weights_stem(purifier["name"], purifier["params"])
         used.append((f"{stem}.safetensors", purifier["weights_sha256"]))
     return used
 

@@ -28,7 +28,7 @@ from core.devices import device_name
 from core.errors import PurifyLabError
 from core.metrics import auroc
 from core.models import create_classifier, weights_path_for
-from core.purifiers import PURIFIERS, create_purifier
+from core.purifiers import PURIFIERS, create_purifier, weights_stem
 from core.results import ResultStore, canonical_json, run_cells
 from core.tables.preset import AttackRow, DetectionSpec, ModelSpec, Preset, PurifierColumn, SweepSpec, TableSpec
 from core.weights import WEIGHTS_DIR, card_path, read_card
@@ -60,7 +60,7 @@ def purifier_identity(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
 
     cls = PURIFIERS.get(name)
     resolved = parse_params(cls.config_type, dict(params)).to_dict()
-    stem = resolved.get("denoiser", cls.weights)
+    stem = weights_stem(name, resolved)
     if stem == cls.weights:  # the default network is implied: cells stored before
         resolved.pop("denoiser", None)  # named denoisers existed keep their keys
     sha = _weights_sha(WEIGHTS_DIR / f"{stem}.safetensors") if stem else None
