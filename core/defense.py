@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from core.errors import PurifyLabError, check_types
 from core.paths import CONFIGS_DIR
+
+if TYPE_CHECKING:
+    from core.purifiers.base import PurifierConfig
 
 DEFENSES_DIR = CONFIGS_DIR / "defenses"
 
@@ -47,6 +50,24 @@ class Defense:
     def purifier_spec(self) -> str:
         """The CLI's NAME:k=v,... form of the purifier."""
         return purifier_spec_text(self.purifier, self.params)
+
+    def purifier_config(self) -> PurifierConfig:
+        """The purifier's typed, range-checked settings, defaults filled in: what `evaluate` runs, so a
+        command reading one setting (certify's sigma) gets the same checks, and 0.160 equals 0.16. Its
+        import costs torch: call it after the refusals that need none."""
+        from core.purifiers import purifier_config
+
+        try:
+            return purifier_config(self.purifier, **self.params)
+        except PurifyLabError as error:
+            raise PurifyLabError(f"{self.name}.yaml: {error}") from None
+
+    def runs_purifier(self, name: str, params: Mapping[str, object]) -> bool:
+        """Whether purifier `name` at `params` (typed values or the CLI's strings) is this defense's,
+        compared as checked settings, not as text."""
+        from core.purifiers import purifier_config
+
+        return name == self.purifier and purifier_config(name, **params) == self.purifier_config()
 
 
 def refuse_conflicts(subject: str, settings: Mapping[str, tuple[object, object]]) -> tuple:

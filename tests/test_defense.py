@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core.defense import Defense, list_defenses, load_defense
@@ -115,3 +117,83 @@ def test_a_defended_classifier_refuses_names_in_place_of_built_networks():
         DefendedClassifier("blur", classifier)
     with pytest.raises(PurifyLabError, match=r"^classifier must be a built network \(create_classifier\(name\) returns one\), got dict \{'name': 'resnet'\}$"):
         DefendedClassifier(create_purifier("blur"), {"name": "resnet"})
+
+
+SMOOTHING = "classifier: resnet_smooth\npurifier: gaussian\nparams: {sigma: 0.25}\n"
+
+
+@pytest.fixture
+def defenses_dir(tmp_path, monkeypatch):
+    """An empty folder read as configs/defenses/, so a test writes the files it needs and never the repository's."""
+    import core.defense
+
+    folder = tmp_path / "defenses"
+    folder.mkdir()
+    monkeypatch.setattr(core.defense, "DEFENSES_DIR", folder)
+    return folder
+
+
+def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    from core.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def test_certify_refuses_weights_beside_a_defense(defenses_dir, tmp_path, capsys):
+    """It certified the given weights and labelled the certificate and its curve with the defense's name."""
+    (defenses_dir / "smooth.yaml").write_text(SMOOTHING)
+    args = ["certify", "--data", str(tmp_path), "--defense", "smooth", "--weights", str(tmp_path / "resnet.safetensors")]
+    code, _, err = _run_cli(args, capsys)
+    assert code == 2 and err.strip() == "error: --defense smooth fixes its classifier, but --weights was given; drop one of them"
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ("{sigma: abc}", "parameter sigma='abc' is not a valid float"),
+        ("{sigma: [0.5]}", "sigma must be a number; got [0.5]"),
+        ("{sigma: true}", "sigma must be a number; got True"),
+        ("{sigma: 0.25, sigmaa: 0.25}", "unknown parameter 'sigmaa' for this purifier; allowed: sigma"),
+        ("{sigma: 2.0}", "sigma"),
+    ],
+)
+def test_certify_reads_a_defenses_sigma_through_the_purifiers_typed_config(defenses_dir, tmp_path, capsys, params, message):
+    """A bare float(): 'abc' and [0.5] were tracebacks, `true` certified at sigma 1.0, `sigmaa` was ignored."""
+    (defenses_dir / "smooth.yaml").write_text(f"classifier: resnet_smooth\npurifier: gaussian\nparams: {params}\n")
+    code, _, err = _run_cli(["certify", "--data", str(tmp_path), "--defense", "smooth"], capsys)
+    assert code == 2 and err.startswith("error: smooth.yaml: ") and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_broken_defense_file_neither_hijacks_another_refusal_nor_empties_the_listing(defenses_dir, tmp_path, capsys):
+    """Certify's hint loaded every file and `purifylab defenses` stopped at the first bad one, both
+    answering with the draft's error."""
+    (defenses_dir / "blurry.yaml").write_text("classifier: resnet\npurifier: blur\n")
+    (defenses_dir / "smooth.yaml").write_text(SMOOTHING)
+    (defenses_dir / "draft.yaml").write_text("classifier: resnet\npurifier: gaussian\nparams:\n")
+    code, _, err = _run_cli(["certify", "--data", str(tmp_path), "--defense", "blurry"], capsys)
+    assert code == 2 and err.strip() == "error: defense 'blurry' purifies with 'blur'; certify needs a gaussian-noise defense (smooth)"
+    code, out, err = _run_cli(["defenses", "--json"], capsys)
+    assert code == 0, err
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert sorted(rows) == ["blurry", "draft", "smooth"] and rows["smooth"]["purifier"] == "gaussian:sigma=0.25" and "error" not in rows["smooth"]
+    assert rows["draft"] == {"name": "draft", "error": "draft.yaml: params must be a dict; got None"}
+    code, out, err = _run_cli(["defenses"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3 and "error: draft.yaml: params must be a dict; got None" in lines[1] and "gaussian:sigma=0.25" in lines[2]
+
+
+def test_evaluate_compares_a_defenses_purifier_as_settings_not_as_text(defenses_dir, xray_test_dir, tmp_path, capsys):
+    """`--purifier blur:sigma=0.50` was refused against the file's blur:sigma=0.5, as the same text differently spelled."""
+    (defenses_dir / "blurred.yaml").write_text("classifier: resnet\npurifier: blur\nparams: {sigma: 0.5}\n")
+    evaluate = ["evaluate", "--data", str(xray_test_dir), "--defense", "blurred", "--limit", "2", "--threads", "1"]
+    code, _, err = _run_cli([*evaluate, "--purifier", "blur:sigma=0.6"], capsys)
+    assert code == 2 and err.strip() == "error: --defense blurred sets --purifier blur:sigma=0.5, but --purifier blur:sigma=0.6 was given; drop one of them"
+    for spelling in ("blur:sigma=0.50", "blur:sigma=.5"):
+        out = tmp_path / "blurred.json"
+        code, _, err = _run_cli([*evaluate, "--purifier", spelling, "--json", str(out), "--overwrite"], capsys)
+        assert code == 0, err
+        config = json.loads((tmp_path / "blurred.config.json").read_text())
+        assert config["defense"] == "blurred" and config["purifier"] == "blur" and config["purifier_params"] == {"sigma": 0.5}

@@ -59,15 +59,16 @@ def certify_command(
 
         chosen = load_defense(defense)
         if chosen.purifier != "gaussian":
-            smoothing = [name for name in list_defenses() if load_defense(name).purifier == "gaussian"]
+            smoothing = [name for name in list_defenses() if _purifier_of(name) == "gaussian"]
             raise PurifyLabError(
                 f"defense '{defense}' purifies with '{chosen.purifier}'; certify needs a gaussian-noise defense ({', '.join(smoothing) or 'none here'})"
             )
+        if weights is not None:  # they would be certified under the defense's name
+            raise PurifyLabError(f"--defense {defense} fixes its classifier, but --weights was given; drop one of them")
         given = {"--classifier": (classifier, chosen.classifier), "--denoiser": (denoiser, "none")}
-        if "sigma" in chosen.params:
-            given["--sigma"] = (sigma, float(chosen.params["sigma"]))
-        classifier, denoiser, *chosen_sigma = refuse_conflicts(f"--defense {defense}", given)
-        sigma = chosen_sigma[0] if chosen_sigma else sigma
+        classifier, denoiser = refuse_conflicts(f"--defense {defense}", given)
+        # after the refusals above: the typed sigma (the one evaluate adds, checked as there) imports torch
+        (sigma,) = refuse_conflicts(f"--defense {defense}", {"--sigma": (sigma, chosen.purifier_config().sigma)})
     check_data_layout(data, split)
     classifier, sigma, denoiser = classifier or "resnet", 0.25 if sigma is None else sigma, denoiser or "ddpm_unet"
     from core.models import classifiers
@@ -130,6 +131,18 @@ def certify_command(
         write_json(result, json_path, provenance_of(model, smoother))
         curve = write_curve(json_path.parent)
         typer.echo(f"written to {json_path}; every certify result in its folder drawn in {curve}")
+
+
+def _purifier_of(name: str) -> str | None:
+    """The purifier of defense `name`, None where its file does not load: a broken draft beside the
+    defenses must not answer a refusal about another one with its own error."""
+    from core.defense import load_defense
+    from core.errors import PurifyLabError
+
+    try:
+        return load_defense(name).purifier
+    except PurifyLabError:
+        return None
 
 
 def _with_interval(value: float, interval: list[float]) -> str:

@@ -380,6 +380,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             from core.defense import load_defense, refuse_conflicts
 
             chosen = load_defense(defense)
+            if purifier is not None and chosen.runs_purifier(*parse_purifier_spec(purifier)):
+                purifier = chosen.purifier_spec  # t_star=0.160 is the file's 0.16, not a conflict
             given = {"--classifier": (classifier, chosen.classifier), "--purifier": (purifier, chosen.purifier_spec)}
             classifier, purifier = refuse_conflicts(f"--defense {defense}", given)
             for option, given in (("--param", param), ("--weights", weights)):
@@ -532,10 +534,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from core.defense import list_defenses, load_defense
 
         rows = []
-        for name in list_defenses():
-            defense = load_defense(name)
+        for name in list_defenses():  # a broken file is a row with its error: one draft must not hide the others
+            try:
+                defense = load_defense(name)
+            except PurifyLabError as error:
+                rows.append({"name": name, "error": str(error)})
+                continue
             rows.append({"name": name, "classifier": defense.classifier, "purifier": defense.purifier_spec, "description": defense.description})
-        _print_listing(rows, as_json, lambda row: (row["name"], row["classifier"], row["purifier"], row["description"]))
+        _print_listing(rows, as_json, _defense_cells)
+
+
+def _defense_cells(row: dict) -> tuple[str, ...]:
+    if "error" in row:  # a file that does not load
+        return (row["name"], "", "", f"error: {row['error']}")
+    return (row["name"], row["classifier"], row["purifier"], row["description"])
 
 
 def _print_listing(rows: list[dict], as_json: bool, cells) -> None:
