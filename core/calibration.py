@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.data.warning import warn
 from core.errors import PurifyLabError
 from core.metrics import balanced_accuracy
 
@@ -22,17 +23,32 @@ from core.metrics import balanced_accuracy
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The temperature T > 0 minimising the negative log-likelihood of softmax(logits / T).
 
-    A one-dimensional problem: a log-spaced grid, then a finer grid around its best point."""
+    A one-dimensional problem: a log-spaced grid, then a finer grid around its best point, kept inside
+    the grid. Non-finite logits are refused: every NLL is NaN there, and the argmin of NaNs named the
+    grid's first point, a maximally over-confident model, without a word. An NLL with no minimum inside
+    the grid (validation perfectly separated, every margin alike, or read no better than chance) only
+    warns: the trainers fit this when they publish a finished run (core.train.classifier
+    `_fit_calibration`), where a refusal would leave the run without its model file, and `--resume`
+    would refuse it again; the warning says that the edge written to the card is a bound, not a fit."""
     logits, labels = logits.double(), labels.long()
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0] or logits.shape[0] == 0:
         raise PurifyLabError(f"need logits (n, K) and labels (n,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    non_finite = int((~torch.isfinite(logits)).sum())
+    if non_finite:
+        raise PurifyLabError(f"{non_finite} of the logits are NaN or infinite (a diverged model?); no temperature can be fitted to them")
 
     def nll(temperatures: np.ndarray) -> np.ndarray:
         return np.array([float(F.cross_entropy(logits / t, labels)) for t in temperatures])
 
     grid = np.exp(np.linspace(np.log(1e-3), np.log(1e3), 121))  # an adversarially trained model needed 0.014
-    best = grid[int(np.argmin(nll(grid)))]
-    fine = best * np.exp(np.linspace(-0.1, 0.1, 41))
+    best_index = int(np.argmin(nll(grid)))
+    if best_index in (0, len(grid) - 1):
+        warn(
+            f"the validation NLL has no minimum inside the temperature grid [{grid[0]:g}, {grid[-1]:g}]: it is lowest at its edge "
+            f"T={grid[best_index]:g}, a bound rather than a fitted temperature (validation perfectly separated, every margin alike, "
+            "or read no better than chance)"
+        )
+    fine = np.clip(grid[best_index] * np.exp(np.linspace(-0.1, 0.1, 41)), grid[0], grid[-1])
     return float(fine[int(np.argmin(nll(fine)))])
 
 

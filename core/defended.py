@@ -125,7 +125,7 @@ class DefendedClassifier(nn.Module):
     def reset(self, seed: int | None = None) -> None:
         """Restart the sequence of purifier draws (from `seed` if given)."""
         if seed is not None:
-            self.seed = int(seed)
+            self.seed = typed("seed", seed, int)  # as in __init__: int(1.7) would run seed 1
         self._generator = None
 
     def _generator_on(self, device: torch.device) -> torch.Generator | None:

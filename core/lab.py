@@ -155,9 +155,11 @@ def attack_image(
 ) -> Attacked:
     """Adversarial version of `image` that pushes `classifier` away from its own clean reading, on the
     8-bit grey levels a saved PNG holds and inside the budget measured from the clean image on those
-    levels (`core.io.on_grey_levels`): where the attack finds nothing it returns exactly that clean
-    image. The attacker's purifier draws are seeded apart from the test-time draws (`purify_image`'s
-    seed), as in `robust_run`: a test that reuses the attacker's own noise favours the attacker."""
+    levels (`core.io.on_grey_levels`). Where it finds nothing, an attack that keeps only successes
+    (`keeps_only_successes`: APGD, C&W, Square, ...) returns exactly that clean image; the others (PGD,
+    FGSM, ...) return their last attempt, which can change pixels without changing the reading. The
+    attacker's purifier draws are seeded apart from the test-time draws (`purify_image`'s seed), as in
+    `robust_run`: a test that reuses the attacker's own noise favours the attacker."""
     start = time.perf_counter()
     image = validate_image_tensor(image, channels=getattr(classifier, "in_channels", IMAGE_CHANNELS))
     eps = config.eps if ATTACKS.get(config.name).bounded else None

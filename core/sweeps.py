@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.attacks import threat_model
 from core.data.sources import data_listing
 from core.errors import PurifyLabError
+from core.models import classifiers
 from core.purifiers import PURIFIERS
-from core.tables.preset import DEFAULT_DATA, AttackRow, ModelSpec, Preset, SweepSpec, sweep_parameter
+from core.tables.preset import DEFAULT_DATA, SWEEP_KINDS, AttackRow, ModelSpec, Preset, SweepSpec, sweep_parameter
 
 
 def parse_values(text: str) -> tuple[float, ...]:
@@ -27,6 +29,19 @@ def parse_values(text: str) -> tuple[float, ...]:
     if repeated:
         raise PurifyLabError(f"--values '{text}' repeats {', '.join(f'{v:g}' for v in repeated)}; give each value once")
     return values
+
+
+def check_sweep_names(kind: str, purifier: str, classifier: str, threat: str | None = None) -> None:
+    """The sweep kind, purifier, classifier and threat model (None: no attack) by name, each against
+    lists that need no torch: `purifylab sweep` refuses a typo before torch loads, as `evaluate` does,
+    not after the seconds its import takes. Whether the purifier has a sweep of that kind is a fact of
+    its class, checked later (`sweep_parameter`)."""
+    if kind not in SWEEP_KINDS:
+        raise PurifyLabError(f"sweep '{kind}' is unknown; choose one of: {', '.join(sorted(SWEEP_KINDS))}")
+    PURIFIERS.check(purifier)
+    classifiers.check(classifier)
+    if threat is not None:
+        threat_model(threat)
 
 
 def sweep_preset(
@@ -48,9 +63,7 @@ def sweep_preset(
     redraws: int = 1,
 ) -> Preset:
     """The one-sweep preset `purifylab sweep` runs (named sweep-<kind>-<purifier>)."""
-    kinds = sorted({name for purifier_name in PURIFIERS.names() for name in PURIFIERS.get(purifier_name).sweeps})
-    if kind not in kinds:
-        raise PurifyLabError(f"sweep '{kind}' is unknown; choose one of: {', '.join(kinds)}")
+    check_sweep_names(kind, purifier, classifier, threat if attack is not None else None)
     parameter = sweep_parameter(kind, purifier)
     if parameter in (params or {}):
         raise PurifyLabError(f"--param {parameter} is what the {kind} sweep varies; give its values with --values")

@@ -107,3 +107,24 @@ def test_expected_calibration_error_of_a_calibrated_and_an_overconfident_model()
     assert expected_calibration_error(labels, probabilities) < 0.02
     overconfident = np.stack([np.zeros_like(confidence), np.ones_like(confidence)], 1)
     assert expected_calibration_error(labels, overconfident) == pytest.approx(1 - labels.mean(), abs=1e-9)
+
+
+def test_non_finite_logits_are_refused_and_an_unbounded_temperature_is_warned_about():
+    """A NaN logit made every NLL NaN, and the argmin of NaNs returned T = 0.0009 (below the grid)
+    without a word; separated classes, whose NLL keeps falling towards T = 0, gave the same silently."""
+    from core.data.warning import DataWarning
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(40, 2, generator=generator)
+    labels = torch.arange(40) % 2
+    for bad in (float("nan"), float("inf")):
+        broken = logits.clone()
+        broken[3, 1] = bad
+        for fit in (fit_temperature, fit_binary_calibration):
+            with pytest.raises(PurifyLabError, match="^1 of the logits are NaN or infinite"):
+                fit(broken, labels)
+    separated = torch.stack([torch.zeros(40), torch.where(labels == 1, 3.0, -3.0) + 0.1 * torch.randn(40, generator=generator)], 1)
+    with pytest.warns(DataWarning, match=r"no minimum inside the temperature grid .* edge T=0\.001,"):
+        assert fit_temperature(separated, labels) == pytest.approx(1e-3, rel=1e-9)  # the grid's edge, not a step beyond it
+    with pytest.warns(DataWarning, match=r"edge T=1000,"):
+        fit_temperature(separated, 1 - labels)  # read the wrong way round: the NLL falls towards T = infinity

@@ -176,6 +176,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Accuracy vs t* or depth: CSV, plotly HTML and Markdown through the results store."""
         store = _checked_store(store)
         check_run(data, out_dir, "--out-dir", device)
+        from core.sweeps import check_sweep_names
+
+        check_sweep_names(kind, purifier, classifier, threat if attack is not None else None)
         check_eot_has_attack(eot, attack, threat)
         check_attack_options_need_attack(context, attack, ("threat", "eps", "norm", "steps"))  # --redraws: clean cells draw k times too
         if attack is not None:
