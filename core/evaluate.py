@@ -102,13 +102,14 @@ class EvaluationConfig:
 ATTACK_SETTINGS = ("threat", "eot", "redraws")
 
 
-def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, progress: bool = False) -> dict:
+def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, progress: bool = False, device: str = "cpu") -> dict:
     """Accuracy, balanced accuracy, AUROC, per-class sensitivity and their 95 % intervals (exact Clopper-Pearson; bootstrap for AUROC only);
     with `config.attack`, also robust accuracy under `config.threat` (see `evaluate_attack`). A `model` passed in
-    is recorded under its card's name, not `config.classifier`: the figures are that model's."""
+    is recorded under its card's name, not `config.classifier`: the figures are that model's. The clean pass
+    runs where the model is: one built here on `device` (the CLI's --device), never a GPU a caller did not ask for."""
     listing = data_listing(config.data, config.split)  # an unreadable --data is refused before the model is built
-    if model is None:  # on CUDA where there is one (`--device` hides it), as an attacked run's (`process_state`)
-        model = create_classifier(config.classifier, pretrained=True, weights=config.weights).to("cuda" if torch.cuda.is_available() else "cpu")
+    if model is None:
+        model = create_classifier(config.classifier, pretrained=True, weights=config.weights).to(device)
     elif (model.card or {}).get("name") is not None:  # the result and its note name the model that was read
         config = dataclasses.replace(config, classifier=model.card["name"])
     model.check_classes(listing.classes, f"--data {config.data}")  # before any pixel is decoded

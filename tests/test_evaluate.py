@@ -390,6 +390,14 @@ def test_clean_and_attacked_results_name_the_device_that_computed_them(xray_test
         assert result["images_per_second"] == float(f"{result['images_per_second']:.3g}")  # the rate's one rounding, both paths
 
 
+def test_a_clean_evaluate_runs_on_the_device_it_is_given_never_a_gpu_it_finds(xray_test_dir, tiny_weights, monkeypatch):
+    """evaluate() moved the model it built to CUDA whenever torch saw one: benchmarks/evaluate_cohort.py,
+    a "2 CPU cores" benchmark that calls it directly, would have timed the GPU. The CLI passes --device."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with a GPU, as far as evaluate can tell
+    config = EvaluationConfig(data=str(xray_test_dir), classifier="student_cnn", weights=str(tiny_weights), limit=2, bootstrap=20)
+    assert evaluate(config)["device"] == "cpu"
+
+
 def test_a_slow_runs_rate_keeps_three_significant_digits(xray_test_dir, tiny_weights):
     """16 images in 468.6 s were reported and printed as '0.0 images/s', as if none was read."""
     from core.cli.reporting import format_report

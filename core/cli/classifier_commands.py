@@ -393,7 +393,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         classifiers.check(classifier)  # the registry's names need no torch: a typo costs no import
         check_split_not_carved_from_cohort(classifier, data, split)
-        use_device(device)
+        placement = use_device(device)
         attack_config = None
         if attack is not None:  # the threat means nothing without an attack (as in EvaluationConfig)
             _check_threat_draws(threat, eot)
@@ -424,8 +424,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             substitute=substitute,
             attack_batch_size=attack_batch_size,
         )
+        import torch
+
+        # --device's default (cuda where there is one) for the clean pass too, as accelerate picks for an attacked one
+        clean_device = placement if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         with resume_hint("evaluate keeps no partial results, so a rerun starts over; `purifylab table` resumes cell by cell"):
-            result = evaluate(config, progress=True)
+            result = evaluate(config, progress=True, device=clean_device)
         from core.data.locations import portable_path
 
         result["defense"] = result["config"]["defense"] = defense
