@@ -814,6 +814,9 @@ def test_a_defense_column_refuses_its_own_other_classifier_params_or_weights(xra
             preset_from_dict(raw, "bad")
     raw["tables"][1]["columns"] = [{"label": "Smoothing", "defense": "smoothing", "classifier": smoothing.classifier, "params": dict(smoothing.params)}]
     assert preset_from_dict(raw, "same").tables[1].columns[0].params == smoothing.params  # the defense's own values repeated are fine
+    for spelled in ({"sigma": "0.50"}, {"sigma": 0.5000}):  # compared as settings, as evaluate --defense compares them: not as text
+        raw["tables"][1]["columns"] = [{"label": "Smoothing", "defense": "smoothing", "params": spelled}]
+        assert preset_from_dict(raw, "same").tables[1].columns[0].params == smoothing.params
 
 
 def _detection(weights, **changes) -> dict:

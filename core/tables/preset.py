@@ -477,7 +477,10 @@ def _named_defense(column: Any, where: str) -> Any:
     name = column.pop("defense")
     defense = load_defense(name)
     chosen = {"classifier": defense.classifier, "purifier": defense.purifier, "params": dict(defense.params)}
-    refuse_conflicts(f"{where}: defense '{name}'", {key: (column.get(key), value) for key, value in chosen.items()})
+    given = {key: column.get(key) for key in chosen}
+    if isinstance(given["params"], dict) and defense.runs_purifier(given["purifier"] or defense.purifier, given["params"]):
+        given["params"] = None  # {t_star: 0.160} is the file's 0.16: settings compared, not text, as evaluate does
+    refuse_conflicts(f"{where}: defense '{name}'", {key: (given[key], value) for key, value in chosen.items()})
     if column.get("classifier_weights") is not None:
         raise PurifyLabError(f"{where}: defense '{name}' fixes its classifier, but classifier_weights was given; drop one of them")
     return {**column, **chosen}
