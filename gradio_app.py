@@ -26,6 +26,7 @@ import torch
 from core.attacks import AttackConfig, threat_model
 from core.data.gallery import gallery, gallery_attribution
 from core.defense import Defense, load_defense
+from core.devices import device_name
 from core.errors import PurifyLabError
 from core.image_file import UPLOAD_EXTENSIONS
 from core.io import MAX_UPLOAD_BYTES, load_image, to_model_input, to_pil
@@ -136,6 +137,7 @@ def _details(
         lines.append(f"threat model: {THREAT}-box, {threat}")
     if purifier is not None:
         lines.append(f"purifier: {_settings_text(purifier, lab_purifiers()[purifier])}")
+    lines.append(f"device: {device_name(model)}")  # `serve --device cuda` draws other purifier noise than the CPU
     return "\n".join(lines)
 
 
@@ -333,7 +335,7 @@ def build() -> gr.Blocks:
                 gr.Label(label=f"Reading: {what}", num_top_classes=2) for what in ("original", "attacked", "purified")
             )
         verdict_text = gr.Textbox(label="Verdict", interactive=False)
-        details = gr.Textbox(label="What ran (classifier, attack, threat model, purifier)", interactive=False)
+        details = gr.Textbox(label="What ran (classifier, attack, threat model, purifier, device)", interactive=False)
 
         clicks = LatestClicks()
         source = [upload, sample, classifier]

@@ -222,7 +222,7 @@ def test_the_certified_curve_names_its_input_size_data_and_split():
     assert result["image_size"] == SIZE
     figure = certified_figure([result]).to_dict()
     assert figure["layout"]["xaxis"]["title"]["text"] == f"L2 radius ([0, 1] pixels at the classifier's {SIZE} px input)"
-    assert figure["data"][0]["name"] == "tiny, sigma 0.25, denoiser not recorded (n = 10 noise draws, alpha 0.001; 2 images of mnist/t10k, split 'val')"
+    assert figure["data"][0]["name"] == "tiny, sigma 0.25, denoiser not recorded (n = 10 noise draws on cpu, alpha 0.001; 2 images of mnist/t10k, split 'val')"
     older = {key: value for key, value in result.items() if key != "image_size"} | {"classifier": "resnet_smooth"}
     assert "128 px input" in certified_figure([older]).to_dict()["layout"]["xaxis"]["title"]["text"]  # its card's size
 
@@ -301,10 +301,11 @@ def test_the_certified_curve_legend_names_the_denoiser_alpha_and_noise_draws():
     denoised.update(where, denoiser="ddpm_unet")
     names = [trace["name"] for trace in certified_figure([plain, denoised]).to_dict()["data"]]
     assert names == [
-        f"tiny, sigma 0.25, denoiser {name} (n = 10 noise draws, alpha 0.01; 2 images of mnist/t10k, split 'val')" for name in ("none", "ddpm_unet")
+        f"tiny, sigma 0.25, denoiser {name} (n = 10 noise draws on cpu, alpha 0.01; 2 images of mnist/t10k, split 'val')" for name in ("none", "ddpm_unet")
     ]
-    older = {key: value for key, value in plain.items() if key not in ("denoiser", "config")}  # written before either was recorded
-    assert certified_figure([older]).to_dict()["data"][0]["name"].startswith("tiny, sigma 0.25, denoiser not recorded (n = 10 noise draws, alpha not recorded;")
+    older = {key: value for key, value in plain.items() if key not in ("denoiser", "config", "device")}  # written before these were recorded
+    name = certified_figure([older]).to_dict()["data"][0]["name"]
+    assert name.startswith("tiny, sigma 0.25, denoiser not recorded (n = 10 noise draws on a device not recorded, alpha not recorded;")
 
 
 def test_a_denoiser_that_is_not_the_one_shot_purifier_is_refused_in_one_line():

@@ -336,7 +336,7 @@ def test_certify_names_its_data_and_split_and_ignores_unrelated_json(xray_test_d
     assert code == 0, err
     assert "data ../shared/data/chest_xray_pneumonia/test split all  images 1" in out.splitlines()[0]
     # "n" named the images on one line and the noise draws on the next; the abstentions came as a raw JSON line
-    assert "(sigma 0.25, noise draws 8, alpha 0.1)" in out and "abstained on 0 of 1 images" in out
+    assert "(sigma 0.25, noise draws 8, alpha 0.1; drawn on cpu)" in out and "abstained on 0 of 1 images" in out
     assert not any(line.startswith("{") for line in out.splitlines()), out
     curve = json.loads((tmp_path / "certified_curve.json").read_text())
     assert curve["certify_results"] == ["c.json"] and curve["provenance"]["weights"] == {}  # drawn from files, no network loaded

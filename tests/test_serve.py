@@ -26,7 +26,7 @@ from core.metrics import CLASS_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "assets" / "gallery" / "real" / "pneumonia_1.png"
-DETAILS = "What ran (classifier, attack, threat model, purifier)"  # the label of the output every endpoint returns last
+DETAILS = "What ran (classifier, attack, threat model, purifier, device)"  # the label of the output every endpoint returns last
 ENV = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
 
 # The tests that start a server are slow (two server starts and a dozen requests: about 100 s on 2 busy
@@ -197,11 +197,13 @@ def test_each_answer_says_what_ran_with_its_threat_model():
         "attack: fgsm, 1 step, L∞ ε 0.03 (7.65/255), seed 0",
         f"threat model: grey-box, {threat_model('grey').describe()}",
         "purifier: cold_blur (Blurred, depth 20)",
+        "device: cpu",  # `serve --device cuda` draws other purifier noise
     ]
     # /attack applies no purifier, and says so rather than "the purifier is applied at test time"
     assert gradio_app.attack(None, "real pneumonia #1", "vit", "fgsm", 0.03)[-1].splitlines() == [
         *details.splitlines()[:3],
         "threat model: grey-box, attacker sees the classifier only; no purifier in this answer",
+        "device: cpu",
     ]
 
 
@@ -218,7 +220,10 @@ def test_the_server_offers_the_labs_purifiers():
     for name, params in purifier_variants(DEFAULT_DEPTH, DEFAULT_T_STAR, DEFAULT_RECON_STEPS).values():
         lab.setdefault(name, dict(params))
     assert [choice[1] for choice in offered["props"]["choices"]] == list(lab)  # not diffdefense_paper: minutes an image on a CPU
-    assert gradio_app.purify(None, "real normal #1", "vit", "one_shot")[-1].endswith("purifier: one_shot (One-shot DDPM, t_star 0.04)")
+    assert gradio_app.purify(None, "real normal #1", "vit", "one_shot")[-1].splitlines()[-2:] == [
+        "purifier: one_shot (One-shot DDPM, t_star 0.04)",
+        "device: cpu",
+    ]
     with pytest.raises(gr.Error) as refused:
         gradio_app.purify(None, "real normal #1", "vit", "diffdefense_paper")
     assert refused.value.message.startswith("This input cannot be used: purifier 'diffdefense_paper' is not offered here; choose one of: none,")

@@ -116,7 +116,7 @@ def certify_command(
     )
     lines = [
         f"classifier {classifier}  denoiser {denoiser}  data {result['data']['folder']} split {split}  images {result['images']}",
-        f"L2 radius: {result['radius_units']}  (sigma {sigma}, noise draws {n}, alpha {alpha})",
+        f"L2 radius: {result['radius_units']}  (sigma {sigma}, noise draws {n}, alpha {alpha}; drawn on {result['device']})",
         f"{'L2 radius':>9}  {'certified acc. [95 % CI]':<24}  certified balanced acc. [95 % CI, Bonferroni over classes]",
     ]
     for radius, value in result["certified_accuracy"].items():

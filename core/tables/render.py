@@ -815,7 +815,7 @@ def certified_figure(results: Sequence[dict[str, Any]]):
         alpha = "not recorded" if alpha is None else f"{alpha:g}"
         name = (
             f"{result.get('classifier', '?')}, sigma {result['sigma']:g}, denoiser {denoiser} "
-            f"(n = {result['n']} noise draws, alpha {alpha}; {result['images']} images of {where})"
+            f"(n = {result['n']} noise draws on {result.get('device', 'a device not recorded')}, alpha {alpha}; {result['images']} images of {where})"
         )
         fig.add_trace(go.Scatter(x=curve["radius"], y=[100 * v for v in curve["certified_balanced_accuracy"]], mode="lines", name=name))
     fig.update_xaxes(title_text=f"L2 radius ([0, 1] pixels at the classifier's {certified_resolution(results)})")
