@@ -35,8 +35,8 @@ from core.evaluate import predict_probabilities  # noqa: E402
 from core.metrics import classification_metrics  # noqa: E402
 from core.models import create_classifier, list_classifiers  # noqa: E402
 from core.paths import CACHE_DIR, RESULTS_DIR, RESULTS_STORE  # noqa: E402
-from core.purifiers import create_purifier  # noqa: E402
-from core.results import ResultStore, canonical_json, run_cells  # noqa: E402
+from core.purifiers import create_purifier, weights_stem  # noqa: E402
+from core.results import ResultStore, canonical_json, run_cells, software_provenance  # noqa: E402
 from core.tables import check_replaceable  # noqa: E402
 from core.tables.render import written_config  # noqa: E402
 from core.tables.runner import model_identity  # noqa: E402  (weights and calibration: a refit re-reads)
@@ -180,7 +180,11 @@ def main() -> None:
     (out / "input-shift.md").write_text(markdown)
     document = {"title": f"Clean accuracy after each degradation or purifier ({args.split}, n = {len(data.labels)})", "results": results}
     (out / "input-shift.json").write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
-    (out / "input-shift.config.json").write_text(json.dumps(written_config(run_settings), indent=1) + "\n")
+    # what produced the table, as `purifylab table` records it beside its settings (check_replaceable compares the settings only)
+    weights = {f"{cell['classifier']}.safetensors": cell["classifier_identity"]["sha256"] for cell in cells}
+    weights |= {f"{stem}.safetensors": cards[stem]["sha256"] for _, name, params in columns if (stem := weights_stem(name, params))}
+    provenance = {"software": software_provenance(), "weights": dict(sorted(weights.items())), "data_hashes": [data.data_hash]}
+    (out / "input-shift.config.json").write_text(json.dumps({**written_config(run_settings), "provenance": provenance}, indent=1) + "\n")
     print(markdown)
     print(f"cells computed {len(run.computed)}, reused {len(run.reused)}", file=sys.stderr)
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from full_disk import run_on_a_full_disk
+
+from core.paths import WEIGHTS_DIR
+from core.results import git_commit
+from core.weights import read_card
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +70,9 @@ def test_input_shift_refuses_to_replace_the_committed_table_with_a_smaller_run(t
         done = subprocess.run(elsewhere, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
     assert "cells computed 0, reused" in done.stderr and "(all, n = 4)" in (tmp_path / "small" / "input-shift.md").read_text()
+    provenance = json.loads((tmp_path / "small" / "input-shift.config.json").read_text())["provenance"]  # as a table's config records it
+    assert provenance["software"]["git_commit"] == git_commit() and len(provenance["data_hashes"]) == 1
+    assert provenance["weights"]["resnet.safetensors"] == read_card(WEIGHTS_DIR / "resnet.safetensors")["sha256"]
 
 
 def test_empty_values_count_as_unset_and_relative_ones_are_made_absolute(tmp_path):
