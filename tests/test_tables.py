@@ -866,6 +866,7 @@ def test_detection_outputs_name_each_rows_attacker_images_and_split(shared_data,
     outcome = run_preset(preset_from_dict(raw, "det-tiny"), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
     aware = "Adaptive PGD, sees the reconstruction error (L-inf 0.3, 1 step, lambda 10)"
     assert [r["row"] for r in outcome.records] == ["FGSM", aware]
+    assert [r["metrics"]["device"] for r in outcome.records] == ["cpu", "cpu"]  # as every cell records where it ran
     assert "grey-box attacks on the classifier" not in outcome.markdown
     assert "On 4 images of split 'val' of mnist/t10k-images-idx3-ubyte.gz, seed 0" in outcome.markdown
     assert "Threat model - grey (FGSM): attacker sees the classifier only" in outcome.markdown
@@ -1057,13 +1058,3 @@ def test_a_cell_records_its_device_in_its_metrics_and_a_stored_cell_without_one_
             committed.put(cell.config, {key: value for key, value in cell.metrics.items() if key != "device"})
     reused = run_preset(preset, tmp_path / "committed.sqlite", tmp_path / "committed", progress=False)
     assert not reused.computed and [r["key"] for r in reused.records] == [r["key"] for r in fresh.records]
-
-
-def test_a_detection_cell_records_its_device(shared_data, tmp_path):
-    raw = {
-        "title": "tiny detection", "data": str(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz"), "split": "val", "limit": 4,
-        "batch_size": 4, "bootstrap": 10,
-        "detection": [_detection(None, classifier="mnist_cnn", purifier_params={"denoiser": "ddpm_unet_mnist", "L": 1, "R": 1, "t_start": 0.2})],
-    }  # fmt: skip
-    outcome = run_preset(preset_from_dict(raw, "det-tiny"), tmp_path / "s.sqlite", tmp_path / "out", progress=False)
-    assert [r["metrics"]["device"] for r in outcome.records] == ["cpu", "cpu"]
