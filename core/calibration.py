@@ -19,17 +19,19 @@ from core.data.warning import warn
 from core.errors import PurifyLabError
 from core.metrics import balanced_accuracy
 
+TEMPERATURE_GRID = (1e-3, 1e3)  # an adversarially trained model needed 0.014
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, warn_at_edge: bool = True) -> float:
     """The temperature T > 0 minimising the negative log-likelihood of softmax(logits / T).
 
     A one-dimensional problem: a log-spaced grid, then a finer grid around its best point, kept inside
     the grid. Non-finite logits are refused: every NLL is NaN there, and the argmin of NaNs named the
     grid's first point, a maximally over-confident model, without a word. An NLL with no minimum inside
     the grid (validation perfectly separated, every margin alike, or read no better than chance) only
-    warns: the trainers fit this when they publish a finished run (core.train.classifier
-    `_fit_calibration`), where a refusal would leave the run without its model file, and `--resume`
-    would refuse it again; the warning says that the edge written to the card is a bound, not a fit."""
+    warns (`warn_at_edge`): the trainers fit this when they publish a finished run, where a refusal
+    would leave the run without its model file and `--resume` would refuse it again; their card then
+    says the temperature is a bound (`at_grid_edge`)."""
     logits, labels = logits.double(), labels.long()
     if logits.ndim != 2 or logits.shape[0] != labels.shape[0] or logits.shape[0] == 0:
         raise PurifyLabError(f"need logits (n, K) and labels (n,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
@@ -40,16 +42,23 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     def nll(temperatures: np.ndarray) -> np.ndarray:
         return np.array([float(F.cross_entropy(logits / t, labels)) for t in temperatures])
 
-    grid = np.exp(np.linspace(np.log(1e-3), np.log(1e3), 121))  # an adversarially trained model needed 0.014
-    best_index = int(np.argmin(nll(grid)))
-    if best_index in (0, len(grid) - 1):
+    low, high = TEMPERATURE_GRID
+    grid = np.exp(np.linspace(np.log(low), np.log(high), 121))
+    best = grid[int(np.argmin(nll(grid)))]
+    if warn_at_edge and at_grid_edge(best):
         warn(
-            f"the validation NLL has no minimum inside the temperature grid [{grid[0]:g}, {grid[-1]:g}]: it is lowest at its edge "
-            f"T={grid[best_index]:g}, a bound rather than a fitted temperature (validation perfectly separated, every margin alike, "
+            f"the validation NLL has no minimum inside the temperature grid [{low:g}, {high:g}]: it is lowest at its edge "
+            f"T={best:g}, a bound rather than a fitted temperature (validation perfectly separated, every margin alike, "
             "or read no better than chance)"
         )
-    fine = np.clip(grid[best_index] * np.exp(np.linspace(-0.1, 0.1, 41)), grid[0], grid[-1])
+    fine = np.clip(best * np.exp(np.linspace(-0.1, 0.1, 41)), low, high)
     return float(fine[int(np.argmin(nll(fine)))])
+
+
+def at_grid_edge(temperature: float) -> bool:
+    """Whether a fitted temperature sits on an edge of `TEMPERATURE_GRID`: a bound, not a minimum."""
+    low, high = TEMPERATURE_GRID
+    return not low * (1 + 1e-9) < temperature < high * (1 - 1e-9)  # the grid's ends are exp(log(edge)): a rounding off
 
 
 def balanced_threshold(positive_probability: np.ndarray, labels: np.ndarray, default: float = 0.5) -> float:
@@ -98,7 +107,7 @@ def fit_binary_calibration(logits: torch.Tensor, labels: torch.Tensor) -> tuple[
     logits = logits.double()
     if logits.ndim != 2 or logits.shape[1] != 2:
         raise PurifyLabError(f"need logits (n, 2) of a two-class model, got {tuple(logits.shape)}")
-    first = fit_temperature(logits, labels)
+    first = fit_temperature(logits, labels, warn_at_edge=False)  # it only places the boundary: the second fit is the one kept
     threshold = balanced_threshold(torch.softmax(logits / first, dim=1)[:, 1].numpy(), labels.numpy())
     boundary = first * float(np.log(threshold / (1 - threshold)))
     margin = logits[:, 1] - logits[:, 0] - boundary

@@ -128,3 +128,24 @@ def test_non_finite_logits_are_refused_and_an_unbounded_temperature_is_warned_ab
         assert fit_temperature(separated, labels) == pytest.approx(1e-3, rel=1e-9)  # the grid's edge, not a step beyond it
     with pytest.warns(DataWarning, match=r"edge T=1000,"):
         fit_temperature(separated, 1 - labels)  # read the wrong way round: the NLL falls towards T = infinity
+
+
+def test_a_temperature_at_the_grids_edge_is_warned_about_once_and_named_on_the_card():
+    """fit_binary_calibration fits twice and warned twice; the card recorded T = 0.001 fitted on val,
+    with nothing beside it saying that it is a bound rather than a fit."""
+    import warnings
+    from types import SimpleNamespace
+
+    from core.calibration import at_grid_edge
+    from core.models import create_classifier
+    from core.train.classifier import _fit_calibration
+
+    model = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(4, 8, 8, 8))
+    last = [module for module in model.modules() if isinstance(module, torch.nn.Linear)][-1]
+    torch.nn.init.zeros_(last.weight), torch.nn.init.zeros_(last.bias)  # every margin alike: the NLL is flat in T
+    val = SimpleNamespace(images=torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8), labels=torch.arange(8) % 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        calibration = _fit_calibration(model, val)
+    assert [str(w.message) for w in caught if "temperature grid" in str(w.message)] == [caught[0].message.args[0]]
+    assert at_grid_edge(calibration["temperature"]) and "a bound, not a fitted temperature" in calibration["temperature_note"]

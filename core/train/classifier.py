@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms.functional import gaussian_blur
 from tqdm import tqdm
 
-from core.calibration import fit_binary_calibration
+from core.calibration import at_grid_edge, fit_binary_calibration
 from core.data.loading import load_splits
 from core.data.locations import report_data_for
 from core.errors import PurifyLabError
@@ -776,12 +776,15 @@ def _fit_calibration(model: XrayClassifier, val, through: dict | None = None) ->
             chunks = [purifier.purify(chunk, seed=index) for index, chunk in enumerate(chunks)]
         logits = torch.cat([model(chunk) for chunk in chunks]).float().cpu()
     temperature, threshold = fit_binary_calibration(logits, val.labels)
-    return {
+    calibration = {
         "temperature": float(f"{temperature:.6g}"),  # significant digits: a temperature can be 0.014
         "threshold": threshold,  # unrounded: it can sit at 1e-46 or 1 - 1e-13
         "fitted_on": f"val ({len(val.labels)} images, patients disjoint from train)"
         + (f", read through {through['purifier']} {through['params']}" if through else ""),
     }
+    if at_grid_edge(temperature):  # the warning goes to the terminal; the card keeps the fact beside the number
+        calibration["temperature_note"] = "the validation NLL was lowest at the edge of the temperature grid: a bound, not a fitted temperature"
+    return calibration
 
 
 CARD_METRICS = ("n", "accuracy", "balanced_accuracy", "auroc", "sensitivity", "specificity", "ece", "confidence_95")
