@@ -40,15 +40,17 @@ def card_text(card: dict) -> str:
     return json.dumps(card, indent=2, sort_keys=True) + "\n"
 
 
-def ship(weights_path: Path, stem: str) -> Path:
+def ship(weights_path: Path, stem: str) -> str:
     """--ship: a finished run's weights file and its card, copied into weights/ as `stem`, the name its
     loader reads: whatever --weights called the run's file, it can replace that model only. Both are
     staged and renamed together (write_files): an interrupt leaves the old pair or the new one, never
-    new weights beside the old card. The run folder keeps its copy, so shipping stays the user's choice."""
+    new weights beside the old card. The run folder keeps its copy, so shipping stays the user's choice.
+    Returns the line the CLI prints: a shipped model replaced without a word went unnoticed."""
     target = WEIGHTS_DIR / f"{stem}.safetensors"
     card = read_card(weights_path) | {"file": target.name}  # the card names the file it sits beside
+    replaced = ", replacing the model shipped there before" if target.exists() else ""
     write_files({target: Path(weights_path).read_bytes(), card_path(target): card_text(card)})
-    return target
+    return f"shipped {weights_path} as {target}{replaced}"
 
 
 def save_weights(module: torch.nn.Module, path: str | Path, card: dict[str, Any], fp16: bool = True) -> dict:

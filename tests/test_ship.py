@@ -38,13 +38,15 @@ def test_ship_publishes_under_the_loaders_name_whatever_the_run_called_the_file(
     save_weights(_model(seed=1), run_file, {"name": "other", "version": "new"})
     kept = {path.name: path.read_bytes() for path in shipped.iterdir()}
 
-    assert ship(run_file, "other") == shipped / "other.safetensors"
+    assert ship(run_file, "other") == f"shipped {run_file} as {shipped / 'other.safetensors'}"  # no model of that name was replaced
 
     assert {path.name: path.read_bytes() for path in shipped.iterdir() if path.stem == "m"} == kept
     card = read_card(shipped / "other.safetensors")
     assert card["file"] == "other.safetensors" and card["version"] == "new" and card["sha256"] == sha256_of(run_file)
     torch.testing.assert_close(load_weights(_model(seed=2), shipped / "other.safetensors").weight, _model(seed=1).weight.half().float())
     assert sorted(path.name for path in shipped.iterdir()) == ["m.json", "m.safetensors", "other.json", "other.safetensors"]
+    # a model of that name was there: it was replaced without a word
+    assert ship(run_file, "m") == f"shipped {run_file} as {shipped / 'm.safetensors'}, replacing the model shipped there before"
 
 
 @pytest.mark.parametrize("interrupted_write", [1, 2], ids=["weights", "card"])

@@ -83,7 +83,7 @@ def _report_card(card: dict, run_dir: Path | None = None, model: str = "", ship:
     if ship:
         from core.weights import ship as ship_to_weights
 
-        ship_to_weights(run_dir / f"{model}.safetensors", model)
+        typer.echo(ship_to_weights(run_dir / f"{model}.safetensors", model))
     summary = {key: card[key] for key in ("calibration", "val_metrics", "test_metrics") if key in card}
     weights = {"weights": str(run_dir / f"{model}.safetensors")} if run_dir is not None else {}
     typer.echo(json.dumps({**weights, **summary}, indent=2))

@@ -114,7 +114,7 @@ def _train_denoiser(
     if ship:
         from core.weights import ship as ship_to_weights
 
-        ship_to_weights(weights, stem)
+        typer.echo(ship_to_weights(weights, stem))
     typer.echo(json.dumps(card["quality"], indent=2))
 
 

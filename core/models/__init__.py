@@ -59,7 +59,7 @@ def _resolve_weights(name: str, weights: str | Path | None) -> Path:
     if not path.is_file():
         raise PurifyLabError(
             f"weights for classifier '{name}' are missing ({path}); train them with "
-            f"`purifylab train classifier --model {name} --preset cpu` and copy runs/{name}/{name}.* into weights/"
+            f"`purifylab train classifier --model {name} --preset cpu --ship` (--ship copies the finished run into weights/)"
         )
     return path
 
