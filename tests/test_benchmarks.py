@@ -357,3 +357,42 @@ def test_serve_latency_says_the_servers_own_refusal_not_a_timeout(tmp_path):
         connect(port, server, log, timeout_s=120)
     assert refused.value.status == 2
     assert str(refused.value) == "python -m core serve exited with status 2 before answering: --threads must be >= 1, got 0"
+
+
+def test_evaluate_cohort_records_and_prints_the_note_of_a_classifier_read_without_its_purifier(xray_test_dir, tmp_path):
+    """resnet_smooth was recorded and printed at 0.792 with nothing saying its card's 0.886 is read
+    through Gaussian noise; `purifylab evaluate` says so. Two real test X-rays per class keep it short."""
+    from benchmarks.evaluate_cohort import cohort_row, row_text
+
+    data = tmp_path / "test"
+    for label in ("NORMAL", "PNEUMONIA"):
+        (data / label).mkdir(parents=True)
+        for image in sorted((xray_test_dir / label).glob("*.jpeg"))[:2]:
+            shutil.copy(image, data / label)
+    smooth, plain = (cohort_row(name, data, tmp_path / name) for name in ("resnet_smooth", "student_cnn"))
+    assert smooth["n"] == plain["n"] == 4 and smooth["purifier"] == plain["purifier"] == {"purifier": "none"}
+    assert smooth["reads_through_note"].startswith("resnet_smooth was trained and calibrated to read X-rays through the 'gaussian' purifier (sigma 0.5)")
+    assert row_text(smooth).splitlines()[1] == f"note: {smooth['reads_through_note']}"
+    assert "reads_through_note" not in plain and len(row_text(plain).splitlines()) == 1
+
+
+def test_the_committed_bench_report_reruns_by_its_documented_command_without_overwrite(tmp_path):
+    """The committed bench configs predate the provenance block: `python -m benchmarks --preset cpu` was
+    refused as 'purifylab did not write it', and its --overwrite also skipped the same-settings check."""
+    from benchmarks.options import check_same_settings
+    from benchmarks.settings import BenchSettings
+    from core.cli.preflight import check_output
+    from core.errors import PurifyLabError
+
+    committed = REPO_ROOT / "results" / "benchmarks"
+    for name in ("bench_cpu.json", "bench_cpu.config.json"):
+        shutil.copy(committed / name, tmp_path / name)
+    out = tmp_path / "bench_cpu.json"
+    assert check_output(out, "--out", suffix=".json", creates_folder=True) == out
+    check_same_settings(out, {"command": "bench", "data": None, **BenchSettings.from_preset("cpu").to_dict()})
+    with pytest.raises(PurifyLabError, match=r"other settings \(purifiers, sections differ\)"):
+        check_same_settings(out, {"command": "bench", "data": None, **BenchSettings.from_preset("cpu", sections=("purify",), purifiers=("blur",)).to_dict()})
+    config = json.loads((tmp_path / "bench_cpu.config.json").read_text())
+    (tmp_path / "bench_cpu.config.json").write_text(json.dumps({**config, "command": "my own tool"}))  # another tool's JSON is still refused
+    with pytest.raises(PurifyLabError, match="exists and purifylab did not write it"):
+        check_output(out, "--out", suffix=".json", creates_folder=True)

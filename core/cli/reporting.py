@@ -115,10 +115,15 @@ def written_by_purifylab(document: object) -> bool:
     """Whether a JSON document beside an output is one purifylab wrote, so that a rerun may replace the
     pair (core.cli.preflight.check_output): every config carries `provenance_of`'s software block
     (provenance.software, naming purifylab among core.results.PROVENANCE_LIBRARIES) and every weights
-    card the same block at its top (core.weights.save_weights). Cards and configs written before the
-    block was recorded, and any other tool's JSON, are not recognised."""
+    card the same block at its top (core.weights.save_weights). A `purifylab bench` config from before the
+    block is recognised by what bench always writes (command "bench" and its sections): the committed
+    reports' configs lack the block, and refusing them sent the documented reruns to --overwrite, which
+    also skips bench's same-settings check. Other configs and cards without it, and any other tool's
+    JSON, are not recognised."""
     holders = [document, document.get("provenance")] if isinstance(document, dict) else []
-    return any(isinstance(holder, dict) and isinstance(holder.get("software"), dict) and "purifylab" in holder["software"] for holder in holders)
+    if any(isinstance(holder, dict) and isinstance(holder.get("software"), dict) and "purifylab" in holder["software"] for holder in holders):
+        return True
+    return isinstance(document, dict) and document.get("command") == "bench" and isinstance(document.get("sections"), list)
 
 
 def _config_record(config: dict, provenance: dict[str, Any] | None) -> dict:
