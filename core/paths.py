@@ -62,6 +62,17 @@ def check_checkout() -> None:
         )
 
 
+def write_new_file(path: Path, content: bytes) -> None:
+    """`content` as the new file `path` (never over an existing one), synced to disk, its mode left to
+    the umask as for any new file: tempfile's and safetensors' owner-only files kept a group from
+    resuming a shared run."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def write_files(contents: Mapping[Path, str | bytes]) -> None:
     """Write the files whole or not at all (their folders created): each goes to a temporary file beside
     its target first, where a full disk fails, and all are renamed over their targets only once every
@@ -75,11 +86,7 @@ def write_files(contents: Mapping[Path, str | bytes]) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
             staged.append((temporary, target))
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask decides, as for any new file
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(content.encode() if isinstance(content, str) else content)
-                handle.flush()
-                os.fsync(handle.fileno())
+            write_new_file(temporary, content.encode() if isinstance(content, str) else content)
         for temporary, target in staged:
             os.replace(temporary, target)
     except BaseException as error:

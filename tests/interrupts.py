@@ -1,6 +1,6 @@
 """Fault injection for the resume tests: a KeyboardInterrupt, as a Ctrl-C or a SIGTERM ends the
 process, raised where a named safetensors file is written, whichever path writes it: a checkpoint's
-tensors (`save_file`) or a weights file and its card (`core.weights.save_weights` -> `write_files`)."""
+tensors (`write_new_file`) or a weights file and its card (`core.weights.save_weights` -> `write_files`)."""
 
 from __future__ import annotations
 
@@ -21,16 +21,16 @@ def interrupt_writing(monkeypatch, file_name: str, nth: int = 1) -> None:
             if len(writes) == nth:
                 raise KeyboardInterrupt
 
-    real_save_file, real_write_files = core.train.checkpoint.save_file, core.weights.write_files
+    real_write_new_file, real_write_files = core.train.checkpoint.write_new_file, core.weights.write_files
 
-    def save_file(tensors, filename, *args, **kwargs):
-        interrupted(Path(filename).name)
-        return real_save_file(tensors, filename, *args, **kwargs)
+    def write_new_file(path, content):
+        interrupted(Path(path).name)
+        return real_write_new_file(path, content)
 
     def write_files(contents):
         for path in contents:
             interrupted(Path(path).name)
         return real_write_files(contents)
 
-    monkeypatch.setattr(core.train.checkpoint, "save_file", save_file)
+    monkeypatch.setattr(core.train.checkpoint, "write_new_file", write_new_file)
     monkeypatch.setattr(core.weights, "write_files", write_files)

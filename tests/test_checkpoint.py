@@ -102,3 +102,33 @@ def test_a_damaged_tensor_file_of_the_checkpoint_is_refused_in_one_line_naming_o
     args = [*TRAIN, "--epochs", "2", "--resume", "--data", str(xray_train_dir), "--out", str(run)]
     where = f"error: --resume: the checkpoint in {run / 'checkpoint'} cannot be read (optimizer.safetensors: "
     _one_line(*_cli(args, capsys), where, "pass --overwrite to start over")
+
+
+def test_checkpoint_folder_and_files_follow_the_umask(tmp_path):
+    """tempfile.mkdtemp made the tensor folder 0700 and safetensors' save_file the files 0600 whatever
+    the umask, so a group sharing the run folder could not --resume it."""
+    import torch
+
+    from core.train.checkpoint import read_state, write_checkpoint
+
+    previous = os.umask(0o002)
+    try:
+        write_checkpoint(tmp_path, {"model": {"weight": torch.ones(2, 3)}}, {"epoch": 0})
+    finally:
+        os.umask(previous)
+    folder = tmp_path / read_state(tmp_path)["tensors"]
+    modes = {path.name: path.stat().st_mode & 0o777 for path in [folder, *folder.iterdir(), tmp_path / "state.json"]}
+    assert modes == {folder.name: 0o775, "model.safetensors": 0o664, "state.json": 0o664}
+
+
+def test_resuming_a_run_cut_by_its_budget_names_every_spent_limit_in_one_refusal(xray_train_dir, tmp_path, capsys):
+    """One epoch cut after its first batch by a 1e-6-minute budget: --resume said "is finished (1 of 1
+    epochs); raise --epochs" of a run whose card counts 0 completed epochs, then, with --epochs 2,
+    "raise --max-minutes": one limit per refusal, and a cut epoch called finished."""
+    run = tmp_path / "run"
+    card = train_classifier(preset("tiny", "substitute", epochs=1, max_minutes=1e-6, threads=1), xray_train_dir, run, progress=False)
+    assert (card["epochs_completed"], card["stopped_by_time_budget"]) == (0, True)
+    args = [*TRAIN, "--max-minutes", "1e-6", "--resume", "--data", str(xray_train_dir), "--out", str(run)]
+    code, err = _cli(args, capsys)
+    _one_line(code, err, "has run 1 of 1 epochs, the last stopped by the time budget", "and has spent its 1e-06-minute budget")
+    assert "finished" not in err and err.rstrip().endswith("; raise --epochs and --max-minutes to train on, or pass --overwrite to start over"), err

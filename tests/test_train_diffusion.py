@@ -252,22 +252,9 @@ def test_a_denoiser_run_killed_inside_a_checkpoint_resumes_as_if_never_stopped(x
     and published weights are those of the same run never stopped."""
     from dataclasses import replace
 
-    import safetensors.torch
-
-    import core.train.checkpoint
-
     config = DiffusionTrainConfig.from_preset("tiny", epochs=2)
     whole = train_diffusion(config, xray_train_dir, tmp_path / "whole", progress=False, weights_path=tmp_path / "whole" / "ddpm_unet.safetensors")
-    real_save_file, ema_writes = safetensors.torch.save_file, []
-
-    def killed_in_the_second_ema_write(tensors, filename, *args, **kwargs):
-        if filename.endswith("ema.safetensors"):
-            ema_writes.append(filename)
-            if len(ema_writes) == 2:
-                raise KeyboardInterrupt  # as a Ctrl-C or a SIGTERM landing there ends the process
-        return real_save_file(tensors, filename, *args, **kwargs)
-
-    monkeypatch.setattr(core.train.checkpoint, "save_file", killed_in_the_second_ema_write)
+    interrupt_writing(monkeypatch, "ema.safetensors", 2)  # killed in the second checkpoint's EMA write
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train_diffusion(config, xray_train_dir, run, progress=False, weights_path=run / "ddpm_unet.safetensors")

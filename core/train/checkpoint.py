@@ -14,16 +14,17 @@ import copy
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from core.errors import PurifyLabError
+from core.paths import write_new_file
 from core.train.runs import check_same_data
 from core.weights import card_path, read_card, sha256_of
 
@@ -73,15 +74,16 @@ def _reason(error: OSError | SafetensorError) -> str:
 def write_checkpoint(directory: Path, tensors: Mapping[str, Mapping[str, torch.Tensor]], state: dict) -> None:
     """Each of `tensors` as <name>.safetensors in a new folder of `directory`, flushed to disk, then
     `state` (with that folder's name) as state.json by os.replace: a reader sees the old checkpoint
-    or the new one, whole. What the old one held is removed only after that."""
+    or the new one, whole. What the old one held is removed only after that. The folder and files
+    follow the umask (`write_new_file`), so that a group sharing the run folder can --resume it."""
     with reporting_write_failures(directory):
         directory.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="tensors-", dir=directory))
+        folder = directory / f"tensors-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
         staged = directory / f"{STATE_FILE}.partial"
         try:
             for name, named_tensors in tensors.items():
-                save_file(dict(named_tensors), str(folder / f"{name}.safetensors"))
-                _flush_to_disk(folder / f"{name}.safetensors")
+                write_new_file(folder / f"{name}.safetensors", save(dict(named_tensors)))
             _flush_to_disk(folder)
             staged.write_text(json.dumps(state | {"tensors": folder.name}, indent=1))
             _flush_to_disk(staged)
@@ -223,20 +225,37 @@ def check_resumed_data(out_dir: Path, state: dict, data_dir: str | Path, data_ha
     check_same_data(state, data_dir, data_hash, f"--resume: the run in {out_dir}", then)
 
 
-def check_unfinished(out_dir: Path, epochs_done: int, seconds: float, steps: int, config) -> None:
-    """Resuming a run with nothing left to train is refused, naming the budget to raise, instead of
-    announcing epoch 3 of 2 and publishing the same model again."""
-    where = f"--resume: the run in {out_dir}"
-    if epochs_done >= config.epochs:
-        raise PurifyLabError(f"{where} is finished ({epochs_done} of {config.epochs} epochs); raise --epochs to train on, or pass --overwrite to start over")
-    if config.max_minutes is not None and seconds >= 60 * config.max_minutes:
-        raise PurifyLabError(
-            f"{where} has spent its {config.max_minutes}-minute budget ({seconds / 60:.2f} min); raise --max-minutes to train on, "
-            "or pass --overwrite to start over"
-        )
+def check_unfinished(out_dir: Path, epochs_done: int, state: dict, config) -> None:
+    """Resuming a run with nothing left to train is refused, instead of announcing epoch 3 of 2 and
+    publishing the same model again: in one line naming every limit it reached, so that raising one
+    is not met by a refusal over the next. `epochs_done` counts an epoch a limit cut short too (a
+    resume goes on at the next), so a run stopped by one is not called finished."""
+    seconds, steps = state["seconds"], state["step"]
     max_steps = getattr(config, "max_steps", None)
-    if max_steps is not None and steps >= max_steps:
-        raise PurifyLabError(f"{where} is finished: it reached its max_steps ({steps} of {max_steps}); pass --overwrite to start over")
+    steps_reached = max_steps is not None and steps >= max_steps
+    reached, to_raise = [], []
+    if epochs_done >= config.epochs:
+        history = state.get("history") or [{}]
+        if history[-1].get("stopped_by_time_budget"):
+            reached.append(f"has run {epochs_done} of {config.epochs} epochs, the last stopped by the time budget (a resume goes on at the next epoch)")
+        elif steps_reached:
+            reached.append(f"has run {epochs_done} of {config.epochs} epochs")
+        else:
+            reached.append(f"is finished ({epochs_done} of {config.epochs} epochs)")
+        to_raise.append("--epochs")
+    if config.max_minutes is not None and seconds >= 60 * config.max_minutes:
+        reached.append(f"has spent its {config.max_minutes}-minute budget ({seconds / 60:.2f} min)")
+        to_raise.append("--max-minutes")
+    if steps_reached:
+        reached.append(f"has reached its max_steps ({steps} of {max_steps})")
+        to_raise.append("max_steps")
+    if reached:
+        raise PurifyLabError(f"--resume: the run in {out_dir} {_listed(reached)}; raise {_listed(to_raise)} to train on, or pass --overwrite to start over")
+
+
+def _listed(items: list[str]) -> str:
+    """The limits as one sentence: "a and b", "a, b and c"."""
+    return " and ".join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def only_publish_left(out_dir: Path, epochs_done: int, state: dict, config, weights_path: Path, figures: str) -> bool:
@@ -245,7 +264,7 @@ def only_publish_left(out_dir: Path, epochs_done: int, state: dict, config, weig
     trainer publishes it from the checkpoint instead of refusing it as finished and losing the run.
     A finished run whose model is in place is refused as `check_unfinished` says."""
     try:
-        check_unfinished(out_dir, epochs_done, state["seconds"], state["step"], config)
+        check_unfinished(out_dir, epochs_done, state, config)
     except PurifyLabError:
         if is_published(weights_path, out_dir / "checkpoint", figures):
             raise
