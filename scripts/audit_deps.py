@@ -155,8 +155,9 @@ def check(packages: dict[str, str], sources: list[Source]) -> tuple[list[Finding
     return findings, unparsable
 
 
-def offline_sources(path: Path = ADVISORIES) -> list[Source]:
-    sources = [load_curated(path)]
+def offline_sources(curated: Source | None = None) -> list[Source]:
+    """The curated file (main reads it first, so a bad --advisories is refused before any lookup) and safety-db."""
+    sources = [curated or load_curated()]
     safety = load_safety_db()
     if safety is not None:
         sources.append(safety)
@@ -241,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--advisories", type=Path, default=ADVISORIES, help="curated advisory file")
     args = parser.parse_args(argv)
+    try:
+        curated = load_curated(args.advisories)
+    except OSError as error:
+        parser.exit(2, f"error: --advisories {args.advisories}: {error.strerror or error}\n")
+    except (ValueError, KeyError, TypeError) as error:
+        parser.exit(2, f"error: --advisories {args.advisories}: not a curated advisory file ({type(error).__name__}: {error})\n")
 
     if args.check:
         try:
@@ -278,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     offline_for = {name: offline_for[name] for name in offline_for if name not in local}
     unchecked: list[str] = []
     if offline_for:
-        sources = offline_sources(args.advisories)
+        sources = offline_sources(curated)
         if len(sources) == 1:
             print("safety-db: not installed (test extra); the curated file alone is checked")
         print("Offline sources (snapshots, not live feeds):")

@@ -8,10 +8,10 @@ the one `purifylab evaluate` measured on the shipped file.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from benchmarks.options import BenchmarkParser, refuse
 from core.data.locations import dataset_of
 from core.models import list_classifiers
 from core.weights import shipped_cards, training_time
@@ -40,10 +40,27 @@ def row(name: str, card: dict) -> str:
     )
 
 
+def run_rows(paths: list[Path]) -> list[str]:
+    """The --runs cards' rows, read before the table starts, so a bad file is refused in one line and
+    not after a half-printed table."""
+    rows = []
+    for path in paths:
+        try:
+            rows.append(row(f"{path.parent.name} (not shipped)", json.loads(path.read_text())))
+        except OSError as error:
+            refuse(f"--runs {path}: {error.strerror or error}")
+        except ValueError as error:
+            refuse(f"--runs {path}: not JSON ({error})")
+        except (AttributeError, KeyError, TypeError, IndexError) as error:
+            refuse(f"--runs {path}: not a classifier card ({type(error).__name__}: {error})")
+    return rows
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="*", type=Path, default=[], help="extra cards (runs that were not shipped)")
     args = parser.parse_args()
+    extra_rows = run_rows(args.runs)
     print(
         "| model | parameters | training (min; CPU unless GPU) | val bal. acc. | test bal. acc. [95 % CI] | val AUROC | test AUROC [95 % CI] "
         "| test sensitivity | test specificity | ECE val / test | temperature / threshold |"
@@ -53,8 +70,8 @@ def main() -> None:
     for name in (n for n in list_classifiers() if n in cards and dataset_of(n) == "xray"):
         if "test_metrics" in cards[name]:
             print(row(name, cards[name]))
-    for path in args.runs:
-        print(row(f"{path.parent.name} (not shipped)", json.loads(path.read_text())))
+    for line in extra_rows:
+        print(line)
 
 
 if __name__ == "__main__":

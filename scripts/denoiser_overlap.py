@@ -12,7 +12,6 @@ images than on the 162 unseen ones: reconstruction PSNR against the clean image 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.options import BenchmarkParser, positive_int  # noqa: E402
 from core.data.groups import ONE_GROUP_PER_IMAGE, Grouping, group_images  # noqa: E402
 from core.data.loading import project_split  # noqa: E402
 from core.data.locations import XRAY_TRAIN_DIR  # noqa: E402
@@ -46,9 +46,9 @@ def group_figures(purified: torch.Tensor, clean: torch.Tensor, predictions: torc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images = load_dataset(XRAY_TRAIN_DIR, size=128, channels=1, progress=False, cache_dir=CACHE_DIR)

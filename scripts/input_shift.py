@@ -14,7 +14,6 @@ with other settings (another --limit, --columns, --threads, ...) are refused bef
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.options import BenchmarkParser, positive_int  # noqa: E402
 from core.data.loading import load_split  # noqa: E402
 from core.data.locations import XRAY_TEST_DIR, dataset_of, portable_path  # noqa: E402
 from core.errors import PurifyLabError  # noqa: E402
@@ -99,13 +99,13 @@ def purified_images(name: str, params: dict, images: torch.Tensor, data_hash: st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(XRAY_TEST_DIR))
     parser.add_argument("--split", default="all")
-    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--limit", type=positive_int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--store", default=str(RESULTS_STORE))
     parser.add_argument("--out-dir", default=str(RESULTS_DIR / "input-shift"))
     parser.add_argument("--columns", default=None, help="comma-separated purifier names to keep (default: all)")
