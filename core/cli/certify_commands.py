@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from core.cli.options import ClassifierWeights, DeviceDefaultCpu, Overwrite, Threads, at_least_one, count_option, seed_option, split_option
+from core.errors import PurifyLabError
 
 CURVE = "certified_curve.html"  # beside the --json results it draws
 
@@ -45,7 +46,6 @@ def certify_command(
     classifier(x + sigma * noise)."""
     from core.cli import set_threads
     from core.cli.preflight import check_data, check_data_layout, check_distinct_outputs, check_output, use_device, with_config
-    from core.errors import PurifyLabError
     from core.train.layout import check_split_not_carved_from_cohort
 
     check_data(data)
@@ -137,7 +137,6 @@ def _purifier_of(name: str) -> str | None:
     """The purifier of defense `name`, None where its file does not load: a broken draft beside the
     defenses must not answer a refusal about another one with its own error."""
     from core.defense import load_defense
-    from core.errors import PurifyLabError
 
     try:
         return load_defense(name).purifier
