@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.options import report_options
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, TFLOP/s. Matched in order on
@@ -114,8 +116,7 @@ def write_report(path: Path, report: dict, args: argparse.Namespace) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
-    options = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items() if key != "overwrite"}
-    write_config(path, {"command": invocation(), **options})
+    write_config(path, {"command": invocation(), **report_options(args)})
     print(f"written to {path}")
 
 

@@ -58,14 +58,23 @@ def add_report_options(parser: argparse.ArgumentParser, default_out: Path) -> No
     parser.add_argument("--overwrite", action="store_true", help="replace a report purifylab did not write (no NAME.config.json beside it)")
 
 
+def report_options(args: argparse.Namespace) -> dict:
+    """The options a standalone report's config records (paths as committed outputs record them)."""
+    from core.data.locations import portable_path
+
+    return {key: portable_path(value) if isinstance(value, Path) else value for key, value in vars(args).items() if key != "overwrite"}
+
+
 def check_report_out(args: argparse.Namespace) -> None:
-    """Before any measuring: the report may replace only one this tool wrote, unless --overwrite (the
-    CLI's rule, core.cli.preflight.check_output); a bad --out exits 2 with one line."""
+    """Before any measuring: the report may replace only one this tool wrote, and only one measured
+    with the same settings, unless --overwrite (the CLI's rule, core.cli.preflight.check_output, and
+    bench's); a bad --out exits 2 with one line."""
     from core.cli.preflight import check_output
     from core.errors import PurifyLabError
 
     try:
         check_output(args.out, "--out", overwrite=args.overwrite, suffix=".json", creates_folder=True)
+        check_same_settings(args.out, report_options(args), args.overwrite)
     except PurifyLabError as error:
         refuse(str(error))
 
@@ -75,7 +84,8 @@ def check_same_settings(out: Path, config: dict, overwrite: bool = False) -> Non
     section or purifier into the default --out would swap the committed full report for a part of it.
     `config` is what will be written beside the report; it is compared with the config beside `out`
     (which check_output has found to be purifylab's) on the keys both record, so a setting added since,
-    or a note, does not count. The same settings rerun in place; --overwrite replaces anything."""
+    or a note, does not count, nor do the command line and --out that wrote it (the same settings typed
+    another way). The same settings rerun in place; --overwrite replaces anything."""
     from core.cli.reporting import config_path
     from core.errors import PurifyLabError
 
@@ -83,7 +93,7 @@ def check_same_settings(out: Path, config: dict, overwrite: bool = False) -> Non
         return
     before = json.loads(config_path(out).read_text())
     after = json.loads(json.dumps(config))  # JSON types: tuples as lists
-    changed = sorted(key for key in set(before) & set(after) if before[key] != after[key])
+    changed = sorted(key for key in set(before) & set(after) - {"command", "out"} if before[key] != after[key])
     if changed:
         shown = ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
         raise PurifyLabError(

@@ -316,6 +316,63 @@ def test_standalone_benchmarks_refuse_bad_counts_in_one_line_before_any_work(mod
     assert not out.exists()
 
 
+COMMITTED_STANDALONE = {  # report -> the module that wrote it (its config's command names it)
+    "micro_batch_cpu": "benchmarks.micro_batch",
+    "white_box_levers_cpu": "benchmarks.white_box_levers",
+    "evaluate_test_cpu": "benchmarks.evaluate_cohort",
+    "diffdefense_batch1_cpu": "benchmarks.diffdefense_batch1",
+    "serve_latency_cpu": "benchmarks.serve_latency",
+    "refusals": "benchmarks.refusals",
+    "load_5_sessions_cpu": "scripts.load_test",
+}
+
+
+class ReachedMeasuring(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED_STANDALONE))
+def test_a_committed_standalone_report_reruns_by_its_own_command_and_not_by_another(name, tmp_path, monkeypatch, capsys):
+    """Their configs, reconstructed in session 21, carry no provenance block: the documented reruns were
+    refused as 'purifylab did not write it', and --overwrite, the way round, let any run (another
+    thread count, a few digits) replace the committed report; none compared settings at all."""
+    import importlib
+    import shlex
+
+    import benchmarks.options
+
+    committed = REPO_ROOT / "results" / "benchmarks"
+    for suffix in (".json", ".config.json"):
+        shutil.copy(committed / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    out, report = tmp_path / f"{name}.json", (tmp_path / f"{name}.json").read_bytes()
+    recorded = json.loads((committed / f"{name}.config.json").read_text())
+    words = shlex.split(recorded["command"])  # e.g. "python -m benchmarks.micro_batch --threads 1"
+    words = words[next(index for index, word in enumerate(words) if word.endswith(("load_test.py", COMMITTED_STANDALONE[name]))) + 1 :]
+    documented = [word for index, word in enumerate(words) if "--out" not in (word, words[index - 1] if index else None)]
+    real_check = benchmarks.options.check_report_out
+
+    def check_then_stop(args) -> None:
+        real_check(args)
+        raise ReachedMeasuring
+
+    module = importlib.import_module(COMMITTED_STANDALONE[name])
+    monkeypatch.setattr(benchmarks.options, "check_report_out", check_then_stop)
+    if hasattr(module, "check_report_out"):
+        monkeypatch.setattr(module, "check_report_out", check_then_stop)
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    monkeypatch.setattr(sys, "argv", [module.__file__, *documented, "--out", str(out)])
+    with pytest.raises(ReachedMeasuring):
+        module.main()
+    changed = [(option, value) for option, value in (("--threads", "3"), ("--repeats", "2"), ("--sessions", "4")) if option[2:] in recorded]
+    if not changed:  # refusals' config recorded no setting: nothing to compare
+        return
+    monkeypatch.setattr(sys, "argv", [module.__file__, *documented, *changed[0], "--out", str(out)])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main()
+    assert exit_info.value.code == 2 and "holds a report measured with other settings" in capsys.readouterr().err
+    assert out.read_bytes() == report
+
+
 def test_standalone_benchmarks_write_under_purifylab_results_and_refuse_a_foreign_report_with_exit_2(tmp_path):
     """Their default --out was REPO/results/benchmarks/... whatever PURIFYLAB_RESULTS said, and a refused
     --out exited 1. A fresh process, since core.paths reads the variable at import."""

@@ -4,6 +4,7 @@ with its config beside it."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -118,12 +119,24 @@ def written_by_purifylab(document: object) -> bool:
     card the same block at its top (core.weights.save_weights). A `purifylab bench` config from before the
     block is recognised by what bench always writes (command "bench" and its sections): the committed
     reports' configs lack the block, and refusing them sent the documented reruns to --overwrite, which
-    also skips bench's same-settings check. Other configs and cards without it, and any other tool's
-    JSON, are not recognised."""
-    holders = [document, document.get("provenance")] if isinstance(document, dict) else []
+    also skips bench's same-settings check. So is a standalone benchmark's config that session 21
+    reconstructed for a report written before configs existed (its `reconstructed` note, its --out and
+    the benchmark's command line). Other configs and cards without it, and any other tool's JSON, are
+    not recognised."""
+    if not isinstance(document, dict):
+        return False
+    holders = [document, document.get("provenance")]
     if any(isinstance(holder, dict) and isinstance(holder.get("software"), dict) and "purifylab" in holder["software"] for holder in holders):
         return True
-    return isinstance(document, dict) and document.get("command") == "bench" and isinstance(document.get("sections"), list)
+    command = document.get("command")
+    if command == "bench":
+        return isinstance(document.get("sections"), list)
+    return (
+        isinstance(document.get("reconstructed"), str)
+        and isinstance(document.get("out"), str)
+        and isinstance(command, str)
+        and re.search(r"(^|\s)(python -m benchmarks\.\w+|\S*python scripts/load_test\.py)(\s|$)", command) is not None
+    )
 
 
 def _config_record(config: dict, provenance: dict[str, Any] | None) -> dict:
