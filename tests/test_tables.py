@@ -950,6 +950,34 @@ def test_a_convergence_gap_of_exactly_the_tolerance_passes_and_one_image_more_is
             assert "has not converged in steps" in checked(more, less).flag, (more, less, n)
 
 
+@pytest.mark.parametrize("n", [16, 200])
+def test_a_masking_inversion_of_one_image_passes_at_small_n_and_two_are_flagged(tmp_path, n):
+    """The ordering check allowed a fixed 0.02: at n = 16 one image of a one-draw cell (6 points) read
+    as gradient masking, while the convergence check beside it allows one image. Its flag named exact
+    gradients for BPDA, whose gradients are approximate."""
+    from core.tables.render import masking_checks
+
+    raw = _raw(tmp_path, "tiny.safetensors")
+    raw["tables"][1]["threats"] = ["grey", "bpda-eot"]
+    preset = preset_from_dict(raw, "masking-small-n")
+    table, tolerance = preset.tables[1], preset.sanity.tolerance
+    row, column = table.rows[0].label, table.columns[0].label
+
+    def checked(strong: int, weak: int):
+        place = {"table": table.name, "classifier": table.classifiers[0].label, "column": column, "row": row}
+        cells = [
+            {**place, "threat": threat, "config": {"attack": {"name": "pgd"}}, "metrics": {"n": n, "one_shot_accuracy": count / n}}
+            for threat, count in (("bpda-eot", strong), ("grey", weak))
+        ]
+        [(_, check)] = masking_checks(cells, table, tolerance)
+        return check
+
+    allowed = max(1, round(tolerance * n))  # images: 1 at n = 16, 4 at n = 200
+    assert checked(5 + allowed, 5).passed
+    flag = checked(5 + allowed + 1, 5).flag
+    assert "the attacker with more access to the defense does worse" in flag and "exact gradients" not in flag
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 150.0, -20.0])
 def test_a_paper_claim_that_is_no_percentage_is_refused_naming_the_claim(tmp_path, value):
     """A NaN claim was accepted and 'confirmed' (NaN fails every comparison); 150 % and -20 % were accepted."""

@@ -79,13 +79,14 @@ def check_minimal_attack_converged(attack: str, accuracy: float, max_accuracy: f
 
 
 def check_not_weaker(strong_name: str, strong_accuracy: float, weak_name: str, weak_accuracy: float, tolerance: float = DEFAULT_TOLERANCE) -> SanityCheck:
-    """The attacker with more access (`strong`) must leave no higher robust accuracy than `weak`."""
+    """The attacker with more access (`strong`) must leave no higher robust accuracy than `weak`. The
+    flag names access, not exact gradients: BPDA's are approximate, yet it knows more than grey-box."""
     values = {f"{strong_name}_accuracy": strong_accuracy, f"{weak_name}_accuracy": weak_accuracy, "tolerance": tolerance}
     flag = None
     if exceeds_tolerance(strong_accuracy - weak_accuracy, tolerance):
         flag = (
             f"{strong_name} leaves {strong_accuracy:.3f} robust accuracy but {weak_name} only {weak_accuracy:.3f}: "
-            f"exact gradients do worse than less access, a sign of gradient masking; distrust the {strong_name} number"
+            f"the attacker with more access to the defense does worse, a sign of gradient masking; distrust the {strong_name} number"
         )
     return SanityCheck(f"{strong_name} is not weaker than {weak_name}", values, flag)
 
