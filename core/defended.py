@@ -23,11 +23,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from core.errors import PurifyLabError, typed
+from core.attacks import MAX_EOT
+from core.errors import PurifyLabError, check_range, typed
 from core.io import IMAGE_CHANNELS, validate_image_tensor
 from core.purifiers.base import Purifier
-
-MAX_EOT = 1000
 
 # Purifier draws at test time (worst or majority of k): one bound for every path that takes --redraws.
 MAX_REDRAWS = 1000
@@ -103,8 +102,7 @@ class DefendedClassifier(nn.Module):
         check_built("purifier", purifier, Purifier, "a built purifier (create_purifier(name, ...) returns one)")
         check_built("classifier", classifier, nn.Module, BUILT_NETWORK)
         typed("eot", eot, int)  # 2.5 would run int(2.5) draws while the budget counts 2.5
-        if not 1 <= eot <= MAX_EOT:
-            raise PurifyLabError(f"eot={eot} is outside the allowed range [1, {MAX_EOT}]")
+        check_range("eot", eot, 1, MAX_EOT)
         self.purifier = purifier
         self.classifier = classifier
         self.eot = eot

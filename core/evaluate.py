@@ -115,6 +115,7 @@ def evaluate(config: EvaluationConfig, model: XrayClassifier | None = None, prog
     model.check_classes(listing.classes, f"--data {config.data}")  # before any pixel is decoded
     note = _reads_through_note(config, model)
     if config.attack is not None:
+        config.attack.check_fits_input(model.in_channels, model.image_size, config.classifier)  # before the clean pass
         from core.attacks.robust import evaluate_attack
 
         return {**evaluate_attack(config, model, progress=progress), **note}

@@ -4,6 +4,9 @@ trained with a fixed seed on real PneumoniaMNIST X-rays (28 px)."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +18,7 @@ from core.attacks.library import DLRReferenceLogits
 from core.errors import PurifyLabError
 
 SLOW_ATTACKS = {"autoattack", "autoattack-rand"}  # Square's 5000 queries: minutes on a shared CPU
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,8 +47,10 @@ def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> f
 
 
 def _one_step_config(name: str) -> AttackConfig:
-    norm = ATTACKS.get(name).norms[0]
-    return AttackConfig(name=name, norm=norm, eps=0.03 if norm == "linf" else 0.5, steps=1)
+    spec = ATTACKS.get(name)
+    norm = spec.norms[0]
+    budget = {"eps": 0.03 if norm == "linf" else 0.5} if spec.bounded else {}  # an eps given to cw is refused
+    return AttackConfig(name=name, norm=norm, steps=1, **budget)
 
 
 def _check_budget(adversarial: torch.Tensor, images: torch.Tensor, config: AttackConfig) -> None:
@@ -331,7 +337,8 @@ def test_autoattack_reports_its_own_schedule_and_keeps_its_cell_key(name, words)
     [("pgd", "linf", True), ("tpgd", "linf", True), ("fgsm", "linf", False), ("apgd", "linf", False), ("square", "l2", False), ("cw", "l2", False)],
 )
 def test_alpha_is_reported_only_where_the_attack_steps_by_it(name, norm, uses_alpha) -> None:
-    config = AttackConfig(name=name, norm=norm, eps=0.3, steps=10)
+    budget = {"eps": 0.3} if ATTACKS.get(name).bounded else {}  # an eps given to cw is refused
+    config = AttackConfig(name=name, norm=norm, steps=10, **budget)
     assert config.budget()["alpha"] == (config.step_size if uses_alpha else None)
     assert "alpha" in config.resolved()  # the cell key keeps it either way
 
@@ -538,3 +545,104 @@ def test_a_name_or_a_dict_where_a_built_object_belongs_is_refused_in_one_line(mo
     for call, message in refusals:
         with pytest.raises(PurifyLabError, match=message):
             call()
+
+
+def test_a_setting_the_attack_ignores_is_refused_and_its_default_is_not_a_setting() -> None:
+    """config.py promises a meaningless setting is refused: FGSM ran 50 steps as 1 and CW stored an eps
+    of 0.5 it never used, both written into the result as if they had run."""
+    for fields, message in (
+        ({"name": "fgsm", "steps": 50}, r"^steps=50 does not apply to 'fgsm', which takes one step; drop steps$"),
+        ({"name": "cw", "norm": "l2", "eps": 0.5}, r"^eps=0.5 does not apply to 'cw', a minimal-perturbation attack"),
+        ({"name": "deepfool", "norm": "l2", "eps": 2.0}, r"^eps=2.0 does not apply to 'deepfool'"),
+        ({"name": "ead", "norm": "l2", "eps": 0.0}, r"^eps=0.0 does not apply to 'ead'"),
+    ):
+        with pytest.raises(PurifyLabError, match=message):
+            AttackConfig(**fields)
+    assert AttackConfig(name="fgsm").steps == AttackConfig(name="fgsm", steps=1).steps == 1  # the default 10 runs as its one step
+    assert AttackConfig(name="cw", norm="l2", steps=3).resolved()["eps"] == AttackConfig().eps  # stored keys unchanged
+
+
+def test_bad_attack_values_are_refused_without_importing_torch() -> None:
+    """AttackConfig read the attack names through core.attacks.library: torch and torchattacks (2-7 s)
+    loaded before eps=-1 was refused."""
+    code = (
+        "import sys\nfrom core.attacks import AttackConfig\nfrom core.errors import PurifyLabError\n"
+        "for fields in ({'eps': -1.0}, {'steps': 0}, {'norm': 'l1'}, {'name': 'apgd', 'eot_iter': 0}, {'name': 'fgsm', 'steps': 5}):\n"
+        "    try:\n        AttackConfig(**fields)\n    except PurifyLabError as error:\n        print(error)\n"
+        "print(sorted(m for m in ('torch', 'torchattacks') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0 and len(lines) == 6, done.stderr
+    assert lines[-1] == "[]"
+
+
+def _cli_in_a_fresh_process(args: list[str]) -> tuple[str, str]:
+    """(exit code and the heavy modules imported, stderr) of `purifylab ARGS` run in a new process."""
+    code = (
+        "import sys\nfrom core.cli import main\ntry:\n"
+        f"    main({args!r})\n"
+        "except SystemExit as exit:\n"
+        "    print(exit.code, sorted(m for m in ('torch', 'torchattacks') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    return (done.stdout.strip().splitlines() or [""])[-1], done.stderr.strip()
+
+
+@pytest.mark.parametrize(
+    "command, options, message",
+    [
+        ("evaluate", ["--attack", "pgd", "--eps", "-0.1"], "eps=-0.1 is outside the allowed range [0.0, 1.0]"),
+        ("evaluate", ["--attack", "pgd", "--norm", "l1"], "norm 'l1' is not supported"),
+        ("evaluate", ["--attack", "apgd", "--eot-iter", "0"], "eot_iter=0 is outside the allowed range [1, 1000]"),
+        ("evaluate", ["--attack", "fgsm", "--steps", "50"], "steps=50 does not apply to 'fgsm', which takes one step"),
+        ("evaluate", ["--attack", "cw", "--norm", "l2", "--eps", "0.5"], "eps=0.5 does not apply to 'cw'"),
+        ("evaluate", ["--attack", "pgd", "--threat", "white", "--purifier", "gaussian", "--eot", "5000"], "eot=5000 is outside the allowed range [1, 1000]"),
+        ("attack", ["--attack", "fgsm", "--steps", "50"], "steps=50 does not apply to 'fgsm', which takes one step"),
+        ("attack", ["--attack", "ead", "--norm", "l2", "--eps", "0.5"], "eps=0.5 does not apply to 'ead'"),
+        ("attack", ["--steps", "0"], "steps=0 is outside the allowed range [1, 100000]"),
+        ("attack", ["--eot", "0"], "--eot must be >= 1, got 0"),
+        ("attack", ["--threat", "white", "--purifier", "gaussian", "--eot", "5000"], "eot=5000 is outside the allowed range [1, 1000]"),
+        ("attack", ["--threat", "transfer"], "threat 'transfer' needs a data set to measure transfer; use 'purifylab evaluate --threat transfer'"),
+    ],
+)
+def test_the_cli_refuses_a_bad_attack_setting_in_one_line_before_torch_loads(tmp_path, xray_test_dir, xray_paths, command, options, message) -> None:
+    """Each was refused only after torch (and for --eot 5000 after the clean pass), refused with the wrong
+    reason (`attack --eot 0`: "does not apply to threat 'grey'"), or run silently (fgsm --steps 50, cw --eps)."""
+    if command == "evaluate":
+        given = ["evaluate", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--limit", "2", "--threads", "1"]
+    else:
+        given = ["attack", str(xray_paths["NORMAL"][0]), "--out", str(tmp_path / "a.png"), "--classifier", "student_cnn", "--threads", "1"]
+    outcome, stderr = _cli_in_a_fresh_process([*given, *options])
+    assert outcome == "2 []", stderr
+    assert stderr.startswith(f"error: {message}") and "\n" not in stderr
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_an_l2_budget_wider_than_the_models_input_is_refused_before_any_compute(tmp_path, xray_test_dir, xray_paths, capsys) -> None:
+    """No two 1 x 32 x 32 images in [0, 1] are more than L2 32 apart: eps=40 would attack with every image
+    inside the ball. The ceiling was a fixed 224 whatever the model's input."""
+    from core.cli import main
+    from core.evaluate import EvaluationConfig, evaluate
+    from core.models import create_classifier
+    from core.weights import save_weights
+
+    torch.manual_seed(0)
+    classifier = create_classifier("student_cnn", pretrained=False, image_size=32, widths=(4, 4, 4, 4)).eval()
+    config = EvaluationConfig(data=str(xray_test_dir), classifier="student_cnn", limit=2, bootstrap=10)
+    wide = AttackConfig(name="pgdl2", norm="l2", eps=40.0, steps=1)
+    message = r"^eps=40.0 is wider than student_cnn's input \(1x32x32\), whose images are at most L2 32 apart .*; choose eps <= 32$"
+    with pytest.raises(PurifyLabError, match=message):
+        evaluate(dataclasses.replace(config, attack=wide), model=classifier)
+    widest = evaluate(dataclasses.replace(config, attack=dataclasses.replace(wide, eps=32.0)), model=classifier)
+    assert widest["n"] == 2 and widest["attack"]["eps"] == 32.0
+    AttackConfig(name="pgd", norm="l2", eps=55.4256).check_fits_input(3, 32, "cifar10_cnn")  # the bound it names is allowed
+
+    weights = tmp_path / "student_cnn.safetensors"
+    save_weights(classifier, weights, {"architecture": classifier.architecture}, fp16=False)
+    out = tmp_path / "a.png"
+    args = ["attack", str(xray_paths["NORMAL"][0]), "--out", str(out), "--classifier", "student_cnn", "--weights", str(weights)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--attack", "pgdl2", "--norm", "l2", "--eps", "40", "--steps", "1", "--threads", "1"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("error: eps=40.0 is wider than student_cnn's input (1x32x32)")
+    assert not out.exists()

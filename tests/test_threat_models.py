@@ -347,3 +347,20 @@ def test_bpda_eot_with_one_draw_is_refused_before_any_data_is_read(tmp_path, set
         EvaluationConfig(data=missing, threat="bpda-eot")
     with pytest.raises(PurifyLabError, match="not found|does not exist|no such"):  # a valid config reaches the data
         evaluate(EvaluationConfig(data=missing, attack=AttackConfig(), threat="bpda-eot", eot=2), model=setup.classifier)
+
+
+def test_an_eot_out_of_range_is_refused_by_every_threat_model_before_any_data_is_read(tmp_path, setup):
+    """EvaluationConfig took eot=5000 and DefendedClassifier refused it only after the whole clean pass
+    (minutes through a diffusion purifier); under grey, eot=0 was told it "does not apply to threat 'grey'"."""
+    from core.attacks import MAX_EOT, threat_model
+    from core.evaluate import EvaluationConfig
+
+    with pytest.raises(PurifyLabError, match=rf"^eot=5000 is outside the allowed range \[1, {MAX_EOT}\]$"):
+        EvaluationConfig(data=str(tmp_path / "no-such-folder"), attack=AttackConfig(), threat="white", eot=5000)
+    for threat in THREAT_MODELS:
+        for eot in (0, -3, MAX_EOT + 1):
+            with pytest.raises(PurifyLabError, match=rf"^eot={eot} is outside the allowed range \[1, {MAX_EOT}\]$"):
+                threat_model(threat).check_eot(eot)
+    threat_model("white").check_eot(MAX_EOT)
+    with pytest.raises(PurifyLabError, match=rf"^eot={MAX_EOT + 1} is outside the allowed range"):  # the same bound, from the same place
+        DefendedClassifier(_gaussian_noise(), setup.classifier, eot=MAX_EOT + 1)

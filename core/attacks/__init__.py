@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.attacks.config import NORMS, AttackConfig
-from core.errors import PurifyLabError, typed
+from core.errors import PurifyLabError, check_range, typed
 from core.registry import Registry
 
 if TYPE_CHECKING:
@@ -119,6 +119,11 @@ def list_attacks() -> dict[str, str]:
     return ATTACKS.describe()
 
 
+# Purifier draws per attack step (--eot): the bound every caller checks, here without torch, so a
+# refusal comes before the model, the data and the clean pass, not from DefendedClassifier after them.
+MAX_EOT = 1000
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """What the attacker sees under one threat model; every caller asks these flags, none re-spells them."""
@@ -150,6 +155,7 @@ class ThreatModel:
         """Refuse purifier draws per step this attacker cannot spend. Called before any data is read
         (EvaluationConfig, robust_run): crafting would refuse them only after the whole clean pass."""
         typed("eot", eot, int)
+        check_range("eot", eot, 1, MAX_EOT)  # first: eot=0 is out of range under any threat, not "unused by grey"
         if eot != 1 and not self.uses_eot:
             users = [name for name, other in THREAT_MODELS.items() if other.uses_eot]
             raise PurifyLabError(f"eot={eot} does not apply to threat '{self.name}'; it is used by {', '.join(users)}")
@@ -214,6 +220,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ATTACKS",
+    "MAX_EOT",
     "NORMS",
     "THREAT_MODELS",
     "AttackConfig",

@@ -7,6 +7,7 @@ L2 1 and 2), so a number in a table means the same thing whatever the model norm
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,8 @@ from core.errors import PurifyLabError, check_range, check_types
 NORMS = ("linf", "l2")
 
 # The largest L2 distance between two single-channel 224 px images in [0, 1] (all black vs all
-# white): a bigger L2 budget cannot mean anything at the project's resolutions.
+# white): a bigger L2 budget cannot mean anything at the project's resolutions. The model's own
+# input, once known, bounds it tighter (`AttackConfig.check_fits_input`).
 L2_EPS_MAX = 224.0
 MAX_STEPS = 100_000
 
@@ -26,7 +28,9 @@ class AttackConfig:
 
     `alpha=None` resolves to Madry's 2.5 * eps / steps (eps / 4 at 10 steps), which reaches the
     boundary of the ball from anywhere inside it. `restarts` and `eot_iter` apply only to attacks
-    that support them (a meaningless setting is refused rather than ignored).
+    that support them, `steps` other than 1 not to a one-step attack (FGSM), `eps` not to a
+    minimal-perturbation one (CW, DeepFool, EAD): a meaningless setting is refused rather than
+    ignored. Left at its default it is not a setting (FGSM's default 10 steps run as 1).
     """
 
     name: str = "pgd"
@@ -39,12 +43,17 @@ class AttackConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from core.attacks.library import ATTACKS
+        from core.attacks import ATTACKS  # the torch-free registry: a bad value is refused before torch loads
 
         check_types(self)  # steps=2.5 or eps="0.03" gets one line here, not a TypeError inside torchattacks
         spec = ATTACKS.get(self.name)
+        defaults = {setting.name: setting.default for setting in dataclasses.fields(self)}
+        if spec.single_step and self.steps not in (1, defaults["steps"]):
+            raise PurifyLabError(f"steps={self.steps} does not apply to '{self.name}', which takes one step; drop steps")
         if spec.single_step:  # FGSM is one step: a CLI default of 10 must not be reported as its budget
             object.__setattr__(self, "steps", 1)
+        if not spec.bounded and self.eps != defaults["eps"]:
+            raise PurifyLabError(f"eps={self.eps} does not apply to '{self.name}', a minimal-perturbation attack that finds its own size; drop eps")
         if self.norm not in NORMS:
             raise PurifyLabError(f"norm '{self.norm}' is not supported; choose one of: {', '.join(NORMS)}")
         if self.norm not in spec.norms:
@@ -75,13 +84,13 @@ class AttackConfig:
     @property
     def bounded(self) -> bool:
         """False for minimal-perturbation attacks (DeepFool, CW, EAD): they ignore eps."""
-        from core.attacks.library import ATTACKS
+        from core.attacks import ATTACKS
 
         return ATTACKS.get(self.name).bounded
 
     def resolved(self) -> dict[str, Any]:
         """Every setting with defaults filled in: what the results store hashes and tables print."""
-        from core.attacks.library import ATTACKS
+        from core.attacks import ATTACKS
 
         revision = ATTACKS.get(self.name).revision  # only when raised: every older cell keeps its key
         return {**dataclasses.asdict(self), "alpha": self.step_size, "bounded": self.bounded} | ({"revision": revision} if revision else {})
@@ -91,7 +100,7 @@ class AttackConfig:
 
         What runs, not what was typed: an attack with its own schedule (AutoAttack) reports that
         schedule and no step count, and `alpha` only where the attack steps by it."""
-        from core.attacks.library import ATTACKS
+        from core.attacks import ATTACKS
 
         spec = ATTACKS.get(self.name)
         counted = not spec.schedule
@@ -105,3 +114,15 @@ class AttackConfig:
             "schedule": spec.schedule or None,
             "gradient_evaluations": self.steps * self.eot_iter * self.restarts if counted else None,
         }
+
+    def check_fits_input(self, channels: int, image_size: int, classifier: str) -> None:
+        """Refuse an L2 budget wider than the model's input: no two C x S x S images in [0, 1] are more
+        than sqrt(C * S * S) apart (all black vs all white), so every image lies inside it and the
+        figure measures nothing. Checked once the classifier is known, before any compute."""
+        diameter = math.sqrt(channels * image_size * image_size)
+        if self.norm == "l2" and self.bounded and self.eps > diameter:
+            shown = math.floor(diameter * 1e4) / 1e4  # rounded down: the bound it names is itself allowed
+            raise PurifyLabError(
+                f"eps={self.eps} is wider than {classifier}'s input ({channels}x{image_size}x{image_size}), whose images are at most "
+                f"L2 {shown:g} apart (all black vs all white); choose eps <= {shown:g}"
+            )

@@ -70,11 +70,20 @@ def _attack_config(name: str, norm: str, eps: float, steps: int, seed: int, eot_
 
 
 def _check_threat_draws(threat: str, eot: int) -> None:
-    """The threat's own rule on --eot (bpda-eot needs two draws or more), before the model and its
-    libraries load: crafting would refuse it only after them."""
+    """The threat's own rule on --eot (at most MAX_EOT; bpda-eot needs two draws or more), before the
+    model and its libraries load: crafting would refuse it only after them."""
     from core.attacks import threat_model
 
     threat_model(threat).check_eot(eot)
+
+
+def _check_threat_needs_no_data_set(threat: str) -> None:
+    """`attack` crafts one image: a transfer attack is measured on a data set (a substitute crafts, the
+    target reads), so it is refused here, before torch, the image and the model load."""
+    from core.attacks import threat_model
+
+    if threat_model(threat).needs_substitute:
+        raise PurifyLabError(f"threat '{threat}' needs a data set to measure transfer; use 'purifylab evaluate --threat {threat}'")
 
 
 def _report_card(card: dict, run_dir: Path | None = None, model: str = "", ship: bool = False) -> None:
@@ -115,8 +124,6 @@ def attack_file(
 
     out = check_output_png(out)
     spec = threat_model(threat)
-    if spec.needs_substitute:
-        raise PurifyLabError(f"threat '{threat}' needs a data set to measure transfer; use 'purifylab evaluate --threat {threat}'")
     loaded = load_image(image)
     from core.lab import attack_image, read
     from core.metrics import CLASS_NAMES
@@ -126,6 +133,7 @@ def attack_file(
 
     model = create_classifier(classifier, pretrained=True, weights=weights).to(device)
     model.check_classes(CLASS_NAMES, "a chest X-ray")
+    attack.check_fits_input(model.in_channels, model.image_size, classifier)
     defense = create_purifier(purifier, **(purifier_params or {})).to(device)
     crafted = attack_image(model, to_model_input(loaded, model.image_size).to(device), attack, threat=threat, purifier=defense, eot=eot)
     x, adversarial = crafted.clean, crafted.image  # the budget holds from the input on grey levels, not the resized one
@@ -393,12 +401,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         classifiers.check(classifier)  # the registry's names need no torch: a typo costs no import
         check_split_not_carved_from_cohort(classifier, data, split)
-        placement = use_device(device)
         attack_config = None
         if attack is not None:  # the threat means nothing without an attack (as in EvaluationConfig)
             _check_threat_draws(threat, eot)
             check_steps_apply(context, attack)
-            attack_config = _attack_config(attack, norm, eps, steps, seed, eot_iter, restarts)
+            attack_config = _attack_config(attack, norm, eps, steps, seed, eot_iter, restarts)  # torch-free: before --device's import
+        placement = use_device(device)
         from core.cli.reporting import format_report, provenance_of, write_json
         from core.purifiers import purifier_config
 
@@ -454,7 +462,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         restarts: Restarts = 1,
         threat: Annotated[str, typer.Option("--threat", help="grey | bpda | bpda-eot | white (transfer needs a data set: purifylab evaluate)")] = "grey",
         purifier: Annotated[str, typer.Option("--purifier", help="defense the attacker targets: NAME or NAME:k=v,...")] = "none",
-        eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)")] = 1,
+        eot: Annotated[int, typer.Option("--eot", help="purifier draws per attack step (bpda-eot, white)", callback=at_least_one("--eot"))] = 1,
         weights: ClassifierWeights = None,
         seed: Annotated[int, seed_option("attack seed")] = 0,
         threads: Threads = None,
@@ -472,10 +480,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         classifiers.check(classifier)
         purifier_name, purifier_params = parse_purifier_spec(purifier)
         PURIFIERS.check(purifier_name)  # the purifiers' names need no torch either
-        placement = use_device(device)
+        _check_threat_needs_no_data_set(threat)
         _check_threat_draws(threat, eot)
         check_steps_apply(context, attack)
-        attack_config = _attack_config(attack, norm, eps, steps, seed, eot_iter, restarts)
+        attack_config = _attack_config(attack, norm, eps, steps, seed, eot_iter, restarts)  # torch-free: before --device's import
+        placement = use_device(device)
         set_threads(threads)
         record = attack_file(
             image,
