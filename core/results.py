@@ -305,9 +305,24 @@ class ResultStore:
 
     def get(self, cell_config: Mapping[str, Any]) -> dict[str, Any] | None:
         """The stored metrics of this exact cell, or None if it was never computed."""
+        key = cell_key(cell_config)
         with self._reading_or_writing():
-            row = self._connection.execute("SELECT metrics FROM cells WHERE key = ?", (cell_key(cell_config),)).fetchone()
-        return json.loads(row[0]) if row else None
+            row = self._connection.execute("SELECT metrics FROM cells WHERE key = ?", (key,)).fetchone()
+        return self._stored_object(key, "metrics", row[0]) if row else None
+
+    def _stored_object(self, key: str, column: str, text: Any) -> dict[str, Any]:
+        """One JSON column of a stored row. A damaged row (hand-edited, half copied) is one line naming it
+        and the store, not a JSONDecodeError traceback; it is left in place for its owner to delete."""
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError) as error:
+            problem = f"is not readable JSON ({error})"
+        else:
+            if isinstance(value, dict):
+                return value
+            problem = f"is JSON but not an object (a {type(value).__name__})"
+        where = f"cell {key} in the results store {self.path}"
+        raise PurifyLabError(f"{where}: its {column} column {problem}; delete that row to recompute it, or name another --store")
 
     def put(self, cell_config: Mapping[str, Any], metrics: Mapping[str, Any], seconds: float | None = None) -> str:
         """Store (or replace) one cell atomically; returns its key."""
@@ -366,11 +381,11 @@ class ResultStore:
             StoredCell(
                 key=row[0],
                 preset=row[1],
-                config=json.loads(row[2]),
-                metrics=json.loads(row[3]),
+                config=self._stored_object(row[0], "config", row[2]),
+                metrics=self._stored_object(row[0], "metrics", row[3]),
                 git_commit=row[4],
                 seed=row[5],
-                versions=json.loads(row[6]),
+                versions=self._stored_object(row[0], "versions", row[6]),
                 seconds=row[7],
                 created_at=row[8],
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -327,3 +328,29 @@ def test_a_store_path_that_cannot_hold_a_store_is_refused_in_one_line(tmp_path: 
             ResultStore(path)
         assert message in str(refusal.value) and "--store" in str(refusal.value), refusal.value
     assert (tmp_path / "notes.txt").read_text() == "my notes"
+
+
+@pytest.mark.parametrize(("metrics", "problem"), [("{not json", "is not readable JSON"), ("[1, 2]", "is JSON but not an object")])
+def test_a_damaged_stored_cell_is_one_line_naming_it_and_is_kept(tmp_path: Path, metrics: str, problem: str) -> None:
+    """A row whose metrics were hand-edited to bad JSON gave a JSONDecodeError traceback from `get` and
+    `cells`; it is refused in one line naming the cell and the store, and the row stays for its owner."""
+    path = tmp_path / "results.db"
+    with ResultStore(path) as store:
+        key = store.put(_cell(0), {"accuracy": 0.75, "n": 48})
+        store.put(_cell(1), {"accuracy": 0.5, "n": 48})
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE cells SET metrics = ? WHERE key = ?", (metrics, key))
+    message = f"^cell {key} in the results store {re.escape(str(path))}: its metrics column {problem}.*; delete that row to recompute it, or name another"
+    with ResultStore(path) as store:
+        for read in (lambda: store.get(_cell(0)), store.cells, lambda: run_cells([_cell(1), _cell(0)], _fail_if_computed, store, progress=False)):
+            with pytest.raises(PurifyLabError, match=message) as refused:
+                read()
+            assert "\n" not in str(refused.value)
+        assert store.get(_cell(1)) == {"accuracy": 0.5, "n": 48}
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT metrics FROM cells WHERE key = ?", (key,)).fetchone() == (metrics,)
+        assert connection.execute("SELECT COUNT(*) FROM cells").fetchone() == (2,)
+
+
+def _fail_if_computed(cell) -> dict:
+    raise AssertionError(f"stored cell {cell} was recomputed")

@@ -921,6 +921,12 @@ def test_a_preset_refuses_the_eot_its_threats_own_rule_refuses(tmp_path):
                 assert preset_from_dict(raw, "eot").eot == eot
 
 
+def test_a_preset_eot_above_the_bound_is_refused_as_such_not_as_too_few_draws(tmp_path):
+    """eot 5000 was told 'set eot >= 2 (got 5000)' once the threats' rule checked the range first."""
+    with pytest.raises(PurifyLabError, match=r"^eot=5000 is outside the allowed range \[1, 1000\]"):
+        preset_from_dict(_raw(tmp_path, "tiny.safetensors", eot=5000), "eot-bound")
+
+
 @pytest.mark.parametrize("n", [50, 100])
 def test_a_convergence_gap_of_exactly_the_tolerance_passes_and_one_image_more_is_flagged(tmp_path, n):
     """4/50 against 3/50 is one image, which the check allows at tolerance 0.02, yet (k + 1)/50 - k/50
@@ -1086,3 +1092,114 @@ def test_a_cell_records_its_device_in_its_metrics_and_a_stored_cell_without_one_
             committed.put(cell.config, {key: value for key, value in cell.metrics.items() if key != "device"})
     reused = run_preset(preset, tmp_path / "committed.sqlite", tmp_path / "committed", progress=False)
     assert not reused.computed and [r["key"] for r in reused.records] == [r["key"] for r in fresh.records]
+
+
+def _sixteen_xrays(xray_paths, root: Path) -> Path:
+    """A folder of the 16 X-rays of `xray_paths` (8 per class), linked, not copied."""
+    for cls, files in xray_paths.items():
+        (root / "sixteen" / cls).mkdir(parents=True)
+        for file in files:
+            (root / "sixteen" / cls / file.name).symlink_to(file)
+    return root / "sixteen"
+
+
+def _two_cell_raw(data: Path, weights, **changes) -> dict:
+    """One table of two cells (Clean and FGSM, no purifier) on all of `data`: the least a table computes."""
+    raw = _raw(data, weights, split="all", **changes)
+    raw["tables"] = raw["tables"][:1]
+    raw["tables"][0].update(rows=raw["tables"][0]["rows"][:2], columns=raw["tables"][0]["columns"][:1], averages=False)
+    return raw
+
+
+def test_a_limit_above_the_splits_size_reads_the_whole_split_under_its_keys_and_counts_its_images(xray_paths, weights, tmp_path):
+    """`--limit 1000` on the 301 test X-rays titled quick's table 'on 1000 X-rays', and keyed its cells apart from
+    the full run's over the very same images. The cells are the full run's now, and the outputs count the images read."""
+    data = _sixteen_xrays(xray_paths, tmp_path)
+    eight = preset_from_dict(_two_cell_raw(data, weights, limit=8, title="tiny on 8 X-rays (grey-box)"), "tiny")
+    store = tmp_path / "store.sqlite"
+    whole = run_preset(dataclasses.replace(eight, limit=None, title="tiny on every X-ray"), store, tmp_path / "whole", progress=False)
+    assert {r["config"]["data"]["limit"] for r in whole.records} == {None} and len(whole.computed) == 3  # two table cells, one collapse cell
+    for over in (eight.with_overrides(limit=1000), preset_from_dict(_two_cell_raw(data, weights, limit=99, title="tiny on 99 X-rays (grey-box)"), "tiny")):
+        outcome = run_preset(over, store, tmp_path / f"over{over.limit}", progress=False)
+        assert outcome.computed == [] and [r["key"] for r in outcome.records] == [r["key"] for r in whole.records]
+        assert outcome.markdown.startswith("# tiny on 16 X-rays (grey-box)\n") and "on 16 images of split 'all'" in outcome.markdown
+        assert json.loads(outcome.paths["json"].read_text())["title"] == "tiny on 16 X-rays (grey-box)"
+        assert json.loads(outcome.paths["config"].read_text())["limit"] == over.limit  # the settings as given: the command reruns as it was
+        assert run_preset(over, store, tmp_path / f"over{over.limit}", progress=False).computed == []
+    within = run_preset(eight, store, tmp_path / "eight", progress=False)  # a limit the split holds keeps its own cells and count
+    assert within.markdown.startswith("# tiny on 8 X-rays (grey-box)\n") and {r["config"]["data"]["limit"] for r in within.records} == {8}
+
+
+def test_a_stored_cell_without_a_printed_metric_is_refused_by_name_before_any_compute(xray_paths, weights, tmp_path):
+    """A stored row without `n` (an older layout, a hand-edited row) was "reused", then broke the writing of
+    the table with KeyError: 'n'. It is refused in one line naming the cell and the store, before any other
+    cell is computed, and the store keeps the row as it was."""
+    import sqlite3
+
+    preset = preset_from_dict(_two_cell_raw(_sixteen_xrays(xray_paths, tmp_path), weights, limit=4), "tiny")
+    store = tmp_path / "store.sqlite"
+    first = run_preset(preset, store, tmp_path / "first", progress=False)
+    clean, fgsm = (next(r for r in first.records if r.get("row") == row) for row in ("Clean", "FGSM"))
+    with sqlite3.connect(store) as connection:
+        metrics = json.loads(connection.execute("SELECT metrics FROM cells WHERE key = ?", (fgsm["key"],)).fetchone()[0])
+        del metrics["n"]
+        connection.execute("UPDATE cells SET metrics = ? WHERE key = ?", (json.dumps(metrics), fgsm["key"]))
+        connection.execute("DELETE FROM cells WHERE key = ?", (clean["key"],))  # a cell the refused run must not compute
+        before = connection.execute("SELECT * FROM cells ORDER BY key").fetchall()
+    message = rf"^cell {fgsm['key']} in the results store .*store\.sqlite lacks n \(an older layout or a hand-edited row\); delete that row to recompute it"
+    with pytest.raises(PurifyLabError, match=message) as refused:
+        run_preset(preset, store, tmp_path / "second", progress=False)
+    assert "\n" not in str(refused.value) and not any((tmp_path / "second").glob("*"))
+    with sqlite3.connect(store) as connection:
+        assert connection.execute("SELECT * FROM cells ORDER BY key").fetchall() == before
+
+
+@pytest.mark.parametrize("text", ["{bad", "[1, 2]", "null", "3", '"tiny"'])
+def test_an_out_dir_config_that_is_not_a_json_object_is_refused_as_not_purifylabs(tmp_path, text):
+    """A tiny.config.json holding [1, 2] (valid JSON, no object) beside a table gave AttributeError: 'list'
+    object has no attribute 'get'; unreadable JSON was refused in one line, and so is this now."""
+    from core.tables.render import check_replaceable
+
+    preset = preset_from_dict(_raw(tmp_path, "tiny.safetensors"), "tiny")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tiny.md").write_text("# my notes\n")
+    (out / "tiny.config.json").write_text(text)
+    with pytest.raises(PurifyLabError, match=r"tiny\.md exists and purifylab did not write it \(no readable tiny\.config\.json beside it\); pass --overwrite"):
+        check_replaceable(preset, out)
+    assert (out / "tiny.md").read_text() == "# my notes\n" and (out / "tiny.config.json").read_text() == text
+
+
+@pytest.mark.parametrize("n", [16, 31, 301])
+def test_an_accuracy_tables_caption_says_where_each_cells_interval_is_and_how_wide_it_gets(tmp_path, n):
+    """Accuracy tables printed bare percentages ('87.50 | 78.12' on 32 images) with no interval and no pointer
+    to one. The caption names the columns that hold each cell's exact interval and the widest one at the
+    table's n; a balanced-accuracy table, whose cells print their interval, keeps its caption."""
+    from core.metrics import clopper_pearson
+    from core.tables.render import table_caption
+
+    widest = max(high - low for low, high in (clopper_pearson(k, n) for k in range(n + 1)))
+    records = [{"table": "grey", "row": "Clean", "config": {"attack": None}, "metrics": {"n": n, "redraws": 1}}]
+    for metric in ("accuracy", "balanced_accuracy"):
+        raw = _raw(tmp_path, "tiny.safetensors")
+        raw["tables"][0]["metric"] = metric
+        preset = preset_from_dict(raw, metric)
+        caption = table_caption(preset, preset.tables[0], records)
+        if metric == "accuracy":
+            assert "exact 95 % interval (Clopper-Pearson) is in the CSV (accuracy_ci_low, accuracy_ci_high; balanced accuracy: " in caption
+            assert f"at n = {n} the widest, at {n // 2} of {n} right, spans {100 * widest:.1f} points" in caption
+        else:
+            assert "accuracy_ci_low" not in caption and "the widest" not in caption
+
+
+def test_a_sweeps_markdown_names_its_attacks_steps_norm_eps_and_eot(xray_paths, weights, tmp_path):
+    """The sweep's Markdown named its column 'pgd linf 0.03' and its threat model, never the 10 steps the cells
+    ran; the HTML subtitle and the table captions did. It names the attack as the subtitle does now."""
+    preset = sweep_preset(
+        "tstar", "noise", (0.01,), classifier="student_cnn", classifier_weights=weights,
+        attack=AttackRow("eotpgd linf 0.03", AttackConfig(name="eotpgd", steps=3, eot_iter=2)), threat="bpda-eot", eot=2,
+        data=str(_sixteen_xrays(xray_paths, tmp_path)), split="all", limit=4, batch_size=4,
+    )  # fmt: skip
+    markdown = run_preset(preset, tmp_path / "s.sqlite", tmp_path / "sweep", progress=False).markdown
+    (line,) = [line for line in markdown.splitlines() if line.startswith("On 4 images")]
+    assert line.endswith("; 95 % intervals in the CSV and JSON. Attacks: eotpgd linf 0.03 = EOTPGD-3 L-inf 0.03, EOT 2.")

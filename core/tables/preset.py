@@ -295,8 +295,7 @@ class Preset:
             if limit < 1:
                 raise PurifyLabError(f"--limit must be a positive number of images, got {limit}")
             changes["limit"] = limit
-            if self.limit is not None:  # a title that counts the preset's images ("on 32 X-rays") counts the limit's
-                changes["title"] = self.title.replace(f" on {self.limit} ", f" on {limit} ")
+            changes["title"] = self.title_counting(limit)
         if data is not None:
             changes["data"] = str(data)
         if eot is not None:
@@ -304,6 +303,12 @@ class Preset:
         preset = dataclasses.replace(self, **changes)
         preset.validate()
         return preset
+
+    def title_counting(self, images: int) -> str:
+        """The title with the images it counts set to `images`: a title that counts the preset's ("on 32
+        X-rays") counts its limit's, and a table's outputs count the images its cells saw, which a limit
+        above the split's size is not."""
+        return self.title if self.limit is None else self.title.replace(f" on {self.limit} ", f" on {images} ")
 
     def _only(self, names: Sequence[str]) -> dict[str, Any]:
         parts = {"tables": self.tables, "sweeps": self.sweeps, "detection": self.detection}
@@ -340,10 +345,11 @@ class Preset:
 
     def validate(self) -> None:
         """Refuse bad settings before any model is loaded (attacks, threats, counts)."""
-        from core.attacks import THREAT_MODELS, threat_model
+        from core.attacks import MAX_EOT, THREAT_MODELS, threat_model
 
         if self.redraws < 1 or self.eot < 1 or self.batch_size < 1:
             raise PurifyLabError(f"redraws, eot and batch_size must be >= 1 (got {self.redraws}, {self.eot}, {self.batch_size})")
+        check_range("eot", self.eot, 1, MAX_EOT)  # before the threats' own rule, which would ask for eot >= 2 of 5000
         if self.bootstrap < 0 or self.seed < 0 or (self.limit is not None and self.limit < 1):
             raise PurifyLabError(f"bootstrap and seed must be >= 0 and limit >= 1 (got {self.bootstrap}, {self.seed}, {self.limit})")
         if not (self.tables or self.sweeps or self.detection):

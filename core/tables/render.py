@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 
 # The metrics of a cell that are measurements of this machine, not results: left out of `results`.
 TIMING_KEYS = ("timing",)
+# The metrics these outputs print of each kind of cell; a stored cell without one is refused by name
+# before any compute (core.tables.runner), not met as a KeyError once every cell is done.
+PRINTED_METRICS = {
+    "robust": ("n", "one_shot_accuracy", "worst_case_accuracy", "redraws", "balanced_accuracy", "auroc", "confidence_95", "nfe", "timing", "budget"),
+    "collapse": ("accuracy_by_eps",),
+    "detection": ("n", "purified_robust_accuracy", "reconstruction", "sevit"),
+}
 CSV_FIELDS = (
     "table", "classifier", "row", "column", "threat", "one_shot_accuracy", "worst_case_accuracy", "redraws",
     "balanced_accuracy", "auroc", "accuracy_ci_low", "accuracy_ci_high", "balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
@@ -210,17 +217,15 @@ def perturbation_lines(records: Sequence[dict], table: TableSpec, classifier: st
                 continue
             found = record["metrics"]["perturbation"]  # always there: these cells carry reports: [perturbation]
             success = "n/a" if found["success_rate"] is None else f"{100 * found['success_rate']:.1f} %"
-            text = (
-                f"success {success}, L2 median {found['l2_median']:.3f} (max {found['l2_max']:.3f}), "
-                f"L-inf median {found['linf_median']:.3f} (max {found['linf_max']:.3f})"
-            )
+            norms = {name: "n/a" if value is None else f"{value:.3f}" for name, value in found.items()}  # None: it fooled none
+            text = f"success {success}, L2 median {norms['l2_median']} (max {norms['l2_max']}), L-inf median {norms['linf_median']} (max {norms['linf_max']})"
             summaries.setdefault(text, []).append(f"{record['column']} [{record['threat']}]")
         lines += [f"- {row.label} against {', '.join(places)}: {text}" for text, places in summaries.items()]
     if not lines:
         return []
     header = (
         "Minimal-perturbation attacks, before any purifier (success = share of the images the classifier "
-        "read correctly that it misreads after the attack; norms on the [0, 1] pixel scale):"
+        "read correctly that it misreads after the attack; norms over the images it fooled, on the [0, 1] pixel scale):"
     )
     return [header, "", *lines, ""]
 
@@ -349,9 +354,24 @@ def table_caption(preset: Preset, table: TableSpec, records: list[dict]) -> str:
     stochastic = any(r["metrics"].get("redraws", 1) > 1 for r in records)
     redraws = f"; cells 'a / b' = one-shot / worst of {preset.redraws} purifier draws" if stochastic else ""
     data = "/".join(Path(preset.data).parts[-2:])
+    intervals = f" {_interval_text(n)}" if table.metric == "accuracy" and n else ""
     return (
         f"{table.caption} {_METRIC_TITLES[table.metric]} on {n} images of split '{preset.split}' of {data}, "
-        f"seed {preset.seed}. Threat model - {threats}. Attacks: {budgets or 'none'}{eot}{redraws}."
+        f"seed {preset.seed}. Threat model - {threats}. Attacks: {budgets or 'none'}{eot}{redraws}.{intervals}"
+    )
+
+
+def _interval_text(n: int) -> str:
+    """Where an accuracy table's intervals are, and how wide they get at its n: cells print bare
+    percentages, and at n = 32 a difference of 20 points is noise. The widest exact interval is the one
+    at half the images right."""
+    from core.metrics import clopper_pearson
+
+    low, high = clopper_pearson(n // 2, n)
+    return (
+        "Each cell's exact 95 % interval (Clopper-Pearson) is in the CSV (accuracy_ci_low, accuracy_ci_high; balanced accuracy: "
+        f"balanced_accuracy_ci_low, balanced_accuracy_ci_high) and the JSON (confidence_95); at n = {n} the widest, at {n // 2} of {n} right, "
+        f"spans {100 * (high - low):.1f} points ({_percent(low)} to {_percent(high)})."
     )
 
 
@@ -461,8 +481,13 @@ def sweep_markdown(preset: Preset, records: list[dict]) -> str:
         if attacker is not None:
             heading += f" (attacked rows under threat '{threat}': {attacker})"
         data = "/".join(Path(preset.data).parts[-2:])
+        attacks = ", ".join(dict.fromkeys(f"{r['row']} = {_attack_text(r['config']['attack'])}" for r in rows if r["config"]["attack"]))
         parts += [heading, ""]
-        parts += [f"On {rows[0]['metrics']['n']} images of split '{preset.split}' of {data}, seed {preset.seed}; 95 % intervals in the CSV and JSON.", ""]
+        parts += [
+            f"On {rows[0]['metrics']['n']} images of split '{preset.split}' of {data}, seed {preset.seed}; 95 % intervals in the CSV and JSON."
+            + (f" Attacks: {attacks}." if attacks else ""),
+            "",
+        ]
         parts += ["| " + " | ".join([parameter, *labels]) + " |", "|" + "---|" * (len(labels) + 1)]
         cells = {(r["value"], r["row"]): r for r in rows}
         for value in sorted(dict.fromkeys(r["value"] for r in rows)):  # one cell per header, so none lands beyond the last
@@ -906,13 +931,21 @@ def check_replaceable(preset: Preset, out_dir: Path, overwrite: bool = False) ->
     try:
         before = json.loads(paths["config"].read_text())
     except (OSError, ValueError):
-        raise PurifyLabError(f"{existing[0]} exists and purifylab did not write it (no readable {paths['config'].name} beside it); {folder_hint}") from None
+        before = None
+    if not isinstance(before, dict):  # purifylab writes a JSON object there; valid JSON of another shape is not its config either
+        raise PurifyLabError(f"{existing[0]} exists and purifylab did not write it (no readable {paths['config'].name} beside it); {folder_hint}")
     after = written_config(preset)
     # what produced the earlier table (its commit, its weights) is no setting: a rerun at a new commit may replace it
     changed = sorted(key for key in (set(before) | set(after)) - {"provenance"} if before.get(key) != after.get(key))
     if changed:
         shown = ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
         raise PurifyLabError(f"{Path(out_dir)} holds {preset.name} computed with other settings ({shown} differ); {folder_hint}")
+
+
+def _title_of_run(preset: Preset, records: list[dict]) -> str:
+    """The preset's title counting the images its cells saw: a limit above the split's size read the whole split."""
+    counts = {record["metrics"]["n"] for record in records if "n" in record["metrics"]}
+    return preset.title_counting(counts.pop()) if len(counts) == 1 else preset.title
 
 
 def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[str, Path]:
@@ -924,15 +957,16 @@ def write_outputs(preset: Preset, records: list[dict], out_dir: Path) -> dict[st
         checks += masking_checks(records, table, preset.sanity.tolerance)
         checks += convergence_checks(records, table, preset.sanity.tolerance)
         checks += minimal_attack_checks(records, table)
+    shown = dataclasses.replace(preset, title=_title_of_run(preset, records))  # the config beside them keeps the settings as given
     markdown = "\n".join(
-        filter(None, [markdown_tables(preset, records, checks), sweep_markdown(preset, records), detection_markdown(preset, records), sanity_markdown(checks)])
+        filter(None, [markdown_tables(shown, records, checks), sweep_markdown(shown, records), detection_markdown(shown, records), sanity_markdown(checks)])
     )
     paths = output_paths(preset, out_dir)
-    fig = figure(preset, records)
+    fig = figure(shown, records)
     contents: dict[Path, str | bytes] = {
         paths["markdown"]: markdown,
         paths["csv"]: csv_text(records, checks),
-        paths["json"]: json.dumps(json_document(preset, records, checks), indent=1, sort_keys=True) + "\n",
+        paths["json"]: json.dumps(json_document(shown, records, checks), indent=1, sort_keys=True) + "\n",
         paths["config"]: json.dumps({**written_config(preset), "provenance": table_provenance(records)}, indent=1, sort_keys=True) + "\n",
         paths["html"]: fig.to_html(include_plotlyjs="cdn"),  # 4.8 MB lighter; the app draws from the JSON
     }

@@ -29,8 +29,9 @@ from core.errors import PurifyLabError
 from core.metrics import auroc
 from core.models import create_classifier, weights_path_for
 from core.purifiers import PURIFIERS, create_purifier, weights_stem
-from core.results import ResultStore, canonical_json, run_cells
+from core.results import ResultStore, canonical_json, cell_key, run_cells
 from core.tables.preset import AttackRow, DetectionSpec, ModelSpec, Preset, PurifierColumn, SweepSpec, TableSpec
+from core.tables.render import PRINTED_METRICS
 from core.weights import WEIGHTS_DIR, card_path, read_card
 
 ROC_POINTS = 101
@@ -117,11 +118,18 @@ class PresetRunner:
 
     def _data_identity(self, classifier: torch.nn.Module) -> dict[str, Any]:
         """The images a cell sees, by content: no path, so the committed store serves any checkout."""
-        p = self.preset
-        identity = {"split": p.split, "limit": p.limit, "image_size": classifier.image_size, "hash": self.data(classifier).data_hash}
+        p, data = self.preset, self.data(classifier)
+        identity = {"split": p.split, "limit": self._limit_used(data), "image_size": classifier.image_size, "hash": data.data_hash}
         if classifier.in_channels != 1:  # grey is the X-ray default, which cells stored before colour existed assume
             identity["channels"] = classifier.in_channels
         return identity
+
+    def _limit_used(self, data: LoadedSplit) -> int | None:
+        """The preset's limit, or None where the split held fewer images: that limit read the whole split,
+        so its cells are the whole split's (`--limit 1000` on 301 X-rays reuses the full run's cells) and
+        its outputs count the images read (`Preset.title_counting`)."""
+        limit = self.preset.limit
+        return None if limit is not None and len(data.labels) < limit else limit
 
     def _base(self, kind: str) -> dict[str, Any]:
         """What every cell shares. The preset's name is left out on purpose: a cell's numbers depend only
@@ -154,6 +162,7 @@ class PresetRunner:
             cell["gradient"] = "through saturated pixels"  # cells from before clamp_to_unit are not reused
         if attack and not attack.bounded:  # its norms are its result: a cell stored before they were recorded is not reused
             cell["reports"] = ["perturbation"]
+            cell["norms_over"] = "fooled images"  # medians once counted a failed image's 0: those cells are computed anew
         return cell
 
     def table_cells(self, table: TableSpec) -> list[tuple[dict, dict]]:
@@ -365,9 +374,22 @@ class PresetRunner:
         identity = cell.get("purifier")
         return self.purifier(identity).nfe() if identity else 0
 
+    def _check_stored(self, cell: Mapping[str, Any]) -> None:
+        """A stored cell without a metric its outputs print (an older layout, a hand-edited row) is refused
+        by name before any compute, not met as a KeyError once every cell is done; the row is left as it is."""
+        stored = self.store.get(cell)
+        if stored is None:
+            return
+        missing = [name for name in (*PRINTED_METRICS.get(cell["kind"], ()), *cell.get("reports", ())) if name not in stored]
+        if missing:
+            raise PurifyLabError(
+                f"cell {cell_key(cell)} in the results store {self.store.path} lacks {', '.join(missing)} (an older layout or a hand-edited row); "
+                "delete that row to recompute it, or name another --store"
+            )
+
     def run(self, on_cell: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
         """Every cell's placement, config key and metrics, computing only those not in the store."""
-        from core.results import cell_key, keyed_config
+        from core.results import keyed_config
 
         entries = self.all_entries()
         if self._data:  # every cell's data, by file names: the store checks the files are the ones it has seen
@@ -376,6 +398,8 @@ class PresetRunner:
         unique: dict[str, dict] = {}
         for _, cell in entries:
             unique.setdefault(cell_key(cell), cell)
+        for cell in unique.values():
+            self._check_stored(cell)
         # Cheapest first (fewest denoiser calls), so an interrupted run has the most cells; order changes no number.
         order = sorted(unique, key=lambda key: self._cost(unique[key]))
         computed = run_cells([unique[key] for key in order], self.compute, self.store, progress=self.progress, on_cell=on_cell)
