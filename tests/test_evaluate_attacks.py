@@ -11,12 +11,15 @@ import typer
 from typer.testing import CliRunner
 
 from core.attacks import THREAT_MODELS, AttackConfig
-from core.attacks.robust import RobustRun, majority_correct, run_metrics
+from core.attacks.robust import RobustRun, majority_correct, robust_run, run_metrics
 from core.cli.options import parse_purifier_spec
+from core.cli.reporting import format_report
 from core.data.loading import load_split
 from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, evaluate
+from core.metrics import clopper_pearson
 from core.models import create_classifier
+from core.purifiers import create_purifier
 from core.weights import save_weights
 
 IMAGE_SIZE = 32
@@ -209,3 +212,72 @@ def test_attack_command_records_the_l2_distance_its_png_holds(xray_paths, tiny, 
     saved = to_model_input(load_image(out), IMAGE_SIZE)
     assert record["l2_distance"] == pytest.approx(float((saved - clean).flatten().norm()), abs=1e-4)
     assert record["l2_distance"] <= 0.1 + 1e-4
+
+
+def test_a_minimal_attack_reports_its_perturbation_and_whether_it_converged(xray_train_dir, tiny):
+    """`evaluate --attack cw` printed a robust accuracy with no size, no success rate and no FLAG, so a
+    CW stopped after 2 steps read as robustness; the table path flagged the same attack."""
+    stalled = evaluate(_config(xray_train_dir, tiny, attack=AttackConfig(name="cw", norm="l2", steps=2)))
+    assert 0 < stalled["perturbation"]["success_rate"] < 1
+    assert "has not converged" in stalled["convergence_check"]["flag"]
+    report = format_report(stalled).splitlines()
+    assert f"FLAG: {stalled['convergence_check']['flag']}" in report
+    assert any(row.startswith("perturbation before any purifier: success ") for row in report)
+    assert any(row.startswith("attack cw l2 minimal perturbation steps=2 ") for row in report)
+    converged = evaluate(_config(xray_train_dir, tiny, attack=AttackConfig(name="deepfool", norm="l2", steps=3)))
+    assert converged["convergence_check"]["flag"] is None and "FLAG" not in format_report(converged)
+    # behind a purifier the accuracy left is the defense's doing too: the size is reported, no check
+    blurred = evaluate(_config(xray_train_dir, tiny, purifier="blur", purifier_params={"sigma": 1.0}, attack=AttackConfig(name="cw", norm="l2", steps=2)))
+    assert "perturbation" in blurred and "convergence_check" not in blurred
+    bounded = evaluate(_config(xray_train_dir, tiny, limit=4))
+    assert not {"perturbation", "convergence_check"} & set(bounded) and "perturbation" not in format_report(bounded)
+
+
+def test_perturbation_norms_are_over_the_images_the_attack_fooled(xray_train_dir, tiny):
+    """The medians counted the images the attack failed on, which CW hands back unchanged: with under half
+    fooled the L2 median read 0, a size no fooled image had, and with none fooled it still gave sizes."""
+    model = create_classifier("student_cnn", pretrained=True, weights=str(tiny["classifier"]))
+    data = load_split(xray_train_dir, "val", IMAGE_SIZE, limit=16)
+    run = robust_run(model, create_purifier("none"), data.images, data.labels, AttackConfig(name="cw", norm="l2", steps=2), batch_size=8)
+    found, fooled = run.perturbation.summary(), run.perturbation.fooled
+    assert 0 < fooled.sum() < fooled.size / 2, "the test needs an attack that fooled some images, under half"
+    assert found["l2_median"] == pytest.approx(float(np.median(run.perturbation.l2[fooled]))) and found["l2_median"] > 0
+    assert found["l2_max"] == pytest.approx(float(run.perturbation.l2[fooled].max()))
+    assert found["linf_median"] == pytest.approx(float(np.median(run.perturbation.linf[fooled])))
+    assert found["linf_max"] == pytest.approx(float(run.perturbation.linf[fooled].max()))
+    none_fooled = evaluate(_config(xray_train_dir, tiny, attack=AttackConfig(name="cw", norm="l2", steps=1)))
+    sizes = {key: none_fooled["perturbation"][key] for key in ("l2_median", "l2_max", "linf_median", "linf_max")}
+    assert none_fooled["perturbation"]["success_rate"] == 0 and set(sizes.values()) == {None}
+    assert "L2 median n/a (max n/a), L-inf median n/a (max n/a)" in format_report(none_fooled)
+
+
+def test_worst_and_majority_of_k_carry_their_95_intervals():
+    """Exact binomial for accuracy and the Bonferroni mean of per-class bounds for balanced accuracy, as the
+    one-draw figures; by hand on five images and three draws: right 3/3, 2/3, 1/3, 0/3 and 2/3 times."""
+    correct = np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 1], [1, 0, 0, 0, 1]], dtype=bool)
+    labels = np.array([0, 0, 1, 1, 1])
+    run = RobustRun(labels=labels, probabilities=np.full((5, 2), 0.5), correct=correct, seconds=1.0, peak_gpu_memory=None)
+    intervals = run_metrics(run, bootstrap=10)["confidence_95"]
+    per_class_mean = lambda *bounds: np.mean(bounds, axis=0)  # noqa: E731
+    assert intervals["worst_case_accuracy"] == pytest.approx(clopper_pearson(1, 5))
+    assert intervals["majority_accuracy"] == pytest.approx(clopper_pearson(3, 5))
+    assert intervals["worst_case_balanced_accuracy"] == pytest.approx(per_class_mean(clopper_pearson(1, 2, 0.975), clopper_pearson(0, 3, 0.975)))
+    assert intervals["majority_balanced_accuracy"] == pytest.approx(per_class_mean(clopper_pearson(2, 2, 0.975), clopper_pearson(1, 3, 0.975)))
+
+
+def test_evaluate_reports_and_prints_the_intervals_of_worst_and_majority_of_k(xray_train_dir, tiny):
+    """`robust_worst_of_k 0.6667 (k=3)` was printed and stored with no interval, unlike every other figure."""
+    result = evaluate(_config(xray_train_dir, tiny, purifier="noise", purifier_params={"t_star": 0.05}, redraws=3))
+    report = format_report(result).splitlines()
+    figures = {
+        "worst_of_k": ("accuracy_worst_of_k", "worst_case_accuracy"),
+        "balanced_worst_of_k": ("balanced_accuracy_worst_of_k", "worst_case_balanced_accuracy"),
+        "majority_of_k": ("accuracy_majority_of_k", "majority_accuracy"),
+        "balanced_majority_of_k": ("balanced_accuracy_majority_of_k", "majority_balanced_accuracy"),
+    }
+    for side, intervals in (("clean", result["confidence_95"]), ("robust", result["robust"]["confidence_95"])):
+        for printed, (figure, interval) in figures.items():
+            (low, high), value = intervals[interval], result[f"{side}_{figure}"]
+            assert low <= value <= high
+            assert any(row.split()[:2] == [f"{side}_{printed}", f"{value:.4f}"] and f"[{low:.4f}, {high:.4f}]  " in row for row in report), report
+    json.dumps(result)

@@ -18,14 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.attacks import ThreatModel
 from core.attacks.config import AttackConfig
 from core.attacks.library import ATTACKS, frozen_eval
+from core.attacks.sanity import check_minimal_attack_converged
 from core.attacks.threats import craft, evaluate_defended, threat_model
 from core.data.loading import load_split, resolve_split
 from core.devices import device_name
 from core.errors import PurifyLabError
 from core.evaluate import EvaluationConfig, images_per_second, weights_loaded_by
-from core.metrics import balanced_accuracy, classification_metrics
+from core.metrics import balanced_accuracy, balanced_accuracy_interval, classification_metrics, clopper_pearson
 from core.models import XrayClassifier, create_classifier
 from core.purifiers import PURIFIERS, Purifier, create_purifier
 
@@ -93,14 +95,17 @@ class Perturbation:
         return Perturbation(*(np.concatenate([getattr(part, name) for part in parts]) for name in ("l2", "linf", "clean_correct", "fooled")))
 
     def summary(self) -> dict[str, float | None]:
-        """Median and max norms, and the success rate: of the images the classifier read correctly,
-        the share the attack made it misread (None when it read none correctly)."""
+        """The success rate (of the images the classifier read correctly, the share the attack made it
+        misread; None when it read none correctly) and the median and max norms over the images it
+        fooled only (None when it fooled none): an image it failed on is handed back unchanged (CW) or
+        half-moved, and counting its norm put the median at 0 whenever fewer than half were fooled."""
         correct = int(self.clean_correct.sum())
+        over_fooled = lambda statistic, norms: float(statistic(norms[self.fooled])) if self.fooled.any() else None  # noqa: E731
         return {
-            "l2_median": float(np.median(self.l2)),
-            "l2_max": float(self.l2.max()),
-            "linf_median": float(np.median(self.linf)),
-            "linf_max": float(self.linf.max()),
+            "l2_median": over_fooled(np.median, self.l2),
+            "l2_max": over_fooled(np.max, self.l2),
+            "linf_median": over_fooled(np.median, self.linf),
+            "linf_max": over_fooled(np.max, self.linf),
             "success_rate": float(self.fooled.sum() / correct) if correct else None,
         }
 
@@ -206,8 +211,14 @@ def robust_run(
 
 
 def run_metrics(run: RobustRun, bootstrap: int = 1000, seed: int = 0, class_names: tuple[str, ...] | None = None) -> dict:
-    """The classification metrics of the first draw plus one-shot and worst-case accuracy."""
+    """The classification metrics of the first draw plus one-shot, worst-case and majority accuracy and
+    balanced accuracy. The figures over the draws get their 95 % interval in `confidence_95` beside the
+    first draw's, by the same methods: a worst case read without one would look exact."""
     metrics = classification_metrics(run.labels, run.probabilities, bootstrap=bootstrap, seed=seed, class_names=class_names).to_dict()
+    over_draws = {"worst_case": np.asarray(run.correct).all(axis=0), "majority": majority_correct(run.correct)}
+    for name, right in over_draws.items():
+        metrics["confidence_95"][f"{name}_accuracy"] = list(clopper_pearson(int(right.sum()), right.size))
+        metrics["confidence_95"][f"{name}_balanced_accuracy"] = balanced_accuracy_interval(run.labels, right)
     return {
         **metrics,
         "one_shot_accuracy": run.one_shot_accuracy,
@@ -272,8 +283,26 @@ def key_fields(cell: Mapping[str, Any]) -> dict[str, str]:
     return {"unfooled_images": "best-loss iterate"} if against_noise and ATTACKS.get(attack["name"]).best_loss_against_noise else {}
 
 
+def _minimal_attack_evidence(attack: AttackConfig, purifier: Purifier, threat: ThreatModel, robust_metrics: dict) -> dict:
+    """For a minimal-perturbation attack: its perturbation summary, and the convergence check where the
+    accuracy left can only be the attack's failure: no purifier, and crafted on the classifier itself (a
+    transfer example may miss the classifier however well it fooled the substitute). Empty for a bounded
+    attack, whose eps says its size."""
+    if attack.bounded:
+        return {}
+    evidence = {"perturbation": robust_metrics["perturbation"]}
+    if not purifier.changes_image and not threat.needs_substitute:
+        evidence["convergence_check"] = check_minimal_attack_converged(attack.name, robust_metrics["one_shot_accuracy"]).to_dict()
+    return evidence
+
+
 def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: bool = False) -> dict:
-    """Clean and adversarial figures of classifier(purifier(.)) under one attack and threat model."""
+    """Clean and adversarial figures of classifier(purifier(.)) under one attack and threat model.
+
+    Each figure's 95 % interval sits under its `run_metrics` name in `confidence_95` (the clean run's)
+    or `robust.confidence_95`. A minimal-perturbation attack has no eps, so the size of what it changed
+    and its success rate come with it (`perturbation`), and against the bare classifier, crafted on it,
+    whether it converged (`convergence_check`): without them its robust accuracy says nothing."""
     attack = config.attack
     if attack is None:
         raise PurifyLabError("evaluate_attack needs an attack (config.attack)")
@@ -304,14 +333,18 @@ def evaluate_attack(config: EvaluationConfig, model: XrayClassifier, progress: b
         "robust_balanced_accuracy": robust_metrics["balanced_accuracy"],
         "clean_accuracy": clean_metrics["accuracy"],
         "clean_accuracy_worst_of_k": clean_metrics["worst_case_accuracy"],
+        "clean_balanced_accuracy_worst_of_k": clean_metrics["worst_case_balanced_accuracy"],
         "robust_accuracy": robust_metrics["one_shot_accuracy"],
         "robust_accuracy_worst_of_k": robust_metrics["worst_case_accuracy"],
+        "robust_balanced_accuracy_worst_of_k": robust_metrics["worst_case_balanced_accuracy"],
         # DensePure's majority vote over the same k draws (the attacker still follows their mean).
+        "clean_accuracy_majority_of_k": clean_metrics["majority_accuracy"],
         "clean_balanced_accuracy_majority_of_k": clean_metrics["majority_balanced_accuracy"],
         "robust_accuracy_majority_of_k": robust_metrics["majority_accuracy"],
         "robust_balanced_accuracy_majority_of_k": robust_metrics["majority_balanced_accuracy"],
         "redraws": robust_metrics["redraws"],
         "robust": {key: robust_metrics[key] for key in ("balanced_accuracy", "auroc", "sensitivity", "confidence_95")},
+        **_minimal_attack_evidence(attack, purifier, threat, robust_metrics),
         "data": data.describe(config.data),
         "threat_model": {"name": threat.name, "description": threat.describe(budget["threat_eot"]), "eot": config.eot},
         "attack": attack.resolved(),

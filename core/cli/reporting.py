@@ -17,13 +17,34 @@ def format_report(result: dict) -> str:
     from core.defense import purifier_spec_text
 
     attacked = "robust_accuracy" in result
+    width = 29  # the longest name, robust_balanced_majority_of_k
 
     def number(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
     def line(name: str, value: float | None, interval: list | None, note: str = "") -> str:
         low, high = interval or [None, None]
-        return f"{name:<28} {number(value):>6}  [{number(low)}, {number(high)}]{note}"
+        return f"{name:<{width}} {number(value):>6}  [{number(low)}, {number(high)}]{note}"
+
+    def over_draws(side: str, intervals: dict) -> list[str]:
+        """The worst case and DensePure's majority vote over the k test-time draws, as accuracy and balanced."""
+        worst, vote = f"  (k={result['redraws']})", "  (right under > k/2 draws: DensePure's vote)"
+        return [
+            line(f"{side}_worst_of_k", result[f"{side}_accuracy_worst_of_k"], intervals.get("worst_case_accuracy"), worst),
+            line(f"{side}_balanced_worst_of_k", result[f"{side}_balanced_accuracy_worst_of_k"], intervals.get("worst_case_balanced_accuracy"), worst),
+            line(f"{side}_majority_of_k", result[f"{side}_accuracy_majority_of_k"], intervals.get("majority_accuracy"), vote),
+            line(f"{side}_balanced_majority_of_k", result[f"{side}_balanced_accuracy_majority_of_k"], intervals.get("majority_balanced_accuracy"), vote),
+        ]
+
+    def perturbation_text(found: dict) -> str:
+        """A minimal-perturbation attack's size, which its missing eps does not give: the norms over the images
+        it fooled only (n/a: it fooled none), since a failed image's (often 0) says nothing of what fooling takes."""
+        success = "n/a" if found["success_rate"] is None else f"{100 * found['success_rate']:.1f} %"
+        return (
+            f"perturbation before any purifier: success {success} of the images the classifier read correctly; "
+            f"over the images it fooled, L2 median {number(found['l2_median'])} (max {number(found['l2_max'])}), "
+            f"L-inf median {number(found['linf_median'])} (max {number(found['linf_max'])}) on the [0, 1] pixel scale"
+        )
 
     clean, intervals = ("clean_" if attacked else ""), result["confidence_95"]
     data = result.get("data") or {"folder": result["config"]["data"], "split": result["config"]["split"]}
@@ -43,20 +64,27 @@ def format_report(result: dict) -> str:
     rows.append(line(f"{clean}auroc", result["auroc"], auroc, "  (bootstrap collapsed: too few images to bound it)" if collapsed else ""))
     rows += [line(f"{clean}sensitivity_{name}", value, intervals.get(f"sensitivity_{name}")) for name, value in result["sensitivity"].items()]
     if result.get("ece") is not None:
-        rows.append(f"{clean + 'ece':<28} {result['ece']:.4f}")
+        rows.append(f"{clean + 'ece':<{width}} {result['ece']:.4f}")
+    if attacked and result["redraws"] > 1:  # with one draw, the worst case and the vote are the clean figures
+        rows += over_draws("clean", intervals)
     if attacked:
         threat, budget, robust = result["threat_model"], result["budget"], result["robust"]["confidence_95"]
         steps = budget.get("schedule") or f"steps={budget['steps']}"  # AutoAttack runs its own schedule
         # None under a fixed schedule; 1 is the plain attack, so only a larger budget is worth a word
         steps += "".join(f" {key}={budget[key]}" for key in ("eot_iter", "restarts") if budget.get(key) not in (None, 1))
+        size = "minimal perturbation" if budget["eps"] is None else f"eps={budget['eps']}"  # None: an attack without a budget
         rows += [
-            f"attack {result['attack']['name']} {budget['norm']} eps={budget['eps']} {steps}  threat {threat['name']} ({threat['description']})",
+            f"attack {result['attack']['name']} {budget['norm']} {size} {steps}  threat {threat['name']} ({threat['description']})",
             line("robust_accuracy", result["robust_accuracy"], robust.get("accuracy"), "  (one draw)"),
             line("robust_balanced_accuracy", result["robust_balanced_accuracy"], robust.get("balanced_accuracy"), "  (one draw)"),
-            f"{'robust_worst_of_k':<28} {result['robust_accuracy_worst_of_k']:.4f}  (k={result['redraws']})",
-            f"{'robust_majority_of_k':<28} {result['robust_accuracy_majority_of_k']:.4f}  (right under > k/2 draws: DensePure's vote)",
-            f"seconds/image {result['seconds_per_image']}  nfe {result['nfe']}",
+            *over_draws("robust", robust),
         ]
+        if "perturbation" in result:
+            rows.append(perturbation_text(result["perturbation"]))
+        flag = (result.get("convergence_check") or {}).get("flag")
+        if flag:
+            rows.append(f"FLAG: {flag}")
+        rows.append(f"seconds/image {result['seconds_per_image']}  nfe {result['nfe']}")
     rows.append(f"seconds {result['seconds']:.2f} ({result['images_per_second']:g} images/s on {result['device']})")
     return "\n".join(rows)
 
