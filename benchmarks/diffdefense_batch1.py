@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--digits", type=positive_int, default=32)
     parser.add_argument("--compile", action="store_true", help="also time each purifier with its denoiser under torch.compile")
     args = parser.parse_args()
-    check_report_out(args)
+    check_report_out(args, parser)
     preset = load_preset("mnist-diffdefense")
     table3 = next(table for table in preset.tables if table.name == "table3")
     purifiers = [create_purifier(column.purifier, **column.params).eval() for column in table3.columns]

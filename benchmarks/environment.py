@@ -6,14 +6,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
-from benchmarks.options import report_options
+from benchmarks.options import invocation, report_options
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,17 +37,13 @@ def bf16_peak_tflops(device_name: str) -> float | None:
     return None
 
 
-def git_commit(root: Path = REPO_ROOT) -> dict[str, object]:
-    """HEAD and whether the working tree differs from it (a dirty tree's figures are not HEAD's)."""
+def git_commit() -> dict[str, object]:
+    """HEAD and whether the working tree differs from it (a dirty tree's figures are not HEAD's), as
+    every other output's provenance says them (core.results)."""
+    from core.results import git_commit as head
+    from core.results import git_dirty
 
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
+    return {"commit": head(), "dirty": git_dirty()}
 
 
 def versions() -> dict[str, str | None]:
@@ -99,24 +93,13 @@ def hardware(device: torch.device) -> dict[str, object]:
     return info
 
 
-def invocation() -> str:
-    """The command line that is running, as a user types it from the repository root."""
-    script = Path(sys.argv[0]).resolve()
-    arguments = " ".join(sys.argv[1:])
-    if not script.is_relative_to(REPO_ROOT):
-        return " ".join(sys.argv)
-    relative = script.relative_to(REPO_ROOT)
-    program = "python -m " + ".".join(relative.with_suffix("").parts) if relative.parts[0] == "benchmarks" else f"python {relative}"
-    return f"{program} {arguments}".strip()
-
-
 def write_report(path: Path, report: dict, args: argparse.Namespace) -> None:
     """The report, and its resolved options beside it (NAME.config.json), as every PurifyLab output."""
-    from core.cli.reporting import write_config
+    from core.cli.reporting import write_with_config
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    write_config(path, {"command": invocation(), **report_options(args)})
+    # both at once, the provenance read first: written after the report, it called the tree dirty by the report itself
+    write_with_config(path, json.dumps(report, indent=2) + "\n", {"command": invocation(), **report_options(args)})
     print(f"written to {path}")
 
 

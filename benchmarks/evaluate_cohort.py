@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=XRAY_TEST_DIR)
     add_threads_option(parser, 2)
     args = parser.parse_args()
-    check_report_out(args)
+    check_report_out(args, parser)
     if not args.data.is_dir():
         refuse(f"--data {args.data} is not a folder")
     torch.set_num_threads(args.threads)

@@ -99,7 +99,7 @@ def main() -> None:
     add_report_options(parser, OUT)
     add_threads_option(parser, 1)
     args = parser.parse_args()
-    check_report_out(args)
+    check_report_out(args, parser)
     rows = []
     for index, (label, _, per_run) in enumerate(WORKLOADS):
         whole, micro = (in_fresh_process(index, mode, args.threads) for mode in (True, False))

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 from typing import NoReturn
 
-from core.paths import RESULTS_DIR
+from core.paths import REPO_ROOT, RESULTS_DIR
 
 REPORTS_DIR = RESULTS_DIR / "benchmarks"  # every benchmark's default report folder; PURIFYLAB_RESULTS moves it
+# Recorded beside a report but no setting of what it measured: the command line as typed, where the
+# report goes, and the load test's watchdog limits, which only stop a run.
+NOT_SETTINGS = frozenset({"command", "out", "timeout", "action_timeout"})
 
 
 def refuse(message: str, status: int = 2) -> NoReturn:
@@ -58,6 +63,17 @@ def add_report_options(parser: argparse.ArgumentParser, default_out: Path) -> No
     parser.add_argument("--overwrite", action="store_true", help="replace a report purifylab did not write (no NAME.config.json beside it)")
 
 
+def invocation() -> str:
+    """The command line that is running, as a user types it from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    arguments = " ".join(sys.argv[1:])
+    if not script.is_relative_to(REPO_ROOT):
+        return " ".join(sys.argv)
+    relative = script.relative_to(REPO_ROOT)
+    program = "python -m " + ".".join(relative.with_suffix("").parts) if relative.parts[0] == "benchmarks" else f"python {relative}"
+    return f"{program} {arguments}".strip()
+
+
 def report_options(args: argparse.Namespace) -> dict:
     """The options a standalone report's config records (paths as committed outputs record them)."""
     from core.data.locations import portable_path
@@ -65,35 +81,63 @@ def report_options(args: argparse.Namespace) -> dict:
     return {key: portable_path(value) if isinstance(value, Path) else value for key, value in vars(args).items() if key != "overwrite"}
 
 
-def check_report_out(args: argparse.Namespace) -> None:
-    """Before any measuring: the report may replace only one this tool wrote, and only one measured
-    with the same settings, unless --overwrite (the CLI's rule, core.cli.preflight.check_output, and
-    bench's); a bad --out exits 2 with one line."""
+def check_report_out(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Before any measuring: the report may replace only one this tool wrote, and only one this
+    benchmark measured with the same settings, unless --overwrite (the CLI's rule,
+    core.cli.preflight.check_output, and bench's); a bad --out exits 2 with one line."""
     from core.cli.preflight import check_output
     from core.errors import PurifyLabError
 
     try:
         check_output(args.out, "--out", overwrite=args.overwrite, suffix=".json", creates_folder=True)
-        check_same_settings(args.out, report_options(args), args.overwrite)
+        check_same_settings(args.out, {"command": invocation(), **report_options(args)}, args.overwrite, parser)
     except PurifyLabError as error:
         refuse(str(error))
 
 
-def check_same_settings(out: Path, config: dict, overwrite: bool = False) -> None:
+def _program(command: object) -> tuple[str | None, int]:
+    """What a config's command line ran, its options aside ('bench' for `purifylab bench`, a benchmarks
+    module, a script's file name), and the index of the word after it (-1: not found)."""
+    if command == "bench":
+        return "bench", 1
+    words = shlex.split(command) if isinstance(command, str) else []
+    for index, word in enumerate(words):
+        if re.fullmatch(r"benchmarks\.\w+", word) and index and words[index - 1] == "-m":
+            return word, index + 1
+        if word.endswith(".py"):
+            return Path(word).name, index + 1
+    return None, -1
+
+
+def _reconstructed_settings(command: str, parser: argparse.ArgumentParser) -> dict:
+    """Every setting of a run whose config was reconstructed (session 21) from its command line, which
+    left the rest at their defaults: the config itself records only what that line typed."""
+    _, start = _program(command)
+    return report_options(parser.parse_args(shlex.split(command)[start:]))
+
+
+def check_same_settings(out: Path, config: dict, overwrite: bool = False, parser: argparse.ArgumentParser | None = None) -> None:
     """Refuse, before any measuring, to replace a report measured with other settings: a run of one
     section or purifier into the default --out would swap the committed full report for a part of it.
     `config` is what will be written beside the report; it is compared with the config beside `out`
     (which check_output has found to be purifylab's) on the keys both record, so a setting added since,
     or a note, does not count, nor do the command line and --out that wrote it (the same settings typed
-    another way). The same settings rerun in place; --overwrite replaces anything."""
+    another way; `NOT_SETTINGS`). Another benchmark's report is refused whatever its settings, and a
+    reconstructed config's settings are read from its command line with `parser` (a standalone
+    benchmark's own). The same settings rerun in place; --overwrite replaces anything."""
     from core.cli.reporting import config_path
     from core.errors import PurifyLabError
 
     if overwrite or not out.exists():
         return
     before = json.loads(config_path(out).read_text())
+    (ran, _), (runs, _) = _program(before.get("command")), _program(config.get("command"))
+    if ran != runs:
+        raise PurifyLabError(f"--out {out} holds a report of {ran or 'another tool'}, not of {runs}; pass --overwrite to replace it or choose another --out")
+    if parser is not None and "reconstructed" in before:
+        before = {**before, **_reconstructed_settings(before["command"], parser)}
     after = json.loads(json.dumps(config))  # JSON types: tuples as lists
-    changed = sorted(key for key in set(before) & set(after) - {"command", "out"} if before[key] != after[key])
+    changed = sorted(key for key in set(before) & set(after) - NOT_SETTINGS if before[key] != after[key])
     if changed:
         shown = ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
         raise PurifyLabError(

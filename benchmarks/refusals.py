@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=positive_int, default=1, help="runs per case; the slowest is reported")
     add_report_options(parser, OUT)
     options = parser.parse_args(argv)
-    check_report_out(options)
+    check_report_out(options, parser)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         cases = _cases(Path(tmp))

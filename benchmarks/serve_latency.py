@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed calls per endpoint after its first")
     add_threads_option(parser, None, help="the server's torch threads (default: its own)")
     args = parser.parse_args()
-    check_report_out(args)
+    check_report_out(args, parser)
     from gradio_client import handle_file
 
     port = free_port()

@@ -65,7 +65,7 @@ def main() -> None:
     add_report_options(parser, OUT)
     add_threads_option(parser, 2)
     args = parser.parse_args()
-    check_report_out(args)
+    check_report_out(args, parser)
     torch.set_num_threads(args.threads)
     image = load_split(XRAY_TEST_DIR, "all", 128, limit=1).floats()[:1]
     rows = []

@@ -466,10 +466,11 @@ def versions() -> dict:
 
 
 def git_commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], check=False, cwd=REPO, capture_output=True, text=True).stdout.strip()
+    """HEAD, and whether the tree differed from it, as every other output's provenance says them."""
+    from core.results import git_commit as head
+    from core.results import git_dirty
 
-    return git("rev-parse", "HEAD") + (" (dirty tree)" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return head() + (" (dirty tree)" if git_dirty() else "")
 
 
 def main() -> int:
@@ -492,7 +493,7 @@ def main() -> int:
     from benchmarks.environment import write_report  # imports torch: after OMP_NUM_THREADS
 
     args.out = args.out or REPORTS_DIR / f"load_{args.sessions}_sessions_cpu.json"
-    check_report_out(args)
+    check_report_out(args, parser)
     out = args.out.resolve()
     started = time.perf_counter()
     server: subprocess.Popen | None = None

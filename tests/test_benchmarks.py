@@ -335,7 +335,9 @@ class ReachedMeasuring(Exception):
 def test_a_committed_standalone_report_reruns_by_its_own_command_and_not_by_another(name, tmp_path, monkeypatch, capsys):
     """Their configs, reconstructed in session 21, carry no provenance block: the documented reruns were
     refused as 'purifylab did not write it', and --overwrite, the way round, let any run (another
-    thread count, a few digits) replace the committed report; none compared settings at all."""
+    thread count, a few digits) replace the committed report; none compared settings at all. A
+    reconstructed config records only what its command line typed: the rest are the parser's defaults
+    (refusals' --repeats 1, the load test's --torch-threads 1)."""
     import importlib
     import shlex
 
@@ -351,8 +353,8 @@ def test_a_committed_standalone_report_reruns_by_its_own_command_and_not_by_anot
     documented = [word for index, word in enumerate(words) if "--out" not in (word, words[index - 1] if index else None)]
     real_check = benchmarks.options.check_report_out
 
-    def check_then_stop(args) -> None:
-        real_check(args)
+    def check_then_stop(args, parser) -> None:
+        real_check(args, parser)
         raise ReachedMeasuring
 
     module = importlib.import_module(COMMITTED_STANDALONE[name])
@@ -363,14 +365,28 @@ def test_a_committed_standalone_report_reruns_by_its_own_command_and_not_by_anot
     monkeypatch.setattr(sys, "argv", [module.__file__, *documented, "--out", str(out)])
     with pytest.raises(ReachedMeasuring):
         module.main()
-    changed = [(option, value) for option, value in (("--threads", "3"), ("--repeats", "2"), ("--sessions", "4")) if option[2:] in recorded]
-    if not changed:  # refusals' config recorded no setting: nothing to compare
-        return
-    monkeypatch.setattr(sys, "argv", [module.__file__, *documented, *changed[0], "--out", str(out)])
+    changed = {"refusals": ("--repeats", "2"), "load_5_sessions_cpu": ("--torch-threads", "2")}.get(name, ("--threads", "3"))
+    monkeypatch.setattr(sys, "argv", [module.__file__, *documented, *changed, "--out", str(out)])
     with pytest.raises(SystemExit) as exit_info:
         module.main()
     assert exit_info.value.code == 2 and "holds a report measured with other settings" in capsys.readouterr().err
     assert out.read_bytes() == report
+
+
+def test_a_standalone_benchmark_refuses_another_benchmarks_report_whatever_the_settings(tmp_path, monkeypatch, capsys):
+    """micro_batch --threads 1 --out refusals.json passed: only settings both configs record were compared,
+    the command line that names the benchmark was left out, and refusals' config records none."""
+    import benchmarks.micro_batch
+
+    committed = REPO_ROOT / "results" / "benchmarks"
+    for suffix in (".json", ".config.json"):
+        shutil.copy(committed / f"refusals{suffix}", tmp_path / f"refusals{suffix}")
+    out, report = tmp_path / "refusals.json", (tmp_path / "refusals.json").read_bytes()
+    monkeypatch.setattr(sys, "argv", [benchmarks.micro_batch.__file__, "--threads", "1", "--out", str(out)])
+    with pytest.raises(SystemExit) as exit_info:
+        benchmarks.micro_batch.main()
+    message = f"error: --out {out} holds a report of benchmarks.refusals, not of benchmarks.micro_batch; pass --overwrite to replace it or choose another --out\n"
+    assert exit_info.value.code == 2 and capsys.readouterr().err == message and out.read_bytes() == report
 
 
 def test_standalone_benchmarks_write_under_purifylab_results_and_refuse_a_foreign_report_with_exit_2(tmp_path):
