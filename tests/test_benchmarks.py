@@ -385,7 +385,8 @@ def test_a_standalone_benchmark_refuses_another_benchmarks_report_whatever_the_s
     monkeypatch.setattr(sys, "argv", [benchmarks.micro_batch.__file__, "--threads", "1", "--out", str(out)])
     with pytest.raises(SystemExit) as exit_info:
         benchmarks.micro_batch.main()
-    message = f"error: --out {out} holds a report of benchmarks.refusals, not of benchmarks.micro_batch; pass --overwrite to replace it or choose another --out\n"
+    message = f"error: --out {out} holds a report of benchmarks.refusals, not of benchmarks.micro_batch; pass --overwrite to replace it or choose "
+    message += "another --out\n"
     assert exit_info.value.code == 2 and capsys.readouterr().err == message and out.read_bytes() == report
 
 

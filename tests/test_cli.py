@@ -1077,3 +1077,35 @@ def test_a_purified_images_config_names_the_device_its_noise_was_drawn_on(xray_p
     code, stdout, err = run_cli(["purify", str(xray_paths["NORMAL"][0]), "--purifier", "noise", "--out", str(out), "--threads", "1"], capsys)
     assert code == 0, err
     assert json.loads(stdout)["device"] == json.loads(out.with_suffix(".json").read_text())["device"] == "cpu"
+
+
+def test_a_typed_steps_or_eps_that_the_attack_ignores_is_refused_even_at_its_default(xray_test_dir, tmp_path, capsys):
+    """`--attack fgsm --steps 10` ran one step, and `--attack cw --eps 0.03` recorded an eps CW never used,
+    while `--steps 3` and `--eps 0.5` were refused: the refusal hung on the value, not on what was typed."""
+    good = tmp_path / "good.png"
+    good.write_bytes(_grey_png())
+    commands = {
+        "evaluate": ["evaluate", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--limit", "1", "--threads", "1"],
+        "attack": ["attack", str(good), "--classifier", "student_cnn", "--out", str(tmp_path / "o.png"), "--threads", "1"],
+        "sweep": [
+            "sweep", "depth", "--purifier", "cold_blur", "--values", "2", "--classifier", "student_cnn", "--limit", "1",
+            "--store", str(tmp_path / "s.sqlite"), "--out-dir", str(tmp_path / "out"), "--threads", "1",
+        ],
+    }  # fmt: skip
+    cases = [
+        (["--attack", "fgsm", "--steps", "10"], "--attack fgsm ignores --steps 10 (one step); drop --steps"),
+        (["--attack", "fgsm", "--steps", "1"], "--attack fgsm ignores --steps 1 (one step); drop --steps"),
+        (["--attack", "autoattack", "--steps", "10"], "--attack autoattack ignores --steps 10 (own schedule: "),
+        *(
+            (["--attack", name, "--norm", "l2", "--eps", "0.03"], f"--attack {name} ignores --eps 0.03 (a minimal-perturbation attack: ")
+            for name in ("cw", "deepfool", "ead")
+        ),
+    ]
+    for command, given in commands.items():
+        for options, message in cases:
+            code, _, err = run_cli([*given, *options], capsys)
+            _one_line_refusal(code, err, message)
+            assert err.rstrip().endswith("drop --steps" if "--steps" in options else "drop --eps"), (command, err)
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "s.sqlite").exists() and not (tmp_path / "out").exists()
+    code, _, err = run_cli([*commands["evaluate"], "--threat", "grey"], capsys)  # a typed default sets the attack too
+    _one_line_refusal(code, err, "--threat grey sets the attack, but no --attack was given")

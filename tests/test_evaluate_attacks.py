@@ -281,3 +281,30 @@ def test_evaluate_reports_and_prints_the_intervals_of_worst_and_majority_of_k(xr
             assert low <= value <= high
             assert any(row.split()[:2] == [f"{side}_{printed}", f"{value:.4f}"] and f"[{low:.4f}, {high:.4f}]  " in row for row in report), report
     json.dumps(result)
+
+
+def test_the_evaluate_report_and_a_tables_line_print_one_perturbation_summary(xray_train_dir, tiny):
+    """Two formatters printed the same attack's sizes, the report to 4 decimals and a table to 3. One does now,
+    at the tables' 3 decimals (the committed tables are re-rendered from it), with n/a for what was not measured."""
+    from core.attacks.config import perturbation_text
+    from core.tables import preset_from_dict
+    from core.tables.render import perturbation_lines
+
+    result = evaluate(_config(xray_train_dir, tiny, attack=AttackConfig(name="cw", norm="l2", steps=2)))
+    text = perturbation_text(result["perturbation"])
+    assert f"perturbation before any purifier: {text} (success: of the images" in format_report(result)
+    model = {"name": "student_cnn", "weights": str(tiny["classifier"]), "label": "tiny-cnn"}
+    table = {
+        "name": "minimal",
+        "caption": "CW.",
+        "classifiers": [model],
+        "rows": [{"label": "CW", "name": "cw", "norm": "l2"}],
+        "columns": [{"label": "Original"}],
+    }
+    table = preset_from_dict({"title": "one", "data": str(xray_train_dir), "split": "val", "tables": [table]}, "one").tables[0]
+    metrics = {"perturbation": result["perturbation"]}
+    record = {"table": "minimal", "classifier": "tiny-cnn", "row": "CW", "column": "Original", "threat": "grey", "metrics": metrics}
+    assert f"- CW against Original [grey]: {text}" in perturbation_lines([record], table, "tiny-cnn")
+    summary = {"success_rate": 0.5, "l2_median": 0.12345, "l2_max": 1.0, "linf_median": None, "linf_max": None}
+    assert perturbation_text(summary) == "success 50.0 %, L2 median 0.123 (max 1.000), L-inf median n/a (max n/a)"
+    assert perturbation_text({**summary, "success_rate": None}).startswith("success n/a, ")

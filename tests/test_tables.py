@@ -1186,8 +1186,8 @@ def test_an_accuracy_tables_caption_says_where_each_cells_interval_is_and_how_wi
         preset = preset_from_dict(raw, metric)
         caption = table_caption(preset, preset.tables[0], records)
         if metric == "accuracy":
-            assert "exact 95 % interval (Clopper-Pearson) is in the CSV (accuracy_ci_low, accuracy_ci_high; balanced accuracy: " in caption
-            assert f"at n = {n} the widest, at {n // 2} of {n} right, spans {100 * widest:.1f} points" in caption
+            assert "The CSV and the JSON (confidence_95) hold the 95 % interval of each cell: exact Clopper-Pearson for accuracy (accuracy_ci_low, " in caption
+            assert f"at n = {n} the widest exact one, at {n // 2} of {n} right, spans {100 * widest:.1f} points" in caption
         else:
             assert "accuracy_ci_low" not in caption and "the widest" not in caption
 
@@ -1203,3 +1203,44 @@ def test_a_sweeps_markdown_names_its_attacks_steps_norm_eps_and_eot(xray_paths, 
     markdown = run_preset(preset, tmp_path / "s.sqlite", tmp_path / "sweep", progress=False).markdown
     (line,) = [line for line in markdown.splitlines() if line.startswith("On 4 images")]
     assert line.endswith("; 95 % intervals in the CSV and JSON. Attacks: eotpgd linf 0.03 = EOTPGD-3 L-inf 0.03, EOT 2.")
+
+
+def test_an_l2_budget_wider_than_the_classifiers_input_is_refused_before_any_cell(xray_train_dir, weights, tmp_path):
+    """No two 1 x 32 x 32 images in [0, 1] are more than L2 32 apart: eps=40 holds every image. `evaluate`
+    refused it, but a table, a sweep and a detection ROC computed their cells with it and printed 'L2 40'."""
+    wide = {"label": "PGD L2 40", "name": "pgdl2", "norm": "l2", "eps": 40.0, "steps": 1}
+    table = _raw(xray_train_dir, weights, limit=4)
+    table["tables"] = table["tables"][:1]
+    table["tables"][0]["rows"] = [{"label": "Clean"}, wide]
+    sweep = sweep_preset(
+        "tstar", "noise", (0.01,), classifier="student_cnn", classifier_weights=weights,
+        attack=AttackRow("pgdl2 l2 40", AttackConfig(name="pgdl2", norm="l2", eps=40.0, steps=1)), data=str(xray_train_dir), limit=4, batch_size=8,
+    )  # fmt: skip
+    detection = _raw(xray_train_dir, weights, limit=4, tables=[], detection=[_detection(weights, attacks=[wide], adaptive_weight=0)])
+    message = rf"^eps=40.0 is wider than student_cnn's input \(1x{IMAGE_SIZE}x{IMAGE_SIZE}\), .*; choose eps <= {IMAGE_SIZE}$"
+    for preset in (preset_from_dict(table, "wide-table"), sweep, preset_from_dict(detection, "wide-roc")):
+        with pytest.raises(PurifyLabError, match=message):
+            run_preset(preset, tmp_path / "s.sqlite", tmp_path / "out", progress=False)
+        assert ResultStore(tmp_path / "s.sqlite").cells() == [] and not (tmp_path / "out").exists()
+    table["tables"][0]["rows"][1]["eps"] = float(IMAGE_SIZE)  # the diameter itself is allowed
+    runner = PresetRunner(preset_from_dict(table, "widest"), ResultStore(tmp_path / "s.sqlite"))
+    assert len(runner.all_entries()) == 2 * 2 + 1  # two rows, two columns, the collapse cell
+
+
+def test_an_a_b_tables_caption_says_its_intervals_are_the_one_shot_figures_and_names_the_balanced_method(tmp_path):
+    """Under 'a / b' cells the caption said each cell's interval was in the CSV, but the CSV holds the one-shot
+    figure a's only (0.615 / 0.305 beside [0.544, 0.683]); it called the balanced-accuracy one Clopper-Pearson too."""
+    from core.tables.render import table_caption
+
+    preset = preset_from_dict(_raw(tmp_path, "tiny.safetensors"), "tiny")
+    captions = {}
+    for redraws in (1, 2):
+        records = [{"table": "grey", "row": "Clean", "config": {"attack": None}, "metrics": {"n": 32, "redraws": redraws}}]
+        captions[redraws] = table_caption(preset, preset.tables[0], records)
+    assert "cells 'a / b' = one-shot / worst of 2" in captions[2] and "'a / b'" not in captions[1]
+    assert "hold the 95 % interval of each cell's one-shot figure a: exact Clopper-Pearson for accuracy" in captions[2]
+    assert "hold the 95 % interval of each cell: exact" in captions[1]
+    for caption in captions.values():
+        assert "the Bonferroni mean of per-class Clopper-Pearson bounds for balanced accuracy (balanced_accuracy_ci_low" in caption
+        intervals = caption[caption.index("The CSV") :]
+        assert ". " not in intervals and intervals.endswith(")."), caption  # one sentence, the caption's last

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,3 +127,12 @@ class AttackConfig:
                 f"eps={self.eps} is wider than {classifier}'s input ({channels}x{image_size}x{image_size}), whose images are at most "
                 f"L2 {shown:g} apart (all black vs all white); choose eps <= {shown:g}"
             )
+
+
+def perturbation_text(summary: Mapping[str, float | None]) -> str:
+    """`Perturbation.summary()` as one line, here rather than beside it so that the table renderer and
+    the evaluate report print it alike without importing torch. None is n/a: no image read correctly
+    (success) or none fooled (norms)."""
+    success = "n/a" if summary["success_rate"] is None else f"{100 * summary['success_rate']:.1f} %"
+    norm = {name: "n/a" if summary[name] is None else f"{summary[name]:.3f}" for name in ("l2_median", "l2_max", "linf_median", "linf_max")}
+    return f"success {success}, L2 median {norm['l2_median']} (max {norm['l2_max']}), L-inf median {norm['linf_median']} (max {norm['linf_max']})"

@@ -23,6 +23,9 @@ from core.errors import PurifyLabError
 from core.paths import WEIGHTS_DIR
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+# Where an option's value came from when the user did not give it. Compared by name: recent typer ships
+# its own copy of click, whose ParameterSource is not click's.
+_NOT_GIVEN = ("DEFAULT", "DEFAULT_MAP")
 
 
 def check_data(path: Path, option: str = "--data") -> Path:
@@ -224,36 +227,42 @@ def check_eot_has_attack(eot: int, attack: str | None, threat: str) -> None:
         raise PurifyLabError(f"--eot {eot} does not apply to --threat {threat}, whose attacker draws no purifier samples; it is used by {users}")
 
 
-def changed_options(context: typer.Context, options: tuple[str, ...]) -> list[tuple[str, object]]:
-    """(flag, value) of each of the running command's `options` (parameter names) that differs from its
-    default, read from the command's own option declarations so that each default is stated once."""
+def given_options(context: typer.Context, options: tuple[str, ...]) -> list[tuple[str, object]]:
+    """(flag, value) of each of the running command's `options` (parameter names) that the user gave, even
+    at its default value: a typed setting that the command would ignore is refused whatever its value."""
     return [
         (parameter.opts[0], context.params[parameter.name])
         for parameter in context.command.params
-        if parameter.name in options and context.params.get(parameter.name) != parameter.default
+        if parameter.name in options and context.get_parameter_source(parameter.name).name not in _NOT_GIVEN
     ]
 
 
 def check_attack_options_need_attack(context: typer.Context, attack: str | None, options: tuple[str, ...]) -> None:
-    """The command's `options` set the attack: without --attack, one changed from its default would be
-    recorded beside a clean-only figure (a JSON reading `threat white`), never used."""
-    changed = changed_options(context, options) if attack is None else []
-    if changed:
-        flag, value = changed[0]
+    """The command's `options` set the attack: without --attack, one given would be recorded beside a
+    clean-only figure (a JSON reading `threat white`), never used."""
+    given = given_options(context, options) if attack is None else []
+    if given:
+        flag, value = given[0]
         raise PurifyLabError(f"{flag} {value} sets the attack, but no --attack was given; drop {flag} or name an attack")
 
 
 def check_steps_apply(context: typer.Context, attack: str) -> None:
-    """An attack with a fixed schedule of its own (AutoAttack) runs it whatever --steps says: a changed
-    --steps would be recorded beside a number it did not set. An unknown attack is refused here, from
-    the torch-free registry, before the attack library and torch are imported."""
+    """An attack with a fixed schedule of its own (AutoAttack) or a single step (FGSM) runs whatever --steps
+    says, and a minimal-perturbation one (CW, DeepFool, EAD) finds its own size whatever --eps says: a given
+    --steps or --eps would be recorded beside a number it did not set. An unknown attack is refused here,
+    from the torch-free registry, before the attack library and torch are imported."""
     from core.attacks import ATTACKS
 
-    schedule = ATTACKS.get(attack).schedule
-    changed = changed_options(context, ("steps",)) if schedule else []
-    if changed:
-        flag, value = changed[0]
-        raise PurifyLabError(f"--attack {attack} ignores {flag} {value} ({schedule}); drop {flag}")
+    spec = ATTACKS.get(attack)
+    ignored = {
+        "steps": spec.schedule or ("one step" if spec.single_step else ""),
+        "eps": "" if spec.bounded else "a minimal-perturbation attack: it finds its own size",
+    }
+    for name, reason in ignored.items():
+        given = given_options(context, (name,)) if reason else []
+        if given:
+            flag, value = given[0]
+            raise PurifyLabError(f"--attack {attack} ignores {flag} {value} ({reason}); drop {flag}")
 
 
 def use_device(device: str | None) -> str:

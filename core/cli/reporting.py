@@ -14,6 +14,7 @@ from core.paths import write_files
 def format_report(result: dict) -> str:
     """The evaluation result as aligned lines: each figure with its 95 % interval. Under an attack the
     first block is the clean images' (so labelled), then the threat model and the robust figures."""
+    from core.attacks.config import perturbation_text
     from core.defense import purifier_spec_text
 
     attacked = "robust_accuracy" in result
@@ -35,16 +36,6 @@ def format_report(result: dict) -> str:
             line(f"{side}_majority_of_k", result[f"{side}_accuracy_majority_of_k"], intervals.get("majority_accuracy"), vote),
             line(f"{side}_balanced_majority_of_k", result[f"{side}_balanced_accuracy_majority_of_k"], intervals.get("majority_balanced_accuracy"), vote),
         ]
-
-    def perturbation_text(found: dict) -> str:
-        """A minimal-perturbation attack's size, which its missing eps does not give: the norms over the images
-        it fooled only (n/a: it fooled none), since a failed image's (often 0) says nothing of what fooling takes."""
-        success = "n/a" if found["success_rate"] is None else f"{100 * found['success_rate']:.1f} %"
-        return (
-            f"perturbation before any purifier: success {success} of the images the classifier read correctly; "
-            f"over the images it fooled, L2 median {number(found['l2_median'])} (max {number(found['l2_max'])}), "
-            f"L-inf median {number(found['linf_median'])} (max {number(found['linf_max'])}) on the [0, 1] pixel scale"
-        )
 
     clean, intervals = ("clean_" if attacked else ""), result["confidence_95"]
     data = result.get("data") or {"folder": result["config"]["data"], "split": result["config"]["split"]}
@@ -79,8 +70,11 @@ def format_report(result: dict) -> str:
             line("robust_balanced_accuracy", result["robust_balanced_accuracy"], robust.get("balanced_accuracy"), "  (one draw)"),
             *over_draws("robust", robust),
         ]
-        if "perturbation" in result:
-            rows.append(perturbation_text(result["perturbation"]))
+        if "perturbation" in result:  # a minimal-perturbation attack's size, which its missing eps does not give
+            rows.append(
+                f"perturbation before any purifier: {perturbation_text(result['perturbation'])} (success: of the images the classifier "
+                "read correctly; norms: over the images it fooled, on the [0, 1] pixel scale)"
+            )
         flag = (result.get("convergence_check") or {}).get("flag")
         if flag:
             rows.append(f"FLAG: {flag}")

@@ -209,16 +209,15 @@ def minimal_attack_checks(records: Sequence[dict], table: TableSpec) -> list[tup
 def perturbation_lines(records: Sequence[dict], table: TableSpec, classifier: str) -> list[str]:
     """Under a table with minimal-perturbation rows: how large each attack's changes were and how often
     it fooled the classifier alone, per row; columns that share the same adversarial images share a line."""
+    from core.attacks.config import perturbation_text
+
     lines = []
     for row in _minimal_rows(table):
         summaries: dict[str, list[str]] = {}
         for record in _cells_of(records, table.name):
             if (record["classifier"], record["row"]) != (classifier, row.label):
                 continue
-            found = record["metrics"]["perturbation"]  # always there: these cells carry reports: [perturbation]
-            success = "n/a" if found["success_rate"] is None else f"{100 * found['success_rate']:.1f} %"
-            norms = {name: "n/a" if value is None else f"{value:.3f}" for name, value in found.items()}  # None: it fooled none
-            text = f"success {success}, L2 median {norms['l2_median']} (max {norms['l2_max']}), L-inf median {norms['linf_median']} (max {norms['linf_max']})"
+            text = perturbation_text(record["metrics"]["perturbation"])  # always there: these cells carry reports: [perturbation]
             summaries.setdefault(text, []).append(f"{record['column']} [{record['threat']}]")
         lines += [f"- {row.label} against {', '.join(places)}: {text}" for text, places in summaries.items()]
     if not lines:
@@ -354,24 +353,26 @@ def table_caption(preset: Preset, table: TableSpec, records: list[dict]) -> str:
     stochastic = any(r["metrics"].get("redraws", 1) > 1 for r in records)
     redraws = f"; cells 'a / b' = one-shot / worst of {preset.redraws} purifier draws" if stochastic else ""
     data = "/".join(Path(preset.data).parts[-2:])
-    intervals = f" {_interval_text(n)}" if table.metric == "accuracy" and n else ""
+    intervals = f" {_interval_text(n, stochastic)}" if table.metric == "accuracy" and n else ""
     return (
         f"{table.caption} {_METRIC_TITLES[table.metric]} on {n} images of split '{preset.split}' of {data}, "
         f"seed {preset.seed}. Threat model - {threats}. Attacks: {budgets or 'none'}{eot}{redraws}.{intervals}"
     )
 
 
-def _interval_text(n: int) -> str:
+def _interval_text(n: int, stochastic: bool) -> str:
     """Where an accuracy table's intervals are, and how wide they get at its n: cells print bare
     percentages, and at n = 32 a difference of 20 points is noise. The widest exact interval is the one
-    at half the images right."""
+    at half the images right. Only the one-shot figure's is there: 'b' of an 'a / b' cell has none in the CSV."""
     from core.metrics import clopper_pearson
 
     low, high = clopper_pearson(n // 2, n)
+    of_what = "each cell's one-shot figure a" if stochastic else "each cell"
     return (
-        "Each cell's exact 95 % interval (Clopper-Pearson) is in the CSV (accuracy_ci_low, accuracy_ci_high; balanced accuracy: "
-        f"balanced_accuracy_ci_low, balanced_accuracy_ci_high) and the JSON (confidence_95); at n = {n} the widest, at {n // 2} of {n} right, "
-        f"spans {100 * (high - low):.1f} points ({_percent(low)} to {_percent(high)})."
+        f"The CSV and the JSON (confidence_95) hold the 95 % interval of {of_what}: "
+        f"exact Clopper-Pearson for accuracy (accuracy_ci_low, accuracy_ci_high), the {_BALANCED_INTERVAL} for balanced accuracy "
+        "(balanced_accuracy_ci_low, balanced_accuracy_ci_high); "
+        f"at n = {n} the widest exact one, at {n // 2} of {n} right, spans {100 * (high - low):.1f} points ({_percent(low)} to {_percent(high)})."
     )
 
 

@@ -144,6 +144,8 @@ class PresetRunner:
         purifier_name, params = (column.purifier, column.params) if isinstance(column, PurifierColumn) else column
         attack = row.attack_config(self.preset.seed)
         classifier = self.model(name, weights)
+        if attack:  # an L2 ball wider than the input holds every image: refused here, before any cell is computed
+            attack.check_fits_input(classifier.in_channels, classifier.image_size, name)
         cell = {
             **self._base("robust"),
             "classifier": model_identity(name, weights),
@@ -217,6 +219,7 @@ class PresetRunner:
         entries = []
         for row in spec.attacks:
             attack = row.attack_config(self.preset.seed)
+            attack.check_fits_input(classifier.in_channels, classifier.image_size, spec.classifier.name)
             entries.append(({"detection": spec.name, "row": row.label}, {**base, "attack": attack.resolved(), "adaptive_weight": 0.0}))
         adaptive = spec.adaptive_attack(self.preset.seed)
         if adaptive is not None:
