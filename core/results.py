@@ -114,11 +114,15 @@ def git_commit() -> str:
         return "unknown"
 
 
-def git_dirty() -> bool | None:
-    """True when the checkout has uncommitted or untracked changes: then the commit alone does not name
-    the code that ran. None outside a git checkout (an installed package) or without git."""
+def git_dirty(root: Path = REPO_ROOT) -> bool | None:
+    """True when the checkout has uncommitted or untracked changes outside results/: then the commit
+    alone does not name the code, configs or weights that ran. The outputs are left out, since a run
+    that writes several (a table re-render, a benchmark's report and its config) would otherwise call
+    every one after the first dirty by the first. None outside a git checkout or without git."""
     try:
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":(exclude)results"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(status.stdout.strip())
