@@ -1109,3 +1109,33 @@ def test_a_typed_steps_or_eps_that_the_attack_ignores_is_refused_even_at_its_def
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "s.sqlite").exists() and not (tmp_path / "out").exists()
     code, _, err = run_cli([*commands["evaluate"], "--threat", "grey"], capsys)  # a typed default sets the attack too
     _one_line_refusal(code, err, "--threat grey sets the attack, but no --attack was given")
+
+
+@pytest.mark.parametrize(
+    "command, options, message",
+    [
+        ("evaluate", ["--attack", "pgd", "--eps", "-0.1"], "eps=-0.1 is outside the allowed range [0.0, 1.0]"),
+        ("evaluate", ["--attack", "pgd", "--norm", "l1"], "norm 'l1' is not supported"),
+        ("evaluate", ["--attack", "apgd", "--eot-iter", "0"], "eot_iter=0 is outside the allowed range [1, 1000]"),
+        ("evaluate", ["--attack", "fgsm", "--steps", "50"], "--attack fgsm ignores --steps 50 (one step); drop --steps"),
+        ("evaluate", ["--attack", "cw", "--norm", "l2", "--eps", "0.5"], "--attack cw ignores --eps 0.5 (a minimal-perturbation attack"),
+        ("evaluate", ["--attack", "pgd", "--threat", "white", "--purifier", "gaussian", "--eot", "5000"], "eot=5000 is outside the allowed range [1, 1000]"),
+        ("attack", ["--attack", "fgsm", "--steps", "50"], "--attack fgsm ignores --steps 50 (one step); drop --steps"),
+        ("attack", ["--attack", "ead", "--norm", "l2", "--eps", "0.5"], "--attack ead ignores --eps 0.5 (a minimal-perturbation attack"),
+        ("attack", ["--steps", "0"], "steps=0 is outside the allowed range [1, 100000]"),
+        ("attack", ["--eot", "0"], "--eot must be >= 1, got 0"),
+        ("attack", ["--threat", "white", "--purifier", "gaussian", "--eot", "5000"], "eot=5000 is outside the allowed range [1, 1000]"),
+        ("attack", ["--threat", "transfer"], "threat 'transfer' needs a data set to measure transfer; use 'purifylab evaluate --threat transfer'"),
+    ],
+)
+def test_the_cli_refuses_a_bad_attack_setting_in_one_line_before_torch_loads(tmp_path, xray_test_dir, xray_paths, command, options, message) -> None:
+    """Each was refused only after torch (and for --eot 5000 after the clean pass), refused with the wrong
+    reason (`attack --eot 0`: "does not apply to threat 'grey'"), or run silently (fgsm --steps 50, cw --eps)."""
+    if command == "evaluate":
+        given = ["evaluate", "--data", str(xray_test_dir), "--classifier", "student_cnn", "--limit", "2", "--threads", "1"]
+    else:
+        given = ["attack", str(xray_paths["NORMAL"][0]), "--out", str(tmp_path / "a.png"), "--classifier", "student_cnn", "--threads", "1"]
+    outcome, stderr = _refusal_in_a_fresh_process([*given, *options])
+    assert outcome == "2 []", stderr
+    assert stderr.startswith(f"error: {message}") and "\n" not in stderr.rstrip("\n")
+    assert not (tmp_path / "a.png").exists()
