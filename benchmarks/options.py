@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -95,24 +94,12 @@ def check_report_out(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         refuse(str(error))
 
 
-def _program(command: object) -> tuple[str | None, int]:
-    """What a config's command line ran, its options aside ('bench' for `purifylab bench`, a benchmarks
-    module, a script's file name), and the index of the word after it (-1: not found)."""
-    if command == "bench":
-        return "bench", 1
-    words = shlex.split(command) if isinstance(command, str) else []
-    for index, word in enumerate(words):
-        if re.fullmatch(r"benchmarks\.\w+", word) and index and words[index - 1] == "-m":
-            return word, index + 1
-        if word.endswith(".py"):
-            return Path(word).name, index + 1
-    return None, -1
-
-
 def _reconstructed_settings(command: str, parser: argparse.ArgumentParser) -> dict:
     """Every setting of a run whose config was reconstructed (session 21) from its command line, which
     left the rest at their defaults: the config itself records only what that line typed."""
-    _, start = _program(command)
+    from core.cli.reporting import command_program
+
+    _, start = command_program(command)
     return report_options(parser.parse_args(shlex.split(command)[start:]))
 
 
@@ -125,13 +112,13 @@ def check_same_settings(out: Path, config: dict, overwrite: bool = False, parser
     another way; `NOT_SETTINGS`). Another benchmark's report is refused whatever its settings, and a
     reconstructed config's settings are read from its command line with `parser` (a standalone
     benchmark's own). The same settings rerun in place; --overwrite replaces anything."""
-    from core.cli.reporting import config_path
+    from core.cli.reporting import command_program, config_path
     from core.errors import PurifyLabError
 
     if overwrite or not out.exists():
         return
     before = json.loads(config_path(out).read_text())
-    (ran, _), (runs, _) = _program(before.get("command")), _program(config.get("command"))
+    (ran, _), (runs, _) = command_program(before.get("command")), command_program(config.get("command"))
     if ran != runs:
         raise PurifyLabError(f"--out {out} holds a report of {ran or 'another tool'}, not of {runs}; pass --overwrite to replace it or choose another --out")
     if parser is not None and "reconstructed" in before:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -153,12 +154,22 @@ def written_by_purifylab(document: object) -> bool:
     command = document.get("command")
     if command == "bench":
         return isinstance(document.get("sections"), list)
-    return (
-        isinstance(document.get("reconstructed"), str)
-        and isinstance(document.get("out"), str)
-        and isinstance(command, str)
-        and re.search(r"(^|\s)(python -m benchmarks\.\w+|\S*python scripts/load_test\.py)(\s|$)", command) is not None
-    )
+    program, _ = command_program(command)
+    return isinstance(document.get("reconstructed"), str) and isinstance(document.get("out"), str) and program is not None
+
+
+def command_program(command: object) -> tuple[str | None, int]:
+    """What a benchmark config's command line ran, its options aside ('bench' for `purifylab bench`, a
+    benchmarks module, a script's file name), and the index of the word after it (-1: not found)."""
+    if command == "bench":
+        return "bench", 1
+    words = shlex.split(command) if isinstance(command, str) else []
+    for index, word in enumerate(words):
+        if re.fullmatch(r"benchmarks\.\w+", word) and index and words[index - 1] == "-m":
+            return word, index + 1
+        if word.endswith(".py"):
+            return Path(word).name, index + 1
+    return None, -1
 
 
 def _config_record(config: dict, provenance: dict[str, Any] | None) -> dict:

@@ -106,6 +106,11 @@ def _checked_metric(table: TableSpec) -> str:
     return "balanced_accuracy" if table.metric == "balanced_accuracy" else "one_shot_accuracy"
 
 
+def _within_one_image(tolerance: float, n: int) -> float:
+    """The gap two cells on n images may show before a check flags it: the tolerance, or one image."""
+    return max(tolerance, 1.0 / n)
+
+
 def masking_checks(records: Sequence[dict], table: TableSpec, tolerance: float) -> list[tuple[dict, SanityCheck]]:
     """Every attacker with more access against each with less (`ThreatModel.not_weaker_than`), for
     every (classifier, column, attack row) that has both, in the table's metric; a balanced-accuracy
@@ -125,7 +130,7 @@ def masking_checks(records: Sequence[dict], table: TableSpec, tolerance: float) 
             other = by_place.get((classifier, column, row, weaker))
             if other is None:
                 continue
-            allowed = max(tolerance, 1.0 / min(record["metrics"]["n"], other["metrics"]["n"]))
+            allowed = _within_one_image(tolerance, min(record["metrics"]["n"], other["metrics"]["n"]))
             check = check_not_weaker(threat, record["metrics"][metric], weaker, other["metrics"][metric], allowed)
             checks.append(({"table": table.name, "classifier": classifier, "column": column, "row": row, **named}, check))
     return checks
@@ -176,7 +181,7 @@ def convergence_checks(records: Sequence[dict], table: TableSpec, tolerance: flo
                     continue
                 metric = _checked_metric(table)
                 more, fewer = record["metrics"][metric], other["metrics"][metric]
-                allowed = max(tolerance, 1.0 / record["metrics"]["n"])
+                allowed = _within_one_image(tolerance, record["metrics"]["n"])
                 what = "EOT draws" if varied == "eot_iter" else "steps"
                 flag = None
                 if exceeds_tolerance(abs(more - fewer), allowed):
